@@ -1,0 +1,50 @@
+# blackbox — see README.md. Every target installs what it needs itself.
+SHELL := /bin/bash
+export GOTOOLCHAIN := local
+BUILD := $(CURDIR)/build
+BIN := $(BUILD)/bin
+export PATH := $(BIN):/usr/local/go/bin:$(PATH)
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/blackbox-market/blackbox/internal/cli.Version=$(VERSION)
+
+.PHONY: all build deps test test-unit demo bench lint sim fuzz clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/blackbox ./cmd/blackbox
+
+# deps installs the system packages (containerd, runc, busybox-static) and the
+# btcd regtest node into build/bin. Idempotent.
+deps:
+	deploy/dev/deps.sh $(BUILD)
+
+# test: everything, against real containerd, real btcd and real blackbox
+# processes. Starts and stops its own private daemons under build/.
+test: deps build
+	deploy/dev/test.sh $(BUILD)
+
+# test-unit: the fast tier only (no root, no daemons).
+test-unit:
+	$(GO) test -short -count=1 ./...
+
+demo: deps build
+	deploy/demo.sh $(BUILD)
+
+bench: deps build
+	deploy/dev/bench.sh $(BUILD)
+
+sim:
+	$(GO) run ./cmd/blackbox-sim
+
+fuzz:
+	deploy/dev/fuzz.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BUILD)

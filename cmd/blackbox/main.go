@@ -1,0 +1,20 @@
+// Command blackbox is the compute-market node: one binary for the seller's
+// daemon, the buyer's CLI and the operator's tools. All logic lives in
+// internal/cli and the packages it drives.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/blackbox-market/blackbox/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,166 @@
+// Package cli holds blackbox's cobra commands. It is the only place that reads
+// flags, environment and the config file (through viper); everything below it
+// receives typed, validated configuration.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+)
+
+// Version is set at build time with -ldflags.
+var Version = "dev"
+
+// ExitError carries a process exit code out of a command (for example the
+// exit code of a sandboxed job) without printing anything more.
+type ExitError struct{ Code int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+
+// App is what every command gets: its output streams, the global flags and
+// the configuration source.
+type App struct {
+	Stdout io.Writer
+	Stderr io.Writer
+
+	dataDir    string
+	configFile string
+	logLevel   string
+	v          *viper.Viper
+	root       *cobra.Command
+}
+
+// Run executes blackbox with args and returns the process exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a := &App{Stdout: stdout, Stderr: stderr, v: viper.New()}
+	root := a.newRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	fmt.Fprintln(stderr, "blackbox:", err)
+	return 1
+}
+
+func (a *App) newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "blackbox",
+		Short:         "Sell spare compute for Bitcoin, or buy it from anyone",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.loadConfig(cmd)
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.dataDir, "data-dir", "", "data directory (env BLACKBOX_DATA_DIR; default "+DefaultDataDir()+")")
+	pf.StringVar(&a.configFile, "config", "", "config file (default DATA_DIR/blackbox.yaml)")
+	pf.StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error (config key log_level)")
+	a.root = root
+	root.AddCommand(commands(a)...)
+	return root
+}
+
+// DefaultDataDir is the per-user data directory: $XDG_DATA_HOME/blackbox or
+// ~/.local/share/blackbox. The system service uses /var/lib/blackbox.
+func DefaultDataDir() string {
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "blackbox")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "blackbox")
+	}
+	return "/var/lib/blackbox"
+}
+
+// loadConfig layers flags > env (BLACKBOX_…) > config file > defaults.
+func (a *App) loadConfig(cmd *cobra.Command) error {
+	v := a.v
+	v.SetEnvPrefix("BLACKBOX")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	v.AutomaticEnv()
+	if a.dataDir == "" {
+		a.dataDir = os.Getenv("BLACKBOX_DATA_DIR")
+	}
+	if a.dataDir == "" {
+		a.dataDir = DefaultDataDir()
+	}
+	a.dataDir, _ = filepath.Abs(a.dataDir)
+	file := a.configFile
+	explicit := file != ""
+	if !explicit {
+		file = filepath.Join(a.dataDir, "blackbox.yaml")
+	}
+	v.SetConfigFile(file)
+	v.SetConfigType("yaml")
+	if err := v.ReadInConfig(); err != nil {
+		var notFound viper.ConfigFileNotFoundError
+		if explicit || !(errors.As(err, &notFound) || errors.Is(err, os.ErrNotExist)) {
+			return fmt.Errorf("read config %s: %w", file, err)
+		}
+	}
+	return nil
+}
+
+// DataDir is the resolved data directory.
+func (a *App) DataDir() string { return a.dataDir }
+
+// Section unmarshals the config subtree under key (for example "sandbox") over
+// the defaults already in out, then validates it. Environment variables
+// override file values as BLACKBOX_<KEY>_<FIELD>.
+func (a *App) Section(key string, out interface{ Validate() error }) error {
+	if err := a.v.UnmarshalKey(key, out); err != nil {
+		return fmt.Errorf("config %s: %w", key, err)
+	}
+	if err := out.Validate(); err != nil {
+		return fmt.Errorf("config %s: %w", key, err)
+	}
+	return nil
+}
+
+// Logger returns a text logger on stderr at the configured level.
+func (a *App) Logger() *slog.Logger {
+	lvl := slog.LevelInfo
+	s := a.logLevel
+	if s == "" {
+		s = a.v.GetString("log_level")
+	}
+	_ = lvl.UnmarshalText([]byte(s))
+	return slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// commands lists every subcommand. Each area adds its constructor here.
+func commands(a *App) []*cobra.Command {
+	return []*cobra.Command{
+		newVersionCmd(a),
+	}
+}
+
+func newVersionCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(a.Stdout, "blackbox", Version)
+			return nil
+		},
+	}
+}

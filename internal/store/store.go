@@ -1,0 +1,217 @@
+// Package store owns the node's one embedded database: a bbolt file in the data
+// dir, its schema version and the ordered list of migrations that bring an older
+// file up to date.
+//
+// bbolt rather than SQLite: it is pure Go (no cgo, one static binary), every
+// committed transaction is fsynced before Update returns, which is exactly the
+// "persisted before acknowledged" rule the payment and contract code rely on,
+// and the node's data is small keyed records (offers, reservations, contracts,
+// channel updates) that need no query planner. The database holds an exclusive
+// file lock, so two daemons can never share one data dir.
+//
+// Subsystems see the store through a small key-value surface (Tx): named
+// buckets of byte keys and values. Their own record encodings stay in their
+// packages; nothing from bbolt leaks into pkg/.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrNotFound is returned by Get-style helpers when a key is absent.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrLocked is returned by Open when another process holds the database.
+var ErrLocked = errors.New("store: database is in use by another process")
+
+const (
+	metaBucket = "meta"
+	versionKey = "schema_version"
+)
+
+// Migration moves the database from version Version-1 to Version. Migrations
+// run inside one write transaction each; a failing one leaves the file at the
+// previous version.
+type Migration struct {
+	Version int
+	Name    string
+	Apply   func(tx *Tx) error
+}
+
+// migrations is the append-only list of schema changes. Versions are explicit
+// and never renumbered; a new one is appended with the next number.
+var migrations = []Migration{
+	{Version: 1, Name: "initial buckets", Apply: func(tx *Tx) error {
+		for _, b := range []string{"offers", "reservations", "contracts", "peers"} {
+			if err := tx.CreateBucket(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}},
+}
+
+// SchemaVersion is the version a freshly opened database ends up at.
+func SchemaVersion() int { return migrations[len(migrations)-1].Version }
+
+// DB is the node's database.
+type DB struct {
+	bolt *bolt.DB
+	path string
+}
+
+// Open opens (creating if needed) the database at path, takes its file lock
+// (waiting at most lockWait), and applies pending migrations.
+func Open(path string, lockWait time.Duration) (*DB, error) {
+	if lockWait <= 0 {
+		lockWait = time.Second
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	db := &DB{bolt: b, path: path}
+	if err := db.migrate(migrations); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Path is the database file's location.
+func (db *DB) Path() string { return db.path }
+
+// Close releases the file and its lock.
+func (db *DB) Close() error { return db.bolt.Close() }
+
+// Version reads the stored schema version (0 for a file never migrated).
+func (db *DB) Version() (int, error) {
+	v := 0
+	err := db.View(func(tx *Tx) error {
+		raw := tx.Get(metaBucket, versionKey)
+		if raw == nil {
+			return nil
+		}
+		n, err := strconv.Atoi(string(raw))
+		if err != nil {
+			return fmt.Errorf("corrupt schema version %q", raw)
+		}
+		v = n
+		return nil
+	})
+	return v, err
+}
+
+func (db *DB) migrate(list []Migration) error {
+	cur, err := db.Version()
+	if err != nil {
+		return err
+	}
+	latest := list[len(list)-1].Version
+	if cur > latest {
+		return fmt.Errorf("store %s has schema version %d, newer than this binary's %d: upgrade blackbox", db.path, cur, latest)
+	}
+	for _, m := range list {
+		if m.Version <= cur {
+			continue
+		}
+		err := db.Update(func(tx *Tx) error {
+			if err := m.Apply(tx); err != nil {
+				return err
+			}
+			return tx.Put(metaBucket, versionKey, []byte(strconv.Itoa(m.Version)))
+		})
+		if err != nil {
+			return fmt.Errorf("migrate store to version %d (%s): %w", m.Version, m.Name, err)
+		}
+	}
+	return nil
+}
+
+// Update runs fn in a read-write transaction. When it returns nil the change is
+// on disk (fsynced); any error rolls everything back.
+func (db *DB) Update(fn func(tx *Tx) error) error {
+	return db.bolt.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+// View runs fn in a read-only transaction.
+func (db *DB) View(fn func(tx *Tx) error) error {
+	return db.bolt.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+// Tx is a transaction over named buckets of byte keys and values. Values
+// returned by Get are copies and stay valid after the transaction.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+// CreateBucket makes sure a bucket exists (only in write transactions).
+func (t *Tx) CreateBucket(name string) error {
+	_, err := t.tx.CreateBucketIfNotExists([]byte(name))
+	return err
+}
+
+// Put stores value under key in bucket, creating the bucket if needed.
+func (t *Tx) Put(bucket, key string, value []byte) error {
+	b, err := t.tx.CreateBucketIfNotExists([]byte(bucket))
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	return b.Put([]byte(key), value)
+}
+
+// Get returns a copy of the value under key, or nil when absent.
+func (t *Tx) Get(bucket, key string) []byte {
+	b := t.tx.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	v := b.Get([]byte(key))
+	if v == nil {
+		return nil
+	}
+	return append([]byte(nil), v...)
+}
+
+// Delete removes key from bucket; deleting what is not there succeeds.
+func (t *Tx) Delete(bucket, key string) error {
+	b := t.tx.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	return b.Delete([]byte(key))
+}
+
+// ForEach calls fn for every key in bucket in byte order, with the given
+// prefix ("" for all). The value slice is only valid during the call.
+func (t *Tx) ForEach(bucket, prefix string, fn func(key string, value []byte) error) error {
+	b := t.tx.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	p := []byte(prefix)
+	for k, v := c.Seek(p); k != nil && hasPrefix(k, p); k, v = c.Next() {
+		if err := fn(string(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hasPrefix(k, p []byte) bool {
+	return len(k) >= len(p) && string(k[:len(p)]) == string(p)
+}
