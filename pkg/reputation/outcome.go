@@ -1,0 +1,100 @@
+package reputation
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Outcome is what happened in one contract, from the rater's side. Values are
+// stored and signed: they are explicit and never renumbered.
+type Outcome uint8
+
+const (
+	// OutcomeCompleted: the job ran to the end and the result was accepted.
+	OutcomeCompleted Outcome = 1
+	// OutcomeLate: the result came, after the contract's deadline.
+	OutcomeLate Outcome = 2
+	// OutcomeFailed: the seller returned a failure or a result the buyer
+	// found unusable.
+	OutcomeFailed Outcome = 3
+	// OutcomeAbandoned: the seller vanished mid-job.
+	OutcomeAbandoned Outcome = 4
+	// OutcomeSpotCheckMismatch: the output digest disagreed with the
+	// majority of sellers that ran the same deterministic job.
+	OutcomeSpotCheckMismatch Outcome = 5
+	// OutcomeAbuse: the peer abused a protocol (for example flooded this
+	// node with attestations). Local only; never attested.
+	OutcomeAbuse Outcome = 6
+
+	outcomeMax = OutcomeAbuse
+)
+
+var outcomeNames = [...]string{"", "completed", "late", "failed", "abandoned", "spot_check_mismatch", "abuse"}
+
+func (o Outcome) String() string {
+	if o == 0 || o > outcomeMax {
+		return fmt.Sprintf("outcome(%d)", uint8(o))
+	}
+	return outcomeNames[o]
+}
+
+// Valid reports whether o is a known outcome.
+func (o Outcome) Valid() bool { return o >= OutcomeCompleted && o <= outcomeMax }
+
+// ParseOutcome is the inverse of String.
+func ParseOutcome(s string) (Outcome, error) {
+	for i, n := range outcomeNames {
+		if i > 0 && n == s {
+			return Outcome(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown outcome %q", s)
+}
+
+// outcomeWeights is the evidence one contract with that outcome adds to the
+// (good, bad) counts of the Beta posterior. A vanished seller or a failed
+// spot check weighs more than an honest failure: they are what cheats do.
+var outcomeWeights = [...][2]float64{
+	OutcomeCompleted:         {1, 0},
+	OutcomeLate:              {0.5, 0.5},
+	OutcomeFailed:            {0, 1},
+	OutcomeAbandoned:         {0, 2},
+	OutcomeSpotCheckMismatch: {0, 4},
+	OutcomeAbuse:             {0, 1},
+}
+
+// usageTolerance is the shortfall of delivered against promised usage that
+// is treated as measurement noise; usageWeight is the bad evidence per unit
+// of shortfall beyond it (billing for 40% more than delivered costs about
+// one failed contract).
+const (
+	usageTolerance = 0.05
+	usageWeight    = 4.0
+)
+
+// Observation is one fact this node saw itself about a peer.
+type Observation struct {
+	Peer       peer.ID
+	ContractID string
+	Outcome    Outcome
+	// UsageRatio is delivered ÷ promised (or billed) usage; 0 means not
+	// measured. Values above 1 are treated as 1.
+	UsageRatio float64
+	At         time.Time
+}
+
+// evidence converts an outcome and usage ratio into (good, bad) counts.
+func evidence(o Outcome, usage float64) (good, bad float64) {
+	if !o.Valid() {
+		return 0, 0
+	}
+	w := outcomeWeights[o]
+	good, bad = w[0], w[1]
+	if usage > 0 && usage < 1-usageTolerance {
+		good *= usage
+		bad += (1 - usage) * usageWeight
+	}
+	return good, bad
+}
