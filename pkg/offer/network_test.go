@@ -1,0 +1,250 @@
+package offer
+
+import (
+	"context"
+	"math/rand"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+)
+
+type netNode struct {
+	h   host.Host
+	dht *dht.IpfsDHT
+	pub *Publisher
+}
+
+// TestNetworkOf50FindsExactlyTheMatchingOffers builds 50 libp2p hosts with
+// blackbox's DHT in one process (mocknet), sparsely connected, where 44
+// honest sellers publish offers and three cheats serve a forged, an expired
+// and (later) a replayed old offer. The buyer must find exactly the honest
+// offers that match each filter.
+func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("in-process network of 50 nodes: not in -short")
+	}
+	const n = 50
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	mn := mocknet.New()
+	defer mn.Close()
+	nodes := make([]*netNode, n)
+	for i := range nodes {
+		h, err := mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = &netNode{h: h}
+	}
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	boot := []peer.AddrInfo{{ID: nodes[0].h.ID(), Addrs: nodes[0].h.Addrs()}, {ID: nodes[1].h.ID(), Addrs: nodes[1].h.Addrs()}}
+	for i, nd := range nodes {
+		d, err := NewDHT(nd.h, true, boot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.dht = d
+		defer d.Close()
+		for _, b := range boot {
+			if b.ID != nd.h.ID() {
+				if err := nd.h.Connect(ctx, b); err != nil {
+					t.Fatalf("node %d connect bootstrap: %v", i, err)
+				}
+			}
+		}
+	}
+	// A sparse mesh: each node also knows two random others.
+	rng := rand.New(rand.NewSource(1))
+	for i, nd := range nodes {
+		for range 2 {
+			j := rng.Intn(n)
+			if j != i {
+				_ = nd.h.Connect(ctx, peer.AddrInfo{ID: nodes[j].h.ID(), Addrs: nodes[j].h.Addrs()})
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, nd := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-nd.dht.RefreshRoutingTable()
+		}()
+	}
+	wg.Wait()
+
+	buyer := nodes[2]
+	regions := []string{"eu", "us", "ap"}
+	honest := map[peer.ID]*Offer{}
+	var mu sync.Mutex
+	for i := 3; i < n-3; i++ {
+		nd := nodes[i]
+		key := nd.h.Peerstore().PrivKey(nd.h.ID())
+		pub, err := NewPublisher(PublisherConfig{Key: key, Router: nd.dht, Addrs: nd.h.Addrs, TTL: 10 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.pub = pub
+		nd.h.SetStreamHandler(ProtocolID, Handler(pub.Envelope, discard))
+		if err := pub.Set(Offer{
+			Resources: Resources{CPUMillis: uint64(i%8+1) * 1000, MemoryBytes: uint64(i%5+1) * 2 << 30, DiskBytes: 50 << 30},
+			Prices:    Prices{CoreHour: uint64(100 + 7*i), MemGiBHour: 10},
+			Region:    regions[i%3], Runtimes: []string{"runc"}, BillingInterval: 10 * time.Second,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		o, _ := pub.Current()
+		honest[nd.h.ID()] = o
+	}
+
+	// The cheats. Each announces itself in every bucket so the buyer asks it.
+	forger, expired, replayer := nodes[n-3], nodes[n-2], nodes[n-1]
+	victim := nodes[3]
+	_, victimEnv := victim.pub.Current()
+	forgedOffer := *honest[victim.h.ID()]
+	forgedOffer.Seller = forger.h.ID()
+	otherKey, _, _ := crypto.GenerateEd25519Key(nil)
+	forgedEnv := mustSeal(t, &forgedOffer, otherKey) // claims the forger, signed by another key
+	forgerServes := victimEnv                        // first: the victim's offer served as its own
+	forger.h.SetStreamHandler(ProtocolID, Handler(func() []byte { mu.Lock(); defer mu.Unlock(); return forgerServes }, discard))
+
+	expiredOffer := *honest[victim.h.ID()]
+	expiredOffer.Seller = expired.h.ID()
+	expiredOffer.Issued = time.Now().Add(-time.Hour).Truncate(time.Second)
+	expiredOffer.Expiry = time.Now().Add(-time.Minute).Truncate(time.Second)
+	expiredEnv := mustSeal(t, &expiredOffer, expired.h.Peerstore().PrivKey(expired.h.ID()))
+	expired.h.SetStreamHandler(ProtocolID, Handler(func() []byte { return expiredEnv }, discard))
+
+	repKey := replayer.h.Peerstore().PrivKey(replayer.h.ID())
+	repOffer := *honest[victim.h.ID()]
+	repOffer.Seller = replayer.h.ID()
+	repOffer.Issued = time.Now().Truncate(time.Second)
+	repOffer.Expiry = repOffer.Issued.Add(10 * time.Minute)
+	repOld, repNew := repOffer, repOffer
+	repOld.Seq, repNew.Seq = 100, 200
+	repOldEnv, repNewEnv := mustSeal(t, &repOld, repKey), mustSeal(t, &repNew, repKey)
+	replayServes := repNewEnv
+	replayer.h.SetStreamHandler(ProtocolID, Handler(func() []byte { mu.Lock(); defer mu.Unlock(); return replayServes }, discard))
+
+	// Publish everything to the DHT, concurrently.
+	for _, nd := range nodes {
+		if nd.pub == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := nd.pub.PublishNow(ctx); err != nil {
+				t.Errorf("publish %s: %v", nd.h.ID(), err)
+			}
+		}()
+	}
+	for _, cheat := range []*netNode{forger, expired, replayer} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, b := range SellerBuckets(&repOffer) {
+				if err := cheat.dht.Provide(ctx, b.CID(), true); err != nil {
+					t.Errorf("cheat provide: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	// The DHT itself refuses the bad records.
+	if err := forger.dht.PutValue(ctx, DHTKey(forger.h.ID()), forgedEnv); err == nil {
+		t.Error("DHT accepted a forged offer")
+	}
+	if err := expired.dht.PutValue(ctx, DHTKey(expired.h.ID()), expiredEnv); err == nil {
+		t.Error("DHT accepted an expired offer")
+	}
+	if err := replayer.dht.PutValue(ctx, DHTKey(replayer.h.ID()), repNewEnv); err != nil {
+		t.Fatalf("replayer's new offer: %v", err)
+	}
+	_ = replayer.dht.PutValue(ctx, DHTKey(replayer.h.ID()), repOldEnv) // an older sequence must not win
+	got, err := buyer.dht.GetValue(ctx, DHTKey(replayer.h.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := Open(got, time.Now()); err != nil || o.Seq != 200 {
+		t.Fatalf("DHT returned replayed offer: %v %v", o, err)
+	}
+
+	d := NewDiscoverer(DiscovererConfig{Host: buyer.h, Finder: buyer.dht})
+	filters := []Filter{
+		{},
+		{Min: Resources{CPUMillis: 4000}},
+		{Min: Resources{CPUMillis: 2000, MemoryBytes: 6 << 30}, Region: "us"},
+		{Min: Resources{MemoryBytes: 8 << 30}},
+		{Min: Resources{CPUMillis: 1000}, MaxPrice: 300},
+		{Min: Resources{CPUMillis: 64000}},
+	}
+	check := func(round string, withReplayer bool) {
+		for _, f := range filters {
+			found, err := d.Find(ctx, f)
+			if err != nil {
+				t.Fatalf("%s: find %+v: %v", round, f, err)
+			}
+			var want []peer.ID
+			for id, o := range honest {
+				if f.Match(o) {
+					want = append(want, id)
+				}
+			}
+			if withReplayer && f.Match(&repNew) {
+				want = append(want, replayer.h.ID())
+			}
+			var gotIDs []peer.ID
+			for _, o := range found {
+				gotIDs = append(gotIDs, o.Seller)
+			}
+			slices.Sort(want)
+			slices.Sort(gotIDs)
+			if !slices.Equal(want, gotIDs) {
+				t.Errorf("%s: filter %+v: found %d offers, want %d\n got %v\nwant %v", round, f, len(gotIDs), len(want), gotIDs, want)
+			}
+			for i := 1; i < len(found); i++ {
+				if f.Price(found[i-1]) > f.Price(found[i]) {
+					t.Errorf("%s: results not sorted by price", round)
+				}
+			}
+		}
+	}
+	if all, _ := d.Find(ctx, Filter{}); len(all) < 40 {
+		t.Fatalf("expected the 44 honest offers and the replayer's, found %d", len(all))
+	}
+	check("first", true)
+	// Now the forger serves a hand-forged offer and the replayer an old one.
+	mu.Lock()
+	forgerServes = forgedEnv
+	replayServes = repOldEnv
+	mu.Unlock()
+	check("after replay", false)
+}
+
+var discard = discardLogger()
+
+func mustSeal(t *testing.T, o *Offer, k crypto.PrivKey) []byte {
+	t.Helper()
+	env, err := record.Seal(o, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := env.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+

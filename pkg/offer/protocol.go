@@ -1,0 +1,120 @@
+package offer
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// ProtocolID is the stream protocol on which a seller answers with its
+// current signed offer. The requester sends nothing; the seller writes one
+// uvarint-length-prefixed envelope (length 0: nothing on offer) and closes.
+const ProtocolID protocol.ID = "/blackbox/offer/1.0.0"
+
+// ServiceName names the offer service in the resource manager.
+const ServiceName = "blackbox.offer"
+
+// streamTimeout bounds one offer exchange on either side.
+const streamTimeout = 10 * time.Second
+
+// ErrNoOffer is returned by Fetch when the seller has nothing on offer now.
+var ErrNoOffer = errors.New("seller has nothing on offer")
+
+// Handler returns the stream handler serving the envelope current returns
+// (nil: nothing on offer).
+func Handler(current func() []byte, log *slog.Logger) network.StreamHandler {
+	return func(s network.Stream) {
+		remote := s.Conn().RemotePeer()
+		if err := serve(s, current()); err != nil {
+			log.Debug("offer stream failed", "peer", remote, "err", err)
+			s.Reset()
+			return
+		}
+		s.Close()
+	}
+}
+
+func serve(s network.Stream, env []byte) error {
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		return fmt.Errorf("attach to service: %w", err)
+	}
+	size := len(env) + binary.MaxVarintLen64
+	if err := s.Scope().ReserveMemory(size, network.ReservationPriorityAlways); err != nil {
+		return fmt.Errorf("reserve memory: %w", err)
+	}
+	defer s.Scope().ReleaseMemory(size)
+	if err := s.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
+		return err
+	}
+	buf := binary.AppendUvarint(make([]byte, 0, size), uint64(len(env)))
+	buf = append(buf, env...)
+	_, err := s.Write(buf)
+	return err
+}
+
+// Fetch asks peer p for its current signed offer and returns the envelope
+// bytes, unverified (the caller opens them with Open).
+func Fetch(ctx context.Context, h host.Host, p peer.ID) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	defer cancel()
+	s, err := h.NewStream(ctx, p, ProtocolID)
+	if err != nil {
+		return nil, fmt.Errorf("open offer stream to %s: %w", p, err)
+	}
+	env, err := readEnvelope(ctx, s)
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("read offer from %s: %w", p, err)
+	}
+	s.Close()
+	if len(env) == 0 {
+		return nil, ErrNoOffer
+	}
+	return env, nil
+}
+
+func readEnvelope(ctx context.Context, s network.Stream) ([]byte, error) {
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		return nil, err
+	}
+	const reserve = MaxEnvelopeSize + binary.MaxVarintLen64
+	if err := s.Scope().ReserveMemory(reserve, network.ReservationPriorityAlways); err != nil {
+		return nil, err
+	}
+	defer s.Scope().ReleaseMemory(reserve)
+	deadline, _ := ctx.Deadline()
+	if err := s.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return nil, err
+	}
+	return ReadFrame(bufio.NewReaderSize(s, 512), MaxEnvelopeSize)
+}
+
+// ReadFrame reads one uvarint-length-prefixed frame of at most max bytes.
+// The length is checked before anything is allocated.
+func ReadFrame(r *bufio.Reader, max int) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, fmt.Errorf("frame length: %w", err)
+	}
+	if n > uint64(max) {
+		return nil, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrTooLarge, n, max)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("frame body: %w", err)
+	}
+	return buf, nil
+}
