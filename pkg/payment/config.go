@@ -1,0 +1,195 @@
+package payment
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/btcutil/hdkeychain"
+	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/btcsuite/btcd/txscript"
+)
+
+// Config is the payment subsystem's configuration (config section
+// "payment"). Start from DefaultConfig.
+type Config struct {
+	// Network is mainnet, testnet, signet or regtest.
+	Network string `mapstructure:"network"`
+	// RPCHost is btcd's RPC endpoint, host:port.
+	RPCHost string `mapstructure:"rpc_host"`
+	// RPCUser and RPCPass authenticate to btcd.
+	RPCUser string `mapstructure:"rpc_user"`
+	RPCPass string `mapstructure:"rpc_pass"`
+	// RPCCert is the path of btcd's TLS certificate (rpc.cert); empty with
+	// RPCNoTLS on loopback.
+	RPCCert string `mapstructure:"rpc_cert"`
+	// RPCNoTLS talks plain HTTP to btcd; btcd only allows this on loopback.
+	RPCNoTLS bool `mapstructure:"rpc_notls"`
+	// PayoutAddress is where the seller's closes pay (an address of Network).
+	PayoutAddress string `mapstructure:"payout_address"`
+	// PayoutXpub, if set instead, gives a fresh P2WPKH address per close
+	// (external chain, index counted in the store).
+	PayoutXpub string `mapstructure:"payout_xpub"`
+	// MinFeeRate and MaxFeeRate bound every fee rate we pay, in sat/vB; the
+	// fee estimate is clamped into this range. A transaction above
+	// MaxFeeRate, or above MaxFee in total, is refused.
+	MinFeeRate int64 `mapstructure:"min_fee_rate"`
+	MaxFeeRate int64 `mapstructure:"max_fee_rate"`
+	// MaxFee caps the absolute fee of one transaction, in satoshis.
+	MaxFee int64 `mapstructure:"max_fee"`
+	// FallbackFeeRate is used when the backend has no estimate (sat/vB).
+	FallbackFeeRate int64 `mapstructure:"fallback_fee_rate"`
+	// Confirmations a funding transaction needs before the channel opens.
+	Confirmations int32 `mapstructure:"confirmations"`
+	// SafetyMargin is how many blocks before expiry the seller closes.
+	SafetyMargin int32 `mapstructure:"safety_margin"`
+	// ChannelLifetime is a new channel's expiry, in blocks from the tip.
+	ChannelLifetime int32 `mapstructure:"channel_lifetime"`
+	// PassphraseFile holds the wallet passphrase; empty means the
+	// environment variable BLACKBOX_WALLET_PASSPHRASE.
+	PassphraseFile string `mapstructure:"passphrase_file"`
+}
+
+// DefaultConfig is regtest on btcd's default loopback port with conservative
+// fee bounds.
+func DefaultConfig() Config {
+	return Config{
+		Network:         "regtest",
+		RPCHost:         "127.0.0.1:18334",
+		RPCNoTLS:        true,
+		MinFeeRate:      1,
+		MaxFeeRate:      200,
+		MaxFee:          100_000,
+		FallbackFeeRate: 10,
+		Confirmations:   3,
+		SafetyMargin:    12,
+		ChannelLifetime: 144 * 7,
+	}
+}
+
+// Validate names the first bad key and why.
+func (c *Config) Validate() error {
+	if _, err := NetParams(c.Network); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	if c.RPCHost == "" {
+		return errors.New("rpc_host: empty")
+	}
+	if c.MinFeeRate < 1 {
+		return errors.New("min_fee_rate: must be at least 1 sat/vB (relay minimum)")
+	}
+	if c.MaxFeeRate < c.MinFeeRate {
+		return fmt.Errorf("max_fee_rate: %d is below min_fee_rate %d", c.MaxFeeRate, c.MinFeeRate)
+	}
+	if c.FallbackFeeRate < c.MinFeeRate || c.FallbackFeeRate > c.MaxFeeRate {
+		return fmt.Errorf("fallback_fee_rate: %d is outside [min_fee_rate, max_fee_rate]", c.FallbackFeeRate)
+	}
+	if c.MaxFee <= 0 {
+		return errors.New("max_fee: must be positive")
+	}
+	if c.Confirmations < 1 {
+		return errors.New("confirmations: must be at least 1")
+	}
+	if c.SafetyMargin < 1 {
+		return errors.New("safety_margin: must be at least 1 block")
+	}
+	if c.ChannelLifetime <= c.SafetyMargin {
+		return errors.New("channel_lifetime: must exceed safety_margin")
+	}
+	if c.PayoutAddress != "" && c.PayoutXpub != "" {
+		return errors.New("payout_address and payout_xpub: set one, not both")
+	}
+	params, _ := NetParams(c.Network)
+	if c.PayoutAddress != "" {
+		a, err := btcutil.DecodeAddress(c.PayoutAddress, params)
+		if err != nil || !a.IsForNet(params) {
+			return fmt.Errorf("payout_address: %q is not an address on %s", c.PayoutAddress, c.Network)
+		}
+	}
+	if c.PayoutXpub != "" {
+		if _, err := hdkeychain.NewKeyFromString(c.PayoutXpub); err != nil {
+			return fmt.Errorf("payout_xpub: %w", err)
+		}
+	}
+	return nil
+}
+
+// NetParams maps a network name to its chain parameters.
+func NetParams(name string) (*chaincfg.Params, error) {
+	switch name {
+	case "mainnet", "main", "bitcoin":
+		return &chaincfg.MainNetParams, nil
+	case "testnet", "testnet3":
+		return &chaincfg.TestNet3Params, nil
+	case "signet":
+		return &chaincfg.SigNetParams, nil
+	case "regtest":
+		return &chaincfg.RegressionNetParams, nil
+	}
+	return nil, fmt.Errorf("unknown network %q (want mainnet, testnet, signet or regtest)", name)
+}
+
+// PayoutScript returns the output script for the seller's next close: the
+// configured address, or the xpub's external child at index.
+func (c *Config) PayoutScript(index uint32) ([]byte, error) {
+	params, err := NetParams(c.Network)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case c.PayoutAddress != "":
+		a, err := btcutil.DecodeAddress(c.PayoutAddress, params)
+		if err != nil {
+			return nil, fmt.Errorf("payout address: %w", err)
+		}
+		return txscript.PayToAddrScript(a)
+	case c.PayoutXpub != "":
+		x, err := hdkeychain.NewKeyFromString(c.PayoutXpub)
+		if err != nil {
+			return nil, fmt.Errorf("payout xpub: %w", err)
+		}
+		ext, err := x.Derive(0)
+		if err != nil {
+			return nil, fmt.Errorf("payout xpub: %w", err)
+		}
+		child, err := ext.Derive(index)
+		if err != nil {
+			return nil, fmt.Errorf("payout xpub child %d: %w", index, err)
+		}
+		pub, err := child.ECPubKey()
+		if err != nil {
+			return nil, err
+		}
+		a, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(pub.SerializeCompressed()), params)
+		if err != nil {
+			return nil, err
+		}
+		return txscript.PayToAddrScript(a)
+	}
+	return nil, errors.New("no payout_address or payout_xpub configured")
+}
+
+// clampFeeRate keeps a fee rate inside the configured bounds.
+func (c *Config) clampFeeRate(r int64) int64 {
+	if r < c.MinFeeRate {
+		return c.MinFeeRate
+	}
+	if r > c.MaxFeeRate {
+		return c.MaxFeeRate
+	}
+	return r
+}
+
+// checkFee refuses a transaction whose fee is above the configured bounds.
+func (c *Config) checkFee(fee, vsize int64) error {
+	if fee < 0 {
+		return fmt.Errorf("%w: negative fee %d", ErrFeeBound, fee)
+	}
+	if fee > c.MaxFee {
+		return fmt.Errorf("%w: fee %d sat exceeds max_fee %d", ErrFeeBound, fee, c.MaxFee)
+	}
+	if vsize > 0 && fee > c.MaxFeeRate*vsize {
+		return fmt.Errorf("%w: fee rate %.1f sat/vB exceeds max_fee_rate %d", ErrFeeBound, float64(fee)/float64(vsize), c.MaxFeeRate)
+	}
+	return nil
+}

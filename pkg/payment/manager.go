@@ -1,0 +1,841 @@
+package payment
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/btcsuite/btcd/btcec/v2"
+	"github.com/btcsuite/btcd/wire"
+)
+
+// ChannelStore persists channel records. PutChannel must be durable
+// (fsynced) when it returns nil: the Manager acknowledges nothing before
+// that, and adopts a change in memory only after it.
+type ChannelStore interface {
+	PutChannel(c *Channel) error
+	LoadChannels() ([]*Channel, error)
+	// NextIndex returns the next value (0 first) of the durable counter
+	// name; a value is never handed out twice.
+	NextIndex(name string) (uint32, error)
+}
+
+// Funder is the buyer's wallet as the channel code sees it.
+type Funder interface {
+	// FundTx returns a signed, unbroadcast transaction paying outs plus
+	// change back to the wallet at about feeRate sat/vB; it refuses a fee
+	// above the configured bounds.
+	FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) (*wire.MsgTx, error)
+	// NewScript returns a fresh output script of the wallet (refunds and
+	// change of the buyer go there).
+	NewScript(ctx context.Context) ([]byte, error)
+}
+
+// ManagerConfig is what a Manager is built from.
+type ManagerConfig struct {
+	Config Config
+	// Chain answers every chain question; required.
+	Chain Chain
+	// Store persists every change before it is acknowledged; required.
+	Store ChannelStore
+	// Keys derives our channel keys; required.
+	Keys *Keyring
+	// Funder funds channels we buy through; nil on a node that only sells.
+	Funder Funder
+	Log    *slog.Logger
+	// AfterPersist, if set, runs after an accepted update is durable and
+	// before it is acknowledged (a crash test stops the process there).
+	AfterPersist func(c *Channel)
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Manager runs the node's payment channels, as buyer and as seller. It is
+// the API the contract code calls: OpenChannel / AcceptOpen, Pay /
+// AcceptUpdate, Close, Refund, and Tick on every new block.
+type Manager struct {
+	cfg   Config
+	chain Chain
+	store ChannelStore
+	keys  *Keyring
+	fund  Funder
+	log   *slog.Logger
+	after func(*Channel)
+	now   func() time.Time
+
+	mu    sync.Mutex
+	chans map[string]*Channel
+	tip   int32
+}
+
+// NewManager loads the persisted channels.
+func NewManager(mc ManagerConfig) (*Manager, error) {
+	if mc.Chain == nil || mc.Store == nil || mc.Keys == nil {
+		return nil, errors.New("payment manager: chain, store and keys are required")
+	}
+	if err := mc.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("payment manager: config: %w", err)
+	}
+	m := &Manager{
+		cfg: mc.Config, chain: mc.Chain, store: mc.Store, keys: mc.Keys, fund: mc.Funder,
+		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: map[string]*Channel{},
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	list, err := m.store.LoadChannels()
+	if err != nil {
+		return nil, fmt.Errorf("payment manager: load channels: %w", err)
+	}
+	for _, c := range list {
+		m.chans[c.ID] = c
+	}
+	return m, nil
+}
+
+// persist writes next to the store and adopts it only when that succeeded,
+// so a failed write leaves the in-memory state as it was.
+func (m *Manager) persist(next *Channel) error {
+	next.Updated = m.now().UTC()
+	if err := m.store.PutChannel(next); err != nil {
+		return fmt.Errorf("persist channel %s: %w", next.ID, err)
+	}
+	m.chans[next.ID] = next
+	return nil
+}
+
+// Channels returns copies of every channel, oldest first.
+func (m *Manager) Channels() []*Channel {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Channel, 0, len(m.chans))
+	for _, c := range m.chans {
+		out = append(out, c.clone())
+	}
+	slices.SortFunc(out, func(a, b *Channel) int { return a.Created.Compare(b.Created) })
+	return out
+}
+
+// Channel returns a copy of one channel.
+func (m *Manager) Channel(id string) (*Channel, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.chans[id]
+	if !ok {
+		return nil, fmt.Errorf("channel %s: %w", id, ErrUnknownChannel)
+	}
+	return c.clone(), nil
+}
+
+// SellerKey is the node's payment key, published in its offers.
+func (m *Manager) SellerKey() (*btcec.PrivateKey, error) {
+	return m.keys.Key(FamilySeller, 0)
+}
+
+// SellerTerms is what a seller gives a buyer before the buyer funds a
+// channel: the seller's payment key and the script its closes pay.
+type SellerTerms struct {
+	Key          []byte
+	PayoutScript []byte
+}
+
+// SellerTerms returns this node's terms as a seller.
+func (m *Manager) SellerTerms() (SellerTerms, error) {
+	k, err := m.SellerKey()
+	if err != nil {
+		return SellerTerms{}, err
+	}
+	idx := uint32(0)
+	if m.cfg.PayoutXpub != "" {
+		if idx, err = m.store.NextIndex("payout"); err != nil {
+			return SellerTerms{}, fmt.Errorf("seller terms: %w", err)
+		}
+	}
+	s, err := m.cfg.PayoutScript(idx)
+	if err != nil {
+		return SellerTerms{}, fmt.Errorf("seller terms: %w", err)
+	}
+	return SellerTerms{Key: k.PubKey().SerializeCompressed(), PayoutScript: s}, nil
+}
+
+// maxPayoutIndex bounds the xpub children AcceptOpen recognises as ours.
+const maxPayoutIndex = 1000
+
+// ownPayoutScript reports whether s is a script our closes may pay.
+func (m *Manager) ownPayoutScript(s []byte) bool {
+	if m.cfg.PayoutAddress != "" {
+		own, err := m.cfg.PayoutScript(0)
+		return err == nil && bytes.Equal(own, s)
+	}
+	// xpub: one of the first maxPayoutIndex children.
+	for i := uint32(0); i < maxPayoutIndex; i++ {
+		own, err := m.cfg.PayoutScript(i)
+		if err != nil {
+			return false
+		}
+		if bytes.Equal(own, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenParams describes a channel a buyer opens.
+type OpenParams struct {
+	// Peer is the seller's node ID.
+	Peer   string
+	Seller SellerTerms
+	// Capacity is how much the channel can ever pay, in satoshis.
+	Capacity int64
+	// Lifetime in blocks until the buyer may refund; 0 = ChannelLifetime.
+	Lifetime int32
+	// FeeRate in sat/vB for funding and close; 0 = the chain's estimate.
+	FeeRate int64
+}
+
+// OpenChannel funds a new channel to a seller: it builds the script, has the
+// wallet fund it, persists the channel (Pending) before broadcasting, and
+// returns the request to send to the seller. Call Tick until it is Open.
+func (m *Manager) OpenChannel(ctx context.Context, p OpenParams) (*Channel, *OpenRequest, error) {
+	if m.fund == nil {
+		return nil, nil, errors.New("open channel: no wallet configured")
+	}
+	seller, err := btcec.ParsePubKey(p.Seller.Key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: seller key: %w", err)
+	}
+	if len(p.Seller.PayoutScript) == 0 || len(p.Seller.PayoutScript) > maxScriptLen {
+		return nil, nil, fmt.Errorf("open channel: %w: seller payout script of %d bytes", ErrWrongScript, len(p.Seller.PayoutScript))
+	}
+	tip, err := m.chain.Tip(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	life := p.Lifetime
+	if life == 0 {
+		life = m.cfg.ChannelLifetime
+	}
+	if life <= m.cfg.SafetyMargin+m.cfg.Confirmations {
+		return nil, nil, fmt.Errorf("open channel: lifetime %d blocks leaves no time after confirmations and safety margin", life)
+	}
+	rate := p.FeeRate
+	if rate == 0 {
+		rate = m.cfg.FeeRate(ctx, m.chain, 6)
+	}
+	if rate > m.cfg.MaxFeeRate {
+		return nil, nil, fmt.Errorf("open channel: %w: %d sat/vB > max_fee_rate %d", ErrFeeBound, rate, m.cfg.MaxFeeRate)
+	}
+	idx, err := m.store.NextIndex("buyer_key")
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: key index: %w", err)
+	}
+	key, err := m.keys.Key(FamilyChannelBuyer, idx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	refund, err := m.fund.NewScript(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: refund script: %w", err)
+	}
+	expiry := uint32(tip + life)
+	ws, err := ChannelScript(seller, key.PubKey(), expiry)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	pk, err := P2WSH(ws)
+	if err != nil {
+		return nil, nil, err
+	}
+	vs := closeVSize(ws, p.Seller.PayoutScript, refund)
+	closeFee := rate * vs
+	if err := m.cfg.checkFee(closeFee, vs); err != nil {
+		return nil, nil, fmt.Errorf("open channel: close fee: %w", err)
+	}
+	if p.Capacity < closeFee+DustP2WSH || IsDust(pk, p.Capacity) {
+		return nil, nil, fmt.Errorf("open channel: capacity %d too small for close fee %d", p.Capacity, closeFee)
+	}
+	tx, err := m.fund.FundTx(ctx, []*wire.TxOut{wire.NewTxOut(p.Capacity, pk)}, rate)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: fund: %w", err)
+	}
+	vout := -1
+	for i, o := range tx.TxOut {
+		if bytes.Equal(o.PkScript, pk) && o.Value == p.Capacity {
+			vout = i
+		}
+	}
+	if vout < 0 {
+		return nil, nil, fmt.Errorf("open channel: %w: wallet transaction lacks the channel output", ErrBadFunding)
+	}
+	var raw bytes.Buffer
+	if err := tx.Serialize(&raw); err != nil {
+		return nil, nil, err
+	}
+	now := m.now().UTC()
+	c := &Channel{
+		ID:   wire.NewOutPoint(ptr(tx.TxHash()), uint32(vout)).String(),
+		Role: RoleBuyer, State: StatePending, Peer: p.Peer,
+		BuyerKey: key.PubKey().SerializeCompressed(), SellerKey: seller.SerializeCompressed(),
+		KeyIndex: idx, Expiry: expiry, Capacity: p.Capacity, CloseFee: closeFee,
+		SellerScript: p.Seller.PayoutScript, BuyerScript: refund,
+		FundingTx: raw.Bytes(), Vout: uint32(vout), Created: now,
+		Contracts: map[string]int64{},
+	}
+	m.mu.Lock()
+	err = m.persist(c)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := m.chain.Broadcast(ctx, tx); err != nil {
+		// The record is kept: Tick rebroadcasts, and the refund path
+		// stays available if the funding ever confirms.
+		return nil, nil, fmt.Errorf("open channel %s: %w", c.ID, err)
+	}
+	m.log.Info("channel funded", "channel", c.ID, "peer", p.Peer, "capacity", p.Capacity, "expiry", expiry)
+	return c.clone(), &OpenRequest{
+		BuyerKey: c.BuyerKey, SellerKey: c.SellerKey, Expiry: expiry, CloseFee: closeFee,
+		SellerScript: c.SellerScript, BuyerScript: c.BuyerScript, FundingTx: c.FundingTx, Vout: c.Vout,
+	}, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// AcceptOpen is the seller's side of an open: it checks that the channel pays
+// our key and payout script, expires late enough, prices its close within our
+// fee bounds and is funded by the given transaction, then persists it as
+// Pending. Accepting the same channel again returns it unchanged.
+func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Channel, error) {
+	o, err := DecodeOpenRequest(msg)
+	if err != nil {
+		return nil, err
+	}
+	own, err := m.SellerKey()
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(o.SellerKey, own.PubKey().SerializeCompressed()) {
+		return nil, fmt.Errorf("accept open: %w: channel is not for our payment key", ErrWrongKey)
+	}
+	buyer, err := btcec.ParsePubKey(o.BuyerKey)
+	if err != nil {
+		return nil, fmt.Errorf("accept open: %w: buyer key: %v", ErrWrongKey, err)
+	}
+	if !m.ownPayoutScript(o.SellerScript) {
+		return nil, fmt.Errorf("accept open: %w: closes would not pay our payout address", ErrWrongScript)
+	}
+	if len(o.BuyerScript) == 0 {
+		return nil, fmt.Errorf("accept open: %w: empty buyer script", ErrMalformed)
+	}
+	var tx wire.MsgTx
+	if err := tx.Deserialize(bytes.NewReader(o.FundingTx)); err != nil {
+		return nil, fmt.Errorf("accept open: %w: funding tx: %v", ErrMalformed, err)
+	}
+	if int(o.Vout) >= len(tx.TxOut) {
+		return nil, fmt.Errorf("accept open: %w: no output %d", ErrBadFunding, o.Vout)
+	}
+	ws, err := ChannelScript(own.PubKey(), buyer, o.Expiry)
+	if err != nil {
+		return nil, fmt.Errorf("accept open: %w: %v", ErrMalformed, err)
+	}
+	pk, _ := P2WSH(ws)
+	out := tx.TxOut[o.Vout]
+	if !bytes.Equal(out.PkScript, pk) {
+		return nil, fmt.Errorf("accept open: %w: output %d is not the channel script", ErrBadFunding, o.Vout)
+	}
+	vs := closeVSize(ws, o.SellerScript, o.BuyerScript)
+	if err := m.cfg.checkFee(o.CloseFee, vs); err != nil {
+		return nil, fmt.Errorf("accept open: close fee: %w", err)
+	}
+	if o.CloseFee < m.cfg.MinFeeRate*vs {
+		return nil, fmt.Errorf("accept open: %w: close fee %d below min_fee_rate for %d vB", ErrFeeBound, o.CloseFee, vs)
+	}
+	if out.Value < o.CloseFee+DustP2WSH {
+		return nil, fmt.Errorf("accept open: %w: capacity %d too small", ErrBadFunding, out.Value)
+	}
+	tip, err := m.chain.Tip(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("accept open: %w", err)
+	}
+	if int64(o.Expiry) <= int64(tip+m.cfg.SafetyMargin+m.cfg.Confirmations) {
+		return nil, fmt.Errorf("accept open: %w: expiry %d, tip %d", ErrTooLate, o.Expiry, tip)
+	}
+	id := wire.NewOutPoint(ptr(tx.TxHash()), o.Vout).String()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.chans[id]; ok {
+		return c.clone(), nil
+	}
+	c := &Channel{
+		ID: id, Role: RoleSeller, State: StatePending, Peer: peer,
+		BuyerKey: o.BuyerKey, SellerKey: o.SellerKey, Expiry: o.Expiry, Capacity: out.Value,
+		CloseFee: o.CloseFee, SellerScript: o.SellerScript, BuyerScript: o.BuyerScript,
+		FundingTx: o.FundingTx, Vout: o.Vout, Created: m.now().UTC(), Contracts: map[string]int64{},
+	}
+	if err := m.persist(c); err != nil {
+		return nil, fmt.Errorf("accept open: %w", err)
+	}
+	m.tip = tip
+	m.log.Info("channel accepted", "channel", id, "peer", peer, "capacity", out.Value, "expiry", o.Expiry)
+	return c.clone(), nil
+}
+
+// Pay signs a payment of amount more satoshis to the seller for contractID,
+// persists it, and returns the update to send. Resending the latest update
+// after a lost acknowledgement is LatestUpdate's job, not Pay's.
+func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) (*Update, error) {
+	if amount <= 0 {
+		return nil, fmt.Errorf("pay %s: %w: amount %d", id, ErrLowerAmount, amount)
+	}
+	if len(contractID) > maxContractID {
+		return nil, fmt.Errorf("pay %s: contract id longer than %d bytes", id, maxContractID)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.chans[id]
+	if !ok {
+		return nil, fmt.Errorf("pay %s: %w", id, ErrUnknownChannel)
+	}
+	if c.Role != RoleBuyer {
+		return nil, fmt.Errorf("pay %s: %w", id, ErrWrongRole)
+	}
+	if c.State != StateOpen {
+		return nil, fmt.Errorf("pay %s: %w (state %s)", id, ErrNotOpen, c.State)
+	}
+	paid := c.Paid + amount
+	if paid > c.Capacity {
+		return nil, fmt.Errorf("pay %s: %w: %d > %d", id, ErrOverCapacity, paid, c.Capacity)
+	}
+	next := c.clone()
+	next.Seq++
+	next.Paid = paid
+	if next.Contracts == nil {
+		next.Contracts = map[string]int64{}
+	}
+	next.Contracts[contractID] += amount
+	u, err := m.signUpdate(next, contractID)
+	if err != nil {
+		return nil, fmt.Errorf("pay %s: %w", id, err)
+	}
+	next.BuyerSig = u.Sig
+	if err := m.persist(next); err != nil {
+		return nil, fmt.Errorf("pay %s: %w", id, err)
+	}
+	return u, nil
+}
+
+// LatestUpdate rebuilds the buyer's latest update (to resend after a lost
+// acknowledgement or a reconnect); nil before the first payment.
+func (m *Manager) LatestUpdate(id, contractID string) (*Update, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.chans[id]
+	if !ok {
+		return nil, fmt.Errorf("latest update %s: %w", id, ErrUnknownChannel)
+	}
+	if c.Seq == 0 {
+		return nil, nil
+	}
+	op, _ := c.Outpoint()
+	return &Update{ChannelID: op, Seq: c.Seq, Amount: c.Paid, ContractID: contractID,
+		ContractAmount: c.Contracts[contractID], PayScript: c.SellerScript, Sig: c.BuyerSig}, nil
+}
+
+func (m *Manager) signUpdate(c *Channel, contractID string) (*Update, error) {
+	key, err := m.keys.Key(FamilyChannelBuyer, c.KeyIndex)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := c.Script()
+	if err != nil {
+		return nil, err
+	}
+	tx, err := c.CloseTx(c.Paid)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := SignInput(tx, 0, ws, c.Capacity, key)
+	if err != nil {
+		return nil, err
+	}
+	op, _ := c.Outpoint()
+	return &Update{ChannelID: op, Seq: c.Seq, Amount: c.Paid, ContractID: contractID,
+		ContractAmount: c.Contracts[contractID], PayScript: c.SellerScript, Sig: sig}, nil
+}
+
+// AcceptUpdate is the seller's side of a payment: it decodes the update,
+// checks it against the channel (peer, sequence, increasing amount, capacity,
+// payout script, contract totals, time left), verifies the buyer's signature
+// by running the script engine on the fully signed close transaction,
+// persists it, and only then returns it as acknowledged. Any refusal names
+// its reason and changes nothing. The same update received twice is
+// acknowledged twice.
+func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*Update, error) {
+	u, err := DecodeUpdate(msg)
+	if err != nil {
+		return nil, err
+	}
+	id := u.ChannelID.String()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.chans[id]
+	if !ok || c.Peer != peer {
+		return nil, fmt.Errorf("update for %s from %s: %w", id, peer, ErrUnknownChannel)
+	}
+	if c.Role != RoleSeller {
+		return nil, fmt.Errorf("update for %s: %w", id, ErrWrongRole)
+	}
+	if c.State != StateOpen {
+		return nil, fmt.Errorf("update for %s: %w (state %s)", id, ErrNotOpen, c.State)
+	}
+	if u.Seq == c.Seq && u.Amount == c.Paid && bytes.Equal(u.Sig, c.BuyerSig) {
+		return u, nil // a resend of what we already hold
+	}
+	if u.Seq <= c.Seq {
+		return nil, fmt.Errorf("update for %s: %w: seq %d, have %d", id, ErrStale, u.Seq, c.Seq)
+	}
+	if u.Amount <= c.Paid {
+		return nil, fmt.Errorf("update for %s: %w: %d, have %d", id, ErrLowerAmount, u.Amount, c.Paid)
+	}
+	if u.Amount > c.Capacity {
+		return nil, fmt.Errorf("update for %s: %w: %d > %d", id, ErrOverCapacity, u.Amount, c.Capacity)
+	}
+	if !bytes.Equal(u.PayScript, c.SellerScript) {
+		return nil, fmt.Errorf("update for %s: %w", id, ErrWrongScript)
+	}
+	if u.ContractAmount-c.Contracts[u.ContractID] != u.Amount-c.Paid {
+		return nil, fmt.Errorf("update for %s: %w: contract %q goes %d→%d but channel %d→%d",
+			id, ErrContractAmount, u.ContractID, c.Contracts[u.ContractID], u.ContractAmount, c.Paid, u.Amount)
+	}
+	if m.tip > 0 && int64(m.tip) >= int64(c.Expiry)-int64(m.cfg.SafetyMargin) {
+		return nil, fmt.Errorf("update for %s: %w: tip %d, expiry %d", id, ErrTooLate, m.tip, c.Expiry)
+	}
+	next := c.clone()
+	if _, err := m.signedClose(next, u.Amount, u.Sig); err != nil {
+		return nil, fmt.Errorf("update for %s: %w", id, err)
+	}
+	next.Seq, next.Paid, next.BuyerSig = u.Seq, u.Amount, u.Sig
+	if next.Contracts == nil {
+		next.Contracts = map[string]int64{}
+	}
+	next.Contracts[u.ContractID] = u.ContractAmount
+	if err := m.persist(next); err != nil {
+		return nil, fmt.Errorf("update for %s: %w", id, err)
+	}
+	if m.after != nil {
+		m.after(next.clone())
+	}
+	return u, nil
+}
+
+// signedClose builds the close paying paid, adds our (seller) signature to
+// the buyer's, and runs the script engine on it. A failure is ErrBadSignature.
+func (m *Manager) signedClose(c *Channel, paid int64, buyerSig []byte) (*wire.MsgTx, error) {
+	key, err := m.keys.Key(FamilySeller, c.KeyIndex)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := c.Script()
+	if err != nil {
+		return nil, err
+	}
+	pk, _ := P2WSH(ws)
+	tx, err := c.CloseTx(paid)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := SignInput(tx, 0, ws, c.Capacity, key)
+	if err != nil {
+		return nil, err
+	}
+	tx.TxIn[0].Witness = ChannelCloseWitness(ws, buyerSig, sig)
+	if err := VerifyInput(tx, 0, pk, c.Capacity); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	return tx, nil
+}
+
+// Close is the seller settling a channel with the latest update: the close
+// transaction is signed, checked by the script engine and the fee bound,
+// persisted (Closing) and broadcast. Closing a channel already closing
+// rebroadcasts.
+func (m *Manager) Close(ctx context.Context, id string) (*wire.MsgTx, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.chans[id]
+	if !ok {
+		return nil, fmt.Errorf("close %s: %w", id, ErrUnknownChannel)
+	}
+	if c.Role != RoleSeller {
+		return nil, fmt.Errorf("close %s: %w: only the seller closes; the buyer refunds", id, ErrWrongRole)
+	}
+	if c.State == StateClosing && len(c.SpendTx) > 0 {
+		return m.rebroadcast(ctx, c)
+	}
+	if c.State != StateOpen && c.State != StatePending {
+		return nil, fmt.Errorf("close %s: %w (state %s)", id, ErrNotOpen, c.State)
+	}
+	if !c.CloseWorth() {
+		return nil, fmt.Errorf("close %s: %w: paid %d, fee %d", id, ErrNotWorth, c.Paid, c.CloseFee)
+	}
+	tx, err := m.signedClose(c, c.Paid, c.BuyerSig)
+	if err != nil {
+		return nil, fmt.Errorf("close %s: %w", id, err)
+	}
+	if err := m.cfg.checkFee(c.Capacity-sumOut(tx), VSize(tx)); err != nil {
+		return nil, fmt.Errorf("close %s: %w", id, err)
+	}
+	return m.sendSpend(ctx, c, tx, "close")
+}
+
+// Refund is the buyer taking back everything unpaid through the timelock
+// branch, once the tip has reached the channel's expiry.
+func (m *Manager) Refund(ctx context.Context, id string) (*wire.MsgTx, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.chans[id]
+	if !ok {
+		return nil, fmt.Errorf("refund %s: %w", id, ErrUnknownChannel)
+	}
+	if c.Role != RoleBuyer {
+		return nil, fmt.Errorf("refund %s: %w", id, ErrWrongRole)
+	}
+	if c.State == StateClosing && len(c.SpendTx) > 0 {
+		return m.rebroadcast(ctx, c)
+	}
+	if c.State != StateOpen && c.State != StatePending {
+		return nil, fmt.Errorf("refund %s: %w (state %s)", id, ErrNotOpen, c.State)
+	}
+	tip, err := m.chain.Tip(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("refund %s: %w", id, err)
+	}
+	if int64(tip) < int64(c.Expiry) {
+		return nil, fmt.Errorf("refund %s: %w: tip %d < expiry %d", id, ErrNotExpired, tip, c.Expiry)
+	}
+	ws, err := c.Script()
+	if err != nil {
+		return nil, err
+	}
+	pk, _ := P2WSH(ws)
+	vs := refundVSize(ws, c.BuyerScript)
+	fee := m.cfg.FeeRate(ctx, m.chain, 6) * vs
+	if err := m.cfg.checkFee(fee, vs); err != nil {
+		return nil, fmt.Errorf("refund %s: %w", id, err)
+	}
+	tx, err := c.refundTx(fee)
+	if err != nil {
+		return nil, err
+	}
+	key, err := m.keys.Key(FamilyChannelBuyer, c.KeyIndex)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := SignInput(tx, 0, ws, c.Capacity, key)
+	if err != nil {
+		return nil, fmt.Errorf("refund %s: %w", id, err)
+	}
+	tx.TxIn[0].Witness = ChannelRefundWitness(ws, sig)
+	if err := VerifyInput(tx, 0, pk, c.Capacity); err != nil {
+		return nil, fmt.Errorf("refund %s: %w", id, err)
+	}
+	return m.sendSpend(ctx, c, tx, "refund")
+}
+
+// sendSpend persists tx as the channel's spend (state Closing) and then
+// broadcasts it; a crash in between rebroadcasts from Tick.
+func (m *Manager) sendSpend(ctx context.Context, c *Channel, tx *wire.MsgTx, what string) (*wire.MsgTx, error) {
+	var raw bytes.Buffer
+	if err := tx.Serialize(&raw); err != nil {
+		return nil, err
+	}
+	next := c.clone()
+	next.State = StateClosing
+	next.SpendTx = raw.Bytes()
+	next.SpendTxid = tx.TxHash().String()
+	if err := m.persist(next); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, c.ID, err)
+	}
+	if err := m.chain.Broadcast(ctx, tx); err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, c.ID, err)
+	}
+	m.log.Info("channel "+what+" broadcast", "channel", c.ID, "txid", next.SpendTxid, "paid", c.Paid)
+	return tx, nil
+}
+
+func (m *Manager) rebroadcast(ctx context.Context, c *Channel) (*wire.MsgTx, error) {
+	var tx wire.MsgTx
+	if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
+		return nil, fmt.Errorf("stored spend of %s: %w", c.ID, err)
+	}
+	if err := m.chain.Broadcast(ctx, &tx); err != nil {
+		return nil, fmt.Errorf("rebroadcast spend of %s: %w", c.ID, err)
+	}
+	return &tx, nil
+}
+
+func sumOut(tx *wire.MsgTx) int64 {
+	var s int64
+	for _, o := range tx.TxOut {
+		s += o.Value
+	}
+	return s
+}
+
+// Tick advances every channel against the chain: funding confirmations (and
+// reorgs that undo them), spends of the funding output, the seller's
+// automatic close at expiry minus the safety margin, the buyer's automatic
+// refund after expiry, rebroadcasts, and final confirmation. Every step is
+// idempotent and persisted, so Tick after a crash picks up where it was.
+// Call it on every new block (or on a timer).
+func (m *Manager) Tick(ctx context.Context) error {
+	tip, err := m.chain.Tip(ctx)
+	if err != nil {
+		return fmt.Errorf("tick: %w", err)
+	}
+	m.mu.Lock()
+	m.tip = tip
+	ids := make([]string, 0, len(m.chans))
+	for id, c := range m.chans {
+		if c.State != StateClosed && c.State != StateFailed {
+			ids = append(ids, id)
+		}
+	}
+	m.mu.Unlock()
+	var errs []error
+	for _, id := range ids {
+		if err := m.step(ctx, id, tip); err != nil {
+			m.log.Warn("channel step", "channel", id, "err", err)
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) step(ctx context.Context, id string, tip int32) error {
+	m.mu.Lock()
+	c := m.chans[id]
+	m.mu.Unlock()
+	n := m.cfg.Confirmations
+	switch c.State {
+	case StatePending:
+		confs, err := m.chain.Confirmations(ctx, c.FundingTxid())
+		if err != nil {
+			return err
+		}
+		if confs < 0 {
+			// Reorged out and not back in the mempool, or never seen:
+			// (re)broadcast; either side holds the funding tx.
+			var tx wire.MsgTx
+			if err := tx.Deserialize(bytes.NewReader(c.FundingTx)); err == nil {
+				if err := m.chain.Broadcast(ctx, &tx); err != nil {
+					m.log.Warn("funding rebroadcast refused", "channel", id, "err", err)
+				}
+			}
+			return nil
+		}
+		if confs >= n {
+			return m.setState(c, StateOpen, "funding confirmed", "confs", confs)
+		}
+	case StateOpen:
+		confs, err := m.chain.Confirmations(ctx, c.FundingTxid())
+		if err != nil {
+			return err
+		}
+		if confs < n {
+			return m.setState(c, StatePending, "funding lost confirmations (reorg)", "confs", confs)
+		}
+		if spent, err := m.checkSpent(ctx, c, tip); err != nil || spent {
+			return err
+		}
+		switch {
+		case c.Role == RoleSeller && int64(tip) >= int64(c.Expiry)-int64(m.cfg.SafetyMargin) && c.CloseWorth():
+			_, err := m.Close(ctx, id)
+			return err
+		case c.Role == RoleBuyer && int64(tip) >= int64(c.Expiry):
+			_, err := m.Refund(ctx, id)
+			return err
+		}
+	case StateClosing:
+		if c.SpendTxid == "" {
+			_, err := m.checkSpent(ctx, c, tip)
+			return err
+		}
+		h, err := chainHash(c.SpendTxid)
+		if err != nil {
+			return err
+		}
+		confs, err := m.chain.Confirmations(ctx, h)
+		if err != nil {
+			return err
+		}
+		if confs >= n {
+			return m.setState(c, StateClosed, "spend confirmed", "txid", c.SpendTxid)
+		}
+		if confs < 0 {
+			// Ours: rebroadcast. Theirs: it vanished (reorg); look again.
+			if len(c.SpendTx) > 0 {
+				var tx wire.MsgTx
+				if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err == nil && tx.TxHash().String() == c.SpendTxid {
+					if err := m.chain.Broadcast(ctx, &tx); err == nil {
+						return nil
+					}
+				}
+			}
+			_, err := m.checkSpent(ctx, c, tip)
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSpent looks for a spend of the funding output and records it.
+func (m *Manager) checkSpent(ctx context.Context, c *Channel, tip int32) (bool, error) {
+	op, err := c.Outpoint()
+	if err != nil {
+		return false, err
+	}
+	hint := int32(c.Expiry) - m.cfg.ChannelLifetime - 6
+	spend, err := m.chain.SpendOf(ctx, op, hint)
+	if err != nil || spend == nil {
+		return false, err
+	}
+	txid := spend.TxHash().String()
+	if c.State == StateClosing && c.SpendTxid == txid {
+		return true, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := m.chans[c.ID].clone()
+	next.State = StateClosing
+	next.SpendTxid = txid
+	if err := m.persist(next); err != nil {
+		return false, err
+	}
+	m.log.Info("channel funding spent", "channel", c.ID, "txid", txid)
+	return true, nil
+}
+
+func (m *Manager) setState(c *Channel, s State, why string, kv ...any) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := m.chans[c.ID].clone()
+	if next.State == s {
+		return nil
+	}
+	old := next.State
+	next.State = s
+	if err := m.persist(next); err != nil {
+		return err
+	}
+	m.log.Info("channel "+why, append([]any{"channel", c.ID, "from", old.String(), "to", s.String()}, kv...)...)
+	return nil
+}
