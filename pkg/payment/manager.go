@@ -712,12 +712,27 @@ func (m *Manager) Tick(ctx context.Context) error {
 	m.mu.Unlock()
 	var errs []error
 	for _, id := range ids {
-		if err := m.step(ctx, id, tip); err != nil {
-			m.log.Warn("channel step", "channel", id, "err", err)
-			errs = append(errs, err)
+		// Step until the state stops changing (as lnd's advanceState): each
+		// step is persisted, so a crash re-runs at most one, idempotently.
+		for i := 0; i < 5; i++ {
+			before := m.state(id)
+			if err := m.step(ctx, id, tip); err != nil {
+				m.log.Warn("channel step", "channel", id, "err", err)
+				errs = append(errs, err)
+				break
+			}
+			if m.state(id) == before {
+				break
+			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (m *Manager) state(id string) State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.chans[id].State
 }
 
 func (m *Manager) step(ctx context.Context, id string, tip int32) error {

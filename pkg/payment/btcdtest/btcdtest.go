@@ -343,4 +343,3 @@ func (h *Harness) Logs() string {
 	}
 	return string(b)
 }
-
