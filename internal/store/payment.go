@@ -1,0 +1,68 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/blackbox-market/blackbox/pkg/payment"
+)
+
+// Buckets of the payment subsystem. Put creates them on first use, so they
+// need no migration.
+const (
+	paymentChannels = "payment_channels"
+	paymentCounters = "payment_counters"
+)
+
+// PaymentStore keeps payment channels in the node's database. Every
+// PutChannel is one fsynced bbolt transaction: when it returns nil the
+// update is on disk, which is what lets the seller acknowledge it.
+type PaymentStore struct{ db *DB }
+
+var _ payment.ChannelStore = (*PaymentStore)(nil)
+
+// NewPaymentStore returns the payment view of db.
+func NewPaymentStore(db *DB) *PaymentStore { return &PaymentStore{db: db} }
+
+// PutChannel implements payment.ChannelStore.
+func (s *PaymentStore) PutChannel(c *payment.Channel) error {
+	b, err := payment.EncodeChannel(c)
+	if err != nil {
+		return fmt.Errorf("encode channel %s: %w", c.ID, err)
+	}
+	return s.db.Update(func(tx *Tx) error { return tx.Put(paymentChannels, c.ID, b) })
+}
+
+// LoadChannels implements payment.ChannelStore.
+func (s *PaymentStore) LoadChannels() ([]*payment.Channel, error) {
+	var out []*payment.Channel
+	err := s.db.View(func(tx *Tx) error {
+		return tx.ForEach(paymentChannels, "", func(k string, v []byte) error {
+			c, err := payment.DecodeChannel(v)
+			if err != nil {
+				return fmt.Errorf("channel %s: %w", k, err)
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load channels: %w", err)
+	}
+	return out, nil
+}
+
+// NextIndex implements payment.ChannelStore.
+func (s *PaymentStore) NextIndex(name string) (uint32, error) {
+	var v uint32
+	err := s.db.Update(func(tx *Tx) error {
+		if raw := tx.Get(paymentCounters, name); len(raw) == 4 {
+			v = binary.BigEndian.Uint32(raw)
+		}
+		return tx.Put(paymentCounters, name, binary.BigEndian.AppendUint32(nil, v+1))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("next %s index: %w", name, err)
+	}
+	return v, nil
+}

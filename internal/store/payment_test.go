@@ -1,0 +1,231 @@
+package store_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/btcec/v2"
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/txscript"
+
+	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
+)
+
+const (
+	helperEnv = "BLACKBOX_PAYMENT_SELLER_HELPER"
+	killAtEnv = "BLACKBOX_PAYMENT_KILL_AT"
+)
+
+func payCfg(host, payout string) payment.Config {
+	cfg := payment.DefaultConfig()
+	cfg.RPCHost, cfg.RPCUser, cfg.RPCPass, cfg.RPCNoTLS = host, "u", "p", true
+	cfg.PayoutAddress = payout
+	cfg.Confirmations = 1
+	cfg.SafetyMargin = 6
+	cfg.ChannelLifetime = 40
+	cfg.FallbackFeeRate = 2
+	return cfg
+}
+
+func manager(t testing.TB, cfg payment.Config, st payment.ChannelStore, seed byte, f payment.Funder, after func(*payment.Channel)) (*payment.Manager, *payment.BtcdChain) {
+	t.Helper()
+	chain, err := payment.DialBtcd(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := payment.NewKeyring(bytes.Repeat([]byte{seed}, 32), btcdtest.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := payment.NewManager(payment.ManagerConfig{Config: cfg, Chain: chain, Store: st, Keys: keys, Funder: f, AfterPersist: after})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, chain
+}
+
+// TestPaymentSellerHelper is the seller process of TestPaymentKillBeforeAck:
+// it reads hex updates on stdin, accepts each (verify + persist) and writes
+// "ack SEQ". At the update numbered $BLACKBOX_PAYMENT_KILL_AT it writes
+// "persisted SEQ" after the store returned and then hangs before the
+// acknowledgement, waiting for SIGKILL.
+func TestPaymentSellerHelper(t *testing.T) {
+	args := os.Getenv(helperEnv)
+	if args == "" {
+		t.Skip("helper process for TestPaymentKillBeforeAck")
+	}
+	f := strings.Fields(args) // dbpath rpchost payout
+	db, err := store.Open(f[0], 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var killAt uint64
+	fmt.Sscan(os.Getenv(killAtEnv), &killAt)
+	out := bufio.NewWriter(os.Stdout)
+	m, _ := manager(t, payCfg(f[1], f[2]), store.NewPaymentStore(db), 2, nil, func(c *payment.Channel) {
+		if c.Seq == killAt {
+			fmt.Fprintf(out, "persisted %d\n", c.Seq)
+			out.Flush()
+			select {} // the kill arrives here: persisted, not acknowledged
+		}
+	})
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		msg, _ := hex.DecodeString(sc.Text())
+		u, err := m.AcceptUpdate(context.Background(), "buyer", msg)
+		if err != nil {
+			fmt.Fprintf(out, "refused %v\n", err)
+		} else {
+			fmt.Fprintf(out, "ack %d\n", u.Seq)
+		}
+		out.Flush()
+	}
+}
+
+type child struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startSeller(t *testing.T, args string, killAt int) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPaymentSellerHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+args, fmt.Sprintf("%s=%d", killAtEnv, killAt))
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return &child{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+}
+
+func (c *child) send(t *testing.T, u *payment.Update) string {
+	t.Helper()
+	fmt.Fprintln(c.in, hex.EncodeToString(u.Encode()))
+	if !c.out.Scan() {
+		t.Fatalf("seller process said nothing: %v", c.out.Err())
+	}
+	return c.out.Text()
+}
+
+func (c *child) kill(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.cmd.Wait()
+}
+
+// TestPaymentKillBeforeAck kills the seller's process (SIGKILL) after it has
+// persisted an update and before it acknowledged it, then once more while
+// an update is in flight; after each restart nothing is lost, the buyer's
+// resend is accepted, and the recovered latest update closes on chain.
+func TestPaymentKillBeforeAck(t *testing.T) {
+	h := btcdtest.Start(t, 5)
+	payKey, _ := btcec.NewPrivateKey()
+	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payKey.PubKey().SerializeCompressed()), btcdtest.Params)
+	payScript, _ := txscript.PayToAddrScript(addr)
+	cfg := payCfg(h.RPCHost, addr.EncodeAddress())
+	dbPath := t.TempDir() + "/seller.db"
+	ctx := context.Background()
+
+	buyer, _ := manager(t, cfg, payment.NewMemStore(), 1, h, nil)
+	db, err := store.Open(dbPath, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seller, _ := manager(t, cfg, store.NewPaymentStore(db), 2, nil, nil)
+	terms, _ := seller.SellerTerms()
+	c, req, err := buyer.OpenChannel(ctx, payment.OpenParams{Peer: "seller", Seller: terms, Capacity: 500_000, FeeRate: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seller.AcceptOpen(ctx, "buyer", req.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	h.MustGenerate(t, 1)
+	for _, m := range []*payment.Manager{buyer, seller} {
+		if err := m.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	args := strings.Join([]string{dbPath, h.RPCHost, addr.EncodeAddress()}, " ")
+	p := startSeller(t, args, 5)
+	for i := 1; i <= 5; i++ {
+		u, err := buyer.Pay(ctx, c.ID, "job", 10_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := p.send(t, u)
+		want := fmt.Sprintf("ack %d", i)
+		if i == 5 {
+			want = "persisted 5"
+		}
+		if got != want {
+			t.Fatalf("update %d: seller said %q, want %q", i, got, want)
+		}
+	}
+	p.kill(t) // between persist and acknowledgement of update 5
+
+	// Restart: the unacknowledged update survived; the buyer's resend of
+	// its latest update is acknowledged again, without double counting.
+	p = startSeller(t, args, 0)
+	u, _ := buyer.LatestUpdate(c.ID, "job")
+	if got := p.send(t, u); got != "ack 5" {
+		t.Fatalf("resend after restart: %q", got)
+	}
+	// Killed with update 6 in flight: the buyer never got an ack, resends.
+	u6, _ := buyer.Pay(ctx, c.ID, "job", 10_000)
+	fmt.Fprintln(p.in, hex.EncodeToString(u6.Encode()))
+	p.kill(t)
+	p = startSeller(t, args, 0)
+	if got := p.send(t, u6); got != "ack 6" {
+		t.Fatalf("resend of update 6 after kill: %q", got)
+	}
+	p.kill(t)
+
+	db, err = store.Open(dbPath, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	seller, _ = manager(t, cfg, store.NewPaymentStore(db), 2, nil, nil)
+	sc, err := seller.Channel(c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Seq != 6 || sc.Paid != 60_000 || sc.Contracts["job"] != 60_000 {
+		t.Fatalf("recovered seq %d paid %d contracts %v, want 6 60000", sc.Seq, sc.Paid, sc.Contracts)
+	}
+	tx, err := seller.Close(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.MustGenerate(t, 1)
+	if err := seller.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.Balance(payScript, tx); got != 60_000-sc.CloseFee {
+		t.Fatalf("payout %d, want %d", got, 60_000-sc.CloseFee)
+	}
+	if sc, _ = seller.Channel(c.ID); sc.State != payment.StateClosed {
+		t.Fatalf("state %s after close confirmed", sc.State)
+	}
+}
