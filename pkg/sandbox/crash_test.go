@@ -1,0 +1,5 @@
+package sandbox_test
+
+const helperEnv = "BLACKBOX_SANDBOX_CRASH_HELPER"
+
+func crashHelper() {}

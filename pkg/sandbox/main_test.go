@@ -1,0 +1,253 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"flag"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/sandbox"
+	"github.com/blackbox-market/blackbox/pkg/sandbox/sandboxtest"
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+)
+
+// The integration tests need root and containerd. BLACKBOX_TEST_CONTAINERD
+// names a running daemon's socket (deploy/dev/test.sh sets it); otherwise
+// TestMain starts a private containerd of its own. Without root or the
+// containerd binary they skip, saying why, except under CI=true where they
+// fail.
+var (
+	daemonAddr string // containerd socket, "" when unavailable
+	skipReason string
+	testNS     = fmt.Sprintf("bbtest-%d", os.Getpid())
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if os.Getenv(helperEnv) != "" {
+		crashHelper() // never returns
+	}
+	stop := setupDaemon()
+	code := m.Run()
+	if daemonAddr != "" {
+		cleanupNamespace()
+	}
+	stop()
+	os.Exit(code)
+}
+
+func setupDaemon() (stop func()) {
+	stop = func() {}
+	if a := os.Getenv("BLACKBOX_TEST_CONTAINERD"); a != "" {
+		daemonAddr = a
+		return
+	}
+	if testing.Short() {
+		skipReason = "-short: no containerd"
+		return
+	}
+	if os.Geteuid() != 0 {
+		skipReason = "needs root to run containerd (or set BLACKBOX_TEST_CONTAINERD)"
+		return
+	}
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		skipReason = "containerd not installed (deploy/dev/containerd.sh install)"
+		return
+	}
+	dir, err := os.MkdirTemp("", "bbsb-ctrd-")
+	if err != nil {
+		skipReason = err.Error()
+		return
+	}
+	os.Chmod(dir, 0o711) // remapped job roots walk through it to their rootfs
+	sock := filepath.Join(dir, "containerd.sock")
+	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = %q\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
+	os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600)
+	logf, _ := os.Create(filepath.Join(dir, "containerd.log"))
+	cmd := exec.Command(bin, "--config", filepath.Join(dir, "config.toml"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		skipReason = "start containerd: " + err.Error()
+		return
+	}
+	stop = func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		// Snapshots are unmounted by then; keep the dir if something is still mounted.
+		os.RemoveAll(dir)
+	}
+	for i := 0; i < 150; i++ {
+		if c, err := containerd.New(sock, containerd.WithTimeout(time.Second)); err == nil {
+			_, err = c.Version(context.Background())
+			c.Close()
+			if err == nil {
+				daemonAddr = sock
+				return stop
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	skipReason = "private containerd did not answer; see " + filepath.Join(dir, "containerd.log")
+	return stop
+}
+
+// needDaemon skips (or fails under CI=true) when there is no containerd.
+func needDaemon(t testing.TB) {
+	t.Helper()
+	if daemonAddr != "" {
+		return
+	}
+	if testing.Short() {
+		t.Skip("-short: the fast tier runs without containerd")
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("containerd unavailable under CI: %s", skipReason)
+	}
+	t.Skip(skipReason)
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func testConfig(stateDir string) sandbox.Config {
+	cfg := sandbox.DefaultConfig()
+	cfg.Address = daemonAddr
+	cfg.Namespace = testNS
+	cfg.StateDir = stateDir
+	return cfg
+}
+
+var (
+	shared     *sandbox.Sandbox
+	sharedImg  sandbox.Image
+	sharedOnce sync.Once
+	sharedErr  error
+	sharedDir  string
+)
+
+// newSandbox returns the package's shared Sandbox with the busybox image
+// imported.
+func newSandbox(t testing.TB) (*sandbox.Sandbox, string) {
+	t.Helper()
+	needDaemon(t)
+	sharedOnce.Do(func() {
+		sharedDir, sharedErr = os.MkdirTemp("", "bbsb-state-")
+		if sharedErr != nil {
+			return
+		}
+		shared, sharedErr = sandbox.New(context.Background(), testConfig(sharedDir), testLogger(t))
+		if sharedErr != nil {
+			return
+		}
+		var tarball []byte
+		tarball, sharedErr = sandboxtest.BusyboxImage(sandboxtest.DockerArchive)
+		if sharedErr != nil {
+			return
+		}
+		sharedImg, sharedErr = shared.ImportImage(context.Background(), bytes.NewReader(tarball), sandboxtest.Digest(tarball))
+	})
+	if sharedErr != nil {
+		t.Fatalf("sandbox: %v", sharedErr)
+	}
+	return shared, sharedImg.Name
+}
+
+func cleanupNamespace() {
+	if shared != nil {
+		shared.Close()
+		os.RemoveAll(sharedDir)
+	}
+	c, err := containerd.New(daemonAddr)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	ctx := namespaces.WithNamespace(context.Background(), testNS)
+	imgs, _ := c.ImageService().List(ctx)
+	for _, i := range imgs {
+		c.ImageService().Delete(ctx, i.Name)
+	}
+	// Removes the namespace when empty; content GC may take a moment.
+	for i := 0; i < 20; i++ {
+		if err := c.NamespaceService().Delete(context.Background(), testNS); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// run runs a job with generous defaults and returns its result and output.
+func run(t *testing.T, sb *sandbox.Sandbox, img string, lim sandbox.Limits, args ...string) (*sandbox.Result, string, string) {
+	t.Helper()
+	if lim.CPUMillis == 0 {
+		lim.CPUMillis = 1000
+	}
+	if lim.MemoryBytes == 0 {
+		lim.MemoryBytes = 128 << 20
+	}
+	if lim.WallClock == 0 {
+		lim.WallClock = 30 * time.Second
+	}
+	var stdout, stderr bytes.Buffer
+	res, err := sb.Run(context.Background(), sandbox.Job{Image: img, Args: args, Limits: lim, Stdout: &stdout, Stderr: &stderr})
+	if err != nil {
+		t.Fatalf("run %q: %v (stderr %q)", args, err, stderr.String())
+	}
+	t.Logf("%q: exit %d reason %s cpu %s peak %d oom %d wall %s", args, res.ExitCode, res.Reason, res.CPUTime, res.PeakMemory, res.OOMKills, res.Wall)
+	assertNoTrace(t, sb, res.Container)
+	return res, stdout.String(), stderr.String()
+}
+
+// assertNoTrace checks the host's view after a job: no container, no
+// snapshot, no cgroup, no scratch mount, no job directory.
+func assertNoTrace(t testing.TB, sb *sandbox.Sandbox, id string) {
+	t.Helper()
+	ctx := namespaces.WithNamespace(context.Background(), testNS)
+	if _, err := sb.Client().LoadContainer(ctx, id); err == nil {
+		t.Errorf("container %s still exists", id)
+	}
+	if _, err := sb.Client().SnapshotService("overlayfs").Stat(ctx, id); err == nil {
+		t.Errorf("snapshot %s still exists", id)
+	}
+	for _, ctl := range []string{"memory", "pids", "cpu", "cpuacct"} {
+		p := filepath.Join("/sys/fs/cgroup", ctl, testNS, id)
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("cgroup %s still exists", p)
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), id) {
+		t.Errorf("a mount of %s is still there", id)
+	}
+	if m, _ := filepath.Glob(filepath.Join(sharedDir, "jobs", id)); len(m) > 0 {
+		t.Errorf("job dir %v still exists", m)
+	}
+}
+
+func itoa(i int) string { return fmt.Sprint(i) }
+
+func sscanf(s, format string, args ...any) (int, error) { return fmt.Sscanf(s, format, args...) }

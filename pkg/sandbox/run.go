@@ -1,0 +1,442 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	cgroupsv1 "github.com/containerd/cgroups/stats/v1"
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/snapshots"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Job is one run of a command in an image under limits.
+type Job struct {
+	// ID is the caller's name for the job (a contract ID); it labels the
+	// container and the log lines. Optional.
+	ID string
+	// Image is an Image.Name from ImportImage or Pull.
+	Image string
+	// Args replace the image's command when not empty.
+	Args []string
+	// Env entries (KEY=VALUE) are added to the image's environment.
+	Env []string
+	// Limits are enforced by the kernel (cgroups, tmpfs size) and a timer.
+	Limits Limits
+	// Stdout and Stderr receive the job's streams, each capped at
+	// OutputCap bytes; nil discards (bytes are still counted).
+	Stdout, Stderr io.Writer
+	// OutputCap caps each of stdout and stderr; 0 means the config's output_cap.
+	OutputCap int64
+	// Output receives /out as a tar (sorted, zeroed times and owners, so
+	// that its sha256 is reproducible); nil discards it (the digest is
+	// still computed).
+	Output io.Writer
+}
+
+// Reason says why a job ended.
+type Reason string
+
+// Reasons a job ends.
+const (
+	ReasonExited  Reason = "exited"  // the job's process exited by itself
+	ReasonTimeout Reason = "timeout" // the wall clock ran out; killed
+	ReasonOOM     Reason = "oom"     // the kernel OOM-killed a process of the job
+	ReasonKilled  Reason = "killed"  // the caller cancelled; killed
+	ReasonError   Reason = "error"   // the job could not start
+)
+
+// Result is the record of a finished job, read from its cgroup after exit
+// and before the task is deleted.
+type Result struct {
+	// Container is the containerd container ID the job ran as.
+	Container string `json:"container"`
+	// ExitCode is the exit status of the job's process; 128+signal when
+	// killed by a signal; -1 when it never started.
+	ExitCode int    `json:"exit_code"`
+	Reason   Reason `json:"reason"`
+	// Error explains ReasonError.
+	Error string `json:"error,omitempty"`
+	// CPUTime is the CPU time of all the job's processes (cgroup cpuacct).
+	CPUTime time.Duration `json:"cpu_time_ns"`
+	// PeakMemory is the memory cgroup's high-water mark, including tmpfs pages.
+	PeakMemory int64 `json:"peak_memory_bytes"`
+	// OOMKills counts processes of the job the kernel OOM-killed.
+	OOMKills int64 `json:"oom_kills"`
+	// Wall is the time from start to exit.
+	Wall time.Duration `json:"wall_ns"`
+	// StdoutBytes and StderrBytes are what the job wrote, including what
+	// was cut; the Truncated flags say the cap was hit.
+	StdoutBytes     int64 `json:"stdout_bytes"`
+	StderrBytes     int64 `json:"stderr_bytes"`
+	StdoutTruncated bool  `json:"stdout_truncated"`
+	StderrTruncated bool  `json:"stderr_truncated"`
+	// Output describes the tar of /out.
+	Output Output `json:"output"`
+	// Limits are the limits the job ran under, defaults applied.
+	Limits Limits `json:"limits"`
+}
+
+// Output describes the tar of a job's /out.
+type Output struct {
+	SHA256 string `json:"sha256"`
+	Bytes  int64  `json:"bytes"`
+	Files  int    `json:"files"`
+}
+
+// Run runs job to the end and returns its Result. The context cancels the
+// job (Reason "killed", with a nil error: the usage is still measured). An
+// error with a nil Result means the job never existed (bad image or limits,
+// containerd down); an error with a Result of Reason "error" means the
+// container was created but its process could not start (for example the
+// command does not exist). Either way nothing of the job stays behind.
+func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
+	lim := job.Limits
+	if lim.Pids == 0 {
+		lim.Pids = s.cfg.DefaultPids
+	}
+	if lim.DiskBytes == 0 {
+		lim.DiskBytes = s.cfg.DefaultDiskBytes
+	}
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
+	if job.Image == "" {
+		return nil, fmt.Errorf("%w: no image", ErrBadJob)
+	}
+	for _, e := range job.Env {
+		if !strings.Contains(e, "=") || strings.HasPrefix(e, "=") || strings.ContainsRune(e, 0) {
+			return nil, fmt.Errorf("%w: environment entry %q: want KEY=VALUE", ErrBadJob, e)
+		}
+	}
+	for _, a := range job.Args {
+		if strings.ContainsRune(a, 0) {
+			return nil, fmt.Errorf("%w: argument with a NUL byte", ErrBadJob)
+		}
+	}
+	outCap := job.OutputCap
+	if outCap <= 0 {
+		outCap = s.cfg.OutputCap
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.running.Add(1)
+	s.inUse[job.Image]++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inUse[job.Image]--
+		if s.inUse[job.Image] == 0 {
+			delete(s.inUse, job.Image)
+		}
+		s.mu.Unlock()
+		s.running.Done()
+	}()
+
+	ctx = s.ctx(ctx)
+	// Cleanup must finish even when the caller's context is cancelled.
+	bg := context.WithoutCancel(ctx)
+	img, err := s.cachedImage(ctx, job.Image)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: image %q not imported", ErrBadJob, job.Image)
+		}
+		return nil, fmt.Errorf("run: image %s: %w", job.Image, err)
+	}
+	s.touchImage(ctx, job.Image)
+
+	id := "bb-" + s.owner + "-" + newID()
+	log := s.log.With("container", id)
+	if job.ID != "" {
+		log = log.With("job", job.ID)
+	}
+	var cleanups []func()
+	cleanup := func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+		cleanups = nil
+	}
+	defer cleanup()
+
+	jobDir := filepath.Join(s.jobsDir, id)
+	if err := s.mountScratch(jobDir, lim.DiskBytes); err != nil {
+		return nil, fmt.Errorf("run: %w", err)
+	}
+	cleanups = append(cleanups, func() {
+		if err := removeJobDir(jobDir); err != nil {
+			log.Warn("remove job dir", "err", err)
+		}
+	})
+
+	labels := map[string]string{labelOwnerLock: s.lockPath, labelJobDir: jobDir}
+	if job.ID != "" {
+		labels[labelJob] = job.ID
+	}
+	specOpts := s.specOpts(img, job, lim, jobDir)
+	snapOpt := containerd.WithNewSnapshot(id, img, snapshots.WithLabels(map[string]string{labelOwnerLock: s.lockPath}))
+	if s.userns {
+		snapOpt = withRemappedSnapshotLabelled(id, img, s.cfg.UserNSBase, map[string]string{labelOwnerLock: s.lockPath})
+	}
+	// The lease keeps the new snapshot (and a just remapped parent) from
+	// the garbage collector until the container references it.
+	lctx, doneLease, err := s.client.WithLease(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("run: lease: %w", err)
+	}
+	container, err := s.client.NewContainer(lctx, id,
+		containerd.WithContainerLabels(labels),
+		containerd.WithImageName(job.Image),
+		containerd.WithSnapshotter(s.cfg.Snapshotter),
+		snapOpt,
+		containerd.WithRuntime(s.runtime, nil),
+		containerd.WithNewSpec(specOpts...),
+	)
+	doneLease(bg)
+	if err != nil {
+		// NewContainer may have prepared the snapshot before failing.
+		s.removeSnapshot(bg, id)
+		return nil, fmt.Errorf("run: create container: %w", err)
+	}
+	cleanups = append(cleanups, func() {
+		if err := container.Delete(bg, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			log.Warn("delete container", "err", err)
+		}
+	})
+
+	stdout := &capWriter{w: job.Stdout, cap: outCap}
+	stderr := &capWriter{w: job.Stderr, cap: outCap}
+	res := &Result{Container: id, ExitCode: -1, Limits: lim}
+	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(s.fifoDir)))
+	if err != nil {
+		res.Reason, res.Error = ReasonError, cleanTaskError(err)
+		log.Info("job failed to start", "err", err)
+		return res, fmt.Errorf("run: create task: %w", err)
+	}
+	cleanups = append(cleanups, func() {
+		if _, err := task.Delete(bg, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			log.Warn("delete task", "err", err)
+		}
+	})
+	// Wait before Start, on a context the job's timeout does not cancel.
+	statusC, err := task.Wait(bg)
+	if err != nil {
+		return nil, fmt.Errorf("run: wait task: %w", err)
+	}
+	start := time.Now()
+	if err := task.Start(ctx); err != nil {
+		res.Reason, res.Error = ReasonError, cleanTaskError(err)
+		log.Info("job failed to start", "err", err)
+		return res, fmt.Errorf("run: start task: %w", err)
+	}
+	log.Debug("job started", "image", job.Image, "args", job.Args)
+
+	timer := time.NewTimer(lim.WallClock)
+	defer timer.Stop()
+	var status containerd.ExitStatus
+	kill := func(why Reason) {
+		res.Reason = why
+		if err := task.Kill(bg, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+			log.Warn("kill job", "err", err)
+		}
+		status = <-statusC
+	}
+	select {
+	case status = <-statusC:
+	case <-timer.C:
+		kill(ReasonTimeout)
+	case <-ctx.Done():
+		kill(ReasonKilled)
+	}
+	res.Wall = time.Since(start)
+	code, _, err := status.Result()
+	if err != nil {
+		return nil, fmt.Errorf("run: exit status: %w", err)
+	}
+	res.ExitCode = int(code)
+
+	if err := s.readMetrics(bg, task, res); err != nil {
+		log.Warn("read job metrics", "err", err)
+	}
+	if res.Reason == "" {
+		res.Reason = ReasonExited
+		if res.OOMKills > 0 {
+			res.Reason = ReasonOOM
+		}
+	}
+	// Delete the task now: it waits until the streams are copied out.
+	if _, err := task.Delete(bg, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		log.Warn("delete task", "err", err)
+	}
+	res.StdoutBytes, res.StdoutTruncated = stdout.n, stdout.truncated()
+	res.StderrBytes, res.StderrTruncated = stderr.n, stderr.truncated()
+
+	out, err := tarDir(filepath.Join(jobDir, "fs", "out"), job.Output)
+	if err != nil {
+		return nil, fmt.Errorf("run: collect /out: %w", err)
+	}
+	res.Output = out
+	log.Info("job finished", "reason", res.Reason, "exit", res.ExitCode, "cpu", res.CPUTime,
+		"peak_memory", res.PeakMemory, "oom_kills", res.OOMKills, "wall", res.Wall)
+	return res, nil
+}
+
+// specOpts are the OCI spec options of a job: the isolation defaults and
+// the contract's limits.
+func (s *Sandbox) specOpts(img containerd.Image, job Job, lim Limits, jobDir string) []oci.SpecOpts {
+	opts := []oci.SpecOpts{
+		oci.WithImageConfig(img),
+		oci.WithHostname("sandbox"),
+		oci.WithRootFSReadonly(),
+		oci.WithNoNewPrivileges,
+		oci.WithCapabilities(nil),
+		oci.WithAmbientCapabilities(nil),
+		seccomp.WithDefaultProfile(),
+		oci.WithMemoryLimit(uint64(lim.MemoryBytes)),
+		oci.WithPidsLimit(lim.Pids),
+		oci.WithCPUCFS(lim.CPUMillis*cfsPeriod/1000, cfsPeriod),
+		oci.WithMounts([]specs.Mount{
+			{Destination: "/tmp", Type: "bind", Source: filepath.Join(jobDir, "fs", "scratch"), Options: []string{"rbind", "rw", "nosuid", "nodev"}},
+			{Destination: "/out", Type: "bind", Source: filepath.Join(jobDir, "fs", "out"), Options: []string{"rbind", "rw", "nosuid", "nodev"}},
+		}),
+		withFreshNetNS,
+	}
+	if s.memswOK {
+		// No swap: memory+swap limit equal to the memory limit.
+		opts = append(opts, oci.WithMemorySwap(lim.MemoryBytes))
+	}
+	if len(job.Args) > 0 {
+		opts = append(opts, oci.WithProcessArgs(job.Args...))
+	}
+	if len(job.Env) > 0 {
+		opts = append(opts, oci.WithEnv(job.Env))
+	}
+	if s.userns {
+		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: s.cfg.UserNSBase, Size: 65536}}
+		opts = append(opts, oci.WithUserNamespace(m, m))
+	}
+	return opts
+}
+
+// withFreshNetNS makes sure the job gets a new, empty network namespace (only
+// lo) whatever the defaults say.
+func withFreshNetNS(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	for i, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			s.Linux.Namespaces[i].Path = ""
+			return nil
+		}
+	}
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	return nil
+}
+
+// mountScratch mounts a tmpfs of size bytes at jobDir/fs holding scratch/
+// (the job's /tmp) and out/ (its /out).
+func (s *Sandbox) mountScratch(jobDir string, size int64) error {
+	fs := filepath.Join(jobDir, "fs")
+	if err := os.MkdirAll(fs, 0o700); err != nil {
+		return fmt.Errorf("job dir: %w", err)
+	}
+	opts := fmt.Sprintf("size=%d,mode=0755", size)
+	if err := syscall.Mount("tmpfs", fs, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		os.RemoveAll(jobDir)
+		return fmt.Errorf("mount scratch tmpfs: %w", err)
+	}
+	uid := 0
+	if s.userns {
+		uid = int(s.cfg.UserNSBase)
+	}
+	for _, d := range []struct {
+		name string
+		mode os.FileMode
+	}{{"scratch", 0o777 | os.ModeSticky}, {"out", 0o777}} {
+		p := filepath.Join(fs, d.name)
+		err := os.Mkdir(p, 0o700)
+		if err == nil {
+			err = os.Chmod(p, d.mode)
+		}
+		if err == nil {
+			err = os.Lchown(p, uid, uid)
+		}
+		if err != nil {
+			removeJobDir(jobDir)
+			return fmt.Errorf("scratch dir %s: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+// removeJobDir unmounts the scratch tmpfs (if mounted) and removes jobDir.
+func removeJobDir(jobDir string) error {
+	fs := filepath.Join(jobDir, "fs")
+	for i := 0; i < 10; i++ {
+		err := syscall.Unmount(fs, syscall.MNT_DETACH)
+		if err != nil {
+			break // EINVAL: not (or no longer) a mount point
+		}
+	}
+	return os.RemoveAll(jobDir)
+}
+
+// readMetrics fills CPU time, peak memory and OOM kills from the task's
+// cgroup (v1 metrics, as the runc shim of containerd 1.6/1.7 reports them).
+func (s *Sandbox) readMetrics(ctx context.Context, task containerd.Task, res *Result) error {
+	m, err := task.Metrics(ctx)
+	if err != nil {
+		return err
+	}
+	if m.Data == nil {
+		return errors.New("no metrics data")
+	}
+	var st cgroupsv1.Metrics
+	if err := st.Unmarshal(m.Data.GetValue()); err != nil {
+		return fmt.Errorf("metrics %s: %w", m.Data.GetTypeUrl(), err)
+	}
+	if st.CPU != nil && st.CPU.Usage != nil {
+		res.CPUTime = time.Duration(st.CPU.Usage.Total)
+	}
+	if st.Memory != nil && st.Memory.Usage != nil {
+		res.PeakMemory = int64(st.Memory.Usage.Max)
+	}
+	if st.MemoryOomControl != nil {
+		res.OOMKills = int64(st.MemoryOomControl.OomKill)
+	}
+	return nil
+}
+
+// removeSnapshot removes a job's snapshot if it exists.
+func (s *Sandbox) removeSnapshot(ctx context.Context, key string) {
+	sn := s.client.SnapshotService(s.cfg.Snapshotter)
+	if err := sn.Remove(ctx, key); err != nil && !errdefs.IsNotFound(err) {
+		s.log.Warn("remove snapshot", "snapshot", key, "err", err)
+	}
+}
+
+// cleanTaskError shortens runc's start errors to what a buyer needs.
+func cleanTaskError(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "exec: "); i >= 0 {
+		return strings.TrimSuffix(msg[i:], ": unknown")
+	}
+	return msg
+}

@@ -1,0 +1,284 @@
+// Package sandbox runs buyers' jobs on containerd, contained and metered.
+//
+// It owns images (import of digest-checked OCI-layout or docker-archive
+// tarballs, pull by reference, an unpacked cache collected by age and size),
+// the isolation of a job (fresh empty network namespace, read-only root,
+// size-capped tmpfs scratch at /tmp and /out, no capabilities,
+// no-new-privileges, containerd's default seccomp profile, user-namespace
+// remap where the host supports it, CFS quota, memory and pids limits, wall
+// clock), its streams (stdout and stderr capped, with the cap reported), its
+// outputs (/out as a deterministic tar with its sha256) and its usage record
+// read from the task's cgroup after exit and before delete: the evidence a
+// seller's bill rests on. It knows nothing about money.
+//
+// Everything lives in one containerd namespace. Each Sandbox holds an owner
+// lock file; containers and snapshots are labelled with it, so that
+// Reconcile, run by New, removes what a crashed owner left without touching
+// the jobs of a live one sharing the namespace.
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+)
+
+// Error categories; errors returned by this package wrap one of them with %w
+// when it applies, so that callers branch with errors.Is.
+var (
+	// ErrBadImage: the tarball is not an acceptable image (not a tar, not an
+	// image, oversized, unsafe entries) or the reference cannot be pulled.
+	ErrBadImage = errors.New("bad image")
+	// ErrDigestMismatch: the tarball's sha256 is not the one the buyer named.
+	ErrDigestMismatch = errors.New("image digest mismatch")
+	// ErrBadLimits: the job's limits are nonsense (zero memory, negative CPU…).
+	ErrBadLimits = errors.New("bad limits")
+	// ErrBadJob: the job itself is malformed (no image, bad environment).
+	ErrBadJob = errors.New("bad job")
+	// ErrRuntimeUnavailable: the configured runtime (runsc) is not installed.
+	ErrRuntimeUnavailable = errors.New("runtime unavailable")
+	// ErrUnavailable: containerd cannot be reached.
+	ErrUnavailable = errors.New("containerd unavailable")
+	// ErrClosed: the Sandbox was closed.
+	ErrClosed = errors.New("sandbox closed")
+)
+
+// Labels put on what the sandbox creates in containerd.
+const (
+	labelOwnerLock = "blackbox.sandbox/owner-lock" // path of the creating Sandbox's lock file
+	labelJobDir    = "blackbox.sandbox/job-dir"    // host directory of the job's scratch mount
+	labelJob       = "blackbox.sandbox/job"        // caller's job ID (contract), informative
+	labelLastUsed  = "blackbox.sandbox/last-used"  // images: unix seconds of last use
+)
+
+// Sandbox runs jobs on one containerd namespace. It is safe for concurrent
+// use; Close it to release the client and the owner lock.
+type Sandbox struct {
+	cfg     Config
+	log     *slog.Logger
+	client  *containerd.Client
+	runtime string
+	userns  bool
+
+	owner     string // random ID of this Sandbox
+	lockPath  string
+	lockFile  *os.File
+	jobsDir   string
+	fifoDir   string
+	tmpDir    string
+	memswOK   bool
+	closeOnce sync.Once
+
+	mu       sync.Mutex
+	closed   bool
+	running  sync.WaitGroup
+	inUse    map[string]int       // image name → running jobs
+	touched  map[string]time.Time // image name → last-used label written
+	imgCache map[string]containerd.Image
+	importMu sync.Mutex
+}
+
+// New connects to containerd, takes an owner lock under cfg.StateDir and
+// reconciles what crashed owners left behind. The logger must not be nil.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sandbox, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sandbox config: %w", err)
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("sandbox config: state_dir: empty")
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("sandbox: must run as root (containerd tasks, mounts and cgroups)")
+	}
+	stateDir, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox state_dir: %w", err)
+	}
+	cfg.StateDir = stateDir
+	s := &Sandbox{
+		cfg:      cfg,
+		log:      log.With("component", "sandbox"),
+		runtime:  "io.containerd.runc.v2",
+		jobsDir:  filepath.Join(stateDir, "jobs"),
+		tmpDir:   filepath.Join(stateDir, "tmp"),
+		inUse:    map[string]int{},
+		touched:  map[string]time.Time{},
+		imgCache: map[string]containerd.Image{},
+	}
+	if cfg.Runtime == "runsc" {
+		if err := runscAvailable(); err != nil {
+			return nil, err
+		}
+		s.runtime = "io.containerd.runsc.v1"
+	}
+	switch cfg.UserNS {
+	case "on":
+		if err := userNSSupported(); err != nil {
+			return nil, fmt.Errorf("sandbox userns=on: %w", err)
+		}
+		s.userns = true
+	case "auto":
+		s.userns = userNSSupported() == nil
+	}
+	_, err = os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+	s.memswOK = err == nil
+
+	for _, d := range []string{s.jobsDir, s.tmpDir, filepath.Join(stateDir, "owners"), filepath.Join(stateDir, "fifo")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("sandbox state dir: %w", err)
+		}
+	}
+	if s.userns {
+		// The job's remapped root must be able to walk to its bind mounts.
+		for _, d := range []string{stateDir, s.jobsDir} {
+			if err := os.Chmod(d, 0o711); err != nil {
+				return nil, fmt.Errorf("sandbox state dir: %w", err)
+			}
+		}
+	}
+	if err := s.takeOwnerLock(); err != nil {
+		return nil, err
+	}
+	s.fifoDir = filepath.Join(stateDir, "fifo", s.owner)
+	if err := os.MkdirAll(s.fifoDir, 0o700); err != nil {
+		s.releaseOwnerLock()
+		return nil, fmt.Errorf("sandbox fifo dir: %w", err)
+	}
+
+	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	client, err := containerd.New(cfg.Address,
+		containerd.WithDefaultNamespace(cfg.Namespace),
+		containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		s.releaseOwnerLock()
+		return nil, fmt.Errorf("%w: connect %s: %v", ErrUnavailable, cfg.Address, err)
+	}
+	if _, err := client.Version(dialCtx); err != nil {
+		client.Close()
+		s.releaseOwnerLock()
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, cfg.Address, err)
+	}
+	s.client = client
+	if err := s.Reconcile(ctx); err != nil {
+		s.log.Warn("reconcile at start failed; continuing", "err", err)
+	}
+	s.log.Debug("sandbox ready", "address", cfg.Address, "namespace", cfg.Namespace,
+		"runtime", s.runtime, "userns", s.userns, "owner", s.owner)
+	return s, nil
+}
+
+// Client returns the containerd client (for diagnostics and tests).
+func (s *Sandbox) Client() *containerd.Client { return s.client }
+
+// UserNS reports whether jobs run in a remapped user namespace.
+func (s *Sandbox) UserNS() bool { return s.userns }
+
+// Close waits for running jobs to finish, then releases the containerd
+// client and the owner lock. Cancel the jobs' contexts first to stop them.
+func (s *Sandbox) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.running.Wait()
+		if s.client != nil {
+			err = s.client.Close()
+		}
+		os.RemoveAll(s.fifoDir)
+		s.releaseOwnerLock()
+	})
+	return err
+}
+
+// ctx returns ctx in the sandbox's namespace.
+func (s *Sandbox) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, s.cfg.Namespace)
+}
+
+func (s *Sandbox) takeOwnerLock() error {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	s.owner = hex.EncodeToString(b[:])
+	s.lockPath = filepath.Join(s.cfg.StateDir, "owners", s.owner+".lock")
+	f, err := os.OpenFile(s.lockPath, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("sandbox owner lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("sandbox owner lock %s: %w", s.lockPath, err)
+	}
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	s.lockFile = f
+	return nil
+}
+
+func (s *Sandbox) releaseOwnerLock() {
+	if s.lockFile == nil {
+		return
+	}
+	os.Remove(s.lockPath)
+	s.lockFile.Close()
+	s.lockFile = nil
+}
+
+// ownerAlive reports whether the Sandbox holding lockPath still runs: its
+// lock file exists and is locked by someone.
+func ownerAlive(lockPath, own string) bool {
+	if lockPath == own {
+		return true
+	}
+	f, err := os.OpenFile(lockPath, os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return true
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
+// userNSSupported reports why user namespaces cannot be used, or nil.
+func userNSSupported() error {
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		return fmt.Errorf("kernel without user namespaces: %w", err)
+	}
+	b, err := os.ReadFile("/proc/sys/user/max_user_namespaces")
+	if err == nil && len(b) > 0 && b[0] == '0' {
+		return errors.New("user namespaces disabled (/proc/sys/user/max_user_namespaces is 0)")
+	}
+	return nil
+}
+
+// runscAvailable checks for gVisor's containerd shim.
+func runscAvailable() error {
+	for _, bin := range []string{"containerd-shim-runsc-v1", "runsc"} {
+		if _, err := lookPath(bin); err != nil {
+			return fmt.Errorf("%w: runtime runsc needs %s on PATH (install gVisor: https://gvisor.dev/docs/user_guide/install/; Debian's runsc package has no containerd shim)", ErrRuntimeUnavailable, bin)
+		}
+	}
+	return nil
+}
+
+func newID() string {
+	var b [5]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
