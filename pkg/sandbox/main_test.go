@@ -2,8 +2,8 @@ package sandbox_test
 
 import (
 	"bytes"
-	"flag"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -186,18 +186,7 @@ func cleanupNamespace() {
 		return
 	}
 	defer c.Close()
-	ctx := namespaces.WithNamespace(context.Background(), testNS)
-	imgs, _ := c.ImageService().List(ctx)
-	for _, i := range imgs {
-		c.ImageService().Delete(ctx, i.Name)
-	}
-	// Removes the namespace when empty; content GC may take a moment.
-	for i := 0; i < 20; i++ {
-		if err := c.NamespaceService().Delete(context.Background(), testNS); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	cleanNamespace(c, testNS)
 }
 
 // run runs a job with generous defaults and returns its result and output.

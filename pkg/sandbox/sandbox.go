@@ -182,6 +182,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sandbox, error) {
 // Client returns the containerd client (for diagnostics and tests).
 func (s *Sandbox) Client() *containerd.Client { return s.client }
 
+// OwnerLock is the path of this Sandbox's owner lock file; containers and
+// snapshots it creates carry it as a label.
+func (s *Sandbox) OwnerLock() string { return s.lockPath }
+
 // UserNS reports whether jobs run in a remapped user namespace.
 func (s *Sandbox) UserNS() bool { return s.userns }
 

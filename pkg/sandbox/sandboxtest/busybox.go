@@ -104,7 +104,7 @@ func BusyboxImage(format Format) ([]byte, error) {
 			"manifests": []map[string]any{{
 				"mediaType": "application/vnd.oci.image.manifest.v1+json",
 				"digest":    manifestDigest, "size": len(manifest),
-				"platform":  map[string]string{"os": "linux", "architecture": runtime.GOARCH},
+				"platform": map[string]string{"os": "linux", "architecture": runtime.GOARCH},
 			}},
 		})
 		if err != nil {
