@@ -41,7 +41,7 @@ type App struct {
 
 // Run executes blackbox with args and returns the process exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &App{Stdout: stdout, Stderr: stderr, v: viper.New()}
+	a := &App{Stdout: stdout, Stderr: stderr, v: newViper()}
 	root := a.newRoot()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -90,12 +90,17 @@ func DefaultDataDir() string {
 	return "/var/lib/blackbox"
 }
 
-// loadConfig layers flags > env (BLACKBOX_…) > config file > defaults.
-func (a *App) loadConfig(cmd *cobra.Command) error {
-	v := a.v
+func newViper() *viper.Viper {
+	v := viper.New()
 	v.SetEnvPrefix("BLACKBOX")
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
 	v.AutomaticEnv()
+	return v
+}
+
+// loadConfig layers flags > env (BLACKBOX_…) > config file > defaults.
+func (a *App) loadConfig(*cobra.Command) error {
+	v := a.v
 	if a.dataDir == "" {
 		a.dataDir = os.Getenv("BLACKBOX_DATA_DIR")
 	}
@@ -149,6 +154,11 @@ func (a *App) Logger() *slog.Logger {
 // commands lists every subcommand. Each area adds its constructor here.
 func commands(a *App) []*cobra.Command {
 	return []*cobra.Command{
+		newServeCmd(a),
+		newStatusCmd(a),
+		newOfferCmd(a),
+		newMarketCmd(a),
+		newConfigCmd(a),
 		newVersionCmd(a),
 	}
 }

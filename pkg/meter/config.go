@@ -32,6 +32,11 @@ type Config struct {
 	// Timezone is the IANA zone of Hours and Days, e.g. "Europe/Berlin";
 	// empty means the machine's local zone.
 	Timezone string `mapstructure:"timezone"`
+	// CPUBasis is how spare CPU is counted: "idle" sells the CPU time that
+	// was idle over the last sample (less the reserve); "allocatable" sells
+	// all cores less the reserve, whatever the load, since CPU time is shared
+	// fairly by the kernel (memory and disk are always measured).
+	CPUBasis string `mapstructure:"cpu_basis"`
 	// SampleInterval is how often the machine is measured.
 	SampleInterval time.Duration `mapstructure:"sample_interval"`
 	// ChangeThreshold is the relative change of any resource (0.1 = 10%)
@@ -94,6 +99,12 @@ type Pricing struct {
 	StartFee float64 `mapstructure:"start_fee"`
 }
 
+// CPU bases (Config.CPUBasis).
+const (
+	CPUIdle        = "idle"
+	CPUAllocatable = "allocatable"
+)
+
 // DefaultConfig returns the policy a node uses with no config at all: keep
 // one core, 1GiB of RAM and 10GiB of disk for the owner, sell the rest at any
 // hour, assume a 10Mbit/s uplink, measure every 5s, and ask roughly cloud
@@ -104,6 +115,7 @@ func DefaultConfig() Config {
 	return Config{
 		Reserve:         Reserve{CPU: "1", Memory: "1GiB", Disk: "10GiB"},
 		Uplink:          "10Mbit",
+		CPUBasis:        CPUIdle,
 		SampleInterval:  5 * time.Second,
 		ChangeThreshold: 0.1,
 		Power:           Power{WattsPerCore: 10, PriceKWh: 300, Margin: 1},
@@ -212,6 +224,13 @@ func (c Config) policy(loc *time.Location) (Policy, error) {
 		bad("change_threshold", "must be a fraction from 0 up to 1 (0.1 = 10%%), not %v", c.ChangeThreshold)
 	}
 	p.Threshold = c.ChangeThreshold
+	switch c.CPUBasis {
+	case "", CPUIdle:
+	case CPUAllocatable:
+		p.CPUAllocatable = true
+	default:
+		bad("cpu_basis", "must be %q or %q, not %q", CPUIdle, CPUAllocatable, c.CPUBasis)
+	}
 	nonneg("power.watts_per_core", c.Power.WattsPerCore)
 	nonneg("power.price_kwh_sats", c.Power.PriceKWh)
 	nonneg("power.margin", c.Power.Margin)

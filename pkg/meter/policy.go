@@ -24,6 +24,9 @@ type Policy struct {
 	Power Power
 	// Pricing is what the node asks.
 	Pricing Pricing
+	// CPUAllocatable counts all cores as free CPU instead of idle time
+	// (Config.CPUBasis "allocatable").
+	CPUAllocatable bool
 }
 
 // Policy compiles c into a Policy; the error is the one Validate returns.
@@ -78,6 +81,9 @@ func (p Policy) Spare(now time.Time, m Measured, held Capacity) (Capacity, Reaso
 			trimFloat(p.Pricing.CoreHour), trimFloat(floor)))
 	}
 	free := m.Free
+	if p.CPUAllocatable {
+		free.MilliCPU = m.Total.MilliCPU
+	}
 	free.Bandwidth = min(free.Bandwidth, p.Uplink)
 	left := free.Sub(held).Sub(p.Reserve)
 	room := p.Caps.Sub(held)

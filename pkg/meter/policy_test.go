@@ -233,6 +233,14 @@ func TestPolicySpare(t *testing.T) {
 			wantReason: "not measured yet",
 		},
 		{
+			name:       "allocatable cpu ignores load",
+			cfg:        func(c *Config) { c.CPUBasis = CPUAllocatable },
+			now:        wed12,
+			held:       Capacity{MilliCPU: 2000},
+			want:       Capacity{MilliCPU: 5000, Memory: 14 * gib, Disk: 150 * gib, Bandwidth: 100e6},
+			wantReason: "spare",
+		},
+		{
 			name:       "measured bandwidth above uplink is cut",
 			now:        wed12,
 			m:          func(m *Measured) { m.Free.Bandwidth = 1e9 },

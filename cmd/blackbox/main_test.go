@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary returns the blackbox binary under test: BLACKBOX_TEST_BIN (set by
+// make test), else one built into a temporary dir.
+func binary(t *testing.T) string {
+	t.Helper()
+	if b := os.Getenv("BLACKBOX_TEST_BIN"); b != "" {
+		return b
+	}
+	out := filepath.Join(t.TempDir(), "blackbox")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("build blackbox: %v", err)
+	}
+	return out
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	dir  string
+	logs *bytes.Buffer
+}
+
+// serve starts `blackbox serve` on loopback with a fresh data dir.
+func serve(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, dir: dir, logs: &logs}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve %s did not stop cleanly: %v\n%s", dir, err, logs.String())
+			}
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("serve %s ignored SIGTERM\n%s", dir, logs.String())
+		}
+	})
+	return p
+}
+
+func runCLI(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return errb.String(), err
+	}
+	return out.String(), nil
+}
+
+type status struct {
+	PeerID string   `json:"peer_id"`
+	Addrs  []string `json:"addrs"`
+	Peers  []string `json:"peers"`
+}
+
+func waitStatus(t *testing.T, bin string, p *proc) status {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := runCLI(t, bin, "status", "--json", "--data-dir", p.dir)
+		if err == nil {
+			var s status
+			if err := json.Unmarshal([]byte(out), &s); err != nil {
+				t.Fatalf("status --json: %v\n%s", err, out)
+			}
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon never answered: %s\n%s", out, p.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestThreeProcessesFindEachOther runs three real `blackbox serve` processes
+// on loopback, joined through a bootstrap address, and expects `blackbox
+// market --json` on one to list the other two offers within 30 seconds.
+func TestThreeProcessesFindEachOther(t *testing.T) {
+	bin := binary(t)
+	// CPU is sold by allocation here so that a machine busy with other tests
+	// still has something on offer; mDNS is off to prove the bootstrap path.
+	env := []string{"BLACKBOX_METER_CPU_BASIS=allocatable", "BLACKBOX_METER_RESERVE_CPU=0",
+		"BLACKBOX_METER_SAMPLE_INTERVAL=1s", "BLACKBOX_MDNS=false"}
+	first := serve(t, bin, env, "--log-level", "debug")
+	s1 := waitStatus(t, bin, first)
+	var boot string
+	for _, a := range s1.Addrs {
+		if strings.Contains(a, "/tcp/") {
+			boot = a
+		}
+	}
+	if boot == "" || s1.PeerID == "" {
+		t.Fatalf("status lacks peer_id or a TCP address: %+v", s1)
+	}
+	second := serve(t, bin, env, "--bootstrap", boot, "--region", "eu")
+	third := serve(t, bin, env, "--bootstrap", boot, "--region", "us")
+	want := []string{waitStatus(t, bin, second).PeerID, waitStatus(t, bin, third).PeerID}
+	slices.Sort(want)
+
+	start := time.Now()
+	var got []string
+	for time.Since(start) < 30*time.Second {
+		out, err := runCLI(t, bin, "market", "--json", "--timeout", "5s", "--data-dir", first.dir)
+		if err != nil {
+			t.Fatalf("market: %v: %s", err, out)
+		}
+		var offers []struct {
+			Seller string `json:"seller"`
+		}
+		if err := json.Unmarshal([]byte(out), &offers); err != nil {
+			t.Fatalf("market --json is not a JSON array of offers: %v\n%s", err, out)
+		}
+		got = got[:0]
+		for _, o := range offers {
+			got = append(got, o.Seller)
+		}
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("after 30s market lists %v, want %v\nfirst node log:\n%s", got, want, first.logs.String())
+	}
+	t.Logf("market found both offers after %s", time.Since(start).Round(time.Millisecond))
+
+	// Filters apply: only the seller in region us.
+	out, err := runCLI(t, bin, "market", "--json", "--region", "us", "--data-dir", first.dir)
+	if err != nil || !strings.Contains(out, want[slices.Index(want, waitStatus(t, bin, third).PeerID)]) || strings.Contains(out, waitStatus(t, bin, second).PeerID) {
+		t.Errorf("market --region us: %v\n%s", err, out)
+	}
+	// The table form lists them too.
+	out, err = runCLI(t, bin, "market", "--data-dir", second.dir)
+	if err != nil || !strings.Contains(out, "SAT/HOUR") || !strings.Contains(out, s1.PeerID) {
+		t.Errorf("market table from the second node: %v\n%s", err, out)
+	}
+	// Every node shows its own signed offer.
+	out, err = runCLI(t, bin, "offer", "--json", "--data-dir", third.dir)
+	if err != nil || !strings.Contains(out, `"envelope"`) || !strings.Contains(out, `"region": "us"`) {
+		t.Errorf("offer --json: %v\n%s", err, out)
+	}
+}
+
+// TestServeRefusesBadConfig: a config error stops serve with a message that
+// names the key, before anything starts.
+func TestServeRefusesBadConfig(t *testing.T) {
+	bin := binary(t)
+	cases := map[string]string{
+		"BLACKBOX_OFFER_TTL=5h":               "offer.ttl",
+		"BLACKBOX_METER_HOURS=25:00-26:00":    "meter.hours",
+		"BLACKBOX_METER_PRICING_CORE_HOUR=-1": "meter.pricing.core_hour",
+	}
+	for env, key := range cases {
+		dir := t.TempDir()
+		cmd := exec.Command(bin, "serve", "--data-dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0")
+		cmd.Env = append(os.Environ(), env)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), key) {
+			t.Errorf("%s: err %v, output %q; want a failure naming %s", env, err, out, key)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "identity.key")); err == nil {
+			t.Errorf("%s: serve created an identity before refusing its config", env)
+		}
+	}
+	out, err := runCLI(t, bin, "serve", "--data-dir", t.TempDir(), "--bootstrap", "/ip4/1.2.3.4/tcp/1")
+	if err == nil || !strings.Contains(out, "bootstrap") {
+		t.Errorf("bootstrap without peer ID: %v %q", err, out)
+	}
+}

@@ -1,0 +1,276 @@
+// Package api is the node's local control API: HTTP+JSON on a unix socket in
+// the data dir, used by the CLI (and later a dashboard). It is never exposed
+// to peers. Access control is the socket's file mode (0600, in a 0700 data
+// dir): only the node's owner (and root) can connect.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/offer"
+)
+
+// SocketFile is the API socket's name inside the data dir.
+const SocketFile = "blackbox.sock"
+
+// SocketPath is where the daemon of dataDir listens.
+func SocketPath(dataDir string) string { return filepath.Join(dataDir, SocketFile) }
+
+// Status is what `blackbox status` shows.
+type Status struct {
+	Version       string         `json:"version"`
+	PeerID        string         `json:"peer_id"`
+	Addrs         []string       `json:"addrs"`
+	Peers         []string       `json:"peers"`
+	StartedAt     time.Time      `json:"started_at"`
+	UptimeSeconds float64        `json:"uptime_seconds"`
+	OnOffer       meter.Capacity `json:"on_offer"`
+	Reason        string         `json:"reason"`
+	Measured      meter.Measured `json:"measured"`
+	Held          meter.Capacity `json:"held"`
+	OfferSeq      uint64         `json:"offer_seq,omitempty"`
+	OfferExpiry   time.Time      `json:"offer_expiry,omitzero"`
+	DataDir       string         `json:"data_dir"`
+}
+
+// Offer is an offer as the CLI shows it.
+type Offer struct {
+	Seller          string          `json:"seller"`
+	Addrs           []string        `json:"addrs"`
+	Resources       offer.Resources `json:"resources"`
+	Prices          offer.Prices    `json:"prices"`
+	PricePerHour    float64         `json:"price_per_hour_sat"`
+	MinDuration     float64         `json:"min_duration_seconds"`
+	MaxDuration     float64         `json:"max_duration_seconds"`
+	BillingInterval float64         `json:"billing_interval_seconds"`
+	Runtimes        []string        `json:"runtimes"`
+	Region          string          `json:"region,omitempty"`
+	PaymentKey      string          `json:"payment_key,omitempty"`
+	Seq             uint64          `json:"seq"`
+	Issued          time.Time       `json:"issued"`
+	Expiry          time.Time       `json:"expiry"`
+	// Envelope is the signed record, base64 in JSON, for anyone who wants
+	// to verify it themselves.
+	Envelope []byte `json:"envelope,omitempty"`
+}
+
+// OfferView converts a verified offer for display; price is the hourly
+// price of the request it was found for.
+func OfferView(o *offer.Offer, price float64, env []byte) Offer {
+	v := Offer{
+		Seller:          o.Seller.String(),
+		Resources:       o.Resources,
+		Prices:          o.Prices,
+		PricePerHour:    price,
+		MinDuration:     o.MinDuration.Seconds(),
+		MaxDuration:     o.MaxDuration.Seconds(),
+		BillingInterval: o.BillingInterval.Seconds(),
+		Runtimes:        o.Runtimes,
+		Region:          o.Region,
+		Seq:             o.Seq,
+		Issued:          o.Issued,
+		Expiry:          o.Expiry,
+		Envelope:        env,
+	}
+	if len(o.PaymentKey) > 0 {
+		v.PaymentKey = hex.EncodeToString(o.PaymentKey)
+	}
+	for _, a := range o.Addrs {
+		v.Addrs = append(v.Addrs, a.String())
+	}
+	return v
+}
+
+// MarketRequest asks the daemon for offers matching a filter.
+type MarketRequest struct {
+	Filter offer.Filter `json:"filter"`
+	// TimeoutSeconds bounds the search; 0 means the daemon's default.
+	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
+}
+
+// Backend is what the daemon provides to the API.
+type Backend interface {
+	// Status reports the node's state.
+	Status(ctx context.Context) (Status, error)
+	// Offer returns this node's current offer, or an error wrapping
+	// ErrNotFound when nothing is on offer.
+	Offer(ctx context.Context) (Offer, error)
+	// Market finds offers on the network.
+	Market(ctx context.Context, req MarketRequest) ([]Offer, error)
+}
+
+// ErrNotFound marks a request for something that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrNoDaemon is returned by the client when no daemon answers.
+var ErrNoDaemon = errors.New("no blackbox daemon is running for this data dir")
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// Handler returns the API's HTTP handler.
+func Handler(b Backend, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		s, err := b.Status(r.Context())
+		reply(w, log, s, err)
+	})
+	mux.HandleFunc("GET /v1/offer", func(w http.ResponseWriter, r *http.Request) {
+		o, err := b.Offer(r.Context())
+		reply(w, log, o, err)
+	})
+	mux.HandleFunc("POST /v1/market", func(w http.ResponseWriter, r *http.Request) {
+		var req MarketRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			reply(w, log, nil, fmt.Errorf("%w: %v", errBadRequest, err))
+			return
+		}
+		offers, err := b.Market(r.Context(), req)
+		if offers == nil {
+			offers = []Offer{}
+		}
+		reply(w, log, offers, err)
+	})
+	return mux
+}
+
+var errBadRequest = errors.New("bad request")
+
+func reply(w http.ResponseWriter, log *slog.Logger, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		code := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, ErrNotFound):
+			code = http.StatusNotFound
+		case errors.Is(err, errBadRequest):
+			code = http.StatusBadRequest
+		}
+		log.Debug("api request failed", "err", err)
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(errorBody{Error: err.Error()})
+		return
+	}
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		log.Debug("api write", "err", err)
+	}
+}
+
+// Server serves the API on the data dir's socket.
+type Server struct {
+	srv  *http.Server
+	ln   net.Listener
+	path string
+}
+
+// Listen creates the socket (0600), replacing a stale one left by a crash,
+// and starts serving. It fails if another daemon answers on it.
+func Listen(dataDir string, b Backend, log *slog.Logger) (*Server, error) {
+	path := SocketPath(dataDir)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another blackbox daemon is running on %s", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s := &Server{srv: &http.Server{Handler: Handler(b, log), ReadHeaderTimeout: 10 * time.Second}, ln: ln, path: path}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+// Close stops the server and removes the socket.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	os.Remove(s.path)
+	return err
+}
+
+// Client talks to the daemon of a data dir.
+type Client struct {
+	path string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the daemon of dataDir.
+func NewClient(dataDir string) *Client {
+	path := SocketPath(dataDir)
+	return &Client{path: path, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+// Status asks for the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Offer asks for the daemon's current offer.
+func (c *Client) Offer(ctx context.Context) (Offer, error) {
+	var o Offer
+	return o, c.do(ctx, http.MethodGet, "/v1/offer", nil, &o)
+}
+
+// Market asks the daemon to search the network.
+func (c *Client) Market(ctx context.Context, req MarketRequest) ([]Offer, error) {
+	var out []Offer
+	return out, c.do(ctx, http.MethodPost, "/v1/market", req, &out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://blackbox"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w (socket %s): start it with `blackbox serve`", ErrNoDaemon, c.path)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var eb errorBody
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb)
+		if resp.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("%w: %s", ErrNotFound, eb.Error)
+		}
+		return fmt.Errorf("daemon: %s", eb.Error)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
+}

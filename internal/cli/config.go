@@ -1,0 +1,139 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/blackbox-market/blackbox/configs"
+	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+)
+
+// registerDefaults tells viper every key of the typed config with its default,
+// so that environment variables override keys absent from the file and
+// `config show` prints them all.
+func registerDefaults(set func(key string, v any), prefix string, rv reflect.Value) {
+	rt := rv.Type()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		if tag == "" || tag == "-" || !f.IsExported() {
+			continue
+		}
+		key := prefix + tag
+		fv := rv.Field(i)
+		if fv.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
+			registerDefaults(set, key+".", fv)
+			continue
+		}
+		set(key, fv.Interface())
+	}
+}
+
+// NodeConfig is the daemon's typed configuration: defaults, then the config
+// file, then BLACKBOX_… environment variables, then flags, unmarshalled once
+// and validated. Errors name the key.
+func (a *App) NodeConfig() (node.Config, error) {
+	cfg := node.DefaultConfig()
+	registerDefaults(func(k string, v any) {
+		if d, ok := v.(time.Duration); ok {
+			v = d.String() // shown as "10s", decoded back by the hook
+		}
+		a.v.SetDefault(k, v)
+	}, "", reflect.ValueOf(cfg))
+	err := a.v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = false
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := a.unknownKeys(); err != nil {
+		return cfg, err
+	}
+	cfg.DataDir = a.dataDir
+	if a.logLevel != "" {
+		cfg.LogLevel = a.logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// knownSections are config sections owned by subsystems that read their own
+// subtree (see App.Section).
+var knownSections = []string{"sandbox", "payment", "reputation"}
+
+// unknownKeys refuses keys in the config file that no subsystem reads: a
+// typo should not silently fall back to a default.
+func (a *App) unknownKeys() error {
+	known := map[string]bool{}
+	registerDefaults(func(k string, _ any) { known[k] = true }, "", reflect.ValueOf(node.DefaultConfig()))
+	var bad []string
+	for _, k := range a.v.AllKeys() {
+		if known[k] || slices.Contains(knownSections, strings.Split(k, ".")[0]) {
+			continue
+		}
+		bad = append(bad, k)
+	}
+	if len(bad) > 0 {
+		slices.Sort(bad)
+		return fmt.Errorf("config %s: unknown keys %s", a.v.ConfigFileUsed(), strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// writeDefaultConfig puts the documented sample config into the data dir if
+// there is none yet, so an operator finds every key in one place.
+func (a *App) writeDefaultConfig() error {
+	if a.configFile != "" {
+		return nil
+	}
+	path := filepath.Join(a.dataDir, "blackbox.yaml")
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.MkdirAll(a.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if err := os.WriteFile(path, configs.Sample, 0o600); err != nil {
+		return fmt.Errorf("write default config: %w", err)
+	}
+	return nil
+}
+
+func newConfigCmd(a *App) *cobra.Command {
+	c := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
+	c.AddCommand(&cobra.Command{
+		Use:   "show",
+		Short: "Print the effective configuration (defaults, file, environment, flags)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := a.NodeConfig(); err != nil {
+				return err
+			}
+			settings := a.v.AllSettings()
+			out, err := yaml.Marshal(settings)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "# data dir: %s\n# config file: %s\n", a.dataDir, a.v.ConfigFileUsed())
+			_, err = a.Stdout.Write(out)
+			return err
+		},
+	})
+	return c
+}

@@ -1,0 +1,414 @@
+// Package node is the blackbox daemon: it builds the libp2p host, the DHT and
+// every subsystem from a typed Config, starts them in order with a rollback
+// stack so that a failure half way undoes what was started, and stops them in
+// reverse. It holds no domain rules; those live in pkg/.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MDNSService is the mDNS service name blackbox nodes announce on the LAN.
+const MDNSService = "blackbox"
+
+// DBFile is the database's name inside the data dir.
+const DBFile = "blackbox.db"
+
+// Node is a running blackbox daemon.
+type Node struct {
+	cfg     Config
+	version string
+	log     *slog.Logger
+
+	key     crypto.PrivKey
+	db      *store.DB
+	host    host.Host
+	dht     *dht.IpfsDHT
+	meter   *meter.Meter
+	pub     *offer.Publisher
+	disc    *offer.Discoverer
+	metrics *metrics
+	started time.Time
+
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	cleanup []func() error
+}
+
+// New checks cfg and returns a node that is not started yet.
+func New(cfg Config, version string, log *slog.Logger) (*Node, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: no data dir")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Node{cfg: cfg, version: version, log: log}, nil
+}
+
+// Start brings every subsystem up. If one fails, everything already started
+// is stopped in reverse order and the error returned.
+func (n *Node) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			n.unwind()
+		}
+	}()
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.push(func() error { cancel(); n.wg.Wait(); return nil })
+	n.started = time.Now()
+
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if n.key, err = LoadOrCreateIdentity(n.cfg.DataDir); err != nil {
+		return err
+	}
+	if n.db, err = store.Open(filepath.Join(n.cfg.DataDir, DBFile), 2*time.Second); err != nil {
+		return err
+	}
+	n.push(n.db.Close)
+
+	reg := prometheus.NewRegistry()
+	n.metrics = newMetrics(reg)
+
+	if err := n.startHost(reg); err != nil {
+		return err
+	}
+	if err := n.startDHT(ctx); err != nil {
+		return err
+	}
+	if n.cfg.MDNS {
+		svc := mdns.NewMdnsService(n.host, MDNSService, &mdnsNotifee{n: n, ctx: runCtx})
+		if err := svc.Start(); err != nil {
+			// A machine without multicast still works through bootstrap peers.
+			n.log.Warn("mDNS unavailable; LAN peers will not be found automatically", "err", err)
+		} else {
+			n.push(svc.Close)
+		}
+	}
+	if err := n.startMarket(runCtx); err != nil {
+		return err
+	}
+	srv, err := api.Listen(n.cfg.DataDir, n, n.log)
+	if err != nil {
+		return err
+	}
+	n.push(srv.Close)
+	if n.cfg.MetricsAddr != "" {
+		if err := n.serveMetrics(reg); err != nil {
+			return err
+		}
+	}
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.trackPeers(runCtx) }()
+	n.log.Info("blackbox node started", "peer_id", n.host.ID(), "addrs", n.host.Addrs(), "data_dir", n.cfg.DataDir)
+	return nil
+}
+
+func (n *Node) push(f func() error) { n.cleanup = append(n.cleanup, f) }
+
+// unwind runs the cleanup stack in reverse; it never stops half way.
+func (n *Node) unwind() error {
+	var errs []error
+	for i := len(n.cleanup) - 1; i >= 0; i-- {
+		if err := n.cleanup[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n.cleanup = nil
+	return errors.Join(errs...)
+}
+
+// Stop stops every subsystem in reverse order of start.
+func (n *Node) Stop() error {
+	err := n.unwind()
+	n.log.Info("blackbox node stopped")
+	return err
+}
+
+// Run starts the node, waits for ctx to end, and stops it.
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return n.Stop()
+}
+
+// Host is the node's libp2p host (for tests and the subsystems to come).
+func (n *Node) Host() host.Host { return n.host }
+
+func (n *Node) startHost(reg prometheus.Registerer) error {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	limits.AddServiceLimit(offer.ServiceName,
+		rcmgr.BaseLimit{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 4 << 20},
+		rcmgr.BaseLimitIncrease{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 4 << 20})
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
+	if err != nil {
+		return fmt.Errorf("resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(n.cfg.ConnLow, n.cfg.ConnHigh, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return fmt.Errorf("connection manager: %w", err)
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(n.key),
+		libp2p.ListenAddrStrings(n.cfg.Listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.PrometheusRegisterer(reg),
+	)
+	if err != nil {
+		rm.Close()
+		return fmt.Errorf("start libp2p host on %v: %w", n.cfg.Listen, err)
+	}
+	n.host = h
+	n.push(h.Close)
+	return nil
+}
+
+func (n *Node) startDHT(ctx context.Context) error {
+	boot, err := n.cfg.BootstrapPeers()
+	if err != nil {
+		return err
+	}
+	d, err := offer.NewDHT(n.host, true, boot)
+	if err != nil {
+		return err
+	}
+	n.dht = d
+	n.push(d.Close)
+	for _, b := range boot {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := n.host.Connect(cctx, b); err != nil {
+			n.log.Warn("bootstrap peer unreachable", "peer", b.ID, "err", err)
+		}
+		cancel()
+	}
+	if err := d.Bootstrap(ctx); err != nil {
+		return fmt.Errorf("bootstrap dht: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) startMarket(ctx context.Context) error {
+	m, err := meter.New(n.cfg.Meter, n.cfg.DataDir, nil, n.log)
+	if err != nil {
+		return err
+	}
+	n.meter = m
+	pub, err := offer.NewPublisher(offer.PublisherConfig{
+		Key:    n.key,
+		Router: n.dht,
+		Addrs:  n.host.Addrs,
+		TTL:    n.cfg.Offer.TTL,
+		Log:    n.log,
+		OnPublish: func(o *offer.Offer) {
+			n.metrics.published.Inc()
+		},
+	})
+	if err != nil {
+		return err
+	}
+	n.pub = pub
+	n.disc = offer.NewDiscoverer(offer.DiscovererConfig{
+		Host:   n.host,
+		Finder: n.dht,
+		Log:    n.log,
+		OnReject: func(peer.ID, error) {
+			n.metrics.rejected.Inc()
+		},
+	})
+	n.host.SetStreamHandler(offer.ProtocolID, offer.Handler(pub.Envelope, n.log))
+	n.push(func() error { n.host.RemoveStreamHandler(offer.ProtocolID); return nil })
+
+	m.OnChange = func(spare meter.Capacity) {
+		n.metrics.setSpare(spare)
+		if err := pub.Set(n.offerTemplate(spare)); err != nil {
+			n.log.Warn("sign offer", "err", err)
+		}
+	}
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); pub.Run(ctx) }()
+	go func() {
+		defer n.wg.Done()
+		if err := m.Run(ctx); err != nil {
+			n.log.Error("meter stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// offerTemplate turns spare capacity and the operator's prices into the
+// terms of an offer. Prices are configured in (fractional) sats and offered
+// in millisats.
+func (n *Node) offerTemplate(spare meter.Capacity) offer.Offer {
+	p := n.meter.Policy().Pricing
+	msat := func(sats float64) uint64 { return uint64(math.Round(sats * 1000)) }
+	nonneg := func(v int64) uint64 {
+		if v < 0 || v == meter.Unlimited {
+			return 0
+		}
+		return uint64(v)
+	}
+	return offer.Offer{
+		Resources: offer.Resources{
+			CPUMillis:    nonneg(spare.MilliCPU),
+			MemoryBytes:  nonneg(spare.Memory),
+			DiskBytes:    nonneg(spare.Disk),
+			BandwidthBps: nonneg(spare.Bandwidth),
+		},
+		Prices: offer.Prices{
+			CoreHour:    msat(p.CoreHour),
+			MemGiBHour:  msat(p.MemoryGiBHour),
+			DiskGiBHour: msat(p.DiskGiBHour),
+			EgressGiB:   msat(p.EgressGiB),
+			StartFee:    msat(p.StartFee),
+		},
+		MinDuration:     n.cfg.Offer.MinDuration,
+		MaxDuration:     n.cfg.Offer.MaxDuration,
+		BillingInterval: n.cfg.Offer.BillingInterval,
+		Runtimes:        n.cfg.Offer.Runtimes,
+		Region:          n.cfg.Region,
+	}
+}
+
+func (n *Node) serveMetrics(reg *prometheus.Registry) error {
+	ln, err := net.Listen("tcp", n.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics_addr %s: %w", n.cfg.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	n.push(srv.Close)
+	n.log.Info("serving metrics", "addr", ln.Addr().String())
+	return nil
+}
+
+func (n *Node) trackPeers(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		n.metrics.peers.Set(float64(len(n.host.Network().Peers())))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type mdnsNotifee struct {
+	n   *Node
+	ctx context.Context
+}
+
+// HandlePeerFound connects to a blackbox node seen on the LAN; the DHT then
+// adds it to the routing table.
+func (m *mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
+	if ai.ID == m.n.host.ID() {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+		defer cancel()
+		if err := m.n.host.Connect(ctx, ai); err != nil {
+			m.n.log.Debug("mDNS peer unreachable", "peer", ai.ID, "err", err)
+			return
+		}
+		m.n.log.Debug("mDNS peer connected", "peer", ai.ID)
+	}()
+}
+
+// Status implements api.Backend.
+func (n *Node) Status(ctx context.Context) (api.Status, error) {
+	snap := n.meter.Snapshot()
+	s := api.Status{
+		Version:       n.version,
+		PeerID:        n.host.ID().String(),
+		StartedAt:     n.started,
+		UptimeSeconds: time.Since(n.started).Seconds(),
+		OnOffer:       snap.Spare,
+		Reason:        string(snap.Reason),
+		Measured:      snap.Measured,
+		Held:          snap.Held,
+		DataDir:       n.cfg.DataDir,
+	}
+	for _, a := range n.host.Addrs() {
+		s.Addrs = append(s.Addrs, a.String()+"/p2p/"+n.host.ID().String())
+	}
+	for _, p := range n.host.Network().Peers() {
+		s.Peers = append(s.Peers, p.String())
+	}
+	slices.Sort(s.Peers)
+	if o, _ := n.pub.Current(); o != nil {
+		s.OfferSeq, s.OfferExpiry = o.Seq, o.Expiry
+	}
+	return s, nil
+}
+
+// Offer implements api.Backend.
+func (n *Node) Offer(ctx context.Context) (api.Offer, error) {
+	o, env := n.pub.Current()
+	if o == nil {
+		return api.Offer{}, fmt.Errorf("%w: nothing measured yet", api.ErrNotFound)
+	}
+	return api.OfferView(o, offer.Filter{}.Price(o), env), nil
+}
+
+// Market implements api.Backend.
+func (n *Node) Market(ctx context.Context, req api.MarketRequest) ([]api.Offer, error) {
+	timeout := 30 * time.Second
+	if req.TimeoutSeconds > 0 {
+		timeout = time.Duration(req.TimeoutSeconds * float64(time.Second))
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	found, err := n.disc.Find(ctx, req.Filter)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Offer, 0, len(found))
+	for _, o := range found {
+		out = append(out, api.OfferView(o, req.Filter.Price(o), nil))
+	}
+	return out, nil
+}
