@@ -98,7 +98,7 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 		nd.h.SetStreamHandler(ProtocolID, Handler(pub.Envelope, discard))
 		if err := pub.Set(Offer{
 			Resources: Resources{CPUMillis: uint64(i%8+1) * 1000, MemoryBytes: uint64(i%5+1) * 2 << 30, DiskBytes: 50 << 30},
-			Prices:    Prices{CoreHour: uint64(100 + 7*i), MemGiBHour: 10},
+			Prices:    Prices{CoreHour: uint64(100+7*i) * 1000, MemGiBHour: 10_000},
 			Region:    regions[i%3], Runtimes: []string{"runc"}, BillingInterval: 10 * time.Second,
 		}); err != nil {
 			t.Fatal(err)
@@ -247,4 +247,3 @@ func mustSeal(t *testing.T, o *Offer, k crypto.PrivKey) []byte {
 	}
 	return b
 }
-
