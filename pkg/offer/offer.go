@@ -70,13 +70,14 @@ type Resources struct {
 	BandwidthBps uint64 `json:"bandwidth_bps"`
 }
 
-// Prices are in satoshis.
+// Prices are in millisatoshis, so that cheap resources (a GiB-hour of disk
+// is a fraction of a satoshi) can be priced; bills round up to whole sats.
 type Prices struct {
-	CoreHour    uint64 `json:"sat_per_core_hour"`
-	MemGiBHour  uint64 `json:"sat_per_gib_hour_memory"`
-	DiskGiBHour uint64 `json:"sat_per_gib_hour_disk"`
-	EgressGiB   uint64 `json:"sat_per_gib_egress"`
-	StartFee    uint64 `json:"start_fee_sat"`
+	CoreHour    uint64 `json:"msat_per_core_hour"`
+	MemGiBHour  uint64 `json:"msat_per_gib_hour_memory"`
+	DiskGiBHour uint64 `json:"msat_per_gib_hour_disk"`
+	EgressGiB   uint64 `json:"msat_per_gib_egress"`
+	StartFee    uint64 `json:"start_fee_msat"`
 }
 
 // Offer is a seller's signed statement of what it sells, at what price, until
@@ -426,7 +427,8 @@ const gib = 1 << 30
 // HourlyCost is what the given resources cost per hour at this offer's prices,
 // in satoshis (fractional: used for ranking and caps, not for billing).
 func (o *Offer) HourlyCost(r Resources) float64 {
-	return float64(r.CPUMillis)/1000*float64(o.Prices.CoreHour) +
+	msat := float64(r.CPUMillis)/1000*float64(o.Prices.CoreHour) +
 		float64(r.MemoryBytes)/gib*float64(o.Prices.MemGiBHour) +
 		float64(r.DiskBytes)/gib*float64(o.Prices.DiskGiBHour)
+	return msat / 1000
 }

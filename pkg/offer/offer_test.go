@@ -35,7 +35,7 @@ func sample(id peer.ID) *Offer {
 		Seller:          id,
 		Addrs:           []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/4001")},
 		Resources:       Resources{CPUMillis: 4000, MemoryBytes: 8 << 30, DiskBytes: 100 << 30, BandwidthBps: 100e6},
-		Prices:          Prices{CoreHour: 200, MemGiBHour: 20, DiskGiBHour: 1, EgressGiB: 50, StartFee: 10},
+		Prices:          Prices{CoreHour: 200_000, MemGiBHour: 20_000, DiskGiBHour: 1_000, EgressGiB: 50_000, StartFee: 10_000},
 		MinDuration:     time.Minute,
 		MaxDuration:     24 * time.Hour,
 		BillingInterval: 10 * time.Second,
