@@ -21,6 +21,7 @@ import (
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
+	"github.com/blackbox-market/blackbox/pkg/payment/paytest"
 )
 
 const (
@@ -228,4 +229,62 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	if sc, _ = seller.Channel(c.ID); sc.State != payment.StateClosed {
 		t.Fatalf("state %s after close confirmed", sc.State)
 	}
+}
+
+// BenchmarkPaymentUpdateBolt is BenchmarkChannelUpdate with both sides on
+// the real bbolt store: every update is fsynced twice (buyer before sending,
+// seller before acknowledging). It reports updates/s, raw btcec sign+verify
+// per second measured right after, and their ratio.
+func BenchmarkPaymentUpdateBolt(b *testing.B) {
+	open := func(name string) *store.PaymentStore {
+		db, err := store.Open(b.TempDir()+"/"+name+".db", time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		return store.NewPaymentStore(db)
+	}
+	payKey, _ := btcec.NewPrivateKey()
+	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payKey.PubKey().SerializeCompressed()), btcdtest.Params)
+	cfg := payment.DefaultConfig()
+	cfg.PayoutAddress = addr.EncodeAddress()
+	cfg.Confirmations = 1
+	chain := paytest.NewChain()
+	mk := func(st payment.ChannelStore, seed byte, f payment.Funder) *payment.Manager {
+		keys, _ := payment.NewKeyring(bytes.Repeat([]byte{seed}, 32), btcdtest.Params)
+		m, err := payment.NewManager(payment.ManagerConfig{Config: cfg, Chain: chain, Store: st, Keys: keys, Funder: f})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	buyer, seller := mk(open("buyer"), 1, paytest.NewFunder()), mk(open("seller"), 2, nil)
+	ctx := context.Background()
+	terms, _ := seller.SellerTerms()
+	c, req, err := buyer.OpenChannel(ctx, payment.OpenParams{Peer: "s", Seller: terms, Capacity: 100_000_000, FeeRate: 2})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := seller.AcceptOpen(ctx, "b", req.Encode()); err != nil {
+		b.Fatal(err)
+	}
+	chain.Mine(1)
+	_ = buyer.Tick(ctx)
+	_ = seller.Tick(ctx)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		u, err := buyer.Pay(ctx, c.ID, "c", 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	ups := float64(b.N) / b.Elapsed().Seconds()
+	raw := 2000 / payment.RawSignVerify(2000).Seconds()
+	b.ReportMetric(ups, "updates/s")
+	b.ReportMetric(raw, "raw_signverify/s")
+	b.ReportMetric(ups/raw, "ratio")
 }

@@ -3,6 +3,7 @@ package payment
 import (
 	"crypto/sha256"
 	"fmt"
+	"sync"
 
 	"github.com/btcsuite/btcd/btcec/v2"
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
@@ -29,6 +30,11 @@ const purposeBlackbox = 1017
 // one seed backup restores every key.
 type Keyring struct {
 	base *hdkeychain.ExtendedKey // m/1017'/coin'
+
+	// Derivation costs several point multiplications; a channel signs with
+	// the same key for every update, so derived keys are cached.
+	mu    sync.Mutex
+	cache map[[2]uint32]*btcec.PrivateKey
 }
 
 // NewKeyring derives the keyring's base from seed for the given network.
@@ -45,11 +51,17 @@ func NewKeyring(seed []byte, params *chaincfg.Params) (*Keyring, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keyring: coin type: %w", err)
 	}
-	return &Keyring{base: coin}, nil
+	return &Keyring{base: coin, cache: map[[2]uint32]*btcec.PrivateKey{}}, nil
 }
 
 // Key returns the private key at m/1017'/coin'/family'/0/index.
 func (k *Keyring) Key(family KeyFamily, index uint32) (*btcec.PrivateKey, error) {
+	id := [2]uint32{uint32(family), index}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.cache[id]; ok {
+		return p, nil
+	}
 	f, err := k.base.Derive(hdkeychain.HardenedKeyStart + uint32(family))
 	if err != nil {
 		return nil, fmt.Errorf("derive family %d: %w", family, err)
@@ -66,6 +78,7 @@ func (k *Keyring) Key(family KeyFamily, index uint32) (*btcec.PrivateKey, error)
 	if err != nil {
 		return nil, fmt.Errorf("derive family %d index %d: %w", family, index, err)
 	}
+	k.cache[id] = priv
 	return priv, nil
 }
 

@@ -1,0 +1,221 @@
+package payment
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/btcsuite/btcd/wire"
+
+	"github.com/blackbox-market/blackbox/pkg/payment/paytest"
+)
+
+// memPair is a buyer and a seller on the in-memory chain, channel open.
+type memPair struct {
+	chain         *paytest.Chain
+	buyer, seller *Manager
+	id            string
+}
+
+func newMemPair(tb testing.TB, bst, sst ChannelStore) *memPair {
+	tb.Helper()
+	key := mustKey(tb)
+	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
+	cfg := DefaultConfig()
+	cfg.PayoutAddress = a.EncodeAddress()
+	cfg.Confirmations = 1
+	chain := paytest.NewChain()
+	p := &memPair{chain: chain}
+	p.buyer = newManager(tb, cfg, chain, bst, seed(1), paytest.NewFunder())
+	p.seller = newManager(tb, cfg, chain, sst, seed(2), nil)
+	ctx := context.Background()
+	terms, err := p.seller.SellerTerms()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, req, err := p.buyer.OpenChannel(ctx, OpenParams{Peer: "s", Seller: terms, Capacity: 100_000_000, FeeRate: 2})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := p.seller.AcceptOpen(ctx, "b", req.Encode()); err != nil {
+		tb.Fatal(err)
+	}
+	chain.Mine(1)
+	for _, m := range []*Manager{p.buyer, p.seller} {
+		if err := m.Tick(ctx); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	p.id = c.ID
+	return p
+}
+
+func TestUpdateEncoding(t *testing.T) {
+	u := &Update{ChannelID: wire.OutPoint{Index: 3}, Seq: 9, Amount: 12345, ContractID: "c-1",
+		ContractAmount: 45, PayScript: []byte{0, 20, 1}, Sig: bytes.Repeat([]byte{7}, 71)}
+	got, err := DecodeUpdate(u.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Encode(), u.Encode()) || got.Amount != u.Amount || got.ContractID != "c-1" {
+		t.Fatalf("round trip: %+v", got)
+	}
+	for _, bad := range [][]byte{nil, {2}, u.Encode()[:10], append(u.Encode(), 0)} {
+		if _, err := DecodeUpdate(bad); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("decode %x: %v, want ErrMalformed", bad, err)
+		}
+	}
+}
+
+func TestMemChannelLifecycle(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	for i := 0; i < 10; i++ {
+		u, err := p.buyer.Pay(ctx, p.id, "c", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.buyer.Close(ctx, p.id); !errors.Is(err, ErrWrongRole) {
+		t.Fatalf("buyer close: %v", err)
+	}
+	if _, err := p.seller.Close(ctx, p.id); err != nil {
+		t.Fatal(err)
+	}
+	p.chain.Mine(1)
+	for _, m := range []*Manager{p.buyer, p.seller} {
+		if err := m.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c, _ := m.Channel(p.id)
+		if c.State != StateClosed || c.Paid != 10_000 {
+			t.Fatalf("%s: %s paid %d", c.Role, c.State, c.Paid)
+		}
+	}
+}
+
+func FuzzDecodeUpdate(f *testing.F) {
+	u := &Update{ChannelID: wire.OutPoint{Index: 1}, Seq: 1, Amount: 10, ContractID: "x", ContractAmount: 10,
+		PayScript: []byte{0, 20}, Sig: []byte{0x30, 1}}
+	f.Add(u.Encode())
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		u, err := DecodeUpdate(p)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error not ErrMalformed: %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(u.Encode(), p) {
+			t.Fatalf("decode/encode not canonical")
+		}
+	})
+}
+
+func FuzzDecodeOpenRequest(f *testing.F) {
+	o := &OpenRequest{BuyerKey: make([]byte, 33), SellerKey: make([]byte, 33), Expiry: 100, CloseFee: 300,
+		SellerScript: []byte{0, 20}, BuyerScript: []byte{0, 20}, FundingTx: []byte{1, 2, 3}, Vout: 1}
+	f.Add(o.Encode())
+	f.Fuzz(func(t *testing.T, p []byte) {
+		o, err := DecodeOpenRequest(p)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error not ErrMalformed: %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(o.Encode(), p) {
+			t.Fatalf("decode/encode not canonical")
+		}
+	})
+}
+
+// FuzzAcceptUpdate feeds arbitrary (and mutated valid) updates to a
+// seller: it must never panic, and a refused update must change nothing.
+func FuzzAcceptUpdate(f *testing.F) {
+	p := newMemPair(f, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	good, err := p.buyer.Pay(ctx, p.id, "c", 500)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good.Encode())
+	f.Add(good.Encode()[:50])
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		before, _ := p.seller.Channel(p.id)
+		if _, err := p.seller.AcceptUpdate(ctx, "b", msg); err != nil {
+			after, _ := p.seller.Channel(p.id)
+			if after.Seq != before.Seq || after.Paid != before.Paid {
+				t.Fatalf("refused update changed state: %v", err)
+			}
+		}
+	})
+}
+
+func FuzzAcceptOpen(f *testing.F) {
+	p := newMemPair(f, NewMemStore(), NewMemStore())
+	terms, _ := p.seller.SellerTerms()
+	_, req, err := p.buyer.OpenChannel(context.Background(), OpenParams{Peer: "s", Seller: terms, Capacity: 50_000, FeeRate: 2})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(req.Encode())
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		_, _ = p.seller.AcceptOpen(context.Background(), "b", msg)
+	})
+}
+
+// BenchmarkChannelUpdate measures one payment end to end on the in-memory
+// store: the buyer signs, the seller signs its half, runs the script engine
+// on the close and persists; next to it, raw btcec sign+verify.
+func BenchmarkChannelUpdate(b *testing.B) {
+	p := newMemPair(b, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		u, err := p.buyer.Pay(ctx, p.id, "c", 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	ups := float64(b.N) / b.Elapsed().Seconds()
+	raw := RawSignVerify(2000)
+	b.ReportMetric(ups, "updates/s")
+	b.ReportMetric(2000/raw.Seconds(), "raw_signverify/s")
+	b.ReportMetric(ups/(2000/raw.Seconds()), "ratio")
+}
+
+// BenchmarkRawSignVerify is the floor an update is compared with: one ECDSA
+// signature and one verification with btcec.
+func BenchmarkRawSignVerify(b *testing.B) {
+	d := RawSignVerify(b.N)
+	b.ReportMetric(float64(b.N)/d.Seconds(), "ops/s")
+}
+
+// BenchmarkVBytesPerContract reports on-chain virtual bytes per contract
+// for a channel that carries 1, 10 or 100 contracts: funding plus close,
+// whatever the number of updates.
+func BenchmarkVBytesPerContract(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		b.Run(strconv.Itoa(n)+"_contracts", func(b *testing.B) {
+			var vb int64
+			for i := 0; i < b.N; i++ {
+				vb = ChannelChainVBytes()
+			}
+			b.ReportMetric(float64(vb)/float64(n), "vB/contract")
+		})
+	}
+}
