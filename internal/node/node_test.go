@@ -1,0 +1,120 @@
+package node
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/store"
+)
+
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.MDNS = false
+	return cfg
+}
+
+func TestIdentityIsCreatedOnceAndGuarded(t *testing.T) {
+	dir := t.TempDir()
+	k1, err := LoadOrCreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(filepath.Join(dir, IdentityFile))
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("identity mode %o", st.Mode().Perm())
+	}
+	k2, err := LoadOrCreateIdentity(dir)
+	if err != nil || !k1.Equals(k2) {
+		t.Fatalf("identity changed on reload: %v", err)
+	}
+	os.Chmod(filepath.Join(dir, IdentityFile), 0o644)
+	if _, err := LoadOrCreateIdentity(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable key: %v", err)
+	}
+	os.Chmod(filepath.Join(dir, IdentityFile), 0o600)
+	os.WriteFile(filepath.Join(dir, IdentityFile), []byte("junk"), 0o600)
+	if _, err := LoadOrCreateIdentity(dir); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Fatalf("corrupt key: %v", err)
+	}
+}
+
+// TestFailedStartUnwindsEverything: when a late subsystem fails (here the
+// metrics address is taken), everything started before it is stopped: the
+// database lock is released and the API socket removed.
+func TestFailedStartUnwindsEverything(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := testConfig(t)
+	cfg.MetricsAddr = busy.Addr().String()
+	n, err := New(cfg, "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "metrics_addr") {
+		t.Fatalf("start with a busy metrics address: %v", err)
+	}
+	db, err := store.Open(filepath.Join(cfg.DataDir, DBFile), 100*time.Millisecond)
+	if err != nil {
+		t.Fatalf("database still locked after a failed start: %v", err)
+	}
+	db.Close()
+	if _, err := os.Stat(api.SocketPath(cfg.DataDir)); !os.IsNotExist(err) {
+		t.Fatalf("API socket left behind: %v", err)
+	}
+}
+
+func TestNodeServesStatusAndStops(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Meter.CPUBasis = "allocatable"
+	cfg.Meter.Reserve.CPU = "0"
+	n, err := New(cfg, "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := api.NewClient(cfg.DataDir)
+	ctx := context.Background()
+	s, err := c.Status(ctx)
+	if err != nil || s.PeerID != n.Host().ID().String() || len(s.Addrs) == 0 {
+		t.Fatalf("status: %+v %v", s, err)
+	}
+	// A second daemon on the same data dir is refused.
+	n2, _ := New(cfg, "test", nil)
+	if err := n2.Start(ctx); err == nil {
+		n2.Stop()
+		t.Fatal("second daemon on the same data dir started")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		o, err := c.Offer(ctx)
+		if err == nil && o.Resources.CPUMillis > 0 {
+			if o.Seller != s.PeerID {
+				t.Fatalf("offer seller %s, node %s", o.Seller, s.PeerID)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no offer after 10s: %+v %v", o, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Status(ctx); err == nil {
+		t.Fatal("API still answers after stop")
+	}
+}
