@@ -138,7 +138,11 @@ func start(bin, dir string) (*Harness, error) {
 			RPCHost: "127.0.0.1:" + strconv.Itoa(port), RPCUser: "u", RPCPass: "p",
 			Dir: dir, key: key, script: script, done: make(chan struct{}),
 		}
-		h.cmd = exec.Command(bin, "--regtest", "--datadir="+dir, "--logdir="+dir,
+		conf := filepath.Join(dir, "btcd.conf")
+		if err := os.WriteFile(conf, nil, 0o600); err != nil {
+			return nil, err
+		}
+		h.cmd = exec.Command(bin, "--configfile="+conf, "--regtest", "--datadir="+dir, "--logdir="+dir,
 			"--rpcuser=u", "--rpcpass=p", "--rpclisten="+h.RPCHost, "--notls", "--nolisten",
 			"--rejectnonstd", "--txindex", "--miningaddr="+addr.EncodeAddress(), "--debuglevel=info")
 		var out bytes.Buffer
