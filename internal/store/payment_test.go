@@ -258,7 +258,7 @@ func BenchmarkPaymentUpdateBolt(b *testing.B) {
 		}
 		return m
 	}
-	buyer, seller := mk(open("buyer"), 1, paytest.NewFunder()), mk(open("seller"), 2, nil)
+	buyer, seller := mk(open("buyer"), 1, paytest.NewFunder(chain)), mk(open("seller"), 2, nil)
 	ctx := context.Background()
 	terms, _ := seller.SellerTerms()
 	c, req, err := buyer.OpenChannel(ctx, payment.OpenParams{Peer: "s", Seller: terms, Capacity: 100_000_000, FeeRate: 2})

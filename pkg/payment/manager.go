@@ -37,6 +37,9 @@ type Funder interface {
 	// NewScript returns a fresh output script of the wallet (refunds and
 	// change of the buyer go there).
 	NewScript(ctx context.Context) ([]byte, error)
+	// PublishTx broadcasts a transaction FundTx made, recording it in the
+	// wallet (so its inputs are spent and its change is known at once).
+	PublishTx(ctx context.Context, tx *wire.MsgTx) error
 }
 
 // ManagerConfig is what a Manager is built from.
@@ -316,7 +319,7 @@ func (m *Manager) OpenChannel(ctx context.Context, p OpenParams) (*Channel, *Ope
 	if err != nil {
 		return nil, nil, fmt.Errorf("open channel: %w", err)
 	}
-	if err := m.chain.Broadcast(ctx, tx); err != nil {
+	if err := m.fund.PublishTx(ctx, tx); err != nil {
 		// The record is kept: Tick rebroadcasts, and the refund path
 		// stays available if the funding ever confirms.
 		return nil, nil, fmt.Errorf("open channel %s: %w", c.ID, err)

@@ -30,7 +30,7 @@ func newMemPair(tb testing.TB, bst, sst ChannelStore) *memPair {
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()
 	p := &memPair{chain: chain}
-	p.buyer = newManager(tb, cfg, chain, bst, seed(1), paytest.NewFunder())
+	p.buyer = newManager(tb, cfg, chain, bst, seed(1), paytest.NewFunder(chain))
 	p.seller = newManager(tb, cfg, chain, sst, seed(2), nil)
 	ctx := context.Background()
 	terms, err := p.seller.SellerTerms()

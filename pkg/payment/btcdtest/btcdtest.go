@@ -304,6 +304,14 @@ func (h *Harness) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64)
 	return nil, fmt.Errorf("harness: no mature coin covers %d sat", need)
 }
 
+// PublishTx broadcasts tx (the harness as a buyer's wallet).
+func (h *Harness) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
+	if _, err := h.client.SendRawTransaction(tx, false); err != nil {
+		return fmt.Errorf("publish %s: %w", tx.TxHash(), err)
+	}
+	return nil
+}
+
 // Send funds pkScript with amount, broadcasts, and returns the transaction
 // and the output index.
 func (h *Harness) Send(pkScript []byte, amount int64) (*wire.MsgTx, uint32, error) {

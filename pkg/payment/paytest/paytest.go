@@ -101,11 +101,14 @@ type Funder struct {
 	mu     sync.Mutex
 	n      uint64
 	Script []byte
+	// Chain, if set, receives what PublishTx publishes.
+	Chain *Chain
 }
 
-// NewFunder returns a funder whose change and refunds go to a fixed P2WPKH.
-func NewFunder() *Funder {
-	return &Funder{Script: append([]byte{0x00, 0x14}, bytes.Repeat([]byte{0xab}, 20)...)}
+// NewFunder returns a funder publishing to chain (may be nil) whose change
+// and refunds go to a fixed P2WPKH.
+func NewFunder(chain *Chain) *Funder {
+	return &Funder{Chain: chain, Script: append([]byte{0x00, 0x14}, bytes.Repeat([]byte{0xab}, 20)...)}
 }
 
 // FundTx implements payment.Funder.
@@ -126,3 +129,11 @@ func (f *Funder) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) 
 
 // NewScript implements payment.Funder.
 func (f *Funder) NewScript(ctx context.Context) ([]byte, error) { return bytes.Clone(f.Script), nil }
+
+// PublishTx implements payment.Funder: into Chain's mempool when set.
+func (f *Funder) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
+	if f.Chain == nil {
+		return nil
+	}
+	return f.Chain.Broadcast(ctx, tx)
+}
