@@ -37,10 +37,16 @@ type proc struct {
 
 // serve starts `blackbox serve` on loopback with a fresh data dir.
 func serve(t *testing.T, bin string, env []string, args ...string) *proc {
+	return serveIn(t, []string{bin}, env, append([]string{"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"}, args...)...)
+}
+
+// serveIn starts `serve` through a command prefix (e.g. ip netns exec NS).
+func serveIn(t *testing.T, prefix []string, env []string, args ...string) *proc {
 	t.Helper()
 	dir := t.TempDir()
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"}, args...)...)
+	argv := slices.Concat(prefix[1:], []string{"serve", "--data-dir", dir}, args)
+	cmd := exec.Command(prefix[0], argv...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
