@@ -1,0 +1,392 @@
+package payment
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/btcutil/hdkeychain"
+	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/btcsuite/btcd/txscript"
+	"github.com/btcsuite/btcd/wire"
+	"github.com/btcsuite/btcwallet/chain"
+	"github.com/btcsuite/btcwallet/waddrmgr"
+	"github.com/btcsuite/btcwallet/wallet"
+	_ "github.com/btcsuite/btcwallet/walletdb/bdb" // btcwallet's bbolt driver
+	"golang.org/x/crypto/nacl/secretbox"
+	"golang.org/x/crypto/scrypt"
+)
+
+// The buyer's hot wallet is btcwallet (as in lnd): it owns UTXO tracking,
+// coin selection, signing and rescans, synchronised with btcd over its
+// websocket notifications. What this file adds is the seed: generated here,
+// kept encrypted (scrypt + NaCl secretbox) in seed.json next to btcwallet's
+// database, and the single thing to back up — it restores both the wallet's
+// BIP84 addresses and the channel keys (Keyring).
+
+const (
+	seedFile      = "seed.json"
+	walletDirName = "btcwallet"
+	pubPassphrase = "public" // btcwallet's public (watch-only) passphrase, as lnd
+	scryptN       = 1 << 15
+	scryptR       = 8
+	scryptP       = 1
+	// recoveryWindow is how many unused addresses a restore looks ahead.
+	recoveryWindow = 250
+)
+
+var (
+	// ErrWalletExists is returned when creating over an existing wallet.
+	ErrWalletExists = errors.New("wallet already exists")
+	// ErrNoWallet is returned when opening a directory without a wallet.
+	ErrNoWallet = errors.New("no wallet")
+	// ErrPassphrase is returned when the passphrase does not open the seed.
+	ErrPassphrase = errors.New("wrong passphrase")
+	// ErrInsufficientFunds is returned when coin selection comes short.
+	ErrInsufficientFunds = errors.New("insufficient funds")
+)
+
+// SeedBackup is the encrypted seed as stored and as exported by backup.
+type SeedBackup struct {
+	Version  int    `json:"version"`
+	Network  string `json:"network"`
+	Birthday int64  `json:"birthday"` // unix seconds; restores rescan from here
+	KDF      string `json:"kdf"`
+	N        int    `json:"n"`
+	R        int    `json:"r"`
+	P        int    `json:"p"`
+	Salt     []byte `json:"salt"`
+	Nonce    []byte `json:"nonce"`
+	Box      []byte `json:"box"`
+}
+
+func sealSeed(seed, pass []byte, network string, birthday time.Time) (*SeedBackup, error) {
+	b := &SeedBackup{Version: 1, Network: network, Birthday: birthday.Unix(), KDF: "scrypt", N: scryptN, R: scryptR, P: scryptP,
+		Salt: make([]byte, 16), Nonce: make([]byte, 24)}
+	if _, err := rand.Read(b.Salt); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(b.Nonce); err != nil {
+		return nil, err
+	}
+	key, err := scrypt.Key(pass, b.Salt, b.N, b.R, b.P, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive seed key: %w", err)
+	}
+	var k [32]byte
+	var n [24]byte
+	copy(k[:], key)
+	copy(n[:], b.Nonce)
+	b.Box = secretbox.Seal(nil, seed, &n, &k)
+	return b, nil
+}
+
+// Open decrypts the seed with pass.
+func (b *SeedBackup) Open(pass []byte) ([]byte, error) {
+	if b.Version != 1 || b.KDF != "scrypt" || len(b.Nonce) != 24 || b.N > 1<<20 || b.R > 32 || b.P > 16 {
+		return nil, fmt.Errorf("unsupported seed backup (version %d, kdf %q)", b.Version, b.KDF)
+	}
+	key, err := scrypt.Key(pass, b.Salt, b.N, b.R, b.P, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive seed key: %w", err)
+	}
+	var k [32]byte
+	var n [24]byte
+	copy(k[:], key)
+	copy(n[:], b.Nonce)
+	seed, ok := secretbox.Open(nil, b.Box, &n, &k)
+	if !ok {
+		return nil, ErrPassphrase
+	}
+	return seed, nil
+}
+
+// Wallet is the node's hot wallet: btcwallet plus the encrypted seed. It
+// implements Funder for the channel Manager.
+type Wallet struct {
+	cfg    Config
+	params *chaincfg.Params
+	log    *slog.Logger
+	w      *wallet.Wallet
+	loader *wallet.Loader
+	rpc    *chain.RPCClient
+	keys   *Keyring
+	backup *SeedBackup
+	pass   []byte
+}
+
+var _ Funder = (*Wallet)(nil)
+
+// WalletExists reports whether dir holds a wallet.
+func WalletExists(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, seedFile))
+	return err == nil
+}
+
+// CreateWallet makes a new wallet in dir from a fresh random seed (or from
+// backup, to restore) encrypted with passphrase, then opens it.
+func CreateWallet(ctx context.Context, dir string, passphrase []byte, backup *SeedBackup, cfg Config, log *slog.Logger) (*Wallet, error) {
+	params, err := NetParams(cfg.Network)
+	if err != nil {
+		return nil, err
+	}
+	if WalletExists(dir) {
+		return nil, fmt.Errorf("create wallet in %s: %w", dir, ErrWalletExists)
+	}
+	if len(passphrase) == 0 {
+		return nil, errors.New("create wallet: empty passphrase")
+	}
+	var seed []byte
+	birthday := time.Now().Add(-2 * time.Hour)
+	if backup != nil {
+		if backup.Network != cfg.Network {
+			return nil, fmt.Errorf("restore wallet: backup is for %s, config says %s", backup.Network, cfg.Network)
+		}
+		if seed, err = backup.Open(passphrase); err != nil {
+			return nil, fmt.Errorf("restore wallet: %w", err)
+		}
+		birthday = time.Unix(backup.Birthday, 0)
+	} else if seed, err = hdkeychain.GenerateSeed(hdkeychain.RecommendedSeedLen); err != nil {
+		return nil, fmt.Errorf("create wallet: seed: %w", err)
+	}
+	sealed, err := sealSeed(seed, passphrase, cfg.Network, birthday)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, walletDirName), 0o700); err != nil {
+		return nil, fmt.Errorf("create wallet dir: %w", err)
+	}
+	window := uint32(0)
+	if backup != nil {
+		window = recoveryWindow
+	}
+	loader := wallet.NewLoader(params, filepath.Join(dir, walletDirName), true, 10*time.Second, window)
+	w, err := loader.CreateNewWallet([]byte(pubPassphrase), passphrase, seed, birthday)
+	if err != nil {
+		return nil, fmt.Errorf("create btcwallet: %w", err)
+	}
+	_ = loader.UnloadWallet()
+	_ = w
+	raw, _ := json.MarshalIndent(sealed, "", "  ")
+	// Written last: its presence means "a complete wallet is here".
+	if err := writeFileSync(filepath.Join(dir, seedFile), raw); err != nil {
+		return nil, fmt.Errorf("write seed: %w", err)
+	}
+	return OpenWallet(ctx, dir, passphrase, cfg, log)
+}
+
+func writeFileSync(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// ReadBackup reads a seed backup file.
+func ReadBackup(path string) (*SeedBackup, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read backup: %w", err)
+	}
+	var b SeedBackup
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("read backup %s: %w", path, err)
+	}
+	return &b, nil
+}
+
+// OpenWallet opens the wallet in dir, connects btcwallet to btcd (websocket
+// notifications) and waits until it has caught up with the chain.
+func OpenWallet(ctx context.Context, dir string, passphrase []byte, cfg Config, log *slog.Logger) (*Wallet, error) {
+	params, err := NetParams(cfg.Network)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	backup, err := ReadBackup(filepath.Join(dir, seedFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("open wallet in %s: %w", dir, ErrNoWallet)
+		}
+		return nil, err
+	}
+	seed, err := backup.Open(passphrase)
+	if err != nil {
+		return nil, fmt.Errorf("open wallet: %w", err)
+	}
+	keys, err := NewKeyring(seed, params)
+	if err != nil {
+		return nil, err
+	}
+	loader := wallet.NewLoader(params, filepath.Join(dir, walletDirName), true, 10*time.Second, recoveryWindow)
+	w, err := loader.OpenExistingWallet([]byte(pubPassphrase), false)
+	if err != nil {
+		return nil, fmt.Errorf("open btcwallet: %w", err)
+	}
+	var certs []byte
+	if !cfg.RPCNoTLS && cfg.RPCCert != "" {
+		if certs, err = os.ReadFile(cfg.RPCCert); err != nil {
+			_ = loader.UnloadWallet()
+			return nil, fmt.Errorf("read btcd rpc cert: %w", err)
+		}
+	}
+	rpc, err := chain.NewRPCClient(params, cfg.RPCHost, cfg.RPCUser, cfg.RPCPass, certs, cfg.RPCNoTLS, 3)
+	if err != nil {
+		_ = loader.UnloadWallet()
+		return nil, fmt.Errorf("btcwallet chain client: %w", err)
+	}
+	if err := rpc.Start(); err != nil {
+		_ = loader.UnloadWallet()
+		return nil, fmt.Errorf("connect btcwallet to btcd %s: %w", cfg.RPCHost, err)
+	}
+	w.SynchronizeRPC(rpc)
+	ww := &Wallet{cfg: cfg, params: params, log: log, w: w, loader: loader, rpc: rpc, keys: keys, backup: backup, pass: passphrase}
+	if err := ww.WaitSynced(ctx); err != nil {
+		ww.Close()
+		return nil, err
+	}
+	return ww, nil
+}
+
+// WaitSynced blocks until btcwallet has processed the chain up to btcd's
+// tip (tests call it after mining).
+func (w *Wallet) WaitSynced(ctx context.Context) error {
+	for {
+		_, tip, err := w.rpc.GetBestBlock()
+		if err != nil {
+			return fmt.Errorf("wallet sync: %w", err)
+		}
+		if w.w.ChainSynced() && w.w.Manager.SyncedTo().Height >= tip {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wallet sync to %d: %w", tip, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops btcwallet and disconnects from btcd.
+func (w *Wallet) Close() {
+	w.w.Stop()
+	w.w.WaitForShutdown()
+	w.rpc.Stop()
+	w.rpc.WaitForShutdown()
+	_ = w.loader.UnloadWallet()
+}
+
+// Keyring derives the channel keys from the same seed.
+func (w *Wallet) Keyring() *Keyring { return w.keys }
+
+// Backup is the encrypted seed (and birthday): restoring it with the
+// passphrase gives back every address and every channel key.
+func (w *Wallet) Backup() *SeedBackup { return w.backup }
+
+// Address returns a fresh BIP84 (P2WPKH) receive address.
+func (w *Wallet) Address(ctx context.Context) (btcutil.Address, error) {
+	a, err := w.w.NewAddress(0, waddrmgr.KeyScopeBIP0084)
+	if err != nil {
+		return nil, fmt.Errorf("new address: %w", err)
+	}
+	return a, nil
+}
+
+// NewScript implements Funder.
+func (w *Wallet) NewScript(ctx context.Context) ([]byte, error) {
+	a, err := w.Address(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return txscript.PayToAddrScript(a)
+}
+
+// Balance is what the wallet holds: spendable with minConf confirmations,
+// and in total (including unconfirmed and immature).
+func (w *Wallet) Balance(minConf int32) (spendable, total btcutil.Amount, err error) {
+	b, err := w.w.CalculateAccountBalances(0, minConf)
+	if err != nil {
+		return 0, 0, fmt.Errorf("balance: %w", err)
+	}
+	return b.Spendable, b.Total, nil
+}
+
+// FundTx implements Funder with btcwallet's coin selection; the fee must be
+// within the configured bounds.
+func (w *Wallet) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) (*wire.MsgTx, error) {
+	if feeRate > w.cfg.MaxFeeRate {
+		return nil, fmt.Errorf("fund: %w: %d sat/vB > max_fee_rate %d", ErrFeeBound, feeRate, w.cfg.MaxFeeRate)
+	}
+	if err := w.w.Unlock(w.pass, nil); err != nil {
+		return nil, fmt.Errorf("unlock wallet: %w", err)
+	}
+	defer w.w.Lock()
+	scope := waddrmgr.KeyScopeBIP0084
+	at, err := w.w.CreateSimpleTx(&scope, 0, outs, 1, btcutil.Amount(feeRate*1000), wallet.CoinSelectionLargest, false)
+	if err != nil {
+		return nil, fmt.Errorf("fund: %w: %v", ErrInsufficientFunds, err)
+	}
+	fee := int64(at.TotalInput) - sumOut(at.Tx)
+	if err := w.cfg.checkFee(fee, VSize(at.Tx)); err != nil {
+		return nil, fmt.Errorf("fund: %w", err)
+	}
+	return at.Tx, nil
+}
+
+// PublishTx implements Funder: btcwallet records the transaction and
+// broadcasts it.
+func (w *Wallet) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
+	if err := w.w.PublishTransaction(tx, ""); err != nil {
+		return fmt.Errorf("publish %s: %w", tx.TxHash(), err)
+	}
+	return nil
+}
+
+// Send pays amount to addr at feeRate sat/vB (0: the chain's estimate,
+// clamped to the bounds) and returns the broadcast transaction.
+func (w *Wallet) Send(ctx context.Context, chain Chain, addr string, amount int64, feeRate int64) (*wire.MsgTx, error) {
+	a, err := btcutil.DecodeAddress(addr, w.params)
+	if err != nil || !a.IsForNet(w.params) {
+		return nil, fmt.Errorf("send: %q is not an address on %s", addr, w.cfg.Network)
+	}
+	pk, err := txscript.PayToAddrScript(a)
+	if err != nil {
+		return nil, err
+	}
+	if IsDust(pk, amount) {
+		return nil, fmt.Errorf("send: %d sat is below dust", amount)
+	}
+	if feeRate == 0 {
+		feeRate = w.cfg.FeeRate(ctx, chain, 6)
+	}
+	tx, err := w.FundTx(ctx, []*wire.TxOut{wire.NewTxOut(amount, pk)}, feeRate)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.PublishTx(ctx, tx); err != nil {
+		return nil, err
+	}
+	return tx, nil
+}
