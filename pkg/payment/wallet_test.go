@@ -141,4 +141,3 @@ func waitBalance(t *testing.T, w *Wallet, want int64) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
