@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,5 +118,44 @@ func TestNodeServesStatusAndStops(t *testing.T) {
 	}
 	if _, err := c.Status(ctx); err == nil {
 		t.Fatal("API still answers after stop")
+	}
+}
+
+func TestMetricsAreServedWhenAsked(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := testConfig(t)
+	cfg.MetricsAddr = addr
+	cfg.Meter.CPUBasis = "allocatable"
+	n, err := New(cfg, "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			if strings.Contains(body, `blackbox_spare_capacity{resource="memory"}`) {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, want := range []string{`blackbox_spare_capacity{resource="cpu"}`, "blackbox_offers_published_total", "blackbox_peers", "blackbox_offers_rejected_total", "libp2p_"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }
