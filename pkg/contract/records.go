@@ -1,0 +1,1037 @@
+package contract
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Version is the record format this code writes and accepts.
+const Version = 1
+
+// Size caps. They bound the work one record can make a node do.
+const (
+	MaxProposalSize   = 32 << 10 // signed proposal envelope
+	MaxDecisionSize   = 4 << 10  // signed decision envelope
+	MaxReceiptSize    = 32 << 10 // signed receipt envelope
+	MaxContractSize   = MaxProposalSize + MaxDecisionSize + 64
+	maxRequestPayload = 24 << 10
+	maxArgs           = 64
+	maxArgLen         = 4096
+	maxInputs         = 32
+	maxOutputs        = 256
+	maxNameLen        = 255
+	maxImageLen       = 512
+	maxTermsLen       = 1024
+	maxMessageLen     = 256
+	// MaxRecordTTL is the longest a proposal or decision stays valid: a
+	// short expiry bounds how long the seller must remember proposal IDs.
+	MaxRecordTTL = 10 * time.Minute
+	// MaxDuration is the longest contract.
+	MaxDuration = 24 * time.Hour
+	// MinInterval is the shortest billing interval accepted on the wire.
+	MinInterval = 10 * time.Millisecond
+	// clockSkew is how far in the future a record may claim to be issued.
+	clockSkew = 5 * time.Minute
+)
+
+// Envelope domains and codecs.
+const (
+	ProposalDomain = "blackbox-proposal"
+	DecisionDomain = "blackbox-decision"
+	ReceiptDomain  = "blackbox-receipt"
+)
+
+var (
+	proposalCodec = []byte("/blackbox/proposal-record/1")
+	decisionCodec = []byte("/blackbox/decision-record/1")
+	receiptCodec  = []byte("/blackbox/receipt-record/1")
+)
+
+// Input is one input file the buyer ships with the job, named by the sha256
+// of its content.
+type Input struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"` // "sha256:<hex>"
+	Size   uint64 `json:"size"`
+}
+
+// Request is what a buyer wants run: the image (a "sha256:<hex>" digest of
+// an image tarball the buyer ships, or a reference the seller pulls), the
+// command, environment, input files, resources, how long, the most it will
+// pay for the whole contract (sats), the least reputation it accepts (0..1),
+// a preferred region and a deadline by which the job must be done.
+type Request struct {
+	Image         string          `json:"image"`
+	ImageSize     uint64          `json:"image_size,omitempty"`
+	Command       []string        `json:"command"`
+	Env           []string        `json:"env,omitempty"`
+	Inputs        []Input         `json:"inputs,omitempty"`
+	Resources     offer.Resources `json:"resources"`
+	Duration      time.Duration   `json:"duration"`
+	MaxPrice      uint64          `json:"max_price_sats"`
+	MinReputation float64         `json:"min_reputation,omitempty"`
+	Region        string          `json:"region,omitempty"`
+	Deadline      time.Time       `json:"deadline,omitzero"`
+}
+
+// ImageIsDigest reports whether the request ships an image tarball named by
+// its digest (rather than naming an image for the seller to pull).
+func (r *Request) ImageIsDigest() bool { return isDigest(r.Image) }
+
+func isDigest(s string) bool {
+	if !strings.HasPrefix(s, "sha256:") || len(s) != 7+64 {
+		return false
+	}
+	_, err := hex.DecodeString(s[7:])
+	return err == nil && strings.ToLower(s) == s
+}
+
+// Validate checks a request's contents.
+func (r *Request) Validate() error {
+	switch {
+	case r.Image == "" || len(r.Image) > maxImageLen:
+		return fmt.Errorf("%w: image missing or too long", ErrInvalid)
+	case strings.HasPrefix(r.Image, "sha256:") && !isDigest(r.Image):
+		return fmt.Errorf("%w: image digest %q", ErrInvalid, r.Image)
+	case r.Resources.CPUMillis == 0 || r.Resources.MemoryBytes == 0:
+		return fmt.Errorf("%w: cpu and memory are required", ErrInvalid)
+	case r.Duration <= 0 || r.Duration > MaxDuration:
+		return fmt.Errorf("%w: duration %s outside (0, %s]", ErrInvalid, r.Duration, MaxDuration)
+	case r.MinReputation < 0 || r.MinReputation > 1:
+		return fmt.Errorf("%w: min reputation %v outside [0,1]", ErrInvalid, r.MinReputation)
+	case len(r.Command) > maxArgs || len(r.Env) > maxArgs || len(r.Inputs) > maxInputs:
+		return fmt.Errorf("%w: too many arguments, variables or inputs", ErrInvalid)
+	case len(r.Region) > offer.MaxRegionLen:
+		return fmt.Errorf("%w: region too long", ErrInvalid)
+	}
+	for _, e := range r.Env {
+		if !strings.Contains(e, "=") || strings.HasPrefix(e, "=") {
+			return fmt.Errorf("%w: env entry %q is not KEY=VALUE", ErrInvalid, e)
+		}
+	}
+	for _, in := range r.Inputs {
+		if in.Name == "" || len(in.Name) > maxNameLen || strings.ContainsAny(in.Name, "/\x00") || in.Name == "." || in.Name == ".." {
+			return fmt.Errorf("%w: input name %q", ErrInvalid, in.Name)
+		}
+		if !isDigest(in.SHA256) {
+			return fmt.Errorf("%w: input %s digest %q", ErrInvalid, in.Name, in.SHA256)
+		}
+	}
+	return nil
+}
+
+// Request field numbers; never renumbered.
+const (
+	rqImage = 1 + iota
+	rqCommand
+	rqEnv
+	rqInputs
+	rqCPU
+	rqMemory
+	rqDisk
+	rqBandwidth
+	rqDuration
+	rqMaxPrice
+	rqMinRep
+	rqRegion
+	rqDeadline
+	rqImageSize
+	rqLast = rqImageSize
+)
+
+func (r *Request) marshal() []byte {
+	var e enc
+	e.str(rqImage, r.Image)
+	for _, a := range r.Command {
+		// An empty argument must survive the round trip: write it anyway.
+		e.b = protowire.AppendTag(e.b, rqCommand, protowire.BytesType)
+		e.b = protowire.AppendString(e.b, a)
+	}
+	for _, v := range r.Env {
+		e.str(rqEnv, v)
+	}
+	for _, in := range r.Inputs {
+		var ie enc
+		ie.str(1, in.Name)
+		ie.str(2, in.SHA256)
+		ie.u(3, in.Size)
+		e.b = protowire.AppendTag(e.b, rqInputs, protowire.BytesType)
+		e.b = protowire.AppendBytes(e.b, ie.b)
+	}
+	e.u(rqCPU, r.Resources.CPUMillis)
+	e.u(rqMemory, r.Resources.MemoryBytes)
+	e.u(rqDisk, r.Resources.DiskBytes)
+	e.u(rqBandwidth, r.Resources.BandwidthBps)
+	e.d(rqDuration, r.Duration)
+	e.u(rqMaxPrice, r.MaxPrice)
+	e.u(rqMinRep, uint64(r.MinReputation*1000+0.5))
+	e.str(rqRegion, r.Region)
+	e.t(rqDeadline, r.Deadline)
+	e.u(rqImageSize, r.ImageSize)
+	return e.b
+}
+
+func (r *Request) unmarshal(b []byte) error {
+	*r = Request{}
+	isBytes := func(n protowire.Number) bool {
+		return n == rqImage || n == rqCommand || n == rqEnv || n == rqInputs || n == rqRegion
+	}
+	rep := func(n protowire.Number) bool { return n == rqCommand || n == rqEnv || n == rqInputs }
+	fs, err := decode("request", b, maxRequestPayload, rqLast, isBytes, rep)
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		var err error
+		switch f.num {
+		case rqImage:
+			r.Image, err = f.text(maxImageLen)
+		case rqCommand, rqEnv:
+			var s string
+			if s, err = f.text(maxArgLen); err == nil {
+				if f.num == rqCommand {
+					r.Command = append(r.Command, s)
+				} else {
+					r.Env = append(r.Env, s)
+				}
+				if len(r.Command) > maxArgs || len(r.Env) > maxArgs {
+					err = fmt.Errorf("%w: more than %d arguments", ErrMalformed, maxArgs)
+				}
+			}
+		case rqInputs:
+			if len(r.Inputs) >= maxInputs {
+				return fmt.Errorf("decode request: %w: more than %d inputs", ErrMalformed, maxInputs)
+			}
+			var in Input
+			if err = in.unmarshal(f.b); err == nil {
+				r.Inputs = append(r.Inputs, in)
+			}
+		case rqCPU:
+			r.Resources.CPUMillis = f.v
+		case rqMemory:
+			r.Resources.MemoryBytes = f.v
+		case rqDisk:
+			r.Resources.DiskBytes = f.v
+		case rqBandwidth:
+			r.Resources.BandwidthBps = f.v
+		case rqDuration:
+			r.Duration, err = f.dur()
+		case rqMaxPrice:
+			r.MaxPrice = f.v
+		case rqMinRep:
+			if f.v > 1000 {
+				err = fmt.Errorf("%w: min reputation out of range", ErrMalformed)
+			}
+			r.MinReputation = float64(f.v) / 1000
+		case rqRegion:
+			r.Region, err = f.text(offer.MaxRegionLen)
+		case rqDeadline:
+			r.Deadline, err = f.time()
+		case rqImageSize:
+			r.ImageSize = f.v
+		}
+		if err != nil {
+			return fmt.Errorf("decode request: %w", err)
+		}
+	}
+	return nil
+}
+
+func (in *Input) unmarshal(b []byte) error {
+	fs, err := decode("input", b, 1024, 3, func(n protowire.Number) bool { return n != 3 }, func(protowire.Number) bool { return false })
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		switch f.num {
+		case 1:
+			in.Name, err = f.text(maxNameLen)
+		case 2:
+			in.SHA256, err = f.text(80)
+		case 3:
+			in.Size = f.v
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Proposal is a buyer's signed offer to buy: the request, against which
+// offer of the seller (its sequence), the billing terms the buyer read from
+// that offer, the buyer's payment public key, and a nonce and an expiry that
+// make it single-use.
+type Proposal struct {
+	Version    uint32        `json:"version"`
+	Buyer      peer.ID       `json:"buyer"`
+	Seller     peer.ID       `json:"seller"`
+	OfferSeq   uint64        `json:"offer_seq"`
+	Request    Request       `json:"request"`
+	Interval   time.Duration `json:"interval"`
+	Price      uint64        `json:"msat_per_interval"` // per billing interval
+	StartFee   uint64        `json:"start_fee_msat"`
+	PaymentKey []byte        `json:"payment_key"` // 33-byte compressed secp256k1
+	Nonce      []byte        `json:"nonce"`
+	Issued     time.Time     `json:"issued"`
+	Expiry     time.Time     `json:"expiry"`
+}
+
+var _ record.Record = (*Proposal)(nil)
+
+// Domain implements record.Record.
+func (p *Proposal) Domain() string { return ProposalDomain }
+
+// Codec implements record.Record.
+func (p *Proposal) Codec() []byte { return proposalCodec }
+
+const (
+	ppVersion = 1 + iota
+	ppBuyer
+	ppSeller
+	ppOfferSeq
+	ppRequest
+	ppInterval
+	ppPrice
+	ppStartFee
+	ppPaymentKey
+	ppNonce
+	ppIssued
+	ppExpiry
+	ppLast = ppExpiry
+)
+
+// MarshalRecord implements record.Record.
+func (p *Proposal) MarshalRecord() ([]byte, error) {
+	var e enc
+	e.u(ppVersion, uint64(p.Version))
+	e.str(ppBuyer, string(p.Buyer))
+	e.str(ppSeller, string(p.Seller))
+	e.u(ppOfferSeq, p.OfferSeq)
+	e.by(ppRequest, p.Request.marshal())
+	e.d(ppInterval, p.Interval)
+	e.u(ppPrice, p.Price)
+	e.u(ppStartFee, p.StartFee)
+	e.by(ppPaymentKey, p.PaymentKey)
+	e.by(ppNonce, p.Nonce)
+	e.t(ppIssued, p.Issued)
+	e.t(ppExpiry, p.Expiry)
+	if len(e.b) > MaxProposalSize-1024 {
+		return nil, fmt.Errorf("encode proposal: %w", ErrTooLarge)
+	}
+	return e.b, nil
+}
+
+// UnmarshalRecord implements record.Record, strictly.
+func (p *Proposal) UnmarshalRecord(b []byte) error {
+	*p = Proposal{}
+	isBytes := func(n protowire.Number) bool {
+		return n == ppBuyer || n == ppSeller || n == ppRequest || n == ppPaymentKey || n == ppNonce
+	}
+	fs, err := decode("proposal", b, MaxProposalSize, ppLast, isBytes, func(protowire.Number) bool { return false })
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		var err error
+		switch f.num {
+		case ppVersion:
+			p.Version, err = f.u32()
+		case ppBuyer, ppSeller:
+			var id peer.ID
+			if id, err = peer.IDFromBytes(f.b); err != nil {
+				err = fmt.Errorf("%w: peer id: %v", ErrMalformed, err)
+			} else if f.num == ppBuyer {
+				p.Buyer = id
+			} else {
+				p.Seller = id
+			}
+		case ppOfferSeq:
+			p.OfferSeq = f.v
+		case ppRequest:
+			err = p.Request.unmarshal(f.b)
+		case ppInterval:
+			p.Interval, err = f.dur()
+		case ppPrice:
+			p.Price = f.v
+		case ppStartFee:
+			p.StartFee = f.v
+		case ppPaymentKey:
+			if len(f.b) != 33 {
+				err = fmt.Errorf("%w: payment key must be 33 bytes", ErrMalformed)
+			}
+			p.PaymentKey = append([]byte(nil), f.b...)
+		case ppNonce:
+			if len(f.b) < 16 || len(f.b) > 32 {
+				err = fmt.Errorf("%w: nonce must be 16 to 32 bytes", ErrMalformed)
+			}
+			p.Nonce = append([]byte(nil), f.b...)
+		case ppIssued:
+			p.Issued, err = f.time()
+		case ppExpiry:
+			p.Expiry, err = f.time()
+		}
+		if err != nil {
+			return fmt.Errorf("decode proposal: %w", err)
+		}
+	}
+	return nil
+}
+
+// ID is the proposal's identity and, once accepted, the contract's: the hex
+// sha256 of its deterministic encoding.
+func (p *Proposal) ID() string {
+	b, err := p.MarshalRecord()
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Validate checks a proposal at time now.
+func (p *Proposal) Validate(now time.Time) error {
+	switch {
+	case p.Version != Version:
+		return fmt.Errorf("%w: proposal version %d, want %d", ErrInvalid, p.Version, Version)
+	case p.Buyer == "" || p.Seller == "":
+		return fmt.Errorf("%w: buyer and seller are required", ErrInvalid)
+	case len(p.Nonce) < 16:
+		return fmt.Errorf("%w: nonce required", ErrInvalid)
+	case len(p.PaymentKey) != 33:
+		return fmt.Errorf("%w: payment key required", ErrInvalid)
+	case p.Interval < MinInterval:
+		return fmt.Errorf("%w: billing interval %s below %s", ErrInvalid, p.Interval, MinInterval)
+	}
+	if err := checkTimes(p.Issued, p.Expiry, now); err != nil {
+		return fmt.Errorf("proposal: %w", err)
+	}
+	return p.Request.Validate()
+}
+
+// Intervals is how many billing intervals the contract lasts (rounded up).
+func (p *Proposal) Intervals() uint64 {
+	return uint64((p.Request.Duration + p.Interval - 1) / p.Interval)
+}
+
+// Owed is what the buyer owes, in sats (rounded up), once n intervals have
+// started: the start fee plus n intervals at the agreed price.
+func (p *Proposal) Owed(n uint64) int64 {
+	msat := p.StartFee + n*p.Price
+	return int64((msat + 999) / 1000)
+}
+
+// Total is what the whole contract costs in sats.
+func (p *Proposal) Total() int64 { return p.Owed(p.Intervals()) }
+
+func checkTimes(issued, expiry, now time.Time) error {
+	switch {
+	case issued.IsZero() || expiry.IsZero():
+		return fmt.Errorf("%w: issue and expiry times are required", ErrInvalid)
+	case !now.Before(expiry):
+		return fmt.Errorf("%w at %s", ErrExpired, expiry.Format(time.RFC3339))
+	case expiry.Sub(issued) > MaxRecordTTL:
+		return fmt.Errorf("%w: lifetime %s exceeds %s", ErrInvalid, expiry.Sub(issued), MaxRecordTTL)
+	case issued.After(now.Add(clockSkew)):
+		return fmt.Errorf("%w: issued in the future", ErrInvalid)
+	}
+	return nil
+}
+
+// Verdict is a seller's answer to a proposal.
+type Verdict uint8
+
+// Verdicts; numbers are on the wire and never renumbered.
+const (
+	Accept  Verdict = 1
+	Counter Verdict = 2
+	Reject  Verdict = 3
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Accept:
+		return "accept"
+	case Counter:
+		return "counter"
+	case Reject:
+		return "reject"
+	}
+	return fmt.Sprintf("verdict(%d)", uint8(v))
+}
+
+// Reason is the machine-readable reason of a counter or a rejection.
+type Reason string
+
+// Reasons.
+const (
+	ReasonNone      Reason = ""
+	ReasonCapacity  Reason = "capacity"
+	ReasonPrice     Reason = "price"
+	ReasonDuration  Reason = "duration"
+	ReasonRuntime   Reason = "runtime"
+	ReasonExpired   Reason = "expired"
+	ReasonMalformed Reason = "malformed"
+	ReasonReplayed  Reason = "replayed"
+	ReasonPolicy    Reason = "policy"
+)
+
+func validReason(r Reason) bool {
+	switch r {
+	case ReasonNone, ReasonCapacity, ReasonPrice, ReasonDuration, ReasonRuntime, ReasonExpired,
+		ReasonMalformed, ReasonReplayed, ReasonPolicy:
+		return true
+	}
+	return false
+}
+
+// Decision is the seller's signed answer to a proposal. An Accept, with the
+// proposal, is the contract; it carries the seller's payment terms (opaque
+// to this package: the Payer and PaymentReceiver agree on their encoding)
+// and the time by which the buyer must fund and start the job. A Counter
+// names the price per interval and/or the duration the seller would take.
+type Decision struct {
+	Version      uint32        `json:"version"`
+	ProposalID   string        `json:"proposal_id,omitempty"`
+	Seller       peer.ID       `json:"seller"`
+	Buyer        peer.ID       `json:"buyer,omitempty"`
+	Verdict      Verdict       `json:"verdict"`
+	Reason       Reason        `json:"reason,omitempty"`
+	Message      string        `json:"message,omitempty"`
+	CounterPrice uint64        `json:"counter_msat_per_interval,omitempty"`
+	CounterDur   time.Duration `json:"counter_duration,omitempty"`
+	PaymentTerms []byte        `json:"payment_terms,omitempty"`
+	FundBy       time.Time     `json:"fund_by,omitzero"`
+	Issued       time.Time     `json:"issued"`
+	Expiry       time.Time     `json:"expiry"`
+}
+
+var _ record.Record = (*Decision)(nil)
+
+// Domain implements record.Record.
+func (d *Decision) Domain() string { return DecisionDomain }
+
+// Codec implements record.Record.
+func (d *Decision) Codec() []byte { return decisionCodec }
+
+const (
+	dcVersion = 1 + iota
+	dcProposalID
+	dcSeller
+	dcBuyer
+	dcVerdict
+	dcReason
+	dcMessage
+	dcCounterPrice
+	dcCounterDur
+	dcPaymentTerms
+	dcFundBy
+	dcIssued
+	dcExpiry
+	dcLast = dcExpiry
+)
+
+// MarshalRecord implements record.Record.
+func (d *Decision) MarshalRecord() ([]byte, error) {
+	var e enc
+	e.u(dcVersion, uint64(d.Version))
+	if d.ProposalID != "" {
+		id, err := hex.DecodeString(d.ProposalID)
+		if err != nil || len(id) != 32 {
+			return nil, fmt.Errorf("encode decision: %w: proposal id", ErrInvalid)
+		}
+		e.by(dcProposalID, id)
+	}
+	e.str(dcSeller, string(d.Seller))
+	e.str(dcBuyer, string(d.Buyer))
+	e.u(dcVerdict, uint64(d.Verdict))
+	e.str(dcReason, string(d.Reason))
+	e.str(dcMessage, d.Message)
+	e.u(dcCounterPrice, d.CounterPrice)
+	e.d(dcCounterDur, d.CounterDur)
+	e.by(dcPaymentTerms, d.PaymentTerms)
+	e.t(dcFundBy, d.FundBy)
+	e.t(dcIssued, d.Issued)
+	e.t(dcExpiry, d.Expiry)
+	if len(e.b) > MaxDecisionSize-512 {
+		return nil, fmt.Errorf("encode decision: %w", ErrTooLarge)
+	}
+	return e.b, nil
+}
+
+// UnmarshalRecord implements record.Record, strictly.
+func (d *Decision) UnmarshalRecord(b []byte) error {
+	*d = Decision{}
+	isBytes := func(n protowire.Number) bool {
+		switch n {
+		case dcProposalID, dcSeller, dcBuyer, dcReason, dcMessage, dcPaymentTerms:
+			return true
+		}
+		return false
+	}
+	fs, err := decode("decision", b, MaxDecisionSize, dcLast, isBytes, func(protowire.Number) bool { return false })
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		var err error
+		switch f.num {
+		case dcVersion:
+			d.Version, err = f.u32()
+		case dcProposalID:
+			if len(f.b) != 32 {
+				err = fmt.Errorf("%w: proposal id must be 32 bytes", ErrMalformed)
+			}
+			d.ProposalID = hex.EncodeToString(f.b)
+		case dcSeller, dcBuyer:
+			var id peer.ID
+			if id, err = peer.IDFromBytes(f.b); err != nil {
+				err = fmt.Errorf("%w: peer id: %v", ErrMalformed, err)
+			} else if f.num == dcSeller {
+				d.Seller = id
+			} else {
+				d.Buyer = id
+			}
+		case dcVerdict:
+			if f.v < uint64(Accept) || f.v > uint64(Reject) {
+				err = fmt.Errorf("%w: verdict %d", ErrMalformed, f.v)
+			}
+			d.Verdict = Verdict(f.v)
+		case dcReason:
+			var s string
+			s, err = f.text(32)
+			d.Reason = Reason(s)
+			if err == nil && !validReason(d.Reason) {
+				err = fmt.Errorf("%w: unknown reason %q", ErrMalformed, s)
+			}
+		case dcMessage:
+			d.Message, err = f.text(maxMessageLen)
+		case dcCounterPrice:
+			d.CounterPrice = f.v
+		case dcCounterDur:
+			d.CounterDur, err = f.dur()
+		case dcPaymentTerms:
+			if len(f.b) > maxTermsLen {
+				err = fmt.Errorf("%w: payment terms too long", ErrMalformed)
+			}
+			d.PaymentTerms = append([]byte(nil), f.b...)
+		case dcFundBy:
+			d.FundBy, err = f.time()
+		case dcIssued:
+			d.Issued, err = f.time()
+		case dcExpiry:
+			d.Expiry, err = f.time()
+		}
+		if err != nil {
+			return fmt.Errorf("decode decision: %w", err)
+		}
+	}
+	return nil
+}
+
+// Validate checks a decision at now.
+func (d *Decision) Validate(now time.Time) error {
+	switch {
+	case d.Version != Version:
+		return fmt.Errorf("%w: decision version %d", ErrInvalid, d.Version)
+	case d.Seller == "":
+		return fmt.Errorf("%w: decision without seller", ErrInvalid)
+	case d.Verdict == Accept && (d.ProposalID == "" || d.FundBy.IsZero()):
+		return fmt.Errorf("%w: an acceptance names the proposal and a funding deadline", ErrInvalid)
+	case d.Verdict != Accept && d.Reason == ReasonNone:
+		return fmt.Errorf("%w: a counter or rejection needs a reason", ErrInvalid)
+	}
+	return checkTimes(d.Issued, d.Expiry, now)
+}
+
+// Output is the digest and size of one result the seller returns.
+type Output struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"` // "sha256:<hex>"
+	Size   uint64 `json:"size"`
+}
+
+// Usage is what a job consumed.
+type Usage struct {
+	CPUTime    time.Duration `json:"cpu_time"`
+	PeakMemory uint64        `json:"peak_memory_bytes"`
+	OOMKills   uint64        `json:"oom_kills"`
+	Wall       time.Duration `json:"wall"`
+}
+
+// Receipt is the seller's signed account of a contract: how the job ended,
+// what it used, the sha256 of each output, and what it billed (sats) over
+// how many intervals.
+type Receipt struct {
+	Version    uint32    `json:"version"`
+	ContractID string    `json:"contract_id"`
+	Seller     peer.ID   `json:"seller"`
+	Buyer      peer.ID   `json:"buyer"`
+	ExitCode   int64     `json:"exit_code"`
+	Reason     string    `json:"reason"`
+	Usage      Usage     `json:"usage"`
+	Outputs    []Output  `json:"outputs"`
+	Billed     int64     `json:"billed_sats"`
+	Intervals  uint64    `json:"intervals"`
+	Issued     time.Time `json:"issued"`
+	Expiry     time.Time `json:"expiry"`
+}
+
+// ReceiptTTL is how long a receipt stays valid evidence.
+const ReceiptTTL = 365 * 24 * time.Hour
+
+var _ record.Record = (*Receipt)(nil)
+
+// Domain implements record.Record.
+func (r *Receipt) Domain() string { return ReceiptDomain }
+
+// Codec implements record.Record.
+func (r *Receipt) Codec() []byte { return receiptCodec }
+
+const (
+	rcVersion = 1 + iota
+	rcContractID
+	rcSeller
+	rcBuyer
+	rcExitCode
+	rcReason
+	rcCPU
+	rcPeakMem
+	rcOOM
+	rcWall
+	rcOutputs
+	rcBilled
+	rcIntervals
+	rcIssued
+	rcExpiry
+	rcLast = rcExpiry
+)
+
+// MarshalRecord implements record.Record.
+func (r *Receipt) MarshalRecord() ([]byte, error) {
+	var e enc
+	e.u(rcVersion, uint64(r.Version))
+	id, err := hex.DecodeString(r.ContractID)
+	if err != nil || len(id) != 32 {
+		return nil, fmt.Errorf("encode receipt: %w: contract id", ErrInvalid)
+	}
+	e.by(rcContractID, id)
+	e.str(rcSeller, string(r.Seller))
+	e.str(rcBuyer, string(r.Buyer))
+	e.s(rcExitCode, r.ExitCode)
+	e.str(rcReason, r.Reason)
+	e.d(rcCPU, r.Usage.CPUTime)
+	e.u(rcPeakMem, r.Usage.PeakMemory)
+	e.u(rcOOM, r.Usage.OOMKills)
+	e.d(rcWall, r.Usage.Wall)
+	for _, o := range r.Outputs {
+		var oe enc
+		oe.str(1, o.Name)
+		oe.str(2, o.SHA256)
+		oe.u(3, o.Size)
+		e.b = protowire.AppendTag(e.b, rcOutputs, protowire.BytesType)
+		e.b = protowire.AppendBytes(e.b, oe.b)
+	}
+	if r.Billed < 0 {
+		return nil, fmt.Errorf("encode receipt: %w: negative bill", ErrInvalid)
+	}
+	e.u(rcBilled, uint64(r.Billed))
+	e.u(rcIntervals, r.Intervals)
+	e.t(rcIssued, r.Issued)
+	e.t(rcExpiry, r.Expiry)
+	if len(e.b) > MaxReceiptSize-1024 {
+		return nil, fmt.Errorf("encode receipt: %w", ErrTooLarge)
+	}
+	return e.b, nil
+}
+
+// UnmarshalRecord implements record.Record, strictly.
+func (r *Receipt) UnmarshalRecord(b []byte) error {
+	*r = Receipt{}
+	isBytes := func(n protowire.Number) bool {
+		switch n {
+		case rcContractID, rcSeller, rcBuyer, rcReason, rcOutputs:
+			return true
+		}
+		return false
+	}
+	fs, err := decode("receipt", b, MaxReceiptSize, rcLast, isBytes, func(n protowire.Number) bool { return n == rcOutputs })
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		var err error
+		switch f.num {
+		case rcVersion:
+			r.Version, err = f.u32()
+		case rcContractID:
+			if len(f.b) != 32 {
+				err = fmt.Errorf("%w: contract id must be 32 bytes", ErrMalformed)
+			}
+			r.ContractID = hex.EncodeToString(f.b)
+		case rcSeller, rcBuyer:
+			var id peer.ID
+			if id, err = peer.IDFromBytes(f.b); err != nil {
+				err = fmt.Errorf("%w: peer id: %v", ErrMalformed, err)
+			} else if f.num == rcSeller {
+				r.Seller = id
+			} else {
+				r.Buyer = id
+			}
+		case rcExitCode:
+			r.ExitCode = f.int64()
+		case rcReason:
+			r.Reason, err = f.text(32)
+		case rcCPU:
+			r.Usage.CPUTime, err = f.dur()
+		case rcPeakMem:
+			r.Usage.PeakMemory = f.v
+		case rcOOM:
+			r.Usage.OOMKills = f.v
+		case rcWall:
+			r.Usage.Wall, err = f.dur()
+		case rcOutputs:
+			if len(r.Outputs) >= maxOutputs {
+				return fmt.Errorf("decode receipt: %w: more than %d outputs", ErrMalformed, maxOutputs)
+			}
+			var in Input
+			if err = in.unmarshal(f.b); err == nil {
+				r.Outputs = append(r.Outputs, Output(in))
+			}
+		case rcBilled:
+			if f.v > 21e14 {
+				err = fmt.Errorf("%w: bill out of range", ErrMalformed)
+			}
+			r.Billed = int64(f.v)
+		case rcIntervals:
+			r.Intervals = f.v
+		case rcIssued:
+			r.Issued, err = f.time()
+		case rcExpiry:
+			r.Expiry, err = f.time()
+		}
+		if err != nil {
+			return fmt.Errorf("decode receipt: %w", err)
+		}
+	}
+	return nil
+}
+
+// Validate checks a receipt at now.
+func (r *Receipt) Validate(now time.Time) error {
+	switch {
+	case r.Version != Version:
+		return fmt.Errorf("%w: receipt version %d", ErrInvalid, r.Version)
+	case r.Seller == "" || r.Buyer == "" || r.ContractID == "":
+		return fmt.Errorf("%w: receipt names contract, seller and buyer", ErrInvalid)
+	case r.Issued.IsZero() || r.Expiry.IsZero():
+		return fmt.Errorf("%w: receipt times are required", ErrInvalid)
+	case !now.Before(r.Expiry):
+		return ErrExpired
+	}
+	for _, o := range r.Outputs {
+		if !isDigest(o.SHA256) {
+			return fmt.Errorf("%w: output %q digest", ErrInvalid, o.Name)
+		}
+	}
+	return nil
+}
+
+// signedRecord is a record this package seals and opens.
+type signedRecord interface {
+	record.Record
+	Validate(now time.Time) error
+}
+
+func seal(r signedRecord, key crypto.PrivKey, max int) ([]byte, error) {
+	env, err := record.Seal(r, key)
+	if err != nil {
+		return nil, err
+	}
+	b, err := env.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > max {
+		return nil, ErrTooLarge
+	}
+	return b, nil
+}
+
+// open verifies an envelope of at most max bytes into r and returns the
+// signer; r's contents are validated at now.
+func open(data []byte, r signedRecord, max int, now time.Time) (peer.ID, error) {
+	if len(data) > max {
+		return "", fmt.Errorf("%w (%d bytes > %d)", ErrTooLarge, len(data), max)
+	}
+	env, err := record.ConsumeTypedEnvelope(data, r)
+	if err != nil {
+		if errors.Is(err, ErrInvalid) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
+	}
+	signer, err := peer.IDFromPublicKey(env.PublicKey)
+	if err != nil {
+		return "", fmt.Errorf("%w: signer key: %v", ErrMalformed, err)
+	}
+	if err := r.Validate(now); err != nil {
+		return "", err
+	}
+	return signer, nil
+}
+
+func signerOf(key crypto.PrivKey) peer.ID {
+	id, _ := peer.IDFromPrivateKey(key)
+	return id
+}
+
+// SignProposal seals p with the buyer's identity key.
+func SignProposal(p *Proposal, key crypto.PrivKey) ([]byte, error) {
+	if signerOf(key) != p.Buyer {
+		return nil, fmt.Errorf("sign proposal: key is not the buyer %s's", p.Buyer)
+	}
+	b, err := seal(p, key, MaxProposalSize)
+	if err != nil {
+		return nil, fmt.Errorf("sign proposal: %w", err)
+	}
+	return b, nil
+}
+
+// OpenProposal verifies a signed proposal: size, signature by the buyer,
+// contents valid at now.
+func OpenProposal(data []byte, now time.Time) (*Proposal, error) {
+	var p Proposal
+	signer, err := open(data, &p, MaxProposalSize, now)
+	if err != nil {
+		return nil, err
+	}
+	if signer != p.Buyer {
+		return nil, fmt.Errorf("%w: proposal signed by %s, buyer %s", ErrWrongKey, signer, p.Buyer)
+	}
+	return &p, nil
+}
+
+// SignDecision seals d with the seller's identity key.
+func SignDecision(d *Decision, key crypto.PrivKey) ([]byte, error) {
+	if signerOf(key) != d.Seller {
+		return nil, fmt.Errorf("sign decision: key is not the seller %s's", d.Seller)
+	}
+	b, err := seal(d, key, MaxDecisionSize)
+	if err != nil {
+		return nil, fmt.Errorf("sign decision: %w", err)
+	}
+	return b, nil
+}
+
+// OpenDecision verifies a signed decision: size, signature by the seller,
+// contents valid at now.
+func OpenDecision(data []byte, now time.Time) (*Decision, error) {
+	var d Decision
+	signer, err := open(data, &d, MaxDecisionSize, now)
+	if err != nil {
+		return nil, err
+	}
+	if signer != d.Seller {
+		return nil, fmt.Errorf("%w: decision signed by %s, seller %s", ErrWrongKey, signer, d.Seller)
+	}
+	return &d, nil
+}
+
+// SignReceipt seals r with the seller's identity key.
+func SignReceipt(r *Receipt, key crypto.PrivKey) ([]byte, error) {
+	if signerOf(key) != r.Seller {
+		return nil, fmt.Errorf("sign receipt: key is not the seller %s's", r.Seller)
+	}
+	b, err := seal(r, key, MaxReceiptSize)
+	if err != nil {
+		return nil, fmt.Errorf("sign receipt: %w", err)
+	}
+	return b, nil
+}
+
+// OpenReceipt verifies a signed receipt: size, signature by the seller,
+// contents valid at now.
+func OpenReceipt(data []byte, now time.Time) (*Receipt, error) {
+	var r Receipt
+	signer, err := open(data, &r, MaxReceiptSize, now)
+	if err != nil {
+		return nil, err
+	}
+	if signer != r.Seller {
+		return nil, fmt.Errorf("%w: receipt signed by %s, seller %s", ErrWrongKey, signer, r.Seller)
+	}
+	return &r, nil
+}
+
+// Contract is a proposal and the seller's signed acceptance of it: both
+// signatures, both envelopes kept byte for byte. Its ID is the proposal's.
+type Contract struct {
+	ID            string    `json:"id"`
+	Proposal      *Proposal `json:"proposal"`
+	Acceptance    *Decision `json:"acceptance"`
+	ProposalEnv   []byte    `json:"proposal_env"`
+	AcceptanceEnv []byte    `json:"acceptance_env"`
+}
+
+// Marshal encodes the contract as its two envelopes.
+func (c *Contract) Marshal() []byte {
+	var e enc
+	e.by(1, c.ProposalEnv)
+	e.by(2, c.AcceptanceEnv)
+	return e.b
+}
+
+// OpenContract verifies an encoded contract: both envelopes, the acceptance
+// names this proposal, buyer and seller match. Expiry of the records is not
+// checked (a contract outlives its negotiation); signatures and contents are,
+// at the proposal's issue time.
+func OpenContract(data []byte) (*Contract, error) {
+	fs, err := decode("contract", data, MaxContractSize, 2, func(protowire.Number) bool { return true }, func(protowire.Number) bool { return false })
+	if err != nil {
+		return nil, err
+	}
+	c := &Contract{}
+	for _, f := range fs {
+		if f.num == 1 {
+			c.ProposalEnv = append([]byte(nil), f.b...)
+		} else {
+			c.AcceptanceEnv = append([]byte(nil), f.b...)
+		}
+	}
+	var p Proposal
+	if _, err := record.ConsumeTypedEnvelope(c.ProposalEnv, &p); err != nil {
+		return nil, fmt.Errorf("%w: contract proposal: %v", ErrMalformed, err)
+	}
+	at := p.Issued
+	if c.Proposal, err = OpenProposal(c.ProposalEnv, at); err != nil {
+		return nil, fmt.Errorf("contract proposal: %w", err)
+	}
+	var d Decision
+	if _, err := record.ConsumeTypedEnvelope(c.AcceptanceEnv, &d); err != nil {
+		return nil, fmt.Errorf("%w: contract acceptance: %v", ErrMalformed, err)
+	}
+	if c.Acceptance, err = OpenDecision(c.AcceptanceEnv, d.Issued); err != nil {
+		return nil, fmt.Errorf("contract acceptance: %w", err)
+	}
+	c.ID = c.Proposal.ID()
+	switch {
+	case c.Acceptance.Verdict != Accept:
+		return nil, fmt.Errorf("%w: contract decision is %s", ErrInvalid, c.Acceptance.Verdict)
+	case c.Acceptance.ProposalID != c.ID:
+		return nil, fmt.Errorf("%w: acceptance is for another proposal", ErrInvalid)
+	case c.Acceptance.Seller != c.Proposal.Seller || c.Acceptance.Buyer != c.Proposal.Buyer:
+		return nil, fmt.Errorf("%w: acceptance parties differ from the proposal's", ErrInvalid)
+	}
+	return c, nil
+}
