@@ -170,11 +170,37 @@ func TestThreeProcessesFindEachOther(t *testing.T) {
 	if err != nil || !strings.Contains(out, "SAT/HOUR") || !strings.Contains(out, s1.PeerID) {
 		t.Errorf("market table from the second node: %v\n%s", err, out)
 	}
+	// Without a daemon, market joins for a moment through the bootstrap peer.
+	// The sellers' provider records reach the DHT within a few retries.
+	all := append(slices.Clone(want), s1.PeerID)
+	empty := t.TempDir()
+	var b []byte
+	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(time.Second) {
+		cmd := exec.Command(bin, "market", "--json", "--timeout", "5s", "--data-dir", empty)
+		cmd.Env = append(os.Environ(), "BLACKBOX_BOOTSTRAP="+boot, "BLACKBOX_MDNS=false")
+		b, err = cmd.Output()
+		if err == nil && countIn(string(b), all) == len(all) {
+			break
+		}
+	}
+	if countIn(string(b), all) != len(all) {
+		t.Errorf("daemon-less market lacks offers of %v: %v\n%s", all, err, b)
+	}
 	// Every node shows its own signed offer.
 	out, err = runCLI(t, bin, "offer", "--json", "--data-dir", third.dir)
 	if err != nil || !strings.Contains(out, `"envelope"`) || !strings.Contains(out, `"region": "us"`) {
 		t.Errorf("offer --json: %v\n%s", err, out)
 	}
+}
+
+func countIn(s string, ids []string) int {
+	n := 0
+	for _, id := range ids {
+		if strings.Contains(s, id) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestServeRefusesBadConfig: a config error stops serve with a message that

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -155,7 +156,11 @@ func newMarketCmd(a *App) *cobra.Command {
 		Short: "List offers on the network, cheapest first",
 		Long: `List the offers the running node can find, verified and filtered, sorted by
 price. --max-price is in satoshis per hour for the requested resources (one
-core when no resources are requested).`,
+core when no resources are requested).
+
+Without a running daemon for the data dir, market joins the network for a
+moment under a throwaway identity, through the configured bootstrap peers and
+mDNS, and leaves again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := parseFilter(cpu, memory, disk, region, maxPrice)
@@ -165,6 +170,10 @@ core when no resources are requested).`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout+5*time.Second)
 			defer cancel()
 			offers, err := a.client().Market(ctx, api.MarketRequest{Filter: f, TimeoutSeconds: timeout.Seconds()})
+			if errors.Is(err, api.ErrNoDaemon) {
+				// No daemon here: look for a moment through a throwaway node.
+				offers, err = a.browse(ctx, f, timeout)
+			}
 			if err != nil {
 				return err
 			}
@@ -234,6 +243,24 @@ func parseFilter(cpu, memory, disk, region string, maxPrice float64) (offer.Filt
 }
 
 func (a *App) client() *api.Client { return api.NewClient(a.dataDir) }
+
+func (a *App) browse(ctx context.Context, f offer.Filter, timeout time.Duration) ([]api.Offer, error) {
+	cfg, err := a.NodeConfig()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	found, err := node.Browse(ctx, cfg, f, min(timeout/2, 5*time.Second), a.Logger())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Offer, 0, len(found))
+	for _, o := range found {
+		out = append(out, api.OfferView(o, f.Price(o), nil))
+	}
+	return out, nil
+}
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -111,7 +111,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if n.cfg.MDNS {
-		svc := mdns.NewMdnsService(n.host, MDNSService, &mdnsNotifee{n: n, ctx: runCtx})
+		svc := mdns.NewMdnsService(n.host, MDNSService, &mdnsConnector{h: n.host, ctx: runCtx, log: n.log})
 		if err := svc.Start(); err != nil {
 			// A machine without multicast still works through bootstrap peers.
 			n.log.Warn("mDNS unavailable; LAN peers will not be found automatically", "err", err)
@@ -336,25 +336,27 @@ func (n *Node) trackPeers(ctx context.Context) {
 	}
 }
 
-type mdnsNotifee struct {
-	n   *Node
+// mdnsConnector connects to blackbox nodes seen on the LAN; the DHT then
+// adds them to its routing table.
+type mdnsConnector struct {
+	h   host.Host
 	ctx context.Context
+	log *slog.Logger
 }
 
-// HandlePeerFound connects to a blackbox node seen on the LAN; the DHT then
-// adds it to the routing table.
-func (m *mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
-	if ai.ID == m.n.host.ID() {
+// HandlePeerFound implements mdns.Notifee.
+func (m *mdnsConnector) HandlePeerFound(ai peer.AddrInfo) {
+	if ai.ID == m.h.ID() {
 		return
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
 		defer cancel()
-		if err := m.n.host.Connect(ctx, ai); err != nil {
-			m.n.log.Debug("mDNS peer unreachable", "peer", ai.ID, "err", err)
+		if err := m.h.Connect(ctx, ai); err != nil {
+			m.log.Debug("mDNS peer unreachable", "peer", ai.ID, "err", err)
 			return
 		}
-		m.n.log.Debug("mDNS peer connected", "peer", ai.ID)
+		m.log.Debug("mDNS peer connected", "peer", ai.ID)
 	}()
 }
 

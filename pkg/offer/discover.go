@@ -130,9 +130,13 @@ func (d *Discoverer) candidates(ctx context.Context, f Filter) []peer.AddrInfo {
 	if d.cfg.Finder != nil {
 		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		for ai := range d.cfg.Finder.FindProvidersAsync(lctx, QueryBucket(f).CID(), d.cfg.MaxProviders) {
+		b := QueryBucket(f)
+		n := 0
+		for ai := range d.cfg.Finder.FindProvidersAsync(lctx, b.CID(), d.cfg.MaxProviders) {
 			add(ai)
+			n++
 		}
+		d.cfg.Log.Debug("dht providers", "bucket", string(b), "found", n)
 	}
 	return out
 }

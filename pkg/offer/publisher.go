@@ -33,7 +33,8 @@ type PublisherConfig struct {
 	// TTL is each offer's lifetime; it is re-signed and republished at half
 	// of it. Must be at most MaxTTL.
 	TTL time.Duration
-	// RetryInterval is the wait before publishing again after a failure.
+	// RetryInterval is the first wait before publishing again after a
+	// failure; it doubles on each further failure, up to TTL/4.
 	RetryInterval time.Duration
 	// OnPublish, if set, is called after each successful DHT publication.
 	OnPublish func(o *Offer)
@@ -64,7 +65,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		cfg.TTL = 10 * time.Minute
 	}
 	if cfg.RetryInterval <= 0 {
-		cfg.RetryInterval = 5 * time.Second
+		cfg.RetryInterval = 2 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -163,6 +164,7 @@ func (p *Publisher) Envelope() []byte {
 func (p *Publisher) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	retry := p.cfg.RetryInterval
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,8 +185,11 @@ func (p *Publisher) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			p.cfg.Log.Debug("publish offer failed, will retry", "err", err, "in", p.cfg.RetryInterval)
-			next = p.cfg.RetryInterval
+			p.cfg.Log.Debug("publish offer failed, will retry", "err", err, "in", retry)
+			next = retry
+			retry = min(2*retry, p.cfg.TTL/4)
+		} else {
+			retry = p.cfg.RetryInterval
 		}
 		timer.Reset(next)
 	}
