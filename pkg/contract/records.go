@@ -274,8 +274,8 @@ func (in *Input) unmarshal(b []byte) error {
 // make it single-use.
 type Proposal struct {
 	Version    uint32        `json:"version"`
-	Buyer      peer.ID       `json:"buyer"`
-	Seller     peer.ID       `json:"seller"`
+	Buyer      peer.ID       `json:"buyer,omitempty"`
+	Seller     peer.ID       `json:"seller,omitempty"`
 	OfferSeq   uint64        `json:"offer_seq"`
 	Request    Request       `json:"request"`
 	Interval   time.Duration `json:"interval"`

@@ -63,18 +63,14 @@ func (s State) String() string {
 	return fmt.Sprintf("state(%d)", uint8(s))
 }
 
-// MarshalText writes the state's name (for JSON in the API).
-func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// UnmarshalText reads a state's name.
-func (s *State) UnmarshalText(b []byte) error {
+// ParseState reads a state's name.
+func ParseState(name string) (State, error) {
 	for k, v := range stateNames {
-		if v == string(b) {
-			*s = k
-			return nil
+		if v == name {
+			return k, nil
 		}
 	}
-	return fmt.Errorf("unknown contract state %q", b)
+	return 0, fmt.Errorf("unknown contract state %q", name)
 }
 
 // transitions is the map drawn above.
@@ -146,7 +142,7 @@ type Step struct {
 type Record struct {
 	ID    string  `json:"id"`
 	Role  Role    `json:"role"`
-	Peer  peer.ID `json:"peer"` // the other side
+	Peer  peer.ID `json:"peer,omitempty"` // the other side
 	State State   `json:"state"`
 	// Deadline is when the current state times out (zero: never).
 	Deadline time.Time `json:"deadline,omitzero"`
