@@ -83,6 +83,9 @@ var _ Chain = (*BtcdChain)(nil)
 
 // DialBtcd connects to btcd as configured (no network I/O happens here).
 func DialBtcd(cfg Config, log *slog.Logger) (*BtcdChain, error) {
+	if err := cfg.checkRPC(); err != nil {
+		return nil, err
+	}
 	cc := &rpcclient.ConnConfig{
 		Host:         cfg.RPCHost,
 		User:         cfg.RPCUser,
@@ -226,4 +229,12 @@ func chainHash(s string) (chainhash.Hash, error) {
 		return chainhash.Hash{}, fmt.Errorf("txid %q: %w", s, err)
 	}
 	return *h, nil
+}
+
+// checkRPC names the missing btcd connection settings.
+func (c *Config) checkRPC() error {
+	if c.RPCUser == "" || c.RPCPass == "" {
+		return errors.New("payment.rpc_user and payment.rpc_pass must be set: btcd's RPC needs them (see deploy/dev/btcd.sh start)")
+	}
+	return nil
 }

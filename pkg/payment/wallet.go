@@ -225,6 +225,9 @@ func OpenWallet(ctx context.Context, dir string, passphrase []byte, cfg Config, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := cfg.checkRPC(); err != nil {
+		return nil, err
+	}
 	backup, err := ReadBackup(filepath.Join(dir, seedFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

@@ -1,0 +1,148 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+)
+
+// openChannels opens the node database's channel records. The daemon holds
+// the database while it runs; then these commands must go through its API.
+func (a *App) openChannels() (*store.DB, *store.PaymentStore, error) {
+	db, err := store.Open(filepath.Join(a.DataDir(), node.DBFile), 500*time.Millisecond)
+	if errors.Is(err, store.ErrLocked) {
+		return nil, nil, fmt.Errorf("%w: the daemon is running; stop it to use this command until the local API serves payments", err)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, store.NewPaymentStore(db), nil
+}
+
+// channelView is one line of `blackbox channels`.
+type channelView struct {
+	ID        string           `json:"id"`
+	Peer      string           `json:"peer"`
+	Role      string           `json:"role"`
+	State     string           `json:"state"`
+	Capacity  int64            `json:"capacity_sat"`
+	Paid      int64            `json:"paid_sat"`
+	Expiry    uint32           `json:"expiry_height"`
+	Updates   uint64           `json:"updates"`
+	Contracts map[string]int64 `json:"contracts,omitempty"`
+	SpendTxid string           `json:"spend_txid,omitempty"`
+}
+
+func newChannelsCmd(a *App) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "channels",
+		Short: "List payment channels: peer, capacity, paid, expiry, state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, st, err := a.openChannels()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			list, err := st.LoadChannels()
+			if err != nil {
+				return err
+			}
+			views := make([]channelView, 0, len(list))
+			for _, ch := range list {
+				views = append(views, channelView{ID: ch.ID, Peer: ch.Peer, Role: ch.Role.String(), State: ch.State.String(),
+					Capacity: ch.Capacity, Paid: ch.Paid, Expiry: ch.Expiry, Updates: ch.Seq, Contracts: ch.Contracts, SpendTxid: ch.SpendTxid})
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(views)
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tPEER\tROLE\tCAPACITY\tPAID\tEXPIRY\tSTATE")
+			for _, v := range views {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", v.ID, v.Peer, v.Role, v.Capacity, v.Paid, v.Expiry, v.State)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func newChannelCmd(a *App) *cobra.Command {
+	c := &cobra.Command{Use: "channel", Short: "Act on one payment channel"}
+	c.AddCommand(&cobra.Command{
+		Use:   "close ID",
+		Short: "Close a channel: as seller, settle with the latest payment; as buyer, refund once expired",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.closeChannel(cmd.Context(), args[0])
+		},
+	})
+	return c
+}
+
+func (a *App) closeChannel(ctx context.Context, id string) error {
+	cfg, err := a.paymentConfig()
+	if err != nil {
+		return err
+	}
+	pass, err := walletPassphrase(cfg)
+	if err != nil {
+		return err
+	}
+	// The channel keys come from the wallet's seed; no chain sync needed.
+	b, err := payment.ReadBackup(filepath.Join(a.walletDir(), "seed.json"))
+	if err != nil {
+		return fmt.Errorf("channel keys need the wallet in %s: %w", a.walletDir(), err)
+	}
+	seed, err := b.Open(pass)
+	if err != nil {
+		return err
+	}
+	params, _ := payment.NetParams(cfg.Network)
+	keys, err := payment.NewKeyring(seed, params)
+	if err != nil {
+		return err
+	}
+	db, st, err := a.openChannels()
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	chain, err := payment.DialBtcd(cfg, a.Logger())
+	if err != nil {
+		return err
+	}
+	defer chain.Close()
+	m, err := payment.NewManager(payment.ManagerConfig{Config: cfg, Chain: chain, Store: st, Keys: keys, Log: a.Logger()})
+	if err != nil {
+		return err
+	}
+	ch, err := m.Channel(id)
+	if err != nil {
+		return err
+	}
+	close := m.Close
+	if ch.Role == payment.RoleBuyer {
+		close = m.Refund
+	}
+	tx, err := close(ctx, id)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Stdout, "%s broadcast: %s\n", map[payment.Role]string{payment.RoleBuyer: "refund", payment.RoleSeller: "close"}[ch.Role], tx.TxHash())
+	return nil
+}

@@ -1,0 +1,242 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/blackbox-market/blackbox/pkg/payment"
+)
+
+// The wallet and channel commands work directly on the files in the data
+// dir (wallet/ and blackbox.db) for now; once the daemon's local API serves
+// payments they become calls to it, since the daemon holds both open.
+
+// paymentConfig reads the "payment" section over payment.DefaultConfig.
+// Defaults are registered with viper first so that BLACKBOX_PAYMENT_*
+// environment variables (as written by deploy/dev/btcd.sh) apply.
+//
+// viper's UnmarshalKey (behind App.Section) reads the nested map without
+// environment overrides, so the section is assembled key by key with Get,
+// which does apply them.
+func (a *App) paymentConfig() (payment.Config, error) {
+	cfg := payment.DefaultConfig()
+	vals := map[string]any{}
+	registerDefaults(func(k string, v any) {
+		a.v.SetDefault(k, v)
+		vals[strings.TrimPrefix(k, "payment.")] = a.v.Get(k)
+	}, "payment.", reflect.ValueOf(cfg))
+	if err := mapstructure.WeakDecode(vals, &cfg); err != nil {
+		return cfg, fmt.Errorf("config payment: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config payment: %w", err)
+	}
+	return cfg, nil
+}
+
+// walletPassphrase reads the passphrase from payment.passphrase_file or
+// BLACKBOX_WALLET_PASSPHRASE.
+func walletPassphrase(cfg payment.Config) ([]byte, error) {
+	if cfg.PassphraseFile != "" {
+		b, err := os.ReadFile(cfg.PassphraseFile)
+		if err != nil {
+			return nil, fmt.Errorf("read payment.passphrase_file: %w", err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	if p := os.Getenv("BLACKBOX_WALLET_PASSPHRASE"); p != "" {
+		return []byte(p), nil
+	}
+	return nil, errors.New("no wallet passphrase: set payment.passphrase_file or BLACKBOX_WALLET_PASSPHRASE")
+}
+
+func (a *App) walletDir() string { return filepath.Join(a.DataDir(), "wallet") }
+
+// openWallet opens the data dir's wallet, connected to btcd.
+func (a *App) openWallet(ctx context.Context) (*payment.Wallet, payment.Config, error) {
+	cfg, err := a.paymentConfig()
+	if err != nil {
+		return nil, cfg, err
+	}
+	pass, err := walletPassphrase(cfg)
+	if err != nil {
+		return nil, cfg, err
+	}
+	w, err := payment.OpenWallet(ctx, a.walletDir(), pass, cfg, a.Logger())
+	if errors.Is(err, payment.ErrNoWallet) {
+		return nil, cfg, fmt.Errorf("%w in %s: run `blackbox wallet create` or `blackbox wallet restore FILE`", err, a.walletDir())
+	}
+	return w, cfg, err
+}
+
+func newWalletCmd(a *App) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "wallet",
+		Short: "The buyer's hot Bitcoin wallet (btcwallet, seed encrypted with your passphrase)",
+	}
+	c.AddCommand(
+		&cobra.Command{
+			Use:   "create",
+			Short: "Create a wallet with a fresh seed (then back it up)",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return a.createWallet(cmd.Context(), "")
+			},
+		},
+		&cobra.Command{
+			Use:   "address",
+			Short: "Print a fresh receive address (P2WPKH)",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				w, _, err := a.openWallet(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer w.Close()
+				addr, err := w.Address(cmd.Context())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.Stdout, addr.EncodeAddress())
+				return nil
+			},
+		},
+		newWalletBalanceCmd(a),
+		newWalletSendCmd(a),
+		&cobra.Command{
+			Use:   "backup FILE",
+			Short: "Write the encrypted seed (restores every address and channel key) to FILE, or - for stdout",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				b, err := payment.ReadBackup(filepath.Join(a.walletDir(), "seed.json"))
+				if err != nil {
+					return fmt.Errorf("no wallet in %s: %w", a.walletDir(), err)
+				}
+				raw, _ := json.MarshalIndent(b, "", "  ")
+				raw = append(raw, '\n')
+				if args[0] == "-" {
+					_, err = a.Stdout.Write(raw)
+					return err
+				}
+				if err := os.WriteFile(args[0], raw, 0o600); err != nil {
+					return fmt.Errorf("write backup: %w", err)
+				}
+				fmt.Fprintf(a.Stdout, "backup written to %s (encrypted with the wallet passphrase)\n", args[0])
+				return nil
+			},
+		},
+		&cobra.Command{
+			Use:   "restore FILE",
+			Short: "Recreate the wallet from a backup file and rescan the chain from its birthday",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return a.createWallet(cmd.Context(), args[0])
+			},
+		},
+	)
+	return c
+}
+
+func (a *App) createWallet(ctx context.Context, backupFile string) error {
+	cfg, err := a.paymentConfig()
+	if err != nil {
+		return err
+	}
+	pass, err := walletPassphrase(cfg)
+	if err != nil {
+		return err
+	}
+	var backup *payment.SeedBackup
+	if backupFile != "" {
+		if backup, err = payment.ReadBackup(backupFile); err != nil {
+			return err
+		}
+	}
+	w, err := payment.CreateWallet(ctx, a.walletDir(), pass, backup, cfg, a.Logger())
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	spendable, _, err := w.Balance(1)
+	if err != nil {
+		return err
+	}
+	verb := "created"
+	if backup != nil {
+		verb = "restored"
+	}
+	fmt.Fprintf(a.Stdout, "wallet %s in %s (%s), balance %d sat\n", verb, a.walletDir(), cfg.Network, int64(spendable))
+	return nil
+}
+
+func newWalletBalanceCmd(a *App) *cobra.Command {
+	var asJSON bool
+	var minConf int32
+	c := &cobra.Command{
+		Use:   "balance",
+		Short: "Print the spendable and total balance in satoshis",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w, _, err := a.openWallet(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			s, t, err := w.Balance(minConf)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(a.Stdout).Encode(map[string]int64{"spendable_sat": int64(s), "total_sat": int64(t)})
+			}
+			fmt.Fprintf(a.Stdout, "spendable %d sat (%d+ confirmations)\ntotal     %d sat\n", int64(s), minConf, int64(t))
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().Int32Var(&minConf, "min-conf", 1, "confirmations for spendable coins")
+	return c
+}
+
+func newWalletSendCmd(a *App) *cobra.Command {
+	var feeRate int64
+	c := &cobra.Command{
+		Use:   "send ADDRESS AMOUNT_SAT",
+		Short: "Send AMOUNT_SAT satoshis to ADDRESS (fee bounded by payment.max_fee_rate and max_fee)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			amount, err := strconv.ParseInt(args[1], 10, 64)
+			if err != nil || amount <= 0 {
+				return fmt.Errorf("amount %q: want a positive number of satoshis", args[1])
+			}
+			w, cfg, err := a.openWallet(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer w.Close()
+			chain, err := payment.DialBtcd(cfg, a.Logger())
+			if err != nil {
+				return err
+			}
+			defer chain.Close()
+			tx, err := w.Send(cmd.Context(), chain, args[0], amount, feeRate)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.Stdout, tx.TxHash())
+			return nil
+		},
+	}
+	c.Flags().Int64Var(&feeRate, "fee-rate", 0, "fee rate in sat/vB (default: the node's estimate, clamped to the configured bounds)")
+	return c
+}
