@@ -159,6 +159,9 @@ func commands(a *App) []*cobra.Command {
 		newOfferCmd(a),
 		newMarketCmd(a),
 		newConfigCmd(a),
+		newWalletCmd(a),
+		newChannelsCmd(a),
+		newChannelCmd(a),
 		newVersionCmd(a),
 	}
 }
