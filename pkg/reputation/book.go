@@ -125,6 +125,7 @@ type Book struct {
 	rejected  map[Reason]uint64
 	accepted  uint64
 	trustSeen map[string]time.Time // truster|subject → newest statement
+	firstSeen map[peer.ID]time.Time // when Rank first saw a candidate
 }
 
 // NewBook validates the config, loads the store and returns the Book.
@@ -135,7 +136,7 @@ func NewBook(o Options) (*Book, error) {
 	b := &Book{
 		cfg: o.Config, self: o.Self, st: o.Store, ev: o.Evidence, now: o.Now, log: o.Log,
 		g: newGraph(), own: map[peer.ID]*tally{}, att: map[peer.ID]map[peer.ID]*tally{},
-		seen: map[string]struct{}{}, rejected: map[Reason]uint64{}, trustSeen: map[string]time.Time{},
+		seen: map[string]struct{}{}, rejected: map[Reason]uint64{}, trustSeen: map[string]time.Time{}, firstSeen: map[peer.ID]time.Time{},
 		trustVer: math.MaxUint64,
 	}
 	if b.st == nil {

@@ -24,11 +24,13 @@ type Config struct {
 	// refused by the connection gater (0..1). Default 0.45.
 	Threshold float64 `mapstructure:"threshold"`
 	// MinEvidence is how much evidence (in contract units) a peer needs
-	// before Threshold can block it; protects against one unlucky contract.
-	// Default 1.
+	// before Threshold can block it, so one honest failure does not (a
+	// vanished job or a failed spot check does). Default 1.5.
 	MinEvidence float64 `mapstructure:"min_evidence"`
 	// PriorGood and PriorBad are the Beta prior pseudo-counts every peer
-	// starts with. A new peer is given the benefit of the doubt (2:1).
+	// starts with. Default 1:1 (uniform): an unknown seller is worth a
+	// coin flip, so a cheap unknown does not outbid proven sellers in
+	// Thompson sampling; new sellers get work through exploration instead.
 	PriorGood float64 `mapstructure:"prior_good"`
 	PriorBad  float64 `mapstructure:"prior_bad"`
 	// Exploration is the share of selections (0..1) that go to a candidate
@@ -47,6 +49,10 @@ type Config struct {
 	// SpotCheckNewRate is the spot-check share for a seller with less than
 	// ExploreBelow evidence: new sellers are checked far more. Default 1.
 	SpotCheckNewRate float64 `mapstructure:"spot_check_new_rate"`
+	// SpotCheckOwnBelow: a seller about which this node's own evidence is
+	// below this (in contracts) is also checked at SpotCheckNewRate, however
+	// good others say it is (trust, but verify). 0 disables. Default 1.
+	SpotCheckOwnBelow float64 `mapstructure:"spot_check_own_below"`
 	// MaxHops bounds trust propagation through the graph. Default 3.
 	MaxHops int `mapstructure:"max_hops"`
 	// AttestationWeight scales an attestation relative to this node's own
@@ -54,7 +60,7 @@ type Config struct {
 	AttestationWeight float64 `mapstructure:"attestation_weight"`
 	// MaxPerAttester caps the evidence one attester can contribute about one
 	// subject (contract units), so a single trusted peer cannot dominate.
-	// Default 5.
+	// Default 10 (one proven spot-check mismatch).
 	MaxPerAttester float64 `mapstructure:"max_per_attester"`
 	// MinPaidSats is the smallest paid amount for which an attestation
 	// counts; cheaper contracts are treated as unpaid. Default 1000.
@@ -80,17 +86,18 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Threshold:                0.45,
-		MinEvidence:              1,
-		PriorGood:                2,
+		MinEvidence:              1.5,
+		PriorGood:                1,
 		PriorBad:                 1,
 		Exploration:              0.1,
 		ExploreBelow:             3,
 		HalfLife:                 30 * 24 * time.Hour,
 		SpotCheckRate:            0.05,
 		SpotCheckNewRate:         1,
+		SpotCheckOwnBelow:        1,
 		MaxHops:                  3,
 		AttestationWeight:        0.5,
-		MaxPerAttester:           5,
+		MaxPerAttester:           10,
 		MinPaidSats:              1000,
 		MaxAttestationBytes:      8192,
 		MaxAttestationsPerStream: 64,
@@ -134,6 +141,8 @@ func (c *Config) Validate() error {
 		return bad("prior_good", "must be positive (a Beta prior needs both counts > 0)", c.PriorGood)
 	case c.PriorBad <= 0:
 		return bad("prior_bad", "must be positive (a Beta prior needs both counts > 0)", c.PriorBad)
+	case c.SpotCheckOwnBelow < 0:
+		return bad("spot_check_own_below", "must not be negative", c.SpotCheckOwnBelow)
 	case c.ExploreBelow < 0:
 		return bad("explore_below", "must not be negative", c.ExploreBelow)
 	case c.HalfLife < time.Minute:

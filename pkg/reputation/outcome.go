@@ -61,17 +61,18 @@ var outcomeWeights = [...][2]float64{
 	OutcomeLate:              {0.5, 0.5},
 	OutcomeFailed:            {0, 1},
 	OutcomeAbandoned:         {0, 2},
-	OutcomeSpotCheckMismatch: {0, 4},
+	OutcomeSpotCheckMismatch: {0, 10},
 	OutcomeAbuse:             {0, 1},
 }
 
 // usageTolerance is the shortfall of delivered against promised usage that
 // is treated as measurement noise; usageWeight is the bad evidence per unit
-// of shortfall beyond it (billing for 40% more than delivered costs about
-// one failed contract).
+// of shortfall beyond it: billing for 40% more than delivered (a 29%
+// shortfall) weighs about as much as two failed contracts, because it is
+// deliberate.
 const (
 	usageTolerance = 0.05
-	usageWeight    = 4.0
+	usageWeight    = 10.0
 )
 
 // Observation is one fact this node saw itself about a peer.
@@ -94,7 +95,7 @@ func evidence(o Outcome, usage float64) (good, bad float64) {
 	good, bad = w[0], w[1]
 	if usage > 0 && usage < 1-usageTolerance {
 		good *= usage
-		bad += (1 - usage) * usageWeight
+		bad += (1 - usageTolerance - usage) * usageWeight
 	}
 	return good, bad
 }

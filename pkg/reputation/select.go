@@ -31,8 +31,10 @@ type Ranked struct {
 	Utility float64
 	// Explore marks the candidate put first for exploration.
 	Explore bool
-	// Mean and Evidence are the candidate's posterior mean and evidence.
+	// Mean, Low and Evidence are the candidate's posterior mean, the lower
+	// end of its 90% interval, and its evidence.
 	Mean     float64
+	Low      float64
 	Evidence float64
 }
 
@@ -40,17 +42,38 @@ type Ranked struct {
 // slow link costs the buyer time on every transfer and billing tick.
 const rttCostPerSecond = 0.2
 
+// RankOption adjusts one Rank call.
+type RankOption func(*rankOpts)
+
+type rankOpts struct{ uncheckable bool }
+
+// Uncheckable says the job cannot be spot-checked (its output is not
+// deterministic). Such a job is not used for exploration, and sellers with
+// little evidence rank after proven ones: a newcomer's first jobs should be
+// ones whose results can be verified.
+func Uncheckable() RankOption { return func(o *rankOpts) { o.uncheckable = true } }
+
 // Rank orders candidates for a buyer: peers below the threshold are dropped
 // (returned in blocked), the rest are ranked by Thompson sampling — a
 // reliability drawn from each peer's Beta posterior divided by the effective
 // price — and, with probability Exploration, a candidate with little
 // evidence is put first so that new sellers get their first job. rng makes it
 // deterministic in tests and the simulation.
-func (b *Book) Rank(cands []Candidate, rng *rand.Rand) (ranked []Ranked, blocked []Candidate) {
+func (b *Book) Rank(cands []Candidate, rng *rand.Rand, opts ...RankOption) (ranked []Ranked, blocked []Candidate) {
+	var o rankOpts
+	for _, f := range opts {
+		f(&o)
+	}
 	b.mu.Lock()
 	now := b.now()
 	var fresh []int
+	firstSeen := map[int]time.Time{}
 	for _, c := range cands {
+		seen, ok := b.firstSeen[c.Peer]
+		if !ok {
+			seen = now
+			b.firstSeen[c.Peer] = now
+		}
 		s := b.posterior(c.Peer, now, false)
 		if s.Blocked {
 			blocked = append(blocked, c)
@@ -59,19 +82,40 @@ func (b *Book) Rank(cands []Candidate, rng *rand.Rand) (ranked []Ranked, blocked
 		theta := sampleBeta(rng, s.Alpha, s.Beta)
 		price := math.Max(float64(c.PriceSats), 1) * (1 + rttCostPerSecond*c.RTT.Seconds())
 		if s.Evidence < b.cfg.ExploreBelow {
+			firstSeen[len(ranked)] = seen
 			fresh = append(fresh, len(ranked))
 		}
-		ranked = append(ranked, Ranked{Candidate: c, Sample: theta, Utility: theta / price, Mean: s.Mean, Evidence: s.Evidence})
+		ranked = append(ranked, Ranked{Candidate: c, Sample: theta, Utility: theta / price, Mean: s.Mean, Low: s.Low, Evidence: s.Evidence})
 	}
 	b.mu.Unlock()
-	explore := -1
-	if len(fresh) > 0 && rng.Float64() < b.cfg.Exploration {
-		explore = fresh[rng.IntN(len(fresh))]
-		ranked[explore].Explore = true
+	if len(fresh) > 0 && !o.uncheckable && rng.Float64() < b.cfg.Exploration {
+		// The least-known candidate goes first; among equally unknown ones
+		// the one this node saw appear most recently, then at random. A
+		// seller nobody has tried is tried before one with some history, and
+		// a newcomer does not queue behind every old, expensive seller
+		// nobody ever picked.
+		least, newest := math.Inf(1), time.Time{}
+		var pool []int
+		for _, i := range fresh {
+			e, seen := ranked[i].Evidence, firstSeen[i]
+			switch {
+			case e < least-0.25 || (e <= least+0.25 && seen.After(newest)):
+				least, newest, pool = math.Min(e, least), seen, []int{i}
+			case e <= least+0.25 && seen.Equal(newest):
+				pool = append(pool, i)
+			}
+		}
+		ranked[pool[rng.IntN(len(pool))]].Explore = true
 	}
 	sort.SliceStable(ranked, func(i, j int) bool {
 		if ranked[i].Explore != ranked[j].Explore {
 			return ranked[i].Explore
+		}
+		if o.uncheckable {
+			pi, pj := ranked[i].Evidence >= b.cfg.ExploreBelow, ranked[j].Evidence >= b.cfg.ExploreBelow
+			if pi != pj {
+				return pi
+			}
 		}
 		return ranked[i].Utility > ranked[j].Utility
 	})
@@ -80,8 +124,8 @@ func (b *Book) Rank(cands []Candidate, rng *rand.Rand) (ranked []Ranked, blocked
 
 // Choose returns the best candidate of Rank, or false when every candidate
 // is blocked (or there are none).
-func (b *Book) Choose(cands []Candidate, rng *rand.Rand) (Ranked, bool) {
-	r, _ := b.Rank(cands, rng)
+func (b *Book) Choose(cands []Candidate, rng *rand.Rand, opts ...RankOption) (Ranked, bool) {
+	r, _ := b.Rank(cands, rng, opts...)
 	if len(r) == 0 {
 		return Ranked{}, false
 	}

@@ -11,17 +11,24 @@ import (
 // ShouldSpotCheck decides whether a job given to seller also runs on a
 // second seller. Only deterministic jobs can be checked (their output
 // digests must agree). A seller with little evidence is checked at
-// SpotCheckNewRate, an established one at SpotCheckRate: cheats are cheapest
-// to catch on their first jobs, and new identities are where they hide.
+// SpotCheckNewRate, and so is a seller this node has not verified itself yet
+// (own evidence below SpotCheckOwnBelow)
+// (trust, but verify once); an established one at SpotCheckRate. Cheats are
+// cheapest to catch on their first jobs, and new identities are where they
+// hide.
 func (b *Book) ShouldSpotCheck(seller peer.ID, deterministic bool, rng *rand.Rand) bool {
 	if !deterministic {
 		return false
 	}
 	b.mu.Lock()
 	s := b.posterior(seller, b.now(), false)
+	own := 0.0
+	if t := b.own[seller]; t != nil {
+		own = (t.good + t.bad) * t.factor(b.now(), b.cfg.HalfLife)
+	}
 	b.mu.Unlock()
 	rate := b.cfg.SpotCheckRate
-	if s.Evidence < b.cfg.ExploreBelow {
+	if s.Evidence < b.cfg.ExploreBelow || own < b.cfg.SpotCheckOwnBelow {
 		rate = b.cfg.SpotCheckNewRate
 	}
 	return rng.Float64() < rate
