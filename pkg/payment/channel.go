@@ -214,6 +214,12 @@ func (c *Channel) CloseWorth() bool {
 	return !IsDust(c.SellerScript, c.Paid-c.CloseFee)
 }
 
+// Exhausted reports whether the buyer's remaining balance is below dust:
+// the channel can carry no meaningful payment any more.
+func (c *Channel) Exhausted() bool {
+	return IsDust(c.BuyerScript, c.Capacity-c.Paid)
+}
+
 // closeVSize is the close transaction's virtual size with maximal
 // signatures, used to price CloseFee at open.
 func closeVSize(script, sellerScript, buyerScript []byte) int64 {

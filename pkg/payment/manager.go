@@ -809,6 +809,11 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 			return err
 		}
 		switch {
+		case c.Role == RoleSeller && c.Exhausted() && c.CloseWorth():
+			// Nothing more can be paid through it: settle now, and
+			// the buyer opens a new channel for further contracts.
+			_, err := m.Close(ctx, id)
+			return err
 		case c.Role == RoleSeller && int64(tip) >= int64(c.Expiry)-int64(m.cfg.SafetyMargin) && c.CloseWorth():
 			_, err := m.Close(ctx, id)
 			return err

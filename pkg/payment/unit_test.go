@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/btcutil/hdkeychain"
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/wire"
 
@@ -217,5 +219,95 @@ func BenchmarkVBytesPerContract(b *testing.B) {
 			}
 			b.ReportMetric(float64(vb)/float64(n), "vB/contract")
 		})
+	}
+}
+
+// TestDustFoldedAndExhaustedClose pays all but a dust amount: the close has
+// a single output (the buyer's dust goes to the fee), passes the script
+// engine, and the seller's Tick closes the exhausted channel by itself.
+func TestDustFoldedAndExhaustedClose(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	c, _ := p.buyer.Channel(p.id)
+	u, err := p.buyer.Pay(ctx, p.id, "c", c.Capacity-100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.buyer.Pay(ctx, p.id, "c", 101); !errors.Is(err, ErrOverCapacity) {
+		t.Fatalf("pay past capacity: %v", err)
+	}
+	if err := p.seller.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sc, _ := p.seller.Channel(p.id)
+	if sc.State != StateClosing {
+		t.Fatalf("exhausted channel is %s, want closing", sc.State)
+	}
+	var tx wire.MsgTx
+	if err := tx.Deserialize(bytes.NewReader(sc.SpendTx)); err != nil {
+		t.Fatal(err)
+	}
+	if len(tx.TxOut) != 1 || tx.TxOut[0].Value != sc.Paid-sc.CloseFee {
+		t.Fatalf("close outputs %v", tx.TxOut)
+	}
+	pk, _ := sc.PkScript()
+	if err := VerifyInput(&tx, 0, pk, sc.Capacity); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigValidateAndXpubPayout(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		key string
+		mod func(*Config)
+	}{
+		{"network", func(c *Config) { c.Network = "moon" }},
+		{"max_fee_rate", func(c *Config) { c.MaxFeeRate = 0 }},
+		{"confirmations", func(c *Config) { c.Confirmations = 0 }},
+		{"payout_address", func(c *Config) { c.PayoutAddress = "bc1qnotregtest" }},
+		{"payout_xpub", func(c *Config) { c.PayoutXpub = "xpub-garbage" }},
+		{"channel_lifetime", func(c *Config) { c.ChannelLifetime = c.SafetyMargin }},
+	} {
+		c := DefaultConfig()
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s: %v", tc.key, err)
+		}
+	}
+	master, _ := hdkeychain.NewMaster(seed(5), &chaincfg.RegressionNetParams)
+	acct, _ := master.Derive(hdkeychain.HardenedKeyStart + 84)
+	xpub, _ := acct.Neuter()
+	cfg.PayoutXpub = xpub.String()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := cfg.PayoutScript(0)
+	b, _ := cfg.PayoutScript(1)
+	if bytes.Equal(a, b) || len(a) != 22 {
+		t.Fatalf("xpub payout scripts %x %x", a, b)
+	}
+	// A seller paying to an xpub hands out a fresh script per channel and
+	// accepts channels paying any of them.
+	chain := paytest.NewChain()
+	seller := newManager(t, cfg, chain, NewMemStore(), seed(2), nil)
+	buyer := newManager(t, cfg, chain, NewMemStore(), seed(1), paytest.NewFunder(chain))
+	t1, _ := seller.SellerTerms()
+	t2, _ := seller.SellerTerms()
+	if bytes.Equal(t1.PayoutScript, t2.PayoutScript) {
+		t.Fatal("same payout script twice")
+	}
+	_, req, err := buyer.OpenChannel(context.Background(), OpenParams{Peer: "s", Seller: t2, Capacity: 100_000, FeeRate: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seller.AcceptOpen(context.Background(), "b", req.Encode()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -355,6 +355,19 @@ func (w *Wallet) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) 
 	if err := w.cfg.checkFee(fee, VSize(at.Tx)); err != nil {
 		return nil, fmt.Errorf("fund: %w", err)
 	}
+	// Like every transaction we send, the funding passes the script engine.
+	if len(at.PrevScripts) != len(at.Tx.TxIn) || len(at.PrevInputValues) != len(at.Tx.TxIn) {
+		return nil, errors.New("fund: wallet returned no previous outputs to check")
+	}
+	prev := txscript.NewMultiPrevOutFetcher(nil)
+	for i, in := range at.Tx.TxIn {
+		prev.AddPrevOut(in.PreviousOutPoint, wire.NewTxOut(int64(at.PrevInputValues[i]), at.PrevScripts[i]))
+	}
+	for i := range at.Tx.TxIn {
+		if err := verifyInput(at.Tx, i, at.PrevScripts[i], int64(at.PrevInputValues[i]), prev); err != nil {
+			return nil, fmt.Errorf("fund: %w", err)
+		}
+	}
 	return at.Tx, nil
 }
 
