@@ -124,7 +124,7 @@ type Book struct {
 	seen      map[string]struct{}            // attester|contract: replay guard
 	rejected  map[Reason]uint64
 	accepted  uint64
-	trustSeen map[string]time.Time // truster|subject → newest statement
+	trustSeen map[string]time.Time  // truster|subject → newest statement
 	firstSeen map[peer.ID]time.Time // when Rank first saw a candidate
 }
 
@@ -244,6 +244,14 @@ func (b *Book) addTrust(t *TrustStatement) bool {
 	}
 	b.trustSeen[k] = t.IssuedAt
 	return true
+}
+
+// count records a rejection decided outside AddRecord (the exchange).
+func (b *Book) count(r Reason, from peer.ID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.rejected[r]++
+	b.log.Debug("reputation: ignoring record", "from", from, "reason", r)
 }
 
 func (b *Book) reject(r Reason, from peer.ID, err error) error {
