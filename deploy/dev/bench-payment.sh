@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# bench-payment.sh [BUILD_DIR] — payment benchmarks, for `make bench`.
+# Prints the raw `go test -bench` lines, then a summary:
+#   channel updates/s (sign + verify with the script engine + persist), next to
+#   raw btcec sign+verify/s measured in the same run, and their ratio (goal >= 0.5),
+#   once with an in-memory store and once with the node's bbolt store (fsync per
+#   update on each side); and on-chain vbytes per contract for 1, 10, 100
+#   contracts per channel.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/../.."
+export GOTOOLCHAIN=local
+benchtime=${BENCHTIME:-2s}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+go test -run '^$' -bench 'ChannelUpdate|RawSignVerify|VBytesPerContract' -benchtime "$benchtime" ./pkg/payment | tee -a "$out"
+go test -run '^$' -bench 'PaymentUpdateBolt' -benchtime "$benchtime" ./internal/store | tee -a "$out"
+echo
+echo "== payment summary =="
+awk '
+  function metric(name,   i) { for (i = 1; i < NF; i++) if ($(i+1) == name) return $i; return "" }
+  /^BenchmarkChannelUpdate/     { printf "updates/s (memory store):  %8.0f   raw sign+verify/s %8.0f   ratio %.2f\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
+  /^BenchmarkPaymentUpdateBolt/ { printf "updates/s (bbolt, fsync):  %8.0f   raw sign+verify/s %8.0f   ratio %.2f\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
+  /^BenchmarkVBytesPerContract/ { split($1, p, "/"); sub(/-[0-9]+$/, "", p[2]); printf "vbytes/contract %-14s %8.2f\n", p[2], metric("vB/contract") }
+' "$out"
