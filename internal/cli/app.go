@@ -162,6 +162,7 @@ func commands(a *App) []*cobra.Command {
 		newWalletCmd(a),
 		newChannelsCmd(a),
 		newChannelCmd(a),
+		newTrustCmd(a), newReputationCmd(a),
 		newVersionCmd(a),
 	}
 }
