@@ -82,6 +82,8 @@ type Request struct {
 	MinReputation float64         `json:"min_reputation,omitempty"`
 	Region        string          `json:"region,omitempty"`
 	Deadline      time.Time       `json:"deadline,omitzero"`
+	// Runtime, if set, must be among the offer's runtimes ("runc", "runsc").
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // ImageIsDigest reports whether the request ships an image tarball named by
@@ -146,7 +148,8 @@ const (
 	rqRegion
 	rqDeadline
 	rqImageSize
-	rqLast = rqImageSize
+	rqRuntime
+	rqLast = rqRuntime
 )
 
 func (r *Request) marshal() []byte {
@@ -178,13 +181,14 @@ func (r *Request) marshal() []byte {
 	e.str(rqRegion, r.Region)
 	e.t(rqDeadline, r.Deadline)
 	e.u(rqImageSize, r.ImageSize)
+	e.str(rqRuntime, r.Runtime)
 	return e.b
 }
 
 func (r *Request) unmarshal(b []byte) error {
 	*r = Request{}
 	isBytes := func(n protowire.Number) bool {
-		return n == rqImage || n == rqCommand || n == rqEnv || n == rqInputs || n == rqRegion
+		return n == rqImage || n == rqCommand || n == rqEnv || n == rqInputs || n == rqRegion || n == rqRuntime
 	}
 	rep := func(n protowire.Number) bool { return n == rqCommand || n == rqEnv || n == rqInputs }
 	fs, err := decode("request", b, maxRequestPayload, rqLast, isBytes, rep)
@@ -239,6 +243,8 @@ func (r *Request) unmarshal(b []byte) error {
 			r.Deadline, err = f.time()
 		case rqImageSize:
 			r.ImageSize = f.v
+		case rqRuntime:
+			r.Runtime, err = f.text(32)
 		}
 		if err != nil {
 			return fmt.Errorf("decode request: %w", err)

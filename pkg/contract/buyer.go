@@ -1,0 +1,806 @@
+package contract
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// BuyerConfig configures a Buyer. Zero values take the defaults noted.
+type BuyerConfig struct {
+	Host host.Host
+	// Key is the node's identity key; it signs proposals.
+	Key   crypto.PrivKey
+	Store Store
+	// Payer pays sellers over payment channels.
+	Payer Payer
+	// PaymentKey is the buyer's 33-byte payment public key, put in every
+	// proposal.
+	PaymentKey []byte
+	// Blobs holds the image tarballs and inputs requests name by digest.
+	Blobs Blobs
+	// Find returns verified offers matching a filter (offer.Discoverer.Find).
+	Find func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error)
+	// Reputation ranks sellers; nil is Neutral.
+	Reputation Reputation
+	// ResultDir receives, per contract, stdout, stderr, out.tar and the
+	// receipt: ResultDir/<contract id>/.
+	ResultDir string
+	// Explore is the share of jobs offered first to a seller with little
+	// history. Default 0.1; negative disables.
+	Explore float64
+	// MaxAttempts is how many contracts one job may go through (a seller
+	// that fails is not tried again for that job). Default 3.
+	MaxAttempts int
+	// Rounds is how many times discovery is repeated when every seller
+	// refused (busy); RetryBackoff is the wait between rounds. Defaults 5
+	// and 2s.
+	Rounds       int
+	RetryBackoff time.Duration
+	// HeartbeatGrace is how late a seller's heartbeat may be; 0 means half
+	// the interval. A missed heartbeat stops the payments.
+	HeartbeatGrace time.Duration
+	// MaxOutputBytes caps each of stdout, stderr and out.tar. Default 256 MiB.
+	MaxOutputBytes int64
+	Timeouts       Timeouts
+	Clock          Clock
+	Rand           *mrand.Rand
+	Log            *slog.Logger
+}
+
+func (c *BuyerConfig) defaults() error {
+	if c.Host == nil || c.Key == nil || c.Store == nil || c.Payer == nil || c.Find == nil || len(c.PaymentKey) != 33 || c.ResultDir == "" {
+		return errors.New("buyer config: host, key, store, payer, find, a 33-byte payment key and a result dir are required")
+	}
+	if c.Reputation == nil {
+		c.Reputation = Neutral{}
+	}
+	if c.Explore == 0 {
+		c.Explore = 0.1
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 5
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = 2 * time.Second
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = 256 << 20
+	}
+	if c.Clock == nil {
+		c.Clock = SystemClock{}
+	}
+	if c.Rand == nil {
+		c.Rand = mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// JobState is where a buyer's job is.
+type JobState string
+
+// Job states.
+const (
+	JobSearching JobState = "searching"
+	JobRunning   JobState = "running"
+	JobDone      JobState = "done"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
+)
+
+// Attempt is one seller tried for a job.
+type Attempt struct {
+	Seller     peer.ID `json:"seller"`
+	ContractID string  `json:"contract_id"`
+	State      State   `json:"state"`
+	Paid       int64   `json:"paid_sats"`
+	Why        string  `json:"why,omitempty"`
+}
+
+// JobStatus is a buyer's job as `blackbox jobs` and `blackbox job` show it.
+type JobStatus struct {
+	ID         string    `json:"id"`
+	Request    Request   `json:"request"`
+	State      JobState  `json:"state"`
+	Phase      string    `json:"phase,omitempty"` // discover, negotiate, fund, transfer, run, results
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
+	Attempts   []Attempt `json:"attempts,omitempty"`
+	Seller     peer.ID   `json:"seller,omitempty"`
+	ContractID string    `json:"contract_id,omitempty"`
+	Intervals  uint64    `json:"intervals"`
+	// Paid is what all attempts paid, in sats; Billed what the final
+	// receipt claims.
+	Paid      int64    `json:"paid_sats"`
+	Billed    int64    `json:"billed_sats"`
+	ExitCode  int64    `json:"exit_code"`
+	ResultDir string   `json:"result_dir,omitempty"`
+	Receipt   *Receipt `json:"receipt,omitempty"`
+	Error     string   `json:"error,omitempty"`
+}
+
+const bucketJobs = "contract_jobs"
+
+// Buyer submits jobs to the market and sees them through.
+type Buyer struct {
+	cfg     BuyerConfig
+	id      peer.ID
+	clock   Clock
+	log     *slog.Logger
+	machine *Machine
+
+	mu     sync.Mutex
+	jobs   map[string]*JobStatus
+	cancel map[string]context.CancelCauseFunc
+	done   map[string]chan struct{}
+	rng    *mrand.Rand
+	wg     sync.WaitGroup
+}
+
+// NewBuyer returns a buyer; call Start before Submit.
+func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	b := &Buyer{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "buyer"),
+		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand}
+	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, b.log)
+	return b, nil
+}
+
+// Machine is the buyer's state machine (for listing contracts).
+func (b *Buyer) Machine() *Machine { return b.machine }
+
+// Start recovers contracts and jobs a previous run left unfinished: their
+// streams are gone, so their contracts fail and their jobs are marked
+// failed (the user may submit again).
+func (b *Buyer) Start(ctx context.Context) error {
+	if _, err := b.machine.Recover(); err != nil {
+		return fmt.Errorf("start buyer: %w", err)
+	}
+	return b.cfg.Store.Update(func(kv KV) error {
+		var fix []*JobStatus
+		err := kv.ForEach(bucketJobs, "", func(k string, v []byte) error {
+			var j JobStatus
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("job %s: %w", k, err)
+			}
+			if j.State == JobSearching || j.State == JobRunning {
+				j.State, j.Error = JobFailed, "node restarted"
+				fix = append(fix, &j)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, j := range fix {
+			if err := putJSON(kv, bucketJobs, j.ID, j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close cancels running jobs and waits for them to end.
+func (b *Buyer) Close() error {
+	b.mu.Lock()
+	for _, c := range b.cancel {
+		c(errors.New("buyer closing"))
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+	return nil
+}
+
+// Submit validates req, records a new job and runs it in the background.
+// It returns the job's ID at once; Wait, Job and Cancel follow it.
+func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
+	if err := req.Validate(); err != nil {
+		return "", fmt.Errorf("submit: %w", err)
+	}
+	if req.ImageIsDigest() {
+		if b.cfg.Blobs == nil {
+			return "", errors.New("submit: no blob store for the image tarball")
+		}
+		rc, n, err := b.cfg.Blobs.Open(req.Image)
+		if err != nil {
+			return "", fmt.Errorf("submit: %w", err)
+		}
+		rc.Close()
+		req.ImageSize = uint64(n)
+	}
+	idb := make([]byte, 8)
+	_, _ = rand.Read(idb)
+	now := b.clock.Now()
+	j := &JobStatus{ID: hex.EncodeToString(idb), Request: req, State: JobSearching, Phase: "discover", Created: now, Updated: now}
+	if err := b.save(j); err != nil {
+		return "", fmt.Errorf("submit: %w", err)
+	}
+	jctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	b.mu.Lock()
+	b.jobs[j.ID] = j
+	b.cancel[j.ID] = cancel
+	b.done[j.ID] = done
+	b.mu.Unlock()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer close(done)
+		defer cancel(nil)
+		b.runJob(jctx, j)
+	}()
+	b.log.Info("job submitted", "job", j.ID, "image", req.Image, "cpu_millis", req.Resources.CPUMillis, "duration", req.Duration)
+	return j.ID, nil
+}
+
+// Wait blocks until job id ends or ctx is done, and returns its status.
+func (b *Buyer) Wait(ctx context.Context, id string) (*JobStatus, error) {
+	b.mu.Lock()
+	done := b.done[id]
+	b.mu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return b.Job(id)
+}
+
+// Cancel stops job id: the seller is told, stops the job and sends what
+// there is with a receipt; payments stop.
+func (b *Buyer) Cancel(id string) error {
+	b.mu.Lock()
+	c := b.cancel[id]
+	b.mu.Unlock()
+	if c == nil {
+		if _, err := b.Job(id); err != nil {
+			return err
+		}
+		return nil // already over
+	}
+	c(errCancelled)
+	return nil
+}
+
+var errCancelled = errors.New("cancelled by the user")
+
+// Job returns a job's status.
+func (b *Buyer) Job(id string) (*JobStatus, error) {
+	b.mu.Lock()
+	if j, ok := b.jobs[id]; ok {
+		cp := *j
+		cp.Attempts = append([]Attempt(nil), j.Attempts...)
+		b.mu.Unlock()
+		return &cp, nil
+	}
+	b.mu.Unlock()
+	var j *JobStatus
+	err := b.cfg.Store.View(func(kv KV) error {
+		v := kv.Get(bucketJobs, id)
+		if v == nil {
+			return fmt.Errorf("job %s: %w", id, ErrNotFound)
+		}
+		j = &JobStatus{}
+		return json.Unmarshal(v, j)
+	})
+	return j, err
+}
+
+// Jobs lists every job, oldest first.
+func (b *Buyer) Jobs() ([]*JobStatus, error) {
+	var out []*JobStatus
+	err := b.cfg.Store.View(func(kv KV) error {
+		return kv.ForEach(bucketJobs, "", func(k string, v []byte) error {
+			var j JobStatus
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("job %s: %w", k, err)
+			}
+			out = append(out, &j)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	for i, j := range out {
+		if live, ok := b.jobs[j.ID]; ok {
+			cp := *live
+			out[i] = &cp
+		}
+	}
+	b.mu.Unlock()
+	slicesSortJobs(out)
+	return out, nil
+}
+
+func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
+	b.mu.Lock()
+	fn(j)
+	j.Updated = b.clock.Now()
+	cp := *j
+	cp.Attempts = append([]Attempt(nil), j.Attempts...)
+	b.mu.Unlock()
+	if err := b.save(&cp); err != nil {
+		b.log.Warn("save job", "job", j.ID, "err", err)
+	}
+}
+
+func (b *Buyer) save(j *JobStatus) error {
+	return b.cfg.Store.Update(func(kv KV) error { return putJSON(kv, bucketJobs, j.ID, j) })
+}
+
+// outcome of one attempt.
+type outcome int
+
+const (
+	outDone      outcome = iota // finished with a verified receipt
+	outRefused                  // the seller said no; try another
+	outFailed                   // a contract broke; try another seller
+	outCancelled                // the user cancelled
+)
+
+func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
+	req := &j.Request
+	tried := map[peer.ID]bool{}
+	attempts := 0
+	var lastErr error
+	for round := 0; round < b.cfg.Rounds && attempts < b.cfg.MaxAttempts; round++ {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+			case <-b.clock.After(b.cfg.RetryBackoff):
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
+		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime})
+		if err != nil {
+			lastErr = fmt.Errorf("discover: %w", err)
+			continue
+		}
+		rtt := func(p peer.ID) time.Duration { return b.cfg.Host.Peerstore().LatencyEWMA(p) }
+		b.mu.Lock()
+		cands := Rank(offers, req, b.cfg.Reputation, rtt, b.cfg.Explore, b.rng)
+		b.mu.Unlock()
+		if len(cands) == 0 {
+			lastErr = errors.New("no offer matches the request")
+		}
+		for _, c := range cands {
+			if tried[c.Seller] || c.Seller == b.id {
+				continue
+			}
+			if attempts >= b.cfg.MaxAttempts || ctx.Err() != nil {
+				break
+			}
+			out, err := b.attempt(ctx, j, c)
+			switch out {
+			case outDone:
+				b.update(j, func(j *JobStatus) { j.State, j.Phase = JobDone, "" })
+				return
+			case outCancelled:
+				b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobCancelled, "", "cancelled" })
+				return
+			case outFailed:
+				attempts++
+				tried[c.Seller] = true
+				b.cfg.Reputation.Outcome(c.Seller, j.ContractID, false, errString(err))
+			}
+			lastErr = err
+			b.log.Info("attempt ended", "job", j.ID, "peer", c.Seller, "outcome", out, "err", err)
+		}
+	}
+	if context.Cause(ctx) == errCancelled {
+		b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobCancelled, "", "cancelled" })
+		return
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no seller took the job")
+	}
+	b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobFailed, "", lastErr.Error() })
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// attempt tries one seller: negotiate, fund, transfer, run, results.
+func (b *Buyer) attempt(ctx context.Context, j *JobStatus, c Candidate) (outcome, error) {
+	req := j.Request
+	now := b.clock.Now()
+	p := &Proposal{Version: Version, Buyer: b.id, Seller: c.Seller, OfferSeq: c.Offer.Seq, Request: req,
+		Interval: c.Terms.Interval, Price: c.Terms.Price, StartFee: c.Terms.StartFee,
+		PaymentKey: b.cfg.PaymentKey, Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute)}
+	b.update(j, func(j *JobStatus) { j.Phase = "negotiate" })
+	d, ct, err := b.negotiate(ctx, j, p, true)
+	if err != nil || d == nil {
+		if ctx.Err() != nil {
+			return outCancelled, err
+		}
+		return outRefused, err
+	}
+	p = ct.Proposal
+	id := ct.ID
+	b.update(j, func(j *JobStatus) {
+		j.Seller, j.ContractID = c.Seller, id
+		j.Attempts = append(j.Attempts, Attempt{Seller: c.Seller, ContractID: id, State: StateAccepted})
+	})
+	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller}
+	out, err := run.do(ctx)
+	if out == outFailed {
+		if ctx.Err() != nil {
+			out = outCancelled
+		}
+		if _, merr := b.machine.Move(RoleBuyer, id, StateFailed, truncate(errString(err), 200), func(r *Record) { r.Paid = run.paid }); merr != nil {
+			b.log.Debug("fail contract", "contract", id, "err", merr)
+		}
+	}
+	state := StateFailed
+	if r, gerr := b.machine.Get(RoleBuyer, id); gerr == nil {
+		state = r.State
+	}
+	b.update(j, func(j *JobStatus) {
+		a := &j.Attempts[len(j.Attempts)-1]
+		a.State, a.Paid, a.Why = state, run.paid, errString(err)
+		j.Paid += run.paid
+	})
+	return out, err
+}
+
+// negotiate proposes p and, on a price counter within the budget, once
+// more at the seller's price. It returns the contract on acceptance.
+func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCounter bool) (*Decision, *Contract, error) {
+	env, err := SignProposal(p, b.cfg.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := p.ID()
+	if err := b.machine.Create(&Record{ID: id, Role: RoleBuyer, Peer: p.Seller, State: StateProposed, Proposal: p, Job: j.ID}); err != nil {
+		return nil, nil, err
+	}
+	d, denv, err := Propose(ctx, b.cfg.Host, p.Seller, env, b.clock.Now)
+	if err != nil {
+		_, _ = b.machine.Move(RoleBuyer, id, StateExpired, "no answer", nil)
+		return nil, nil, err
+	}
+	if d.ProposalID != "" && d.ProposalID != id {
+		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, "answer to another proposal", nil)
+		return nil, nil, fmt.Errorf("%w: decision for another proposal", ErrInvalid)
+	}
+	switch d.Verdict {
+	case Accept:
+		ct := &Contract{ID: id, Proposal: p, Acceptance: d, ProposalEnv: env, AcceptanceEnv: denv}
+		if _, err := b.machine.Move(RoleBuyer, id, StateAccepted, "accepted", func(r *Record) { r.Contract = ct.Marshal() }); err != nil {
+			return nil, nil, err
+		}
+		return d, ct, nil
+	case Counter:
+		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, "counter: "+string(d.Reason), nil)
+		if mayCounter && d.Reason == ReasonPrice && d.CounterDur == 0 {
+			q := *p
+			q.Price, q.Nonce = d.CounterPrice, newNonce()
+			if j.Request.MaxPrice == 0 || uint64(q.Total()) <= j.Request.MaxPrice {
+				return b.negotiate(ctx, j, &q, false)
+			}
+		}
+		return nil, nil, fmt.Errorf("seller %s countered (%s)", p.Seller, d.Reason)
+	default:
+		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, string(d.Reason), nil)
+		return nil, nil, fmt.Errorf("seller %s rejected: %s %s", p.Seller, d.Reason, d.Message)
+	}
+}
+
+type buyerRun struct {
+	b      *Buyer
+	j      *JobStatus
+	ct     *Contract
+	seller peer.ID
+	paid   int64
+	st     network.Stream
+	c      *conn
+}
+
+func (r *buyerRun) do(ctx context.Context) (outcome, error) {
+	b, p, id := r.b, r.ct.Proposal, r.ct.ID
+	b.update(r.j, func(j *JobStatus) { j.Phase = "fund" })
+	st, err := b.cfg.Host.NewStream(ctx, r.seller, JobProtocol)
+	if err != nil {
+		return outFailed, fmt.Errorf("open job stream: %w", err)
+	}
+	r.st, r.c = st, newConn(st)
+	if err := setupStream(st, jobMemory, time.Now().Add(b.cfg.Timeouts.withDefaults().Start)); err != nil {
+		st.Reset()
+		return outFailed, err
+	}
+	defer st.Scope().ReleaseMemory(jobMemory)
+	// Whatever happens, a stream left open by an error is reset.
+	ok := false
+	defer func() {
+		if !ok {
+			st.Reset()
+		} else {
+			st.Close()
+		}
+	}()
+	if err := r.c.send(jHello, r.ct.Marshal()); err != nil {
+		return outFailed, err
+	}
+	open, err := b.cfg.Payer.Prepare(ctx, r.seller, r.ct.Acceptance.PaymentTerms, p.Total())
+	if err != nil {
+		return outFailed, fmt.Errorf("prepare channel: %w", err)
+	}
+	if err := r.c.send(jOpen, open); err != nil {
+		return outFailed, err
+	}
+	if _, err := r.c.expect(jReady, maxCtlFrame); err != nil {
+		return outFailed, fmt.Errorf("seller not ready: %w", err)
+	}
+	if _, err := b.machine.Move(RoleBuyer, id, StateFunded, "channel ready", nil); err != nil {
+		return outFailed, err
+	}
+	b.update(r.j, func(j *JobStatus) { j.Phase = "transfer" })
+	if err := r.sendBlobs(); err != nil {
+		return outFailed, err
+	}
+	if err := r.pay(ctx, 1); err != nil {
+		return outFailed, err
+	}
+	if _, err := r.c.expect(jAck, maxCtlFrame); err != nil {
+		return outFailed, fmt.Errorf("first payment: %w", err)
+	}
+	if _, err := b.machine.Move(RoleBuyer, id, StateRunning, "first interval paid", func(rec *Record) {
+		rec.Paid, rec.Intervals, rec.Started = r.paid, 1, b.clock.Now()
+	}); err != nil {
+		return outFailed, err
+	}
+	_ = st.SetDeadline(time.Now().Add(p.Request.Duration + b.machine.timeouts.RunGrace + time.Minute))
+	b.update(r.j, func(j *JobStatus) { j.State, j.Phase, j.Intervals = JobRunning, "run", 1 })
+	out, err := r.loop(ctx)
+	ok = err == nil
+	return out, err
+}
+
+func (r *buyerRun) sendBlobs() error {
+	req := &r.ct.Proposal.Request
+	var digests []string
+	if req.ImageIsDigest() {
+		digests = append(digests, req.Image)
+	}
+	for _, in := range req.Inputs {
+		digests = append(digests, in.SHA256)
+	}
+	buf := make([]byte, chunkSize)
+	for _, d := range digests {
+		rc, _, err := r.b.cfg.Blobs.Open(d)
+		if err != nil {
+			return fmt.Errorf("send blob: %w", err)
+		}
+		for {
+			n, err := rc.Read(buf)
+			if n > 0 {
+				if serr := r.c.send(jBlob, buf[:n]); serr != nil {
+					rc.Close()
+					return fmt.Errorf("send blob %s: %w", d, serr)
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				rc.Close()
+				return fmt.Errorf("read blob %s: %w", d, err)
+			}
+		}
+		rc.Close()
+		if err := r.c.send(jBlobEnd, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pay brings the contract's total to what n intervals owe.
+func (r *buyerRun) pay(ctx context.Context, n uint64) error {
+	total := r.ct.Proposal.Owed(n)
+	if total <= r.paid {
+		return nil
+	}
+	u, err := r.b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, total)
+	if err != nil {
+		return fmt.Errorf("pay interval %d: %w", n, err)
+	}
+	r.paid = total
+	if _, err := r.b.machine.Move(RoleBuyer, r.ct.ID, stateOf(r.b, r.ct.ID), "", func(rec *Record) { rec.Paid, rec.Intervals = total, n }); err != nil {
+		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
+	}
+	return r.c.send(jPay, u)
+}
+
+func stateOf(b *Buyer, id string) State {
+	if r, err := b.machine.Get(RoleBuyer, id); err == nil {
+		return r.State
+	}
+	return 0
+}
+
+type resultFile struct {
+	f *os.File
+	h hash.Hash
+	n int64
+}
+
+func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
+	b, p, id := r.b, r.ct.Proposal, r.ct.ID
+	dir := filepath.Join(b.cfg.ResultDir, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return outFailed, fmt.Errorf("result dir: %w", err)
+	}
+	files := map[byte]*resultFile{}
+	for typ, name := range map[byte]string{jStdout: OutputStdout, jStderr: OutputStderr, jOutput: OutputTar} {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return outFailed, fmt.Errorf("result file: %w", err)
+		}
+		defer f.Close()
+		files[typ] = &resultFile{f: f, h: sha256.New()}
+	}
+	type frame struct {
+		t   byte
+		b   []byte
+		err error
+	}
+	frames := make(chan frame, 8)
+	go func() {
+		defer close(frames)
+		for {
+			t, b, err := r.c.recv(max(chunkSize, MaxReceiptSize))
+			select {
+			case frames <- frame{t, b, err}:
+			case <-time.After(time.Minute):
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	interval := p.Interval
+	grace := b.cfg.HeartbeatGrace
+	if grace <= 0 {
+		grace = interval / 2
+	}
+	total := p.Intervals()
+	watchdog := b.clock.After(interval + grace)
+	cancelled := false
+	done := ctx.Done()
+	for {
+		select {
+		case <-done:
+			done = nil
+			cancelled = true
+			_ = r.c.send(jCancel, nil)
+		case <-watchdog:
+			return outFailed, fmt.Errorf("seller %s missed a heartbeat: payments stopped", r.seller)
+		case f, ok := <-frames:
+			if !ok || f.err != nil {
+				return outFailed, fmt.Errorf("seller %s: stream broke: %v", r.seller, f.err)
+			}
+			switch f.t {
+			case jBeat:
+				n, k := binary.Uvarint(f.b)
+				if k <= 0 {
+					return outFailed, fmt.Errorf("%w: heartbeat", ErrMalformed)
+				}
+				watchdog = b.clock.After(interval + grace)
+				b.update(r.j, func(j *JobStatus) { j.Intervals = n })
+				if !cancelled && n < total {
+					if err := r.pay(ctx, n+1); err != nil {
+						return outFailed, err
+					}
+				}
+			case jAck:
+			case jStdout, jStderr, jOutput:
+				rf := files[f.t]
+				if rf.n+int64(len(f.b)) > b.cfg.MaxOutputBytes {
+					return outFailed, fmt.Errorf("%w: output exceeds %d bytes", ErrTooLarge, b.cfg.MaxOutputBytes)
+				}
+				rf.n += int64(len(f.b))
+				rf.h.Write(f.b)
+				if _, err := rf.f.Write(f.b); err != nil {
+					return outFailed, fmt.Errorf("write result: %w", err)
+				}
+			case jReceipt:
+				return r.finish(dir, f.b, files, cancelled)
+			case frameError:
+				return outFailed, fmt.Errorf("seller %s: %s", r.seller, truncate(string(f.b), 200))
+			default:
+				return outFailed, fmt.Errorf("%w: frame %d", ErrMalformed, f.t)
+			}
+		}
+	}
+}
+
+func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, cancelled bool) (outcome, error) {
+	b, id := r.b, r.ct.ID
+	rc, err := OpenReceipt(env, b.clock.Now())
+	if err != nil {
+		return outFailed, fmt.Errorf("receipt: %w", err)
+	}
+	if rc.ContractID != id || rc.Seller != r.seller || rc.Buyer != b.id {
+		return outFailed, fmt.Errorf("%w: receipt for another contract", ErrInvalid)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "receipt"), env, 0o600); err != nil {
+		return outFailed, fmt.Errorf("save receipt: %w", err)
+	}
+	names := map[string]byte{OutputStdout: jStdout, OutputStderr: jStderr, OutputTar: jOutput}
+	var bad string
+	for _, o := range rc.Outputs {
+		typ, ok := names[o.Name]
+		if !ok {
+			continue
+		}
+		got := "sha256:" + hex.EncodeToString(files[typ].h.Sum(nil))
+		if got != o.SHA256 || uint64(files[typ].n) != o.Size {
+			bad = o.Name
+		}
+	}
+	if _, err := b.machine.Move(RoleBuyer, id, StateCompleted, rc.Reason, func(rec *Record) {
+		rec.Receipt, rec.Ended = env, b.clock.Now()
+	}); err != nil {
+		return outFailed, err
+	}
+	settle, why := StateSettled, "receipt verified"
+	if bad != "" || rc.Billed > r.paid {
+		settle, why = StateDisputed, "receipt does not match: "+bad
+	}
+	if _, err := b.machine.Move(RoleBuyer, id, settle, why, nil); err != nil {
+		return outFailed, err
+	}
+	b.cfg.Reputation.Outcome(r.seller, id, settle == StateSettled && rc.Reason != "error", rc.Reason)
+	b.update(r.j, func(j *JobStatus) {
+		j.Receipt, j.Billed, j.ExitCode, j.ResultDir, j.Intervals = rc, rc.Billed, rc.ExitCode, dir, rc.Intervals
+	})
+	b.log.Info("job finished", "job", r.j.ID, "contract", id, "peer", r.seller, "reason", rc.Reason, "exit", rc.ExitCode, "billed_sats", rc.Billed)
+	if cancelled {
+		return outCancelled, nil
+	}
+	if settle == StateDisputed {
+		return outDone, fmt.Errorf("receipt disputed: %s", why)
+	}
+	return outDone, nil
+}

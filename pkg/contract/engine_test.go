@@ -1,0 +1,460 @@
+package contract
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+)
+
+const testInterval = 200 * time.Millisecond
+
+// fakeRunner imports tarballs by checking their digest and runs a job for
+// `work` (or until killed), writing a line to stdout and bytes to /out. It
+// tracks how much CPU its running jobs hold, to catch overselling.
+type fakeRunner struct {
+	work    time.Duration
+	onStart func()
+
+	mu                sync.Mutex
+	cpu, maxCPU       uint64
+	runs, killed      int
+	started, finished chan string
+}
+
+func (r *fakeRunner) ImportImage(ctx context.Context, rd io.Reader, digest string) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, rd); err != nil {
+		return "", err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+		return "", fmt.Errorf("digest %s, want %s", got, digest)
+	}
+	return "img:" + digest, nil
+}
+
+func (r *fakeRunner) Pull(ctx context.Context, ref string) (string, error) { return ref, nil }
+
+func (r *fakeRunner) Run(ctx context.Context, spec RunSpec) (*RunResult, error) {
+	r.mu.Lock()
+	r.cpu += spec.Resources.CPUMillis
+	r.maxCPU = max(r.maxCPU, r.cpu)
+	r.runs++
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.cpu -= spec.Resources.CPUMillis
+		r.mu.Unlock()
+	}()
+	if r.onStart != nil {
+		go r.onStart()
+	}
+	fmt.Fprintf(spec.Stdout, "hello from %s\n", spec.ContractID[:8])
+	res := &RunResult{Reason: "exited", Usage: Usage{CPUTime: 10 * time.Millisecond, Wall: r.work}}
+	select {
+	case <-time.After(r.work):
+	case <-ctx.Done():
+		r.mu.Lock()
+		r.killed++
+		r.mu.Unlock()
+		res.Reason, res.ExitCode = "killed", 137
+	}
+	spec.Output.Write([]byte("tar bytes of /out"))
+	return res, nil
+}
+
+// fakePay is both sides of a payment channel: updates are "contract,total"
+// and the receiver believes them. blockAfter > 0 makes Pay hang (until
+// release is closed) once that many payments were made: a buyer that stops
+// paying but keeps its stream open.
+type fakePay struct {
+	blockAfter int
+	release    chan struct{}
+
+	mu    sync.Mutex
+	pays  int
+	opens int
+	held  map[string]int64
+}
+
+func (f *fakePay) Terms() ([]byte, error) { return []byte("terms"), nil }
+func (f *fakePay) AcceptOpen(ctx context.Context, buyer peer.ID, msg []byte) error {
+	if string(msg) != "open" {
+		return errors.New("bad open")
+	}
+	f.mu.Lock()
+	f.opens++
+	f.mu.Unlock()
+	return nil
+}
+func (f *fakePay) AcceptUpdate(ctx context.Context, buyer peer.ID, contractID string, msg []byte) (int64, error) {
+	id, n, ok := bytes.Cut(msg, []byte(","))
+	if !ok || string(id) != contractID {
+		return 0, errors.New("bad update")
+	}
+	total, k := binary.Varint(n)
+	if k <= 0 {
+		return 0, errors.New("bad update")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.held == nil {
+		f.held = map[string]int64{}
+	}
+	f.held[contractID] = max(f.held[contractID], total)
+	return f.held[contractID], nil
+}
+func (f *fakePay) Prepare(ctx context.Context, seller peer.ID, terms []byte, amount int64) ([]byte, error) {
+	if string(terms) != "terms" {
+		return nil, errors.New("bad terms")
+	}
+	return []byte("open"), nil
+}
+func (f *fakePay) Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error) {
+	f.mu.Lock()
+	f.pays++
+	block := f.blockAfter > 0 && f.pays > f.blockAfter
+	f.mu.Unlock()
+	if block {
+		select {
+		case <-f.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return binary.AppendVarint([]byte(contractID+","), total), nil
+}
+
+var (
+	_ Runner          = (*fakeRunner)(nil)
+	_ Payer           = (*fakePay)(nil)
+	_ PaymentReceiver = (*fakePay)(nil)
+)
+
+type market struct {
+	t       *testing.T
+	mn      mocknet.Mocknet
+	offers  []*offer.Offer
+	omu     sync.Mutex
+	blobs   DirBlobs
+	image   string
+	sellers []*Seller
+}
+
+func newMarket(t *testing.T) *market {
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	m := &market{t: t, mn: mn, blobs: DirBlobs(t.TempDir())}
+	dg, _, err := m.blobs.Add(bytes.NewReader([]byte("a tarball, as far as the fake runner cares")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.image = dg
+	return m
+}
+
+func (m *market) host() host.Host {
+	h, err := m.mn.GenPeer()
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return h
+}
+
+func (m *market) connect() {
+	if err := m.mn.LinkAll(); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := m.mn.ConnectAllButSelf(); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+// seller adds a seller offering capacity at coreHour msat per core-hour.
+func (m *market) seller(run *fakeRunner, pay *fakePay, capacity offer.Resources, coreHour uint64) (*Seller, host.Host) {
+	h := m.host()
+	o := &offer.Offer{Version: offer.Version, Seller: h.ID(), Resources: capacity, BillingInterval: testInterval,
+		Prices: offer.Prices{CoreHour: coreHour, StartFee: 1000}, MaxDuration: time.Hour, Runtimes: []string{"runc"}, Seq: 1}
+	m.omu.Lock()
+	m.offers = append(m.offers, o)
+	m.omu.Unlock()
+	s, err := NewSeller(SellerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Runner: run, Payments: pay,
+		Offer: func() *offer.Offer { return o }, Capacity: func() offer.Resources { return capacity },
+		PayGrace: testInterval, WorkDir: m.t.TempDir(), AdvanceEvery: 50 * time.Millisecond,
+		Timeouts: Timeouts{Start: 5 * time.Second, RunGrace: 5 * time.Second, Settle: time.Second}})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { s.Close() })
+	m.sellers = append(m.sellers, s)
+	return s, h
+}
+
+func (m *market) buyer(pay Payer) (*Buyer, host.Host) {
+	h := m.host()
+	b, err := NewBuyer(BuyerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Payer: pay,
+		PaymentKey: bytes.Repeat([]byte{2}, 33), Blobs: m.blobs, ResultDir: m.t.TempDir(), Explore: -1,
+		Find: func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error) {
+			m.omu.Lock()
+			defer m.omu.Unlock()
+			return append([]*offer.Offer(nil), m.offers...), nil
+		},
+		HeartbeatGrace: 3 * testInterval, Rounds: 200, RetryBackoff: 20 * time.Millisecond})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { b.Close() })
+	return b, h
+}
+
+func (m *market) request(intervals int) Request {
+	return Request{Image: m.image, Command: []string{"sh", "-c", "echo hello"},
+		Resources: offer.Resources{CPUMillis: 1000, MemoryBytes: 256 << 20}, Duration: time.Duration(intervals) * testInterval}
+}
+
+func waitJob(t *testing.T, b *Buyer, id string) *JobStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	j, err := b.Wait(ctx, id)
+	if err != nil {
+		j, _ := b.Job(id)
+		t.Fatalf("job %s did not end: %v: %+v", id, err, j)
+	}
+	return j
+}
+
+// eventually polls cond; the long limit only catches hangs, it asserts no
+// timing.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("never happened: %s", what)
+}
+
+func TestNormalRun(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: 5 * testInterval / 2}
+	pay := &fakePay{}
+	s, _ := m.seller(run, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	req := m.request(10)
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || j.Receipt == nil {
+		t.Fatalf("job %+v", j)
+	}
+	rc := j.Receipt
+	// 2.5 intervals of work: three intervals started and paid for.
+	p := &Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}
+	if rc.Intervals != 3 || rc.Billed != p.Owed(3) || j.Paid != p.Owed(3) || rc.Reason != "exited" {
+		t.Fatalf("receipt: intervals %d billed %d paid %d reason %s; want 3, %d", rc.Intervals, rc.Billed, j.Paid, rc.Reason, p.Owed(3))
+	}
+	out, err := os.ReadFile(filepath.Join(j.ResultDir, OutputTar))
+	if err != nil || string(out) != "tar bytes of /out" {
+		t.Fatalf("out.tar: %q %v", out, err)
+	}
+	env, _ := os.ReadFile(filepath.Join(j.ResultDir, "receipt"))
+	if _, err := OpenReceipt(env, time.Now()); err != nil {
+		t.Fatalf("saved receipt: %v", err)
+	}
+	br, _ := b.Machine().Get(RoleBuyer, j.ContractID)
+	sr, _ := s.Machine().Get(RoleSeller, j.ContractID)
+	if br.State != StateSettled || sr.State != StateSettled || sr.Paid != rc.Billed {
+		t.Fatalf("buyer %s, seller %s paid %d", br.State, sr.State, sr.Paid)
+	}
+	if h := s.Held(); h.MilliCPU != 0 {
+		t.Fatalf("still held after the contract: %+v", h)
+	}
+}
+
+func TestSellerDisappearsBuyerRetries(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	var hostA host.Host
+	var once sync.Once
+	runA := &fakeRunner{work: time.Hour}
+	runA.onStart = func() {
+		// After a bit more than one interval delivered, seller A vanishes.
+		time.Sleep(testInterval + testInterval/2)
+		once.Do(func() { hostA.Close() })
+	}
+	_, hostA = m.seller(runA, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 1_000_000_000) // cheaper: tried first
+	runB := &fakeRunner{work: testInterval / 2}
+	m.seller(runB, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 2_000_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	req := m.request(10)
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || len(j.Attempts) != 2 || j.Attempts[0].Seller != hostA.ID() {
+		t.Fatalf("job %+v", j)
+	}
+	first := j.Attempts[0]
+	pa := &Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}
+	// A delivered at most two intervals' heartbeats before vanishing; the
+	// buyer paid at most one interval ahead of what was delivered.
+	if first.State != StateFailed && first.State != StateRefunded || first.Paid > pa.Owed(3) || first.Paid < pa.Owed(1) {
+		t.Fatalf("first attempt %+v, owed(3) = %d", first, pa.Owed(3))
+	}
+	if j.Receipt.Seller == hostA.ID() || j.Receipt.Reason != "exited" {
+		t.Fatalf("final receipt from %s: %+v", j.Receipt.Seller, j.Receipt)
+	}
+}
+
+func TestBuyerStopsPayingSellerStops(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: time.Hour}
+	spay := &fakePay{}
+	s, _ := m.seller(run, spay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	bpay := &fakePay{blockAfter: 2, release: make(chan struct{})}
+	b, _ := m.buyer(bpay)
+	m.connect()
+	req := m.request(50)
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var contract string
+	eventually(t, "seller stops the unpaid job", func() bool {
+		recs, _ := s.Machine().List(RoleSeller)
+		for _, r := range recs {
+			if r.State == StateFailed || r.State == StateSettled {
+				contract = r.ID
+				return true
+			}
+		}
+		return false
+	})
+	close(bpay.release)
+	sr, _ := s.Machine().Get(RoleSeller, contract)
+	rc, err := OpenReceipt(sr.Receipt, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := sr.Proposal
+	if rc.Reason != "unpaid" || rc.Intervals != 2 || rc.Billed != p.Owed(2) || sr.Paid != p.Owed(2) {
+		t.Fatalf("receipt %+v, paid %d, want 2 intervals, %d", rc, sr.Paid, p.Owed(2))
+	}
+	run.mu.Lock()
+	killed := run.killed
+	run.mu.Unlock()
+	if killed != 1 {
+		t.Fatalf("job killed %d times", killed)
+	}
+	j := waitJob(t, b, id)
+	if j.Receipt == nil || j.Receipt.Reason != "unpaid" {
+		t.Fatalf("buyer's job %+v", j)
+	}
+	if h := s.Held(); h.MilliCPU != 0 {
+		t.Fatalf("still held: %+v", h)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: time.Hour}
+	run.started = make(chan string, 1)
+	pay := &fakePay{}
+	m.seller(run, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "job running", func() bool { j, _ := b.Job(id); return j.State == JobRunning })
+	if err := b.Cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobCancelled || j.Receipt == nil || j.Receipt.Reason != "cancelled" {
+		t.Fatalf("cancelled job %+v", j)
+	}
+}
+
+func TestConcurrentBuyersNoOverselling(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: testInterval}
+	pay := &fakePay{}
+	capacity := offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}
+	s, _ := m.seller(run, pay, capacity, 3_600_000_000)
+	const n = 20
+	buyers := make([]*Buyer, n)
+	for i := range buyers {
+		buyers[i], _ = m.buyer(pay)
+	}
+	m.connect()
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	var refusedOnce atomic.Int32
+	for i := range buyers {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id, err := buyers[i].Submit(context.Background(), m.request(5))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = id
+			j := waitJob(t, buyers[i], id)
+			if j.State != JobDone {
+				t.Errorf("buyer %d: %+v", i, j)
+			}
+			if len(j.Attempts) > 0 {
+				refusedOnce.Add(0)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if t.Failed() {
+		recs, _ := s.Machine().List(RoleSeller)
+		for _, r := range recs {
+			t.Logf("seller record %s %s why=%s paid=%d hist=%v", r.ID[:8], r.State, r.Why, r.Paid, r.History)
+		}
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if run.maxCPU > capacity.CPUMillis || run.runs != n {
+		t.Fatalf("ran %d jobs holding at most %d millicores of %d", run.runs, run.maxCPU, capacity.CPUMillis)
+	}
+	if s.Rejections()[ReasonCapacity] == 0 {
+		t.Fatalf("20 one-core jobs on 4 cores were never refused for capacity")
+	}
+	if h := s.Held(); h.MilliCPU != 0 {
+		t.Fatalf("still held: %+v", h)
+	}
+}

@@ -1,0 +1,304 @@
+package contract
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Protocols.
+const (
+	// NegotiateProtocol: the buyer writes one framed signed proposal, the
+	// seller answers with one framed signed decision and closes.
+	NegotiateProtocol protocol.ID = "/blackbox/negotiate/1.0.0"
+	// JobProtocol carries one contract's life: the contract and channel
+	// open, the image and inputs, payments, heartbeats, logs, outputs and
+	// the receipt.
+	JobProtocol protocol.ID = "/blackbox/job/1.0.0"
+	// ServiceName names the contract service in the resource manager.
+	ServiceName = "blackbox.contract"
+)
+
+// negotiateTimeout bounds one negotiation on either side.
+const negotiateTimeout = 15 * time.Second
+
+// frame is a uvarint-length-prefixed message whose first byte is its type.
+type conn struct {
+	s   network.Stream
+	r   *bufio.Reader
+	wmu sync.Mutex
+}
+
+func newConn(s network.Stream) *conn { return &conn{s: s, r: bufio.NewReaderSize(s, 4096)} }
+
+func (c *conn) send(typ byte, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	buf := binary.AppendUvarint(make([]byte, 0, len(payload)+11), uint64(len(payload)+1))
+	buf = append(buf, typ)
+	buf = append(buf, payload...)
+	_, err := c.s.Write(buf)
+	return err
+}
+
+func (c *conn) recv(max int) (byte, []byte, error) {
+	b, err := offer.ReadFrame(c.r, max+1)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(b) == 0 {
+		return 0, nil, fmt.Errorf("%w: empty frame", ErrMalformed)
+	}
+	return b[0], b[1:], nil
+}
+
+func (c *conn) expect(typ byte, max int) ([]byte, error) {
+	t, b, err := c.recv(max)
+	if err != nil {
+		return nil, err
+	}
+	if t == frameError {
+		return nil, fmt.Errorf("peer: %s", truncate(string(b), 200))
+	}
+	if t != typ {
+		return nil, fmt.Errorf("%w: frame %d, want %d", ErrMalformed, t, typ)
+	}
+	return b, nil
+}
+
+const (
+	frameProposal byte = 1
+	frameDecision byte = 2
+	frameError    byte = 3
+)
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func setupStream(s network.Stream, mem int, deadline time.Time) error {
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		return fmt.Errorf("attach to service: %w", err)
+	}
+	if err := s.Scope().ReserveMemory(mem, network.ReservationPriorityAlways); err != nil {
+		return fmt.Errorf("reserve memory: %w", err)
+	}
+	return s.SetDeadline(deadline)
+}
+
+// Propose sends a signed proposal (SignProposal's bytes) to seller and
+// returns its verified decision and the decision's envelope bytes (kept in
+// the contract when it is an acceptance).
+func Propose(ctx context.Context, h host.Host, seller peer.ID, proposal []byte, now func() time.Time) (*Decision, []byte, error) {
+	if now == nil {
+		now = time.Now
+	}
+	ctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
+	defer cancel()
+	s, err := h.NewStream(ctx, seller, NegotiateProtocol)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open negotiate stream to %s: %w", seller, err)
+	}
+	d, env, err := propose(ctx, s, proposal, now)
+	if err != nil {
+		s.Reset()
+		return nil, nil, fmt.Errorf("negotiate with %s: %w", seller, err)
+	}
+	s.Close()
+	if d.Seller != seller {
+		return nil, nil, fmt.Errorf("negotiate with %s: %w: decision from %s", seller, ErrWrongKey, d.Seller)
+	}
+	return d, env, nil
+}
+
+func propose(ctx context.Context, s network.Stream, proposal []byte, now func() time.Time) (*Decision, []byte, error) {
+	const mem = MaxDecisionSize + 16
+	deadline, _ := ctx.Deadline()
+	if err := setupStream(s, mem, deadline); err != nil {
+		return nil, nil, err
+	}
+	defer s.Scope().ReleaseMemory(mem)
+	c := newConn(s)
+	if err := c.send(frameProposal, proposal); err != nil {
+		return nil, nil, fmt.Errorf("send proposal: %w", err)
+	}
+	if err := s.CloseWrite(); err != nil {
+		return nil, nil, err
+	}
+	env, err := c.expect(frameDecision, MaxDecisionSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read decision: %w", err)
+	}
+	d, err := OpenDecision(env, now())
+	if err != nil {
+		return nil, nil, fmt.Errorf("open decision: %w", err)
+	}
+	return d, env, nil
+}
+
+// handleNegotiate is the seller's /blackbox/negotiate/1.0.0 handler.
+func (s *Seller) handleNegotiate(st network.Stream) {
+	remote := st.Conn().RemotePeer()
+	const mem = MaxProposalSize + MaxDecisionSize + 32
+	if err := setupStream(st, mem, time.Now().Add(negotiateTimeout)); err != nil {
+		s.log.Debug("negotiate stream refused", "peer", remote, "err", err)
+		st.Reset()
+		return
+	}
+	defer st.Scope().ReleaseMemory(mem)
+	c := newConn(st)
+	var env []byte
+	t, b, err := c.recv(MaxProposalSize)
+	if err != nil || t != frameProposal {
+		s.log.Debug("bad negotiate stream", "peer", remote, "err", err, "frame", t)
+		env, err = s.sign(&Decision{Verdict: Reject, Reason: ReasonMalformed, Message: "expected one proposal frame", Buyer: remote})
+	} else {
+		env, err = s.Decide(context.Background(), remote, b)
+	}
+	if err == nil {
+		err = c.send(frameDecision, env)
+	}
+	if err != nil {
+		s.log.Debug("negotiate failed", "peer", remote, "err", err)
+		st.Reset()
+		return
+	}
+	st.Close()
+}
+
+func (s *Seller) sign(d *Decision) ([]byte, error) {
+	now := s.clock.Now()
+	d.Version = Version
+	d.Seller = s.id
+	d.Issued = now
+	d.Expiry = now.Add(s.cfg.FundTimeout + time.Minute)
+	if d.Expiry.Sub(d.Issued) > MaxRecordTTL {
+		d.Expiry = d.Issued.Add(MaxRecordTTL)
+	}
+	return SignDecision(d, s.cfg.Key)
+}
+
+// Decide answers one signed proposal from peer from: it is the whole of the
+// seller's negotiation logic, callable without a stream (the node's own
+// API and benchmarks use it). Every refusal is a signed decision with a
+// reason and changes nothing; an acceptance reserves the capacity and
+// records the contract in one store transaction.
+func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, error) {
+	now := s.clock.Now()
+	p, err := OpenProposal(env, now)
+	reject := func(r Reason, msg string) ([]byte, error) {
+		d := &Decision{Verdict: Reject, Reason: r, Message: truncate(msg, maxMessageLen), Buyer: from}
+		if p != nil {
+			d.ProposalID = p.ID()
+		}
+		s.log.Info("proposal rejected", "peer", from, "reason", r, "msg", msg)
+		s.metricsReject(r)
+		return s.sign(d)
+	}
+	if err != nil {
+		p = nil
+		if errors.Is(err, ErrExpired) {
+			return reject(ReasonExpired, err.Error())
+		}
+		return reject(ReasonMalformed, err.Error())
+	}
+	if p.Seller != s.id || p.Buyer != from {
+		return reject(ReasonPolicy, "proposal names another seller or was sent by another peer than its buyer")
+	}
+	o := s.cfg.Offer()
+	if o == nil {
+		return reject(ReasonCapacity, "nothing on offer")
+	}
+	req := &p.Request
+	if req.Runtime != "" && !slices.Contains(o.Runtimes, req.Runtime) {
+		return reject(ReasonRuntime, "runtime "+req.Runtime+" not offered")
+	}
+	if req.ImageSize > uint64(s.cfg.MaxImageBytes) || !req.ImageIsDigest() && !s.cfg.AllowPull {
+		return reject(ReasonPolicy, "image too large or pulls not allowed")
+	}
+	var inBytes uint64
+	for _, in := range req.Inputs {
+		inBytes += in.Size
+	}
+	if inBytes > uint64(s.cfg.MaxInputBytes) {
+		return reject(ReasonPolicy, "inputs too large")
+	}
+	if s.cfg.Policy != nil {
+		if err := s.cfg.Policy(p); err != nil {
+			return reject(ReasonPolicy, err.Error())
+		}
+	}
+	r := o.Resources
+	if req.Resources.CPUMillis > r.CPUMillis || req.Resources.MemoryBytes > r.MemoryBytes || req.Resources.DiskBytes > r.DiskBytes {
+		return reject(ReasonCapacity, "request exceeds what is on offer")
+	}
+	terms := TermsFor(o, req)
+	counter := &Decision{Verdict: Counter, ProposalID: p.ID(), Buyer: from}
+	if o.MinDuration > 0 && req.Duration < o.MinDuration {
+		counter.Reason, counter.CounterDur = ReasonDuration, o.MinDuration
+	} else if o.MaxDuration > 0 && req.Duration > o.MaxDuration {
+		counter.Reason, counter.CounterDur = ReasonDuration, o.MaxDuration
+	}
+	if p.Interval != terms.Interval {
+		return reject(ReasonPolicy, fmt.Sprintf("billing interval must be %s", terms.Interval))
+	}
+	if p.Price < terms.Price || p.StartFee < terms.StartFee {
+		counter.Reason, counter.CounterPrice = ReasonPrice, terms.Price
+	}
+	if counter.Reason != ReasonNone {
+		s.log.Info("proposal countered", "peer", from, "contract", counter.ProposalID, "reason", counter.Reason)
+		s.metricsReject(counter.Reason)
+		return s.sign(counter)
+	}
+	payTerms, err := s.cfg.Payments.Terms()
+	if err != nil {
+		return nil, fmt.Errorf("payment terms: %w", err)
+	}
+	id := p.ID()
+	accept := &Decision{Verdict: Accept, ProposalID: id, Buyer: from, PaymentTerms: payTerms, FundBy: now.Add(s.cfg.FundTimeout)}
+	aenv, err := s.sign(accept)
+	if err != nil {
+		return nil, err
+	}
+	c := &Contract{ID: id, Proposal: p, Acceptance: accept, ProposalEnv: env, AcceptanceEnv: aenv}
+	rec := &Record{ID: id, Role: RoleSeller, Peer: from, State: StateAccepted, Contract: c.Marshal(), Proposal: p}
+	err = s.cfg.Store.Update(func(kv KV) error {
+		res := Reservation{ID: id, Resources: req.Resources, Until: accept.FundBy}
+		if err := admit(kv, res, s.cfg.Capacity(), p.Expiry, now); err != nil {
+			return err
+		}
+		return s.machine.create(kv, rec)
+	})
+	switch {
+	case errors.Is(err, ErrReplayed):
+		return reject(ReasonReplayed, "proposal already seen")
+	case errors.Is(err, ErrCapacity):
+		return reject(ReasonCapacity, "not enough spare capacity now")
+	case err != nil:
+		return nil, fmt.Errorf("admit contract %s: %w", id, err)
+	}
+	s.log.Info("contract accepted", "contract", id, "peer", from, "cpu_millis", req.Resources.CPUMillis,
+		"memory", req.Resources.MemoryBytes, "duration", req.Duration, "total_sats", terms.Total)
+	return aenv, nil
+}
+
+func newNonce() []byte {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return b
+}

@@ -1,0 +1,644 @@
+package contract
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Job protocol frame types. Buyer to seller:
+const (
+	jHello   byte = 10 // the encoded Contract
+	jOpen    byte = 11 // the Payer's open message (empty: channel reused)
+	jBlob    byte = 12 // a chunk of the image, then of each input in order
+	jBlobEnd byte = 13 // the current blob is complete
+	jPay     byte = 14 // a payment update
+	jCancel  byte = 15 // stop the job, send what there is
+)
+
+// Seller to buyer:
+const (
+	jReady   byte = 20 // contract and channel accepted; send the blobs
+	jAck     byte = 21 // uvarint: cumulative sats held for the contract
+	jBeat    byte = 22 // uvarint n: n intervals delivered; pay for n+1
+	jStdout  byte = 23
+	jStderr  byte = 24
+	jOutput  byte = 25 // a chunk of the tar of /out
+	jReceipt byte = 26 // the signed receipt; the last frame
+)
+
+const (
+	chunkSize   = 64 << 10
+	maxCtlFrame = 64 << 10
+	jobMemory   = 2*chunkSize + MaxContractSize
+)
+
+// Receipt output names.
+const (
+	OutputStdout = "stdout"
+	OutputStderr = "stderr"
+	OutputTar    = "out.tar"
+)
+
+// SellerConfig configures a Seller. Zero values take the defaults noted.
+type SellerConfig struct {
+	Host host.Host
+	// Key is the node's identity key; it signs decisions and receipts.
+	Key   crypto.PrivKey
+	Store Store
+	// Runner runs jobs (the sandbox adapter).
+	Runner Runner
+	// Payments verifies channel opens and payment updates.
+	Payments PaymentReceiver
+	// Offer returns the seller's current offer; nil means not selling.
+	Offer func() *offer.Offer
+	// Capacity returns the total all contracts together may hold now: the
+	// node computes it as the meter's spare plus what contracts hold, from
+	// one snapshot. Admission refuses what would exceed it.
+	Capacity func() offer.Resources
+	// Policy, if set, may refuse a proposal (reason "policy").
+	Policy func(*Proposal) error
+	// AllowPull allows requests naming an image by reference.
+	AllowPull bool
+	// FundTimeout is how long an accepted contract waits for the buyer to
+	// fund and start it; its reservation is released after. Default 2m.
+	FundTimeout time.Duration
+	// PayGrace is how long after an interval starts its payment may come;
+	// 0 means half the interval. A missed payment stops the job.
+	PayGrace time.Duration
+	// Size limits of what a buyer may ship and get back. Defaults 2 GiB,
+	// 256 MiB, 256 MiB.
+	MaxImageBytes, MaxInputBytes, MaxOutputBytes int64
+	// WorkDir keeps inputs while a job runs. Default os.TempDir().
+	WorkDir string
+	// Timeouts of the state machine.
+	Timeouts Timeouts
+	// AdvanceEvery is how often timeouts are applied. Default 5s.
+	AdvanceEvery time.Duration
+	Clock        Clock
+	Log          *slog.Logger
+}
+
+func (c *SellerConfig) defaults() error {
+	if c.Host == nil || c.Key == nil || c.Store == nil || c.Runner == nil || c.Payments == nil || c.Offer == nil || c.Capacity == nil {
+		return errors.New("seller config: host, key, store, runner, payments, offer and capacity are required")
+	}
+	if c.FundTimeout <= 0 {
+		c.FundTimeout = 2 * time.Minute
+	}
+	if c.MaxImageBytes <= 0 {
+		c.MaxImageBytes = 2 << 30
+	}
+	if c.MaxInputBytes <= 0 {
+		c.MaxInputBytes = 256 << 20
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = 256 << 20
+	}
+	if c.WorkDir == "" {
+		c.WorkDir = os.TempDir()
+	}
+	if c.AdvanceEvery <= 0 {
+		c.AdvanceEvery = 5 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = SystemClock{}
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Seller answers proposals and runs contracted jobs.
+type Seller struct {
+	cfg     SellerConfig
+	id      peer.ID
+	clock   Clock
+	log     *slog.Logger
+	machine *Machine
+
+	mu      sync.Mutex
+	running map[string]context.CancelCauseFunc
+	rejects map[Reason]uint64
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+var _ meter.Held = (*Seller)(nil)
+
+// NewSeller returns a seller; Start makes it serve.
+func NewSeller(cfg SellerConfig) (*Seller, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	s := &Seller{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "seller"),
+		running: map[string]context.CancelCauseFunc{}, rejects: map[Reason]uint64{}}
+	s.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, s.log)
+	s.machine.OnMove = s.onMove
+	return s, nil
+}
+
+// Machine is the seller's state machine (for listing contracts).
+func (s *Seller) Machine() *Machine { return s.machine }
+
+// Start recovers contracts left by a previous run, registers the
+// negotiate and job protocol handlers and applies timeouts every
+// AdvanceEvery until Close.
+func (s *Seller) Start(ctx context.Context) error {
+	if _, err := s.machine.Recover(); err != nil {
+		return fmt.Errorf("start seller: %w", err)
+	}
+	ctx, s.stop = context.WithCancel(ctx)
+	s.done = make(chan struct{})
+	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.handleNegotiate)
+	s.cfg.Host.SetStreamHandler(JobProtocol, s.handleJob)
+	go func() {
+		defer close(s.done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.clock.After(s.cfg.AdvanceEvery):
+				if _, err := s.machine.Advance(); err != nil {
+					s.log.Warn("apply contract timeouts", "err", err)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Close stops serving and kills running jobs (their contracts are failed
+// by Recover at the next start if the process dies before they end).
+func (s *Seller) Close() error {
+	s.cfg.Host.RemoveStreamHandler(NegotiateProtocol)
+	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	if s.stop != nil {
+		s.stop()
+		<-s.done
+	}
+	s.mu.Lock()
+	for _, c := range s.running {
+		c(errors.New("seller closing"))
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Held implements meter.Held: what accepted, funded and running contracts
+// hold.
+func (s *Seller) Held() meter.Capacity {
+	r, err := s.machine.Held()
+	if err != nil {
+		s.log.Warn("read reservations", "err", err)
+	}
+	return meter.Capacity{MilliCPU: int64(r.CPUMillis), Memory: int64(r.MemoryBytes), Disk: int64(r.DiskBytes)}
+}
+
+// Rejections counts refusals by reason (for metrics).
+func (s *Seller) Rejections() map[Reason]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[Reason]uint64, len(s.rejects))
+	for k, v := range s.rejects {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *Seller) metricsReject(r Reason) {
+	s.mu.Lock()
+	s.rejects[r]++
+	s.mu.Unlock()
+}
+
+// onMove stops a job whose contract left running (a timeout).
+func (s *Seller) onMove(r *Record, from State) {
+	if from == StateRunning && r.State != StateRunning {
+		s.mu.Lock()
+		c := s.running[r.ID]
+		s.mu.Unlock()
+		if c != nil {
+			c(errors.New(r.Why))
+		}
+	}
+}
+
+// Earnings sums what the seller holds payment for, by state.
+func (s *Seller) Earnings() (map[State]int64, error) {
+	recs, err := s.machine.List(RoleSeller)
+	if err != nil {
+		return nil, err
+	}
+	out := map[State]int64{}
+	for _, r := range recs {
+		out[r.State] += r.Paid
+	}
+	return out, nil
+}
+
+// handleJob is the seller's /blackbox/job/1.0.0 handler.
+func (s *Seller) handleJob(st network.Stream) {
+	remote := st.Conn().RemotePeer()
+	if err := setupStream(st, jobMemory, time.Now().Add(s.cfg.FundTimeout+time.Minute)); err != nil {
+		s.log.Debug("job stream refused", "peer", remote, "err", err)
+		st.Reset()
+		return
+	}
+	defer st.Scope().ReleaseMemory(jobMemory)
+	c := newConn(st)
+	id, err := s.serveJob(c, remote)
+	if err != nil {
+		s.log.Info("job stream ended with an error", "peer", remote, "contract", id, "err", err)
+		_ = c.send(frameError, []byte(truncate(err.Error(), 200)))
+		st.Reset()
+		return
+	}
+	st.Close()
+}
+
+type sellerJob struct {
+	s        *Seller
+	c        *conn
+	buyer    peer.ID
+	ct       *Contract
+	id       string
+	paid     int64
+	inputDir string
+}
+
+func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
+	b, err := c.expect(jHello, MaxContractSize)
+	if err != nil {
+		return "", fmt.Errorf("read contract: %w", err)
+	}
+	ct, err := OpenContract(b)
+	if err != nil {
+		return "", fmt.Errorf("open contract: %w", err)
+	}
+	id := ct.ID
+	if ct.Proposal.Seller != s.id || ct.Proposal.Buyer != remote {
+		return id, fmt.Errorf("%w: contract is not between %s and us", ErrInvalid, remote)
+	}
+	rec, err := s.machine.Get(RoleSeller, id)
+	if err != nil {
+		return id, err
+	}
+	if rec.State != StateAccepted {
+		return id, fmt.Errorf("contract %s is %s, not accepted", id, rec.State)
+	}
+	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	err = j.run(ctx)
+	if j.inputDir != "" {
+		os.RemoveAll(j.inputDir)
+	}
+	if err != nil {
+		// Whatever state it reached, a broken contract fails; the
+		// payments held stay held.
+		if r, gerr := s.machine.Get(RoleSeller, id); gerr == nil && !r.State.Final() && r.State != StateFailed && r.State != StateCompleted {
+			_, _ = s.machine.Move(RoleSeller, id, StateFailed, truncate(err.Error(), 200), func(r *Record) { r.Paid = max(r.Paid, j.paid) })
+		}
+	}
+	return id, err
+}
+
+func (j *sellerJob) run(ctx context.Context) error {
+	s, p := j.s, j.ct.Proposal
+	open, err := j.c.expect(jOpen, maxCtlFrame)
+	if err != nil {
+		return fmt.Errorf("read channel open: %w", err)
+	}
+	if len(open) > 0 {
+		if err := s.cfg.Payments.AcceptOpen(ctx, j.buyer, open); err != nil {
+			return fmt.Errorf("accept channel: %w", err)
+		}
+	}
+	if _, err := s.machine.Move(RoleSeller, j.id, StateFunded, "channel ready", nil); err != nil {
+		return err
+	}
+	if err := j.c.send(jReady, nil); err != nil {
+		return err
+	}
+	image, err := j.receiveBlobs(ctx)
+	if err != nil {
+		return err
+	}
+	// The first interval is paid before anything runs.
+	if err := j.readPayment(ctx, 1); err != nil {
+		return err
+	}
+	interval := p.Interval
+	if _, err := s.machine.Move(RoleSeller, j.id, StateRunning, "first interval paid", func(r *Record) {
+		r.Paid, r.Intervals, r.Started = j.paid, 1, s.clock.Now()
+	}); err != nil {
+		return err
+	}
+	// The job stream lives as long as the contract.
+	_ = j.c.s.SetDeadline(time.Now().Add(p.Request.Duration + s.machine.timeouts.RunGrace + time.Minute))
+	return j.runAndBill(ctx, image, interval)
+}
+
+func (j *sellerJob) readPayment(ctx context.Context, n uint64) error {
+	b, err := j.c.expect(jPay, maxCtlFrame)
+	if err != nil {
+		return fmt.Errorf("read payment: %w", err)
+	}
+	if err := j.acceptPay(ctx, b); err != nil {
+		return err
+	}
+	if need := j.ct.Proposal.Owed(n); j.paid < need {
+		return fmt.Errorf("payment of %d sats does not cover interval %d (%d)", j.paid, n, need)
+	}
+	return nil
+}
+
+func (j *sellerJob) acceptPay(ctx context.Context, b []byte) error {
+	total, err := j.s.cfg.Payments.AcceptUpdate(ctx, j.buyer, j.id, b)
+	if err != nil {
+		return fmt.Errorf("accept payment: %w", err)
+	}
+	if total > j.paid {
+		j.paid = total
+	}
+	return j.c.send(jAck, binary.AppendUvarint(nil, uint64(j.paid)))
+}
+
+// receiveBlobs reads the image (when shipped by digest) and the inputs,
+// each capped and digest-checked, and returns the image name to run.
+func (j *sellerJob) receiveBlobs(ctx context.Context) (string, error) {
+	s, req := j.s, &j.ct.Proposal.Request
+	var image string
+	if req.ImageIsDigest() {
+		pr, pw := io.Pipe()
+		type res struct {
+			name string
+			err  error
+		}
+		done := make(chan res, 1)
+		go func() {
+			name, err := s.cfg.Runner.ImportImage(ctx, pr, req.Image)
+			pr.CloseWithError(errors.New("import finished"))
+			done <- res{name, err}
+		}()
+		_, err := j.readBlob(pw, s.cfg.MaxImageBytes)
+		pw.CloseWithError(err)
+		r := <-done
+		if err != nil {
+			return "", fmt.Errorf("receive image: %w", err)
+		}
+		if r.err != nil {
+			return "", fmt.Errorf("import image %s: %w", req.Image, r.err)
+		}
+		image = r.name
+	} else {
+		name, err := s.cfg.Runner.Pull(ctx, req.Image)
+		if err != nil {
+			return "", fmt.Errorf("pull image %s: %w", req.Image, err)
+		}
+		image = name
+	}
+	if len(req.Inputs) > 0 {
+		dir, err := os.MkdirTemp(s.cfg.WorkDir, "blackbox-in-")
+		if err != nil {
+			return "", fmt.Errorf("input dir: %w", err)
+		}
+		j.inputDir = dir
+		left := s.cfg.MaxInputBytes
+		for _, in := range req.Inputs {
+			f, err := os.OpenFile(filepath.Join(dir, in.Name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			if err != nil {
+				return "", fmt.Errorf("input %s: %w", in.Name, err)
+			}
+			h := sha256.New()
+			n, err := j.readBlob(io.MultiWriter(f, h), min(left, int64(in.Size)))
+			f.Close()
+			if err != nil {
+				return "", fmt.Errorf("receive input %s: %w", in.Name, err)
+			}
+			left -= n
+			if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != in.SHA256 {
+				return "", fmt.Errorf("input %s: digest %s, want %s", in.Name, got, in.SHA256)
+			}
+		}
+	}
+	return image, nil
+}
+
+// readBlob copies jBlob frames into w until jBlobEnd, at most limit bytes.
+// A writer that stops accepting (a cached image needs no bytes) is
+// drained, not an error.
+func (j *sellerJob) readBlob(w io.Writer, limit int64) (int64, error) {
+	var n int64
+	sink := w
+	for {
+		t, b, err := j.c.recv(chunkSize)
+		if err != nil {
+			return n, err
+		}
+		switch t {
+		case jBlobEnd:
+			return n, nil
+		case jBlob:
+			n += int64(len(b))
+			if n > limit {
+				return n, fmt.Errorf("%w: blob exceeds %d bytes", ErrTooLarge, limit)
+			}
+			if _, err := sink.Write(b); err != nil {
+				sink = io.Discard
+			}
+		default:
+			return n, fmt.Errorf("%w: frame %d during transfer", ErrMalformed, t)
+		}
+	}
+}
+
+// streamWriter forwards what the job writes to the buyer as frames of one
+// type, hashing what it sends and dropping what exceeds its cap. It never
+// fails the job: a buyer gone only loses its results.
+type streamWriter struct {
+	c    *conn
+	typ  byte
+	mu   sync.Mutex
+	h    hash.Hash
+	n    int64
+	cap  int64
+	dead bool
+}
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	q := p
+	if room := w.cap - w.n; int64(len(q)) > room {
+		q = q[:max(room, 0)]
+	}
+	w.h.Write(q)
+	w.n += int64(len(q))
+	for len(q) > 0 && !w.dead {
+		k := min(len(q), chunkSize)
+		if err := w.c.send(w.typ, q[:k]); err != nil {
+			w.dead = true
+		}
+		q = q[k:]
+	}
+	return len(p), nil
+}
+
+func (w *streamWriter) output(name string) Output {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return Output{Name: name, SHA256: "sha256:" + hex.EncodeToString(w.h.Sum(nil)), Size: uint64(w.n)}
+}
+
+func (j *sellerJob) runAndBill(ctx context.Context, image string, interval time.Duration) error {
+	s, p := j.s, j.ct.Proposal
+	jobCtx, stopJob := context.WithCancelCause(ctx)
+	defer stopJob(nil)
+	s.mu.Lock()
+	s.running[j.id] = stopJob
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.running, j.id)
+		s.mu.Unlock()
+	}()
+	outs := []*streamWriter{
+		{c: j.c, typ: jStdout, h: sha256.New(), cap: s.cfg.MaxOutputBytes},
+		{c: j.c, typ: jStderr, h: sha256.New(), cap: s.cfg.MaxOutputBytes},
+		{c: j.c, typ: jOutput, h: sha256.New(), cap: s.cfg.MaxOutputBytes},
+	}
+	spec := RunSpec{ContractID: j.id, Image: image, Args: p.Request.Command, Env: p.Request.Env, InputDir: j.inputDir,
+		Resources: p.Request.Resources, WallClock: p.Request.Duration, Stdout: outs[0], Stderr: outs[1], Output: outs[2]}
+	type runDone struct {
+		res *RunResult
+		err error
+	}
+	done := make(chan runDone, 1)
+	go func() {
+		res, err := s.cfg.Runner.Run(jobCtx, spec)
+		done <- runDone{res, err}
+	}()
+	// Frames from the buyer: payments and cancellation.
+	frames := make(chan []byte, 4)
+	go func() {
+		defer close(frames)
+		for {
+			t, b, err := j.c.recv(maxCtlFrame)
+			if err != nil {
+				return
+			}
+			frames <- append([]byte{t}, b...)
+		}
+	}()
+	grace := s.cfg.PayGrace
+	if grace <= 0 {
+		grace = interval / 2
+	}
+	total := p.Intervals()
+	var (
+		k       uint64 = 1 // intervals paid for and started
+		tick           = s.clock.After(interval)
+		due     <-chan time.Time
+		why     string
+		buyerOK = true
+	)
+	var rd runDone
+loop:
+	for {
+		select {
+		case rd = <-done:
+			break loop
+		case f, ok := <-frames:
+			if !ok {
+				frames, buyerOK = nil, false // the buyer is gone: no more payments will come
+				continue
+			}
+			switch f[0] {
+			case jPay:
+				if err := j.acceptPay(ctx, f[1:]); err != nil {
+					s.log.Info("payment refused", "contract", j.id, "peer", j.buyer, "err", err)
+					continue
+				}
+				for k < total && j.paid >= p.Owed(k+1) && due != nil {
+					k++
+					due = nil
+				}
+				_, _ = s.machine.Move(RoleSeller, j.id, StateRunning, "", func(r *Record) { r.Paid, r.Intervals = j.paid, k })
+			case jCancel:
+				why = "cancelled"
+				stopJob(errors.New("cancelled by the buyer"))
+			}
+		case <-tick:
+			// Interval k is delivered. Ask for k+1, due within the grace.
+			_ = j.c.send(jBeat, binary.AppendUvarint(nil, k))
+			tick = s.clock.After(interval)
+			if k < total {
+				if j.paid >= p.Owed(k+1) {
+					k++
+				} else if due == nil {
+					due = s.clock.After(grace)
+				}
+			}
+		case <-due:
+			due = nil
+			if j.paid < p.Owed(k+1) {
+				why = "unpaid"
+				s.log.Info("payment missed, stopping the job", "contract", j.id, "peer", j.buyer, "interval", k+1)
+				stopJob(errors.New("payment missed"))
+			}
+		}
+	}
+	if rd.err != nil {
+		return fmt.Errorf("run job: %w", rd.err)
+	}
+	res := rd.res
+	if why == "" {
+		why = res.Reason
+	}
+	billed := min(j.paid, p.Owed(k))
+	rc := &Receipt{Version: Version, ContractID: j.id, Seller: s.id, Buyer: j.buyer, ExitCode: int64(res.ExitCode),
+		Reason: why, Usage: res.Usage, Billed: billed, Intervals: k,
+		Outputs: []Output{outs[0].output(OutputStdout), outs[1].output(OutputStderr), outs[2].output(OutputTar)},
+		Issued:  s.clock.Now(), Expiry: s.clock.Now().Add(ReceiptTTL)}
+	env, err := SignReceipt(rc, s.cfg.Key)
+	if err != nil {
+		return err
+	}
+	final := StateCompleted
+	if why == "unpaid" {
+		final = StateFailed
+	}
+	if _, err := s.machine.Move(RoleSeller, j.id, final, why, func(r *Record) {
+		r.Paid, r.Intervals, r.Receipt, r.Ended = j.paid, k, env, s.clock.Now()
+	}); err != nil {
+		return err
+	}
+	if final == StateCompleted && j.paid >= billed {
+		_, _ = s.machine.Move(RoleSeller, j.id, StateSettled, "paid in full", nil)
+	}
+	s.log.Info("job ended", "contract", j.id, "peer", j.buyer, "reason", why, "exit", res.ExitCode, "intervals", k, "paid_sats", j.paid)
+	if !buyerOK {
+		return nil
+	}
+	return j.c.send(jReceipt, env)
+}
