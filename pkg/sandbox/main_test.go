@@ -37,14 +37,18 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		crashHelper() // never returns
 	}
-	stop := setupDaemon()
 	code := m.Run()
 	if daemonAddr != "" {
 		cleanupNamespace()
 	}
-	stop()
+	stopDaemon()
 	os.Exit(code)
 }
+
+var (
+	daemonOnce sync.Once
+	stopDaemon = func() {}
+)
 
 func setupDaemon() (stop func()) {
 	stop = func() {}
@@ -114,6 +118,9 @@ func setupDaemon() (stop func()) {
 // needDaemon skips (or fails under CI=true) when there is no containerd.
 func needDaemon(t testing.TB) {
 	t.Helper()
+	// Started on first need, so that fuzz workers and -run of unit tests
+	// never start a daemon.
+	daemonOnce.Do(func() { stopDaemon = setupDaemon() })
 	if daemonAddr != "" {
 		return
 	}
