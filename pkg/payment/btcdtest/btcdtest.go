@@ -84,10 +84,13 @@ func Binary() string {
 
 // Start runs a fresh btcd regtest node for t, stopped by t.Cleanup. Without
 // a btcd binary the test is skipped with the reason, except under CI=true,
-// where it fails. Start mines CoinbaseMaturity+mature blocks so that
+// where it fails; with -short (the unit tier) it is skipped. Start mines CoinbaseMaturity+mature blocks so that
 // `mature` coinbases are spendable.
 func Start(t testing.TB, mature int) *Harness {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a btcd regtest node: not in -short (unit tier)")
+	}
 	bin := Binary()
 	if bin == "" {
 		msg := "btcd binary not found (set BLACKBOX_TEST_BTCD or run deploy/dev/btcd.sh install build)"
