@@ -52,7 +52,12 @@ func TestDecide(t *testing.T) {
 		{"replayed", bh.ID(), replayed, Reject, ReasonReplayed},
 		{"over capacity now", bh.ID(), sign(good()), Reject, ReasonCapacity},
 		{"garbage", bh.ID(), []byte("garbage"), Reject, ReasonMalformed},
-		{"expired", bh.ID(), sign(func() *Proposal { p := good(); p.Issued = p.Issued.Add(-time.Hour); p.Expiry = p.Issued.Add(time.Minute); return p }()), Reject, ReasonExpired},
+		{"expired", bh.ID(), sign(func() *Proposal {
+			p := good()
+			p.Issued = p.Issued.Add(-time.Hour)
+			p.Expiry = p.Issued.Add(time.Minute)
+			return p
+		}()), Reject, ReasonExpired},
 		{"sent by another peer", sh.ID(), sign(good()), Reject, ReasonPolicy},
 		{"cheap", bh.ID(), sign(func() *Proposal { p := good(); p.Price--; return p }()), Counter, ReasonPrice},
 		{"too long", bh.ID(), sign(func() *Proposal { p := good(); p.Request.Duration = 2 * time.Hour; return p }()), Counter, ReasonDuration},
