@@ -163,6 +163,7 @@ func commands(a *App) []*cobra.Command {
 		newChannelsCmd(a),
 		newChannelCmd(a),
 		newTrustCmd(a), newReputationCmd(a),
+		newSandboxCmd(a), newDoctorCmd(a),
 		newVersionCmd(a),
 	}
 }

@@ -194,7 +194,7 @@ func ParseSize(s string) (int64, error) {
 func FormatSize(n int64) string {
 	switch {
 	case n >= 1<<30:
-		return strconv.FormatFloat(float64(n)/(1<<30), 'f', -1, 64) + "GiB"
+		return strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) + "GiB"
 	case n >= 1<<20:
 		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "MiB"
 	case n >= 1<<10:

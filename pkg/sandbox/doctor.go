@@ -51,7 +51,10 @@ func Diagnose(ctx context.Context, cfg Config) []Check {
 
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if c, err := containerd.New(cfg.Address, containerd.WithTimeout(3*time.Second)); err != nil {
+	if _, err := os.Stat(cfg.Address); err != nil {
+		add("containerd", StatusFail, fmt.Sprintf("no socket at %s", cfg.Address),
+			"install and start it: apt-get install containerd && systemctl enable --now containerd; or set sandbox.address")
+	} else if c, err := containerd.New(cfg.Address, containerd.WithTimeout(3*time.Second)); err != nil {
 		add("containerd", StatusFail, fmt.Sprintf("%s: %v", cfg.Address, err),
 			"install and start it: apt-get install containerd && systemctl enable --now containerd; or set sandbox.address")
 	} else {
