@@ -799,6 +799,11 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 	if cancelled {
 		return outCancelled, nil
 	}
+	if rc.Reason == "killed" {
+		// The seller stopped the job itself (it was shutting down): it is
+		// paid for what it delivered, and the job goes elsewhere.
+		return outFailed, fmt.Errorf("seller %s killed the job", r.seller)
+	}
 	if settle == StateDisputed {
 		return outDone, fmt.Errorf("receipt disputed: %s", why)
 	}

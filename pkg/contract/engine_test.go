@@ -65,6 +65,13 @@ func (r *fakeRunner) Run(ctx context.Context, spec RunSpec) (*RunResult, error) 
 		go r.onStart()
 	}
 	fmt.Fprintf(spec.Stdout, "hello from %s\n", spec.ContractID[:8])
+	if spec.InputDir != "" {
+		in, err := os.ReadFile(filepath.Join(spec.InputDir, "in.txt"))
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(spec.Stderr, "input: %s", in)
+	}
 	res := &RunResult{Reason: "exited", Usage: Usage{CPUTime: 10 * time.Millisecond, Wall: r.work}}
 	select {
 	case <-time.After(r.work):
@@ -265,11 +272,19 @@ func TestNormalRun(t *testing.T) {
 	b, _ := m.buyer(pay)
 	m.connect()
 	req := m.request(10)
+	dg, n, err := m.blobs.Add(bytes.NewReader([]byte("input data")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Inputs = []Input{{Name: "in.txt", SHA256: dg, Size: uint64(n)}}
 	id, err := b.Submit(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	j := waitJob(t, b, id)
+	if stderr, _ := os.ReadFile(filepath.Join(j.ResultDir, OutputStderr)); string(stderr) != "input: input data" {
+		t.Fatalf("stderr %q: the input did not arrive", stderr)
+	}
 	if j.State != JobDone || j.Receipt == nil {
 		t.Fatalf("job %+v", j)
 	}
@@ -456,5 +471,56 @@ func TestConcurrentBuyersNoOverselling(t *testing.T) {
 	}
 	if h := s.Held(); h.MilliCPU != 0 {
 		t.Fatalf("still held: %+v", h)
+	}
+}
+
+// TestJobStreamRefusals: a job stream must carry a contract this seller
+// accepted with this buyer, still waiting to be funded.
+func TestJobStreamRefusals(t *testing.T) {
+	m := newMarket(t)
+	s, sh := m.seller(&fakeRunner{}, &fakePay{}, offer.Resources{CPUMillis: 2000, MemoryBytes: 2 << 30}, 3_600_000_000)
+	bh, other := m.host(), m.host()
+	m.connect()
+	bkey := bh.Peerstore().PrivKey(bh.ID())
+	req := m.request(5)
+	tm := TermsFor(m.offers[0], &req)
+	now := time.Now()
+	p := &Proposal{Version: Version, Buyer: bh.ID(), Seller: sh.ID(), Request: req, Interval: tm.Interval, Price: tm.Price,
+		StartFee: tm.StartFee, PaymentKey: bytes.Repeat([]byte{2}, 33), Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute)}
+	penv, _ := SignProposal(p, bkey)
+	denv, err := s.Decide(context.Background(), bh.ID(), penv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := (&Contract{ProposalEnv: penv, AcceptanceEnv: denv}).Marshal()
+	// A decision the seller never made, signed by the buyer itself.
+	fake := &Decision{Version: Version, ProposalID: p.ID(), Seller: bh.ID(), Buyer: bh.ID(), Verdict: Accept, FundBy: now.Add(time.Minute), Issued: now, Expiry: now.Add(time.Minute)}
+	fenv, _ := SignDecision(fake, bkey)
+	tests := []struct {
+		name  string
+		from  host.Host
+		hello []byte
+	}{
+		{"garbage", bh, []byte("junk")},
+		{"forged acceptance", bh, (&Contract{ProposalEnv: penv, AcceptanceEnv: fenv}).Marshal()},
+		{"another buyer", other, ct},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := tc.from.NewStream(context.Background(), sh.ID(), JobProtocol)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newConn(st)
+			c.send(jHello, tc.hello)
+			c.send(jOpen, []byte("open"))
+			if _, err := c.expect(jReady, maxCtlFrame); err == nil {
+				t.Fatal("seller accepted the stream")
+			}
+			st.Reset()
+		})
+	}
+	if r, _ := s.Machine().Get(RoleSeller, p.ID()); r.State != StateAccepted {
+		t.Fatalf("refused streams moved the contract to %s", r.State)
 	}
 }

@@ -277,9 +277,10 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 	}
 	c := &Contract{ID: id, Proposal: p, Acceptance: accept, ProposalEnv: env, AcceptanceEnv: aenv}
 	rec := &Record{ID: id, Role: RoleSeller, Peer: from, State: StateAccepted, Contract: c.Marshal(), Proposal: p}
+	capacity := s.cfg.Capacity()
 	err = s.cfg.Store.Update(func(kv KV) error {
 		res := Reservation{ID: id, Resources: req.Resources, Until: accept.FundBy}
-		if err := admit(kv, res, s.cfg.Capacity(), p.Expiry, now); err != nil {
+		if err := admit(kv, res, capacity, p.Expiry, now); err != nil {
 			return err
 		}
 		return s.machine.create(kv, rec)
