@@ -158,6 +158,11 @@ func TestRegtestOpenPayClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.mine(t, 1)
+	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := WaitConfirmations(wctx, p.chain, tx.TxHash(), 1, 10*time.Millisecond, nil); err != nil {
+		t.Fatal(err)
+	}
 	p.wantState(t, id, StateClosed)
 	got, _ := p.h.Balance(p.payout, tx)
 	if want := sum - sc.CloseFee; got != want {
@@ -379,5 +384,4 @@ func TestRegtestFeeBound(t *testing.T) {
 	if _, err := s2.AcceptOpen(ctx, "b", req.Encode()); !errors.Is(err, ErrFeeBound) {
 		t.Fatalf("accept open with close fee above bound: %v, want ErrFeeBound", err)
 	}
-	_ = time.Second
 }
