@@ -524,3 +524,69 @@ func TestJobStreamRefusals(t *testing.T) {
 		t.Fatalf("refused streams moved the contract to %s", r.State)
 	}
 }
+
+// stuckClock never ticks: a seller whose job runs but whose heartbeats
+// never come.
+type stuckClock struct{}
+
+func (stuckClock) Now() time.Time                       { return time.Now() }
+func (stuckClock) After(time.Duration) <-chan time.Time { return nil }
+
+// TestMissedHeartbeatStopsPayments: the buyer pays one interval in
+// advance, hears nothing, stops paying and moves on; the silent seller got
+// only that interval.
+func TestMissedHeartbeatStopsPayments(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	sa, ha := m.seller(&fakeRunner{work: time.Hour}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 1_000_000_000)
+	sa.clock = stuckClock{}
+	m.seller(&fakeRunner{work: testInterval / 2}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 2_000_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	req := m.request(20)
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || len(j.Attempts) != 2 || j.Attempts[0].Seller != ha.ID() {
+		t.Fatalf("job %+v", j)
+	}
+	pa := &Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}
+	if j.Attempts[0].Paid != pa.Owed(1) {
+		t.Fatalf("silent seller was paid %d, want one interval in advance (%d)", j.Attempts[0].Paid, pa.Owed(1))
+	}
+}
+
+// TestBuyerRestart: a job the buyer was running when it stopped is marked
+// failed at the next start, and its contract too.
+func TestBuyerRestart(t *testing.T) {
+	m := newMarket(t)
+	store := NewMemStore()
+	h := m.host()
+	mk := func() *Buyer {
+		b, err := NewBuyer(BuyerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: store, Payer: &fakePay{},
+			PaymentKey: bytes.Repeat([]byte{2}, 33), ResultDir: t.TempDir(),
+			Find: func(context.Context, offer.Filter) ([]*offer.Offer, error) { return nil, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	b := mk()
+	_ = b.save(&JobStatus{ID: "j1", State: JobRunning, ContractID: "c1"})
+	if err := b.machine.Create(&Record{ID: "c1", Role: RoleBuyer, State: StateRunning, Paid: 5, Proposal: &Proposal{Request: Request{Duration: time.Hour}}}); err != nil {
+		t.Fatal(err)
+	}
+	b2 := mk()
+	if err := b2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	j, err := b2.Job("j1")
+	if err != nil || j.State != JobFailed {
+		t.Fatalf("job after restart: %+v %v", j, err)
+	}
+	if r, _ := b2.Machine().Get(RoleBuyer, "c1"); r.State != StateFailed || r.Paid != 5 {
+		t.Fatalf("contract after restart: %s paid %d", r.State, r.Paid)
+	}
+}
