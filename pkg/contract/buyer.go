@@ -385,6 +385,10 @@ func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 		if ctx.Err() != nil {
 			break
 		}
+		if !req.Deadline.IsZero() && !b.clock.Now().Before(req.Deadline) {
+			lastErr = fmt.Errorf("deadline %s passed: %w", req.Deadline.Format(time.RFC3339), errOrNone(lastErr))
+			break
+		}
 		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
 		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime})
 		if err != nil {
@@ -808,4 +812,11 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 		return outDone, fmt.Errorf("receipt disputed: %s", why)
 	}
 	return outDone, nil
+}
+
+func errOrNone(err error) error {
+	if err == nil {
+		return errors.New("no seller took the job")
+	}
+	return err
 }

@@ -305,6 +305,9 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 	if rec.State != StateAccepted {
 		return id, fmt.Errorf("contract %s is %s, not accepted", id, rec.State)
 	}
+	if !s.clock.Now().Before(rec.Deadline) {
+		return id, fmt.Errorf("contract %s: funding deadline passed", id)
+	}
 	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
@@ -339,6 +342,8 @@ func (j *sellerJob) run(ctx context.Context) error {
 	if err := j.c.send(jReady, nil); err != nil {
 		return err
 	}
+	// The transfer and the first payment get the funded state's timeout.
+	_ = j.c.s.SetDeadline(time.Now().Add(s.machine.timeouts.Start))
 	image, err := j.receiveBlobs(ctx)
 	if err != nil {
 		return err
