@@ -99,6 +99,9 @@ type Channel struct {
 	BuyerScript  []byte `json:"buyer_script"`
 	FundingTx    []byte `json:"funding_tx"`
 	Vout         uint32 `json:"vout"`
+	// OpenHeight is the tip when the channel was opened: spends of the
+	// funding output are searched from there.
+	OpenHeight int32 `json:"open_height"`
 
 	// Seq, Paid and BuyerSig are the latest update: its sequence number,
 	// the cumulative amount due to the seller and (on the seller's side)

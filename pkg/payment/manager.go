@@ -310,7 +310,7 @@ func (m *Manager) OpenChannel(ctx context.Context, p OpenParams) (*Channel, *Ope
 		BuyerKey: key.PubKey().SerializeCompressed(), SellerKey: seller.SerializeCompressed(),
 		KeyIndex: idx, Expiry: expiry, Capacity: p.Capacity, CloseFee: closeFee,
 		SellerScript: p.Seller.PayoutScript, BuyerScript: refund,
-		FundingTx: raw.Bytes(), Vout: uint32(vout), Created: now,
+		FundingTx: raw.Bytes(), Vout: uint32(vout), OpenHeight: tip, Created: now,
 		Contracts: map[string]int64{},
 	}
 	m.mu.Lock()
@@ -402,7 +402,7 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		ID: id, Role: RoleSeller, State: StatePending, Peer: peer,
 		BuyerKey: o.BuyerKey, SellerKey: o.SellerKey, Expiry: o.Expiry, Capacity: out.Value,
 		CloseFee: o.CloseFee, SellerScript: o.SellerScript, BuyerScript: o.BuyerScript,
-		FundingTx: o.FundingTx, Vout: o.Vout, Created: m.now().UTC(), Contracts: map[string]int64{},
+		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
 	}
 	if err := m.persist(c); err != nil {
 		return nil, fmt.Errorf("accept open: %w", err)
@@ -539,7 +539,15 @@ func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*U
 		return nil, fmt.Errorf("update for %s: %w: contract %q goes %d→%d but channel %d→%d",
 			id, ErrContractAmount, u.ContractID, c.Contracts[u.ContractID], u.ContractAmount, c.Paid, u.Amount)
 	}
-	if m.tip > 0 && int64(m.tip) >= int64(c.Expiry)-int64(m.cfg.SafetyMargin) {
+	if m.tip == 0 {
+		// Not ticked since start: ask once, then Tick keeps it fresh.
+		tip, err := m.chain.Tip(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("update for %s: %w", id, err)
+		}
+		m.tip = tip
+	}
+	if int64(m.tip) >= int64(c.Expiry)-int64(m.cfg.SafetyMargin) {
 		return nil, fmt.Errorf("update for %s: %w: tip %d, expiry %d", id, ErrTooLate, m.tip, c.Expiry)
 	}
 	next := c.clone()
@@ -860,7 +868,7 @@ func (m *Manager) checkSpent(ctx context.Context, c *Channel, tip int32) (bool, 
 	if err != nil {
 		return false, err
 	}
-	hint := int32(c.Expiry) - m.cfg.ChannelLifetime - 6
+	hint := c.OpenHeight - 6 // a reorg may have moved the funding down
 	spend, err := m.chain.SpendOf(ctx, op, hint)
 	if err != nil || spend == nil {
 		return false, err

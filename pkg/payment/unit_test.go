@@ -311,3 +311,23 @@ func TestConfigValidateAndXpubPayout(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUpdateTooCloseToExpiry: inside the safety margin the seller takes no
+// more payments it could not settle before the buyer may refund.
+func TestUpdateTooCloseToExpiry(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	c, _ := p.seller.Channel(p.id)
+	tip, _ := p.chain.Tip(ctx)
+	p.chain.Mine(int32(c.Expiry) - DefaultConfig().SafetyMargin - tip)
+	if err := p.seller.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u, err := p.buyer.Pay(ctx, p.id, "c", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); !errors.Is(err, ErrTooLate) {
+		t.Fatalf("update inside the safety margin: %v, want ErrTooLate", err)
+	}
+}
