@@ -21,7 +21,7 @@ func runTrivial(b *testing.B, sb *sandbox.Sandbox, img string) {
 }
 
 func runCtr(b *testing.B, img string, i int) {
-	id := fmt.Sprintf("bench-ctr-%d-%d", time.Now().UnixNano(), i)
+	id := fmt.Sprintf("bench-ctr-%d-%d", time.Now().UnixNano(), i+1)
 	out, err := exec.Command("ctr", "--address", daemonAddr, "--namespace", testNS, "run", "--rm", img, id, "true").CombinedOutput()
 	if err != nil {
 		b.Fatalf("ctr run: %v: %s", err, out)
@@ -100,4 +100,33 @@ func BenchmarkConcurrent20(b *testing.B) {
 		wg.Wait()
 	}
 	b.ReportMetric(float64(20*b.N)/time.Since(start).Seconds(), "jobs/s")
+}
+
+// BenchmarkTrivialJobNoUserNS is BenchmarkTrivialJob with sandbox.userns
+// off, to show what the user-namespace remap costs.
+func BenchmarkTrivialJobNoUserNS(b *testing.B) {
+	needDaemon(b)
+	_, img := newSandbox(b)
+	cfg := testConfig(b.TempDir())
+	cfg.UserNS = "off"
+	sb, err := sandbox.New(context.Background(), cfg, testLogger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sb.Close()
+	runTrivial(b, sb, img)
+	runCtr(b, img, -1)
+	var tsb, tctr time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		runTrivial(b, sb, img)
+		t1 := time.Now()
+		runCtr(b, img, i)
+		tsb += t1.Sub(t0)
+		tctr += time.Since(t1)
+	}
+	b.ReportMetric(float64(tsb.Milliseconds())/float64(b.N), "sandbox-ms/job")
+	b.ReportMetric(float64(tctr.Milliseconds())/float64(b.N), "ctr-ms/job")
+	b.ReportMetric(float64(tsb)/float64(tctr), "ratio")
 }

@@ -152,6 +152,9 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 	ctx = s.ctx(ctx)
 	// Cleanup must finish even when the caller's context is cancelled.
 	bg := context.WithoutCancel(ctx)
+	t0 := time.Now()
+	var phases []any // durations of the steps, logged at debug level
+	phase := func(name string) { phases = append(phases, name, time.Since(t0)) }
 	img, err := s.cachedImage(ctx, job.Image)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -209,6 +212,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 		containerd.WithNewSpec(specOpts...),
 	)
 	doneLease(bg)
+	phase("created")
 	if err != nil {
 		// NewContainer may have prepared the snapshot before failing.
 		s.removeSnapshot(bg, id)
@@ -239,6 +243,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run: wait task: %w", err)
 	}
+	phase("task")
 	start := time.Now()
 	if err := task.Start(ctx); err != nil {
 		res.Reason, res.Error = ReasonError, cleanTaskError(err)
@@ -271,6 +276,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 	}
 	res.ExitCode = int(code)
 
+	phase("exited")
 	if err := s.readMetrics(bg, task, res); err != nil {
 		log.Warn("read job metrics", "err", err)
 	}
@@ -287,11 +293,15 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 	res.StdoutBytes, res.StdoutTruncated = stdout.n, stdout.truncated()
 	res.StderrBytes, res.StderrTruncated = stderr.n, stderr.truncated()
 
+	phase("task-deleted")
 	out, err := tarDir(filepath.Join(jobDir, "fs", "out"), job.Output)
 	if err != nil {
 		return nil, fmt.Errorf("run: collect /out: %w", err)
 	}
 	res.Output = out
+	cleanup()
+	phase("cleaned")
+	log.Debug("job timings", phases...)
 	log.Info("job finished", "reason", res.Reason, "exit", res.ExitCode, "cpu", res.CPUTime,
 		"peak_memory", res.PeakMemory, "oom_kills", res.OOMKills, "wall", res.Wall)
 	return res, nil
