@@ -41,9 +41,15 @@ func (c *capWriter) Write(p []byte) (int, error) {
 }
 
 func (c *capWriter) truncated() bool {
+	_, t := c.count()
+	return t
+}
+
+// count returns the bytes the job wrote and whether the cap cut them.
+func (c *capWriter) count() (int64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.n > c.cap
+	return c.n, c.n > c.cap
 }
 
 // tarDir writes dir as a reproducible tar to w (nil: discarded) and returns

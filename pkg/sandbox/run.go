@@ -233,11 +233,17 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 		log.Info("job failed to start", "err", err)
 		return res, fmt.Errorf("run: create task: %w", err)
 	}
-	cleanups = append(cleanups, func() {
+	taskDeleted := false
+	deleteTask := func() {
+		if taskDeleted {
+			return
+		}
+		taskDeleted = true
 		if _, err := task.Delete(bg, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			log.Warn("delete task", "err", err)
 		}
-	})
+	}
+	cleanups = append(cleanups, deleteTask)
 	// Wait before Start, on a context the job's timeout does not cancel.
 	statusC, err := task.Wait(bg)
 	if err != nil {
@@ -287,11 +293,9 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 		}
 	}
 	// Delete the task now: it waits until the streams are copied out.
-	if _, err := task.Delete(bg, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-		log.Warn("delete task", "err", err)
-	}
-	res.StdoutBytes, res.StdoutTruncated = stdout.n, stdout.truncated()
-	res.StderrBytes, res.StderrTruncated = stderr.n, stderr.truncated()
+	deleteTask()
+	res.StdoutBytes, res.StdoutTruncated = stdout.count()
+	res.StderrBytes, res.StderrTruncated = stderr.count()
 
 	phase("task-deleted")
 	out, err := tarDir(filepath.Join(jobDir, "fs", "out"), job.Output)
