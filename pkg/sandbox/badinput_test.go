@@ -268,6 +268,22 @@ func TestCollectImages(t *testing.T) {
 	if _, err := sb2.Client().ImageService().Get(ctx, img.Name); err == nil {
 		t.Errorf("image %s kept over the cache size", img.Name)
 	}
+	// By age: an image unused for longer than image_cache_age goes.
+	cfg.ImageCacheBytes = 1 << 40
+	cfg.ImageCacheAge = time.Nanosecond
+	sb3, err := sandbox.New(context.Background(), cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb3.Close()
+	if _, err := sb3.ImportImage(context.Background(), bytes.NewReader(tarball), ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	removed, err = sb3.CollectImages(context.Background())
+	if err != nil || len(removed) != 1 || removed[0] != img.Name {
+		t.Errorf("collect by age removed %v, %v", removed, err)
+	}
 	// The snapshots of the image go with it.
 	n := 0
 	sb2.Client().SnapshotService("overlayfs").Walk(ctx, func(context.Context, snapshots.Info) error { n++; return nil })

@@ -98,7 +98,7 @@ func (s *Sandbox) ImportImage(ctx context.Context, r io.Reader, wantDigest strin
 		return Image{}, err
 	}
 	s.log.Info("image imported", "image", name, "size", size)
-	go s.collectImages(context.WithoutCancel(ctx))
+	s.collectImages(ctx, name)
 	return Image{Name: name, Digest: got, Size: size}, nil
 }
 
@@ -176,7 +176,7 @@ func (s *Sandbox) Pull(ctx context.Context, ref string) (Image, error) {
 	s.mu.Lock()
 	s.imgCache[ref] = img
 	s.mu.Unlock()
-	go s.collectImages(context.WithoutCancel(ctx))
+	s.collectImages(ctx, ref)
 	return Image{Name: ref, Digest: img.Target().Digest.String(), Size: size}, nil
 }
 
@@ -252,6 +252,11 @@ func (s *Sandbox) deleteImage(ctx context.Context, name string) error {
 // image_cache_bytes. Images of running jobs are kept. It returns the names
 // removed.
 func (s *Sandbox) CollectImages(ctx context.Context) ([]string, error) {
+	return s.collect(ctx, "")
+}
+
+// collect is CollectImages keeping the image called keep (just imported).
+func (s *Sandbox) collect(ctx context.Context, keep string) ([]string, error) {
 	ctx = s.ctx(ctx)
 	list, err := s.client.ImageService().List(ctx)
 	if err != nil {
@@ -288,7 +293,7 @@ func (s *Sandbox) CollectImages(ctx context.Context) ([]string, error) {
 			continue
 		}
 		s.mu.Lock()
-		busy := s.inUse[e.name] > 0
+		busy := s.inUse[e.name] > 0 || e.name == keep
 		s.mu.Unlock()
 		if busy {
 			continue
@@ -303,8 +308,8 @@ func (s *Sandbox) CollectImages(ctx context.Context) ([]string, error) {
 	return removed, nil
 }
 
-func (s *Sandbox) collectImages(ctx context.Context) {
-	if _, err := s.CollectImages(ctx); err != nil && !errors.Is(err, context.Canceled) {
+func (s *Sandbox) collectImages(ctx context.Context, keep string) {
+	if _, err := s.collect(ctx, keep); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Warn("image cache collection failed", "err", err)
 	}
 }
