@@ -464,7 +464,10 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, c Candidate) (outcome
 		j.Seller, j.ContractID = c.Seller, id
 		j.Attempts = append(j.Attempts, Attempt{Seller: c.Seller, ContractID: id, State: StateAccepted})
 	})
-	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller}
+	b.mu.Lock()
+	base := j.Paid
+	b.mu.Unlock()
+	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base}
 	out, err := run.do(ctx)
 	if out == outFailed {
 		if ctx.Err() != nil {
@@ -481,7 +484,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, c Candidate) (outcome
 	b.update(j, func(j *JobStatus) {
 		a := &j.Attempts[len(j.Attempts)-1]
 		a.State, a.Paid, a.Why = state, run.paid, errString(err)
-		j.Paid += run.paid
+		j.Paid = base + run.paid
 	})
 	return out, err
 }
@@ -534,7 +537,8 @@ type buyerRun struct {
 	j      *JobStatus
 	ct     *Contract
 	seller peer.ID
-	paid   int64
+	paid   int64 // this contract's cumulative payment
+	base   int64 // what earlier attempts of the job paid
 	st     network.Stream
 	c      *conn
 }
@@ -649,6 +653,7 @@ func (r *buyerRun) pay(ctx context.Context, n uint64) error {
 		return fmt.Errorf("pay interval %d: %w", n, err)
 	}
 	r.paid = total
+	r.b.update(r.j, func(j *JobStatus) { j.Paid = r.base + total })
 	if _, err := r.b.machine.Move(RoleBuyer, r.ct.ID, stateOf(r.b, r.ct.ID), "", func(rec *Record) { rec.Paid, rec.Intervals = total, n }); err != nil {
 		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
 	}
@@ -674,6 +679,8 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return outFailed, fmt.Errorf("result dir: %w", err)
 	}
+	// Logs land here as they come, so `blackbox job` can show them live.
+	b.update(r.j, func(j *JobStatus) { j.ResultDir = dir })
 	files := map[byte]*resultFile{}
 	for typ, name := range map[byte]string{jStdout: OutputStdout, jStderr: OutputStderr, jOutput: OutputTar} {
 		f, err := os.Create(filepath.Join(dir, name))

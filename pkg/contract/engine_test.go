@@ -154,7 +154,7 @@ var (
 )
 
 type market struct {
-	t       *testing.T
+	t       testing.TB
 	mn      mocknet.Mocknet
 	offers  []*offer.Offer
 	omu     sync.Mutex
@@ -163,7 +163,7 @@ type market struct {
 	sellers []*Seller
 }
 
-func newMarket(t *testing.T) *market {
+func newMarket(t testing.TB) *market {
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
 	m := &market{t: t, mn: mn, blobs: DirBlobs(t.TempDir())}

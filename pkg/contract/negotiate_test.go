@@ -172,3 +172,27 @@ func (r repMap) Score(p peer.ID) (float64, float64) {
 	return 0.5, 0
 }
 func (r repMap) Outcome(peer.ID, string, bool, string) {}
+
+// BenchmarkDecide measures proposals a seller answers per second
+// (accepting, each into its own reservation; capacity never runs out).
+func BenchmarkDecide(b *testing.B) {
+	m := newMarket(b)
+	s, sh := m.seller(&fakeRunner{}, &fakePay{}, offer.Resources{CPUMillis: 1 << 60, MemoryBytes: 1 << 60}, 3_600_000_000)
+	bh := m.host()
+	bkey := bh.Peerstore().PrivKey(bh.ID())
+	req := m.request(5)
+	tm := TermsFor(m.offers[0], &req)
+	envs := make([][]byte, b.N)
+	for i := range envs {
+		now := time.Now()
+		p := &Proposal{Version: Version, Buyer: bh.ID(), Seller: sh.ID(), Request: req, Interval: tm.Interval, Price: tm.Price,
+			StartFee: tm.StartFee, PaymentKey: bytes.Repeat([]byte{2}, 33), Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute)}
+		envs[i], _ = SignProposal(p, bkey)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.Decide(context.Background(), bh.ID(), envs[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
