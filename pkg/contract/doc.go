@@ -15,4 +15,38 @@
 // payload is protobuf wire format written field by field in number order, so
 // signatures are over exact bytes; every decoder caps the input size before
 // it parses anything and refuses unknown fields.
+//
+// # Billing
+//
+// A contract's price is per billing interval (the offer's), in millisats;
+// Proposal.Owed(n) is what n started intervals cost in sats, start fee
+// included. The buyer pays interval 1 before the job starts; at the end of
+// each interval n the seller sends a heartbeat and the buyer pays for n+1.
+// A payment not there PayGrace after an interval starts stops the job
+// (receipt reason "unpaid"): the seller risks at most that grace. A
+// heartbeat not there HeartbeatGrace after an interval ends stops the
+// payments and the buyer tries another seller: it risks at most the one
+// interval it paid in advance.
+//
+// # Wiring (the node)
+//
+//	st := store.NewContractStore(db)              // internal/store
+//	seller, _ := contract.NewSeller(contract.SellerConfig{
+//		Host: h, Key: key, Store: st,
+//		Runner:   sandboxRunner,                  // adapts *sandbox.Sandbox
+//		Payments: paymentReceiver,                // adapts *payment.Manager (seller side)
+//		Offer:    publisher.Current,              // current *offer.Offer, nil when not selling
+//		Capacity: func() offer.Resources { ... }, // meter spare + seller.Held(), one snapshot
+//		Log:      log,
+//	})
+//	seller.Start(ctx)       // Recover, handlers for both protocols, timeout loop
+//	meter.New(cfg, dir, meter.HeldFunc(func() meter.Capacity { return seller.Held() }), log)
+//
+//	buyer, _ := contract.NewBuyer(contract.BuyerConfig{
+//		Host: h, Key: key, Store: st, Payer: payer, PaymentKey: pub33,
+//		Blobs: contract.DirBlobs(filepath.Join(dataDir, "blobs")),
+//		Find:  discoverer.Find, ResultDir: filepath.Join(dataDir, "results"),
+//	})
+//	buyer.Start(ctx)
+//	id, _ := buyer.Submit(ctx, req) // then Job, Jobs, Wait, Cancel
 package contract

@@ -118,6 +118,13 @@ func admit(kv KV, res Reservation, capacity offer.Resources, seenUntil, now time
 	return kv.Put(bucketSeen, res.ID, []byte(seenUntil.UTC().Format(time.RFC3339Nano)))
 }
 
+// Reserve is admission control as one store transaction (see admit): it
+// records res and the proposal ID res.ID as seen until seenUntil, or
+// refuses with ErrReplayed or ErrCapacity and changes nothing.
+func Reserve(s Store, res Reservation, capacity offer.Resources, seenUntil, now time.Time) error {
+	return s.Update(func(kv KV) error { return admit(kv, res, capacity, seenUntil, now) })
+}
+
 // pruneSeen forgets proposal IDs whose proposals have expired: they can no
 // longer be replayed, since an expired proposal is refused anyway.
 func pruneSeen(kv KV, now time.Time) error {
