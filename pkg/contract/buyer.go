@@ -696,13 +696,15 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 		err error
 	}
 	frames := make(chan frame, 8)
+	stop := make(chan struct{})
+	defer close(stop)
 	go func() {
 		defer close(frames)
 		for {
 			t, b, err := r.c.recv(max(chunkSize, MaxReceiptSize))
 			select {
 			case frames <- frame{t, b, err}:
-			case <-time.After(time.Minute):
+			case <-stop: // the contract is over; nobody reads
 				return
 			}
 			if err != nil {

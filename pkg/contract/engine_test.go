@@ -590,3 +590,51 @@ func TestBuyerRestart(t *testing.T) {
 		t.Fatalf("contract after restart: %s paid %d", r.State, r.Paid)
 	}
 }
+
+// TestSellerShutdownMidJob: a seller that shuts down kills its job, sends
+// the receipt for what it delivered and is paid for that; the buyer takes
+// the job elsewhere. A seller started again over the same store finds
+// nothing left running.
+func TestSellerShutdownMidJob(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	var sa *Seller
+	var once sync.Once
+	runA := &fakeRunner{work: time.Hour}
+	runA.onStart = func() {
+		time.Sleep(testInterval + testInterval/2)
+		once.Do(func() { sa.Close() })
+	}
+	sa, ha := m.seller(runA, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 1_000_000_000)
+	m.seller(&fakeRunner{work: testInterval / 2}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 2_000_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	req := m.request(20)
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || len(j.Attempts) != 2 || j.Attempts[0].Seller != ha.ID() || j.Attempts[0].State != StateSettled {
+		t.Fatalf("job %+v", j)
+	}
+	recs, _ := sa.Machine().List(RoleSeller)
+	if len(recs) != 1 || recs[0].State != StateSettled || recs[0].Paid != j.Attempts[0].Paid {
+		t.Fatalf("seller A's record %+v", recs[0])
+	}
+	rc, _ := OpenReceipt(recs[0].Receipt, time.Now())
+	if rc.Reason != "killed" || rc.Billed != recs[0].Paid {
+		t.Fatalf("seller A's receipt %+v", rc)
+	}
+	again, err := NewSeller(sa.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if h := again.Held(); h.MilliCPU != 0 {
+		t.Fatalf("restarted seller holds %+v", h)
+	}
+}

@@ -552,7 +552,11 @@ func (j *sellerJob) runAndBill(ctx context.Context, image string, interval time.
 			if err != nil {
 				return
 			}
-			frames <- append([]byte{t}, b...)
+			select {
+			case frames <- append([]byte{t}, b...):
+			case <-ctx.Done(): // the contract is over; nobody reads
+				return
+			}
 		}
 	}()
 	grace := s.cfg.PayGrace
