@@ -193,17 +193,21 @@ func (m *market) connect() {
 }
 
 // seller adds a seller offering capacity at coreHour msat per core-hour.
-func (m *market) seller(run *fakeRunner, pay *fakePay, capacity offer.Resources, coreHour uint64) (*Seller, host.Host) {
+func (m *market) seller(run *fakeRunner, pay *fakePay, capacity offer.Resources, coreHour uint64, opts ...func(*SellerConfig)) (*Seller, host.Host) {
 	h := m.host()
 	o := &offer.Offer{Version: offer.Version, Seller: h.ID(), Resources: capacity, BillingInterval: testInterval,
 		Prices: offer.Prices{CoreHour: coreHour, StartFee: 1000}, MaxDuration: time.Hour, Runtimes: []string{"runc"}, Seq: 1}
 	m.omu.Lock()
 	m.offers = append(m.offers, o)
 	m.omu.Unlock()
-	s, err := NewSeller(SellerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Runner: run, Payments: pay,
+	cfg := SellerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Runner: run, Payments: pay,
 		Offer: func() *offer.Offer { return o }, Capacity: func() offer.Resources { return capacity },
 		PayGrace: testInterval, WorkDir: m.t.TempDir(), AdvanceEvery: 50 * time.Millisecond,
-		Timeouts: Timeouts{Start: 5 * time.Second, RunGrace: 5 * time.Second, Settle: time.Second}})
+		Timeouts: Timeouts{Start: 5 * time.Second, RunGrace: 5 * time.Second, Settle: time.Second}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := NewSeller(cfg)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -538,8 +542,8 @@ func (stuckClock) After(time.Duration) <-chan time.Time { return nil }
 func TestMissedHeartbeatStopsPayments(t *testing.T) {
 	m := newMarket(t)
 	pay := &fakePay{}
-	sa, ha := m.seller(&fakeRunner{work: time.Hour}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 1_000_000_000)
-	sa.clock = stuckClock{}
+	_, ha := m.seller(&fakeRunner{work: time.Hour}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 1_000_000_000,
+		func(c *SellerConfig) { c.Clock = stuckClock{} })
 	m.seller(&fakeRunner{work: testInterval / 2}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 2_000_000_000)
 	b, _ := m.buyer(pay)
 	m.connect()
