@@ -642,3 +642,53 @@ func TestSellerShutdownMidJob(t *testing.T) {
 		t.Fatalf("restarted seller holds %+v", h)
 	}
 }
+
+// TestCounterThenAccept: the buyer read a stale, cheaper offer; the seller
+// counters with its price, which is within the buyer's budget, and the
+// second proposal is accepted.
+func TestCounterThenAccept(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	m.seller(&fakeRunner{work: testInterval / 2}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	stale := *m.offers[0]
+	stale.Prices.CoreHour /= 2
+	m.offers[0] = &stale
+	b, _ := m.buyer(pay)
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || len(j.Attempts) != 1 {
+		t.Fatalf("job %+v", j)
+	}
+	recs, _ := b.Machine().List(RoleBuyer)
+	var states []State
+	for _, r := range recs {
+		states = append(states, r.State)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("buyer contracts %v, want a countered one and a settled one", states)
+	}
+}
+
+// TestDurationEnforced: a job that outlives its contract is stopped when
+// the last paid interval ends, and billed for exactly the contract.
+func TestDurationEnforced(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	m.seller(&fakeRunner{work: time.Hour}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	req := m.request(2)
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	p := &Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}
+	if j.State != JobDone || j.Receipt.Reason != "timeout" || j.Receipt.Intervals != 2 || j.Paid != p.Total() {
+		t.Fatalf("job %+v receipt %+v", j, j.Receipt)
+	}
+}

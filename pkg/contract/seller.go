@@ -601,6 +601,12 @@ loop:
 			// Interval k is delivered. Ask for k+1, due within the grace.
 			_ = j.c.send(jBeat, binary.AppendUvarint(nil, k))
 			tick = s.clock.After(interval)
+			if k >= total && why == "" {
+				// Every interval of the contract is over; the runner's
+				// wall clock should have ended the job already.
+				why = "timeout"
+				stopJob(errors.New("contract duration over"))
+			}
 			if k < total {
 				if j.paid >= p.Owed(k+1) {
 					k++
