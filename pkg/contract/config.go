@@ -1,0 +1,110 @@
+package contract
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/meter"
+)
+
+// Config is the operator-facing part of the contract engines: the
+// "contract" section of the node's config file. Keys are the mapstructure
+// tags. The node copies it into SellerConfig and BuyerConfig with Apply.
+type Config struct {
+	// FundTimeout is how long an accepted contract waits for the buyer to
+	// fund it and start the job before its capacity is released.
+	FundTimeout time.Duration `mapstructure:"fund_timeout"`
+	// PayGrace is how late a buyer's payment for an interval may be before
+	// the seller stops the job; 0 means half the billing interval.
+	PayGrace time.Duration `mapstructure:"pay_grace"`
+	// HeartbeatGrace is how late a seller's heartbeat may be before the
+	// buyer stops paying and moves on; 0 means half the billing interval.
+	HeartbeatGrace time.Duration `mapstructure:"heartbeat_grace"`
+	// AllowPull lets buyers name images by reference for the seller to
+	// pull, rather than ship a tarball.
+	AllowPull bool `mapstructure:"allow_pull"`
+	// MaxImage, MaxInputs and MaxOutput cap what a buyer ships (image,
+	// all inputs) and what comes back (each of stdout, stderr, out.tar).
+	MaxImage  string `mapstructure:"max_image"`
+	MaxInputs string `mapstructure:"max_inputs"`
+	MaxOutput string `mapstructure:"max_output"`
+	// Explore is the share of jobs a buyer offers first to a seller with
+	// little history, so new sellers get work.
+	Explore float64 `mapstructure:"explore"`
+	// MaxAttempts is how many sellers one job may go through.
+	MaxAttempts int `mapstructure:"max_attempts"`
+	// StartTimeout bounds the transfer and first payment; RunGrace is
+	// added to a contract's duration; SettleTimeout bounds the delivery of
+	// results and the last payment.
+	StartTimeout  time.Duration `mapstructure:"start_timeout"`
+	RunGrace      time.Duration `mapstructure:"run_grace"`
+	SettleTimeout time.Duration `mapstructure:"settle_timeout"`
+}
+
+// DefaultConfig is what the engines run with when the file says nothing.
+func DefaultConfig() Config {
+	return Config{
+		FundTimeout:   2 * time.Minute,
+		MaxImage:      "2GiB",
+		MaxInputs:     "256MiB",
+		MaxOutput:     "256MiB",
+		Explore:       0.1,
+		MaxAttempts:   3,
+		StartTimeout:  5 * time.Minute,
+		RunGrace:      2 * time.Minute,
+		SettleTimeout: 10 * time.Minute,
+	}
+}
+
+// Validate refuses nonsense values.
+func (c Config) Validate() error {
+	var errs []error
+	if c.FundTimeout < 0 || c.PayGrace < 0 || c.HeartbeatGrace < 0 || c.StartTimeout < 0 || c.RunGrace < 0 || c.SettleTimeout < 0 {
+		errs = append(errs, errors.New("contract: timeouts and graces must not be negative"))
+	}
+	if c.FundTimeout > MaxRecordTTL-time.Minute {
+		errs = append(errs, fmt.Errorf("contract.fund_timeout: at most %s", MaxRecordTTL-time.Minute))
+	}
+	if c.Explore < 0 || c.Explore > 1 {
+		errs = append(errs, errors.New("contract.explore: must be in [0,1]"))
+	}
+	if c.MaxAttempts < 0 {
+		errs = append(errs, errors.New("contract.max_attempts: must not be negative"))
+	}
+	for key, v := range map[string]string{"max_image": c.MaxImage, "max_inputs": c.MaxInputs, "max_output": c.MaxOutput} {
+		if v == "" {
+			continue
+		}
+		if _, err := meter.ParseSize(v); err != nil {
+			errs = append(errs, fmt.Errorf("contract.%s: %w", key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func size(s string) int64 {
+	n, _ := meter.ParseSize(s)
+	return n
+}
+
+func (c Config) timeouts() Timeouts {
+	return Timeouts{Start: c.StartTimeout, RunGrace: c.RunGrace, Settle: c.SettleTimeout}
+}
+
+// ApplySeller copies the seller's settings into sc.
+func (c Config) ApplySeller(sc *SellerConfig) {
+	sc.FundTimeout, sc.PayGrace, sc.AllowPull = c.FundTimeout, c.PayGrace, c.AllowPull
+	sc.MaxImageBytes, sc.MaxInputBytes, sc.MaxOutputBytes = size(c.MaxImage), size(c.MaxInputs), size(c.MaxOutput)
+	sc.Timeouts = c.timeouts()
+}
+
+// ApplyBuyer copies the buyer's settings into bc.
+func (c Config) ApplyBuyer(bc *BuyerConfig) {
+	bc.HeartbeatGrace, bc.MaxAttempts, bc.MaxOutputBytes = c.HeartbeatGrace, c.MaxAttempts, size(c.MaxOutput)
+	bc.Explore = c.Explore
+	if c.Explore == 0 {
+		bc.Explore = -1 // zero in the file means none; zero in BuyerConfig means the default
+	}
+	bc.Timeouts = c.timeouts()
+}
