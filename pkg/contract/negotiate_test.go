@@ -132,6 +132,7 @@ func TestRank(t *testing.T) {
 		{"cheapest first", 0, nil, []peer.ID{"cheap", "dear"}},
 		{"budget", 200, nil, []peer.ID{"cheap"}},
 		{"reputation beats price", 0, repMap{"dear": {0.99, 10}, "cheap": {0.1, 10}}, []peer.ID{"dear", "cheap"}},
+		{"blocked", 0, repMap{"cheap": {-1, 0}}, []peer.ID{"dear"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,6 +173,7 @@ func (r repMap) Score(p peer.ID) (float64, float64) {
 	return 0.5, 0
 }
 func (r repMap) Outcome(peer.ID, string, bool, string) {}
+func (r repMap) Blocked(p peer.ID) bool                { return r[p][0] < 0 }
 
 // BenchmarkDecide measures proposals a seller answers per second
 // (accepting, each into its own reservation; capacity never runs out).

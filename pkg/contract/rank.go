@@ -20,6 +20,12 @@ type Reputation interface {
 	Outcome(p peer.ID, contractID string, ok bool, why string)
 }
 
+// Blocker is optional for a Reputation: sellers it blocks are never
+// ranked.
+type Blocker interface {
+	Blocked(p peer.ID) bool
+}
+
 // Neutral is the Reputation used until a real one is plugged in: every
 // seller scores 0.5 with no evidence, and outcomes are dropped.
 type Neutral struct{}
@@ -92,6 +98,9 @@ func Rank(offers []*offer.Offer, req *Request, rep Reputation, rtt func(peer.ID)
 		}
 		t := TermsFor(o, req)
 		if req.MaxPrice > 0 && uint64(t.Total) > req.MaxPrice {
+			continue
+		}
+		if b, ok := rep.(Blocker); ok && b.Blocked(o.Seller) {
 			continue
 		}
 		mean, ev := rep.Score(o.Seller)
