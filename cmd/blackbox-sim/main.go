@@ -22,6 +22,8 @@ func main() {
 	flag.IntVar(&cfg.LateHonest, "late", cfg.LateHonest, "honest sellers that join late")
 	flag.Float64Var(&cfg.Reputation.Exploration, "exploration", cfg.Reputation.Exploration, "reputation.exploration")
 	flag.Float64Var(&cfg.Reputation.SpotCheckRate, "spot-check-rate", cfg.Reputation.SpotCheckRate, "reputation.spot_check_rate")
+	flag.IntVar(&cfg.Reputation.MaxHops, "max-hops", cfg.Reputation.MaxHops, "reputation.max_hops")
+	flag.IntVar(&cfg.TrustPerBuyer, "trust-per-buyer", cfg.TrustPerBuyer, "other buyers each buyer trusts explicitly")
 	flag.Float64Var(&cfg.Reputation.Threshold, "threshold", cfg.Reputation.Threshold, "reputation.threshold")
 	flag.Parse()
 	rs, err := sim.RunAll(cfg)

@@ -35,7 +35,7 @@ type Config struct {
 	PriorBad  float64 `mapstructure:"prior_bad"`
 	// Exploration is the share of selections (0..1) that go to a candidate
 	// with little evidence, so new honest sellers get their first job.
-	// Default 0.1.
+	// Default 0.15.
 	Exploration float64 `mapstructure:"exploration"`
 	// ExploreBelow is the evidence (contract units) under which a candidate
 	// counts as new for exploration. Default 3.
@@ -53,7 +53,8 @@ type Config struct {
 	// below this (in contracts) is also checked at SpotCheckNewRate, however
 	// good others say it is (trust, but verify). 0 disables. Default 1.
 	SpotCheckOwnBelow float64 `mapstructure:"spot_check_own_below"`
-	// MaxHops bounds trust propagation through the graph. Default 3.
+	// MaxHops bounds trust propagation through the graph. Default 4 (trust
+	// also fades as the product of edge weights along the path).
 	MaxHops int `mapstructure:"max_hops"`
 	// AttestationWeight scales an attestation relative to this node's own
 	// observation, before the attester's trust is applied (0..1). Default 0.5.
@@ -89,13 +90,13 @@ func DefaultConfig() Config {
 		MinEvidence:              1.5,
 		PriorGood:                1,
 		PriorBad:                 1,
-		Exploration:              0.1,
+		Exploration:              0.15,
 		ExploreBelow:             3,
 		HalfLife:                 30 * 24 * time.Hour,
 		SpotCheckRate:            0.05,
 		SpotCheckNewRate:         1,
 		SpotCheckOwnBelow:        1,
-		MaxHops:                  3,
+		MaxHops:                  4,
 		AttestationWeight:        0.5,
 		MaxPerAttester:           10,
 		MinPaidSats:              1000,

@@ -27,11 +27,15 @@ const (
 	// OutcomeAbuse: the peer abused a protocol (for example flooded this
 	// node with attestations). Local only; never attested.
 	OutcomeAbuse Outcome = 6
+	// OutcomeInvalid: the seller reported success but the buyer's own
+	// validation rejected the output (garbage). Worse than an honest
+	// failure: it is a lie about the result.
+	OutcomeInvalid Outcome = 7
 
-	outcomeMax = OutcomeAbuse
+	outcomeMax = OutcomeInvalid
 )
 
-var outcomeNames = [...]string{"", "completed", "late", "failed", "abandoned", "spot_check_mismatch", "abuse"}
+var outcomeNames = [...]string{"", "completed", "late", "failed", "abandoned", "spot_check_mismatch", "abuse", "invalid"}
 
 func (o Outcome) String() string {
 	if o == 0 || o > outcomeMax {
@@ -63,6 +67,7 @@ var outcomeWeights = [...][2]float64{
 	OutcomeAbandoned:         {0, 2},
 	OutcomeSpotCheckMismatch: {0, 10},
 	OutcomeAbuse:             {0, 1},
+	OutcomeInvalid:           {0, 4},
 }
 
 // usageTolerance is the shortfall of delivered against promised usage that

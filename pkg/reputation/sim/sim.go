@@ -473,6 +473,7 @@ type run struct {
 	digest string // "" when no result
 	paid   float64
 	lost   float64
+	silent bool // nothing the buyer can observe or attest
 }
 
 func (w *world) contract(i int) error {
@@ -515,6 +516,7 @@ func (w *world) contract(i int) error {
 	if w.policy == Blackbox && runs[0].digest != "" && b.book.ShouldSpotCheck(primary.id, j.deterministic, w.pick) {
 		w.res.SpotChecks++
 		used := map[*seller]bool{primary: true}
+		decided := false
 		for len(runs) < 4 {
 			results := []reputation.SpotResult{}
 			for _, r := range runs {
@@ -523,8 +525,8 @@ func (w *world) contract(i int) error {
 				}
 			}
 			if len(results) >= 2 {
-				mism, decided := reputation.ResolveSpotCheck(results, w.now)
-				if decided {
+				var mism []reputation.Observation
+				if mism, decided = reputation.ResolveSpotCheck(results, w.now); decided {
 					if primary.kind == Inflate {
 						// The checker's receipt shows the usage the job
 						// really needs: the inflated bill is visible.
@@ -547,6 +549,15 @@ func (w *world) contract(i int) error {
 			used[c] = true
 			w.res.Extra++
 			runs = append(runs, w.execute(i, b, c, j))
+		}
+		if !decided {
+			// No majority: at least one result is wrong and the buyer
+			// cannot tell which, so none of them earns a good word.
+			for _, r := range runs {
+				if r.digest != "" {
+					r.silent = true
+				}
+			}
 		}
 	}
 	for _, r := range runs {
@@ -636,7 +647,7 @@ func (w *world) execute(i int, b *buyer, s *seller, j job) *run {
 		r.digest = fmt.Sprintf("garbage-%d-%d", i, w.fate.Uint64())
 		r.lost = price
 		if f < w.cfg.NoticeGarbage {
-			r.obs.Outcome = reputation.OutcomeFailed
+			r.obs.Outcome = reputation.OutcomeInvalid
 		}
 	case Vanish:
 		// Paid interval by interval in advance, then gone with no result.
@@ -660,7 +671,7 @@ func (w *world) execute(i int, b *buyer, s *seller, j job) *run {
 func (w *world) record(b *buyer, r *run) error {
 	paid := uint64(math.Max(r.paid, 0) * 100) // sats per unit ×100: every contract is above min_paid_sats
 	w.ledger[r.id] = reputation.PaidContract{Buyer: b.id, Seller: r.s.id, PaidSats: paid}
-	if b.book == nil {
+	if b.book == nil || r.silent {
 		return nil
 	}
 	if err := b.book.Observe(r.obs); err != nil {
