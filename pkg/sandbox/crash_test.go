@@ -16,6 +16,7 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/sandbox"
 	"github.com/blackbox-market/blackbox/pkg/sandbox/sandboxtest"
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/namespaces"
 )
 
@@ -179,8 +180,14 @@ func ownerOf(sb *sandbox.Sandbox) string {
 	return strings.TrimSuffix(filepath.Base(sb.OwnerLock()), ".lock")
 }
 
-// cleanNamespace removes everything in ns, then ns.
-func cleanNamespace(c *containerd.Client, ns string) {
+// cleanNamespace removes everything in ns, then ns, with its own client
+// (the caller's may be closed).
+func cleanNamespace(_ *containerd.Client, ns string) {
+	c, err := containerd.New(daemonAddr)
+	if err != nil {
+		return
+	}
+	defer c.Close()
 	ctx := namespaces.WithNamespace(context.Background(), ns)
 	list, _ := c.Containers(ctx)
 	for _, ctr := range list {
@@ -191,12 +198,17 @@ func cleanNamespace(c *containerd.Client, ns string) {
 	}
 	imgs, _ := c.ImageService().List(ctx)
 	for _, i := range imgs {
-		c.ImageService().Delete(ctx, i.Name)
+		c.ImageService().Delete(ctx, i.Name, images.SynchronousDelete())
 	}
-	for i := 0; i < 20; i++ {
+	for i := 0; i < 50; i++ {
 		if err := c.NamespaceService().Delete(context.Background(), ns); err == nil {
-			return
+			break
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// runc leaves the namespace's (empty) parent cgroups.
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns))
+	for _, d := range dirs {
+		os.Remove(d)
 	}
 }
