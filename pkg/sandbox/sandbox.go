@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/blackbox-market/blackbox/pkg/sandbox/imagetar"
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
 )
@@ -39,7 +40,7 @@ import (
 var (
 	// ErrBadImage: the tarball is not an acceptable image (not a tar, not an
 	// image, oversized, unsafe entries) or the reference cannot be pulled.
-	ErrBadImage = errors.New("bad image")
+	ErrBadImage = imagetar.ErrBadImage
 	// ErrDigestMismatch: the tarball's sha256 is not the one the buyer named.
 	ErrDigestMismatch = errors.New("image digest mismatch")
 	// ErrBadLimits: the job's limits are nonsense (zero memory, negative CPU…).
