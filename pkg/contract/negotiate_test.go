@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -198,3 +200,52 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
+
+// FuzzDecide: whatever bytes a peer sends as a proposal, the seller answers
+// with a decision it signed, and nothing but a valid proposal is accepted.
+func FuzzDecide(f *testing.F) {
+	// No network and no Start: nothing runs in the background of a fuzz
+	// worker.
+	skey, sid := newKey(f)
+	bkey, bid := newKey(f)
+	sh, bh := idHost{id: sid}, idHost{id: bid}
+	o := &offer.Offer{Version: offer.Version, Seller: sh.ID(), Resources: offer.Resources{CPUMillis: 1 << 40, MemoryBytes: 1 << 60},
+		BillingInterval: testInterval, Prices: offer.Prices{CoreHour: 3_600_000_000}, Seq: 1}
+	s, err := NewSeller(SellerConfig{Host: sh, Key: skey, Store: NewMemStore(), Runner: &fakeRunner{},
+		Payments: &fakePay{}, Offer: func() *offer.Offer { return o }, Capacity: func() offer.Resources { return o.Resources }})
+	if err != nil {
+		f.Fatal(err)
+	}
+	req := Request{Image: "sha256:" + strings.Repeat("ab", 32), Command: []string{"true"},
+		Resources: offer.Resources{CPUMillis: 1000, MemoryBytes: 256 << 20}, Duration: time.Second}
+	tm := TermsFor(o, &req)
+	now := time.Now()
+	p := &Proposal{Version: Version, Buyer: bh.ID(), Seller: sh.ID(), Request: req, Interval: tm.Interval, Price: tm.Price,
+		StartFee: tm.StartFee, PaymentKey: bytes.Repeat([]byte{2}, 33), Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute)}
+	env, _ := SignProposal(p, bkey)
+	f.Add(env)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := s.Decide(context.Background(), bh.ID(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := OpenDecision(out, time.Now())
+		if err != nil {
+			t.Fatalf("seller's own decision does not open: %v", err)
+		}
+		if d.Verdict == Accept {
+			if _, err := OpenProposal(b, time.Now()); err != nil {
+				t.Fatalf("accepted an invalid proposal: %v", err)
+			}
+		}
+	})
+}
+
+// idHost is a host.Host that only knows its ID: enough for Decide.
+type idHost struct {
+	host.Host
+	id peer.ID
+}
+
+func (h idHost) ID() peer.ID { return h.id }
