@@ -107,4 +107,3 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
-
