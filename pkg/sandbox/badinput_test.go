@@ -291,3 +291,42 @@ func TestCollectImages(t *testing.T) {
 		t.Errorf("%d snapshots left after the image was collected", n)
 	}
 }
+
+// Pulling needs a registry; an unreachable one is a clear ErrBadImage.
+func TestPullUnreachableRegistry(t *testing.T) {
+	sb, _ := newSandbox(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := sb.Pull(ctx, "127.0.0.1:1/nothing/here:latest")
+	if !errors.Is(err, sandbox.ErrBadImage) {
+		t.Fatalf("err %v, want ErrBadImage", err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+// Pull by reference from a registry (an in-process one here), then run.
+func TestPullAndRun(t *testing.T) {
+	sb, _ := newSandbox(t)
+	reg, err := sandboxtest.NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	img, err := sb.Pull(ctx, reg.Ref)
+	if err != nil {
+		t.Fatalf("pull %s: %v", reg.Ref, err)
+	}
+	if img.Digest != reg.ManifestDigest || img.Name != reg.Ref {
+		t.Errorf("pulled %+v, want digest %s", img, reg.ManifestDigest)
+	}
+	res, out, _ := run(t, sb, img.Name, sandbox.Limits{}, "echo", "pulled")
+	if out != "pulled\n" || res.ExitCode != 0 {
+		t.Errorf("out %q exit %d", out, res.ExitCode)
+	}
+	again, err := sb.Pull(ctx, reg.Ref)
+	if err != nil || !again.Cached {
+		t.Errorf("second pull: %+v %v", again, err)
+	}
+}

@@ -78,6 +78,8 @@ func Diagnose(ctx context.Context, cfg Config) []Check {
 	default:
 		if p, err := lookPath("runc"); err != nil {
 			add("runtime", StatusFail, "runc not found", "apt-get install runc")
+		} else if _, err := lookPath("containerd-shim-runc-v2"); err != nil {
+			add("runtime", StatusFail, "containerd-shim-runc-v2 not found", "apt-get install containerd (it ships the runc shim)")
 		} else {
 			add("runtime", StatusOK, p+" "+firstLine(p, "--version"), "")
 		}

@@ -44,25 +44,11 @@ var epoch = time.Unix(0, 0).UTC()
 // command is `sh`; PATH is /bin. The tarball is deterministic for a given
 // busybox binary.
 func BusyboxImage(format Format) ([]byte, error) {
-	layer, err := busyboxLayer()
+	layer, cfg, err := busyboxParts()
 	if err != nil {
 		return nil, err
 	}
 	layerDigest := digestOf(layer)
-	cfg, err := json.Marshal(map[string]any{
-		"architecture": runtime.GOARCH,
-		"os":           "linux",
-		"created":      epoch.Format(time.RFC3339),
-		"config": map[string]any{
-			"Env":        []string{"PATH=/bin"},
-			"Cmd":        []string{"sh"},
-			"WorkingDir": "/",
-		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
-	})
-	if err != nil {
-		return nil, err
-	}
 	cfgDigest := digestOf(cfg)
 	files := []file{}
 	switch format {
@@ -123,6 +109,26 @@ func BusyboxImage(format Format) ([]byte, error) {
 		return nil, fmt.Errorf("sandboxtest: unknown format %d", format)
 	}
 	return writeTar(files)
+}
+
+// busyboxParts returns the layer tar and the image config JSON.
+func busyboxParts() (layer, cfg []byte, err error) {
+	layer, err = busyboxLayer()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err = json.Marshal(map[string]any{
+		"architecture": runtime.GOARCH,
+		"os":           "linux",
+		"created":      epoch.Format(time.RFC3339),
+		"config": map[string]any{
+			"Env":        []string{"PATH=/bin"},
+			"Cmd":        []string{"sh"},
+			"WorkingDir": "/",
+		},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{digestOf(layer)}},
+	})
+	return layer, cfg, err
 }
 
 // Digest returns "sha256:<hex>" of b, the digest a buyer names for a tarball.
