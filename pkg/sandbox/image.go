@@ -55,8 +55,6 @@ func (s *Sandbox) ImportImage(ctx context.Context, r io.Reader, wantDigest strin
 	if wantDigest != "" && !digestRE.MatchString(wantDigest) {
 		return Image{}, fmt.Errorf("%w: digest %q: want sha256:<64 lowercase hex>", ErrBadImage, wantDigest)
 	}
-	s.importMu.Lock()
-	defer s.importMu.Unlock()
 	if wantDigest != "" {
 		if img, err := s.cachedImage(ctx, ImportName(wantDigest)); err == nil {
 			return Image{Name: img.Name(), Digest: wantDigest, Cached: true}, nil
@@ -81,6 +79,10 @@ func (s *Sandbox) ImportImage(ctx context.Context, r io.Reader, wantDigest strin
 		return Image{}, fmt.Errorf("%w: tarball is %s, buyer named %s", ErrDigestMismatch, got, wantDigest)
 	}
 	name := ImportName(got)
+	// Spooling (from a slow buyer, perhaps) runs in parallel; importing
+	// and unpacking one at a time, so that one digest is unpacked once.
+	s.importMu.Lock()
+	defer s.importMu.Unlock()
 	if img, err := s.cachedImage(ctx, name); err == nil {
 		return Image{Name: img.Name(), Digest: got, Cached: true}, nil
 	}

@@ -11,6 +11,11 @@
 // read from the task's cgroup after exit and before delete: the evidence a
 // seller's bill rests on. It knows nothing about money.
 //
+// Scratch is RAM: /tmp and /out share one tmpfs of Limits.DiskBytes (the
+// runtime's /run and /dev/shm are 64 MiB tmpfs each), and tmpfs pages count
+// against the job's memory limit. Admission control should count a job's
+// disk as memory on the host.
+//
 // Everything lives in one containerd namespace. Each Sandbox holds an owner
 // lock file; containers and snapshots are labelled with it, so that
 // Reconcile, run by New, removes what a crashed owner left without touching
