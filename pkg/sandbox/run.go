@@ -36,7 +36,9 @@ type Job struct {
 	// Limits are enforced by the kernel (cgroups, tmpfs size) and a timer.
 	Limits Limits
 	// Stdout and Stderr receive the job's streams, each capped at
-	// OutputCap bytes; nil discards (bytes are still counted).
+	// OutputCap bytes; nil discards (bytes are still counted). They are
+	// written from containerd's copy goroutines: a slow writer slows the
+	// job (its pipe fills), so buffer when writing to the network.
 	Stdout, Stderr io.Writer
 	// OutputCap caps each of stdout and stderr; 0 means the config's output_cap.
 	OutputCap int64
