@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -127,17 +128,26 @@ func (a *App) loadConfig(*cobra.Command) error {
 // DataDir is the resolved data directory.
 func (a *App) DataDir() string { return a.dataDir }
 
-// Section unmarshals the config subtree under key (for example "sandbox") over
-// the defaults already in out, then validates it. Environment variables
-// override file values as BLACKBOX_<KEY>_<FIELD>.
+// Section fills out with the typed config section named key (for example
+// "sandbox"), as NodeConfig resolved it from defaults, file, environment and
+// flags, and validates it. out must point to that section's type.
 func (a *App) Section(key string, out interface{ Validate() error }) error {
-	if err := a.v.UnmarshalKey(key, out); err != nil {
-		return fmt.Errorf("config %s: %w", key, err)
+	cfg, err := a.NodeConfig()
+	if err != nil {
+		return err
 	}
-	if err := out.Validate(); err != nil {
-		return fmt.Errorf("config %s: %w", key, err)
+	rv := reflect.ValueOf(cfg)
+	for i := range rv.NumField() {
+		if rv.Type().Field(i).Tag.Get("mapstructure") == key {
+			dst := reflect.ValueOf(out).Elem()
+			if dst.Type() != rv.Field(i).Type() {
+				return fmt.Errorf("config section %s is a %s, not a %s", key, rv.Field(i).Type(), dst.Type())
+			}
+			dst.Set(rv.Field(i))
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("no config section %q", key)
 }
 
 // Logger returns a text logger on stderr at the configured level.

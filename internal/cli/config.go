@@ -13,6 +13,7 @@ import (
 
 	"github.com/blackbox-market/blackbox/configs"
 	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -55,6 +56,7 @@ func (a *App) NodeConfig() (node.Config, error) {
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
 			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.StringToSliceHookFunc(","),
+			sizeHook,
 		)
 	})
 	if err != nil {
@@ -64,6 +66,9 @@ func (a *App) NodeConfig() (node.Config, error) {
 		return cfg, err
 	}
 	cfg.DataDir = a.dataDir
+	if cfg.Sandbox.StateDir == "" {
+		cfg.Sandbox.StateDir = filepath.Join(a.dataDir, "sandbox")
+	}
 	if a.logLevel != "" {
 		cfg.LogLevel = a.logLevel
 	}
@@ -73,10 +78,6 @@ func (a *App) NodeConfig() (node.Config, error) {
 	return cfg, nil
 }
 
-// knownSections are config sections owned by subsystems that read their own
-// subtree (see App.Section).
-var knownSections = []string{"sandbox", "payment", "reputation"}
-
 // unknownKeys refuses keys in the config file that no subsystem reads: a
 // typo should not silently fall back to a default.
 func (a *App) unknownKeys() error {
@@ -84,7 +85,7 @@ func (a *App) unknownKeys() error {
 	registerDefaults(func(k string, _ any) { known[k] = true }, "", reflect.ValueOf(node.DefaultConfig()))
 	var bad []string
 	for _, k := range a.v.AllKeys() {
-		if known[k] || slices.Contains(knownSections, strings.Split(k, ".")[0]) {
+		if known[k] {
 			continue
 		}
 		bad = append(bad, k)
@@ -94,6 +95,19 @@ func (a *App) unknownKeys() error {
 		return fmt.Errorf("config %s: unknown keys %s", a.v.ConfigFileUsed(), strings.Join(bad, ", "))
 	}
 	return nil
+}
+
+// sizeHook lets byte counts be written as sizes ("2GiB") as well as numbers.
+func sizeHook(from, to reflect.Type, data any) (any, error) {
+	s, ok := data.(string)
+	if !ok || from.Kind() != reflect.String || to.Kind() != reflect.Int64 || to == reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	n, err := meter.ParseSize(s)
+	if err != nil {
+		return data, nil // let the decoder say what is wrong
+	}
+	return n, nil
 }
 
 // writeDefaultConfig puts the documented sample config into the data dir if

@@ -68,6 +68,7 @@ func TestSampleConfigIsTheDefaults(t *testing.T) {
 	}
 	def := node.DefaultConfig()
 	def.DataDir = dir
+	def.Sandbox.StateDir = filepath.Join(dir, "sandbox")
 	if !reflect.DeepEqual(cfg, def) {
 		t.Errorf("sample config differs from defaults:\n got %+v\nwant %+v", cfg, def)
 	}

@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/blackbox-market/blackbox/pkg/payment"
@@ -21,27 +19,10 @@ import (
 // dir (wallet/ and blackbox.db) for now; once the daemon's local API serves
 // payments they become calls to it, since the daemon holds both open.
 
-// paymentConfig reads the "payment" section over payment.DefaultConfig.
-// Defaults are registered with viper first so that BLACKBOX_PAYMENT_*
-// environment variables (as written by deploy/dev/btcd.sh) apply.
-//
-// viper's UnmarshalKey (behind App.Section) reads the nested map without
-// environment overrides, so the section is assembled key by key with Get,
-// which does apply them.
+// paymentConfig is the typed "payment" section.
 func (a *App) paymentConfig() (payment.Config, error) {
-	cfg := payment.DefaultConfig()
-	vals := map[string]any{}
-	registerDefaults(func(k string, v any) {
-		a.v.SetDefault(k, v)
-		vals[strings.TrimPrefix(k, "payment.")] = a.v.Get(k)
-	}, "payment.", reflect.ValueOf(cfg))
-	if err := mapstructure.WeakDecode(vals, &cfg); err != nil {
-		return cfg, fmt.Errorf("config payment: %w", err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("config payment: %w", err)
-	}
-	return cfg, nil
+	var cfg payment.Config
+	return cfg, a.Section("payment", &cfg)
 }
 
 // walletPassphrase reads the passphrase from payment.passphrase_file or

@@ -7,8 +7,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/reputation"
+	"github.com/blackbox-market/blackbox/pkg/sandbox"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -42,6 +46,14 @@ type Config struct {
 	Offer OfferConfig `mapstructure:"offer"`
 	// Meter is the operator's selling policy and prices.
 	Meter meter.Config `mapstructure:"meter"`
+	// Contract sets the contract engines' timeouts, limits and exploration.
+	Contract contract.Config `mapstructure:"contract"`
+	// Sandbox is how jobs run (containerd).
+	Sandbox sandbox.Config `mapstructure:"sandbox"`
+	// Payment is the Bitcoin side: btcd, wallet, payouts, fee bounds.
+	Payment payment.Config `mapstructure:"payment"`
+	// Reputation is this node's view of its peers.
+	Reputation reputation.Config `mapstructure:"reputation"`
 }
 
 // OfferConfig is the contract terms a seller advertises.
@@ -76,7 +88,11 @@ func DefaultConfig() Config {
 			BillingInterval: 10 * time.Second,
 			Runtimes:        []string{"runc"},
 		},
-		Meter: meter.DefaultConfig(),
+		Meter:      meter.DefaultConfig(),
+		Contract:   contract.DefaultConfig(),
+		Sandbox:    sandbox.DefaultConfig(),
+		Payment:    payment.DefaultConfig(),
+		Reputation: reputation.DefaultConfig(),
 	}
 }
 
@@ -133,6 +149,19 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Meter.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Contract.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	// These sections name keys relative to themselves.
+	if err := c.Sandbox.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("sandbox.%w", err))
+	}
+	if err := c.Payment.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("payment.%w", err))
+	}
+	if err := c.Reputation.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("reputation: %w", err))
 	}
 	return errors.Join(errs...)
 }
