@@ -24,6 +24,7 @@ func main() {
 	flag.Float64Var(&cfg.Reputation.SpotCheckRate, "spot-check-rate", cfg.Reputation.SpotCheckRate, "reputation.spot_check_rate")
 	flag.IntVar(&cfg.Reputation.MaxHops, "max-hops", cfg.Reputation.MaxHops, "reputation.max_hops")
 	flag.IntVar(&cfg.TrustPerBuyer, "trust-per-buyer", cfg.TrustPerBuyer, "other buyers each buyer trusts explicitly")
+	flag.Float64Var(&cfg.Reputation.SpotCheckOwnBelow, "spot-check-own-below", cfg.Reputation.SpotCheckOwnBelow, "reputation.spot_check_own_below (0: trust others' verification)")
 	flag.Float64Var(&cfg.Reputation.Threshold, "threshold", cfg.Reputation.Threshold, "reputation.threshold")
 	flag.Parse()
 	rs, err := sim.RunAll(cfg)
