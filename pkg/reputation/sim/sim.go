@@ -162,8 +162,11 @@ type Result struct {
 	SybilWins  int
 	CheatWins  int
 	SpotChecks int
-	Rejected   map[reputation.Reason]uint64
-	Accepted   uint64
+	// HonestBlocked counts honest sellers that more than half of the buyers
+	// refuse at the end of the run (false positives).
+	HonestBlocked int
+	Rejected      map[reputation.Reason]uint64
+	Accepted      uint64
 }
 
 // LostPer1000 is the value lost to cheats per 1,000 market contracts.
@@ -703,6 +706,20 @@ func (w *world) finish() {
 			w.res.Isolation[s.kind] = append(w.res.Isolation[s.kind], x)
 		}
 	}
+	for _, s := range w.sellers {
+		if s.kind != Honest || w.policy != Blackbox {
+			continue
+		}
+		n := 0
+		for _, b := range w.buyers {
+			if b.book.Blocked(s.id) {
+				n++
+			}
+		}
+		if n*2 > len(w.buyers) {
+			w.res.HonestBlocked++
+		}
+	}
 	for _, b := range w.buyers {
 		if b.book == nil {
 			continue
@@ -747,6 +764,7 @@ func PrintTable(out io.Writer, cfg Config, rs []Result) {
 		for k := Garbage; k <= Sybil; k++ {
 			fmt.Fprintf(out, " %s %.0f", k, r.LostByKind[k]/float64(r.Contracts)*1000)
 		}
+		fmt.Fprintf(out, "\nhonest sellers blocked by most buyers at the end: %d", r.HonestBlocked)
 		fmt.Fprintf(out, "\nrecords accepted %d; ignored:", r.Accepted)
 		var keys []string
 		for k := range r.Rejected {

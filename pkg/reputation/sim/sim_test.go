@@ -39,6 +39,9 @@ func TestGoals(t *testing.T) {
 	if iso, tot, _, _ := bb.IsolationStats(); iso < tot*9/10 {
 		t.Errorf("only %d of %d cheats isolated", iso, tot)
 	}
+	if bb.HonestBlocked > 2 {
+		t.Errorf("%d honest sellers blocked by most buyers", bb.HonestBlocked)
+	}
 	// The ring's unpaid, replayed and self-referencing vouches were seen
 	// and ignored.
 	for _, r := range []string{"unpaid", "replayed", "self_reference"} {
