@@ -42,6 +42,19 @@ type Job struct {
 	Stdout, Stderr io.Writer
 	// OutputCap caps each of stdout and stderr; 0 means the config's output_cap.
 	OutputCap int64
+	// InputDir is a host directory whose files the job sees read-only at
+	// /in; empty: no /in. It must hold only regular files and directories
+	// (no symlinks, devices, FIFOs or sockets), at most InputCap bytes in
+	// all, or Run refuses the job with ErrBadJob before anything runs. Run
+	// copies it into the job's state (directories 0755, files 0644, owned
+	// by root) and bind-mounts the copy read-only, nosuid, nodev, noexec:
+	// the caller's files are never changed, and what the job sees cannot
+	// change or grow while it runs. The copy is on the state directory's
+	// disk and removed with the job.
+	InputDir string
+	// InputCap caps the total size of InputDir's files; 0 means the
+	// config's max_image_bytes (the most a buyer may ship as an image).
+	InputCap int64
 	// Output receives /out as a tar (sorted, zeroed times and owners, so
 	// that its sha256 is reproducible); nil discards it (the digest is
 	// still computed).
@@ -132,6 +145,15 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 	if outCap <= 0 {
 		outCap = s.cfg.OutputCap
 	}
+	inCap := job.InputCap
+	if inCap <= 0 {
+		inCap = s.cfg.MaxImageBytes
+	}
+	if job.InputDir != "" {
+		if _, err := walkInput(job.InputDir, inCap, nil); err != nil {
+			return nil, err
+		}
+	}
 
 	s.mu.Lock()
 	if s.closed {
@@ -189,6 +211,18 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 			log.Warn("remove job dir", "err", err)
 		}
 	})
+	if job.InputDir != "" {
+		// Checked above; the copy checks again as it reads.
+		st, err := copyInput(job.InputDir, filepath.Join(jobDir, "in"), inCap)
+		if err != nil {
+			if errors.Is(err, ErrBadJob) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("run: %w", err)
+		}
+		phase("input")
+		log.Debug("input copied", "files", st.Files, "dirs", st.Dirs, "bytes", st.Bytes)
+	}
 
 	labels := map[string]string{labelOwnerLock: s.lockPath, labelJobDir: jobDir}
 	if job.ID != "" {
@@ -332,6 +366,13 @@ func (s *Sandbox) specOpts(img containerd.Image, job Job, lim Limits, jobDir str
 			{Destination: "/out", Type: "bind", Source: filepath.Join(jobDir, "fs", "out"), Options: []string{"rbind", "rw", "nosuid", "nodev"}},
 		}),
 		withFreshNetNS,
+	}
+	if job.InputDir != "" {
+		// A plain bind of the job's own copy (no rbind: nothing is mounted
+		// under it), read-only and without suid, devices or exec.
+		opts = append(opts, oci.WithMounts([]specs.Mount{
+			{Destination: "/in", Type: "bind", Source: filepath.Join(jobDir, "in"), Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}},
+		}))
 	}
 	if s.memswOK {
 		// No swap: memory+swap limit equal to the memory limit.

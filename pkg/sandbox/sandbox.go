@@ -3,7 +3,8 @@
 // It owns images (import of digest-checked OCI-layout or docker-archive
 // tarballs, pull by reference, an unpacked cache collected by age and size),
 // the isolation of a job (fresh empty network namespace, read-only root,
-// size-capped tmpfs scratch at /tmp and /out, no capabilities,
+// size-capped tmpfs scratch at /tmp and /out, the buyer's input files
+// read-only at /in, copied per job from Job.InputDir, no capabilities,
 // no-new-privileges, containerd's default seccomp profile, user-namespace
 // remap where the host supports it, CFS quota, memory and pids limits, wall
 // clock), its streams (stdout and stderr capped, with the cap reported), its
