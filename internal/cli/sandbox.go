@@ -46,26 +46,29 @@ func newSandboxCmd(a *App) *cobra.Command {
 
 func newSandboxRunCmd(a *App) *cobra.Command {
 	var (
-		image, digest, memory, disk, outCap, outDir string
-		cpus                                        float64
-		pids                                        int64
-		timeout                                     time.Duration
-		env                                         []string
-		asJSON                                      bool
+		image, digest, memory, disk, outCap, outDir, input string
+		cpus                                               float64
+		pids                                               int64
+		timeout                                            time.Duration
+		env                                                []string
+		asJSON                                             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run --image FILE|REF [flags] -- CMD...",
 		Short: "Run one job in the sandbox and print its output and usage",
 		Long: `Run one job exactly as a contract would: import the image tarball (OCI layout or
 docker archive; --digest checks its sha256) or pull a reference, run CMD under the
-limits with no network, a read-only root, a size-limited /tmp and /out, no
-capabilities and the default seccomp profile, and report exit code, reason, CPU
+limits with no network, a read-only root, a size-limited /tmp and /out, the
+files of --input DIR read-only at /in (copied; only regular files and
+directories, at most sandbox.max_image_bytes), no capabilities and the default
+seccomp profile, and report exit code, reason, CPU
 time, peak memory, OOM kills and wall time. Talks to containerd directly
 (config sandbox.address); needs root. Exits with the job's exit code (127 when it
 could not start). With --json the job's stdout and stderr go to stderr and
 stdout carries only the result record.`,
-		Example: `  blackbox sandbox run --image ./job.tar --cpus 0.5 --memory 64MiB --timeout 10s -- sh -c 'echo hi'`,
-		Args:    cobra.ArbitraryArgs,
+		Example: `  blackbox sandbox run --image ./job.tar --cpus 0.5 --memory 64MiB --timeout 10s -- sh -c 'echo hi'
+  blackbox sandbox run --image ./job.tar --input ./data --out ./result -- sh -c 'sha256sum /in/* > /out/sums'`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if image == "" {
 				return errors.New("--image is required (a tarball path or an image reference)")
@@ -101,6 +104,14 @@ stdout carries only the result record.`,
 			}
 			if err := check.Validate(); err != nil {
 				return err
+			}
+			if input != "" {
+				// The sandbox checks the contents; catch a typo before connecting.
+				if st, err := os.Stat(input); err != nil {
+					return fmt.Errorf("--input: %w", err)
+				} else if !st.IsDir() {
+					return fmt.Errorf("--input %s: not a directory", input)
+				}
 			}
 			cfg, err := a.sandboxConfig()
 			if err != nil {
@@ -150,7 +161,7 @@ stdout carries only the result record.`,
 				output = outFile
 			}
 			res, runErr := sb.Run(ctx, sandbox.Job{
-				Image: img.Name, Args: args, Env: env, Limits: lim,
+				Image: img.Name, Args: args, Env: env, Limits: lim, InputDir: input,
 				Stdout: stdout, Stderr: stderr, OutputCap: capBytes, Output: output,
 			})
 			if res == nil {
@@ -194,6 +205,7 @@ stdout carries only the result record.`,
 	f.Int64Var(&pids, "pids", 0, "pids limit (default sandbox.default_pids)")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "wall clock limit")
 	f.StringArrayVar(&env, "env", nil, "environment variable K=V (repeatable)")
+	f.StringVar(&input, "input", "", "directory whose files the job sees read-only at /in")
 	f.StringVar(&outDir, "out", "", "directory to write the job's /out to, as out.tar")
 	f.StringVar(&outCap, "output-cap", "", "cap on each of stdout and stderr (default sandbox.output_cap)")
 	f.BoolVar(&asJSON, "json", false, "print the result record as JSON on stdout")

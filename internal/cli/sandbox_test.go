@@ -123,3 +123,23 @@ func TestDoctorCommand(t *testing.T) {
 		t.Errorf("doctor without containerd: code %d\n%s", code, out)
 	}
 }
+
+func TestSandboxRunInput(t *testing.T) {
+	tarball, data := sandboxCLIEnv(t)
+	in := t.TempDir()
+	os.WriteFile(filepath.Join(in, "in.txt"), []byte("from the buyer\n"), 0o600)
+	code, out, errOut := run(t, "--data-dir", data, "sandbox", "run", "--image", tarball, "--input", in,
+		"--", "sh", "-c", "cat /in/in.txt; echo x > /in/new 2>/dev/null || echo read-only")
+	if code != 0 || out != "from the buyer\nread-only\n" {
+		t.Fatalf("code %d stdout %q stderr %q", code, out, errOut)
+	}
+	os.Symlink("/etc/passwd", filepath.Join(in, "pw"))
+	code, out, errOut = run(t, "--data-dir", data, "sandbox", "run", "--image", tarball, "--input", in, "--", "cat", "/in/pw")
+	if code != 1 || out != "" || !strings.Contains(errOut, "symlink") {
+		t.Errorf("symlink in --input: code %d stdout %q stderr %q", code, out, errOut)
+	}
+	code, _, errOut = run(t, "--data-dir", data, "sandbox", "run", "--image", tarball, "--input", filepath.Join(in, "nope"), "--", "true")
+	if code != 1 || !strings.Contains(errOut, "--input") {
+		t.Errorf("missing --input: code %d stderr %q", code, errOut)
+	}
+}
