@@ -15,12 +15,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
+	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // SocketFile is the API socket's name inside the data dir.
@@ -39,11 +43,17 @@ type Status struct {
 	UptimeSeconds float64        `json:"uptime_seconds"`
 	OnOffer       meter.Capacity `json:"on_offer"`
 	Reason        string         `json:"reason"`
-	Measured      meter.Measured `json:"measured"`
-	Held          meter.Capacity `json:"held"`
-	OfferSeq      uint64         `json:"offer_seq,omitempty"`
-	OfferExpiry   time.Time      `json:"offer_expiry,omitzero"`
-	DataDir       string         `json:"data_dir"`
+	// Selling and Buying say whether the contract engines run; NotSelling
+	// and NotBuying say why not (sandbox or payments unavailable).
+	Selling     bool           `json:"selling"`
+	Buying      bool           `json:"buying"`
+	NotSelling  []string       `json:"not_selling,omitempty"`
+	NotBuying   string         `json:"not_buying,omitempty"`
+	Measured    meter.Measured `json:"measured"`
+	Held        meter.Capacity `json:"held"`
+	OfferSeq    uint64         `json:"offer_seq,omitempty"`
+	OfferExpiry time.Time      `json:"offer_expiry,omitzero"`
+	DataDir     string         `json:"data_dir"`
 }
 
 // Offer is an offer as the CLI shows it.
@@ -110,6 +120,46 @@ type Backend interface {
 	Offer(ctx context.Context) (Offer, error)
 	// Market finds offers on the network.
 	Market(ctx context.Context, req MarketRequest) ([]Offer, error)
+	// Submit starts a job and returns its ID at once.
+	Submit(ctx context.Context, req contract.Request) (string, error)
+	// Jobs lists this node's jobs as a buyer; Job shows one.
+	Jobs(ctx context.Context) ([]*contract.JobStatus, error)
+	Job(ctx context.Context, id string) (*contract.JobStatus, error)
+	// Cancel stops a job.
+	Cancel(ctx context.Context, id string) error
+	// Contracts is the seller's view: contracts, earnings, refusals.
+	Contracts(ctx context.Context) (Contracts, error)
+	// Channels lists payment channels; CloseChannel closes one on chain.
+	Channels(ctx context.Context) ([]*payment.Channel, error)
+	CloseChannel(ctx context.Context, id string) (string, error)
+	// WalletAddress and WalletBalance serve the wallet while the daemon
+	// holds it open.
+	WalletAddress(ctx context.Context) (string, error)
+	WalletBalance(ctx context.Context, minConf int32) (Balance, error)
+}
+
+// Contracts is what `blackbox contracts` shows.
+type Contracts struct {
+	Contracts []*contract.Record `json:"contracts"`
+	// EarnedSats is what the seller holds acknowledged payments for, by
+	// contract state.
+	EarnedSats map[string]int64  `json:"earned_sats"`
+	Rejections map[string]uint64 `json:"rejections"`
+}
+
+// Balance is the wallet's balance in sats.
+type Balance struct {
+	Spendable int64 `json:"spendable_sat"`
+	Total     int64 `json:"total_sat"`
+}
+
+// ErrUnavailable marks a request the node cannot serve in its current state
+// (for example buying without payments).
+var ErrUnavailable = errors.New("unavailable")
+
+// IDResponse carries the ID of what a request created.
+type IDResponse struct {
+	ID string `json:"id"`
 }
 
 // ErrNotFound marks a request for something that does not exist.
@@ -145,6 +195,62 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		}
 		reply(w, log, offers, err)
 	})
+	mux.HandleFunc("POST /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+		var req contract.Request
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			reply(w, log, nil, fmt.Errorf("%w: %v", errBadRequest, err))
+			return
+		}
+		id, err := b.Submit(r.Context(), req)
+		reply(w, log, IDResponse{ID: id}, err)
+	})
+	mux.HandleFunc("GET /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+		jobs, err := b.Jobs(r.Context())
+		if jobs == nil {
+			jobs = []*contract.JobStatus{}
+		}
+		reply(w, log, jobs, err)
+	})
+	mux.HandleFunc("GET /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		j, err := b.Job(r.Context(), r.PathValue("id"))
+		reply(w, log, j, err)
+	})
+	mux.HandleFunc("POST /v1/jobs/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		err := b.Cancel(r.Context(), r.PathValue("id"))
+		reply(w, log, IDResponse{ID: r.PathValue("id")}, err)
+	})
+	mux.HandleFunc("GET /v1/contracts", func(w http.ResponseWriter, r *http.Request) {
+		c, err := b.Contracts(r.Context())
+		reply(w, log, c, err)
+	})
+	mux.HandleFunc("GET /v1/channels", func(w http.ResponseWriter, r *http.Request) {
+		cs, err := b.Channels(r.Context())
+		if cs == nil {
+			cs = []*payment.Channel{}
+		}
+		reply(w, log, cs, err)
+	})
+	mux.HandleFunc("POST /v1/channels/{id}/close", func(w http.ResponseWriter, r *http.Request) {
+		txid, err := b.CloseChannel(r.Context(), r.PathValue("id"))
+		reply(w, log, IDResponse{ID: txid}, err)
+	})
+	mux.HandleFunc("GET /v1/wallet/address", func(w http.ResponseWriter, r *http.Request) {
+		a, err := b.WalletAddress(r.Context())
+		reply(w, log, IDResponse{ID: a}, err)
+	})
+	mux.HandleFunc("GET /v1/wallet/balance", func(w http.ResponseWriter, r *http.Request) {
+		var minConf int32 = 1
+		if v := r.URL.Query().Get("minconf"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err != nil {
+				reply(w, log, nil, fmt.Errorf("%w: minconf: %v", errBadRequest, err))
+				return
+			}
+			minConf = int32(n)
+		}
+		bal, err := b.WalletBalance(r.Context(), minConf)
+		reply(w, log, bal, err)
+	})
 	return mux
 }
 
@@ -157,8 +263,10 @@ func reply(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 		switch {
 		case errors.Is(err, ErrNotFound):
 			code = http.StatusNotFound
-		case errors.Is(err, errBadRequest):
+		case errors.Is(err, errBadRequest), errors.Is(err, contract.ErrInvalid):
 			code = http.StatusBadRequest
+		case errors.Is(err, ErrUnavailable):
+			code = http.StatusServiceUnavailable
 		}
 		log.Debug("api request failed", "err", err)
 		w.WriteHeader(code)
@@ -243,6 +351,60 @@ func (c *Client) Market(ctx context.Context, req MarketRequest) ([]Offer, error)
 	return out, c.do(ctx, http.MethodPost, "/v1/market", req, &out)
 }
 
+// Submit starts a job.
+func (c *Client) Submit(ctx context.Context, req contract.Request) (string, error) {
+	var r IDResponse
+	return r.ID, c.do(ctx, http.MethodPost, "/v1/jobs", req, &r)
+}
+
+// Jobs lists the buyer's jobs.
+func (c *Client) Jobs(ctx context.Context) ([]*contract.JobStatus, error) {
+	var out []*contract.JobStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/jobs", nil, &out)
+}
+
+// Job shows one job.
+func (c *Client) Job(ctx context.Context, id string) (*contract.JobStatus, error) {
+	var out contract.JobStatus
+	return &out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, &out)
+}
+
+// Cancel stops a job.
+func (c *Client) Cancel(ctx context.Context, id string) error {
+	var r IDResponse
+	return c.do(ctx, http.MethodPost, "/v1/jobs/"+url.PathEscape(id)+"/cancel", nil, &r)
+}
+
+// Contracts is the seller's view.
+func (c *Client) Contracts(ctx context.Context) (Contracts, error) {
+	var out Contracts
+	return out, c.do(ctx, http.MethodGet, "/v1/contracts", nil, &out)
+}
+
+// Channels lists payment channels.
+func (c *Client) Channels(ctx context.Context) ([]*payment.Channel, error) {
+	var out []*payment.Channel
+	return out, c.do(ctx, http.MethodGet, "/v1/channels", nil, &out)
+}
+
+// CloseChannel closes a channel and returns the closing transaction's ID.
+func (c *Client) CloseChannel(ctx context.Context, id string) (string, error) {
+	var r IDResponse
+	return r.ID, c.do(ctx, http.MethodPost, "/v1/channels/"+url.PathEscape(id)+"/close", nil, &r)
+}
+
+// WalletAddress returns a fresh receive address of the daemon's wallet.
+func (c *Client) WalletAddress(ctx context.Context) (string, error) {
+	var r IDResponse
+	return r.ID, c.do(ctx, http.MethodGet, "/v1/wallet/address", nil, &r)
+}
+
+// WalletBalance returns the daemon's wallet balance.
+func (c *Client) WalletBalance(ctx context.Context, minConf int32) (Balance, error) {
+	var b Balance
+	return b, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/wallet/balance?minconf=%d", minConf), nil, &b)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -267,8 +429,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb)
-		if resp.StatusCode == http.StatusNotFound {
+		switch resp.StatusCode {
+		case http.StatusNotFound:
 			return fmt.Errorf("%w: %s", ErrNotFound, eb.Error)
+		case http.StatusServiceUnavailable:
+			return fmt.Errorf("%w: %s", ErrUnavailable, eb.Error)
 		}
 		return fmt.Errorf("daemon: %s", eb.Error)
 	}

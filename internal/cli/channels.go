@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/payment"
@@ -50,12 +51,10 @@ func newChannelsCmd(a *App) *cobra.Command {
 		Short: "List payment channels: peer, capacity, paid, expiry, state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, st, err := a.openChannels()
-			if err != nil {
-				return err
+			list, err := a.client().Channels(cmd.Context())
+			if errors.Is(err, api.ErrNoDaemon) {
+				list, err = a.loadChannels()
 			}
-			defer db.Close()
-			list, err := st.LoadChannels()
 			if err != nil {
 				return err
 			}
@@ -81,6 +80,16 @@ func newChannelsCmd(a *App) *cobra.Command {
 	return c
 }
 
+// loadChannels reads the channels from the database when no daemon runs.
+func (a *App) loadChannels() ([]*payment.Channel, error) {
+	db, st, err := a.openChannels()
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return st.LoadChannels()
+}
+
 func newChannelCmd(a *App) *cobra.Command {
 	c := &cobra.Command{Use: "channel", Short: "Act on one payment channel"}
 	c.AddCommand(&cobra.Command{
@@ -95,6 +104,14 @@ func newChannelCmd(a *App) *cobra.Command {
 }
 
 func (a *App) closeChannel(ctx context.Context, id string) error {
+	txid, err := a.client().CloseChannel(ctx, id)
+	if err == nil {
+		fmt.Fprintf(a.Stdout, "broadcast: %s\n", txid)
+		return nil
+	}
+	if !errors.Is(err, api.ErrNoDaemon) {
+		return err
+	}
 	cfg, err := a.paymentConfig()
 	if err != nil {
 		return err

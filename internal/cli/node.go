@@ -89,6 +89,7 @@ func newStatusCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "Peers:\t%d connected\n", len(s.Peers))
 			fmt.Fprintf(w, "On offer:\t%s\n", capacityString(s.OnOffer))
 			fmt.Fprintf(w, "Why:\t%s\n", s.Reason)
+			fmt.Fprintf(w, "Buying:\t%s\n", yesOr(s.Buying, s.NotBuying))
 			fmt.Fprintf(w, "Machine free:\t%s (of %s)\n", capacityString(s.Measured.Free), capacityString(s.Measured.Total))
 			fmt.Fprintf(w, "Held by contracts:\t%s\n", capacityString(s.Held))
 			if s.OfferSeq != 0 {
@@ -103,6 +104,13 @@ func newStatusCmd(a *App) *cobra.Command {
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+func yesOr(ok bool, why string) string {
+	if ok {
+		return "yes"
+	}
+	return "no: " + why
 }
 
 func capacityString(c meter.Capacity) string {

@@ -10,8 +10,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/btcsuite/btcd/btcutil"
 	"github.com/spf13/cobra"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
@@ -79,6 +81,12 @@ func newWalletCmd(a *App) *cobra.Command {
 			Short: "Print a fresh receive address (P2WPKH)",
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				if addr, err := a.client().WalletAddress(cmd.Context()); !errors.Is(err, api.ErrNoDaemon) {
+					if err == nil {
+						fmt.Fprintln(a.Stdout, addr)
+					}
+					return err
+				}
 				w, _, err := a.openWallet(cmd.Context())
 				if err != nil {
 					return err
@@ -168,14 +176,20 @@ func newWalletBalanceCmd(a *App) *cobra.Command {
 		Short: "Print the spendable and total balance in satoshis",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			w, _, err := a.openWallet(cmd.Context())
-			if err != nil {
+			var s, t btcutil.Amount
+			if b, err := a.client().WalletBalance(cmd.Context(), minConf); errors.Is(err, api.ErrNoDaemon) {
+				w, _, err := a.openWallet(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer w.Close()
+				if s, t, err = w.Balance(minConf); err != nil {
+					return err
+				}
+			} else if err != nil {
 				return err
-			}
-			defer w.Close()
-			s, t, err := w.Balance(minConf)
-			if err != nil {
-				return err
+			} else {
+				s, t = btcutil.Amount(b.Spendable), btcutil.Amount(b.Total)
 			}
 			if asJSON {
 				return json.NewEncoder(a.Stdout).Encode(map[string]int64{"spendable_sat": int64(s), "total_sat": int64(t)})

@@ -15,13 +15,17 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/sandbox"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -57,6 +61,16 @@ type Node struct {
 	disc    *offer.Discoverer
 	metrics *metrics
 	started time.Time
+
+	sandbox  *sandbox.Sandbox // nil when containerd is unavailable
+	wallet   *payment.Wallet
+	chain    *payment.BtcdChain
+	payments *payment.Manager // nil when payments are off
+	seller   *contract.Seller // nil when the node cannot sell
+	buyer    *contract.Buyer  // nil when the node cannot buy
+	// noSell and noBuy say why the node does not sell or buy.
+	noSell []string
+	noBuy  string
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -119,9 +133,17 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.push(svc.Close)
 		}
 	}
-	if err := n.startMarket(runCtx); err != nil {
+	n.startSandbox(ctx)
+	if err := n.startPayments(ctx); err != nil {
 		return err
 	}
+	if err := n.startMarket(); err != nil {
+		return err
+	}
+	if err := n.startContracts(runCtx); err != nil {
+		return err
+	}
+	n.runMarket(runCtx)
 	srv, err := api.Listen(n.cfg.DataDir, n, n.log)
 	if err != nil {
 		return err
@@ -227,8 +249,11 @@ func (n *Node) startDHT(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) startMarket(ctx context.Context) error {
-	m, err := meter.New(n.cfg.Meter, n.cfg.DataDir, nil, n.log)
+// startMarket builds the meter, the offer publisher and discovery; runMarket
+// starts them once the contract engines exist (the meter asks the seller
+// what contracts hold).
+func (n *Node) startMarket() error {
+	m, err := meter.New(n.cfg.Meter, n.cfg.DataDir, meter.HeldFunc(n.held), n.log)
 	if err != nil {
 		return err
 	}
@@ -259,20 +284,30 @@ func (n *Node) startMarket(ctx context.Context) error {
 	n.push(func() error { n.host.RemoveStreamHandler(offer.ProtocolID); return nil })
 
 	m.OnChange = func(spare meter.Capacity) {
+		if n.seller == nil {
+			spare = meter.Capacity{} // nothing to sell with: see noSell
+		}
 		n.metrics.setSpare(spare)
 		if err := pub.Set(n.offerTemplate(spare)); err != nil {
 			n.log.Warn("sign offer", "err", err)
 		}
 	}
+	return nil
+}
+
+func (n *Node) runMarket(ctx context.Context) {
 	n.wg.Add(2)
-	go func() { defer n.wg.Done(); pub.Run(ctx) }()
+	go func() { defer n.wg.Done(); n.pub.Run(ctx) }()
 	go func() {
 		defer n.wg.Done()
-		if err := m.Run(ctx); err != nil {
+		if err := n.meter.Run(ctx); err != nil {
 			n.log.Error("meter stopped", "err", err)
 		}
 	}()
-	return nil
+	if n.payments != nil {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.tickChain(ctx) }()
+	}
 }
 
 // offerTemplate turns spare capacity and the operator's prices into the
@@ -281,19 +316,15 @@ func (n *Node) startMarket(ctx context.Context) error {
 func (n *Node) offerTemplate(spare meter.Capacity) offer.Offer {
 	p := n.meter.Policy().Pricing
 	msat := func(sats float64) uint64 { return uint64(math.Round(sats * 1000)) }
-	nonneg := func(v int64) uint64 {
-		if v < 0 || v == meter.Unlimited {
-			return 0
+	var payKey []byte
+	if n.payments != nil {
+		if t, err := n.payments.SellerTerms(); err == nil {
+			payKey = t.Key
 		}
-		return uint64(v)
 	}
 	return offer.Offer{
-		Resources: offer.Resources{
-			CPUMillis:    nonneg(spare.MilliCPU),
-			MemoryBytes:  nonneg(spare.Memory),
-			DiskBytes:    nonneg(spare.Disk),
-			BandwidthBps: nonneg(spare.Bandwidth),
-		},
+		Resources:  toResources(spare),
+		PaymentKey: payKey,
 		Prices: offer.Prices{
 			CoreHour:    msat(p.CoreHour),
 			MemGiBHour:  msat(p.MemoryGiBHour),
@@ -370,9 +401,17 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		UptimeSeconds: time.Since(n.started).Seconds(),
 		OnOffer:       snap.Spare,
 		Reason:        string(snap.Reason),
+		Selling:       n.seller != nil,
+		Buying:        n.buyer != nil,
+		NotSelling:    n.noSell,
+		NotBuying:     n.noBuy,
 		Measured:      snap.Measured,
 		Held:          snap.Held,
 		DataDir:       n.cfg.DataDir,
+	}
+	if n.seller == nil {
+		s.OnOffer = meter.Capacity{}
+		s.Reason = "not selling: " + strings.Join(n.noSell, "; ")
 	}
 	for _, a := range n.host.Addrs() {
 		s.Addrs = append(s.Addrs, a.String()+"/p2p/"+n.host.ID().String())

@@ -1,0 +1,525 @@
+package cli
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/spf13/cobra"
+)
+
+// submitFlags are `blackbox submit`'s flags, in the spirit of docker run.
+type submitFlags struct {
+	image, cpus, memory, disk, region, runtime string
+	duration                                   time.Duration
+	maxPrice                                   uint64
+	minReputation                              float64
+	env, inputs                                []string
+	out                                        string
+	detach, asJSON                             bool
+}
+
+func newSubmitCmd(a *App) *cobra.Command {
+	var f submitFlags
+	c := &cobra.Command{
+		Use:   "submit --image FILE|REF [flags] -- CMD [ARG...]",
+		Short: "Run a job on the market: find sellers, agree a contract, pay as it runs, bring the results home",
+		Long: `Run CMD in IMAGE on the cheapest suitable seller, like docker run.
+
+The running node (blackbox serve) discovers sellers, negotiates a contract
+within --max-price (sats for the whole job), opens or reuses a payment channel,
+ships the image (a tarball, checked by its sha256) and inputs, pays each
+billing interval in advance, and brings back stdout, stderr, /out and the
+seller's signed receipt into --out. The exit code is the job's.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.submit(cmd.Context(), f, args)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.image, "image", "", "image tarball (docker-archive or OCI layout) or a reference the seller pulls (required)")
+	fl.StringVar(&f.cpus, "cpus", "1", "cores (e.g. 1, 0.5, 500m)")
+	fl.StringVar(&f.memory, "memory", "256MiB", "memory")
+	fl.StringVar(&f.disk, "disk", "256MiB", "scratch disk for /tmp and /out")
+	fl.DurationVar(&f.duration, "time", 2*time.Minute, "how long the job may run (the contract's length)")
+	fl.Uint64Var(&f.maxPrice, "max-price", 1000, "the most to pay for the whole job, in sats")
+	fl.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
+	fl.StringArrayVar(&f.inputs, "input", nil, "input file the job reads at /in/NAME (repeatable)")
+	fl.StringVar(&f.region, "region", "", "prefer sellers in this region")
+	fl.StringVar(&f.runtime, "runtime", "", "require this sandbox runtime (runc, runsc)")
+	fl.Float64Var(&f.minReputation, "min-reputation", 0, "skip sellers scored below this (0..1)")
+	fl.StringVarP(&f.out, "out", "o", "", "directory for the results (default ./blackbox-results/JOB_ID)")
+	fl.BoolVarP(&f.detach, "detach", "d", false, "print the job ID and return at once")
+	fl.BoolVar(&f.asJSON, "json", false, "print the final job status as JSON")
+	_ = c.MarkFlagRequired("image")
+	return c
+}
+
+// request turns flags into a contract request, adding the image tarball and
+// inputs to the node's blob store.
+func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
+	req := contract.Request{Command: args, Env: f.env, Duration: f.duration, MaxPrice: f.maxPrice,
+		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime}
+	cpu, err := meter.ParseCPU(f.cpus)
+	if err != nil || cpu <= 0 {
+		return req, fmt.Errorf("--cpus %q: want a positive number of cores like 1 or 500m", f.cpus)
+	}
+	mem, err := meter.ParseSize(f.memory)
+	if err != nil || mem <= 0 {
+		return req, fmt.Errorf("--memory %q: want a positive size like 256MiB", f.memory)
+	}
+	disk, err := meter.ParseSize(f.disk)
+	if err != nil || disk < 0 {
+		return req, fmt.Errorf("--disk %q: want a size like 256MiB", f.disk)
+	}
+	req.Resources.CPUMillis, req.Resources.MemoryBytes, req.Resources.DiskBytes = uint64(cpu), uint64(mem), uint64(disk)
+	for _, e := range f.env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return req, fmt.Errorf("--env %q: want KEY=VALUE", e)
+		}
+	}
+	blobs := contract.DirBlobs(node.BlobDir(a.dataDir))
+	add := func(path string) (string, int64, error) {
+		fh, err := os.Open(path)
+		if err != nil {
+			return "", 0, err
+		}
+		defer fh.Close()
+		return blobs.Add(fh)
+	}
+	if st, err := os.Stat(f.image); err == nil && st.Mode().IsRegular() {
+		digest, size, err := add(f.image)
+		if err != nil {
+			return req, fmt.Errorf("--image %s: %w", f.image, err)
+		}
+		req.Image, req.ImageSize = digest, uint64(size)
+	} else if strings.ContainsAny(f.image, "/:") && !strings.HasPrefix(f.image, ".") {
+		req.Image = f.image // a reference the seller pulls
+	} else {
+		return req, fmt.Errorf("--image %q: no such file (and not an image reference)", f.image)
+	}
+	for _, in := range f.inputs {
+		digest, size, err := add(in)
+		if err != nil {
+			return req, fmt.Errorf("--input %s: %w", in, err)
+		}
+		req.Inputs = append(req.Inputs, contract.Input{Name: filepath.Base(in), SHA256: digest, Size: uint64(size)})
+	}
+	if err := req.Validate(); err != nil {
+		return req, err
+	}
+	return req, nil
+}
+
+func (a *App) submit(ctx context.Context, f submitFlags, args []string) error {
+	req, err := a.request(f, args)
+	if err != nil {
+		return err
+	}
+	c := a.client()
+	id, err := c.Submit(ctx, req)
+	if err != nil {
+		return err
+	}
+	if f.detach {
+		fmt.Fprintln(a.Stdout, id)
+		return nil
+	}
+	progress := a.Stderr
+	if f.asJSON {
+		progress = io.Discard
+	}
+	fmt.Fprintf(progress, "job %s submitted (ctrl-c detaches; `blackbox cancel %s` stops it)\n", id, id)
+	job, err := a.follow(ctx, id, progress, !f.asJSON)
+	if err != nil {
+		return err
+	}
+	out := f.out
+	if out == "" {
+		out = filepath.Join("blackbox-results", id)
+	}
+	if job.ResultDir != "" {
+		if err := collectResults(job, out); err != nil {
+			return err
+		}
+	}
+	if f.asJSON {
+		if err := writeJSON(a.Stdout, job); err != nil {
+			return err
+		}
+	} else {
+		summarize(progress, job, out)
+	}
+	return jobExit(job)
+}
+
+// follow polls the job until it ends, printing each phase change, the cost
+// so far, and the job's stdout as it arrives (when stream is set).
+func (a *App) follow(ctx context.Context, id string, progress io.Writer, stream bool) (*contract.JobStatus, error) {
+	c := a.client()
+	start := time.Now()
+	var (
+		lastLine string
+		printed  int64
+	)
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		job, err := c.Job(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		line := fmt.Sprintf("%s", job.State)
+		if job.Phase != "" {
+			line += " (" + job.Phase + ")"
+		}
+		if job.Seller != "" {
+			line += " on " + shortID(job.Seller.String())
+		}
+		if line != lastLine {
+			fmt.Fprintf(progress, "[%6.1fs] %s, paid %d sat\n", time.Since(start).Seconds(), line, job.Paid)
+			lastLine = line
+		}
+		if stream && job.ResultDir != "" {
+			printed = copyFrom(filepath.Join(job.ResultDir, "stdout"), printed, a.Stdout)
+		}
+		if jobDone(job.State) {
+			return job, nil
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(progress, "detached; the job goes on: `blackbox job %s`\n", id)
+			return nil, &ExitError{Code: 130}
+		case <-tick.C:
+		}
+	}
+}
+
+func jobDone(s contract.JobState) bool {
+	switch s {
+	case contract.JobDone, contract.JobFailed, contract.JobCancelled:
+		return true
+	}
+	return false
+}
+
+// copyFrom writes what path holds beyond offset to w and returns the new
+// offset.
+func copyFrom(path string, offset int64, w io.Writer) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return offset
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return offset
+	}
+	n, _ := io.Copy(w, f)
+	return offset + n
+}
+
+func shortID(s string) string {
+	if len(s) > 16 {
+		return s[:8] + "…" + s[len(s)-6:]
+	}
+	return s
+}
+
+// collectResults copies a finished job's stdout, stderr and receipt into dir
+// and unpacks out.tar into dir/out.
+func collectResults(job *contract.JobStatus, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results dir: %w", err)
+	}
+	for _, name := range []string{"stdout", "stderr", "receipt", "out.tar"} {
+		src := filepath.Join(job.ResultDir, name)
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		if err := copyFile(src, filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	if t, err := os.Open(filepath.Join(job.ResultDir, "out.tar")); err == nil {
+		defer t.Close()
+		if err := untar(t, filepath.Join(dir, "out")); err != nil {
+			return fmt.Errorf("unpack out.tar: %w", err)
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// untar unpacks regular files and directories of a job's /out into dir,
+// refusing any entry that would land outside it: the tar comes from a
+// stranger.
+func untar(r io.Reader, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(strings.TrimPrefix(h.Name, "out/"))
+		if name == "." || name == "out" {
+			continue
+		}
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return fmt.Errorf("entry %q escapes the results dir", h.Name)
+		}
+		target := filepath.Join(dir, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(target, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, tr); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+		default:
+			// Links and devices from a stranger are not recreated.
+		}
+	}
+}
+
+func summarize(w io.Writer, job *contract.JobStatus, out string) {
+	fmt.Fprintf(w, "job %s %s", job.ID, job.State)
+	if job.Receipt != nil {
+		fmt.Fprintf(w, ": exit %d (%s), cpu %s, peak memory %s, wall %s",
+			job.Receipt.ExitCode, job.Receipt.Reason, job.Receipt.Usage.CPUTime.Round(time.Millisecond),
+			meter.FormatSize(int64(job.Receipt.Usage.PeakMemory)), job.Receipt.Usage.Wall.Round(time.Millisecond))
+	}
+	if job.Error != "" {
+		fmt.Fprintf(w, ": %s", job.Error)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "cost: %d sat paid over %d attempt(s)", job.Paid, len(job.Attempts))
+	if job.Receipt != nil {
+		fmt.Fprintf(w, ", %d billed by the receipt for %d interval(s)", job.Receipt.Billed, job.Receipt.Intervals)
+	}
+	fmt.Fprintln(w)
+	if job.ResultDir != "" {
+		fmt.Fprintf(w, "results: %s (stdout, stderr, out/, receipt signed by %s)\n", out, shortID(job.Seller.String()))
+	}
+}
+
+// jobExit turns a finished job into the process exit code.
+func jobExit(job *contract.JobStatus) error {
+	switch {
+	case job.State == contract.JobDone && job.ExitCode == 0:
+		return nil
+	case job.State == contract.JobDone:
+		return &ExitError{Code: int(job.ExitCode)}
+	default:
+		return &ExitError{Code: 125} // the job did not run to its end (docker's code)
+	}
+}
+
+func newJobsCmd(a *App) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "jobs",
+		Short: "List this node's jobs as a buyer",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			jobs, err := a.client().Jobs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.Stdout, jobs)
+			}
+			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "JOB\tSTATE\tPHASE\tSELLER\tPAID\tEXIT\tCREATED\tCOMMAND")
+			for _, j := range jobs {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.ID, j.State, dash(j.Phase), dash(shortID(j.Seller.String())),
+					j.Paid, j.ExitCode, j.Created.Local().Format(time.DateTime), strings.Join(j.Request.Command, " "))
+			}
+			return w.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func newJobCmd(a *App) *cobra.Command {
+	var asJSON, logs bool
+	c := &cobra.Command{
+		Use:   "job ID",
+		Short: "Show one job: state, attempts, cost, receipt, and with --logs its output",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			j, err := a.client().Job(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.Stdout, j)
+			}
+			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "Job:\t%s\n", j.ID)
+			fmt.Fprintf(w, "State:\t%s %s\n", j.State, j.Phase)
+			fmt.Fprintf(w, "Command:\t%s\n", strings.Join(j.Request.Command, " "))
+			fmt.Fprintf(w, "Image:\t%s\n", j.Request.Image)
+			fmt.Fprintf(w, "Paid:\t%d sat (limit %d)\n", j.Paid, j.Request.MaxPrice)
+			for i, at := range j.Attempts {
+				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %d sat %s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, at.Paid, at.Why)
+			}
+			if j.Receipt != nil {
+				r := j.Receipt
+				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %d sat for %d intervals, cpu %s, peak memory %s\n",
+					r.ExitCode, r.Reason, r.Billed, r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), meter.FormatSize(int64(r.Usage.PeakMemory)))
+				for _, o := range r.Outputs {
+					fmt.Fprintf(w, "  %s\t%s\n", o.Name, o.SHA256)
+				}
+			}
+			if j.Error != "" {
+				fmt.Fprintf(w, "Error:\t%s\n", j.Error)
+			}
+			if j.ResultDir != "" {
+				fmt.Fprintf(w, "Results:\t%s\n", j.ResultDir)
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if logs && j.ResultDir != "" {
+				fmt.Fprintln(a.Stdout, "--- stdout")
+				copyFrom(filepath.Join(j.ResultDir, "stdout"), 0, a.Stdout)
+				fmt.Fprintln(a.Stdout, "--- stderr")
+				copyFrom(filepath.Join(j.ResultDir, "stderr"), 0, a.Stdout)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&logs, "logs", false, "print the job's stdout and stderr")
+	return c
+}
+
+func newResultsCmd(a *App) *cobra.Command {
+	var out string
+	c := &cobra.Command{
+		Use:   "results ID --out DIR",
+		Short: "Copy a finished job's results (stdout, stderr, out/, receipt) into DIR",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			j, err := a.client().Job(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if j.ResultDir == "" {
+				return fmt.Errorf("job %s has no results (state %s)", j.ID, j.State)
+			}
+			if err := collectResults(j, out); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "results of %s in %s\n", j.ID, out)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&out, "out", "o", "", "directory for the results (required)")
+	_ = c.MarkFlagRequired("out")
+	return c
+}
+
+func newCancelCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Stop a job; the seller is paid only for the intervals already paid",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.client().Cancel(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "job %s canceled\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newContractsCmd(a *App) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "contracts",
+		Short: "The seller's contracts: running, done, earned",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cs, err := a.client().Contracts(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(a.Stdout, cs)
+			}
+			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "CONTRACT\tBUYER\tSTATE\tINTERVALS\tPAID\tUPDATED\tWHY")
+			for _, r := range cs.Contracts {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", shortID(r.ID), shortID(r.Peer.String()), r.State, r.Intervals, r.Paid,
+					r.Updated.Local().Format(time.DateTime), r.Why)
+			}
+			var total int64
+			for _, v := range cs.EarnedSats {
+				total += v
+			}
+			fmt.Fprintf(w, "\nEarned:\t%d sat", total)
+			for st, v := range cs.EarnedSats {
+				fmt.Fprintf(w, " (%s %d)", st, v)
+			}
+			fmt.Fprintln(w)
+			if len(cs.Rejections) > 0 {
+				fmt.Fprint(w, "Refused:\t")
+				for r, n := range cs.Rejections {
+					fmt.Fprintf(w, "%s %d  ", r, n)
+				}
+				fmt.Fprintln(w)
+			}
+			return w.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}

@@ -1,0 +1,219 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/sandbox"
+)
+
+// WalletDir is the wallet's directory inside the data dir.
+const WalletDir = "wallet"
+
+// startSandbox connects to containerd. Without it the node still runs (it
+// can buy, and it shows why it does not sell), so a failure is not fatal.
+func (n *Node) startSandbox(ctx context.Context) {
+	cfg := n.cfg.Sandbox
+	if cfg.StateDir == "" {
+		cfg.StateDir = filepath.Join(n.cfg.DataDir, "sandbox")
+	}
+	if st, err := os.Stat(cfg.Address); err != nil || st.Mode()&os.ModeSocket == 0 {
+		n.noSell = append(n.noSell, fmt.Sprintf("sandbox unavailable: no containerd socket at %s (sandbox.address): run `blackbox doctor`", cfg.Address))
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	sb, err := sandbox.New(sctx, cfg, n.log)
+	if err != nil {
+		n.noSell = append(n.noSell, fmt.Sprintf("sandbox unavailable (%v): run `blackbox doctor`", err))
+		n.log.Warn("not selling: sandbox unavailable", "err", err)
+		return
+	}
+	n.sandbox = sb
+	n.push(sb.Close)
+}
+
+// walletPassphrase reads payment.passphrase_file or BLACKBOX_WALLET_PASSPHRASE.
+func walletPassphrase(cfg payment.Config) ([]byte, error) {
+	if cfg.PassphraseFile != "" {
+		b, err := os.ReadFile(cfg.PassphraseFile)
+		if err != nil {
+			return nil, fmt.Errorf("read payment.passphrase_file: %w", err)
+		}
+		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+	}
+	if p := os.Getenv("BLACKBOX_WALLET_PASSPHRASE"); p != "" {
+		return []byte(p), nil
+	}
+	return nil, errors.New("no wallet passphrase: set payment.passphrase_file or BLACKBOX_WALLET_PASSPHRASE")
+}
+
+// startPayments connects to btcd, opens (or on first start creates) the
+// wallet and starts the channel manager. Without payments the node neither
+// buys nor sells, but still runs and says why.
+func (n *Node) startPayments(ctx context.Context) error {
+	cfg := n.cfg.Payment
+	off := func(why string) error {
+		n.noSell = append(n.noSell, why)
+		n.noBuy = why
+		n.log.Warn("payments off", "why", why)
+		return nil
+	}
+	if cfg.RPCUser == "" {
+		return off("payments not configured: set payment.rpc_host, payment.rpc_user and payment.rpc_pass for btcd")
+	}
+	pass, err := walletPassphrase(cfg)
+	if err != nil {
+		return off(err.Error())
+	}
+	chain, err := payment.DialBtcd(cfg, n.log)
+	if err != nil {
+		return off(fmt.Sprintf("btcd: %v", err))
+	}
+	n.push(func() error { chain.Close(); return nil })
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	dir := filepath.Join(n.cfg.DataDir, WalletDir)
+	w, err := payment.OpenWallet(wctx, dir, pass, cfg, n.log)
+	if errors.Is(err, payment.ErrNoWallet) {
+		n.log.Info("creating the node's wallet; back it up with `blackbox wallet backup FILE`", "dir", dir)
+		w, err = payment.CreateWallet(wctx, dir, pass, nil, cfg, n.log)
+	}
+	if err != nil {
+		return off(fmt.Sprintf("wallet: %v", err))
+	}
+	n.push(func() error { w.Close(); return nil })
+	if cfg.PayoutAddress == "" && cfg.PayoutXpub == "" {
+		addr, err := w.Address(ctx)
+		if err != nil {
+			return fmt.Errorf("payout address: %w", err)
+		}
+		cfg.PayoutAddress = addr.EncodeAddress()
+		n.log.Info("no payment.payout_address: seller payouts go to the node's wallet", "address", cfg.PayoutAddress)
+	}
+	m, err := payment.NewManager(payment.ManagerConfig{
+		Config: cfg, Chain: chain, Store: store.NewPaymentStore(n.db),
+		Keys: w.Keyring(), Funder: w, Log: n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("payment manager: %w", err)
+	}
+	n.wallet, n.chain, n.payments = w, chain, m
+	return nil
+}
+
+// tickChain feeds every new block to the payment manager (confirmations,
+// closes before expiry, refunds after it).
+func (n *Node) tickChain(ctx context.Context) {
+	last := int32(-1)
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		tip, err := n.chain.Tip(ctx)
+		if err == nil && tip != last {
+			if err := n.payments.Tick(ctx); err != nil && ctx.Err() == nil {
+				n.log.Warn("payment tick", "tip", tip, "err", err)
+			} else {
+				last = tip
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// startContracts starts the seller engine (when the node can sell) and the
+// buyer engine (when it can pay).
+func (n *Node) startContracts(ctx context.Context) error {
+	st := store.NewContractStore(n.db)
+	cc := n.cfg.Contract
+	if n.sandbox != nil && n.payments != nil {
+		sc := contract.SellerConfig{
+			Host: n.host, Key: n.key, Store: st,
+			Runner:   sandboxRunner{sb: n.sandbox},
+			Payments: &channelReceiver{m: n.payments},
+			Offer: func() *offer.Offer {
+				o, _ := n.pub.Current()
+				if o == nil || o.Resources.CPUMillis == 0 {
+					return nil
+				}
+				return o
+			},
+			Capacity: func() offer.Resources {
+				s := n.meter.Snapshot()
+				return toResources(s.Spare.Add(s.Held))
+			},
+			WorkDir: filepath.Join(n.cfg.DataDir, "work"),
+			Log:     n.log,
+		}
+		cc.ApplySeller(&sc)
+		if err := os.MkdirAll(sc.WorkDir, 0o700); err != nil {
+			return err
+		}
+		seller, err := contract.NewSeller(sc)
+		if err != nil {
+			return fmt.Errorf("contract seller: %w", err)
+		}
+		if err := seller.Start(ctx); err != nil {
+			return fmt.Errorf("start contract seller: %w", err)
+		}
+		n.seller = seller
+		n.push(seller.Close)
+	}
+	if n.payments != nil {
+		key, err := n.wallet.Keyring().Key(payment.FamilyChannelBuyer, 0)
+		if err != nil {
+			return err
+		}
+		bc := contract.BuyerConfig{
+			Host: n.host, Key: n.key, Store: st,
+			Payer:      &channelPayer{m: n.payments, minCapacity: 100_000, capacityFactor: 10},
+			PaymentKey: key.PubKey().SerializeCompressed(),
+			Blobs:      contract.DirBlobs(n.BlobDir()),
+			Find:       n.disc.Find,
+			ResultDir:  n.ResultDir(),
+			Log:        n.log,
+		}
+		cc.ApplyBuyer(&bc)
+		buyer, err := contract.NewBuyer(bc)
+		if err != nil {
+			return fmt.Errorf("contract buyer: %w", err)
+		}
+		if err := buyer.Start(ctx); err != nil {
+			return fmt.Errorf("start contract buyer: %w", err)
+		}
+		n.buyer = buyer
+		n.push(buyer.Close)
+	}
+	return nil
+}
+
+// BlobDir holds image tarballs and inputs a buyer ships, by digest.
+func (n *Node) BlobDir() string { return BlobDir(n.cfg.DataDir) }
+
+// BlobDir is the blob directory of a data dir (the CLI adds files there).
+func BlobDir(dataDir string) string { return filepath.Join(dataDir, "blobs") }
+
+// ResultDir holds the results of this node's jobs, per contract.
+func (n *Node) ResultDir() string { return filepath.Join(n.cfg.DataDir, "results") }
+
+// held is what running contracts hold, for the meter.
+func (n *Node) held() meter.Capacity {
+	if n.seller == nil {
+		return meter.Capacity{}
+	}
+	return n.seller.Held()
+}
