@@ -147,6 +147,23 @@ func (db *DB) Update(fn func(tx *Tx) error) error {
 	return db.bolt.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
 }
 
+// Batch runs fn in a read-write transaction shared with other concurrent
+// Batch callers (bbolt's group commit): their changes go to disk in one
+// commit and one fsync, so many writers pay for few fsyncs. Like Update,
+// it returns nil only once fn's change is on disk (fsynced), and an error
+// means fn's change is not there.
+//
+// fn may run more than once and must be idempotent: when one caller's fn
+// fails, the shared transaction is rolled back and rerun without it, and
+// the failing fn is then run once more alone (its error is returned from
+// that run). fn must not keep state across runs nor have effects outside
+// tx. A lone caller waits for bbolt's MaxBatchDelay before its commit:
+// Batch is for concurrent writers; a single writer that needs low latency
+// uses Update.
+func (db *DB) Batch(fn func(tx *Tx) error) error {
+	return db.bolt.Batch(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(tx *Tx) error) error {
 	return db.bolt.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
