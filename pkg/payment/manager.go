@@ -19,7 +19,9 @@ import (
 
 // ChannelStore persists channel records. PutChannel must be durable
 // (fsynced) when it returns nil: the Manager acknowledges nothing before
-// that, and adopts a change in memory only after it.
+// that, and adopts a change in memory only after it. The Manager calls
+// PutChannel concurrently for different channels (a store may let them
+// share a commit), never twice at once for the same channel.
 type ChannelStore interface {
 	PutChannel(c *Channel) error
 	LoadChannels() ([]*Channel, error)
@@ -74,18 +76,43 @@ type Manager struct {
 	after func(*Channel)
 	now   func() time.Time
 
+	// Locking: mu guards the chans map, every chanState.rec write (with
+	// the channel's own lock also held) and tip; it is only ever held for
+	// map reads and writes, never across signing, verification, the
+	// store or the chain. Each channel's chanState.mu serialises the
+	// changes of that channel. Order: a channel's lock, then mu; never
+	// two channel locks at once.
 	mu    sync.Mutex
-	chans map[string]*Channel
+	chans map[string]*chanState
 	tip   int32
-	// scripts caches each channel's witness and output script: parsing
-	// the two keys costs more than hashing a payment.
-	scripts map[string][2][]byte
 }
 
-// scriptOf returns c's witness script and P2WSH output script (mu held).
-func (m *Manager) scriptOf(c *Channel) (ws, pk []byte, err error) {
-	if s, ok := m.scripts[c.ID]; ok {
-		return s[0], s[1], nil
+// chanState is one channel as the Manager holds it.
+type chanState struct {
+	// mu is held by every change of the channel from the check of its
+	// current record through verification and persistence to the
+	// adoption of the new record, so one channel's updates are strictly
+	// ordered while other channels' proceed (and their fsyncs can share
+	// a group commit).
+	mu sync.Mutex
+	// rec is the latest persisted record, nil while the channel's first
+	// record is being persisted. It is never modified in place: a change
+	// is a clone, persisted, then swapped in. Written with mu and
+	// Manager.mu held, so read with either.
+	rec *Channel
+	// ws and pk cache the witness and P2WSH output scripts (mu held):
+	// parsing the two keys costs more than hashing a payment.
+	ws, pk []byte
+	// sellerPub caches our seller public key, compressed (mu held):
+	// deriving it from the private key is a point multiplication.
+	sellerPub []byte
+}
+
+// scriptOf returns the channel's witness script and P2WSH output script
+// (cs.mu held).
+func (cs *chanState) scriptOf(c *Channel) (ws, pk []byte, err error) {
+	if cs.ws != nil {
+		return cs.ws, cs.pk, nil
 	}
 	if ws, err = c.Script(); err != nil {
 		return nil, nil, err
@@ -93,8 +120,51 @@ func (m *Manager) scriptOf(c *Channel) (ws, pk []byte, err error) {
 	if pk, err = P2WSH(ws); err != nil {
 		return nil, nil, err
 	}
-	m.scripts[c.ID] = [2][]byte{ws, pk}
+	cs.ws, cs.pk = ws, pk
 	return ws, pk, nil
+}
+
+// lock returns channel id with its lock held and its current record, or
+// nil when there is no such channel. The caller unlocks cs.mu.
+func (m *Manager) lock(id string) (*chanState, *Channel) {
+	m.mu.Lock()
+	cs := m.chans[id]
+	m.mu.Unlock()
+	if cs == nil {
+		return nil, nil
+	}
+	cs.mu.Lock()
+	if cs.rec == nil {
+		cs.mu.Unlock()
+		return nil, nil
+	}
+	return cs, cs.rec
+}
+
+// create returns the state of a channel about to be created, its lock
+// held; the caller persists the first record (or finds one already there)
+// and unlocks. A state whose first persist failed stays in the map with a
+// nil record, invisible to everything but the next create of the same ID.
+func (m *Manager) create(id string) *chanState {
+	m.mu.Lock()
+	cs := m.chans[id]
+	if cs == nil {
+		cs = &chanState{}
+		m.chans[id] = cs
+	}
+	m.mu.Unlock()
+	cs.mu.Lock()
+	return cs
+}
+
+// record returns channel id's current record (read-only) or nil.
+func (m *Manager) record(id string) *Channel {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cs := m.chans[id]; cs != nil {
+		return cs.rec
+	}
+	return nil
 }
 
 // NewManager loads the persisted channels.
@@ -107,7 +177,7 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg: mc.Config, chain: mc.Chain, store: mc.Store, keys: mc.Keys, fund: mc.Funder,
-		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: map[string]*Channel{}, scripts: map[string][2][]byte{},
+		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: map[string]*chanState{},
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -120,19 +190,23 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 		return nil, fmt.Errorf("payment manager: load channels: %w", err)
 	}
 	for _, c := range list {
-		m.chans[c.ID] = c
+		m.chans[c.ID] = &chanState{rec: c}
 	}
 	return m, nil
 }
 
 // persist writes next to the store and adopts it only when that succeeded,
-// so a failed write leaves the in-memory state as it was.
-func (m *Manager) persist(next *Channel) error {
+// so a failed write leaves the in-memory state as it was. cs.mu is held:
+// the store write runs outside m.mu, so writes of different channels
+// overlap (and share an fsync in a store that batches).
+func (m *Manager) persist(cs *chanState, next *Channel) error {
 	next.Updated = m.now().UTC()
 	if err := m.store.PutChannel(next); err != nil {
 		return fmt.Errorf("persist channel %s: %w", next.ID, err)
 	}
-	m.chans[next.ID] = next
+	m.mu.Lock()
+	cs.rec = next
+	m.mu.Unlock()
 	return nil
 }
 
@@ -141,8 +215,10 @@ func (m *Manager) Channels() []*Channel {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]*Channel, 0, len(m.chans))
-	for _, c := range m.chans {
-		out = append(out, c.clone())
+	for _, cs := range m.chans {
+		if cs.rec != nil {
+			out = append(out, cs.rec.clone())
+		}
 	}
 	slices.SortFunc(out, func(a, b *Channel) int { return a.Created.Compare(b.Created) })
 	return out
@@ -150,10 +226,8 @@ func (m *Manager) Channels() []*Channel {
 
 // Channel returns a copy of one channel.
 func (m *Manager) Channel(id string) (*Channel, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.chans[id]
-	if !ok {
+	c := m.record(id)
+	if c == nil {
 		return nil, fmt.Errorf("channel %s: %w", id, ErrUnknownChannel)
 	}
 	return c.clone(), nil
@@ -313,9 +387,13 @@ func (m *Manager) OpenChannel(ctx context.Context, p OpenParams) (*Channel, *Ope
 		FundingTx: raw.Bytes(), Vout: uint32(vout), OpenHeight: tip, Created: now,
 		Contracts: map[string]int64{},
 	}
-	m.mu.Lock()
-	err = m.persist(c)
-	m.mu.Unlock()
+	cs := m.create(c.ID)
+	if cs.rec != nil {
+		err = fmt.Errorf("channel %s exists", c.ID)
+	} else {
+		err = m.persist(cs, c)
+	}
+	cs.mu.Unlock()
 	if err != nil {
 		return nil, nil, fmt.Errorf("open channel: %w", err)
 	}
@@ -393,10 +471,10 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		return nil, fmt.Errorf("accept open: %w: expiry %d, tip %d", ErrTooLate, o.Expiry, tip)
 	}
 	id := wire.NewOutPoint(ptr(tx.TxHash()), o.Vout).String()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if c, ok := m.chans[id]; ok {
-		return c.clone(), nil
+	cs := m.create(id)
+	defer cs.mu.Unlock()
+	if cs.rec != nil {
+		return cs.rec.clone(), nil
 	}
 	c := &Channel{
 		ID: id, Role: RoleSeller, State: StatePending, Peer: peer,
@@ -404,10 +482,12 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		CloseFee: o.CloseFee, SellerScript: o.SellerScript, BuyerScript: o.BuyerScript,
 		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
 	}
-	if err := m.persist(c); err != nil {
+	if err := m.persist(cs, c); err != nil {
 		return nil, fmt.Errorf("accept open: %w", err)
 	}
+	m.mu.Lock()
 	m.tip = tip
+	m.mu.Unlock()
 	m.log.Info("channel accepted", "channel", id, "peer", peer, "capacity", out.Value, "expiry", o.Expiry)
 	return c.clone(), nil
 }
@@ -422,12 +502,11 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 	if len(contractID) > maxContractID {
 		return nil, fmt.Errorf("pay %s: contract id longer than %d bytes", id, maxContractID)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.chans[id]
-	if !ok {
+	cs, c := m.lock(id)
+	if cs == nil {
 		return nil, fmt.Errorf("pay %s: %w", id, ErrUnknownChannel)
 	}
+	defer cs.mu.Unlock()
 	if c.Role != RoleBuyer {
 		return nil, fmt.Errorf("pay %s: %w", id, ErrWrongRole)
 	}
@@ -445,12 +524,12 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 		next.Contracts = map[string]int64{}
 	}
 	next.Contracts[contractID] += amount
-	u, err := m.signUpdate(next, contractID)
+	u, err := m.signUpdate(cs, next, contractID)
 	if err != nil {
 		return nil, fmt.Errorf("pay %s: %w", id, err)
 	}
 	next.BuyerSig = u.Sig
-	if err := m.persist(next); err != nil {
+	if err := m.persist(cs, next); err != nil {
 		return nil, fmt.Errorf("pay %s: %w", id, err)
 	}
 	return u, nil
@@ -459,10 +538,8 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 // LatestUpdate rebuilds the buyer's latest update (to resend after a lost
 // acknowledgement or a reconnect); nil before the first payment.
 func (m *Manager) LatestUpdate(id, contractID string) (*Update, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.chans[id]
-	if !ok {
+	c := m.record(id)
+	if c == nil {
 		return nil, fmt.Errorf("latest update %s: %w", id, ErrUnknownChannel)
 	}
 	if c.Seq == 0 {
@@ -473,12 +550,13 @@ func (m *Manager) LatestUpdate(id, contractID string) (*Update, error) {
 		ContractAmount: c.Contracts[contractID], PayScript: c.SellerScript, Sig: c.BuyerSig}, nil
 }
 
-func (m *Manager) signUpdate(c *Channel, contractID string) (*Update, error) {
+// signUpdate signs the close paying c.Paid (cs.mu held).
+func (m *Manager) signUpdate(cs *chanState, c *Channel, contractID string) (*Update, error) {
 	key, err := m.keys.Key(FamilyChannelBuyer, c.KeyIndex)
 	if err != nil {
 		return nil, err
 	}
-	ws, _, err := m.scriptOf(c)
+	ws, _, err := cs.scriptOf(c)
 	if err != nil {
 		return nil, err
 	}
@@ -508,10 +586,12 @@ func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*U
 		return nil, err
 	}
 	id := u.ChannelID.String()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.chans[id]
-	if !ok || c.Peer != peer {
+	cs, c := m.lock(id)
+	if cs == nil {
+		return nil, fmt.Errorf("update for %s from %s: %w", id, peer, ErrUnknownChannel)
+	}
+	defer cs.mu.Unlock()
+	if c.Peer != peer {
 		return nil, fmt.Errorf("update for %s from %s: %w", id, peer, ErrUnknownChannel)
 	}
 	if c.Role != RoleSeller {
@@ -539,19 +619,25 @@ func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*U
 		return nil, fmt.Errorf("update for %s: %w: contract %q goes %d→%d but channel %d→%d",
 			id, ErrContractAmount, u.ContractID, c.Contracts[u.ContractID], u.ContractAmount, c.Paid, u.Amount)
 	}
-	if m.tip == 0 {
+	m.mu.Lock()
+	tip := m.tip
+	m.mu.Unlock()
+	if tip == 0 {
 		// Not ticked since start: ask once, then Tick keeps it fresh.
-		tip, err := m.chain.Tip(ctx)
-		if err != nil {
+		if tip, err = m.chain.Tip(ctx); err != nil {
 			return nil, fmt.Errorf("update for %s: %w", id, err)
 		}
-		m.tip = tip
+		m.mu.Lock()
+		if m.tip == 0 {
+			m.tip = tip
+		}
+		m.mu.Unlock()
 	}
-	if int64(m.tip) >= int64(c.Expiry)-int64(m.cfg.SafetyMargin) {
-		return nil, fmt.Errorf("update for %s: %w: tip %d, expiry %d", id, ErrTooLate, m.tip, c.Expiry)
+	if int64(tip) >= int64(c.Expiry)-int64(m.cfg.SafetyMargin) {
+		return nil, fmt.Errorf("update for %s: %w: tip %d, expiry %d", id, ErrTooLate, tip, c.Expiry)
 	}
 	next := c.clone()
-	if _, err := m.signedClose(next, u.Amount, u.Sig); err != nil {
+	if err := m.checkUpdate(cs, next, u.Amount, u.Sig); err != nil {
 		return nil, fmt.Errorf("update for %s: %w", id, err)
 	}
 	next.Seq, next.Paid, next.BuyerSig = u.Seq, u.Amount, u.Sig
@@ -559,7 +645,7 @@ func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*U
 		next.Contracts = map[string]int64{}
 	}
 	next.Contracts[u.ContractID] = u.ContractAmount
-	if err := m.persist(next); err != nil {
+	if err := m.persist(cs, next); err != nil {
 		return nil, fmt.Errorf("update for %s: %w", id, err)
 	}
 	if m.after != nil {
@@ -568,17 +654,31 @@ func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*U
 	return u, nil
 }
 
-// signedClose builds the close paying paid, adds our (seller) signature to
-// the buyer's, and runs the script engine on the whole witness. A failure is
-// ErrBadSignature. Our own signature, just made, is put in the engine's
-// signature cache so the engine spends its verification on the buyer's; the
-// script itself (branch, both CHECKSIGs, key order) still runs in full.
-func (m *Manager) signedClose(c *Channel, paid int64, buyerSig []byte) (*wire.MsgTx, error) {
-	key, err := m.keys.Key(FamilySeller, c.KeyIndex)
-	if err != nil {
-		return nil, err
-	}
-	ws, pk, err := m.scriptOf(c)
+// checkSig stands in for our (seller) signature while an update is checked:
+// a minimal strict-DER signature (r = s = 1) that signs nothing. It is never
+// broadcast; Close makes the real signature.
+var checkSig = []byte{0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01}
+
+// checkUpdate builds the close paying paid with the buyer's signature and
+// runs the script engine on the whole witness: branch, both CHECKSIGs, key
+// order. A failure is ErrBadSignature. The seller does not sign an update
+// (only the close it broadcasts): our slot holds checkSig, which the
+// engine's signature cache vouches for under our key and this sighash, so
+// the engine's one verification is the buyer's. cs.mu is held.
+func (m *Manager) checkUpdate(cs *chanState, c *Channel, paid int64, buyerSig []byte) error {
+	_, err := m.closeTx(cs, c, paid, buyerSig, false)
+	return err
+}
+
+// signedClose is the close paying paid, with the buyer's signature and
+// ours, checked in full by the script engine (both signatures verified):
+// what Close broadcasts. cs.mu is held.
+func (m *Manager) signedClose(cs *chanState, c *Channel, paid int64, buyerSig []byte) (*wire.MsgTx, error) {
+	return m.closeTx(cs, c, paid, buyerSig, true)
+}
+
+func (m *Manager) closeTx(cs *chanState, c *Channel, paid int64, buyerSig []byte, sign bool) (*wire.MsgTx, error) {
+	ws, pk, err := cs.scriptOf(c)
 	if err != nil {
 		return nil, err
 	}
@@ -592,18 +692,40 @@ func (m *Manager) signedClose(c *Channel, paid int64, buyerSig []byte) (*wire.Ms
 	if err != nil {
 		return nil, fmt.Errorf("close sighash: %w", err)
 	}
-	der := ecdsa.Sign(key, digest).Serialize()
-	cache := txscript.NewSigCache(2)
-	var h chainhash.Hash
-	copy(h[:], digest)
-	cache.Add(h, der, key.PubKey().SerializeCompressed())
-	tx.TxIn[0].Witness = ChannelCloseWitness(ws, buyerSig, append(der, byte(txscript.SigHashAll)))
+	var ours []byte
+	var cache *txscript.SigCache
+	if sign {
+		key, err := m.keys.Key(FamilySeller, c.KeyIndex)
+		if err != nil {
+			return nil, err
+		}
+		ours = ecdsa.Sign(key, digest).Serialize()
+	} else {
+		if cs.sellerPub == nil {
+			key, err := m.keys.Key(FamilySeller, c.KeyIndex)
+			if err != nil {
+				return nil, err
+			}
+			cs.sellerPub = key.PubKey().SerializeCompressed()
+		}
+		// Vouched for under our own key: were the channel's seller key
+		// not ours, the engine would check checkSig for real and fail.
+		ours = checkSig
+		cache = txscript.NewSigCache(2)
+		var h chainhash.Hash
+		copy(h[:], digest)
+		cache.Add(h, ours, cs.sellerPub)
+	}
+	tx.TxIn[0].Witness = ChannelCloseWitness(ws, buyerSig, append(slices.Clip(ours), byte(txscript.SigHashAll)))
 	vm, err := txscript.NewEngine(pk, tx, 0, txscript.StandardVerifyFlags, cache, hashes, c.Capacity, fetcher)
 	if err == nil {
 		err = vm.Execute()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w: %v", ErrBadSignature, ErrScript, err)
+	}
+	if !sign {
+		return nil, nil
 	}
 	return tx, nil
 }
@@ -613,12 +735,11 @@ func (m *Manager) signedClose(c *Channel, paid int64, buyerSig []byte) (*wire.Ms
 // persisted (Closing) and broadcast. Closing a channel already closing
 // rebroadcasts.
 func (m *Manager) Close(ctx context.Context, id string) (*wire.MsgTx, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.chans[id]
-	if !ok {
+	cs, c := m.lock(id)
+	if cs == nil {
 		return nil, fmt.Errorf("close %s: %w", id, ErrUnknownChannel)
 	}
+	defer cs.mu.Unlock()
 	if c.Role != RoleSeller {
 		return nil, fmt.Errorf("close %s: %w: only the seller closes; the buyer refunds", id, ErrWrongRole)
 	}
@@ -631,25 +752,24 @@ func (m *Manager) Close(ctx context.Context, id string) (*wire.MsgTx, error) {
 	if !c.CloseWorth() {
 		return nil, fmt.Errorf("close %s: %w: paid %d, fee %d", id, ErrNotWorth, c.Paid, c.CloseFee)
 	}
-	tx, err := m.signedClose(c, c.Paid, c.BuyerSig)
+	tx, err := m.signedClose(cs, c, c.Paid, c.BuyerSig)
 	if err != nil {
 		return nil, fmt.Errorf("close %s: %w", id, err)
 	}
 	if err := m.cfg.checkFee(c.Capacity-sumOut(tx), VSize(tx)); err != nil {
 		return nil, fmt.Errorf("close %s: %w", id, err)
 	}
-	return m.sendSpend(ctx, c, tx, "close")
+	return m.sendSpend(ctx, cs, c, tx, "close")
 }
 
 // Refund is the buyer taking back everything unpaid through the timelock
 // branch, once the tip has reached the channel's expiry.
 func (m *Manager) Refund(ctx context.Context, id string) (*wire.MsgTx, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c, ok := m.chans[id]
-	if !ok {
+	cs, c := m.lock(id)
+	if cs == nil {
 		return nil, fmt.Errorf("refund %s: %w", id, ErrUnknownChannel)
 	}
+	defer cs.mu.Unlock()
 	if c.Role != RoleBuyer {
 		return nil, fmt.Errorf("refund %s: %w", id, ErrWrongRole)
 	}
@@ -692,12 +812,12 @@ func (m *Manager) Refund(ctx context.Context, id string) (*wire.MsgTx, error) {
 	if err := VerifyInput(tx, 0, pk, c.Capacity); err != nil {
 		return nil, fmt.Errorf("refund %s: %w", id, err)
 	}
-	return m.sendSpend(ctx, c, tx, "refund")
+	return m.sendSpend(ctx, cs, c, tx, "refund")
 }
 
 // sendSpend persists tx as the channel's spend (state Closing) and then
-// broadcasts it; a crash in between rebroadcasts from Tick.
-func (m *Manager) sendSpend(ctx context.Context, c *Channel, tx *wire.MsgTx, what string) (*wire.MsgTx, error) {
+// broadcasts it; a crash in between rebroadcasts from Tick. cs.mu is held.
+func (m *Manager) sendSpend(ctx context.Context, cs *chanState, c *Channel, tx *wire.MsgTx, what string) (*wire.MsgTx, error) {
 	var raw bytes.Buffer
 	if err := tx.Serialize(&raw); err != nil {
 		return nil, err
@@ -706,7 +826,7 @@ func (m *Manager) sendSpend(ctx context.Context, c *Channel, tx *wire.MsgTx, wha
 	next.State = StateClosing
 	next.SpendTx = raw.Bytes()
 	next.SpendTxid = tx.TxHash().String()
-	if err := m.persist(next); err != nil {
+	if err := m.persist(cs, next); err != nil {
 		return nil, fmt.Errorf("%s %s: %w", what, c.ID, err)
 	}
 	if err := m.chain.Broadcast(ctx, tx); err != nil {
@@ -749,8 +869,8 @@ func (m *Manager) Tick(ctx context.Context) error {
 	m.mu.Lock()
 	m.tip = tip
 	ids := make([]string, 0, len(m.chans))
-	for id, c := range m.chans {
-		if c.State != StateClosed && c.State != StateFailed {
+	for id, cs := range m.chans {
+		if c := cs.rec; c != nil && c.State != StateClosed && c.State != StateFailed {
 			ids = append(ids, id)
 		}
 	}
@@ -775,15 +895,14 @@ func (m *Manager) Tick(ctx context.Context) error {
 }
 
 func (m *Manager) state(id string) State {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.chans[id].State
+	return m.record(id).State
 }
 
+// step advances one channel by one state. It holds no lock while it asks
+// the chain; each change (setState, checkSpent, Close, Refund) takes the
+// channel's lock and re-reads the record.
 func (m *Manager) step(ctx context.Context, id string, tip int32) error {
-	m.mu.Lock()
-	c := m.chans[id]
-	m.mu.Unlock()
+	c := m.record(id)
 	n := m.cfg.Confirmations
 	switch c.State {
 	case StatePending:
@@ -877,12 +996,18 @@ func (m *Manager) checkSpent(ctx context.Context, c *Channel, tip int32) (bool, 
 	if c.State == StateClosing && c.SpendTxid == txid {
 		return true, nil
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	next := m.chans[c.ID].clone()
+	cs, cur := m.lock(c.ID)
+	if cs == nil {
+		return false, fmt.Errorf("channel %s: %w", c.ID, ErrUnknownChannel)
+	}
+	defer cs.mu.Unlock()
+	if cur.State == StateClosing && cur.SpendTxid == txid {
+		return true, nil
+	}
+	next := cur.clone()
 	next.State = StateClosing
 	next.SpendTxid = txid
-	if err := m.persist(next); err != nil {
+	if err := m.persist(cs, next); err != nil {
 		return false, err
 	}
 	m.log.Info("channel funding spent", "channel", c.ID, "txid", txid)
@@ -890,15 +1015,18 @@ func (m *Manager) checkSpent(ctx context.Context, c *Channel, tip int32) (bool, 
 }
 
 func (m *Manager) setState(c *Channel, s State, why string, kv ...any) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	next := m.chans[c.ID].clone()
-	if next.State == s {
+	cs, cur := m.lock(c.ID)
+	if cs == nil {
+		return fmt.Errorf("channel %s: %w", c.ID, ErrUnknownChannel)
+	}
+	defer cs.mu.Unlock()
+	if cur.State == s {
 		return nil
 	}
+	next := cur.clone()
 	old := next.State
 	next.State = s
-	if err := m.persist(next); err != nil {
+	if err := m.persist(cs, next); err != nil {
 		return err
 	}
 	m.log.Info("channel "+why, append([]any{"channel", c.ID, "from", old.String(), "to", s.String()}, kv...)...)
