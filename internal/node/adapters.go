@@ -212,7 +212,23 @@ func (p *channelPayer) Prepare(ctx context.Context, seller peer.ID, terms []byte
 		return nil, err
 	}
 	capacity := max(p.minCapacity, p.capacityFactor*amount)
-	c, req, err := p.m.OpenChannel(ctx, payment.OpenParams{Peer: seller.String(), Seller: t, Capacity: capacity})
+	var (
+		c   *payment.Channel
+		req *payment.OpenRequest
+	)
+	// A wallet that has just seen new blocks may still be catching up on
+	// which coins are mature: give it a few seconds before giving up.
+	for try := 0; ; try++ {
+		c, req, err = p.m.OpenChannel(ctx, payment.OpenParams{Peer: seller.String(), Seller: t, Capacity: capacity})
+		if err == nil || !errors.Is(err, payment.ErrInsufficientFunds) || try == 4 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open channel to %s: %w", seller, err)
 	}
