@@ -111,12 +111,12 @@ func waitStatus(t *testing.T, bin string, p *proc) status {
 // on loopback, joined through a bootstrap address, and expects `blackbox
 // market --json` on one to list the other two offers within 30 seconds.
 func TestThreeProcessesFindEachOther(t *testing.T) {
-	bin := binary(t)
-	// CPU is sold by allocation here so that a machine busy with other tests
-	// still has something on offer; mDNS is off to prove the bootstrap path.
-	env := []string{"BLACKBOX_METER_CPU_BASIS=allocatable", "BLACKBOX_METER_RESERVE_CPU=0",
-		"BLACKBOX_METER_SAMPLE_INTERVAL=1s", "BLACKBOX_MDNS=false"}
-	first := serve(t, bin, env, "--log-level", "debug")
+	// Sellers offer only what they can run and be paid for: a real
+	// containerd and btcd stand behind them. mDNS is off to prove the
+	// bootstrap path.
+	m := newMarket(t)
+	bin := m.bin
+	first := m.node(nil, "--log-level", "debug")
 	s1 := waitStatus(t, bin, first)
 	var boot string
 	for _, a := range s1.Addrs {
@@ -127,8 +127,8 @@ func TestThreeProcessesFindEachOther(t *testing.T) {
 	if boot == "" || s1.PeerID == "" {
 		t.Fatalf("status lacks peer_id or a TCP address: %+v", s1)
 	}
-	second := serve(t, bin, env, "--bootstrap", boot, "--region", "eu")
-	third := serve(t, bin, env, "--bootstrap", boot, "--region", "us")
+	second := m.node(nil, "--bootstrap", boot, "--region", "eu")
+	third := m.node(nil, "--bootstrap", boot, "--region", "us")
 	want := []string{waitStatus(t, bin, second).PeerID, waitStatus(t, bin, third).PeerID}
 	slices.Sort(want)
 
@@ -177,7 +177,7 @@ func TestThreeProcessesFindEachOther(t *testing.T) {
 	var b []byte
 	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(time.Second) {
 		cmd := exec.Command(bin, "market", "--json", "--timeout", "5s", "--data-dir", empty)
-		cmd.Env = append(os.Environ(), "BLACKBOX_BOOTSTRAP="+boot, "BLACKBOX_MDNS=false")
+		cmd.Env = append(append(os.Environ(), m.env...), "BLACKBOX_BOOTSTRAP="+boot)
 		b, err = cmd.Output()
 		if err == nil && countIn(string(b), all) == len(all) {
 			break
