@@ -25,6 +25,8 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/offer"
 	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/reputation"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // SocketFile is the API socket's name inside the data dir.
@@ -136,6 +138,33 @@ type Backend interface {
 	// holds it open.
 	WalletAddress(ctx context.Context) (string, error)
 	WalletBalance(ctx context.Context, minConf int32) (Balance, error)
+	// Scores is this node's view of every peer it knows; Score of one.
+	Scores(ctx context.Context) ([]reputation.Score, error)
+	Score(ctx context.Context, p peer.ID) (reputation.Score, error)
+	// Trust lists explicit trust edges; SetTrust sets one (0 removes it).
+	Trust(ctx context.Context) ([]TrustEdge, error)
+	SetTrust(ctx context.Context, p peer.ID, weight float64) error
+}
+
+// TrustEdge is one peer this node trusts explicitly.
+type TrustEdge struct {
+	Peer    string    `json:"peer"`
+	Weight  float64   `json:"weight"`
+	Updated time.Time `json:"updated"`
+}
+
+// TrustEdges converts the book's edges for the API.
+func TrustEdges(edges []reputation.Edge) []TrustEdge {
+	out := make([]TrustEdge, 0, len(edges))
+	for _, e := range edges {
+		out = append(out, TrustEdge{Peer: e.To.String(), Weight: e.Weight, Updated: e.Updated})
+	}
+	return out
+}
+
+// TrustRequest sets this node's trust in a peer.
+type TrustRequest struct {
+	Weight float64 `json:"weight"`
 }
 
 // Contracts is what `blackbox contracts` shows.
@@ -186,7 +215,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/market", func(w http.ResponseWriter, r *http.Request) {
 		var req MarketRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			reply(w, log, nil, fmt.Errorf("%w: %v", errBadRequest, err))
+			reply(w, log, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
 			return
 		}
 		offers, err := b.Market(r.Context(), req)
@@ -198,7 +227,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
 		var req contract.Request
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			reply(w, log, nil, fmt.Errorf("%w: %v", errBadRequest, err))
+			reply(w, log, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
 			return
 		}
 		id, err := b.Submit(r.Context(), req)
@@ -243,7 +272,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		if v := r.URL.Query().Get("minconf"); v != "" {
 			n, err := strconv.ParseInt(v, 10, 32)
 			if err != nil {
-				reply(w, log, nil, fmt.Errorf("%w: minconf: %v", errBadRequest, err))
+				reply(w, log, nil, fmt.Errorf("%w: minconf: %v", ErrBadRequest, err))
 				return
 			}
 			minConf = int32(n)
@@ -251,10 +280,47 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		bal, err := b.WalletBalance(r.Context(), minConf)
 		reply(w, log, bal, err)
 	})
+	mux.HandleFunc("GET /v1/reputation", func(w http.ResponseWriter, r *http.Request) {
+		scores, err := b.Scores(r.Context())
+		if scores == nil {
+			scores = []reputation.Score{}
+		}
+		reply(w, log, scores, err)
+	})
+	mux.HandleFunc("GET /v1/reputation/{peer}", func(w http.ResponseWriter, r *http.Request) {
+		p, err := peer.Decode(r.PathValue("peer"))
+		if err != nil {
+			reply(w, log, nil, fmt.Errorf("%w: peer: %v", ErrBadRequest, err))
+			return
+		}
+		sc, err := b.Score(r.Context(), p)
+		reply(w, log, sc, err)
+	})
+	mux.HandleFunc("GET /v1/trust", func(w http.ResponseWriter, r *http.Request) {
+		edges, err := b.Trust(r.Context())
+		if edges == nil {
+			edges = []TrustEdge{}
+		}
+		reply(w, log, edges, err)
+	})
+	mux.HandleFunc("PUT /v1/trust/{peer}", func(w http.ResponseWriter, r *http.Request) {
+		p, err := peer.Decode(r.PathValue("peer"))
+		if err != nil {
+			reply(w, log, nil, fmt.Errorf("%w: peer: %v", ErrBadRequest, err))
+			return
+		}
+		var req TrustRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+			reply(w, log, nil, fmt.Errorf("%w: %v", ErrBadRequest, err))
+			return
+		}
+		reply(w, log, IDResponse{ID: p.String()}, b.SetTrust(r.Context(), p, req.Weight))
+	})
 	return mux
 }
 
-var errBadRequest = errors.New("bad request")
+// ErrBadRequest marks a request with bad arguments.
+var ErrBadRequest = errors.New("bad request")
 
 func reply(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 	w.Header().Set("Content-Type", "application/json")
@@ -263,7 +329,7 @@ func reply(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 		switch {
 		case errors.Is(err, ErrNotFound):
 			code = http.StatusNotFound
-		case errors.Is(err, errBadRequest), errors.Is(err, contract.ErrInvalid):
+		case errors.Is(err, ErrBadRequest), errors.Is(err, contract.ErrInvalid):
 			code = http.StatusBadRequest
 		case errors.Is(err, ErrUnavailable):
 			code = http.StatusServiceUnavailable
@@ -403,6 +469,30 @@ func (c *Client) WalletAddress(ctx context.Context) (string, error) {
 func (c *Client) WalletBalance(ctx context.Context, minConf int32) (Balance, error) {
 	var b Balance
 	return b, c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/wallet/balance?minconf=%d", minConf), nil, &b)
+}
+
+// Scores is the daemon's view of every known peer.
+func (c *Client) Scores(ctx context.Context) ([]reputation.Score, error) {
+	var out []reputation.Score
+	return out, c.do(ctx, http.MethodGet, "/v1/reputation", nil, &out)
+}
+
+// Score is the daemon's view of one peer.
+func (c *Client) Score(ctx context.Context, p peer.ID) (reputation.Score, error) {
+	var out reputation.Score
+	return out, c.do(ctx, http.MethodGet, "/v1/reputation/"+p.String(), nil, &out)
+}
+
+// Trust lists the daemon's explicit trust edges.
+func (c *Client) Trust(ctx context.Context) ([]TrustEdge, error) {
+	var out []TrustEdge
+	return out, c.do(ctx, http.MethodGet, "/v1/trust", nil, &out)
+}
+
+// SetTrust sets the daemon's trust in p (0 removes it).
+func (c *Client) SetTrust(ctx context.Context, p peer.ID, weight float64) error {
+	var r IDResponse
+	return c.do(ctx, http.MethodPut, "/v1/trust/"+p.String(), TrustRequest{Weight: weight}, &r)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

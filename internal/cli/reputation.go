@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
@@ -54,6 +56,53 @@ func (a *App) openReputation() (*store.DB, *reputation.Book, error) {
 	return db, b, nil
 }
 
+// reputationView is the reputation book as the commands use it: the
+// daemon's through its API when it runs, else the database's directly.
+type reputationView interface {
+	Scores(ctx context.Context) ([]reputation.Score, error)
+	Score(ctx context.Context, p peer.ID) (reputation.Score, error)
+	Trust(ctx context.Context) ([]api.TrustEdge, error)
+	SetTrust(ctx context.Context, p peer.ID, weight float64) error
+}
+
+var _ reputationView = (*api.Client)(nil)
+
+// bookView serves the commands from a Book opened on the database.
+type bookView struct{ b *reputation.Book }
+
+func (v bookView) Scores(context.Context) ([]reputation.Score, error) {
+	var out []reputation.Score
+	for _, p := range v.b.Peers() {
+		out = append(out, v.b.Score(p))
+	}
+	return out, nil
+}
+
+func (v bookView) Score(_ context.Context, p peer.ID) (reputation.Score, error) {
+	return v.b.Score(p), nil
+}
+
+func (v bookView) Trust(context.Context) ([]api.TrustEdge, error) {
+	return api.TrustEdges(v.b.Edges()), nil
+}
+
+func (v bookView) SetTrust(_ context.Context, p peer.ID, w float64) error { return v.b.SetTrust(p, w) }
+
+// reputation returns the view to use and a function to release it.
+func (a *App) reputation(ctx context.Context) (reputationView, func(), error) {
+	c := a.client()
+	if _, err := c.Status(ctx); err == nil {
+		return c, func() {}, nil
+	} else if !errors.Is(err, api.ErrNoDaemon) {
+		return nil, nil, err
+	}
+	db, b, err := a.openReputation()
+	if err != nil {
+		return nil, nil, err
+	}
+	return bookView{b}, func() { db.Close() }, nil
+}
+
 func parsePeer(s string) (peer.ID, error) {
 	id, err := peer.Decode(s)
 	if err != nil {
@@ -76,7 +125,7 @@ func newTrustCmd(a *App) *cobra.Command {
 			if weight <= 0 || weight > 1 {
 				return fmt.Errorf("--weight %v: must be in (0, 1]; use trust rm to remove", weight)
 			}
-			return a.setTrust(args[0], weight)
+			return a.setTrust(cmd.Context(), args[0], weight)
 		},
 	}
 	add.Flags().Float64Var(&weight, "weight", 1, "trust weight in (0, 1]")
@@ -85,7 +134,7 @@ func newTrustCmd(a *App) *cobra.Command {
 		Short: "Stop trusting PEER",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.setTrust(args[0], 0)
+			return a.setTrust(cmd.Context(), args[0], 0)
 		},
 	}
 	var asJSON bool
@@ -94,19 +143,23 @@ func newTrustCmd(a *App) *cobra.Command {
 		Short: "List the peers this node trusts explicitly",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, b, err := a.openReputation()
+			v, done, err := a.reputation(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer done()
+			list, err := v.Trust(cmd.Context())
+			if err != nil {
+				return err
+			}
 			type edge struct {
 				Peer    string    `json:"peer"`
 				Weight  float64   `json:"weight"`
 				Updated time.Time `json:"updated"`
 			}
 			edges := []edge{}
-			for _, e := range b.Edges() {
-				edges = append(edges, edge{e.To.String(), e.Weight, e.Updated})
+			for _, e := range list {
+				edges = append(edges, edge(e))
 			}
 			if asJSON {
 				return printJSON(a.Stdout, edges)
@@ -124,17 +177,17 @@ func newTrustCmd(a *App) *cobra.Command {
 	return c
 }
 
-func (a *App) setTrust(s string, w float64) error {
+func (a *App) setTrust(ctx context.Context, s string, w float64) error {
 	id, err := parsePeer(s)
 	if err != nil {
 		return err
 	}
-	db, b, err := a.openReputation()
+	v, done, err := a.reputation(ctx)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	return b.SetTrust(id, w)
+	defer done()
+	return v.SetTrust(ctx, id, w)
 }
 
 // printJSON is local so this file does not depend on another command's helper.
@@ -176,26 +229,34 @@ func newReputationCmd(a *App) *cobra.Command {
 		Short: "Show this node's view of its peers, or why PEER's score is what it is",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			db, b, err := a.openReputation()
+			rv, done, err := a.reputation(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer done()
 			if len(args) == 1 {
 				id, err := parsePeer(args[0])
 				if err != nil {
 					return err
 				}
-				v := viewScore(b.Score(id))
+				sc, err := rv.Score(cmd.Context(), id)
+				if err != nil {
+					return err
+				}
+				v := viewScore(sc)
 				if asJSON {
 					return printJSON(a.Stdout, v)
 				}
 				printScore(a, v)
 				return nil
 			}
+			scores, err := rv.Scores(cmd.Context())
+			if err != nil {
+				return err
+			}
 			views := []scoreView{}
-			for _, p := range b.Peers() {
-				views = append(views, viewScore(b.Score(p)))
+			for _, sc := range scores {
+				views = append(views, viewScore(sc))
 			}
 			sort.SliceStable(views, func(i, j int) bool { return views[i].Mean > views[j].Mean })
 			if asJSON {

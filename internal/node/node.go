@@ -25,6 +25,7 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/offer"
 	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/reputation"
 	"github.com/blackbox-market/blackbox/pkg/sandbox"
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -71,6 +72,7 @@ type Node struct {
 	// noSell and noBuy say why the node does not sell or buy.
 	noSell []string
 	noBuy  string
+	book   *reputation.Book
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -115,6 +117,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.push(n.db.Close)
 
+	if err := n.startReputation(); err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	n.metrics = newMetrics(reg)
 
@@ -214,6 +219,8 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 		libp2p.Transport(quic.NewTransport),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
+		// Peers this node's reputation book has blocked are refused.
+		libp2p.ConnectionGater(reputation.NewGater(n.book, n.log)),
 		libp2p.PrometheusRegisterer(reg),
 	)
 	if err != nil {
@@ -222,6 +229,7 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 	}
 	n.host = h
 	n.push(h.Close)
+	reputation.NewExchange(h, n.book, n.log)
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func testConfig(t *testing.T) Config {
@@ -119,6 +120,22 @@ func TestNodeServesStatusAndStops(t *testing.T) {
 			t.Fatalf("no offer after 10s: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	// The reputation book is served while the daemon holds the database.
+	other := n.Host().ID() // any valid peer ID will do
+	if err := c.SetTrust(ctx, other, 0.5); err == nil {
+		t.Fatal("trusting oneself was accepted")
+	}
+	k2, _ := LoadOrCreateIdentity(t.TempDir())
+	p2, _ := peer.IDFromPrivateKey(k2)
+	if err := c.SetTrust(ctx, p2, 0.5); err != nil {
+		t.Fatal(err)
+	}
+	if edges, err := c.Trust(ctx); err != nil || len(edges) != 1 || edges[0].Peer != p2.String() || edges[0].Weight != 0.5 {
+		t.Fatalf("trust after set: %+v %v", edges, err)
+	}
+	if err := c.SetTrust(ctx, p2, 2); err == nil {
+		t.Fatal("trust weight 2 accepted")
 	}
 	if err := n.Stop(); err != nil {
 		t.Fatal(err)

@@ -185,6 +185,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			Blobs:      contract.DirBlobs(n.BlobDir()),
 			Find:       n.disc.Find,
 			ResultDir:  n.ResultDir(),
+			Reputation: bookRanking{b: n.book},
 			Log:        n.log,
 		}
 		cc.ApplyBuyer(&bc)
