@@ -328,7 +328,18 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 			res.Reason = ReasonOOM
 		}
 	}
-	// Delete the task now: it waits until the streams are copied out.
+	// Let the streams drain before the task is deleted: Delete cancels the
+	// stream copies that have not opened their FIFOs yet, which loses the
+	// output of a short job on a busy machine. The job has exited, so the
+	// shim closes its ends and the copies finish; the bound is for a shim
+	// that does not.
+	drained := make(chan struct{})
+	go func() { task.IO().Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		log.Warn("job output streams did not drain in 10s")
+	}
 	deleteTask()
 	res.StdoutBytes, res.StdoutTruncated = stdout.count()
 	res.StderrBytes, res.StderrTruncated = stderr.count()
