@@ -83,6 +83,10 @@ func Open(path string, lockWait time.Duration) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// Group commit waits at most this long for more writers to join a
+	// batch (bbolt's default of 10ms is tuned for spinning disks); a lone
+	// writer does not wait at all (see Batch).
+	b.MaxBatchDelay = 2 * time.Millisecond
 	db := &DB{bolt: b, path: path}
 	if err := db.migrate(migrations); err != nil {
 		b.Close()
