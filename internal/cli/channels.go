@@ -112,11 +112,7 @@ func (a *App) closeChannel(ctx context.Context, id string) error {
 	if !errors.Is(err, api.ErrNoDaemon) {
 		return err
 	}
-	cfg, err := a.paymentConfig()
-	if err != nil {
-		return err
-	}
-	pass, err := walletPassphrase(cfg)
+	cfg, pass, err := a.walletSecrets()
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
@@ -27,31 +28,21 @@ func (a *App) paymentConfig() (payment.Config, error) {
 	return cfg, a.Section("payment", &cfg)
 }
 
-// walletPassphrase reads the passphrase from payment.passphrase_file or
-// BLACKBOX_WALLET_PASSPHRASE.
-func walletPassphrase(cfg payment.Config) ([]byte, error) {
-	if cfg.PassphraseFile != "" {
-		b, err := os.ReadFile(cfg.PassphraseFile)
-		if err != nil {
-			return nil, fmt.Errorf("read payment.passphrase_file: %w", err)
-		}
-		return []byte(strings.TrimRight(string(b), "\r\n")), nil
+// walletSecrets is the payment config and the wallet passphrase.
+func (a *App) walletSecrets() (payment.Config, []byte, error) {
+	cfg, err := a.paymentConfig()
+	if err != nil {
+		return cfg, nil, err
 	}
-	if p := os.Getenv("BLACKBOX_WALLET_PASSPHRASE"); p != "" {
-		return []byte(p), nil
-	}
-	return nil, errors.New("no wallet passphrase: set payment.passphrase_file or BLACKBOX_WALLET_PASSPHRASE")
+	pass, err := node.WalletPassphrase(cfg)
+	return cfg, pass, err
 }
 
 func (a *App) walletDir() string { return filepath.Join(a.DataDir(), "wallet") }
 
 // openWallet opens the data dir's wallet, connected to btcd.
 func (a *App) openWallet(ctx context.Context) (*payment.Wallet, payment.Config, error) {
-	cfg, err := a.paymentConfig()
-	if err != nil {
-		return nil, cfg, err
-	}
-	pass, err := walletPassphrase(cfg)
+	cfg, pass, err := a.walletSecrets()
 	if err != nil {
 		return nil, cfg, err
 	}
@@ -137,11 +128,7 @@ func newWalletCmd(a *App) *cobra.Command {
 }
 
 func (a *App) createWallet(ctx context.Context, backupFile string) error {
-	cfg, err := a.paymentConfig()
-	if err != nil {
-		return err
-	}
-	pass, err := walletPassphrase(cfg)
+	cfg, pass, err := a.walletSecrets()
 	if err != nil {
 		return err
 	}

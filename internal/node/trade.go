@@ -43,8 +43,9 @@ func (n *Node) startSandbox(ctx context.Context) {
 	n.push(sb.Close)
 }
 
-// walletPassphrase reads payment.passphrase_file or BLACKBOX_WALLET_PASSPHRASE.
-func walletPassphrase(cfg payment.Config) ([]byte, error) {
+// WalletPassphrase reads the wallet passphrase from payment.passphrase_file,
+// else from BLACKBOX_WALLET_PASSPHRASE.
+func WalletPassphrase(cfg payment.Config) ([]byte, error) {
 	if cfg.PassphraseFile != "" {
 		b, err := os.ReadFile(cfg.PassphraseFile)
 		if err != nil {
@@ -72,7 +73,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	if cfg.RPCUser == "" {
 		return off("payments not configured: set payment.rpc_host, payment.rpc_user and payment.rpc_pass for btcd")
 	}
-	pass, err := walletPassphrase(cfg)
+	pass, err := WalletPassphrase(cfg)
 	if err != nil {
 		return off(err.Error())
 	}
