@@ -15,7 +15,7 @@ import (
 
 // binary returns the blackbox binary under test: BLACKBOX_TEST_BIN (set by
 // make test), else one built into a temporary dir.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	if b := os.Getenv("BLACKBOX_TEST_BIN"); b != "" {
 		return b
@@ -36,12 +36,12 @@ type proc struct {
 }
 
 // serve starts `blackbox serve` on loopback with a fresh data dir.
-func serve(t *testing.T, bin string, env []string, args ...string) *proc {
+func serve(t testing.TB, bin string, env []string, args ...string) *proc {
 	return serveIn(t, []string{bin}, env, append([]string{"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"}, args...)...)
 }
 
 // serveIn starts `serve` through a command prefix (e.g. ip netns exec NS).
-func serveIn(t *testing.T, prefix []string, env []string, args ...string) *proc {
+func serveIn(t testing.TB, prefix []string, env []string, args ...string) *proc {
 	t.Helper()
 	dir := t.TempDir()
 	var logs bytes.Buffer
@@ -70,7 +70,7 @@ func serveIn(t *testing.T, prefix []string, env []string, args ...string) *proc 
 	return p
 }
 
-func runCLI(t *testing.T, bin string, args ...string) (string, error) {
+func runCLI(t testing.TB, bin string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	var out, errb bytes.Buffer
@@ -88,7 +88,7 @@ type status struct {
 	Peers  []string `json:"peers"`
 }
 
-func waitStatus(t *testing.T, bin string, p *proc) status {
+func waitStatus(t testing.TB, bin string, p *proc) status {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

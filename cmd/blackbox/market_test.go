@@ -1,17 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
+	"github.com/blackbox-market/blackbox/pkg/sandbox/sandboxtest"
 	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/txscript"
 )
 
@@ -19,15 +27,16 @@ import (
 // regtest node with a miner making a block every half second, and the
 // environment every blackbox node of the test runs with.
 type market struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
+	sock string // containerd
 	btcd *btcdtest.Harness
 	env  []string
 }
 
 // containerdSocket is the containerd the tests use: make test's
 // (BLACKBOX_TEST_CONTAINERD), else a private one started for this test.
-func containerdSocket(t *testing.T) string {
+func containerdSocket(t testing.TB) string {
 	t.Helper()
 	if s := os.Getenv("BLACKBOX_TEST_CONTAINERD"); s != "" {
 		return s
@@ -40,6 +49,13 @@ func containerdSocket(t *testing.T) string {
 	}
 	script, _ := filepath.Abs("../../deploy/dev/containerd.sh")
 	dir := t.TempDir()
+	// Jobs run with their root remapped to an unprivileged uid, which must
+	// be able to reach containerd's state under this directory.
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if out, err := exec.Command(script, "start", dir).CombinedOutput(); err != nil {
 		t.Fatalf("start containerd: %v\n%s", err, out)
 	}
@@ -47,13 +63,14 @@ func containerdSocket(t *testing.T) string {
 	return filepath.Join(dir, "containerd.sock")
 }
 
-func newMarket(t *testing.T) *market {
+func newMarket(t testing.TB) *market {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("a real market (containerd, btcd, processes): not in -short")
 	}
 	m := &market{t: t, bin: binary(t)}
 	sock := containerdSocket(t)
+	m.sock = sock
 	m.btcd = btcdtest.Start(t, 30)
 	m.env = []string{
 		"BLACKBOX_SANDBOX_ADDRESS=" + sock,
@@ -119,4 +136,264 @@ func (m *market) fund(p *proc, sats int64) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	t.Fatalf("the wallet of %s never saw its funds\n%s", p.dir, p.logs.String())
+}
+
+// daemon is a `blackbox serve` a test may kill -9 and start again on the
+// same data dir.
+type daemon struct {
+	*proc
+	m      *market
+	env    []string
+	args   []string
+	exited chan struct{}
+	err    error
+}
+
+// daemon starts `blackbox serve` on a fresh data dir with the market's
+// environment plus extra; the test's cleanup stops it (SIGTERM) if it runs.
+func (m *market) daemon(extra []string, args ...string) *daemon {
+	t := m.t
+	t.Helper()
+	d := &daemon{m: m, env: append(append([]string(nil), m.env...), extra...), args: args,
+		proc: &proc{dir: t.TempDir(), logs: &bytes.Buffer{}}}
+	d.start()
+	t.Cleanup(func() {
+		if t.Failed() && os.Getenv("BLACKBOX_TEST_QUIET") == "" {
+			t.Logf("log of %s:\n%s", d.dir, tail(d.logs.String(), 60))
+		}
+		if d.running() {
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.exited:
+			case <-time.After(15 * time.Second):
+				d.cmd.Process.Kill()
+				<-d.exited
+				t.Errorf("serve %s ignored SIGTERM\n%s", d.dir, d.logs.String())
+			}
+		}
+	})
+	return d
+}
+
+func (d *daemon) start() {
+	t := d.m.t
+	t.Helper()
+	argv := append([]string{"serve", "--data-dir", d.dir, "--listen", "/ip4/127.0.0.1/tcp/0"}, d.args...)
+	cmd := exec.Command(d.m.bin, argv...)
+	cmd.Env = append(os.Environ(), d.env...)
+	cmd.Stdout, cmd.Stderr = d.logs, d.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd, d.exited = cmd, make(chan struct{})
+	go func() { d.err = cmd.Wait(); close(d.exited) }()
+	waitStatus(t, d.m.bin, d.proc)
+}
+
+func (d *daemon) running() bool {
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill is kill -9.
+func (d *daemon) kill() {
+	d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// stop is a clean shutdown: SIGTERM, and serve must exit 0.
+func (d *daemon) stop() {
+	t := d.m.t
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(15 * time.Second):
+		d.kill()
+		t.Fatalf("serve %s ignored SIGTERM\n%s", d.dir, d.logs.String())
+	}
+	if d.err != nil {
+		t.Fatalf("serve %s did not stop cleanly: %v\n%s", d.dir, d.err, d.logs.String())
+	}
+}
+
+func (d *daemon) api() *api.Client { return api.NewClient(d.dir) }
+
+func (d *daemon) peerID() string { return waitStatus(d.m.t, d.m.bin, d.proc).PeerID }
+
+// bootAddr is the daemon's TCP address with its peer ID, for --bootstrap.
+func (d *daemon) bootAddr() string {
+	s := waitStatus(d.m.t, d.m.bin, d.proc)
+	for _, a := range s.Addrs {
+		if strings.Contains(a, "/tcp/") && strings.Contains(a, "/p2p/") {
+			return a
+		}
+	}
+	for _, a := range s.Addrs {
+		if strings.Contains(a, "/tcp/") {
+			return a + "/p2p/" + s.PeerID
+		}
+	}
+	d.m.t.Fatalf("no TCP address in %v", s.Addrs)
+	return ""
+}
+
+// cli runs the blackbox CLI against the daemon's data dir.
+func (d *daemon) cli(args ...string) (string, error) {
+	return runCLI(d.m.t, d.m.bin, append([]string{"--data-dir", d.dir}, args...)...)
+}
+
+// waitMarket waits until the buyer sees n offers.
+func (m *market) waitMarket(buyer *daemon, n int) {
+	t := m.t
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		offers, err := buyer.api().Market(context.Background(), api.MarketRequest{TimeoutSeconds: 5})
+		if err == nil && len(offers) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the buyer sees %d offers (err %v), want %d\n%s", len(offers), err, n, buyer.logs.String())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// busybox writes the test job image (a docker archive of busybox) into dir.
+func busybox(t testing.TB, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "job.tar")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sandboxtest.WriteBusyboxImage(f, sandboxtest.DockerArchive); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// waitFor polls cond every 100ms until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// job reads a buyer's job through the daemon's API.
+func (d *daemon) job(id string) *contract.JobStatus {
+	d.m.t.Helper()
+	j, err := d.api().Job(context.Background(), id)
+	if err != nil {
+		d.m.t.Fatalf("job %s: %v\n%s", id, err, d.logs.String())
+	}
+	return j
+}
+
+// contractRec is the seller's record of contract id.
+func (d *daemon) contractRec(id string) *contract.Record {
+	d.m.t.Helper()
+	cs, err := d.api().Contracts(context.Background())
+	if err != nil {
+		d.m.t.Fatalf("contracts: %v", err)
+	}
+	for _, r := range cs.Contracts {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// channelWith is the daemon's channel with peer.
+func (d *daemon) channelWith(peerID string) *payment.Channel {
+	d.m.t.Helper()
+	list, err := d.api().Channels(context.Background())
+	if err != nil {
+		d.m.t.Fatalf("channels: %v", err)
+	}
+	for _, c := range list {
+		if c.Peer == peerID {
+			return c
+		}
+	}
+	return nil
+}
+
+// closeOnChain closes the seller's channel ch with `blackbox channel
+// close`, waits until the close confirms, and checks the transaction on
+// chain: it spends the channel's funding output and pays the seller's
+// payout script exactly paid minus the close fee fixed at open, and the
+// rest (capacity - paid) back to the buyer. It returns the payout.
+func (m *market) closeOnChain(seller *daemon, ch *payment.Channel, paid int64) int64 {
+	t := m.t
+	t.Helper()
+	if ch.Paid != paid {
+		t.Fatalf("channel %s holds %d sats, want %d", ch.ID, ch.Paid, paid)
+	}
+	out, err := seller.cli("channel", "close", ch.ID)
+	if err != nil {
+		t.Fatalf("channel close: %v: %s\n%s", err, out, seller.logs.String())
+	}
+	f := strings.Fields(out)
+	txid, err := chainhash.NewHashFromStr(f[len(f)-1])
+	if err != nil {
+		t.Fatalf("channel close printed %q: %v", out, err)
+	}
+	waitFor(t, 60*time.Second, "the close to confirm", func() bool {
+		c := seller.channelWith(ch.Peer)
+		return c != nil && c.State == payment.StateClosed
+	})
+	tx, err := m.btcd.Client().GetRawTransactionVerbose(txid)
+	if err != nil {
+		t.Fatalf("close tx %s: %v", txid, err)
+	}
+	if tx.Confirmations < 1 {
+		t.Fatalf("close tx %s has %d confirmations", txid, tx.Confirmations)
+	}
+	if len(tx.Vin) != 1 || tx.Vin[0].Txid+":"+strconv.Itoa(int(tx.Vin[0].Vout)) != ch.ID {
+		t.Fatalf("close tx %s does not spend channel %s: %+v", txid, ch.ID, tx.Vin)
+	}
+	raw, err := m.btcd.Client().GetRawTransaction(txid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var payout, back int64 = -1, -1
+	for _, o := range raw.MsgTx().TxOut {
+		switch {
+		case bytes.Equal(o.PkScript, ch.SellerScript):
+			payout = o.Value
+		case bytes.Equal(o.PkScript, ch.BuyerScript):
+			back = o.Value
+		default:
+			t.Fatalf("close tx %s pays an unknown script %x", txid, o.PkScript)
+		}
+	}
+	if ch.CloseFee <= 0 || payout != paid-ch.CloseFee {
+		t.Fatalf("close tx %s pays the seller %d sats, want %d paid - %d close fee", txid, payout, paid, ch.CloseFee)
+	}
+	if back != ch.Capacity-paid {
+		t.Fatalf("close tx %s returns %d sats to the buyer, want %d", txid, back, ch.Capacity-paid)
+	}
+	t.Logf("close tx %s: %d sats to the seller (%d paid - %d fee), %d back to the buyer", txid, payout, paid, ch.CloseFee, back)
+	return payout
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
