@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/spf13/cobra"
