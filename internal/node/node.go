@@ -70,9 +70,10 @@ type Node struct {
 	seller   *contract.Seller // nil when the node cannot sell
 	buyer    *contract.Buyer  // nil when the node cannot buy
 	// noSell and noBuy say why the node does not sell or buy.
-	noSell []string
-	noBuy  string
-	book   *reputation.Book
+	noSell   []string
+	noBuy    string
+	book     *reputation.Book
+	exchange *reputation.Exchange
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -117,6 +118,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.push(n.db.Close)
 
+	// Payments before the reputation book: its evidence verifier asks the
+	// payment chain whether a channel's funding is real.
+	n.startSandbox(ctx)
+	if err := n.startPayments(ctx); err != nil {
+		return err
+	}
 	if err := n.startReputation(); err != nil {
 		return err
 	}
@@ -137,10 +144,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		} else {
 			n.push(svc.Close)
 		}
-	}
-	n.startSandbox(ctx)
-	if err := n.startPayments(ctx); err != nil {
-		return err
 	}
 	if err := n.startMarket(); err != nil {
 		return err
@@ -229,7 +232,7 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 	}
 	n.host = h
 	n.push(h.Close)
-	reputation.NewExchange(h, n.book, n.log)
+	n.exchange = reputation.NewExchange(h, n.book, n.log)
 	return nil
 }
 

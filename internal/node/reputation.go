@@ -2,39 +2,171 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // startReputation opens this node's reputation book on the database. It
-// runs before the host, whose connection gater asks the book.
-//
-// No contract evidence verifier is configured yet, so attestations received
-// from peers are stored and counted as unverifiable: only this node's own
-// observations move scores. (Verifying "signed by both and paid" needs the
-// channel's funding on chain; see the issue note.)
+// runs before the host, whose connection gater asks the book, and after the
+// payments, whose chain the contract evidence verifier asks: an attestation
+// counts only when its evidence shows a contract both parties signed and a
+// payment on a channel funded on chain (evidence.go). Without payments
+// nothing verifies, and only this node's own observations move scores.
 func (n *Node) startReputation() error {
 	id, err := peer.IDFromPrivateKey(n.key)
 	if err != nil {
 		return err
 	}
+	ev := &evidenceVerifier{}
+	if n.chain != nil {
+		ev.chain = n.chain
+	}
 	b, err := reputation.NewBook(reputation.Options{
-		Config: n.cfg.Reputation, Self: id,
+		Config: n.cfg.Reputation, Self: id, Evidence: ev,
 		Store: store.NewReputationStore(n.db), Log: n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("reputation: %w", err)
 	}
 	n.book = b
+	a := newAttester(n, id)
+	attesters.Store(b, a)
+	n.push(func() error { a.close(); attesters.Delete(b); return nil })
 	return nil
 }
+
+// attestTimeout bounds building, keeping and pushing one attestation.
+const attestTimeout = 30 * time.Second
+
+// attesters maps a node's book to its attester: bookRanking, which the
+// buyer engine is given as its Reputation, holds only the book.
+var attesters sync.Map // *reputation.Book → *attester
+
+// attester issues this node's attestations as a buyer: when a contract
+// ends, an attestation about the seller with the contract evidence,
+// sealed with the node's identity key, kept in the book and pushed to the
+// connected peers this node trusts. It works in the background, never in
+// the contract engine's way.
+type attester struct {
+	n    *Node
+	self peer.ID
+
+	mu     sync.Mutex
+	closed bool
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newAttester(n *Node, self peer.ID) *attester {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &attester{n: n, self: self, ctx: ctx, cancel: cancel}
+}
+
+// close stops issuing and waits for attestations in flight.
+func (a *attester) close() {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.cancel()
+	a.wg.Wait()
+}
+
+// issue attests, in the background, how contractID with seller ended.
+func (a *attester) issue(seller peer.ID, contractID string, o reputation.Outcome, at time.Time) {
+	if contractID == "" || a.n.payments == nil || a.n.db == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		ctx, cancel := context.WithTimeout(a.ctx, attestTimeout)
+		defer cancel()
+		obs := reputation.Observation{Peer: seller, ContractID: contractID, Outcome: o, At: at}
+		if err := a.attest(ctx, obs); err != nil {
+			lvl := slog.LevelWarn
+			if errors.Is(err, errNoEvidence) || errors.Is(err, contract.ErrNotFound) {
+				lvl = slog.LevelDebug
+			}
+			a.n.log.Log(ctx, lvl, "reputation: no attestation", "contract", contractID, "peer", seller, "err", err)
+		}
+	}()
+}
+
+// attest builds, seals, keeps and pushes one attestation.
+func (a *attester) attest(ctx context.Context, o reputation.Observation) error {
+	n := a.n
+	machine := contract.NewMachine(store.NewContractStore(n.db), contract.Timeouts{}, nil, n.log)
+	ev, paid, err := buyerEvidence(n.payments, machine, o.ContractID)
+	if err != nil {
+		return err
+	}
+	att := n.book.NewAttestation(a.self, o, uint64(paid), ev)
+	sealed, err := reputation.SealAttestation(att, n.key)
+	if err != nil {
+		return err
+	}
+	if max := n.book.Config().MaxAttestationBytes; len(sealed) > max {
+		return fmt.Errorf("attestation of %d bytes exceeds max_attestation_bytes %d", len(sealed), max)
+	}
+	// Kept through the same checks as anyone else's: what this node's
+	// verifier refuses, its peers would refuse too.
+	if err := n.book.AddRecord(ctx, a.self, sealed); err != nil {
+		return fmt.Errorf("keep attestation: %w", err)
+	}
+	x := a.exchange()
+	if x == nil {
+		return nil
+	}
+	var pushed []peer.ID
+	for _, p := range a.trustedPeers() {
+		if ctx.Err() != nil {
+			break
+		}
+		if _, err := x.Push(ctx, p, [][]byte{sealed}); err != nil {
+			n.log.Debug("reputation: push attestation", "peer", p, "contract", o.ContractID, "err", err)
+			continue
+		}
+		pushed = append(pushed, p)
+	}
+	n.log.Debug("reputation: attested", "contract", o.ContractID, "peer", o.Peer, "outcome", o.Outcome, "paid_sats", paid, "pushed_to", len(pushed))
+	return nil
+}
+
+// trustedPeers are the connected peers this node explicitly trusts.
+func (a *attester) trustedPeers() []peer.ID {
+	h := a.n.host
+	if h == nil {
+		return nil
+	}
+	var out []peer.ID
+	for _, e := range a.n.book.Edges() {
+		if e.Weight > 0 && e.To != a.self && h.Network().Connectedness(e.To) == network.Connected {
+			out = append(out, e.To)
+		}
+	}
+	return out
+}
+
+// exchange is the node's attestation exchange (nil before the host runs).
+func (a *attester) exchange() *reputation.Exchange { return a.n.exchange }
 
 // bookRanking adapts the reputation book to what the buyer's ranking needs.
 type bookRanking struct{ b *reputation.Book }
@@ -50,17 +182,27 @@ func (r bookRanking) Score(p peer.ID) (float64, float64) {
 func (r bookRanking) Blocked(p peer.ID) bool { return r.b.Blocked(p) }
 
 // Outcome records how a contract with a seller ended as this node's own
-// observation.
+// observation and, when the contract was paid, attests it to the peers
+// this node trusts (in the background).
 func (r bookRanking) Outcome(p peer.ID, contractID string, ok bool, why string) {
-	o := reputation.OutcomeCompleted
+	o := outcomeOf(ok, why)
+	at := time.Now()
+	_ = r.b.Observe(reputation.Observation{Peer: p, ContractID: contractID, Outcome: o, At: at})
+	if a, found := attesters.Load(r.b); found {
+		a.(*attester).issue(p, contractID, o, at)
+	}
+}
+
+// outcomeOf maps how the buyer engine says a contract ended to an outcome.
+func outcomeOf(ok bool, why string) reputation.Outcome {
 	switch {
 	case ok:
+		return reputation.OutcomeCompleted
 	case strings.Contains(why, "heartbeat"), strings.Contains(why, "vanish"), strings.Contains(why, "stream"):
-		o = reputation.OutcomeAbandoned
+		return reputation.OutcomeAbandoned
 	default:
-		o = reputation.OutcomeFailed
+		return reputation.OutcomeFailed
 	}
-	_ = r.b.Observe(reputation.Observation{Peer: p, ContractID: contractID, Outcome: o})
 }
 
 // Scores implements api.Backend.
