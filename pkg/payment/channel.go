@@ -28,6 +28,8 @@ func (r Role) String() string {
 		return "buyer"
 	case RoleSeller:
 		return "seller"
+	case RoleArbiter:
+		return "arbiter"
 	}
 	return fmt.Sprintf("role(%d)", r)
 }
