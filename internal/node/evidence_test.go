@@ -350,10 +350,9 @@ func TestAttesterKeepsAndPushesPaidContracts(t *testing.T) {
 	unpaid := f.contract(t, f.terms, 0)
 
 	a := newAttester(n, f.buyer)
-	attesters.Store(book, a)
-	t.Cleanup(func() { attesters.Delete(book) })
-	bookRanking{b: book}.Outcome(f.seller, paid, true, "exited")
-	bookRanking{b: book}.Outcome(f.seller, unpaid, false, "heartbeat lost")
+	rank := bookRanking{b: book, a: a}
+	rank.Outcome(f.seller, paid, true, "exited")
+	rank.Outcome(f.seller, unpaid, false, "heartbeat lost")
 	// Issued in the background: wait for the push to land, then stop
 	// (close cancels what is still in flight).
 	for deadline := time.Now().Add(10 * time.Second); remote.Accepted() == 0 && time.Now().Before(deadline); {

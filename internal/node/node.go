@@ -73,6 +73,7 @@ type Node struct {
 	noSell   []string
 	noBuy    string
 	book     *reputation.Book
+	attester *attester
 	exchange *reputation.Exchange
 
 	cancel  context.CancelFunc

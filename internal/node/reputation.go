@@ -41,18 +41,13 @@ func (n *Node) startReputation() error {
 		return fmt.Errorf("reputation: %w", err)
 	}
 	n.book = b
-	a := newAttester(n, id)
-	attesters.Store(b, a)
-	n.push(func() error { a.close(); attesters.Delete(b); return nil })
+	n.attester = newAttester(n, id)
+	n.push(func() error { n.attester.close(); return nil })
 	return nil
 }
 
 // attestTimeout bounds building, keeping and pushing one attestation.
 const attestTimeout = 30 * time.Second
-
-// attesters maps a node's book to its attester: bookRanking, which the
-// buyer engine is given as its Reputation, holds only the book.
-var attesters sync.Map // *reputation.Book → *attester
 
 // attester issues this node's attestations as a buyer: when a contract
 // ends, an attestation about the seller with the contract evidence,
@@ -168,8 +163,12 @@ func (a *attester) trustedPeers() []peer.ID {
 // exchange is the node's attestation exchange (nil before the host runs).
 func (a *attester) exchange() *reputation.Exchange { return a.n.exchange }
 
-// bookRanking adapts the reputation book to what the buyer's ranking needs.
-type bookRanking struct{ b *reputation.Book }
+// bookRanking adapts the reputation book to what the buyer's ranking needs;
+// a, if set, attests paid contracts when they end.
+type bookRanking struct {
+	b *reputation.Book
+	a *attester
+}
 
 var _ contract.Reputation = bookRanking{}
 
@@ -188,8 +187,8 @@ func (r bookRanking) Outcome(p peer.ID, contractID string, ok bool, why string) 
 	o := outcomeOf(ok, why)
 	at := time.Now()
 	_ = r.b.Observe(reputation.Observation{Peer: p, ContractID: contractID, Outcome: o, At: at})
-	if a, found := attesters.Load(r.b); found {
-		a.(*attester).issue(p, contractID, o, at)
+	if r.a != nil {
+		r.a.issue(p, contractID, o, at)
 	}
 }
 

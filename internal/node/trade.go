@@ -186,7 +186,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			Blobs:      contract.DirBlobs(n.BlobDir()),
 			Find:       n.disc.Find,
 			ResultDir:  n.ResultDir(),
-			Reputation: bookRanking{b: n.book},
+			Reputation: bookRanking{b: n.book, a: n.attester},
 			Log:        n.log,
 		}
 		cc.ApplyBuyer(&bc)
