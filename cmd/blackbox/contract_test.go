@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,13 +71,16 @@ func submit(t *testing.T, buyer *daemon, image, out string, flags []string, cmd 
 	t.Helper()
 	args := append([]string{"submit", "--json", "--image", image, "--out", out}, flags...)
 	args = append(append(args, "--"), cmd...)
-	stdout, err := buyer.cli(args...)
-	if err != nil {
-		t.Fatalf("submit: %v: %s\nbuyer log:\n%s", err, stdout, buyer.logs.String())
-	}
+	c := exec.Command(buyer.m.bin, append([]string{"--data-dir", buyer.dir}, args...)...)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	stdout, err := c.Output()
 	var j contract.JobStatus
-	if err := json.Unmarshal([]byte(stdout), &j); err != nil {
-		t.Fatalf("submit --json: %v\n%s", err, stdout)
+	if jerr := json.Unmarshal(stdout, &j); jerr != nil {
+		t.Fatalf("submit --json: %v (%v)\n%s%s", err, jerr, stdout, stderr.String())
+	}
+	if err != nil {
+		t.Logf("submit: %v; job %s %s: %s", err, j.ID, j.State, j.Error)
 	}
 	return &j
 }
@@ -222,5 +228,375 @@ func TestDemoFlow(t *testing.T) {
 		if slices.ContainsFunc(cs.Contracts, func(r *contract.Record) bool { return r.State == contract.StateRunning }) {
 			t.Errorf("seller %s runs a contract nobody asked for", s.dir)
 		}
+	}
+}
+
+// jobFlags: one core for a minute (the sellers' shortest contract), 30
+// intervals of 2s.
+var jobFlags = []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "10000"}
+
+// waitJob waits until the job satisfies cond and returns it.
+func waitJob(t *testing.T, buyer *daemon, id string, timeout time.Duration, what string, cond func(*contract.JobStatus) bool) *contract.JobStatus {
+	t.Helper()
+	var j *contract.JobStatus
+	waitFor(t, timeout, "job "+id+" "+what, func() bool {
+		j = buyer.job(id)
+		return cond(j)
+	})
+	return j
+}
+
+func ended(j *contract.JobStatus) bool {
+	return j.State == contract.JobDone || j.State == contract.JobFailed || j.State == contract.JobCancelled
+}
+
+// sellerOf returns the daemon whose peer ID is id.
+func sellerOf(t *testing.T, id string, sellers ...*daemon) *daemon {
+	t.Helper()
+	for _, s := range sellers {
+		if s.peerID() == id {
+			return s
+		}
+	}
+	t.Fatalf("no seller %s", id)
+	return nil
+}
+
+// TestSellerKilledMidJob: the seller running a job of several intervals is
+// killed (SIGKILL); the buyer notices, retries on the other seller, and the
+// job completes there. The first seller was paid only for the intervals it
+// delivered plus the one paid in advance; after a restart on the same data
+// dir it still holds those payments in its channel.
+func TestSellerKilledMidJob(t *testing.T) {
+	m := newMarket(t)
+	s1 := m.daemon(sellerEnv())
+	s2 := m.daemon(sellerEnv(), "--bootstrap", s1.bootAddr())
+	buyer := m.daemon(buyerEnv, "--bootstrap", s1.bootAddr())
+	buyerID := buyer.peerID()
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 2)
+	image := busybox(t, t.TempDir())
+
+	id := submitDetached(t, buyer, image, jobFlags, "sh", "-c", "sleep 8; echo survived > /out/x; echo done")
+	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
+		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
+	})
+	if j.State != contract.JobRunning {
+		t.Fatalf("job %s: %s %q before the kill", id, j.State, j.Error)
+	}
+	victim := sellerOf(t, j.Seller.String(), s1, s2)
+	other := s1
+	if victim == s1 {
+		other = s2
+	}
+	cid := j.ContractID
+	killAt := time.Now()
+	victim.kill()
+	t.Logf("killed seller %s at interval %d of contract %s", victim.dir, j.Intervals, cid[:12])
+
+	j = waitJob(t, buyer, id, 90*time.Second, "ends", ended)
+	if j.State != contract.JobDone || j.ExitCode != 0 || j.Receipt == nil {
+		t.Fatalf("job %s: %s exit %d %q; want done elsewhere", id, j.State, j.ExitCode, j.Error)
+	}
+	if len(j.Attempts) != 2 || j.Attempts[0].ContractID != cid || j.Attempts[0].State != contract.StateFailed ||
+		j.Attempts[1].Seller.String() != other.peerID() || j.Attempts[1].State != contract.StateSettled || j.Seller != j.Attempts[1].Seller {
+		t.Fatalf("attempts %+v; want the killed seller's failed, then the other's settled", j.Attempts)
+	}
+	if j.Paid != j.Attempts[0].Paid+j.Attempts[1].Paid || j.Attempts[1].Paid != j.Receipt.Billed {
+		t.Fatalf("job paid %d; attempts %+v; second receipt billed %d", j.Paid, j.Attempts, j.Receipt.Billed)
+	}
+	res, err := buyer.cli("job", id, "--json")
+	if err != nil || !strings.Contains(res, `"state": "done"`) {
+		t.Fatalf("job --json: %v\n%s", err, res)
+	}
+	out := filepath.Join(t.TempDir(), "res")
+	if o, err := buyer.cli("results", id, "--out", out); err != nil {
+		t.Fatalf("results: %v %s", err, o)
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "out", "x")); string(b) != "survived\n" {
+		t.Fatalf("out/x: %q", b)
+	}
+
+	// The killed seller comes back on its data dir: the contract failed
+	// with the node, the payments it took are kept, no more.
+	victim.start()
+	rec := victim.contractRec(cid)
+	if rec == nil || (rec.State != contract.StateFailed && rec.State != contract.StateSettled) || rec.Started.IsZero() {
+		t.Fatalf("restarted seller's contract: %+v", rec)
+	}
+	delivered := uint64(killAt.Sub(rec.Started) / testInterval)
+	paid0 := j.Attempts[0].Paid
+	if limit := rec.Proposal.Owed(delivered + 1); paid0 > limit || paid0 < rec.Proposal.Owed(2) {
+		t.Fatalf("the buyer paid the killed seller %d sats for %d intervals delivered; want between %d and %d (one in advance)",
+			paid0, delivered, rec.Proposal.Owed(2), limit)
+	}
+	ch := victim.channelWith(buyerID)
+	if ch == nil || ch.Contracts[cid] < rec.Proposal.Owed(2) || ch.Contracts[cid] > paid0 || rec.Paid > ch.Contracts[cid] {
+		t.Fatalf("restarted seller's channel %+v; contract paid %d; the buyer paid %d", ch, rec.Paid, paid0)
+	}
+	var cs struct {
+		Contracts []*contract.Record `json:"contracts"`
+	}
+	if o, err := victim.cli("contracts", "--json"); err != nil || json.Unmarshal([]byte(o), &cs) != nil || len(cs.Contracts) != 1 || cs.Contracts[0].Paid != rec.Paid {
+		t.Fatalf("contracts --json after restart: %v\n%s", err, o)
+	}
+	if o, err := victim.cli("channels", "--json"); err != nil || !strings.Contains(o, cid) {
+		t.Fatalf("channels --json after restart: %v\n%s", err, o)
+	}
+	waitFor(t, 10*time.Second, "the killed job's container to be gone", func() bool { return m.jobContainers(cid) == 0 })
+	t.Logf("killed after %d intervals: paid %d sats (seller holds %d); retry paid %d", delivered, paid0, ch.Contracts[cid], j.Attempts[1].Paid)
+}
+
+// TestBuyerKilledMidJob: the buyer dies (SIGKILL) while its job runs; the
+// seller stops the job when the next payment does not come (within an
+// interval and the grace), removes its container, and closes the channel
+// on chain with the last payment.
+func TestBuyerKilledMidJob(t *testing.T) {
+	m := newMarket(t)
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	buyerID := buyer.peerID()
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	image := busybox(t, t.TempDir())
+
+	id := submitDetached(t, buyer, image, jobFlags, "sleep", "50")
+	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
+		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
+	})
+	if j.State != contract.JobRunning {
+		t.Fatalf("job %s: %s %q before the kill", id, j.State, j.Error)
+	}
+	cid := j.ContractID
+	if m.jobContainers(cid) != 1 {
+		t.Fatalf("no container runs contract %s", cid)
+	}
+	killAt := time.Now()
+	buyer.kill()
+
+	var rec *contract.Record
+	waitFor(t, 20*time.Second, "the seller to stop the unpaid job", func() bool {
+		rec = seller.contractRec(cid)
+		return rec.State != contract.StateRunning
+	})
+	// The buyer had paid one interval ahead: the seller runs it, then
+	// waits the grace (1s) for the next payment.
+	if rec.State != contract.StateFailed || rec.Why != "unpaid" {
+		t.Fatalf("seller's contract %s (%s); want failed, unpaid", rec.State, rec.Why)
+	}
+	if took := rec.Ended.Sub(killAt); took > testInterval+time.Second+time.Second {
+		t.Fatalf("the seller stopped the job %s after the buyer died; want within an interval and the grace", took)
+	}
+	if rec.Paid != rec.Proposal.Owed(rec.Intervals) || rec.Intervals < 2 {
+		t.Fatalf("seller's contract: paid %d for %d intervals; want %d", rec.Paid, rec.Intervals, rec.Proposal.Owed(rec.Intervals))
+	}
+	waitFor(t, 10*time.Second, "the unpaid job's container to be gone", func() bool { return m.jobContainers(cid) == 0 })
+	waitFor(t, 10*time.Second, "the seller to release the capacity", func() bool {
+		var s struct {
+			Held struct {
+				CPU int64 `json:"cpu_millis"`
+			} `json:"held"`
+		}
+		o, err := seller.cli("status", "--json")
+		return err == nil && json.Unmarshal([]byte(o), &s) == nil && s.Held.CPU == 0
+	})
+	ch := seller.channelWith(buyerID)
+	if ch == nil || ch.Contracts[cid] != rec.Paid {
+		t.Fatalf("seller's channel %+v; contract paid %d", ch, rec.Paid)
+	}
+	t.Logf("buyer killed; seller stopped %s later after %d intervals, paid %d", rec.Ended.Sub(killAt).Round(time.Millisecond), rec.Intervals, rec.Paid)
+	m.closeOnChain(seller, ch, rec.Paid)
+}
+
+// TestSellerRestartMidContract: the only seller is killed (kill -9) while a
+// job runs and started again on the same data dir. The contract settles
+// with what was paid; every payment the seller took before the kill is in
+// its channel after the restart and closes on chain; the seller sells
+// again. (The buyer that saw it vanish no longer deals with it: the
+// reputation book blocks a seller that abandoned a job, so the second job
+// comes from another buyer.)
+func TestSellerRestartMidContract(t *testing.T) {
+	m := newMarket(t)
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	buyer2 := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	buyerID, sellerID := buyer.peerID(), seller.peerID()
+	m.fund(buyer.proc, 1_000_000)
+	m.fund(buyer2.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	image := busybox(t, t.TempDir())
+
+	id := submitDetached(t, buyer, image, jobFlags, "sleep", "50")
+	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
+		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
+	})
+	if j.State != contract.JobRunning {
+		t.Fatalf("job %s: %s %q before the kill", id, j.State, j.Error)
+	}
+	cid := j.ContractID
+	before := seller.channelWith(buyerID).Contracts[cid]
+	recBefore := seller.contractRec(cid)
+	seller.kill()
+	seller.start()
+
+	rec := seller.contractRec(cid)
+	if rec == nil || rec.State != contract.StateFailed || rec.Why != "node restarted" || rec.Paid < recBefore.Paid {
+		t.Fatalf("after the restart the contract is %+v; before the kill it was paid %d", rec, recBefore.Paid)
+	}
+	ch := seller.channelWith(buyerID)
+	if ch == nil || ch.State.String() != "open" || ch.Contracts[cid] < before || ch.Contracts[cid] < rec.Paid || ch.Paid != ch.Contracts[cid] {
+		t.Fatalf("after the restart the channel is %+v; before the kill it held %d for the contract", ch, before)
+	}
+	j = waitJob(t, buyer, id, 60*time.Second, "ends", ended)
+	if j.State != contract.JobFailed || len(j.Attempts) != 1 || j.Attempts[0].Paid < ch.Paid {
+		t.Fatalf("job %s: %s, attempts %+v; want failed (no other seller), paid at least %d", id, j.State, j.Attempts, ch.Paid)
+	}
+	// The buyer may have signed one more payment the seller never got.
+	bch := buyer.channelWith(sellerID)
+	if bch == nil || bch.ID != ch.ID || bch.Paid != j.Attempts[0].Paid || bch.Paid-ch.Paid > rec.Proposal.Owed(2)-rec.Proposal.Owed(1) {
+		t.Fatalf("buyer's channel %+v paid %d; the seller holds %d", bch, j.Attempts[0].Paid, ch.Paid)
+	}
+	waitFor(t, 10*time.Second, "the killed job's container to be gone", func() bool { return m.jobContainers(cid) == 0 })
+
+	// The restarted seller sells again.
+	m.waitMarket(buyer2, 1)
+	j2 := submit(t, buyer2, image, filepath.Join(t.TempDir(), "res"), jobFlags, "sh", "-c", "echo again")
+	if j2.State != contract.JobDone || j2.Seller.String() != sellerID {
+		t.Fatalf("second job: %s on %s %q", j2.State, j2.Seller, j2.Error)
+	}
+	t.Logf("contract before the kill: %d sats acknowledged, %d after the restart; buyer paid %d", before, ch.Paid, bch.Paid)
+	m.closeOnChain(seller, ch, ch.Paid)
+}
+
+// TestConcurrentBuyers: twenty jobs from four buyer nodes (funded
+// separately, five `blackbox submit` each at once) against one seller that
+// sells two cores, each job taking one core. The seller never holds more
+// than it has (sampled from `status --json` and its contracts while the
+// jobs run), refuses the rest with reason capacity, and every job it
+// accepted completes with its own output.
+func TestConcurrentBuyers(t *testing.T) {
+	const buyers, perBuyer = 4, 5
+	m := newMarket(t)
+	seller := m.daemon(sellerEnv("BLACKBOX_METER_MAX_CPU=2"))
+	boot := seller.bootAddr()
+	var bs []*daemon
+	for range buyers {
+		b := m.daemon(buyerEnv, "--bootstrap", boot)
+		m.fund(b.proc, 1_000_000)
+		bs = append(bs, b)
+	}
+	for _, b := range bs {
+		m.waitMarket(b, 1)
+	}
+	image := busybox(t, t.TempDir())
+
+	// Sample what the seller holds while the jobs run.
+	stop := make(chan struct{})
+	sampled := make(chan [3]int64, 1)
+	go func() {
+		var maxHeld, maxRunning, samples int64
+		for {
+			select {
+			case <-stop:
+				sampled <- [3]int64{maxHeld, maxRunning, samples}
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			st, err := seller.api().Status(context.Background())
+			if err != nil {
+				continue
+			}
+			maxHeld = max(maxHeld, st.Held.MilliCPU)
+			cs, err := seller.api().Contracts(context.Background())
+			if err != nil {
+				continue
+			}
+			var running, cpu int64
+			for _, r := range cs.Contracts {
+				if r.State.Holds() {
+					running++
+					cpu += int64(r.Proposal.Request.Resources.CPUMillis)
+				}
+			}
+			maxHeld = max(maxHeld, cpu)
+			maxRunning = max(maxRunning, running)
+			samples++
+		}
+	}()
+
+	type result struct {
+		b   *daemon
+		n   int
+		out string
+		j   *contract.JobStatus
+		err error
+	}
+	results := make(chan result, buyers*perBuyer)
+	for bi, b := range bs {
+		for k := range perBuyer {
+			n := bi*perBuyer + k
+			go func() {
+				out := filepath.Join(t.TempDir(), "res")
+				args := append([]string{"submit", "--json", "--image", image, "--out", out}, jobFlags...)
+				args = append(args, "--", "sh", "-c", "sleep 1; echo "+strconv.Itoa(n)+" > /out/n")
+				c := exec.Command(m.bin, append([]string{"--data-dir", b.dir}, args...)...)
+				var stderr bytes.Buffer
+				c.Stderr = &stderr
+				stdout, err := c.Output() // exits 125 when the job did not run
+				var j contract.JobStatus
+				if jerr := json.Unmarshal(stdout, &j); jerr != nil {
+					results <- result{b, n, out, nil, fmt.Errorf("submit: %v: %s%s", err, stdout, stderr.String())}
+					return
+				}
+				results <- result{b, n, out, &j, nil}
+			}()
+		}
+	}
+	var done, refused int
+	for range buyers * perBuyer {
+		r := <-results
+		if r.err != nil {
+			t.Errorf("job %d: %v", r.n, r.err)
+			continue
+		}
+		j := r.j
+		switch {
+		case j.State == contract.JobDone:
+			done++
+			if b, err := os.ReadFile(filepath.Join(r.out, "out", "n")); err != nil || string(b) != strconv.Itoa(r.n)+"\n" || j.ExitCode != 0 {
+				t.Errorf("job %d: exit %d, out/n %q %v", r.n, j.ExitCode, b, err)
+			}
+		case len(j.Attempts) == 0 && j.State == contract.JobFailed && strings.Contains(j.Error, "capacity"):
+			refused++ // never accepted: the seller was full every time
+		default:
+			t.Errorf("job %d: %s after %d attempts: %q (attempts %+v)", r.n, j.State, len(j.Attempts), j.Error, j.Attempts)
+		}
+	}
+	close(stop)
+	s := <-sampled
+	t.Logf("%d jobs done, %d refused for capacity; the seller held at most %d millicores, %d contracts (%d samples)", done, refused, s[0], s[1], s[2])
+	if s[0] > 2000 || s[1] > 2 || s[2] < 10 {
+		t.Errorf("the seller held up to %d millicores in %d contracts over %d samples; it has 2000", s[0], s[1], s[2])
+	}
+	if done < 2 {
+		t.Errorf("only %d jobs completed", done)
+	}
+	cs, err := seller.api().Contracts(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled := 0
+	for _, r := range cs.Contracts {
+		if r.State == contract.StateSettled {
+			settled++
+		} else {
+			t.Errorf("seller's contract %s is %s (%s)", r.ID[:12], r.State, r.Why)
+		}
+	}
+	if settled != done {
+		t.Errorf("seller settled %d contracts; %d jobs done", settled, done)
+	}
+	if refused > 0 && cs.Rejections["capacity"] == 0 {
+		t.Errorf("jobs were refused but the seller counts no capacity refusals: %v", cs.Rejections)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/txscript"
+	"github.com/containerd/containerd"
 )
 
 // market is a real market on this machine for a test: a containerd, a btcd
@@ -145,6 +146,7 @@ type daemon struct {
 	m      *market
 	env    []string
 	args   []string
+	listen string
 	exited chan struct{}
 	err    error
 }
@@ -178,7 +180,13 @@ func (m *market) daemon(extra []string, args ...string) *daemon {
 func (d *daemon) start() {
 	t := d.m.t
 	t.Helper()
-	argv := append([]string{"serve", "--data-dir", d.dir, "--listen", "/ip4/127.0.0.1/tcp/0"}, d.args...)
+	// A restart listens where the daemon listened before, as a configured
+	// node would.
+	listen := "/ip4/127.0.0.1/tcp/0"
+	if d.listen != "" {
+		listen = d.listen
+	}
+	argv := append([]string{"serve", "--data-dir", d.dir, "--listen", listen}, d.args...)
 	cmd := exec.Command(d.m.bin, argv...)
 	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = d.logs, d.logs
@@ -187,7 +195,11 @@ func (d *daemon) start() {
 	}
 	d.cmd, d.exited = cmd, make(chan struct{})
 	go func() { d.err = cmd.Wait(); close(d.exited) }()
-	waitStatus(t, d.m.bin, d.proc)
+	for _, a := range waitStatus(t, d.m.bin, d.proc).Addrs {
+		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") && d.listen == "" {
+			d.listen = strings.Split(a, "/p2p/")[0]
+		}
+	}
 }
 
 func (d *daemon) running() bool {
@@ -396,4 +408,28 @@ func (m *market) closeOnChain(seller *daemon, ch *payment.Channel, paid int64) i
 func tail(s string, n int) string {
 	lines := strings.Split(s, "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// jobContainers counts the containers containerd holds for a contract.
+func (m *market) jobContainers(contractID string) int {
+	t := m.t
+	t.Helper()
+	c, err := containerd.New(m.sock, containerd.WithDefaultNamespace("blackbox"))
+	if err != nil {
+		t.Fatalf("containerd: %v", err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	list, err := c.Containers(ctx)
+	if err != nil {
+		t.Fatalf("list containers: %v", err)
+	}
+	n := 0
+	for _, ct := range list {
+		labels, err := ct.Labels(ctx)
+		if err == nil && labels["blackbox.sandbox/job"] == contractID {
+			n++
+		}
+	}
+	return n
 }
