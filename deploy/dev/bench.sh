@@ -22,7 +22,10 @@ go test -run '^$' -bench . -benchmem -count 1 -timeout 30m ${BENCHFLAGS:-} ./...
 # a baseline measured side by side in the same benchmark, rates, sizes), one
 # line each. Goals: sandbox trivial job vs ctr run ratio <= 1.1; channel
 # updates vs raw btcec sign+verify ratio >= 0.5; submit-to-result vs direct
-# sandbox run ratio <= 2.
+# sandbox run ratio <= 2 (BenchmarkSubmitToResult/market: x-direct, against
+# BenchmarkSubmitToResult/direct, with discover, negotiate, fund, transfer,
+# run and results ms/op); BenchmarkProposalsPerSecond: proposals/s a real
+# seller answers (accept or reject for capacity), informational.
 echo
 echo "== summary (from $out)"
 awk '/^Benchmark/ {
