@@ -384,8 +384,10 @@ func TestBuyerKilledMidJob(t *testing.T) {
 	if rec.State != contract.StateFailed || rec.Why != "unpaid" {
 		t.Fatalf("seller's contract %s (%s); want failed, unpaid", rec.State, rec.Why)
 	}
-	if took := rec.Ended.Sub(killAt); took > testInterval+time.Second+time.Second {
-		t.Fatalf("the seller stopped the job %s after the buyer died; want within an interval and the grace", took)
+	// Ended is stamped once the container is stopped and the receipt
+	// signed: allow 2s for that on a busy machine.
+	if took := rec.Ended.Sub(killAt); took > testInterval+time.Second+2*time.Second {
+		t.Fatalf("the seller stopped the job %s after the buyer died; want within an interval and the grace (1s)", took)
 	}
 	if rec.Paid != rec.Proposal.Owed(rec.Intervals) || rec.Intervals < 2 {
 		t.Fatalf("seller's contract: paid %d for %d intervals; want %d", rec.Paid, rec.Intervals, rec.Proposal.Owed(rec.Intervals))
