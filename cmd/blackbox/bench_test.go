@@ -112,17 +112,19 @@ func BenchmarkSubmitToResult(b *testing.B) {
 		if !timed {
 			return
 		}
-		// Each phase lasts from its first sighting to the next one's.
-		prev := start
-		for k := range phases {
-			at := seen[k]
-			if at.IsZero() {
-				continue // too short to be seen: counted in the next one
+		// Each phase lasts from its first sighting to the next seen one's
+		// (a phase too short to be seen is counted in the one before);
+		// discover starts with the submit command, results end with it.
+		seen[0] = start
+		last := 0
+		for k := 1; k < len(phases); k++ {
+			if seen[k].IsZero() {
+				continue
 			}
-			spent[k] += at.Sub(prev)
-			prev = at
+			spent[last] += seen[k].Sub(seen[last])
+			last = k
 		}
-		spent[len(phases)-1] += end.Sub(prev)
+		spent[last] += end.Sub(seen[last])
 	}
 	// Warm both paths: the image is imported, the channel opened.
 	direct()
