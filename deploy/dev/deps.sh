@@ -6,3 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../../build}
 "$here/containerd.sh" install
 "$here/btcd.sh" install "$build"
+# iproute2's ip makes the network namespaces of the LAN (mDNS) test.
+if ! command -v ip >/dev/null 2>&1; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq iproute2 >/dev/null 2>&1 || { apt-get update -qq >/dev/null; apt-get install -y -qq iproute2 >/dev/null; }
+fi
