@@ -609,3 +609,49 @@ func TestConcurrentBuyers(t *testing.T) {
 		t.Errorf("jobs were refused but the seller counts no capacity refusals: %v", cs.Rejections)
 	}
 }
+
+// TestConcurrentJobsOneChannel: one buyer runs four jobs of half a core at
+// once on a seller with room for all of them (two cores). They share one payment channel (the
+// first contract opens it, the others reuse it) and their payments, sent on
+// four streams, interleave; every job completes and the channel holds
+// exactly what each contract paid.
+func TestConcurrentJobsOneChannel(t *testing.T) {
+	const jobs = 4
+	m := newMarket(t)
+	seller := m.daemon(sellerEnv("BLACKBOX_METER_MAX_CPU=2"))
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	buyerID, sellerID := buyer.peerID(), seller.peerID()
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	image := busybox(t, t.TempDir())
+
+	var ids []string
+	for n := range jobs {
+		flags := append(slices.Clone(jobFlags), "--cpus", "500m")
+		ids = append(ids, submitDetached(t, buyer, image, flags, "sh", "-c", "sleep 5; echo "+strconv.Itoa(n)))
+	}
+	var total int64
+	for _, id := range ids {
+		j := waitJob(t, buyer, id, 90*time.Second, "ends", ended)
+		if j.State != contract.JobDone || j.ExitCode != 0 || len(j.Attempts) != 1 || j.Seller.String() != sellerID {
+			t.Errorf("job %s: %s exit %d %q, attempts %+v", id, j.State, j.ExitCode, j.Error, j.Attempts)
+			continue
+		}
+		if j.Receipt.Intervals < 3 || j.Paid != j.Receipt.Billed {
+			t.Errorf("job %s: paid %d, billed %d for %d intervals", id, j.Paid, j.Receipt.Billed, j.Receipt.Intervals)
+		}
+		total += j.Paid
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	chans, err := buyer.api().Channels(context.Background())
+	if err != nil || len(chans) != 1 {
+		t.Fatalf("the buyer has %d channels (%v); want one, shared", len(chans), err)
+	}
+	ch := seller.channelWith(buyerID)
+	if ch == nil || ch.ID != chans[0].ID || ch.Paid != total || len(ch.Contracts) != jobs || chans[0].Paid != total {
+		t.Fatalf("seller's channel %+v; buyer's paid %d; the jobs paid %d", ch, chans[0].Paid, total)
+	}
+	m.closeOnChain(seller, ch, total)
+}

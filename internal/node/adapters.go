@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
@@ -165,10 +166,42 @@ func (r *channelReceiver) AcceptUpdate(ctx context.Context, buyer peer.ID, contr
 	if u.ContractID != contractID {
 		return 0, fmt.Errorf("payment update for contract %q sent for %q", u.ContractID, contractID)
 	}
+	r.waitTurn(ctx, u)
 	if _, err := r.m.AcceptUpdate(ctx, buyer.String(), msg); err != nil {
 		return 0, err
 	}
 	return u.ContractAmount, nil
+}
+
+// turnWait bounds how long an update waits for its turn.
+const turnWait = 10 * time.Second
+
+// waitTurn waits until update u can be checked in order: a buyer running
+// several contracts on one channel sends their updates on their own
+// streams, so update n+1 may arrive before update n, or before the stream
+// that opens the channel has been accepted. Checked early, it would be
+// refused (unknown channel, or contract amounts that do not add up) and
+// its contract would fail. It returns when the channel is open and holds
+// update u.Seq-1 (or later), when the channel is gone, or after turnWait;
+// AcceptUpdate then decides.
+func (r *channelReceiver) waitTurn(ctx context.Context, u *payment.Update) {
+	ctx, cancel := context.WithTimeout(ctx, turnWait)
+	defer cancel()
+	id := u.ChannelID.String()
+	for {
+		c, err := r.m.Channel(id)
+		switch {
+		case err == nil && c.State == payment.StateOpen && c.Seq+1 >= u.Seq:
+			return
+		case err == nil && c.State != payment.StateOpen && c.State != payment.StatePending:
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // channelPayer is the buyer's side: it reuses an open channel to the seller
@@ -179,6 +212,10 @@ type channelPayer struct {
 	// least capacityFactor times the first contract so later ones reuse it.
 	minCapacity    int64
 	capacityFactor int64
+	// opening serializes channel opens: the wallet picks coins when it
+	// builds a funding transaction and knows them spent only once it is
+	// published, so two opens at once may spend the same coin.
+	opening sync.Mutex
 }
 
 // room is what a channel can still pay.
@@ -211,6 +248,11 @@ func (p *channelPayer) Prepare(ctx context.Context, seller peer.ID, terms []byte
 	if err != nil {
 		return nil, err
 	}
+	p.opening.Lock()
+	if c := p.find(seller, amount, ""); c != nil {
+		p.opening.Unlock()
+		return nil, waitOpen(ctx, p.m, c.ID) // opened by another contract meanwhile
+	}
 	capacity := max(p.minCapacity, p.capacityFactor*amount)
 	var (
 		c   *payment.Channel
@@ -225,10 +267,12 @@ func (p *channelPayer) Prepare(ctx context.Context, seller peer.ID, terms []byte
 		}
 		select {
 		case <-ctx.Done():
+			p.opening.Unlock()
 			return nil, ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
+	p.opening.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("open channel to %s: %w", seller, err)
 	}
