@@ -172,7 +172,7 @@ func (a *App) follow(ctx context.Context, id string, progress io.Writer, stream 
 		lastLine string
 		printed  int64
 	)
-	tick := time.NewTicker(300 * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		job, err := c.Job(ctx, id)

@@ -34,6 +34,10 @@ type Config struct {
 	Explore float64 `mapstructure:"explore"`
 	// MaxAttempts is how many sellers one job may go through.
 	MaxAttempts int `mapstructure:"max_attempts"`
+	// BusyWait is how long a buyer keeps looking, every two seconds, while
+	// every matching seller is busy or none offers enough, before the job
+	// fails.
+	BusyWait time.Duration `mapstructure:"busy_wait"`
 	// StartTimeout bounds the transfer and first payment; RunGrace is
 	// added to a contract's duration; SettleTimeout bounds the delivery of
 	// results and the last payment.
@@ -51,6 +55,7 @@ func DefaultConfig() Config {
 		MaxOutput:     "256MiB",
 		Explore:       0.1,
 		MaxAttempts:   3,
+		BusyWait:      2 * time.Minute,
 		StartTimeout:  5 * time.Minute,
 		RunGrace:      2 * time.Minute,
 		SettleTimeout: 10 * time.Minute,
@@ -60,7 +65,7 @@ func DefaultConfig() Config {
 // Validate refuses nonsense values.
 func (c Config) Validate() error {
 	var errs []error
-	if c.FundTimeout < 0 || c.PayGrace < 0 || c.HeartbeatGrace < 0 || c.StartTimeout < 0 || c.RunGrace < 0 || c.SettleTimeout < 0 {
+	if c.FundTimeout < 0 || c.PayGrace < 0 || c.HeartbeatGrace < 0 || c.StartTimeout < 0 || c.RunGrace < 0 || c.SettleTimeout < 0 || c.BusyWait < 0 {
 		errs = append(errs, errors.New("contract: timeouts and graces must not be negative"))
 	}
 	if c.FundTimeout > MaxRecordTTL-time.Minute {
@@ -107,4 +112,11 @@ func (c Config) ApplyBuyer(bc *BuyerConfig) {
 		bc.Explore = -1 // zero in the file means none; zero in BuyerConfig means the default
 	}
 	bc.Timeouts = c.timeouts()
+	if bc.RetryBackoff <= 0 {
+		bc.RetryBackoff = busyRetry
+	}
+	bc.Rounds = max(1, int(c.BusyWait/bc.RetryBackoff)+1)
 }
+
+// busyRetry is the wait between two searches of a busy market.
+const busyRetry = 2 * time.Second
