@@ -26,7 +26,7 @@ type submitFlags struct {
 	minReputation                              float64
 	env, inputs                                []string
 	out                                        string
-	detach, asJSON                             bool
+	detach, asJSON, deterministic              bool
 }
 
 func newSubmitCmd(a *App) *cobra.Command {
@@ -40,7 +40,16 @@ The running node (blackbox serve) discovers sellers, negotiates a contract
 within --max-price (sats for the whole job), opens or reuses a payment channel,
 ships the image (a tarball, checked by its sha256) and inputs, pays each
 billing interval in advance, and brings back stdout, stderr, /out and the
-seller's signed receipt into --out. The exit code is the job's.`,
+seller's signed receipt into --out. The exit code is the job's.
+
+--deterministic marks a job whose stdout and /out are byte-for-byte identical
+wherever it runs. After it is done (its results and exit code are final), the
+node may spot-check the seller: run the same job once more on another seller
+and, if the outputs differ, a third time; the majority decides, and a seller
+whose output disagreed loses reputation. Those re-runs are paid at your cost,
+each within --max-price (up to twice more than the job itself), run in the
+background and are shown under "spot check" in 'blackbox job'. Do not use it
+for jobs with timestamps, randomness or other output that varies.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.submit(cmd.Context(), f, args)
@@ -59,6 +68,7 @@ seller's signed receipt into --out. The exit code is the job's.`,
 	fl.StringVar(&f.runtime, "runtime", "", "require this sandbox runtime (runc, runsc)")
 	fl.Float64Var(&f.minReputation, "min-reputation", 0, "skip sellers scored below this (0..1)")
 	fl.StringVarP(&f.out, "out", "o", "", "directory for the results (default ./blackbox-results/JOB_ID)")
+	fl.BoolVar(&f.deterministic, "deterministic", false, "the job's output is identical on every seller: it may be re-run once or twice on other sellers, at your cost, to check the seller (spot check)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "print the job ID and return at once")
 	fl.BoolVar(&f.asJSON, "json", false, "print the final job status as JSON")
 	_ = c.MarkFlagRequired("image")
@@ -69,7 +79,7 @@ seller's signed receipt into --out. The exit code is the job's.`,
 // inputs to the node's blob store.
 func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	req := contract.Request{Command: args, Env: f.env, Duration: f.duration, MaxPrice: f.maxPrice,
-		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime}
+		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic}
 	cpu, err := meter.ParseCPU(f.cpus)
 	if err != nil || cpu <= 0 {
 		return req, fmt.Errorf("--cpus %q: want a positive number of cores like 1 or 500m", f.cpus)
@@ -415,6 +425,12 @@ func newJobCmd(a *App) *cobra.Command {
 					r.ExitCode, r.Reason, r.Billed, r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), meter.FormatSize(int64(r.Usage.PeakMemory)))
 				for _, o := range r.Outputs {
 					fmt.Fprintf(w, "  %s\t%s\n", o.Name, o.SHA256)
+				}
+			}
+			if sc := j.SpotCheck; sc != nil {
+				fmt.Fprintf(w, "Spot check:\t%s %s, paid %d sat %s\n", sc.State, sc.Verdict, sc.Paid, sc.Error)
+				for _, r := range sc.Runs {
+					fmt.Fprintf(w, "  %s\tcontract %s output %s\n", shortID(r.Seller.String()), shortID(r.ContractID), shortID(r.Digest))
 				}
 			}
 			if j.Error != "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -170,7 +171,10 @@ type bookRanking struct {
 	a *attester
 }
 
-var _ contract.Reputation = bookRanking{}
+var (
+	_ contract.Reputation  = bookRanking{}
+	_ contract.SpotChecker = bookRanking{}
+)
 
 func (r bookRanking) Score(p peer.ID) (float64, float64) {
 	s := r.b.Score(p)
@@ -189,6 +193,30 @@ func (r bookRanking) Outcome(p peer.ID, contractID string, ok bool, why string) 
 	_ = r.b.Observe(reputation.Observation{Peer: p, ContractID: contractID, Outcome: o, At: at})
 	if r.a != nil {
 		r.a.issue(p, contractID, o, at)
+	}
+}
+
+// ShouldSpotCheck asks the book whether a deterministic job the seller
+// completed runs again elsewhere (new and unverified sellers more often).
+func (r bookRanking) ShouldSpotCheck(p peer.ID) bool {
+	return r.b.ShouldSpotCheck(p, true, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+}
+
+// SpotCheckResult lets the majority of a spot check's runs decide: each
+// seller that disagreed gets a spot-check-mismatch observation (attested
+// when the contract was paid); agreeing sellers get nothing extra. Without
+// a majority nothing is recorded.
+func (r bookRanking) SpotCheckResult(results []contract.SpotOutcome) {
+	rs := make([]reputation.SpotResult, len(results))
+	for i, o := range results {
+		rs[i] = reputation.SpotResult{Peer: o.Seller, ContractID: o.ContractID, Digest: o.Digest}
+	}
+	mismatches, _ := reputation.ResolveSpotCheck(rs, time.Now())
+	for _, o := range mismatches {
+		_ = r.b.Observe(o)
+		if r.a != nil {
+			r.a.issue(o.Peer, o.ContractID, o.Outcome, o.At)
+		}
 	}
 }
 

@@ -61,10 +61,14 @@ type BuyerConfig struct {
 	HeartbeatGrace time.Duration
 	// MaxOutputBytes caps each of stdout, stderr and out.tar. Default 256 MiB.
 	MaxOutputBytes int64
-	Timeouts       Timeouts
-	Clock          Clock
-	Rand           *mrand.Rand
-	Log            *slog.Logger
+	// SpotCheckTimeout bounds a deterministic job's spot check (up to two
+	// more runs on other sellers). Default: twice the job's duration plus
+	// ten minutes.
+	SpotCheckTimeout time.Duration
+	Timeouts         Timeouts
+	Clock            Clock
+	Rand             *mrand.Rand
+	Log              *slog.Logger
 }
 
 func (c *BuyerConfig) defaults() error {
@@ -142,6 +146,13 @@ type JobStatus struct {
 	ResultDir string   `json:"result_dir,omitempty"`
 	Receipt   *Receipt `json:"receipt,omitempty"`
 	Error     string   `json:"error,omitempty"`
+	// SpotCheck, for a deterministic job, is the spot check that re-ran it
+	// on other sellers after it was done (spotcheck.go); it never changes
+	// the job's own state, results or Paid.
+	SpotCheck *SpotCheck `json:"spot_check,omitempty"`
+
+	// shadow marks a spot-check run: it is never stored or listed.
+	shadow bool
 }
 
 const bucketJobs = "contract_jobs"
@@ -160,6 +171,10 @@ type Buyer struct {
 	done   map[string]chan struct{}
 	rng    *mrand.Rand
 	wg     sync.WaitGroup
+	// spots cancels the spot checks running in the background; closed
+	// stops new ones.
+	spots  map[string]context.CancelFunc
+	closed bool
 }
 
 // NewBuyer returns a buyer; call Start before Submit.
@@ -168,7 +183,8 @@ func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
 		return nil, err
 	}
 	b := &Buyer{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "buyer"),
-		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand}
+		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand,
+		spots: map[string]context.CancelFunc{}}
 	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, b.log)
 	return b, nil
 }
@@ -193,6 +209,11 @@ func (b *Buyer) Start(ctx context.Context) error {
 			if j.State == JobSearching || j.State == JobRunning {
 				j.State, j.Error = JobFailed, "node restarted"
 				fix = append(fix, &j)
+			} else if sc := j.SpotCheck; sc != nil && sc.State == SpotRunning {
+				cp := *sc
+				cp.State, cp.Error = SpotFailed, "node restarted"
+				j.SpotCheck = &cp
+				fix = append(fix, &j)
 			}
 			return nil
 		})
@@ -211,8 +232,12 @@ func (b *Buyer) Start(ctx context.Context) error {
 // Close cancels running jobs and waits for them to end.
 func (b *Buyer) Close() error {
 	b.mu.Lock()
+	b.closed = true
 	for _, c := range b.cancel {
 		c(errors.New("buyer closing"))
+	}
+	for _, c := range b.spots {
+		c()
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
@@ -357,6 +382,9 @@ func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
 }
 
 func (b *Buyer) save(j *JobStatus) error {
+	if j.shadow {
+		return nil
+	}
 	return b.cfg.Store.Update(func(kv KV) error { return putJSON(kv, bucketJobs, j.ID, j) })
 }
 
@@ -371,11 +399,27 @@ const (
 )
 
 func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
+	out, err := b.seek(ctx, j, map[peer.ID]bool{}, b.cfg.MaxAttempts)
+	switch {
+	case out == outDone:
+		b.update(j, func(j *JobStatus) { j.State, j.Phase = JobDone, "" })
+		b.maybeSpotCheck(j)
+	case out == outCancelled || context.Cause(ctx) == errCancelled:
+		b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobCancelled, "", "cancelled" })
+	default:
+		b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobFailed, "", err.Error() })
+	}
+}
+
+// seek runs j's request on the best-ranked sellers not in tried (which it
+// extends with the sellers that failed), one contract at a time, until one
+// completes (outDone), the user cancels (outCancelled), or maxAttempts
+// contracts failed or the rounds ran out (outFailed, with the last error).
+func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, maxAttempts int) (outcome, error) {
 	req := &j.Request
-	tried := map[peer.ID]bool{}
 	attempts := 0
 	var lastErr error
-	for round := 0; round < b.cfg.Rounds && attempts < b.cfg.MaxAttempts; round++ {
+	for round := 0; round < b.cfg.Rounds && attempts < maxAttempts; round++ {
 		if round > 0 {
 			select {
 			case <-ctx.Done():
@@ -406,17 +450,13 @@ func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 			if tried[c.Seller] || c.Seller == b.id {
 				continue
 			}
-			if attempts >= b.cfg.MaxAttempts || ctx.Err() != nil {
+			if attempts >= maxAttempts || ctx.Err() != nil {
 				break
 			}
 			out, err := b.attempt(ctx, j, c)
 			switch out {
-			case outDone:
-				b.update(j, func(j *JobStatus) { j.State, j.Phase = JobDone, "" })
-				return
-			case outCancelled:
-				b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobCancelled, "", "cancelled" })
-				return
+			case outDone, outCancelled:
+				return out, err
 			case outFailed:
 				attempts++
 				tried[c.Seller] = true
@@ -426,14 +466,10 @@ func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 			b.log.Info("attempt ended", "job", j.ID, "peer", c.Seller, "outcome", out, "err", err)
 		}
 	}
-	if context.Cause(ctx) == errCancelled {
-		b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobCancelled, "", "cancelled" })
-		return
-	}
 	if lastErr == nil {
 		lastErr = errors.New("no seller took the job")
 	}
-	b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobFailed, "", lastErr.Error() })
+	return outFailed, lastErr
 }
 
 func errString(err error) string {

@@ -30,6 +30,8 @@ const testInterval = 200 * time.Millisecond
 type fakeRunner struct {
 	work    time.Duration
 	onStart func()
+	// stdout, if set, is all the job writes to stdout (a deterministic job).
+	stdout string
 
 	mu                sync.Mutex
 	cpu, maxCPU       uint64
@@ -64,7 +66,11 @@ func (r *fakeRunner) Run(ctx context.Context, spec RunSpec) (*RunResult, error) 
 	if r.onStart != nil {
 		go r.onStart()
 	}
-	fmt.Fprintf(spec.Stdout, "hello from %s\n", spec.ContractID[:8])
+	if r.stdout != "" {
+		fmt.Fprint(spec.Stdout, r.stdout)
+	} else {
+		fmt.Fprintf(spec.Stdout, "hello from %s\n", spec.ContractID[:8])
+	}
 	if spec.InputDir != "" {
 		in, err := os.ReadFile(filepath.Join(spec.InputDir, "in.txt"))
 		if err != nil {
@@ -219,16 +225,20 @@ func (m *market) seller(run *fakeRunner, pay *fakePay, capacity offer.Resources,
 	return s, h
 }
 
-func (m *market) buyer(pay Payer) (*Buyer, host.Host) {
+func (m *market) buyer(pay Payer, opts ...func(*BuyerConfig)) (*Buyer, host.Host) {
 	h := m.host()
-	b, err := NewBuyer(BuyerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Payer: pay,
+	cfg := BuyerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Payer: pay,
 		PaymentKey: bytes.Repeat([]byte{2}, 33), Blobs: m.blobs, ResultDir: m.t.TempDir(), Explore: -1,
 		Find: func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error) {
 			m.omu.Lock()
 			defer m.omu.Unlock()
 			return append([]*offer.Offer(nil), m.offers...), nil
 		},
-		HeartbeatGrace: 3 * testInterval, Rounds: 200, RetryBackoff: 20 * time.Millisecond})
+		HeartbeatGrace: 3 * testInterval, Rounds: 200, RetryBackoff: 20 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	b, err := NewBuyer(cfg)
 	if err != nil {
 		m.t.Fatal(err)
 	}

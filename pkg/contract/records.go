@@ -84,6 +84,10 @@ type Request struct {
 	Deadline      time.Time       `json:"deadline,omitzero"`
 	// Runtime, if set, must be among the offer's runtimes ("runc", "runsc").
 	Runtime string `json:"runtime,omitempty"`
+	// Deterministic says the job produces the same stdout and out.tar on
+	// every seller, so the buyer may spot-check it: run it again on one or
+	// two other sellers (at the buyer's cost) and compare output digests.
+	Deterministic bool `json:"deterministic,omitempty"`
 }
 
 // ImageIsDigest reports whether the request ships an image tarball named by
@@ -149,7 +153,8 @@ const (
 	rqDeadline
 	rqImageSize
 	rqRuntime
-	rqLast = rqRuntime
+	rqDeterministic
+	rqLast = rqDeterministic
 )
 
 func (r *Request) marshal() []byte {
@@ -182,6 +187,9 @@ func (r *Request) marshal() []byte {
 	e.t(rqDeadline, r.Deadline)
 	e.u(rqImageSize, r.ImageSize)
 	e.str(rqRuntime, r.Runtime)
+	if r.Deterministic {
+		e.u(rqDeterministic, 1)
+	}
 	return e.b
 }
 
@@ -245,6 +253,12 @@ func (r *Request) unmarshal(b []byte) error {
 			r.ImageSize = f.v
 		case rqRuntime:
 			r.Runtime, err = f.text(32)
+		case rqDeterministic:
+			// Only true is ever written; anything else is not canonical.
+			if f.v != 1 {
+				err = fmt.Errorf("%w: deterministic flag %d", ErrMalformed, f.v)
+			}
+			r.Deterministic = true
 		}
 		if err != nil {
 			return fmt.Errorf("decode request: %w", err)
