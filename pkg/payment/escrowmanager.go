@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/btcsuite/btcd/btcec/v2"
@@ -48,10 +47,7 @@ type EscrowManagerConfig struct {
 // AddSignature for a peer's signature, and Tick on every new block. Every
 // change is persisted before it is acknowledged or broadcast.
 //
-// Locking is the channel Manager's: mu guards the map and every
-// escState.rec write, and is never held across signing, the store or the
-// chain; each escrow's own lock orders its changes. Order: an escrow's
-// lock, then mu.
+// Locking is the channel Manager's: one lock per escrow (see records).
 type EscrowManager struct {
 	cfg   Config
 	chain Chain
@@ -62,16 +58,10 @@ type EscrowManager struct {
 	after func(*EscrowRecord)
 	now   func() time.Time
 
-	mu      sync.Mutex
-	escrows map[string]*escState
+	escrows *records[EscrowRecord, struct{}]
 }
 
-type escState struct {
-	mu sync.Mutex
-	// rec is the latest persisted record (nil while the first is being
-	// persisted); replaced, never modified in place.
-	rec *EscrowRecord
-}
+type escState = row[EscrowRecord, struct{}]
 
 // NewEscrowManager loads the persisted escrows.
 func NewEscrowManager(mc EscrowManagerConfig) (*EscrowManager, error) {
@@ -83,7 +73,7 @@ func NewEscrowManager(mc EscrowManagerConfig) (*EscrowManager, error) {
 	}
 	m := &EscrowManager{
 		cfg: mc.Config, chain: mc.Chain, store: mc.Store, keys: mc.Keys, fund: mc.Funder,
-		log: mc.Log, after: mc.AfterPersist, now: mc.Now, escrows: map[string]*escState{},
+		log: mc.Log, after: mc.AfterPersist, now: mc.Now, escrows: newRecords[EscrowRecord, struct{}](),
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -96,45 +86,9 @@ func NewEscrowManager(mc EscrowManagerConfig) (*EscrowManager, error) {
 		return nil, fmt.Errorf("escrow manager: load escrows: %w", err)
 	}
 	for _, e := range list {
-		m.escrows[e.ID] = &escState{rec: e}
+		m.escrows.load(e.ID, e)
 	}
 	return m, nil
-}
-
-func (m *EscrowManager) lock(id string) (*escState, *EscrowRecord) {
-	m.mu.Lock()
-	es := m.escrows[id]
-	m.mu.Unlock()
-	if es == nil {
-		return nil, nil
-	}
-	es.mu.Lock()
-	if es.rec == nil {
-		es.mu.Unlock()
-		return nil, nil
-	}
-	return es, es.rec
-}
-
-func (m *EscrowManager) create(id string) *escState {
-	m.mu.Lock()
-	es := m.escrows[id]
-	if es == nil {
-		es = &escState{}
-		m.escrows[id] = es
-	}
-	m.mu.Unlock()
-	es.mu.Lock()
-	return es
-}
-
-func (m *EscrowManager) record(id string) *EscrowRecord {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if es := m.escrows[id]; es != nil {
-		return es.rec
-	}
-	return nil
 }
 
 // persist writes next and adopts it only once the store accepted it; a
@@ -147,9 +101,7 @@ func (m *EscrowManager) persist(es *escState, next *EscrowRecord) error {
 	if err := m.store.PutEscrow(next); err != nil {
 		return fmt.Errorf("persist escrow %s: %w", next.ID, err)
 	}
-	m.mu.Lock()
-	es.rec = next
-	m.mu.Unlock()
+	m.escrows.adopt(es, next)
 	if m.after != nil {
 		m.after(next.clone())
 	}
@@ -158,21 +110,15 @@ func (m *EscrowManager) persist(es *escState, next *EscrowRecord) error {
 
 // Escrows returns copies of every escrow, oldest first.
 func (m *EscrowManager) Escrows() []*EscrowRecord {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]*EscrowRecord, 0, len(m.escrows))
-	for _, es := range m.escrows {
-		if es.rec != nil {
-			out = append(out, es.rec.clone())
-		}
-	}
+	var out []*EscrowRecord
+	m.escrows.each(func(_ string, e *EscrowRecord) { out = append(out, e.clone()) })
 	slices.SortFunc(out, func(a, b *EscrowRecord) int { return a.Created.Compare(b.Created) })
 	return out
 }
 
 // Escrow returns a copy of one escrow.
 func (m *EscrowManager) Escrow(id string) (*EscrowRecord, error) {
-	e := m.record(id)
+	e := m.escrows.get(id)
 	if e == nil {
 		return nil, fmt.Errorf("escrow %s: %w", id, ErrUnknownEscrow)
 	}
@@ -309,7 +255,7 @@ func (m *EscrowManager) OpenEscrow(ctx context.Context, p EscrowParams) (*Escrow
 		SellerScript: p.Seller.PayoutScript, BuyerScript: refund, FundingTx: raw.Bytes(),
 		OpenHeight: tip, Created: m.now().UTC(),
 	}
-	st := m.create(rec.ID)
+	st := m.escrows.create(rec.ID)
 	if st.rec != nil {
 		err = fmt.Errorf("escrow %s exists", rec.ID)
 	} else {
@@ -401,7 +347,7 @@ func (m *EscrowManager) AcceptEscrow(ctx context.Context, peer string, msg []byt
 		SellerScript: o.SellerScript, BuyerScript: o.BuyerScript, FundingTx: o.FundingTx,
 		OpenHeight: tip, Created: m.now().UTC(),
 	}
-	st := m.create(rec.ID)
+	st := m.escrows.create(rec.ID)
 	defer st.mu.Unlock()
 	if st.rec != nil {
 		return st.rec.clone(), nil
@@ -441,7 +387,7 @@ func (m *EscrowManager) Arbitrate(ctx context.Context, id string, toSeller bool)
 }
 
 func (m *EscrowManager) settle(ctx context.Context, id string, kind SpendKind) (*EscrowSig, *wire.MsgTx, error) {
-	es, rec := m.lock(id)
+	es, rec := m.escrows.lock(id)
 	if es == nil {
 		return nil, nil, fmt.Errorf("%s escrow %s: %w", kind, id, ErrUnknownEscrow)
 	}
@@ -581,7 +527,7 @@ func (m *EscrowManager) AddSignature(ctx context.Context, peer string, msg []byt
 		return nil, err
 	}
 	id := s.EscrowID.String()
-	es, rec := m.lock(id)
+	es, rec := m.escrows.lock(id)
 	if es == nil {
 		return nil, fmt.Errorf("escrow signature for %s from %s: %w", id, peer, ErrUnknownEscrow)
 	}
@@ -691,7 +637,7 @@ func (m *EscrowManager) Abandon(ctx context.Context, id, reason string) (*Escrow
 
 // change applies f to a clone of escrow id and persists the result.
 func (m *EscrowManager) change(id, what string, f func(*EscrowRecord) error) (*EscrowRecord, error) {
-	es, rec := m.lock(id)
+	es, rec := m.escrows.lock(id)
 	if es == nil {
 		return nil, fmt.Errorf("%s escrow %s: %w", what, id, ErrUnknownEscrow)
 	}
@@ -723,24 +669,22 @@ func (m *EscrowManager) Tick(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("escrow tick: %w", err)
 	}
-	m.mu.Lock()
-	ids := make([]string, 0, len(m.escrows))
-	for id, es := range m.escrows {
-		if es.rec != nil && !es.rec.State.Final() {
+	var ids []string
+	m.escrows.each(func(id string, e *EscrowRecord) {
+		if !e.State.Final() {
 			ids = append(ids, id)
 		}
-	}
-	m.mu.Unlock()
+	})
 	var errs []error
 	for _, id := range ids {
 		for range 5 {
-			before := m.record(id)
+			before := m.escrows.get(id)
 			if err := m.step(ctx, id, tip); err != nil {
 				m.log.Warn("escrow step", "escrow", id, "err", err)
 				errs = append(errs, err)
 				break
 			}
-			if m.record(id) == before {
+			if m.escrows.get(id) == before {
 				break
 			}
 		}
@@ -749,7 +693,7 @@ func (m *EscrowManager) Tick(ctx context.Context) error {
 }
 
 func (m *EscrowManager) step(ctx context.Context, id string, tip int32) error {
-	e := m.record(id)
+	e := m.escrows.get(id)
 	if e.State.Final() {
 		return nil
 	}

@@ -76,41 +76,29 @@ type Manager struct {
 	after func(*Channel)
 	now   func() time.Time
 
-	// Locking: mu guards the chans map, every chanState.rec write (with
-	// the channel's own lock also held) and tip; it is only ever held for
-	// map reads and writes, never across signing, verification, the
-	// store or the chain. Each channel's chanState.mu serialises the
-	// changes of that channel. Order: a channel's lock, then mu; never
-	// two channel locks at once.
+	// chans holds the channels, one lock each (see records). mu guards
+	// only tip.
+	chans *records[Channel, chanCache]
 	mu    sync.Mutex
-	chans map[string]*chanState
 	tip   int32
 }
 
 // chanState is one channel as the Manager holds it.
-type chanState struct {
-	// mu is held by every change of the channel from the check of its
-	// current record through verification and persistence to the
-	// adoption of the new record, so one channel's updates are strictly
-	// ordered while other channels' proceed (and their fsyncs can share
-	// a group commit).
-	mu sync.Mutex
-	// rec is the latest persisted record, nil while the channel's first
-	// record is being persisted. It is never modified in place: a change
-	// is a clone, persisted, then swapped in. Written with mu and
-	// Manager.mu held, so read with either.
-	rec *Channel
-	// ws and pk cache the witness and P2WSH output scripts (mu held):
-	// parsing the two keys costs more than hashing a payment.
+type chanState = row[Channel, chanCache]
+
+// chanCache is what a channel's row caches (its lock held).
+type chanCache struct {
+	// ws and pk are the witness and P2WSH output scripts: parsing the two
+	// keys costs more than hashing a payment.
 	ws, pk []byte
-	// sellerPub caches our seller public key, compressed (mu held):
-	// deriving it from the private key is a point multiplication.
+	// sellerPub is our seller public key, compressed: deriving it from the
+	// private key is a point multiplication.
 	sellerPub []byte
 }
 
 // scriptOf returns the channel's witness script and P2WSH output script
-// (cs.mu held).
-func (cs *chanState) scriptOf(c *Channel) (ws, pk []byte, err error) {
+// (the row's lock held).
+func (cs *chanCache) scriptOf(c *Channel) (ws, pk []byte, err error) {
 	if cs.ws != nil {
 		return cs.ws, cs.pk, nil
 	}
@@ -124,49 +112,6 @@ func (cs *chanState) scriptOf(c *Channel) (ws, pk []byte, err error) {
 	return ws, pk, nil
 }
 
-// lock returns channel id with its lock held and its current record, or
-// nil when there is no such channel. The caller unlocks cs.mu.
-func (m *Manager) lock(id string) (*chanState, *Channel) {
-	m.mu.Lock()
-	cs := m.chans[id]
-	m.mu.Unlock()
-	if cs == nil {
-		return nil, nil
-	}
-	cs.mu.Lock()
-	if cs.rec == nil {
-		cs.mu.Unlock()
-		return nil, nil
-	}
-	return cs, cs.rec
-}
-
-// create returns the state of a channel about to be created, its lock
-// held; the caller persists the first record (or finds one already there)
-// and unlocks. A state whose first persist failed stays in the map with a
-// nil record, invisible to everything but the next create of the same ID.
-func (m *Manager) create(id string) *chanState {
-	m.mu.Lock()
-	cs := m.chans[id]
-	if cs == nil {
-		cs = &chanState{}
-		m.chans[id] = cs
-	}
-	m.mu.Unlock()
-	cs.mu.Lock()
-	return cs
-}
-
-// record returns channel id's current record (read-only) or nil.
-func (m *Manager) record(id string) *Channel {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if cs := m.chans[id]; cs != nil {
-		return cs.rec
-	}
-	return nil
-}
-
 // NewManager loads the persisted channels.
 func NewManager(mc ManagerConfig) (*Manager, error) {
 	if mc.Chain == nil || mc.Store == nil || mc.Keys == nil {
@@ -177,7 +122,7 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg: mc.Config, chain: mc.Chain, store: mc.Store, keys: mc.Keys, fund: mc.Funder,
-		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: map[string]*chanState{},
+		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: newRecords[Channel, chanCache](),
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -190,43 +135,35 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 		return nil, fmt.Errorf("payment manager: load channels: %w", err)
 	}
 	for _, c := range list {
-		m.chans[c.ID] = &chanState{rec: c}
+		m.chans.load(c.ID, c)
 	}
 	return m, nil
 }
 
 // persist writes next to the store and adopts it only when that succeeded,
 // so a failed write leaves the in-memory state as it was. cs.mu is held:
-// the store write runs outside m.mu, so writes of different channels
+// the store write runs outside the table lock, so writes of different channels
 // overlap (and share an fsync in a store that batches).
 func (m *Manager) persist(cs *chanState, next *Channel) error {
 	next.Updated = m.now().UTC()
 	if err := m.store.PutChannel(next); err != nil {
 		return fmt.Errorf("persist channel %s: %w", next.ID, err)
 	}
-	m.mu.Lock()
-	cs.rec = next
-	m.mu.Unlock()
+	m.chans.adopt(cs, next)
 	return nil
 }
 
 // Channels returns copies of every channel, oldest first.
 func (m *Manager) Channels() []*Channel {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]*Channel, 0, len(m.chans))
-	for _, cs := range m.chans {
-		if cs.rec != nil {
-			out = append(out, cs.rec.clone())
-		}
-	}
+	var out []*Channel
+	m.chans.each(func(_ string, c *Channel) { out = append(out, c.clone()) })
 	slices.SortFunc(out, func(a, b *Channel) int { return a.Created.Compare(b.Created) })
 	return out
 }
 
 // Channel returns a copy of one channel.
 func (m *Manager) Channel(id string) (*Channel, error) {
-	c := m.record(id)
+	c := m.chans.get(id)
 	if c == nil {
 		return nil, fmt.Errorf("channel %s: %w", id, ErrUnknownChannel)
 	}
@@ -387,7 +324,7 @@ func (m *Manager) OpenChannel(ctx context.Context, p OpenParams) (*Channel, *Ope
 		FundingTx: raw.Bytes(), Vout: uint32(vout), OpenHeight: tip, Created: now,
 		Contracts: map[string]int64{},
 	}
-	cs := m.create(c.ID)
+	cs := m.chans.create(c.ID)
 	if cs.rec != nil {
 		err = fmt.Errorf("channel %s exists", c.ID)
 	} else {
@@ -471,7 +408,7 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		return nil, fmt.Errorf("accept open: %w: expiry %d, tip %d", ErrTooLate, o.Expiry, tip)
 	}
 	id := wire.NewOutPoint(ptr(tx.TxHash()), o.Vout).String()
-	cs := m.create(id)
+	cs := m.chans.create(id)
 	defer cs.mu.Unlock()
 	if cs.rec != nil {
 		return cs.rec.clone(), nil
@@ -502,7 +439,7 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 	if len(contractID) > maxContractID {
 		return nil, fmt.Errorf("pay %s: contract id longer than %d bytes", id, maxContractID)
 	}
-	cs, c := m.lock(id)
+	cs, c := m.chans.lock(id)
 	if cs == nil {
 		return nil, fmt.Errorf("pay %s: %w", id, ErrUnknownChannel)
 	}
@@ -538,7 +475,7 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 // LatestUpdate rebuilds the buyer's latest update (to resend after a lost
 // acknowledgement or a reconnect); nil before the first payment.
 func (m *Manager) LatestUpdate(id, contractID string) (*Update, error) {
-	c := m.record(id)
+	c := m.chans.get(id)
 	if c == nil {
 		return nil, fmt.Errorf("latest update %s: %w", id, ErrUnknownChannel)
 	}
@@ -556,7 +493,7 @@ func (m *Manager) signUpdate(cs *chanState, c *Channel, contractID string) (*Upd
 	if err != nil {
 		return nil, err
 	}
-	ws, _, err := cs.scriptOf(c)
+	ws, _, err := cs.x.scriptOf(c)
 	if err != nil {
 		return nil, err
 	}
@@ -586,7 +523,7 @@ func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*U
 		return nil, err
 	}
 	id := u.ChannelID.String()
-	cs, c := m.lock(id)
+	cs, c := m.chans.lock(id)
 	if cs == nil {
 		return nil, fmt.Errorf("update for %s from %s: %w", id, peer, ErrUnknownChannel)
 	}
@@ -678,7 +615,7 @@ func (m *Manager) signedClose(cs *chanState, c *Channel, paid int64, buyerSig []
 }
 
 func (m *Manager) closeTx(cs *chanState, c *Channel, paid int64, buyerSig []byte, sign bool) (*wire.MsgTx, error) {
-	ws, pk, err := cs.scriptOf(c)
+	ws, pk, err := cs.x.scriptOf(c)
 	if err != nil {
 		return nil, err
 	}
@@ -701,12 +638,12 @@ func (m *Manager) closeTx(cs *chanState, c *Channel, paid int64, buyerSig []byte
 		}
 		ours = ecdsa.Sign(key, digest).Serialize()
 	} else {
-		if cs.sellerPub == nil {
+		if cs.x.sellerPub == nil {
 			key, err := m.keys.Key(FamilySeller, c.KeyIndex)
 			if err != nil {
 				return nil, err
 			}
-			cs.sellerPub = key.PubKey().SerializeCompressed()
+			cs.x.sellerPub = key.PubKey().SerializeCompressed()
 		}
 		// Vouched for under our own key: were the channel's seller key
 		// not ours, the engine would check checkSig for real and fail.
@@ -714,7 +651,7 @@ func (m *Manager) closeTx(cs *chanState, c *Channel, paid int64, buyerSig []byte
 		cache = txscript.NewSigCache(2)
 		var h chainhash.Hash
 		copy(h[:], digest)
-		cache.Add(h, ours, cs.sellerPub)
+		cache.Add(h, ours, cs.x.sellerPub)
 	}
 	tx.TxIn[0].Witness = ChannelCloseWitness(ws, buyerSig, append(slices.Clip(ours), byte(txscript.SigHashAll)))
 	vm, err := txscript.NewEngine(pk, tx, 0, txscript.StandardVerifyFlags, cache, hashes, c.Capacity, fetcher)
@@ -735,7 +672,7 @@ func (m *Manager) closeTx(cs *chanState, c *Channel, paid int64, buyerSig []byte
 // persisted (Closing) and broadcast. Closing a channel already closing
 // rebroadcasts.
 func (m *Manager) Close(ctx context.Context, id string) (*wire.MsgTx, error) {
-	cs, c := m.lock(id)
+	cs, c := m.chans.lock(id)
 	if cs == nil {
 		return nil, fmt.Errorf("close %s: %w", id, ErrUnknownChannel)
 	}
@@ -765,7 +702,7 @@ func (m *Manager) Close(ctx context.Context, id string) (*wire.MsgTx, error) {
 // Refund is the buyer taking back everything unpaid through the timelock
 // branch, once the tip has reached the channel's expiry.
 func (m *Manager) Refund(ctx context.Context, id string) (*wire.MsgTx, error) {
-	cs, c := m.lock(id)
+	cs, c := m.chans.lock(id)
 	if cs == nil {
 		return nil, fmt.Errorf("refund %s: %w", id, ErrUnknownChannel)
 	}
@@ -868,13 +805,13 @@ func (m *Manager) Tick(ctx context.Context) error {
 	}
 	m.mu.Lock()
 	m.tip = tip
-	ids := make([]string, 0, len(m.chans))
-	for id, cs := range m.chans {
-		if c := cs.rec; c != nil && c.State != StateClosed && c.State != StateFailed {
+	m.mu.Unlock()
+	var ids []string
+	m.chans.each(func(id string, c *Channel) {
+		if c.State != StateClosed && c.State != StateFailed {
 			ids = append(ids, id)
 		}
-	}
-	m.mu.Unlock()
+	})
 	var errs []error
 	for _, id := range ids {
 		// Step until the state stops changing (as lnd's advanceState): each
@@ -895,14 +832,14 @@ func (m *Manager) Tick(ctx context.Context) error {
 }
 
 func (m *Manager) state(id string) State {
-	return m.record(id).State
+	return m.chans.get(id).State
 }
 
 // step advances one channel by one state. It holds no lock while it asks
 // the chain; each change (setState, checkSpent, Close, Refund) takes the
 // channel's lock and re-reads the record.
 func (m *Manager) step(ctx context.Context, id string, tip int32) error {
-	c := m.record(id)
+	c := m.chans.get(id)
 	n := m.cfg.Confirmations
 	switch c.State {
 	case StatePending:
@@ -996,7 +933,7 @@ func (m *Manager) checkSpent(ctx context.Context, c *Channel, tip int32) (bool, 
 	if c.State == StateClosing && c.SpendTxid == txid {
 		return true, nil
 	}
-	cs, cur := m.lock(c.ID)
+	cs, cur := m.chans.lock(c.ID)
 	if cs == nil {
 		return false, fmt.Errorf("channel %s: %w", c.ID, ErrUnknownChannel)
 	}
@@ -1015,7 +952,7 @@ func (m *Manager) checkSpent(ctx context.Context, c *Channel, tip int32) (bool, 
 }
 
 func (m *Manager) setState(c *Channel, s State, why string, kv ...any) error {
-	cs, cur := m.lock(c.ID)
+	cs, cur := m.chans.lock(c.ID)
 	if cs == nil {
 		return fmt.Errorf("channel %s: %w", c.ID, ErrUnknownChannel)
 	}
