@@ -45,6 +45,8 @@ func (r sandboxRunner) Run(ctx context.Context, spec contract.RunSpec) (*contrac
 		Image: spec.Image,
 		Args:  spec.Args,
 		Env:   spec.Env,
+		// The seller verified these files against the contract's digests.
+		InputDir: spec.InputDir,
 		Limits: sandbox.Limits{
 			CPUMillis:   int64(spec.Resources.CPUMillis),
 			MemoryBytes: int64(spec.Resources.MemoryBytes),
