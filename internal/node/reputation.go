@@ -14,6 +14,7 @@ import (
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/evidence"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -23,16 +24,16 @@ import (
 // runs before the host, whose connection gater asks the book, and after the
 // payments, whose chain the contract evidence verifier asks: an attestation
 // counts only when its evidence shows a contract both parties signed and a
-// payment on a channel funded on chain (evidence.go). Without payments
+// payment on a channel funded on chain (pkg/evidence). Without payments
 // nothing verifies, and only this node's own observations move scores.
 func (n *Node) startReputation() error {
 	id, err := peer.IDFromPrivateKey(n.key)
 	if err != nil {
 		return err
 	}
-	ev := &evidenceVerifier{}
+	ev := &evidence.Verifier{Terms: decodeTerms}
 	if n.chain != nil {
-		ev.chain = n.chain
+		ev.Chain = n.chain
 	}
 	b, err := reputation.NewBook(reputation.Options{
 		Config: n.cfg.Reputation, Self: id, Evidence: ev,
@@ -98,7 +99,7 @@ func (a *attester) issue(seller peer.ID, contractID string, o reputation.Outcome
 		obs := reputation.Observation{Peer: seller, ContractID: contractID, Outcome: o, At: at}
 		if err := a.attest(ctx, obs); err != nil {
 			lvl := slog.LevelWarn
-			if errors.Is(err, errNoEvidence) || errors.Is(err, contract.ErrNotFound) {
+			if errors.Is(err, evidence.ErrNoEvidence) || errors.Is(err, contract.ErrNotFound) {
 				lvl = slog.LevelDebug
 			}
 			a.n.log.Log(ctx, lvl, "reputation: no attestation", "contract", contractID, "peer", seller, "err", err)
@@ -110,7 +111,7 @@ func (a *attester) issue(seller peer.ID, contractID string, o reputation.Outcome
 func (a *attester) attest(ctx context.Context, o reputation.Observation) error {
 	n := a.n
 	machine := contract.NewMachine(store.NewContractStore(n.db), contract.Timeouts{}, nil, n.log)
-	ev, paid, err := buyerEvidence(n.payments, machine, o.ContractID)
+	ev, paid, err := evidence.ForBuyer(n.payments, machine, o.ContractID)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,9 @@ import (
 // weighs more) and checks the three goals of issue 6. About 30 s, most of
 // it Ed25519 verification of ~365,000 attestation deliveries.
 func TestGoals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the full simulation (make sim) takes minutes: not in -short")
+	}
 	cfg := DefaultConfig()
 	random, err := Run(cfg, Random)
 	if err != nil {
