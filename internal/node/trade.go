@@ -181,7 +181,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 		}
 		bc := contract.BuyerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Payer:      &channelPayer{m: n.payments, minCapacity: 100_000, capacityFactor: 10},
+			Payer:      channelPayer{p: payment.NewPayer(n.payments, payment.PayerConfig{MinCapacity: 100_000, CapacityFactor: 10})},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Blobs:      contract.DirBlobs(n.BlobDir()),
 			Find:       n.disc.Find,

@@ -77,10 +77,13 @@ type Manager struct {
 	now   func() time.Time
 
 	// chans holds the channels, one lock each (see records). mu guards
-	// only tip.
+	// only tip and changed.
 	chans *records[Channel, chanCache]
 	mu    sync.Mutex
 	tip   int32
+	// changed is closed (and cleared) when a channel change is persisted;
+	// nil while nobody waits (see changes).
+	changed chan struct{}
 }
 
 // chanState is one channel as the Manager holds it.
@@ -150,6 +153,7 @@ func (m *Manager) persist(cs *chanState, next *Channel) error {
 		return fmt.Errorf("persist channel %s: %w", next.ID, err)
 	}
 	m.chans.adopt(cs, next)
+	m.notify()
 	return nil
 }
 
