@@ -234,7 +234,7 @@ func boltOpen(path string, lockWait time.Duration) (b *bolt.DB, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			b, err = nil, fmt.Errorf("open store %s: %w: %v\n%s", path, ErrDamaged, r, damagedHelp(path, "is corrupt"))
+			b, err = nil, fmt.Errorf("open store %s: %w: its pages do not read (%s)\n%s", path, ErrDamaged, panicText(r), damagedHelp(path, "is corrupt"))
 		}
 	}()
 	b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, FreelistType: bolt.FreelistMapType})
@@ -259,7 +259,7 @@ func check(b *bolt.DB) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("reading it failed: %v", r)
+			err = fmt.Errorf("its pages do not read (%s)", panicText(r))
 		}
 	}()
 	var sink byte
@@ -435,4 +435,10 @@ func (t *Tx) ForEach(bucket, prefix string, fn func(key string, value []byte) er
 
 func hasPrefix(k, p []byte) bool {
 	return len(k) >= len(p) && string(k[:len(p)]) == string(p)
+}
+
+// panicText is what bbolt's panic on a corrupt page said, without the
+// runtime's prefix (the operator is told about a file, not a crash).
+func panicText(r any) string {
+	return strings.TrimPrefix(fmt.Sprint(r), "runtime error: ")
 }
