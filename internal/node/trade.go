@@ -20,6 +20,12 @@ import (
 // WalletDir is the wallet's directory inside the data dir.
 const WalletDir = "wallet"
 
+// BackupFile is the channel backup's name inside the data dir.
+const BackupFile = "channels.backup"
+
+// BackupPath is the channel backup of a data dir.
+func BackupPath(dataDir string) string { return filepath.Join(dataDir, BackupFile) }
+
 // startSandbox connects to containerd. Without it the node still runs (it
 // can buy, and it shows why it does not sell), so a failure is not fatal.
 func (n *Node) startSandbox(ctx context.Context) {
@@ -102,8 +108,14 @@ func (n *Node) startPayments(ctx context.Context) error {
 		cfg.PayoutAddress = addr.EncodeAddress()
 		n.log.Info("no payment.payout_address: seller payouts go to the node's wallet", "address", cfg.PayoutAddress)
 	}
+	// Every channel change reaches the backup file outside the database
+	// before it is acknowledged (`blackbox restore` reads it back).
+	backup, err := payment.NewBackupStore(store.NewPaymentStore(n.db), BackupPath(n.cfg.DataDir))
+	if err != nil {
+		return err
+	}
 	m, err := payment.NewManager(payment.ManagerConfig{
-		Config: cfg, Chain: chain, Store: store.NewPaymentStore(n.db),
+		Config: cfg, Chain: chain, Store: backup,
 		Keys: w.Keyring(), Funder: w, Log: n.log,
 	})
 	if err != nil {
@@ -181,7 +193,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 		}
 		bc := contract.BuyerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Payer:      &channelPayer{m: n.payments, minCapacity: 100_000, capacityFactor: 10},
+			Payer:      channelPayer{p: payment.NewPayer(n.payments, payment.PayerConfig{MinCapacity: 100_000, CapacityFactor: 10})},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Blobs:      contract.DirBlobs(n.BlobDir()),
 			Find:       n.disc.Find,

@@ -1,0 +1,200 @@
+package payment
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/btcsuite/btcd/txscript"
+	"github.com/btcsuite/btcd/wire"
+)
+
+// selfFundedOpen is an open request for a channel whose buyer key is
+// buyerKey, with a funding transaction paying the channel script.
+func selfFundedOpen(t *testing.T, p *memPair, buyerKey []byte) *OpenRequest {
+	t.Helper()
+	c, err := p.buyer.Channel(p.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.BuyerKey = buyerKey
+	ws, err := c.Script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, _ := P2WSH(ws)
+	tx := wire.NewMsgTx(2)
+	tx.AddTxIn(wire.NewTxIn(&wire.OutPoint{Index: 9}, nil, nil))
+	tx.AddTxOut(wire.NewTxOut(c.Capacity, pk))
+	var raw bytes.Buffer
+	if err := tx.Serialize(&raw); err != nil {
+		t.Fatal(err)
+	}
+	return &OpenRequest{BuyerKey: buyerKey, SellerKey: c.SellerKey, Expiry: c.Expiry, CloseFee: c.CloseFee,
+		SellerScript: c.SellerScript, BuyerScript: c.BuyerScript, FundingTx: raw.Bytes(), Vout: 0}
+}
+
+// TestAcceptOpenRefusesOwnKey: a channel whose buyer key is one of the
+// seller's own keys (its seller key, its published buyer key, the key of a
+// channel it funded itself) is refused at open, and nothing is recorded.
+func TestAcceptOpenRefusesOwnKey(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	sellerKey, _ := p.seller.SellerKey()
+	published, _ := p.seller.keys.Key(FamilyChannelBuyer, 0)
+	// The seller funds a channel of its own (as a buyer, to the buyer).
+	terms, err := p.buyer.SellerTerms()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.seller.fund = p.buyer.fund
+	own, _, err := p.seller.OpenChannel(ctx, OpenParams{Peer: "b", Seller: terms, Capacity: 1_000_000, FeeRate: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(p.seller.Channels())
+	for name, key := range map[string][]byte{
+		"seller key":          sellerKey.PubKey().SerializeCompressed(),
+		"published buyer key": published.PubKey().SerializeCompressed(),
+		"own funded channel":  own.BuyerKey,
+	} {
+		req := selfFundedOpen(t, p, key)
+		if _, err := p.seller.AcceptOpen(ctx, "b", req.Encode()); !errors.Is(err, ErrWrongKey) {
+			t.Errorf("%s: AcceptOpen = %v, want ErrWrongKey", name, err)
+		}
+	}
+	if n := len(p.seller.Channels()); n != before {
+		t.Fatalf("refused opens recorded channels: %d → %d", before, n)
+	}
+	// A buyer key of the buyer's own is accepted, so the refusal above
+	// is about whose key it is.
+	other := mustKey(t).PubKey().SerializeCompressed()
+	if _, err := p.seller.AcceptOpen(ctx, "b", selfFundedOpen(t, p, other).Encode()); err != nil {
+		t.Fatalf("foreign buyer key refused: %v", err)
+	}
+}
+
+// TestAcceptUpdateOwnKeyPlaceholder is issue 9's bug 4 on a channel already
+// recorded (accepted before the open was checked): its buyer key is the
+// seller's, and an update whose signature is the seller's own check
+// placeholder must not count as paid. Every other signature a seller could
+// be handed is refused too; nothing changes.
+func TestAcceptUpdateOwnKeyPlaceholder(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	sc, err := p.seller.Channel(p.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := sc.clone()
+	bad.ID = wire.OutPoint{Index: 5}.String()
+	bad.BuyerKey = sc.SellerKey
+	st := NewMemStore()
+	if err := st.PutChannel(bad); err != nil {
+		t.Fatal(err)
+	}
+	seller := newManager(t, p.seller.cfg, p.chain, st, seed(2), nil)
+	op, _ := wire.NewOutPointFromString(bad.ID)
+	u := &Update{ChannelID: *op, Seq: 1, Amount: 50_000, ContractID: "c", ContractAmount: 50_000,
+		PayScript: bad.SellerScript, Sig: append(bytes.Clone(checkSig), byte(txscript.SigHashAll))}
+	if _, err := seller.AcceptUpdate(ctx, "b", u.Encode()); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("placeholder signature on an own-key channel: %v, want ErrBadSignature", err)
+	}
+	// A real signature by the seller's key (which the buyer cannot make)
+	// is refused as well: the buyer key may never be ours.
+	tx, _ := bad.CloseTx(u.Amount)
+	ws, _ := bad.Script()
+	key, _ := seller.SellerKey()
+	u.Sig, err = SignInput(tx, 0, ws, bad.Capacity, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seller.AcceptUpdate(ctx, "b", u.Encode()); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("own signature on an own-key channel: %v, want ErrWrongKey", err)
+	}
+	if c, _ := seller.Channel(bad.ID); c.Paid != 0 || c.Seq != 0 {
+		t.Fatalf("refused updates changed the channel: paid %d seq %d", c.Paid, c.Seq)
+	}
+}
+
+// TestRegtestOwnKeyChannel is bug 4 against a real chain: a channel output
+// funded on regtest with the seller's key in the buyer's place is refused
+// at open; on a seller that recorded one before the fix, the update signed
+// with the seller's placeholder is refused; and the close such an update
+// would make is indeed worthless: btcd rejects it.
+func TestRegtestOwnKeyChannel(t *testing.T) {
+	p := newPair(t)
+	ctx := context.Background()
+	sk, _ := p.seller.SellerKey()
+	own := sk.PubKey().SerializeCompressed()
+	tip := p.h.Tip(t)
+	expiry := uint32(tip + 40)
+	ws, err := ChannelScript(sk.PubKey(), sk.PubKey(), expiry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, _ := P2WSH(ws)
+	const capacity = 200_000
+	tx, err := p.h.FundTx(ctx, []*wire.TxOut{wire.NewTxOut(capacity, pk)}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.h.PublishTx(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	p.mine(t, 1)
+	vout := uint32(0)
+	for i, o := range tx.TxOut {
+		if bytes.Equal(o.PkScript, pk) {
+			vout = uint32(i)
+		}
+	}
+	refund, _ := p.h.NewScript(ctx)
+	var raw bytes.Buffer
+	tx.Serialize(&raw)
+	fee := 2 * closeVSize(ws, p.payout, refund)
+	req := &OpenRequest{BuyerKey: own, SellerKey: own, Expiry: expiry, CloseFee: fee,
+		SellerScript: p.payout, BuyerScript: refund, FundingTx: raw.Bytes(), Vout: vout}
+	if _, err := p.seller.AcceptOpen(ctx, "buyer", req.Encode()); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("open of an own-key channel: %v, want ErrWrongKey", err)
+	}
+	if n := len(p.seller.Channels()); n != 0 {
+		t.Fatalf("the refused open left %d channels", n)
+	}
+
+	// As recorded by a seller before the fix.
+	c := &Channel{ID: wire.NewOutPoint(ptr(tx.TxHash()), vout).String(), Role: RoleSeller, State: StateOpen, Peer: "buyer",
+		BuyerKey: own, SellerKey: own, Expiry: expiry, Capacity: capacity, CloseFee: fee,
+		SellerScript: p.payout, BuyerScript: refund, FundingTx: raw.Bytes(), Vout: vout, OpenHeight: tip, Contracts: map[string]int64{}}
+	st := NewMemStore()
+	if err := st.PutChannel(c); err != nil {
+		t.Fatal(err)
+	}
+	seller := newManager(t, p.cfg, p.chain, st, seed(2), nil)
+	placeholder := append(bytes.Clone(checkSig), byte(txscript.SigHashAll))
+	op, _ := c.Outpoint()
+	u := &Update{ChannelID: op, Seq: 1, Amount: 50_000, ContractID: "c", ContractAmount: 50_000, PayScript: p.payout, Sig: placeholder}
+	if _, err := seller.AcceptUpdate(ctx, "buyer", u.Encode()); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("placeholder update: %v, want ErrBadSignature", err)
+	}
+	if sc, _ := seller.Channel(c.ID); sc.Paid != 0 {
+		t.Fatalf("the refused update counts %d as paid", sc.Paid)
+	}
+	// The close that update stood for: the seller's real signature in
+	// its slot, the placeholder in the buyer's. btcd refuses it.
+	closeTx, err := c.CloseTx(50_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := SignInput(closeTx, 0, ws, capacity, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeTx.TxIn[0].Witness = ChannelCloseWitness(ws, placeholder, sig)
+	if _, err := p.h.Client().SendRawTransaction(closeTx, false); err == nil {
+		t.Fatal("btcd accepted a close with the placeholder as the buyer's signature")
+	} else {
+		t.Logf("btcd refuses the placeholder close: %v", err)
+	}
+}
