@@ -117,4 +117,3 @@ func TestAcceptUpdateOwnKeyPlaceholder(t *testing.T) {
 		t.Fatalf("refused updates changed the channel: paid %d seq %d", c.Paid, c.Seq)
 	}
 }
-
