@@ -60,20 +60,23 @@ type Status struct {
 
 // Offer is an offer as the CLI shows it.
 type Offer struct {
-	Seller          string          `json:"seller"`
-	Addrs           []string        `json:"addrs"`
-	Resources       offer.Resources `json:"resources"`
-	Prices          offer.Prices    `json:"prices"`
-	PricePerHour    float64         `json:"price_per_hour_sat"`
-	MinDuration     float64         `json:"min_duration_seconds"`
-	MaxDuration     float64         `json:"max_duration_seconds"`
-	BillingInterval float64         `json:"billing_interval_seconds"`
-	Runtimes        []string        `json:"runtimes"`
-	Region          string          `json:"region,omitempty"`
-	PaymentKey      string          `json:"payment_key,omitempty"`
-	Seq             uint64          `json:"seq"`
-	Issued          time.Time       `json:"issued"`
-	Expiry          time.Time       `json:"expiry"`
+	Seller       string          `json:"seller"`
+	Addrs        []string        `json:"addrs"`
+	Resources    offer.Resources `json:"resources"`
+	Prices       offer.Prices    `json:"prices"`
+	PricePerHour float64         `json:"price_per_hour_sat"`
+	// PricePerJob is what a whole job of the market query costs there (filled
+	// in by the CLI), start fee included.
+	PricePerJob     int64     `json:"price_per_job_sat,omitempty"`
+	MinDuration     float64   `json:"min_duration_seconds"`
+	MaxDuration     float64   `json:"max_duration_seconds"`
+	BillingInterval float64   `json:"billing_interval_seconds"`
+	Runtimes        []string  `json:"runtimes"`
+	Region          string    `json:"region,omitempty"`
+	PaymentKey      string    `json:"payment_key,omitempty"`
+	Seq             uint64    `json:"seq"`
+	Issued          time.Time `json:"issued"`
+	Expiry          time.Time `json:"expiry"`
 	// Envelope is the signed record, base64 in JSON, for anyone who wants
 	// to verify it themselves.
 	Envelope []byte `json:"envelope,omitempty"`
