@@ -2,12 +2,15 @@ package cli
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -513,6 +516,10 @@ func newContractsCmd(a *App) *cobra.Command {
 			if asJSON {
 				return writeJSON(a.Stdout, cs)
 			}
+			// Newest first, then by ID: the same order every time.
+			slices.SortStableFunc(cs.Contracts, func(x, y *contract.Record) int {
+				return cmp.Or(y.Updated.Compare(x.Updated), cmp.Compare(x.ID, y.ID))
+			})
 			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "CONTRACT\tBUYER\tSTATE\tINTERVALS\tPAID\tUPDATED\tWHY")
 			for _, r := range cs.Contracts {
@@ -524,14 +531,14 @@ func newContractsCmd(a *App) *cobra.Command {
 				total += v
 			}
 			fmt.Fprintf(w, "\nEarned:\t%d sat", total)
-			for st, v := range cs.EarnedSats {
-				fmt.Fprintf(w, " (%s %d)", st, v)
+			for _, st := range slices.Sorted(maps.Keys(cs.EarnedSats)) {
+				fmt.Fprintf(w, " (%s %d)", st, cs.EarnedSats[st])
 			}
 			fmt.Fprintln(w)
 			if len(cs.Rejections) > 0 {
 				fmt.Fprint(w, "Refused:\t")
-				for r, n := range cs.Rejections {
-					fmt.Fprintf(w, "%s %d  ", r, n)
+				for _, r := range slices.Sorted(maps.Keys(cs.Rejections)) {
+					fmt.Fprintf(w, "%s %d  ", r, cs.Rejections[r])
 				}
 				fmt.Fprintln(w)
 			}
