@@ -216,6 +216,10 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 	if err != nil {
 		return fmt.Errorf("connection manager: %w", err)
 	}
+	if err := probeListen(n.cfg.Listen); err != nil {
+		rm.Close()
+		return err
+	}
 	h, err := libp2p.New(
 		libp2p.Identity(n.key),
 		libp2p.ListenAddrStrings(n.cfg.Listen...),
