@@ -246,7 +246,11 @@ func (n *Node) startDHT(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d, err := offer.NewDHT(n.host, true, boot)
+	// Records kept for others are bounded; those of peers this node has
+	// evidence about (its contract partners) are never evicted.
+	limits := offer.DefaultStoreLimits()
+	limits.Keep = func(p peer.ID) bool { return n.book.Score(p).Evidence > 0 }
+	d, err := offer.NewDHT(n.host, true, boot, dht.Datastore(offer.NewRecordStore(n.host.ID(), limits)))
 	if err != nil {
 		return err
 	}
