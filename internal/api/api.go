@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
@@ -60,20 +61,23 @@ type Status struct {
 
 // Offer is an offer as the CLI shows it.
 type Offer struct {
-	Seller          string          `json:"seller"`
-	Addrs           []string        `json:"addrs"`
-	Resources       offer.Resources `json:"resources"`
-	Prices          offer.Prices    `json:"prices"`
-	PricePerHour    float64         `json:"price_per_hour_sat"`
-	MinDuration     float64         `json:"min_duration_seconds"`
-	MaxDuration     float64         `json:"max_duration_seconds"`
-	BillingInterval float64         `json:"billing_interval_seconds"`
-	Runtimes        []string        `json:"runtimes"`
-	Region          string          `json:"region,omitempty"`
-	PaymentKey      string          `json:"payment_key,omitempty"`
-	Seq             uint64          `json:"seq"`
-	Issued          time.Time       `json:"issued"`
-	Expiry          time.Time       `json:"expiry"`
+	Seller       string          `json:"seller"`
+	Addrs        []string        `json:"addrs"`
+	Resources    offer.Resources `json:"resources"`
+	Prices       offer.Prices    `json:"prices"`
+	PricePerHour float64         `json:"price_per_hour_sat"`
+	// PricePerJob is what a whole job of the market query costs there (filled
+	// in by the CLI), start fee included.
+	PricePerJob     int64     `json:"price_per_job_sat,omitempty"`
+	MinDuration     float64   `json:"min_duration_seconds"`
+	MaxDuration     float64   `json:"max_duration_seconds"`
+	BillingInterval float64   `json:"billing_interval_seconds"`
+	Runtimes        []string  `json:"runtimes"`
+	Region          string    `json:"region,omitempty"`
+	PaymentKey      string    `json:"payment_key,omitempty"`
+	Seq             uint64    `json:"seq"`
+	Issued          time.Time `json:"issued"`
+	Expiry          time.Time `json:"expiry"`
 	// Envelope is the signed record, base64 in JSON, for anyone who wants
 	// to verify it themselves.
 	Envelope []byte `json:"envelope,omitempty"`
@@ -519,13 +523,27 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb)
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			return fmt.Errorf("%w: %s", ErrNotFound, eb.Error)
-		case http.StatusServiceUnavailable:
-			return fmt.Errorf("%w: %s", ErrUnavailable, eb.Error)
-		}
-		return fmt.Errorf("daemon: %s", eb.Error)
+		return statusError(resp.StatusCode, eb.Error)
 	}
 	return json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
+}
+
+// statusError turns an error reply back into the category the server
+// replied with, so that callers can branch with errors.Is as they would on
+// the server side.
+func statusError(code int, msg string) error {
+	var category error
+	switch code {
+	case http.StatusNotFound:
+		category = ErrNotFound
+	case http.StatusServiceUnavailable:
+		category = ErrUnavailable
+	case http.StatusBadRequest:
+		category = ErrBadRequest
+	default:
+		return fmt.Errorf("daemon: %s", msg)
+	}
+	// The server's text usually starts with the category already.
+	msg = strings.TrimPrefix(msg, category.Error()+": ")
+	return fmt.Errorf("%w: %s", category, msg)
 }

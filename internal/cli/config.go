@@ -13,7 +13,7 @@ import (
 
 	"github.com/blackbox-market/blackbox/configs"
 	"github.com/blackbox-market/blackbox/internal/node"
-	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -103,7 +103,7 @@ func sizeHook(from, to reflect.Type, data any) (any, error) {
 	if !ok || from.Kind() != reflect.String || to.Kind() != reflect.Int64 || to == reflect.TypeFor[time.Duration]() {
 		return data, nil
 	}
-	n, err := meter.ParseSize(s)
+	n, err := quantity.ParseSize(s)
 	if err != nil {
 		return data, nil // let the decoder say what is wrong
 	}

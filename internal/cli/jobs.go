@@ -2,19 +2,22 @@ package cli
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/contract"
-	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/spf13/cobra"
 )
 
@@ -49,7 +52,9 @@ and, if the outputs differ, a third time; the majority decides, and a seller
 whose output disagreed loses reputation. Those re-runs are paid at your cost,
 each within --max-price (up to twice more than the job itself), run in the
 background and are shown under "spot check" in 'blackbox job'. Do not use it
-for jobs with timestamps, randomness or other output that varies.`,
+for jobs with timestamps, randomness or other output that varies.
+
+` + quantity.SizeHelp,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.submit(cmd.Context(), f, args)
@@ -58,8 +63,8 @@ for jobs with timestamps, randomness or other output that varies.`,
 	fl := c.Flags()
 	fl.StringVar(&f.image, "image", "", "image tarball (docker-archive or OCI layout) or a reference the seller pulls (required)")
 	fl.StringVar(&f.cpus, "cpus", "1", "cores (e.g. 1, 0.5, 500m)")
-	fl.StringVar(&f.memory, "memory", "256MiB", "memory")
-	fl.StringVar(&f.disk, "disk", "256MiB", "scratch disk for /tmp and /out")
+	fl.StringVar(&f.memory, "memory", "256MiB", "memory, e.g. 512Mi (2^20 bytes) or 512M (10^6 bytes)")
+	fl.StringVar(&f.disk, "disk", "256MiB", "scratch disk for /tmp and /out, a size like --memory")
 	fl.DurationVar(&f.duration, "time", 2*time.Minute, "how long the job may run (the contract's length)")
 	fl.Uint64Var(&f.maxPrice, "max-price", 1000, "the most to pay for the whole job, in sats")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
@@ -80,15 +85,15 @@ for jobs with timestamps, randomness or other output that varies.`,
 func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	req := contract.Request{Command: args, Env: f.env, Duration: f.duration, MaxPrice: f.maxPrice,
 		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic}
-	cpu, err := meter.ParseCPU(f.cpus)
+	cpu, err := quantity.ParseCPU(f.cpus)
 	if err != nil || cpu <= 0 {
 		return req, fmt.Errorf("--cpus %q: want a positive number of cores like 1 or 500m", f.cpus)
 	}
-	mem, err := meter.ParseSize(f.memory)
+	mem, err := quantity.ParseSize(f.memory)
 	if err != nil || mem <= 0 {
 		return req, fmt.Errorf("--memory %q: want a positive size like 256MiB", f.memory)
 	}
-	disk, err := meter.ParseSize(f.disk)
+	disk, err := quantity.ParseSize(f.disk)
 	if err != nil || disk < 0 {
 		return req, fmt.Errorf("--disk %q: want a size like 256MiB", f.disk)
 	}
@@ -341,7 +346,7 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	if job.Receipt != nil {
 		fmt.Fprintf(w, ": exit %d (%s), cpu %s, peak memory %s, wall %s",
 			job.Receipt.ExitCode, job.Receipt.Reason, job.Receipt.Usage.CPUTime.Round(time.Millisecond),
-			meter.FormatSize(int64(job.Receipt.Usage.PeakMemory)), job.Receipt.Usage.Wall.Round(time.Millisecond))
+			quantity.FormatSize(int64(job.Receipt.Usage.PeakMemory)), job.Receipt.Usage.Wall.Round(time.Millisecond))
 	}
 	if job.Error != "" {
 		fmt.Fprintf(w, ": %s", job.Error)
@@ -422,7 +427,7 @@ func newJobCmd(a *App) *cobra.Command {
 			if j.Receipt != nil {
 				r := j.Receipt
 				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %d sat for %d intervals, cpu %s, peak memory %s\n",
-					r.ExitCode, r.Reason, r.Billed, r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), meter.FormatSize(int64(r.Usage.PeakMemory)))
+					r.ExitCode, r.Reason, r.Billed, r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), quantity.FormatSize(int64(r.Usage.PeakMemory)))
 				for _, o := range r.Outputs {
 					fmt.Fprintf(w, "  %s\t%s\n", o.Name, o.SHA256)
 				}
@@ -511,6 +516,10 @@ func newContractsCmd(a *App) *cobra.Command {
 			if asJSON {
 				return writeJSON(a.Stdout, cs)
 			}
+			// Newest first, then by ID: the same order every time.
+			slices.SortStableFunc(cs.Contracts, func(x, y *contract.Record) int {
+				return cmp.Or(y.Updated.Compare(x.Updated), cmp.Compare(x.ID, y.ID))
+			})
 			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "CONTRACT\tBUYER\tSTATE\tINTERVALS\tPAID\tUPDATED\tWHY")
 			for _, r := range cs.Contracts {
@@ -522,14 +531,14 @@ func newContractsCmd(a *App) *cobra.Command {
 				total += v
 			}
 			fmt.Fprintf(w, "\nEarned:\t%d sat", total)
-			for st, v := range cs.EarnedSats {
-				fmt.Fprintf(w, " (%s %d)", st, v)
+			for _, st := range slices.Sorted(maps.Keys(cs.EarnedSats)) {
+				fmt.Fprintf(w, " (%s %d)", st, cs.EarnedSats[st])
 			}
 			fmt.Fprintln(w)
 			if len(cs.Rejections) > 0 {
 				fmt.Fprint(w, "Refused:\t")
-				for r, n := range cs.Rejections {
-					fmt.Fprintf(w, "%s %d  ", r, n)
+				for _, r := range slices.Sorted(maps.Keys(cs.Rejections)) {
+					fmt.Fprintf(w, "%s %d  ", r, cs.Rejections[r])
 				}
 				fmt.Fprintln(w)
 			}

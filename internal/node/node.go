@@ -216,6 +216,10 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 	if err != nil {
 		return fmt.Errorf("connection manager: %w", err)
 	}
+	if err := probeListen(n.cfg.Listen); err != nil {
+		rm.Close()
+		return err
+	}
 	h, err := libp2p.New(
 		libp2p.Identity(n.key),
 		libp2p.ListenAddrStrings(n.cfg.Listen...),
@@ -242,7 +246,11 @@ func (n *Node) startDHT(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d, err := offer.NewDHT(n.host, true, boot)
+	// Records kept for others are bounded; those of peers this node has
+	// evidence about (its contract partners) are never evicted.
+	limits := offer.DefaultStoreLimits()
+	limits.Keep = func(p peer.ID) bool { return n.book.Score(p).Evidence > 0 }
+	d, err := offer.NewDHT(n.host, true, boot, dht.Datastore(offer.NewRecordStore(n.host.ID(), limits)))
 	if err != nil {
 		return err
 	}

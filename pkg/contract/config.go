@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 )
 
 // Config is the operator-facing part of the contract engines: the
@@ -81,7 +81,7 @@ func (c Config) Validate() error {
 		if v == "" {
 			continue
 		}
-		if _, err := meter.ParseSize(v); err != nil {
+		if _, err := quantity.ParseSize(v); err != nil {
 			errs = append(errs, fmt.Errorf("contract.%s: %w", key, err))
 		}
 	}
@@ -89,7 +89,7 @@ func (c Config) Validate() error {
 }
 
 func size(s string) int64 {
-	n, _ := meter.ParseSize(s)
+	n, _ := quantity.ParseSize(s)
 	return n
 }
 
