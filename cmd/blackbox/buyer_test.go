@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -98,11 +99,12 @@ func TestSubmitInputs(t *testing.T) {
 // TestSubmitChecksBeforePaying: what the buyer can check itself fails
 // `blackbox submit` at once with what to do, before a contract, a channel
 // or a payment (issue 9, 8b): a file that is not an image, a directory as
-// the image, missing or non-regular inputs, an empty wallet. Then, as an
-// API user who skips those checks would: a funding failure and two jobs
-// whose image the seller refuses. The seller's reason reaches the buyer,
-// nothing is paid, and the honest seller is not blamed: the next real job
-// runs on it (issue 9, bug 8).
+// the image, missing or non-regular inputs, an empty wallet. Then a
+// funding failure (through the API, which skips the wallet check) and two
+// jobs whose image only the seller can tell is bad. The seller's reason
+// reaches the buyer, nothing is paid, and the honest seller is not blamed:
+// the next real job runs on it (issue 9, bug 8: two bad images and a
+// funding failure used to block it).
 func TestSubmitChecksBeforePaying(t *testing.T) {
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
@@ -191,12 +193,25 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 		t.Fatalf("job with an empty wallet: %s after %d attempts: %q", j.State, len(j.Attempts), j.Error)
 	}
 	nothingHappened("after a funding failure")
+	// The node runs the image check too.
+	d, n := digest(notatar)
+	_, err := buyer.api().Submit(context.Background(), contract.Request{Image: d, ImageSize: n, Command: []string{"true"}, Duration: time.Minute,
+		MaxPrice: 10000, Resources: offer.Resources{CPUMillis: 1000, MemoryBytes: 128 << 20}})
+	if err == nil || !strings.Contains(err.Error(), "not a valid tar archive") {
+		t.Fatalf("API submit of a file that is not an image: %v", err)
+	}
+
+	// An image only the seller can tell is bad (its manifest does not
+	// parse): the seller refuses it, and says why.
 	m.fund(buyer.proc, 1_000_000)
+	imposter := filepath.Join(work, "imposter.tar")
+	writeTar(t, imposter, map[string]string{"manifest.json": "this is not JSON", "layer.tar": "nor is this a layer"})
 	for i := range 2 {
-		j := apiJob(notatar)
-		if j.State != contract.JobFailed || len(j.Attempts) != 1 || !strings.Contains(j.Error, "bad_image") || !strings.Contains(j.Error, "not a valid tar archive") {
-			t.Fatalf("bad image %d: %s after %d attempts: %q", i, j.State, len(j.Attempts), j.Error)
+		j := submit(t, buyer, imposter, filepath.Join(work, "bad"), jobFlags, "true")
+		if j.State != contract.JobFailed || len(j.Attempts) != 1 || j.Paid != 0 || !strings.Contains(j.Error, "seller refused (bad_image)") {
+			t.Fatalf("bad image %d: %s after %d attempts, paid %d: %q", i, j.State, len(j.Attempts), j.Paid, j.Error)
 		}
+		t.Logf("bad image %d: %s", i, j.Error)
 		nothingHappened("after a bad image")
 	}
 
@@ -281,5 +296,29 @@ func TestMaxPriceHoldsAcrossAttempts(t *testing.T) {
 	j = submit(t, buyer, image, filepath.Join(t.TempDir(), "res"), only, "sh", "-c", "echo again")
 	if j.State != contract.JobDone || j.Seller.String() != victimID {
 		t.Fatalf("after forget: %s on %s: %q", j.State, j.Seller, j.Error)
+	}
+}
+
+// writeTar writes a tarball of files (name → content) to path.
+func writeTar(t *testing.T, path string, files map[string]string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(f)
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

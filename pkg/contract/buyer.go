@@ -40,6 +40,10 @@ type BuyerConfig struct {
 	PaymentKey []byte
 	// Blobs holds the image tarballs and inputs requests name by digest.
 	Blobs Blobs
+	// CheckImage, if set, reads an image tarball the way sellers check it
+	// before they import it; Submit refuses an image it fails, before
+	// any channel is funded.
+	CheckImage func(io.Reader) error
 	// Find returns verified offers matching a filter (offer.Discoverer.Find).
 	Find func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error)
 	// Reputation ranks sellers; nil is Neutral.
@@ -252,16 +256,33 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 	if err := req.Validate(); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
+	// What the buyer can check is checked before any money moves.
+	if (req.ImageIsDigest() || len(req.Inputs) > 0) && b.cfg.Blobs == nil {
+		return "", errors.New("submit: no blob store for the image tarball and inputs")
+	}
 	if req.ImageIsDigest() {
-		if b.cfg.Blobs == nil {
-			return "", errors.New("submit: no blob store for the image tarball")
-		}
 		rc, n, err := b.cfg.Blobs.Open(req.Image)
 		if err != nil {
 			return "", fmt.Errorf("submit: %w", err)
 		}
+		if b.cfg.CheckImage != nil {
+			err = b.cfg.CheckImage(rc)
+		}
 		rc.Close()
+		if err != nil {
+			return "", fmt.Errorf("submit: %w: image %s: %w", ErrInvalid, req.Image, err)
+		}
 		req.ImageSize = uint64(n)
+	}
+	for _, in := range req.Inputs {
+		rc, n, err := b.cfg.Blobs.Open(in.SHA256)
+		if err != nil {
+			return "", fmt.Errorf("submit: input %s: %w", in.Name, err)
+		}
+		rc.Close()
+		if uint64(n) != in.Size {
+			return "", fmt.Errorf("submit: %w: input %s holds %d bytes, the request says %d", ErrInvalid, in.Name, n, in.Size)
+		}
 	}
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)

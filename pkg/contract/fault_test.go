@@ -292,3 +292,40 @@ func FuzzJobError(f *testing.F) {
 		}
 	})
 }
+
+// TestSubmitChecksImageAndInputs: Submit refuses, before anything else, an
+// image its CheckImage fails and an input missing from the blob store.
+func TestSubmitChecksImageAndInputs(t *testing.T) {
+	m := newMarket(t)
+	notImage := errors.New("bad image: not a valid tar archive")
+	b, _ := m.buyer(&fakePay{}, func(c *BuyerConfig) {
+		c.CheckImage = func(r io.Reader) error {
+			if b, _ := io.ReadAll(r); bytes.HasPrefix(b, []byte("a tarball")) {
+				return nil
+			}
+			return notImage
+		}
+	})
+	req := m.request(5)
+	if _, err := b.Submit(context.Background(), req); err != nil {
+		t.Fatalf("a good image: %v", err)
+	}
+	bad, _, err := m.blobs.Add(strings.NewReader("not an image"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := req
+	r.Image = bad
+	if _, err := b.Submit(context.Background(), r); !errors.Is(err, notImage) || !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a bad image: %v", err)
+	}
+	r = req
+	r.Inputs = []Input{{Name: "x", SHA256: "sha256:" + strings.Repeat("ab", 32), Size: 3}}
+	if _, err := b.Submit(context.Background(), r); err == nil || !strings.Contains(err.Error(), "input x") {
+		t.Fatalf("a missing input: %v", err)
+	}
+	jobs, _ := b.Jobs()
+	if len(jobs) != 1 {
+		t.Fatalf("%d jobs; the refused submits made some", len(jobs))
+	}
+}
