@@ -277,10 +277,12 @@ func (s *Seller) handleJob(st network.Stream) {
 		s.log.Info("job stream ended with an error", "peer", remote, "contract", id, "reason", reason, "err", err)
 		_ = c.send(frameError, marshalJobError(&JobError{Reason: reason, Message: err.Error()}))
 		// A reset would drop the reason on its way: close our side and
-		// give the buyer a moment to read it and close its own.
+		// read (discarding, for a bounded time) what the buyer still
+		// sends, such as the rest of an image, until it has read the
+		// reason and closed its own.
 		_ = st.CloseWrite()
 		_ = st.SetReadDeadline(time.Now().Add(refusalLinger))
-		_, _ = io.Copy(io.Discard, io.LimitReader(st, 4*chunkSize))
+		_, _ = io.Copy(io.Discard, st)
 		st.Reset()
 		return
 	}
