@@ -506,7 +506,11 @@ func newJobCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "Image:\t%s\n", j.Request.Image)
 			fmt.Fprintf(w, "Paid:\t%d sat (limit %d)\n", j.Paid, j.Request.MaxPrice)
 			for i, at := range j.Attempts {
-				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %d sat %s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, at.Paid, at.Why)
+				fault := ""
+				if at.Fault != contract.FaultNone {
+					fault = "[fault: " + at.Fault.String() + "] "
+				}
+				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %d sat %s%s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, at.Paid, fault, at.Why)
 			}
 			if j.Receipt != nil {
 				r := j.Receipt

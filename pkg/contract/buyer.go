@@ -130,6 +130,8 @@ type Attempt struct {
 	State      State   `json:"state"`
 	Paid       int64   `json:"paid_sats"`
 	Why        string  `json:"why,omitempty"`
+	// Fault is whose fault the contract's end was (none: delivered).
+	Fault Fault `json:"fault"`
 }
 
 // JobStatus is a buyer's job as `blackbox jobs` and `blackbox job` show it.
@@ -622,7 +624,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	}
 	b.update(j, func(j *JobStatus) {
 		a := &j.Attempts[len(j.Attempts)-1]
-		a.State, a.Paid, a.Why = state, run.paid, errString(err)
+		a.State, a.Paid, a.Why, a.Fault = state, run.paid, errString(err), fault
 		j.Paid = base + run.paid
 	})
 	b.cfg.Reputation.Outcome(c.Seller, id, fault)

@@ -47,6 +47,20 @@ func (f Fault) String() string {
 	return fmt.Sprintf("fault(%d)", uint8(f))
 }
 
+// MarshalText implements encoding.TextMarshaler (JSON shows the name).
+func (f Fault) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (f *Fault) UnmarshalText(b []byte) error {
+	for i, n := range faultNames {
+		if n == string(b) {
+			*f = Fault(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown fault %q", b)
+}
+
 // Sentinel errors of the faults: a failed job's error wraps one, and
 // callers branch with errors.Is (as with containerd's errdefs).
 var (

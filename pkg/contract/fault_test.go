@@ -3,6 +3,7 @@ package contract
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -251,6 +252,13 @@ func TestFaultOf(t *testing.T) {
 	} {
 		if got := FaultOf(tc.err); got != tc.want {
 			t.Errorf("FaultOf(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+	for f := FaultNone; f <= FaultCancelled; f++ {
+		b, err := json.Marshal(f)
+		var back Fault
+		if err != nil || json.Unmarshal(b, &back) != nil || back != f || string(b) != `"`+f.String()+`"` {
+			t.Errorf("fault %d as JSON: %s %v", f, b, err)
 		}
 	}
 	if err := buyerFault(base); !errors.Is(err, ErrBuyerFault) || errors.Is(err, ErrSellerFault) || !errors.Is(err, base) || err.Error() != "boom" {
