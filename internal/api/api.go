@@ -145,6 +145,9 @@ type Backend interface {
 	// Scores is this node's view of every peer it knows; Score of one.
 	Scores(ctx context.Context) ([]reputation.Score, error)
 	Score(ctx context.Context, p peer.ID) (reputation.Score, error)
+	// Forget drops this node's own observations of p, and with them any
+	// block they caused, and returns p's score after.
+	Forget(ctx context.Context, p peer.ID) (reputation.Score, error)
 	// Trust lists explicit trust edges; SetTrust sets one (0 removes it).
 	Trust(ctx context.Context) ([]TrustEdge, error)
 	SetTrust(ctx context.Context, p peer.ID, weight float64) error
@@ -298,6 +301,15 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			return
 		}
 		sc, err := b.Score(r.Context(), p)
+		reply(w, log, sc, err)
+	})
+	mux.HandleFunc("DELETE /v1/reputation/{peer}", func(w http.ResponseWriter, r *http.Request) {
+		p, err := peer.Decode(r.PathValue("peer"))
+		if err != nil {
+			reply(w, log, nil, fmt.Errorf("%w: peer: %v", ErrBadRequest, err))
+			return
+		}
+		sc, err := b.Forget(r.Context(), p)
 		reply(w, log, sc, err)
 	})
 	mux.HandleFunc("GET /v1/trust", func(w http.ResponseWriter, r *http.Request) {
@@ -477,14 +489,71 @@ func (c *Client) WalletBalance(ctx context.Context, minConf int32) (Balance, err
 
 // Scores is the daemon's view of every known peer.
 func (c *Client) Scores(ctx context.Context) ([]reputation.Score, error) {
-	var out []reputation.Score
-	return out, c.do(ctx, http.MethodGet, "/v1/reputation", nil, &out)
+	var in []ScoreJSON
+	if err := c.do(ctx, http.MethodGet, "/v1/reputation", nil, &in); err != nil {
+		return nil, err
+	}
+	out := make([]reputation.Score, 0, len(in))
+	for _, s := range in {
+		sc, err := s.ToScore()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sc)
+	}
+	return out, nil
 }
 
 // Score is the daemon's view of one peer.
 func (c *Client) Score(ctx context.Context, p peer.ID) (reputation.Score, error) {
-	var out reputation.Score
-	return out, c.do(ctx, http.MethodGet, "/v1/reputation/"+p.String(), nil, &out)
+	var in ScoreJSON
+	if err := c.do(ctx, http.MethodGet, "/v1/reputation/"+p.String(), nil, &in); err != nil {
+		return reputation.Score{}, err
+	}
+	return in.ToScore()
+}
+
+// Forget drops the daemon's own observations of p (and any block they
+// caused) and returns p's score after.
+func (c *Client) Forget(ctx context.Context, p peer.ID) (reputation.Score, error) {
+	var in ScoreJSON
+	if err := c.do(ctx, http.MethodDelete, "/v1/reputation/"+p.String(), nil, &in); err != nil {
+		return reputation.Score{}, err
+	}
+	return in.ToScore()
+}
+
+// ScoreJSON is a reputation.Score as the API sends it. A source's "from"
+// is empty (or "self") for this node's own observations, which a peer.ID
+// does not decode: it is read as text and converted.
+type ScoreJSON struct {
+	reputation.Score
+	Sources []SourceJSON `json:"sources,omitempty"`
+}
+
+// SourceJSON is a reputation.Source with its attester as text.
+type SourceJSON struct {
+	reputation.Source
+	From string `json:"from"`
+}
+
+// ToScore converts s back, with reputation.Self for this node's own source.
+func (s ScoreJSON) ToScore() (reputation.Score, error) {
+	out := s.Score
+	out.Sources = nil
+	for _, src := range s.Sources {
+		v := src.Source
+		v.From = reputation.Self
+		if src.From != "" && src.From != "self" {
+			id, err := peer.Decode(src.From)
+			if err != nil {
+				return reputation.Score{}, fmt.Errorf("score of %s: source %q: %w", s.Peer, src.From, err)
+			}
+			v.From = id
+		}
+		out.Sources = append(out.Sources, v)
+	}
+	return out, nil
 }
 
 // Trust lists the daemon's explicit trust edges.

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,9 +17,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/quantity"
+	"github.com/blackbox-market/blackbox/pkg/sandbox/imagetar"
 	"github.com/spf13/cobra"
 )
 
@@ -112,28 +117,109 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 		defer fh.Close()
 		return blobs.Add(fh)
 	}
-	if st, err := os.Stat(f.image); err == nil && st.Mode().IsRegular() {
+	// What can be checked here is checked before any money moves: a
+	// seller would refuse it after the channel is funded.
+	switch st, err := os.Stat(f.image); {
+	case err == nil && st.IsDir():
+		return req, fmt.Errorf("--image %s is a directory: pass an image tarball (`docker save IMAGE -o FILE.tar`, or a tar of an OCI layout) or a registry reference", f.image)
+	case err == nil && !st.Mode().IsRegular():
+		return req, fmt.Errorf("--image %s is not a regular file", f.image)
+	case err == nil:
+		if err := checkImage(f.image); err != nil {
+			return req, err
+		}
 		digest, size, err := add(f.image)
 		if err != nil {
 			return req, fmt.Errorf("--image %s: %w", f.image, err)
 		}
 		req.Image, req.ImageSize = digest, uint64(size)
-	} else if strings.ContainsAny(f.image, "/:") && !strings.HasPrefix(f.image, ".") {
+	case !errors.Is(err, fs.ErrNotExist):
+		return req, fmt.Errorf("--image %s: %w", f.image, err)
+	case looksLikeReference(f.image):
 		req.Image = f.image // a reference the seller pulls
-	} else {
-		return req, fmt.Errorf("--image %q: no such file (and not an image reference)", f.image)
+	default:
+		return req, fmt.Errorf("--image %q: no such file (and not an image reference like docker.io/library/busybox:1.36)", f.image)
 	}
+	names := map[string]string{}
 	for _, in := range f.inputs {
+		st, err := os.Stat(in)
+		if err != nil {
+			return req, fmt.Errorf("--input %s: %w", in, err)
+		}
+		if !st.Mode().IsRegular() {
+			return req, fmt.Errorf("--input %s is not a regular file (a directory? pass its files, or a tar of it)", in)
+		}
+		name := filepath.Base(in)
+		if prev, ok := names[name]; ok {
+			return req, fmt.Errorf("--input %s and --input %s would both be /in/%s", prev, in, name)
+		}
+		names[name] = in
 		digest, size, err := add(in)
 		if err != nil {
 			return req, fmt.Errorf("--input %s: %w", in, err)
 		}
-		req.Inputs = append(req.Inputs, contract.Input{Name: filepath.Base(in), SHA256: digest, Size: uint64(size)})
+		req.Inputs = append(req.Inputs, contract.Input{Name: name, SHA256: digest, Size: uint64(size)})
 	}
 	if err := req.Validate(); err != nil {
 		return req, err
 	}
 	return req, nil
+}
+
+// checkImage reads an image tarball through the same checks a seller
+// applies before it imports one (pkg/sandbox/imagetar).
+func checkImage(path string) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--image %s: %w", path, err)
+	}
+	defer fh.Close()
+	if err := imagetar.Validate(fh, math.MaxInt64); err != nil {
+		return fmt.Errorf("--image %s: %w (an image is a tarball from `docker save` or of an OCI layout)", path, err)
+	}
+	return nil
+}
+
+// looksLikeReference says whether s can be an image reference a seller
+// pulls (registry/name[:tag][@digest]) rather than a path that does not
+// exist.
+func looksLikeReference(s string) bool {
+	if !strings.ContainsAny(s, "/:") || strings.HasPrefix(s, ".") || strings.HasPrefix(s, "/") || strings.HasPrefix(s, "~") {
+		return false
+	}
+	for _, ext := range []string{".tar", ".tgz", ".tar.gz", ".oci"} {
+		if strings.HasSuffix(s, ext) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkFunds refuses a job the node cannot pay for at all: no spendable
+// coins and no open channel as a buyer with room left. (What a particular
+// seller's channel needs is checked by the node when it opens one, before
+// anything is paid.)
+func checkFunds(ctx context.Context, c *api.Client) error {
+	bal, err := c.WalletBalance(ctx, 1)
+	if errors.Is(err, api.ErrUnavailable) {
+		return nil // the daemon says why it cannot buy when asked to
+	}
+	if err != nil {
+		return fmt.Errorf("check the wallet: %w", err)
+	}
+	if bal.Spendable > 0 {
+		return nil
+	}
+	chans, err := c.Channels(ctx)
+	if err != nil {
+		return fmt.Errorf("check the channels: %w", err)
+	}
+	for _, ch := range chans {
+		if ch.Role == payment.RoleBuyer && ch.State == payment.StateOpen && ch.Capacity-ch.Paid > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("the wallet has no spendable coins (%d sat not yet spendable) and no open channel to pay from: fund it (`blackbox wallet address`) and wait for a confirmation", bal.Total)
 }
 
 func (a *App) submit(ctx context.Context, f submitFlags, args []string) error {
@@ -142,6 +228,9 @@ func (a *App) submit(ctx context.Context, f submitFlags, args []string) error {
 		return err
 	}
 	c := a.client()
+	if err := checkFunds(ctx, c); err != nil {
+		return err
+	}
 	id, err := c.Submit(ctx, req)
 	if err != nil {
 		return err
@@ -422,7 +511,11 @@ func newJobCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "Image:\t%s\n", j.Request.Image)
 			fmt.Fprintf(w, "Paid:\t%d sat (limit %d)\n", j.Paid, j.Request.MaxPrice)
 			for i, at := range j.Attempts {
-				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %d sat %s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, at.Paid, at.Why)
+				fault := ""
+				if at.Fault != contract.FaultNone {
+					fault = "[fault: " + at.Fault.String() + "] "
+				}
+				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %d sat %s%s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, at.Paid, fault, at.Why)
 			}
 			if j.Receipt != nil {
 				r := j.Receipt

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
@@ -27,8 +28,19 @@ type sandboxRunner struct{ sb *sandbox.Sandbox }
 
 func (r sandboxRunner) ImportImage(ctx context.Context, rd io.Reader, digest string) (string, error) {
 	img, err := r.sb.ImportImage(ctx, rd, digest)
+	if errors.Is(err, sandbox.ErrBadImage) {
+		// The buyer's fault: the contract engine tells it so.
+		err = badImage{err}
+	}
 	return img.Name, err
 }
+
+// badImage marks a sandbox error as contract.ErrBadImage; its text is the
+// sandbox's.
+type badImage struct{ error }
+
+func (e badImage) Unwrap() error        { return e.error }
+func (e badImage) Is(target error) bool { return target == contract.ErrBadImage }
 
 func (r sandboxRunner) Pull(ctx context.Context, ref string) (string, error) {
 	img, err := r.sb.Pull(ctx, ref)

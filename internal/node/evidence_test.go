@@ -69,8 +69,8 @@ func TestAttesterKeepsAndPushesPaidContracts(t *testing.T) {
 
 	a := newAttester(n, f.Buyer)
 	rank := bookRanking{b: book, a: a}
-	rank.Outcome(f.Seller, paid, true, "exited")
-	rank.Outcome(f.Seller, unpaid, false, "heartbeat lost")
+	rank.Outcome(f.Seller, paid, contract.FaultNone)
+	rank.Outcome(f.Seller, unpaid, contract.FaultSellerGone)
 	// Issued in the background: wait for the push to land, then stop
 	// (close cancels what is still in flight).
 	for deadline := time.Now().Add(10 * time.Second); remote.Accepted() == 0 && time.Now().Before(deadline); {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -187,9 +186,13 @@ func (r bookRanking) Blocked(p peer.ID) bool { return r.b.Blocked(p) }
 
 // Outcome records how a contract with a seller ended as this node's own
 // observation and, when the contract was paid, attests it to the peers
-// this node trusts (in the background).
-func (r bookRanking) Outcome(p peer.ID, contractID string, ok bool, why string) {
-	o := outcomeOf(ok, why)
+// this node trusts (in the background). Faults that are not the seller's
+// (this node's own, an unreachable seller, a cancellation) record nothing.
+func (r bookRanking) Outcome(p peer.ID, contractID string, f contract.Fault) {
+	o, ok := outcomeOf(f)
+	if !ok {
+		return
+	}
 	at := time.Now()
 	_ = r.b.Observe(reputation.Observation{Peer: p, ContractID: contractID, Outcome: o, At: at})
 	if r.a != nil {
@@ -221,16 +224,20 @@ func (r bookRanking) SpotCheckResult(results []contract.SpotOutcome) {
 	}
 }
 
-// outcomeOf maps how the buyer engine says a contract ended to an outcome.
-func outcomeOf(ok bool, why string) reputation.Outcome {
-	switch {
-	case ok:
-		return reputation.OutcomeCompleted
-	case strings.Contains(why, "heartbeat"), strings.Contains(why, "vanish"), strings.Contains(why, "stream"):
-		return reputation.OutcomeAbandoned
-	default:
-		return reputation.OutcomeFailed
+// outcomeOf maps how the buyer engine says a contract ended to the outcome
+// held against the seller; false: nothing is (not the seller's fault).
+func outcomeOf(f contract.Fault) (reputation.Outcome, bool) {
+	switch f {
+	case contract.FaultNone:
+		return reputation.OutcomeCompleted, true
+	case contract.FaultSeller:
+		return reputation.OutcomeFailed, true
+	case contract.FaultSellerGone:
+		return reputation.OutcomeAbandoned, true
+	case contract.FaultSellerLied:
+		return reputation.OutcomeInvalid, true
 	}
+	return 0, false
 }
 
 // Scores implements api.Backend.
@@ -253,6 +260,14 @@ func (n *Node) Scores(ctx context.Context) ([]reputation.Score, error) {
 
 // Score implements api.Backend.
 func (n *Node) Score(ctx context.Context, p peer.ID) (reputation.Score, error) {
+	return n.book.Score(p), nil
+}
+
+// Forget implements api.Backend.
+func (n *Node) Forget(ctx context.Context, p peer.ID) (reputation.Score, error) {
+	if err := n.book.Forget(p); err != nil {
+		return reputation.Score{}, err
+	}
 	return n.book.Score(p), nil
 }
 

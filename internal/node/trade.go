@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,6 +198,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			Payer:      channelPayer{p: payment.NewPayer(n.payments, payment.PayerConfig{MinCapacity: 100_000, CapacityFactor: 10})},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Blobs:      contract.DirBlobs(n.BlobDir()),
+			CheckImage: func(r io.Reader) error { return sandbox.ValidateArchive(r, math.MaxInt64) },
 			Find:       n.disc.Find,
 			ResultDir:  n.ResultDir(),
 			Reputation: bookRanking{b: n.book, a: n.attester},

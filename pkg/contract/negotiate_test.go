@@ -174,8 +174,8 @@ func (r repMap) Score(p peer.ID) (float64, float64) {
 	}
 	return 0.5, 0
 }
-func (r repMap) Outcome(peer.ID, string, bool, string) {}
-func (r repMap) Blocked(p peer.ID) bool                { return r[p][0] < 0 }
+func (r repMap) Outcome(peer.ID, string, Fault) {}
+func (r repMap) Blocked(p peer.ID) bool         { return r[p][0] < 0 }
 
 // BenchmarkDecide measures proposals a seller answers per second
 // (accepting, each into its own reservation; capacity never runs out).

@@ -13,11 +13,13 @@ import (
 
 // Reputation is what ranking needs from the reputation book. Score returns
 // the seller's expected reliability in [0,1] and how much evidence it rests
-// on (0: never seen). Outcome reports how a contract with p ended, so the
-// book can learn; it must not block.
+// on (0: never seen). Outcome reports, once per contract, how a contract
+// with p ended (FaultNone: delivered), so the book can learn; it decides
+// what each fault counts (a buyer's own failure, say, nothing). It must
+// not block.
 type Reputation interface {
 	Score(p peer.ID) (mean, evidence float64)
-	Outcome(p peer.ID, contractID string, ok bool, why string)
+	Outcome(p peer.ID, contractID string, f Fault)
 }
 
 // Blocker is optional for a Reputation: sellers it blocks are never
@@ -36,7 +38,7 @@ var _ Reputation = Neutral{}
 func (Neutral) Score(peer.ID) (float64, float64) { return 0.5, 0 }
 
 // Outcome implements Reputation.
-func (Neutral) Outcome(peer.ID, string, bool, string) {}
+func (Neutral) Outcome(peer.ID, string, Fault) {}
 
 // DefaultInterval is the billing interval used when an offer names none.
 const DefaultInterval = time.Minute

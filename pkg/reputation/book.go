@@ -126,6 +126,7 @@ type Book struct {
 	accepted  uint64
 	trustSeen map[string]time.Time  // truster|subject → newest statement
 	firstSeen map[peer.ID]time.Time // when Rank first saw a candidate
+	forgot    map[peer.ID]time.Time // Forget: evidence up to then is dropped
 }
 
 // NewBook validates the config, loads the store and returns the Book.
@@ -137,6 +138,7 @@ func NewBook(o Options) (*Book, error) {
 		cfg: o.Config, self: o.Self, st: o.Store, ev: o.Evidence, now: o.Now, log: o.Log,
 		g: newGraph(), own: map[peer.ID]*tally{}, att: map[peer.ID]map[peer.ID]*tally{},
 		seen: map[string]struct{}{}, rejected: map[Reason]uint64{}, trustSeen: map[string]time.Time{}, firstSeen: map[peer.ID]time.Time{},
+		forgot:   map[peer.ID]time.Time{},
 		trustVer: math.MaxUint64,
 	}
 	if b.st == nil {
@@ -209,7 +211,40 @@ func (b *Book) Penalize(p peer.ID, why string) {
 	}
 }
 
+// Forget drops this node's own observations of p and the attestations
+// about p it holds, and with them any block: p starts again as a peer this
+// node knows nothing about. Later contracts count again, and attestations
+// issued after now. The forgetting is kept as a marker among the
+// observations, so it outlives a restart.
+func (b *Book) Forget(p peer.ID) error {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := Observation{Peer: p, ContractID: "forget", Outcome: outcomeForget, At: now}
+	if err := b.st.AppendObservation(m); err != nil {
+		return fmt.Errorf("forget %s: %w", p, err)
+	}
+	b.addObservation(m)
+	b.log.Info("reputation: forgot what this node knew of a peer", "peer", p)
+	return nil
+}
+
+// outcomeForget marks a Forget among the stored observations; it is never
+// a valid outcome (Observe refuses it, attestations never carry it).
+const outcomeForget Outcome = 0
+
 func (b *Book) addObservation(o Observation) {
+	if o.Outcome == outcomeForget {
+		delete(b.own, o.Peer)
+		delete(b.att, o.Peer)
+		if o.At.After(b.forgot[o.Peer]) {
+			b.forgot[o.Peer] = o.At
+		}
+		return
+	}
+	if f, ok := b.forgot[o.Peer]; ok && !o.At.After(f) {
+		return
+	}
 	t := b.own[o.Peer]
 	if t == nil {
 		t = &tally{}
@@ -221,6 +256,9 @@ func (b *Book) addObservation(o Observation) {
 func replayKey(a *Attestation) string { return string(a.Attester) + "|" + a.ContractID }
 
 func (b *Book) addAttestation(a *Attestation) {
+	if f, ok := b.forgot[a.Subject]; ok && !a.IssuedAt.After(f) {
+		return
+	}
 	m := b.att[a.Subject]
 	if m == nil {
 		m = map[peer.ID]*tally{}
