@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/offer"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -102,5 +103,55 @@ func TestBookRankingSpotCheckStreak(t *testing.T) {
 	}
 	if checks == 0 || checks > 60 {
 		t.Fatalf("proven seller checked %d times in 1000 at a 2%% floor", checks)
+	}
+}
+
+// reputation.exploration decides what the buyer's ranking puts first: at 1
+// the seller nobody has tried leads every ranking of a checkable job, at 0
+// the proven one leads all but the draws where Thompson sampling favours
+// the unknown, and an uncheckable job or a spot check never goes to the
+// newcomer first.
+func TestExplorationReachesTheBuyer(t *testing.T) {
+	proven, fresh := spotPeer(t), spotPeer(t)
+	mk := func(p peer.ID) *offer.Offer {
+		return &offer.Offer{Seller: p, Resources: offer.Resources{CPUMillis: 4000, MemoryBytes: 8 << 30},
+			Prices: offer.Prices{CoreHour: 1e6}, BillingInterval: time.Minute}
+	}
+	offers := []*offer.Offer{mk(proven), mk(fresh)}
+	req := &contract.Request{Resources: offer.Resources{CPUMillis: 1000, MemoryBytes: 1 << 30}, Duration: 10 * time.Minute, Deterministic: true}
+	for _, tc := range []struct {
+		exploration float64
+		purpose     contract.Purpose
+		first       peer.ID
+		atLeast     int // of 100 rankings
+	}{
+		{1, contract.ForJob, fresh, 100},
+		{0, contract.ForJob, proven, 85},
+		{1, contract.ForUncheckableJob, proven, 100},
+		{1, contract.ForSpotCheck, proven, 100},
+	} {
+		cfg := reputation.DefaultConfig()
+		cfg.Exploration = tc.exploration
+		book, err := reputation.NewBook(reputation.Options{Config: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			_ = book.Observe(reputation.Observation{Peer: proven, ContractID: "c", Outcome: reputation.OutcomeCompleted})
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		firsts := 0
+		for range 100 {
+			got := contract.Rank(offers, req, bookRanking{b: book}, nil, tc.purpose, rng)
+			if len(got) != 2 {
+				t.Fatalf("ranked %d of 2", len(got))
+			}
+			if got[0].Seller == tc.first {
+				firsts++
+			}
+		}
+		if firsts < tc.atLeast {
+			t.Errorf("exploration %v purpose %v: the expected seller first in %d of 100 rankings, want at least %d", tc.exploration, tc.purpose, firsts, tc.atLeast)
+		}
 	}
 }
