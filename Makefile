@@ -48,8 +48,11 @@ demo: deps build
 bench: deps build
 	TEST_TAGS=$(TEST_TAGS) deploy/dev/bench.sh $(BUILD)
 
+# sim: the market simulation of the shipped selection and spot-check policy,
+# each goal against its target, per seed (SEEDS=1-7 for the full table).
+SEEDS ?= 1
 sim:
-	$(GO) run ./cmd/blackbox-sim
+	$(GO) run ./cmd/blackbox-sim -seeds $(SEEDS)
 
 fuzz:
 	deploy/dev/fuzz.sh

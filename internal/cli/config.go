@@ -78,6 +78,14 @@ func (a *App) NodeConfig() (node.Config, error) {
 	return cfg, nil
 }
 
+// retiredKeys are keys earlier versions read, with what to do instead.
+var retiredKeys = map[string]string{
+	"contract.explore":                "removed: reputation.exploration decides",
+	"reputation.spot_check_rate":      "removed: see reputation.spot_check_floor",
+	"reputation.spot_check_new_rate":  "removed: see reputation.spot_check_all_below",
+	"reputation.spot_check_own_below": "removed: see reputation.spot_check_all_below",
+}
+
 // unknownKeys refuses keys in the config file that no subsystem reads: a
 // typo should not silently fall back to a default.
 func (a *App) unknownKeys() error {
@@ -87,6 +95,9 @@ func (a *App) unknownKeys() error {
 	for _, k := range a.v.AllKeys() {
 		if known[k] {
 			continue
+		}
+		if r, ok := retiredKeys[k]; ok {
+			k += " (" + r + ")"
 		}
 		bad = append(bad, k)
 	}

@@ -173,8 +173,34 @@ type bookRanking struct {
 
 var (
 	_ contract.Reputation  = bookRanking{}
+	_ contract.Ranker      = bookRanking{}
 	_ contract.SpotChecker = bookRanking{}
 )
+
+// Rank leaves the order of the candidates to the book's selection policy,
+// Book.Rank, the one the simulation measures (make sim); the blocked ones
+// are dropped.
+func (r bookRanking) Rank(cands []contract.Candidate, purpose contract.Purpose, rng *rand.Rand) []contract.Candidate {
+	in := make([]reputation.Candidate, len(cands))
+	for i, c := range cands {
+		in[i] = reputation.Candidate{Peer: c.Seller, PriceSats: uint64(max(c.Terms.Total, 0)), RTT: c.RTT, Ref: i}
+	}
+	var opts []reputation.RankOption
+	switch purpose {
+	case contract.ForUncheckableJob:
+		opts = append(opts, reputation.Uncheckable())
+	case contract.ForSpotCheck:
+		opts = append(opts, reputation.ForSpotCheck())
+	}
+	ranked, _ := r.b.Rank(in, rng, opts...)
+	out := make([]contract.Candidate, len(ranked))
+	for i, x := range ranked {
+		c := cands[x.Ref.(int)]
+		c.Score, c.Evidence, c.Utility, c.Explore = x.Mean, x.Evidence, x.Utility, x.Explore
+		out[i] = c
+	}
+	return out
+}
 
 func (r bookRanking) Score(p peer.ID) (float64, float64) {
 	s := r.b.Score(p)
@@ -201,22 +227,24 @@ func (r bookRanking) Outcome(p peer.ID, contractID string, f contract.Fault) {
 }
 
 // ShouldSpotCheck asks the book whether a deterministic job the seller
-// completed runs again elsewhere (new and unverified sellers more often).
+// completed runs again elsewhere: every job of a seller with a short
+// streak of verified results, about 1/n after n of them, down to a floor.
 func (r bookRanking) ShouldSpotCheck(p peer.ID) bool {
 	return r.b.ShouldSpotCheck(p, true, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 }
 
 // SpotCheckResult lets the majority of a spot check's runs decide: each
-// seller that disagreed gets a spot-check-mismatch observation (attested
-// when the contract was paid); agreeing sellers get nothing extra. Without
-// a majority nothing is recorded.
+// seller that disagreed gets a spot-check-mismatch observation, each that
+// agreed a verified one (which lengthens its streak and adds nothing to its
+// score), attested when the contract was paid. Without a majority nothing
+// is recorded.
 func (r bookRanking) SpotCheckResult(results []contract.SpotOutcome) {
 	rs := make([]reputation.SpotResult, len(results))
 	for i, o := range results {
 		rs[i] = reputation.SpotResult{Peer: o.Seller, ContractID: o.ContractID, Digest: o.Digest}
 	}
-	mismatches, _ := reputation.ResolveSpotCheck(rs, time.Now())
-	for _, o := range mismatches {
+	verdicts, _ := reputation.ResolveSpotCheck(rs, time.Now())
+	for _, o := range verdicts {
 		_ = r.b.Observe(o)
 		if r.a != nil {
 			r.a.issue(o.Peer, o.ContractID, o.Outcome, o.At)

@@ -51,9 +51,6 @@ type BuyerConfig struct {
 	// ResultDir receives, per contract, stdout, stderr, out.tar and the
 	// receipt: ResultDir/<contract id>/.
 	ResultDir string
-	// Explore is the share of jobs offered first to a seller with little
-	// history. Default 0.1; negative disables.
-	Explore float64
 	// MaxAttempts is how many contracts one job may go through (a seller
 	// that fails is not tried again for that job). Default 3.
 	MaxAttempts int
@@ -83,9 +80,6 @@ func (c *BuyerConfig) defaults() error {
 	}
 	if c.Reputation == nil {
 		c.Reputation = Neutral{}
-	}
-	if c.Explore == 0 {
-		c.Explore = 0.1
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
@@ -474,7 +468,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 		}
 		rtt := func(p peer.ID) time.Duration { return b.cfg.Host.Peerstore().LatencyEWMA(p) }
 		b.mu.Lock()
-		cands := Rank(offers, &req, b.cfg.Reputation, rtt, b.cfg.Explore, b.rng)
+		cands := Rank(offers, &req, b.cfg.Reputation, rtt, purposeOf(j), b.rng)
 		b.mu.Unlock()
 		if len(cands) == 0 {
 			lastErr = b.noMatch(j, &req, offers)

@@ -228,7 +228,7 @@ func (m *market) seller(run *fakeRunner, pay *fakePay, capacity offer.Resources,
 func (m *market) buyer(pay Payer, opts ...func(*BuyerConfig)) (*Buyer, host.Host) {
 	h := m.host()
 	cfg := BuyerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Payer: pay,
-		PaymentKey: bytes.Repeat([]byte{2}, 33), Blobs: m.blobs, ResultDir: m.t.TempDir(), Explore: -1,
+		PaymentKey: bytes.Repeat([]byte{2}, 33), Blobs: m.blobs, ResultDir: m.t.TempDir(),
 		Find: func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error) {
 			m.omu.Lock()
 			defer m.omu.Unlock()
