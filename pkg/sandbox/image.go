@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,10 +16,14 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/archive/compression"
+	"github.com/containerd/containerd/content"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/images/archive"
+	"github.com/containerd/containerd/leases"
 	"github.com/containerd/containerd/platforms"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Image is an image ready to run: imported, checked and unpacked.
@@ -48,8 +53,10 @@ func ImportName(d string) string { return importPrefix + strings.TrimPrefix(d, "
 // equal it (ErrDigestMismatch); an image already cached under that digest is
 // returned without reading r. The tarball is spooled to disk with a size cap,
 // checked by ValidateArchive, imported without any of the names it carries,
-// unpacked once, and refused (and removed) if it unpacks to more than
-// max_unpacked_bytes. Nothing runs before all checks passed.
+// its layers' unpacked size counted from their decompressed streams (refused
+// as soon as the count crosses max_unpacked_bytes, before containerd unpacks
+// anything, and removed with every blob imported), then unpacked once.
+// Nothing runs before all checks passed.
 func (s *Sandbox) ImportImage(ctx context.Context, r io.Reader, wantDigest string) (Image, error) {
 	ctx = s.ctx(ctx)
 	if wantDigest != "" && !digestRE.MatchString(wantDigest) {
@@ -105,13 +112,28 @@ func (s *Sandbox) ImportImage(ctx context.Context, r io.Reader, wantDigest strin
 }
 
 // importArchive imports the checked tarball under name only (names inside
-// the archive are ignored) and unpacks it.
+// the archive are ignored) and unpacks it. The layers' unpacked size is
+// counted from their decompressed streams before containerd unpacks
+// anything; on any refusal the lease is deleted synchronously, so that the
+// garbage collector removes the imported blobs before this returns.
 func (s *Sandbox) importArchive(ctx context.Context, r io.Reader, name string) (int64, error) {
-	lctx, done, err := s.client.WithLease(ctx)
+	ls := s.client.LeasesService()
+	lease, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(24*time.Hour))
 	if err != nil {
 		return 0, fmt.Errorf("import: lease: %w", err)
 	}
-	defer done(context.WithoutCancel(lctx))
+	lctx := leases.WithLease(ctx, lease.ID)
+	refused := true
+	defer func() {
+		bg := context.WithoutCancel(ctx)
+		var opts []leases.DeleteOpt
+		if refused {
+			opts = append(opts, leases.SynchronousDelete)
+		}
+		if err := ls.Delete(bg, lease, opts...); err != nil && !errdefs.IsNotFound(err) {
+			s.log.Warn("import: delete lease", "lease", lease.ID, "err", err)
+		}
+	}()
 	cs := s.client.ContentStore()
 	index, err := archive.ImportIndex(lctx, cs, r)
 	if err != nil {
@@ -120,6 +142,9 @@ func (s *Sandbox) importArchive(ctx context.Context, r io.Reader, name string) (
 	handler := images.SetChildrenLabels(cs, images.FilterPlatforms(images.ChildrenHandler(cs), platforms.Default()))
 	if err := images.WalkNotEmpty(lctx, handler, index); err != nil {
 		return 0, fmt.Errorf("%w: import: %v", ErrBadImage, err)
+	}
+	if _, err := s.checkUnpackedSize(lctx, index); err != nil {
+		return 0, err
 	}
 	rec := images.Image{
 		Name:   name,
@@ -149,23 +174,102 @@ func (s *Sandbox) importArchive(ctx context.Context, r io.Reader, name string) (
 	if size > s.cfg.MaxUnpackedBytes {
 		return fail(fmt.Errorf("%w: unpacks to %s, more than max_unpacked_bytes (%s)", ErrBadImage, FormatSize(size), FormatSize(s.cfg.MaxUnpackedBytes)))
 	}
+	refused = false
 	s.mu.Lock()
 	s.imgCache[name] = img
 	s.mu.Unlock()
 	return size, nil
 }
 
-// Pull fetches ref from its registry and unpacks it. It needs a reachable
-// registry; an error wraps ErrBadImage.
+// checkUnpackedSize reads the layers of target's manifest for this platform
+// from the content store, decompressed, and adds up what unpacking them
+// writes: each entry's declared size (a sparse file's full size), rounded
+// up to tar blocks, plus a block per entry. It stops and refuses the image
+// with ErrBadImage as soon as the sum crosses max_unpacked_bytes, so that a
+// layer of a few MiB that inflates to GiB is read only up to the cap and is
+// never handed to containerd. It returns the sum.
+func (s *Sandbox) checkUnpackedSize(ctx context.Context, target ocispec.Descriptor) (int64, error) {
+	cs := s.client.ContentStore()
+	m, err := images.Manifest(ctx, cs, target, platforms.Default())
+	if err != nil {
+		return 0, fmt.Errorf("%w: manifest: %v", ErrBadImage, err)
+	}
+	limit := s.cfg.MaxUnpackedBytes
+	var total int64
+	over := func(layer int) error {
+		return fmt.Errorf("%w: layers 1..%d unpack to more than max_unpacked_bytes (%s); refused before unpacking",
+			ErrBadImage, layer, FormatSize(limit))
+	}
+	for i, l := range m.Layers {
+		n, err := layerUnpackedSize(ctx, cs, l, limit-total)
+		total += n
+		if errors.Is(err, errOverCap) {
+			return total, over(i + 1)
+		}
+		if err != nil {
+			return total, fmt.Errorf("%w: layer %d (%s): %v", ErrBadImage, i+1, l.Digest, err)
+		}
+	}
+	return total, nil
+}
+
+var errOverCap = errors.New("over the cap")
+
+// layerUnpackedSize is checkUnpackedSize for one layer: it stops with
+// errOverCap as soon as the layer's sum exceeds limit.
+func layerUnpackedSize(ctx context.Context, cs content.Provider, desc ocispec.Descriptor, limit int64) (int64, error) {
+	ra, err := cs.ReaderAt(ctx, desc)
+	if err != nil {
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	defer ra.Close()
+	zr, err := compression.DecompressStream(content.NewReader(ra))
+	if err != nil {
+		return 0, fmt.Errorf("decompress: %w", err)
+	}
+	defer zr.Close()
+	const block = 512
+	var total int64
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, fmt.Errorf("not a tar layer: %w", err)
+		}
+		if h.Size < 0 || h.Size > limit {
+			return total, errOverCap
+		}
+		total += block + (h.Size+block-1)/block*block
+		if total > limit {
+			return total, errOverCap
+		}
+	}
+}
+
+// Pull fetches ref from its registry, checks its layers' unpacked size as
+// ImportImage does, and unpacks it. It needs a reachable registry; an error
+// wraps ErrBadImage.
 func (s *Sandbox) Pull(ctx context.Context, ref string) (Image, error) {
 	ctx = s.ctx(ctx)
 	if img, err := s.cachedImage(ctx, ref); err == nil {
 		return Image{Name: ref, Digest: img.Target().Digest.String(), Cached: true}, nil
 	}
-	img, err := s.client.Pull(ctx, ref, containerd.WithPullUnpack, containerd.WithPullSnapshotter(s.cfg.Snapshotter),
+	// Fetched, then checked, then unpacked: a bomb is never unpacked.
+	img, err := s.client.Pull(ctx, ref, containerd.WithPullSnapshotter(s.cfg.Snapshotter),
 		containerd.WithPullLabel(labelLastUsed, strconv.FormatInt(time.Now().Unix(), 10)))
 	if err != nil {
 		return Image{}, fmt.Errorf("%w: pull %s: %v", ErrBadImage, ref, err)
+	}
+	if _, err := s.checkUnpackedSize(ctx, img.Target()); err != nil {
+		s.deleteImage(ctx, ref)
+		return Image{}, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	if err := img.Unpack(ctx, s.cfg.Snapshotter); err != nil {
+		s.deleteImage(ctx, ref)
+		return Image{}, fmt.Errorf("%w: pull %s: unpack: %v", ErrBadImage, ref, err)
 	}
 	size, err := img.Usage(ctx, containerd.WithSnapshotUsage())
 	if err != nil {

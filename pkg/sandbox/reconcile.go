@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
@@ -104,6 +105,15 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 	locks, _ := filepath.Glob(filepath.Join(s.cfg.StateDir, "owners", "*.lock"))
 	for _, l := range locks {
 		if !ownerAlive(l, s.lockPath) {
+			os.Remove(l)
+		}
+	}
+	// A process that died between creating its lock and renaming it into
+	// place left a temporary one. A young one may be a live New's that is
+	// not locked yet: only old ones are looked at.
+	tmpLocks, _ := filepath.Glob(filepath.Join(s.cfg.StateDir, "owners", "*"+tmpLockSuffix))
+	for _, l := range tmpLocks {
+		if st, err := os.Stat(l); err == nil && time.Since(st.ModTime()) > time.Minute && !ownerAlive(l, s.lockPath) {
 			os.Remove(l)
 		}
 	}

@@ -219,25 +219,42 @@ func (s *Sandbox) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, s.cfg.Namespace)
 }
 
+// takeOwnerLock creates this Sandbox's owner lock. The file is created and
+// locked under a temporary name, then renamed into place: a lock file under
+// its final name is always locked while its owner lives, so that another
+// process's Reconcile, which takes a lock it can get for a dead owner's,
+// never sees a live owner's lock in the moment between creation and flock.
 func (s *Sandbox) takeOwnerLock() error {
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return err
 	}
 	s.owner = hex.EncodeToString(b[:])
-	s.lockPath = filepath.Join(s.cfg.StateDir, "owners", s.owner+".lock")
-	f, err := os.OpenFile(s.lockPath, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+	dir := filepath.Join(s.cfg.StateDir, "owners")
+	s.lockPath = filepath.Join(dir, s.owner+".lock")
+	tmp := filepath.Join(dir, s.owner+tmpLockSuffix)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("sandbox owner lock: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return fmt.Errorf("sandbox owner lock %s: %w", s.lockPath, err)
+		os.Remove(tmp)
+		return fmt.Errorf("sandbox owner lock %s: %w", tmp, err)
 	}
 	fmt.Fprintf(f, "%d\n", os.Getpid())
+	if err := os.Rename(tmp, s.lockPath); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("sandbox owner lock %s: %w", s.lockPath, err)
+	}
 	s.lockFile = f
 	return nil
 }
+
+// tmpLockSuffix names an owner lock before it is locked and renamed into
+// place; Reconcile removes such files only when they are not locked.
+const tmpLockSuffix = ".lock-new"
 
 func (s *Sandbox) releaseOwnerLock() {
 	if s.lockFile == nil {
