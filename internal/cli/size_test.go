@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -31,6 +33,12 @@ func (b *recordingBackend) Submit(_ context.Context, req contract.Request) (stri
 	return "job-" + strconv.Itoa(len(b.submitted)), nil
 }
 
+// WalletBalance says payments are off: submit then leaves the funding
+// check to the daemon.
+func (b *recordingBackend) WalletBalance(context.Context, int32) (api.Balance, error) {
+	return api.Balance{}, fmt.Errorf("%w: payments not configured", api.ErrUnavailable)
+}
+
 func (b *recordingBackend) Market(_ context.Context, req api.MarketRequest) ([]api.Offer, error) {
 	b.markets = append(b.markets, req)
 	return append([]api.Offer(nil), b.offers...), nil
@@ -58,8 +66,7 @@ func fakeDaemon(t *testing.T, b api.Backend) string {
 func TestSizeFlagsOneMeaning(t *testing.T) {
 	b := &recordingBackend{}
 	data := fakeDaemon(t, b)
-	image := filepath.Join(t.TempDir(), "image.tar")
-	os.WriteFile(image, []byte("not inspected by the fake daemon"), 0o600)
+	image := tinyImage(t)
 	for _, tt := range []struct {
 		flag string
 		want uint64
@@ -139,4 +146,25 @@ func TestMarketFlagsMeanSubmitFlags(t *testing.T) {
 	if strings.Contains(out, "--cpu ") || !strings.Contains(out, "--cpus") {
 		t.Errorf("market --help should show --cpus only:\n%s", out)
 	}
+}
+
+// tinyImage writes the smallest archive submit accepts before it asks the
+// daemon (a docker archive with a manifest): the fake daemon runs nothing.
+func tinyImage(t *testing.T) string {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	manifest := []byte(`[{"Config":"config.json","Layers":[]}]`)
+	if err := tw.WriteHeader(&tar.Header{Name: "manifest.json", Mode: 0o644, Size: int64(len(manifest)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(manifest)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	image := filepath.Join(t.TempDir(), "image.tar")
+	if err := os.WriteFile(image, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return image
 }
