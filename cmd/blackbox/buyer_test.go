@@ -230,10 +230,10 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 
 // TestMaxPriceHoldsAcrossAttempts: --max-price is what the whole job may
 // cost, start fees included (issue 9, bug 3). A contract costs 7000 sat
-// (1000 to start, 30 intervals of 200); the job may cost 7500. Its seller
-// is killed (kill -9) after a few intervals; the other seller would cost
-// 7000 more, over what is left, so the job ends there without spending
-// it. The buyer's book now blocks the vanished seller (one observation for
+// (1000 to start, 30 intervals of 200); the job may cost 7500, and runs
+// 55s. Its seller is killed (kill -9) after a few intervals; run again from
+// the start on the other seller it would cost about 6600 more (7000 at
+// most), over what is left, so the job ends there without spending it. The buyer's book now blocks the vanished seller (one observation for
 // the contract, bug 7); once it is back, `submit` says it skipped it and
 // how to lift the block, and `blackbox reputation forget` does (bug 8).
 func TestMaxPriceHoldsAcrossAttempts(t *testing.T) {
@@ -249,7 +249,7 @@ func TestMaxPriceHoldsAcrossAttempts(t *testing.T) {
 
 	const maxPrice = 7500
 	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", strconv.Itoa(maxPrice)}
-	id := submitDetached(t, buyer, image, flags, "sh", "-c", "sleep 20; echo done")
+	id := submitDetached(t, buyer, image, flags, "sh", "-c", "sleep 55; echo done")
 	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
 		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
 	})

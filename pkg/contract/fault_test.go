@@ -44,39 +44,6 @@ func (r *recRep) outcomes() []recOutcome {
 	return append([]recOutcome(nil), r.got...)
 }
 
-// TestKilledJobRecordedOnce: a seller that shuts down mid-job sends a
-// receipt (reason killed); the job goes elsewhere. Each contract is
-// reported to the reputation book exactly once: the killed one as the
-// seller's failure, the other as delivered (issue 9, bug 7).
-func TestKilledJobRecordedOnce(t *testing.T) {
-	m := newMarket(t)
-	pay := &fakePay{}
-	var sa *Seller
-	var once sync.Once
-	runA := &fakeRunner{work: time.Hour}
-	runA.onStart = func() {
-		time.Sleep(testInterval + testInterval/2)
-		once.Do(func() { sa.Close() })
-	}
-	sa, ha := m.seller(runA, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 1_000_000_000)
-	_, hb := m.seller(&fakeRunner{work: testInterval / 2}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 2_000_000_000)
-	rep := &recRep{}
-	b, _ := m.buyer(pay, func(c *BuyerConfig) { c.Reputation = rep })
-	m.connect()
-	id, err := b.Submit(context.Background(), m.request(20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := waitJob(t, b, id)
-	if j.State != JobDone || len(j.Attempts) != 2 || j.Attempts[0].Seller != ha.ID() {
-		t.Fatalf("job %+v", j)
-	}
-	want := []recOutcome{{ha.ID(), j.Attempts[0].ContractID, FaultSeller}, {hb.ID(), j.Attempts[1].ContractID, FaultNone}}
-	if got := rep.outcomes(); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("outcomes %v, want %v", got, want)
-	}
-}
-
 // badImageRunner refuses every image as the sandbox refuses a file that
 // is not an image tarball.
 type badImageRunner struct{ fakeRunner }
