@@ -141,7 +141,7 @@ func (a *App) closeChannel(ctx context.Context, id string) error {
 	}
 	defer chain.Close()
 	// The close is a channel change: the backup follows, as in the daemon.
-	backup, err := payment.NewBackupStore(st, node.BackupPath(a.DataDir()))
+	backup, err := payment.NewBackupStore(st, node.BackupPath(a.DataDir(), cfg))
 	if err != nil {
 		return err
 	}

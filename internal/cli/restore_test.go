@@ -27,7 +27,7 @@ func TestRestoreRefuses(t *testing.T) {
 	if code, out := run(dir, "restore"); code == 0 || !strings.Contains(out, "channel backup") {
 		t.Fatalf("restore without a backup: exit %d %q", code, out)
 	}
-	if err := os.WriteFile(node.BackupPath(dir), []byte("blackbox-channel-backup 1 00\n{}"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, node.BackupFile), []byte("blackbox-channel-backup 1 00\n{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if code, out := run(dir, "restore"); code == 0 || !strings.Contains(out, "checksum") {
@@ -41,7 +41,7 @@ func TestRestoreRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(node.BackupPath(dir), raw, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, node.BackupFile), raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if code, out := run(dir, "restore"); code != 0 || !strings.Contains(out, "restored 0 channels") {
