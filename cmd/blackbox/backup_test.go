@@ -106,7 +106,18 @@ func TestRestoreAfterDatabaseLoss(t *testing.T) {
 	if ch2 == nil || ch2.ID != ch.ID || ch2.Paid != j.Paid || string(ch2.BuyerSig) != string(ch.BuyerSig) {
 		t.Fatalf("restored channel %+v; want %s paid %d", ch2, ch.ID, j.Paid)
 	}
-	m.closeOnChain(seller, ch2, j.Paid)
+	// The restored seller sells again on the same channel, then closes it
+	// for everything it was paid, before and after the loss.
+	m.waitMarket(buyer, 1)
+	j2 := submit(t, buyer, busybox(t, work), filepath.Join(work, "res2"), jobFlags, "sh", "-c", "echo again")
+	if j2.State != contract.JobDone || j2.Paid <= 0 {
+		t.Fatalf("job after restore %s: %s paid %d %q", j2.ID, j2.State, j2.Paid, j2.Error)
+	}
+	ch3 := seller.channelWith(buyerID)
+	if ch3 == nil || ch3.ID != ch.ID || ch3.Paid != j.Paid+j2.Paid {
+		t.Fatalf("channel after a second job: %+v; want %s paid %d+%d", ch3, ch.ID, j.Paid, j2.Paid)
+	}
+	m.closeOnChain(seller, ch3, j.Paid+j2.Paid)
 }
 
 // TestServeRefusesCorruptDatabase (issue 9 bug 13): a blackbox.db full of

@@ -20,7 +20,7 @@ func newRestoreCmd(a *App) *cobra.Command {
 		Use:   "restore",
 		Short: "Rebuild a lost database's payment channels from the channel backup",
 		Long: `restore rebuilds the node's database (blackbox.db) from its channel backup
-(channels.backup in the data dir, or --from FILE) after the database was lost
+(payment.backup_file, by default channels.backup in the data dir, or --from FILE) after the database was lost
 or damaged. The backup is rewritten on every channel change, before the change
 is acknowledged: it holds every open channel's parameters and its latest
 signed payment, so that after a restore the node closes each channel for the
@@ -34,7 +34,11 @@ be moved aside by hand: restore never overwrites one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from == "" {
-				from = node.BackupPath(a.DataDir())
+				cfg, err := a.paymentConfig()
+				if err != nil {
+					return err
+				}
+				from = node.BackupPath(a.DataDir(), cfg)
 			}
 			b, err := payment.ReadChannelBackup(from)
 			if err != nil {
@@ -90,6 +94,6 @@ be moved aside by hand: restore never overwrites one.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&from, "from", "", "channel backup file (default DATA_DIR/"+node.BackupFile+")")
+	c.Flags().StringVar(&from, "from", "", "channel backup file (default payment.backup_file, else DATA_DIR/"+node.BackupFile+")")
 	return c
 }

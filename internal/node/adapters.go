@@ -82,13 +82,6 @@ func (r sandboxRunner) Run(ctx context.Context, spec contract.RunSpec) (*contrac
 	}, nil
 }
 
-// encodeTerms and decodeTerms are the seller's payment terms codec
-// (payment.SellerTerms.Encode / payment.DecodeSellerTerms), named for the
-// evidence check.
-func encodeTerms(t payment.SellerTerms) []byte { return t.Encode() }
-
-func decodeTerms(b []byte) (payment.SellerTerms, error) { return payment.DecodeSellerTerms(b) }
-
 // openWait bounds how long a channel may take to confirm before it is used.
 const openWait = 5 * time.Minute
 

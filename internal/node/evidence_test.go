@@ -23,7 +23,7 @@ import (
 // verifier) and pushes it to the connected peer it trusts, whose score of
 // the seller moves; a contract without a payment yields no attestation.
 func TestAttesterKeepsAndPushesPaidContracts(t *testing.T) {
-	f := evidencetest.New(t, encodeTerms)
+	f := evidencetest.New(t)
 	db, err := store.Open(filepath.Join(t.TempDir(), DBFile), time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func TestAttesterKeepsAndPushesPaidContracts(t *testing.T) {
 	}
 	newBook := func(self peer.ID) *reputation.Book {
 		b, err := reputation.NewBook(reputation.Options{Config: reputation.DefaultConfig(), Self: self,
-			Evidence: &evidence.Verifier{Chain: f.Chain, Terms: decodeTerms}})
+			Evidence: &evidence.Verifier{Chain: f.Chain}})
 		if err != nil {
 			t.Fatal(err)
 		}

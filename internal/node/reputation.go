@@ -30,7 +30,7 @@ func (n *Node) startReputation() error {
 	if err != nil {
 		return err
 	}
-	ev := &evidence.Verifier{Terms: decodeTerms}
+	ev := &evidence.Verifier{}
 	if n.chain != nil {
 		ev.Chain = n.chain
 	}

@@ -25,8 +25,14 @@ const WalletDir = "wallet"
 // BackupFile is the channel backup's name inside the data dir.
 const BackupFile = "channels.backup"
 
-// BackupPath is the channel backup of a data dir.
-func BackupPath(dataDir string) string { return filepath.Join(dataDir, BackupFile) }
+// BackupPath is the channel backup of a data dir: payment.backup_file, or
+// BackupFile in the data dir.
+func BackupPath(dataDir string, cfg payment.Config) string {
+	if cfg.BackupFile != "" {
+		return cfg.BackupFile
+	}
+	return filepath.Join(dataDir, BackupFile)
+}
 
 // startSandbox connects to containerd. Without it the node still runs (it
 // can buy, and it shows why it does not sell), so a failure is not fatal.
@@ -112,7 +118,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	}
 	// Every channel change reaches the backup file outside the database
 	// before it is acknowledged (`blackbox restore` reads it back).
-	backup, err := payment.NewBackupStore(store.NewPaymentStore(n.db), BackupPath(n.cfg.DataDir))
+	backup, err := payment.NewBackupStore(store.NewPaymentStore(n.db), BackupPath(n.cfg.DataDir, cfg))
 	if err != nil {
 		return err
 	}

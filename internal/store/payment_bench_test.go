@@ -26,15 +26,24 @@ type boltPair struct {
 	ids, peers    []string
 }
 
-func newBoltPair(b *testing.B, n int) *boltPair {
+func newBoltPair(b *testing.B, n int, backup bool) *boltPair {
 	b.Helper()
-	open := func(name string) *store.PaymentStore {
-		db, err := store.Open(b.TempDir()+"/"+name+".db", time.Second)
+	open := func(name string) payment.ChannelStore {
+		dir := b.TempDir()
+		db, err := store.Open(dir+"/"+name+".db", time.Second)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { db.Close() })
-		return store.NewPaymentStore(db)
+		if !backup {
+			return store.NewPaymentStore(db)
+		}
+		// As the node runs it: the channel backup rewritten on every change.
+		bs, err := payment.NewBackupStore(store.NewPaymentStore(db), dir+"/channels.backup")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return bs
 	}
 	payKey, _ := btcec.NewPrivateKey()
 	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payKey.PubKey().SerializeCompressed()), btcdtest.Params)
@@ -94,8 +103,14 @@ func (p *boltPair) update(b *testing.B, i int) {
 // is fsynced twice (buyer before sending, seller before acknowledging) and
 // nothing is shared. It reports updates/s, raw btcec sign+verify per second
 // measured right after, and their ratio.
-func BenchmarkPaymentUpdateBolt(b *testing.B) {
-	p := newBoltPair(b, 1)
+func BenchmarkPaymentUpdateBolt(b *testing.B) { benchmarkPaymentUpdateBolt(b, false) }
+
+// BenchmarkPaymentUpdateBoltBackedUp is BenchmarkPaymentUpdateBolt with the
+// channel backup written on every change (what the node runs).
+func BenchmarkPaymentUpdateBoltBackedUp(b *testing.B) { benchmarkPaymentUpdateBolt(b, true) }
+
+func benchmarkPaymentUpdateBolt(b *testing.B, backup bool) {
+	p := newBoltPair(b, 1, backup)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		p.update(b, 0)
@@ -119,8 +134,17 @@ const parallelChannels = 32
 // same number of goroutines, measured in the same benchmark: the updates run
 // in chunks, each followed by as many raw rounds, so that both see the same
 // machine load (a shared machine's load changes by the second).
-func BenchmarkPaymentUpdateBoltParallel(b *testing.B) {
-	p := newBoltPair(b, parallelChannels)
+func BenchmarkPaymentUpdateBoltParallel(b *testing.B) { benchmarkPaymentUpdateBoltParallel(b, false) }
+
+// BenchmarkPaymentUpdateBoltParallelBackedUp is the parallel benchmark with
+// the channel backup written on every change (concurrent changes share a
+// write of the file).
+func BenchmarkPaymentUpdateBoltParallelBackedUp(b *testing.B) {
+	benchmarkPaymentUpdateBoltParallel(b, true)
+}
+
+func benchmarkPaymentUpdateBoltParallel(b *testing.B, backup bool) {
+	p := newBoltPair(b, parallelChannels, backup)
 	const chunk = 16 * parallelChannels
 	var upTime, rawTime time.Duration
 	var rawOps int

@@ -180,7 +180,7 @@ func damagedHelp(path, state string) string {
 	return fmt.Sprintf("The database holds the node's channels and signed payments; it is not re-created while it %s.\n"+
 		"To recover: stop the node, move %s aside, and either put back a copy of the file from a backup, or run\n"+
 		"  blackbox restore\n"+
-		"to rebuild the payment channels from the channel backup (channels.backup in the data dir), then start the node again.",
+		"to rebuild the payment channels from the channel backup (payment.backup_file, by default channels.backup in the data dir), then start the node again.",
 		state, path)
 }
 

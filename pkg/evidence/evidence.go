@@ -113,20 +113,12 @@ type Chain interface {
 	Confirmations(ctx context.Context, txid chainhash.Hash) (int32, error)
 }
 
-// TermsDecoder reads the seller's payment terms from a contract acceptance
-// (contract.Decision.PaymentTerms, peer bytes); the payment code owns that
-// format. It returns an error for anything malformed.
-type TermsDecoder func(terms []byte) (payment.SellerTerms, error)
-
 // Verifier checks contract evidence; it is the reputation book's
 // reputation.ContractEvidence.
 type Verifier struct {
 	// Chain sees that a channel's funding is real. Without one (payments
 	// off) nothing verifies and attestations count for nothing.
 	Chain Chain
-	// Terms decodes the payment terms of the seller's acceptance. Without
-	// it nothing verifies.
-	Terms TermsDecoder
 }
 
 var _ reputation.ContractEvidence = (*Verifier)(nil)
@@ -160,10 +152,7 @@ func (v *Verifier) VerifyContract(ctx context.Context, contractID string, eviden
 	if ct.ID != contractID {
 		return none, unverifiable("evidence is contract %s, not %s", ct.ID, contractID)
 	}
-	if v.Terms == nil {
-		return none, unverifiable("no decoder for the payment terms of %s", contractID)
-	}
-	terms, err := v.Terms(ct.Acceptance.PaymentTerms)
+	terms, err := payment.DecodeSellerTerms(ct.Acceptance.PaymentTerms)
 	if err != nil {
 		return none, unverifiable("acceptance of %s: %v", contractID, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"testing"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
@@ -16,18 +15,7 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/reputation"
 )
 
-// The seller terms format belongs to the payment code; these tests carry
-// terms as the 33-byte key followed by the payout script.
-func encodeTerms(t payment.SellerTerms) []byte { return append(bytes.Clone(t.Key), t.PayoutScript...) }
-
-func decodeTerms(b []byte) (payment.SellerTerms, error) {
-	if len(b) <= 33 {
-		return payment.SellerTerms{}, fmt.Errorf("terms of %d bytes", len(b))
-	}
-	return payment.SellerTerms{Key: b[:33], PayoutScript: b[33:]}, nil
-}
-
-func newFixture(t testing.TB) *evidencetest.Fixture { return evidencetest.New(t, encodeTerms) }
+func newFixture(t testing.TB) *evidencetest.Fixture { return evidencetest.New(t) }
 
 // forBuyer is the decoded evidence the buyer builds for contract id.
 func forBuyer(t testing.TB, f *evidencetest.Fixture, id string) *evidence.Evidence {
@@ -49,7 +37,7 @@ func TestVerifier(t *testing.T) {
 	id := f.Contract(t, f.Terms, 5000)
 	other := f.Contract(t, f.Terms, 700) // same channel, paid later
 	good := forBuyer(t, f, id)
-	v := &evidence.Verifier{Chain: f.Chain, Terms: decodeTerms}
+	v := &evidence.Verifier{Chain: f.Chain}
 
 	pc, err := v.VerifyContract(ctx, id, good.Encode())
 	if err != nil {
@@ -106,12 +94,8 @@ func TestVerifier(t *testing.T) {
 		{"inflated amount", id, mutate(update(func(u *payment.Update) { u.Amount += 1000; u.ContractAmount += 1000 })), *v, reputation.ErrUnverifiable},
 		{"claims more than the channel paid", id, mutate(update(func(u *payment.Update) { u.ContractAmount = u.Amount + 1 })), *v, reputation.ErrUnverifiable},
 		{"channel of garbage", id, mutate(func(e *evidence.Evidence) { e.Open = []byte{1, 2, 3} }), *v, reputation.ErrUnverifiable},
-		{"funding not on chain", id, good.Encode(), evidence.Verifier{Chain: paytest.NewChain(), Terms: decodeTerms}, reputation.ErrUnpaid},
-		{"no chain", id, good.Encode(), evidence.Verifier{Terms: decodeTerms}, reputation.ErrUnverifiable},
-		{"no terms decoder", id, good.Encode(), evidence.Verifier{Chain: f.Chain}, reputation.ErrUnverifiable},
-		{"terms the decoder refuses", id, good.Encode(), evidence.Verifier{Chain: f.Chain, Terms: func([]byte) (payment.SellerTerms, error) {
-			return payment.SellerTerms{}, errors.New("malformed")
-		}}, reputation.ErrUnverifiable},
+		{"funding not on chain", id, good.Encode(), evidence.Verifier{Chain: paytest.NewChain()}, reputation.ErrUnpaid},
+		{"no chain", id, good.Encode(), evidence.Verifier{}, reputation.ErrUnverifiable},
 		{"truncated", id, good.Encode()[:100], *v, reputation.ErrUnverifiable},
 		{"trailing bytes", id, append(good.Encode(), 0), *v, reputation.ErrUnverifiable},
 		{"channel not to the accepted payment key", wrongKeyID, mutate(of(wrongKeyID)), *v, reputation.ErrUnverifiable},
@@ -227,7 +211,7 @@ func FuzzVerifyContract(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:len(good)/2])
 	f.Add([]byte{evidence.Version, 0, 0, 0})
-	v := &evidence.Verifier{Chain: fx.Chain, Terms: decodeTerms}
+	v := &evidence.Verifier{Chain: fx.Chain}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		pc, err := v.VerifyContract(context.Background(), id, b)
 		switch {
@@ -249,7 +233,7 @@ func TestAttestationsCountOnlyWhenPaid(t *testing.T) {
 	f := newFixture(t)
 	_, self := evidencetest.Identity(t)
 	book, err := reputation.NewBook(reputation.Options{Config: reputation.DefaultConfig(), Self: self,
-		Evidence: &evidence.Verifier{Chain: f.Chain, Terms: decodeTerms}})
+		Evidence: &evidence.Verifier{Chain: f.Chain}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,3 +117,23 @@ func TestAcceptUpdateOwnKeyPlaceholder(t *testing.T) {
 		t.Fatalf("refused updates changed the channel: paid %d seq %d", c.Paid, c.Seq)
 	}
 }
+
+// TestVerifyUpdateOwnKey: a third party checking contract evidence (a
+// reputation attestation) refuses a channel whose two keys are equal, and
+// the placeholder signature on it.
+func TestVerifyUpdateOwnKey(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	c, _ := p.seller.Channel(p.id)
+	req := selfFundedOpen(t, p, c.SellerKey)
+	if _, err := ChannelFromOpen(req); !errors.Is(err, ErrWrongKey) {
+		t.Fatalf("ChannelFromOpen with equal keys: %v, want ErrWrongKey", err)
+	}
+	forged := c.clone()
+	forged.BuyerKey = c.SellerKey
+	op, _ := forged.Outpoint()
+	u := &Update{ChannelID: op, Seq: 1, Amount: 50_000, ContractID: "c", ContractAmount: 50_000,
+		PayScript: forged.SellerScript, Sig: append(bytes.Clone(checkSig), byte(txscript.SigHashAll))}
+	if err := forged.VerifyUpdate(u); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("VerifyUpdate of the placeholder on an own-key channel: %v, want ErrBadSignature", err)
+	}
+}

@@ -38,8 +38,6 @@ type Fixture struct {
 	// Machine holds the buyer's contract records; a test may replace it
 	// (with one on a real store) before calling Contract.
 	Machine *contract.Machine
-	// EncodeTerms puts seller terms into a contract acceptance.
-	EncodeTerms func(payment.SellerTerms) []byte
 }
 
 // Identity returns a fresh Ed25519 libp2p identity.
@@ -57,8 +55,7 @@ func Identity(t testing.TB) (crypto.PrivKey, peer.ID) {
 }
 
 // New opens and confirms a 1,000,000 sat channel from a buyer to a seller;
-// encodeTerms is the seller terms codec the acceptances use.
-func New(t testing.TB, encodeTerms func(payment.SellerTerms) []byte) *Fixture {
+func New(t testing.TB) *Fixture {
 	t.Helper()
 	ctx := context.Background()
 	params := &chaincfg.RegressionNetParams
@@ -73,7 +70,7 @@ func New(t testing.TB, encodeTerms func(payment.SellerTerms) []byte) *Fixture {
 	cfg := payment.DefaultConfig()
 	cfg.PayoutAddress = addr.EncodeAddress()
 	cfg.Confirmations = 1
-	f := &Fixture{Chain: paytest.NewChain(), EncodeTerms: encodeTerms}
+	f := &Fixture{Chain: paytest.NewChain()}
 	mgr := func(seed byte, fund payment.Funder) *payment.Manager {
 		keys, err := payment.NewKeyring(bytes.Repeat([]byte{seed}, 32), params)
 		if err != nil {
@@ -127,7 +124,7 @@ func (f *Fixture) Contract(t testing.TB, terms payment.SellerTerms, paid int64) 
 	}
 	d := &contract.Decision{
 		Version: contract.Version, ProposalID: p.ID(), Seller: f.Seller, Buyer: f.Buyer, Verdict: contract.Accept,
-		PaymentTerms: f.EncodeTerms(terms), FundBy: now.Add(time.Minute), Issued: now, Expiry: now.Add(time.Minute),
+		PaymentTerms: terms.Encode(), FundBy: now.Add(time.Minute), Issued: now, Expiry: now.Add(time.Minute),
 	}
 	denv, err := contract.SignDecision(d, f.SellerKey)
 	if err != nil {
