@@ -140,8 +140,10 @@ type Seller struct {
 	rejects map[Reason]uint64
 	stop    context.CancelFunc
 	done    chan struct{}
-	// ctx is the stream handlers' parent context: it ends at Close.
-	ctx context.Context
+	// ctx is the stream handlers' parent context; endHandlers ends it at
+	// Close, once the handlers had their grace.
+	ctx         context.Context
+	endHandlers context.CancelFunc
 	// closing refuses new streams; handlers and streams are the ones
 	// running, which Close waits for (and resets if they linger).
 	closing  bool
@@ -181,8 +183,8 @@ func (s *Seller) Start(ctx context.Context) error {
 	if _, err := s.machine.Recover(); err != nil {
 		return fmt.Errorf("start seller: %w", err)
 	}
+	s.ctx, s.endHandlers = context.WithCancel(ctx)
 	ctx, s.stop = context.WithCancel(ctx)
-	s.ctx = ctx
 	s.done = make(chan struct{})
 	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.tracked(s.handleNegotiate))
 	s.cfg.Host.SetStreamHandler(JobProtocol, s.tracked(s.handleJob))
@@ -220,7 +222,7 @@ func (s *Seller) Close() error {
 	}
 	s.mu.Unlock()
 	if s.stop != nil {
-		s.stop() // handlers waiting on the payment backend give up
+		s.stop()
 		<-s.done
 	}
 	idle := make(chan struct{})
@@ -229,11 +231,15 @@ func (s *Seller) Close() error {
 	case <-idle:
 	case <-time.After(closeGrace):
 		s.mu.Lock()
+		s.endHandlers()
 		for st := range s.streams {
 			st.Reset()
 		}
 		s.mu.Unlock()
 		<-idle
+	}
+	if s.endHandlers != nil {
+		s.endHandlers()
 	}
 	return nil
 }
