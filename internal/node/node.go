@@ -165,7 +165,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// Stop ends the loops before the engines, the host, the wallet, the
 	// chain and the database they use go away (lnd's server.Stop order).
 	n.push(func() error { stopLoops(); n.wg.Wait(); return nil })
-	srv, err := api.Listen(n.cfg.DataDir, n, n.log)
+	srv, err := api.Listen(n.cfg.DataDir, n, n.log, api.WithGroup(n.cfg.SocketGroup))
 	if err != nil {
 		return err
 	}
