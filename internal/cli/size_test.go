@@ -101,7 +101,7 @@ func TestSandboxRunMemoryMeansSubmitMemory(t *testing.T) {
 	}{{"512Mi", 512 << 20}, {"512M", 512_000_000 &^ 4095}} { // the kernel rounds down to pages
 		w := &cgroupLimitWriter{}
 		var errb strings.Builder
-		code := Run(context.Background(), []string{"--data-dir", data, "sandbox", "run", "--image", tarball, "--memory", tt.flag, "--",
+		code := Run(context.Background(), []string{"--data-dir", data, "sandbox", "run", "--image", tarball, "--memory", tt.flag, "--cpus", "500m", "--",
 			"sh", "-c", "grep :memory: /proc/self/cgroup; sleep 1"}, w, &errb)
 		if code != 0 || w.err != nil {
 			t.Fatalf("sandbox run --memory %s: exit %d, %v: %s", tt.flag, code, w.err, errb.String())
@@ -185,6 +185,10 @@ func TestMarketFlagsMeanSubmitFlags(t *testing.T) {
 	list("--max-price-per-hour", "100")
 	if f := b.markets[len(b.markets)-1].Filter; f.MaxPrice != 100 {
 		t.Errorf("--max-price-per-hour 100 reached the daemon as %+v", f)
+	}
+	// sandbox run reads --cpus as submit and market do (it took only floats).
+	if code, _, errOut := run(t, "--data-dir", data, "sandbox", "run", "--image", "x", "--cpus", "lots", "--", "true"); code != 1 || !strings.Contains(errOut, "--cpus") {
+		t.Errorf("sandbox run --cpus lots: exit %d: %s", code, errOut)
 	}
 	_, out, _ := run(t, "market", "--help")
 	if strings.Contains(out, "--cpu ") || !strings.Contains(out, "--cpus") {
