@@ -1,7 +1,8 @@
 // Package api is the node's local control API: HTTP+JSON on a unix socket in
 // the data dir, used by the CLI (and later a dashboard). It is never exposed
 // to peers. Access control is the socket's file mode (0600, in a 0700 data
-// dir): only the node's owner (and root) can connect.
+// dir): only the node's owner (and root) can connect; WithGroup lets the
+// members of one group connect too (0660, data dir 0710).
 package api
 
 import (
@@ -17,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -367,9 +369,25 @@ type Server struct {
 	path string
 }
 
+// ListenOption configures Listen.
+type ListenOption func(*listenOptions)
+
+type listenOptions struct{ group string }
+
+// WithGroup lets the members of group use the socket: it is made group
+// owned and 0660, and the data dir group owned and 0710 so that they can
+// reach it (and nothing else in it: its files stay 0600). Empty: owner only.
+func WithGroup(group string) ListenOption {
+	return func(o *listenOptions) { o.group = group }
+}
+
 // Listen creates the socket (0600), replacing a stale one left by a crash,
 // and starts serving. It fails if another daemon answers on it.
-func Listen(dataDir string, b Backend, log *slog.Logger) (*Server, error) {
+func Listen(dataDir string, b Backend, log *slog.Logger, opts ...ListenOption) (*Server, error) {
+	var o listenOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	path := SocketPath(dataDir)
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
@@ -380,7 +398,7 @@ func Listen(dataDir string, b Backend, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := setSocketMode(dataDir, path, o.group); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -615,4 +633,31 @@ func statusError(code int, msg string) error {
 	// The server's text usually starts with the category already.
 	msg = strings.TrimPrefix(msg, category.Error()+": ")
 	return fmt.Errorf("%w: %s", category, msg)
+}
+
+// setSocketMode gives the socket to its owner only, or also to group.
+func setSocketMode(dataDir, path, group string) error {
+	if group == "" {
+		return os.Chmod(path, 0o600)
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return fmt.Errorf("socket_group: %w", err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("socket_group %s: gid %q: %w", group, g.Gid, err)
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{dataDir, 0o710}, {path, 0o660}} {
+		if err := os.Chown(f.path, -1, gid); err != nil {
+			return fmt.Errorf("socket_group %s: %w", group, err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			return fmt.Errorf("socket_group %s: %w", group, err)
+		}
+	}
+	return nil
 }

@@ -199,15 +199,7 @@ func TestListen(t *testing.T) {
 // to the daemon even where it can reach the socket file. Runs the dial as
 // uid 65534 in a child process; needs root.
 func TestSocketModeIsTheAuth(t *testing.T) {
-	if os.Getenv("BLACKBOX_API_DIAL") != "" {
-		return // the child's half runs in TestMain
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root under CI")
-		}
-		t.Skip("needs root to dial as another user")
-	}
+	dialAs := childDialer(t)
 	c, dir := serve(t, &fakeBackend{})
 	st, err := os.Stat(SocketPath(dir))
 	if err != nil || st.Mode().Perm() != 0o600 {
@@ -215,12 +207,71 @@ func TestSocketModeIsTheAuth(t *testing.T) {
 	}
 	// Let the other user reach the socket file, so only its mode decides.
 	os.Chmod(dir, 0o755)
-	// The test binary may sit in a directory only root can read: copy it.
+	if out, err := dialAs(dir, 65534, 65534); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("uid 65534 could use the 0600 socket: %v: %s", err, out)
+	}
+	if out, err := dialAs(dir, 0, 0); err != nil || !strings.Contains(out, "status ok") {
+		t.Errorf("the owner could not use the socket: %v: %s", err, out)
+	}
+	if _, err := c.Status(context.Background()); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestSocketGroup: with WithGroup the group's members may use the socket,
+// and other users still may not.
+func TestSocketGroup(t *testing.T) {
+	dialAs := childDialer(t)
+	dir, err := os.MkdirTemp("/tmp", "bbapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if _, err := Listen(dir, &fakeBackend{}, quiet(), WithGroup("no-such-group-here")); err == nil || !strings.Contains(err.Error(), "socket_group") {
+		t.Errorf("unknown group: %v", err)
+	}
+	srv, err := Listen(dir, &fakeBackend{}, quiet(), WithGroup("nogroup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	for path, want := range map[string]os.FileMode{dir: 0o710, SocketPath(dir): 0o660} {
+		st, err := os.Stat(path)
+		if err != nil || st.Mode().Perm() != want || st.Sys().(*syscall.Stat_t).Gid != 65534 {
+			t.Errorf("%s: %v %v; want mode %v, group nogroup", path, st.Mode(), err, want)
+		}
+	}
+	if out, err := dialAs(dir, 65534, 65534); err != nil || !strings.Contains(out, "status ok") {
+		t.Errorf("a member of the group could not use the socket: %v: %s", err, out)
+	}
+	if out, err := dialAs(dir, 65533, 65533); err == nil || !strings.Contains(out, "permission denied") {
+		t.Errorf("a user outside the group could use the socket: %v: %s", err, out)
+	}
+}
+
+// childDialer returns a function that makes one status call to the daemon
+// of a data dir from a child process running as uid:gid. Needs root.
+func childDialer(t *testing.T) func(dir string, uid, gid uint32) (string, error) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root under CI")
+		}
+		t.Skip("needs root to dial as another user")
+	}
+	// The test binary may sit in a directory only root can read: copy it
+	// where anyone may run it.
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "apitest")
+	binDir, err := os.MkdirTemp("", "bbapibin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(binDir) })
+	os.Chmod(binDir, 0o755)
+	bin := filepath.Join(binDir, "apitest")
 	data, err := os.ReadFile(self)
 	if err != nil {
 		t.Fatal(err)
@@ -228,21 +279,12 @@ func TestSocketModeIsTheAuth(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	dial := func(uid uint32) (string, error) {
+	return func(dir string, uid, gid uint32) (string, error) {
 		cmd := exec.Command(bin, "-test.run=^$")
 		cmd.Env = append(os.Environ(), "BLACKBOX_API_DIAL="+dir)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 		out, err := cmd.CombinedOutput()
 		return string(out), err
-	}
-	if out, err := dial(65534); err == nil || !strings.Contains(out, "permission denied") {
-		t.Errorf("uid 65534 could use the 0600 socket: %v: %s", err, out)
-	}
-	if out, err := dial(0); err != nil || !strings.Contains(out, "status ok") {
-		t.Errorf("the owner could not use the socket: %v: %s", err, out)
-	}
-	if _, err := c.Status(context.Background()); err != nil {
-		t.Error(err)
 	}
 }
 

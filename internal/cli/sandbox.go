@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -47,12 +46,11 @@ func newSandboxCmd(a *App) *cobra.Command {
 
 func newSandboxRunCmd(a *App) *cobra.Command {
 	var (
-		image, digest, memory, disk, outCap, outDir, input string
-		cpus                                               float64
-		pids                                               int64
-		timeout                                            time.Duration
-		env                                                []string
-		asJSON                                             bool
+		image, digest, memory, disk, outCap, outDir, input, cpus string
+		pids                                                     int64
+		timeout                                                  time.Duration
+		env                                                      []string
+		asJSON                                                   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run --image FILE|REF [flags] -- CMD...",
@@ -77,11 +75,10 @@ stdout carries only the result record.
 				return errors.New("--image is required (a tarball path or an image reference)")
 			}
 			lim := sandbox.Limits{WallClock: timeout, Pids: pids}
-			if cpus <= 0 || math.IsNaN(cpus) || cpus > 1024 {
-				return fmt.Errorf("--cpus %v: must be a positive number of cores", cpus)
-			}
-			lim.CPUMillis = int64(math.Round(cpus * 1000))
 			var err error
+			if lim.CPUMillis, err = quantity.ParseCPU(cpus); err != nil || lim.CPUMillis <= 0 || lim.CPUMillis > 1024_000 {
+				return fmt.Errorf("--cpus %q: want a positive number of cores like 1 or 500m", cpus)
+			}
 			if lim.MemoryBytes, err = quantity.ParseSize(memory); err != nil {
 				return fmt.Errorf("--memory: %w", err)
 			}
@@ -202,7 +199,7 @@ stdout carries only the result record.
 	f := cmd.Flags()
 	f.StringVar(&image, "image", "", "image tarball (OCI layout or docker archive) or reference to pull")
 	f.StringVar(&digest, "digest", "", "sha256:<hex> the tarball must have")
-	f.Float64Var(&cpus, "cpus", 1, "CPU quota in cores (CFS)")
+	f.StringVar(&cpus, "cpus", "1", "CPU quota in cores (CFS), e.g. 1, 0.5, 500m")
 	f.StringVar(&memory, "memory", "256MiB", "memory limit, e.g. 512Mi (2^20 bytes) or 512M (10^6 bytes); scratch pages count against it")
 	f.StringVar(&disk, "disk", "", "size of the writable /tmp and /out, a size like --memory (default sandbox.default_disk_bytes)")
 	f.Int64Var(&pids, "pids", 0, "pids limit (default sandbox.default_pids)")

@@ -24,7 +24,7 @@ func TestSandboxRunMemoryMeansSubmitMemory(t *testing.T) {
 	}{{"512Mi", 512 << 20}, {"512M", 512_000_000 &^ 4095}} { // the kernel rounds down to pages
 		w := &cgroupLimitWriter{}
 		var errb strings.Builder
-		code := Run(context.Background(), []string{"--data-dir", data, "sandbox", "run", "--image", tarball, "--memory", tt.flag, "--",
+		code := Run(context.Background(), []string{"--data-dir", data, "sandbox", "run", "--image", tarball, "--memory", tt.flag, "--cpus", "500m", "--",
 			"sh", "-c", "grep :memory: /proc/self/cgroup; sleep 1"}, w, &errb)
 		if code != 0 || w.err != nil {
 			t.Fatalf("sandbox run --memory %s: exit %d, %v: %s", tt.flag, code, w.err, errb.String())

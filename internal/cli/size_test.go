@@ -142,6 +142,10 @@ func TestMarketFlagsMeanSubmitFlags(t *testing.T) {
 	if f := b.markets[len(b.markets)-1].Filter; f.MaxPrice != 100 {
 		t.Errorf("--max-price-per-hour 100 reached the daemon as %+v", f)
 	}
+	// sandbox run reads --cpus as submit and market do (it took only floats).
+	if code, _, errOut := run(t, "--data-dir", data, "sandbox", "run", "--image", "x", "--cpus", "lots", "--", "true"); code != 1 || !strings.Contains(errOut, "--cpus") {
+		t.Errorf("sandbox run --cpus lots: exit %d: %s", code, errOut)
+	}
 	_, out, _ := run(t, "market", "--help")
 	if strings.Contains(out, "--cpu ") || !strings.Contains(out, "--cpus") {
 		t.Errorf("market --help should show --cpus only:\n%s", out)

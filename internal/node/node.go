@@ -103,9 +103,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.unwind()
 		}
 	}()
+	// runCtx is the contract engines' and mDNS's; it ends last, after
+	// their own Close. The background loops (publisher, meter, chain tick,
+	// peer count) get loopCtx, which Stop ends first.
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.push(func() error { cancel(); n.wg.Wait(); return nil })
+	loopCtx, stopLoops := context.WithCancel(runCtx)
+	defer func() {
+		if err != nil {
+			stopLoops()
+		}
+	}()
 	n.started = time.Now()
 
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
@@ -152,8 +161,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startContracts(runCtx); err != nil {
 		return err
 	}
-	n.runMarket(runCtx)
-	srv, err := api.Listen(n.cfg.DataDir, n, n.log)
+	n.runMarket(loopCtx)
+	// Stop ends the loops before the engines, the host, the wallet, the
+	// chain and the database they use go away (lnd's server.Stop order).
+	n.push(func() error { stopLoops(); n.wg.Wait(); return nil })
+	srv, err := api.Listen(n.cfg.DataDir, n, n.log, api.WithGroup(n.cfg.SocketGroup))
 	if err != nil {
 		return err
 	}
@@ -164,7 +176,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.trackPeers(runCtx) }()
+	go func() { defer n.wg.Done(); n.trackPeers(loopCtx) }()
 	n.log.Info("blackbox node started", "peer_id", n.host.ID(), "addrs", n.host.Addrs(), "data_dir", n.cfg.DataDir)
 	return nil
 }

@@ -146,7 +146,23 @@ type Seller struct {
 	rejects map[Reason]uint64
 	stop    context.CancelFunc
 	done    chan struct{}
+	// ctx is the stream handlers' parent context; endHandlers ends it at
+	// Close, once the handlers had their grace.
+	ctx         context.Context
+	endHandlers context.CancelFunc
+	// closing refuses new streams; handlers and streams are the ones
+	// running, which Close waits for (and resets if they linger).
+	closing  bool
+	handlers sync.WaitGroup
+	streams  map[network.Stream]struct{}
 }
+
+// errSellerClosing is the cause a running job is stopped with at Close.
+var errSellerClosing = errors.New("seller stopping")
+
+// closeGrace is how long Close lets handlers finish (a killed job's receipt
+// is signed, recorded and sent) before it resets their streams.
+const closeGrace = 15 * time.Second
 
 var _ meter.Held = (*Seller)(nil)
 
@@ -156,7 +172,8 @@ func NewSeller(cfg SellerConfig) (*Seller, error) {
 		return nil, err
 	}
 	s := &Seller{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "seller"),
-		running: map[string]context.CancelCauseFunc{}, rejects: map[Reason]uint64{}}
+		running: map[string]context.CancelCauseFunc{}, rejects: map[Reason]uint64{}, streams: map[network.Stream]struct{}{},
+		ctx: context.Background()}
 	s.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, s.log)
 	s.machine.OnMove = s.onMove
 	return s, nil
@@ -172,10 +189,11 @@ func (s *Seller) Start(ctx context.Context) error {
 	if _, err := s.machine.Recover(); err != nil {
 		return fmt.Errorf("start seller: %w", err)
 	}
+	s.ctx, s.endHandlers = context.WithCancel(ctx)
 	ctx, s.stop = context.WithCancel(ctx)
 	s.done = make(chan struct{})
-	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.handleNegotiate)
-	s.cfg.Host.SetStreamHandler(JobProtocol, s.handleJob)
+	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.tracked(s.handleNegotiate))
+	s.cfg.Host.SetStreamHandler(JobProtocol, s.tracked(s.handleJob))
 	go func() {
 		defer close(s.done)
 		for {
@@ -192,21 +210,67 @@ func (s *Seller) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops serving and kills running jobs (their contracts are failed
-// by Recover at the next start if the process dies before they end).
+// Close stops serving, kills running jobs and waits for every stream
+// handler to end: a killed job's receipt is signed, recorded and sent to its
+// buyer, and payments in flight are acknowledged or refused, before Close
+// returns and the caller closes the host and the store. Handlers still
+// blocked on their peer after closeGrace have their streams reset. (If the
+// process dies instead, Recover fails the contracts at the next start.)
 func (s *Seller) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.cfg.Host.RemoveStreamHandler(NegotiateProtocol)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	s.mu.Lock()
+	for _, c := range s.running {
+		c(errSellerClosing)
+	}
+	s.mu.Unlock()
 	if s.stop != nil {
 		s.stop()
 		<-s.done
 	}
-	s.mu.Lock()
-	for _, c := range s.running {
-		c(errors.New("seller closing"))
+	idle := make(chan struct{})
+	go func() { s.handlers.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(closeGrace):
+		s.mu.Lock()
+		s.endHandlers()
+		for st := range s.streams {
+			st.Reset()
+		}
+		s.mu.Unlock()
+		<-idle
 	}
-	s.mu.Unlock()
+	if s.endHandlers != nil {
+		s.endHandlers()
+	}
 	return nil
+}
+
+// tracked runs a stream handler unless the seller is closing, and lets
+// Close wait for it.
+func (s *Seller) tracked(h network.StreamHandler) network.StreamHandler {
+	return func(st network.Stream) {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			st.Reset()
+			return
+		}
+		s.handlers.Add(1)
+		s.streams[st] = struct{}{}
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.streams, st)
+			s.mu.Unlock()
+			s.handlers.Done()
+		}()
+		h(st)
+	}
 }
 
 // Held implements meter.Held: what accepted, funded and running contracts
@@ -361,7 +425,7 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 		return id, refuse(RefuseContract, fmt.Errorf("contract %s: funding deadline passed", id))
 	}
 	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id}
-	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
 	err = j.run(ctx)
 	if j.inputDir != "" {

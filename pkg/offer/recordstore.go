@@ -12,6 +12,7 @@ import (
 	dssync "github.com/ipfs/go-datastore/sync"
 	recpb "github.com/libp2p/go-libp2p-record/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -67,7 +68,7 @@ type RecordStore struct {
 	mu      sync.Mutex
 	entries map[ds.Key]*entry
 	count   [2]int // per kind
-	buckets map[peer.ID]*tokenBucket
+	buckets map[peer.ID]*rate.Limiter
 	puts    int // since the last sweep of buckets
 }
 
@@ -86,11 +87,6 @@ type entry struct {
 	keep    bool // never evicted: the node's own, or Keep said so when it was put
 }
 
-type tokenBucket struct {
-	tokens float64
-	last   time.Time
-}
-
 // NewRecordStore returns an empty store for the node self.
 func NewRecordStore(self peer.ID, limits StoreLimits) *RecordStore {
 	if limits.Now == nil {
@@ -101,7 +97,7 @@ func NewRecordStore(self peer.ID, limits StoreLimits) *RecordStore {
 		self:     self,
 		limits:   limits,
 		entries:  map[ds.Key]*entry{},
-		buckets:  map[peer.ID]*tokenBucket{},
+		buckets:  map[peer.ID]*rate.Limiter{},
 	}
 }
 
@@ -209,16 +205,10 @@ func (s *RecordStore) allow(p peer.ID, now time.Time) bool {
 	}
 	b := s.buckets[p]
 	if b == nil {
-		b = &tokenBucket{tokens: float64(s.limits.PeerBurst), last: now}
+		b = rate.NewLimiter(rate.Limit(s.limits.PeerRate), s.limits.PeerBurst)
 		s.buckets[p] = b
 	}
-	b.tokens = min(float64(s.limits.PeerBurst), b.tokens+now.Sub(b.last).Seconds()*s.limits.PeerRate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.AllowN(now, 1)
 }
 
 // sweepBuckets forgets the buckets that have refilled: the map holds only
@@ -226,7 +216,7 @@ func (s *RecordStore) allow(p peer.ID, now time.Time) bool {
 func (s *RecordStore) sweepBuckets(now time.Time) {
 	s.puts = 0
 	for p, b := range s.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*s.limits.PeerRate >= float64(s.limits.PeerBurst) {
+		if b.TokensAt(now) >= float64(s.limits.PeerBurst) {
 			delete(s.buckets, p)
 		}
 	}
