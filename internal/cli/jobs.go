@@ -196,7 +196,9 @@ func looksLikeReference(s string) bool {
 }
 
 // checkFunds refuses a job the node cannot pay for at all: no spendable
-// coins and no open channel as a buyer with room left. (What a particular
+// coins and no buyer channel with room left, open or being funded (a job
+// submitted while an earlier one funds a channel waits for it and shares
+// it, as the node's payer does). (What a particular
 // seller's channel needs is checked by the node when it opens one, before
 // anything is paid.)
 func checkFunds(ctx context.Context, c *api.Client) error {
@@ -215,7 +217,8 @@ func checkFunds(ctx context.Context, c *api.Client) error {
 		return fmt.Errorf("check the channels: %w", err)
 	}
 	for _, ch := range chans {
-		if ch.Role == payment.RoleBuyer && ch.State == payment.StateOpen && ch.Capacity-ch.Paid > 0 {
+		usable := ch.State == payment.StateOpen || ch.State == payment.StatePending
+		if ch.Role == payment.RoleBuyer && usable && ch.Capacity-ch.CloseFee-ch.Paid > 0 {
 			return nil
 		}
 	}
