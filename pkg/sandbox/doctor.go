@@ -173,7 +173,7 @@ func probeChecks(ctx context.Context, cfg Config) []Check {
 	}
 	if remapped && !sb.UserNS() {
 		out = append(out, Check{Name: "userns", Status: StatusWarn,
-			Detail: "userns auto: jobs failed with the remap and will run without it: " + warnings.String(),
+			Detail: "userns auto: jobs fail with the user namespace remap here and run without it: " + warnings.String(),
 			Fix:    "make containerd's state reachable by the remapped root (chmod o+x on each directory above it), or set sandbox.userns: off"})
 	}
 	var bad []string
@@ -186,7 +186,7 @@ func probeChecks(ctx context.Context, cfg Config) []Check {
 	if len(bad) > 0 {
 		c.Status = StatusWarn
 		c.Detail += "; not under " + strings.Join(bad, "; ")
-		c.Fix = "only these runtimes are offered; install the others to offer them: " + installHints(failed)
+		c.Fix = "only the runtimes that work are offered; " + installHints(failed)
 	}
 	return append(out, c)
 }
@@ -214,9 +214,9 @@ func installHints(failed map[string]error) string {
 		}
 	}
 	if len(h) == 0 {
-		return "see the errors above"
+		return "the others fail for the reasons above"
 	}
-	return strings.Join(h, "; ")
+	return "to offer the missing ones: " + strings.Join(h, "; ")
 }
 
 func without(l []string, x string) []string {
@@ -229,7 +229,8 @@ func without(l []string, x string) []string {
 	return out
 }
 
-// warnLog is a slog handler keeping the warnings of a Sandbox for doctor.
+// warnLog is a slog handler keeping the errors of a Sandbox's warnings
+// (their "err" or "why" attribute) for doctor.
 type warnLog struct {
 	mu   sync.Mutex
 	msgs []string
@@ -238,7 +239,12 @@ type warnLog struct {
 func (w *warnLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
 func (w *warnLog) Handle(_ context.Context, r slog.Record) error {
 	msg := r.Message
-	r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" || a.Key == "why" {
+			msg = a.Value.String()
+		}
+		return true
+	})
 	w.mu.Lock()
 	w.msgs = append(w.msgs, msg)
 	w.mu.Unlock()

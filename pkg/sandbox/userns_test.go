@@ -1,14 +1,40 @@
 package sandbox_test
 
 import (
+	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/sandbox"
+	"github.com/blackbox-market/blackbox/pkg/sandbox/sandboxtest"
 )
+
+// privateDaemon starts a containerd of the test's own with
+// deploy/dev/containerd.sh (root under dir/root, state under dir/state,
+// socket dir/containerd.sock) and returns its socket.
+func privateDaemon(t *testing.T) string {
+	t.Helper()
+	script, err := filepath.Abs("../../deploy/dev/containerd.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} { // remapped roots walk through them
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command(script, "start", dir).CombinedOutput(); err != nil {
+		t.Fatalf("start containerd: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(script, "stop", dir).Run() })
+	return filepath.Join(dir, "containerd.sock")
+}
 
 // chmodFor sets dir's mode for the test and restores it after.
 func chmodFor(t *testing.T, dir string, mode os.FileMode) {
@@ -30,21 +56,42 @@ func chmodFor(t *testing.T, dir string, mode os.FileMode) {
 // job says so. Two places: the socket's directory, which New checks, and
 // containerd's state directory below it, which only a job finds out about.
 func TestUserNSUnreachableState(t *testing.T) {
-	_, img := newSandbox(t)
-	sockDir := filepath.Dir(daemonAddr)
-	stateDir := filepath.Join(sockDir, "state") // containerd.sh's and TestMain's layout
-	if _, err := os.Stat(stateDir); err != nil {
-		t.Skipf("containerd's state dir is not %s", stateDir)
+	needDaemon(t)
+	// A containerd of its own: the test makes its state unreachable, which
+	// would break the jobs of other packages' tests sharing make test's.
+	sock := privateDaemon(t)
+	sockDir := filepath.Dir(sock)
+	stateDir := filepath.Join(sockDir, "state") // containerd.sh's layout
+	testConfig := func(stateDir string) sandbox.Config {
+		cfg := testConfig(stateDir)
+		cfg.Address = sock
+		return cfg
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+	sharedDir := t.TempDir()
+	sb0, err := sandbox.New(context.Background(), testConfig(sharedDir), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer sb0.Close()
+	tarball, err := sandboxtest.BusyboxImage(sandboxtest.DockerArchive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, err := sb0.ImportImage(context.Background(), bytes.NewReader(tarball), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := image.Name
 	runs := func(t *testing.T, sb *sandbox.Sandbox) {
 		t.Helper()
-		res, out, _ := run(t, sb, img, sandbox.Limits{}, "sh", "-c", "cat /proc/self/uid_map; echo hi > /out/f")
-		if res.ExitCode != 0 || res.Output.Files != 1 {
-			t.Fatalf("job: %+v %q", res, out)
+		var buf bytes.Buffer
+		res, err := sb.Run(context.Background(), sandbox.Job{Image: img, Stdout: &buf,
+			Args:   []string{"sh", "-c", "cat /proc/self/uid_map; echo hi > /out/f"},
+			Limits: sandbox.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, WallClock: time.Minute}})
+		if err != nil || res.ExitCode != 0 || res.Output.Files != 1 {
+			t.Fatalf("job: %+v %v %q", res, err, buf.String())
 		}
+		out := buf.String()
 		t.Logf("uid_map %s", strings.Join(strings.Fields(out), " "))
 	}
 
