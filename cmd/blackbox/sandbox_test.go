@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"unsafe"
+
+	"github.com/blackbox-market/blackbox/pkg/sandbox/sandboxtest"
 )
 
 // sandboxEnv is the environment of `blackbox sandbox run` against the
@@ -135,33 +137,6 @@ func watchOwnerLocks(t *testing.T, dir string) (stolen func() int64) {
 	return n.Load
 }
 
-// privateContainerd starts a containerd of the test's own (state under
-// dir/state, socket dir/containerd.sock) and returns its socket.
-func privateContainerd(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("real containerd and processes: not in -short")
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root for containerd, and CI runs as root")
-		}
-		t.Skip("needs root to run containerd")
-	}
-	script, _ := filepath.Abs("../../deploy/dev/containerd.sh")
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} { // remapped job roots walk through them
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if out, err := exec.Command(script, "start", dir).CombinedOutput(); err != nil {
-		t.Fatalf("start containerd: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { exec.Command(script, "stop", dir).Run() })
-	return filepath.Join(dir, "containerd.sock")
-}
-
 // `blackbox doctor` runs a probe job with the node's own sandbox settings
 // (issue 9, bug 11). With containerd's state unreachable by the jobs'
 // remapped root (a directory on the way at 0700, as /run/containerd left
@@ -169,8 +144,12 @@ func privateContainerd(t *testing.T) string {
 // the fix and the machine cannot sell; "auto" runs jobs without the remap
 // and says so. On a healthy host the probe passes.
 func TestDoctorProbe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real containerd and processes: not in -short")
+	}
 	bin := binary(t)
-	sock := privateContainerd(t)
+	// A containerd of its own: the test makes its state unreachable.
+	sock := sandboxtest.StartContainerd(t)
 	state := filepath.Join(filepath.Dir(sock), "state")
 	data := t.TempDir()
 	doctor := func(extra ...string) (string, error) {

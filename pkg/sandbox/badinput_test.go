@@ -139,8 +139,10 @@ func TestImportRefusesBadTarballs(t *testing.T) {
 	})
 }
 
-func imageNames(t testing.TB, sb *sandbox.Sandbox) []string {
-	ctx := namespaces.WithNamespace(context.Background(), testNS)
+func imageNames(t testing.TB, sb *sandbox.Sandbox) []string { return imageNamesIn(t, sb, testNS) }
+
+func imageNamesIn(t testing.TB, sb *sandbox.Sandbox, ns string) []string {
+	ctx := namespaces.WithNamespace(context.Background(), ns)
 	list, err := sb.Client().ImageService().List(ctx)
 	if err != nil {
 		t.Fatal(err)

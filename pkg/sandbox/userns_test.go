@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,28 +12,6 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/sandbox"
 	"github.com/blackbox-market/blackbox/pkg/sandbox/sandboxtest"
 )
-
-// privateDaemon starts a containerd of the test's own with
-// deploy/dev/containerd.sh (root under dir/root, state under dir/state,
-// socket dir/containerd.sock) and returns its socket.
-func privateDaemon(t *testing.T) string {
-	t.Helper()
-	script, err := filepath.Abs("../../deploy/dev/containerd.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} { // remapped roots walk through them
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if out, err := exec.Command(script, "start", dir).CombinedOutput(); err != nil {
-		t.Fatalf("start containerd: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { exec.Command(script, "stop", dir).Run() })
-	return filepath.Join(dir, "containerd.sock")
-}
 
 // chmodFor sets dir's mode for the test and restores it after.
 func chmodFor(t *testing.T, dir string, mode os.FileMode) {
@@ -59,7 +36,7 @@ func TestUserNSUnreachableState(t *testing.T) {
 	needDaemon(t)
 	// A containerd of its own: the test makes its state unreachable, which
 	// would break the jobs of other packages' tests sharing make test's.
-	sock := privateDaemon(t)
+	sock := sandboxtest.StartContainerd(t)
 	sockDir := filepath.Dir(sock)
 	stateDir := filepath.Join(sockDir, "state") // containerd.sh's layout
 	testConfig := func(stateDir string) sandbox.Config {
