@@ -158,7 +158,7 @@ func (s *Sandbox) probe(ctx context.Context, runtime string, userns bool) error 
 		return fmt.Errorf("probe image: %w", err)
 	}
 	var out, errOut bytes.Buffer
-	res, err := s.Run(ctx, Job{
+	res, err := s.run(ctx, Job{
 		ID: "probe", Image: img.Name, Args: args, Runtime: runtime, Stdout: &out, Stderr: &errOut,
 		Limits:   Limits{CPUMillis: 100, MemoryBytes: 32 << 20, WallClock: 30 * time.Second},
 		noUserNS: !userns,

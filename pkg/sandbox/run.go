@@ -110,6 +110,8 @@ type Result struct {
 	Limits Limits `json:"limits"`
 	// Runtime is the OCI runtime the job ran under.
 	Runtime string `json:"runtime"`
+
+	remapped bool // the job ran with the user namespace remap
 }
 
 // Output describes the tar of a job's /out.
@@ -125,7 +127,30 @@ type Output struct {
 // containerd down); an error with a Result of Reason "error" means the
 // container was created but its process could not start (for example the
 // command does not exist). Either way nothing of the job stays behind.
+//
+// In userns "auto", a job whose runtime is denied its root file system
+// with the remap (containerd's state out of the remapped root's reach) is
+// checked with the probe job, with and without the remap; if only the
+// remap fails, the remap is turned off for every job, with a warning, and
+// the job runs again without it.
 func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
+	res, err := s.run(ctx, job)
+	if err == nil || res == nil || res.Reason != ReasonError || !res.remapped || s.cfg.UserNS != "auto" ||
+		!strings.Contains(res.Error, "permission denied") || ctx.Err() != nil {
+		return res, err
+	}
+	if s.probe(ctx, job.Runtime, true) == nil || s.probe(ctx, job.Runtime, false) != nil {
+		return res, err // not the remap's fault
+	}
+	s.log.Warn("userns auto: jobs fail with the user namespace remap; running them without it (sandbox.userns: off to silence, or fix the host: see `blackbox doctor`)",
+		"runtime", res.Runtime, "err", res.Error)
+	s.mu.Lock()
+	s.userns = false
+	s.mu.Unlock()
+	return s.run(ctx, job)
+}
+
+func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 	lim := job.Limits
 	if lim.Pids == 0 {
 		lim.Pids = s.cfg.DefaultPids
@@ -281,7 +306,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 
 	stdout := &capWriter{w: job.Stdout, cap: outCap}
 	stderr := &capWriter{w: job.Stderr, cap: outCap}
-	res := &Result{Container: id, ExitCode: -1, Limits: lim, Runtime: rt}
+	res := &Result{Container: id, ExitCode: -1, Limits: lim, Runtime: rt, remapped: remap}
 	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(s.fifoDir)))
 	if err != nil {
 		res.Reason, res.Error = ReasonError, cleanTaskError(err)

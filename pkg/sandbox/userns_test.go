@@ -121,6 +121,18 @@ func TestUserNSUnreachableState(t *testing.T) {
 		}
 		runs(t, sb)
 
+		// Without a probe first (`blackbox sandbox run`), the first job
+		// finds out, and runs without the remap.
+		sb2, err := sandbox.New(context.Background(), cfg, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sb2.Close()
+		runs(t, sb2)
+		if sb2.UserNS() {
+			t.Error("userns auto kept the remap after a job was denied its root")
+		}
+
 		// doctor, with the node's settings: auto warns, on fails with the fix.
 		checks := sandbox.Diagnose(context.Background(), cfg)
 		if c := find(checks, "probe"); c.Status != sandbox.StatusOK {
