@@ -1,16 +1,21 @@
 // Package sandbox runs buyers' jobs on containerd, contained and metered.
 //
 // It owns images (import of digest-checked OCI-layout or docker-archive
-// tarballs, pull by reference, an unpacked cache collected by age and size),
-// the isolation of a job (fresh empty network namespace, read-only root,
-// size-capped tmpfs scratch at /tmp and /out, the buyer's input files
-// read-only at /in, copied per job from Job.InputDir, no capabilities,
-// no-new-privileges, containerd's default seccomp profile, user-namespace
-// remap where the host supports it, CFS quota, memory and pids limits, wall
-// clock), its streams (stdout and stderr capped, with the cap reported), its
-// outputs (/out as a deterministic tar with its sha256) and its usage record
-// read from the task's cgroup after exit and before delete: the evidence a
-// seller's bill rests on. It knows nothing about money.
+// tarballs, pull by reference, both refused before unpacking when their
+// layers would unpack to more than max_unpacked_bytes, an unpacked cache
+// collected by age and size), the runtimes jobs run under (runc, crun,
+// runsc, each through containerd's runc v2 shim, and a probe job that shows
+// which ones work on this host), the isolation of a job (fresh empty
+// network namespace, read-only root, size-capped tmpfs scratch at /tmp and
+// /out, the buyer's input files read-only at /in, copied per job from
+// Job.InputDir, no capabilities, no-new-privileges, containerd's default
+// seccomp profile, user-namespace remap where the host supports it and the
+// remapped root can reach containerd's state, CFS quota, memory and pids
+// limits, wall clock), its streams (stdout and stderr capped, with the cap
+// reported), its outputs (/out as a deterministic tar with its sha256) and
+// its usage record read from the task's cgroup after exit and before
+// delete: the evidence a seller's bill rests on. It knows nothing about
+// money.
 //
 // Scratch is RAM: /tmp and /out share one tmpfs of Limits.DiskBytes (the
 // runtime's /run and /dev/shm are 64 MiB tmpfs each), and tmpfs pages count
@@ -18,9 +23,10 @@
 // disk as memory on the host.
 //
 // Everything lives in one containerd namespace. Each Sandbox holds an owner
-// lock file; containers and snapshots are labelled with it, so that
-// Reconcile, run by New, removes what a crashed owner left without touching
-// the jobs of a live one sharing the namespace.
+// lock file, locked before it appears under its name; containers and
+// snapshots are labelled with it, so that Reconcile, run by New, removes
+// what a crashed owner left without touching the jobs of a live one sharing
+// the namespace.
 package sandbox
 
 import (
