@@ -21,12 +21,24 @@ build:
 deps:
 	deploy/dev/deps.sh $(BUILD)
 
+# Test tiers (README "Testing"). The rule for every new test:
+#   - it needs root, a daemon (containerd, btcd), the blackbox binary or any
+#     other real process: its file starts with `//go:build integration`
+#     (every cmd/blackbox/*_test.go does; `make lint` checks that);
+#   - it runs in-process but takes more than about a second (big in-process
+#     networks, the full simulation): it skips when testing.Short().
+# test-unit builds without the tag and runs with -short: no root, no
+# daemons, no processes, well under 30 s. test builds with the tag and
+# without -short: everything; CI (.ci/run) runs it as root, where nothing
+# that needs root or a daemon may skip.
+TEST_TAGS := integration
+
 # test: everything, against real containerd, real btcd and real blackbox
 # processes. Starts and stops its own private daemons under build/.
 test: deps build
-	deploy/dev/test.sh $(BUILD)
+	TEST_TAGS=$(TEST_TAGS) deploy/dev/test.sh $(BUILD)
 
-# test-unit: the fast tier only (no root, no daemons).
+# test-unit: the fast tier only (no root, no daemons, no processes).
 test-unit:
 	$(GO) test -short -count=1 ./...
 
@@ -34,10 +46,13 @@ demo: deps build
 	deploy/demo.sh $(BUILD)
 
 bench: deps build
-	deploy/dev/bench.sh $(BUILD)
+	TEST_TAGS=$(TEST_TAGS) deploy/dev/bench.sh $(BUILD)
 
+# sim: the market simulation of the shipped selection and spot-check policy,
+# each goal against its target, per seed (SEEDS=1-7 for the full table).
+SEEDS ?= 1
 sim:
-	$(GO) run ./cmd/blackbox-sim
+	$(GO) run ./cmd/blackbox-sim -seeds $(SEEDS)
 
 fuzz:
 	deploy/dev/fuzz.sh
@@ -45,6 +60,8 @@ fuzz:
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags $(TEST_TAGS) ./...
+	@for f in cmd/blackbox/*_test.go; do head -1 "$$f" | grep -qx '//go:build $(TEST_TAGS)' || { echo "$$f: end-to-end tests start with //go:build $(TEST_TAGS)"; exit 1; }; done
 
 clean:
 	rm -rf $(BUILD)

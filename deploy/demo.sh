@@ -33,7 +33,18 @@ rm -rf "$demo"; mkdir -p "$demo"
 
 step "starting a private containerd and a btcd regtest node"
 "$here/dev/containerd.sh" start "$demo/containerd" >/dev/null
-export BTCD_RPC_PORT=${BTCD_RPC_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+# free_port prints a loopback TCP port nothing listens on (bash only: no python).
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+}
+export BTCD_RPC_PORT=${BTCD_RPC_PORT:-$(free_port)}
 "$here/dev/btcd.sh" start "$demo/btcd" >/dev/null
 "$here/dev/btcd.sh" mine "$demo/btcd" 1 >/dev/null
 set -a; . "$demo/btcd/env"; set +a

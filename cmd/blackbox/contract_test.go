@@ -1,3 +1,5 @@
+//go:build integration
+
 package main
 
 import (
@@ -304,6 +306,11 @@ func TestSellerKilledMidJob(t *testing.T) {
 	}
 	if j.Paid != j.Attempts[0].Paid+j.Attempts[1].Paid || j.Attempts[1].Paid != j.Receipt.Billed {
 		t.Fatalf("job paid %d; attempts %+v; second receipt billed %d", j.Paid, j.Attempts, j.Receipt.Billed)
+	}
+	// --max-price (10000) is the whole job's: the retry was offered only
+	// what the first attempt left of it (issue 9, bug 3).
+	if r := other.contractRec(j.Attempts[1].ContractID); j.Paid > 10000 || r == nil || r.Proposal.Request.MaxPrice != uint64(10000-j.Attempts[0].Paid) {
+		t.Fatalf("job paid %d of 10000; the retry's contract %+v; the first attempt paid %d", j.Paid, r, j.Attempts[0].Paid)
 	}
 	res, err := buyer.cli("job", id, "--json")
 	if err != nil || !strings.Contains(res, `"state": "done"`) {

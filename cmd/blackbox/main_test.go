@@ -1,3 +1,5 @@
+//go:build integration
+
 package main
 
 import (
@@ -90,7 +92,7 @@ type status struct {
 
 func waitStatus(t testing.TB, bin string, p *proc) status {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		out, err := runCLI(t, bin, "status", "--json", "--data-dir", p.dir)
 		if err == nil {

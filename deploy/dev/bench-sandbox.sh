@@ -22,6 +22,6 @@ if [ -z "${BLACKBOX_TEST_CONTAINERD:-}" ]; then
 fi
 mkdir -p "$build/bench"
 cd "$here/../.."
-go test -run '^$' -bench 'TrivialJob|Concurrent20' -benchtime "${BENCHTIME:-30x}" \
+go test -tags integration -run '^$' -bench 'TrivialJob|Concurrent20' -benchtime "${BENCHTIME:-30x}" \
 	-count "${BENCHCOUNT:-3}" -timeout 30m ./pkg/sandbox 2>&1 |
 	grep -v 'level=' | tee "$build/bench/sandbox.txt"

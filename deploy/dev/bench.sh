@@ -16,7 +16,8 @@ export PATH="$build/bin:$PATH"
 
 cd "$here/../.."
 out="$build/bench.txt"
-go test -run '^$' -bench . -benchmem -count 1 -timeout 30m ${BENCHFLAGS:-} ./... | tee "$out"
+# The benchmarks against real daemons live in files tagged integration.
+go test -tags "${TEST_TAGS:-integration}" -run '^$' -bench . -benchmem -count 1 -timeout 30m ${BENCHFLAGS:-} ./... | tee "$out"
 
 # The summary: every benchmark that reports its own metrics (ratios against
 # a baseline measured side by side in the same benchmark, rates, sizes), one

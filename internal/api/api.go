@@ -1,7 +1,8 @@
 // Package api is the node's local control API: HTTP+JSON on a unix socket in
 // the data dir, used by the CLI (and later a dashboard). It is never exposed
 // to peers. Access control is the socket's file mode (0600, in a 0700 data
-// dir): only the node's owner (and root) can connect.
+// dir): only the node's owner (and root) can connect; WithGroup lets the
+// members of one group connect too (0660, data dir 0710).
 package api
 
 import (
@@ -17,8 +18,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
@@ -60,20 +63,23 @@ type Status struct {
 
 // Offer is an offer as the CLI shows it.
 type Offer struct {
-	Seller          string          `json:"seller"`
-	Addrs           []string        `json:"addrs"`
-	Resources       offer.Resources `json:"resources"`
-	Prices          offer.Prices    `json:"prices"`
-	PricePerHour    float64         `json:"price_per_hour_sat"`
-	MinDuration     float64         `json:"min_duration_seconds"`
-	MaxDuration     float64         `json:"max_duration_seconds"`
-	BillingInterval float64         `json:"billing_interval_seconds"`
-	Runtimes        []string        `json:"runtimes"`
-	Region          string          `json:"region,omitempty"`
-	PaymentKey      string          `json:"payment_key,omitempty"`
-	Seq             uint64          `json:"seq"`
-	Issued          time.Time       `json:"issued"`
-	Expiry          time.Time       `json:"expiry"`
+	Seller       string          `json:"seller"`
+	Addrs        []string        `json:"addrs"`
+	Resources    offer.Resources `json:"resources"`
+	Prices       offer.Prices    `json:"prices"`
+	PricePerHour float64         `json:"price_per_hour_sat"`
+	// PricePerJob is what a whole job of the market query costs there (filled
+	// in by the CLI), start fee included.
+	PricePerJob     int64     `json:"price_per_job_sat,omitempty"`
+	MinDuration     float64   `json:"min_duration_seconds"`
+	MaxDuration     float64   `json:"max_duration_seconds"`
+	BillingInterval float64   `json:"billing_interval_seconds"`
+	Runtimes        []string  `json:"runtimes"`
+	Region          string    `json:"region,omitempty"`
+	PaymentKey      string    `json:"payment_key,omitempty"`
+	Seq             uint64    `json:"seq"`
+	Issued          time.Time `json:"issued"`
+	Expiry          time.Time `json:"expiry"`
 	// Envelope is the signed record, base64 in JSON, for anyone who wants
 	// to verify it themselves.
 	Envelope []byte `json:"envelope,omitempty"`
@@ -141,6 +147,9 @@ type Backend interface {
 	// Scores is this node's view of every peer it knows; Score of one.
 	Scores(ctx context.Context) ([]reputation.Score, error)
 	Score(ctx context.Context, p peer.ID) (reputation.Score, error)
+	// Forget drops this node's own observations of p, and with them any
+	// block they caused, and returns p's score after.
+	Forget(ctx context.Context, p peer.ID) (reputation.Score, error)
 	// Trust lists explicit trust edges; SetTrust sets one (0 removes it).
 	Trust(ctx context.Context) ([]TrustEdge, error)
 	SetTrust(ctx context.Context, p peer.ID, weight float64) error
@@ -296,6 +305,15 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		sc, err := b.Score(r.Context(), p)
 		reply(w, log, sc, err)
 	})
+	mux.HandleFunc("DELETE /v1/reputation/{peer}", func(w http.ResponseWriter, r *http.Request) {
+		p, err := peer.Decode(r.PathValue("peer"))
+		if err != nil {
+			reply(w, log, nil, fmt.Errorf("%w: peer: %v", ErrBadRequest, err))
+			return
+		}
+		sc, err := b.Forget(r.Context(), p)
+		reply(w, log, sc, err)
+	})
 	mux.HandleFunc("GET /v1/trust", func(w http.ResponseWriter, r *http.Request) {
 		edges, err := b.Trust(r.Context())
 		if edges == nil {
@@ -351,9 +369,25 @@ type Server struct {
 	path string
 }
 
+// ListenOption configures Listen.
+type ListenOption func(*listenOptions)
+
+type listenOptions struct{ group string }
+
+// WithGroup lets the members of group use the socket: it is made group
+// owned and 0660, and the data dir group owned and 0710 so that they can
+// reach it (and nothing else in it: its files stay 0600). Empty: owner only.
+func WithGroup(group string) ListenOption {
+	return func(o *listenOptions) { o.group = group }
+}
+
 // Listen creates the socket (0600), replacing a stale one left by a crash,
 // and starts serving. It fails if another daemon answers on it.
-func Listen(dataDir string, b Backend, log *slog.Logger) (*Server, error) {
+func Listen(dataDir string, b Backend, log *slog.Logger, opts ...ListenOption) (*Server, error) {
+	var o listenOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	path := SocketPath(dataDir)
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
@@ -364,7 +398,7 @@ func Listen(dataDir string, b Backend, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := setSocketMode(dataDir, path, o.group); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -473,14 +507,71 @@ func (c *Client) WalletBalance(ctx context.Context, minConf int32) (Balance, err
 
 // Scores is the daemon's view of every known peer.
 func (c *Client) Scores(ctx context.Context) ([]reputation.Score, error) {
-	var out []reputation.Score
-	return out, c.do(ctx, http.MethodGet, "/v1/reputation", nil, &out)
+	var in []ScoreJSON
+	if err := c.do(ctx, http.MethodGet, "/v1/reputation", nil, &in); err != nil {
+		return nil, err
+	}
+	out := make([]reputation.Score, 0, len(in))
+	for _, s := range in {
+		sc, err := s.ToScore()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sc)
+	}
+	return out, nil
 }
 
 // Score is the daemon's view of one peer.
 func (c *Client) Score(ctx context.Context, p peer.ID) (reputation.Score, error) {
-	var out reputation.Score
-	return out, c.do(ctx, http.MethodGet, "/v1/reputation/"+p.String(), nil, &out)
+	var in ScoreJSON
+	if err := c.do(ctx, http.MethodGet, "/v1/reputation/"+p.String(), nil, &in); err != nil {
+		return reputation.Score{}, err
+	}
+	return in.ToScore()
+}
+
+// Forget drops the daemon's own observations of p (and any block they
+// caused) and returns p's score after.
+func (c *Client) Forget(ctx context.Context, p peer.ID) (reputation.Score, error) {
+	var in ScoreJSON
+	if err := c.do(ctx, http.MethodDelete, "/v1/reputation/"+p.String(), nil, &in); err != nil {
+		return reputation.Score{}, err
+	}
+	return in.ToScore()
+}
+
+// ScoreJSON is a reputation.Score as the API sends it. A source's "from"
+// is empty (or "self") for this node's own observations, which a peer.ID
+// does not decode: it is read as text and converted.
+type ScoreJSON struct {
+	reputation.Score
+	Sources []SourceJSON `json:"sources,omitempty"`
+}
+
+// SourceJSON is a reputation.Source with its attester as text.
+type SourceJSON struct {
+	reputation.Source
+	From string `json:"from"`
+}
+
+// ToScore converts s back, with reputation.Self for this node's own source.
+func (s ScoreJSON) ToScore() (reputation.Score, error) {
+	out := s.Score
+	out.Sources = nil
+	for _, src := range s.Sources {
+		v := src.Source
+		v.From = reputation.Self
+		if src.From != "" && src.From != "self" {
+			id, err := peer.Decode(src.From)
+			if err != nil {
+				return reputation.Score{}, fmt.Errorf("score of %s: source %q: %w", s.Peer, src.From, err)
+			}
+			v.From = id
+		}
+		out.Sources = append(out.Sources, v)
+	}
+	return out, nil
 }
 
 // Trust lists the daemon's explicit trust edges.
@@ -519,13 +610,54 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb)
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			return fmt.Errorf("%w: %s", ErrNotFound, eb.Error)
-		case http.StatusServiceUnavailable:
-			return fmt.Errorf("%w: %s", ErrUnavailable, eb.Error)
-		}
-		return fmt.Errorf("daemon: %s", eb.Error)
+		return statusError(resp.StatusCode, eb.Error)
 	}
 	return json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
+}
+
+// statusError turns an error reply back into the category the server
+// replied with, so that callers can branch with errors.Is as they would on
+// the server side.
+func statusError(code int, msg string) error {
+	var category error
+	switch code {
+	case http.StatusNotFound:
+		category = ErrNotFound
+	case http.StatusServiceUnavailable:
+		category = ErrUnavailable
+	case http.StatusBadRequest:
+		category = ErrBadRequest
+	default:
+		return fmt.Errorf("daemon: %s", msg)
+	}
+	// The server's text usually starts with the category already.
+	msg = strings.TrimPrefix(msg, category.Error()+": ")
+	return fmt.Errorf("%w: %s", category, msg)
+}
+
+// setSocketMode gives the socket to its owner only, or also to group.
+func setSocketMode(dataDir, path, group string) error {
+	if group == "" {
+		return os.Chmod(path, 0o600)
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return fmt.Errorf("socket_group: %w", err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("socket_group %s: gid %q: %w", group, g.Gid, err)
+	}
+	for _, f := range []struct {
+		path string
+		mode os.FileMode
+	}{{dataDir, 0o710}, {path, 0o660}} {
+		if err := os.Chown(f.path, -1, gid); err != nil {
+			return fmt.Errorf("socket_group %s: %w", group, err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			return fmt.Errorf("socket_group %s: %w", group, err)
+		}
+	}
+	return nil
 }

@@ -178,6 +178,7 @@ func commands(a *App) []*cobra.Command {
 		newWalletCmd(a),
 		newChannelsCmd(a),
 		newChannelCmd(a),
+		newRestoreCmd(a),
 		newTrustCmd(a), newReputationCmd(a),
 		newSandboxCmd(a), newDoctorCmd(a),
 		newVersionCmd(a),

@@ -140,7 +140,12 @@ func (a *App) closeChannel(ctx context.Context, id string) error {
 		return err
 	}
 	defer chain.Close()
-	m, err := payment.NewManager(payment.ManagerConfig{Config: cfg, Chain: chain, Store: st, Keys: keys, Log: a.Logger()})
+	// The close is a channel change: the backup follows, as in the daemon.
+	backup, err := payment.NewBackupStore(st, node.BackupPath(a.DataDir(), cfg))
+	if err != nil {
+		return err
+	}
+	m, err := payment.NewManager(payment.ManagerConfig{Config: cfg, Chain: chain, Store: backup, Keys: keys, Log: a.Logger()})
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/blackbox-market/blackbox/configs"
 	"github.com/blackbox-market/blackbox/internal/node"
-	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -78,6 +78,14 @@ func (a *App) NodeConfig() (node.Config, error) {
 	return cfg, nil
 }
 
+// retiredKeys are keys earlier versions read, with what to do instead.
+var retiredKeys = map[string]string{
+	"contract.explore":                "removed: reputation.exploration decides",
+	"reputation.spot_check_rate":      "removed: see reputation.spot_check_floor",
+	"reputation.spot_check_new_rate":  "removed: see reputation.spot_check_all_below",
+	"reputation.spot_check_own_below": "removed: see reputation.spot_check_all_below",
+}
+
 // unknownKeys refuses keys in the config file that no subsystem reads: a
 // typo should not silently fall back to a default.
 func (a *App) unknownKeys() error {
@@ -87,6 +95,9 @@ func (a *App) unknownKeys() error {
 	for _, k := range a.v.AllKeys() {
 		if known[k] {
 			continue
+		}
+		if r, ok := retiredKeys[k]; ok {
+			k += " (" + r + ")"
 		}
 		bad = append(bad, k)
 	}
@@ -103,7 +114,7 @@ func sizeHook(from, to reflect.Type, data any) (any, error) {
 	if !ok || from.Kind() != reflect.String || to.Kind() != reflect.Int64 || to == reflect.TypeFor[time.Duration]() {
 		return data, nil
 	}
-	n, err := meter.ParseSize(s)
+	n, err := quantity.ParseSize(s)
 	if err != nil {
 		return data, nil // let the decoder say what is wrong
 	}

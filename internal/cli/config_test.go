@@ -116,6 +116,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{file: "listen: [\"not-a-multiaddr\"]\n", want: "listen"},
 		{file: "bootstrap: [\"/ip4/1.2.3.4/tcp/1\"]\n", want: "bootstrap"},
 		{file: "lisen: []\n", want: "unknown keys lisen"},
+		{file: "contract:\n  explore: 0.1\n", want: "contract.explore (removed: reputation.exploration decides)"},
 		{file: "log_level: loud\n", want: "log_level"},
 		{env: "BLACKBOX_META_X=1", want: ""},
 		{env: "BLACKBOX_METER_RESERVE_CPU=-3", want: "meter.reserve.cpu"},

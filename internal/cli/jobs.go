@@ -2,19 +2,27 @@ package cli
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/contract"
-	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/quantity"
+	"github.com/blackbox-market/blackbox/pkg/sandbox/imagetar"
 	"github.com/spf13/cobra"
 )
 
@@ -49,7 +57,9 @@ and, if the outputs differ, a third time; the majority decides, and a seller
 whose output disagreed loses reputation. Those re-runs are paid at your cost,
 each within --max-price (up to twice more than the job itself), run in the
 background and are shown under "spot check" in 'blackbox job'. Do not use it
-for jobs with timestamps, randomness or other output that varies.`,
+for jobs with timestamps, randomness or other output that varies.
+
+` + quantity.SizeHelp,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.submit(cmd.Context(), f, args)
@@ -58,8 +68,8 @@ for jobs with timestamps, randomness or other output that varies.`,
 	fl := c.Flags()
 	fl.StringVar(&f.image, "image", "", "image tarball (docker-archive or OCI layout) or a reference the seller pulls (required)")
 	fl.StringVar(&f.cpus, "cpus", "1", "cores (e.g. 1, 0.5, 500m)")
-	fl.StringVar(&f.memory, "memory", "256MiB", "memory")
-	fl.StringVar(&f.disk, "disk", "256MiB", "scratch disk for /tmp and /out")
+	fl.StringVar(&f.memory, "memory", "256MiB", "memory, e.g. 512Mi (2^20 bytes) or 512M (10^6 bytes)")
+	fl.StringVar(&f.disk, "disk", "256MiB", "scratch disk for /tmp and /out, a size like --memory")
 	fl.DurationVar(&f.duration, "time", 2*time.Minute, "how long the job may run (the contract's length)")
 	fl.Uint64Var(&f.maxPrice, "max-price", 1000, "the most to pay for the whole job, in sats")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
@@ -80,15 +90,15 @@ for jobs with timestamps, randomness or other output that varies.`,
 func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	req := contract.Request{Command: args, Env: f.env, Duration: f.duration, MaxPrice: f.maxPrice,
 		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic}
-	cpu, err := meter.ParseCPU(f.cpus)
+	cpu, err := quantity.ParseCPU(f.cpus)
 	if err != nil || cpu <= 0 {
 		return req, fmt.Errorf("--cpus %q: want a positive number of cores like 1 or 500m", f.cpus)
 	}
-	mem, err := meter.ParseSize(f.memory)
+	mem, err := quantity.ParseSize(f.memory)
 	if err != nil || mem <= 0 {
 		return req, fmt.Errorf("--memory %q: want a positive size like 256MiB", f.memory)
 	}
-	disk, err := meter.ParseSize(f.disk)
+	disk, err := quantity.ParseSize(f.disk)
 	if err != nil || disk < 0 {
 		return req, fmt.Errorf("--disk %q: want a size like 256MiB", f.disk)
 	}
@@ -107,28 +117,109 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 		defer fh.Close()
 		return blobs.Add(fh)
 	}
-	if st, err := os.Stat(f.image); err == nil && st.Mode().IsRegular() {
+	// What can be checked here is checked before any money moves: a
+	// seller would refuse it after the channel is funded.
+	switch st, err := os.Stat(f.image); {
+	case err == nil && st.IsDir():
+		return req, fmt.Errorf("--image %s is a directory: pass an image tarball (`docker save IMAGE -o FILE.tar`, or a tar of an OCI layout) or a registry reference", f.image)
+	case err == nil && !st.Mode().IsRegular():
+		return req, fmt.Errorf("--image %s is not a regular file", f.image)
+	case err == nil:
+		if err := checkImage(f.image); err != nil {
+			return req, err
+		}
 		digest, size, err := add(f.image)
 		if err != nil {
 			return req, fmt.Errorf("--image %s: %w", f.image, err)
 		}
 		req.Image, req.ImageSize = digest, uint64(size)
-	} else if strings.ContainsAny(f.image, "/:") && !strings.HasPrefix(f.image, ".") {
+	case !errors.Is(err, fs.ErrNotExist):
+		return req, fmt.Errorf("--image %s: %w", f.image, err)
+	case looksLikeReference(f.image):
 		req.Image = f.image // a reference the seller pulls
-	} else {
-		return req, fmt.Errorf("--image %q: no such file (and not an image reference)", f.image)
+	default:
+		return req, fmt.Errorf("--image %q: no such file (and not an image reference like docker.io/library/busybox:1.36)", f.image)
 	}
+	names := map[string]string{}
 	for _, in := range f.inputs {
+		st, err := os.Stat(in)
+		if err != nil {
+			return req, fmt.Errorf("--input %s: %w", in, err)
+		}
+		if !st.Mode().IsRegular() {
+			return req, fmt.Errorf("--input %s is not a regular file (a directory? pass its files, or a tar of it)", in)
+		}
+		name := filepath.Base(in)
+		if prev, ok := names[name]; ok {
+			return req, fmt.Errorf("--input %s and --input %s would both be /in/%s", prev, in, name)
+		}
+		names[name] = in
 		digest, size, err := add(in)
 		if err != nil {
 			return req, fmt.Errorf("--input %s: %w", in, err)
 		}
-		req.Inputs = append(req.Inputs, contract.Input{Name: filepath.Base(in), SHA256: digest, Size: uint64(size)})
+		req.Inputs = append(req.Inputs, contract.Input{Name: name, SHA256: digest, Size: uint64(size)})
 	}
 	if err := req.Validate(); err != nil {
 		return req, err
 	}
 	return req, nil
+}
+
+// checkImage reads an image tarball through the same checks a seller
+// applies before it imports one (pkg/sandbox/imagetar).
+func checkImage(path string) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--image %s: %w", path, err)
+	}
+	defer fh.Close()
+	if err := imagetar.Validate(fh, math.MaxInt64); err != nil {
+		return fmt.Errorf("--image %s: %w (an image is a tarball from `docker save` or of an OCI layout)", path, err)
+	}
+	return nil
+}
+
+// looksLikeReference says whether s can be an image reference a seller
+// pulls (registry/name[:tag][@digest]) rather than a path that does not
+// exist.
+func looksLikeReference(s string) bool {
+	if !strings.ContainsAny(s, "/:") || strings.HasPrefix(s, ".") || strings.HasPrefix(s, "/") || strings.HasPrefix(s, "~") {
+		return false
+	}
+	for _, ext := range []string{".tar", ".tgz", ".tar.gz", ".oci"} {
+		if strings.HasSuffix(s, ext) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkFunds refuses a job the node cannot pay for at all: no spendable
+// coins and no open channel as a buyer with room left. (What a particular
+// seller's channel needs is checked by the node when it opens one, before
+// anything is paid.)
+func checkFunds(ctx context.Context, c *api.Client) error {
+	bal, err := c.WalletBalance(ctx, 1)
+	if errors.Is(err, api.ErrUnavailable) {
+		return nil // the daemon says why it cannot buy when asked to
+	}
+	if err != nil {
+		return fmt.Errorf("check the wallet: %w", err)
+	}
+	if bal.Spendable > 0 {
+		return nil
+	}
+	chans, err := c.Channels(ctx)
+	if err != nil {
+		return fmt.Errorf("check the channels: %w", err)
+	}
+	for _, ch := range chans {
+		if ch.Role == payment.RoleBuyer && ch.State == payment.StateOpen && ch.Capacity-ch.Paid > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("the wallet has no spendable coins (%d sat not yet spendable) and no open channel to pay from: fund it (`blackbox wallet address`) and wait for a confirmation", bal.Total)
 }
 
 func (a *App) submit(ctx context.Context, f submitFlags, args []string) error {
@@ -137,6 +228,9 @@ func (a *App) submit(ctx context.Context, f submitFlags, args []string) error {
 		return err
 	}
 	c := a.client()
+	if err := checkFunds(ctx, c); err != nil {
+		return err
+	}
 	id, err := c.Submit(ctx, req)
 	if err != nil {
 		return err
@@ -341,7 +435,7 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	if job.Receipt != nil {
 		fmt.Fprintf(w, ": exit %d (%s), cpu %s, peak memory %s, wall %s",
 			job.Receipt.ExitCode, job.Receipt.Reason, job.Receipt.Usage.CPUTime.Round(time.Millisecond),
-			meter.FormatSize(int64(job.Receipt.Usage.PeakMemory)), job.Receipt.Usage.Wall.Round(time.Millisecond))
+			quantity.FormatSize(int64(job.Receipt.Usage.PeakMemory)), job.Receipt.Usage.Wall.Round(time.Millisecond))
 	}
 	if job.Error != "" {
 		fmt.Fprintf(w, ": %s", job.Error)
@@ -417,12 +511,16 @@ func newJobCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "Image:\t%s\n", j.Request.Image)
 			fmt.Fprintf(w, "Paid:\t%d sat (limit %d)\n", j.Paid, j.Request.MaxPrice)
 			for i, at := range j.Attempts {
-				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %d sat %s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, at.Paid, at.Why)
+				fault := ""
+				if at.Fault != contract.FaultNone {
+					fault = "[fault: " + at.Fault.String() + "] "
+				}
+				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %d sat %s%s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, at.Paid, fault, at.Why)
 			}
 			if j.Receipt != nil {
 				r := j.Receipt
 				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %d sat for %d intervals, cpu %s, peak memory %s\n",
-					r.ExitCode, r.Reason, r.Billed, r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), meter.FormatSize(int64(r.Usage.PeakMemory)))
+					r.ExitCode, r.Reason, r.Billed, r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), quantity.FormatSize(int64(r.Usage.PeakMemory)))
 				for _, o := range r.Outputs {
 					fmt.Fprintf(w, "  %s\t%s\n", o.Name, o.SHA256)
 				}
@@ -511,6 +609,10 @@ func newContractsCmd(a *App) *cobra.Command {
 			if asJSON {
 				return writeJSON(a.Stdout, cs)
 			}
+			// Newest first, then by ID: the same order every time.
+			slices.SortStableFunc(cs.Contracts, func(x, y *contract.Record) int {
+				return cmp.Or(y.Updated.Compare(x.Updated), cmp.Compare(x.ID, y.ID))
+			})
 			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "CONTRACT\tBUYER\tSTATE\tINTERVALS\tPAID\tUPDATED\tWHY")
 			for _, r := range cs.Contracts {
@@ -522,14 +624,14 @@ func newContractsCmd(a *App) *cobra.Command {
 				total += v
 			}
 			fmt.Fprintf(w, "\nEarned:\t%d sat", total)
-			for st, v := range cs.EarnedSats {
-				fmt.Fprintf(w, " (%s %d)", st, v)
+			for _, st := range slices.Sorted(maps.Keys(cs.EarnedSats)) {
+				fmt.Fprintf(w, " (%s %d)", st, cs.EarnedSats[st])
 			}
 			fmt.Fprintln(w)
 			if len(cs.Rejections) > 0 {
 				fmt.Fprint(w, "Refused:\t")
-				for r, n := range cs.Rejections {
-					fmt.Fprintf(w, "%s %d  ", r, n)
+				for _, r := range slices.Sorted(maps.Keys(cs.Rejections)) {
+					fmt.Fprintf(w, "%s %d  ", r, cs.Rejections[r])
 				}
 				fmt.Fprintln(w)
 			}

@@ -1,20 +1,26 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func newServeCmd(a *App) *cobra.Command {
@@ -154,24 +160,29 @@ func newOfferCmd(a *App) *cobra.Command {
 
 func newMarketCmd(a *App) *cobra.Command {
 	var (
-		cpu, memory, disk, region string
-		maxPrice                  float64
-		timeout                   time.Duration
-		asJSON                    bool
+		mf      marketFlags
+		timeout time.Duration
+		asJSON  bool
 	)
 	c := &cobra.Command{
 		Use:   "market",
 		Short: "List offers on the network, cheapest first",
 		Long: `List the offers the running node can find, verified and filtered, sorted by
-price. --max-price is in satoshis per hour for the requested resources (one
-core when no resources are requested).
+what a job of the given resources and --time would cost there (start fee
+included), as 'blackbox submit' would pay. The flags mean what submit's flags
+of the same name mean: --cpus, --memory and --disk are the job's resources,
+--time its length, --max-price the most the whole job may cost, in sats.
+--max-price-per-hour caps the hourly price of the resources instead (one core
+when no resources are given).
 
 Without a running daemon for the data dir, market joins the network for a
 moment under a throwaway identity, through the configured bootstrap peers and
-mDNS, and leaves again.`,
+mDNS, and leaves again.
+
+` + quantity.SizeHelp,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := parseFilter(cpu, memory, disk, region, maxPrice)
+			f, err := mf.filter()
 			if err != nil {
 				return err
 			}
@@ -185,6 +196,7 @@ mDNS, and leaves again.`,
 			if err != nil {
 				return err
 			}
+			offers = mf.byJobPrice(offers, f)
 			if asJSON {
 				if offers == nil {
 					offers = []api.Offer{}
@@ -196,58 +208,112 @@ mDNS, and leaves again.`,
 				return nil
 			}
 			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "SELLER\tCPU\tMEMORY\tDISK\tREGION\tSAT/HOUR\tSAT/CORE-H\tRUNTIMES")
+			fmt.Fprintf(w, "SELLER\tCPU\tMEMORY\tDISK\tREGION\tSAT/JOB(%s)\tSAT/HOUR\tSAT/CORE-H\tRUNTIMES\n", mf.duration)
 			for _, o := range offers {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%s\n", o.Seller,
-					meter.FormatCPU(int64(o.Resources.CPUMillis)), meter.FormatSize(int64(o.Resources.MemoryBytes)),
-					meter.FormatSize(int64(o.Resources.DiskBytes)), dash(o.Region), o.PricePerHour,
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%.2f\t%.2f\t%s\n", o.Seller,
+					quantity.FormatCPU(int64(o.Resources.CPUMillis)), quantity.FormatSize(int64(o.Resources.MemoryBytes)),
+					quantity.FormatSize(int64(o.Resources.DiskBytes)), dash(o.Region), o.PricePerJob, o.PricePerHour,
 					float64(o.Prices.CoreHour)/1000, strings.Join(o.Runtimes, ","))
 			}
 			return w.Flush()
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&cpu, "cpu", "", "at least this many cores (e.g. 2, 0.5, 500m)")
-	fl.StringVar(&memory, "memory", "", "at least this much memory (e.g. 512MiB, 4GiB)")
-	fl.StringVar(&disk, "disk", "", "at least this much disk (e.g. 10GiB)")
-	fl.StringVar(&region, "region", "", "only sellers in this region")
-	fl.Float64Var(&maxPrice, "max-price", 0, "at most this many sats per hour for the requested resources")
+	fl.StringVar(&mf.cpus, "cpus", "", "at least this many cores (e.g. 2, 0.5, 500m)")
+	fl.StringVar(&mf.memory, "memory", "", "at least this much memory, e.g. 512Mi (2^20 bytes) or 512M (10^6 bytes)")
+	fl.StringVar(&mf.disk, "disk", "", "at least this much disk, a size like --memory")
+	fl.StringVar(&mf.region, "region", "", "only sellers in this region")
+	fl.DurationVar(&mf.duration, "time", 2*time.Minute, "the job's length, as submit --time: prices a whole job and skips sellers whose contracts cannot last it")
+	fl.Uint64Var(&mf.maxPrice, "max-price", 0, "the most a whole job may cost, in sats, start fee included (as submit --max-price)")
+	fl.Float64Var(&mf.maxHourly, "max-price-per-hour", 0, "at most this many sats per hour for the requested resources")
 	fl.DurationVar(&timeout, "timeout", 20*time.Second, "how long to search")
 	fl.BoolVar(&asJSON, "json", false, "print a JSON array of offers")
+	fl.SetNormalizeFunc(aliases(map[string]string{"cpu": "cpus"}))
 	return c
 }
 
-// parseFilter turns market flags into a filter, with errors naming the flag.
-func parseFilter(cpu, memory, disk, region string, maxPrice float64) (offer.Filter, error) {
+// aliases lets old flag spellings keep working without showing them in
+// --help: pflag parses --OLD as --NEW.
+func aliases(old map[string]string) func(*pflag.FlagSet, string) pflag.NormalizedName {
+	return func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if n, ok := old[name]; ok {
+			name = n
+		}
+		return pflag.NormalizedName(name)
+	}
+}
+
+// marketFlags are `blackbox market`'s filter flags.
+type marketFlags struct {
+	cpus, memory, disk, region string
+	duration                   time.Duration
+	maxPrice                   uint64
+	maxHourly                  float64
+}
+
+// filter turns market flags into the daemon's filter, with errors naming
+// the flag; the per-job cap is applied by byJobPrice.
+func (mf marketFlags) filter() (offer.Filter, error) {
 	var f offer.Filter
-	if cpu != "" {
-		m, err := meter.ParseCPU(cpu)
+	if mf.cpus != "" {
+		m, err := quantity.ParseCPU(mf.cpus)
 		if err != nil || m <= 0 {
-			return f, fmt.Errorf("--cpu %q: want a positive number of cores like 2 or 500m", cpu)
+			return f, fmt.Errorf("--cpus %q: want a positive number of cores like 2 or 500m", mf.cpus)
 		}
 		f.Min.CPUMillis = uint64(m)
 	}
 	for _, s := range []struct {
 		flag, val string
 		dst       *uint64
-	}{{"--memory", memory, &f.Min.MemoryBytes}, {"--disk", disk, &f.Min.DiskBytes}} {
+	}{{"--memory", mf.memory, &f.Min.MemoryBytes}, {"--disk", mf.disk, &f.Min.DiskBytes}} {
 		if s.val == "" {
 			continue
 		}
-		n, err := meter.ParseSize(s.val)
+		n, err := quantity.ParseSize(s.val)
 		if err != nil || n <= 0 {
-			return f, fmt.Errorf("%s %q: want a positive size like 512MiB or 4GiB", s.flag, s.val)
+			return f, fmt.Errorf("%s %q: want a positive size like 512Mi or 4Gi", s.flag, s.val)
 		}
 		*s.dst = uint64(n)
 	}
-	if maxPrice < 0 {
-		return f, fmt.Errorf("--max-price %v: must not be negative", maxPrice)
+	if mf.maxHourly < 0 || math.IsNaN(mf.maxHourly) {
+		return f, fmt.Errorf("--max-price-per-hour %v: must not be negative", mf.maxHourly)
 	}
-	if len(region) > offer.MaxRegionLen {
+	if mf.duration <= 0 {
+		return f, fmt.Errorf("--time %s: must be positive", mf.duration)
+	}
+	if len(mf.region) > offer.MaxRegionLen {
 		return f, fmt.Errorf("--region: at most %d characters", offer.MaxRegionLen)
 	}
-	f.Region, f.MaxPrice = region, maxPrice
+	f.Region, f.MaxPrice = mf.region, mf.maxHourly
 	return f, nil
+}
+
+// byJobPrice prices a whole job of --time at each offer with the terms a
+// contract would get (contract.TermsFor), drops offers whose contracts
+// cannot last --time or whose job costs more than --max-price, and sorts
+// the rest by that price, cheapest first.
+func (mf marketFlags) byJobPrice(offers []api.Offer, f offer.Filter) []api.Offer {
+	res := f.Min
+	if res.CPUMillis == 0 && res.MemoryBytes == 0 && res.DiskBytes == 0 {
+		res.CPUMillis = 1000 // what the hourly price is quoted for, too
+	}
+	req := &contract.Request{Resources: res, Duration: mf.duration}
+	out := offers[:0]
+	for _, o := range offers {
+		minD, maxD := time.Duration(o.MinDuration*float64(time.Second)), time.Duration(o.MaxDuration*float64(time.Second))
+		if minD > 0 && mf.duration < minD || maxD > 0 && mf.duration > maxD {
+			continue
+		}
+		terms := contract.TermsFor(&offer.Offer{Prices: o.Prices,
+			BillingInterval: time.Duration(o.BillingInterval * float64(time.Second))}, req)
+		o.PricePerJob = terms.Total
+		if mf.maxPrice > 0 && uint64(terms.Total) > mf.maxPrice {
+			continue
+		}
+		out = append(out, o)
+	}
+	slices.SortStableFunc(out, func(a, b api.Offer) int { return cmp.Compare(a.PricePerJob, b.PricePerJob) })
+	return out
 }
 
 func (a *App) client() *api.Client { return api.NewClient(a.dataDir) }
@@ -287,8 +353,8 @@ func secs(s float64) string { return (time.Duration(s) * time.Second).String() }
 
 func resourcesString(r offer.Resources) string {
 	return fmt.Sprintf("cpu %s, memory %s, disk %s, uplink %s",
-		meter.FormatCPU(int64(r.CPUMillis)), meter.FormatSize(int64(r.MemoryBytes)),
-		meter.FormatSize(int64(r.DiskBytes)), meter.FormatBandwidth(int64(r.BandwidthBps)))
+		quantity.FormatCPU(int64(r.CPUMillis)), quantity.FormatSize(int64(r.MemoryBytes)),
+		quantity.FormatSize(int64(r.DiskBytes)), quantity.FormatBandwidth(int64(r.BandwidthBps)))
 }
 
 func pricesString(p offer.Prices) string {

@@ -61,6 +61,7 @@ func (a *App) openReputation() (*store.DB, *reputation.Book, error) {
 type reputationView interface {
 	Scores(ctx context.Context) ([]reputation.Score, error)
 	Score(ctx context.Context, p peer.ID) (reputation.Score, error)
+	Forget(ctx context.Context, p peer.ID) (reputation.Score, error)
 	Trust(ctx context.Context) ([]api.TrustEdge, error)
 	SetTrust(ctx context.Context, p peer.ID, weight float64) error
 }
@@ -79,6 +80,13 @@ func (v bookView) Scores(context.Context) ([]reputation.Score, error) {
 }
 
 func (v bookView) Score(_ context.Context, p peer.ID) (reputation.Score, error) {
+	return v.b.Score(p), nil
+}
+
+func (v bookView) Forget(_ context.Context, p peer.ID) (reputation.Score, error) {
+	if err := v.b.Forget(p); err != nil {
+		return reputation.Score{}, err
+	}
 	return v.b.Score(p), nil
 }
 
@@ -271,7 +279,37 @@ func newReputationCmd(a *App) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.AddCommand(newForgetCmd(a))
 	return c
+}
+
+func newForgetCmd(a *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "forget PEER",
+		Short: "Drop this node's own evidence about PEER, and any block it caused: PEER starts again as a newcomer",
+		Long: `Drop what this node observed of PEER and the attestations about PEER it holds,
+and with them any block: PEER starts again as a peer this node knows nothing
+about. Contracts after this count again, and attestations issued after now.
+Use it when a seller was blocked for failures that were not its own.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parsePeer(args[0])
+			if err != nil {
+				return err
+			}
+			rv, done, err := a.reputation(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			sc, err := rv.Forget(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "forgot what this node knew of %s; now %s (%s)\n", id, status(sc), sc.Why)
+			return nil
+		},
+	}
 }
 
 func status(s reputation.Score) string {

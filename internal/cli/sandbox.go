@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/blackbox-market/blackbox/pkg/sandbox"
 	"github.com/spf13/cobra"
 )
@@ -46,13 +46,12 @@ func newSandboxCmd(a *App) *cobra.Command {
 
 func newSandboxRunCmd(a *App) *cobra.Command {
 	var (
-		image, digest, memory, disk, outCap, outDir, input string
-		runtime                                            string
-		cpus                                               float64
-		pids                                               int64
-		timeout                                            time.Duration
-		env                                                []string
-		asJSON                                             bool
+		image, digest, memory, disk, outCap, outDir, input, cpus string
+		runtime                                                  string
+		pids                                                     int64
+		timeout                                                  time.Duration
+		env                                                      []string
+		asJSON                                                   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "run --image FILE|REF [flags] -- CMD...",
@@ -66,7 +65,9 @@ seccomp profile, under --runtime (runc, crun or runsc: gVisor), and report
 exit code, reason, CPU time, peak memory, OOM kills and wall time. Talks to containerd directly
 (config sandbox.address); needs root. Exits with the job's exit code (127 when it
 could not start). With --json the job's stdout and stderr go to stderr and
-stdout carries only the result record.`,
+stdout carries only the result record.
+
+` + quantity.SizeHelp,
 		Example: `  blackbox sandbox run --image ./job.tar --cpus 0.5 --memory 64MiB --timeout 10s -- sh -c 'echo hi'
   blackbox sandbox run --image ./job.tar --input ./data --out ./result -- sh -c 'sha256sum /in/* > /out/sums'`,
 		Args: cobra.ArbitraryArgs,
@@ -75,22 +76,21 @@ stdout carries only the result record.`,
 				return errors.New("--image is required (a tarball path or an image reference)")
 			}
 			lim := sandbox.Limits{WallClock: timeout, Pids: pids}
-			if cpus <= 0 || math.IsNaN(cpus) || cpus > 1024 {
-				return fmt.Errorf("--cpus %v: must be a positive number of cores", cpus)
-			}
-			lim.CPUMillis = int64(math.Round(cpus * 1000))
 			var err error
-			if lim.MemoryBytes, err = sandbox.ParseSize(memory); err != nil {
+			if lim.CPUMillis, err = quantity.ParseCPU(cpus); err != nil || lim.CPUMillis <= 0 || lim.CPUMillis > 1024_000 {
+				return fmt.Errorf("--cpus %q: want a positive number of cores like 1 or 500m", cpus)
+			}
+			if lim.MemoryBytes, err = quantity.ParseSize(memory); err != nil {
 				return fmt.Errorf("--memory: %w", err)
 			}
 			if disk != "" {
-				if lim.DiskBytes, err = sandbox.ParseSize(disk); err != nil {
+				if lim.DiskBytes, err = quantity.ParseSize(disk); err != nil {
 					return fmt.Errorf("--disk: %w", err)
 				}
 			}
 			var capBytes int64
 			if outCap != "" {
-				if capBytes, err = sandbox.ParseSize(outCap); err != nil {
+				if capBytes, err = quantity.ParseSize(outCap); err != nil {
 					return fmt.Errorf("--output-cap: %w", err)
 				}
 			}
@@ -200,9 +200,9 @@ stdout carries only the result record.`,
 	f := cmd.Flags()
 	f.StringVar(&image, "image", "", "image tarball (OCI layout or docker archive) or reference to pull")
 	f.StringVar(&digest, "digest", "", "sha256:<hex> the tarball must have")
-	f.Float64Var(&cpus, "cpus", 1, "CPU quota in cores (CFS)")
-	f.StringVar(&memory, "memory", "256MiB", "memory limit (scratch pages count against it)")
-	f.StringVar(&disk, "disk", "", "size of the writable /tmp and /out (default sandbox.default_disk_bytes)")
+	f.StringVar(&cpus, "cpus", "1", "CPU quota in cores (CFS), e.g. 1, 0.5, 500m")
+	f.StringVar(&memory, "memory", "256MiB", "memory limit, e.g. 512Mi (2^20 bytes) or 512M (10^6 bytes); scratch pages count against it")
+	f.StringVar(&disk, "disk", "", "size of the writable /tmp and /out, a size like --memory (default sandbox.default_disk_bytes)")
 	f.Int64Var(&pids, "pids", 0, "pids limit (default sandbox.default_pids)")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "wall clock limit")
 	f.StringArrayVar(&env, "env", nil, "environment variable K=V (repeatable)")
@@ -216,12 +216,12 @@ stdout carries only the result record.`,
 
 func printResult(w io.Writer, r *sandbox.Result, outDir string) {
 	fmt.Fprintf(w, "blackbox: exit %d (%s) cpu %s peak memory %s oom kills %d wall %s\n",
-		r.ExitCode, r.Reason, r.CPUTime.Round(time.Microsecond), sandbox.FormatSize(r.PeakMemory), r.OOMKills, r.Wall.Round(time.Microsecond))
+		r.ExitCode, r.Reason, r.CPUTime.Round(time.Microsecond), quantity.FormatSize(r.PeakMemory), r.OOMKills, r.Wall.Round(time.Microsecond))
 	if r.StdoutTruncated {
-		fmt.Fprintf(w, "blackbox: stdout capped: the job wrote %s, only the first output_cap bytes are shown\n", sandbox.FormatSize(r.StdoutBytes))
+		fmt.Fprintf(w, "blackbox: stdout capped: the job wrote %s, only the first output_cap bytes are shown\n", quantity.FormatSize(r.StdoutBytes))
 	}
 	if r.StderrTruncated {
-		fmt.Fprintf(w, "blackbox: stderr capped: the job wrote %s, only the first output_cap bytes are shown\n", sandbox.FormatSize(r.StderrBytes))
+		fmt.Fprintf(w, "blackbox: stderr capped: the job wrote %s, only the first output_cap bytes are shown\n", quantity.FormatSize(r.StderrBytes))
 	}
 	if outDir != "" {
 		fmt.Fprintf(w, "blackbox: /out: %s (%d files, %s)\n", filepath.Join(outDir, "out.tar"), r.Output.Files, r.Output.SHA256)

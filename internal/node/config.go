@@ -40,6 +40,9 @@ type Config struct {
 	Region string `mapstructure:"region"`
 	// MetricsAddr, if set, serves Prometheus metrics at http://ADDR/metrics.
 	MetricsAddr string `mapstructure:"metrics_addr"`
+	// SocketGroup, if set, is a group whose members may use the local API
+	// socket (made 0660, the data dir 0710); empty: the node's user only.
+	SocketGroup string `mapstructure:"socket_group"`
 	// ConnLow and ConnHigh are the connection manager's watermarks.
 	ConnLow  int `mapstructure:"conn_low"`
 	ConnHigh int `mapstructure:"conn_high"`

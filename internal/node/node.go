@@ -106,9 +106,18 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			n.unwind()
 		}
 	}()
+	// runCtx is the contract engines' and mDNS's; it ends last, after
+	// their own Close. The background loops (publisher, meter, chain tick,
+	// peer count) get loopCtx, which Stop ends first.
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.push(func() error { cancel(); n.wg.Wait(); return nil })
+	loopCtx, stopLoops := context.WithCancel(runCtx)
+	defer func() {
+		if err != nil {
+			stopLoops()
+		}
+	}()
 	n.started = time.Now()
 
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
@@ -155,8 +164,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startContracts(runCtx); err != nil {
 		return err
 	}
-	n.runMarket(runCtx)
-	srv, err := api.Listen(n.cfg.DataDir, n, n.log)
+	n.runMarket(loopCtx)
+	// Stop ends the loops before the engines, the host, the wallet, the
+	// chain and the database they use go away (lnd's server.Stop order).
+	n.push(func() error { stopLoops(); n.wg.Wait(); return nil })
+	srv, err := api.Listen(n.cfg.DataDir, n, n.log, api.WithGroup(n.cfg.SocketGroup))
 	if err != nil {
 		return err
 	}
@@ -167,7 +179,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 	n.wg.Add(1)
-	go func() { defer n.wg.Done(); n.trackPeers(runCtx) }()
+	go func() { defer n.wg.Done(); n.trackPeers(loopCtx) }()
 	n.log.Info("blackbox node started", "peer_id", n.host.ID(), "addrs", n.host.Addrs(), "data_dir", n.cfg.DataDir)
 	return nil
 }
@@ -219,6 +231,10 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 	if err != nil {
 		return fmt.Errorf("connection manager: %w", err)
 	}
+	if err := probeListen(n.cfg.Listen); err != nil {
+		rm.Close()
+		return err
+	}
 	h, err := libp2p.New(
 		libp2p.Identity(n.key),
 		libp2p.ListenAddrStrings(n.cfg.Listen...),
@@ -245,7 +261,11 @@ func (n *Node) startDHT(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d, err := offer.NewDHT(n.host, true, boot)
+	// Records kept for others are bounded; those of peers this node has
+	// evidence about (its contract partners) are never evicted.
+	limits := offer.DefaultStoreLimits()
+	limits.Keep = func(p peer.ID) bool { return n.book.Score(p).Evidence > 0 }
+	d, err := offer.NewDHT(n.host, true, boot, dht.Datastore(offer.NewRecordStore(n.host.ID(), limits)))
 	if err != nil {
 		return err
 	}

@@ -7,13 +7,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/evidence"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -23,16 +23,16 @@ import (
 // runs before the host, whose connection gater asks the book, and after the
 // payments, whose chain the contract evidence verifier asks: an attestation
 // counts only when its evidence shows a contract both parties signed and a
-// payment on a channel funded on chain (evidence.go). Without payments
+// payment on a channel funded on chain (pkg/evidence). Without payments
 // nothing verifies, and only this node's own observations move scores.
 func (n *Node) startReputation() error {
 	id, err := peer.IDFromPrivateKey(n.key)
 	if err != nil {
 		return err
 	}
-	ev := &evidenceVerifier{}
+	ev := &evidence.Verifier{}
 	if n.chain != nil {
-		ev.chain = n.chain
+		ev.Chain = n.chain
 	}
 	b, err := reputation.NewBook(reputation.Options{
 		Config: n.cfg.Reputation, Self: id, Evidence: ev,
@@ -98,7 +98,7 @@ func (a *attester) issue(seller peer.ID, contractID string, o reputation.Outcome
 		obs := reputation.Observation{Peer: seller, ContractID: contractID, Outcome: o, At: at}
 		if err := a.attest(ctx, obs); err != nil {
 			lvl := slog.LevelWarn
-			if errors.Is(err, errNoEvidence) || errors.Is(err, contract.ErrNotFound) {
+			if errors.Is(err, evidence.ErrNoEvidence) || errors.Is(err, contract.ErrNotFound) {
 				lvl = slog.LevelDebug
 			}
 			a.n.log.Log(ctx, lvl, "reputation: no attestation", "contract", contractID, "peer", seller, "err", err)
@@ -110,7 +110,7 @@ func (a *attester) issue(seller peer.ID, contractID string, o reputation.Outcome
 func (a *attester) attest(ctx context.Context, o reputation.Observation) error {
 	n := a.n
 	machine := contract.NewMachine(store.NewContractStore(n.db), contract.Timeouts{}, nil, n.log)
-	ev, paid, err := buyerEvidence(n.payments, machine, o.ContractID)
+	ev, paid, err := evidence.ForBuyer(n.payments, machine, o.ContractID)
 	if err != nil {
 		return err
 	}
@@ -173,8 +173,34 @@ type bookRanking struct {
 
 var (
 	_ contract.Reputation  = bookRanking{}
+	_ contract.Ranker      = bookRanking{}
 	_ contract.SpotChecker = bookRanking{}
 )
+
+// Rank leaves the order of the candidates to the book's selection policy,
+// Book.Rank, the one the simulation measures (make sim); the blocked ones
+// are dropped.
+func (r bookRanking) Rank(cands []contract.Candidate, purpose contract.Purpose, rng *rand.Rand) []contract.Candidate {
+	in := make([]reputation.Candidate, len(cands))
+	for i, c := range cands {
+		in[i] = reputation.Candidate{Peer: c.Seller, PriceSats: uint64(max(c.Terms.Total, 0)), RTT: c.RTT, Ref: i}
+	}
+	var opts []reputation.RankOption
+	switch purpose {
+	case contract.ForUncheckableJob:
+		opts = append(opts, reputation.Uncheckable())
+	case contract.ForSpotCheck:
+		opts = append(opts, reputation.ForSpotCheck())
+	}
+	ranked, _ := r.b.Rank(in, rng, opts...)
+	out := make([]contract.Candidate, len(ranked))
+	for i, x := range ranked {
+		c := cands[x.Ref.(int)]
+		c.Score, c.Evidence, c.Utility, c.Explore = x.Mean, x.Evidence, x.Utility, x.Explore
+		out[i] = c
+	}
+	return out
+}
 
 func (r bookRanking) Score(p peer.ID) (float64, float64) {
 	s := r.b.Score(p)
@@ -186,9 +212,13 @@ func (r bookRanking) Blocked(p peer.ID) bool { return r.b.Blocked(p) }
 
 // Outcome records how a contract with a seller ended as this node's own
 // observation and, when the contract was paid, attests it to the peers
-// this node trusts (in the background).
-func (r bookRanking) Outcome(p peer.ID, contractID string, ok bool, why string) {
-	o := outcomeOf(ok, why)
+// this node trusts (in the background). Faults that are not the seller's
+// (this node's own, an unreachable seller, a cancellation) record nothing.
+func (r bookRanking) Outcome(p peer.ID, contractID string, f contract.Fault) {
+	o, ok := outcomeOf(f)
+	if !ok {
+		return
+	}
 	at := time.Now()
 	_ = r.b.Observe(reputation.Observation{Peer: p, ContractID: contractID, Outcome: o, At: at})
 	if r.a != nil {
@@ -197,22 +227,24 @@ func (r bookRanking) Outcome(p peer.ID, contractID string, ok bool, why string) 
 }
 
 // ShouldSpotCheck asks the book whether a deterministic job the seller
-// completed runs again elsewhere (new and unverified sellers more often).
+// completed runs again elsewhere: every job of a seller with a short
+// streak of verified results, about 1/n after n of them, down to a floor.
 func (r bookRanking) ShouldSpotCheck(p peer.ID) bool {
 	return r.b.ShouldSpotCheck(p, true, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 }
 
 // SpotCheckResult lets the majority of a spot check's runs decide: each
-// seller that disagreed gets a spot-check-mismatch observation (attested
-// when the contract was paid); agreeing sellers get nothing extra. Without
-// a majority nothing is recorded.
+// seller that disagreed gets a spot-check-mismatch observation, each that
+// agreed a verified one (which lengthens its streak and adds nothing to its
+// score), attested when the contract was paid. Without a majority nothing
+// is recorded.
 func (r bookRanking) SpotCheckResult(results []contract.SpotOutcome) {
 	rs := make([]reputation.SpotResult, len(results))
 	for i, o := range results {
 		rs[i] = reputation.SpotResult{Peer: o.Seller, ContractID: o.ContractID, Digest: o.Digest}
 	}
-	mismatches, _ := reputation.ResolveSpotCheck(rs, time.Now())
-	for _, o := range mismatches {
+	verdicts, _ := reputation.ResolveSpotCheck(rs, time.Now())
+	for _, o := range verdicts {
 		_ = r.b.Observe(o)
 		if r.a != nil {
 			r.a.issue(o.Peer, o.ContractID, o.Outcome, o.At)
@@ -220,16 +252,20 @@ func (r bookRanking) SpotCheckResult(results []contract.SpotOutcome) {
 	}
 }
 
-// outcomeOf maps how the buyer engine says a contract ended to an outcome.
-func outcomeOf(ok bool, why string) reputation.Outcome {
-	switch {
-	case ok:
-		return reputation.OutcomeCompleted
-	case strings.Contains(why, "heartbeat"), strings.Contains(why, "vanish"), strings.Contains(why, "stream"):
-		return reputation.OutcomeAbandoned
-	default:
-		return reputation.OutcomeFailed
+// outcomeOf maps how the buyer engine says a contract ended to the outcome
+// held against the seller; false: nothing is (not the seller's fault).
+func outcomeOf(f contract.Fault) (reputation.Outcome, bool) {
+	switch f {
+	case contract.FaultNone:
+		return reputation.OutcomeCompleted, true
+	case contract.FaultSeller:
+		return reputation.OutcomeFailed, true
+	case contract.FaultSellerGone:
+		return reputation.OutcomeAbandoned, true
+	case contract.FaultSellerLied:
+		return reputation.OutcomeInvalid, true
 	}
+	return 0, false
 }
 
 // Scores implements api.Backend.
@@ -252,6 +288,14 @@ func (n *Node) Scores(ctx context.Context) ([]reputation.Score, error) {
 
 // Score implements api.Backend.
 func (n *Node) Score(ctx context.Context, p peer.ID) (reputation.Score, error) {
+	return n.book.Score(p), nil
+}
+
+// Forget implements api.Backend.
+func (n *Node) Forget(ctx context.Context, p peer.ID) (reputation.Score, error) {
+	if err := n.book.Forget(p); err != nil {
+		return reputation.Score{}, err
+	}
 	return n.book.Score(p), nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +22,18 @@ import (
 
 // WalletDir is the wallet's directory inside the data dir.
 const WalletDir = "wallet"
+
+// BackupFile is the channel backup's name inside the data dir.
+const BackupFile = "channels.backup"
+
+// BackupPath is the channel backup of a data dir: payment.backup_file, or
+// BackupFile in the data dir.
+func BackupPath(dataDir string, cfg payment.Config) string {
+	if cfg.BackupFile != "" {
+		return cfg.BackupFile
+	}
+	return filepath.Join(dataDir, BackupFile)
+}
 
 // startSandbox connects to containerd. Without it the node still runs (it
 // can buy, and it shows why it does not sell), so a failure is not fatal.
@@ -125,8 +139,14 @@ func (n *Node) startPayments(ctx context.Context) error {
 		cfg.PayoutAddress = addr.EncodeAddress()
 		n.log.Info("no payment.payout_address: seller payouts go to the node's wallet", "address", cfg.PayoutAddress)
 	}
+	// Every channel change reaches the backup file outside the database
+	// before it is acknowledged (`blackbox restore` reads it back).
+	backup, err := payment.NewBackupStore(store.NewPaymentStore(n.db), BackupPath(n.cfg.DataDir, cfg))
+	if err != nil {
+		return err
+	}
 	m, err := payment.NewManager(payment.ManagerConfig{
-		Config: cfg, Chain: chain, Store: store.NewPaymentStore(n.db),
+		Config: cfg, Chain: chain, Store: backup,
 		Keys: w.Keyring(), Funder: w, Log: n.log,
 	})
 	if err != nil {
@@ -204,9 +224,10 @@ func (n *Node) startContracts(ctx context.Context) error {
 		}
 		bc := contract.BuyerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Payer:      &channelPayer{m: n.payments, minCapacity: 100_000, capacityFactor: 10},
+			Payer:      channelPayer{p: payment.NewPayer(n.payments, payment.PayerConfig{MinCapacity: 100_000, CapacityFactor: 10})},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Blobs:      contract.DirBlobs(n.BlobDir()),
+			CheckImage: func(r io.Reader) error { return sandbox.ValidateArchive(r, math.MaxInt64) },
 			Find:       n.disc.Find,
 			ResultDir:  n.ResultDir(),
 			Reputation: bookRanking{b: n.book, a: n.attester},

@@ -82,3 +82,36 @@ func (s *PaymentStore) NextIndex(name string) (uint32, error) {
 	}
 	return v, nil
 }
+
+var _ payment.CounterStore = (*PaymentStore)(nil)
+
+// Counters implements payment.CounterStore.
+func (s *PaymentStore) Counters() (map[string]uint32, error) {
+	out := map[string]uint32{}
+	err := s.db.View(func(tx *Tx) error {
+		return tx.ForEach(paymentCounters, "", func(k string, v []byte) error {
+			if len(v) == 4 {
+				out[k] = binary.BigEndian.Uint32(v)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load payment counters: %w", err)
+	}
+	return out, nil
+}
+
+// RaiseIndex implements payment.CounterStore.
+func (s *PaymentStore) RaiseIndex(name string, next uint32) error {
+	err := s.db.Update(func(tx *Tx) error {
+		if raw := tx.Get(paymentCounters, name); len(raw) == 4 && binary.BigEndian.Uint32(raw) >= next {
+			return nil
+		}
+		return tx.Put(paymentCounters, name, binary.BigEndian.AppendUint32(nil, next))
+	})
+	if err != nil {
+		return fmt.Errorf("raise %s index: %w", name, err)
+	}
+	return nil
+}

@@ -1,3 +1,5 @@
+//go:build integration
+
 package store_test
 
 import (
@@ -10,8 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +23,6 @@ import (
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
-	"github.com/blackbox-market/blackbox/pkg/payment/paytest"
 )
 
 const (
@@ -231,161 +230,4 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	if sc, _ = seller.Channel(c.ID); sc.State != payment.StateClosed {
 		t.Fatalf("state %s after close confirmed", sc.State)
 	}
-}
-
-// boltPair is a buyer and a seller, each on its own bbolt store, with n
-// channels open from the buyer to the seller; channel i's seller-side peer
-// is peers[i].
-type boltPair struct {
-	buyer, seller *payment.Manager
-	ids, peers    []string
-}
-
-func newBoltPair(b *testing.B, n int) *boltPair {
-	b.Helper()
-	open := func(name string) *store.PaymentStore {
-		db, err := store.Open(b.TempDir()+"/"+name+".db", time.Second)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { db.Close() })
-		return store.NewPaymentStore(db)
-	}
-	payKey, _ := btcec.NewPrivateKey()
-	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payKey.PubKey().SerializeCompressed()), btcdtest.Params)
-	cfg := payment.DefaultConfig()
-	cfg.PayoutAddress = addr.EncodeAddress()
-	cfg.Confirmations = 1
-	chain := paytest.NewChain()
-	mk := func(st payment.ChannelStore, seed byte, f payment.Funder) *payment.Manager {
-		keys, _ := payment.NewKeyring(bytes.Repeat([]byte{seed}, 32), btcdtest.Params)
-		m, err := payment.NewManager(payment.ManagerConfig{Config: cfg, Chain: chain, Store: st, Keys: keys, Funder: f})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return m
-	}
-	p := &boltPair{buyer: mk(open("buyer"), 1, paytest.NewFunder(chain)), seller: mk(open("seller"), 2, nil)}
-	ctx := context.Background()
-	terms, _ := p.seller.SellerTerms()
-	for i := 0; i < n; i++ {
-		// Each channel has its own buyer key (FamilyChannelBuyer, i) and
-		// its own peer name: to the seller, n distinct buyers.
-		c, req, err := p.buyer.OpenChannel(ctx, payment.OpenParams{Peer: "s", Seller: terms, Capacity: 100_000_000, FeeRate: 2})
-		if err != nil {
-			b.Fatal(err)
-		}
-		peer := "b"
-		if n > 1 {
-			peer = fmt.Sprintf("b%d", i)
-		}
-		if _, err := p.seller.AcceptOpen(ctx, peer, req.Encode()); err != nil {
-			b.Fatal(err)
-		}
-		p.ids, p.peers = append(p.ids, c.ID), append(p.peers, peer)
-	}
-	chain.Mine(1)
-	_ = p.buyer.Tick(ctx)
-	_ = p.seller.Tick(ctx)
-	return p
-}
-
-// update is one payment on channel i: the buyer signs and persists, the
-// seller verifies with the script engine and persists.
-func (p *boltPair) update(b *testing.B, i int) {
-	ctx := context.Background()
-	u, err := p.buyer.Pay(ctx, p.ids[i], "c", 1)
-	if err != nil {
-		b.Error(err)
-		return
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, p.peers[i], u.Encode()); err != nil {
-		b.Error(err)
-	}
-}
-
-// BenchmarkPaymentUpdateBolt is BenchmarkChannelUpdate with both sides on
-// the real bbolt store: one channel, one update at a time, so every update
-// is fsynced twice (buyer before sending, seller before acknowledging) and
-// nothing is shared. It reports updates/s, raw btcec sign+verify per second
-// measured right after, and their ratio.
-func BenchmarkPaymentUpdateBolt(b *testing.B) {
-	p := newBoltPair(b, 1)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		p.update(b, 0)
-	}
-	b.StopTimer()
-	ups := float64(b.N) / b.Elapsed().Seconds()
-	raw := 2000 / payment.RawSignVerify(2000).Seconds()
-	b.ReportMetric(ups, "updates/s")
-	b.ReportMetric(raw, "raw_signverify/s")
-	b.ReportMetric(ups/raw, "ratio")
-}
-
-// parallelChannels is how many buyers (one channel each) pay the seller at
-// once in BenchmarkPaymentUpdateBoltParallel.
-const parallelChannels = 32
-
-// BenchmarkPaymentUpdateBoltParallel: a seller with parallelChannels
-// channels, one goroutine per channel paying in a loop, both sides on bbolt.
-// Updates of different channels verify in parallel and their fsyncs share
-// group commits (DB.Batch). The baseline is raw btcec sign+verify run by the
-// same number of goroutines, measured in the same benchmark: the updates run
-// in chunks, each followed by as many raw rounds, so that both see the same
-// machine load (a shared machine's load changes by the second).
-func BenchmarkPaymentUpdateBoltParallel(b *testing.B) {
-	p := newBoltPair(b, parallelChannels)
-	const chunk = 16 * parallelChannels
-	var upTime, rawTime time.Duration
-	var rawOps int
-	b.ResetTimer()
-	for done := 0; done < b.N; {
-		n := min(chunk, b.N-done)
-		start := time.Now()
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for g := 0; g < parallelChannels; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for next.Add(1) <= int64(n) {
-					p.update(b, g)
-				}
-			}()
-		}
-		wg.Wait()
-		upTime += time.Since(start)
-		done += n
-		b.StopTimer()
-		start = time.Now()
-		parallelRawSignVerify(parallelChannels, n)
-		rawTime += time.Since(start)
-		rawOps += n
-		b.StartTimer()
-	}
-	b.StopTimer()
-	ups := float64(b.N) / upTime.Seconds()
-	raw := float64(rawOps) / rawTime.Seconds()
-	b.ReportMetric(ups, "updates/s")
-	b.ReportMetric(raw, "raw_signverify/s")
-	b.ReportMetric(ups/raw, "ratio")
-}
-
-// parallelRawSignVerify runs total rounds of payment.RawSignVerify spread
-// over g goroutines and waits for them.
-func parallelRawSignVerify(g, total int) {
-	var wg sync.WaitGroup
-	for i := 0; i < g; i++ {
-		n := total / g
-		if i < total%g {
-			n++
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			payment.RawSignVerify(n)
-		}()
-	}
-	wg.Wait()
 }

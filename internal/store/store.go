@@ -19,7 +19,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -30,6 +32,16 @@ var ErrNotFound = errors.New("store: not found")
 
 // ErrLocked is returned by Open when another process holds the database.
 var ErrLocked = errors.New("store: database is in use by another process")
+
+// ErrDamaged is returned by Open when the database file is corrupt, or
+// was created before and is now missing or empty. Open never repairs nor
+// re-creates such a file: it holds the node's money (signed payments).
+var ErrDamaged = errors.New("store: database is damaged")
+
+// MarkerSuffix names the file next to the database that records that the
+// database was created (path + MarkerSuffix). Its presence without the
+// database means the database was lost, not that the node is new.
+const MarkerSuffix = ".created"
 
 const (
 	metaBucket = "meta"
@@ -67,21 +79,43 @@ type DB struct {
 	path string
 }
 
-// Open opens (creating if needed) the database at path, takes its file lock
-// (waiting at most lockWait), and applies pending migrations.
+// Open opens the database at path, takes its file lock (waiting at most
+// lockWait), checks its consistency and applies pending migrations. It
+// creates the database only where none ever was: a file that is missing or
+// empty while its marker (path + MarkerSuffix) says it was created, or one
+// that fails the consistency check, is refused with ErrDamaged and a
+// message that says what to do; nothing is written then.
 func Open(path string, lockWait time.Duration) (*DB, error) {
+	return open(path, lockWait, false)
+}
+
+// OpenFresh creates a new database at path where the previous one is
+// missing or empty (its marker notwithstanding), for `blackbox restore`.
+// An existing non-empty database is refused: move it aside first.
+func OpenFresh(path string, lockWait time.Duration) (*DB, error) {
+	return open(path, lockWait, true)
+}
+
+func open(path string, lockWait time.Duration, fresh bool) (*DB, error) {
 	if lockWait <= 0 {
 		lockWait = time.Second
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, FreelistType: bolt.FreelistMapType})
+	created, err := checkPresence(path, fresh)
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
+		return nil, err
+	}
+	b, err := boltOpen(path, lockWait)
+	if err != nil {
+		return nil, err
+	}
+	if !created {
+		if err := check(b); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("open store %s: %w: %v\n%s", path, ErrDamaged, err, damagedHelp(path, "is corrupt"))
 		}
-		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	// Group commit waits at most this long for more writers to join a
 	// batch (bbolt's default of 10ms is tuned for spinning disks); a lone
@@ -92,7 +126,173 @@ func Open(path string, lockWait time.Duration) (*DB, error) {
 		b.Close()
 		return nil, err
 	}
+	// The marker is written once the file holds a valid database: from
+	// then on, its loss is an error, not a fresh start. A database from
+	// before markers gets one now.
+	if err := writeMarker(path); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	return db, nil
+}
+
+// checkPresence refuses a database that was created before (its marker
+// exists) and is now missing or empty, and any empty file (bbolt writes
+// its first pages at creation, so an empty file is one that lost them).
+// It reports whether the database is about to be created. With fresh, a
+// missing or empty file is (re)created and an existing one refused.
+func checkPresence(path string, fresh bool) (bool, error) {
+	st, err := os.Stat(path)
+	switch {
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return false, fmt.Errorf("open store %s: %w", path, err)
+	case err == nil && st.Size() > 0:
+		if fresh {
+			return false, fmt.Errorf("open store %s: a database exists there (%d bytes): move it aside first", path, st.Size())
+		}
+		return false, nil
+	}
+	state := "is missing"
+	if err == nil {
+		state = "is empty (0 bytes)"
+	}
+	if fresh {
+		if err == nil {
+			if err := os.Remove(path); err != nil {
+				return false, fmt.Errorf("open store %s: %w", path, err)
+			}
+		}
+		return true, nil
+	}
+	marker, merr := os.ReadFile(path + MarkerSuffix)
+	if err == nil || merr == nil {
+		why := state
+		if merr == nil {
+			why = fmt.Sprintf("%s, but it was created on %s", state, strings.TrimSpace(string(marker)))
+		}
+		return false, fmt.Errorf("open store %s: %w: it %s\n%s", path, ErrDamaged, why, damagedHelp(path, state))
+	}
+	return true, nil
+}
+
+// damagedHelp says what to do about a damaged database.
+func damagedHelp(path, state string) string {
+	return fmt.Sprintf("The database holds the node's channels and signed payments; it is not re-created while it %s.\n"+
+		"To recover: stop the node, move %s aside, and either put back a copy of the file from a backup, or run\n"+
+		"  blackbox restore\n"+
+		"to rebuild the payment channels from the channel backup (payment.backup_file, by default channels.backup in the data dir), then start the node again.",
+		state, path)
+}
+
+// writeMarker records, next to the database, when it was created (once).
+func writeMarker(path string) error {
+	m := path + MarkerSuffix
+	if _, err := os.Stat(m); err == nil {
+		return nil
+	}
+	f, err := os.OpenFile(m, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write database marker: %w", err)
+	}
+	_, err = fmt.Fprintln(f, time.Now().UTC().Format(time.RFC3339))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return fmt.Errorf("write database marker: %w", err)
+	}
+	return nil
+}
+
+// RemoveMarker forgets that the database at path was created (restore
+// rebuilds it).
+func RemoveMarker(path string) error {
+	if err := os.Remove(path + MarkerSuffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// boltOpen opens the bbolt file, turning bbolt's panics on a corrupt file
+// (and memory faults on a truncated one) into ErrDamaged.
+func boltOpen(path string, lockWait time.Duration) (b *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			b, err = nil, fmt.Errorf("open store %s: %w: its pages do not read (%s)\n%s", path, ErrDamaged, panicText(r), damagedHelp(path, "is corrupt"))
+		}
+	}()
+	b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, FreelistType: bolt.FreelistMapType})
+	switch {
+	case errors.Is(err, bolt.ErrTimeout):
+		return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
+	case errors.Is(err, os.ErrPermission) || errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	case err != nil:
+		// bbolt's other refusals are all about the file's contents
+		// (invalid meta pages, checksum, version, a file too small for
+		// what its meta page says).
+		return nil, fmt.Errorf("open store %s: %w: %v\n%s", path, ErrDamaged, err, damagedHelp(path, "is corrupt"))
+	}
+	return b, nil
+}
+
+// check reads every bucket, key and value of the database (recovering
+// from the panics and memory faults bbolt raises on corrupt pages) and then
+// runs bbolt's own consistency check (page accounting, ordering).
+func check(b *bolt.DB) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("its pages do not read (%s)", panicText(r))
+		}
+	}()
+	var sink byte
+	return b.View(func(tx *bolt.Tx) error {
+		var walk func(bk *bolt.Bucket, depth int) error
+		walk = func(bk *bolt.Bucket, depth int) error {
+			if depth > 16 {
+				return errors.New("buckets nested too deep")
+			}
+			return bk.ForEach(func(k, v []byte) error {
+				// Touch the value's pages (a truncated file faults here).
+				for i := 0; i < len(v); i += 1024 {
+					sink += v[i]
+				}
+				if v == nil {
+					if sub := bk.Bucket(k); sub != nil {
+						return walk(sub, depth+1)
+					}
+				}
+				return nil
+			})
+		}
+		if err := tx.ForEach(func(name []byte, bk *bolt.Bucket) error { return walk(bk, 0) }); err != nil {
+			return err
+		}
+		var errs []error
+		for e := range tx.Check() {
+			if len(errs) < 5 {
+				errs = append(errs, e)
+			}
+		}
+		return errors.Join(errs...)
+	})
 }
 
 // Path is the database file's location.
@@ -235,4 +435,10 @@ func (t *Tx) ForEach(bucket, prefix string, fn func(key string, value []byte) er
 
 func hasPrefix(k, p []byte) bool {
 	return len(k) >= len(p) && string(k[:len(p)]) == string(p)
+}
+
+// panicText is what bbolt's panic on a corrupt page said, without the
+// runtime's prefix (the operator is told about a file, not a crash).
+func panicText(r any) string {
+	return strings.TrimPrefix(fmt.Sprint(r), "runtime error: ")
 }

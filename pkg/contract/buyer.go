@@ -15,6 +15,8 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +40,10 @@ type BuyerConfig struct {
 	PaymentKey []byte
 	// Blobs holds the image tarballs and inputs requests name by digest.
 	Blobs Blobs
+	// CheckImage, if set, reads an image tarball the way sellers check it
+	// before they import it; Submit refuses an image it fails, before
+	// any channel is funded.
+	CheckImage func(io.Reader) error
 	// Find returns verified offers matching a filter (offer.Discoverer.Find).
 	Find func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error)
 	// Reputation ranks sellers; nil is Neutral.
@@ -45,9 +51,6 @@ type BuyerConfig struct {
 	// ResultDir receives, per contract, stdout, stderr, out.tar and the
 	// receipt: ResultDir/<contract id>/.
 	ResultDir string
-	// Explore is the share of jobs offered first to a seller with little
-	// history. Default 0.1; negative disables.
-	Explore float64
 	// MaxAttempts is how many contracts one job may go through (a seller
 	// that fails is not tried again for that job). Default 3.
 	MaxAttempts int
@@ -77,9 +80,6 @@ func (c *BuyerConfig) defaults() error {
 	}
 	if c.Reputation == nil {
 		c.Reputation = Neutral{}
-	}
-	if c.Explore == 0 {
-		c.Explore = 0.1
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
@@ -124,6 +124,8 @@ type Attempt struct {
 	State      State   `json:"state"`
 	Paid       int64   `json:"paid_sats"`
 	Why        string  `json:"why,omitempty"`
+	// Fault is whose fault the contract's end was (none: delivered).
+	Fault Fault `json:"fault"`
 }
 
 // JobStatus is a buyer's job as `blackbox jobs` and `blackbox job` show it.
@@ -250,16 +252,33 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 	if err := req.Validate(); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
+	// What the buyer can check is checked before any money moves.
+	if (req.ImageIsDigest() || len(req.Inputs) > 0) && b.cfg.Blobs == nil {
+		return "", errors.New("submit: no blob store for the image tarball and inputs")
+	}
 	if req.ImageIsDigest() {
-		if b.cfg.Blobs == nil {
-			return "", errors.New("submit: no blob store for the image tarball")
-		}
 		rc, n, err := b.cfg.Blobs.Open(req.Image)
 		if err != nil {
 			return "", fmt.Errorf("submit: %w", err)
 		}
+		if b.cfg.CheckImage != nil {
+			err = b.cfg.CheckImage(rc)
+		}
 		rc.Close()
+		if err != nil {
+			return "", fmt.Errorf("submit: %w: image %s: %w", ErrInvalid, req.Image, err)
+		}
 		req.ImageSize = uint64(n)
+	}
+	for _, in := range req.Inputs {
+		rc, n, err := b.cfg.Blobs.Open(in.SHA256)
+		if err != nil {
+			return "", fmt.Errorf("submit: input %s: %w", in.Name, err)
+		}
+		rc.Close()
+		if uint64(n) != in.Size {
+			return "", fmt.Errorf("submit: %w: input %s holds %d bytes, the request says %d", ErrInvalid, in.Name, n, in.Size)
+		}
 	}
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
@@ -317,7 +336,7 @@ func (b *Buyer) Cancel(id string) error {
 	return nil
 }
 
-var errCancelled = errors.New("cancelled by the user")
+var errCancelled = fmt.Errorf("%w by the user", ErrCancelled)
 
 // Job returns a job's status.
 func (b *Buyer) Job(id string) (*JobStatus, error) {
@@ -414,9 +433,12 @@ func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 // seek runs j's request on the best-ranked sellers not in tried (which it
 // extends with the sellers that failed), one contract at a time, until one
 // completes (outDone), the user cancels (outCancelled), or maxAttempts
-// contracts failed or the rounds ran out (outFailed, with the last error).
+// contracts failed, the rounds ran out or the buyer itself failed
+// (outFailed, with the last error).
+//
+// The request's MaxPrice is what the whole job may cost: every attempt is
+// offered, and ranked by, only what earlier attempts left of it.
 func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, maxAttempts int) (outcome, error) {
-	req := &j.Request
 	attempts := 0
 	var lastErr error
 	for round := 0; round < b.cfg.Rounds && attempts < maxAttempts; round++ {
@@ -427,6 +449,11 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			}
 		}
 		if ctx.Err() != nil {
+			break
+		}
+		req, err := b.budget(j)
+		if err != nil {
+			lastErr = joinLast(err, lastErr)
 			break
 		}
 		if !req.Deadline.IsZero() && !b.clock.Now().Before(req.Deadline) {
@@ -441,10 +468,10 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 		}
 		rtt := func(p peer.ID) time.Duration { return b.cfg.Host.Peerstore().LatencyEWMA(p) }
 		b.mu.Lock()
-		cands := Rank(offers, req, b.cfg.Reputation, rtt, b.cfg.Explore, b.rng)
+		cands := Rank(offers, &req, b.cfg.Reputation, rtt, purposeOf(j), b.rng)
 		b.mu.Unlock()
 		if len(cands) == 0 {
-			lastErr = errors.New("no offer matches the request")
+			lastErr = b.noMatch(j, &req, offers)
 		}
 		for _, c := range cands {
 			if tried[c.Seller] || c.Seller == b.id {
@@ -453,23 +480,89 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			if attempts >= maxAttempts || ctx.Err() != nil {
 				break
 			}
-			out, err := b.attempt(ctx, j, c)
+			// An attempt earlier in this round may have spent some of
+			// the budget.
+			req, err := b.budget(j)
+			if err != nil {
+				return outFailed, joinLast(err, lastErr)
+			}
+			if req.MaxPrice > 0 && uint64(c.Terms.Total) > req.MaxPrice {
+				continue
+			}
+			out, err := b.attempt(ctx, j, req, c)
 			switch out {
 			case outDone, outCancelled:
 				return out, err
 			case outFailed:
 				attempts++
 				tried[c.Seller] = true
-				b.cfg.Reputation.Outcome(c.Seller, j.ContractID, false, errString(err))
+				if FaultOf(err) == FaultBuyer {
+					// This node's own failure: every seller would see it.
+					return outFailed, err
+				}
 			}
 			lastErr = err
-			b.log.Info("attempt ended", "job", j.ID, "peer", c.Seller, "outcome", out, "err", err)
+			b.log.Info("attempt ended", "job", j.ID, "peer", c.Seller, "outcome", out, "fault", FaultOf(err), "err", err)
 		}
 	}
 	if lastErr == nil {
 		lastErr = errors.New("no seller took the job")
 	}
 	return outFailed, lastErr
+}
+
+// budget returns j's request with MaxPrice cut to what the job's earlier
+// attempts left of it, or an error when nothing is left.
+func (b *Buyer) budget(j *JobStatus) (Request, error) {
+	b.mu.Lock()
+	req, paid, n := j.Request, j.Paid, len(j.Attempts)
+	b.mu.Unlock()
+	if req.MaxPrice == 0 || paid <= 0 {
+		return req, nil
+	}
+	if uint64(paid) >= req.MaxPrice {
+		return req, fmt.Errorf("the job's max price of %d sat is spent: %d sat paid over %d attempt(s)", req.MaxPrice, paid, n)
+	}
+	req.MaxPrice -= uint64(paid)
+	return req, nil
+}
+
+// noMatch explains an empty ranking: the budget left, and the sellers
+// this node's reputation book blocks (which market still lists).
+func (b *Buyer) noMatch(j *JobStatus, req *Request, offers []*offer.Offer) error {
+	msg := "no offer matches the request"
+	if req.MaxPrice < j.Request.MaxPrice {
+		msg += fmt.Sprintf(" within the %d sat left of its max price of %d sat", req.MaxPrice, j.Request.MaxPrice)
+	}
+	bl, ok := b.cfg.Reputation.(Blocker)
+	if !ok {
+		return errors.New(msg)
+	}
+	var blocked []string
+	seen := map[peer.ID]bool{}
+	for _, o := range offers {
+		if o == nil || seen[o.Seller] || o.Seller == b.id {
+			continue
+		}
+		seen[o.Seller] = true
+		if bl.Blocked(o.Seller) {
+			blocked = append(blocked, o.Seller.String())
+		}
+	}
+	if len(blocked) == 0 {
+		return errors.New(msg)
+	}
+	sort.Strings(blocked)
+	return fmt.Errorf("%s (skipped %d seller(s) you have blocked: %s; `blackbox reputation PEER` says why, `blackbox reputation forget PEER` lifts the block)",
+		msg, len(blocked), strings.Join(blocked, ", "))
+}
+
+// joinLast adds the last attempt's error, if any, to err.
+func joinLast(err, last error) error {
+	if last == nil {
+		return err
+	}
+	return fmt.Errorf("%w (last attempt: %w)", err, last)
 }
 
 func errString(err error) string {
@@ -479,9 +572,11 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// attempt tries one seller: negotiate, fund, transfer, run, results.
-func (b *Buyer) attempt(ctx context.Context, j *JobStatus, c Candidate) (outcome, error) {
-	req := j.Request
+// attempt tries one seller with req (the job's request within what is
+// left of its budget): negotiate, fund, transfer, run, results. A contract
+// made is reported to the reputation book once, when it ends, with the
+// fault its end shows.
+func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candidate) (outcome, error) {
 	now := b.clock.Now()
 	p := &Proposal{Version: Version, Buyer: b.id, Seller: c.Seller, OfferSeq: c.Offer.Seq, Request: req,
 		Interval: c.Terms.Interval, Price: c.Terms.Price, StartFee: c.Terms.StartFee,
@@ -505,9 +600,13 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, c Candidate) (outcome
 	b.mu.Unlock()
 	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base}
 	out, err := run.do(ctx)
+	fault := FaultOf(err)
+	if err == nil {
+		fault = run.fault
+	}
 	if out == outFailed {
 		if ctx.Err() != nil {
-			out = outCancelled
+			out, fault = outCancelled, FaultCancelled
 		}
 		if _, merr := b.machine.Move(RoleBuyer, id, StateFailed, truncate(errString(err), 200), func(r *Record) { r.Paid = run.paid }); merr != nil {
 			b.log.Debug("fail contract", "contract", id, "err", merr)
@@ -519,9 +618,10 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, c Candidate) (outcome
 	}
 	b.update(j, func(j *JobStatus) {
 		a := &j.Attempts[len(j.Attempts)-1]
-		a.State, a.Paid, a.Why = state, run.paid, errString(err)
+		a.State, a.Paid, a.Why, a.Fault = state, run.paid, errString(err), fault
 		j.Paid = base + run.paid
 	})
+	b.cfg.Reputation.Outcome(c.Seller, id, fault)
 	return out, err
 }
 
@@ -557,7 +657,7 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 		if mayCounter && d.Reason == ReasonPrice && d.CounterDur == 0 {
 			q := *p
 			q.Price, q.Nonce = d.CounterPrice, newNonce()
-			if j.Request.MaxPrice == 0 || uint64(q.Total()) <= j.Request.MaxPrice {
+			if p.Request.MaxPrice == 0 || uint64(q.Total()) <= p.Request.MaxPrice {
 				return b.negotiate(ctx, j, &q, false)
 			}
 		}
@@ -577,6 +677,25 @@ type buyerRun struct {
 	base   int64 // what earlier attempts of the job paid
 	st     network.Stream
 	c      *conn
+	// fault is how a contract that ended with a receipt went (finish).
+	fault Fault
+}
+
+// expect reads the seller's next frame, which must be typ: a refusal
+// comes back as a *JobError marked with its reason's fault, a broken
+// stream as the seller gone.
+func (r *buyerRun) expect(typ byte, what string) ([]byte, error) {
+	t, b, err := r.c.recv(maxCtlFrame)
+	switch {
+	case err != nil:
+		return nil, sellerGone(fmt.Errorf("%s: seller %s: stream broke: %w", what, r.seller, err))
+	case t == frameError:
+		je := UnmarshalJobError(b)
+		return nil, withFault(je.Reason.Fault(), fmt.Errorf("%s: %w", what, je))
+	case t != typ:
+		return nil, sellerFault(fmt.Errorf("%s: %w: frame %d, want %d", what, ErrMalformed, t, typ))
+	}
+	return b, nil
 }
 
 func (r *buyerRun) do(ctx context.Context) (outcome, error) {
@@ -584,12 +703,12 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	b.update(r.j, func(j *JobStatus) { j.Phase = "fund" })
 	st, err := b.cfg.Host.NewStream(ctx, r.seller, JobProtocol)
 	if err != nil {
-		return outFailed, fmt.Errorf("open job stream: %w", err)
+		return outFailed, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
 	}
 	r.st, r.c = st, newConn(st)
 	if err := setupStream(st, jobMemory, time.Now().Add(b.cfg.Timeouts.withDefaults().Start)); err != nil {
 		st.Reset()
-		return outFailed, err
+		return outFailed, buyerFault(err)
 	}
 	defer st.Scope().ReleaseMemory(jobMemory)
 	// Whatever happens, a stream left open by an error is reset.
@@ -602,35 +721,39 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 		}
 	}()
 	if err := r.c.send(jHello, r.ct.Marshal()); err != nil {
-		return outFailed, err
+		return outFailed, withFault(FaultUnreachable, fmt.Errorf("send contract: %w", err))
 	}
 	open, err := b.cfg.Payer.Prepare(ctx, r.seller, r.ct.Acceptance.PaymentTerms, p.Total())
 	if err != nil {
-		return outFailed, fmt.Errorf("prepare channel: %w", err)
+		return outFailed, buyerFault(fmt.Errorf("prepare channel: %w", err))
 	}
 	if err := r.c.send(jOpen, open); err != nil {
-		return outFailed, err
+		return outFailed, sellerGone(fmt.Errorf("send channel open: %w", err))
 	}
-	if _, err := r.c.expect(jReady, maxCtlFrame); err != nil {
-		return outFailed, fmt.Errorf("seller not ready: %w", err)
+	if _, err := r.expect(jReady, "seller not ready"); err != nil {
+		return outFailed, err
 	}
 	if _, err := b.machine.Move(RoleBuyer, id, StateFunded, "channel ready", nil); err != nil {
-		return outFailed, err
+		return outFailed, buyerFault(err)
 	}
 	b.update(r.j, func(j *JobStatus) { j.Phase = "transfer" })
 	if err := r.sendBlobs(); err != nil {
 		return outFailed, err
 	}
+	// Nothing is paid until the seller took the image and inputs.
+	if _, err := r.expect(jReceived, "transfer"); err != nil {
+		return outFailed, err
+	}
 	if err := r.pay(ctx, 1); err != nil {
 		return outFailed, err
 	}
-	if _, err := r.c.expect(jAck, maxCtlFrame); err != nil {
-		return outFailed, fmt.Errorf("first payment: %w", err)
+	if _, err := r.expect(jAck, "first payment"); err != nil {
+		return outFailed, err
 	}
 	if _, err := b.machine.Move(RoleBuyer, id, StateRunning, "first interval paid", func(rec *Record) {
 		rec.Paid, rec.Intervals, rec.Started = r.paid, 1, b.clock.Now()
 	}); err != nil {
-		return outFailed, err
+		return outFailed, buyerFault(err)
 	}
 	_ = st.SetDeadline(time.Now().Add(p.Request.Duration + b.machine.timeouts.RunGrace + time.Minute))
 	b.update(r.j, func(j *JobStatus) { j.State, j.Phase, j.Intervals = JobRunning, "run", 1 })
@@ -652,14 +775,14 @@ func (r *buyerRun) sendBlobs() error {
 	for _, d := range digests {
 		rc, _, err := r.b.cfg.Blobs.Open(d)
 		if err != nil {
-			return fmt.Errorf("send blob: %w", err)
+			return buyerFault(fmt.Errorf("send blob: %w", err))
 		}
 		for {
 			n, err := rc.Read(buf)
 			if n > 0 {
 				if serr := r.c.send(jBlob, buf[:n]); serr != nil {
 					rc.Close()
-					return fmt.Errorf("send blob %s: %w", d, serr)
+					return sellerGone(fmt.Errorf("send blob %s: %w", d, serr))
 				}
 			}
 			if err == io.EOF {
@@ -667,12 +790,12 @@ func (r *buyerRun) sendBlobs() error {
 			}
 			if err != nil {
 				rc.Close()
-				return fmt.Errorf("read blob %s: %w", d, err)
+				return buyerFault(fmt.Errorf("read blob %s: %w", d, err))
 			}
 		}
 		rc.Close()
 		if err := r.c.send(jBlobEnd, nil); err != nil {
-			return err
+			return sellerGone(fmt.Errorf("send blob %s: %w", d, err))
 		}
 	}
 	return nil
@@ -686,14 +809,17 @@ func (r *buyerRun) pay(ctx context.Context, n uint64) error {
 	}
 	u, err := r.b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, total)
 	if err != nil {
-		return fmt.Errorf("pay interval %d: %w", n, err)
+		return buyerFault(fmt.Errorf("pay interval %d: %w", n, err))
 	}
 	r.paid = total
 	r.b.update(r.j, func(j *JobStatus) { j.Paid = r.base + total })
 	if _, err := r.b.machine.Move(RoleBuyer, r.ct.ID, stateOf(r.b, r.ct.ID), "", func(rec *Record) { rec.Paid, rec.Intervals = total, n }); err != nil {
 		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
 	}
-	return r.c.send(jPay, u)
+	if err := r.c.send(jPay, u); err != nil {
+		return sellerGone(fmt.Errorf("send payment for interval %d: %w", n, err))
+	}
+	return nil
 }
 
 func stateOf(b *Buyer, id string) State {
@@ -713,7 +839,7 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 	b, p, id := r.b, r.ct.Proposal, r.ct.ID
 	dir := filepath.Join(b.cfg.ResultDir, id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return outFailed, fmt.Errorf("result dir: %w", err)
+		return outFailed, buyerFault(fmt.Errorf("result dir: %w", err))
 	}
 	// Logs land here as they come, so `blackbox job` can show them live.
 	b.update(r.j, func(j *JobStatus) { j.ResultDir = dir })
@@ -721,7 +847,7 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 	for typ, name := range map[byte]string{jStdout: OutputStdout, jStderr: OutputStderr, jOutput: OutputTar} {
 		f, err := os.Create(filepath.Join(dir, name))
 		if err != nil {
-			return outFailed, fmt.Errorf("result file: %w", err)
+			return outFailed, buyerFault(fmt.Errorf("result file: %w", err))
 		}
 		defer f.Close()
 		files[typ] = &resultFile{f: f, h: sha256.New()}
@@ -764,16 +890,16 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 			cancelled = true
 			_ = r.c.send(jCancel, nil)
 		case <-watchdog:
-			return outFailed, fmt.Errorf("seller %s missed a heartbeat: payments stopped", r.seller)
+			return outFailed, sellerGone(fmt.Errorf("seller %s missed a heartbeat: payments stopped", r.seller))
 		case f, ok := <-frames:
 			if !ok || f.err != nil {
-				return outFailed, fmt.Errorf("seller %s: stream broke: %v", r.seller, f.err)
+				return outFailed, sellerGone(fmt.Errorf("seller %s: stream broke: %v", r.seller, f.err))
 			}
 			switch f.t {
 			case jBeat:
 				n, k := binary.Uvarint(f.b)
 				if k <= 0 {
-					return outFailed, fmt.Errorf("%w: heartbeat", ErrMalformed)
+					return outFailed, sellerFault(fmt.Errorf("%w: heartbeat", ErrMalformed))
 				}
 				watchdog = b.clock.After(interval + grace)
 				b.update(r.j, func(j *JobStatus) { j.Intervals = n })
@@ -786,35 +912,40 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 			case jStdout, jStderr, jOutput:
 				rf := files[f.t]
 				if rf.n+int64(len(f.b)) > b.cfg.MaxOutputBytes {
-					return outFailed, fmt.Errorf("%w: output exceeds %d bytes", ErrTooLarge, b.cfg.MaxOutputBytes)
+					// The seller keeps to its own cap; this one is the
+					// buyer's.
+					return outFailed, buyerFault(fmt.Errorf("%w: output exceeds %d bytes", ErrTooLarge, b.cfg.MaxOutputBytes))
 				}
 				rf.n += int64(len(f.b))
 				rf.h.Write(f.b)
 				if _, err := rf.f.Write(f.b); err != nil {
-					return outFailed, fmt.Errorf("write result: %w", err)
+					return outFailed, buyerFault(fmt.Errorf("write result: %w", err))
 				}
 			case jReceipt:
 				return r.finish(dir, f.b, files, cancelled)
 			case frameError:
-				return outFailed, fmt.Errorf("seller %s: %s", r.seller, truncate(string(f.b), 200))
+				je := UnmarshalJobError(f.b)
+				return outFailed, withFault(je.Reason.Fault(), fmt.Errorf("seller %s: %w", r.seller, je))
 			default:
-				return outFailed, fmt.Errorf("%w: frame %d", ErrMalformed, f.t)
+				return outFailed, sellerFault(fmt.Errorf("%w: frame %d", ErrMalformed, f.t))
 			}
 		}
 	}
 }
 
+// finish checks the receipt against what came and settles the contract
+// (or disputes it). It sets r.fault to how the contract went.
 func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, cancelled bool) (outcome, error) {
 	b, id := r.b, r.ct.ID
 	rc, err := OpenReceipt(env, b.clock.Now())
 	if err != nil {
-		return outFailed, fmt.Errorf("receipt: %w", err)
+		return outFailed, sellerFault(fmt.Errorf("receipt: %w", err))
 	}
 	if rc.ContractID != id || rc.Seller != r.seller || rc.Buyer != b.id {
-		return outFailed, fmt.Errorf("%w: receipt for another contract", ErrInvalid)
+		return outFailed, sellerFault(fmt.Errorf("%w: receipt for another contract", ErrInvalid))
 	}
 	if err := os.WriteFile(filepath.Join(dir, "receipt"), env, 0o600); err != nil {
-		return outFailed, fmt.Errorf("save receipt: %w", err)
+		return outFailed, buyerFault(fmt.Errorf("save receipt: %w", err))
 	}
 	names := map[string]byte{OutputStdout: jStdout, OutputStderr: jStderr, OutputTar: jOutput}
 	var bad string
@@ -831,30 +962,41 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 	if _, err := b.machine.Move(RoleBuyer, id, StateCompleted, rc.Reason, func(rec *Record) {
 		rec.Receipt, rec.Ended = env, b.clock.Now()
 	}); err != nil {
-		return outFailed, err
+		return outFailed, buyerFault(err)
 	}
 	settle, why := StateSettled, "receipt verified"
 	if bad != "" || rc.Billed > r.paid {
 		settle, why = StateDisputed, "receipt does not match: "+bad
 	}
 	if _, err := b.machine.Move(RoleBuyer, id, settle, why, nil); err != nil {
-		return outFailed, err
+		return outFailed, buyerFault(err)
 	}
-	b.cfg.Reputation.Outcome(r.seller, id, settle == StateSettled && rc.Reason != "error", rc.Reason)
 	b.update(r.j, func(j *JobStatus) {
 		j.Receipt, j.Billed, j.ExitCode, j.ResultDir, j.Intervals = rc, rc.Billed, rc.ExitCode, dir, rc.Intervals
 	})
 	b.log.Info("job finished", "job", r.j.ID, "contract", id, "peer", r.seller, "reason", rc.Reason, "exit", rc.ExitCode, "billed_sats", rc.Billed)
+	switch {
+	case settle == StateDisputed:
+		r.fault = FaultSellerLied
+	case rc.Reason == "error" || rc.Reason == "killed":
+		// The sandbox failed, or the seller stopped the job itself (it
+		// was shutting down).
+		r.fault = FaultSeller
+	case rc.Reason == "unpaid":
+		// The seller stopped because this node's payment was late.
+		r.fault = FaultBuyer
+	default:
+		r.fault = FaultNone
+	}
 	if cancelled {
 		return outCancelled, nil
 	}
 	if rc.Reason == "killed" {
-		// The seller stopped the job itself (it was shutting down): it is
-		// paid for what it delivered, and the job goes elsewhere.
-		return outFailed, fmt.Errorf("seller %s killed the job", r.seller)
+		// It is paid for what it delivered, and the job goes elsewhere.
+		return outFailed, sellerFault(fmt.Errorf("seller %s killed the job", r.seller))
 	}
 	if settle == StateDisputed {
-		return outDone, fmt.Errorf("receipt disputed: %s", why)
+		return outDone, withFault(FaultSellerLied, fmt.Errorf("receipt disputed: %s", why))
 	}
 	return outDone, nil
 }

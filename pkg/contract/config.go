@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 )
 
 // Config is the operator-facing part of the contract engines: the
@@ -29,9 +29,6 @@ type Config struct {
 	MaxImage  string `mapstructure:"max_image"`
 	MaxInputs string `mapstructure:"max_inputs"`
 	MaxOutput string `mapstructure:"max_output"`
-	// Explore is the share of jobs a buyer offers first to a seller with
-	// little history, so new sellers get work.
-	Explore float64 `mapstructure:"explore"`
 	// MaxAttempts is how many sellers one job may go through.
 	MaxAttempts int `mapstructure:"max_attempts"`
 	// BusyWait is how long a buyer keeps looking, every two seconds, while
@@ -53,7 +50,6 @@ func DefaultConfig() Config {
 		MaxImage:      "2GiB",
 		MaxInputs:     "256MiB",
 		MaxOutput:     "256MiB",
-		Explore:       0.1,
 		MaxAttempts:   3,
 		BusyWait:      2 * time.Minute,
 		StartTimeout:  5 * time.Minute,
@@ -71,9 +67,6 @@ func (c Config) Validate() error {
 	if c.FundTimeout > MaxRecordTTL-time.Minute {
 		errs = append(errs, fmt.Errorf("contract.fund_timeout: at most %s", MaxRecordTTL-time.Minute))
 	}
-	if c.Explore < 0 || c.Explore > 1 {
-		errs = append(errs, errors.New("contract.explore: must be in [0,1]"))
-	}
 	if c.MaxAttempts < 0 {
 		errs = append(errs, errors.New("contract.max_attempts: must not be negative"))
 	}
@@ -81,7 +74,7 @@ func (c Config) Validate() error {
 		if v == "" {
 			continue
 		}
-		if _, err := meter.ParseSize(v); err != nil {
+		if _, err := quantity.ParseSize(v); err != nil {
 			errs = append(errs, fmt.Errorf("contract.%s: %w", key, err))
 		}
 	}
@@ -89,7 +82,7 @@ func (c Config) Validate() error {
 }
 
 func size(s string) int64 {
-	n, _ := meter.ParseSize(s)
+	n, _ := quantity.ParseSize(s)
 	return n
 }
 
@@ -107,10 +100,6 @@ func (c Config) ApplySeller(sc *SellerConfig) {
 // ApplyBuyer copies the buyer's settings into bc.
 func (c Config) ApplyBuyer(bc *BuyerConfig) {
 	bc.HeartbeatGrace, bc.MaxAttempts, bc.MaxOutputBytes = c.HeartbeatGrace, c.MaxAttempts, size(c.MaxOutput)
-	bc.Explore = c.Explore
-	if c.Explore == 0 {
-		bc.Explore = -1 // zero in the file means none; zero in BuyerConfig means the default
-	}
 	bc.Timeouts = c.timeouts()
 	if bc.RetryBackoff <= 0 {
 		bc.RetryBackoff = busyRetry

@@ -15,7 +15,6 @@ func TestConfig(t *testing.T) {
 	}{
 		{"negative grace", func(c *Config) { c.PayGrace = -time.Second }},
 		{"fund timeout beyond a record's life", func(c *Config) { c.FundTimeout = time.Hour }},
-		{"explore above 1", func(c *Config) { c.Explore = 2 }},
 		{"bad size", func(c *Config) { c.MaxImage = "lots" }},
 	}
 	for _, tc := range tests {
@@ -32,7 +31,7 @@ func TestConfig(t *testing.T) {
 	}
 	var bc BuyerConfig
 	DefaultConfig().ApplyBuyer(&bc)
-	if bc.Explore != 0.1 || bc.MaxAttempts != 3 || bc.MaxOutputBytes != 256<<20 {
+	if bc.MaxAttempts != 3 || bc.MaxOutputBytes != 256<<20 {
 		t.Fatalf("buyer config %+v", bc)
 	}
 }

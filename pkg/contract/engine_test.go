@@ -228,7 +228,7 @@ func (m *market) seller(run *fakeRunner, pay *fakePay, capacity offer.Resources,
 func (m *market) buyer(pay Payer, opts ...func(*BuyerConfig)) (*Buyer, host.Host) {
 	h := m.host()
 	cfg := BuyerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Payer: pay,
-		PaymentKey: bytes.Repeat([]byte{2}, 33), Blobs: m.blobs, ResultDir: m.t.TempDir(), Explore: -1,
+		PaymentKey: bytes.Repeat([]byte{2}, 33), Blobs: m.blobs, ResultDir: m.t.TempDir(),
 		Find: func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error) {
 			m.omu.Lock()
 			defer m.omu.Unlock()
@@ -607,8 +607,10 @@ func TestBuyerRestart(t *testing.T) {
 
 // TestSellerShutdownMidJob: a seller that shuts down kills its job, sends
 // the receipt for what it delivered and is paid for that; the buyer takes
-// the job elsewhere. A seller started again over the same store finds
-// nothing left running.
+// the job elsewhere. Each contract is reported to the reputation book
+// once: the killed one as the seller's failure, the other as delivered
+// (issue 9, bug 7: it was recorded as a success and then a failure). A
+// seller started again over the same store finds nothing left running.
 func TestSellerShutdownMidJob(t *testing.T) {
 	m := newMarket(t)
 	pay := &fakePay{}
@@ -620,8 +622,9 @@ func TestSellerShutdownMidJob(t *testing.T) {
 		once.Do(func() { sa.Close() })
 	}
 	sa, ha := m.seller(runA, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 1_000_000_000)
-	m.seller(&fakeRunner{work: testInterval / 2}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 2_000_000_000)
-	b, _ := m.buyer(pay)
+	_, hb := m.seller(&fakeRunner{work: testInterval / 2}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 2_000_000_000)
+	rep := &recRep{}
+	b, _ := m.buyer(pay, func(c *BuyerConfig) { c.Reputation = rep })
 	m.connect()
 	req := m.request(20)
 	id, err := b.Submit(context.Background(), req)
@@ -631,6 +634,10 @@ func TestSellerShutdownMidJob(t *testing.T) {
 	j := waitJob(t, b, id)
 	if j.State != JobDone || len(j.Attempts) != 2 || j.Attempts[0].Seller != ha.ID() || j.Attempts[0].State != StateSettled {
 		t.Fatalf("job %+v", j)
+	}
+	want := []recOutcome{{ha.ID(), j.Attempts[0].ContractID, FaultSeller}, {hb.ID(), j.Attempts[1].ContractID, FaultNone}}
+	if got := rep.outcomes(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("outcomes %v, want %v", got, want)
 	}
 	recs, _ := sa.Machine().List(RoleSeller)
 	if len(recs) != 1 || recs[0].State != StateSettled || recs[0].Paid != j.Attempts[0].Paid {

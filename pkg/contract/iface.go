@@ -19,7 +19,9 @@ import (
 // Runner is what the seller needs from the sandbox.
 type Runner interface {
 	// ImportImage reads an image tarball whose sha256 must equal digest
-	// ("sha256:<hex>") and returns the name RunSpec.Image takes.
+	// ("sha256:<hex>") and returns the name RunSpec.Image takes. An error
+	// wraps ErrBadImage when the tarball is not an image (the buyer's
+	// fault), anything else is the seller's.
 	ImportImage(ctx context.Context, r io.Reader, digest string) (string, error)
 	// Pull fetches an image by reference and returns its name.
 	Pull(ctx context.Context, ref string) (string, error)
@@ -151,6 +153,10 @@ func (d DirBlobs) Add(r io.Reader) (string, int64, error) {
 	}
 	return dg, n, nil
 }
+
+// ErrBadImage is what a Runner's ImportImage wraps when the buyer's
+// tarball is not an image it can run.
+var ErrBadImage = errors.New("bad image")
 
 // errStop is an internal sentinel for loops.
 var errStop = errors.New("stop")

@@ -70,7 +70,7 @@ func (c *conn) expect(typ byte, max int) ([]byte, error) {
 		return nil, err
 	}
 	if t == frameError {
-		return nil, fmt.Errorf("peer: %s", truncate(string(b), 200))
+		return nil, UnmarshalJobError(b)
 	}
 	if t != typ {
 		return nil, fmt.Errorf("%w: frame %d, want %d", ErrMalformed, t, typ)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,7 +141,7 @@ func TestRank(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := *req
 			r.MaxPrice = tc.maxPrice
-			got := Rank(offers, &r, tc.rep, nil, 0, nil)
+			got := Rank(offers, &r, tc.rep, nil, ForJob, nil)
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %d candidates, want %v", len(got), tc.want)
 			}
@@ -151,19 +152,48 @@ func TestRank(t *testing.T) {
 			}
 		})
 	}
-	// Exploration: a new seller gets a share of first places even though
-	// a proven one is cheaper.
-	rep := repMap{"cheap": {0.9, 50}}
+	// With a Ranker, the order is the policy's: contract only filters.
+	pol := &policy{repMap: repMap{"cheap": {0.9, 50}}}
 	rng := rand.New(rand.NewPCG(1, 2))
-	firsts := 0
-	for i := 0; i < 1000; i++ {
-		if Rank(offers, req, rep, nil, 0.2, rng)[0].Seller == "dear" {
-			firsts++
+	for _, p := range []Purpose{ForJob, ForUncheckableJob, ForSpotCheck} {
+		got := Rank(offers, req, pol, func(peer.ID) time.Duration { return 30 * time.Millisecond }, p, rng)
+		if pol.purpose != p || pol.rng != rng || len(pol.got) != 2 || pol.got[0].RTT != 30*time.Millisecond || pol.got[1].Terms.Total == 0 {
+			t.Fatalf("ranker got %+v for %v", pol, p)
+		}
+		if len(got) != 2 || got[0].Seller != "dear" || !got[0].Explore {
+			t.Fatalf("order not the policy's: %+v", got)
 		}
 	}
-	if firsts < 100 || firsts > 300 {
-		t.Fatalf("new seller first %d times in 1000 at 20%% exploration", firsts)
+	// The buyer asks for the right purpose.
+	for _, tc := range []struct {
+		j    JobStatus
+		want Purpose
+	}{
+		{JobStatus{Request: Request{Deterministic: true}}, ForJob},
+		{JobStatus{}, ForUncheckableJob},
+		{JobStatus{Request: Request{Deterministic: true}, shadow: true}, ForSpotCheck},
+	} {
+		if got := purposeOf(&tc.j); got != tc.want {
+			t.Errorf("purpose of %+v: %v, want %v", tc.j, got, tc.want)
+		}
 	}
+}
+
+// policy is a Ranker that reverses the order it gets and marks the first
+// as explored.
+type policy struct {
+	repMap
+	got     []Candidate
+	purpose Purpose
+	rng     *rand.Rand
+}
+
+func (p *policy) Rank(cands []Candidate, purpose Purpose, rng *rand.Rand) []Candidate {
+	p.got, p.purpose, p.rng = cands, purpose, rng
+	out := slices.Clone(cands)
+	slices.Reverse(out)
+	out[0].Explore = true
+	return out
 }
 
 type repMap map[peer.ID][2]float64
@@ -174,8 +204,8 @@ func (r repMap) Score(p peer.ID) (float64, float64) {
 	}
 	return 0.5, 0
 }
-func (r repMap) Outcome(peer.ID, string, bool, string) {}
-func (r repMap) Blocked(p peer.ID) bool                { return r[p][0] < 0 }
+func (r repMap) Outcome(peer.ID, string, Fault) {}
+func (r repMap) Blocked(p peer.ID) bool         { return r[p][0] < 0 }
 
 // BenchmarkDecide measures proposals a seller answers per second
 // (accepting, each into its own reservation; capacity never runs out).

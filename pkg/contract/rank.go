@@ -13,11 +13,13 @@ import (
 
 // Reputation is what ranking needs from the reputation book. Score returns
 // the seller's expected reliability in [0,1] and how much evidence it rests
-// on (0: never seen). Outcome reports how a contract with p ended, so the
-// book can learn; it must not block.
+// on (0: never seen). Outcome reports, once per contract, how a contract
+// with p ended (FaultNone: delivered), so the book can learn; it decides
+// what each fault counts (a buyer's own failure, say, nothing). It must
+// not block.
 type Reputation interface {
 	Score(p peer.ID) (mean, evidence float64)
-	Outcome(p peer.ID, contractID string, ok bool, why string)
+	Outcome(p peer.ID, contractID string, f Fault)
 }
 
 // Blocker is optional for a Reputation: sellers it blocks are never
@@ -36,7 +38,7 @@ var _ Reputation = Neutral{}
 func (Neutral) Score(peer.ID) (float64, float64) { return 0.5, 0 }
 
 // Outcome implements Reputation.
-func (Neutral) Outcome(peer.ID, string, bool, string) {}
+func (Neutral) Outcome(peer.ID, string, Fault) {}
 
 // DefaultInterval is the billing interval used when an offer names none.
 const DefaultInterval = time.Minute
@@ -76,14 +78,48 @@ type Candidate struct {
 	Explore  bool          `json:"explore,omitempty"`
 }
 
+// Purpose is what a ranked seller is wanted for; the selection policy
+// treats each differently.
+type Purpose int
+
+// Purposes.
+const (
+	// ForJob: a deterministic job, whose output a spot check can verify
+	// (a newcomer's first jobs should be these).
+	ForJob Purpose = iota
+	// ForUncheckableJob: a job whose output cannot be spot-checked.
+	ForUncheckableJob
+	// ForSpotCheck: a re-run that checks another seller's output.
+	ForSpotCheck
+)
+
+// Ranker is the seller-selection policy: pkg/reputation's (Book.Rank,
+// through the node), the same code the market simulation measures. Given
+// the candidates that meet a request, each with its Seller, Terms and RTT,
+// it drops the ones it will not give work and orders the rest best first,
+// filling in Score, Evidence, Utility and Explore. It must not keep rng.
+type Ranker interface {
+	Rank(cands []Candidate, purpose Purpose, rng *rand.Rand) []Candidate
+}
+
+// purposeOf is what the job j's next seller is for.
+func purposeOf(j *JobStatus) Purpose {
+	switch {
+	case j.shadow:
+		return ForSpotCheck
+	case !j.Request.Deterministic:
+		return ForUncheckableJob
+	}
+	return ForJob
+}
+
 // Rank filters offers by the request's constraints (resources, region,
 // runtime, total price within MaxPrice, duration within the offer's range,
-// reputation at least MinReputation for sellers with evidence) and orders
-// the rest by utility: expected reliability per effective sat, the price
-// inflated by 20% per second of round trip. With probability explore one
-// candidate with little evidence (under 3 observations) is moved first, so
-// that new sellers get their first jobs. rtt may be nil.
-func Rank(offers []*offer.Offer, req *Request, rep Reputation, rtt func(peer.ID) time.Duration, explore float64, rng *rand.Rand) []Candidate {
+// reputation at least MinReputation for sellers with evidence, not blocked)
+// and leaves the order to rep's policy when rep is a Ranker. Otherwise (no
+// reputation) the cheapest first, the price inflated by 20% per second of
+// round trip. rtt may be nil.
+func Rank(offers []*offer.Offer, req *Request, rep Reputation, rtt func(peer.ID) time.Duration, purpose Purpose, rng *rand.Rand) []Candidate {
 	if rep == nil {
 		rep = Neutral{}
 	}
@@ -111,9 +147,14 @@ func Rank(offers []*offer.Offer, req *Request, rep Reputation, rtt func(peer.ID)
 		if rtt != nil {
 			c.RTT = rtt(o.Seller)
 		}
-		eff := float64(max(t.Total, 1)) * (1 + 0.2*c.RTT.Seconds())
-		c.Utility = mean / eff
 		out = append(out, c)
+	}
+	if r, ok := rep.(Ranker); ok && rng != nil {
+		return r.Rank(out, purpose, rng)
+	}
+	for i := range out {
+		c := &out[i]
+		c.Utility = c.Score / (float64(max(c.Terms.Total, 1)) * (1 + 0.2*c.RTT.Seconds()))
 	}
 	slices.SortStableFunc(out, func(a, b Candidate) int {
 		if c := cmp.Compare(b.Utility, a.Utility); c != 0 {
@@ -121,20 +162,5 @@ func Rank(offers []*offer.Offer, req *Request, rep Reputation, rtt func(peer.ID)
 		}
 		return cmp.Compare(a.Seller, b.Seller)
 	})
-	if rng != nil && explore > 0 && rng.Float64() < explore {
-		var fresh []int
-		for i, c := range out {
-			if c.Evidence < 3 {
-				fresh = append(fresh, i)
-			}
-		}
-		if len(fresh) > 0 {
-			i := fresh[rng.IntN(len(fresh))]
-			c := out[i]
-			c.Explore = true
-			out = slices.Delete(out, i, i+1)
-			out = slices.Insert(out, 0, c)
-		}
-	}
 	return out
 }

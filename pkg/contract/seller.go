@@ -42,7 +42,13 @@ const (
 	jStderr  byte = 24
 	jOutput  byte = 25 // a chunk of the tar of /out
 	jReceipt byte = 26 // the signed receipt; the last frame
+	// jReceived: the image and inputs arrived and passed the seller's
+	// checks; only now does the buyer pay the first interval.
+	jReceived byte = 27
 )
+
+// A stream the seller ends early carries frameError with an encoded
+// JobError (a reason and a message) as its last frame.
 
 const (
 	chunkSize   = 64 << 10
@@ -140,7 +146,23 @@ type Seller struct {
 	rejects map[Reason]uint64
 	stop    context.CancelFunc
 	done    chan struct{}
+	// ctx is the stream handlers' parent context; endHandlers ends it at
+	// Close, once the handlers had their grace.
+	ctx         context.Context
+	endHandlers context.CancelFunc
+	// closing refuses new streams; handlers and streams are the ones
+	// running, which Close waits for (and resets if they linger).
+	closing  bool
+	handlers sync.WaitGroup
+	streams  map[network.Stream]struct{}
 }
+
+// errSellerClosing is the cause a running job is stopped with at Close.
+var errSellerClosing = errors.New("seller stopping")
+
+// closeGrace is how long Close lets handlers finish (a killed job's receipt
+// is signed, recorded and sent) before it resets their streams.
+const closeGrace = 15 * time.Second
 
 var _ meter.Held = (*Seller)(nil)
 
@@ -150,7 +172,8 @@ func NewSeller(cfg SellerConfig) (*Seller, error) {
 		return nil, err
 	}
 	s := &Seller{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "seller"),
-		running: map[string]context.CancelCauseFunc{}, rejects: map[Reason]uint64{}}
+		running: map[string]context.CancelCauseFunc{}, rejects: map[Reason]uint64{}, streams: map[network.Stream]struct{}{},
+		ctx: context.Background()}
 	s.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, s.log)
 	s.machine.OnMove = s.onMove
 	return s, nil
@@ -166,10 +189,11 @@ func (s *Seller) Start(ctx context.Context) error {
 	if _, err := s.machine.Recover(); err != nil {
 		return fmt.Errorf("start seller: %w", err)
 	}
+	s.ctx, s.endHandlers = context.WithCancel(ctx)
 	ctx, s.stop = context.WithCancel(ctx)
 	s.done = make(chan struct{})
-	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.handleNegotiate)
-	s.cfg.Host.SetStreamHandler(JobProtocol, s.handleJob)
+	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.tracked(s.handleNegotiate))
+	s.cfg.Host.SetStreamHandler(JobProtocol, s.tracked(s.handleJob))
 	go func() {
 		defer close(s.done)
 		for {
@@ -186,21 +210,67 @@ func (s *Seller) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops serving and kills running jobs (their contracts are failed
-// by Recover at the next start if the process dies before they end).
+// Close stops serving, kills running jobs and waits for every stream
+// handler to end: a killed job's receipt is signed, recorded and sent to its
+// buyer, and payments in flight are acknowledged or refused, before Close
+// returns and the caller closes the host and the store. Handlers still
+// blocked on their peer after closeGrace have their streams reset. (If the
+// process dies instead, Recover fails the contracts at the next start.)
 func (s *Seller) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	s.cfg.Host.RemoveStreamHandler(NegotiateProtocol)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	s.mu.Lock()
+	for _, c := range s.running {
+		c(errSellerClosing)
+	}
+	s.mu.Unlock()
 	if s.stop != nil {
 		s.stop()
 		<-s.done
 	}
-	s.mu.Lock()
-	for _, c := range s.running {
-		c(errors.New("seller closing"))
+	idle := make(chan struct{})
+	go func() { s.handlers.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(closeGrace):
+		s.mu.Lock()
+		s.endHandlers()
+		for st := range s.streams {
+			st.Reset()
+		}
+		s.mu.Unlock()
+		<-idle
 	}
-	s.mu.Unlock()
+	if s.endHandlers != nil {
+		s.endHandlers()
+	}
 	return nil
+}
+
+// tracked runs a stream handler unless the seller is closing, and lets
+// Close wait for it.
+func (s *Seller) tracked(h network.StreamHandler) network.StreamHandler {
+	return func(st network.Stream) {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			st.Reset()
+			return
+		}
+		s.handlers.Add(1)
+		s.streams[st] = struct{}{}
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.streams, st)
+			s.mu.Unlock()
+			s.handlers.Done()
+		}()
+		h(st)
+	}
 }
 
 // Held implements meter.Held: what accepted, funded and running contracts
@@ -267,12 +337,55 @@ func (s *Seller) handleJob(st network.Stream) {
 	c := newConn(st)
 	id, err := s.serveJob(c, remote)
 	if err != nil {
-		s.log.Info("job stream ended with an error", "peer", remote, "contract", id, "err", err)
-		_ = c.send(frameError, []byte(truncate(err.Error(), 200)))
+		reason := refusalOf(err)
+		s.log.Info("job stream ended with an error", "peer", remote, "contract", id, "reason", reason, "err", err)
+		_ = c.send(frameError, marshalJobError(&JobError{Reason: reason, Message: err.Error()}))
+		// A reset would drop the reason on its way: close our side and
+		// read (discarding, for a bounded time) what the buyer still
+		// sends, such as the rest of an image, until it has read the
+		// reason and closed its own.
+		_ = st.CloseWrite()
+		_ = st.SetReadDeadline(time.Now().Add(refusalLinger))
+		_, _ = io.Copy(io.Discard, st)
 		st.Reset()
 		return
 	}
 	st.Close()
+}
+
+// refusalLinger is how long a seller that refused a job stream waits for
+// the buyer to read why.
+const refusalLinger = 5 * time.Second
+
+// refusal marks a seller-side error of a job stream with the reason the
+// buyer is told.
+type refusal struct {
+	reason JobReason
+	err    error
+}
+
+func (r *refusal) Error() string { return r.err.Error() }
+func (r *refusal) Unwrap() error { return r.err }
+
+func refuse(reason JobReason, err error) error {
+	if err == nil {
+		return nil
+	}
+	var r *refusal
+	if errors.As(err, &r) {
+		return err
+	}
+	return &refusal{reason: reason, err: err}
+}
+
+// refusalOf is the reason err carries; an unmarked error is the seller's
+// own (internal).
+func refusalOf(err error) JobReason {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.reason
+	}
+	return RefuseInternal
 }
 
 type sellerJob struct {
@@ -288,28 +401,31 @@ type sellerJob struct {
 func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 	b, err := c.expect(jHello, MaxContractSize)
 	if err != nil {
-		return "", fmt.Errorf("read contract: %w", err)
+		return "", refuse(RefuseProtocol, fmt.Errorf("read contract: %w", err))
 	}
 	ct, err := OpenContract(b)
 	if err != nil {
-		return "", fmt.Errorf("open contract: %w", err)
+		return "", refuse(RefuseContract, fmt.Errorf("open contract: %w", err))
 	}
 	id := ct.ID
 	if ct.Proposal.Seller != s.id || ct.Proposal.Buyer != remote {
-		return id, fmt.Errorf("%w: contract is not between %s and us", ErrInvalid, remote)
+		return id, refuse(RefuseContract, fmt.Errorf("%w: contract is not between %s and us", ErrInvalid, remote))
 	}
 	rec, err := s.machine.Get(RoleSeller, id)
+	if errors.Is(err, ErrNotFound) {
+		return id, refuse(RefuseContract, err)
+	}
 	if err != nil {
 		return id, err
 	}
 	if rec.State != StateAccepted {
-		return id, fmt.Errorf("contract %s is %s, not accepted", id, rec.State)
+		return id, refuse(RefuseContract, fmt.Errorf("contract %s is %s, not accepted", id, rec.State))
 	}
 	if !s.clock.Now().Before(rec.Deadline) {
-		return id, fmt.Errorf("contract %s: funding deadline passed", id)
+		return id, refuse(RefuseContract, fmt.Errorf("contract %s: funding deadline passed", id))
 	}
 	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id}
-	ctx, cancel := context.WithCancelCause(context.Background())
+	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
 	err = j.run(ctx)
 	if j.inputDir != "" {
@@ -329,11 +445,11 @@ func (j *sellerJob) run(ctx context.Context) error {
 	s, p := j.s, j.ct.Proposal
 	open, err := j.c.expect(jOpen, maxCtlFrame)
 	if err != nil {
-		return fmt.Errorf("read channel open: %w", err)
+		return refuse(RefuseProtocol, fmt.Errorf("read channel open: %w", err))
 	}
 	if len(open) > 0 {
 		if err := s.cfg.Payments.AcceptOpen(ctx, j.buyer, open); err != nil {
-			return fmt.Errorf("accept channel: %w", err)
+			return refuse(RefuseChannel, fmt.Errorf("accept channel: %w", err))
 		}
 	}
 	if _, err := s.machine.Move(RoleSeller, j.id, StateFunded, "channel ready", nil); err != nil {
@@ -346,6 +462,10 @@ func (j *sellerJob) run(ctx context.Context) error {
 	_ = j.c.s.SetDeadline(time.Now().Add(s.machine.timeouts.Start))
 	image, err := j.receiveBlobs(ctx)
 	if err != nil {
+		return err
+	}
+	// The buyer pays nothing for what the seller refuses.
+	if err := j.c.send(jReceived, nil); err != nil {
 		return err
 	}
 	// The first interval is paid before anything runs.
@@ -366,13 +486,13 @@ func (j *sellerJob) run(ctx context.Context) error {
 func (j *sellerJob) readPayment(ctx context.Context, n uint64) error {
 	b, err := j.c.expect(jPay, maxCtlFrame)
 	if err != nil {
-		return fmt.Errorf("read payment: %w", err)
+		return refuse(RefuseProtocol, fmt.Errorf("read payment: %w", err))
 	}
 	if err := j.acceptPay(ctx, b); err != nil {
-		return err
+		return refuse(RefusePayment, err)
 	}
 	if need := j.ct.Proposal.Owed(n); j.paid < need {
-		return fmt.Errorf("payment of %d sats does not cover interval %d (%d)", j.paid, n, need)
+		return refuse(RefusePayment, fmt.Errorf("payment of %d sats does not cover interval %d (%d)", j.paid, n, need))
 	}
 	return nil
 }
@@ -409,16 +529,20 @@ func (j *sellerJob) receiveBlobs(ctx context.Context) (string, error) {
 		pw.CloseWithError(err)
 		r := <-done
 		if err != nil {
-			return "", fmt.Errorf("receive image: %w", err)
+			return "", blobRefusal(fmt.Errorf("receive image: %w", err))
 		}
 		if r.err != nil {
-			return "", fmt.Errorf("import image %s: %w", req.Image, r.err)
+			reason := RefuseInternal
+			if errors.Is(r.err, ErrBadImage) {
+				reason = RefuseBadImage
+			}
+			return "", refuse(reason, fmt.Errorf("import image %s: %w", req.Image, r.err))
 		}
 		image = r.name
 	} else {
 		name, err := s.cfg.Runner.Pull(ctx, req.Image)
 		if err != nil {
-			return "", fmt.Errorf("pull image %s: %w", req.Image, err)
+			return "", refuse(RefusePull, fmt.Errorf("pull image %s: %w", req.Image, err))
 		}
 		image = name
 	}
@@ -431,6 +555,9 @@ func (j *sellerJob) receiveBlobs(ctx context.Context) (string, error) {
 		left := s.cfg.MaxInputBytes
 		for _, in := range req.Inputs {
 			f, err := os.OpenFile(filepath.Join(dir, in.Name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+			if errors.Is(err, os.ErrExist) {
+				return "", refuse(RefuseBadInput, fmt.Errorf("input %s: %w", in.Name, err))
+			}
 			if err != nil {
 				return "", fmt.Errorf("input %s: %w", in.Name, err)
 			}
@@ -438,15 +565,23 @@ func (j *sellerJob) receiveBlobs(ctx context.Context) (string, error) {
 			n, err := j.readBlob(io.MultiWriter(f, h), min(left, int64(in.Size)))
 			f.Close()
 			if err != nil {
-				return "", fmt.Errorf("receive input %s: %w", in.Name, err)
+				return "", blobRefusal(fmt.Errorf("receive input %s: %w", in.Name, err))
 			}
 			left -= n
 			if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != in.SHA256 {
-				return "", fmt.Errorf("input %s: digest %s, want %s", in.Name, got, in.SHA256)
+				return "", refuse(RefuseBadInput, fmt.Errorf("input %s: digest %s, want %s", in.Name, got, in.SHA256))
 			}
 		}
 	}
 	return image, nil
+}
+
+// blobRefusal marks an error of readBlob: too much, or not the protocol.
+func blobRefusal(err error) error {
+	if errors.Is(err, ErrTooLarge) {
+		return refuse(RefuseTooLarge, err)
+	}
+	return refuse(RefuseProtocol, err)
 }
 
 // readBlob copies jBlob frames into w until jBlobEnd, at most limit bytes.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -143,3 +144,129 @@ func (f field) text(max int) (string, error) {
 }
 
 func (f field) int64() int64 { return protowire.DecodeZigZag(f.v) }
+
+// JobReason is the machine-readable reason a seller ends a job stream with,
+// carried in the job protocol's error frame. Unknown reasons decode as
+// RefuseUnknown, so a newer seller's reasons still travel.
+type JobReason string
+
+// Job stream reasons. The buyer's faults first: its image, inputs,
+// channel, payments or contract did not pass the seller's checks.
+const (
+	RefuseBadImage JobReason = "bad_image" // the image is not one the seller can run
+	RefuseBadInput JobReason = "bad_input" // an input does not match its digest or size
+	RefuseTooLarge JobReason = "too_large" // the image or inputs exceed the seller's limits
+	RefuseChannel  JobReason = "channel"   // the payment channel open was refused
+	RefusePayment  JobReason = "payment"   // a payment was refused or does not cover the interval
+	RefuseContract JobReason = "contract"  // the contract is not one the seller accepted, or its funding deadline passed
+	RefuseProtocol JobReason = "protocol"  // the buyer broke the job protocol
+	// RefusePull: the seller could not pull the image reference (a bad
+	// reference, or the seller's network).
+	RefusePull JobReason = "pull"
+	// RefuseInternal: the seller's own failure.
+	RefuseInternal JobReason = "internal"
+	// RefuseUnknown is a reason this version does not know, or an error
+	// frame of plain text from an older seller.
+	RefuseUnknown JobReason = "unknown"
+)
+
+func knownJobReason(r JobReason) bool {
+	switch r {
+	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol, RefusePull, RefuseInternal:
+		return true
+	}
+	return false
+}
+
+// Fault is whose fault a refusal for reason r is, as the buyer counts it.
+func (r JobReason) Fault() Fault {
+	switch r {
+	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol:
+		return FaultBuyer
+	case RefusePull:
+		// Nobody is blamed; another seller may reach the registry.
+		return FaultUnreachable
+	}
+	return FaultSeller
+}
+
+// JobError is a seller's refusal as it travels back to the buyer: a
+// reason and the seller's message.
+type JobError struct {
+	Reason  JobReason
+	Message string
+}
+
+func (e *JobError) Error() string { return fmt.Sprintf("seller refused (%s): %s", e.Reason, e.Message) }
+
+// maxJobErrorSize bounds an error frame; maxJobErrorText its message.
+const (
+	maxJobErrorSize = 1024
+	maxJobErrorText = 300
+)
+
+// Error frame fields.
+const (
+	jeReason protowire.Number = 1 + iota
+	jeMessage
+)
+
+// marshalJobError encodes e for the error frame.
+func marshalJobError(e *JobError) []byte {
+	var w enc
+	w.str(jeReason, string(e.Reason))
+	w.str(jeMessage, truncateUTF8(e.Message, maxJobErrorText))
+	return w.b
+}
+
+// UnmarshalJobError decodes an error frame from a seller. It never fails:
+// a frame that does not decode (an older seller's plain text) becomes the
+// message of RefuseUnknown, cut to a printable length.
+func UnmarshalJobError(b []byte) *JobError {
+	fields, err := decode("job error", b, maxJobErrorSize, jeMessage,
+		func(protowire.Number) bool { return true }, func(protowire.Number) bool { return false })
+	e := &JobError{}
+	for _, f := range fields {
+		if err != nil {
+			break
+		}
+		switch f.num {
+		case jeReason:
+			var s string
+			s, err = f.text(32)
+			e.Reason = JobReason(s)
+		case jeMessage:
+			e.Message, err = f.text(maxJobErrorText)
+		}
+	}
+	if err != nil || e.Reason == "" {
+		return &JobError{Reason: RefuseUnknown, Message: printable(truncateUTF8(string(b), maxJobErrorText))}
+	}
+	if !knownJobReason(e.Reason) {
+		e.Reason = RefuseUnknown
+	}
+	e.Message = printable(e.Message)
+	return e
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// printable replaces control characters and invalid UTF-8 of a peer's text
+// before it reaches a terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || r < 0x20 && r != '\t' || r == 0x7f || r >= 0x80 && r < 0xa0 {
+			return '?'
+		}
+		return r
+	}, s)
+}

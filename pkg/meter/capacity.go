@@ -3,6 +3,8 @@ package meter
 import (
 	"fmt"
 	"math"
+
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 )
 
 // Unlimited marks a capacity dimension with no limit, used for caps the
@@ -71,8 +73,8 @@ func (c Capacity) String() string {
 		return format(v)
 	}
 	return fmt.Sprintf("cpu %s mem %s disk %s bw %s",
-		f(c.MilliCPU, FormatCPU), f(c.Memory, FormatSize),
-		f(c.Disk, FormatSize), f(c.Bandwidth, FormatBandwidth))
+		f(c.MilliCPU, quantity.FormatCPU), f(c.Memory, quantity.FormatSize),
+		f(c.Disk, quantity.FormatSize), f(c.Bandwidth, quantity.FormatBandwidth))
 }
 
 // changedBeyond reports whether next differs from prev by more than frac

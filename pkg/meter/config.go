@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 )
 
 // keyPrefix is where this package's config lives in the node's config file;
@@ -12,9 +14,9 @@ import (
 const keyPrefix = "meter."
 
 // Config is the operator's selling policy and the meter's settings. Sizes
-// are strings such as "2GiB" (see ParseSize), CPU amounts strings such as
-// "1.5" or "500m" (see ParseCPU), rates strings such as "100Mbit" (see
-// ParseBandwidth). An empty cap means no cap; "0" means sell none of it.
+// are strings such as "2GiB" (see quantity.ParseSize: M = 10^6, Mi = 2^20), CPU amounts strings such as
+// "1.5" or "500m" (see quantity.ParseCPU), rates strings such as "100Mbit" (see
+// quantity.ParseBandwidth). An empty cap means no cap; "0" means sell none of it.
 type Config struct {
 	// Reserve is kept for the owner and never sold.
 	Reserve Reserve `mapstructure:"reserve"`
@@ -156,8 +158,8 @@ func (c Config) policy(loc *time.Location) (Policy, error) {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf(keyPrefix+key+": "+format, args...))
 	}
-	// quantity parses v with parse, or returns def when v is empty.
-	quantity := func(parse func(string) (int64, error), like string) func(key, v string, def int64) int64 {
+	// parsed parses v with parse, or returns def when v is empty.
+	parsed := func(parse func(string) (int64, error), like string) func(key, v string, def int64) int64 {
 		return func(key, v string, def int64) int64 {
 			if v == "" {
 				return def
@@ -169,9 +171,9 @@ func (c Config) policy(loc *time.Location) (Policy, error) {
 			return n
 		}
 	}
-	size := quantity(ParseSize, "a size like 2GiB or 512MiB")
-	cpu := quantity(ParseCPU, "cores like 1.5 or millicores like 500m")
-	rate := quantity(ParseBandwidth, "bits per second like 100Mbit")
+	size := parsed(quantity.ParseSize, "a size like 2GiB or 512MiB")
+	cpu := parsed(quantity.ParseCPU, "cores like 1.5 or millicores like 500m")
+	rate := parsed(quantity.ParseBandwidth, "bits per second like 100Mbit")
 	nonneg := func(key string, v float64) {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			bad(key, "must be a number ≥ 0, not %v", v)

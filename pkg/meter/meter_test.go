@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 )
 
 // fakeSource is a machine whose numbers the test sets.
@@ -174,7 +176,7 @@ func TestRunReportsChanges(t *testing.T) {
 
 	first := <-changes
 	if first.Memory != 7*gib {
-		t.Errorf("first report memory = %s, want 7GiB", FormatSize(first.Memory))
+		t.Errorf("first report memory = %s, want 7GiB", quantity.FormatSize(first.Memory))
 	}
 	if s := m.Snapshot(); s.Spare != first || s.Reason == ReasonNotMeasured {
 		t.Errorf("Snapshot = %+v, want spare %v", s, first)
@@ -191,7 +193,7 @@ func TestRunReportsChanges(t *testing.T) {
 	select {
 	case c := <-changes:
 		if c.Memory != 2*gib {
-			t.Errorf("reported memory %s, want 2GiB", FormatSize(c.Memory))
+			t.Errorf("reported memory %s, want 2GiB", quantity.FormatSize(c.Memory))
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no report after memory dropped")

@@ -2,6 +2,7 @@ package meter
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -123,4 +124,11 @@ func (p Policy) Spare(now time.Time, m Measured, held Capacity) (Capacity, Reaso
 		return spare, Reason("spare; " + strings.Join(notes, ", "))
 	}
 	return spare, ReasonSpare
+}
+
+// trimFloat renders a price with at most two decimals and no trailing zeros.
+func trimFloat(f float64) string {
+	s := strconv.FormatFloat(f, 'f', 2, 64)
+	s = strings.TrimRight(s, "0")
+	return strings.TrimSuffix(s, ".")
 }

@@ -12,8 +12,10 @@ import (
 const DHTProtocolPrefix = "/blackbox"
 
 // NewDHT starts blackbox's Kademlia DHT on h: its own protocol prefix, the
-// offer record validator, and the given bootstrap peers. Server mode stores
-// records for others; client mode (for short-lived CLI nodes) does not.
+// offer record validator, the given bootstrap peers, and a RecordStore with
+// DefaultStoreLimits (pass dht.Datastore(NewRecordStore(...)) in extra for
+// others). Server mode stores records for others; client mode (for
+// short-lived CLI nodes) does not.
 func NewDHT(h host.Host, server bool, bootstrap []peer.AddrInfo, extra ...dht.Option) (*dht.IpfsDHT, error) {
 	mode := dht.ModeClient
 	if server {
@@ -24,6 +26,7 @@ func NewDHT(h host.Host, server bool, bootstrap []peer.AddrInfo, extra ...dht.Op
 		dht.ProtocolPrefix(DHTProtocolPrefix),
 		dht.NamespacedValidator(DHTNamespace, Validator{}),
 		dht.BootstrapPeers(bootstrap...),
+		dht.Datastore(NewRecordStore(h.ID(), DefaultStoreLimits())),
 	}, extra...)
 	d, err := dht.New(h, opts...)
 	if err != nil {

@@ -235,7 +235,7 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 
 var discard = discardLogger()
 
-func mustSeal(t *testing.T, o *Offer, k crypto.PrivKey) []byte {
+func mustSeal(t testing.TB, o *Offer, k crypto.PrivKey) []byte {
 	t.Helper()
 	env, err := record.Seal(o, k)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -92,8 +93,18 @@ func TestConcurrentChannels(t *testing.T) {
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()
 	bst, sst := NewMemStore(), NewMemStore()
-	buyer := newManager(t, cfg, chain, bst, seed(1), paytest.NewFunder(chain))
-	seller := newManager(t, cfg, chain, sst, seed(2), nil)
+	// Both sides keep a channel backup, written on every change.
+	dir := t.TempDir()
+	bbk, err := NewBackupStore(bst, filepath.Join(dir, "buyer.backup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbk, err := NewBackupStore(sst, filepath.Join(dir, "seller.backup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buyer := newManager(t, cfg, chain, bbk, seed(1), paytest.NewFunder(chain))
+	seller := newManager(t, cfg, chain, sbk, seed(2), nil)
 	ctx := context.Background()
 	terms, _ := seller.SellerTerms()
 	const n, per = 8, 15
@@ -184,7 +195,19 @@ func TestConcurrentChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	reload := func(st ChannelStore, sd byte) *Manager { return newManager(t, cfg, chain, st, seed(sd), nil) }
-	for _, m := range []*Manager{buyer, seller, reload(bst, 1), reload(sst, 2)} {
+	// What a node that lost its database gets back from its backup.
+	restored := func(bk *BackupStore, sd byte) *Manager {
+		b, err := ReadChannelBackup(bk.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := NewMemStore()
+		if err := RestoreChannelBackup(b, st); err != nil {
+			t.Fatal(err)
+		}
+		return reload(st, sd)
+	}
+	for _, m := range []*Manager{buyer, seller, reload(bst, 1), reload(sst, 2), restored(bbk, 1), restored(sbk, 2)} {
 		for i, id := range ids {
 			c, err := m.Channel(id)
 			if err != nil {

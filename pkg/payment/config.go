@@ -48,6 +48,10 @@ type Config struct {
 	// PassphraseFile holds the wallet passphrase; empty means the
 	// environment variable BLACKBOX_WALLET_PASSPHRASE.
 	PassphraseFile string `mapstructure:"passphrase_file"`
+	// BackupFile is the static channel backup (see BackupStore), rewritten
+	// on every channel change; empty means channels.backup in the data
+	// dir. Another disk keeps it through the loss of the data dir's.
+	BackupFile string `mapstructure:"backup_file"`
 }
 
 // DefaultConfig is regtest on btcd's default loopback port with conservative

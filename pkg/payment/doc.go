@@ -4,22 +4,24 @@
 // signature and two on-chain transactions per channel, and the chain backend
 // (btcd's RPC) that broadcasts, counts confirmations and watches spends.
 //
-// It knows nothing about jobs: the contract package calls it through the
-// Manager (open, pay, accept an update, close, refund) and persists nothing
-// itself; persistence goes through the ChannelStore interface, implemented on
-// the node's database by internal/store.
+// It knows nothing about jobs. The node's contract engines reach it through
+// two small adapters: the buyer's Payer (EnsureChannel sizes a channel for a
+// contract, reusing one with room or funding one at a time; Pay signs a
+// contract's cumulative total) and the seller's Manager (SellerTerms, whose
+// encoding travels in a contract acceptance; AcceptOpen; AcceptUpdateInOrder,
+// which holds back an update that overtook its predecessor on another
+// stream). Every peer message is size-capped and decoded by a fuzzed decoder
+// (DecodeSellerTerms, DecodeOpenRequest, DecodeUpdate).
 //
-// Long, high-value contracts go through the EscrowManager instead of a
-// channel: the buyer calls OpenEscrow with the seller's and an arbiter's
-// EscrowTerms and sends the offer to both (AcceptEscrow); the amount sits in
-// a 2-of-3 output whose arbiter key counts only after a CLTV delay chosen
-// beyond the contract's end plus a dispute window. When the job is done the
-// contract code has the buyer sign a Release (or the seller a Refund, on
-// cancellation) and passes the signature to the other side's AddSignature;
-// that side completes it and broadcasts. If they disagree, both call
-// Dispute, the arbiter signs an Arbitrate for the side it finds for, and
-// that side completes the payout once the delay has passed. Every signature
-// and state change is in the EscrowStore (the same bbolt database) before it
-// is acknowledged, and Tick on each block carries an escrow through
-// confirmations, spends by anyone and reorgs, after a restart as before it.
+// Nothing is acknowledged before it is persisted through the ChannelStore
+// interface (implemented on the node's database by internal/store), and, with
+// a BackupStore around it, written to the static channel backup: a file
+// outside the database holding every open channel's parameters and latest
+// signed update, from which RestoreChannelBackup rebuilds a lost database.
+//
+// The EscrowManager (2-of-3 outputs whose arbiter key counts only after a
+// CLTV delay, for long, high-value contracts: OpenEscrow / AcceptEscrow,
+// Release or Refund signatures completed by AddSignature, Dispute and
+// Arbitrate) is complete and tested against regtest, but no contract uses it
+// yet: the market pays through channels only.
 package payment

@@ -49,6 +49,9 @@ func ChannelFromOpen(o *OpenRequest) (*Channel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: buyer key: %v", ErrWrongKey, err)
 	}
+	if bytes.Equal(o.BuyerKey, o.SellerKey) {
+		return nil, fmt.Errorf("%w: buyer and seller keys are equal", ErrWrongKey)
+	}
 	if len(o.SellerScript) == 0 || len(o.BuyerScript) == 0 {
 		return nil, fmt.Errorf("%w: empty payout script", ErrMalformed)
 	}
@@ -107,6 +110,9 @@ func (c *Channel) VerifyUpdate(u *Update) error {
 		return fmt.Errorf("%w: contract %d of channel %d", ErrContractAmount, u.ContractAmount, u.Amount)
 	case len(u.Sig) == 0:
 		return fmt.Errorf("%w: no signature", ErrBadSignature)
+	case bytes.Equal(c.BuyerKey, c.SellerKey):
+		// The cache would vouch for checkSig in the buyer's slot too.
+		return fmt.Errorf("%w: %w: buyer and seller keys are equal", ErrBadSignature, ErrWrongKey)
 	}
 	ws, err := c.Script()
 	if err != nil {

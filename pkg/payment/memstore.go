@@ -2,6 +2,7 @@ package payment
 
 import (
 	"fmt"
+	"maps"
 	"sync"
 )
 
@@ -60,4 +61,21 @@ func (s *MemStore) NextIndex(name string) (uint32, error) {
 	v := s.counters[name]
 	s.counters[name] = v + 1
 	return v, nil
+}
+
+var _ CounterStore = (*MemStore)(nil)
+
+// Counters implements CounterStore.
+func (s *MemStore) Counters() (map[string]uint32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.counters), nil
+}
+
+// RaiseIndex implements CounterStore.
+func (s *MemStore) RaiseIndex(name string, next uint32) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counters[name] = max(s.counters[name], next)
+	return nil
 }

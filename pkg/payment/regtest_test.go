@@ -1,11 +1,11 @@
+//go:build integration
+
 package payment
 
 import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -26,13 +26,6 @@ type pair struct {
 	cfg            Config
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
 func testConfig(h *btcdtest.Harness, payout string) Config {
 	cfg := DefaultConfig()
 	cfg.RPCHost, cfg.RPCUser, cfg.RPCPass, cfg.RPCNoTLS = h.RPCHost, h.RPCUser, h.RPCPass, true
@@ -43,8 +36,6 @@ func testConfig(h *btcdtest.Harness, payout string) Config {
 	cfg.FallbackFeeRate = 2
 	return cfg
 }
-
-func seed(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 
 func newPair(t *testing.T) *pair {
 	t.Helper()
@@ -62,19 +53,6 @@ func newPair(t *testing.T) *pair {
 	p.buyer = newManager(t, cfg, chain, p.bstore, seed(1), h)
 	p.seller = newManager(t, cfg, chain, p.sstore, seed(2), nil)
 	return p
-}
-
-func newManager(t testing.TB, cfg Config, chain Chain, st ChannelStore, sd []byte, f Funder) *Manager {
-	t.Helper()
-	keys, err := NewKeyring(sd, btcdtest.Params)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := NewManager(ManagerConfig{Config: cfg, Chain: chain, Store: st, Keys: keys, Funder: f, Log: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // open funds a channel from buyer to seller and mines until both see it open.

@@ -176,30 +176,10 @@ func CreateWallet(ctx context.Context, dir string, passphrase []byte, backup *Se
 	_ = w
 	raw, _ := json.MarshalIndent(sealed, "", "  ")
 	// Written last: its presence means "a complete wallet is here".
-	if err := writeFileSync(filepath.Join(dir, seedFile), raw); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, seedFile), raw); err != nil {
 		return nil, fmt.Errorf("write seed: %w", err)
 	}
 	return OpenWallet(ctx, dir, passphrase, cfg, log)
-}
-
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // ReadBackup reads a seed backup file.

@@ -68,9 +68,16 @@ type tally struct {
 	good   float64
 	bad    float64
 	at     time.Time
+	streak streak
 }
 
 func (t *tally) add(o Outcome, usage, w float64, at time.Time, halfLife time.Duration) {
+	t.streak.add(o, at)
+	if o == OutcomeVerified {
+		// No evidence: counted, without moving the tally's time.
+		t.counts[o] += w
+		return
+	}
 	if t.at.IsZero() {
 		t.at = at
 	}
@@ -126,6 +133,7 @@ type Book struct {
 	accepted  uint64
 	trustSeen map[string]time.Time  // truster|subject → newest statement
 	firstSeen map[peer.ID]time.Time // when Rank first saw a candidate
+	forgot    map[peer.ID]time.Time // Forget: evidence up to then is dropped
 }
 
 // NewBook validates the config, loads the store and returns the Book.
@@ -137,6 +145,7 @@ func NewBook(o Options) (*Book, error) {
 		cfg: o.Config, self: o.Self, st: o.Store, ev: o.Evidence, now: o.Now, log: o.Log,
 		g: newGraph(), own: map[peer.ID]*tally{}, att: map[peer.ID]map[peer.ID]*tally{},
 		seen: map[string]struct{}{}, rejected: map[Reason]uint64{}, trustSeen: map[string]time.Time{}, firstSeen: map[peer.ID]time.Time{},
+		forgot:   map[peer.ID]time.Time{},
 		trustVer: math.MaxUint64,
 	}
 	if b.st == nil {
@@ -209,7 +218,40 @@ func (b *Book) Penalize(p peer.ID, why string) {
 	}
 }
 
+// Forget drops this node's own observations of p and the attestations
+// about p it holds, and with them any block: p starts again as a peer this
+// node knows nothing about. Later contracts count again, and attestations
+// issued after now. The forgetting is kept as a marker among the
+// observations, so it outlives a restart.
+func (b *Book) Forget(p peer.ID) error {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := Observation{Peer: p, ContractID: "forget", Outcome: outcomeForget, At: now}
+	if err := b.st.AppendObservation(m); err != nil {
+		return fmt.Errorf("forget %s: %w", p, err)
+	}
+	b.addObservation(m)
+	b.log.Info("reputation: forgot what this node knew of a peer", "peer", p)
+	return nil
+}
+
+// outcomeForget marks a Forget among the stored observations; it is never
+// a valid outcome (Observe refuses it, attestations never carry it).
+const outcomeForget Outcome = 0
+
 func (b *Book) addObservation(o Observation) {
+	if o.Outcome == outcomeForget {
+		delete(b.own, o.Peer)
+		delete(b.att, o.Peer)
+		if o.At.After(b.forgot[o.Peer]) {
+			b.forgot[o.Peer] = o.At
+		}
+		return
+	}
+	if f, ok := b.forgot[o.Peer]; ok && !o.At.After(f) {
+		return
+	}
 	t := b.own[o.Peer]
 	if t == nil {
 		t = &tally{}
@@ -218,9 +260,20 @@ func (b *Book) addObservation(o Observation) {
 	t.add(o.Outcome, o.UsageRatio, 1, o.At, b.cfg.HalfLife)
 }
 
-func replayKey(a *Attestation) string { return string(a.Attester) + "|" + a.ContractID }
+// replayKey allows one attestation of how a contract ended and one of its
+// spot check's verdict per attester and contract.
+func replayKey(a *Attestation) string {
+	k := string(a.Attester) + "|" + a.ContractID
+	if a.Outcome.spotVerdict() {
+		k += "|spot"
+	}
+	return k
+}
 
 func (b *Book) addAttestation(a *Attestation) {
+	if f, ok := b.forgot[a.Subject]; ok && !a.IssuedAt.After(f) {
+		return
+	}
 	m := b.att[a.Subject]
 	if m == nil {
 		m = map[peer.ID]*tally{}
@@ -441,10 +494,16 @@ type Score struct {
 	// Evidence is the weighted evidence behind the score, in contracts.
 	Evidence float64 `json:"evidence"`
 	// Blocked says the peer gets no work and is refused by the gater.
-	Blocked bool     `json:"blocked"`
-	Trust   float64  `json:"trust"`
-	Why     string   `json:"why"`
-	Sources []Source `json:"sources,omitempty"`
+	Blocked bool `json:"blocked"`
+	// Verified is the peer's streak of verified results (spot checks its
+	// output passed since its last lie, own and trusted attesters'
+	// weighted), and SpotCheckRate the share of its deterministic jobs
+	// that are spot-checked because of it.
+	Verified      float64  `json:"verified"`
+	SpotCheckRate float64  `json:"spot_check_rate"`
+	Trust         float64  `json:"trust"`
+	Why           string   `json:"why"`
+	Sources       []Source `json:"sources,omitempty"`
 }
 
 // posterior sums the evidence about p. It is the hot path of selection.
@@ -504,8 +563,11 @@ func source(from peer.ID, w float64, t *tally, f, good, bad float64) Source {
 func (b *Book) Score(p peer.ID) Score {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := b.posterior(p, b.now(), true)
+	now := b.now()
+	s := b.posterior(p, now, true)
 	s.Trust = b.trustLocked()[p]
+	s.Verified = b.verifiedLocked(p)
+	s.SpotCheckRate = b.cfg.SpotCheckRate(s.Verified)
 	sort.Slice(s.Sources, func(i, j int) bool {
 		return s.Sources[i].Good+s.Sources[i].Bad > s.Sources[j].Good+s.Sources[j].Bad
 	})
@@ -518,8 +580,9 @@ func explain(s Score, cfg Config) string {
 	if s.Blocked {
 		verdict = fmt.Sprintf("blocked: mean %.2f below threshold %.2f", s.Mean, cfg.Threshold)
 	} else if s.Evidence < cfg.ExploreBelow {
-		verdict = "new: little evidence, gets exploratory work and spot checks"
+		verdict = "new: little evidence, gets exploratory work"
 	}
+	verdict += fmt.Sprintf("; %.0f%% of its deterministic jobs spot-checked (%.1f verified in a row)", 100*s.SpotCheckRate, s.Verified)
 	own, others := 0.0, 0.0
 	for _, src := range s.Sources {
 		if src.From == Self {

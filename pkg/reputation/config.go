@@ -13,9 +13,11 @@
 // Wiring, for the node and the contract code:
 //   - NewBook(Options{Config, Self, Store, Evidence, Log}) once per node;
 //     Evidence is the contract/payment code's ContractEvidence.
-//   - the buyer's ranker calls Book.Rank(candidates, rng[, Uncheckable()])
-//     and skips the blocked ones; ShouldSpotCheck decides whether to run the
-//     job on a second seller, ResolveSpotCheck turns digests into evidence.
+//   - the buyer's ranker (pkg/contract's Rank, through the node) calls
+//     Book.Rank(candidates, rng[, Uncheckable() | ForSpotCheck()]): the one
+//     selection policy of the node, and the one the simulation (sim)
+//     measures; ShouldSpotCheck decides whether to run a deterministic job
+//     on a second seller, ResolveSpotCheck turns digests into verdicts.
 //   - after each contract: Book.Observe(observation), then NewAttestation +
 //     SealAttestation with the node key, and Exchange.Push to trusted peers.
 //   - libp2p.ConnectionGater(NewGater(book, log)); call Gater.Sweep after
@@ -54,18 +56,16 @@ type Config struct {
 	// HalfLife is the decay half-life of every observation and attestation.
 	// Default 720h (30 days).
 	HalfLife time.Duration `mapstructure:"half_life"`
-	// SpotCheckRate is the share (0..1) of deterministic jobs that also run
-	// on a second seller to compare output digests. Default 0.05.
-	SpotCheckRate float64 `mapstructure:"spot_check_rate"`
-	// SpotCheckNewRate is the spot-check share for a seller with less than
-	// ExploreBelow evidence: new sellers are checked far more. Default 1.
-	SpotCheckNewRate float64 `mapstructure:"spot_check_new_rate"`
-	// SpotCheckOwnBelow: a seller about which this node's own evidence is
-	// below this (in contracts) is also checked at SpotCheckNewRate, however
-	// good others say it is (trust, but verify). 0 disables. Default 0: in
-	// the simulation verifying every seller once doubled the spot checks
-	// and did not reduce losses, given trusted peers' attestations.
-	SpotCheckOwnBelow float64 `mapstructure:"spot_check_own_below"`
+	// SpotCheckAllBelow and SpotCheckFloor adapt spot checks per seller
+	// (Config.SpotCheckRate): every deterministic job of a seller is run on
+	// a second seller until it has SpotCheckAllBelow verified results in a
+	// row (own, plus trusted attesters' weighted); after n of them, a job is
+	// checked with probability 1/n, never less than SpotCheckFloor; a
+	// mismatch starts over. Defaults 45 and 0.02: a seller that lies on
+	// 10% of its contracts is caught within 50 of them with probability
+	// 99.1% (CatchWithin), and a proven seller costs its buyers 2% more.
+	SpotCheckAllBelow float64 `mapstructure:"spot_check_all_below"`
+	SpotCheckFloor    float64 `mapstructure:"spot_check_floor"`
 	// MaxHops bounds trust propagation through the graph. Default 4 (trust
 	// also fades as the product of edge weights along the path).
 	MaxHops int `mapstructure:"max_hops"`
@@ -106,9 +106,8 @@ func DefaultConfig() Config {
 		Exploration:              0.15,
 		ExploreBelow:             3,
 		HalfLife:                 30 * 24 * time.Hour,
-		SpotCheckRate:            0.05,
-		SpotCheckNewRate:         1,
-		SpotCheckOwnBelow:        0,
+		SpotCheckAllBelow:        45,
+		SpotCheckFloor:           0.02,
 		MaxHops:                  4,
 		AttestationWeight:        0.5,
 		MaxPerAttester:           10,
@@ -141,7 +140,7 @@ func (c *Config) Validate() error {
 		v float64
 	}{
 		{"threshold", c.Threshold}, {"exploration", c.Exploration},
-		{"spot_check_rate", c.SpotCheckRate}, {"spot_check_new_rate", c.SpotCheckNewRate},
+		{"spot_check_floor", c.SpotCheckFloor},
 		{"attestation_weight", c.AttestationWeight},
 	} {
 		if err := share(s.k, s.v); err != nil {
@@ -155,8 +154,8 @@ func (c *Config) Validate() error {
 		return bad("prior_good", "must be positive (a Beta prior needs both counts > 0)", c.PriorGood)
 	case c.PriorBad <= 0:
 		return bad("prior_bad", "must be positive (a Beta prior needs both counts > 0)", c.PriorBad)
-	case c.SpotCheckOwnBelow < 0:
-		return bad("spot_check_own_below", "must not be negative", c.SpotCheckOwnBelow)
+	case c.SpotCheckAllBelow < 0 || c.SpotCheckAllBelow != c.SpotCheckAllBelow:
+		return bad("spot_check_all_below", "must not be negative", c.SpotCheckAllBelow)
 	case c.ExploreBelow < 0:
 		return bad("explore_below", "must not be negative", c.ExploreBelow)
 	case c.HalfLife < time.Minute:

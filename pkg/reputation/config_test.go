@@ -20,7 +20,8 @@ func TestConfigValidate(t *testing.T) {
 		{"max_hops", func(c *Config) { c.MaxHops = 0 }},
 		{"max_attestation_bytes", func(c *Config) { c.MaxAttestationBytes = 10 }},
 		{"rate_per_minute", func(c *Config) { c.RatePerMinute = 0 }},
-		{"spot_check_rate", func(c *Config) { c.SpotCheckRate = 2 }},
+		{"spot_check_floor", func(c *Config) { c.SpotCheckFloor = 2 }},
+		{"spot_check_all_below", func(c *Config) { c.SpotCheckAllBelow = -1 }},
 		{"attestation_ttl", func(c *Config) { c.AttestationTTL = time.Minute }},
 	}
 	for _, tc := range tests {

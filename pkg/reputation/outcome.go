@@ -31,11 +31,16 @@ const (
 	// validation rejected the output (garbage). Worse than an honest
 	// failure: it is a lie about the result.
 	OutcomeInvalid Outcome = 7
+	// OutcomeVerified: a spot check's majority agreed with the seller's
+	// output. The contract's own outcome already counted in the score; this
+	// adds no evidence to it, and lengthens the seller's streak of verified
+	// results, which lowers how often its jobs are checked (ShouldSpotCheck).
+	OutcomeVerified Outcome = 8
 
-	outcomeMax = OutcomeInvalid
+	outcomeMax = OutcomeVerified
 )
 
-var outcomeNames = [...]string{"", "completed", "late", "failed", "abandoned", "spot_check_mismatch", "abuse", "invalid"}
+var outcomeNames = [...]string{"", "completed", "late", "failed", "abandoned", "spot_check_mismatch", "abuse", "invalid", "verified"}
 
 func (o Outcome) String() string {
 	if o == 0 || o > outcomeMax {
@@ -68,7 +73,18 @@ var outcomeWeights = [...][2]float64{
 	OutcomeSpotCheckMismatch: {0, 10},
 	OutcomeAbuse:             {0, 1},
 	OutcomeInvalid:           {0, 4},
+	OutcomeVerified:          {0, 0},
 }
+
+// lie reports whether o shows the seller lied about its output: a spot check
+// disagreed, or the buyer found the result to be garbage. A lie ends the
+// seller's streak of verified results.
+func (o Outcome) lie() bool { return o == OutcomeSpotCheckMismatch || o == OutcomeInvalid }
+
+// spotVerdict reports whether o is a spot check's verdict on a contract
+// rather than how the contract itself ended; an attester may attest both
+// about one contract.
+func (o Outcome) spotVerdict() bool { return o == OutcomeSpotCheckMismatch || o == OutcomeVerified }
 
 // usageTolerance is the shortfall of delivered against promised usage that
 // is treated as measurement noise; usageWeight is the bad evidence per unit

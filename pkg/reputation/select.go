@@ -45,7 +45,7 @@ const rttCostPerSecond = 0.2
 // RankOption adjusts one Rank call.
 type RankOption func(*rankOpts)
 
-type rankOpts struct{ uncheckable bool }
+type rankOpts struct{ uncheckable, spotCheck bool }
 
 // Uncheckable says the job cannot be spot-checked (its output is not
 // deterministic). Such a job is not used for exploration, and sellers with
@@ -53,12 +53,20 @@ type rankOpts struct{ uncheckable bool }
 // ones whose results can be verified.
 func Uncheckable() RankOption { return func(o *rankOpts) { o.uncheckable = true } }
 
-// Rank orders candidates for a buyer: peers below the threshold are dropped
-// (returned in blocked), the rest are ranked by Thompson sampling — a
-// reliability drawn from each peer's Beta posterior divided by the effective
-// price — and, with probability Exploration, a candidate with little
-// evidence is put first so that new sellers get their first job. rng makes it
-// deterministic in tests and the simulation.
+// ForSpotCheck ranks sellers to re-run another seller's job and check its
+// output: the best proven record first (the highest lower end of the
+// score's 90% interval), equal ones in random order, whatever the price,
+// and no exploration. A checker must be one whose word can be taken.
+func ForSpotCheck() RankOption { return func(o *rankOpts) { o.spotCheck = true } }
+
+// Rank is the node's seller-selection policy, the one the buyer runs
+// (pkg/contract's Rank calls it through the node) and the simulation
+// measures. It orders candidates for a buyer: peers below the threshold are
+// dropped (returned in blocked), the rest are ranked by Thompson sampling —
+// a reliability drawn from each peer's Beta posterior divided by the
+// effective price — and, with probability Exploration, a candidate with
+// little evidence is put first so that new sellers get their first job.
+// rng makes it deterministic in tests and the simulation.
 func (b *Book) Rank(cands []Candidate, rng *rand.Rand, opts ...RankOption) (ranked []Ranked, blocked []Candidate) {
 	var o rankOpts
 	for _, f := range opts {
@@ -88,6 +96,11 @@ func (b *Book) Rank(cands []Candidate, rng *rand.Rand, opts ...RankOption) (rank
 		ranked = append(ranked, Ranked{Candidate: c, Sample: theta, Utility: theta / price, Mean: s.Mean, Low: s.Low, Evidence: s.Evidence})
 	}
 	b.mu.Unlock()
+	if o.spotCheck {
+		rng.Shuffle(len(ranked), func(i, j int) { ranked[i], ranked[j] = ranked[j], ranked[i] })
+		sort.SliceStable(ranked, func(i, j int) bool { return ranked[i].Low > ranked[j].Low })
+		return ranked, blocked
+	}
 	if len(fresh) > 0 && !o.uncheckable && rng.Float64() < b.cfg.Exploration {
 		// The least-known candidate goes first; among equally unknown ones
 		// the one this node saw appear most recently, then at random. A

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/quantity"
 )
 
 // Config is the sandbox's configuration (config section "sandbox"). Sizes
@@ -159,51 +160,6 @@ func (l Limits) Validate() error {
 	return nil
 }
 
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
-	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40},
-	{"B", 1}, {"", 1},
-}
-
-// ParseSize parses a byte size such as "64MiB", "1.5G", "512k" or "4096".
-// Binary units (KiB, K, k) are powers of 1024; KB, MB, GB, TB are decimal.
-func ParseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	for _, u := range sizeUnits {
-		if !strings.HasSuffix(s, u.suffix) {
-			continue
-		}
-		num := strings.TrimSpace(strings.TrimSuffix(s, u.suffix))
-		if num == "" {
-			break
-		}
-		f, err := strconv.ParseFloat(num, 64)
-		if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
-			break
-		}
-		v := f * float64(u.mult)
-		if v >= math.MaxInt64 {
-			return 0, fmt.Errorf("size %q: too large", s)
-		}
-		return int64(v), nil
-	}
-	return 0, fmt.Errorf("size %q: want a number with an optional unit (KiB, MiB, GiB, KB, MB, GB)", s)
-}
-
-// FormatSize renders n bytes with a binary unit, for humans.
-func FormatSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) + "GiB"
-	case n >= 1<<20:
-		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "MiB"
-	case n >= 1<<10:
-		return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + "KiB"
-	}
-	return strconv.FormatInt(n, 10) + "B"
-}
+// FormatSize renders n bytes for humans, as everywhere else in blackbox
+// (quantity.FormatSize: binary units, "1.5GiB").
+func FormatSize(n int64) string { return quantity.FormatSize(n) }

@@ -1,3 +1,5 @@
+//go:build integration
+
 package sandbox_test
 
 import (
@@ -218,8 +220,13 @@ func TestCPUQuota(t *testing.T) {
 	}
 	share := res.CPUTime.Seconds() / res.Wall.Seconds()
 	t.Logf("cpu %s over wall %s = %.3f cores (quota 0.5)", res.CPUTime, res.Wall, share)
-	if share < 0.5*0.85 || share > 0.5*1.15 {
-		t.Errorf("job got %.3f cores, want 0.5 ± 15%%", share)
+	// The quota is a ceiling: on a busy machine (other tests, other jobs)
+	// the job gets less, never more. The floor only says it ran at all.
+	if share > 0.5*1.15 {
+		t.Errorf("job got %.3f cores, over its quota of 0.5 (+15%%)", share)
+	}
+	if share < 0.1 {
+		t.Errorf("job got %.3f cores: it barely ran", share)
 	}
 }
 

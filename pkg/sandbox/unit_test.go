@@ -10,23 +10,6 @@ import (
 	"time"
 )
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{
-		"64MiB": 64 << 20, "1G": 1 << 30, "1.5GiB": 3 << 29, "512k": 512 << 10, "4096": 4096,
-		"10MB": 10_000_000, "2 MiB": 2 << 20, "1B": 1,
-	} {
-		got, err := ParseSize(in)
-		if err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "MiB", "-1M", "abc", "1XB", "1e400", "NaN"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) accepted", in)
-		}
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	c := DefaultConfig()
 	if err := c.Validate(); err != nil {

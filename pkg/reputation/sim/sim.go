@@ -4,12 +4,20 @@
 // signed attestation that every other buyer verifies (signature, replay,
 // paid-contract evidence) before it counts, weighted by trust.
 //
+// The blackbox policy is the node's: the buyer ranks with Book.Rank (as
+// pkg/contract's Rank does through the node), asks Book.ShouldSpotCheck after
+// a deterministic job, re-runs it on the sellers Book.Rank(ForSpotCheck)
+// puts first (up to two re-runs, two tries each, as the buyer engine), and
+// records each contract's outcome and then the spot check's verdicts
+// (ResolveSpotCheck), all with reputation.DefaultConfig, the node's default.
+//
 // The simulated world: sellers with prices and capacity, buyers drawing jobs
 // from a shared stream, honest sellers that are sometimes late or fail, and
 // cheats of four kinds — garbage (take payment, return garbage), vanish (quit
 // mid-job), inflate (bill more usage than delivered) and a Sybil ring that
 // returns garbage and vouches for itself through paid contracts among its
-// own identities. Some honest sellers join late.
+// own identities; and occasional cheats, honest but on a share of their
+// contracts. Some honest sellers join late.
 package sim
 
 import (
@@ -53,7 +61,14 @@ type Config struct {
 	// SybilVouches is how many paid fake contracts each ring member does
 	// with the ring before the market opens.
 	SybilVouches int
-	Reputation   reputation.Config
+	// Occasional sellers (on top of CheatShare's) return garbage on
+	// OccasionalShare of their contracts and are honest otherwise.
+	Occasional      int
+	OccasionalShare float64
+	// MeasureFrom is the market contract from which spending is also
+	// counted apart (SteadyCheckShare), once the market has settled.
+	MeasureFrom int
+	Reputation  reputation.Config
 }
 
 // DefaultConfig is the market: 200 sellers, 50 buyers, 5,000
@@ -62,8 +77,29 @@ func DefaultConfig() Config {
 	return Config{
 		Seed: 1, Sellers: 200, Buyers: 50, Contracts: 5000, CheatShare: 0.2, SybilRing: 20,
 		LateHonest: 10, Slots: 2, Deterministic: 0.8, NoticeGarbage: 0.3, UsageVisible: 0.5,
-		TrustPerBuyer: 5, SybilVouches: 10, Reputation: reputation.DefaultConfig(),
+		TrustPerBuyer: 5, SybilVouches: 10, OccasionalShare: 0.1, Reputation: reputation.DefaultConfig(),
 	}
+}
+
+// SteadyConfig is a market run long enough to settle, for what spot checks
+// cost once most sellers are proven: 40 sellers (20% cheats, a Sybil ring
+// of 4, 2 honest newcomers), 10 buyers, 20,000 contracts, spending counted
+// over the second half.
+func SteadyConfig() Config {
+	c := DefaultConfig()
+	c.Sellers, c.Buyers, c.Contracts, c.SybilRing, c.LateHonest, c.TrustPerBuyer = 40, 10, 20000, 4, 2, 3
+	c.MeasureFrom = c.Contracts / 2
+	return c
+}
+
+// CatchConfig is a market of 30 honest sellers and 30 occasional cheats
+// (garbage on 10% of their contracts), 10 buyers, 6,000 contracts: how
+// soon each cheat is caught.
+func CatchConfig() Config {
+	c := DefaultConfig()
+	c.Sellers, c.Buyers, c.Contracts, c.CheatShare, c.SybilRing, c.LateHonest, c.TrustPerBuyer = 60, 10, 6000, 0, 0, 0, 3
+	c.Occasional = 30
+	return c
 }
 
 // Validate checks that the market can be built.
@@ -74,8 +110,10 @@ func (c Config) Validate() error {
 		return errors.New("sim: need sellers ≥ 1, buyers ≥ 2, contracts ≥ 1")
 	case c.SybilRing > cheats:
 		return fmt.Errorf("sim: sybil ring %d larger than the %d cheats", c.SybilRing, cheats)
-	case cheats+c.LateHonest > c.Sellers:
-		return errors.New("sim: cheats + late honest sellers exceed sellers")
+	case cheats+c.Occasional+c.LateHonest > c.Sellers:
+		return errors.New("sim: cheats + occasional cheats + late honest sellers exceed sellers")
+	case c.OccasionalShare < 0 || c.OccasionalShare > 1:
+		return errors.New("sim: occasional share must be in [0, 1]")
 	case c.Slots < 1 || c.TrustPerBuyer >= c.Buyers:
 		return errors.New("sim: slots ≥ 1 and trust_per_buyer < buyers")
 	}
@@ -92,9 +130,10 @@ const (
 	Vanish
 	Inflate
 	Sybil
+	Occasional
 )
 
-var kindNames = [...]string{"honest", "garbage", "vanish", "inflate", "sybil"}
+var kindNames = [...]string{"honest", "garbage", "vanish", "inflate", "sybil", "occasional"}
 
 func (k Kind) String() string { return kindNames[k] }
 
@@ -122,6 +161,9 @@ type seller struct {
 	wins  int
 	first int
 	last  int
+	// caught is how many contracts the seller had when a buyer first caught
+	// it lying (a spot-check mismatch or garbage it noticed); -1: never.
+	caught int
 }
 
 type buyer struct {
@@ -147,18 +189,27 @@ func (l ledger) VerifyContract(_ context.Context, id string, _ []byte) (reputati
 
 // Result is what one policy achieved.
 type Result struct {
-	Policy     Policy
-	Contracts  int // market contracts
-	Extra      int // spot-check contracts on top
-	PaidSats   float64
-	LostSats   float64
-	LostByKind map[Kind]float64
+	Policy    Policy
+	Contracts int // market contracts
+	Extra     int // spot-check contracts on top
+	// PaidSats is everything buyers paid, ExtraPaid what they paid for
+	// spot-check re-runs; the Steady ones count from MeasureFrom on.
+	PaidSats        float64
+	ExtraPaid       float64
+	SteadyPaid      float64
+	SteadyExtraPaid float64
+	LostSats        float64
+	LostByKind      map[Kind]float64
 	// Isolation is, per cheat, the market contracts until its last win
 	// (0: never won); -1 when it still won in the last 10% of the run.
 	Isolation map[Kind][]int
 	// FirstJob is, per late honest seller, the market contracts between
 	// joining and its first job; -1 when it never got one.
-	FirstJob   []int
+	FirstJob []int
+	// Caught is, per cheat, how many contracts it had when first caught
+	// lying (-1: never), and Served how many it had at the end.
+	Caught     map[Kind][]int
+	Served     map[Kind][]int
 	SybilWins  int
 	CheatWins  int
 	SpotChecks int
@@ -167,6 +218,28 @@ type Result struct {
 	HonestBlocked int
 	Rejected      map[reputation.Reason]uint64
 	Accepted      uint64
+}
+
+// CheckShare is the share of all spending that went to spot checks.
+func (r Result) CheckShare() float64 { return r.ExtraPaid / math.Max(r.PaidSats, 1) }
+
+// SteadyCheckShare is CheckShare from MeasureFrom on.
+func (r Result) SteadyCheckShare() float64 { return r.SteadyExtraPaid / math.Max(r.SteadyPaid, 1) }
+
+// CaughtWithin counts the cheats of kind k caught lying within n of their
+// contracts, and those that had n contracts or were caught (the others
+// ended the run uncaught with fewer than n: they say nothing either way).
+func (r Result) CaughtWithin(k Kind, n int) (caught, known int) {
+	for i, c := range r.Caught[k] {
+		switch {
+		case c >= 0 && c <= n:
+			caught++
+			known++
+		case r.Served[k][i] >= n:
+			known++
+		}
+	}
+	return caught, known
 }
 
 // LostPer1000 is the value lost to cheats per 1,000 market contracts.
@@ -228,6 +301,7 @@ type world struct {
 	res     Result
 	ctx     context.Context
 	sybils  []*seller
+	byID    map[peer.ID]*seller
 	nextID  int
 }
 
@@ -248,7 +322,7 @@ func runWorld(cfg Config, p Policy, hook func(*world, int), out **world) (Result
 		pick:   rand.New(rand.NewPCG(cfg.Seed, 2+uint64(p))),
 		fate:   rand.New(rand.NewPCG(cfg.Seed, 10+uint64(p))),
 		res: Result{Policy: p, Contracts: cfg.Contracts, LostByKind: map[Kind]float64{},
-			Isolation: map[Kind][]int{}, Rejected: map[reputation.Reason]uint64{}},
+			Isolation: map[Kind][]int{}, Caught: map[Kind][]int{}, Served: map[Kind][]int{}, Rejected: map[reputation.Reason]uint64{}},
 	}
 	if err := w.build(); err != nil {
 		return Result{}, err
@@ -302,6 +376,8 @@ func (w *world) build() error {
 			kinds[i] = Sybil
 		case i < cheats:
 			kinds[i] = []Kind{Garbage, Vanish, Inflate}[(i-cfg.SybilRing)*3/max(others, 1)]
+		case i < cheats+cfg.Occasional:
+			kinds[i] = Occasional
 		default:
 			kinds[i] = Honest
 		}
@@ -314,14 +390,14 @@ func (w *world) build() error {
 		if err != nil {
 			return err
 		}
-		s := &seller{id: id, key: k, first: -1, last: -1}
+		s := &seller{id: id, key: k, first: -1, last: -1, caught: -1}
 		w.sellers = append(w.sellers, s)
 	}
 	for i, s := range w.sellers {
 		s.kind = kinds[i]
 		s.busy = make([]int, cfg.Slots)
 		switch s.kind {
-		case Honest:
+		case Honest, Occasional:
 			s.price = 100 * (0.8 + 0.5*setup.Float64())
 			if late < cfg.LateHonest {
 				// Late joiners arrive spread over 20%..80% of the run.
@@ -338,6 +414,10 @@ func (w *world) build() error {
 		if s.kind == Sybil {
 			w.sybils = append(w.sybils, s)
 		}
+	}
+	w.byID = map[peer.ID]*seller{}
+	for _, s := range w.sellers {
+		w.byID[s.id] = s
 	}
 	for i := 0; i < cfg.Buyers; i++ {
 		k, id, err := newKey()
@@ -476,7 +556,6 @@ type run struct {
 	digest string // "" when no result
 	paid   float64
 	lost   float64
-	silent bool // nothing the buyer can observe or attest
 }
 
 func (w *world) contract(i int) error {
@@ -515,84 +594,78 @@ func (w *world) contract(i int) error {
 		}
 	}
 	primary := ranked[0].Ref.(*seller)
-	runs := []*run{w.execute(i, b, primary, j)}
-	if w.policy == Blackbox && runs[0].digest != "" && b.book.ShouldSpotCheck(primary.id, j.deterministic, w.pick) {
+	first := w.execute(i, b, primary, j)
+	runs := []*run{first}
+	var verdicts []reputation.Observation
+	if w.policy == Blackbox && first.digest != "" && b.book.ShouldSpotCheck(primary.id, j.deterministic, w.pick) {
 		w.res.SpotChecks++
-		used := map[*seller]bool{primary: true}
-		decided := false
-		for len(runs) < 4 {
-			results := []reputation.SpotResult{}
-			for _, r := range runs {
-				if r.digest != "" {
-					results = append(results, reputation.SpotResult{Peer: r.s.id, ContractID: r.id, Digest: r.digest})
-				}
-			}
-			if len(results) >= 2 {
-				var mism []reputation.Observation
-				if mism, decided = reputation.ResolveSpotCheck(results, w.now); decided {
-					if primary.kind == Inflate {
-						// The checker's receipt shows the usage the job
-						// really needs: the inflated bill is visible.
-						runs[0].obs.UsageRatio = 1 / 1.4 * (1 - math.Abs(w.fate.NormFloat64()*0.02))
-					}
-					for _, m := range mism {
-						for _, r := range runs {
-							if r.s.id == m.Peer {
-								r.obs = m
-							}
-						}
-					}
-					break
-				}
-			}
-			c := checker(ranked, used, w.pick)
-			if c == nil {
-				break
-			}
-			used[c] = true
-			w.res.Extra++
-			runs = append(runs, w.execute(i, b, c, j))
-		}
-		if !decided {
-			// No majority: at least one result is wrong and the buyer
-			// cannot tell which, so none of them earns a good word.
-			for _, r := range runs {
-				if r.digest != "" {
-					r.silent = true
-				}
-			}
+		var decided bool
+		runs, verdicts, decided = w.spotCheck(i, b, j, cands, first)
+		if decided && primary.kind == Inflate {
+			// The checker's receipt shows the usage the job really
+			// needs: the inflated bill is visible.
+			first.obs.UsageRatio = 1 / 1.4 * (1 - math.Abs(w.fate.NormFloat64()*0.02))
 		}
 	}
+	// How each contract ended, then the spot check's verdicts: the order
+	// in which the buyer engine reports them to the node's book.
 	for _, r := range runs {
-		if err := w.record(b, r); err != nil {
+		if err := w.record(b, r.s, r.obs); err != nil {
+			return err
+		}
+	}
+	for _, v := range verdicts {
+		if err := w.record(b, w.byID[v.Peer], v); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// checker picks the unused seller with the best proven record (highest
-// lower bound of its score), ties at random, so that price does not steer
-// spot checks to cheap newcomers.
-func checker(ranked []reputation.Ranked, used map[*seller]bool, rng *rand.Rand) *seller {
-	var best *seller
-	bestLow, ties := -1.0, 0
-	for _, r := range ranked {
-		s := r.Ref.(*seller)
-		if used[s] {
-			continue
-		}
-		switch {
-		case r.Low > bestLow+1e-9:
-			best, bestLow, ties = s, r.Low, 1
-		case r.Low > bestLow-1e-9:
-			ties++
-			if rng.IntN(ties) == 0 {
-				best = s
+// spotCheck re-runs job j, whose first run came back, as the buyer engine
+// does (pkg/contract's spotCheck): up to two re-runs, each on the best
+// seller for a spot check not yet tried (Book.Rank with ForSpotCheck), a
+// re-run that brings no result tried once more elsewhere and otherwise
+// ending the check; it stops as soon as a digest has a majority.
+func (w *world) spotCheck(i int, b *buyer, j job, cands []reputation.Candidate, first *run) (runs []*run, verdicts []reputation.Observation, decided bool) {
+	checkers, _ := b.book.Rank(cands, w.pick, reputation.ForSpotCheck())
+	used := map[*seller]bool{first.s: true}
+	next := func() *seller {
+		for _, c := range checkers {
+			if s := c.Ref.(*seller); !used[s] {
+				used[s] = true
+				return s
 			}
 		}
+		return nil
 	}
-	return best
+	runs = []*run{first}
+	results := []reputation.SpotResult{{Peer: first.s.id, ContractID: first.id, Digest: first.digest}}
+	for n := 0; n < 2 && !decided; n++ {
+		var got *run
+		for try := 0; try < 2 && got == nil; try++ {
+			c := next()
+			if c == nil {
+				break
+			}
+			r := w.execute(i, b, c, j)
+			w.res.Extra++
+			w.res.ExtraPaid += r.paid
+			if i >= w.cfg.MeasureFrom {
+				w.res.SteadyExtraPaid += r.paid
+			}
+			runs = append(runs, r)
+			if r.digest != "" {
+				got = r
+			}
+		}
+		if got == nil {
+			break
+		}
+		results = append(results, reputation.SpotResult{Peer: got.s.id, ContractID: got.id, Digest: got.digest})
+		verdicts, decided = reputation.ResolveSpotCheck(results, w.now)
+	}
+	return runs, verdicts, decided
 }
 
 func (s *seller) free(i int) int {
@@ -635,7 +708,14 @@ func (w *world) execute(i int, b *buyer, s *seller, j job) *run {
 	r := &run{s: s, id: w.newContractID(), paid: price, digest: fmt.Sprintf("ok-%d", i)}
 	r.obs = reputation.Observation{Peer: s.id, ContractID: r.id, Outcome: reputation.OutcomeCompleted, At: w.now}
 	f := w.fate.Float64()
-	switch s.kind {
+	kind := s.kind
+	if kind == Occasional {
+		kind = Honest
+		if w.fate.Float64() < w.cfg.OccasionalShare {
+			kind = Garbage
+		}
+	}
+	switch kind {
 	case Honest:
 		switch {
 		case f < 0.02:
@@ -665,22 +745,29 @@ func (w *world) execute(i int, b *buyer, s *seller, j job) *run {
 		}
 	}
 	w.res.PaidSats += r.paid
+	if i >= w.cfg.MeasureFrom {
+		w.res.SteadyPaid += r.paid
+	}
 	w.res.LostSats += r.lost
 	w.res.LostByKind[s.kind] += r.lost
+	// sats per unit ×100: every contract is above min_paid_sats
+	w.ledger[r.id] = reputation.PaidContract{Buyer: b.id, Seller: s.id, PaidSats: uint64(math.Max(r.paid, 0) * 100)}
 	return r
 }
 
-// record: the buyer keeps its observation and attests it to every buyer.
-func (w *world) record(b *buyer, r *run) error {
-	paid := uint64(math.Max(r.paid, 0) * 100) // sats per unit ×100: every contract is above min_paid_sats
-	w.ledger[r.id] = reputation.PaidContract{Buyer: b.id, Seller: r.s.id, PaidSats: paid}
-	if b.book == nil || r.silent {
+// record: the buyer keeps its observation about s and attests it to every
+// buyer.
+func (w *world) record(b *buyer, s *seller, o reputation.Observation) error {
+	if (o.Outcome == reputation.OutcomeInvalid || o.Outcome == reputation.OutcomeSpotCheckMismatch) && s.caught < 0 {
+		s.caught = s.wins
+	}
+	if b.book == nil {
 		return nil
 	}
-	if err := b.book.Observe(r.obs); err != nil {
+	if err := b.book.Observe(o); err != nil {
 		return err
 	}
-	env, err := reputation.SealAttestation(b.book.NewAttestation(b.id, r.obs, paid, nil), b.key)
+	env, err := reputation.SealAttestation(b.book.NewAttestation(b.id, o, w.ledger[o.ContractID].PaidSats, nil), b.key)
 	if err != nil {
 		return err
 	}
@@ -704,6 +791,8 @@ func (w *world) finish() {
 				x = -1
 			}
 			w.res.Isolation[s.kind] = append(w.res.Isolation[s.kind], x)
+			w.res.Caught[s.kind] = append(w.res.Caught[s.kind], s.caught)
+			w.res.Served[s.kind] = append(w.res.Served[s.kind], s.wins)
 		}
 	}
 	for _, s := range w.sellers {
@@ -760,8 +849,9 @@ func PrintTable(out io.Writer, cfg Config, rs []Result) {
 		if r.Policy != Blackbox {
 			continue
 		}
-		fmt.Fprintf(out, "\nblackbox detail: %d spot-check contracts on top of %d; lost by kind:", r.Extra, r.Contracts)
-		for k := Garbage; k <= Sybil; k++ {
+		fmt.Fprintf(out, "\nblackbox detail: %d spot checks, %d re-run contracts on top of %d, %.1f%% of all spending; lost by kind:",
+			r.SpotChecks, r.Extra, r.Contracts, 100*r.CheckShare())
+		for k := Garbage; k <= Occasional; k++ {
 			fmt.Fprintf(out, " %s %.0f", k, r.LostByKind[k]/float64(r.Contracts)*1000)
 		}
 		fmt.Fprintf(out, "\nhonest sellers blocked by most buyers at the end: %d", r.HonestBlocked)
@@ -783,4 +873,107 @@ func medmax(m, x int) string {
 		return "-"
 	}
 	return fmt.Sprintf("%d/%d", m, x)
+}
+
+// Scenarios are the markets the goals are measured in, all with base's
+// seed and reputation config (the policy under test): base itself, the
+// steady market (SteadyConfig) and the catch market (CatchConfig).
+func Scenarios(base Config) (market, steady, catch Config) {
+	steady, catch = SteadyConfig(), CatchConfig()
+	steady.Seed, catch.Seed = base.Seed, base.Seed
+	steady.Reputation, catch.Reputation = base.Reputation, base.Reputation
+	return base, steady, catch
+}
+
+// Report is one seed's measurements: the three policies in the market, the
+// blackbox policy in the steady and catch markets, and the goals.
+type Report struct {
+	Seed   uint64
+	Market []Result
+	Steady Result
+	Catch  Result
+	Goals  []Goal
+}
+
+// Goal is one of the goals the shipped policy must meet, as measured.
+type Goal struct {
+	Name   string
+	Target string
+	Value  string
+	Met    bool
+}
+
+// Measure runs the scenarios for base and checks the goals.
+func Measure(base Config) (Report, error) {
+	market, steady, catch := Scenarios(base)
+	rs, err := RunAll(market)
+	if err != nil {
+		return Report{}, err
+	}
+	rep := Report{Seed: base.Seed, Market: rs}
+	if rep.Steady, err = Run(steady, Blackbox); err != nil {
+		return Report{}, fmt.Errorf("simulate steady market: %w", err)
+	}
+	if rep.Catch, err = Run(catch, Blackbox); err != nil {
+		return Report{}, fmt.Errorf("simulate catch market: %w", err)
+	}
+	var random, bb Result
+	for _, r := range rs {
+		switch r.Policy {
+		case Random:
+			random = r
+		case Blackbox:
+			bb = r
+		}
+	}
+	caught, known := rep.Catch.CaughtWithin(Occasional, 50)
+	share := float64(caught) / math.Max(float64(known), 1)
+	loss := bb.LostPer1000() / math.Max(random.LostPer1000(), 1e-9)
+	served, total, _, slowest := bb.FirstJobStats()
+	first := fmt.Sprintf("%d", slowest)
+	if served < total {
+		first = fmt.Sprintf("%d of %d never", total-served, total)
+	}
+	rep.Goals = []Goal{
+		{"10% cheat caught within 50 of its contracts (catch market)", "≥ 99%",
+			fmt.Sprintf("%.1f%% (%d/%d)", 100*share, caught, known), known > 0 && share >= 0.99},
+		{"spot-check spending, steady market's 2nd half", "≤ 5%",
+			fmt.Sprintf("%.2f%%", 100*rep.Steady.SteadyCheckShare()), rep.Steady.SteadyCheckShare() <= 0.05},
+		{"cheat loss vs random selection (market)", "≤ 10%", fmt.Sprintf("%.1f%%", 100*loss), loss <= 0.10},
+		{"newcomer's first job, slowest (market contracts)", "≤ 50", first, served == total && slowest <= 50},
+		{"Sybil ring's share of work (market)", "< 1%", fmt.Sprintf("%.2f%%", 100*bb.SybilShare()), bb.SybilShare() < 0.01},
+	}
+	return rep, nil
+}
+
+// PrintGoals writes the goals of every report side by side, one column per
+// seed, and the policy's own worst-case catch probability.
+func PrintGoals(out io.Writer, cfg reputation.Config, reps []Report) {
+	fmt.Fprintf(out, "goals of the shipped policy (reputation defaults: exploration %.2f, spot checks: all below %.0f verified, then 1/n, floor %.0f%%)\n",
+		cfg.Exploration, cfg.SpotCheckAllBelow, 100*cfg.SpotCheckFloor)
+	fmt.Fprintf(out, "%-58s %-7s", "goal", "target")
+	for _, r := range reps {
+		fmt.Fprintf(out, " %15s", fmt.Sprintf("seed %d", r.Seed))
+	}
+	fmt.Fprintf(out, "  %s\n", "met")
+	if len(reps) == 0 {
+		return
+	}
+	for i := range reps[0].Goals {
+		g := reps[0].Goals[i]
+		fmt.Fprintf(out, "%-58s %-7s", g.Name, g.Target)
+		met := 0
+		for _, r := range reps {
+			fmt.Fprintf(out, " %15s", r.Goals[i].Value)
+			if r.Goals[i].Met {
+				met++
+			}
+		}
+		fmt.Fprintf(out, "  %d/%d\n", met, len(reps))
+	}
+	fmt.Fprintf(out, "%-58s %-7s %15s\n", "10% cheat caught within 50 (policy, worst case: CatchWithin)", "≥ 99%",
+		fmt.Sprintf("%.2f%%", 100*cfg.CatchWithin(0.1, 50)))
+	fmt.Fprintln(out, "\nmarket: the issue's market (above); steady: 40 sellers, 10 buyers, 20,000 contracts, spending over the last 10,000;")
+	fmt.Fprintln(out, "catch: 30 honest sellers and 30 that return garbage on 10% of their contracts, 10 buyers, 6,000 contracts;")
+	fmt.Fprintln(out, "caught = a spot check's majority or the buyer itself found garbage; cheats uncaught with fewer than 50 contracts are left out.")
 }

@@ -1,4 +1,13 @@
-package meter
+// Package quantity owns how blackbox reads and writes amounts: sizes in
+// bytes, CPU in millicores, bandwidth in bits per second. Every flag, config
+// key, offer and output goes through it, so "512M" means one thing
+// everywhere.
+//
+// Sizes follow Kubernetes quantities: a plain number is bytes; K, M, G, T, P
+// (or KB, MB, …) are powers of 1000; Ki, Mi, Gi, Ti, Pi (or KiB, MiB, …) are
+// powers of 1024. Units are case-insensitive, so Docker's "512m" is
+// 512,000,000 bytes here, not 512 MiB: write "512Mi" for that.
+package quantity
 
 import (
 	"errors"
@@ -205,3 +214,7 @@ func trimFloat3(f float64) string {
 	}
 	return strings.TrimSuffix(s, ".")
 }
+
+// SizeHelp is the one sentence that --help texts and the sample config use
+// to say what a size is.
+const SizeHelp = "Sizes: a plain number is bytes; K, M, G, T are 10^3, 10^6, 10^9, 10^12 (KB, MB… too);\nKi, Mi, Gi, Ti are 2^10, 2^20, 2^30, 2^40 (KiB, MiB… too); case does not matter:\n512M is 512,000,000 bytes, 512Mi is 536,870,912."

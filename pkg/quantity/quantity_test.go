@@ -1,4 +1,4 @@
-package meter
+package quantity
 
 import "testing"
 
@@ -29,6 +29,18 @@ func TestParseSize(t *testing.T) {
 		{in: "1.5GiB", want: 3 << 29},
 		{in: "1.5 GiB", want: 3 << 29},
 		{in: "2gib", want: 2 << 30},
+		// One meaning for M and Mi, whatever the case or spelling (issue 9, bug 2).
+		{in: "512M", want: 512e6},
+		{in: "512m", want: 512e6},
+		{in: "512MB", want: 512e6},
+		{in: "512mb", want: 512e6},
+		{in: "512Mi", want: 512 << 20},
+		{in: "512mi", want: 512 << 20},
+		{in: "512MiB", want: 512 << 20},
+		{in: "512mib", want: 512 << 20},
+		{in: "1k", want: 1000},
+		{in: "1Ki", want: 1024},
+		{in: "1.0GiB", want: 1 << 30},
 		{in: "2Gi", want: 2 << 30},
 		{in: "100MB", want: 100e6},
 		{in: "2G", want: 2e9},

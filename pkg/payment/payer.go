@@ -1,0 +1,260 @@
+package payment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// PayerConfig is the buyer's channel policy. Zero fields take the
+// defaults documented on each.
+type PayerConfig struct {
+	// MinCapacity is the smallest channel opened, in satoshis (default
+	// 100,000).
+	MinCapacity int64
+	// CapacityFactor sizes a new channel for at least this many times the
+	// contract that opens it, so later contracts reuse it (default 10).
+	CapacityFactor int64
+	// OpenWait bounds how long a new channel may take to confirm before a
+	// contract gives up on it (default 5m).
+	OpenWait time.Duration
+	// Poll is how often a waiting open re-checks the chain (default 500ms).
+	Poll time.Duration
+	// FundRetries is how many times an open is retried, a second apart,
+	// when the wallet reports insufficient funds: a wallet that has just
+	// seen new blocks may still be catching up on which coins are mature
+	// (default 4).
+	FundRetries int
+}
+
+func (c *PayerConfig) defaults() {
+	if c.MinCapacity <= 0 {
+		c.MinCapacity = 100_000
+	}
+	if c.CapacityFactor <= 0 {
+		c.CapacityFactor = 10
+	}
+	if c.OpenWait <= 0 {
+		c.OpenWait = 5 * time.Minute
+	}
+	if c.Poll <= 0 {
+		c.Poll = 500 * time.Millisecond
+	}
+	if c.FundRetries <= 0 {
+		c.FundRetries = 4
+	}
+}
+
+// Payer is the buyer's side of the channels to its sellers: it reuses an
+// open channel to a seller with room for a contract or funds a new one
+// (EnsureChannel), and signs each contract's cumulative payments on the
+// channel it started on (Pay).
+type Payer struct {
+	m   *Manager
+	cfg PayerConfig
+	// opening serializes channel opens: the wallet picks coins when it
+	// builds a funding transaction and knows them spent only once it is
+	// published, so two opens at once may spend the same coin (and two
+	// contracts to one seller would open two channels).
+	opening sync.Mutex
+}
+
+// NewPayer returns a Payer over m's channels.
+func NewPayer(m *Manager, cfg PayerConfig) *Payer {
+	cfg.defaults()
+	return &Payer{m: m, cfg: cfg}
+}
+
+// Room is what a channel can still pay.
+func (c *Channel) Room() int64 { return c.Capacity - c.CloseFee - c.Paid }
+
+// find returns the channel to peer that carries contractID (when given and
+// it has one), else the pending or open one with the most room of at least
+// need; nil when there is none.
+func (p *Payer) find(peer string, need int64, contractID string) *Channel {
+	var best *Channel
+	for _, c := range p.m.Channels() {
+		if c.Role != RoleBuyer || c.Peer != peer {
+			continue
+		}
+		if c.State != StateOpen && c.State != StatePending {
+			continue
+		}
+		if contractID != "" && c.Contracts[contractID] > 0 {
+			return c // a contract stays on the channel it started on
+		}
+		if c.Room() >= need && (best == nil || c.Room() > best.Room()) {
+			best = c
+		}
+	}
+	return best
+}
+
+// EnsureChannel makes sure a channel to peer can pay amount more satoshis:
+// it reuses a pending or open one with room (and returns a nil request), or
+// funds a new one under terms (the seller's, as encoded by
+// SellerTerms.Encode) sized max(MinCapacity, CapacityFactor×amount) and
+// returns the open request to hand the seller. Either way it returns once
+// the channel is open (confirmed), or with an error.
+func (p *Payer) EnsureChannel(ctx context.Context, peer string, terms []byte, amount int64) (*OpenRequest, error) {
+	if c := p.find(peer, amount, ""); c != nil {
+		return nil, p.m.WaitOpen(ctx, c.ID, p.cfg.OpenWait, p.cfg.Poll)
+	}
+	t, err := DecodeSellerTerms(terms)
+	if err != nil {
+		return nil, err
+	}
+	c, req, err := p.open(ctx, peer, t, amount)
+	if err != nil || c == nil {
+		return nil, err
+	}
+	if req == nil { // opened by another contract meanwhile
+		return nil, p.m.WaitOpen(ctx, c.ID, p.cfg.OpenWait, p.cfg.Poll)
+	}
+	if err := p.m.WaitOpen(ctx, c.ID, p.cfg.OpenWait, p.cfg.Poll); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// open funds a channel to peer unless one with room appeared while it
+// waited for its turn (then req is nil).
+func (p *Payer) open(ctx context.Context, peer string, t SellerTerms, amount int64) (*Channel, *OpenRequest, error) {
+	p.opening.Lock()
+	defer p.opening.Unlock()
+	if c := p.find(peer, amount, ""); c != nil {
+		return c, nil, nil
+	}
+	capacity := max(p.cfg.MinCapacity, p.cfg.CapacityFactor*amount)
+	for try := 0; ; try++ {
+		c, req, err := p.m.OpenChannel(ctx, OpenParams{Peer: peer, Seller: t, Capacity: capacity})
+		if err == nil {
+			return c, req, nil
+		}
+		if !errors.Is(err, ErrInsufficientFunds) || try >= p.cfg.FundRetries {
+			return nil, nil, fmt.Errorf("open channel to %s: %w", peer, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("open channel to %s: %w", peer, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Pay brings contractID's cumulative total on its channel to peer up to
+// total and returns the update to send. It is idempotent: a total already
+// paid returns the latest update again.
+func (p *Payer) Pay(ctx context.Context, peer, contractID string, total int64) (*Update, error) {
+	c := p.find(peer, 0, contractID)
+	if c == nil {
+		return nil, fmt.Errorf("pay %s for %s: %w: no open channel", peer, contractID, ErrUnknownChannel)
+	}
+	delta := total - c.Contracts[contractID]
+	if delta > 0 {
+		return p.m.Pay(ctx, c.ID, contractID, delta)
+	}
+	u, err := p.m.LatestUpdate(c.ID, contractID)
+	if err != nil {
+		return nil, err
+	}
+	if u == nil {
+		return nil, fmt.Errorf("pay %s for %s: %w: nothing paid yet", peer, contractID, ErrLowerAmount)
+	}
+	return u, nil
+}
+
+// WaitOpen ticks the manager every poll until channel id is open, for at
+// most wait; a channel that closed or failed meanwhile is an error.
+func (m *Manager) WaitOpen(ctx context.Context, id string, wait, poll time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		c, err := m.Channel(id)
+		if err != nil {
+			return err
+		}
+		switch c.State {
+		case StateOpen:
+			return nil
+		case StateClosed, StateFailed, StateClosing:
+			return fmt.Errorf("channel %s is %s: %w %s", id, c.State, ErrNotOpen, c.FailReason)
+		}
+		if err := m.Tick(ctx); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("channel %s: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("channel %s not confirmed in %s: %w", id, wait, ctx.Err())
+		case <-time.After(poll):
+		}
+	}
+}
+
+// TurnWait bounds how long AcceptUpdateInOrder holds an update back.
+const TurnWait = 10 * time.Second
+
+// AcceptUpdateInOrder is AcceptUpdate for a seller whose buyer runs several
+// contracts on one channel: their updates travel on their own streams, so
+// update n+1 may arrive before update n, or before the stream that opens
+// the channel has been accepted. Checked at once it would be refused
+// (unknown channel, or contract amounts that do not add up). It first
+// checks that msg is for contractID, then holds the update back until the
+// channel is open and holds update Seq-1 (or later), or is gone, or
+// TurnWait has passed; AcceptUpdate then decides.
+func (m *Manager) AcceptUpdateInOrder(ctx context.Context, peer, contractID string, msg []byte) (*Update, error) {
+	u, err := DecodeUpdate(msg)
+	if err != nil {
+		return nil, err
+	}
+	if u.ContractID != contractID {
+		return nil, fmt.Errorf("payment update for contract %q sent for %q: %w", u.ContractID, contractID, ErrMalformed)
+	}
+	m.waitTurn(ctx, u)
+	return m.AcceptUpdate(ctx, peer, msg)
+}
+
+// waitTurn returns when update u can be checked in order (see
+// AcceptUpdateInOrder). It wakes on every persisted channel change.
+func (m *Manager) waitTurn(ctx context.Context, u *Update) {
+	ctx, cancel := context.WithTimeout(ctx, TurnWait)
+	defer cancel()
+	id := u.ChannelID.String()
+	for {
+		changed := m.changes()
+		c := m.chans.get(id)
+		switch {
+		case c != nil && c.State == StateOpen && c.Seq+1 >= u.Seq:
+			return
+		case c != nil && c.State != StateOpen && c.State != StatePending:
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// changes returns a channel closed at the next persisted channel change.
+func (m *Manager) changes() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.changed == nil {
+		m.changed = make(chan struct{})
+	}
+	return m.changed
+}
+
+// notify wakes everything waiting on changes.
+func (m *Manager) notify() {
+	m.mu.Lock()
+	if m.changed != nil {
+		close(m.changed)
+		m.changed = nil
+	}
+	m.mu.Unlock()
+}

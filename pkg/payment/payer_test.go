@@ -1,0 +1,235 @@
+package payment
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/wire"
+)
+
+// miner mines a block on the in-memory chain every few milliseconds until
+// the test ends, so that waiting opens confirm.
+func miner(t *testing.T, p *memPair) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				p.chain.Mine(1)
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// TestPayerEnsureChannel: concurrent contracts to one seller open one
+// channel (sized for CapacityFactor times the contract), later contracts
+// reuse it while it has room, a contract too big for it opens another,
+// Pay is idempotent per contract total, and bad terms open nothing.
+func TestPayerEnsureChannel(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	miner(t, p)
+	ctx := context.Background()
+	terms, err := p.seller.SellerTerms()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := terms.Encode()
+	payer := NewPayer(p.buyer, PayerConfig{MinCapacity: 50_000, CapacityFactor: 10, OpenWait: 10 * time.Second, Poll: 5 * time.Millisecond})
+	const peer = "s2"
+	var (
+		wg   sync.WaitGroup
+		reqs = make([]*OpenRequest, 4)
+		errs = make([]error, 4)
+	)
+	for i := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reqs[i], errs[i] = payer.EnsureChannel(ctx, peer, enc, 10_000)
+		}()
+	}
+	wg.Wait()
+	opened := 0
+	for i, r := range reqs {
+		if errs[i] != nil {
+			t.Fatalf("contract %d: %v", i, errs[i])
+		}
+		if r != nil {
+			opened++
+			if _, err := p.seller.AcceptOpen(ctx, "b", r.Encode()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var chans []*Channel
+	for _, c := range p.buyer.Channels() {
+		if c.Peer == peer {
+			chans = append(chans, c)
+		}
+	}
+	if opened != 1 || len(chans) != 1 {
+		t.Fatalf("4 concurrent contracts opened %d requests, %d channels; want 1", opened, len(chans))
+	}
+	if chans[0].Capacity != 100_000 || chans[0].State != StateOpen {
+		t.Fatalf("channel %s capacity %d, want 100000 open", chans[0].State, chans[0].Capacity)
+	}
+	if err := p.seller.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Pay: cumulative totals per contract, idempotent.
+	u1, err := payer.Pay(ctx, peer, "c1", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := payer.Pay(ctx, peer, "c1", 1000)
+	if err != nil || !bytes.Equal(again.Encode(), u1.Encode()) {
+		t.Fatalf("repeat pay: %v, same update %v", err, err == nil && bytes.Equal(again.Encode(), u1.Encode()))
+	}
+	u2, err := payer.Pay(ctx, peer, "c1", 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u2.Amount != 3000 || u2.ContractAmount != 3000 || u2.Seq != 2 {
+		t.Fatalf("second pay: amount %d contract %d seq %d", u2.Amount, u2.ContractAmount, u2.Seq)
+	}
+	for _, u := range []*Update{u1, u2} {
+		if _, err := p.seller.AcceptUpdateInOrder(ctx, "b", "c1", u.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := payer.Pay(ctx, "nobody", "c1", 1000); !errors.Is(err, ErrUnknownChannel) {
+		t.Fatalf("pay with no channel: %v, want ErrUnknownChannel", err)
+	}
+	// A contract bigger than the room left opens a second channel.
+	r, err := payer.EnsureChannel(ctx, peer, enc, 99_000)
+	if err != nil || r == nil {
+		t.Fatalf("big contract: request %v, %v", r != nil, err)
+	}
+	// Bad terms: refused before any money moves.
+	before := len(p.buyer.Channels())
+	for _, bad := range [][]byte{nil, {2}, enc[:10], append(bytes.Clone(enc), 0)} {
+		if _, err := payer.EnsureChannel(ctx, "s3", bad, 1000); !errors.Is(err, ErrMalformed) {
+			t.Errorf("terms %x: %v, want ErrMalformed", bad, err)
+		}
+	}
+	if n := len(p.buyer.Channels()); n != before {
+		t.Fatalf("bad terms opened channels: %d → %d", before, n)
+	}
+}
+
+// waiting blocks until something waits on m's changes.
+func waiting(t *testing.T, m *Manager) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		m.mu.Lock()
+		w := m.changed != nil
+		m.mu.Unlock()
+		if w {
+			return
+		}
+	}
+	t.Fatal("nothing waits for its turn")
+}
+
+// TestAcceptUpdateInOrder: updates of two contracts on one channel that
+// arrive out of order (update 2 first) are refused by AcceptUpdate but
+// both accepted by AcceptUpdateInOrder, which holds update 2 until update
+// 1 is in; an update for a channel not yet accepted waits for its open.
+func TestAcceptUpdateInOrder(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	u1, err := p.buyer.Pay(ctx, p.id, "c1", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, err := p.buyer.Pay(ctx, p.id, "c2", 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.seller.AcceptUpdate(ctx, "b", u2.Encode()); !errors.Is(err, ErrContractAmount) {
+		t.Fatalf("out of order without waiting: %v, want ErrContractAmount", err)
+	}
+	if _, err := p.seller.AcceptUpdateInOrder(ctx, "b", "c1", u2.Encode()); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("update sent for another contract: %v, want ErrMalformed", err)
+	}
+	res := make(chan error, 1)
+	go func() {
+		_, err := p.seller.AcceptUpdateInOrder(ctx, "b", "c2", u2.Encode())
+		res <- err
+	}()
+	waiting(t, p.seller)
+	if _, err := p.seller.AcceptUpdateInOrder(ctx, "b", "c1", u1.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("update 2 after its turn: %v", err)
+	}
+	if c, _ := p.seller.Channel(p.id); c.Paid != 3000 || c.Seq != 2 {
+		t.Fatalf("seller holds paid %d seq %d, want 3000 / 2", c.Paid, c.Seq)
+	}
+
+	// An update that arrives before its channel's open.
+	terms, _ := p.seller.SellerTerms()
+	c, req, err := p.buyer.OpenChannel(ctx, OpenParams{Peer: "s", Seller: terms, Capacity: 100_000, FeeRate: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.chain.Mine(1)
+	if err := p.buyer.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u, err := p.buyer.Pay(ctx, c.ID, "c3", 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := p.seller.AcceptUpdateInOrder(ctx, "b", "c3", u.Encode())
+		res <- err
+	}()
+	waiting(t, p.seller)
+	if _, err := p.seller.AcceptOpen(ctx, "b", req.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.seller.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("update before open: %v", err)
+	}
+	// A channel that never comes: refused once the caller gives up.
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	ghost := *u
+	ghost.ChannelID = wire.OutPoint{Index: 77}
+	if _, err := p.seller.AcceptUpdateInOrder(cctx, "b", "c3", ghost.Encode()); !errors.Is(err, ErrUnknownChannel) {
+		t.Fatalf("update for no channel: %v, want ErrUnknownChannel", err)
+	}
+}
+
+func FuzzDecodeSellerTerms(f *testing.F) {
+	key := mustKey(f).PubKey().SerializeCompressed()
+	f.Add(SellerTerms{Key: key, PayoutScript: append([]byte{0, 20}, make([]byte, 20)...)}.Encode())
+	f.Add([]byte{1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		terms, err := DecodeSellerTerms(p)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error not ErrMalformed: %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(terms.Encode(), p) {
+			t.Fatalf("decode/encode not canonical: %x", p)
+		}
+	})
+}
