@@ -44,26 +44,7 @@ func containerdSocket(t testing.TB) string {
 	if s := os.Getenv("BLACKBOX_TEST_CONTAINERD"); s != "" {
 		return s
 	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the market tests need root for containerd, and CI runs as root")
-		}
-		t.Skip("needs root to run containerd (or set BLACKBOX_TEST_CONTAINERD)")
-	}
-	script, _ := filepath.Abs("../../deploy/dev/containerd.sh")
-	dir := t.TempDir()
-	// Jobs run with their root remapped to an unprivileged uid, which must
-	// be able to reach containerd's state under this directory.
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if out, err := exec.Command(script, "start", dir).CombinedOutput(); err != nil {
-		t.Fatalf("start containerd: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { exec.Command(script, "stop", dir).Run() })
-	return filepath.Join(dir, "containerd.sock")
+	return sandboxtest.StartContainerd(t)
 }
 
 func newMarket(t testing.TB) *market {

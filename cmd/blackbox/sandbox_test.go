@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"unsafe"
+
+	"github.com/blackbox-market/blackbox/pkg/sandbox/sandboxtest"
 )
 
 // sandboxEnv is the environment of `blackbox sandbox run` against the
@@ -135,4 +137,52 @@ func watchOwnerLocks(t *testing.T, dir string) (stolen func() int64) {
 	}()
 	t.Cleanup(func() { in.Close(); <-done })
 	return n.Load
+}
+
+// `blackbox doctor` runs a probe job with the node's own sandbox settings
+// (issue 9, bug 11). With containerd's state unreachable by the jobs'
+// remapped root (a directory on the way at 0700, as /run/containerd left
+// 0600 by a private containerd's shims), userns "on" fails the probe with
+// the fix and the machine cannot sell; "auto" runs jobs without the remap
+// and says so. On a healthy host the probe passes.
+func TestDoctorProbe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real containerd and processes: not in -short")
+	}
+	bin := binary(t)
+	// A containerd of its own: the test makes its state unreachable.
+	sock := sandboxtest.StartContainerd(t)
+	state := filepath.Join(filepath.Dir(sock), "state")
+	data := t.TempDir()
+	doctor := func(extra ...string) (string, error) {
+		cmd := exec.Command(bin, "doctor", "--data-dir", data)
+		cmd.Env = append(os.Environ(), append([]string{"BLACKBOX_SANDBOX_ADDRESS=" + sock}, extra...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := doctor()
+	if err != nil || !strings.Contains(out, "OK    probe") || !strings.Contains(out, "This machine can sell compute.") {
+		t.Fatalf("healthy host: %v\n%s", err, out)
+	}
+	t.Logf("healthy:\n%s", out)
+
+	st, err := os.Stat(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(state, st.Mode().Perm())
+	out, err = doctor("BLACKBOX_SANDBOX_USERNS=on")
+	if err == nil || !strings.Contains(out, "FAIL  probe") || !strings.Contains(out, "permission denied") ||
+		!strings.Contains(out, "fix: the jobs' remapped root cannot reach") || !strings.Contains(out, "cannot sell compute") {
+		t.Fatalf("userns on, state unreachable: %v\n%s", err, out)
+	}
+	t.Logf("userns on:\n%s", out)
+	out, err = doctor()
+	if err != nil || !strings.Contains(out, "OK    probe") || !strings.Contains(out, "WARN  userns") {
+		t.Fatalf("userns auto, state unreachable: %v\n%s", err, out)
+	}
+	t.Logf("userns auto:\n%s", out)
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # containerd.sh — Debian's containerd for development and tests.
 #
-#   containerd.sh install     apt-get install containerd runc busybox-static if missing
+#   containerd.sh install     apt-get install containerd runc busybox-static runsc crun if missing
 #                             (apt-get update only when a package is missing); idempotent.
 #   containerd.sh start DIR   start a private containerd: --root DIR/root --state DIR/state
 #                             --address DIR/containerd.sock, config DIR/config.toml with the
@@ -19,6 +19,10 @@ install() {
 	command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 	command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
 	[ -x /bin/busybox ] || missing+=(busybox-static)
+	# The other runtime tiers: gVisor (runsc) and crun. The node offers only
+	# those its probe job proves, and the runtime tests cover each installed.
+	command -v runsc >/dev/null 2>&1 || missing+=(runsc)
+	command -v crun >/dev/null 2>&1 || missing+=(crun)
 	[ ${#missing[@]} -eq 0 ] && return 0
 	[ "$(id -u)" = 0 ] || die "need root to install ${missing[*]}"
 	echo "containerd.sh: installing ${missing[*]}" >&2

@@ -13,8 +13,14 @@ func newDoctorCmd(a *App) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "doctor",
-		Short: "Check whether this machine can sell compute (containerd, runc, cgroups, seccomp, userns, disk)",
-		Args:  cobra.NoArgs,
+		Short: "Check whether this machine can sell compute: containerd, runtimes, cgroups, seccomp, userns, disk, and a real probe job",
+		Long: `Check whether this machine can sell compute with this node's sandbox settings
+(config section sandbox): root, containerd, the runtime, cgroups, seccomp, user
+namespaces and disk; then run a real probe job through the sandbox exactly as the
+node would (state dir, user namespace remap, runtime), and one under each other
+runtime (runc, crun, runsc): the node offers only those that run it. Every
+failure comes with its fix. Exits 1 when the machine cannot sell.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.sandboxConfig()
 			if err != nil {

@@ -75,7 +75,7 @@ for jobs with timestamps, randomness or other output that varies.
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
 	fl.StringArrayVar(&f.inputs, "input", nil, "input file the job reads at /in/NAME (repeatable)")
 	fl.StringVar(&f.region, "region", "", "prefer sellers in this region")
-	fl.StringVar(&f.runtime, "runtime", "", "require this sandbox runtime (runc, runsc)")
+	fl.StringVar(&f.runtime, "runtime", "", "require this sandbox runtime (runc, crun, runsc); only sellers offering it are asked")
 	fl.Float64Var(&f.minReputation, "min-reputation", 0, "skip sellers scored below this (0..1)")
 	fl.StringVarP(&f.out, "out", "o", "", "directory for the results (default ./blackbox-results/JOB_ID)")
 	fl.BoolVar(&f.deterministic, "deterministic", false, "the job's output is identical on every seller: it may be re-run once or twice on other sellers, at your cost, to check the seller (spot check)")

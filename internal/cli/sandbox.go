@@ -47,6 +47,7 @@ func newSandboxCmd(a *App) *cobra.Command {
 func newSandboxRunCmd(a *App) *cobra.Command {
 	var (
 		image, digest, memory, disk, outCap, outDir, input, cpus string
+		runtime                                                  string
 		pids                                                     int64
 		timeout                                                  time.Duration
 		env                                                      []string
@@ -60,8 +61,8 @@ docker archive; --digest checks its sha256) or pull a reference, run CMD under t
 limits with no network, a read-only root, a size-limited /tmp and /out, the
 files of --input DIR read-only at /in (copied; only regular files and
 directories, at most sandbox.max_image_bytes), no capabilities and the default
-seccomp profile, and report exit code, reason, CPU
-time, peak memory, OOM kills and wall time. Talks to containerd directly
+seccomp profile, under --runtime (runc, crun or runsc: gVisor), and report
+exit code, reason, CPU time, peak memory, OOM kills and wall time. Talks to containerd directly
 (config sandbox.address); needs root. Exits with the job's exit code (127 when it
 could not start). With --json the job's stdout and stderr go to stderr and
 stdout carries only the result record.
@@ -161,7 +162,7 @@ stdout carries only the result record.
 				output = outFile
 			}
 			res, runErr := sb.Run(ctx, sandbox.Job{
-				Image: img.Name, Args: args, Env: env, Limits: lim, InputDir: input,
+				Image: img.Name, Args: args, Env: env, Limits: lim, InputDir: input, Runtime: runtime,
 				Stdout: stdout, Stderr: stderr, OutputCap: capBytes, Output: output,
 			})
 			if res == nil {
@@ -208,6 +209,7 @@ stdout carries only the result record.
 	f.StringVar(&input, "input", "", "directory whose files the job sees read-only at /in")
 	f.StringVar(&outDir, "out", "", "directory to write the job's /out to, as out.tar")
 	f.StringVar(&outCap, "output-cap", "", "cap on each of stdout and stderr (default sandbox.output_cap)")
+	f.StringVar(&runtime, "runtime", "", "OCI runtime: runc, crun or runsc (default sandbox.runtime)")
 	f.BoolVar(&asJSON, "json", false, "print the result record as JSON on stdout")
 	return cmd
 }

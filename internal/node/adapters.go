@@ -23,8 +23,13 @@ var (
 	_ contract.Payer           = channelPayer{}
 )
 
-// sandboxRunner runs contracted jobs in the sandbox.
-type sandboxRunner struct{ sb *sandbox.Sandbox }
+// sandboxRunner runs contracted jobs in the sandbox, each under the
+// runtime its contract agreed, or defaultRuntime (one the node offers)
+// when the contract names none.
+type sandboxRunner struct {
+	sb             *sandbox.Sandbox
+	defaultRuntime string
+}
 
 func (r sandboxRunner) ImportImage(ctx context.Context, rd io.Reader, digest string) (string, error) {
 	img, err := r.sb.ImportImage(ctx, rd, digest)
@@ -48,11 +53,16 @@ func (r sandboxRunner) Pull(ctx context.Context, ref string) (string, error) {
 }
 
 func (r sandboxRunner) Run(ctx context.Context, spec contract.RunSpec) (*contract.RunResult, error) {
+	rt := spec.Runtime
+	if rt == "" {
+		rt = r.defaultRuntime
+	}
 	job := sandbox.Job{
-		ID:    spec.ContractID,
-		Image: spec.Image,
-		Args:  spec.Args,
-		Env:   spec.Env,
+		ID:      spec.ContractID,
+		Image:   spec.Image,
+		Args:    spec.Args,
+		Env:     spec.Env,
+		Runtime: rt,
 		// The seller verified these files against the contract's digests.
 		InputDir: spec.InputDir,
 		Limits: sandbox.Limits{

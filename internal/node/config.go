@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,7 +69,9 @@ type OfferConfig struct {
 	MaxDuration time.Duration `mapstructure:"max_duration"`
 	// BillingInterval is how often the buyer pays in advance.
 	BillingInterval time.Duration `mapstructure:"billing_interval"`
-	// Runtimes are the sandbox runtimes offered (runc, runsc).
+	// Runtimes are the sandbox runtimes offered (runc, crun, runsc). Only
+	// those that run the sandbox's probe job at start are listed in the
+	// offer.
 	Runtimes []string `mapstructure:"runtimes"`
 }
 
@@ -146,8 +149,8 @@ func (c *Config) Validate() error {
 		bad("offer.runtimes", "list 1 to %d runtimes", offer.MaxRuntimes)
 	}
 	for _, r := range o.Runtimes {
-		if r != "runc" && r != "runsc" {
-			bad("offer.runtimes", "unknown runtime %q (runc or runsc)", r)
+		if !slices.Contains(sandbox.Runtimes, r) {
+			bad("offer.runtimes", "unknown runtime %q (%s)", r, strings.Join(sandbox.Runtimes, ", "))
 		}
 	}
 	if err := c.Meter.Validate(); err != nil {

@@ -63,7 +63,10 @@ type Node struct {
 	metrics *metrics
 	started time.Time
 
-	sandbox  *sandbox.Sandbox // nil when containerd is unavailable
+	sandbox *sandbox.Sandbox // nil when containerd is unavailable
+	// runtimes are the offered runtimes (offer.runtimes) that ran the
+	// sandbox's probe job at start: what the offer lists.
+	runtimes []string
 	wallet   *payment.Wallet
 	chain    *payment.BtcdChain
 	payments *payment.Manager // nil when payments are off
@@ -367,7 +370,7 @@ func (n *Node) offerTemplate(spare meter.Capacity) offer.Offer {
 		MinDuration:     n.cfg.Offer.MinDuration,
 		MaxDuration:     n.cfg.Offer.MaxDuration,
 		BillingInterval: n.cfg.Offer.BillingInterval,
-		Runtimes:        n.cfg.Offer.Runtimes,
+		Runtimes:        n.runtimes,
 		Region:          n.cfg.Region,
 	}
 }

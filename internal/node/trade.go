@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,8 +54,30 @@ func (n *Node) startSandbox(ctx context.Context) {
 		n.log.Warn("not selling: sandbox unavailable", "err", err)
 		return
 	}
+	// Offer only the runtimes that run a real job here.
+	ok, failed := sb.ProbeRuntimes(sctx, n.cfg.Offer.Runtimes...)
+	for _, rt := range n.cfg.Offer.Runtimes {
+		if err := failed[rt]; err != nil {
+			n.log.Warn("runtime not offered: its probe job failed", "runtime", rt, "err", err)
+		}
+	}
+	if len(ok) == 0 {
+		sb.Close()
+		n.noSell = append(n.noSell, fmt.Sprintf("no runtime of offer.runtimes (%s) can run a job here: run `blackbox doctor`", strings.Join(n.cfg.Offer.Runtimes, ", ")))
+		return
+	}
+	n.runtimes = ok
 	n.sandbox = sb
 	n.push(sb.Close)
+}
+
+// defaultRuntime is the runtime of a contract that names none: the
+// sandbox's configured one if it is offered, else the first offered.
+func (n *Node) defaultRuntime() string {
+	if slices.Contains(n.runtimes, n.cfg.Sandbox.Runtime) {
+		return n.cfg.Sandbox.Runtime
+	}
+	return n.runtimes[0]
 }
 
 // WalletPassphrase reads the wallet passphrase from payment.passphrase_file,
@@ -164,7 +187,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 	if n.sandbox != nil && n.payments != nil {
 		sc := contract.SellerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Runner:   sandboxRunner{sb: n.sandbox},
+			Runner:   sandboxRunner{sb: n.sandbox, defaultRuntime: n.defaultRuntime()},
 			Payments: &channelReceiver{m: n.payments},
 			Offer: func() *offer.Offer {
 				o, _ := n.pub.Current()

@@ -38,7 +38,11 @@ type RunSpec struct {
 	Env        []string
 	// InputDir holds the verified input files by name (empty: none); the
 	// runner makes them visible to the job (read-only at /in).
-	InputDir  string
+	InputDir string
+	// Runtime is the sandbox runtime the contract agreed: the request's,
+	// which the seller checked is among its offer's runtimes; empty when the
+	// request named none, and the seller runs its default, also offered.
+	Runtime   string
 	Resources offer.Resources
 	WallClock time.Duration
 	// Stdout, Stderr and Output (the tar of /out) stream to the buyer.

@@ -668,7 +668,7 @@ func (j *sellerJob) runAndBill(ctx context.Context, image string, interval time.
 		{c: j.c, typ: jOutput, h: sha256.New(), cap: s.cfg.MaxOutputBytes},
 	}
 	spec := RunSpec{ContractID: j.id, Image: image, Args: p.Request.Command, Env: p.Request.Env, InputDir: j.inputDir,
-		Resources: p.Request.Resources, WallClock: p.Request.Duration, Stdout: outs[0], Stderr: outs[1], Output: outs[2]}
+		Runtime: p.Request.Runtime, Resources: p.Request.Resources, WallClock: p.Request.Duration, Stdout: outs[0], Stderr: outs[1], Output: outs[2]}
 	type runDone struct {
 		res *RunResult
 		err error

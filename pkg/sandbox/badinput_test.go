@@ -141,8 +141,10 @@ func TestImportRefusesBadTarballs(t *testing.T) {
 	})
 }
 
-func imageNames(t testing.TB, sb *sandbox.Sandbox) []string {
-	ctx := namespaces.WithNamespace(context.Background(), testNS)
+func imageNames(t testing.TB, sb *sandbox.Sandbox) []string { return imageNamesIn(t, sb, testNS) }
+
+func imageNamesIn(t testing.TB, sb *sandbox.Sandbox, ns string) []string {
+	ctx := namespaces.WithNamespace(context.Background(), ns)
 	list, err := sb.Client().ImageService().List(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -193,18 +195,26 @@ func TestRunRefusesBadLimits(t *testing.T) {
 	}
 }
 
-func TestRunscUnavailable(t *testing.T) {
+// A configured runtime that is not installed is refused at New.
+func TestRuntimeUnavailable(t *testing.T) {
 	needDaemon(t)
+	for _, rt := range sandbox.Runtimes {
+		if installed(rt) {
+			continue
+		}
+		cfg := testConfig(t.TempDir())
+		cfg.Runtime = rt
+		_, err := sandbox.New(context.Background(), cfg, testLogger(t))
+		if !errors.Is(err, sandbox.ErrRuntimeUnavailable) {
+			t.Fatalf("%s: err %v, want ErrRuntimeUnavailable", rt, err)
+		}
+		t.Logf("refused: %v", err)
+	}
 	cfg := testConfig(t.TempDir())
-	cfg.Runtime = "runsc"
-	_, err := sandbox.New(context.Background(), cfg, testLogger(t))
-	if _, lookErr := os.Stat("/usr/local/bin/containerd-shim-runsc-v1"); lookErr == nil {
-		t.Skip("gVisor is installed here")
+	cfg.Runtime = "kata"
+	if _, err := sandbox.New(context.Background(), cfg, testLogger(t)); err == nil || !strings.Contains(err.Error(), "runtime") {
+		t.Fatalf("unknown runtime: err %v", err)
 	}
-	if !errors.Is(err, sandbox.ErrRuntimeUnavailable) {
-		t.Fatalf("err %v, want ErrRuntimeUnavailable", err)
-	}
-	t.Logf("refused: %v", err)
 }
 
 // Without user namespaces (userns: off) the same isolation holds.

@@ -212,7 +212,7 @@ func assertRefusedUnpacked(t *testing.T, sb *sandbox.Sandbox, cfg sandbox.Config
 	if len(events) > 0 {
 		t.Errorf("containerd began unpacking: snapshot events %v", events)
 	}
-	if names := namesIn(t, sb, cfg.Namespace); len(names) > 0 {
+	if names := imageNamesIn(t, sb, cfg.Namespace); len(names) > 0 {
 		t.Errorf("images left: %v", names)
 	}
 	var blobs []string
@@ -238,17 +238,4 @@ func assertRefusedUnpacked(t *testing.T, sb *sandbox.Sandbox, cfg sandbox.Config
 		}
 		t.Errorf("leases left: %v", ids)
 	}
-}
-
-func namesIn(t testing.TB, sb *sandbox.Sandbox, ns string) []string {
-	ctx := namespaces.WithNamespace(context.Background(), ns)
-	list, err := sb.Client().ImageService().List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, i := range list {
-		names = append(names, i.Name)
-	}
-	return names
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,8 +19,9 @@ type Config struct {
 	// Namespace is the containerd namespace holding our images, containers
 	// and snapshots; nothing outside it is touched.
 	Namespace string `mapstructure:"namespace"`
-	// Runtime is "runc" (io.containerd.runc.v2) or "runsc" (gVisor,
-	// io.containerd.runsc.v1, needs containerd-shim-runsc-v1 on PATH).
+	// Runtime is the OCI runtime of jobs that name none: "runc", "crun" or
+	// "runsc" (gVisor), each run by containerd's runc v2 shim; its binary
+	// must be installed.
 	Runtime string `mapstructure:"runtime"`
 	// Snapshotter is the containerd snapshotter for job root file systems.
 	Snapshotter string `mapstructure:"snapshotter"`
@@ -27,7 +29,10 @@ type Config struct {
 	// and the owner locks used to reconcile after a crash. Required.
 	StateDir string `mapstructure:"state_dir"`
 	// UserNS is "auto" (remap root to UserNSBase when the host supports
-	// user namespaces), "on" (required) or "off".
+	// user namespaces and the remapped root can reach containerd's state;
+	// otherwise jobs run without the remap, with a warning), "on"
+	// (required: New fails when it cannot work) or "off". Jobs under runsc
+	// are never remapped: gVisor takes no id mappings.
 	UserNS string `mapstructure:"userns"`
 	// UserNSBase is the host uid/gid that a job's root maps to; a range of
 	// 65536 ids from it is used.
@@ -81,8 +86,8 @@ func (c *Config) Validate() error {
 		return errors.New("address: empty; set the containerd socket path")
 	case c.Namespace == "" || strings.ContainsAny(c.Namespace, "/ \t"):
 		return fmt.Errorf("namespace %q: must be a non-empty name without '/' or spaces", c.Namespace)
-	case c.Runtime != "runc" && c.Runtime != "runsc":
-		return fmt.Errorf("runtime %q: must be runc or runsc", c.Runtime)
+	case !slices.Contains(Runtimes, c.Runtime):
+		return fmt.Errorf("runtime %q: must be one of %s", c.Runtime, strings.Join(Runtimes, ", "))
 	case c.Snapshotter == "":
 		return errors.New("snapshotter: empty; use overlayfs")
 	case c.UserNS != "auto" && c.UserNS != "on" && c.UserNS != "off":

@@ -3,11 +3,14 @@ package sandbox
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,7 +38,11 @@ type Check struct {
 
 // Diagnose checks whether this machine can run sandboxed jobs with cfg:
 // root, containerd reachable, the runtime present, cgroups, seccomp, user
-// namespaces and disk room. It never changes anything.
+// namespaces and disk room; then, when those allow, it runs a real probe
+// job through a Sandbox made from cfg, as the node makes it (its state dir,
+// user namespace remap and runtime), and one under each other runtime. The
+// probe imports a tiny image into the sandbox's namespace and creates the
+// state directory if missing; it changes nothing else.
 func Diagnose(ctx context.Context, cfg Config) []Check {
 	var out []Check
 	add := func(name string, st Status, detail, fix string) {
@@ -68,21 +75,11 @@ func Diagnose(ctx context.Context, cfg Config) []Check {
 		c.Close()
 	}
 
-	switch cfg.Runtime {
-	case "runsc":
-		if err := runscAvailable(); err != nil {
-			add("runtime", StatusFail, err.Error(), "install gVisor's runsc and containerd-shim-runsc-v1, or set sandbox.runtime: runc")
-		} else {
-			add("runtime", StatusOK, "runsc and containerd-shim-runsc-v1 found", "")
-		}
-	default:
-		if p, err := lookPath("runc"); err != nil {
-			add("runtime", StatusFail, "runc not found", "apt-get install runc")
-		} else if _, err := lookPath("containerd-shim-runc-v2"); err != nil {
-			add("runtime", StatusFail, "containerd-shim-runc-v2 not found", "apt-get install containerd (it ships the runc shim)")
-		} else {
-			add("runtime", StatusOK, p+" "+firstLine(p, "--version"), "")
-		}
+	if _, err := runtimeOptions(cfg.Runtime); err != nil {
+		add("runtime", StatusFail, err.Error(), runtimeInstall[cfg.Runtime]+", or set sandbox.runtime to an installed one")
+	} else {
+		p, _ := lookPath(cfg.Runtime)
+		add("runtime", StatusOK, p+" "+firstLine(p, "--version"), "")
 	}
 
 	add(cgroupCheck())
@@ -93,6 +90,13 @@ func Diagnose(ctx context.Context, cfg Config) []Check {
 			st = StatusFail
 		}
 		add("userns", st, err.Error(), "enable user namespaces (sysctl user.max_user_namespaces=15000); jobs otherwise run as real root inside their other namespaces")
+	} else if dir, mode := unreachable(cfg.UserNSBase, cfg.stateDirs()...); dir != "" && cfg.UserNS != "off" {
+		st, detail := StatusWarn, "userns auto falls back to no remap: "
+		if cfg.UserNS == "on" {
+			st, detail = StatusFail, "userns on cannot work: "
+		}
+		err := errUnreachable(cfg.UserNSBase, dir, mode)
+		add("userns", st, detail+err.Error(), fmt.Sprintf("chmod o+x %s, or set sandbox.userns: off", dir))
 	} else {
 		detail := fmt.Sprintf("available; job root maps to host uid %d", cfg.UserNSBase)
 		if cfg.UserNS == "off" {
@@ -126,7 +130,132 @@ func Diagnose(ctx context.Context, cfg Config) []Check {
 			add("disk", StatusOK, d, "")
 		}
 	}
+	if ready(out) {
+		for _, c := range probeChecks(ctx, cfg) {
+			add(c.Name, c.Status, c.Detail, c.Fix)
+		}
+	}
 	return out
+}
+
+// ready reports whether the checks so far let a probe job be tried.
+func ready(checks []Check) bool {
+	for _, c := range checks {
+		if c.Status == StatusFail && (c.Name == "root" || c.Name == "containerd" || c.Name == "runtime") {
+			return false
+		}
+	}
+	return true
+}
+
+// probeChecks runs the probe job through a Sandbox made from cfg, as the
+// node makes it: under the configured runtime, then each other runtime.
+func probeChecks(ctx context.Context, cfg Config) []Check {
+	var warnings warnLog
+	sb, err := New(ctx, cfg, slog.New(&warnings))
+	if err != nil {
+		return []Check{{Name: "probe", Status: StatusFail, Detail: "sandbox: " + err.Error(), Fix: probeFix(cfg, err, cfg.UserNS == "on")}}
+	}
+	defer sb.Close()
+	remapped := sb.UserNS()
+	ok, failed := sb.ProbeRuntimes(ctx, append([]string{cfg.Runtime}, without(Runtimes, cfg.Runtime)...)...)
+	var out []Check
+	if err := failed[cfg.Runtime]; err != nil {
+		out = append(out, Check{Name: "probe", Status: StatusFail,
+			Detail: fmt.Sprintf("a probe job under %s failed: %v", cfg.Runtime, err),
+			Fix:    probeFix(cfg, err, sb.UserNS() && remapsUsers(cfg.Runtime))})
+	} else {
+		how := "without a user namespace remap"
+		if sb.UserNS() && remapsUsers(cfg.Runtime) {
+			how = fmt.Sprintf("with its root remapped to host uid %d", cfg.UserNSBase)
+		}
+		out = append(out, Check{Name: "probe", Status: StatusOK, Detail: fmt.Sprintf("a probe job ran under %s %s", cfg.Runtime, how)})
+	}
+	if remapped && !sb.UserNS() {
+		out = append(out, Check{Name: "userns", Status: StatusWarn,
+			Detail: "userns auto: jobs fail with the user namespace remap here and run without it: " + warnings.String(),
+			Fix:    "make containerd's state reachable by the remapped root (chmod o+x on each directory above it), or set sandbox.userns: off"})
+	}
+	var bad []string
+	for _, rt := range Runtimes {
+		if err := failed[rt]; err != nil && rt != cfg.Runtime {
+			bad = append(bad, fmt.Sprintf("%s: %v", rt, err))
+		}
+	}
+	c := Check{Name: "runtimes", Status: StatusOK, Detail: "jobs can run under " + strings.Join(ok, ", ")}
+	if len(bad) > 0 {
+		c.Status = StatusWarn
+		c.Detail += "; not under " + strings.Join(bad, "; ")
+		c.Fix = "only the runtimes that work are offered; " + installHints(failed)
+	}
+	return append(out, c)
+}
+
+// probeFix says what to do about a probe failure.
+func probeFix(cfg Config, err error, remap bool) string {
+	switch {
+	case errors.Is(err, ErrRuntimeUnavailable):
+		return runtimeInstall[cfg.Runtime] + ", or set sandbox.runtime to an installed one"
+	case errors.Is(err, ErrUnavailable):
+		return "start containerd (systemctl start containerd) or fix sandbox.address"
+	case remap && strings.Contains(err.Error(), "permission denied"):
+		return "the jobs' remapped root cannot reach containerd's state directory: chmod o+x on each directory above it (e.g. chmod 711 /run/containerd), or set sandbox.userns: off"
+	case strings.Contains(err.Error(), "permission denied"):
+		return "check containerd's log (journalctl -u containerd) for the denied path; sandbox.state_dir and containerd's state must be usable by root"
+	}
+	return "reproduce with `blackbox sandbox run --image IMAGE -- true` and check containerd's log (journalctl -u containerd)"
+}
+
+func installHints(failed map[string]error) string {
+	var h []string
+	for _, rt := range Runtimes {
+		if errors.Is(failed[rt], ErrRuntimeUnavailable) {
+			h = append(h, runtimeInstall[rt])
+		}
+	}
+	if len(h) == 0 {
+		return "the others fail for the reasons above"
+	}
+	return "to offer the missing ones: " + strings.Join(h, "; ")
+}
+
+func without(l []string, x string) []string {
+	var out []string
+	for _, s := range l {
+		if s != x {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// warnLog is a slog handler keeping the errors of a Sandbox's warnings
+// (their "err" or "why" attribute) for doctor.
+type warnLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnLog) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" || a.Key == "why" {
+			msg = a.Value.String()
+		}
+		return true
+	})
+	w.mu.Lock()
+	w.msgs = append(w.msgs, msg)
+	w.mu.Unlock()
+	return nil
+}
+func (w *warnLog) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnLog) WithGroup(string) slog.Handler      { return w }
+func (w *warnLog) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Join(w.msgs, "; ")
 }
 
 func cgroupCheck() (string, Status, string, string) {

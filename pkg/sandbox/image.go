@@ -216,14 +216,20 @@ func (s *Sandbox) checkUnpackedSize(ctx context.Context, target ocispec.Descript
 var errOverCap = errors.New("over the cap")
 
 // layerUnpackedSize is checkUnpackedSize for one layer: it stops with
-// errOverCap as soon as the layer's sum exceeds limit.
+// errOverCap as soon as the layer's sum would exceed limit.
 func layerUnpackedSize(ctx context.Context, cs content.Provider, desc ocispec.Descriptor, limit int64) (int64, error) {
 	ra, err := cs.ReaderAt(ctx, desc)
 	if err != nil {
 		return 0, fmt.Errorf("read: %w", err)
 	}
 	defer ra.Close()
-	zr, err := compression.DecompressStream(content.NewReader(ra))
+	return unpackedSize(content.NewReader(ra), limit)
+}
+
+// unpackedSize is layerUnpackedSize of the layer blob read from r
+// (a tar, gzip- or zstd-compressed or not).
+func unpackedSize(r io.Reader, limit int64) (int64, error) {
+	zr, err := compression.DecompressStream(r)
 	if err != nil {
 		return 0, fmt.Errorf("decompress: %w", err)
 	}
@@ -239,13 +245,17 @@ func layerUnpackedSize(ctx context.Context, cs content.Provider, desc ocispec.De
 		if err != nil {
 			return total, fmt.Errorf("not a tar layer: %w", err)
 		}
-		if h.Size < 0 || h.Size > limit {
+		if h.Size < 0 || h.Size > limit-total {
 			return total, errOverCap
 		}
-		total += block + (h.Size+block-1)/block*block
-		if total > limit {
+		need := block + h.Size/block*block // the header, the content in blocks
+		if h.Size%block != 0 {
+			need += block
+		}
+		if need < 0 || need > limit-total { // < 0: overflowed
 			return total, errOverCap
 		}
+		total += need
 	}
 }
 

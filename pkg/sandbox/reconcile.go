@@ -140,7 +140,7 @@ func (s *Sandbox) removeContainer(ctx context.Context, c containerd.Container, j
 	switch {
 	case err == nil:
 		task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll)
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		if err := deleteTask(ctx, task); err != nil {
 			return fmt.Errorf("reconcile: delete task %s: %w", c.ID(), err)
 		}
 	case !errdefs.IsNotFound(err):

@@ -55,10 +55,16 @@ type Job struct {
 	// InputCap caps the total size of InputDir's files; 0 means the
 	// config's max_image_bytes (the most a buyer may ship as an image).
 	InputCap int64
+	// Runtime is the OCI runtime to run the job under, one of Runtimes;
+	// empty means the config's runtime. ErrRuntimeUnavailable when it is
+	// not installed.
+	Runtime string
 	// Output receives /out as a tar (sorted, zeroed times and owners, so
 	// that its sha256 is reproducible); nil discards it (the digest is
 	// still computed).
 	Output io.Writer
+
+	noUserNS bool // the probe's run without the remap
 }
 
 // Reason says why a job ended.
@@ -102,6 +108,10 @@ type Result struct {
 	Output Output `json:"output"`
 	// Limits are the limits the job ran under, defaults applied.
 	Limits Limits `json:"limits"`
+	// Runtime is the OCI runtime the job ran under.
+	Runtime string `json:"runtime"`
+
+	remapped bool // the job ran with the user namespace remap
 }
 
 // Output describes the tar of a job's /out.
@@ -117,7 +127,30 @@ type Output struct {
 // containerd down); an error with a Result of Reason "error" means the
 // container was created but its process could not start (for example the
 // command does not exist). Either way nothing of the job stays behind.
+//
+// In userns "auto", a job whose runtime is denied its root file system
+// with the remap (containerd's state out of the remapped root's reach) is
+// checked with the probe job, with and without the remap; if only the
+// remap fails, the remap is turned off for every job, with a warning, and
+// the job runs again without it.
 func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
+	res, err := s.run(ctx, job)
+	if err == nil || res == nil || res.Reason != ReasonError || !res.remapped || s.cfg.UserNS != "auto" ||
+		!strings.Contains(res.Error, "permission denied") || ctx.Err() != nil {
+		return res, err
+	}
+	if s.probe(ctx, job.Runtime, true) == nil || s.probe(ctx, job.Runtime, false) != nil {
+		return res, err // not the remap's fault
+	}
+	s.log.Warn("userns auto: jobs fail with the user namespace remap; running them without it (sandbox.userns: off to silence, or fix the host: see `blackbox doctor`)",
+		"runtime", res.Runtime, "err", res.Error)
+	s.mu.Lock()
+	s.userns = false
+	s.mu.Unlock()
+	return s.run(ctx, job)
+}
+
+func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 	lim := job.Limits
 	if lim.Pids == 0 {
 		lim.Pids = s.cfg.DefaultPids
@@ -141,6 +174,17 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 			return nil, fmt.Errorf("%w: argument with a NUL byte", ErrBadJob)
 		}
 	}
+	rt := job.Runtime
+	if rt == "" {
+		rt = s.cfg.Runtime
+	}
+	shimOpts, err := s.shimOptions(rt)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	remap := s.userns && remapsUsers(rt) && !job.noUserNS
+	s.mu.Unlock()
 	outCap := job.OutputCap
 	if outCap <= 0 {
 		outCap = s.cfg.OutputCap
@@ -203,7 +247,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 	defer cleanup()
 
 	jobDir := filepath.Join(s.jobsDir, id)
-	if err := s.mountScratch(jobDir, lim.DiskBytes); err != nil {
+	if err := s.mountScratch(jobDir, lim.DiskBytes, remap); err != nil {
 		return nil, fmt.Errorf("run: %w", err)
 	}
 	cleanups = append(cleanups, func() {
@@ -228,9 +272,9 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 	if job.ID != "" {
 		labels[labelJob] = job.ID
 	}
-	specOpts := s.specOpts(img, job, lim, jobDir)
+	specOpts := s.specOpts(img, job, lim, jobDir, remap)
 	snapOpt := containerd.WithNewSnapshot(id, img, snapshots.WithLabels(map[string]string{labelOwnerLock: s.lockPath}))
-	if s.userns {
+	if remap {
 		snapOpt = withRemappedSnapshotLabelled(id, img, s.cfg.UserNSBase, map[string]string{labelOwnerLock: s.lockPath})
 	}
 	// The lease keeps the new snapshot (and a just remapped parent) from
@@ -244,7 +288,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 		containerd.WithImageName(job.Image),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
 		snapOpt,
-		containerd.WithRuntime(s.runtime, nil),
+		containerd.WithRuntime(shimRuntime, shimOpts),
 		containerd.WithNewSpec(specOpts...),
 	)
 	doneLease(bg)
@@ -262,7 +306,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 
 	stdout := &capWriter{w: job.Stdout, cap: outCap}
 	stderr := &capWriter{w: job.Stderr, cap: outCap}
-	res := &Result{Container: id, ExitCode: -1, Limits: lim}
+	res := &Result{Container: id, ExitCode: -1, Limits: lim, Runtime: rt, remapped: remap}
 	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(s.fifoDir)))
 	if err != nil {
 		res.Reason, res.Error = ReasonError, cleanTaskError(err)
@@ -275,7 +319,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 			return
 		}
 		taskDeleted = true
-		if _, err := task.Delete(bg, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		if err := deleteTask(bg, task); err != nil {
 			log.Warn("delete task", "err", err)
 		}
 	}
@@ -360,7 +404,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 
 // specOpts are the OCI spec options of a job: the isolation defaults and
 // the contract's limits.
-func (s *Sandbox) specOpts(img containerd.Image, job Job, lim Limits, jobDir string) []oci.SpecOpts {
+func (s *Sandbox) specOpts(img containerd.Image, job Job, lim Limits, jobDir string, remap bool) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
 		oci.WithHostname("sandbox"),
@@ -395,7 +439,7 @@ func (s *Sandbox) specOpts(img containerd.Image, job Job, lim Limits, jobDir str
 	if len(job.Env) > 0 {
 		opts = append(opts, oci.WithEnv(job.Env))
 	}
-	if s.userns {
+	if remap {
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: s.cfg.UserNSBase, Size: 65536}}
 		opts = append(opts, oci.WithUserNamespace(m, m))
 	}
@@ -420,7 +464,7 @@ func withFreshNetNS(_ context.Context, _ oci.Client, _ *containers.Container, s 
 
 // mountScratch mounts a tmpfs of size bytes at jobDir/fs holding scratch/
 // (the job's /tmp) and out/ (its /out).
-func (s *Sandbox) mountScratch(jobDir string, size int64) error {
+func (s *Sandbox) mountScratch(jobDir string, size int64, remap bool) error {
 	fs := filepath.Join(jobDir, "fs")
 	if err := os.MkdirAll(fs, 0o700); err != nil {
 		return fmt.Errorf("job dir: %w", err)
@@ -431,7 +475,7 @@ func (s *Sandbox) mountScratch(jobDir string, size int64) error {
 		return fmt.Errorf("mount scratch tmpfs: %w", err)
 	}
 	uid := 0
-	if s.userns {
+	if remap {
 		uid = int(s.cfg.UserNSBase)
 	}
 	for _, d := range []struct {
@@ -488,6 +532,20 @@ func (s *Sandbox) readMetrics(ctx context.Context, task containerd.Task, res *Re
 	}
 	if st.MemoryOomControl != nil {
 		res.OOMKills = int64(st.MemoryOomControl.OomKill)
+	}
+	return nil
+}
+
+// deleteTask deletes a task, killing it first only if it still runs: runsc
+// fails to kill a sandbox that has exited ("sandbox is not running"), and
+// with containerd.WithProcessKill that failure leaves the task behind.
+func deleteTask(ctx context.Context, task containerd.Task) error {
+	_, err := task.Delete(ctx)
+	if errdefs.IsFailedPrecondition(err) { // still running
+		_, err = task.Delete(ctx, containerd.WithProcessKill)
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return err
 	}
 	return nil
 }

@@ -1,16 +1,21 @@
 // Package sandbox runs buyers' jobs on containerd, contained and metered.
 //
 // It owns images (import of digest-checked OCI-layout or docker-archive
-// tarballs, pull by reference, an unpacked cache collected by age and size),
-// the isolation of a job (fresh empty network namespace, read-only root,
-// size-capped tmpfs scratch at /tmp and /out, the buyer's input files
-// read-only at /in, copied per job from Job.InputDir, no capabilities,
-// no-new-privileges, containerd's default seccomp profile, user-namespace
-// remap where the host supports it, CFS quota, memory and pids limits, wall
-// clock), its streams (stdout and stderr capped, with the cap reported), its
-// outputs (/out as a deterministic tar with its sha256) and its usage record
-// read from the task's cgroup after exit and before delete: the evidence a
-// seller's bill rests on. It knows nothing about money.
+// tarballs, pull by reference, both refused before unpacking when their
+// layers would unpack to more than max_unpacked_bytes, an unpacked cache
+// collected by age and size), the runtimes jobs run under (runc, crun,
+// runsc, each through containerd's runc v2 shim, and a probe job that shows
+// which ones work on this host), the isolation of a job (fresh empty
+// network namespace, read-only root, size-capped tmpfs scratch at /tmp and
+// /out, the buyer's input files read-only at /in, copied per job from
+// Job.InputDir, no capabilities, no-new-privileges, containerd's default
+// seccomp profile, user-namespace remap where the host supports it and the
+// remapped root can reach containerd's state, CFS quota, memory and pids
+// limits, wall clock), its streams (stdout and stderr capped, with the cap
+// reported), its outputs (/out as a deterministic tar with its sha256) and
+// its usage record read from the task's cgroup after exit and before
+// delete: the evidence a seller's bill rests on. It knows nothing about
+// money.
 //
 // Scratch is RAM: /tmp and /out share one tmpfs of Limits.DiskBytes (the
 // runtime's /run and /dev/shm are 64 MiB tmpfs each), and tmpfs pages count
@@ -18,9 +23,10 @@
 // disk as memory on the host.
 //
 // Everything lives in one containerd namespace. Each Sandbox holds an owner
-// lock file; containers and snapshots are labelled with it, so that
-// Reconcile, run by New, removes what a crashed owner left without touching
-// the jobs of a live one sharing the namespace.
+// lock file, locked before it appears under its name; containers and
+// snapshots are labelled with it, so that Reconcile, run by New, removes
+// what a crashed owner left without touching the jobs of a live one sharing
+// the namespace.
 package sandbox
 
 import (
@@ -53,7 +59,7 @@ var (
 	ErrBadLimits = errors.New("bad limits")
 	// ErrBadJob: the job itself is malformed (no image, bad environment).
 	ErrBadJob = errors.New("bad job")
-	// ErrRuntimeUnavailable: the configured runtime (runsc) is not installed.
+	// ErrRuntimeUnavailable: the job's runtime is unknown or not installed.
 	ErrRuntimeUnavailable = errors.New("runtime unavailable")
 	// ErrUnavailable: containerd cannot be reached.
 	ErrUnavailable = errors.New("containerd unavailable")
@@ -72,11 +78,10 @@ const (
 // Sandbox runs jobs on one containerd namespace. It is safe for concurrent
 // use; Close it to release the client and the owner lock.
 type Sandbox struct {
-	cfg     Config
-	log     *slog.Logger
-	client  *containerd.Client
-	runtime string
-	userns  bool
+	cfg    Config
+	log    *slog.Logger
+	client *containerd.Client
+	userns bool // guarded by mu: ProbeRuntimes may turn it off
 
 	owner     string // random ID of this Sandbox
 	lockPath  string
@@ -116,27 +121,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sandbox, error) {
 	s := &Sandbox{
 		cfg:      cfg,
 		log:      log.With("component", "sandbox"),
-		runtime:  "io.containerd.runc.v2",
 		jobsDir:  filepath.Join(stateDir, "jobs"),
 		tmpDir:   filepath.Join(stateDir, "tmp"),
 		inUse:    map[string]int{},
 		touched:  map[string]time.Time{},
 		imgCache: map[string]containerd.Image{},
 	}
-	if cfg.Runtime == "runsc" {
-		if err := runscAvailable(); err != nil {
-			return nil, err
-		}
-		s.runtime = "io.containerd.runsc.v1"
+	if _, err := runtimeOptions(cfg.Runtime); err != nil {
+		return nil, fmt.Errorf("sandbox runtime: %w", err)
 	}
 	switch cfg.UserNS {
 	case "on":
 		if err := userNSSupported(); err != nil {
 			return nil, fmt.Errorf("sandbox userns=on: %w", err)
 		}
+		if dir, mode := unreachable(cfg.UserNSBase, cfg.stateDirs()...); dir != "" {
+			return nil, fmt.Errorf("sandbox userns=on: %w", errUnreachable(cfg.UserNSBase, dir, mode))
+		}
 		s.userns = true
 	case "auto":
-		s.userns = userNSSupported() == nil
+		if err := userNSSupported(); err != nil {
+			s.log.Info("userns auto: jobs run without a user namespace remap", "why", err)
+			break
+		}
+		if dir, mode := unreachable(cfg.UserNSBase, cfg.stateDirs()...); dir != "" {
+			s.log.Warn("userns auto: jobs run without a user namespace remap", "why", errUnreachable(cfg.UserNSBase, dir, mode))
+			break
+		}
+		s.userns = true
 	}
 	_, err = os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 	s.memswOK = err == nil
@@ -182,7 +194,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sandbox, error) {
 		s.log.Warn("reconcile at start failed; continuing", "err", err)
 	}
 	s.log.Debug("sandbox ready", "address", cfg.Address, "namespace", cfg.Namespace,
-		"runtime", s.runtime, "userns", s.userns, "owner", s.owner)
+		"runtime", cfg.Runtime, "userns", s.userns, "owner", s.owner)
 	return s, nil
 }
 
@@ -193,8 +205,13 @@ func (s *Sandbox) Client() *containerd.Client { return s.client }
 // snapshots it creates carry it as a label.
 func (s *Sandbox) OwnerLock() string { return s.lockPath }
 
-// UserNS reports whether jobs run in a remapped user namespace.
-func (s *Sandbox) UserNS() bool { return s.userns }
+// UserNS reports whether jobs run in a remapped user namespace (jobs under
+// runsc excepted: gVisor takes no id mappings).
+func (s *Sandbox) UserNS() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.userns
+}
 
 // Close waits for running jobs to finish, then releases the containerd
 // client and the owner lock. Cancel the jobs' contexts first to stop them.
@@ -291,16 +308,6 @@ func userNSSupported() error {
 	b, err := os.ReadFile("/proc/sys/user/max_user_namespaces")
 	if err == nil && len(b) > 0 && b[0] == '0' {
 		return errors.New("user namespaces disabled (/proc/sys/user/max_user_namespaces is 0)")
-	}
-	return nil
-}
-
-// runscAvailable checks for gVisor's containerd shim.
-func runscAvailable() error {
-	for _, bin := range []string{"containerd-shim-runsc-v1", "runsc"} {
-		if _, err := lookPath(bin); err != nil {
-			return fmt.Errorf("%w: runtime runsc needs %s on PATH (install gVisor: https://gvisor.dev/docs/user_guide/install/; Debian's runsc package has no containerd shim)", ErrRuntimeUnavailable, bin)
-		}
 	}
 	return nil
 }

@@ -1,0 +1,175 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
+)
+
+// Runtimes are the OCI runtimes a job may run under, each run by
+// containerd's runc v2 shim (io.containerd.runc.v2) through its options'
+// BinaryName, as Docker runs gVisor: runc (the default), crun, and runsc
+// (gVisor: the job runs on a user-space kernel, a second wall around it).
+var Runtimes = []string{"runc", "crun", "runsc"}
+
+// shimRuntime is the containerd runtime (shim) every job runs through.
+const shimRuntime = "io.containerd.runc.v2"
+
+// runtimeInstall says how to install each runtime, for errors and doctor.
+var runtimeInstall = map[string]string{
+	"runc":  "apt-get install runc",
+	"crun":  "apt-get install crun",
+	"runsc": "apt-get install runsc (gVisor; or https://gvisor.dev/docs/user_guide/install/)",
+}
+
+// runtimeOptions returns the shim options that make the runc v2 shim run
+// name, or ErrRuntimeUnavailable when its binary is not installed.
+func runtimeOptions(name string) (*runcoptions.Options, error) {
+	if !slices.Contains(Runtimes, name) {
+		return nil, fmt.Errorf("%w: unknown runtime %q (want one of %s)", ErrRuntimeUnavailable, name, strings.Join(Runtimes, ", "))
+	}
+	if _, err := lookPath("containerd-shim-runc-v2"); err != nil {
+		return nil, fmt.Errorf("%w: containerd-shim-runc-v2 not found (apt-get install containerd)", ErrRuntimeUnavailable)
+	}
+	p, err := lookPath(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: runtime %s: %s not found (%s)", ErrRuntimeUnavailable, name, name, runtimeInstall[name])
+	}
+	switch name {
+	case "runc":
+		return nil, nil // the shim's own default
+	case "runsc":
+		// runsc takes its settings as flags, which the shim does not pass:
+		// a wrapper adds them (see runscWrapper).
+		return &runcoptions.Options{BinaryName: p}, nil
+	}
+	return &runcoptions.Options{BinaryName: p}, nil
+}
+
+// runscFlags are the flags every job's runsc gets. The job's network
+// namespace is fresh and empty; runsc's own netstack would refuse it (it
+// takes an unnamed namespace for the host's), and a job has no network
+// anyway.
+var runscFlags = []string{"--network=none"}
+
+// runscWrapper writes, under dir, the executable the shim runs as runsc:
+// a script that runs runscPath with runscFlags and the shim's arguments.
+// It returns its path.
+func runscWrapper(dir, runscPath string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "runsc")
+	script := "#!/bin/sh\n# written by blackbox: runsc with the sandbox's flags\nexec " + shellQuote(runscPath)
+	for _, f := range runscFlags {
+		script += " " + shellQuote(f)
+	}
+	script += ` "$@"` + "\n"
+	if old, err := os.ReadFile(p); err == nil && string(old) == script {
+		return p, nil
+	}
+	tmp := p + ".new-" + newID()
+	if err := os.WriteFile(tmp, []byte(script), 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return p, nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// shimOptions are runtimeOptions for a job of this Sandbox, as an untyped
+// nil when the shim's defaults apply.
+func (s *Sandbox) shimOptions(name string) (any, error) {
+	o, err := runtimeOptions(name)
+	if err != nil || o == nil {
+		return nil, err
+	}
+	if name == "runsc" {
+		p, err := runscWrapper(filepath.Join(s.cfg.StateDir, "runtimes"), o.BinaryName)
+		if err != nil {
+			return nil, fmt.Errorf("%w: runsc wrapper: %v", ErrRuntimeUnavailable, err)
+		}
+		o.BinaryName = p
+	}
+	return o, nil
+}
+
+// remapsUsers reports whether jobs under runtime run with the user
+// namespace remap. gVisor's runsc runs the job on its own kernel, as an
+// unprivileged user on the host already; it does not take id mappings.
+func remapsUsers(runtime string) bool { return runtime != "runsc" }
+
+// unreachable reports the first directory among dirs and their ancestors
+// that host uid (the remapped root of jobs, not an owner of any of them)
+// cannot traverse, or "" when all can be. A job's runtime, once in the
+// user namespace, mounts the root file system containerd prepared under
+// its state directory: every directory above it must let "others" search
+// (mode o+x). A private containerd whose shims created /run/containerd
+// left it 0600 (issue 9, bug 11).
+func unreachable(uid uint32, dirs ...string) (dir string, mode os.FileMode) {
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		d, err := filepath.Abs(d)
+		if err != nil {
+			continue
+		}
+		for ; ; d = filepath.Dir(d) {
+			if !seen[d] {
+				seen[d] = true
+				if st, err := os.Stat(d); err == nil && st.IsDir() && !searchable(st, uid) {
+					return d, st.Mode().Perm()
+				}
+			}
+			if d == "/" || d == "." {
+				break
+			}
+		}
+	}
+	return "", 0
+}
+
+// searchable reports whether uid (with gid equal to uid) may traverse the
+// directory st.
+func searchable(st os.FileInfo, uid uint32) bool {
+	perm := st.Mode().Perm()
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return perm&0o001 != 0
+	}
+	switch {
+	case sys.Uid == uid:
+		return perm&0o100 != 0
+	case sys.Gid == uid:
+		return perm&0o010 != 0
+	}
+	return perm&0o001 != 0
+}
+
+// stateDirs are the directories a remapped job must traverse that the
+// sandbox can name: containerd's socket directory (its state directory, or
+// the state directory's parent in a private containerd's layout) and its
+// ancestors.
+func (c *Config) stateDirs() []string {
+	return []string{filepath.Dir(c.Address)}
+}
+
+// errUnreachable is unreachable as an error with the fix.
+func errUnreachable(uid uint32, dir string, mode os.FileMode) error {
+	return fmt.Errorf("the jobs' remapped root (host uid %d) cannot reach containerd's state: %s is mode %04o; "+
+		"fix: chmod o+x %s (containerd itself creates it 0711), or set sandbox.userns: off", uid, dir, mode, dir)
+}
+
+var errNoProbe = errors.New("no probe binary for this architecture")
