@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/hex"
 	"errors"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // goldenID is a peer ID fixed by seed, so the golden bytes below are too.
@@ -124,6 +127,28 @@ func TestDecodeErrorKinds(t *testing.T) {
 	}
 	if _, err := OpenContract([]byte{0x18, 1}); !errors.Is(err, ErrMalformed) {
 		t.Errorf("contract unknown field: %v", err)
+	}
+}
+
+// TestFrames pins the job and negotiation frames: a uvarint length, the
+// type byte, the payload; an oversized frame is a protocol error, not this
+// package's ErrTooLarge (which means a blob over the seller's limit).
+func TestFrames(t *testing.T) {
+	var buf bytes.Buffer
+	c := &conn{s: nil, r: bufio.NewReader(&buf)}
+	buf.Write(wire.AppendFrame(nil, []byte{frameProposal}, []byte("abc")))
+	if got := hex.EncodeToString(buf.Bytes()); got != "0401616263" {
+		t.Fatalf("frame %s", got)
+	}
+	if typ, b, err := c.recv(3); err != nil || typ != frameProposal || string(b) != "abc" {
+		t.Fatalf("recv: %d %q %v", typ, b, err)
+	}
+	buf.Write([]byte{5, 1, 2, 3, 4, 5})
+	if _, _, err := c.recv(3); err == nil || errors.Is(err, ErrTooLarge) || blobRefusal(err).(*refusal).reason != RefuseProtocol {
+		t.Fatalf("oversized frame: %v", err)
+	}
+	if _, _, err := (&conn{r: bufio.NewReader(bytes.NewReader([]byte{0}))}).recv(3); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("empty frame: %v", err)
 	}
 }
 
