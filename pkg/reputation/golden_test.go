@@ -79,7 +79,34 @@ func TestDecodeErrorKinds(t *testing.T) {
 	}
 }
 
+// TestGoldenStoreEncodings pins what a Store keeps: observations and trust
+// edges read back from an existing database.
+func TestGoldenStoreEncodings(t *testing.T) {
+	alice, bob := newIdent(t, 1), newIdent(t, 2)
+	o := Observation{Peer: bob.id, ContractID: "c1", Outcome: OutcomeLate, UsageRatio: 0.75, At: t0}
+	b := MarshalObservation(o)
+	if got := hex.EncodeToString(b); got != goldenObservation {
+		t.Errorf("observation encodes to %s, want %s", got, goldenObservation)
+	}
+	if back, err := UnmarshalObservation(b); err != nil || !bytes.Equal(MarshalObservation(back), b) {
+		t.Errorf("observation round trip: %+v %v", back, err)
+	}
+	e := Edge{From: alice.id, To: bob.id, Weight: 0.5, Updated: t0}
+	b = MarshalEdge(e)
+	if got := hex.EncodeToString(b); got != goldenEdge {
+		t.Errorf("edge encodes to %s, want %s", got, goldenEdge)
+	}
+	if back, err := UnmarshalEdge(b); err != nil || !bytes.Equal(MarshalEdge(back), b) {
+		t.Errorf("edge round trip: %+v %v", back, err)
+	}
+	if _, err := UnmarshalEdge([]byte{0x18, 1}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("weight as varint: %v", err)
+	}
+}
+
 const (
+	goldenObservation     = "0a260024080112206709e19eb318fdecefa2fc36a273a2a2084dc7ce01a054053a78b52a1b08bd1412026331180221000000000000e83f288080da9e9bbbadcc18"
+	goldenEdge            = "0a260024080112208c5434ffc994a46d2e44324d426d6ba8ba12505d963f855d875c433d1950853a12260024080112206709e19eb318fdecefa2fc36a273a2a2084dc7ce01a054053a78b52a1b08bd1419000000000000e03f208080da9e9bbbadcc18"
 	goldenAttestation     = "0801120263311a260024080112208c5434ffc994a46d2e44324d426d6ba8ba12505d963f855d875c433d1950853a22260024080112206709e19eb318fdecefa2fc36a273a2a2084dc7ce01a054053a78b52a1b08bd14280230a20738b96040c0d490cd0648d0f090cd06520570726f6f66"
 	goldenZeroAttestation = "0801120263321a260024080112208c5434ffc994a46d2e44324d426d6ba8ba12505d963f855d875c433d1950853a22260024080112206709e19eb318fdecefa2fc36a273a2a2084dc7ce01a054053a78b52a1b08bd1428023000380040c0d490cd0648c0d490cd06"
 	goldenTrust           = "080112260024080112208c5434ffc994a46d2e44324d426d6ba8ba12505d963f855d875c433d1950853a1a260024080112206709e19eb318fdecefa2fc36a273a2a2084dc7ce01a054053a78b52a1b08bd14200028c0d490cd06"

@@ -16,6 +16,7 @@ const (
 	Unknown Kind = iota
 	Varint       // protobuf wire type 0
 	Bytes        // protobuf wire type 2 (bytes, strings, nested messages)
+	Fixed64      // protobuf wire type 1 (a float64's bits), read into V
 )
 
 // Spec is what a schema allows for one field number.
@@ -36,8 +37,8 @@ type Schema struct {
 	Max int
 }
 
-// Field is one decoded field: its number and either its varint (V) or its
-// bytes (B, a slice of the decoded input).
+// Field is one decoded field: its number and either its varint or fixed64
+// (V) or its bytes (B, a slice of the decoded input).
 type Field struct {
 	Num protowire.Number
 	V   uint64
@@ -83,6 +84,11 @@ func (s *Schema) Decode(b []byte) ([]Field, error) {
 				return nil, malformed("field %d has wire type %d", num, typ)
 			}
 			f.B, n = protowire.ConsumeBytes(b)
+		case Fixed64:
+			if typ != protowire.Fixed64Type {
+				return nil, malformed("field %d has wire type %d", num, typ)
+			}
+			f.V, n = protowire.ConsumeFixed64(b)
 		default:
 			if typ != protowire.VarintType {
 				return nil, malformed("field %d has wire type %d", num, typ)

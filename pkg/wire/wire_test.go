@@ -14,19 +14,24 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// testSchema: 1 varint, 2 bytes, 3 repeated bytes, 5 varint (4 unknown).
+// testSchema: 1 varint, 2 bytes, 3 repeated bytes, 5 varint, 6 fixed64
+// (4 unknown).
 var testSchema = Schema{
-	Fields: []Spec{1: {Kind: Varint}, 2: {Kind: Bytes}, 3: {Kind: Bytes, Repeated: true}, 5: {Kind: Varint}},
+	Fields: []Spec{1: {Kind: Varint}, 2: {Kind: Bytes}, 3: {Kind: Bytes, Repeated: true}, 5: {Kind: Varint}, 6: {Kind: Fixed64}},
 	Max:    64,
 }
 
 func encode(fs []Field, s *Schema) []byte {
 	var b []byte
 	for _, f := range fs {
-		if s.Fields[f.Num].Kind == Bytes {
+		switch s.Fields[f.Num].Kind {
+		case Bytes:
 			b = protowire.AppendTag(b, f.Num, protowire.BytesType)
 			b = protowire.AppendBytes(b, f.B)
-		} else {
+		case Fixed64:
+			b = protowire.AppendTag(b, f.Num, protowire.Fixed64Type)
+			b = protowire.AppendFixed64(b, f.V)
+		default:
 			b = protowire.AppendTag(b, f.Num, protowire.VarintType)
 			b = protowire.AppendVarint(b, f.V)
 		}
@@ -41,11 +46,13 @@ func TestDecode(t *testing.T) {
 	e.Always(3, nil)
 	e.Bytes(3, []byte("x"))
 	e.Uint(5, 0) // omitted
+	e.B = protowire.AppendTag(e.B, 6, protowire.Fixed64Type)
+	e.B = protowire.AppendFixed64(e.B, 1<<60+3)
 	fs, err := testSchema.Decode(e.B)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fs) != 4 || fs[0].V != 7 || string(fs[1].B) != "hi" || len(fs[2].B) != 0 || string(fs[3].B) != "x" {
+	if len(fs) != 5 || fs[0].V != 7 || string(fs[1].B) != "hi" || len(fs[2].B) != 0 || string(fs[3].B) != "x" || fs[4].V != 1<<60+3 {
 		t.Fatalf("decoded %+v", fs)
 	}
 	ordered := testSchema
@@ -58,10 +65,12 @@ func TestDecode(t *testing.T) {
 		"bad tag":          {&testSchema, []byte{0x80}, ErrMalformed},
 		"field zero":       {&testSchema, []byte{0x00, 1}, ErrMalformed},
 		"unknown field":    {&testSchema, []byte{0x20, 1}, ErrMalformed},
-		"past the schema":  {&testSchema, []byte{0x30, 1}, ErrMalformed},
+		"past the schema":  {&testSchema, []byte{0x38, 1}, ErrMalformed},
 		"huge number":      {&testSchema, protowire.AppendTag(nil, protowire.MaxValidNumber, 0), ErrMalformed},
 		"wrong wire type":  {&testSchema, []byte{0x0a, 0}, ErrMalformed},
 		"fixed64":          {&testSchema, []byte{0x09, 1, 2, 3, 4, 5, 6, 7, 8}, ErrMalformed},
+		"varint as fixed":  {&testSchema, []byte{0x30, 1}, ErrMalformed},
+		"fixed truncated":  {&testSchema, []byte{0x31, 1, 2, 3}, ErrMalformed},
 		"repeated scalar":  {&testSchema, []byte{0x08, 1, 0x08, 1}, ErrMalformed},
 		"varint truncated": {&testSchema, []byte{0x08, 0x80}, ErrMalformed},
 		"bytes truncated":  {&testSchema, []byte{0x12, 3, 'a'}, ErrMalformed},
@@ -195,6 +204,8 @@ func FuzzDecode(f *testing.F) {
 	e.Always(3, nil)
 	e.Always(3, []byte("y"))
 	e.Uint(5, 1)
+	e.B = protowire.AppendTag(e.B, 6, protowire.Fixed64Type)
+	e.B = protowire.AppendFixed64(e.B, 42)
 	f.Add(e.B, false)
 	f.Add([]byte{0x28, 1, 0x08, 1}, true)
 	f.Add([]byte{0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, false)
