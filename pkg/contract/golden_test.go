@@ -159,3 +159,21 @@ const (
 	goldenContract = "0a1170726f706f73616c20656e76656c6f70651213616363657074616e636520656e76656c6f7065"
 	goldenJobError = "0a096261645f696d616765122262616420696d6167653a206e6f7420612076616c6964207461722061726368697665"
 )
+
+// BenchmarkDecodeProposal measures the codec alone on a proposal with a
+// full request.
+func BenchmarkDecodeProposal(b *testing.B) {
+	_, buyer := newKey(b)
+	_, seller := newKey(b)
+	raw, err := testProposal(buyer, seller).MarshalRecord()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var p Proposal
+		if err := p.UnmarshalRecord(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

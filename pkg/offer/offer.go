@@ -208,19 +208,14 @@ var offerSchema = wire.Schema{Max: MaxPayloadSize, Fields: []wire.Spec{
 // are errors, never panics.
 func (o *Offer) UnmarshalRecord(b []byte) error {
 	*o = Offer{}
-	fs, err := offerSchema.Decode(b)
+	err := offerSchema.Walk(b, func(f wire.Field) error {
+		if offerSchema.Fields[f.Num].Kind == wire.Bytes {
+			return o.setBytes(f.Num, f.B)
+		}
+		return o.setVarint(f.Num, f.V)
+	})
 	if err != nil {
 		return fmt.Errorf("decode offer: %w", wire.Wrap(err, ErrMalformed, ErrTooLarge))
-	}
-	for _, f := range fs {
-		if offerSchema.Fields[f.Num].Kind == wire.Bytes {
-			err = o.setBytes(f.Num, f.B)
-		} else {
-			err = o.setVarint(f.Num, f.V)
-		}
-		if err != nil {
-			return fmt.Errorf("decode offer: %w", err)
-		}
 	}
 	return nil
 }

@@ -275,16 +275,13 @@ var (
 // decodeFields walks a protobuf message strictly by s, calling fn for
 // each field. Every failure is ErrMalformed.
 func decodeFields(data []byte, s *wire.Schema, fn func(protowire.Number, uint64, []byte) error) error {
-	fs, err := s.Decode(data)
-	if err != nil {
-		return wire.Wrap(err, ErrMalformed, ErrOversized)
-	}
-	for _, f := range fs {
+	err := s.Walk(data, func(f wire.Field) error {
 		if err := fn(f.Num, f.V, f.B); err != nil {
 			return fmt.Errorf("%w: field %d: %v", ErrMalformed, f.Num, err)
 		}
-	}
-	return nil
+		return nil
+	})
+	return wire.Wrap(err, ErrMalformed, ErrOversized)
 }
 
 // SealAttestation signs a with key; the attester must be the key's peer.

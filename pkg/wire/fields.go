@@ -50,10 +50,23 @@ type Field struct {
 // is not Repeated appearing twice, a decreasing number in an Ordered schema
 // and more than Max bytes are errors. Fields are returned in input order.
 func (s *Schema) Decode(b []byte) ([]Field, error) {
-	if s.Max > 0 && len(b) > s.Max {
-		return nil, tooLarge("%d bytes > %d", len(b), s.Max)
-	}
 	var out []Field
+	if err := s.Walk(b, func(f Field) error {
+		out = append(out, f)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Walk checks b as Decode does and calls fn with each field as it is read,
+// without collecting them. It stops at the first error; fn's is returned
+// as it is.
+func (s *Schema) Walk(b []byte, fn func(Field) error) error {
+	if s.Max > 0 && len(b) > s.Max {
+		return tooLarge("%d bytes > %d", len(b), s.Max)
+	}
 	var seenBuf [32]bool // most schemas: no allocation
 	seen := seenBuf[:]
 	if len(s.Fields) > len(seen) {
@@ -63,45 +76,47 @@ func (s *Schema) Decode(b []byte) ([]Field, error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, malformed("bad tag")
+			return malformed("bad tag")
 		}
 		b = b[n:]
 		if num < 1 || int64(num) >= int64(len(s.Fields)) || s.Fields[num].Kind == Unknown {
-			return nil, malformed("unknown field %d", num)
+			return malformed("unknown field %d", num)
 		}
 		spec := s.Fields[num]
 		if seen[num] && !spec.Repeated {
-			return nil, malformed("field %d repeated", num)
+			return malformed("field %d repeated", num)
 		}
 		if s.Ordered && num < last {
-			return nil, malformed("field %d out of order", num)
+			return malformed("field %d out of order", num)
 		}
 		seen[num], last = true, num
 		f := Field{Num: num}
 		switch spec.Kind {
 		case Bytes:
 			if typ != protowire.BytesType {
-				return nil, malformed("field %d has wire type %d", num, typ)
+				return malformed("field %d has wire type %d", num, typ)
 			}
 			f.B, n = protowire.ConsumeBytes(b)
 		case Fixed64:
 			if typ != protowire.Fixed64Type {
-				return nil, malformed("field %d has wire type %d", num, typ)
+				return malformed("field %d has wire type %d", num, typ)
 			}
 			f.V, n = protowire.ConsumeFixed64(b)
 		default:
 			if typ != protowire.VarintType {
-				return nil, malformed("field %d has wire type %d", num, typ)
+				return malformed("field %d has wire type %d", num, typ)
 			}
 			f.V, n = protowire.ConsumeVarint(b)
 		}
 		if n < 0 {
-			return nil, malformed("field %d truncated", num)
+			return malformed("field %d truncated", num)
 		}
 		b = b[n:]
-		out = append(out, f)
+		if err := fn(f); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // Uint returns the varint, an error if it is above max.

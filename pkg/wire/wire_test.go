@@ -55,6 +55,17 @@ func TestDecode(t *testing.T) {
 	if len(fs) != 5 || fs[0].V != 7 || string(fs[1].B) != "hi" || len(fs[2].B) != 0 || string(fs[3].B) != "x" || fs[4].V != 1<<60+3 {
 		t.Fatalf("decoded %+v", fs)
 	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := testSchema.Walk(e.B, func(f Field) error {
+		calls++
+		if f.Num == 2 {
+			return stop
+		}
+		return nil
+	}); err != stop || calls != 2 {
+		t.Fatalf("walk: %v after %d fields", err, calls)
+	}
 	ordered := testSchema
 	ordered.Ordered = true
 	for name, c := range map[string]struct {
