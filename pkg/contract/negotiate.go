@@ -4,14 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/wire"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -46,15 +45,15 @@ func newConn(s network.Stream) *conn { return &conn{s: s, r: bufio.NewReaderSize
 func (c *conn) send(typ byte, payload []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	buf := binary.AppendUvarint(make([]byte, 0, len(payload)+11), uint64(len(payload)+1))
-	buf = append(buf, typ)
-	buf = append(buf, payload...)
+	buf := wire.AppendFrame(make([]byte, 0, len(payload)+11), []byte{typ}, payload)
 	_, err := c.s.Write(buf)
 	return err
 }
 
 func (c *conn) recv(max int) (byte, []byte, error) {
-	b, err := offer.ReadFrame(c.r, max+1)
+	// An oversized frame is wire.ErrTooLarge, not this package's: it breaks
+	// the protocol, it is not a blob over the seller's limit.
+	b, err := wire.ReadFrame(c.r, max+1)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // Version is the record format this code writes and accepts.
@@ -154,64 +156,66 @@ const (
 	rqImageSize
 	rqRuntime
 	rqDeterministic
-	rqLast = rqDeterministic
 )
 
 func (r *Request) marshal() []byte {
 	var e enc
-	e.str(rqImage, r.Image)
+	e.String(rqImage, r.Image)
 	for _, a := range r.Command {
 		// An empty argument must survive the round trip: write it anyway.
-		e.b = protowire.AppendTag(e.b, rqCommand, protowire.BytesType)
-		e.b = protowire.AppendString(e.b, a)
+		e.B = protowire.AppendTag(e.B, rqCommand, protowire.BytesType)
+		e.B = protowire.AppendString(e.B, a)
 	}
 	for _, v := range r.Env {
-		e.str(rqEnv, v)
+		e.String(rqEnv, v)
 	}
 	for _, in := range r.Inputs {
 		var ie enc
-		ie.str(1, in.Name)
-		ie.str(2, in.SHA256)
-		ie.u(3, in.Size)
-		e.b = protowire.AppendTag(e.b, rqInputs, protowire.BytesType)
-		e.b = protowire.AppendBytes(e.b, ie.b)
+		ie.String(1, in.Name)
+		ie.String(2, in.SHA256)
+		ie.Uint(3, in.Size)
+		e.B = protowire.AppendTag(e.B, rqInputs, protowire.BytesType)
+		e.B = protowire.AppendBytes(e.B, ie.B)
 	}
-	e.u(rqCPU, r.Resources.CPUMillis)
-	e.u(rqMemory, r.Resources.MemoryBytes)
-	e.u(rqDisk, r.Resources.DiskBytes)
-	e.u(rqBandwidth, r.Resources.BandwidthBps)
+	e.Uint(rqCPU, r.Resources.CPUMillis)
+	e.Uint(rqMemory, r.Resources.MemoryBytes)
+	e.Uint(rqDisk, r.Resources.DiskBytes)
+	e.Uint(rqBandwidth, r.Resources.BandwidthBps)
 	e.d(rqDuration, r.Duration)
-	e.u(rqMaxPrice, r.MaxPrice)
-	e.u(rqMinRep, uint64(r.MinReputation*1000+0.5))
-	e.str(rqRegion, r.Region)
+	e.Uint(rqMaxPrice, r.MaxPrice)
+	e.Uint(rqMinRep, uint64(r.MinReputation*1000+0.5))
+	e.String(rqRegion, r.Region)
 	e.t(rqDeadline, r.Deadline)
-	e.u(rqImageSize, r.ImageSize)
-	e.str(rqRuntime, r.Runtime)
+	e.Uint(rqImageSize, r.ImageSize)
+	e.String(rqRuntime, r.Runtime)
 	if r.Deterministic {
-		e.u(rqDeterministic, 1)
+		e.Uint(rqDeterministic, 1)
 	}
-	return e.b
+	return e.B
 }
+
+var requestSchema = wire.Schema{Max: maxRequestPayload, Fields: []wire.Spec{
+	rqImage: bytesField, rqCommand: repeatedBytes, rqEnv: repeatedBytes, rqInputs: repeatedBytes,
+	rqCPU: varintField, rqMemory: varintField, rqDisk: varintField, rqBandwidth: varintField,
+	rqDuration: varintField, rqMaxPrice: varintField, rqMinRep: varintField, rqRegion: bytesField,
+	rqDeadline: varintField, rqImageSize: varintField, rqRuntime: bytesField, rqDeterministic: varintField,
+}}
 
 func (r *Request) unmarshal(b []byte) error {
 	*r = Request{}
-	isBytes := func(n protowire.Number) bool {
-		return n == rqImage || n == rqCommand || n == rqEnv || n == rqInputs || n == rqRegion || n == rqRuntime
-	}
-	rep := func(n protowire.Number) bool { return n == rqCommand || n == rqEnv || n == rqInputs }
-	fs, err := decode("request", b, maxRequestPayload, rqLast, isBytes, rep)
+	fs, err := decode("request", &requestSchema, b)
 	if err != nil {
 		return err
 	}
 	for _, f := range fs {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case rqImage:
-			r.Image, err = f.text(maxImageLen)
+			r.Image, err = f.Text(maxImageLen)
 		case rqCommand, rqEnv:
 			var s string
-			if s, err = f.text(maxArgLen); err == nil {
-				if f.num == rqCommand {
+			if s, err = f.Text(maxArgLen); err == nil {
+				if f.Num == rqCommand {
 					r.Command = append(r.Command, s)
 				} else {
 					r.Env = append(r.Env, s)
@@ -225,64 +229,67 @@ func (r *Request) unmarshal(b []byte) error {
 				return fmt.Errorf("decode request: %w: more than %d inputs", ErrMalformed, maxInputs)
 			}
 			var in Input
-			if err = in.unmarshal(f.b); err == nil {
+			if err = in.unmarshal(f.B); err == nil {
 				r.Inputs = append(r.Inputs, in)
 			}
 		case rqCPU:
-			r.Resources.CPUMillis = f.v
+			r.Resources.CPUMillis = f.V
 		case rqMemory:
-			r.Resources.MemoryBytes = f.v
+			r.Resources.MemoryBytes = f.V
 		case rqDisk:
-			r.Resources.DiskBytes = f.v
+			r.Resources.DiskBytes = f.V
 		case rqBandwidth:
-			r.Resources.BandwidthBps = f.v
+			r.Resources.BandwidthBps = f.V
 		case rqDuration:
-			r.Duration, err = f.dur()
+			r.Duration, err = msDuration(f)
 		case rqMaxPrice:
-			r.MaxPrice = f.v
+			r.MaxPrice = f.V
 		case rqMinRep:
-			if f.v > 1000 {
+			if f.V > 1000 {
 				err = fmt.Errorf("%w: min reputation out of range", ErrMalformed)
 			}
-			r.MinReputation = float64(f.v) / 1000
+			r.MinReputation = float64(f.V) / 1000
 		case rqRegion:
-			r.Region, err = f.text(offer.MaxRegionLen)
+			r.Region, err = f.Text(offer.MaxRegionLen)
 		case rqDeadline:
-			r.Deadline, err = f.time()
+			r.Deadline, err = msTime(f)
 		case rqImageSize:
-			r.ImageSize = f.v
+			r.ImageSize = f.V
 		case rqRuntime:
-			r.Runtime, err = f.text(32)
+			r.Runtime, err = f.Text(32)
 		case rqDeterministic:
 			// Only true is ever written; anything else is not canonical.
-			if f.v != 1 {
-				err = fmt.Errorf("%w: deterministic flag %d", ErrMalformed, f.v)
+			if f.V != 1 {
+				err = fmt.Errorf("%w: deterministic flag %d", ErrMalformed, f.V)
 			}
 			r.Deterministic = true
 		}
 		if err != nil {
-			return fmt.Errorf("decode request: %w", err)
+			return fmt.Errorf("decode request: %w", wireErr(err))
 		}
 	}
 	return nil
 }
 
+// inputSchema is an input's, and an output's: name, digest, size.
+var inputSchema = wire.Schema{Max: 1024, Fields: []wire.Spec{1: bytesField, 2: bytesField, 3: varintField}}
+
 func (in *Input) unmarshal(b []byte) error {
-	fs, err := decode("input", b, 1024, 3, func(n protowire.Number) bool { return n != 3 }, func(protowire.Number) bool { return false })
+	fs, err := decode("input", &inputSchema, b)
 	if err != nil {
 		return err
 	}
 	for _, f := range fs {
-		switch f.num {
+		switch f.Num {
 		case 1:
-			in.Name, err = f.text(maxNameLen)
+			in.Name, err = f.Text(maxNameLen)
 		case 2:
-			in.SHA256, err = f.text(80)
+			in.SHA256, err = f.Text(80)
 		case 3:
-			in.Size = f.v
+			in.Size = f.V
 		}
 		if err != nil {
-			return err
+			return wireErr(err)
 		}
 	}
 	return nil
@@ -328,81 +335,83 @@ const (
 	ppNonce
 	ppIssued
 	ppExpiry
-	ppLast = ppExpiry
 )
 
 // MarshalRecord implements record.Record.
 func (p *Proposal) MarshalRecord() ([]byte, error) {
 	var e enc
-	e.u(ppVersion, uint64(p.Version))
-	e.str(ppBuyer, string(p.Buyer))
-	e.str(ppSeller, string(p.Seller))
-	e.u(ppOfferSeq, p.OfferSeq)
-	e.by(ppRequest, p.Request.marshal())
+	e.Uint(ppVersion, uint64(p.Version))
+	e.String(ppBuyer, string(p.Buyer))
+	e.String(ppSeller, string(p.Seller))
+	e.Uint(ppOfferSeq, p.OfferSeq)
+	e.Bytes(ppRequest, p.Request.marshal())
 	e.d(ppInterval, p.Interval)
-	e.u(ppPrice, p.Price)
-	e.u(ppStartFee, p.StartFee)
-	e.by(ppPaymentKey, p.PaymentKey)
-	e.by(ppNonce, p.Nonce)
+	e.Uint(ppPrice, p.Price)
+	e.Uint(ppStartFee, p.StartFee)
+	e.Bytes(ppPaymentKey, p.PaymentKey)
+	e.Bytes(ppNonce, p.Nonce)
 	e.t(ppIssued, p.Issued)
 	e.t(ppExpiry, p.Expiry)
-	if len(e.b) > MaxProposalSize-1024 {
+	if len(e.B) > MaxProposalSize-1024 {
 		return nil, fmt.Errorf("encode proposal: %w", ErrTooLarge)
 	}
-	return e.b, nil
+	return e.B, nil
 }
+
+var proposalSchema = wire.Schema{Max: MaxProposalSize, Fields: []wire.Spec{
+	ppVersion: varintField, ppBuyer: bytesField, ppSeller: bytesField, ppOfferSeq: varintField,
+	ppRequest: bytesField, ppInterval: varintField, ppPrice: varintField, ppStartFee: varintField,
+	ppPaymentKey: bytesField, ppNonce: bytesField, ppIssued: varintField, ppExpiry: varintField,
+}}
 
 // UnmarshalRecord implements record.Record, strictly.
 func (p *Proposal) UnmarshalRecord(b []byte) error {
 	*p = Proposal{}
-	isBytes := func(n protowire.Number) bool {
-		return n == ppBuyer || n == ppSeller || n == ppRequest || n == ppPaymentKey || n == ppNonce
-	}
-	fs, err := decode("proposal", b, MaxProposalSize, ppLast, isBytes, func(protowire.Number) bool { return false })
+	fs, err := decode("proposal", &proposalSchema, b)
 	if err != nil {
 		return err
 	}
 	for _, f := range fs {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case ppVersion:
-			p.Version, err = f.u32()
+			p.Version, err = f.Uint32()
 		case ppBuyer, ppSeller:
 			var id peer.ID
-			if id, err = peer.IDFromBytes(f.b); err != nil {
+			if id, err = peer.IDFromBytes(f.B); err != nil {
 				err = fmt.Errorf("%w: peer id: %v", ErrMalformed, err)
-			} else if f.num == ppBuyer {
+			} else if f.Num == ppBuyer {
 				p.Buyer = id
 			} else {
 				p.Seller = id
 			}
 		case ppOfferSeq:
-			p.OfferSeq = f.v
+			p.OfferSeq = f.V
 		case ppRequest:
-			err = p.Request.unmarshal(f.b)
+			err = p.Request.unmarshal(f.B)
 		case ppInterval:
-			p.Interval, err = f.dur()
+			p.Interval, err = msDuration(f)
 		case ppPrice:
-			p.Price = f.v
+			p.Price = f.V
 		case ppStartFee:
-			p.StartFee = f.v
+			p.StartFee = f.V
 		case ppPaymentKey:
-			if len(f.b) != 33 {
+			if len(f.B) != 33 {
 				err = fmt.Errorf("%w: payment key must be 33 bytes", ErrMalformed)
 			}
-			p.PaymentKey = append([]byte(nil), f.b...)
+			p.PaymentKey = append([]byte(nil), f.B...)
 		case ppNonce:
-			if len(f.b) < 16 || len(f.b) > 32 {
+			if len(f.B) < 16 || len(f.B) > 32 {
 				err = fmt.Errorf("%w: nonce must be 16 to 32 bytes", ErrMalformed)
 			}
-			p.Nonce = append([]byte(nil), f.b...)
+			p.Nonce = append([]byte(nil), f.B...)
 		case ppIssued:
-			p.Issued, err = f.time()
+			p.Issued, err = msTime(f)
 		case ppExpiry:
-			p.Expiry, err = f.time()
+			p.Expiry, err = msTime(f)
 		}
 		if err != nil {
-			return fmt.Errorf("decode proposal: %w", err)
+			return fmt.Errorf("decode proposal: %w", wireErr(err))
 		}
 	}
 	return nil
@@ -558,102 +567,101 @@ const (
 	dcFundBy
 	dcIssued
 	dcExpiry
-	dcLast = dcExpiry
 )
 
 // MarshalRecord implements record.Record.
 func (d *Decision) MarshalRecord() ([]byte, error) {
 	var e enc
-	e.u(dcVersion, uint64(d.Version))
+	e.Uint(dcVersion, uint64(d.Version))
 	if d.ProposalID != "" {
 		id, err := hex.DecodeString(d.ProposalID)
 		if err != nil || len(id) != 32 {
 			return nil, fmt.Errorf("encode decision: %w: proposal id", ErrInvalid)
 		}
-		e.by(dcProposalID, id)
+		e.Bytes(dcProposalID, id)
 	}
-	e.str(dcSeller, string(d.Seller))
-	e.str(dcBuyer, string(d.Buyer))
-	e.u(dcVerdict, uint64(d.Verdict))
-	e.str(dcReason, string(d.Reason))
-	e.str(dcMessage, d.Message)
-	e.u(dcCounterPrice, d.CounterPrice)
+	e.String(dcSeller, string(d.Seller))
+	e.String(dcBuyer, string(d.Buyer))
+	e.Uint(dcVerdict, uint64(d.Verdict))
+	e.String(dcReason, string(d.Reason))
+	e.String(dcMessage, d.Message)
+	e.Uint(dcCounterPrice, d.CounterPrice)
 	e.d(dcCounterDur, d.CounterDur)
-	e.by(dcPaymentTerms, d.PaymentTerms)
+	e.Bytes(dcPaymentTerms, d.PaymentTerms)
 	e.t(dcFundBy, d.FundBy)
 	e.t(dcIssued, d.Issued)
 	e.t(dcExpiry, d.Expiry)
-	if len(e.b) > MaxDecisionSize-512 {
+	if len(e.B) > MaxDecisionSize-512 {
 		return nil, fmt.Errorf("encode decision: %w", ErrTooLarge)
 	}
-	return e.b, nil
+	return e.B, nil
 }
+
+var decisionSchema = wire.Schema{Max: MaxDecisionSize, Fields: []wire.Spec{
+	dcVersion: varintField, dcProposalID: bytesField, dcSeller: bytesField, dcBuyer: bytesField,
+	dcVerdict: varintField, dcReason: bytesField, dcMessage: bytesField, dcCounterPrice: varintField,
+	dcCounterDur: varintField, dcPaymentTerms: bytesField, dcFundBy: varintField, dcIssued: varintField,
+	dcExpiry: varintField,
+}}
 
 // UnmarshalRecord implements record.Record, strictly.
 func (d *Decision) UnmarshalRecord(b []byte) error {
 	*d = Decision{}
-	isBytes := func(n protowire.Number) bool {
-		switch n {
-		case dcProposalID, dcSeller, dcBuyer, dcReason, dcMessage, dcPaymentTerms:
-			return true
-		}
-		return false
-	}
-	fs, err := decode("decision", b, MaxDecisionSize, dcLast, isBytes, func(protowire.Number) bool { return false })
+	fs, err := decode("decision", &decisionSchema, b)
 	if err != nil {
 		return err
 	}
 	for _, f := range fs {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case dcVersion:
-			d.Version, err = f.u32()
+			d.Version, err = f.Uint32()
 		case dcProposalID:
-			if len(f.b) != 32 {
+			if len(f.B) != 32 {
 				err = fmt.Errorf("%w: proposal id must be 32 bytes", ErrMalformed)
 			}
-			d.ProposalID = hex.EncodeToString(f.b)
+			d.ProposalID = hex.EncodeToString(f.B)
 		case dcSeller, dcBuyer:
 			var id peer.ID
-			if id, err = peer.IDFromBytes(f.b); err != nil {
+			if id, err = peer.IDFromBytes(f.B); err != nil {
 				err = fmt.Errorf("%w: peer id: %v", ErrMalformed, err)
-			} else if f.num == dcSeller {
+			} else if f.Num == dcSeller {
 				d.Seller = id
 			} else {
 				d.Buyer = id
 			}
 		case dcVerdict:
-			if f.v < uint64(Accept) || f.v > uint64(Reject) {
-				err = fmt.Errorf("%w: verdict %d", ErrMalformed, f.v)
+			if f.V < uint64(Accept) || f.V > uint64(Reject) {
+				err = fmt.Errorf("%w: verdict %d", ErrMalformed, f.V)
 			}
-			d.Verdict = Verdict(f.v)
+			d.Verdict = Verdict(f.V)
 		case dcReason:
 			var s string
-			s, err = f.text(32)
+			s, err = f.Text(32)
 			d.Reason = Reason(s)
 			if err == nil && !validReason(d.Reason) {
 				err = fmt.Errorf("%w: unknown reason %q", ErrMalformed, s)
 			}
 		case dcMessage:
-			d.Message, err = f.text(maxMessageLen)
+			d.Message, err = f.Text(maxMessageLen)
 		case dcCounterPrice:
-			d.CounterPrice = f.v
+			d.CounterPrice = f.V
 		case dcCounterDur:
-			d.CounterDur, err = f.dur()
+			d.CounterDur, err = msDuration(f)
 		case dcPaymentTerms:
-			if len(f.b) > maxTermsLen {
+			if len(f.B) > maxTermsLen {
 				err = fmt.Errorf("%w: payment terms too long", ErrMalformed)
 			}
-			d.PaymentTerms = append([]byte(nil), f.b...)
+			d.PaymentTerms = append([]byte(nil), f.B...)
 		case dcFundBy:
-			d.FundBy, err = f.time()
+			d.FundBy, err = msTime(f)
 		case dcIssued:
-			d.Issued, err = f.time()
+			d.Issued, err = msTime(f)
 		case dcExpiry:
-			d.Expiry, err = f.time()
+			d.Expiry, err = msTime(f)
 		}
 		if err != nil {
-			return fmt.Errorf("decode decision: %w", err)
+			return fmt.Errorf("decode decision: %w", wireErr(err))
 		}
 	}
 	return nil
@@ -734,114 +742,113 @@ const (
 	rcIntervals
 	rcIssued
 	rcExpiry
-	rcLast = rcExpiry
 )
 
 // MarshalRecord implements record.Record.
 func (r *Receipt) MarshalRecord() ([]byte, error) {
 	var e enc
-	e.u(rcVersion, uint64(r.Version))
+	e.Uint(rcVersion, uint64(r.Version))
 	id, err := hex.DecodeString(r.ContractID)
 	if err != nil || len(id) != 32 {
 		return nil, fmt.Errorf("encode receipt: %w: contract id", ErrInvalid)
 	}
-	e.by(rcContractID, id)
-	e.str(rcSeller, string(r.Seller))
-	e.str(rcBuyer, string(r.Buyer))
-	e.s(rcExitCode, r.ExitCode)
-	e.str(rcReason, r.Reason)
+	e.Bytes(rcContractID, id)
+	e.String(rcSeller, string(r.Seller))
+	e.String(rcBuyer, string(r.Buyer))
+	e.Int(rcExitCode, r.ExitCode)
+	e.String(rcReason, r.Reason)
 	e.d(rcCPU, r.Usage.CPUTime)
-	e.u(rcPeakMem, r.Usage.PeakMemory)
-	e.u(rcOOM, r.Usage.OOMKills)
+	e.Uint(rcPeakMem, r.Usage.PeakMemory)
+	e.Uint(rcOOM, r.Usage.OOMKills)
 	e.d(rcWall, r.Usage.Wall)
 	for _, o := range r.Outputs {
 		var oe enc
-		oe.str(1, o.Name)
-		oe.str(2, o.SHA256)
-		oe.u(3, o.Size)
-		e.b = protowire.AppendTag(e.b, rcOutputs, protowire.BytesType)
-		e.b = protowire.AppendBytes(e.b, oe.b)
+		oe.String(1, o.Name)
+		oe.String(2, o.SHA256)
+		oe.Uint(3, o.Size)
+		e.B = protowire.AppendTag(e.B, rcOutputs, protowire.BytesType)
+		e.B = protowire.AppendBytes(e.B, oe.B)
 	}
 	if r.Billed < 0 {
 		return nil, fmt.Errorf("encode receipt: %w: negative bill", ErrInvalid)
 	}
-	e.u(rcBilled, uint64(r.Billed))
-	e.u(rcIntervals, r.Intervals)
+	e.Uint(rcBilled, uint64(r.Billed))
+	e.Uint(rcIntervals, r.Intervals)
 	e.t(rcIssued, r.Issued)
 	e.t(rcExpiry, r.Expiry)
-	if len(e.b) > MaxReceiptSize-1024 {
+	if len(e.B) > MaxReceiptSize-1024 {
 		return nil, fmt.Errorf("encode receipt: %w", ErrTooLarge)
 	}
-	return e.b, nil
+	return e.B, nil
 }
+
+var receiptSchema = wire.Schema{Max: MaxReceiptSize, Fields: []wire.Spec{
+	rcVersion: varintField, rcContractID: bytesField, rcSeller: bytesField, rcBuyer: bytesField,
+	rcExitCode: varintField, rcReason: bytesField, rcCPU: varintField, rcPeakMem: varintField,
+	rcOOM: varintField, rcWall: varintField, rcOutputs: repeatedBytes, rcBilled: varintField,
+	rcIntervals: varintField, rcIssued: varintField, rcExpiry: varintField,
+}}
 
 // UnmarshalRecord implements record.Record, strictly.
 func (r *Receipt) UnmarshalRecord(b []byte) error {
 	*r = Receipt{}
-	isBytes := func(n protowire.Number) bool {
-		switch n {
-		case rcContractID, rcSeller, rcBuyer, rcReason, rcOutputs:
-			return true
-		}
-		return false
-	}
-	fs, err := decode("receipt", b, MaxReceiptSize, rcLast, isBytes, func(n protowire.Number) bool { return n == rcOutputs })
+	fs, err := decode("receipt", &receiptSchema, b)
 	if err != nil {
 		return err
 	}
 	for _, f := range fs {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case rcVersion:
-			r.Version, err = f.u32()
+			r.Version, err = f.Uint32()
 		case rcContractID:
-			if len(f.b) != 32 {
+			if len(f.B) != 32 {
 				err = fmt.Errorf("%w: contract id must be 32 bytes", ErrMalformed)
 			}
-			r.ContractID = hex.EncodeToString(f.b)
+			r.ContractID = hex.EncodeToString(f.B)
 		case rcSeller, rcBuyer:
 			var id peer.ID
-			if id, err = peer.IDFromBytes(f.b); err != nil {
+			if id, err = peer.IDFromBytes(f.B); err != nil {
 				err = fmt.Errorf("%w: peer id: %v", ErrMalformed, err)
-			} else if f.num == rcSeller {
+			} else if f.Num == rcSeller {
 				r.Seller = id
 			} else {
 				r.Buyer = id
 			}
 		case rcExitCode:
-			r.ExitCode = f.int64()
+			r.ExitCode = f.Int64()
 		case rcReason:
-			r.Reason, err = f.text(32)
+			r.Reason, err = f.Text(32)
 		case rcCPU:
-			r.Usage.CPUTime, err = f.dur()
+			r.Usage.CPUTime, err = msDuration(f)
 		case rcPeakMem:
-			r.Usage.PeakMemory = f.v
+			r.Usage.PeakMemory = f.V
 		case rcOOM:
-			r.Usage.OOMKills = f.v
+			r.Usage.OOMKills = f.V
 		case rcWall:
-			r.Usage.Wall, err = f.dur()
+			r.Usage.Wall, err = msDuration(f)
 		case rcOutputs:
 			if len(r.Outputs) >= maxOutputs {
 				return fmt.Errorf("decode receipt: %w: more than %d outputs", ErrMalformed, maxOutputs)
 			}
 			var in Input
-			if err = in.unmarshal(f.b); err == nil {
+			if err = in.unmarshal(f.B); err == nil {
 				r.Outputs = append(r.Outputs, Output(in))
 			}
 		case rcBilled:
-			if f.v > 21e14 {
+			if f.V > 21e14 {
 				err = fmt.Errorf("%w: bill out of range", ErrMalformed)
 			}
-			r.Billed = int64(f.v)
+			r.Billed = int64(f.V)
 		case rcIntervals:
-			r.Intervals = f.v
+			r.Intervals = f.V
 		case rcIssued:
-			r.Issued, err = f.time()
+			r.Issued, err = msTime(f)
 		case rcExpiry:
-			r.Expiry, err = f.time()
+			r.Expiry, err = msTime(f)
 		}
 		if err != nil {
-			return fmt.Errorf("decode receipt: %w", err)
+			return fmt.Errorf("decode receipt: %w", wireErr(err))
 		}
 	}
 	return nil
@@ -1007,26 +1014,29 @@ type Contract struct {
 // Marshal encodes the contract as its two envelopes.
 func (c *Contract) Marshal() []byte {
 	var e enc
-	e.by(1, c.ProposalEnv)
-	e.by(2, c.AcceptanceEnv)
-	return e.b
+	e.Bytes(1, c.ProposalEnv)
+	e.Bytes(2, c.AcceptanceEnv)
+	return e.B
 }
+
+// contractSchema: the proposal envelope, then the acceptance envelope.
+var contractSchema = wire.Schema{Max: MaxContractSize, Fields: []wire.Spec{1: bytesField, 2: bytesField}}
 
 // OpenContract verifies an encoded contract: both envelopes, the acceptance
 // names this proposal, buyer and seller match. Expiry of the records is not
 // checked (a contract outlives its negotiation); signatures and contents are,
 // at the proposal's issue time.
 func OpenContract(data []byte) (*Contract, error) {
-	fs, err := decode("contract", data, MaxContractSize, 2, func(protowire.Number) bool { return true }, func(protowire.Number) bool { return false })
+	fs, err := decode("contract", &contractSchema, data)
 	if err != nil {
 		return nil, err
 	}
 	c := &Contract{}
 	for _, f := range fs {
-		if f.num == 1 {
-			c.ProposalEnv = append([]byte(nil), f.b...)
+		if f.Num == 1 {
+			c.ProposalEnv = append([]byte(nil), f.B...)
 		} else {
-			c.AcceptanceEnv = append([]byte(nil), f.b...)
+			c.AcceptanceEnv = append([]byte(nil), f.B...)
 		}
 	}
 	var p Proposal

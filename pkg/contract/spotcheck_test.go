@@ -183,8 +183,8 @@ func TestRequestDeterministicRoundTrip(t *testing.T) {
 	}
 	// Only 1 is canonical.
 	var e enc
-	e.u(rqDeterministic, 2)
-	if err := r.unmarshal(append(p.Request.marshal()[:0:0], e.b...)); err == nil {
+	e.Uint(rqDeterministic, 2)
+	if err := r.unmarshal(append(p.Request.marshal()[:0:0], e.B...)); err == nil {
 		t.Fatal("deterministic=2 accepted")
 	}
 }

@@ -3,12 +3,13 @@ package contract
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // Errors a caller may branch on. Every validation failure wraps ErrInvalid.
@@ -20,130 +21,54 @@ var (
 	ErrWrongKey  = fmt.Errorf("%w: signed by the wrong key", ErrInvalid)
 )
 
-// enc writes protobuf wire format: fields in the order the caller writes
-// them (number order), zero scalars and empty bytes omitted.
-type enc struct{ b []byte }
-
-func (e *enc) u(num protowire.Number, v uint64) {
-	if v != 0 {
-		e.b = protowire.AppendTag(e.b, num, protowire.VarintType)
-		e.b = protowire.AppendVarint(e.b, v)
-	}
-}
-
-func (e *enc) s(num protowire.Number, v int64) { e.u(num, protowire.EncodeZigZag(v)) }
-
-func (e *enc) by(num protowire.Number, v []byte) {
-	if len(v) != 0 {
-		e.b = protowire.AppendTag(e.b, num, protowire.BytesType)
-		e.b = protowire.AppendBytes(e.b, v)
-	}
-}
-
-func (e *enc) str(num protowire.Number, v string) { e.by(num, []byte(v)) }
+// enc writes protobuf wire format (wire.Encoder: fields in the order the
+// caller writes them, number order; zero scalars and empty bytes omitted),
+// times and durations in milliseconds.
+type enc struct{ wire.Encoder }
 
 func (e *enc) t(num protowire.Number, v time.Time) {
 	if !v.IsZero() && v.UnixMilli() > 0 {
-		e.u(num, uint64(v.UnixMilli()))
+		e.Uint(num, uint64(v.UnixMilli()))
 	}
 }
 
 func (e *enc) d(num protowire.Number, v time.Duration) {
 	if v > 0 {
-		e.u(num, uint64(v/time.Millisecond))
+		e.Uint(num, uint64(v/time.Millisecond))
 	}
 }
 
-// field is one decoded field: its number, and either a varint or bytes.
-type field struct {
-	num protowire.Number
-	v   uint64
-	b   []byte
+// decode splits b into fields by s, strictly (see wire.Schema.Decode),
+// with this package's errors.
+func decode(what string, s *wire.Schema, b []byte) ([]wire.Field, error) {
+	fs, err := s.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", what, wireErr(err))
+	}
+	return fs, nil
 }
 
-// decode splits b into fields, strictly: bad tags, truncation, numbers
-// outside 1..maxField, wire types other than the schema's (bytesField says
-// which numbers are bytes) and scalars repeated are errors. repeated says
-// which numbers may appear more than once.
-func decode(what string, b []byte, max int, maxField protowire.Number, bytesField, repeated func(protowire.Number) bool) ([]field, error) {
-	if len(b) > max {
-		return nil, fmt.Errorf("decode %s: %w (%d bytes > %d)", what, ErrTooLarge, len(b), max)
-	}
-	var out []field
-	seen := make([]bool, maxField+1)
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, fmt.Errorf("decode %s: %w: bad tag", what, ErrMalformed)
-		}
-		b = b[n:]
-		if num < 1 || num > maxField {
-			return nil, fmt.Errorf("decode %s: %w: unknown field %d", what, ErrMalformed, num)
-		}
-		if seen[num] && !repeated(num) {
-			return nil, fmt.Errorf("decode %s: %w: field %d repeated", what, ErrMalformed, num)
-		}
-		seen[num] = true
-		f := field{num: num}
-		if bytesField(num) {
-			if typ != protowire.BytesType {
-				return nil, fmt.Errorf("decode %s: %w: field %d has wire type %d", what, ErrMalformed, num, typ)
-			}
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, fmt.Errorf("decode %s: %w: field %d truncated", what, ErrMalformed, num)
-			}
-			f.b = v
-			b = b[n:]
-		} else {
-			if typ != protowire.VarintType {
-				return nil, fmt.Errorf("decode %s: %w: field %d has wire type %d", what, ErrMalformed, num, typ)
-			}
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return nil, fmt.Errorf("decode %s: %w: field %d truncated", what, ErrMalformed, num)
-			}
-			f.v = v
-			b = b[n:]
-		}
-		out = append(out, f)
-	}
-	return out, nil
-}
+// wireErr gives an error of package wire this package's ErrMalformed or
+// ErrTooLarge; other errors pass as they are.
+func wireErr(err error) error { return wire.Wrap(err, ErrMalformed, ErrTooLarge) }
+
+// bytesField and varintField are the two kinds of a schema's fields;
+// repeatedBytes may appear more than once.
+var (
+	bytesField    = wire.Spec{Kind: wire.Bytes}
+	repeatedBytes = wire.Spec{Kind: wire.Bytes, Repeated: true}
+	varintField   = wire.Spec{Kind: wire.Varint}
+)
 
 // maxMillis keeps times and durations far from overflow (about 35 years of
 // milliseconds past 1970 is plenty until 2900).
 const maxMillis = 1 << 45
 
-func (f field) time() (time.Time, error) {
-	if f.v > maxMillis {
-		return time.Time{}, fmt.Errorf("%w: field %d out of range", ErrMalformed, f.num)
-	}
-	return time.UnixMilli(int64(f.v)).UTC(), nil
-}
+func msTime(f wire.Field) (time.Time, error) { return f.Time(time.Millisecond, maxMillis) }
 
-func (f field) dur() (time.Duration, error) {
-	if f.v > maxMillis {
-		return 0, fmt.Errorf("%w: field %d out of range", ErrMalformed, f.num)
-	}
-	return time.Duration(f.v) * time.Millisecond, nil
+func msDuration(f wire.Field) (time.Duration, error) {
+	return f.Duration(time.Millisecond, maxMillis)
 }
-
-func (f field) u32() (uint32, error) {
-	if f.v > math.MaxUint32 {
-		return 0, fmt.Errorf("%w: field %d out of range", ErrMalformed, f.num)
-	}
-	return uint32(f.v), nil
-}
-
-func (f field) text(max int) (string, error) {
-	if len(f.b) > max || !utf8.Valid(f.b) {
-		return "", fmt.Errorf("%w: field %d: text too long or not UTF-8", ErrMalformed, f.num)
-	}
-	return string(f.b), nil
-}
-
-func (f field) int64() int64 { return protowire.DecodeZigZag(f.v) }
 
 // JobReason is the machine-readable reason a seller ends a job stream with,
 // carried in the job protocol's error frame. Unknown reasons decode as
@@ -211,32 +136,33 @@ const (
 	jeMessage
 )
 
+var jobErrorSchema = wire.Schema{Max: maxJobErrorSize, Fields: []wire.Spec{jeReason: bytesField, jeMessage: bytesField}}
+
 // marshalJobError encodes e for the error frame.
 func marshalJobError(e *JobError) []byte {
 	var w enc
-	w.str(jeReason, string(e.Reason))
-	w.str(jeMessage, truncateUTF8(e.Message, maxJobErrorText))
-	return w.b
+	w.String(jeReason, string(e.Reason))
+	w.String(jeMessage, truncateUTF8(e.Message, maxJobErrorText))
+	return w.B
 }
 
 // UnmarshalJobError decodes an error frame from a seller. It never fails:
 // a frame that does not decode (an older seller's plain text) becomes the
 // message of RefuseUnknown, cut to a printable length.
 func UnmarshalJobError(b []byte) *JobError {
-	fields, err := decode("job error", b, maxJobErrorSize, jeMessage,
-		func(protowire.Number) bool { return true }, func(protowire.Number) bool { return false })
+	fields, err := decode("job error", &jobErrorSchema, b)
 	e := &JobError{}
 	for _, f := range fields {
 		if err != nil {
 			break
 		}
-		switch f.num {
+		switch f.Num {
 		case jeReason:
 			var s string
-			s, err = f.text(32)
+			s, err = f.Text(32)
 			e.Reason = JobReason(s)
 		case jeMessage:
-			e.Message, err = f.text(maxJobErrorText)
+			e.Message, err = f.Text(maxJobErrorText)
 		}
 	}
 	if err != nil || e.Reason == "" {

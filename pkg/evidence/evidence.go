@@ -19,6 +19,7 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // Format (version 1): the byte 0x01, then three fields, each a minimal
@@ -54,12 +55,7 @@ type Evidence struct {
 // Encode serializes e in the format above.
 func (e *Evidence) Encode() []byte {
 	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(e.Contract)+len(e.Open)+len(e.Update))
-	b = append(b, Version)
-	for _, f := range [][]byte{e.Contract, e.Open, e.Update} {
-		b = binary.AppendUvarint(b, uint64(len(f)))
-		b = append(b, f...)
-	}
-	return b
+	return wire.AppendFields(b, Version, e.Contract, e.Open, e.Update)
 }
 
 // Decode parses evidence from a peer: a known version, three fields each
@@ -70,39 +66,11 @@ func Decode(b []byte) (*Evidence, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("evidence: %d bytes exceeds %d", len(b), MaxSize)
 	}
-	if len(b) < 1 || b[0] != Version {
-		return nil, errors.New("evidence: unknown version")
+	fs, err := wire.SplitFields(b, Version, contract.MaxContractSize, payment.MaxOpenSize, payment.MaxUpdateSize)
+	if err != nil {
+		return nil, fmt.Errorf("evidence (contract, channel, update): %w", err)
 	}
-	b = b[1:]
-	field := func(what string, max int) ([]byte, error) {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || n > uint64(len(b)-k) {
-			return nil, fmt.Errorf("evidence: %s truncated", what)
-		}
-		if k != len(binary.AppendUvarint(nil, n)) {
-			return nil, fmt.Errorf("evidence: %s length is not minimally encoded", what)
-		}
-		if n > uint64(max) {
-			return nil, fmt.Errorf("evidence: %s of %d bytes exceeds %d", what, n, max)
-		}
-		v := bytes.Clone(b[k : k+int(n)])
-		b = b[k+int(n):]
-		return v, nil
-	}
-	var e Evidence
-	var err error
-	if e.Contract, err = field("contract", contract.MaxContractSize); err != nil {
-		return nil, err
-	}
-	if e.Open, err = field("channel", payment.MaxOpenSize); err != nil {
-		return nil, err
-	}
-	if e.Update, err = field("update", payment.MaxUpdateSize); err != nil {
-		return nil, err
-	}
-	if len(b) != 0 {
-		return nil, fmt.Errorf("evidence: %d trailing bytes", len(b))
-	}
+	e := Evidence{Contract: bytes.Clone(fs[0]), Open: bytes.Clone(fs[1]), Update: bytes.Clone(fs[2])}
 	return &e, nil
 }
 

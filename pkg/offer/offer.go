@@ -21,6 +21,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/record"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // Limits on what an offer may carry. They bound the work a peer can make a
@@ -135,19 +137,8 @@ const (
 // MarshalRecord implements record.Record: protobuf wire format, fields in
 // number order, zero scalars omitted, so equal offers encode to equal bytes.
 func (o *Offer) MarshalRecord() ([]byte, error) {
-	b := make([]byte, 0, 256)
-	u := func(num protowire.Number, v uint64) {
-		if v != 0 {
-			b = protowire.AppendTag(b, num, protowire.VarintType)
-			b = protowire.AppendVarint(b, v)
-		}
-	}
-	by := func(num protowire.Number, v []byte) {
-		if len(v) != 0 {
-			b = protowire.AppendTag(b, num, protowire.BytesType)
-			b = protowire.AppendBytes(b, v)
-		}
-	}
+	e := wire.Encoder{B: make([]byte, 0, 256)}
+	u, by := e.Uint, e.Bytes
 	u(fVersion, uint64(o.Version))
 	by(fSeller, []byte(o.Seller))
 	for _, a := range o.Addrs {
@@ -176,6 +167,7 @@ func (o *Offer) MarshalRecord() ([]byte, error) {
 	u(fSeq, o.Seq)
 	u(fIssued, unixSeconds(o.Issued))
 	u(fExpiry, unixSeconds(o.Expiry))
+	b := e.B
 	if len(b) > MaxPayloadSize {
 		return nil, fmt.Errorf("encode offer: %w (%d bytes > %d)", ErrTooLarge, len(b), MaxPayloadSize)
 	}
@@ -196,55 +188,34 @@ func unixSeconds(t time.Time) uint64 {
 	return uint64(t.Unix())
 }
 
+var (
+	varintField = wire.Spec{Kind: wire.Varint}
+	bytesField  = wire.Spec{Kind: wire.Bytes}
+)
+
+// offerSchema: the field numbers above, addresses and runtimes repeated.
+var offerSchema = wire.Schema{Max: MaxPayloadSize, Fields: []wire.Spec{
+	fVersion: varintField, fSeller: bytesField, fAddrs: {Kind: wire.Bytes, Repeated: true},
+	fCPU: varintField, fMemory: varintField, fDisk: varintField, fBandwidth: varintField,
+	fCoreHour: varintField, fMemGiBHour: varintField, fDiskGiBHour: varintField, fEgressGiB: varintField,
+	fStartFee: varintField, fMinDur: varintField, fMaxDur: varintField, fInterval: varintField,
+	fRuntimes: {Kind: wire.Bytes, Repeated: true}, fRegion: bytesField, fPaymentKey: bytesField,
+	fSeq: varintField, fIssued: varintField, fExpiry: varintField,
+}}
+
 // UnmarshalRecord implements record.Record. It is strict: oversized input,
 // unknown fields, wrong wire types, repeated scalars and values out of range
 // are errors, never panics.
 func (o *Offer) UnmarshalRecord(b []byte) error {
-	if len(b) > MaxPayloadSize {
-		return fmt.Errorf("decode offer: %w (%d bytes)", ErrTooLarge, len(b))
-	}
 	*o = Offer{}
-	var seen [fExpiry + 1]bool
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("decode offer: %w: bad tag", ErrMalformed)
+	err := offerSchema.Walk(b, func(f wire.Field) error {
+		if offerSchema.Fields[f.Num].Kind == wire.Bytes {
+			return o.setBytes(f.Num, f.B)
 		}
-		b = b[n:]
-		if num < fVersion || num > fExpiry {
-			return fmt.Errorf("decode offer: %w: unknown field %d", ErrMalformed, num)
-		}
-		repeated := num == fAddrs || num == fRuntimes
-		if seen[num] && !repeated {
-			return fmt.Errorf("decode offer: %w: field %d repeated", ErrMalformed, num)
-		}
-		seen[num] = true
-		switch num {
-		case fSeller, fAddrs, fRuntimes, fRegion, fPaymentKey:
-			if typ != protowire.BytesType {
-				return fmt.Errorf("decode offer: %w: field %d has wire type %d", ErrMalformed, num, typ)
-			}
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return fmt.Errorf("decode offer: %w: field %d truncated", ErrMalformed, num)
-			}
-			b = b[n:]
-			if err := o.setBytes(num, v); err != nil {
-				return fmt.Errorf("decode offer: %w", err)
-			}
-		default:
-			if typ != protowire.VarintType {
-				return fmt.Errorf("decode offer: %w: field %d has wire type %d", ErrMalformed, num, typ)
-			}
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return fmt.Errorf("decode offer: %w: field %d truncated", ErrMalformed, num)
-			}
-			b = b[n:]
-			if err := o.setVarint(num, v); err != nil {
-				return fmt.Errorf("decode offer: %w", err)
-			}
-		}
+		return o.setVarint(f.Num, f.V)
+	})
+	if err != nil {
+		return fmt.Errorf("decode offer: %w", wire.Wrap(err, ErrMalformed, ErrTooLarge))
 	}
 	return nil
 }

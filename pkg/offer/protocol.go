@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -14,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // ProtocolID is the stream protocol on which a seller answers with its
@@ -56,8 +57,7 @@ func serve(s network.Stream, env []byte) error {
 	if err := s.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
 		return err
 	}
-	buf := binary.AppendUvarint(make([]byte, 0, size), uint64(len(env)))
-	buf = append(buf, env...)
+	buf := wire.AppendFrame(make([]byte, 0, size), env)
 	_, err := s.Write(buf)
 	return err
 }
@@ -102,19 +102,10 @@ func readEnvelope(ctx context.Context, s network.Stream) ([]byte, error) {
 	return ReadFrame(bufio.NewReaderSize(s, 512), MaxEnvelopeSize)
 }
 
-// ReadFrame reads one uvarint-length-prefixed frame of at most max bytes.
-// The length is checked before anything is allocated.
+// ReadFrame reads one uvarint-length-prefixed frame of at most max bytes
+// (wire.ReadFrame; a longer one is ErrTooLarge). The length is checked
+// before anything is allocated.
 func ReadFrame(r *bufio.Reader, max int) ([]byte, error) {
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		return nil, fmt.Errorf("frame length: %w", err)
-	}
-	if n > uint64(max) {
-		return nil, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrTooLarge, n, max)
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, fmt.Errorf("frame body: %w", err)
-	}
-	return buf, nil
+	b, err := wire.ReadFrame(r, max)
+	return b, wire.Wrap(err, ErrMalformed, ErrTooLarge)
 }

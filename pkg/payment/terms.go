@@ -1,10 +1,11 @@
 package payment
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/btcsuite/btcd/btcec/v2"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // MaxTermsSize caps encoded seller terms before decoding.
@@ -19,11 +20,7 @@ const termsVersion = 1
 // DecodeSellerTerms before it funds a channel.
 func (t SellerTerms) Encode() []byte {
 	b := make([]byte, 0, 3+len(t.Key)+len(t.PayoutScript))
-	b = append(b, termsVersion)
-	b = binary.AppendUvarint(b, uint64(len(t.Key)))
-	b = append(b, t.Key...)
-	b = binary.AppendUvarint(b, uint64(len(t.PayoutScript)))
-	return append(b, t.PayoutScript...)
+	return wire.AppendFields(b, termsVersion, t.Key, t.PayoutScript)
 }
 
 // DecodeSellerTerms parses terms from a seller (peer bytes): a known
@@ -34,30 +31,12 @@ func DecodeSellerTerms(b []byte) (SellerTerms, error) {
 	if len(b) > MaxTermsSize {
 		return t, fmt.Errorf("seller terms: %w: %d bytes > %d", ErrMalformed, len(b), MaxTermsSize)
 	}
-	if len(b) < 1 || b[0] != termsVersion {
-		return t, fmt.Errorf("seller terms: %w: unknown version", ErrMalformed)
+	// Lengths are minimal uvarints, so an encoding has one meaning.
+	fs, err := wire.SplitFields(b, termsVersion, MaxTermsSize, MaxTermsSize)
+	if err != nil {
+		return t, fmt.Errorf("seller terms (key, payout script): %w", wire.Wrap(err, ErrMalformed, ErrMalformed))
 	}
-	b = b[1:]
-	field := func(what string) ([]byte, error) {
-		n, k := binary.Uvarint(b)
-		// Lengths are minimal uvarints, so an encoding has one meaning.
-		if k <= 0 || k != len(binary.AppendUvarint(nil, n)) || n > uint64(len(b)-k) {
-			return nil, fmt.Errorf("seller terms: %w: %s truncated", ErrMalformed, what)
-		}
-		v := b[k : k+int(n) : k+int(n)]
-		b = b[k+int(n):]
-		return v, nil
-	}
-	var err error
-	if t.Key, err = field("key"); err != nil {
-		return SellerTerms{}, err
-	}
-	if t.PayoutScript, err = field("payout script"); err != nil {
-		return SellerTerms{}, err
-	}
-	if len(b) != 0 {
-		return SellerTerms{}, fmt.Errorf("seller terms: %w: %d trailing bytes", ErrMalformed, len(b))
-	}
+	t.Key, t.PayoutScript = fs[0], fs[1]
 	if len(t.Key) != btcec.PubKeyBytesLenCompressed {
 		return SellerTerms{}, fmt.Errorf("seller terms: %w: key of %d bytes", ErrMalformed, len(t.Key))
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // ProtocolID is the attestation exchange protocol.
@@ -112,19 +114,19 @@ func (x *Exchange) handle(s network.Stream) {
 	buf := make([]byte, max)
 	accepted := 0
 	for n := 0; n < x.cfg.MaxAttestationsPerStream; n++ {
-		size, err := binary.ReadUvarint(r)
+		size, err := wire.ReadFrameSize(r, max)
+		if errors.Is(err, wire.ErrTooLarge) {
+			x.book.count(ReasonOversized, from)
+			x.book.Penalize(from, "oversized attestation")
+			fail("oversized record", err)
+			return
+		}
 		if err != nil {
 			fail("read length", err)
 			return
 		}
 		if size == 0 {
 			break
-		}
-		if size > uint64(max) {
-			x.book.count(ReasonOversized, from)
-			x.book.Penalize(from, "oversized attestation")
-			fail("oversized record", fmt.Errorf("%d bytes > %d", size, max))
-			return
 		}
 		if !x.take(from) {
 			x.book.count(ReasonRateLimited, from)
@@ -174,8 +176,7 @@ func (x *Exchange) push(ctx context.Context, p peer.ID, records [][]byte) (int, 
 	_ = s.SetDeadline(time.Now().Add(x.cfg.StreamTimeout))
 	w := bufio.NewWriter(s)
 	for _, rec := range records {
-		w.Write(binary.AppendUvarint(nil, uint64(len(rec))))
-		w.Write(rec)
+		w.Write(wire.AppendFrame(nil, rec))
 	}
 	w.WriteByte(0)
 	if err := w.Flush(); err != nil {

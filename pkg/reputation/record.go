@@ -9,6 +9,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
 // EnvelopeDomain is the signature domain of every reputation record, so a
@@ -102,7 +104,7 @@ func (a *Attestation) MarshalRecord() ([]byte, error) {
 func (a *Attestation) UnmarshalRecord(data []byte) error {
 	*a = Attestation{}
 	var issued, expires uint64
-	err := decodeFields(data, 10, func(num protowire.Number, v uint64, bs []byte) error {
+	err := decodeFields(data, &attestationSchema, func(num protowire.Number, v uint64, bs []byte) error {
 		switch num {
 		case 1:
 			if v > 1<<16 {
@@ -147,9 +149,7 @@ func (a *Attestation) UnmarshalRecord(data []byte) error {
 			a.Evidence = append([]byte(nil), bs...)
 		}
 		return nil
-	}, []protowire.Type{0, protowire.VarintType, protowire.BytesType, protowire.BytesType,
-		protowire.BytesType, protowire.VarintType, protowire.VarintType, protowire.VarintType,
-		protowire.VarintType, protowire.VarintType, protowire.BytesType})
+	})
 	if err != nil {
 		return err
 	}
@@ -205,7 +205,7 @@ func (t *TrustStatement) MarshalRecord() ([]byte, error) {
 func (t *TrustStatement) UnmarshalRecord(data []byte) error {
 	*t = TrustStatement{}
 	var issued uint64
-	err := decodeFields(data, 5, func(num protowire.Number, v uint64, bs []byte) error {
+	err := decodeFields(data, &trustSchema, func(num protowire.Number, v uint64, bs []byte) error {
 		switch num {
 		case 1:
 			if v > 1<<16 {
@@ -231,8 +231,7 @@ func (t *TrustStatement) UnmarshalRecord(data []byte) error {
 			issued = v
 		}
 		return nil
-	}, []protowire.Type{0, protowire.VarintType, protowire.BytesType, protowire.BytesType,
-		protowire.VarintType, protowire.VarintType})
+	})
 	if err != nil {
 		return err
 	}
@@ -248,39 +247,41 @@ func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
 	return protowire.AppendBytes(b, v)
 }
 
-// decodeFields walks a protobuf message whose fields 1..maxField must appear
-// in increasing order with the wire types in types, calling fn for each.
-func decodeFields(data []byte, maxField protowire.Number, fn func(protowire.Number, uint64, []byte) error, types []protowire.Type) error {
-	last := protowire.Number(0)
-	for len(data) > 0 {
-		num, typ, n := protowire.ConsumeTag(data)
-		if n < 0 {
-			return fmt.Errorf("%w: %v", ErrMalformed, protowire.ParseError(n))
+var (
+	varintField = wire.Spec{Kind: wire.Varint}
+	bytesField  = wire.Spec{Kind: wire.Bytes}
+)
+
+// The records' schemas: fields in increasing order, each at most once, so
+// that one record has one encoding. Zero values are written, and read.
+var (
+	attestationSchema = wire.Schema{Ordered: true, Fields: []wire.Spec{
+		1: varintField, 2: bytesField, 3: bytesField, 4: bytesField, 5: varintField,
+		6: varintField, 7: varintField, 8: varintField, 9: varintField, 10: bytesField,
+	}}
+	trustSchema = wire.Schema{Ordered: true, Fields: []wire.Spec{
+		1: varintField, 2: bytesField, 3: bytesField, 4: varintField, 5: varintField,
+	}}
+	// A Store's observations and trust edges: ratios and weights are a
+	// float64's bits.
+	observationSchema = wire.Schema{Ordered: true, Fields: []wire.Spec{
+		1: bytesField, 2: bytesField, 3: varintField, 4: {Kind: wire.Fixed64}, 5: varintField,
+	}}
+	edgeSchema = wire.Schema{Ordered: true, Fields: []wire.Spec{
+		1: bytesField, 2: bytesField, 3: {Kind: wire.Fixed64}, 4: varintField,
+	}}
+)
+
+// decodeFields walks a protobuf message strictly by s, calling fn for
+// each field. Every failure is ErrMalformed.
+func decodeFields(data []byte, s *wire.Schema, fn func(protowire.Number, uint64, []byte) error) error {
+	err := s.Walk(data, func(f wire.Field) error {
+		if err := fn(f.Num, f.V, f.B); err != nil {
+			return fmt.Errorf("%w: field %d: %v", ErrMalformed, f.Num, err)
 		}
-		data = data[n:]
-		if num <= last || num > maxField || typ != types[num] {
-			return fmt.Errorf("%w: field %d type %d out of place", ErrMalformed, num, typ)
-		}
-		last = num
-		var v uint64
-		var bs []byte
-		switch typ {
-		case protowire.VarintType:
-			v, n = protowire.ConsumeVarint(data)
-		case protowire.BytesType:
-			bs, n = protowire.ConsumeBytes(data)
-		case protowire.Fixed64Type:
-			v, n = protowire.ConsumeFixed64(data)
-		}
-		if n < 0 {
-			return fmt.Errorf("%w: field %d: %v", ErrMalformed, num, protowire.ParseError(n))
-		}
-		data = data[n:]
-		if err := fn(num, v, bs); err != nil {
-			return fmt.Errorf("%w: field %d: %v", ErrMalformed, num, err)
-		}
-	}
-	return nil
+		return nil
+	})
+	return wire.Wrap(err, ErrMalformed, ErrOversized)
 }
 
 // SealAttestation signs a with key; the attester must be the key's peer.

@@ -116,7 +116,7 @@ func MarshalObservation(o Observation) []byte {
 // UnmarshalObservation decodes what MarshalObservation wrote.
 func UnmarshalObservation(data []byte) (Observation, error) {
 	var o Observation
-	err := decodeFields(data, 5, func(num protowire.Number, v uint64, bs []byte) error {
+	err := decodeFields(data, &observationSchema, func(num protowire.Number, v uint64, bs []byte) error {
 		switch num {
 		case 1:
 			o.Peer = peer.ID(bs)
@@ -130,7 +130,7 @@ func UnmarshalObservation(data []byte) (Observation, error) {
 			o.At = time.Unix(0, int64(v)).UTC()
 		}
 		return nil
-	}, []protowire.Type{0, protowire.BytesType, protowire.BytesType, protowire.VarintType, protowire.Fixed64Type, protowire.VarintType})
+	})
 	if err != nil {
 		return Observation{}, fmt.Errorf("decode observation: %w", err)
 	}
@@ -152,7 +152,7 @@ func MarshalEdge(e Edge) []byte {
 // UnmarshalEdge decodes what MarshalEdge wrote.
 func UnmarshalEdge(data []byte) (Edge, error) {
 	var e Edge
-	err := decodeFields(data, 4, func(num protowire.Number, v uint64, bs []byte) error {
+	err := decodeFields(data, &edgeSchema, func(num protowire.Number, v uint64, bs []byte) error {
 		switch num {
 		case 1:
 			e.From = peer.ID(bs)
@@ -164,7 +164,7 @@ func UnmarshalEdge(data []byte) (Edge, error) {
 			e.Updated = time.Unix(0, int64(v)).UTC()
 		}
 		return nil
-	}, []protowire.Type{0, protowire.BytesType, protowire.BytesType, protowire.Fixed64Type, protowire.VarintType})
+	})
 	if err != nil {
 		return Edge{}, fmt.Errorf("decode edge: %w", err)
 	}
