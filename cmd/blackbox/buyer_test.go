@@ -249,13 +249,7 @@ func TestMaxPriceHoldsAcrossAttempts(t *testing.T) {
 
 	const maxPrice = 7500
 	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", strconv.Itoa(maxPrice)}
-	id := submitDetached(t, buyer, image, flags, "sh", "-c", "sleep 55; echo done")
-	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
-		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
-	})
-	if j.State != contract.JobRunning {
-		t.Fatalf("job %s: %s %q before the kill", id, j.State, j.Error)
-	}
+	id, j := runningJob(t, buyer, image, flags, "sh", "-c", "sleep 55; echo done")
 	victim := sellerOf(t, j.Seller.String(), s1, s2)
 	victimID, cid := victim.peerID(), j.ContractID
 	victim.kill()

@@ -238,6 +238,21 @@ func TestDemoFlow(t *testing.T) {
 var jobFlags = []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "10000"}
 
 // waitJob waits until the job satisfies cond and returns it.
+// runningJob submits a job detached and waits until it runs and has been
+// paid for two intervals: the point where the restart and kill tests
+// strike.
+func runningJob(t *testing.T, buyer *daemon, image string, flags []string, cmd ...string) (string, *contract.JobStatus) {
+	t.Helper()
+	id := submitDetached(t, buyer, image, flags, cmd...)
+	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
+		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
+	})
+	if j.State != contract.JobRunning {
+		t.Fatalf("job %s: %s %q before it ran two intervals", id, j.State, j.Error)
+	}
+	return id, j
+}
+
 func waitJob(t *testing.T, buyer *daemon, id string, timeout time.Duration, what string, cond func(*contract.JobStatus) bool) *contract.JobStatus {
 	t.Helper()
 	var j *contract.JobStatus
@@ -279,13 +294,7 @@ func TestSellerKilledMidJob(t *testing.T) {
 	m.waitMarket(buyer, 2)
 	image := busybox(t, t.TempDir())
 
-	id := submitDetached(t, buyer, image, jobFlags, "sh", "-c", "sleep 8; echo survived > /out/x; echo done")
-	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
-		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
-	})
-	if j.State != contract.JobRunning {
-		t.Fatalf("job %s: %s %q before the kill", id, j.State, j.Error)
-	}
+	id, j := runningJob(t, buyer, image, jobFlags, "sh", "-c", "sleep 8; echo survived > /out/x; echo done")
 	victim := sellerOf(t, j.Seller.String(), s1, s2)
 	other := s1
 	if victim == s1 {
@@ -367,13 +376,7 @@ func TestBuyerKilledMidJob(t *testing.T) {
 	m.waitMarket(buyer, 1)
 	image := busybox(t, t.TempDir())
 
-	id := submitDetached(t, buyer, image, jobFlags, "sleep", "50")
-	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
-		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
-	})
-	if j.State != contract.JobRunning {
-		t.Fatalf("job %s: %s %q before the kill", id, j.State, j.Error)
-	}
+	_, j := runningJob(t, buyer, image, jobFlags, "sleep", "50")
 	cid := j.ContractID
 	if m.jobContainers(cid) != 1 {
 		t.Fatalf("no container runs contract %s", cid)
@@ -437,13 +440,7 @@ func TestSellerRestartMidContract(t *testing.T) {
 	m.waitMarket(buyer, 1)
 	image := busybox(t, t.TempDir())
 
-	id := submitDetached(t, buyer, image, jobFlags, "sleep", "50")
-	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
-		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
-	})
-	if j.State != contract.JobRunning {
-		t.Fatalf("job %s: %s %q before the kill", id, j.State, j.Error)
-	}
+	id, j := runningJob(t, buyer, image, jobFlags, "sleep", "50")
 	cid := j.ContractID
 	before := seller.channelWith(buyerID).Contracts[cid]
 	recBefore := seller.contractRec(cid)

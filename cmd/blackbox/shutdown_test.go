@@ -31,13 +31,7 @@ func TestSellerSIGTERMMidJob(t *testing.T) {
 	m.waitMarket(buyer, 1)
 	image := busybox(t, t.TempDir())
 
-	id := submitDetached(t, buyer, image, jobFlags, "sleep", "50")
-	j := waitJob(t, buyer, id, 60*time.Second, "runs two intervals", func(j *contract.JobStatus) bool {
-		return ended(j) || j.State == contract.JobRunning && j.Intervals >= 2
-	})
-	if j.State != contract.JobRunning {
-		t.Fatalf("job %s: %s %q before the stop", id, j.State, j.Error)
-	}
+	id, j := runningJob(t, buyer, image, jobFlags, "sleep", "50")
 	cid := j.ContractID
 	acked := seller.channelWith(buyerID).Contracts[cid]
 	logStart := seller.logs.Len()

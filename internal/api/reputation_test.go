@@ -13,30 +13,13 @@ import (
 )
 
 // repBackend serves the reputation calls from a Book; the other Backend
-// methods are not called.
+// methods (one level deeper, so BookView's win) are not called.
 type repBackend struct {
-	Backend
-	b *reputation.Book
+	unimplemented
+	BookView
 }
 
-func (r repBackend) Scores(context.Context) ([]reputation.Score, error) {
-	var out []reputation.Score
-	for _, p := range r.b.Peers() {
-		out = append(out, r.b.Score(p))
-	}
-	return out, nil
-}
-
-func (r repBackend) Score(_ context.Context, p peer.ID) (reputation.Score, error) {
-	return r.b.Score(p), nil
-}
-
-func (r repBackend) Forget(_ context.Context, p peer.ID) (reputation.Score, error) {
-	if err := r.b.Forget(p); err != nil {
-		return reputation.Score{}, err
-	}
-	return r.b.Score(p), nil
-}
+type unimplemented struct{ Backend }
 
 // TestReputationOverTheAPI: a score whose evidence is this node's own (the
 // source "from" is empty on the wire) decodes through the client (issue 9,
@@ -65,7 +48,7 @@ func TestReputationOverTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	srv, err := Listen(dir, repBackend{b: b}, slog.New(slog.DiscardHandler))
+	srv, err := Listen(dir, repBackend{BookView: BookView{Book: b}}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,34 +68,6 @@ type reputationView interface {
 
 var _ reputationView = (*api.Client)(nil)
 
-// bookView serves the commands from a Book opened on the database.
-type bookView struct{ b *reputation.Book }
-
-func (v bookView) Scores(context.Context) ([]reputation.Score, error) {
-	var out []reputation.Score
-	for _, p := range v.b.Peers() {
-		out = append(out, v.b.Score(p))
-	}
-	return out, nil
-}
-
-func (v bookView) Score(_ context.Context, p peer.ID) (reputation.Score, error) {
-	return v.b.Score(p), nil
-}
-
-func (v bookView) Forget(_ context.Context, p peer.ID) (reputation.Score, error) {
-	if err := v.b.Forget(p); err != nil {
-		return reputation.Score{}, err
-	}
-	return v.b.Score(p), nil
-}
-
-func (v bookView) Trust(context.Context) ([]api.TrustEdge, error) {
-	return api.TrustEdges(v.b.Edges()), nil
-}
-
-func (v bookView) SetTrust(_ context.Context, p peer.ID, w float64) error { return v.b.SetTrust(p, w) }
-
 // reputation returns the view to use and a function to release it.
 func (a *App) reputation(ctx context.Context) (reputationView, func(), error) {
 	c := a.client()
@@ -108,7 +80,7 @@ func (a *App) reputation(ctx context.Context) (reputationView, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return bookView{b}, func() { db.Close() }, nil
+	return api.BookView{Book: b}, func() { db.Close() }, nil
 }
 
 func parsePeer(s string) (peer.ID, error) {

@@ -73,9 +73,11 @@ type Node struct {
 	seller   *contract.Seller // nil when the node cannot sell
 	buyer    *contract.Buyer  // nil when the node cannot buy
 	// noSell and noBuy say why the node does not sell or buy.
-	noSell   []string
-	noBuy    string
-	book     *reputation.Book
+	noSell []string
+	noBuy  string
+	book   *reputation.Book
+	// BookView serves the API's reputation calls from book.
+	api.BookView
 	attester *attester
 	exchange *reputation.Exchange
 

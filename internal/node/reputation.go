@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -42,6 +41,7 @@ func (n *Node) startReputation() error {
 		return fmt.Errorf("reputation: %w", err)
 	}
 	n.book = b
+	n.BookView = api.BookView{Book: b}
 	n.attester = newAttester(n, id)
 	n.push(func() error { n.attester.close(); return nil })
 	return nil
@@ -268,46 +268,3 @@ func outcomeOf(f contract.Fault) (reputation.Outcome, bool) {
 	return 0, false
 }
 
-// Scores implements api.Backend.
-func (n *Node) Scores(ctx context.Context) ([]reputation.Score, error) {
-	var out []reputation.Score
-	for _, p := range n.book.Peers() {
-		out = append(out, n.book.Score(p))
-	}
-	slices.SortStableFunc(out, func(a, b reputation.Score) int {
-		switch {
-		case a.Mean > b.Mean:
-			return -1
-		case a.Mean < b.Mean:
-			return 1
-		}
-		return 0
-	})
-	return out, nil
-}
-
-// Score implements api.Backend.
-func (n *Node) Score(ctx context.Context, p peer.ID) (reputation.Score, error) {
-	return n.book.Score(p), nil
-}
-
-// Forget implements api.Backend.
-func (n *Node) Forget(ctx context.Context, p peer.ID) (reputation.Score, error) {
-	if err := n.book.Forget(p); err != nil {
-		return reputation.Score{}, err
-	}
-	return n.book.Score(p), nil
-}
-
-// Trust implements api.Backend.
-func (n *Node) Trust(ctx context.Context) ([]api.TrustEdge, error) {
-	return api.TrustEdges(n.book.Edges()), nil
-}
-
-// SetTrust implements api.Backend.
-func (n *Node) SetTrust(ctx context.Context, p peer.ID, weight float64) error {
-	if weight < 0 || weight > 1 {
-		return fmt.Errorf("%w: trust weight %v: must be in [0, 1]", api.ErrBadRequest, weight)
-	}
-	return n.book.SetTrust(p, weight)
-}
