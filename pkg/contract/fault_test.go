@@ -162,6 +162,7 @@ func TestMaxPriceAcrossAttempts(t *testing.T) {
 		return j, &Proposal{Request: req}, m.sellers, hostA
 	}
 	t.Run("budget spent", func(t *testing.T) {
+		t.Parallel() // each runs its own market
 		// A is paid for three intervals or so: more than 50 sat.
 		j, p, _, _ := run(t, 50)
 		if j.State != JobFailed || len(j.Attempts) != 1 || !strings.Contains(j.Error, "left of its max price") {
@@ -169,6 +170,7 @@ func TestMaxPriceAcrossAttempts(t *testing.T) {
 		}
 	})
 	t.Run("retry within what is left", func(t *testing.T) {
+		t.Parallel()
 		j, p, sellers, _ := run(t, 1_000_000)
 		if j.State != JobDone || len(j.Attempts) != 2 {
 			t.Fatalf("job %s after %d attempts: %q", j.State, len(j.Attempts), j.Error)
