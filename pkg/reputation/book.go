@@ -525,8 +525,7 @@ func source(from peer.ID, w float64, t *tally, f, good, bad float64) Source {
 func (b *Book) Score(p peer.ID) Score {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.now()
-	s := b.posterior(p, now, true)
+	s := b.posterior(p, b.now(), true)
 	s.Trust = b.trustLocked()[p]
 	s.Verified = b.verifiedLocked(p)
 	s.SpotCheckRate = b.cfg.SpotCheckRate(s.Verified)
