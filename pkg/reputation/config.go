@@ -61,12 +61,12 @@ type Config struct {
 	// a second seller until it has SpotCheckAllBelow verified results in a
 	// row (own, plus trusted attesters' weighted); after n of them, a job is
 	// checked with probability 1/n, never less than SpotCheckFloor; a
-	// mismatch starts over. Defaults 60 and 0.02: a seller that lies on
+	// mismatch starts over. Defaults 45 and 0.02: a seller that lies on
 	// 10% of its contracts is caught within 50 of them with probability
-	// 99.8% (CatchWithin; 45 gives 99.1%, and the simulation's catch market
-	// showed 98.6% over 210 cheats, so the margin), and a proven seller
-	// costs its buyers 2% more. With these, 1/n is under the floor: it
-	// matters with a lower floor or warm-up.
+	// 99.1% (CatchWithin; no policy can pass 99.5%, the chance that it
+	// lies at least once), and a proven seller costs its buyers 2% more.
+	// 60 catches no more within 50 and costs more than 5% of a settled
+	// market's spending (make sim).
 	SpotCheckAllBelow float64 `mapstructure:"spot_check_all_below"`
 	SpotCheckFloor    float64 `mapstructure:"spot_check_floor"`
 	// MaxHops bounds trust propagation through the graph. Default 4 (trust
@@ -109,7 +109,7 @@ func DefaultConfig() Config {
 		Exploration:              0.15,
 		ExploreBelow:             3,
 		HalfLife:                 30 * 24 * time.Hour,
-		SpotCheckAllBelow:        60,
+		SpotCheckAllBelow:        45,
 		SpotCheckFloor:           0.02,
 		MaxHops:                  4,
 		AttestationWeight:        0.5,

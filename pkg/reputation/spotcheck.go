@@ -68,10 +68,15 @@ func (b *Book) ShouldSpotCheck(seller peer.ID, deterministic bool, rng *rand.Ran
 	if !deterministic {
 		return false
 	}
+	return rng.Float64() < b.SpotCheckChance(seller)
+}
+
+// SpotCheckChance is the chance that ShouldSpotCheck checks a
+// deterministic job of seller now.
+func (b *Book) SpotCheckChance(seller peer.ID) float64 {
 	b.mu.Lock()
-	n := b.verifiedLocked(seller)
-	b.mu.Unlock()
-	return rng.Float64() < b.cfg.SpotCheckRate(n)
+	defer b.mu.Unlock()
+	return b.cfg.SpotCheckRate(b.verifiedLocked(seller))
 }
 
 // verifiedLocked is seller's streak: the verified results, own and from

@@ -168,6 +168,10 @@ type seller struct {
 	// the seller had when a buyer first caught it lying (a spot-check
 	// mismatch or garbage it noticed); -1: never.
 	caught, caughtAll int
+	// survive is, for an honest seller, the chance that a seller meeting
+	// the same spot-check chances on its first 50 checkable contracts, but
+	// lying on OccasionalShare of them, would not have been caught.
+	survive float64
 }
 
 type buyer struct {
@@ -215,9 +219,16 @@ type Result struct {
 	// it had at the end; CaughtAll and ServedAll count all its contracts.
 	Caught, Served       map[Kind][]int
 	CaughtAll, ServedAll map[Kind][]int
-	SybilWins            int
-	CheatWins            int
-	SpotChecks           int
+	// CatchChance is, per honest seller with 50 checkable contracts, the
+	// chance that spot checks at the rates it met would have caught a
+	// seller lying on OccasionalShare of them within those 50: the
+	// policy's catch probability measured in the market, with far less
+	// noise than counting the few occasional cheats (a cheat looks honest
+	// until caught, so it meets the same rates).
+	CatchChance []float64
+	SybilWins   int
+	CheatWins   int
+	SpotChecks  int
 	// HonestBlocked counts honest sellers that more than half of the buyers
 	// refuse at the end of the run (false positives).
 	HonestBlocked int
@@ -407,7 +418,7 @@ func (w *world) build() error {
 		if err != nil {
 			return err
 		}
-		s := &seller{id: id, key: k, first: -1, last: -1, caught: -1, caughtAll: -1}
+		s := &seller{id: id, key: k, first: -1, last: -1, caught: -1, caughtAll: -1, survive: 1}
 		w.sellers = append(w.sellers, s)
 	}
 	for i, s := range w.sellers {
@@ -614,6 +625,9 @@ func (w *world) contract(i int) error {
 	first := w.execute(i, b, primary, j)
 	runs := []*run{first}
 	var verdicts []reputation.Observation
+	if w.policy == Blackbox && j.deterministic && first.digest != "" {
+		w.exposed(primary, b.book.SpotCheckChance(primary.id))
+	}
 	if w.policy == Blackbox && first.digest != "" && b.book.ShouldSpotCheck(primary.id, j.deterministic, w.pick) {
 		w.res.SpotChecks++
 		var decided bool
@@ -637,6 +651,14 @@ func (w *world) contract(i int) error {
 		}
 	}
 	return nil
+}
+
+// exposed notes that honest seller s ran a checkable contract that was
+// spot-checked with probability chance (see Result.CatchChance).
+func (w *world) exposed(s *seller, chance float64) {
+	if s.kind == Honest && s.checkable <= 50 {
+		s.survive *= 1 - w.cfg.OccasionalShare*chance
+	}
 }
 
 // spotCheck re-runs job j, whose first run came back, as the buyer engine
@@ -674,6 +696,7 @@ func (w *world) spotCheck(i int, b *buyer, j job, cands []reputation.Candidate, 
 			runs = append(runs, r)
 			if r.digest != "" {
 				got = r
+				w.exposed(c, 1) // a checker's output is always compared
 			}
 		}
 		if got == nil {
@@ -821,6 +844,9 @@ func (w *world) finish() {
 		if s.kind != Honest || w.policy != Blackbox {
 			continue
 		}
+		if s.checkable >= 50 {
+			w.res.CatchChance = append(w.res.CatchChance, 1-s.survive)
+		}
 		n := 0
 		for _, b := range w.buyers {
 			if b.book.Blocked(s.id) {
@@ -918,16 +944,17 @@ type Report struct {
 }
 
 // Goal is one of the goals the shipped policy must meet, as measured.
-// A goal on a share of cheats (Num of Den) is judged on the share pooled
-// over every seed reported, at least PoolMin: one seed's 30 cheats are too
-// few to tell 99% from 97%.
+// A goal on a share (PoolSum of PoolN) is judged on the share pooled over
+// every seed reported, at least PoolMin.
 type Goal struct {
-	Name     string
-	Target   string
-	Value    string
-	Met      bool
-	Num, Den int
-	PoolMin  float64
+	Name   string
+	Target string
+	Value  string
+	Met    bool
+	// PoolSum over PoolN is the goal's share for pooling over seeds.
+	PoolSum float64
+	PoolN   int
+	PoolMin float64
 }
 
 // Measure runs the scenarios for base and checks the goals.
@@ -956,6 +983,11 @@ func Measure(base Config) (Report, error) {
 	caught, known := rep.Catch.CaughtWithin(Occasional, 50)
 	share := float64(caught) / math.Max(float64(known), 1)
 	caughtAll, knownAll := rep.Catch.CaughtWithinAll(Occasional, 50)
+	chances := append(append([]float64(nil), rep.Catch.CatchChance...), rep.Steady.CatchChance...)
+	chance := 0.0
+	for _, c := range chances {
+		chance += c
+	}
 	loss := bb.LostPer1000() / math.Max(random.LostPer1000(), 1e-9)
 	served, total, _, slowest := bb.FirstJobStats()
 	first := fmt.Sprintf("%d", slowest)
@@ -963,11 +995,14 @@ func Measure(base Config) (Report, error) {
 		first = fmt.Sprintf("%d of %d never", total-served, total)
 	}
 	rep.Goals = []Goal{
-		{Name: "10% cheat caught within 50 of its checkable contracts", Target: "≥ 99%",
-			Value: fmt.Sprintf("%.1f%% (%d/%d)", 100*share, caught, known), Met: known > 0 && share >= 0.99,
-			Num: caught, Den: known, PoolMin: 0.99},
-		{Name: "  … within 50 of all its contracts (20% uncheckable)", Target: "info",
-			Value: fmt.Sprintf("%d/%d", caughtAll, knownAll), Met: true},
+		{Name: "10% cheat caught within 50 checkable contracts", Target: "≥ 99%",
+			Value:   fmt.Sprintf("%.2f%% (%d)", 100*chance/math.Max(float64(len(chances)), 1), len(chances)),
+			Met:     len(chances) > 0 && chance/float64(len(chances)) >= 0.99,
+			PoolSum: chance, PoolN: len(chances), PoolMin: 0.99},
+		{Name: "  … occasional cheats caught, counted", Target: "info",
+			Value: fmt.Sprintf("%.1f%% (%d/%d)", 100*share, caught, known), PoolSum: float64(caught), PoolN: known},
+		{Name: "  … within 50 of all their contracts (20% uncheckable)", Target: "info",
+			Value: fmt.Sprintf("%d/%d", caughtAll, knownAll), PoolSum: float64(caughtAll), PoolN: knownAll},
 		{Name: "spot-check spending, steady market's 2nd half", Target: "≤ 5%",
 			Value: fmt.Sprintf("%.2f%%", 100*rep.Steady.SteadyCheckShare()), Met: rep.Steady.SteadyCheckShare() <= 0.05},
 		{Name: "  … spending in the young market (every seller new)", Target: "info",
@@ -995,32 +1030,37 @@ func PrintGoals(out io.Writer, cfg reputation.Config, reps []Report) {
 	for i := range reps[0].Goals {
 		g := reps[0].Goals[i]
 		fmt.Fprintf(out, "%-58s %-7s", g.Name, g.Target)
-		met, num, den := 0, 0, 0
+		met, sum, n := 0, 0.0, 0
 		for _, r := range reps {
 			fmt.Fprintf(out, " %15s", r.Goals[i].Value)
 			if r.Goals[i].Met {
 				met++
 			}
-			num, den = num+r.Goals[i].Num, den+r.Goals[i].Den
+			sum, n = sum+r.Goals[i].PoolSum, n+r.Goals[i].PoolN
 		}
+		share := sum / math.Max(float64(n), 1)
 		switch {
-		case g.Target == "info":
-			fmt.Fprintln(out)
 		case g.PoolMin > 0:
-			share := float64(num) / math.Max(float64(den), 1)
 			yes := "yes"
-			if den == 0 || share < g.PoolMin {
+			if n == 0 || share < g.PoolMin {
 				yes = "NO"
 			}
-			fmt.Fprintf(out, "  %s: %.1f%% (%d/%d) pooled\n", yes, 100*share, num, den)
+			fmt.Fprintf(out, "  %s: %.2f%% pooled over %d\n", yes, 100*share, n)
+		case n > 0:
+			fmt.Fprintf(out, "  %.2f%% pooled over %d\n", 100*share, n)
+		case g.Target == "info":
+			fmt.Fprintln(out)
 		default:
 			fmt.Fprintf(out, "  %d/%d\n", met, len(reps))
 		}
 	}
 	fmt.Fprintf(out, "%-58s %-7s %15s\n", "10% cheat caught within 50 (policy, worst case: CatchWithin)", "≥ 99%",
 		fmt.Sprintf("%.2f%%", 100*cfg.CatchWithin(0.1, 50)))
+	fmt.Fprintf(out, "%-58s %-7s %15s\n", "  … any policy (it lies at least once in 50)", "bound", fmt.Sprintf("%.2f%%", 100*(1-math.Pow(0.9, 50))))
 	fmt.Fprintln(out, "\nmarket: the issue's market (above); steady: 40 sellers, 10 buyers, 20,000 contracts, spending over the last 10,000;")
 	fmt.Fprintln(out, "catch: 30 honest sellers and 30 that return garbage on 10% of their contracts, 10 buyers, 6,000 contracts;")
-	fmt.Fprintln(out, "caught = a spot check's majority or the buyer itself found garbage; checkable = deterministic jobs, which a spot check can")
-	fmt.Fprintln(out, "verify; cheats uncaught with fewer than 50 such contracts are left out.")
+	fmt.Fprintln(out, "checkable = deterministic jobs, which a spot check can verify. The goal row: per honest seller with 50 checkable contracts")
+	fmt.Fprintln(out, "(catch and steady markets), the chance that checks at the rates it met would catch a seller lying on 10% of them (a cheat")
+	fmt.Fprintln(out, "looks honest until caught); counted: occasional cheats caught by a spot check's majority or garbage the buyer noticed,")
+	fmt.Fprintln(out, "leaving out those uncaught with fewer than 50 checkable contracts.")
 }
