@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -482,7 +483,16 @@ func (b *Book) posterior(p peer.ID, now time.Time, explain bool) Score {
 	}
 	if m := b.att[p]; len(m) > 0 {
 		trust := b.trustLocked()
-		for a, t := range m {
+		// In a fixed order: float sums depend on it, and the same evidence
+		// must give the same score (and the simulation the same table).
+		var buf [64]peer.ID
+		order := buf[:0]
+		for a := range m {
+			order = append(order, a)
+		}
+		slices.Sort(order)
+		for _, a := range order {
+			t := m[a]
 			w := trust[a] * b.cfg.AttestationWeight
 			if w <= 0 || a == b.self {
 				continue

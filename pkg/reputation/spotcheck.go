@@ -1,8 +1,10 @@
 package reputation
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"time"
 
@@ -89,6 +91,7 @@ func (b *Book) verifiedLocked(p peer.ID) float64 {
 		broke = own.streak.broke
 	}
 	type source struct {
+		a peer.ID
 		t *tally
 		w float64
 	}
@@ -103,13 +106,16 @@ func (b *Book) verifiedLocked(p peer.ID) float64 {
 			if t.streak.broke.After(broke) {
 				broke = t.streak.broke
 			}
-			others = append(others, source{t, w})
+			others = append(others, source{a, t, w})
 		}
 	}
 	n := 0.0
 	if own != nil {
 		n = own.streak.since(broke)
 	}
+	// In a fixed order: float sums depend on it, and a streak sitting on
+	// SpotCheckAllBelow must give the same answer every time.
+	slices.SortFunc(others, func(x, y source) int { return cmp.Compare(x.a, y.a) })
 	for _, s := range others {
 		n += s.w * math.Min(s.t.streak.since(broke), b.cfg.MaxPerAttester)
 	}
