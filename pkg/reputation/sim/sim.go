@@ -943,7 +943,8 @@ type Report struct {
 	Goals  []Goal
 }
 
-// Goal is one of the goals the shipped policy must meet, as measured.
+// Goal is one of the goals the shipped policy must meet, as measured, or,
+// with Target "info", a number that explains one (Met is then unused).
 // A goal on a share (PoolSum of PoolN) is judged on the share pooled over
 // every seed reported, at least PoolMin.
 type Goal struct {
