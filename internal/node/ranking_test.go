@@ -80,7 +80,7 @@ func TestBookRankingSpotCheckStreak(t *testing.T) {
 	}
 	r := bookRanking{b: book}
 	bad, good1, good2 := spotPeer(t), spotPeer(t), spotPeer(t)
-	for i := range 50 {
+	for i := range 70 {
 		r.SpotCheckResult([]contract.SpotOutcome{
 			{Seller: good1, ContractID: "a" + string(rune('0'+i)), Digest: "sha256:y"},
 			{Seller: good2, ContractID: "b" + string(rune('0'+i)), Digest: "sha256:y"},
@@ -88,7 +88,7 @@ func TestBookRankingSpotCheckStreak(t *testing.T) {
 	}
 	r.SpotCheckResult([]contract.SpotOutcome{{Seller: bad, ContractID: "c1", Digest: "sha256:x"}, {Seller: good1, ContractID: "c2", Digest: "sha256:y"}, {Seller: good2, ContractID: "c3", Digest: "sha256:y"}})
 	for _, p := range []peer.ID{good1, good2} {
-		if s := book.Score(p); s.Verified != 51 || s.SpotCheckRate != book.Config().SpotCheckFloor {
+		if s := book.Score(p); s.Verified != 71 || s.SpotCheckRate != book.Config().SpotCheckFloor {
 			t.Fatalf("agreeing seller: verified %.1f, rate %.3f", s.Verified, s.SpotCheckRate)
 		}
 	}

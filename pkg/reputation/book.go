@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -520,7 +521,16 @@ func (b *Book) posterior(p peer.ID, now time.Time, explain bool) Score {
 	}
 	if m := b.att[p]; len(m) > 0 {
 		trust := b.trustLocked()
-		for a, t := range m {
+		// In a fixed order: float sums depend on it, and the same evidence
+		// must give the same score (and the simulation the same table).
+		var buf [64]peer.ID
+		order := buf[:0]
+		for a := range m {
+			order = append(order, a)
+		}
+		slices.Sort(order)
+		for _, a := range order {
+			t := m[a]
 			w := trust[a] * b.cfg.AttestationWeight
 			if w <= 0 || a == b.self {
 				continue
@@ -563,8 +573,7 @@ func source(from peer.ID, w float64, t *tally, f, good, bad float64) Source {
 func (b *Book) Score(p peer.ID) Score {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := b.now()
-	s := b.posterior(p, now, true)
+	s := b.posterior(p, b.now(), true)
 	s.Trust = b.trustLocked()[p]
 	s.Verified = b.verifiedLocked(p)
 	s.SpotCheckRate = b.cfg.SpotCheckRate(s.Verified)

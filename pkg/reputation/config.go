@@ -63,7 +63,10 @@ type Config struct {
 	// checked with probability 1/n, never less than SpotCheckFloor; a
 	// mismatch starts over. Defaults 45 and 0.02: a seller that lies on
 	// 10% of its contracts is caught within 50 of them with probability
-	// 99.1% (CatchWithin), and a proven seller costs its buyers 2% more.
+	// 99.1% (CatchWithin; no policy can pass 99.5%, the chance that it
+	// lies at least once), and a proven seller costs its buyers 2% more.
+	// 60 catches no more within 50 and costs more than 5% of a settled
+	// market's spending (make sim).
 	SpotCheckAllBelow float64 `mapstructure:"spot_check_all_below"`
 	SpotCheckFloor    float64 `mapstructure:"spot_check_floor"`
 	// MaxHops bounds trust propagation through the graph. Default 4 (trust

@@ -1,8 +1,10 @@
 package reputation
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"time"
 
@@ -68,10 +70,15 @@ func (b *Book) ShouldSpotCheck(seller peer.ID, deterministic bool, rng *rand.Ran
 	if !deterministic {
 		return false
 	}
+	return rng.Float64() < b.SpotCheckChance(seller)
+}
+
+// SpotCheckChance is the chance that ShouldSpotCheck checks a
+// deterministic job of seller now.
+func (b *Book) SpotCheckChance(seller peer.ID) float64 {
 	b.mu.Lock()
-	n := b.verifiedLocked(seller)
-	b.mu.Unlock()
-	return rng.Float64() < b.cfg.SpotCheckRate(n)
+	defer b.mu.Unlock()
+	return b.cfg.SpotCheckRate(b.verifiedLocked(seller))
 }
 
 // verifiedLocked is seller's streak: the verified results, own and from
@@ -84,6 +91,7 @@ func (b *Book) verifiedLocked(p peer.ID) float64 {
 		broke = own.streak.broke
 	}
 	type source struct {
+		a peer.ID
 		t *tally
 		w float64
 	}
@@ -98,13 +106,16 @@ func (b *Book) verifiedLocked(p peer.ID) float64 {
 			if t.streak.broke.After(broke) {
 				broke = t.streak.broke
 			}
-			others = append(others, source{t, w})
+			others = append(others, source{a, t, w})
 		}
 	}
 	n := 0.0
 	if own != nil {
 		n = own.streak.since(broke)
 	}
+	// In a fixed order: float sums depend on it, and a streak sitting on
+	// SpotCheckAllBelow must give the same answer every time.
+	slices.SortFunc(others, func(x, y source) int { return cmp.Compare(x.a, y.a) })
 	for _, s := range others {
 		n += s.w * math.Min(s.t.streak.since(broke), b.cfg.MaxPerAttester)
 	}

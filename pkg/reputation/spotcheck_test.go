@@ -43,6 +43,7 @@ func TestResolveSpotCheck(t *testing.T) {
 
 func TestSpotCheckRate(t *testing.T) {
 	cfg := DefaultConfig()
+	cfg.SpotCheckAllBelow, cfg.SpotCheckFloor = 45, 0.02
 	for _, tc := range []struct{ n, want float64 }{
 		{0, 1}, {10, 1}, {44.9, 1}, {45, 1.0 / 45}, {49, 1.0 / 49}, {50, 0.02}, {1000, 0.02},
 	} {
@@ -76,6 +77,7 @@ func checkShare(b *Book, p peer.ID, n int, rng *rand.Rand) float64 {
 func TestAdaptiveSpotCheck(t *testing.T) {
 	seller := newIdent(t, 1).id
 	cfg := DefaultConfig()
+	cfg.SpotCheckAllBelow = 45 // so that 1/n is above the floor for a while
 	c := &clock{t0}
 	st := NewMemStore()
 	b := newTestBook(t, cfg, nil, c, st)

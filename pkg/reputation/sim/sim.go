@@ -161,9 +161,17 @@ type seller struct {
 	wins  int
 	first int
 	last  int
-	// caught is how many contracts the seller had when a buyer first caught
-	// it lying (a spot-check mismatch or garbage it noticed); -1: never.
-	caught int
+	// checkable counts its contracts whose output a spot check can verify
+	// (deterministic jobs).
+	checkable int
+	// caught and caughtAll are how many checkable and how many contracts
+	// the seller had when a buyer first caught it lying (a spot-check
+	// mismatch or garbage it noticed); -1: never.
+	caught, caughtAll int
+	// survive is, for an honest seller, the chance that a seller meeting
+	// the same spot-check chances on its first 50 checkable contracts, but
+	// lying on OccasionalShare of them, would not have been caught.
+	survive float64
 }
 
 type buyer struct {
@@ -206,13 +214,21 @@ type Result struct {
 	// FirstJob is, per late honest seller, the market contracts between
 	// joining and its first job; -1 when it never got one.
 	FirstJob []int
-	// Caught is, per cheat, how many contracts it had when first caught
-	// lying (-1: never), and Served how many it had at the end.
-	Caught     map[Kind][]int
-	Served     map[Kind][]int
-	SybilWins  int
-	CheatWins  int
-	SpotChecks int
+	// Caught is, per cheat, how many checkable contracts (deterministic
+	// jobs) it had when first caught lying (-1: never), and Served how many
+	// it had at the end; CaughtAll and ServedAll count all its contracts.
+	Caught, Served       map[Kind][]int
+	CaughtAll, ServedAll map[Kind][]int
+	// CatchChance is, per honest seller with 50 checkable contracts, the
+	// chance that spot checks at the rates it met would have caught a
+	// seller lying on OccasionalShare of them within those 50: the
+	// policy's catch probability measured in the market, with far less
+	// noise than counting the few occasional cheats (a cheat looks honest
+	// until caught, so it meets the same rates).
+	CatchChance []float64
+	SybilWins   int
+	CheatWins   int
+	SpotChecks  int
 	// HonestBlocked counts honest sellers that more than half of the buyers
 	// refuse at the end of the run (false positives).
 	HonestBlocked int
@@ -227,15 +243,26 @@ func (r Result) CheckShare() float64 { return r.ExtraPaid / math.Max(r.PaidSats,
 func (r Result) SteadyCheckShare() float64 { return r.SteadyExtraPaid / math.Max(r.SteadyPaid, 1) }
 
 // CaughtWithin counts the cheats of kind k caught lying within n of their
-// contracts, and those that had n contracts or were caught (the others
-// ended the run uncaught with fewer than n: they say nothing either way).
+// checkable contracts, and those that had n of them or were caught (the
+// others ended the run uncaught with fewer than n: they say nothing either
+// way). A lie in a job whose output cannot be checked is caught only if the
+// buyer notices it; CaughtWithinAll counts every contract.
 func (r Result) CaughtWithin(k Kind, n int) (caught, known int) {
-	for i, c := range r.Caught[k] {
+	return caughtWithin(r.Caught[k], r.Served[k], n)
+}
+
+// CaughtWithinAll is CaughtWithin counting all of the cheats' contracts.
+func (r Result) CaughtWithinAll(k Kind, n int) (caught, known int) {
+	return caughtWithin(r.CaughtAll[k], r.ServedAll[k], n)
+}
+
+func caughtWithin(at, served []int, n int) (caught, known int) {
+	for i, c := range at {
 		switch {
 		case c >= 0 && c <= n:
 			caught++
 			known++
-		case r.Served[k][i] >= n:
+		case served[i] >= n:
 			known++
 		}
 	}
@@ -322,7 +349,8 @@ func runWorld(cfg Config, p Policy, hook func(*world, int), out **world) (Result
 		pick:   rand.New(rand.NewPCG(cfg.Seed, 2+uint64(p))),
 		fate:   rand.New(rand.NewPCG(cfg.Seed, 10+uint64(p))),
 		res: Result{Policy: p, Contracts: cfg.Contracts, LostByKind: map[Kind]float64{},
-			Isolation: map[Kind][]int{}, Caught: map[Kind][]int{}, Served: map[Kind][]int{}, Rejected: map[reputation.Reason]uint64{}},
+			Isolation: map[Kind][]int{}, Caught: map[Kind][]int{}, Served: map[Kind][]int{},
+			CaughtAll: map[Kind][]int{}, ServedAll: map[Kind][]int{}, Rejected: map[reputation.Reason]uint64{}},
 	}
 	if err := w.build(); err != nil {
 		return Result{}, err
@@ -390,7 +418,7 @@ func (w *world) build() error {
 		if err != nil {
 			return err
 		}
-		s := &seller{id: id, key: k, first: -1, last: -1, caught: -1}
+		s := &seller{id: id, key: k, first: -1, last: -1, caught: -1, caughtAll: -1, survive: 1}
 		w.sellers = append(w.sellers, s)
 	}
 	for i, s := range w.sellers {
@@ -597,6 +625,9 @@ func (w *world) contract(i int) error {
 	first := w.execute(i, b, primary, j)
 	runs := []*run{first}
 	var verdicts []reputation.Observation
+	if w.policy == Blackbox && j.deterministic && first.digest != "" {
+		w.exposed(primary, b.book.SpotCheckChance(primary.id))
+	}
 	if w.policy == Blackbox && first.digest != "" && b.book.ShouldSpotCheck(primary.id, j.deterministic, w.pick) {
 		w.res.SpotChecks++
 		var decided bool
@@ -620,6 +651,14 @@ func (w *world) contract(i int) error {
 		}
 	}
 	return nil
+}
+
+// exposed notes that honest seller s ran a checkable contract that was
+// spot-checked with probability chance (see Result.CatchChance).
+func (w *world) exposed(s *seller, chance float64) {
+	if s.kind == Honest && s.checkable <= 50 {
+		s.survive *= 1 - w.cfg.OccasionalShare*chance
+	}
 }
 
 // spotCheck re-runs job j, whose first run came back, as the buyer engine
@@ -657,6 +696,7 @@ func (w *world) spotCheck(i int, b *buyer, j job, cands []reputation.Candidate, 
 			runs = append(runs, r)
 			if r.digest != "" {
 				got = r
+				w.exposed(c, 1) // a checker's output is always compared
 			}
 		}
 		if got == nil {
@@ -694,6 +734,9 @@ func (w *world) execute(i int, b *buyer, s *seller, j job) *run {
 		s.busy[k] = i + j.dur
 	}
 	s.wins++
+	if j.deterministic {
+		s.checkable++
+	}
 	if s.first < 0 {
 		s.first = i
 	}
@@ -759,7 +802,7 @@ func (w *world) execute(i int, b *buyer, s *seller, j job) *run {
 // buyer.
 func (w *world) record(b *buyer, s *seller, o reputation.Observation) error {
 	if (o.Outcome == reputation.OutcomeInvalid || o.Outcome == reputation.OutcomeSpotCheckMismatch) && s.caught < 0 {
-		s.caught = s.wins
+		s.caught, s.caughtAll = s.checkable, s.wins
 	}
 	if b.book == nil {
 		return nil
@@ -792,12 +835,17 @@ func (w *world) finish() {
 			}
 			w.res.Isolation[s.kind] = append(w.res.Isolation[s.kind], x)
 			w.res.Caught[s.kind] = append(w.res.Caught[s.kind], s.caught)
-			w.res.Served[s.kind] = append(w.res.Served[s.kind], s.wins)
+			w.res.Served[s.kind] = append(w.res.Served[s.kind], s.checkable)
+			w.res.CaughtAll[s.kind] = append(w.res.CaughtAll[s.kind], s.caughtAll)
+			w.res.ServedAll[s.kind] = append(w.res.ServedAll[s.kind], s.wins)
 		}
 	}
 	for _, s := range w.sellers {
 		if s.kind != Honest || w.policy != Blackbox {
 			continue
+		}
+		if s.checkable >= 50 {
+			w.res.CatchChance = append(w.res.CatchChance, 1-s.survive)
 		}
 		n := 0
 		for _, b := range w.buyers {
@@ -895,12 +943,19 @@ type Report struct {
 	Goals  []Goal
 }
 
-// Goal is one of the goals the shipped policy must meet, as measured.
+// Goal is one of the goals the shipped policy must meet, as measured, or,
+// with Target "info", a number that explains one (Met is then unused).
+// A goal on a share (PoolSum of PoolN) is judged on the share pooled over
+// every seed reported, at least PoolMin.
 type Goal struct {
 	Name   string
 	Target string
 	Value  string
 	Met    bool
+	// PoolSum over PoolN is the goal's share for pooling over seeds.
+	PoolSum float64
+	PoolN   int
+	PoolMin float64
 }
 
 // Measure runs the scenarios for base and checks the goals.
@@ -928,6 +983,12 @@ func Measure(base Config) (Report, error) {
 	}
 	caught, known := rep.Catch.CaughtWithin(Occasional, 50)
 	share := float64(caught) / math.Max(float64(known), 1)
+	caughtAll, knownAll := rep.Catch.CaughtWithinAll(Occasional, 50)
+	chances := append(append([]float64(nil), rep.Catch.CatchChance...), rep.Steady.CatchChance...)
+	chance := 0.0
+	for _, c := range chances {
+		chance += c
+	}
 	loss := bb.LostPer1000() / math.Max(random.LostPer1000(), 1e-9)
 	served, total, _, slowest := bb.FirstJobStats()
 	first := fmt.Sprintf("%d", slowest)
@@ -935,13 +996,21 @@ func Measure(base Config) (Report, error) {
 		first = fmt.Sprintf("%d of %d never", total-served, total)
 	}
 	rep.Goals = []Goal{
-		{"10% cheat caught within 50 of its contracts (catch market)", "≥ 99%",
-			fmt.Sprintf("%.1f%% (%d/%d)", 100*share, caught, known), known > 0 && share >= 0.99},
-		{"spot-check spending, steady market's 2nd half", "≤ 5%",
-			fmt.Sprintf("%.2f%%", 100*rep.Steady.SteadyCheckShare()), rep.Steady.SteadyCheckShare() <= 0.05},
-		{"cheat loss vs random selection (market)", "≤ 10%", fmt.Sprintf("%.1f%%", 100*loss), loss <= 0.10},
-		{"newcomer's first job, slowest (market contracts)", "≤ 50", first, served == total && slowest <= 50},
-		{"Sybil ring's share of work (market)", "< 1%", fmt.Sprintf("%.2f%%", 100*bb.SybilShare()), bb.SybilShare() < 0.01},
+		{Name: "10% cheat caught within 50 checkable contracts", Target: "≥ 99%",
+			Value:   fmt.Sprintf("%.2f%% (%d)", 100*chance/math.Max(float64(len(chances)), 1), len(chances)),
+			Met:     len(chances) > 0 && chance/float64(len(chances)) >= 0.99,
+			PoolSum: chance, PoolN: len(chances), PoolMin: 0.99},
+		{Name: "  … occasional cheats caught, counted", Target: "info",
+			Value: fmt.Sprintf("%.1f%% (%d/%d)", 100*share, caught, known), PoolSum: float64(caught), PoolN: known},
+		{Name: "  … within 50 of all their contracts (20% uncheckable)", Target: "info",
+			Value: fmt.Sprintf("%d/%d", caughtAll, knownAll), PoolSum: float64(caughtAll), PoolN: knownAll},
+		{Name: "spot-check spending, steady market's 2nd half", Target: "≤ 5%",
+			Value: fmt.Sprintf("%.2f%%", 100*rep.Steady.SteadyCheckShare()), Met: rep.Steady.SteadyCheckShare() <= 0.05},
+		{Name: "  … spending in the young market (every seller new)", Target: "info",
+			Value: fmt.Sprintf("%.1f%%", 100*bb.CheckShare()), Met: true},
+		{Name: "cheat loss vs random selection (market)", Target: "≤ 10%", Value: fmt.Sprintf("%.1f%%", 100*loss), Met: loss <= 0.10},
+		{Name: "newcomer's first job, slowest (market contracts)", Target: "≤ 50", Value: first, Met: served == total && slowest <= 50},
+		{Name: "Sybil ring's share of work (market)", Target: "< 1%", Value: fmt.Sprintf("%.2f%%", 100*bb.SybilShare()), Met: bb.SybilShare() < 0.01},
 	}
 	return rep, nil
 }
@@ -962,18 +1031,37 @@ func PrintGoals(out io.Writer, cfg reputation.Config, reps []Report) {
 	for i := range reps[0].Goals {
 		g := reps[0].Goals[i]
 		fmt.Fprintf(out, "%-58s %-7s", g.Name, g.Target)
-		met := 0
+		met, sum, n := 0, 0.0, 0
 		for _, r := range reps {
 			fmt.Fprintf(out, " %15s", r.Goals[i].Value)
 			if r.Goals[i].Met {
 				met++
 			}
+			sum, n = sum+r.Goals[i].PoolSum, n+r.Goals[i].PoolN
 		}
-		fmt.Fprintf(out, "  %d/%d\n", met, len(reps))
+		share := sum / math.Max(float64(n), 1)
+		switch {
+		case g.PoolMin > 0:
+			yes := "yes"
+			if n == 0 || share < g.PoolMin {
+				yes = "NO"
+			}
+			fmt.Fprintf(out, "  %s: %.2f%% pooled over %d\n", yes, 100*share, n)
+		case n > 0:
+			fmt.Fprintf(out, "  %.2f%% pooled over %d\n", 100*share, n)
+		case g.Target == "info":
+			fmt.Fprintln(out)
+		default:
+			fmt.Fprintf(out, "  %d/%d\n", met, len(reps))
+		}
 	}
 	fmt.Fprintf(out, "%-58s %-7s %15s\n", "10% cheat caught within 50 (policy, worst case: CatchWithin)", "≥ 99%",
 		fmt.Sprintf("%.2f%%", 100*cfg.CatchWithin(0.1, 50)))
+	fmt.Fprintf(out, "%-58s %-7s %15s\n", "  … any policy (it lies at least once in 50)", "bound", fmt.Sprintf("%.2f%%", 100*(1-math.Pow(0.9, 50))))
 	fmt.Fprintln(out, "\nmarket: the issue's market (above); steady: 40 sellers, 10 buyers, 20,000 contracts, spending over the last 10,000;")
 	fmt.Fprintln(out, "catch: 30 honest sellers and 30 that return garbage on 10% of their contracts, 10 buyers, 6,000 contracts;")
-	fmt.Fprintln(out, "caught = a spot check's majority or the buyer itself found garbage; cheats uncaught with fewer than 50 contracts are left out.")
+	fmt.Fprintln(out, "checkable = deterministic jobs, which a spot check can verify. The goal row: per honest seller with 50 checkable contracts")
+	fmt.Fprintln(out, "(catch and steady markets), the chance that checks at the rates it met would catch a seller lying on 10% of them (a cheat")
+	fmt.Fprintln(out, "looks honest until caught); counted: occasional cheats caught by a spot check's majority or garbage the buyer noticed,")
+	fmt.Fprintln(out, "leaving out those uncaught with fewer than 50 checkable contracts.")
 }

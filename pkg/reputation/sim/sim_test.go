@@ -30,7 +30,7 @@ func TestGoals(t *testing.T) {
 	PrintGoals(&out, cfg.Reputation, []Report{rep})
 	t.Log("\n" + out.String())
 	for _, g := range rep.Goals {
-		if !g.Met {
+		if g.Target != "info" && !g.Met {
 			t.Errorf("goal %q: %s, target %s", g.Name, g.Value, g.Target)
 		}
 	}
