@@ -267,4 +267,3 @@ func outcomeOf(f contract.Fault) (reputation.Outcome, bool) {
 	}
 	return 0, false
 }
-
