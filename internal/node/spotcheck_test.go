@@ -1,26 +1,18 @@
 package node
 
 import (
-	"crypto/rand"
+	"github.com/blackbox-market/blackbox/pkg/evidence/evidencetest"
 	"testing"
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func spotPeer(t *testing.T) peer.ID {
 	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := peer.IDFromPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, id := evidencetest.Identity(t)
 	return id
 }
 
