@@ -1,11 +1,11 @@
 package node
 
 import (
-	"github.com/blackbox-market/blackbox/pkg/evidence/evidencetest"
 	"testing"
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/evidence/evidencetest"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
