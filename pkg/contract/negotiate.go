@@ -24,8 +24,10 @@ const (
 	NegotiateProtocol protocol.ID = "/blackbox/negotiate/1.0.0"
 	// JobProtocol carries one contract's life: the contract and channel
 	// open, the image and inputs, payments, heartbeats, logs, outputs and
-	// the receipt.
-	JobProtocol protocol.ID = "/blackbox/job/1.0.0"
+	// the receipt. 1.1.0: the seller says it received image and inputs
+	// before the first payment, and its error frame carries a typed reason;
+	// a 1.0.0 peer is not spoken to.
+	JobProtocol protocol.ID = "/blackbox/job/1.1.0"
 	// ServiceName names the contract service in the resource manager.
 	ServiceName = "blackbox.contract"
 )

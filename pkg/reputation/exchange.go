@@ -29,8 +29,10 @@ import (
 // frame memory from the stream's scope, rate-limits each peer (a token
 // bucket of rate_per_minute, burst rate_burst) and resets the stream on any
 // error. Exceeding the rate or the size cap is abuse: the stream is reset
-// and the sender's standing drops.
-const ProtocolID protocol.ID = "/blackbox/reputation/1.0.0"
+// and the sender's standing drops. 1.1.0 carries the "verified" outcome
+// (spot checks): a 1.0.0 node would take it for a malformed record and
+// penalise the sender, so the two do not exchange.
+const ProtocolID protocol.ID = "/blackbox/reputation/1.1.0"
 
 // ServiceName is the resource-manager service of the exchange.
 const ServiceName = "blackbox.reputation"
