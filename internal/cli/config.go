@@ -87,19 +87,26 @@ var retiredKeys = map[string]string{
 }
 
 // unknownKeys refuses keys in the config file that no subsystem reads: a
-// typo should not silently fall back to a default.
+// typo should not silently fall back to a default. Retired keys are not
+// typos: every data dir keeps the sample config of the version that created
+// it, so they are ignored with a warning, and an upgraded node still starts.
 func (a *App) unknownKeys() error {
 	known := map[string]bool{}
 	registerDefaults(func(k string, _ any) { known[k] = true }, "", reflect.ValueOf(node.DefaultConfig()))
-	var bad []string
+	var bad, retired []string
 	for _, k := range a.v.AllKeys() {
 		if known[k] {
 			continue
 		}
 		if r, ok := retiredKeys[k]; ok {
-			k += " (" + r + ")"
+			retired = append(retired, k+" ("+r+")")
+			continue
 		}
 		bad = append(bad, k)
+	}
+	if len(retired) > 0 {
+		slices.Sort(retired)
+		fmt.Fprintf(a.Stderr, "blackbox: config %s: ignoring retired keys %s; delete them\n", a.v.ConfigFileUsed(), strings.Join(retired, ", "))
 	}
 	if len(bad) > 0 {
 		slices.Sort(bad)

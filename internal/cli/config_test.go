@@ -116,7 +116,6 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{file: "listen: [\"not-a-multiaddr\"]\n", want: "listen"},
 		{file: "bootstrap: [\"/ip4/1.2.3.4/tcp/1\"]\n", want: "bootstrap"},
 		{file: "lisen: []\n", want: "unknown keys lisen"},
-		{file: "contract:\n  explore: 0.1\n", want: "contract.explore (removed: reputation.exploration decides)"},
 		{file: "log_level: loud\n", want: "log_level"},
 		{env: "BLACKBOX_META_X=1", want: ""},
 		{env: "BLACKBOX_METER_RESERVE_CPU=-3", want: "meter.reserve.cpu"},
@@ -142,6 +141,30 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		}
 		if code == 0 || !strings.Contains(stderr, c.want) {
 			t.Errorf("file %q env %q: exit %d, stderr %q; want an error naming %q", c.file, c.env, code, stderr, c.want)
+		}
+	}
+}
+
+// TestOldSampleConfigStillLoads: every data dir keeps the sample config of
+// the version that created it (testdata holds the one before the ranking
+// policy moved to pkg/reputation); an upgraded node must start on it, and
+// say which of its keys are retired.
+func TestOldSampleConfigStillLoads(t *testing.T) {
+	old, err := os.ReadFile(filepath.Join("testdata", "blackbox-issue6.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "blackbox.yaml"), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, "config", "show", "--data-dir", dir)
+	if code != 0 {
+		t.Fatalf("config show on the old sample config: exit %d: %s", code, stderr)
+	}
+	for _, k := range []string{"contract.explore (removed: reputation.exploration decides)", "reputation.spot_check_rate"} {
+		if !strings.Contains(stderr, k) {
+			t.Errorf("no warning naming %s: %q", k, stderr)
 		}
 	}
 }
