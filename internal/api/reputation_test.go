@@ -15,11 +15,11 @@ import (
 // repBackend serves the reputation calls from a Book; the other Backend
 // methods (one level deeper, so BookView's win) are not called.
 type repBackend struct {
-	unimplemented
+	otherCalls
 	BookView
 }
 
-type unimplemented struct{ Backend }
+type otherCalls struct{ Backend }
 
 // TestReputationOverTheAPI: a score whose evidence is this node's own (the
 // source "from" is empty on the wire) decodes through the client (issue 9,
