@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/blackbox-market/blackbox/pkg/atomicfile"
 )
 
 // IdentityFile is the node's libp2p key inside the data dir.
@@ -43,45 +45,11 @@ func LoadOrCreateIdentity(dir string) (crypto.PrivKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeFileAtomic(path, b, 0o600); err != nil {
+		if err := atomicfile.Write(path, b, 0o600); err != nil {
 			return nil, fmt.Errorf("save identity key: %w", err)
 		}
 		return k, nil
 	default:
 		return nil, fmt.Errorf("read identity key: %w", err)
 	}
-}
-
-// writeFileAtomic writes data to path through a synced temporary file and a
-// rename, so a crash leaves either the old file or the new one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -8,12 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/btcsuite/btcd/btcec/v2"
+
+	"github.com/blackbox-market/blackbox/pkg/atomicfile"
 )
 
 // The static channel backup (as lnd's SCB): a file outside the database
@@ -259,7 +260,7 @@ func (s *BackupStore) flush(mine uint64) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(s.path, raw); err != nil {
+	if err := atomicfile.Write(s.path, raw, 0o600); err != nil {
 		return fmt.Errorf("write channel backup %s: %w", s.path, err)
 	}
 	s.written = gen
@@ -274,43 +275,6 @@ func bytesCompare(a, b string) int {
 		return 1
 	}
 	return 0
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory, written and fsynced, renamed over path, and the directory
-// fsynced, so the file is always either the old or the new content.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a successful rename, there is nothing to remove
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // ReadChannelBackup reads and checks the backup file at path.

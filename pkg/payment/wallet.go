@@ -22,6 +22,8 @@ import (
 	_ "github.com/btcsuite/btcwallet/walletdb/bdb" // btcwallet's bbolt driver
 	"golang.org/x/crypto/nacl/secretbox"
 	"golang.org/x/crypto/scrypt"
+
+	"github.com/blackbox-market/blackbox/pkg/atomicfile"
 )
 
 // The buyer's hot wallet is btcwallet (as in lnd): it owns UTXO tracking,
@@ -176,7 +178,7 @@ func CreateWallet(ctx context.Context, dir string, passphrase []byte, backup *Se
 	_ = w
 	raw, _ := json.MarshalIndent(sealed, "", "  ")
 	// Written last: its presence means "a complete wallet is here".
-	if err := writeFileAtomic(filepath.Join(dir, seedFile), raw); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, seedFile), raw, 0o600); err != nil {
 		return nil, fmt.Errorf("write seed: %w", err)
 	}
 	return OpenWallet(ctx, dir, passphrase, cfg, log)
