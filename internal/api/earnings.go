@@ -1,0 +1,88 @@
+package api
+
+import (
+	"context"
+	"net/url"
+	"time"
+)
+
+// Earnings is the seller's history as `blackbox earnings`, `status` and the
+// dashboard show it: totals over standard windows, the buckets of a chosen
+// period, and why there was no work. Money is in sats (`_sat` fields), net
+// means after the fees this node paid.
+type Earnings struct {
+	Now           time.Time `json:"now"`
+	Since         time.Time `json:"since"`
+	BucketSeconds int64     `json:"bucket_seconds"`
+	// Today, Week and Month are the last 24 h, 7 d and 30 d.
+	Today EarningsTotals `json:"today"`
+	Week  EarningsTotals `json:"week"`
+	Month EarningsTotals `json:"month"`
+	// Period is the total over Since..Now (the buckets below).
+	Period  EarningsTotals   `json:"period"`
+	Buckets []EarningsBucket `json:"buckets"`
+	// Now: what is in open channels and what a close of them all would
+	// cost and leave, at the current fee rate.
+	InChannelsSat int64 `json:"in_channels_sat"`
+	CloseFeeSat   int64 `json:"close_fee_sat"`
+	AfterCloseSat int64 `json:"after_close_sat"`
+	// MarketMedianPerHour is the median hourly price the market asks for
+	// this node's own offered resources (0: unknown); OwnPerHour is this
+	// node's price for the same; AtMedianSat is what the sold hours of the
+	// period would have earned at the median.
+	MarketMedianPerHour float64 `json:"market_median_per_hour_sat"`
+	OwnPerHour          float64 `json:"own_per_hour_sat"`
+	AtMedianSat         int64   `json:"at_median_sat"`
+	// NoWork says why there was no (or little) work, most important first.
+	NoWork []NoWorkReason `json:"no_work,omitempty"`
+}
+
+// EarningsTotals sums a window.
+type EarningsTotals struct {
+	// Earned by state: settled on chain, held in open channels, pending
+	// (acknowledged but in a contract that has not ended).
+	SettledSat int64 `json:"settled_sat"`
+	ChannelSat int64 `json:"channel_sat"`
+	PendingSat int64 `json:"pending_sat"`
+	FeesSat    int64 `json:"fees_sat"`
+	NetSat     int64 `json:"net_sat"`
+	// Busy is the share of offered CPU that was sold, 0..1, time-weighted.
+	Busy      float64          `json:"busy"`
+	Jobs      int64            `json:"jobs"`
+	Contracts map[string]int64 `json:"contracts,omitempty"` // by outcome name
+	Refusals  map[string]int64 `json:"refusals,omitempty"`  // by reason name
+}
+
+// EarningsBucket is one bucket of the history (5 minutes in the store;
+// coarser when a long period is asked for).
+type EarningsBucket struct {
+	Start     time.Time        `json:"start"`
+	EarnedSat int64            `json:"earned_sat"`
+	FeesSat   int64            `json:"fees_sat"`
+	Jobs      int64            `json:"jobs"`
+	Contracts map[string]int64 `json:"contracts,omitempty"`
+	Refusals  map[string]int64 `json:"refusals,omitempty"`
+	// Capacity in millicores: spare (offered, unsold), sold (held by
+	// contracts) and reserved (kept by the operator's policy), averaged
+	// over the bucket; memory likewise in bytes.
+	SpareMilliCPU    int64 `json:"spare_millicpu"`
+	SoldMilliCPU     int64 `json:"sold_millicpu"`
+	ReservedMilliCPU int64 `json:"reserved_millicpu"`
+	SpareMemory      int64 `json:"spare_memory_bytes"`
+	SoldMemory       int64 `json:"sold_memory_bytes"`
+	ReservedMemory   int64 `json:"reserved_memory_bytes"`
+}
+
+// NoWorkReason is one cause of idleness with what to do about it.
+type NoWorkReason struct {
+	Code   string `json:"code"` // price, reputation, reachability, hours, payments, sandbox, capacity
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// Earnings asks the daemon for its history since now-since (0: 24 h).
+func (c *Client) Earnings(ctx context.Context, since time.Duration) (Earnings, error) {
+	var out Earnings
+	err := c.do(ctx, "GET", "/v1/earnings?since="+url.QueryEscape(since.String()), nil, &out)
+	return out, err
+}
