@@ -80,6 +80,7 @@ type Node struct {
 	api.BookView
 	attester *attester
 	exchange *reputation.Exchange
+	health   nodeHealth
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -137,6 +138,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// payment chain whether a channel's funding is real.
 	n.startSandbox(ctx)
 	if err := n.startPayments(ctx); err != nil {
+		return err
+	}
+	if err := n.requirePayments(); err != nil {
 		return err
 	}
 	if err := n.startReputation(); err != nil {
@@ -384,6 +388,7 @@ func (n *Node) serveMetrics(reg *prometheus.Registry) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", n.serveHealthz)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	n.push(srv.Close)
