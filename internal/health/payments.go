@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -43,8 +44,13 @@ func Chain(ctx context.Context, cfg payment.Config, src ChainSource, now time.Ti
 			noClock}
 	}
 	if err := cfg.DialCheck(ctx, dialTimeout); err != nil {
+		why := err.Error()
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			why = oe.Err.Error() // "connect: connection refused"
+		}
 		return []Check{{Name: NamePayments, Status: Fail,
-			Detail: fmt.Sprintf("btcd is not reachable at payment.rpc_host %s: %v", cfg.RPCHost, err),
+			Detail: fmt.Sprintf("btcd is not reachable at %s (payment.rpc_host): %s", cfg.RPCHost, why),
 			Fix:    fmt.Sprintf("start btcd on %s (systemctl start btcd), or set payment.rpc_host to where it listens", cfg.Network)},
 			noClock}
 	}
