@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
@@ -114,7 +116,17 @@ func (a *App) nodeHealth(ctx context.Context, cfg node.Config) ([]health.Check, 
 	if !errors.Is(err, api.ErrNoDaemon) {
 		return nil, fmt.Errorf("ask the running daemon: %w", err)
 	}
+	// A daemon this user may not talk to (the service's, as root) holds
+	// the wallet: opening it here would say something else than status.
+	if sock := api.SocketPath(cfg.DataDir); errors.Is(statErr(sock), os.ErrPermission) || syscall.Access(sock, 2 /* W_OK */) == syscall.EACCES {
+		return nil, fmt.Errorf("%s belongs to a daemon this user may not use: run doctor as its user (sudo), or join its socket_group", sock)
+	}
 	return a.localHealth(ctx, cfg), nil
+}
+
+func statErr(path string) error {
+	_, err := os.Stat(path)
+	return err
 }
 
 // localHealth checks payments, clock, disk and reachability from this

@@ -7,30 +7,28 @@
 package health
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/blackbox-market/blackbox/pkg/sandbox"
 )
 
-// Status of a Check.
-type Status string
+// Status of a Check: ok, warn or fail. A Fail means the node cannot earn
+// until it is fixed; a Warn means it can, with less (or with a risk the
+// detail names).
+type Status = sandbox.Status
 
-// Check statuses: a Fail means the node cannot earn until it is fixed; a
-// Warn means it can, with less (or with a risk the detail names).
+// Check statuses.
 const (
-	OK   Status = "ok"
-	Warn Status = "warn"
-	Fail Status = "fail"
+	OK   = sandbox.StatusOK
+	Warn = sandbox.StatusWarn
+	Fail = sandbox.StatusFail
 )
 
-// Check is one thing the node needs to earn.
-type Check struct {
-	Name   string `json:"name"`
-	Status Status `json:"status"`
-	Detail string `json:"detail"`
-	// Fix says what to do when Status is not ok.
-	Fix string `json:"fix,omitempty"`
-}
+// Check is one thing the node needs to earn: its name, status, what was
+// found (Detail) and, when not ok, what to do (Fix). It is the sandbox
+// doctor's finding, so that its checks join these as they are.
+type Check = sandbox.Check
 
 // Report is the answer: the node can earn when no check fails.
 type Report struct {
@@ -65,17 +63,15 @@ func (r Report) Summary() string {
 	return "no: " + strings.Join(r.Reasons, "; ")
 }
 
-// FromSandbox turns the sandbox's own diagnosis (sandbox.Diagnose, which
-// runs a real probe job) into checks. Its "disk" check is about the job
-// scratch under sandbox.state_dir and is named so.
+// FromSandbox takes the sandbox's own diagnosis (sandbox.Diagnose, which
+// runs a real probe job) as checks. Its "disk" check is about the job
+// scratch under sandbox.state_dir and is named so, next to Disk's.
 func FromSandbox(checks []sandbox.Check) []Check {
-	out := make([]Check, 0, len(checks))
-	for _, c := range checks {
-		name := c.Name
-		if name == "disk" {
-			name = "scratch disk"
+	out := slices.Clone(checks)
+	for i := range out {
+		if out[i].Name == "disk" {
+			out[i].Name = "scratch disk"
 		}
-		out = append(out, Check{Name: name, Status: Status(c.Status), Detail: c.Detail, Fix: c.Fix})
 	}
 	return out
 }

@@ -31,18 +31,15 @@ type nodeHealth struct {
 var _ api.HealthBackend = (*Node)(nil)
 
 // UnderSystemd reports whether this process is a systemd service's main
-// process: systemd (248+) sets SYSTEMD_EXEC_PID to it; older ones set
-// INVOCATION_ID, which a process started from a service's shell inherits
-// too, so then only a child of PID 1 counts. NOTIFY_SOCKET (Type=notify)
-// counts as well.
+// process: systemd (248+) sets SYSTEMD_EXEC_PID to it. Older ones set
+// INVOCATION_ID (and NOTIFY_SOCKET for Type=notify), which every process
+// started from a service inherits too, so then only a child of PID 1
+// counts (a system service; a user service's node is not detected).
 func UnderSystemd() bool {
 	if pid := os.Getenv("SYSTEMD_EXEC_PID"); pid != "" {
 		return pid == strconv.Itoa(os.Getpid())
 	}
-	if os.Getenv("NOTIFY_SOCKET") != "" {
-		return true
-	}
-	return os.Getenv("INVOCATION_ID") != "" && os.Getppid() == 1
+	return (os.Getenv("INVOCATION_ID") != "" || os.Getenv("NOTIFY_SOCKET") != "") && os.Getppid() == 1
 }
 
 // checkChainAtStart runs the payments check on the chain source before the
