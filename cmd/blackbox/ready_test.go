@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/cli"
 	"github.com/blackbox-market/blackbox/internal/health"
+	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
 )
 
@@ -280,4 +282,39 @@ func TestHealthzUp(t *testing.T) {
 	text, _, _ := runEnv(t, m.bin, m.env, "doctor", "--data-dir", d.dir)
 	t.Logf("doctor on a working node: %s\n%s", took, text)
 	d.stop()
+}
+
+// TestServiceUnit: deploy/blackbox.service is a unit systemd accepts
+// (systemd-analyze verify, no warning), hands the passphrase over as the
+// credential the node reads, orders btcd before the node, and restarts a
+// node that failed.
+func TestServiceUnit(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed (Debian's systemd package)")
+	}
+	raw, err := os.ReadFile("../../deploy/blackbox.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(raw)
+	for _, want := range []string{
+		"LoadCredential=" + node.CredentialName + ":", "EnvironmentFile=-", "After=network-online.target containerd.service btcd.service",
+		"Wants=network-online.target containerd.service btcd.service", "Restart=on-failure", "StateDirectory=blackbox",
+		"--data-dir " + cli.ServiceDataDir,
+	} {
+		if !strings.Contains(unit, want) {
+			t.Errorf("the unit lacks %q", want)
+		}
+	}
+	// Verified with the binary under test in ExecStart's place.
+	dir := t.TempDir()
+	path := dir + "/blackbox.service"
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(unit, "/usr/local/bin/blackbox", binary(t))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
 }
