@@ -1,0 +1,112 @@
+package node
+
+import (
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+// describer records what newMetrics registers.
+type describer struct{ cs []prometheus.Collector }
+
+func (d *describer) Register(c prometheus.Collector) error { d.cs = append(d.cs, c); return nil }
+func (d *describer) MustRegister(cs ...prometheus.Collector) {
+	d.cs = append(d.cs, cs...)
+}
+func (d *describer) Unregister(prometheus.Collector) bool { return false }
+
+var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+
+// registeredNames are the blackbox_ series newMetrics registers, sorted.
+func registeredNames(t *testing.T) []string {
+	d := &describer{}
+	newMetrics(d, &Node{})
+	ch := make(chan *prometheus.Desc, 1000)
+	for _, c := range d.cs {
+		c.Describe(ch)
+	}
+	close(ch)
+	var names []string
+	for desc := range ch {
+		m := fqName.FindStringSubmatch(desc.String())
+		if m == nil {
+			t.Fatalf("no name in %s", desc)
+		}
+		if strings.HasPrefix(m[1], "blackbox_") {
+			names = append(names, m[1])
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+var docRow = regexp.MustCompile("(?m)^\\| `(blackbox_[a-z_]+)` \\|")
+
+// TestMetricsDocumented: docs/metrics.md lists exactly the registered
+// blackbox_ series, so neither can drift from the other.
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for _, m := range docRow.FindAllStringSubmatch(string(doc), -1) {
+		documented = append(documented, m[1])
+	}
+	slices.Sort(documented)
+	got := registeredNames(t)
+	if !slices.Equal(got, documented) {
+		t.Fatalf("registered series and docs/metrics.md differ:\nregistered: %v\ndocumented: %v", got, documented)
+	}
+	if len(got) < 20 {
+		t.Fatalf("%d series", len(got))
+	}
+}
+
+// TestMetricsOfAnIdleNode: a node with nothing up (no host, no meter, no
+// payments) still serves its metrics, and they pass Prometheus's lint.
+func TestMetricsOfAnIdleNode(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	newMetrics(reg, &Node{version: "test"})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, want := range []string{"blackbox_build_info", "blackbox_selling", "blackbox_payments_up", "go_goroutines", "process_cpu_seconds_total"} {
+		if !names[want] {
+			t.Errorf("no %s", want)
+		}
+	}
+}
+
+// lintBlackbox returns promlint's problems with the blackbox_ series of a
+// scrape (libp2p's own are not ours to fix).
+func lintBlackbox(t *testing.T, body string) []promlint.Problem {
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("lint: %v", err)
+	}
+	var out []promlint.Problem
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "blackbox_") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
