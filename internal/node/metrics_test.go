@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
 	"slices"
@@ -109,4 +110,57 @@ func lintBlackbox(t *testing.T, body string) []promlint.Problem {
 		}
 	}
 	return out
+}
+
+var seriesName = regexp.MustCompile(`\bblackbox_[a-z_]+`)
+
+// TestGrafanaDashboard: deploy/grafana/blackbox.json is a dashboard whose
+// queries name only series the node serves, with a row repeated per node.
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/grafana/blackbox.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			ID      int    `json:"id"`
+			Type    string `json:"type"`
+			Title   string `json:"title"`
+			Repeat  string `json:"repeat"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("blackbox.json: %v", err)
+	}
+	known := registeredNames(t)
+	ids := map[int]bool{}
+	repeated, exprs := false, 0
+	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d twice", p.ID)
+		}
+		ids[p.ID] = true
+		repeated = repeated || p.Type == "row" && p.Repeat == "instance"
+		for _, tg := range p.Targets {
+			exprs++
+			for _, name := range seriesName.FindAllString(tg.Expr, -1) {
+				base := name
+				for _, suf := range []string{"_bucket", "_sum", "_count"} {
+					if s, ok := strings.CutSuffix(name, suf); ok && slices.Contains(known, s) {
+						base = s
+					}
+				}
+				if !slices.Contains(known, base) {
+					t.Errorf("panel %q queries %s, which the node does not serve", p.Title, name)
+				}
+			}
+		}
+	}
+	if d.UID == "" || !repeated || exprs < 20 {
+		t.Fatalf("uid %q, a row repeated per instance %v, %d queries", d.UID, repeated, exprs)
+	}
 }
