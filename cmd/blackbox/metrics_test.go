@@ -43,12 +43,16 @@ func promBin(t *testing.T, name string) string {
 var repoDeploy = filepath.Join("..", "..", "deploy")
 
 // TestPrometheusDeployChecks: `promtool check config` and `promtool check
-// rules` accept deploy/prometheus.
+// rules` accept deploy/prometheus, and the alerts pass their unit tests
+// (`promtool test rules`).
 func TestPrometheusDeployChecks(t *testing.T) {
 	promtool := promBin(t, "promtool")
 	for _, args := range [][]string{
 		{"check", "config", filepath.Join(repoDeploy, "prometheus", "prometheus.yml")},
 		{"check", "rules", filepath.Join(repoDeploy, "prometheus", "alerts.yml")},
+		// Each alert fires for the node it should, after its `for`, and
+		// for no other.
+		{"test", "rules", filepath.Join(repoDeploy, "prometheus", "alerts_test.yml")},
 	} {
 		out, err := exec.Command(promtool, args...).CombinedOutput()
 		if err != nil {
@@ -361,12 +365,14 @@ func TestPrometheusScrapesAFleet(t *testing.T) {
 	}
 
 	// promtool's lint of a real scrape: nothing to say about blackbox_.
+	start := time.Now()
 	resp, err := http.Get("http://" + metricsAddrs[0] + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	t.Logf("one scrape of a seller: %s, %d bytes", time.Since(start).Round(time.Microsecond), len(body))
 	lint := exec.Command(promtool, "check", "metrics")
 	lint.Stdin = bytes.NewReader(body)
 	out, _ := lint.CombinedOutput() // libp2p's own series have lint of their own

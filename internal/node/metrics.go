@@ -180,8 +180,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, descReach, 1, reachability(n))
 	}
 	c.collectCapacity(ch)
-	c.collectContracts(ch)
-	c.collectChannels(ch)
+	live := c.collectContracts(ch)
+	c.collectChannels(ch, live)
 	if n.wallet != nil {
 		if s, t, err := n.wallet.Balance(1); err == nil {
 			gauge(ch, descWallet, float64(s), "spendable")
@@ -255,13 +255,19 @@ func (n *Node) engineMachine() *contract.Machine {
 	return nil
 }
 
-func (c *stateCollector) collectContracts(ch chan<- prometheus.Metric) {
+// collectContracts counts the contracts and jobs, and returns the IDs of
+// the seller's contracts that have not ended (they hold capacity).
+func (c *stateCollector) collectContracts(ch chan<- prometheus.Metric) (live map[string]bool) {
 	n := c.n
+	live = map[string]bool{}
 	if mc := n.engineMachine(); mc != nil {
 		if recs, err := mc.List(0); err == nil {
 			count := map[[2]string]int{}
 			for _, r := range recs {
 				count[[2]string{r.Role.String(), r.State.String()}]++
+				if r.Role == contract.RoleSeller && r.State.Holds() {
+					live[r.ID] = true
+				}
 			}
 			for k, v := range count {
 				gauge(ch, descContracts, float64(v), k[0], k[1])
@@ -284,22 +290,15 @@ func (c *stateCollector) collectContracts(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(v), string(r))
 		}
 	}
+	return live
 }
 
-func (c *stateCollector) collectChannels(ch chan<- prometheus.Metric) {
+// collectChannels sums the channels and what the seller earned in them:
+// the money of contracts in live (not ended) is pending.
+func (c *stateCollector) collectChannels(ch chan<- prometheus.Metric, live map[string]bool) {
 	n := c.n
 	if n.payments == nil {
 		return
-	}
-	// Contracts that still hold capacity have not ended: their money is
-	// pending.
-	live := map[string]bool{}
-	if n.seller != nil {
-		if recs, err := n.seller.Machine().List(contract.RoleSeller); err == nil {
-			for _, r := range recs {
-				live[r.ID] = r.State.Holds()
-			}
-		}
 	}
 	earned := map[string]int64{"settled": 0, "channel": 0, "pending": 0}
 	var fees int64
