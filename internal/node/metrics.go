@@ -180,7 +180,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, descReach, 1, reachability(n))
 	}
 	c.collectCapacity(ch)
-	live := c.collectContracts(ch)
+	live := c.collectContracts(ch, n.engineMachine())
 	c.collectChannels(ch, live)
 	if n.wallet != nil {
 		if s, t, err := n.wallet.Balance(1); err == nil {
@@ -257,11 +257,11 @@ func (n *Node) engineMachine() *contract.Machine {
 
 // collectContracts counts the contracts and jobs, and returns the IDs of
 // the seller's contracts that have not ended (they hold capacity).
-func (c *stateCollector) collectContracts(ch chan<- prometheus.Metric) (live map[string]bool) {
+func (c *stateCollector) collectContracts(ch chan<- prometheus.Metric, mc *contract.Machine) (live map[string]bool) {
 	n := c.n
 	live = map[string]bool{}
-	if mc := n.engineMachine(); mc != nil {
-		if recs, err := mc.List(0); err == nil {
+	if mc != nil {
+		if recs, err := mc.Summaries(0); err == nil {
 			count := map[[2]string]int{}
 			for _, r := range recs {
 				count[[2]string{r.Role.String(), r.State.String()}]++
