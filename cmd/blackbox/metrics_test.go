@@ -291,7 +291,7 @@ func TestPrometheusScrapesAFleet(t *testing.T) {
 	for _, phase := range []string{"fund", "transfer", "pay", "start", "run", "results"} {
 		p.scalarEventually(`sum(blackbox_job_phase_duration_seconds_count{role="seller",phase="`+phase+`"})`, 1)
 	}
-	for _, phase := range []string{"discover", "negotiate", "fund", "transfer", "run"} {
+	for _, phase := range []string{"discover", "negotiate", "fund", "transfer", "run", "results"} {
 		p.scalarEventually(`sum(blackbox_job_phase_duration_seconds_count{role="buyer",phase="`+phase+`"}) > bool 0`, 1)
 	}
 	if run, err := p.query(`sum(blackbox_job_phase_duration_seconds_sum{role="seller",phase="run"})`); err != nil || len(run) != 1 || run[0].float(t) < 3 {

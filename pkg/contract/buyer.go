@@ -930,6 +930,7 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 					return outFailed, buyerFault(fmt.Errorf("write result: %w", err))
 				}
 			case jReceipt:
+				b.update(r.j, func(j *JobStatus) { j.Phase = PhaseResults })
 				return r.finish(dir, f.b, files, cancelled)
 			case frameError:
 				je := UnmarshalJobError(f.b)

@@ -13,8 +13,9 @@ import "time"
 // recorded and sent).
 //
 // The buyer's are the job's JobStatus.Phase values: discover, negotiate,
-// fund, transfer (until the first interval is paid) and run (until the
-// receipt is verified); each is reported when the job leaves it.
+// fund, transfer (until the first interval is paid), run (until the
+// receipt arrives) and results (the receipt and outputs checked, the
+// contract settled); each is reported when the job leaves it.
 const (
 	PhaseDiscover  = "discover"
 	PhaseNegotiate = "negotiate"

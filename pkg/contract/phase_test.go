@@ -57,7 +57,7 @@ func TestPhasesReported(t *testing.T) {
 	if want := []string{PhaseFund, PhaseTransfer, PhasePay, PhaseStart, PhaseRun, PhaseResults}; !slices.Equal(log.phases[RoleSeller], want) {
 		t.Errorf("seller phases %v, want %v", log.phases[RoleSeller], want)
 	}
-	if want := []string{PhaseDiscover, PhaseNegotiate, PhaseFund, PhaseTransfer, PhaseRun}; !slices.Equal(log.phases[RoleBuyer], want) {
+	if want := []string{PhaseDiscover, PhaseNegotiate, PhaseFund, PhaseTransfer, PhaseRun, PhaseResults}; !slices.Equal(log.phases[RoleBuyer], want) {
 		t.Errorf("buyer phases %v, want %v", log.phases[RoleBuyer], want)
 	}
 	if log.took[PhaseRun] != run.work || log.took[PhaseStart] < 0 {
