@@ -334,6 +334,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		}
 		reply(w, log, IDResponse{ID: p.String()}, b.SetTrust(r.Context(), p, req.Weight))
 	})
+	configRoutes(mux, b, log)
 	return mux
 }
 

@@ -42,7 +42,7 @@ func TestSampleConfigIsTheDefaults(t *testing.T) {
 	got := map[string]any{}
 	flatten("", sample, got)
 	want := map[string]any{}
-	registerDefaults(func(k string, v any) { want[k] = v }, "", reflect.ValueOf(node.DefaultConfig()))
+	node.EachKey(node.DefaultConfig(), func(k string, v any) { want[k] = v })
 	for k := range want {
 		if _, ok := got[k]; !ok {
 			t.Errorf("configs/blackbox.yaml lacks key %s", k)
@@ -68,6 +68,7 @@ func TestSampleConfigIsTheDefaults(t *testing.T) {
 	}
 	def := node.DefaultConfig()
 	def.DataDir = dir
+	def.ConfigFile = filepath.Join(dir, "blackbox.yaml")
 	def.Sandbox.StateDir = filepath.Join(dir, "sandbox")
 	if !reflect.DeepEqual(cfg, def) {
 		t.Errorf("sample config differs from defaults:\n got %+v\nwant %+v", cfg, def)

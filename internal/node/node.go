@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/dashboard"
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
@@ -84,6 +85,11 @@ type Node struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	cleanup []func() error
+
+	// cfgMu guards cfg.Meter, which SetPolicy changes while the node runs.
+	cfgMu sync.Mutex
+	// logs keeps the last log lines for the dashboard.
+	logs *dashboard.LogRing
 }
 
 // New checks cfg and returns a node that is not started yet.
@@ -97,7 +103,9 @@ func New(cfg Config, version string, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Node{cfg: cfg, version: version, log: log}, nil
+	logs := dashboard.NewLogRing(LogTail)
+	log = slog.New(logs.Tee(log.Handler()))
+	return &Node{cfg: cfg, version: version, log: log, logs: logs}, nil
 }
 
 // Start brings every subsystem up. If one fails, everything already started
@@ -175,6 +183,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.push(srv.Close)
+	if err := n.startDashboard(); err != nil {
+		return err
+	}
 	if n.cfg.MetricsAddr != "" {
 		if err := n.serveMetrics(reg); err != nil {
 			return err
@@ -320,16 +331,20 @@ func (n *Node) startMarket() error {
 	n.host.SetStreamHandler(offer.ProtocolID, offer.Handler(pub.Envelope, n.log))
 	n.push(func() error { n.host.RemoveStreamHandler(offer.ProtocolID); return nil })
 
-	m.OnChange = func(spare meter.Capacity) {
-		if n.seller == nil {
-			spare = meter.Capacity{} // nothing to sell with: see noSell
-		}
-		n.metrics.setSpare(spare)
-		if err := pub.Set(n.offerTemplate(spare)); err != nil {
-			n.log.Warn("sign offer", "err", err)
-		}
-	}
+	m.OnChange = n.offerSpare
 	return nil
+}
+
+// offerSpare signs a new offer of spare at the current prices (the meter
+// calls it on a change, SetPolicy at once).
+func (n *Node) offerSpare(spare meter.Capacity) {
+	if n.seller == nil {
+		spare = meter.Capacity{} // nothing to sell with: see noSell
+	}
+	n.metrics.setSpare(spare)
+	if err := n.pub.Set(n.offerTemplate(spare)); err != nil {
+		n.log.Warn("sign offer", "err", err)
+	}
 }
 
 func (n *Node) runMarket(ctx context.Context) {
