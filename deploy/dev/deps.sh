@@ -11,3 +11,8 @@ if ! command -v ip >/dev/null 2>&1; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get install -y -qq iproute2 >/dev/null 2>&1 || { apt-get update -qq >/dev/null; apt-get install -y -qq iproute2 >/dev/null; }
 fi
+# Debian's chromium: the dashboard test drives it headless (chromedp).
+if ! command -v chromium >/dev/null 2>&1; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null; apt-get install -y -qq chromium >/dev/null; }
+fi

@@ -97,7 +97,6 @@ func Handler(src Source, token string, logs *LogRing, log *slog.Logger) http.Han
 			writeJSON(w, code, errorReply{Error: err.Error(), Fields: api.FieldErrors(err)})
 			return
 		}
-		log.Info("dashboard: policy changed", "core_hour", p.Pricing.CoreHour, "reserve_cpu", p.Reserve.CPU, "hours", p.Hours)
 		writeJSON(w, http.StatusOK, v)
 	})
 	return guard{token: token, next: mux}
@@ -127,8 +126,10 @@ type Overview struct {
 	Earnings     *api.Earnings   `json:"earnings,omitempty"`
 	EarningsFrom string          `json:"earnings_from"`
 	Config       *api.ConfigView `json:"config,omitempty"`
-	// Errors says which parts could not be read, and why.
+	// Errors says which parts could not be read, and why; Off which parts
+	// the node does not run (payments off: no wallet, no channels).
 	Errors map[string]string `json:"errors,omitempty"`
+	Off    map[string]string `json:"off,omitempty"`
 }
 
 type contractView struct {
@@ -179,13 +180,17 @@ func viewScore(s reputation.Score) scoreView {
 func overview(ctx context.Context, src Source, since time.Duration) Overview {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	o := Overview{Now: time.Now(), Peers: []scoreView{}, Channel: []channelView{}, Contracts: []contractView{}, Errors: map[string]string{}}
+	o := Overview{Now: time.Now(), Peers: []scoreView{}, Channel: []channelView{}, Contracts: []contractView{}, Errors: map[string]string{}, Off: map[string]string{}}
 	fail := func(part string, err error) bool {
-		if err != nil {
+		switch {
+		case err == nil:
+			return false
+		case errors.Is(err, api.ErrUnavailable):
+			o.Off[part] = err.Error()
+		default:
 			o.Errors[part] = err.Error()
-			return true
 		}
-		return false
+		return true
 	}
 	if s, err := src.Status(ctx); !fail("status", err) {
 		o.Status = &s

@@ -182,7 +182,7 @@ func TestOverviewFromContracts(t *testing.T) {
 	if len(o.Channel) != 1 || o.Channel[0].CloseFeeSat != 300 || o.Channel[0].AfterCloseSat != 3900 {
 		t.Fatalf("channels %+v", o.Channel)
 	}
-	if o.Errors["wallet"] == "" || o.Errors["offer"] != "" || o.Rejections["capacity"] != 3 {
+	if o.Off["wallet"] == "" || len(o.Errors) != 0 || o.Rejections["capacity"] != 3 {
 		t.Fatalf("errors %v, rejections %v", o.Errors, o.Rejections)
 	}
 	// The page and its script are served from the binary.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -205,11 +206,16 @@ func writeKeys(path string, keys map[string]any) error {
 			return fmt.Errorf("%s: %w", k, err)
 		}
 	}
-	out, err := yaml.Marshal(&doc)
-	if err != nil {
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2) // as the sample config
+	if err := enc.Encode(&doc); err != nil {
 		return err
 	}
-	return atomicfile.Write(path, out, mode)
+	if err := enc.Close(); err != nil {
+		return err
+	}
+	return atomicfile.Write(path, out.Bytes(), mode)
 }
 
 // setKey puts val at path in the mapping m, adding mappings on the way.

@@ -121,7 +121,7 @@ function drawEarnings(e) {
     return;
   }
   const maxY = niceMax(Math.max(...buckets.map((b) => b.earned_sat || 0)));
-  const g = axes(s, buckets, maxY, (v) => Math.round(v).toLocaleString("en-US"));
+  const g = axes(s, buckets, maxY, (v) => (maxY < 5 ? String(Math.round(v * 100) / 100) : Math.round(v).toLocaleString("en-US")));
   const bw = g.w / buckets.length;
   buckets.forEach((b, i) => {
     const v = b.earned_sat || 0;
@@ -176,13 +176,13 @@ function totals(id, t) {
 
 function render(o) {
   const st = o.status;
-  const errs = Object.entries(o.errors || {}).filter(([k]) => !(k === "wallet" && st && !st.buying));
+  const errs = Object.entries(o.errors || {});
   const eBox = $("#errors");
   eBox.hidden = errs.length === 0;
   eBox.textContent = errs.map(([k, v]) => k + ": " + v).join(" · ");
   if (st) {
     $("#node-line").textContent = `${short(st.peer_id, 16)} · ${st.version} · up ${dur(st.uptime_seconds)} · ` +
-      (st.selling ? "selling" : "not selling") + " · " + st.peers.length + " peers";
+      (st.selling ? "selling" : "not selling") + " · " + (st.peers || []).length + " peers";
     $("#node-line").title = st.peer_id;
   }
 
@@ -220,7 +220,7 @@ function render(o) {
       ["Held by contracts", `${cores(st.held.cpu_millis || 0)} cores`],
     ]);
     kv($("#reach"), [
-      ["Peers connected", String(st.peers.length)],
+      ["Peers connected", String((st.peers || []).length)],
       ["Addresses", el("div", { class: "mono" }, ...(st.addrs || []).flatMap((a) => [a, el("br")]))],
       ["Buying", st.buying ? "yes" : "no: " + st.not_buying],
     ]);
@@ -246,7 +246,7 @@ function render(o) {
   // wallet and channels
   kv($("#wallet"), o.wallet
     ? [["Spendable", sats(o.wallet.spendable_sat)], ["Total", sats(o.wallet.total_sat)]]
-    : [["Wallet", (o.errors && o.errors.wallet) || "not open"]]);
+    : [["Wallet", (o.errors && o.errors.wallet) || (o.off && o.off.wallet) || "not open"]]);
   fill($("#channels tbody"), (o.channels || []).map((c) =>
     el("tr", { "data-id": c.id },
       el("td", { class: "mono", title: c.id }, short(c.id)), el("td", { class: "mono", title: c.peer }, short(c.peer)),
@@ -268,7 +268,9 @@ function render(o) {
   if (o.config) {
     $("#config-file").textContent = o.config.config_file || "the config file";
     lastPolicy = o.config.policy;
-    if (!formLoaded || !formDirty) { loadForm(lastPolicy); formLoaded = true; }
+    // Never under the operator's hands: not while editing or typing.
+    const typing = document.activeElement && document.activeElement.closest && document.activeElement.closest("#policy");
+    if (!formLoaded || (!formDirty && !typing)) { loadForm(lastPolicy); formLoaded = true; }
     showOverridden(o.config.overridden);
   }
 }
