@@ -80,6 +80,7 @@ type Node struct {
 	api.BookView
 	attester *attester
 	exchange *reputation.Exchange
+	history  *history
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -132,6 +133,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.push(n.db.Close)
+	n.history = newHistory(n)
 
 	// Payments before the reputation book: its evidence verifier asks the
 	// payment chain whether a channel's funding is real.
@@ -182,6 +184,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.trackPeers(loopCtx) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.history.run(loopCtx) }()
 	n.log.Info("blackbox node started", "peer_id", n.host.ID(), "addrs", n.host.Addrs(), "data_dir", n.cfg.DataDir)
 	return nil
 }
