@@ -42,6 +42,9 @@ type Earnings struct {
 
 // EarningsTotals sums a window.
 type EarningsTotals struct {
+	// EarnedSat is every payment acknowledged in the window (before
+	// fees): SettledSat + ChannelSat + PendingSat.
+	EarnedSat int64 `json:"earned_sat"`
 	// Earned by state: settled on chain, held in open channels, pending
 	// (acknowledged but in a contract that has not ended).
 	SettledSat int64 `json:"settled_sat"`

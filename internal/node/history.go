@@ -424,6 +424,7 @@ func (n *Node) totals(buckets []store.HistoryBucket, s earned, from time.Time) a
 	t.PendingSat = min(t.PendingSat, earnedSat)
 	t.ChannelSat = min(t.ChannelSat, earnedSat-t.PendingSat)
 	t.SettledSat = earnedSat - t.PendingSat - t.ChannelSat
+	t.EarnedSat = earnedSat
 	t.NetSat = earnedSat - t.FeesSat
 	if offered > 0 {
 		t.Busy = float64(sold) / float64(offered)
