@@ -103,6 +103,7 @@ func newStatusCmd(a *App) *cobra.Command {
 			if s.OfferSeq != 0 {
 				fmt.Fprintf(w, "Offer:\tseq %d, valid until %s\n", s.OfferSeq, s.OfferExpiry.Local().Format(time.TimeOnly))
 			}
+			statusEarnings(cmd.Context(), a, w)
 			fmt.Fprintln(w, "Addresses:")
 			for _, ad := range s.Addrs {
 				fmt.Fprintf(w, "  %s\n", ad)

@@ -81,6 +81,7 @@ type Node struct {
 	api.BookView
 	attester *attester
 	exchange *reputation.Exchange
+	history  *history
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -140,6 +141,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.push(n.db.Close)
+	n.history = newHistory(n)
 
 	// Payments before the reputation book: its evidence verifier asks the
 	// payment chain whether a channel's funding is real.
@@ -193,6 +195,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.trackPeers(loopCtx) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.history.run(loopCtx) }()
 	n.log.Info("blackbox node started", "peer_id", n.host.ID(), "addrs", n.host.Addrs(), "data_dir", n.cfg.DataDir)
 	return nil
 }

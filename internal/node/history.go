@@ -1,0 +1,549 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/btcsuite/btcd/wire"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// This file keeps the seller's history (internal/store's HistoryStore):
+// the hooks the node calls at each event, the periodic capacity sample, the
+// market's median price, and the Earnings view built from them.
+
+// Intervals of the history's background work.
+const (
+	historySampleEvery = 30 * time.Second
+	historyPruneEvery  = time.Hour
+	// marketEvery is how often the market's median price is looked up again;
+	// Earnings answers from the last look-up, never from the network.
+	marketEvery   = 5 * time.Minute
+	marketTimeout = 30 * time.Second
+)
+
+// history is the node's recorder. Its methods are safe for concurrent use
+// and never fail the event they record: an error is logged.
+type history struct {
+	n  *Node
+	st *store.HistoryStore
+
+	mu       sync.Mutex
+	refusals map[contract.Reason]uint64 // the seller's counters at the last sample
+	market   marketPrice
+}
+
+// marketPrice is the last look-up of the market's prices for this node's
+// own offered resources.
+type marketPrice struct {
+	at     time.Time
+	median float64 // sat/h; 0 when no other offer was found
+	offers int
+	basis  offer.Resources
+	err    string
+}
+
+func newHistory(n *Node) *history {
+	return &history{n: n, st: store.NewHistoryStore(n.db)}
+}
+
+func (h *history) warn(err error) {
+	if err != nil {
+		h.n.log.Warn("history", "err", err)
+	}
+}
+
+// paid records what the seller acknowledged for a contract (cumulative),
+// before the acknowledgement goes out.
+func (h *history) paid(contractID string, cumulative int64) {
+	_, err := h.st.RecordPayment(time.Now(), contractID, cumulative)
+	h.warn(err)
+}
+
+// moved records a seller contract's move: a job that starts, and each
+// contract's outcome once (the first move out of the states before it).
+func (h *history) moved(r *contract.Record, from contract.State) {
+	now := time.Now()
+	if r.State == contract.StateRunning {
+		h.warn(h.st.RecordJob(now))
+	}
+	early := from == contract.StateProposed || from == contract.StateAccepted || from == contract.StateFunded || from == contract.StateRunning
+	if early && !r.State.Holds() || r.State == contract.StateDisputed {
+		h.warn(h.st.RecordOutcome(now, r.ID, r.State.String()))
+	}
+}
+
+// hookSeller chains the history onto the seller's state machine (before
+// Start, so the moves of Recover count too).
+func (n *Node) hookSeller(s *contract.Seller) {
+	m := s.Machine()
+	prev := m.OnMove
+	m.OnMove = func(r *contract.Record, from contract.State) {
+		if prev != nil {
+			prev(r, from)
+		}
+		n.history.moved(r, from)
+	}
+}
+
+// feeStore watches the channel records the payment manager persists for the
+// fees this node pays: a seller's close (its close fee) and a buyer's
+// refund (what the spend leaves out).
+type feeStore struct {
+	payment.ChannelStore
+	h *history
+
+	mu    sync.Mutex
+	state map[string]payment.State
+}
+
+func (n *Node) watchFees(st payment.ChannelStore) payment.ChannelStore {
+	return &feeStore{ChannelStore: st, h: n.history, state: map[string]payment.State{}}
+}
+
+func (f *feeStore) LoadChannels() ([]*payment.Channel, error) {
+	cs, err := f.ChannelStore.LoadChannels()
+	f.mu.Lock()
+	for _, c := range cs {
+		f.state[c.ID] = c.State
+	}
+	f.mu.Unlock()
+	return cs, err
+}
+
+func (f *feeStore) PutChannel(c *payment.Channel) error {
+	if err := f.ChannelStore.PutChannel(c); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	prev, seen := f.state[c.ID]
+	f.state[c.ID] = c.State
+	f.mu.Unlock()
+	if c.State == payment.StateClosing && (!seen || prev != payment.StateClosing) && len(c.SpendTx) > 0 {
+		f.h.warn(f.h.st.RecordFee(time.Now(), spendFee(c)))
+	}
+	return nil
+}
+
+// spendFee is what this node paid for the spend it broadcast of c.
+func spendFee(c *payment.Channel) int64 {
+	if c.Role == payment.RoleSeller {
+		return c.CloseFee
+	}
+	var tx wire.MsgTx
+	if err := tx.Deserialize(strings.NewReader(string(c.SpendTx))); err != nil {
+		return 0
+	}
+	out := int64(0)
+	for _, o := range tx.TxOut {
+		out += o.Value
+	}
+	return max(c.Capacity-out, 0)
+}
+
+// feeFunder records the fee of each funding transaction this node
+// publishes (the buyer's channel opens).
+type feeFunder struct {
+	payment.Funder
+	h *history
+
+	mu   sync.Mutex
+	fees map[string]int64 // by txid, between FundTx and PublishTx
+}
+
+func (n *Node) watchFunding(f payment.Funder) payment.Funder {
+	return &feeFunder{Funder: f, h: n.history, fees: map[string]int64{}}
+}
+
+func (f *feeFunder) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) (*wire.MsgTx, error) {
+	tx, err := f.Funder.FundTx(ctx, outs, feeRate)
+	if err == nil {
+		// The wallet pays about feeRate per vbyte (it rounds per kvB).
+		f.mu.Lock()
+		f.fees[tx.TxHash().String()] = feeRate * payment.VSize(tx)
+		f.mu.Unlock()
+	}
+	return tx, err
+}
+
+func (f *feeFunder) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
+	if err := f.Funder.PublishTx(ctx, tx); err != nil {
+		return err
+	}
+	id := tx.TxHash().String()
+	f.mu.Lock()
+	fee, ok := f.fees[id]
+	delete(f.fees, id)
+	f.mu.Unlock()
+	if ok {
+		f.h.warn(f.h.st.RecordFee(time.Now(), fee))
+	}
+	return nil
+}
+
+// run samples capacity and refusals every historySampleEvery, prunes what
+// is older than store.HistoryKeep every hour, and looks up the market's
+// median price every marketEvery.
+func (h *history) run(ctx context.Context) {
+	sample := time.NewTicker(historySampleEvery)
+	defer sample.Stop()
+	var lastPrune, lastMarket time.Time
+	for {
+		now := time.Now()
+		if now.Sub(lastPrune) >= historyPruneEvery {
+			lastPrune = now
+			if n, err := h.st.Prune(now.Add(-store.HistoryKeep)); err != nil {
+				h.warn(err)
+			} else if n > 0 {
+				h.n.log.Info("history pruned", "records", n)
+			}
+		}
+		if h.n.seller != nil && now.Sub(lastMarket) >= marketEvery {
+			lastMarket = now
+			h.lookUpMarket(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-sample.C:
+			h.sample(time.Now())
+		}
+	}
+}
+
+// sample records what was spare, sold and reserved, and the proposals the
+// seller refused since the last sample.
+func (h *history) sample(now time.Time) {
+	snap := h.n.meter.Snapshot()
+	if snap.Measured.At.IsZero() {
+		return
+	}
+	spare := snap.Spare
+	if h.n.seller == nil {
+		spare = meter.Capacity{}
+	}
+	res := h.n.meter.Policy().Reserve
+	total := snap.Measured.Total
+	h.warn(h.st.RecordSample(now, store.CapacitySample{
+		SpareMilliCPU: spare.MilliCPU, SoldMilliCPU: snap.Held.MilliCPU, ResMilliCPU: min(res.MilliCPU, total.MilliCPU),
+		SpareMemory: spare.Memory, SoldMemory: snap.Held.Memory, ResMemory: min(res.Memory, total.Memory),
+	}))
+	if h.n.seller == nil {
+		return
+	}
+	cur := h.n.seller.Rejections()
+	h.mu.Lock()
+	diff := map[string]int64{}
+	for r, c := range cur {
+		if d := int64(c) - int64(h.refusals[r]); d > 0 {
+			diff[string(r)] = d
+		}
+	}
+	h.refusals = cur
+	h.mu.Unlock()
+	h.warn(h.st.RecordRefusals(now, diff))
+}
+
+// lookUpMarket finds the offers on the market and keeps the median hourly
+// price, at each seller's prices, of this node's own offered resources.
+func (h *history) lookUpMarket(ctx context.Context) {
+	basis := h.basis()
+	ctx, cancel := context.WithTimeout(ctx, marketTimeout)
+	defer cancel()
+	found, err := h.n.disc.Find(ctx, offer.Filter{})
+	mp := marketPrice{at: time.Now(), basis: basis}
+	if err != nil && len(found) == 0 {
+		mp.err = err.Error()
+	}
+	var prices []float64
+	for _, o := range found {
+		if o.Seller == h.n.host.ID() {
+			continue
+		}
+		prices = append(prices, o.HourlyCost(basis))
+	}
+	mp.offers = len(prices)
+	mp.median = median(prices)
+	h.mu.Lock()
+	h.market = mp
+	h.mu.Unlock()
+}
+
+// basis is what the node offers now, or one core and 1 GiB when it offers
+// nothing (the market's price is then for that).
+func (h *history) basis() offer.Resources {
+	if o, _ := h.n.pub.Current(); o != nil && o.Resources.CPUMillis > 0 {
+		return offer.Resources{CPUMillis: o.Resources.CPUMillis, MemoryBytes: o.Resources.MemoryBytes, DiskBytes: o.Resources.DiskBytes}
+	}
+	return offer.Resources{CPUMillis: 1000, MemoryBytes: 1 << 30}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// Earnings implements api.Backend: the totals of the last 24 h, 7 d and
+// 30 d, the buckets since now-since (0: 24 h), the channels' close cost and
+// why there was no work. It reads the store and memory only.
+func (n *Node) Earnings(ctx context.Context, since time.Duration) (api.Earnings, error) {
+	if since <= 0 {
+		since = 24 * time.Hour
+	}
+	since = min(since, store.HistoryKeep)
+	now := time.Now().UTC()
+	e := api.Earnings{Now: now, Since: now.Add(-since), BucketSeconds: int64(store.HistoryStep / time.Second)}
+	oldest := now.Add(-max(since, 30*24*time.Hour))
+	buckets, err := n.history.st.Buckets(oldest, now.Add(store.HistoryStep))
+	if err != nil {
+		return e, err
+	}
+	split := n.earnedSplit()
+	e.Today = n.totals(buckets, split, now.Add(-24*time.Hour))
+	e.Week = n.totals(buckets, split, now.Add(-7*24*time.Hour))
+	e.Month = n.totals(buckets, split, now.Add(-30*24*time.Hour))
+	e.Period = n.totals(buckets, split, e.Since)
+	e.Buckets, e.BucketSeconds = coarsen(buckets, e.Since, since)
+
+	for _, c := range split.open {
+		e.InChannelsSat += c.Paid
+		e.CloseFeeSat += c.CloseFee
+		e.AfterCloseSat += max(c.Paid-c.CloseFee, 0)
+	}
+
+	n.history.mu.Lock()
+	mp := n.history.market
+	n.history.mu.Unlock()
+	e.MarketMedianPerHour = mp.median
+	if o, _ := n.pub.Current(); o != nil {
+		e.OwnPerHour = o.HourlyCost(mp.basis)
+	}
+	if mp.median > 0 && mp.basis.CPUMillis > 0 {
+		var soldMilliHours float64
+		for _, b := range buckets {
+			if !b.Start.Before(e.Since) && b.Samples > 0 {
+				soldMilliHours += float64(b.SoldMilliCPU) / float64(b.Samples) * store.HistoryStep.Hours()
+			}
+		}
+		e.AtMedianSat = int64(math.Round(soldMilliHours / float64(mp.basis.CPUMillis) * mp.median))
+	}
+	e.NoWork = n.noWork(e, mp)
+	return e, nil
+}
+
+// earned is where the money earned in a window is now: per contract still
+// running (pending) or in a channel not yet closed on chain.
+type earned struct {
+	open    []*payment.Channel // the seller's channels not closed on chain
+	history map[string]*store.ContractHistory
+	inOpen  map[string]bool // contracts paid through an open channel
+}
+
+func (n *Node) earnedSplit() earned {
+	s := earned{inOpen: map[string]bool{}}
+	if n.payments == nil {
+		return s
+	}
+	var ids []string
+	for _, c := range n.payments.Channels() {
+		if c.Role != payment.RoleSeller || c.State == payment.StateClosed || c.State == payment.StateFailed {
+			continue
+		}
+		s.open = append(s.open, c)
+		for id := range c.Contracts {
+			ids = append(ids, id)
+			s.inOpen[id] = true
+		}
+	}
+	var err error
+	if s.history, err = n.history.st.Contracts(ids); err != nil {
+		n.log.Warn("history", "err", err)
+	}
+	return s
+}
+
+// totals sums the buckets that start at or after from. What was earned is
+// split: pending (contract still running), in open channels (contract
+// ended, channel not closed on chain) and settled (the rest).
+func (n *Node) totals(buckets []store.HistoryBucket, s earned, from time.Time) api.EarningsTotals {
+	t := api.EarningsTotals{Contracts: map[string]int64{}, Refusals: map[string]int64{}}
+	from = store.BucketStart(from)
+	var earnedSat, sold, offered int64
+	for _, b := range buckets {
+		if b.Start.Before(from) {
+			continue
+		}
+		earnedSat += b.EarnedSat
+		t.FeesSat += b.FeesSat
+		t.Jobs += b.Jobs
+		sold += b.SoldMilliCPU
+		offered += b.SoldMilliCPU + b.SpareMilliCPU
+		for k, v := range b.Contracts {
+			t.Contracts[k] += v
+		}
+		for k, v := range b.Refusals {
+			t.Refusals[k] += v
+		}
+	}
+	for id, c := range s.history {
+		if !s.inOpen[id] {
+			continue
+		}
+		for _, p := range c.Points {
+			if p.Start.Before(from) {
+				continue
+			}
+			if c.Ended {
+				t.ChannelSat += p.Sat
+			} else {
+				t.PendingSat += p.Sat
+			}
+		}
+	}
+	// History recorded before a restart that lost a contract's record
+	// can make the split exceed the total; the total wins.
+	t.PendingSat = min(t.PendingSat, earnedSat)
+	t.ChannelSat = min(t.ChannelSat, earnedSat-t.PendingSat)
+	t.SettledSat = earnedSat - t.PendingSat - t.ChannelSat
+	t.EarnedSat = earnedSat
+	t.NetSat = earnedSat - t.FeesSat
+	if offered > 0 {
+		t.Busy = float64(sold) / float64(offered)
+	}
+	return t
+}
+
+// coarsen returns the buckets from since on, merged into wider ones when
+// the period is long (at most about 300 rows), and the width in seconds.
+func coarsen(buckets []store.HistoryBucket, since time.Time, period time.Duration) ([]api.EarningsBucket, int64) {
+	width := store.HistoryStep
+	for _, w := range []time.Duration{15 * time.Minute, time.Hour, 6 * time.Hour, 24 * time.Hour} {
+		if period/width <= 300 {
+			break
+		}
+		width = w
+	}
+	out := []api.EarningsBucket{}
+	type sums struct{ samples, sc, so, rc, sm, som, rm int64 }
+	var acc sums
+	flush := func() {
+		if len(out) == 0 {
+			return
+		}
+		b := &out[len(out)-1]
+		if acc.samples > 0 {
+			b.SpareMilliCPU, b.SoldMilliCPU, b.ReservedMilliCPU = acc.sc/acc.samples, acc.so/acc.samples, acc.rc/acc.samples
+			b.SpareMemory, b.SoldMemory, b.ReservedMemory = acc.sm/acc.samples, acc.som/acc.samples, acc.rm/acc.samples
+		}
+		acc = sums{}
+	}
+	for _, b := range buckets {
+		if b.Start.Before(store.BucketStart(since)) {
+			continue
+		}
+		start := b.Start.Truncate(width)
+		if len(out) == 0 || !out[len(out)-1].Start.Equal(start) {
+			flush()
+			out = append(out, api.EarningsBucket{Start: start})
+		}
+		o := &out[len(out)-1]
+		o.EarnedSat += b.EarnedSat
+		o.FeesSat += b.FeesSat
+		o.Jobs += b.Jobs
+		o.Contracts = addCounts(o.Contracts, b.Contracts)
+		o.Refusals = addCounts(o.Refusals, b.Refusals)
+		acc.samples += b.Samples
+		acc.sc, acc.so, acc.rc = acc.sc+b.SpareMilliCPU, acc.so+b.SoldMilliCPU, acc.rc+b.ResMilliCPU
+		acc.sm, acc.som, acc.rm = acc.sm+b.SpareMemory, acc.som+b.SoldMemory, acc.rm+b.ResMemory
+	}
+	flush()
+	return out, int64(width / time.Second)
+}
+
+func addCounts(into, from map[string]int64) map[string]int64 {
+	if len(from) == 0 {
+		return into
+	}
+	if into == nil {
+		into = map[string]int64{}
+	}
+	for k, v := range from {
+		into[k] += v
+	}
+	return into
+}
+
+// noWork says why the node had no (or little) work, most important first:
+// what stops selling outright, then what makes buyers pass it by.
+func (n *Node) noWork(e api.Earnings, mp marketPrice) []api.NoWorkReason {
+	var out []api.NoWorkReason
+	add := func(code, detail, fix string) {
+		out = append(out, api.NoWorkReason{Code: code, Detail: detail, Fix: fix})
+	}
+	if n.payments == nil {
+		add("payments", "payments are off: "+n.noBuy,
+			"configure payment.rpc_host, payment.rpc_user, payment.rpc_pass and the wallet passphrase, then restart; `blackbox doctor` checks them")
+	}
+	if n.sandbox == nil || len(n.runtimes) == 0 {
+		detail := "the sandbox cannot run jobs"
+		for _, s := range n.noSell {
+			if strings.Contains(s, "sandbox") || strings.Contains(s, "runtime") {
+				detail = s
+				break
+			}
+		}
+		add("sandbox", detail, "start containerd (sandbox.address) and run `blackbox doctor`")
+	}
+	snap := n.meter.Snapshot()
+	reason := string(snap.Reason)
+	switch {
+	case strings.HasPrefix(reason, "outside available hours"):
+		add("hours", "not selling now: "+reason, "widen meter.hours and meter.days, or clear them to sell at any hour")
+	case strings.HasPrefix(reason, "price ") && strings.Contains(reason, "power floor"):
+		add("price", reason, "raise meter.pricing.core_hour above the floor, or lower meter.power")
+	case n.seller != nil && snap.Spare.MilliCPU <= 0 && !snap.Measured.At.IsZero():
+		add("capacity", "nothing on offer: "+reason, "lower meter.reserve or raise meter.max")
+	}
+	if mp.median > 0 && e.OwnPerHour > mp.median*1.1 {
+		add("price", fmt.Sprintf("your price %.0f sat/h is %.0f%% above the market's median %.0f sat/h for the same resources (%d offers)",
+			e.OwnPerHour, (e.OwnPerHour/mp.median-1)*100, mp.median, mp.offers),
+			"lower meter.pricing (core_hour, memory_gib_hour) towards the median")
+	}
+	if n.book != nil && n.host != nil {
+		sc := n.book.Score(n.host.ID())
+		switch {
+		case sc.Blocked || (sc.Evidence > 0 && sc.Mean < n.book.Config().Threshold):
+			add("reputation", fmt.Sprintf("buyers see a low reputation (%.2f from %.1f contracts of evidence): %s", sc.Mean, sc.Evidence, sc.Why),
+				"deliver the next jobs in full and on time; failed and late jobs weigh most")
+		}
+	}
+	if n.host != nil && !publicAddr(n.host.Addrs()) {
+		add("reachability", "this node listens only on loopback or private addresses: buyers outside this network cannot reach it",
+			"listen on a public address, or forward a port on the router to the listen port")
+	}
+	return out
+}
+
+// publicAddr reports whether any of addrs is a public address.
+func publicAddr(addrs []ma.Multiaddr) bool {
+	return slices.ContainsFunc(addrs, manet.IsPublicAddr)
+}
