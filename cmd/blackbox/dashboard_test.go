@@ -135,6 +135,19 @@ func TestDashboardInBrowser(t *testing.T) {
 		r := seller.contractRec(j.ContractID)
 		return r != nil && r.State == contract.StateSettled && r.Paid == j.Paid
 	})
+	// The utilisation chart draws the history's capacity samples (one every
+	// 30 s): wait for the first.
+	var hist api.Earnings
+	waitFor(t, 90*time.Second, "the seller's history to sample its capacity", func() bool {
+		e, err := seller.api().Earnings(context.Background(), 24*time.Hour)
+		for _, b := range e.Buckets {
+			if err == nil && b.SpareMilliCPU+b.SoldMilliCPU+b.ReservedMilliCPU > 0 {
+				hist = e
+				return true
+			}
+		}
+		return false
+	})
 	before, err := seller.api().Offer(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -208,16 +221,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	if digits(paid) != strconv.FormatInt(j.Paid, 10) {
 		t.Errorf("the page shows the contract's earnings as %q, want %d sat", paid, j.Paid)
 	}
-	if digits(today) == "" || digits(today) == "0" {
-		t.Errorf("earned in the last 24 h shows %q after a paid job of %d sats", today, j.Paid)
+	if digits(today) != strconv.FormatInt(hist.Today.NetSat, 10) || hist.Today.NetSat < j.Paid {
+		t.Errorf("earned in the last 24 h shows %q; the history says %d net after a paid job of %d sats", today, hist.Today.NetSat, j.Paid)
 	}
 	sd, bars := chartInk(t, earningsChart, [3]int{0x2b, 0x6c, 0xb0})
 	t.Logf("earnings chart: brightness std dev %.1f, %d bar pixels; the page says %q earned in 24 h", sd, bars, today)
 	if sd < 3 || bars == 0 {
 		t.Errorf("the earnings chart looks blank: std dev %.1f, %d bar pixels", sd, bars)
 	}
-	if sd, _ := chartInk(t, utilChart, [3]int{}); sd < 3 {
-		t.Errorf("the utilisation chart looks blank: std dev %.1f", sd)
+	sd, spare := chartInk(t, utilChart, [3]int{0x9c, 0xc9, 0xad})
+	t.Logf("utilisation chart: brightness std dev %.1f, %d spare-capacity pixels", sd, spare)
+	if sd < 3 || spare == 0 {
+		t.Errorf("the utilisation chart looks blank: std dev %.1f, %d spare-capacity pixels", sd, spare)
 	}
 
 	// Loading the page and drawing it logged nothing.

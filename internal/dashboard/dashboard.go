@@ -39,13 +39,10 @@ type Source interface {
 	WalletBalance(ctx context.Context, minConf int32) (api.Balance, error)
 	Scores(ctx context.Context) ([]reputation.Score, error)
 	Score(ctx context.Context, p peer.ID) (reputation.Score, error)
-	api.ConfigBackend
-}
-
-// EarningsSource is a node that keeps an earnings history. Without it the
-// charts are drawn from the contracts' payments.
-type EarningsSource interface {
+	// Earnings is the node's history since now-since, as `blackbox
+	// earnings` shows it.
 	Earnings(ctx context.Context, since time.Duration) (api.Earnings, error)
+	api.ConfigBackend
 }
 
 // maxContracts is how many contracts the page lists, newest first.
@@ -121,11 +118,9 @@ type Overview struct {
 	Contracts  []contractView    `json:"contracts"`
 	EarnedSats map[string]int64  `json:"earned_sats"`
 	Rejections map[string]uint64 `json:"rejections"`
-	// Earnings is the history (EarningsFrom says whether it came from the
-	// node's history or was summed from the contracts).
-	Earnings     *api.Earnings   `json:"earnings,omitempty"`
-	EarningsFrom string          `json:"earnings_from"`
-	Config       *api.ConfigView `json:"config,omitempty"`
+	// Earnings is the node's history over the chosen period.
+	Earnings *api.Earnings   `json:"earnings,omitempty"`
+	Config   *api.ConfigView `json:"config,omitempty"`
 	// Errors says which parts could not be read, and why; Off which parts
 	// the node does not run (payments off: no wallet, no channels).
 	Errors map[string]string `json:"errors,omitempty"`
@@ -207,8 +202,7 @@ func overview(ctx context.Context, src Source, since time.Duration) Overview {
 	} else if !errors.Is(err, api.ErrNotFound) {
 		fail("offer", err)
 	}
-	cs, err := src.Contracts(ctx)
-	if !fail("contracts", err) {
+	if cs, err := src.Contracts(ctx); !fail("contracts", err) {
 		o.EarnedSats, o.Rejections = cs.EarnedSats, cs.Rejections
 		recs := slices.Clone(cs.Contracts)
 		slices.SortFunc(recs, func(a, b *contract.Record) int { return cmp.Compare(b.Updated.UnixNano(), a.Updated.UnixNano()) })
@@ -236,58 +230,13 @@ func overview(ctx context.Context, src Source, since time.Duration) Overview {
 			o.Peers = append(o.Peers, viewScore(s))
 		}
 	}
-	o.EarningsFrom = "contracts"
-	if es, ok := src.(EarningsSource); ok {
-		if e, err := es.Earnings(ctx, since); !fail("earnings", err) {
-			o.Earnings, o.EarningsFrom = &e, "history"
-		}
-	}
-	if o.Earnings == nil && err == nil {
-		e := earningsFromContracts(cs, o.Now, since)
+	if e, err := src.Earnings(ctx, since); !fail("earnings", err) {
 		o.Earnings = &e
 	}
 	if c, err := src.Config(ctx); !fail("config", err) {
 		o.Config = &c
 	}
 	return o
-}
-
-// earningsFromContracts sums the seller's contracts into hourly buckets (a
-// contract's payment counted when it ended, or now while it runs) for a
-// node without an earnings history.
-func earningsFromContracts(cs api.Contracts, now time.Time, since time.Duration) api.Earnings {
-	bucket := time.Hour
-	if since <= 6*time.Hour {
-		bucket = 5 * time.Minute
-	}
-	start := now.Add(-since).Truncate(bucket)
-	n := int(now.Sub(start)/bucket) + 1
-	e := api.Earnings{Now: now, Since: start, BucketSeconds: int64(bucket / time.Second), Buckets: make([]api.EarningsBucket, n)}
-	for i := range e.Buckets {
-		e.Buckets[i].Start = start.Add(time.Duration(i) * bucket)
-	}
-	for _, r := range cs.Contracts {
-		if r.Role != contract.RoleSeller || r.Paid <= 0 {
-			continue
-		}
-		at := r.Ended
-		if at.IsZero() {
-			at = now
-		}
-		i := int(at.Sub(start) / bucket)
-		if i < 0 || i >= n {
-			continue
-		}
-		e.Buckets[i].EarnedSat += r.Paid
-		e.Buckets[i].Jobs++
-		e.Period.PendingSat += r.Paid
-		e.Period.NetSat += r.Paid
-		e.Period.Jobs++
-		if r.Proposal != nil && !r.Started.IsZero() {
-			e.Buckets[i].SoldMilliCPU += int64(r.Proposal.Request.Resources.CPUMillis)
-		}
-	}
-	return e
 }
 
 func noCache(h http.Handler) http.Handler {

@@ -44,6 +44,11 @@ func (f *fakeNode) Channels(context.Context) ([]*payment.Channel, error) {
 func (f *fakeNode) WalletBalance(context.Context, int32) (api.Balance, error) {
 	return api.Balance{}, fmt.Errorf("%w: payments are off", api.ErrUnavailable)
 }
+func (f *fakeNode) Earnings(_ context.Context, since time.Duration) (api.Earnings, error) {
+	now := time.Now()
+	return api.Earnings{Now: now, Since: now.Add(-since), BucketSeconds: 300, Today: api.EarningsTotals{NetSat: 4200},
+		Buckets: []api.EarningsBucket{{Start: now.Truncate(5 * time.Minute), EarnedSat: 4200, SoldMilliCPU: 1000}}}, nil
+}
 func (f *fakeNode) Scores(context.Context) ([]reputation.Score, error) { return nil, nil }
 func (f *fakeNode) Score(context.Context, peer.ID) (reputation.Score, error) {
 	return reputation.Score{}, nil
@@ -162,22 +167,18 @@ func TestPolicyChange(t *testing.T) {
 	}
 }
 
-func TestOverviewFromContracts(t *testing.T) {
+func TestOverview(t *testing.T) {
 	h := Handler(&fakeNode{cfg: meter.DefaultConfig()}, testToken, nil, nil)
 	w := do(h, "GET", "http://127.0.0.1:7461/api/overview", "127.0.0.1:5000", "", nil)
 	var o Overview
 	if err := decode(w, &o); err != nil {
 		t.Fatal(err)
 	}
-	if o.EarningsFrom != "contracts" || o.Earnings == nil || o.Earnings.Period.NetSat != 4200 {
-		t.Fatalf("earnings from contracts: %s %+v", o.EarningsFrom, o.Earnings)
+	if o.Earnings == nil || o.Earnings.Today.NetSat != 4200 || len(o.Earnings.Buckets) != 1 {
+		t.Fatalf("earnings %+v", o.Earnings)
 	}
-	var sum int64
-	for _, b := range o.Earnings.Buckets {
-		sum += b.EarnedSat
-	}
-	if sum != 4200 || len(o.Contracts) != 1 || o.Contracts[0].State != "settled" || o.Contracts[0].PaidSat != 4200 {
-		t.Fatalf("buckets sum %d, contracts %+v", sum, o.Contracts)
+	if len(o.Contracts) != 1 || o.Contracts[0].State != "settled" || o.Contracts[0].PaidSat != 4200 {
+		t.Fatalf("contracts %+v", o.Contracts)
 	}
 	if len(o.Channel) != 1 || o.Channel[0].CloseFeeSat != 300 || o.Channel[0].AfterCloseSat != 3900 {
 		t.Fatalf("channels %+v", o.Channel)

@@ -81,6 +81,23 @@ async function getJSON(url) {
 
 // ---- charts ----
 
+// series lays the history's buckets (the store keeps only those with
+// something in them) on the period's time axis: one slot per bucket_seconds
+// from since to now, empty slots zero.
+function series(e) {
+  if (!e || !e.bucket_seconds) return [];
+  const step = e.bucket_seconds * 1000;
+  const t0 = Math.floor(new Date(e.since).getTime() / step) * step;
+  const n = Math.min(2000, Math.max(1, Math.ceil((new Date(e.now).getTime() - t0) / step)));
+  const out = [];
+  for (let i = 0; i < n; i++) out.push({ start: new Date(t0 + i * step).toISOString() });
+  for (const b of e.buckets || []) {
+    const i = Math.floor((new Date(b.start).getTime() - t0) / step);
+    if (i >= 0 && i < n) Object.assign(out[i], b, { start: out[i].start });
+  }
+  return out;
+}
+
 // axes draws the frame, horizontal grid lines with labels, and time labels
 // under the x axis; it returns the plot's geometry.
 function axes(s, buckets, maxY, fmtY) {
@@ -115,7 +132,7 @@ function niceMax(v) {
 function drawEarnings(e) {
   const s = $("#chart-earnings");
   s.replaceChildren();
-  const buckets = (e && e.buckets) || [];
+  const buckets = series(e);
   if (buckets.length === 0) {
     s.append(svg("text", { x: 300, y: 110, "text-anchor": "middle", class: "empty" }, "no history yet"));
     return;
@@ -136,7 +153,7 @@ function drawEarnings(e) {
 function drawUtil(e) {
   const s = $("#chart-util");
   s.replaceChildren();
-  const buckets = (e && e.buckets) || [];
+  const buckets = series(e);
   if (buckets.length === 0) {
     s.append(svg("text", { x: 300, y: 110, "text-anchor": "middle", class: "empty" }, "no history yet"));
     return;
@@ -188,11 +205,9 @@ function render(o) {
 
   // earnings
   const e = o.earnings;
-  const fromHistory = o.earnings_from === "history";
-  $("#earnings-from").textContent = fromHistory ? "" : "(summed from contracts: this node keeps no earnings history)";
-  totals("earned-today", fromHistory ? e.today : e && e.period);
-  totals("earned-week", fromHistory ? e.week : null);
-  totals("earned-month", fromHistory ? e.month : null);
+  totals("earned-today", e && e.today);
+  totals("earned-week", e && e.week);
+  totals("earned-month", e && e.month);
   const chSum = (o.channels || []).filter((c) => c.role === "seller" && c.state !== "closed").reduce((a, c) => a + c.paid_sat, 0);
   const feeSum = (o.channels || []).filter((c) => c.role === "seller" && c.state !== "closed").reduce((a, c) => a + c.close_fee_sat, 0);
   $("#in-channels").textContent = sats(e && e.in_channels_sat ? e.in_channels_sat : chSum);
