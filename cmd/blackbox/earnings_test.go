@@ -1,0 +1,104 @@
+//go:build integration
+
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/pkg/contract"
+)
+
+// earnings runs `blackbox earnings --json` on the daemon.
+func (d *daemon) earnings(args ...string) api.Earnings {
+	d.m.t.Helper()
+	out, err := d.cli(append([]string{"earnings", "--json"}, args...)...)
+	if err != nil {
+		d.m.t.Fatalf("earnings --json: %v: %s", err, out)
+	}
+	var e api.Earnings
+	if err := json.Unmarshal([]byte(out), &e); err != nil {
+		d.m.t.Fatalf("earnings --json: %v\n%s", err, out)
+	}
+	return e
+}
+
+// TestEarningsHistory: a seller runs a buyer's job; `blackbox earnings`
+// on the seller shows that contract's payments (in an open channel), the
+// job and its outcome, `status` shows them as earned today, the history
+// survives a restart of the daemon, and once the channel is closed on chain
+// the money is settled and the close fee counted. The buyer's history
+// shows the funding fee it paid.
+func TestEarningsHistory(t *testing.T) {
+	m := newMarket(t)
+	work := t.TempDir()
+	addr, _ := payoutAddress(t)
+	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS=" + addr))
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+
+	j := submit(t, buyer, busybox(t, work), filepath.Join(work, "out"), jobFlags, "sh", "-c", "echo hi")
+	if j.State != contract.JobDone || j.Paid <= 0 {
+		t.Fatalf("job %s: state %s paid %d error %q", j.ID, j.State, j.Paid, j.Error)
+	}
+	ch := seller.channelWith(buyer.peerID())
+	if ch == nil || ch.Contracts[j.ContractID] != j.Paid {
+		t.Fatalf("seller's channel with the buyer: %+v", ch)
+	}
+
+	// The seller's history: the contract's payments, in an open channel.
+	var e api.Earnings
+	waitFor(t, 30*time.Second, "the seller's history to show the contract", func() bool {
+		e = seller.earnings()
+		return e.Today.Contracts["completed"] == 1
+	})
+	check := func(when string, e api.Earnings) {
+		t.Helper()
+		for name, tt := range map[string]api.EarningsTotals{"today": e.Today, "week": e.Week, "month": e.Month} {
+			if tt.EarnedSat != j.Paid || tt.ChannelSat != j.Paid || tt.SettledSat != 0 || tt.PendingSat != 0 ||
+				tt.Jobs != 1 || tt.Contracts["completed"] != 1 || tt.NetSat != j.Paid-tt.FeesSat {
+				t.Fatalf("%s, %s: %+v; want %d sats earned in a channel, 1 job, 1 completed", when, name, tt, j.Paid)
+			}
+		}
+		if e.InChannelsSat != j.Paid || e.CloseFeeSat != ch.CloseFee || e.AfterCloseSat != j.Paid-ch.CloseFee {
+			t.Fatalf("%s: in channels %d, close fee %d, left %d; want %d, %d, %d", when,
+				e.InChannelsSat, e.CloseFeeSat, e.AfterCloseSat, j.Paid, ch.CloseFee, j.Paid-ch.CloseFee)
+		}
+	}
+	check("after the job", e)
+	out, err := seller.cli("status")
+	want := fmt.Sprintf("24 h %d sat", j.Paid)
+	if err != nil || !strings.Contains(out, "Earned (net of fees):") || !strings.Contains(out, want) {
+		t.Fatalf("status does not show %q earned today: %v\n%s", want, err, out)
+	}
+	out, err = seller.cli("earnings", "--since", "1d")
+	if err != nil || !strings.Contains(out, "In open channels: "+fmt.Sprint(j.Paid)+" sat") || !strings.Contains(out, "completed 1") {
+		t.Fatalf("earnings --since 1d: %v\n%s", err, out)
+	}
+	t.Logf("earnings --since 1d:\n%s", out)
+
+	// A restart keeps the history.
+	seller.stop()
+	seller.start()
+	check("after a restart", seller.earnings("--since", "7d"))
+
+	// Closed on chain: settled, and the close fee is this node's fee.
+	m.closeOnChain(seller, seller.channelWith(buyer.peerID()), j.Paid)
+	waitFor(t, 30*time.Second, "the close fee in the seller's history", func() bool {
+		e = seller.earnings()
+		return e.Today.FeesSat == ch.CloseFee
+	})
+	if e.Today.SettledSat != j.Paid || e.Today.ChannelSat != 0 || e.Today.NetSat != j.Paid-ch.CloseFee || e.InChannelsSat != 0 {
+		t.Fatalf("after the close: %+v, in channels %d; want %d settled, net %d", e.Today, e.InChannelsSat, j.Paid, j.Paid-ch.CloseFee)
+	}
+	// The buyer earned nothing and paid its channel's funding fee.
+	if b := buyer.earnings(); b.Today.EarnedSat != 0 || b.Today.FeesSat <= 0 {
+		t.Fatalf("buyer's history: %+v; want nothing earned and a funding fee", b.Today)
+	}
+}
