@@ -5,7 +5,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +28,8 @@ func (d *daemon) earnings(args ...string) api.Earnings {
 }
 
 // TestEarningsHistory: a seller runs a buyer's job; `blackbox earnings`
-// on the seller shows that contract's payments (in an open channel), the
+// on the seller shows its payments pending while it runs, then that
+// contract's payments (in an open channel), the
 // job and its outcome, `status` shows them as earned today, the history
 // survives a restart of the daemon, and once the channel is closed on chain
 // the money is settled and the close fee counted. The buyer's history
@@ -43,7 +43,13 @@ func TestEarningsHistory(t *testing.T) {
 	m.fund(buyer.proc, 1_000_000)
 	m.waitMarket(buyer, 1)
 
-	j := submit(t, buyer, busybox(t, work), filepath.Join(work, "out"), jobFlags, "sh", "-c", "echo hi")
+	// While the job runs, what it paid is pending and the machine is busy.
+	id, _ := runningJob(t, buyer, busybox(t, work), jobFlags, "sh", "-c", "sleep 8; echo hi")
+	waitFor(t, 30*time.Second, "pending earnings and a busy machine", func() bool {
+		e := seller.earnings()
+		return e.Today.PendingSat > 0 && e.Today.EarnedSat == e.Today.PendingSat && e.Today.Jobs == 1 && e.Today.Busy > 0
+	})
+	j := waitJob(t, buyer, id, 60*time.Second, "ends", ended)
 	if j.State != contract.JobDone || j.Paid <= 0 {
 		t.Fatalf("job %s: state %s paid %d error %q", j.ID, j.State, j.Paid, j.Error)
 	}
