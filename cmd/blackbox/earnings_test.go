@@ -103,8 +103,35 @@ func TestEarningsHistory(t *testing.T) {
 	if e.Today.SettledSat != j.Paid || e.Today.ChannelSat != 0 || e.Today.NetSat != j.Paid-ch.CloseFee || e.InChannelsSat != 0 {
 		t.Fatalf("after the close: %+v, in channels %d; want %d settled, net %d", e.Today, e.InChannelsSat, j.Paid, j.Paid-ch.CloseFee)
 	}
+	// A second seller asks twice the price per core: for the first seller's
+	// resources the market's median is above its own price, and the
+	// second is told that its price is above the median.
+	dear := m.daemon(sellerEnv("BLACKBOX_METER_PRICING_CORE_HOUR=720000"), "--bootstrap", seller.bootAddr())
+	var d api.Earnings
+	waitFor(t, 90*time.Second, "the market's median in both sellers' histories", func() bool {
+		e, d = seller.earnings(), dear.earnings()
+		return e.MarketMedianPerHour > 0 && d.MarketMedianPerHour > 0
+	})
+	if e.MarketMedianPerHour <= e.OwnPerHour || hasReason(e.NoWork, "price") {
+		t.Errorf("cheap seller: median %.0f, own %.0f, no work %+v", e.MarketMedianPerHour, e.OwnPerHour, e.NoWork)
+	}
+	if d.OwnPerHour <= d.MarketMedianPerHour*1.1 || !hasReason(d.NoWork, "price") {
+		t.Errorf("dear seller: median %.0f, own %.0f, no work %+v", d.MarketMedianPerHour, d.OwnPerHour, d.NoWork)
+	}
+	out, _ = dear.cli("status")
+	t.Logf("status of the dear seller:\n%s", out)
+
 	// The buyer earned nothing and paid its channel's funding fee.
 	if b := buyer.earnings(); b.Today.EarnedSat != 0 || b.Today.FeesSat <= 0 {
 		t.Fatalf("buyer's history: %+v; want nothing earned and a funding fee", b.Today)
 	}
+}
+
+func hasReason(rs []api.NoWorkReason, code string) bool {
+	for _, r := range rs {
+		if r.Code == code {
+			return true
+		}
+	}
+	return false
 }

@@ -33,6 +33,7 @@ const (
 	// marketEvery is how often the market's median price is looked up again;
 	// Earnings answers from the last look-up, never from the network.
 	marketEvery   = 5 * time.Minute
+	marketRetry   = 20 * time.Second
 	marketTimeout = 30 * time.Second
 )
 
@@ -55,11 +56,9 @@ type history struct {
 // marketPrice is the last look-up of the market's prices for this node's
 // own offered resources.
 type marketPrice struct {
-	at     time.Time
 	median float64 // sat/h; 0 when no other offer was found
 	offers int
 	basis  offer.Resources
-	err    string
 }
 
 func newHistory(n *Node) *history {
@@ -200,15 +199,20 @@ func (f *feeFunder) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
 	return nil
 }
 
-// run samples capacity and refusals every historySampleEvery, prunes what
-// is older than store.HistoryKeep every hour, and looks up the market's
-// median price every marketEvery. At the end it writes the samples not yet
-// written.
+// run samples capacity and refusals every historySampleEvery and prunes
+// what is older than store.HistoryKeep every hour; beside it, a seller
+// looks up the market's median price every marketEvery. At the end it
+// writes the samples not yet written.
 func (h *history) run(ctx context.Context) {
 	sample := time.NewTicker(historySampleEvery)
 	defer sample.Stop()
 	defer h.flush(time.Time{})
-	var lastPrune, lastMarket time.Time
+	if h.n.seller != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); h.watchMarket(ctx) }()
+		defer func() { <-done }()
+	}
+	var lastPrune time.Time
 	for {
 		now := time.Now()
 		if now.Sub(lastPrune) >= historyPruneEvery {
@@ -218,10 +222,6 @@ func (h *history) run(ctx context.Context) {
 			} else if n > 0 {
 				h.n.log.Info("history pruned", "records", n)
 			}
-		}
-		if h.n.seller != nil && now.Sub(lastMarket) >= marketEvery {
-			lastMarket = now
-			h.lookUpMarket(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -304,6 +304,30 @@ func (h *history) unwritten(buckets []store.HistoryBucket) []store.HistoryBucket
 	return buckets
 }
 
+// watchMarket looks up the market's prices until ctx ends.
+func (h *history) watchMarket(ctx context.Context) {
+	for {
+		h.lookUpMarket(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(h.marketDue()):
+		}
+	}
+}
+
+// marketDue is how long after a look-up of the market the next is due:
+// soon while none found another offer (a node that just started knows few
+// peers), marketEvery after.
+func (h *history) marketDue() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.market.offers == 0 {
+		return marketRetry
+	}
+	return marketEvery
+}
+
 // lookUpMarket finds the offers on the market and keeps the median hourly
 // price, at each seller's prices, of this node's own offered resources.
 func (h *history) lookUpMarket(ctx context.Context) {
@@ -311,10 +335,13 @@ func (h *history) lookUpMarket(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, marketTimeout)
 	defer cancel()
 	found, err := h.n.disc.Find(ctx, offer.Filter{})
-	mp := marketPrice{at: time.Now(), basis: basis}
-	if err != nil && len(found) == 0 {
-		mp.err = err.Error()
+	if ctx.Err() != nil && len(found) == 0 {
+		return // stopping, or the market did not answer: keep what was known
 	}
+	if err != nil {
+		h.n.log.Debug("market look-up for the history", "err", err)
+	}
+	mp := marketPrice{basis: basis}
 	var prices []float64
 	for _, o := range found {
 		if o.Seller == h.n.host.ID() {
@@ -621,8 +648,12 @@ func noWorkReasons(f idleFacts) []api.NoWorkReason {
 		add("capacity", "nothing on offer: "+r, "lower meter.reserve or raise meter.max")
 	}
 	if f.median > 0 && f.own > f.median*1.1 {
-		add("price", fmt.Sprintf("your price %.0f sat/h is %.0f%% above the market's median %.0f sat/h for the same resources (%d offers)",
-			f.own, (f.own/f.median-1)*100, f.median, f.offers),
+		offers := fmt.Sprintf("%d offers", f.offers)
+		if f.offers == 1 {
+			offers = "1 offer"
+		}
+		add("price", fmt.Sprintf("your price %.0f sat/h is %.0f%% above the market's median %.0f sat/h for the same resources (%s)",
+			f.own, (f.own/f.median-1)*100, f.median, offers),
 			"lower meter.pricing (core_hour, memory_gib_hour) towards the median")
 	}
 	if f.repKnown && (f.repBlocked || f.repEvid > 0 && f.repMean < f.repThreshold) {
