@@ -26,11 +26,14 @@ import (
 
 // Intervals of the history's background work.
 const (
-	historySampleEvery = 30 * time.Second
+	// Capacity is sampled this often in memory and written once per
+	// bucket (and at shutdown): a crash loses at most one bucket's samples.
+	historySampleEvery = 5 * time.Second
 	historyPruneEvery  = time.Hour
 	// marketEvery is how often the market's median price is looked up again;
 	// Earnings answers from the last look-up, never from the network.
 	marketEvery   = 5 * time.Minute
+	marketRetry   = 20 * time.Second
 	marketTimeout = 30 * time.Second
 )
 
@@ -43,16 +46,19 @@ type history struct {
 	mu       sync.Mutex
 	refusals map[contract.Reason]uint64 // the seller's counters at the last sample
 	market   marketPrice
+	// acc sums the capacity samples of the bucket starting at accAt, not
+	// yet written.
+	acc   store.CapacitySample
+	accN  int64
+	accAt time.Time
 }
 
 // marketPrice is the last look-up of the market's prices for this node's
 // own offered resources.
 type marketPrice struct {
-	at     time.Time
 	median float64 // sat/h; 0 when no other offer was found
 	offers int
 	basis  offer.Resources
-	err    string
 }
 
 func newHistory(n *Node) *history {
@@ -193,13 +199,20 @@ func (f *feeFunder) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
 	return nil
 }
 
-// run samples capacity and refusals every historySampleEvery, prunes what
-// is older than store.HistoryKeep every hour, and looks up the market's
-// median price every marketEvery.
+// run samples capacity and refusals every historySampleEvery and prunes
+// what is older than store.HistoryKeep every hour; beside it, a seller
+// looks up the market's median price every marketEvery. At the end it
+// writes the samples not yet written.
 func (h *history) run(ctx context.Context) {
 	sample := time.NewTicker(historySampleEvery)
 	defer sample.Stop()
-	var lastPrune, lastMarket time.Time
+	defer h.flush(time.Time{})
+	if h.n.seller != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); h.watchMarket(ctx) }()
+		defer func() { <-done }()
+	}
+	var lastPrune time.Time
 	for {
 		now := time.Now()
 		if now.Sub(lastPrune) >= historyPruneEvery {
@@ -210,10 +223,6 @@ func (h *history) run(ctx context.Context) {
 				h.n.log.Info("history pruned", "records", n)
 			}
 		}
-		if h.n.seller != nil && now.Sub(lastMarket) >= marketEvery {
-			lastMarket = now
-			h.lookUpMarket(ctx)
-		}
 		select {
 		case <-ctx.Done():
 			return
@@ -223,23 +232,28 @@ func (h *history) run(ctx context.Context) {
 	}
 }
 
-// sample records what was spare, sold and reserved, and the proposals the
-// seller refused since the last sample.
+// sample takes what is spare, sold and reserved now (written once its
+// bucket is over) and records the proposals the seller refused since the
+// last sample.
 func (h *history) sample(now time.Time) {
 	snap := h.n.meter.Snapshot()
-	if snap.Measured.At.IsZero() {
-		return
+	if !snap.Measured.At.IsZero() {
+		spare := snap.Spare
+		if h.n.seller == nil {
+			spare = meter.Capacity{}
+		}
+		res := h.n.meter.Policy().Reserve
+		total := snap.Measured.Total
+		h.flush(store.BucketStart(now))
+		h.mu.Lock()
+		h.acc.Add(store.CapacitySample{
+			SpareMilliCPU: spare.MilliCPU, SoldMilliCPU: snap.Held.MilliCPU, ResMilliCPU: min(res.MilliCPU, total.MilliCPU),
+			SpareMemory: spare.Memory, SoldMemory: snap.Held.Memory, ResMemory: min(res.Memory, total.Memory),
+		})
+		h.accN++
+		h.accAt = store.BucketStart(now)
+		h.mu.Unlock()
 	}
-	spare := snap.Spare
-	if h.n.seller == nil {
-		spare = meter.Capacity{}
-	}
-	res := h.n.meter.Policy().Reserve
-	total := snap.Measured.Total
-	h.warn(h.st.RecordSample(now, store.CapacitySample{
-		SpareMilliCPU: spare.MilliCPU, SoldMilliCPU: snap.Held.MilliCPU, ResMilliCPU: min(res.MilliCPU, total.MilliCPU),
-		SpareMemory: spare.Memory, SoldMemory: snap.Held.Memory, ResMemory: min(res.Memory, total.Memory),
-	}))
 	if h.n.seller == nil {
 		return
 	}
@@ -256,6 +270,64 @@ func (h *history) sample(now time.Time) {
 	h.warn(h.st.RecordRefusals(now, diff))
 }
 
+// flush writes the samples taken in a bucket other than current (zero:
+// whatever bucket they are in).
+func (h *history) flush(current time.Time) {
+	h.mu.Lock()
+	if h.accN == 0 || h.accAt.Equal(current) {
+		h.mu.Unlock()
+		return
+	}
+	acc, n, at := h.acc, h.accN, h.accAt
+	h.acc, h.accN = store.CapacitySample{}, 0
+	h.mu.Unlock()
+	h.warn(h.st.RecordCapacity(at, acc, n))
+}
+
+// unwritten adds the samples not yet written to buckets (oldest first).
+func (h *history) unwritten(buckets []store.HistoryBucket) []store.HistoryBucket {
+	h.mu.Lock()
+	acc, n, at := h.acc, h.accN, h.accAt
+	h.mu.Unlock()
+	if n == 0 {
+		return buckets
+	}
+	i := len(buckets) - 1
+	if i < 0 || !buckets[i].Start.Equal(at) {
+		buckets = append(buckets, store.HistoryBucket{Start: at})
+		i++
+	}
+	b := &buckets[i]
+	b.Samples += n
+	b.SpareMilliCPU, b.SoldMilliCPU, b.ResMilliCPU = b.SpareMilliCPU+acc.SpareMilliCPU, b.SoldMilliCPU+acc.SoldMilliCPU, b.ResMilliCPU+acc.ResMilliCPU
+	b.SpareMemory, b.SoldMemory, b.ResMemory = b.SpareMemory+acc.SpareMemory, b.SoldMemory+acc.SoldMemory, b.ResMemory+acc.ResMemory
+	return buckets
+}
+
+// watchMarket looks up the market's prices until ctx ends.
+func (h *history) watchMarket(ctx context.Context) {
+	for {
+		h.lookUpMarket(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(h.marketDue()):
+		}
+	}
+}
+
+// marketDue is how long after a look-up of the market the next is due:
+// soon while none found another offer (a node that just started knows few
+// peers), marketEvery after.
+func (h *history) marketDue() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.market.offers == 0 {
+		return marketRetry
+	}
+	return marketEvery
+}
+
 // lookUpMarket finds the offers on the market and keeps the median hourly
 // price, at each seller's prices, of this node's own offered resources.
 func (h *history) lookUpMarket(ctx context.Context) {
@@ -263,10 +335,13 @@ func (h *history) lookUpMarket(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, marketTimeout)
 	defer cancel()
 	found, err := h.n.disc.Find(ctx, offer.Filter{})
-	mp := marketPrice{at: time.Now(), basis: basis}
-	if err != nil && len(found) == 0 {
-		mp.err = err.Error()
+	if ctx.Err() != nil && len(found) == 0 {
+		return // stopping, or the market did not answer: keep what was known
 	}
+	if err != nil {
+		h.n.log.Debug("market look-up for the history", "err", err)
+	}
+	mp := marketPrice{basis: basis}
 	var prices []float64
 	for _, o := range found {
 		if o.Seller == h.n.host.ID() {
@@ -284,8 +359,10 @@ func (h *history) lookUpMarket(ctx context.Context) {
 // basis is what the node offers now, or one core and 1 GiB when it offers
 // nothing (the market's price is then for that).
 func (h *history) basis() offer.Resources {
-	if o, _ := h.n.pub.Current(); o != nil && o.Resources.CPUMillis > 0 {
-		return offer.Resources{CPUMillis: o.Resources.CPUMillis, MemoryBytes: o.Resources.MemoryBytes, DiskBytes: o.Resources.DiskBytes}
+	if h.n.pub != nil {
+		if o, _ := h.n.pub.Current(); o != nil && o.Resources.CPUMillis > 0 {
+			return offer.Resources{CPUMillis: o.Resources.CPUMillis, MemoryBytes: o.Resources.MemoryBytes, DiskBytes: o.Resources.DiskBytes}
+		}
 	}
 	return offer.Resources{CPUMillis: 1000, MemoryBytes: 1 << 30}
 }
@@ -317,6 +394,7 @@ func (n *Node) Earnings(ctx context.Context, since time.Duration) (api.Earnings,
 	if err != nil {
 		return e, err
 	}
+	buckets = n.history.unwritten(buckets)
 	split := n.earnedSplit()
 	e.Today = n.totals(buckets, split, now.Add(-24*time.Hour))
 	e.Week = n.totals(buckets, split, now.Add(-7*24*time.Hour))
@@ -334,8 +412,13 @@ func (n *Node) Earnings(ctx context.Context, since time.Duration) (api.Earnings,
 	mp := n.history.market
 	n.history.mu.Unlock()
 	e.MarketMedianPerHour = mp.median
-	if o, _ := n.pub.Current(); o != nil {
-		e.OwnPerHour = o.HourlyCost(mp.basis)
+	if mp.basis.CPUMillis == 0 {
+		mp.basis = n.history.basis()
+	}
+	if n.pub != nil { // nil only in benchmarks of a node not started
+		if o, _ := n.pub.Current(); o != nil {
+			e.OwnPerHour = o.HourlyCost(mp.basis)
+		}
 	}
 	if mp.median > 0 && mp.basis.CPUMillis > 0 {
 		var soldMilliHours float64
@@ -492,51 +575,92 @@ func addCounts(into, from map[string]int64) map[string]int64 {
 	return into
 }
 
-// noWork says why the node had no (or little) work, most important first:
-// what stops selling outright, then what makes buyers pass it by.
+// idleFacts are what noWorkReasons judges.
+type idleFacts struct {
+	paymentsOff string // why payments are off ("" when on)
+	sandboxOff  string // why the sandbox cannot run jobs ("" when it can)
+	selling     bool
+	measured    bool
+	spareCPU    int64
+	meterReason string
+	own, median float64 // sat/h for the same resources; median 0: unknown
+	offers      int
+	// reputation as this node's book sees itself through its peers'
+	// attestations
+	repKnown            bool
+	repBlocked          bool
+	repMean, repEvid    float64
+	repThreshold        float64
+	repWhy              string
+	public, listenKnown bool
+}
+
+// noWork gathers the node's facts for noWorkReasons.
 func (n *Node) noWork(e api.Earnings, mp marketPrice) []api.NoWorkReason {
+	f := idleFacts{selling: n.seller != nil, own: e.OwnPerHour, median: mp.median, offers: mp.offers}
+	if n.payments == nil {
+		f.paymentsOff = n.noBuy
+	}
+	if n.sandbox == nil || len(n.runtimes) == 0 {
+		f.sandboxOff = "the sandbox cannot run jobs"
+		for _, s := range n.noSell {
+			if strings.Contains(s, "sandbox") || strings.Contains(s, "runtime") {
+				f.sandboxOff = s
+				break
+			}
+		}
+	}
+	if n.meter != nil {
+		snap := n.meter.Snapshot()
+		f.measured, f.spareCPU, f.meterReason = !snap.Measured.At.IsZero(), snap.Spare.MilliCPU, string(snap.Reason)
+	}
+	if n.book != nil && n.host != nil {
+		sc := n.book.Score(n.host.ID())
+		f.repKnown, f.repBlocked, f.repMean, f.repEvid, f.repWhy = true, sc.Blocked, sc.Mean, sc.Evidence, sc.Why
+		f.repThreshold = n.book.Config().Threshold
+	}
+	if n.host != nil {
+		f.listenKnown, f.public = true, publicAddr(n.host.Addrs())
+	}
+	return noWorkReasons(f)
+}
+
+// noWorkReasons says why the node had no (or little) work, most important
+// first: what stops selling outright, then what makes buyers pass it by.
+func noWorkReasons(f idleFacts) []api.NoWorkReason {
 	var out []api.NoWorkReason
 	add := func(code, detail, fix string) {
 		out = append(out, api.NoWorkReason{Code: code, Detail: detail, Fix: fix})
 	}
-	if n.payments == nil {
-		add("payments", "payments are off: "+n.noBuy,
+	if f.paymentsOff != "" {
+		add("payments", "payments are off: "+f.paymentsOff,
 			"configure payment.rpc_host, payment.rpc_user, payment.rpc_pass and the wallet passphrase, then restart; `blackbox doctor` checks them")
 	}
-	if n.sandbox == nil || len(n.runtimes) == 0 {
-		detail := "the sandbox cannot run jobs"
-		for _, s := range n.noSell {
-			if strings.Contains(s, "sandbox") || strings.Contains(s, "runtime") {
-				detail = s
-				break
-			}
+	if f.sandboxOff != "" {
+		add("sandbox", f.sandboxOff, "start containerd (sandbox.address) and run `blackbox doctor`")
+	}
+	switch r := f.meterReason; {
+	case strings.HasPrefix(r, "outside available hours"):
+		add("hours", "not selling now: "+r, "widen meter.hours and meter.days, or clear them to sell at any hour")
+	case strings.HasPrefix(r, "price ") && strings.Contains(r, "power floor"):
+		add("price", r, "raise meter.pricing.core_hour above the floor, or lower meter.power")
+	case f.selling && f.measured && f.spareCPU <= 0:
+		add("capacity", "nothing on offer: "+r, "lower meter.reserve or raise meter.max")
+	}
+	if f.median > 0 && f.own > f.median*1.1 {
+		offers := fmt.Sprintf("%d offers", f.offers)
+		if f.offers == 1 {
+			offers = "1 offer"
 		}
-		add("sandbox", detail, "start containerd (sandbox.address) and run `blackbox doctor`")
-	}
-	snap := n.meter.Snapshot()
-	reason := string(snap.Reason)
-	switch {
-	case strings.HasPrefix(reason, "outside available hours"):
-		add("hours", "not selling now: "+reason, "widen meter.hours and meter.days, or clear them to sell at any hour")
-	case strings.HasPrefix(reason, "price ") && strings.Contains(reason, "power floor"):
-		add("price", reason, "raise meter.pricing.core_hour above the floor, or lower meter.power")
-	case n.seller != nil && snap.Spare.MilliCPU <= 0 && !snap.Measured.At.IsZero():
-		add("capacity", "nothing on offer: "+reason, "lower meter.reserve or raise meter.max")
-	}
-	if mp.median > 0 && e.OwnPerHour > mp.median*1.1 {
-		add("price", fmt.Sprintf("your price %.0f sat/h is %.0f%% above the market's median %.0f sat/h for the same resources (%d offers)",
-			e.OwnPerHour, (e.OwnPerHour/mp.median-1)*100, mp.median, mp.offers),
+		add("price", fmt.Sprintf("your price %.0f sat/h is %.0f%% above the market's median %.0f sat/h for the same resources (%s)",
+			f.own, (f.own/f.median-1)*100, f.median, offers),
 			"lower meter.pricing (core_hour, memory_gib_hour) towards the median")
 	}
-	if n.book != nil && n.host != nil {
-		sc := n.book.Score(n.host.ID())
-		switch {
-		case sc.Blocked || (sc.Evidence > 0 && sc.Mean < n.book.Config().Threshold):
-			add("reputation", fmt.Sprintf("buyers see a low reputation (%.2f from %.1f contracts of evidence): %s", sc.Mean, sc.Evidence, sc.Why),
-				"deliver the next jobs in full and on time; failed and late jobs weigh most")
-		}
+	if f.repKnown && (f.repBlocked || f.repEvid > 0 && f.repMean < f.repThreshold) {
+		add("reputation", fmt.Sprintf("buyers see a low reputation (%.2f from %.1f contracts of evidence): %s", f.repMean, f.repEvid, f.repWhy),
+			"deliver the next jobs in full and on time; failed and late jobs weigh most")
 	}
-	if n.host != nil && !publicAddr(n.host.Addrs()) {
+	if f.listenKnown && !f.public {
 		add("reachability", "this node listens only on loopback or private addresses: buyers outside this network cannot reach it",
 			"listen on a public address, or forward a port on the router to the listen port")
 	}

@@ -63,11 +63,22 @@ type HistoryBucket struct {
 	SpareMemory, SoldMemory, ResMemory       int64
 }
 
-// CapacitySample is one measurement of what was spare, sold (held by
-// contracts) and reserved (kept by the operator's policy).
+// CapacitySample is one measurement (or the sum of several) of what was
+// spare, sold (held by contracts) and reserved (kept by the operator's
+// policy).
 type CapacitySample struct {
 	SpareMilliCPU, SoldMilliCPU, ResMilliCPU int64
 	SpareMemory, SoldMemory, ResMemory       int64
+}
+
+// Add adds o to s.
+func (s *CapacitySample) Add(o CapacitySample) {
+	s.SpareMilliCPU += max(o.SpareMilliCPU, 0)
+	s.SoldMilliCPU += max(o.SoldMilliCPU, 0)
+	s.ResMilliCPU += max(o.ResMilliCPU, 0)
+	s.SpareMemory += max(o.SpareMemory, 0)
+	s.SoldMemory += max(o.SoldMemory, 0)
+	s.ResMemory += max(o.ResMemory, 0)
 }
 
 // BucketStart is the start of the bucket holding t.
@@ -407,17 +418,20 @@ func (h *HistoryStore) RecordRefusals(at time.Time, by map[string]int64) error {
 	})
 }
 
-// RecordSample adds one capacity sample.
-func (h *HistoryStore) RecordSample(at time.Time, s CapacitySample) error {
-	return h.update("capacity sample", func(tx *Tx) error {
+// RecordCapacity adds n capacity samples whose sums are s.
+func (h *HistoryStore) RecordCapacity(at time.Time, s CapacitySample, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	return h.update("capacity samples", func(tx *Tx) error {
 		return changeBucket(tx, at, func(b *HistoryBucket) {
-			b.Samples++
-			b.SpareMilliCPU += max(s.SpareMilliCPU, 0)
-			b.SoldMilliCPU += max(s.SoldMilliCPU, 0)
-			b.ResMilliCPU += max(s.ResMilliCPU, 0)
-			b.SpareMemory += max(s.SpareMemory, 0)
-			b.SoldMemory += max(s.SoldMemory, 0)
-			b.ResMemory += max(s.ResMemory, 0)
+			b.Samples += n
+			b.SpareMilliCPU += s.SpareMilliCPU
+			b.SoldMilliCPU += s.SoldMilliCPU
+			b.ResMilliCPU += s.ResMilliCPU
+			b.SpareMemory += s.SpareMemory
+			b.SoldMemory += s.SoldMemory
+			b.ResMemory += s.ResMemory
 		})
 	})
 }
@@ -444,6 +458,9 @@ func addName(m *map[string]int64, name string, v int64) {
 // bucket that does not decode is skipped.
 func (h *HistoryStore) Buckets(from, to time.Time) ([]HistoryBucket, error) {
 	var out []HistoryBucket
+	if n := to.Sub(from) / HistoryStep; n > 0 && n <= HistoryKeep/HistoryStep+1 {
+		out = make([]HistoryBucket, 0, n+1)
+	}
 	lo := bucketKey(from)
 	hi := string(binary.BigEndian.AppendUint64(nil, uint64(max(to.Unix(), 0))))
 	err := h.db.View(func(tx *Tx) error {
@@ -521,4 +538,23 @@ func (h *HistoryStore) Prune(before time.Time) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// Import writes whole buckets and contract records in one transaction,
+// replacing what is stored under the same keys (to move a history between
+// databases, and to fill one for benchmarks).
+func (h *HistoryStore) Import(buckets []HistoryBucket, contracts map[string]*ContractHistory) error {
+	return h.update("import", func(tx *Tx) error {
+		for i := range buckets {
+			if err := tx.Put(historyBuckets, bucketKey(buckets[i].Start), EncodeHistoryBucket(&buckets[i])); err != nil {
+				return err
+			}
+		}
+		for id, c := range contracts {
+			if err := tx.Put(historyContracts, id, EncodeContractHistory(c)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

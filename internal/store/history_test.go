@@ -38,8 +38,10 @@ func TestHistoryRecordsAndReads(t *testing.T) {
 	must(t, h.RecordOutcome(t0.Add(2*time.Minute), "c1", "completed"))
 	must(t, h.RecordOutcome(t0, "c2", "rejected"))
 	must(t, h.RecordRefusals(t0, map[string]int64{"capacity": 2, "price": 1}))
-	must(t, h.RecordSample(t0, CapacitySample{SpareMilliCPU: 1000, SoldMilliCPU: 500, ResMilliCPU: 250, SpareMemory: 1 << 30}))
-	must(t, h.RecordSample(t0.Add(time.Minute), CapacitySample{SpareMilliCPU: 500, SoldMilliCPU: 1000}))
+	var sum CapacitySample
+	sum.Add(CapacitySample{SpareMilliCPU: 1000, SoldMilliCPU: 500, ResMilliCPU: 250, SpareMemory: 1 << 30})
+	sum.Add(CapacitySample{SpareMilliCPU: 500, SoldMilliCPU: 1000, ResMemory: -5})
+	must(t, h.RecordCapacity(t0, sum, 2))
 
 	got, err := h.Buckets(t0.Add(-time.Hour), t0.Add(time.Hour))
 	if err != nil {
