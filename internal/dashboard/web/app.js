@@ -254,9 +254,13 @@ function render(o) {
       el("td", {}, ago(c.ended)),
       el("td", {}, c.why || ""))));
   if (!o.contracts || o.contracts.length === 0) fill($("#contracts tbody"), [el("tr", {}, el("td", { colspan: 9, class: "muted" }, "no contracts yet"))]);
-  const refusals = Object.entries(o.rejections || {}).sort((a, b) => b[1] - a[1]);
-  fill($("#refusals tbody"), refusals.length ? refusals.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", { class: "num" }, v)))
-    : [el("tr", {}, el("td", { colspan: 2, class: "muted" }, "none"))]);
+  const inPeriod = (e && e.period && e.period.refusals) || {};
+  const sinceStart = o.rejections || {};
+  const reasons = [...new Set([...Object.keys(inPeriod), ...Object.keys(sinceStart)])]
+    .sort((a, b) => (inPeriod[b] || 0) - (inPeriod[a] || 0) || (sinceStart[b] || 0) - (sinceStart[a] || 0));
+  fill($("#refusals tbody"), reasons.length
+    ? reasons.map((k) => el("tr", {}, el("td", {}, k), el("td", { class: "num" }, inPeriod[k] || 0), el("td", { class: "num" }, sinceStart[k] || 0)))
+    : [el("tr", {}, el("td", { colspan: 3, class: "muted" }, "none"))]);
 
   // wallet and channels
   kv($("#wallet"), o.wallet
