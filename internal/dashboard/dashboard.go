@@ -106,13 +106,13 @@ type errorReply struct {
 
 // Overview is everything the page shows but the log tail, in one reply.
 type Overview struct {
-	Now     time.Time     `json:"now"`
-	Status  *api.Status   `json:"status,omitempty"`
-	Offer   *api.Offer    `json:"offer,omitempty"`
-	Own     *scoreView    `json:"own_reputation,omitempty"`
-	Peers   []scoreView   `json:"peers"`
-	Wallet  *api.Balance  `json:"wallet,omitempty"`
-	Channel []channelView `json:"channels"`
+	Now      time.Time     `json:"now"`
+	Status   *api.Status   `json:"status,omitempty"`
+	Offer    *api.Offer    `json:"offer,omitempty"`
+	Own      *scoreView    `json:"own_reputation,omitempty"`
+	Peers    []scoreView   `json:"peers"`
+	Wallet   *api.Balance  `json:"wallet,omitempty"`
+	Channels []channelView `json:"channels"`
 	// Contracts are the newest first; EarnedSats and Rejections are the
 	// seller's totals by contract state and by refusal reason.
 	Contracts  []contractView    `json:"contracts"`
@@ -175,7 +175,7 @@ func viewScore(s reputation.Score) scoreView {
 func overview(ctx context.Context, src Source, since time.Duration) Overview {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	o := Overview{Now: time.Now(), Peers: []scoreView{}, Channel: []channelView{}, Contracts: []contractView{}, Errors: map[string]string{}, Off: map[string]string{}}
+	o := Overview{Now: time.Now(), Peers: []scoreView{}, Channels: []channelView{}, Contracts: []contractView{}, Errors: map[string]string{}, Off: map[string]string{}}
 	fail := func(part string, err error) bool {
 		switch {
 		case err == nil:
@@ -217,7 +217,7 @@ func overview(ctx context.Context, src Source, since time.Duration) Overview {
 	}
 	if chs, err := src.Channels(ctx); !fail("channels", err) {
 		for _, c := range chs {
-			o.Channel = append(o.Channel, channelView{ID: c.ID, Peer: c.Peer, Role: c.Role.String(), State: c.State.String(),
+			o.Channels = append(o.Channels, channelView{ID: c.ID, Peer: c.Peer, Role: c.Role.String(), State: c.State.String(),
 				CapacitySat: c.Capacity, PaidSat: c.Paid, CloseFeeSat: c.CloseFee, AfterCloseSat: max(0, c.Paid-c.CloseFee), ExpiryHeight: c.Expiry})
 		}
 	}

@@ -180,8 +180,8 @@ func TestOverview(t *testing.T) {
 	if len(o.Contracts) != 1 || o.Contracts[0].State != "settled" || o.Contracts[0].PaidSat != 4200 {
 		t.Fatalf("contracts %+v", o.Contracts)
 	}
-	if len(o.Channel) != 1 || o.Channel[0].CloseFeeSat != 300 || o.Channel[0].AfterCloseSat != 3900 {
-		t.Fatalf("channels %+v", o.Channel)
+	if len(o.Channels) != 1 || o.Channels[0].CloseFeeSat != 300 || o.Channels[0].AfterCloseSat != 3900 {
+		t.Fatalf("channels %+v", o.Channels)
 	}
 	if o.Off["wallet"] == "" || len(o.Errors) != 0 || o.Rejections["capacity"] != 3 {
 		t.Fatalf("errors %v, rejections %v", o.Errors, o.Rejections)
