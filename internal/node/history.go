@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -149,7 +150,7 @@ func spendFee(c *payment.Channel) int64 {
 		return c.CloseFee
 	}
 	var tx wire.MsgTx
-	if err := tx.Deserialize(strings.NewReader(string(c.SpendTx))); err != nil {
+	if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
 		return 0
 	}
 	out := int64(0)
