@@ -135,3 +135,32 @@ func hasReason(rs []api.NoWorkReason, code string) bool {
 	}
 	return false
 }
+
+// TestEarningsSurviveKill: the seller is killed (SIGKILL) in the middle of
+// a job; after a restart on the same data dir, its history holds every
+// sat its channel holds for the contract (a payment is recorded before it
+// is acknowledged) and the contract's outcome.
+func TestEarningsSurviveKill(t *testing.T) {
+	m := newMarket(t)
+	work := t.TempDir()
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	_, j := runningJob(t, buyer, busybox(t, work), jobFlags, "sleep", "60")
+	seller.kill()
+	seller.start()
+	ch := seller.channelWith(buyer.peerID())
+	if ch == nil || ch.Contracts[j.ContractID] <= 0 {
+		t.Fatalf("seller's channel with the buyer after the kill: %+v", ch)
+	}
+	var e api.Earnings
+	waitFor(t, 30*time.Second, "the killed contract's outcome in the history", func() bool {
+		e = seller.earnings()
+		return e.Today.Contracts["failed"] == 1
+	})
+	held := seller.channelWith(buyer.peerID()).Contracts[j.ContractID]
+	if e.Today.EarnedSat != held || e.Today.ChannelSat != held || e.Today.Jobs != 1 || e.InChannelsSat != held {
+		t.Fatalf("after the kill: %+v, in channels %d; want %d earned in a channel, 1 job", e.Today, e.InChannelsSat, held)
+	}
+}

@@ -155,13 +155,13 @@ func TestDoctorProbe(t *testing.T) {
 	state := filepath.Join(filepath.Dir(sock), "state")
 	data := t.TempDir()
 	doctor := func(extra ...string) (string, error) {
-		cmd := exec.Command(bin, "doctor", "--data-dir", data)
+		cmd := exec.Command(bin, "doctor", "--sandbox", "--data-dir", data)
 		cmd.Env = append(os.Environ(), append([]string{"BLACKBOX_SANDBOX_ADDRESS=" + sock}, extra...)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
 	out, err := doctor()
-	if err != nil || !strings.Contains(out, "OK    probe") || !strings.Contains(out, "This machine can sell compute.") {
+	if err != nil || !strings.Contains(out, "OK    probe") || !strings.Contains(out, "This machine can run jobs") {
 		t.Fatalf("healthy host: %v\n%s", err, out)
 	}
 	t.Logf("healthy:\n%s", out)
@@ -176,7 +176,7 @@ func TestDoctorProbe(t *testing.T) {
 	defer os.Chmod(state, st.Mode().Perm())
 	out, err = doctor("BLACKBOX_SANDBOX_USERNS=on")
 	if err == nil || !strings.Contains(out, "FAIL  probe") || !strings.Contains(out, "permission denied") ||
-		!strings.Contains(out, "fix: the jobs' remapped root cannot reach") || !strings.Contains(out, "cannot sell compute") {
+		!strings.Contains(out, "fix: the jobs' remapped root cannot reach") || !strings.Contains(out, "cannot run jobs") {
 		t.Fatalf("userns on, state unreachable: %v\n%s", err, out)
 	}
 	t.Logf("userns on:\n%s", out)

@@ -345,6 +345,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		e, err := b.Earnings(r.Context(), since)
 		reply(w, log, e, err)
 	})
+	handleHealth(mux, b, log)
 	configRoutes(mux, b, log)
 	return mux
 }

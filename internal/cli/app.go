@@ -71,7 +71,7 @@ func (a *App) newRoot() *cobra.Command {
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.dataDir, "data-dir", "", "data directory (env BLACKBOX_DATA_DIR; default "+DefaultDataDir()+")")
+	pf.StringVar(&a.dataDir, "data-dir", "", dataDirHelp)
 	pf.StringVar(&a.configFile, "config", "", "config file (default DATA_DIR/blackbox.yaml)")
 	pf.StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error (config key log_level)")
 	a.root = root
@@ -100,13 +100,10 @@ func newViper() *viper.Viper {
 }
 
 // loadConfig layers flags > env (BLACKBOX_…) > config file > defaults.
-func (a *App) loadConfig(*cobra.Command) error {
+func (a *App) loadConfig(cmd *cobra.Command) error {
 	v := a.v
 	if a.dataDir == "" {
-		a.dataDir = os.Getenv("BLACKBOX_DATA_DIR")
-	}
-	if a.dataDir == "" {
-		a.dataDir = DefaultDataDir()
+		a.dataDir = findDataDir(cmd)
 	}
 	a.dataDir, _ = filepath.Abs(a.dataDir)
 	file := a.configFile

@@ -95,6 +95,7 @@ func newStatusCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "Uptime:\t%s\n", (time.Duration(s.UptimeSeconds) * time.Second).String())
 			fmt.Fprintf(w, "Data dir:\t%s\n", s.DataDir)
 			fmt.Fprintf(w, "Peers:\t%d connected\n", len(s.Peers))
+			fmt.Fprintf(w, "Can earn:\t%s\n", a.canEarn(cmd.Context()))
 			fmt.Fprintf(w, "On offer:\t%s\n", capacityString(s.OnOffer))
 			fmt.Fprintf(w, "Why:\t%s\n", s.Reason)
 			fmt.Fprintf(w, "Buying:\t%s\n", yesOr(s.Buying, s.NotBuying))

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -149,7 +150,7 @@ func spendFee(c *payment.Channel) int64 {
 		return c.CloseFee
 	}
 	var tx wire.MsgTx
-	if err := tx.Deserialize(strings.NewReader(string(c.SpendTx))); err != nil {
+	if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
 		return 0
 	}
 	out := int64(0)
@@ -212,6 +213,7 @@ func (h *history) run(ctx context.Context) {
 		go func() { defer close(done); h.watchMarket(ctx) }()
 		defer func() { <-done }()
 	}
+	h.reconcile()
 	var lastPrune time.Time
 	for {
 		now := time.Now()
@@ -228,6 +230,40 @@ func (h *history) run(ctx context.Context) {
 			return
 		case <-sample.C:
 			h.sample(time.Now())
+		}
+	}
+}
+
+// reconcile records what the seller's open channels hold for a contract
+// beyond what the history has: a payment persisted by the channel store
+// just before a crash that came before the history's record of it (the
+// seller had not acknowledged it yet, but the buyer's signature is money).
+// Contracts from before the history began are left alone.
+func (h *history) reconcile() {
+	if h.n.payments == nil || h.n.seller == nil {
+		return
+	}
+	oldest, ok, err := h.st.Oldest()
+	if err != nil || !ok {
+		h.warn(err)
+		return
+	}
+	split := h.n.earnedSplit()
+	for _, c := range split.open {
+		for id, amount := range c.Contracts {
+			if rec := split.history[id]; rec != nil && rec.Cumulative >= amount {
+				continue
+			} else if rec == nil {
+				r, err := h.n.seller.Machine().Get(contract.RoleSeller, id)
+				if err != nil || len(r.History) == 0 || r.History[0].At.Before(oldest) {
+					continue
+				}
+			}
+			d, err := h.st.RecordPayment(time.Now(), id, amount)
+			h.warn(err)
+			if d > 0 {
+				h.n.log.Info("history: payments recorded after a restart", "contract", id, "sats", d)
+			}
 		}
 	}
 }

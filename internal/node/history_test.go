@@ -1,7 +1,9 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/btcsuite/btcd/wire"
 )
 
 // historyNode is a node with only its database and history: what Earnings
@@ -191,3 +195,103 @@ func fillHistory(st *store.HistoryStore, now time.Time) error {
 	}
 	return st.Import(buckets, contracts)
 }
+
+// feesToday sums the fees recorded in the last day.
+func feesToday(t *testing.T, n *Node) int64 {
+	t.Helper()
+	bs, err := n.history.st.Buckets(time.Now().Add(-24*time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f int64
+	for _, b := range bs {
+		f += b.FeesSat
+	}
+	return f
+}
+
+// TestFeesRecorded: a seller's close counts its close fee once (not again
+// when the record is persisted again, nor after a restart), a buyer's
+// refund what its spend leaves out, a funding what the wallet was asked to
+// pay; nothing is recorded when the store or the broadcast fails.
+func TestFeesRecorded(t *testing.T) {
+	n := historyNode(t)
+	mem := payment.NewMemStore()
+	fs := n.watchFees(mem)
+	spend := func(outs ...int64) []byte {
+		tx := wire.NewMsgTx(2)
+		tx.AddTxIn(wire.NewTxIn(&wire.OutPoint{}, nil, nil))
+		for _, v := range outs {
+			tx.AddTxOut(wire.NewTxOut(v, []byte{0x51}))
+		}
+		var b bytes.Buffer
+		if err := tx.Serialize(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	sell := &payment.Channel{ID: "a:0", Role: payment.RoleSeller, State: payment.StateOpen, Capacity: 10_000, CloseFee: 300}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(fs.PutChannel(sell))
+	sell.State, sell.SpendTx = payment.StateClosing, spend(1000, 8700)
+	must(fs.PutChannel(sell))
+	must(fs.PutChannel(sell)) // persisted again (a rebroadcast): not counted again
+	if f := feesToday(t, n); f != 300 {
+		t.Fatalf("after the close: fees %d, want the close fee 300", f)
+	}
+	// A restart: the closing channel is loaded, not counted again.
+	fs = n.watchFees(mem)
+	if _, err := fs.LoadChannels(); err != nil {
+		t.Fatal(err)
+	}
+	sell.State = payment.StateClosed
+	must(fs.PutChannel(sell))
+	buy := &payment.Channel{ID: "b:0", Role: payment.RoleBuyer, State: payment.StateClosing, Capacity: 5000, SpendTx: spend(4800)}
+	mem.Fail = errors.New("disk full")
+	if err := fs.PutChannel(buy); err == nil {
+		t.Fatal("the store's failure was not returned")
+	}
+	mem.Fail = nil
+	must(fs.PutChannel(buy))
+	if f := feesToday(t, n); f != 500 {
+		t.Fatalf("after the refund: fees %d, want 300 + 200", f)
+	}
+
+	fund := n.watchFunding(&fakeFunder{})
+	tx, err := fund.FundTx(context.Background(), []*wire.TxOut{wire.NewTxOut(5000, []byte{0x51})}, 2)
+	must(err)
+	must(fund.PublishTx(context.Background(), tx))
+	want := 500 + 2*payment.VSize(tx)
+	if f := feesToday(t, n); f != want {
+		t.Fatalf("after a funding: fees %d, want %d", f, want)
+	}
+	tx2, err := fund.FundTx(context.Background(), []*wire.TxOut{wire.NewTxOut(6000, []byte{0x51})}, 2)
+	must(err)
+	fund.(*feeFunder).Funder.(*fakeFunder).fail = errors.New("refused")
+	if err := fund.PublishTx(context.Background(), tx2); err == nil {
+		t.Fatal("the broadcast's failure was not returned")
+	}
+	if f := feesToday(t, n); f != want {
+		t.Fatalf("a funding never broadcast counted: fees %d, want %d", f, want)
+	}
+}
+
+type fakeFunder struct{ fail error }
+
+func (f *fakeFunder) FundTx(_ context.Context, outs []*wire.TxOut, _ int64) (*wire.MsgTx, error) {
+	tx := wire.NewMsgTx(2)
+	tx.AddTxIn(wire.NewTxIn(&wire.OutPoint{Index: 1}, nil, nil))
+	for _, o := range outs {
+		tx.AddTxOut(o)
+	}
+	return tx, nil
+}
+
+func (f *fakeFunder) NewScript(context.Context) ([]byte, error) { return []byte{0x51}, nil }
+
+func (f *fakeFunder) PublishTx(context.Context, *wire.MsgTx) error { return f.fail }

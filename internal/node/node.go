@@ -82,6 +82,7 @@ type Node struct {
 	attester *attester
 	exchange *reputation.Exchange
 	history  *history
+	health   nodeHealth
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -147,6 +148,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// payment chain whether a channel's funding is real.
 	n.startSandbox(ctx)
 	if err := n.startPayments(ctx); err != nil {
+		return err
+	}
+	if err := n.requirePayments(); err != nil {
 		return err
 	}
 	if err := n.startReputation(); err != nil {
@@ -403,6 +407,7 @@ func (n *Node) serveMetrics(reg *prometheus.Registry) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", n.serveHealthz)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	n.push(srv.Close)

@@ -81,19 +81,11 @@ func (n *Node) defaultRuntime() string {
 }
 
 // WalletPassphrase reads the wallet passphrase from payment.passphrase_file,
-// else from BLACKBOX_WALLET_PASSPHRASE.
+// else the systemd credential wallet-passphrase, else
+// BLACKBOX_WALLET_PASSPHRASE (see PassphraseOf).
 func WalletPassphrase(cfg payment.Config) ([]byte, error) {
-	if cfg.PassphraseFile != "" {
-		b, err := os.ReadFile(cfg.PassphraseFile)
-		if err != nil {
-			return nil, fmt.Errorf("read payment.passphrase_file: %w", err)
-		}
-		return []byte(strings.TrimRight(string(b), "\r\n")), nil
-	}
-	if p := os.Getenv("BLACKBOX_WALLET_PASSPHRASE"); p != "" {
-		return []byte(p), nil
-	}
-	return nil, errors.New("no wallet passphrase: set payment.passphrase_file or BLACKBOX_WALLET_PASSPHRASE")
+	p := PassphraseOf(cfg)
+	return p.Value, p.Err
 }
 
 // startPayments connects to btcd, opens (or on first start creates) the
@@ -119,6 +111,9 @@ func (n *Node) startPayments(ctx context.Context) error {
 		return off(fmt.Sprintf("btcd: %v", err))
 	}
 	n.push(func() error { chain.Close(); return nil })
+	if why := n.checkChainAtStart(ctx, chain); why != "" {
+		return off(why)
+	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	dir := filepath.Join(n.cfg.DataDir, WalletDir)

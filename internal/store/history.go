@@ -558,3 +558,28 @@ func (h *HistoryStore) Import(buckets []HistoryBucket, contracts map[string]*Con
 		return nil
 	})
 }
+
+// Oldest is the start of the oldest bucket kept (false: no history yet).
+func (h *HistoryStore) Oldest() (time.Time, bool, error) {
+	var (
+		at time.Time
+		ok bool
+	)
+	err := h.db.View(func(tx *Tx) error {
+		return tx.Range(historyBuckets, "", "", func(k string, _ []byte) error {
+			if len(k) == 8 {
+				at, ok = time.Unix(int64(binary.BigEndian.Uint64([]byte(k))), 0).UTC(), true
+			}
+			return errStop
+		})
+	})
+	if errors.Is(err, errStop) {
+		err = nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read history: %w", err)
+	}
+	return at, ok, nil
+}
+
+var errStop = errors.New("stop")

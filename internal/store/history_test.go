@@ -21,6 +21,9 @@ func openHistory(t testing.TB) (*HistoryStore, string) {
 func TestHistoryRecordsAndReads(t *testing.T) {
 	h, path := openHistory(t)
 	t0 := time.Date(2026, 12, 1, 10, 2, 0, 0, time.UTC)
+	if _, ok, err := h.Oldest(); ok || err != nil {
+		t.Fatalf("an empty history has an oldest bucket (%v)", err)
+	}
 	// Three acknowledged updates of one contract, one repeated: the
 	// increase counts once.
 	for _, c := range []struct {
@@ -58,6 +61,9 @@ func TestHistoryRecordsAndReads(t *testing.T) {
 	}
 	if got[1].EarnedSat != 50 || !got[1].Start.Equal(want.Start.Add(HistoryStep)) {
 		t.Fatalf("second bucket %+v", got[1])
+	}
+	if oldest, ok, err := h.Oldest(); !ok || err != nil || !oldest.Equal(want.Start) {
+		t.Fatalf("Oldest = %v, %v, %v; want %v", oldest, ok, err, want.Start)
 	}
 	cs, err := h.Contracts([]string{"c1", "c2", "c3"})
 	if err != nil {

@@ -52,6 +52,10 @@ type Config struct {
 	// on every channel change; empty means channels.backup in the data
 	// dir. Another disk keeps it through the loss of the data dir's.
 	BackupFile string `mapstructure:"backup_file"`
+	// Required makes `blackbox serve` exit with the reason when payments
+	// cannot start (a node without them earns nothing): "auto" (required
+	// when running as a systemd service), "true" or "false".
+	Required string `mapstructure:"required"`
 }
 
 // DefaultConfig is regtest on btcd's default loopback port with conservative
@@ -68,6 +72,7 @@ func DefaultConfig() Config {
 		Confirmations:   3,
 		SafetyMargin:    12,
 		ChannelLifetime: 144 * 7,
+		Required:        RequiredAuto,
 	}
 }
 
@@ -102,6 +107,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PayoutAddress != "" && c.PayoutXpub != "" {
 		return errors.New("payout_address and payout_xpub: set one, not both")
+	}
+	if err := c.validateRequired(); err != nil {
+		return err
 	}
 	params, _ := NetParams(c.Network)
 	if c.PayoutAddress != "" {

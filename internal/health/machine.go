@@ -1,0 +1,180 @@
+package health
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/blackbox-market/blackbox/pkg/meter"
+	"github.com/blackbox-market/blackbox/pkg/quantity"
+	"github.com/blackbox-market/blackbox/pkg/sandbox"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// Check names of the machine side.
+const (
+	NameDisk  = "disk"
+	NameReach = "reachability"
+)
+
+// DefaultContainerdRoot is where the system containerd keeps images and
+// snapshots (its root), checked for room when the node uses that containerd.
+const DefaultContainerdRoot = "/var/lib/containerd"
+
+// Disk checks the room the node sells and needs: the data dir's file
+// system, of which the node offers what meter.reserve.disk leaves (capped
+// by meter.max.disk), and containerd's root, where job images unpack.
+func Disk(dataDir string, pol meter.Policy, sb sandbox.Config) Check {
+	free, err := freeBytes(dataDir)
+	if err != nil {
+		return Check{Name: NameDisk, Status: Warn, Detail: err.Error()}
+	}
+	c := diskCheck(dataDir, free, pol.Reserve.Disk, pol.Caps.Disk, sb.DefaultDiskBytes)
+	if c.Status == Fail || sb.Address != sandbox.DefaultConfig().Address {
+		return c
+	}
+	// The system containerd: its images unpack under its root.
+	if rootFree, err := freeBytes(DefaultContainerdRoot); err == nil {
+		c = worst(c, containerdDisk(rootFree, sb.MaxUnpackedBytes))
+	}
+	return c
+}
+
+// diskCheck weighs the free bytes of the data dir's file system against
+// the reserve, the cap, and what one job's scratch needs by default.
+func diskCheck(dir string, free, reserve, maxDisk, jobDisk int64) Check {
+	offered := min(free-reserve, maxDisk)
+	if offered < 0 {
+		offered = 0
+	}
+	detail := fmt.Sprintf("%s free under %s, %s of it offered (meter.reserve.disk %s)",
+		quantity.FormatSize(free), dir, quantity.FormatSize(offered), quantity.FormatSize(reserve))
+	if offered < jobDisk {
+		return Check{Name: NameDisk, Status: Fail, Detail: detail,
+			Fix: fmt.Sprintf("free space on that file system, or lower meter.reserve.disk: a job's scratch needs %s (sandbox.default_disk_bytes)", quantity.FormatSize(jobDisk))}
+	}
+	return Check{Name: NameDisk, Status: OK, Detail: detail}
+}
+
+// containerdDisk weighs the free bytes under containerd's root against one
+// image's unpacked size.
+func containerdDisk(free, maxUnpacked int64) Check {
+	detail := fmt.Sprintf("%s free under containerd's root %s", quantity.FormatSize(free), DefaultContainerdRoot)
+	switch {
+	case free < 1<<30:
+		return Check{Name: NameDisk, Status: Fail, Detail: detail, Fix: "free space there: images unpack under containerd's root"}
+	case free < maxUnpacked:
+		return Check{Name: NameDisk, Status: Warn, Detail: detail,
+			Fix: "less room than one image may take (sandbox.max_unpacked_bytes): free space or lower it"}
+	}
+	return Check{Name: NameDisk, Status: OK, Detail: detail}
+}
+
+// worst joins two findings of one check: the worse status, both details.
+func worst(a, b Check) Check {
+	rank := map[Status]int{OK: 0, Warn: 1, Fail: 2}
+	out := a
+	out.Detail = a.Detail + "; " + b.Detail
+	if rank[b.Status] > rank[a.Status] {
+		out.Status, out.Fix = b.Status, b.Fix
+	}
+	return out
+}
+
+// freeBytes is the space an unprivileged writer may still use on the file
+// system holding path (or its nearest existing parent).
+func freeBytes(path string) (int64, error) {
+	for path != "/" {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		path = parent(path)
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(path, &fs); err != nil {
+		return 0, fmt.Errorf("free space under %s: %w", path, err)
+	}
+	return int64(fs.Bavail) * int64(fs.Bsize), nil
+}
+
+func parent(p string) string {
+	i := strings.LastIndexByte(strings.TrimSuffix(p, "/"), '/')
+	if i <= 0 {
+		return "/"
+	}
+	return p[:i]
+}
+
+// Reachability says whether peers elsewhere can reach the node's listen
+// addresses, from the addresses alone: a public one, only private ones
+// (behind a router), or only loopback. It never fails: whether a router
+// forwards the port is only known from outside, which the networking work
+// (AutoNAT, relays, hole punching) will check.
+func Reachability(addrs []ma.Multiaddr) Check {
+	const later = "; the full check from outside (AutoNAT) arrives with the networking work"
+	var public, private, loop []string
+	ports := map[string]bool{}
+	for _, a := range expand(addrs) {
+		ip, err := manet.ToIP(a)
+		if err != nil {
+			continue
+		}
+		for _, proto := range []int{ma.P_TCP, ma.P_UDP} {
+			if p, err := a.ValueForProtocol(proto); err == nil {
+				ports[ma.ProtocolWithCode(proto).Name+" "+p] = true
+			}
+		}
+		switch {
+		case manet.IsIPLoopback(a):
+			loop = appendNew(loop, ip.String())
+		case manet.IsPublicAddr(a):
+			public = appendNew(public, ip.String())
+		default:
+			private = appendNew(private, ip.String())
+		}
+	}
+	var ps []string
+	for p := range ports {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	port := strings.Join(ps, ", ")
+	switch {
+	case len(public) > 0:
+		return Check{Name: NameReach, Status: OK,
+			Detail: fmt.Sprintf("public address %s (%s): reachable if no firewall blocks the port%s", strings.Join(public, ", "), port, later)}
+	case len(private) > 0:
+		return Check{Name: NameReach, Status: Warn,
+			Detail: fmt.Sprintf("only private addresses %s (%s): buyers outside this network cannot reach the node%s", strings.Join(private, ", "), port, later),
+			Fix:    fmt.Sprintf("forward %s on the router to %s (or run on a machine with a public address)", port, private[0])}
+	case len(loop) > 0:
+		return Check{Name: NameReach, Status: Warn,
+			Detail: fmt.Sprintf("listening on loopback only (%s): only nodes on this machine can reach it%s", port, later),
+			Fix:    "listen on all interfaces: listen: [/ip4/0.0.0.0/tcp/7460, /ip4/0.0.0.0/udp/7460/quic-v1]"}
+	}
+	return Check{Name: NameReach, Status: Warn, Detail: "no IP listen address" + later, Fix: "set listen (see configs/blackbox.yaml)"}
+}
+
+// expand replaces unspecified addresses (0.0.0.0, ::) by this machine's
+// interface addresses, as the libp2p host does.
+func expand(addrs []ma.Multiaddr) []ma.Multiaddr {
+	ifaces, err := manet.InterfaceMultiaddrs()
+	if err != nil {
+		return addrs
+	}
+	out, err := manet.ResolveUnspecifiedAddresses(addrs, ifaces)
+	if err != nil {
+		return addrs
+	}
+	return out
+}
+
+func appendNew(s []string, v string) []string {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
