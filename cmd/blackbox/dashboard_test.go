@@ -224,6 +224,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	if digits(today) != strconv.FormatInt(hist.Today.NetSat, 10) || hist.Today.NetSat < j.Paid {
 		t.Errorf("earned in the last 24 h shows %q; the history says %d net after a paid job of %d sats", today, hist.Today.NetSat, j.Paid)
 	}
+	// The page says what the node's health says.
+	if h, err := seller.api().Health(context.Background()); err != nil {
+		t.Errorf("health: %v", err)
+	} else if want := map[bool]string{true: "yes", false: "no"}[h.CanEarn]; text("#can-earn") != want {
+		t.Errorf("the page says can earn %q, the node's health %q (%v)", text("#can-earn"), want, h.Reasons)
+	}
 	sd, bars := chartInk(t, earningsChart, [3]int{0x2b, 0x6c, 0xb0})
 	t.Logf("earnings chart: brightness std dev %.1f, %d bar pixels; the page says %q earned in 24 h", sd, bars, today)
 	if sd < 3 || bars == 0 {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/health"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
@@ -42,6 +43,9 @@ type Source interface {
 	// Earnings is the node's history since now-since, as `blackbox
 	// earnings` shows it.
 	Earnings(ctx context.Context, since time.Duration) (api.Earnings, error)
+	// Health is whether the node can earn, check by check (reachability
+	// among them), as doctor, status and /healthz say it.
+	Health(ctx context.Context) (health.Report, error)
 	api.ConfigBackend
 }
 
@@ -106,13 +110,14 @@ type errorReply struct {
 
 // Overview is everything the page shows but the log tail, in one reply.
 type Overview struct {
-	Now      time.Time     `json:"now"`
-	Status   *api.Status   `json:"status,omitempty"`
-	Offer    *api.Offer    `json:"offer,omitempty"`
-	Own      *scoreView    `json:"own_reputation,omitempty"`
-	Peers    []scoreView   `json:"peers"`
-	Wallet   *api.Balance  `json:"wallet,omitempty"`
-	Channels []channelView `json:"channels"`
+	Now      time.Time      `json:"now"`
+	Status   *api.Status    `json:"status,omitempty"`
+	Health   *health.Report `json:"health,omitempty"`
+	Offer    *api.Offer     `json:"offer,omitempty"`
+	Own      *scoreView     `json:"own_reputation,omitempty"`
+	Peers    []scoreView    `json:"peers"`
+	Wallet   *api.Balance   `json:"wallet,omitempty"`
+	Channels []channelView  `json:"channels"`
 	// Contracts are the newest first; EarnedSats and Rejections are the
 	// seller's totals by contract state and by refusal reason.
 	Contracts  []contractView    `json:"contracts"`
@@ -195,6 +200,9 @@ func overview(ctx context.Context, src Source, since time.Duration) Overview {
 				o.Own = &v
 			}
 		}
+	}
+	if h, err := src.Health(ctx); !fail("health", err) {
+		o.Health = &h
 	}
 	if of, err := src.Offer(ctx); err == nil {
 		of.Envelope = nil

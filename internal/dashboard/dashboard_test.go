@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/health"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/payment"
@@ -48,6 +49,9 @@ func (f *fakeNode) Earnings(_ context.Context, since time.Duration) (api.Earning
 	now := time.Now()
 	return api.Earnings{Now: now, Since: now.Add(-since), BucketSeconds: 300, Today: api.EarningsTotals{NetSat: 4200},
 		Buckets: []api.EarningsBucket{{Start: now.Truncate(5 * time.Minute), EarnedSat: 4200, SoldMilliCPU: 1000}}}, nil
+}
+func (f *fakeNode) Health(context.Context) (health.Report, error) {
+	return health.NewReport([]health.Check{{Name: health.NameReach, Status: health.Warn, Detail: "loopback only"}}), nil
 }
 func (f *fakeNode) Scores(context.Context) ([]reputation.Score, error) { return nil, nil }
 func (f *fakeNode) Score(context.Context, peer.ID) (reputation.Score, error) {
@@ -176,6 +180,9 @@ func TestOverview(t *testing.T) {
 	}
 	if o.Earnings == nil || o.Earnings.Today.NetSat != 4200 || len(o.Earnings.Buckets) != 1 {
 		t.Fatalf("earnings %+v", o.Earnings)
+	}
+	if o.Health == nil || o.Health.CanEarn != true || len(o.Health.Checks) != 1 {
+		t.Fatalf("health %+v", o.Health)
 	}
 	if len(o.Contracts) != 1 || o.Contracts[0].State != "settled" || o.Contracts[0].PaidSat != 4200 {
 		t.Fatalf("contracts %+v", o.Contracts)

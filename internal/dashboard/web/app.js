@@ -234,12 +234,22 @@ function render(o) {
       ["Offer", of ? `seq ${of.seq}, valid until ${new Date(of.expiry).toLocaleTimeString()}` : "–"],
       ["Held by contracts", `${cores(st.held.cpu_millis || 0)} cores`],
     ]);
+    const checks = (o.health && o.health.checks) || [];
+    const reach = checks.find((c) => c.name === "reachability");
     kv($("#reach"), [
+      ["Reachable", reach ? el("span", { class: "check-" + reach.status }, reach.detail + (reach.fix ? " — " + reach.fix : "")) : "not checked"],
       ["Peers connected", String((st.peers || []).length)],
       ["Addresses", el("div", { class: "mono" }, ...(st.addrs || []).flatMap((a) => [a, el("br")]))],
       ["Buying", st.buying ? "yes" : "no: " + st.not_buying],
     ]);
   }
+
+  // can it earn
+  const h = o.health;
+  $("#can-earn").textContent = !h ? "–" : h.can_earn ? "yes" : "no";
+  $("#can-earn").className = !h ? "" : h.can_earn ? "check-ok" : "check-fail";
+  fill($("#health tbody"), ((h && h.checks) || []).map((c) =>
+    el("tr", {}, el("td", {}, c.name), el("td", { class: "check-" + c.status }, c.status), el("td", {}, c.detail), el("td", {}, c.fix || ""))));
 
   // contracts and refusals
   fill($("#contracts tbody"), (o.contracts || []).map((c) =>
