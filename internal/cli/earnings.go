@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/spf13/cobra"
 )
 
@@ -40,6 +41,9 @@ ones for long periods).`,
 			d, err := api.ParseSince(since)
 			if err != nil {
 				return fmt.Errorf("--since: %w", err)
+			}
+			if d > store.HistoryKeep {
+				return fmt.Errorf("--since %s: the node keeps %d days of history: ask for 90d or less", since, int(store.HistoryKeep.Hours()/24))
 			}
 			e, err := a.client().Earnings(cmd.Context(), d)
 			if err != nil {
