@@ -27,13 +27,14 @@ func (d *daemon) earnings(args ...string) api.Earnings {
 	return e
 }
 
-// TestEarningsHistory: a seller runs a buyer's job; `blackbox earnings`
-// on the seller shows its payments pending while it runs, then that
-// contract's payments (in an open channel), the
-// job and its outcome, `status` shows them as earned today, the history
-// survives a restart of the daemon, and once the channel is closed on chain
-// the money is settled and the close fee counted. The buyer's history
-// shows the funding fee it paid.
+// TestEarningsHistory: a seller runs a buyer's job; `blackbox earnings` on
+// the seller shows its payments pending while it runs, then that contract's
+// payments in an open channel, the job and its outcome; `status` shows them
+// as earned today; the history is read from the database while the daemon
+// is stopped and survives its restart; once the channel is closed on chain
+// the money is settled and the close fee counted. The buyer's history shows
+// the funding fee it paid, and the market's median is known to a cheap and
+// a dear seller.
 func TestEarningsHistory(t *testing.T) {
 	m := newMarket(t)
 	work := t.TempDir()
@@ -89,8 +90,14 @@ func TestEarningsHistory(t *testing.T) {
 	}
 	t.Logf("earnings --since 1d:\n%s", out)
 
-	// A restart keeps the history.
+	// Stopped, the node's history is read from its database; a restart
+	// keeps it.
 	seller.stop()
+	stopped := seller.earnings()
+	check("with the daemon stopped", stopped)
+	if len(stopped.NoWork) != 1 || stopped.NoWork[0].Code != "daemon" {
+		t.Fatalf("with the daemon stopped, why no work: %+v", stopped.NoWork)
+	}
 	seller.start()
 	check("after a restart", seller.earnings("--since", "7d"))
 

@@ -2,15 +2,20 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/spf13/cobra"
 )
 
@@ -31,7 +36,8 @@ resources; and why there was no work, each reason with its fix.
 
 The node keeps this history in its database in 5-minute buckets for 90 days.
 With --since, the buckets of that period are listed too (merged into wider
-ones for long periods).`,
+ones for long periods). While the daemon is stopped, the history is read
+from the database (without the market's price).`,
 		Example: `  blackbox earnings
   blackbox earnings --since 7d
   blackbox earnings --since 36h --json`,
@@ -41,7 +47,13 @@ ones for long periods).`,
 			if err != nil {
 				return fmt.Errorf("--since: %w", err)
 			}
+			if d > store.HistoryKeep {
+				return fmt.Errorf("--since %s: the node keeps %d days of history: ask for 90d or less", since, int(store.HistoryKeep.Hours()/24))
+			}
 			e, err := a.client().Earnings(cmd.Context(), d)
+			if errors.Is(err, api.ErrNoDaemon) {
+				e, err = a.storedEarnings(d)
+			}
 			if err != nil {
 				return err
 			}
@@ -54,6 +66,23 @@ ones for long periods).`,
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().StringVar(&since, "since", "", "also list the history of this period: 24h, 7d, 30d, up to 90d")
 	return c
+}
+
+// storedEarnings reads the history from the database while no daemon runs.
+func (a *App) storedEarnings(since time.Duration) (api.Earnings, error) {
+	path := filepath.Join(a.DataDir(), node.DBFile)
+	if _, err := os.Stat(path); err != nil {
+		return api.Earnings{}, fmt.Errorf("no node in %s (no %s): start one with `blackbox serve`", a.DataDir(), node.DBFile)
+	}
+	db, err := store.Open(path, 500*time.Millisecond)
+	if errors.Is(err, store.ErrLocked) {
+		return api.Earnings{}, fmt.Errorf("%w: the daemon is starting or stopping; try again in a moment", err)
+	}
+	if err != nil {
+		return api.Earnings{}, err
+	}
+	defer db.Close()
+	return node.StoredEarnings(db, since)
 }
 
 func earnSat(v int64) string { return fmt.Sprintf("%d sat", v) }

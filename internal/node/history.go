@@ -248,7 +248,11 @@ func (h *history) reconcile() {
 		h.warn(err)
 		return
 	}
-	split := h.n.earnedSplit()
+	split, err := h.split(h.n.payments.Channels())
+	if err != nil {
+		h.warn(err)
+		return
+	}
 	for _, c := range split.open {
 		for id, amount := range c.Contracts {
 			if rec := split.history[id]; rec != nil && rec.Cumulative >= amount {
@@ -416,34 +420,18 @@ func median(v []float64) float64 {
 }
 
 // Earnings implements api.Backend: the totals of the last 24 h, 7 d and
-// 30 d, the buckets since now-since (0: 24 h), the channels' close cost and
-// why there was no work. It reads the store and memory only.
+// 30 d, the buckets since now-since (0: 24 h), the channels' close cost, the
+// market's median and why there was no work. It reads the store and memory
+// only.
 func (n *Node) Earnings(ctx context.Context, since time.Duration) (api.Earnings, error) {
-	if since <= 0 {
-		since = 24 * time.Hour
+	var chans []*payment.Channel
+	if n.payments != nil {
+		chans = n.payments.Channels()
 	}
-	since = min(since, store.HistoryKeep)
-	now := time.Now().UTC()
-	e := api.Earnings{Now: now, Since: now.Add(-since), BucketSeconds: int64(store.HistoryStep / time.Second)}
-	oldest := now.Add(-max(since, 30*24*time.Hour))
-	buckets, err := n.history.st.Buckets(oldest, now.Add(store.HistoryStep))
+	e, buckets, err := n.history.earnings(since, chans)
 	if err != nil {
 		return e, err
 	}
-	buckets = n.history.unwritten(buckets)
-	split := n.earnedSplit()
-	e.Today = n.totals(buckets, split, now.Add(-24*time.Hour))
-	e.Week = n.totals(buckets, split, now.Add(-7*24*time.Hour))
-	e.Month = n.totals(buckets, split, now.Add(-30*24*time.Hour))
-	e.Period = n.totals(buckets, split, e.Since)
-	e.Buckets, e.BucketSeconds = coarsen(buckets, e.Since, since)
-
-	for _, c := range split.open {
-		e.InChannelsSat += c.Paid
-		e.CloseFeeSat += c.CloseFee
-		e.AfterCloseSat += max(c.Paid-c.CloseFee, 0)
-	}
-
 	n.history.mu.Lock()
 	mp := n.history.market
 	n.history.mu.Unlock()
@@ -469,6 +457,54 @@ func (n *Node) Earnings(ctx context.Context, since time.Duration) (api.Earnings,
 	return e, nil
 }
 
+// StoredEarnings is Earnings read from a database no daemon holds (for the
+// CLI while the node is stopped): the history and the channels as stored,
+// no market price, and the one reason there is no work now.
+func StoredEarnings(db *store.DB, since time.Duration) (api.Earnings, error) {
+	chans, err := store.NewPaymentStore(db).LoadChannels()
+	if err != nil {
+		return api.Earnings{}, err
+	}
+	h := &history{st: store.NewHistoryStore(db)}
+	e, _, err := h.earnings(since, chans)
+	e.NoWork = []api.NoWorkReason{{Code: "daemon", Detail: "the node is not running: nothing is on offer",
+		Fix: "start it with `blackbox serve` (or the blackbox service)"}}
+	return e, err
+}
+
+// earnings sums the history since now-since (0: 24 h; at most what is
+// kept) and the standard windows, splitting what was earned by where it is
+// now in chans (the node's channels), and returns the buckets read.
+func (h *history) earnings(since time.Duration, chans []*payment.Channel) (api.Earnings, []store.HistoryBucket, error) {
+	if since <= 0 {
+		since = 24 * time.Hour
+	}
+	since = min(since, store.HistoryKeep)
+	now := time.Now().UTC()
+	e := api.Earnings{Now: now, Since: now.Add(-since), BucketSeconds: int64(store.HistoryStep / time.Second)}
+	oldest := now.Add(-max(since, 30*24*time.Hour))
+	buckets, err := h.st.Buckets(oldest, now.Add(store.HistoryStep))
+	if err != nil {
+		return e, nil, err
+	}
+	buckets = h.unwritten(buckets)
+	split, err := h.split(chans)
+	if err != nil {
+		return e, nil, err
+	}
+	e.Today = totals(buckets, split, now.Add(-24*time.Hour))
+	e.Week = totals(buckets, split, now.Add(-7*24*time.Hour))
+	e.Month = totals(buckets, split, now.Add(-30*24*time.Hour))
+	e.Period = totals(buckets, split, e.Since)
+	e.Buckets, e.BucketSeconds = coarsen(buckets, e.Since, since)
+	for _, c := range split.open {
+		e.InChannelsSat += c.Paid
+		e.CloseFeeSat += c.CloseFee
+		e.AfterCloseSat += max(c.Paid-c.CloseFee, 0)
+	}
+	return e, buckets, nil
+}
+
 // earned is where the money earned in a window is now: per contract still
 // running (pending) or in a channel not yet closed on chain.
 type earned struct {
@@ -477,13 +513,12 @@ type earned struct {
 	inOpen  map[string]bool // contracts paid through an open channel
 }
 
-func (n *Node) earnedSplit() earned {
+// split finds the seller's channels in chans not closed on chain and the
+// payment history of the contracts paid through them.
+func (h *history) split(chans []*payment.Channel) (earned, error) {
 	s := earned{inOpen: map[string]bool{}}
-	if n.payments == nil {
-		return s
-	}
 	var ids []string
-	for _, c := range n.payments.Channels() {
+	for _, c := range chans {
 		if c.Role != payment.RoleSeller || c.State == payment.StateClosed || c.State == payment.StateFailed {
 			continue
 		}
@@ -494,16 +529,14 @@ func (n *Node) earnedSplit() earned {
 		}
 	}
 	var err error
-	if s.history, err = n.history.st.Contracts(ids); err != nil {
-		n.log.Warn("history", "err", err)
-	}
-	return s
+	s.history, err = h.st.Contracts(ids)
+	return s, err
 }
 
 // totals sums the buckets that start at or after from. What was earned is
 // split: pending (contract still running), in open channels (contract
 // ended, channel not closed on chain) and settled (the rest).
-func (n *Node) totals(buckets []store.HistoryBucket, s earned, from time.Time) api.EarningsTotals {
+func totals(buckets []store.HistoryBucket, s earned, from time.Time) api.EarningsTotals {
 	t := api.EarningsTotals{Contracts: map[string]int64{}, Refusals: map[string]int64{}}
 	from = store.BucketStart(from)
 	var earnedSat, sold, offered int64

@@ -66,16 +66,16 @@ func TestEarningsSplit(t *testing.T) {
 	}
 	split := earned{history: hist, inOpen: map[string]bool{"ended": true, "running": true}}
 
-	today := n.totals(buckets, split, now.Add(-day))
+	today := totals(buckets, split, now.Add(-day))
 	if today.EarnedSat != 350 || today.PendingSat != 50 || today.ChannelSat != 300 || today.SettledSat != 0 ||
 		today.FeesSat != 0 || today.NetSat != 350 || today.Contracts["completed"] != 2 {
 		t.Fatalf("today %+v", today)
 	}
-	week := n.totals(buckets, split, now.Add(-7*day))
+	week := totals(buckets, split, now.Add(-7*day))
 	if week.EarnedSat != 1350 || week.SettledSat != 1000 || week.ChannelSat != 300 || week.PendingSat != 50 || week.NetSat != 1350 {
 		t.Fatalf("week %+v", week)
 	}
-	month := n.totals(buckets, split, now.Add(-30*day))
+	month := totals(buckets, split, now.Add(-30*day))
 	if month.FeesSat != 40 || month.NetSat != 1310 {
 		t.Fatalf("month %+v", month)
 	}

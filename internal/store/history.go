@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -296,7 +297,12 @@ func (r *reader) bytes(n int) []byte {
 
 // HistoryStore keeps the node's history in its database. Every Record call
 // returns nil only once the change is on disk (fsynced).
-type HistoryStore struct{ db *DB }
+type HistoryStore struct {
+	db *DB
+	// inflight counts RecordPayments under way: concurrent ones share a
+	// commit (DB.Batch), a lone one commits at once.
+	inflight atomic.Int32
+}
 
 // NewHistoryStore returns the history view of db.
 func NewHistoryStore(db *DB) *HistoryStore { return &HistoryStore{db: db} }
@@ -331,7 +337,14 @@ func (h *HistoryStore) update(what string, fn func(tx *Tx) error) error {
 // the record is on disk, so the caller may acknowledge after.
 func (h *HistoryStore) RecordPayment(at time.Time, id string, cumulative int64) (int64, error) {
 	var delta int64
-	err := h.update("payment", func(tx *Tx) error {
+	commit := h.db.Update
+	if h.inflight.Add(1) > 1 {
+		commit = h.db.Batch
+	}
+	defer h.inflight.Add(-1)
+	// Idempotent, as Batch requires: the increase is computed again from
+	// what is stored on every run.
+	err := commit(func(tx *Tx) error {
 		delta = 0
 		c := getContract(tx, id)
 		if cumulative <= c.Cumulative {
@@ -355,7 +368,10 @@ func (h *HistoryStore) RecordPayment(at time.Time, id string, cumulative int64) 
 		}
 		return changeBucket(tx, at, func(b *HistoryBucket) { b.EarnedSat += delta })
 	})
-	return delta, err
+	if err != nil {
+		return 0, fmt.Errorf("record payment in history: %w", err)
+	}
+	return delta, nil
 }
 
 func getContract(tx *Tx, id string) *ContractHistory {

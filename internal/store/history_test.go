@@ -1,8 +1,10 @@
 package store
 
 import (
+	"fmt"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 )
@@ -158,4 +160,45 @@ func FuzzDecodeHistory(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkRecordPayment: what the history adds to each payment the seller
+// acknowledges (one fsynced transaction).
+func BenchmarkRecordPayment(b *testing.B) {
+	h, _ := openHistory(b)
+	at := time.Now()
+	var cum int64
+	for b.Loop() {
+		cum += 200
+		if _, err := h.RecordPayment(at, "contract", cum); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestRecordPaymentConcurrent: payments of many contracts acknowledged at
+// once (sharing commits) each count once, and exactly.
+func TestRecordPaymentConcurrent(t *testing.T) {
+	h, _ := openHistory(t)
+	at := time.Now()
+	var wg sync.WaitGroup
+	for c := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int64(1); i <= 20; i++ {
+				// Each update twice: a retry counts nothing.
+				for range 2 {
+					if _, err := h.RecordPayment(at, fmt.Sprint("c", c), i*100); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	bs, err := h.Buckets(at.Add(-time.Hour), at.Add(time.Hour))
+	if err != nil || len(bs) != 1 || bs[0].EarnedSat != 8*2000 {
+		t.Fatalf("buckets %+v, %v; want one with %d sats", bs, err, 8*2000)
+	}
 }
