@@ -92,8 +92,11 @@ func (n *Node) SetPolicy(ctx context.Context, p api.Policy) (api.ConfigView, err
 	}
 	n.cfg.Meter = next
 	n.cfgMu.Unlock()
+	// The meter reports the change from its loop too; signing here as well
+	// puts the new prices in the very next offer (the same terms are not
+	// signed twice).
 	spare, _ := n.meter.Spare(time.Now())
-	n.offerSpare(spare)
+	n.meter.OnChange(spare)
 	n.log.Info("selling policy changed", "core_hour", p.Pricing.CoreHour, "start_fee", p.Pricing.StartFee,
 		"reserve_cpu", p.Reserve.CPU, "hours", p.Hours, "days", p.Days, "file", n.configFile())
 	return n.Config(ctx)

@@ -339,20 +339,16 @@ func (n *Node) startMarket() error {
 	n.host.SetStreamHandler(offer.ProtocolID, offer.Handler(pub.Envelope, n.log))
 	n.push(func() error { n.host.RemoveStreamHandler(offer.ProtocolID); return nil })
 
-	m.OnChange = n.offerSpare
+	m.OnChange = func(spare meter.Capacity) {
+		if n.seller == nil {
+			spare = meter.Capacity{} // nothing to sell with: see noSell
+		}
+		n.metrics.setSpare(spare)
+		if err := pub.Set(n.offerTemplate(spare)); err != nil {
+			n.log.Warn("sign offer", "err", err)
+		}
+	}
 	return nil
-}
-
-// offerSpare signs a new offer of spare at the current prices (the meter
-// calls it on a change, SetPolicy at once).
-func (n *Node) offerSpare(spare meter.Capacity) {
-	if n.seller == nil {
-		spare = meter.Capacity{} // nothing to sell with: see noSell
-	}
-	n.metrics.setSpare(spare)
-	if err := n.pub.Set(n.offerTemplate(spare)); err != nil {
-		n.log.Warn("sign offer", "err", err)
-	}
 }
 
 func (n *Node) runMarket(ctx context.Context) {
