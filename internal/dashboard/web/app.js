@@ -344,8 +344,9 @@ async function savePolicy(ev) {
   res.className = ""; res.textContent = "applying…";
   const body = readForm();
   for (const input of $("#policy").querySelectorAll("input[type=number]")) {
-    if (input.value.trim() !== "" && !Number.isFinite(Number(input.value))) {
-      fieldError(input.name, "must be a number");
+    // An emptied price is a mistake, not "free": say so rather than send 0.
+    if (input.value.trim() === "" || !Number.isFinite(Number(input.value))) {
+      fieldError(input.name, "a number is needed (0 to charge nothing)");
     }
   }
   if (document.querySelector("#policy input.invalid")) { res.className = "bad"; res.textContent = "fix the marked fields"; return; }
