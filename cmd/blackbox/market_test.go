@@ -70,6 +70,8 @@ func newMarket(t testing.TB) *market {
 		// tests still has something on offer.
 		"BLACKBOX_METER_CPU_BASIS=allocatable", "BLACKBOX_METER_RESERVE_CPU=0",
 		"BLACKBOX_METER_SAMPLE_INTERVAL=1s", "BLACKBOX_MDNS=false",
+		// Each node's dashboard on a free port, not all on 7461.
+		"BLACKBOX_DASHBOARD_ADDR=127.0.0.1:0",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -6,15 +6,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../../build}
 "$here/containerd.sh" install
 "$here/btcd.sh" install "$build"
-# iproute2's ip makes the network namespaces of the LAN (mDNS) test.
-if ! command -v ip >/dev/null 2>&1; then
+# need CMD PACKAGE installs Debian's PACKAGE (without recommends) when CMD is
+# missing; apt's lists are refreshed only when the first try fails.
+need() {
+	command -v "$1" >/dev/null 2>&1 && return
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq iproute2 >/dev/null 2>&1 || { apt-get update -qq >/dev/null; apt-get install -y -qq iproute2 >/dev/null; }
-fi
+	apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 ||
+		{ apt-get update -qq >/dev/null; apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
+}
+# iproute2's ip makes the network namespaces of the LAN (mDNS) test.
+need ip iproute2
 # Debian's prometheus (with promtool) checks deploy/prometheus and scrapes
 # real nodes in the metrics test, which starts its own server on a free
 # port with its own storage: the packaged service is not needed.
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null; apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
-fi
+need promtool prometheus
+need prometheus prometheus
+# Debian's chromium: the dashboard test drives it headless (chromedp).
+need chromium chromium

@@ -153,6 +153,8 @@ type Backend interface {
 	// Trust lists explicit trust edges; SetTrust sets one (0 removes it).
 	Trust(ctx context.Context) ([]TrustEdge, error)
 	SetTrust(ctx context.Context, p peer.ID, weight float64) error
+	// Earnings is the seller's history since now-since (0: 24 h).
+	Earnings(ctx context.Context, since time.Duration) (Earnings, error)
 }
 
 // TrustEdge is one peer this node trusts explicitly.
@@ -334,7 +336,17 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		}
 		reply(w, log, IDResponse{ID: p.String()}, b.SetTrust(r.Context(), p, req.Weight))
 	})
+	mux.HandleFunc("GET /v1/earnings", func(w http.ResponseWriter, r *http.Request) {
+		since, err := ParseSince(r.URL.Query().Get("since"))
+		if err != nil {
+			reply(w, log, nil, fmt.Errorf("%w: since: %v", ErrBadRequest, err))
+			return
+		}
+		e, err := b.Earnings(r.Context(), since)
+		reply(w, log, e, err)
+	})
 	handleHealth(mux, b, log)
+	configRoutes(mux, b, log)
 	return mux
 }
 

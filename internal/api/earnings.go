@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -39,6 +42,9 @@ type Earnings struct {
 
 // EarningsTotals sums a window.
 type EarningsTotals struct {
+	// EarnedSat is every payment acknowledged in the window (before
+	// fees): SettledSat + ChannelSat + PendingSat.
+	EarnedSat int64 `json:"earned_sat"`
 	// Earned by state: settled on chain, held in open channels, pending
 	// (acknowledged but in a contract that has not ended).
 	SettledSat int64 `json:"settled_sat"`
@@ -85,4 +91,27 @@ func (c *Client) Earnings(ctx context.Context, since time.Duration) (Earnings, e
 	var out Earnings
 	err := c.do(ctx, "GET", "/v1/earnings?since="+url.QueryEscape(since.String()), nil, &out)
 	return out, err
+}
+
+// ParseSince reads a look-back period: a Go duration ("36h", "90m") or a
+// number of days ("7d", "30d"); "" is 0 (the default period).
+func ParseSince(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseFloat(days, 64)
+		if err != nil || n < 0 || n > 3650 {
+			return 0, fmt.Errorf("%q is not a period: write it like 7d, 30d or 24h", s)
+		}
+		d = time.Duration(n * 24 * float64(time.Hour))
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil || d < 0 {
+			return 0, fmt.Errorf("%q is not a period: write it like 7d, 30d or 24h", s)
+		}
+	}
+	return d, nil
 }

@@ -171,6 +171,7 @@ func commands(a *App) []*cobra.Command {
 		newResultsCmd(a),
 		newCancelCmd(a),
 		newContractsCmd(a),
+		newEarningsCmd(a),
 		newConfigCmd(a),
 		newWalletCmd(a),
 		newChannelsCmd(a),

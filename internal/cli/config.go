@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/configs"
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/go-viper/mapstructure/v2"
@@ -19,38 +20,15 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// registerDefaults tells viper every key of the typed config with its default,
-// so that environment variables override keys absent from the file and
-// `config show` prints them all.
-func registerDefaults(set func(key string, v any), prefix string, rv reflect.Value) {
-	rt := rv.Type()
-	for i := range rt.NumField() {
-		f := rt.Field(i)
-		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
-		if tag == "" || tag == "-" || !f.IsExported() {
-			continue
-		}
-		key := prefix + tag
-		fv := rv.Field(i)
-		if fv.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
-			registerDefaults(set, key+".", fv)
-			continue
-		}
-		set(key, fv.Interface())
-	}
-}
-
 // NodeConfig is the daemon's typed configuration: defaults, then the config
 // file, then BLACKBOX_… environment variables, then flags, unmarshalled once
 // and validated. Errors name the key.
 func (a *App) NodeConfig() (node.Config, error) {
 	cfg := node.DefaultConfig()
-	registerDefaults(func(k string, v any) {
-		if d, ok := v.(time.Duration); ok {
-			v = d.String() // shown as "10s", decoded back by the hook
-		}
-		a.v.SetDefault(k, v)
-	}, "", reflect.ValueOf(cfg))
+	// Every key with its default, so that environment variables override
+	// keys absent from the file and `config show` prints them all.
+	// Durations come as text ("10s"), decoded back by the hook.
+	node.EachKey(cfg, a.v.SetDefault)
 	err := a.v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = false
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
@@ -66,6 +44,7 @@ func (a *App) NodeConfig() (node.Config, error) {
 		return cfg, err
 	}
 	cfg.DataDir = a.dataDir
+	cfg.ConfigFile = a.v.ConfigFileUsed()
 	if cfg.Sandbox.StateDir == "" {
 		cfg.Sandbox.StateDir = filepath.Join(a.dataDir, "sandbox")
 	}
@@ -92,7 +71,7 @@ var retiredKeys = map[string]string{
 // it, so they are ignored with a warning, and an upgraded node still starts.
 func (a *App) unknownKeys() error {
 	known := map[string]bool{}
-	registerDefaults(func(k string, _ any) { known[k] = true }, "", reflect.ValueOf(node.DefaultConfig()))
+	node.EachKey(node.DefaultConfig(), func(k string, _ any) { known[k] = true })
 	var bad, retired []string
 	for _, k := range a.v.AllKeys() {
 		if known[k] {
@@ -151,18 +130,35 @@ func newConfigCmd(a *App) *cobra.Command {
 	c := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
 	c.AddCommand(&cobra.Command{
 		Use:   "show",
-		Short: "Print the effective configuration (defaults, file, environment, flags)",
-		Args:  cobra.NoArgs,
+		Short: "Print the running node's effective configuration (or, with no node running, the file's)",
+		Long: `Print the effective configuration: the running daemon's, with the policy
+changes made in the dashboard since it started; with no daemon running for
+the data dir, what 'blackbox serve' would start with (defaults, file,
+environment, flags), and a comment saying so. Secrets (payment.rpc_pass)
+are shown as "(set)".`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := a.NodeConfig(); err != nil {
-				return err
+			v, err := a.client().Config(cmd.Context())
+			source := "the running daemon"
+			if errors.Is(err, api.ErrNoDaemon) {
+				cfg, cerr := a.NodeConfig()
+				if cerr != nil {
+					return cerr
+				}
+				v, err = api.ConfigView{DataDir: a.dataDir, ConfigFile: cfg.ConfigFile, Settings: cfg.Settings()}, nil
+				source = "no daemon is running for this data dir: what `blackbox serve` would start with"
 			}
-			settings := a.v.AllSettings()
-			out, err := yaml.Marshal(settings)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "# data dir: %s\n# config file: %s\n", a.dataDir, a.v.ConfigFileUsed())
+			out, err := yaml.Marshal(v.Settings)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "# from: %s\n# data dir: %s\n# config file: %s\n", source, v.DataDir, v.ConfigFile)
+			for _, k := range v.Overridden {
+				fmt.Fprintf(a.Stdout, "# %s is also set in the environment: it wins again at the next start\n", k)
+			}
 			_, err = a.Stdout.Write(out)
 			return err
 		},

@@ -42,7 +42,7 @@ func TestSampleConfigIsTheDefaults(t *testing.T) {
 	got := map[string]any{}
 	flatten("", sample, got)
 	want := map[string]any{}
-	registerDefaults(func(k string, v any) { want[k] = v }, "", reflect.ValueOf(node.DefaultConfig()))
+	node.EachKey(node.DefaultConfig(), func(k string, v any) { want[k] = v })
 	for k := range want {
 		if _, ok := got[k]; !ok {
 			t.Errorf("configs/blackbox.yaml lacks key %s", k)
@@ -68,6 +68,7 @@ func TestSampleConfigIsTheDefaults(t *testing.T) {
 	}
 	def := node.DefaultConfig()
 	def.DataDir = dir
+	def.ConfigFile = filepath.Join(dir, "blackbox.yaml")
 	def.Sandbox.StateDir = filepath.Join(dir, "sandbox")
 	if !reflect.DeepEqual(cfg, def) {
 		t.Errorf("sample config differs from defaults:\n got %+v\nwant %+v", cfg, def)
@@ -174,11 +175,15 @@ func TestConfigPrecedence(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "blackbox.yaml"), []byte("region: file\nconn_high: 300\nmeter:\n  hours: \"22:00-07:00\"\n"), 0o600)
 	t.Setenv("BLACKBOX_REGION", "env")
 	t.Setenv("BLACKBOX_METER_DAYS", "mon-fri")
+	t.Setenv("BLACKBOX_PAYMENT_RPC_PASS", "hunter2")
 	code, out, stderr := run(t, "config", "show", "--data-dir", dir)
 	if code != 0 {
 		t.Fatal(stderr)
 	}
-	for _, want := range []string{"region: env", "conn_high: 300", "hours: 22:00-07:00", "days: mon-fri", "cpu_basis: idle"} {
+	if strings.Contains(out, "hunter2") {
+		t.Errorf("config show prints the RPC password:\n%s", out)
+	}
+	for _, want := range []string{"# from: no daemon is running", "region: env", "conn_high: 300", "hours: 22:00-07:00", "days: mon-fri", "cpu_basis: idle", "rpc_pass: (set)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config show lacks %q:\n%s", want, out)
 		}

@@ -63,6 +63,8 @@ nodes elsewhere are joined through --bootstrap addresses.`,
 	a.bindFlag(c, "bootstrap", "bootstrap")
 	a.bindFlag(c, "metrics_addr", "metrics-addr")
 	a.bindFlag(c, "region", "region")
+	f.String("dashboard-addr", "", `serve the web dashboard on this host:port, "" for none (config key dashboard_addr, default 127.0.0.1:7461)`)
+	a.bindFlag(c, "dashboard_addr", "dashboard-addr")
 	return c
 }
 
@@ -102,6 +104,7 @@ func newStatusCmd(a *App) *cobra.Command {
 			if s.OfferSeq != 0 {
 				fmt.Fprintf(w, "Offer:\tseq %d, valid until %s\n", s.OfferSeq, s.OfferExpiry.Local().Format(time.TimeOnly))
 			}
+			statusEarnings(cmd.Context(), a, w)
 			fmt.Fprintln(w, "Addresses:")
 			for _, ad := range s.Addrs {
 				fmt.Fprintf(w, "  %s\n", ad)

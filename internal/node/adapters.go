@@ -96,7 +96,12 @@ func (r sandboxRunner) Run(ctx context.Context, spec contract.RunSpec) (*contrac
 const openWait = 5 * time.Minute
 
 // channelReceiver is the seller's side of the payment channels.
-type channelReceiver struct{ m *payment.Manager }
+type channelReceiver struct {
+	m *payment.Manager
+	// paid, if set, records the contract's acknowledged total before the
+	// acknowledgement goes out (the earnings history).
+	paid func(contractID string, cumulative int64)
+}
 
 func (r *channelReceiver) Terms() ([]byte, error) {
 	t, err := r.m.SellerTerms()
@@ -118,6 +123,9 @@ func (r *channelReceiver) AcceptUpdate(ctx context.Context, buyer peer.ID, contr
 	u, err := r.m.AcceptUpdateInOrder(ctx, buyer.String(), contractID, msg)
 	if err != nil {
 		return 0, err
+	}
+	if r.paid != nil {
+		r.paid(contractID, u.ContractAmount)
 	}
 	return u.ContractAmount, nil
 }

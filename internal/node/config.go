@@ -28,6 +28,9 @@ type Config struct {
 	// DataDir holds the identity, the database, the default config and the
 	// local API socket. Set from --data-dir, not from the file.
 	DataDir string `mapstructure:"-"`
+	// ConfigFile is the file the configuration was read from, where live
+	// policy changes are written. Set by the CLI, not from the file.
+	ConfigFile string `mapstructure:"-"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `mapstructure:"log_level"`
 	// Listen are the libp2p listen multiaddrs (TCP and QUIC).
@@ -40,6 +43,13 @@ type Config struct {
 	Region string `mapstructure:"region"`
 	// MetricsAddr, if set, serves Prometheus metrics at http://ADDR/metrics.
 	MetricsAddr string `mapstructure:"metrics_addr"`
+	// DashboardAddr serves the web dashboard at http(s)://ADDR/; empty: off.
+	DashboardAddr string `mapstructure:"dashboard_addr"`
+	// DashboardTLSCert and DashboardTLSKey (PEM files) serve it over TLS.
+	DashboardTLSCert string `mapstructure:"dashboard_tls_cert"`
+	DashboardTLSKey  string `mapstructure:"dashboard_tls_key"`
+	// DashboardAllowHTTP lets a non-loopback DashboardAddr serve plain HTTP.
+	DashboardAllowHTTP bool `mapstructure:"dashboard_allow_http"`
 	// SocketGroup, if set, is a group whose members may use the local API
 	// socket (made 0660, the data dir 0710); empty: the node's user only.
 	SocketGroup string `mapstructure:"socket_group"`
@@ -99,6 +109,9 @@ func DefaultConfig() Config {
 		Sandbox:    sandbox.DefaultConfig(),
 		Payment:    payment.DefaultConfig(),
 		Reputation: reputation.DefaultConfig(),
+
+		// On loopback: other machines need TLS and the token.
+		DashboardAddr: "127.0.0.1:7461",
 	}
 }
 
@@ -131,6 +144,9 @@ func (c *Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			bad("metrics_addr", "must be host:port: %v", err)
 		}
+	}
+	if err := c.dashboard().Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ConnLow <= 0 || c.ConnHigh < c.ConnLow {
 		bad("conn_low", "need 0 < conn_low (%d) <= conn_high (%d)", c.ConnLow, c.ConnHigh)

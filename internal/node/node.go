@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/dashboard"
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
@@ -80,11 +81,17 @@ type Node struct {
 	api.BookView
 	attester *attester
 	exchange *reputation.Exchange
+	history  *history
 	health   nodeHealth
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	cleanup []func() error
+
+	// cfgMu guards cfg.Meter, which SetPolicy changes while the node runs.
+	cfgMu sync.Mutex
+	// logs keeps the last log lines for the dashboard.
+	logs *dashboard.LogRing
 }
 
 // New checks cfg and returns a node that is not started yet.
@@ -98,7 +105,9 @@ func New(cfg Config, version string, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Node{cfg: cfg, version: version, log: log}, nil
+	logs := dashboard.NewLogRing(LogTail)
+	log = slog.New(logs.Tee(log.Handler()))
+	return &Node{cfg: cfg, version: version, log: log, logs: logs}, nil
 }
 
 // Start brings every subsystem up. If one fails, everything already started
@@ -133,6 +142,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.push(n.db.Close)
+	n.history = newHistory(n)
 
 	// Payments before the reputation book: its evidence verifier asks the
 	// payment chain whether a channel's funding is real.
@@ -179,6 +189,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.push(srv.Close)
+	if err := n.startDashboard(); err != nil {
+		return err
+	}
 	if n.cfg.MetricsAddr != "" {
 		if err := n.serveMetrics(reg); err != nil {
 			return err
@@ -186,6 +199,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.trackPeers(loopCtx) }()
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.history.run(loopCtx) }()
 	n.log.Info("blackbox node started", "peer_id", n.host.ID(), "addrs", n.host.Addrs(), "data_dir", n.cfg.DataDir)
 	return nil
 }

@@ -22,6 +22,7 @@ func testConfig(t *testing.T) Config {
 	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.MDNS = false
 	cfg.Sandbox.Address = filepath.Join(cfg.DataDir, "no-containerd.sock")
+	cfg.DashboardAddr = "127.0.0.1:0" // not the machine's 7461
 	return cfg
 }
 

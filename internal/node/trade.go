@@ -141,8 +141,8 @@ func (n *Node) startPayments(ctx context.Context) error {
 		return err
 	}
 	m, err := payment.NewManager(payment.ManagerConfig{
-		Config: cfg, Chain: chain, Store: backup,
-		Keys: w.Keyring(), Funder: w, Log: n.log,
+		Config: cfg, Chain: chain, Store: n.watchFees(backup),
+		Keys: w.Keyring(), Funder: n.watchFunding(w), Log: n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("payment manager: %w", err)
@@ -184,7 +184,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 		sc := contract.SellerConfig{
 			Host: n.host, Key: n.key, Store: st,
 			Runner:   sandboxRunner{sb: n.sandbox, defaultRuntime: n.defaultRuntime()},
-			Payments: &channelReceiver{m: n.payments},
+			Payments: &channelReceiver{m: n.payments, paid: n.history.paid},
 			Offer: func() *offer.Offer {
 				o, _ := n.pub.Current()
 				if o == nil || o.Resources.CPUMillis == 0 {
@@ -208,6 +208,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("contract seller: %w", err)
 		}
+		n.hookSeller(seller)
 		if err := seller.Start(ctx); err != nil {
 			return fmt.Errorf("start contract seller: %w", err)
 		}

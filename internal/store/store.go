@@ -442,3 +442,19 @@ func hasPrefix(k, p []byte) bool {
 func panicText(r any) string {
 	return strings.TrimPrefix(fmt.Sprint(r), "runtime error: ")
 }
+
+// Range calls fn for every key k of bucket with lo <= k < hi, in byte order
+// (hi "" for no upper bound). The value slice is only valid during the call.
+func (t *Tx) Range(bucket, lo, hi string, fn func(key string, value []byte) error) error {
+	b := t.tx.Bucket([]byte(bucket))
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	for k, v := c.Seek([]byte(lo)); k != nil && (hi == "" || string(k) < hi); k, v = c.Next() {
+		if err := fn(string(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -55,23 +55,23 @@ type Config struct {
 // Reserve is what the owner keeps for themselves.
 type Reserve struct {
 	// CPU in cores ("1.5") or millicores ("500m").
-	CPU string `mapstructure:"cpu"`
+	CPU string `mapstructure:"cpu" json:"cpu"`
 	// Memory, e.g. "1GiB".
-	Memory string `mapstructure:"memory"`
+	Memory string `mapstructure:"memory" json:"memory"`
 	// Disk on the data dir's filesystem, e.g. "10GiB".
-	Disk string `mapstructure:"disk"`
+	Disk string `mapstructure:"disk" json:"disk"`
 }
 
 // Caps are the most the node sells of each resource; empty means no cap.
 type Caps struct {
 	// CPU in cores or millicores, like Reserve.CPU.
-	CPU string `mapstructure:"cpu"`
+	CPU string `mapstructure:"cpu" json:"cpu"`
 	// Memory, e.g. "8GiB".
-	Memory string `mapstructure:"memory"`
+	Memory string `mapstructure:"memory" json:"memory"`
 	// Disk, e.g. "100GiB".
-	Disk string `mapstructure:"disk"`
+	Disk string `mapstructure:"disk" json:"disk"`
 	// Bandwidth, e.g. "50Mbit"; also bounded by Uplink.
-	Bandwidth string `mapstructure:"bandwidth"`
+	Bandwidth string `mapstructure:"bandwidth" json:"bandwidth"`
 }
 
 // Power describes the electricity cost of a busy core. The node does not
@@ -90,15 +90,15 @@ type Power struct {
 // are allowed (offers may carry millisatoshis).
 type Pricing struct {
 	// CoreHour is sats per core-hour of CPU.
-	CoreHour float64 `mapstructure:"core_hour"`
+	CoreHour float64 `mapstructure:"core_hour" json:"core_hour"`
 	// MemoryGiBHour is sats per GiB-hour of RAM.
-	MemoryGiBHour float64 `mapstructure:"memory_gib_hour"`
+	MemoryGiBHour float64 `mapstructure:"memory_gib_hour" json:"memory_gib_hour"`
 	// DiskGiBHour is sats per GiB-hour of disk.
-	DiskGiBHour float64 `mapstructure:"disk_gib_hour"`
+	DiskGiBHour float64 `mapstructure:"disk_gib_hour" json:"disk_gib_hour"`
 	// EgressGiB is sats per GiB sent out.
-	EgressGiB float64 `mapstructure:"egress_gib"`
+	EgressGiB float64 `mapstructure:"egress_gib" json:"egress_gib"`
 	// StartFee is sats charged once per contract.
-	StartFee float64 `mapstructure:"start_fee"`
+	StartFee float64 `mapstructure:"start_fee" json:"start_fee"`
 }
 
 // CPU bases (Config.CPUBasis).

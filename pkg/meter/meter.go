@@ -62,7 +62,6 @@ type Meter struct {
 	// than the configured change threshold.
 	OnChange func(Capacity)
 
-	policy  Policy
 	dataDir string
 	held    Held
 	log     *slog.Logger
@@ -73,7 +72,11 @@ type Meter struct {
 	sampleMu sync.Mutex // serialises Sample: CPU idle is a delta between calls
 	prevCPU  cpuTimes
 
+	// kick wakes Run after SetConfig.
+	kick chan struct{}
+
 	mu       sync.Mutex
+	policy   Policy // replaced whole by SetConfig
 	measured Measured
 	uplink   float64 // EWMA of observed throughput, ≤ policy.Uplink
 	snap     Snapshot
@@ -109,6 +112,7 @@ func newMeter(cfg Config, dataDir string, held Held, logger *slog.Logger, src so
 		src:     src,
 		ncpu:    n,
 		iv:      cfg.SampleInterval,
+		kick:    make(chan struct{}, 1),
 		uplink:  float64(p.Uplink),
 		snap:    Snapshot{Reason: ReasonNotMeasured},
 	}
@@ -120,7 +124,34 @@ func newMeter(cfg Config, dataDir string, held Held, logger *slog.Logger, src so
 }
 
 // Policy returns the compiled policy, including Pricing for offers.
-func (m *Meter) Policy() Policy { return m.policy }
+func (m *Meter) Policy() Policy {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.policy
+}
+
+// SetConfig replaces the operator's policy of a running meter (prices,
+// reserve, caps, hours): cfg is validated first and nothing changes when it
+// is wrong. Run then recomputes spare capacity at once and calls OnChange
+// even when capacity did not move, so that new prices are offered without
+// waiting for a change of capacity. The sample interval is not changed.
+func (m *Meter) SetConfig(cfg Config) error {
+	p, err := cfg.Policy()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if p.Uplink != m.policy.Uplink {
+		m.uplink = float64(p.Uplink) // a new declaration starts the estimate again
+	}
+	m.policy = p
+	m.mu.Unlock()
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
 
 // Sample measures the machine now. CPU idle is averaged since the previous
 // Sample (or since New), from cumulative CPU times, so it never sleeps.
@@ -143,17 +174,17 @@ func (m *Meter) Sample(ctx context.Context) (Measured, error) {
 		return Measured{}, fmt.Errorf("read disk usage of %s: %w", m.dataDir, err)
 	}
 
+	idle := idleFraction(m.prevCPU, ct)
+	m.prevCPU = ct
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	total := Capacity{
 		MilliCPU:  int64(m.ncpu) * 1000,
 		Memory:    clampInt(memTotal),
 		Disk:      clampInt(diskTotal),
 		Bandwidth: m.policy.Uplink,
 	}
-	idle := idleFraction(m.prevCPU, ct)
-	m.prevCPU = ct
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if idle < 0 { // no time passed: keep the last CPU figure
 		idle = 0
 		if m.measured.Total.MilliCPU > 0 {
@@ -191,10 +222,11 @@ func (m *Meter) ObserveThroughput(bitsPerSec float64) {
 // Spare returns the capacity on offer at now from the latest Sample, what
 // contracts hold now and the policy, with the reason.
 func (m *Meter) Spare(now time.Time) (Capacity, Reason) {
+	held := m.held.Held()
 	m.mu.Lock()
-	measured := m.measured
+	measured, policy := m.measured, m.policy
 	m.mu.Unlock()
-	return m.policy.Spare(now, measured, m.held.Held())
+	return policy.Spare(now, measured, held)
 }
 
 // Snapshot returns the latest view computed by Run.
@@ -213,6 +245,7 @@ func (m *Meter) Run(ctx context.Context) error {
 	defer t.Stop()
 	var last *Capacity
 	var lastReason Reason
+	kicked := false
 	for {
 		if _, err := m.Sample(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -223,9 +256,9 @@ func (m *Meter) Run(ctx context.Context) error {
 		now := time.Now()
 		held := m.held.Held()
 		m.mu.Lock()
-		measured := m.measured
+		measured, policy := m.measured, m.policy
 		m.mu.Unlock()
-		spare, reason := m.policy.Spare(now, measured, held)
+		spare, reason := policy.Spare(now, measured, held)
 		m.mu.Lock()
 		m.snap = Snapshot{Measured: measured, Held: held, Spare: spare, Reason: reason}
 		m.mu.Unlock()
@@ -234,17 +267,20 @@ func (m *Meter) Run(ctx context.Context) error {
 			m.log.Info("meter: on offer", "spare", spare.String(), "reason", string(reason))
 			lastReason = reason
 		}
-		if last == nil || changedBeyond(*last, spare, m.policy.Threshold) {
+		if kicked || last == nil || changedBeyond(*last, spare, policy.Threshold) {
 			m.log.Debug("meter: spare changed", "spare", spare.String())
 			last = &spare
 			if m.OnChange != nil {
 				m.OnChange(spare)
 			}
 		}
+		kicked = false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-m.kick:
+			kicked = true
 		}
 	}
 }

@@ -260,3 +260,63 @@ func BenchmarkSample(b *testing.B) {
 	perSample := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 	b.ReportMetric(100*perSample/float64(DefaultConfig().SampleInterval.Nanoseconds()), "%core@5s")
 }
+
+// TestSetConfigLive changes the policy of a running meter: a bad config
+// changes nothing; a good one is reported at once, with the new reserve
+// applied and the new prices in Policy, although the machine did not move.
+func TestSetConfigLive(t *testing.T) {
+	src := newFake()
+	cfg := testConfig()
+	cfg.SampleInterval = time.Hour // only SetConfig can cause a second report
+	m, err := newMeter(cfg, "/data", nil, nil, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan Capacity, 16)
+	m.OnChange = func(c Capacity) { changes <- c }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if first := <-changes; first.Memory != 7*gib {
+		t.Fatalf("first report memory = %s, want 7GiB", quantity.FormatSize(first.Memory))
+	}
+
+	bad := cfg
+	bad.Pricing.CoreHour = -1
+	bad.Reserve.Memory = "lots"
+	if err := m.SetConfig(bad); err == nil {
+		t.Fatal("SetConfig accepted a negative price and a bad size")
+	}
+	if p := m.Policy(); p.Pricing.CoreHour != cfg.Pricing.CoreHour || p.Reserve.Memory != gib {
+		t.Fatalf("a refused config changed the policy: %+v", p)
+	}
+
+	next := cfg
+	next.Pricing.CoreHour = 42
+	next.Reserve.Memory = "2GiB"
+	if err := m.SetConfig(next); err != nil {
+		t.Fatal(err)
+	}
+	if p := m.Policy(); p.Pricing.CoreHour != 42 {
+		t.Errorf("Policy().Pricing.CoreHour = %v, want 42", p.Pricing.CoreHour)
+	}
+	select {
+	case c := <-changes:
+		if c.Memory != 6*gib {
+			t.Errorf("after SetConfig memory on offer = %s, want 6GiB", quantity.FormatSize(c.Memory))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SetConfig was not reported")
+	}
+	// A SetConfig that changes no capacity is still reported: prices moved.
+	next.Pricing.CoreHour = 43
+	if err := m.SetConfig(next); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a price-only SetConfig was not reported")
+	}
+}
