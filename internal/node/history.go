@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -139,26 +138,11 @@ func (f *feeStore) PutChannel(c *payment.Channel) error {
 	f.state[c.ID] = c.State
 	f.mu.Unlock()
 	if c.State == payment.StateClosing && (!seen || prev != payment.StateClosing) && len(c.SpendTx) > 0 {
-		f.h.warn(f.h.st.RecordFee(time.Now(), spendFee(c)))
+		f.h.warn(f.h.st.RecordFee(time.Now(), c.SpendFee()))
 	}
 	return nil
 }
 
-// spendFee is what this node paid for the spend it broadcast of c.
-func spendFee(c *payment.Channel) int64 {
-	if c.Role == payment.RoleSeller {
-		return c.CloseFee
-	}
-	var tx wire.MsgTx
-	if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
-		return 0
-	}
-	out := int64(0)
-	for _, o := range tx.TxOut {
-		out += o.Value
-	}
-	return max(c.Capacity-out, 0)
-}
 
 // feeFunder records the fee of each funding transaction this node
 // publishes (the buyer's channel opens).

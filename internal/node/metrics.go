@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"runtime"
 	"sync"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/payment"
-	"github.com/btcsuite/btcd/wire"
 	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -309,7 +307,7 @@ func (c *stateCollector) collectChannels(ch chan<- prometheus.Metric, live map[s
 		count[k]++
 		capacity[k] += c.Capacity
 		paid[k] += c.Paid
-		fees += spendFee(c)
+		fees += c.SpendFee()
 		if c.Role != payment.RoleSeller || c.State == payment.StateFailed {
 			continue
 		}
@@ -335,23 +333,3 @@ func (c *stateCollector) collectChannels(ch chan<- prometheus.Metric, live map[s
 	}
 }
 
-// spendFee is the fee of the close or refund this node broadcast for c
-// (0 when it broadcast none, or the peer's spend confirmed instead): what
-// the funding output held minus what the transaction pays out.
-func spendFee(c *payment.Channel) int64 {
-	if len(c.SpendTx) == 0 {
-		return 0
-	}
-	var tx wire.MsgTx
-	if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
-		return 0
-	}
-	if c.SpendTxid != "" && c.SpendTxid != tx.TxHash().String() {
-		return 0
-	}
-	out := int64(0)
-	for _, o := range tx.TxOut {
-		out += o.Value
-	}
-	return max(c.Capacity-out, 0)
-}

@@ -278,3 +278,25 @@ var (
 	ErrNotWorth       = errors.New("close would pay the seller only dust")
 	ErrNotExpired     = errors.New("channel not expired yet")
 )
+
+// SpendFee is the fee of the close or refund this node broadcast for c: what
+// the funding output held minus what the transaction pays out (for a close,
+// CloseFee, taken from the seller's output). 0 when it broadcast none, or
+// when the peer's spend confirmed instead.
+func (c *Channel) SpendFee() int64 {
+	if len(c.SpendTx) == 0 {
+		return 0
+	}
+	var tx wire.MsgTx
+	if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
+		return 0
+	}
+	if c.SpendTxid != "" && c.SpendTxid != tx.TxHash().String() {
+		return 0
+	}
+	out := int64(0)
+	for _, o := range tx.TxOut {
+		out += o.Value
+	}
+	return max(c.Capacity-out, 0)
+}
