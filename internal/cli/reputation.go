@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -144,10 +143,11 @@ func newTrustCmd(a *App) *cobra.Command {
 			if asJSON {
 				return printJSON(a.Stdout, edges)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tWEIGHT\tSINCE")
+			sort.SliceStable(edges, func(i, j int) bool { return edges[i].Updated.After(edges[j].Updated) })
+			tw := newTable(a.Stdout, "PEER", "WEIGHT", "SINCE")
+			now := time.Now()
 			for _, e := range edges {
-				fmt.Fprintf(tw, "%s\t%.2f\t%s\n", e.Peer, e.Weight, e.Updated.Format(time.RFC3339))
+				tw.row(e.Peer, fmt.Sprintf("%.2f", e.Weight), ago(now, e.Updated))
 			}
 			return tw.Flush()
 		},
@@ -242,7 +242,7 @@ func newReputationCmd(a *App) *cobra.Command {
 			if asJSON {
 				return printJSON(a.Stdout, views)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			tw := newTable(a.Stdout)
 			fmt.Fprintln(tw, "PEER\tSCORE\t90%\tEVIDENCE\tTRUST\tSTATUS")
 			for _, v := range views {
 				fmt.Fprintf(tw, "%s\t%.2f\t%.2f–%.2f\t%.1f\t%.2f\t%s\n", v.Peer, v.Mean, v.Low, v.High, v.Evidence, v.Trust, status(v.Score))
@@ -302,7 +302,7 @@ func printScore(a *App, v scoreView) {
 	if len(v.Sources) == 0 {
 		return
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "\nSOURCE\tWEIGHT\tGOOD\tBAD\tOUTCOMES")
 	for _, s := range v.Sources {
 		var outs []string
