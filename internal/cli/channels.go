@@ -92,7 +92,11 @@ func newChannelCmd(a *App) *cobra.Command {
 		Short: "Close a channel: as seller, settle with the latest payment; as buyer, refund once expired",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.closeChannel(cmd.Context(), args[0])
+			id, err := a.resolveChannel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.closeChannel(cmd.Context(), id)
 		},
 	})
 	return c

@@ -490,7 +490,11 @@ func newJobCmd(a *App) *cobra.Command {
 		Short: "Show one job: state, attempts, cost, receipt, and with --logs its output",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			j, err := a.client().Job(cmd.Context(), args[0])
+			id, err := a.resolveJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			j, err := a.client().Job(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -555,7 +559,11 @@ func newResultsCmd(a *App) *cobra.Command {
 		Short: "Copy a finished job's results (stdout, stderr, out/, receipt) into DIR",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			j, err := a.client().Job(cmd.Context(), args[0])
+			id, err := a.resolveJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			j, err := a.client().Job(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -580,10 +588,14 @@ func newCancelCmd(a *App) *cobra.Command {
 		Short: "Stop a job; the seller is paid only for the intervals already paid",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := a.client().Cancel(cmd.Context(), args[0]); err != nil {
+			id, err := a.resolveJob(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "job %s canceled\n", args[0])
+			if err := a.client().Cancel(cmd.Context(), id); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "job %s canceled\n", id)
 			return nil
 		},
 	}

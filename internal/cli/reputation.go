@@ -158,15 +158,15 @@ func newTrustCmd(a *App) *cobra.Command {
 }
 
 func (a *App) setTrust(ctx context.Context, s string, w float64) error {
-	id, err := parsePeer(s)
-	if err != nil {
-		return err
-	}
 	v, done, err := a.reputation(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
+	id, err := resolvePeer(ctx, v, s)
+	if err != nil {
+		return err
+	}
 	return v.SetTrust(ctx, id, w)
 }
 
@@ -215,7 +215,7 @@ func newReputationCmd(a *App) *cobra.Command {
 			}
 			defer done()
 			if len(args) == 1 {
-				id, err := parsePeer(args[0])
+				id, err := resolvePeer(cmd.Context(), rv, args[0])
 				if err != nil {
 					return err
 				}
@@ -265,15 +265,15 @@ about. Contracts after this count again, and attestations issued after now.
 Use it when a seller was blocked for failures that were not its own.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parsePeer(args[0])
-			if err != nil {
-				return err
-			}
 			rv, done, err := a.reputation(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer done()
+			id, err := resolvePeer(cmd.Context(), rv, args[0])
+			if err != nil {
+				return err
+			}
 			sc, err := rv.Forget(cmd.Context(), id)
 			if err != nil {
 				return err
