@@ -76,6 +76,7 @@ func (a *App) newRoot() *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error (config key log_level)")
 	a.root = root
 	root.AddCommand(commands(a)...)
+	applyExamples(root)
 	return root
 }
 
