@@ -34,7 +34,7 @@ var examples = map[string]string{
   blackbox job 5f3a --logs
   blackbox job 5f3a9c0e11d2b7aa --json`,
 	"blackbox results": `  blackbox results 5f3a --out ./results`,
-	"blackbox cancel": `  blackbox cancel 5f3a`,
+	"blackbox cancel":  `  blackbox cancel 5f3a`,
 	"blackbox contracts": `  blackbox contracts
   blackbox contracts --json`,
 	"blackbox config": `  blackbox config show`,
@@ -72,7 +72,7 @@ var examples = map[string]string{
   blackbox reputation 12D3KooWH3          # why this peer's score is what it is
   blackbox reputation --json`,
 	"blackbox reputation forget": `  blackbox reputation forget 12D3KooWH3`,
-	"blackbox sandbox": `  blackbox sandbox run --image ./job.tar -- sh -c 'echo hi'`,
+	"blackbox sandbox":           `  blackbox sandbox run --image ./job.tar -- sh -c 'echo hi'`,
 	"blackbox doctor": `  blackbox doctor
   blackbox doctor --json
   blackbox doctor --data-dir /var/lib/blackbox   # as root: the service's node`,
