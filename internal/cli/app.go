@@ -182,6 +182,7 @@ func commands(a *App) []*cobra.Command {
 		newRestoreCmd(a),
 		newTrustCmd(a), newReputationCmd(a),
 		newSandboxCmd(a), newDoctorCmd(a),
+		newImageCmd(a),
 		newVersionCmd(a),
 	}
 }
