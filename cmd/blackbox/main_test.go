@@ -169,7 +169,7 @@ func TestThreeProcessesFindEachOther(t *testing.T) {
 	}
 	// The table form lists them too.
 	out, err = runCLI(t, bin, "market", "--data-dir", second.dir)
-	if err != nil || !strings.Contains(out, "SAT/HOUR") || !strings.Contains(out, s1.PeerID) {
+	if err != nil || !strings.Contains(out, "PER HOUR") || !strings.Contains(out, s1.PeerID) {
 		t.Errorf("market table from the second node: %v\n%s", err, out)
 	}
 	// Without a daemon, market joins for a moment through the bootstrap peer.
