@@ -517,14 +517,14 @@ func newJobCmd(a *App) *cobra.Command {
 			}
 			if j.Receipt != nil {
 				r := j.Receipt
-				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %d sat for %d intervals, cpu %s, peak memory %s\n",
-					r.ExitCode, r.Reason, r.Billed, r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), quantity.FormatSize(int64(r.Usage.PeakMemory)))
+				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %s for %d interval(s), cpu %s, peak memory %s\n",
+					r.ExitCode, r.Reason, sats(r.Billed), r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), quantity.FormatSize(int64(r.Usage.PeakMemory)))
 				for _, o := range r.Outputs {
 					fmt.Fprintf(w, "  %s\t%s\n", o.Name, o.SHA256)
 				}
 			}
 			if sc := j.SpotCheck; sc != nil {
-				fmt.Fprintf(w, "Spot check:\t%s %s, paid %d sat %s\n", sc.State, sc.Verdict, sc.Paid, sc.Error)
+				fmt.Fprintf(w, "Spot check:\t%s %s, paid %s %s\n", sc.State, sc.Verdict, sats(sc.Paid), sc.Error)
 				for _, r := range sc.Runs {
 					fmt.Fprintf(w, "  %s\tcontract %s output %s\n", shortID(r.Seller.String()), shortID(r.ContractID), shortID(r.Digest))
 				}
