@@ -110,7 +110,7 @@ func (a *App) buildImage(f imageFlags) error {
 	var entries []imagetar.Entry
 	switch {
 	case st.IsDir():
-		if entries, err = dirEntries(f.from); err != nil {
+		if entries, err = dirEntries(f.from, f.out); err != nil {
 			return err
 		}
 	case st.Mode().IsRegular():
@@ -160,12 +160,17 @@ func (a *App) buildImage(f imageFlags) error {
 
 // dirEntries lists dir's tree as layer entries, sorted, owned by root:
 // directories, regular files (with their permission bits) and symlinks;
-// anything else (a socket, a device) is refused.
-func dirEntries(dir string) ([]imagetar.Entry, error) {
+// anything else (a socket, a device) is refused. skip, the image being
+// written, is left out should it be inside dir.
+func dirEntries(dir, skip string) ([]imagetar.Entry, error) {
 	var out []imagetar.Entry
+	skip, _ = filepath.Abs(skip)
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if abs, _ := filepath.Abs(p); abs == skip {
+			return nil
 		}
 		rel, err := filepath.Rel(dir, p)
 		if err != nil || rel == "." {
