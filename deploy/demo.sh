@@ -14,7 +14,9 @@ bin="$build/bin/blackbox"
 demo="$build/demo"
 [ -x "$bin" ] || { echo "demo: $bin missing: run make build" >&2; exit 1; }
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: no escape codes in a log or a pipe.
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 bb() { local node=$1; shift; "$bin" --data-dir "$demo/$node" "$@"; }
 
 pids=()

@@ -68,8 +68,58 @@ func serveIn(t testing.TB, prefix []string, env []string, args ...string) *proc 
 			cmd.Process.Kill()
 			t.Errorf("serve %s ignored SIGTERM\n%s", dir, logs.String())
 		}
+		for _, l := range duplicateLogKeys(logs.String()) {
+			t.Errorf("serve %s logged a key twice: %s", dir, l)
+		}
 	})
 	return p
+}
+
+// duplicateLogKeys returns the log lines (slog's key=value text) of out
+// that hold a key twice, as when an attribute is added both by a logger's
+// With and by the call.
+func duplicateLogKeys(out string) []string {
+	var bad []string
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "time=") {
+			continue // not a log line (a panic, a job's output)
+		}
+		seen := map[string]bool{}
+		for rest := line; rest != ""; {
+			rest = strings.TrimLeft(rest, " ")
+			key, after, ok := strings.Cut(rest, "=")
+			if !ok || strings.ContainsAny(key, " \"") {
+				break
+			}
+			if seen[key] {
+				bad = append(bad, line)
+				break
+			}
+			seen[key] = true
+			rest = skipLogValue(after)
+		}
+	}
+	return bad
+}
+
+// skipLogValue returns what follows the value at the start of s: a quoted
+// string (with backslash escapes) or everything up to the next space.
+func skipLogValue(s string) string {
+	if !strings.HasPrefix(s, `"`) {
+		if i := strings.IndexByte(s, ' '); i >= 0 {
+			return s[i:]
+		}
+		return ""
+	}
+	for i := 1; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			return s[i+1:]
+		}
+	}
+	return ""
 }
 
 func runCLI(t testing.TB, bin string, args ...string) (string, error) {
@@ -169,7 +219,7 @@ func TestThreeProcessesFindEachOther(t *testing.T) {
 	}
 	// The table form lists them too.
 	out, err = runCLI(t, bin, "market", "--data-dir", second.dir)
-	if err != nil || !strings.Contains(out, "SAT/HOUR") || !strings.Contains(out, s1.PeerID) {
+	if err != nil || !strings.Contains(out, "PER HOUR") || !strings.Contains(out, s1.PeerID) {
 		t.Errorf("market table from the second node: %v\n%s", err, out)
 	}
 	// Without a daemon, market joins for a moment through the bootstrap peer.
@@ -229,5 +279,16 @@ func TestServeRefusesBadConfig(t *testing.T) {
 	out, err := runCLI(t, bin, "serve", "--data-dir", t.TempDir(), "--bootstrap", "/ip4/1.2.3.4/tcp/1")
 	if err == nil || !strings.Contains(out, "bootstrap") {
 		t.Errorf("bootstrap without peer ID: %v %q", err, out)
+	}
+}
+
+func TestDuplicateLogKeys(t *testing.T) {
+	out := `time=1 level=INFO msg="contract moved" role=seller contract=ab role=seller from=a to=b
+time=2 level=INFO msg="a \"quoted\" role=x msg" role=seller err="x=y role=z"
+job output with=dup with=dup
+time=3 level=INFO msg=plain peer=a peer=b`
+	got := duplicateLogKeys(out)
+	if len(got) != 2 || !strings.HasPrefix(got[0], "time=1") || !strings.HasPrefix(got[1], "time=3") {
+		t.Fatalf("got %q", got)
 	}
 }

@@ -76,6 +76,7 @@ func (a *App) newRoot() *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn, error (config key log_level)")
 	a.root = root
 	root.AddCommand(commands(a)...)
+	applyExamples(root)
 	return root
 }
 
@@ -179,6 +180,7 @@ func commands(a *App) []*cobra.Command {
 		newRestoreCmd(a),
 		newTrustCmd(a), newReputationCmd(a),
 		newSandboxCmd(a), newDoctorCmd(a),
+		newImageCmd(a),
 		newVersionCmd(a),
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,6 +57,7 @@ func newChannelsCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			sortChannels(list)
 			views := make([]channelView, 0, len(list))
 			for _, ch := range list {
 				views = append(views, channelView{ID: ch.ID, Peer: ch.Peer, Role: ch.Role.String(), State: ch.State.String(),
@@ -68,12 +68,7 @@ func newChannelsCmd(a *App) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(views)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tPEER\tROLE\tCAPACITY\tPAID\tEXPIRY\tSTATE")
-			for _, v := range views {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", v.ID, v.Peer, v.Role, v.Capacity, v.Paid, v.Expiry, v.State)
-			}
-			return tw.Flush()
+			return printChannels(a.Stdout, views)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -97,7 +92,11 @@ func newChannelCmd(a *App) *cobra.Command {
 		Short: "Close a channel: as seller, settle with the latest payment; as buyer, refund once expired",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.closeChannel(cmd.Context(), args[0])
+			id, err := a.resolveChannel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.closeChannel(cmd.Context(), id)
 		},
 	})
 	return c

@@ -37,8 +37,8 @@ func TestContractsOutputIsOrdered(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("contracts: exit %d: %s", code, errOut)
 	}
-	if !strings.Contains(first, "(completed 7) (failed 1) (funded 2) (running 3) (settled 5)") ||
-		!strings.Contains(first, "busy 4  capacity 2  duration 3  image 5  price 1") {
+	if !strings.Contains(first, "(completed 7 sat, failed 1 sat, funded 2 sat, running 3 sat, settled 5 sat)") ||
+		!strings.Contains(first, "busy 4, capacity 2, duration 3, image 5, price 1") {
 		t.Errorf("earnings or refusals out of order:\n%s", first)
 	}
 	iNew, iMid, iOld := strings.Index(first, "cccc"), strings.Index(first, "bbbb"), strings.Index(first, "aaaa")

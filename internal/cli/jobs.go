@@ -2,19 +2,15 @@ package cli
 
 import (
 	"archive/tar"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"maps"
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
@@ -480,13 +476,7 @@ func newJobsCmd(a *App) *cobra.Command {
 			if asJSON {
 				return writeJSON(a.Stdout, jobs)
 			}
-			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "JOB\tSTATE\tPHASE\tSELLER\tPAID\tEXIT\tCREATED\tCOMMAND")
-			for _, j := range jobs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", j.ID, j.State, dash(j.Phase), dash(shortID(j.Seller.String())),
-					j.Paid, j.ExitCode, j.Created.Local().Format(time.DateTime), strings.Join(j.Request.Command, " "))
-			}
-			return w.Flush()
+			return printJobs(a.Stdout, time.Now(), jobs)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -500,36 +490,41 @@ func newJobCmd(a *App) *cobra.Command {
 		Short: "Show one job: state, attempts, cost, receipt, and with --logs its output",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			j, err := a.client().Job(cmd.Context(), args[0])
+			id, err := a.resolveJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			j, err := a.client().Job(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
 			if asJSON {
 				return writeJSON(a.Stdout, j)
 			}
-			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			w := newTable(a.Stdout)
 			fmt.Fprintf(w, "Job:\t%s\n", j.ID)
+			fmt.Fprintf(w, "Created:\t%s (%s)\n", ago(time.Now(), j.Created), j.Created.Local().Format(time.DateTime))
 			fmt.Fprintf(w, "State:\t%s %s\n", j.State, j.Phase)
 			fmt.Fprintf(w, "Command:\t%s\n", strings.Join(j.Request.Command, " "))
 			fmt.Fprintf(w, "Image:\t%s\n", j.Request.Image)
-			fmt.Fprintf(w, "Paid:\t%d sat (limit %d)\n", j.Paid, j.Request.MaxPrice)
+			fmt.Fprintf(w, "Paid:\t%s (limit %s)\n", sats(j.Paid), sats(int64(j.Request.MaxPrice)))
 			for i, at := range j.Attempts {
 				fault := ""
 				if at.Fault != contract.FaultNone {
 					fault = "[fault: " + at.Fault.String() + "] "
 				}
-				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %d sat %s%s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, at.Paid, fault, at.Why)
+				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %s %s%s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, sats(at.Paid), fault, at.Why)
 			}
 			if j.Receipt != nil {
 				r := j.Receipt
-				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %d sat for %d intervals, cpu %s, peak memory %s\n",
-					r.ExitCode, r.Reason, r.Billed, r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), quantity.FormatSize(int64(r.Usage.PeakMemory)))
+				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %s for %d interval(s), cpu %s, peak memory %s\n",
+					r.ExitCode, r.Reason, sats(r.Billed), r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), quantity.FormatSize(int64(r.Usage.PeakMemory)))
 				for _, o := range r.Outputs {
 					fmt.Fprintf(w, "  %s\t%s\n", o.Name, o.SHA256)
 				}
 			}
 			if sc := j.SpotCheck; sc != nil {
-				fmt.Fprintf(w, "Spot check:\t%s %s, paid %d sat %s\n", sc.State, sc.Verdict, sc.Paid, sc.Error)
+				fmt.Fprintf(w, "Spot check:\t%s %s, paid %s %s\n", sc.State, sc.Verdict, sats(sc.Paid), sc.Error)
 				for _, r := range sc.Runs {
 					fmt.Fprintf(w, "  %s\tcontract %s output %s\n", shortID(r.Seller.String()), shortID(r.ContractID), shortID(r.Digest))
 				}
@@ -564,7 +559,11 @@ func newResultsCmd(a *App) *cobra.Command {
 		Short: "Copy a finished job's results (stdout, stderr, out/, receipt) into DIR",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			j, err := a.client().Job(cmd.Context(), args[0])
+			id, err := a.resolveJob(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			j, err := a.client().Job(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -589,10 +588,14 @@ func newCancelCmd(a *App) *cobra.Command {
 		Short: "Stop a job; the seller is paid only for the intervals already paid",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := a.client().Cancel(cmd.Context(), args[0]); err != nil {
+			id, err := a.resolveJob(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stdout, "job %s canceled\n", args[0])
+			if err := a.client().Cancel(cmd.Context(), id); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "job %s canceled\n", id)
 			return nil
 		},
 	}
@@ -612,33 +615,7 @@ func newContractsCmd(a *App) *cobra.Command {
 			if asJSON {
 				return writeJSON(a.Stdout, cs)
 			}
-			// Newest first, then by ID: the same order every time.
-			slices.SortStableFunc(cs.Contracts, func(x, y *contract.Record) int {
-				return cmp.Or(y.Updated.Compare(x.Updated), cmp.Compare(x.ID, y.ID))
-			})
-			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "CONTRACT\tBUYER\tSTATE\tINTERVALS\tPAID\tUPDATED\tWHY")
-			for _, r := range cs.Contracts {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", shortID(r.ID), shortID(r.Peer.String()), r.State, r.Intervals, r.Paid,
-					r.Updated.Local().Format(time.DateTime), r.Why)
-			}
-			var total int64
-			for _, v := range cs.EarnedSats {
-				total += v
-			}
-			fmt.Fprintf(w, "\nEarned:\t%d sat", total)
-			for _, st := range slices.Sorted(maps.Keys(cs.EarnedSats)) {
-				fmt.Fprintf(w, " (%s %d)", st, cs.EarnedSats[st])
-			}
-			fmt.Fprintln(w)
-			if len(cs.Rejections) > 0 {
-				fmt.Fprint(w, "Refused:\t")
-				for _, r := range slices.Sorted(maps.Keys(cs.Rejections)) {
-					fmt.Fprintf(w, "%s %d  ", r, cs.Rejections[r])
-				}
-				fmt.Fprintln(w)
-			}
-			return w.Flush()
+			return printContracts(a.Stdout, time.Now(), cs)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -10,7 +10,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
@@ -89,7 +88,7 @@ func newStatusCmd(a *App) *cobra.Command {
 			if asJSON {
 				return writeJSON(a.Stdout, s)
 			}
-			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			w := newTable(a.Stdout)
 			fmt.Fprintf(w, "Peer ID:\t%s\n", s.PeerID)
 			fmt.Fprintf(w, "Version:\t%s\n", s.Version)
 			fmt.Fprintf(w, "Uptime:\t%s\n", (time.Duration(s.UptimeSeconds) * time.Second).String())
@@ -144,7 +143,7 @@ func newOfferCmd(a *App) *cobra.Command {
 			if asJSON {
 				return writeJSON(a.Stdout, o)
 			}
-			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			w := newTable(a.Stdout)
 			fmt.Fprintf(w, "Seller:\t%s\n", o.Seller)
 			fmt.Fprintf(w, "Resources:\t%s\n", resourcesString(o.Resources))
 			fmt.Fprintf(w, "Prices:\t%s\n", pricesString(o.Prices))
@@ -211,15 +210,7 @@ mDNS, and leaves again.
 				fmt.Fprintln(a.Stdout, "no matching offers found")
 				return nil
 			}
-			w := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "SELLER\tCPU\tMEMORY\tDISK\tREGION\tSAT/JOB(%s)\tSAT/HOUR\tSAT/CORE-H\tRUNTIMES\n", mf.duration)
-			for _, o := range offers {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%.2f\t%.2f\t%s\n", o.Seller,
-					quantity.FormatCPU(int64(o.Resources.CPUMillis)), quantity.FormatSize(int64(o.Resources.MemoryBytes)),
-					quantity.FormatSize(int64(o.Resources.DiskBytes)), dash(o.Region), o.PricePerJob, o.PricePerHour,
-					float64(o.Prices.CoreHour)/1000, strings.Join(o.Runtimes, ","))
-			}
-			return w.Flush()
+			return printMarket(a.Stdout, mf.duration, offers)
 		},
 	}
 	fl := c.Flags()

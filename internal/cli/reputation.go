@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -144,10 +143,11 @@ func newTrustCmd(a *App) *cobra.Command {
 			if asJSON {
 				return printJSON(a.Stdout, edges)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tWEIGHT\tSINCE")
+			sort.SliceStable(edges, func(i, j int) bool { return edges[i].Updated.After(edges[j].Updated) })
+			tw := newTable(a.Stdout, "PEER", "WEIGHT", "SINCE")
+			now := time.Now()
 			for _, e := range edges {
-				fmt.Fprintf(tw, "%s\t%.2f\t%s\n", e.Peer, e.Weight, e.Updated.Format(time.RFC3339))
+				tw.row(e.Peer, fmt.Sprintf("%.2f", e.Weight), ago(now, e.Updated))
 			}
 			return tw.Flush()
 		},
@@ -158,15 +158,15 @@ func newTrustCmd(a *App) *cobra.Command {
 }
 
 func (a *App) setTrust(ctx context.Context, s string, w float64) error {
-	id, err := parsePeer(s)
-	if err != nil {
-		return err
-	}
 	v, done, err := a.reputation(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
+	id, err := resolvePeer(ctx, v, s)
+	if err != nil {
+		return err
+	}
 	return v.SetTrust(ctx, id, w)
 }
 
@@ -215,7 +215,7 @@ func newReputationCmd(a *App) *cobra.Command {
 			}
 			defer done()
 			if len(args) == 1 {
-				id, err := parsePeer(args[0])
+				id, err := resolvePeer(cmd.Context(), rv, args[0])
 				if err != nil {
 					return err
 				}
@@ -242,7 +242,7 @@ func newReputationCmd(a *App) *cobra.Command {
 			if asJSON {
 				return printJSON(a.Stdout, views)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			tw := newTable(a.Stdout)
 			fmt.Fprintln(tw, "PEER\tSCORE\t90%\tEVIDENCE\tTRUST\tSTATUS")
 			for _, v := range views {
 				fmt.Fprintf(tw, "%s\t%.2f\t%.2f–%.2f\t%.1f\t%.2f\t%s\n", v.Peer, v.Mean, v.Low, v.High, v.Evidence, v.Trust, status(v.Score))
@@ -265,15 +265,15 @@ about. Contracts after this count again, and attestations issued after now.
 Use it when a seller was blocked for failures that were not its own.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := parsePeer(args[0])
-			if err != nil {
-				return err
-			}
 			rv, done, err := a.reputation(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer done()
+			id, err := resolvePeer(cmd.Context(), rv, args[0])
+			if err != nil {
+				return err
+			}
 			sc, err := rv.Forget(cmd.Context(), id)
 			if err != nil {
 				return err
@@ -302,7 +302,7 @@ func printScore(a *App, v scoreView) {
 	if len(v.Sources) == 0 {
 		return
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "\nSOURCE\tWEIGHT\tGOOD\tBAD\tOUTCOMES")
 	for _, s := range v.Sources {
 		var outs []string

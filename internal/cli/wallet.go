@@ -180,7 +180,7 @@ func newWalletBalanceCmd(a *App) *cobra.Command {
 			if asJSON {
 				return json.NewEncoder(a.Stdout).Encode(map[string]int64{"spendable_sat": int64(s), "total_sat": int64(t)})
 			}
-			fmt.Fprintf(a.Stdout, "spendable %d sat (%d+ confirmations)\ntotal     %d sat\n", int64(s), minConf, int64(t))
+			fmt.Fprintf(a.Stdout, "spendable %s (%d+ confirmations)\ntotal     %s\n", sats(int64(s)), minConf, sats(int64(t)))
 			return nil
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -155,6 +156,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 // closes before expiry, refunds after it).
 func (n *Node) tickChain(ctx context.Context) {
 	last := int32(-1)
+	lastErr := "" // a failing tick retries every 2 s: warn once per error
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
@@ -162,9 +164,14 @@ func (n *Node) tickChain(ctx context.Context) {
 		n.metrics.chainTip(tip, err)
 		if err == nil && tip != last {
 			if err := n.payments.Tick(ctx); err != nil && ctx.Err() == nil {
-				n.log.Warn("payment tick", "tip", tip, "err", err)
+				lvl := slog.LevelWarn
+				if err.Error() == lastErr {
+					lvl = slog.LevelDebug
+				}
+				lastErr = err.Error()
+				n.log.Log(ctx, lvl, "payment tick", "tip", tip, "err", err)
 			} else {
-				last = tip
+				last, lastErr = tip, ""
 			}
 		}
 		select {

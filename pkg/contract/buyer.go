@@ -171,6 +171,9 @@ type Buyer struct {
 	log     *slog.Logger
 	machine *Machine
 
+	// refusals keeps a busy seller's refusals to one line per reason.
+	refusals changeLog
+
 	mu     sync.Mutex
 	jobs   map[string]*JobStatus
 	cancel map[string]context.CancelCauseFunc
@@ -191,7 +194,8 @@ func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
 	b := &Buyer{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "buyer"),
 		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand,
 		spots: map[string]context.CancelFunc{}}
-	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, b.log)
+	// The machine names the role in its own lines: not b.log, or role twice.
+	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, cfg.Log)
 	return b, nil
 }
 
@@ -425,6 +429,45 @@ const (
 	outCancelled                // the user cancelled
 )
 
+func (o outcome) String() string {
+	switch o {
+	case outDone:
+		return "done"
+	case outRefused:
+		return "refused"
+	case outFailed:
+		return "failed"
+	case outCancelled:
+		return "cancelled"
+	}
+	return fmt.Sprintf("outcome(%d)", int(o))
+}
+
+// sellerRefusal is a seller's reject or counter, as the buyer's error.
+type sellerRefusal struct {
+	seller  peer.ID
+	reason  Reason
+	msg     string
+	counter bool
+}
+
+func (r *sellerRefusal) Error() string {
+	if r.counter {
+		return fmt.Sprintf("seller %s countered (%s)", r.seller, r.reason)
+	}
+	return fmt.Sprintf("seller %s rejected: %s %s", r.seller, r.reason, r.msg)
+}
+
+// refusalReason is what a refusal is about, without the details that vary
+// from one retry to the next.
+func refusalReason(err error) string {
+	var r *sellerRefusal
+	if errors.As(err, &r) {
+		return fmt.Sprintf("%t %s", r.counter, r.reason)
+	}
+	return err.Error()
+}
+
 func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 	out, err := b.seek(ctx, j, map[peer.ID]bool{}, b.cfg.MaxAttempts)
 	switch {
@@ -510,7 +553,12 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				}
 			}
 			lastErr = err
-			b.log.Info("attempt ended", "job", j.ID, "peer", c.Seller, "outcome", out, "fault", FaultOf(err), "err", err)
+			lvl := slog.LevelInfo
+			if out == outRefused {
+				// A busy seller refuses every retry: once per reason.
+				lvl = b.refusals.level(j.ID+" "+c.Seller.String(), refusalReason(err))
+			}
+			b.log.Log(ctx, lvl, "attempt ended", "job", j.ID, "peer", c.Seller, "outcome", out, "fault", FaultOf(err), "err", err)
 		}
 	}
 	if lastErr == nil {
@@ -669,10 +717,10 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 				return b.negotiate(ctx, j, &q, false)
 			}
 		}
-		return nil, nil, fmt.Errorf("seller %s countered (%s)", p.Seller, d.Reason)
+		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, counter: true}
 	default:
 		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, string(d.Reason), nil)
-		return nil, nil, fmt.Errorf("seller %s rejected: %s %s", p.Seller, d.Reason, d.Message)
+		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, msg: d.Message}
 	}
 }
 

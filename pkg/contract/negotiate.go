@@ -207,7 +207,7 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 		if p != nil {
 			d.ProposalID = p.ID()
 		}
-		s.log.Info("proposal rejected", "peer", from, "reason", r, "msg", msg)
+		s.log.Log(ctx, s.refusals.level(from.String(), string(r)), "proposal rejected", "peer", from, "reason", r, "msg", msg)
 		s.metricsReject(r)
 		return s.sign(d)
 	}
@@ -262,7 +262,8 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 		counter.Reason, counter.CounterPrice = ReasonPrice, terms.Price
 	}
 	if counter.Reason != ReasonNone {
-		s.log.Info("proposal countered", "peer", from, "contract", counter.ProposalID, "reason", counter.Reason)
+		s.log.Log(ctx, s.refusals.level(from.String(), "counter "+string(counter.Reason)), "proposal countered",
+			"peer", from, "contract", counter.ProposalID, "reason", counter.Reason)
 		s.metricsReject(counter.Reason)
 		return s.sign(counter)
 	}
@@ -294,6 +295,7 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 	case err != nil:
 		return nil, fmt.Errorf("admit contract %s: %w", id, err)
 	}
+	s.refusals.forget(from.String())
 	s.log.Info("contract accepted", "contract", id, "peer", from, "cpu_millis", req.Resources.CPUMillis,
 		"memory", req.Resources.MemoryBytes, "duration", req.Duration, "total_sats", terms.Total)
 	return aenv, nil

@@ -142,6 +142,9 @@ type Seller struct {
 	clock   Clock
 	log     *slog.Logger
 	machine *Machine
+	// refusals keeps a buyer's repeated proposals (every two seconds while
+	// this seller is busy) to one line per reason.
+	refusals changeLog
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc
@@ -176,7 +179,8 @@ func NewSeller(cfg SellerConfig) (*Seller, error) {
 	s := &Seller{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "seller"),
 		running: map[string]context.CancelCauseFunc{}, rejects: map[Reason]uint64{}, streams: map[network.Stream]struct{}{},
 		ctx: context.Background()}
-	s.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, s.log)
+	// The machine names the role in its own lines: not s.log, or role twice.
+	s.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, cfg.Log)
 	s.machine.OnMove = s.onMove
 	return s, nil
 }

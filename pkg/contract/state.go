@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -359,7 +360,13 @@ func (m *Machine) Move(role Role, id string, to State, why string, mutate func(*
 		return nil, fmt.Errorf("move contract %s to %s: %w", id, to, err)
 	}
 	if from != to {
-		m.log.Info("contract moved", "contract", id, "role", role, "from", from, "to", to, "why", why)
+		lvl := slog.LevelInfo
+		if to == StateRejected {
+			// The refusal itself is logged by whoever saw it, once per
+			// reason (changeLog); a busy seller's refusals come every 2 s.
+			lvl = slog.LevelDebug
+		}
+		m.log.Log(context.Background(), lvl, "contract moved", "contract", id, "role", role, "from", from, "to", to, "why", why)
 		if m.OnMove != nil {
 			m.OnMove(out, from)
 		}

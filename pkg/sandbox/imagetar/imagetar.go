@@ -1,6 +1,7 @@
 // Package imagetar checks image tarballs (OCI layout or docker archive) from
-// untrusted buyers before anything parses them further. It is separate from
-// pkg/sandbox so that it can be fuzzed without containerd linked in.
+// untrusted buyers before anything parses them further, and writes
+// one-layer image tarballs without a registry (build.go). It is separate
+// from pkg/sandbox so that it can be fuzzed without containerd linked in.
 package imagetar
 
 import (

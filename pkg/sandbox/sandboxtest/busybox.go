@@ -5,38 +5,29 @@
 package sandboxtest
 
 import (
-	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"sort"
 	"strings"
-	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/sandbox/imagetar"
 )
 
 // BusyboxPath is where Debian's busybox-static installs its binary.
 const BusyboxPath = "/bin/busybox"
 
-// Format is the layout of an image tarball.
-type Format int
+// Format is the layout of an image tarball (imagetar's).
+type Format = imagetar.Format
 
 const (
-	// DockerArchive is the `docker save` layout: manifest.json, a config
-	// JSON and one layer.tar per layer.
-	DockerArchive Format = iota
-	// OCILayout is the OCI image layout: oci-layout, index.json, blobs/sha256/….
-	OCILayout
+	// DockerArchive is the `docker save` layout.
+	DockerArchive = imagetar.DockerArchive
+	// OCILayout is the OCI image layout.
+	OCILayout = imagetar.OCILayout
 )
-
-// epoch is the fixed modification time of every file, so that the same
-// busybox binary always gives the same image digest.
-var epoch = time.Unix(0, 0).UTC()
 
 // BusyboxImage returns an image tarball in the given format whose root file
 // system holds busybox at /bin/busybox with a symlink per applet, /etc/passwd,
@@ -44,104 +35,24 @@ var epoch = time.Unix(0, 0).UTC()
 // command is `sh`; PATH is /bin. The tarball is deterministic for a given
 // busybox binary.
 func BusyboxImage(format Format) ([]byte, error) {
-	layer, cfg, err := busyboxParts()
-	if err != nil {
-		return nil, err
-	}
-	layerDigest := digestOf(layer)
-	cfgDigest := digestOf(cfg)
-	files := []file{}
-	switch format {
-	case DockerArchive:
-		manifest, err := json.Marshal([]map[string]any{{
-			"Config":   hexOf(cfgDigest) + ".json",
-			"RepoTags": []string{"blackbox.local/busybox:test"},
-			"Layers":   []string{hexOf(layerDigest) + "/layer.tar"},
-		}})
-		if err != nil {
-			return nil, err
-		}
-		files = append(files,
-			file{name: hexOf(layerDigest) + "/", dir: true},
-			file{name: hexOf(layerDigest) + "/layer.tar", data: layer},
-			file{name: hexOf(cfgDigest) + ".json", data: cfg},
-			file{name: "manifest.json", data: manifest},
-		)
-	case OCILayout:
-		manifest, err := json.Marshal(map[string]any{
-			"schemaVersion": 2,
-			"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-			"config": map[string]any{
-				"mediaType": "application/vnd.oci.image.config.v1+json",
-				"digest":    cfgDigest, "size": len(cfg),
-			},
-			"layers": []map[string]any{{
-				"mediaType": "application/vnd.oci.image.layer.v1.tar",
-				"digest":    layerDigest, "size": len(layer),
-			}},
-		})
-		if err != nil {
-			return nil, err
-		}
-		manifestDigest := digestOf(manifest)
-		index, err := json.Marshal(map[string]any{
-			"schemaVersion": 2,
-			"mediaType":     "application/vnd.oci.image.index.v1+json",
-			"manifests": []map[string]any{{
-				"mediaType": "application/vnd.oci.image.manifest.v1+json",
-				"digest":    manifestDigest, "size": len(manifest),
-				"platform": map[string]string{"os": "linux", "architecture": runtime.GOARCH},
-			}},
-		})
-		if err != nil {
-			return nil, err
-		}
-		files = append(files,
-			file{name: "oci-layout", data: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-			file{name: "blobs/", dir: true},
-			file{name: "blobs/sha256/", dir: true},
-			file{name: "blobs/sha256/" + hexOf(layerDigest), data: layer},
-			file{name: "blobs/sha256/" + hexOf(cfgDigest), data: cfg},
-			file{name: "blobs/sha256/" + hexOf(manifestDigest), data: manifest},
-			file{name: "index.json", data: index},
-		)
-	default:
-		return nil, fmt.Errorf("sandboxtest: unknown format %d", format)
-	}
-	return writeTar(files)
+	var buf bytes.Buffer
+	_, err := WriteBusyboxImage(&buf, format)
+	return buf.Bytes(), err
 }
+
+var busyboxConfig = imagetar.Config{Env: []string{"PATH=/bin"}, Cmd: []string{"sh"}, Tag: "blackbox.local/busybox:test"}
 
 // busyboxParts returns the layer tar and the image config JSON.
 func busyboxParts() (layer, cfg []byte, err error) {
-	layer, err = busyboxLayer()
-	if err != nil {
+	if layer, err = busyboxLayer(); err != nil {
 		return nil, nil, err
 	}
-	cfg, err = json.Marshal(map[string]any{
-		"architecture": runtime.GOARCH,
-		"os":           "linux",
-		"created":      epoch.Format(time.RFC3339),
-		"config": map[string]any{
-			"Env":        []string{"PATH=/bin"},
-			"Cmd":        []string{"sh"},
-			"WorkingDir": "/",
-		},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{digestOf(layer)}},
-	})
+	cfg, err = imagetar.ConfigJSON(layer, busyboxConfig)
 	return layer, cfg, err
 }
 
 // Digest returns "sha256:<hex>" of b, the digest a buyer names for a tarball.
-func Digest(b []byte) string { return digestOf(b) }
-
-type file struct {
-	name    string
-	data    []byte
-	dir     bool
-	link    string
-	mode    int64
-	symlink bool
-}
+func Digest(b []byte) string { return imagetar.Digest(b) }
 
 func busyboxLayer() ([]byte, error) {
 	bin, err := os.ReadFile(BusyboxPath)
@@ -152,24 +63,28 @@ func busyboxLayer() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	files := []file{
-		{name: "bin/", dir: true},
-		{name: "bin/busybox", data: bin, mode: 0o755},
+	files := []imagetar.Entry{
+		{Name: "bin/", Dir: true},
+		{Name: "bin/busybox", Data: bin, Mode: 0o755},
 	}
 	for _, a := range applets {
 		if a == "busybox" {
 			continue
 		}
-		files = append(files, file{name: "bin/" + a, symlink: true, link: "busybox"})
+		files = append(files, imagetar.Entry{Name: "bin/" + a, Link: "busybox"})
 	}
 	for _, d := range []string{"dev/", "etc/", "out/", "proc/", "root/", "sys/", "tmp/"} {
-		files = append(files, file{name: d, dir: true})
+		e := imagetar.Entry{Name: d, Dir: true}
+		if d == "tmp/" {
+			e.Mode = 0o1777
+		}
+		files = append(files, e)
 	}
 	files = append(files,
-		file{name: "etc/passwd", data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")},
-		file{name: "etc/group", data: []byte("root:x:0:\nnogroup:x:65534:\n")},
+		imagetar.Entry{Name: "etc/passwd", Data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")},
+		imagetar.Entry{Name: "etc/group", Data: []byte("root:x:0:\nnogroup:x:65534:\n")},
 	)
-	return writeTar(files)
+	return imagetar.Layer(files)
 }
 
 // busyboxApplets lists the applets the host's busybox provides.
@@ -188,55 +103,11 @@ func busyboxApplets() ([]string, error) {
 	return applets, nil
 }
 
-func writeTar(files []file) ([]byte, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, f := range files {
-		h := &tar.Header{Name: f.name, ModTime: epoch, Format: tar.FormatPAX, Mode: 0o644}
-		switch {
-		case f.dir:
-			h.Typeflag, h.Mode = tar.TypeDir, 0o755
-			if f.name == "tmp/" {
-				h.Mode = 0o1777
-			}
-		case f.symlink:
-			h.Typeflag, h.Linkname, h.Mode = tar.TypeSymlink, f.link, 0o777
-		default:
-			h.Typeflag, h.Size = tar.TypeReg, int64(len(f.data))
-			if f.mode != 0 {
-				h.Mode = f.mode
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write(f.data); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-func digestOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
-
-func hexOf(d string) string { return strings.TrimPrefix(d, "sha256:") }
-
 // WriteBusyboxImage writes BusyboxImage(format) to w and returns its digest.
 func WriteBusyboxImage(w io.Writer, format Format) (string, error) {
-	b, err := BusyboxImage(format)
+	layer, err := busyboxLayer()
 	if err != nil {
 		return "", err
 	}
-	if _, err := w.Write(b); err != nil {
-		return "", err
-	}
-	return Digest(b), nil
+	return imagetar.Write(w, layer, busyboxConfig, format)
 }

@@ -1,11 +1,12 @@
 package sandboxtest
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+
+	"github.com/blackbox-market/blackbox/pkg/sandbox/imagetar"
 )
 
 // Registry is a read-only, in-process container registry (the pull side of
@@ -27,23 +28,12 @@ func NewRegistry() (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	manifest, err := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     manifestType,
-		"config": map[string]any{
-			"mediaType": "application/vnd.oci.image.config.v1+json",
-			"digest":    digestOf(cfg), "size": len(cfg),
-		},
-		"layers": []map[string]any{{
-			"mediaType": "application/vnd.oci.image.layer.v1.tar",
-			"digest":    digestOf(layer), "size": len(layer),
-		}},
-	})
+	manifest, err := imagetar.ManifestJSON(cfg, layer)
 	if err != nil {
 		return nil, err
 	}
-	blobs := map[string][]byte{digestOf(cfg): cfg, digestOf(layer): layer}
-	md := digestOf(manifest)
+	blobs := map[string][]byte{imagetar.Digest(cfg): cfg, imagetar.Digest(layer): layer}
+	md := imagetar.Digest(manifest)
 	const repo = "/v2/blackbox/busybox/"
 	serve := func(w http.ResponseWriter, r *http.Request, body []byte, typ, digest string) {
 		w.Header().Set("Content-Type", typ)
