@@ -139,13 +139,13 @@ func (f *feeStore) PutChannel(c *payment.Channel) error {
 	f.state[c.ID] = c.State
 	f.mu.Unlock()
 	if c.State == payment.StateClosing && (!seen || prev != payment.StateClosing) && len(c.SpendTx) > 0 {
-		f.h.warn(f.h.st.RecordFee(time.Now(), spendFee(c)))
+		f.h.warn(f.h.st.RecordFee(time.Now(), ownSpendFee(c)))
 	}
 	return nil
 }
 
-// spendFee is what this node paid for the spend it broadcast of c.
-func spendFee(c *payment.Channel) int64 {
+// ownSpendFee is what this node paid for the spend it broadcast of c.
+func ownSpendFee(c *payment.Channel) int64 {
 	if c.Role == payment.RoleSeller {
 		return c.CloseFee
 	}
