@@ -347,10 +347,9 @@ func (h *history) unwritten(buckets []store.HistoryBucket) []store.HistoryBucket
 	if n == 0 {
 		return buckets
 	}
-	i := len(buckets) - 1
-	if i < 0 || !buckets[i].Start.Equal(at) {
-		buckets = append(buckets, store.HistoryBucket{Start: at})
-		i++
+	i, found := slices.BinarySearchFunc(buckets, at, func(b store.HistoryBucket, t time.Time) int { return b.Start.Compare(t) })
+	if !found {
+		buckets = slices.Insert(buckets, i, store.HistoryBucket{Start: at})
 	}
 	b := &buckets[i]
 	b.Samples += n

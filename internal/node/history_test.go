@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -323,5 +324,36 @@ func TestCatchUp(t *testing.T) {
 	}
 	if again, _ := h.catchUp(now, chans, func(id string) time.Time { return created[id] }); again != 0 {
 		t.Fatalf("a second catch-up added %d", again)
+	}
+}
+
+// TestUnwritten: samples not yet written join their bucket, in order.
+func TestUnwritten(t *testing.T) {
+	h := &history{}
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	h.acc, h.accN, h.accAt = store.CapacitySample{SoldMilliCPU: 30}, 3, t0.Add(store.HistoryStep)
+	for _, in := range [][]store.HistoryBucket{
+		nil,
+		{{Start: t0}},
+		{{Start: t0}, {Start: t0.Add(store.HistoryStep), Samples: 1, SoldMilliCPU: 10}},
+		{{Start: t0}, {Start: t0.Add(2 * store.HistoryStep)}},
+	} {
+		out := h.unwritten(slices.Clone(in))
+		var got *store.HistoryBucket
+		for i := range out {
+			if i > 0 && !out[i-1].Start.Before(out[i].Start) {
+				t.Fatalf("out of order: %+v", out)
+			}
+			if out[i].Start.Equal(h.accAt) {
+				got = &out[i]
+			}
+		}
+		want := int64(3)
+		if len(in) == 2 && in[1].Samples == 1 {
+			want = 4
+		}
+		if got == nil || got.Samples != want {
+			t.Fatalf("from %+v: %+v", in, out)
+		}
 	}
 }
