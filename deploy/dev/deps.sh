@@ -11,3 +11,10 @@ if ! command -v ip >/dev/null 2>&1; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get install -y -qq iproute2 >/dev/null 2>&1 || { apt-get update -qq >/dev/null; apt-get install -y -qq iproute2 >/dev/null; }
 fi
+# Debian's prometheus (with promtool) checks deploy/prometheus and scrapes
+# real nodes in the metrics test, which starts its own server on a free
+# port with its own storage: the packaged service is not needed.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null; apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+fi

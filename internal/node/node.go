@@ -149,7 +149,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	n.metrics = newMetrics(reg)
+	n.metrics = newMetrics(reg, n)
 
 	if err := n.startHost(reg); err != nil {
 		return err
@@ -332,7 +332,6 @@ func (n *Node) startMarket() error {
 		if n.seller == nil {
 			spare = meter.Capacity{} // nothing to sell with: see noSell
 		}
-		n.metrics.setSpare(spare)
 		if err := pub.Set(n.offerTemplate(spare)); err != nil {
 			n.log.Warn("sign offer", "err", err)
 		}

@@ -171,15 +171,18 @@ func TestMetricsAreServedWhenAsked(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			body = string(b)
-			if strings.Contains(body, `blackbox_spare_capacity{resource="memory"}`) {
+			if strings.Contains(body, `blackbox_capacity_memory_bytes{kind="spare"}`) {
 				break
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	for _, want := range []string{`blackbox_spare_capacity{resource="cpu"}`, "blackbox_offers_published_total", "blackbox_peers", "blackbox_offers_rejected_total", "libp2p_"} {
+	for _, want := range []string{`blackbox_capacity_cpu_cores{kind="spare"}`, "blackbox_offers_published_total", "blackbox_peers", "blackbox_offers_rejected_total", "libp2p_"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	for _, p := range lintBlackbox(t, body) {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 }

@@ -159,6 +159,7 @@ func (n *Node) tickChain(ctx context.Context) {
 	defer t.Stop()
 	for {
 		tip, err := n.chain.Tip(ctx)
+		n.metrics.chainTip(tip, err)
 		if err == nil && tip != last {
 			if err := n.payments.Tick(ctx); err != nil && ctx.Err() == nil {
 				n.log.Warn("payment tick", "tip", tip, "err", err)
@@ -197,6 +198,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			},
 			WorkDir: filepath.Join(n.cfg.DataDir, "work"),
 			Log:     n.log,
+			OnPhase: n.metrics.phase,
 		}
 		cc.ApplySeller(&sc)
 		if err := os.MkdirAll(sc.WorkDir, 0o700); err != nil {
@@ -228,6 +230,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			ResultDir:  n.ResultDir(),
 			Reputation: bookRanking{b: n.book, a: n.attester},
 			Log:        n.log,
+			OnPhase:    n.metrics.phase,
 		}
 		cc.ApplyBuyer(&bc)
 		buyer, err := contract.NewBuyer(bc)

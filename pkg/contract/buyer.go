@@ -72,6 +72,8 @@ type BuyerConfig struct {
 	Clock            Clock
 	Rand             *mrand.Rand
 	Log              *slog.Logger
+	// OnPhase, if set, is told how long each phase of a job took (phase.go).
+	OnPhase PhaseFunc
 }
 
 func (c *BuyerConfig) defaults() error {
@@ -155,6 +157,8 @@ type JobStatus struct {
 
 	// shadow marks a spot-check run: it is never stored or listed.
 	shadow bool
+	// phaseAt is when the job entered Phase (for OnPhase).
+	phaseAt time.Time
 }
 
 const bucketJobs = "contract_jobs"
@@ -283,7 +287,7 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
 	now := b.clock.Now()
-	j := &JobStatus{ID: hex.EncodeToString(idb), Request: req, State: JobSearching, Phase: "discover", Created: now, Updated: now}
+	j := &JobStatus{ID: hex.EncodeToString(idb), Request: req, State: JobSearching, Phase: "discover", Created: now, Updated: now, phaseAt: now}
 	if err := b.save(j); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
@@ -390,7 +394,11 @@ func (b *Buyer) Jobs() ([]*JobStatus, error) {
 
 func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
 	b.mu.Lock()
+	from := j.Phase
 	fn(j)
+	if j.Phase != from {
+		b.phaseChange(j, from)
+	}
 	j.Updated = b.clock.Now()
 	cp := *j
 	cp.Attempts = append([]Attempt(nil), j.Attempts...)
@@ -922,6 +930,7 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 					return outFailed, buyerFault(fmt.Errorf("write result: %w", err))
 				}
 			case jReceipt:
+				b.update(r.j, func(j *JobStatus) { j.Phase = PhaseResults })
 				return r.finish(dir, f.b, files, cancelled)
 			case frameError:
 				je := UnmarshalJobError(f.b)

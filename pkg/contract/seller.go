@@ -100,6 +100,8 @@ type SellerConfig struct {
 	AdvanceEvery time.Duration
 	Clock        Clock
 	Log          *slog.Logger
+	// OnPhase, if set, is told how long each phase of a job took (phase.go).
+	OnPhase PhaseFunc
 }
 
 func (c *SellerConfig) defaults() error {
@@ -443,6 +445,7 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 
 func (j *sellerJob) run(ctx context.Context) error {
 	s, p := j.s, j.ct.Proposal
+	at := s.clock.Now()
 	open, err := j.c.expect(jOpen, maxCtlFrame)
 	if err != nil {
 		return refuse(RefuseProtocol, fmt.Errorf("read channel open: %w", err))
@@ -455,6 +458,7 @@ func (j *sellerJob) run(ctx context.Context) error {
 	if _, err := s.machine.Move(RoleSeller, j.id, StateFunded, "channel ready", nil); err != nil {
 		return err
 	}
+	at = s.phase(PhaseFund, at)
 	if err := j.c.send(jReady, nil); err != nil {
 		return err
 	}
@@ -464,6 +468,7 @@ func (j *sellerJob) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	at = s.phase(PhaseTransfer, at)
 	// The buyer pays nothing for what the seller refuses.
 	if err := j.c.send(jReceived, nil); err != nil {
 		return err
@@ -478,6 +483,7 @@ func (j *sellerJob) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	s.phase(PhasePay, at)
 	// The job stream lives as long as the contract.
 	_ = j.c.s.SetDeadline(time.Now().Add(p.Request.Duration + s.machine.timeouts.RunGrace + time.Minute))
 	return j.runAndBill(ctx, image, interval)
@@ -675,7 +681,9 @@ func (j *sellerJob) runAndBill(ctx context.Context, image string, interval time.
 	}
 	done := make(chan runDone, 1)
 	go func() {
+		at := s.clock.Now()
 		res, err := s.cfg.Runner.Run(jobCtx, spec)
+		s.ran(s.clock.Now().Sub(at), res)
 		done <- runDone{res, err}
 	}()
 	// Frames from the buyer: payments and cancellation.
@@ -762,6 +770,7 @@ loop:
 		return fmt.Errorf("run job: %w", rd.err)
 	}
 	res := rd.res
+	at := s.clock.Now()
 	if why == "" {
 		why = res.Reason
 	}
@@ -790,5 +799,7 @@ loop:
 	if !buyerOK {
 		return nil
 	}
-	return j.c.send(jReceipt, env)
+	err = j.c.send(jReceipt, env)
+	s.phase(PhaseResults, at)
+	return err
 }
