@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -144,20 +143,15 @@ func (f *feeStore) PutChannel(c *payment.Channel) error {
 	return nil
 }
 
-// ownSpendFee is what this node paid for the spend it broadcast of c.
+// ownSpendFee is what this node paid for the spend it broadcast of c: a
+// seller its close fee (out of its share; a buyer's change too small to
+// pay out is the buyer's loss, not the seller's fee), a buyer the whole
+// fee of its refund (spendFee, as the metrics count it).
 func ownSpendFee(c *payment.Channel) int64 {
 	if c.Role == payment.RoleSeller {
 		return c.CloseFee
 	}
-	var tx wire.MsgTx
-	if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
-		return 0
-	}
-	out := int64(0)
-	for _, o := range tx.TxOut {
-		out += o.Value
-	}
-	return max(c.Capacity-out, 0)
+	return spendFee(c)
 }
 
 // feeFunder records the fee of each funding transaction this node
