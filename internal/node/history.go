@@ -227,33 +227,48 @@ func (h *history) reconcile() {
 	if h.n.payments == nil || h.n.seller == nil {
 		return
 	}
+	created := func(id string) time.Time {
+		r, err := h.n.seller.Machine().Get(contract.RoleSeller, id)
+		if err != nil || len(r.History) == 0 {
+			return time.Time{}
+		}
+		return r.History[0].At
+	}
+	n, err := h.catchUp(time.Now(), h.n.payments.Channels(), created)
+	h.warn(err)
+	if n > 0 {
+		h.n.log.Info("history: payments recorded after a restart", "sats", n)
+	}
+}
+
+// catchUp records at now, for every contract paid through an open seller
+// channel of chans, what the channel holds beyond the history's record of
+// it; a contract the history has no record of counts only if it was
+// created (created(id)) after the history began. It returns the sats added.
+func (h *history) catchUp(now time.Time, chans []*payment.Channel, created func(id string) time.Time) (int64, error) {
 	oldest, ok, err := h.st.Oldest()
 	if err != nil || !ok {
-		h.warn(err)
-		return
+		return 0, err
 	}
-	split, err := h.split(h.n.payments.Channels())
+	split, err := h.split(chans)
 	if err != nil {
-		h.warn(err)
-		return
+		return 0, err
 	}
+	var added int64
 	for _, c := range split.open {
 		for id, amount := range c.Contracts {
-			if rec := split.history[id]; rec != nil && rec.Cumulative >= amount {
+			rec := split.history[id]
+			if rec != nil && rec.Cumulative >= amount || rec == nil && created(id).Before(oldest) {
 				continue
-			} else if rec == nil {
-				r, err := h.n.seller.Machine().Get(contract.RoleSeller, id)
-				if err != nil || len(r.History) == 0 || r.History[0].At.Before(oldest) {
-					continue
-				}
 			}
-			d, err := h.st.RecordPayment(time.Now(), id, amount)
-			h.warn(err)
-			if d > 0 {
-				h.n.log.Info("history: payments recorded after a restart", "contract", id, "sats", d)
+			d, err := h.st.RecordPayment(now, id, amount)
+			if err != nil {
+				return added, err
 			}
+			added += d
 		}
 	}
+	return added, nil
 }
 
 // sample takes what is spare, sold and reserved now (written once its
@@ -316,10 +331,9 @@ func (h *history) unwritten(buckets []store.HistoryBucket) []store.HistoryBucket
 	if n == 0 {
 		return buckets
 	}
-	i := len(buckets) - 1
-	if i < 0 || !buckets[i].Start.Equal(at) {
-		buckets = append(buckets, store.HistoryBucket{Start: at})
-		i++
+	i, found := slices.BinarySearchFunc(buckets, at, func(b store.HistoryBucket, t time.Time) int { return b.Start.Compare(t) })
+	if !found {
+		buckets = slices.Insert(buckets, i, store.HistoryBucket{Start: at})
 	}
 	b := &buckets[i]
 	b.Samples += n

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -295,3 +296,64 @@ func (f *fakeFunder) FundTx(_ context.Context, outs []*wire.TxOut, _ int64) (*wi
 func (f *fakeFunder) NewScript(context.Context) ([]byte, error) { return []byte{0x51}, nil }
 
 func (f *fakeFunder) PublishTx(context.Context, *wire.MsgTx) error { return f.fail }
+
+// TestCatchUp: after a crash between the channel's record of a payment and
+// the history's, the restart records the difference; a contract from before
+// the history began is left alone, and so are closed channels.
+func TestCatchUp(t *testing.T) {
+	n := historyNode(t)
+	h := n.history
+	now := time.Now()
+	begin := now.Add(-time.Hour)
+	if got, err := h.catchUp(now, nil, nil); got != 0 || err != nil {
+		t.Fatalf("no history: %d, %v", got, err)
+	}
+	if _, err := h.st.RecordPayment(begin, "known", 100); err != nil {
+		t.Fatal(err)
+	}
+	chans := []*payment.Channel{
+		{ID: "a:0", Role: payment.RoleSeller, State: payment.StateOpen,
+			Contracts: map[string]int64{"known": 300, "new": 50, "old": 1000}},
+		{ID: "b:0", Role: payment.RoleSeller, State: payment.StateClosed, Contracts: map[string]int64{"closed": 70}},
+		{ID: "c:0", Role: payment.RoleBuyer, State: payment.StateOpen, Contracts: map[string]int64{"bought": 80}},
+	}
+	created := map[string]time.Time{"new": now.Add(-time.Minute), "old": begin.Add(-24 * time.Hour), "closed": now, "bought": now}
+	added, err := h.catchUp(now, chans, func(id string) time.Time { return created[id] })
+	if err != nil || added != 200+50 {
+		t.Fatalf("caught up %d, %v; want 200 (known) + 50 (new)", added, err)
+	}
+	if again, _ := h.catchUp(now, chans, func(id string) time.Time { return created[id] }); again != 0 {
+		t.Fatalf("a second catch-up added %d", again)
+	}
+}
+
+// TestUnwritten: samples not yet written join their bucket, in order.
+func TestUnwritten(t *testing.T) {
+	h := &history{}
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	h.acc, h.accN, h.accAt = store.CapacitySample{SoldMilliCPU: 30}, 3, t0.Add(store.HistoryStep)
+	for _, in := range [][]store.HistoryBucket{
+		nil,
+		{{Start: t0}},
+		{{Start: t0}, {Start: t0.Add(store.HistoryStep), Samples: 1, SoldMilliCPU: 10}},
+		{{Start: t0}, {Start: t0.Add(2 * store.HistoryStep)}},
+	} {
+		out := h.unwritten(slices.Clone(in))
+		var got *store.HistoryBucket
+		for i := range out {
+			if i > 0 && !out[i-1].Start.Before(out[i].Start) {
+				t.Fatalf("out of order: %+v", out)
+			}
+			if out[i].Start.Equal(h.accAt) {
+				got = &out[i]
+			}
+		}
+		want := int64(3)
+		if len(in) == 2 && in[1].Samples == 1 {
+			want = 4
+		}
+		if got == nil || got.Samples != want {
+			t.Fatalf("from %+v: %+v", in, out)
+		}
+	}
+}

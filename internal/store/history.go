@@ -307,7 +307,7 @@ type HistoryStore struct {
 // NewHistoryStore returns the history view of db.
 func NewHistoryStore(db *DB) *HistoryStore { return &HistoryStore{db: db} }
 
-// change applies fn to the bucket holding at, in one transaction with
+// changeBucket applies fn to the bucket holding at, in one transaction with
 // whatever else tx does.
 func changeBucket(tx *Tx, at time.Time, fn func(b *HistoryBucket)) error {
 	key := bucketKey(at)

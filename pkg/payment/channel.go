@@ -279,10 +279,12 @@ var (
 	ErrNotExpired     = errors.New("channel not expired yet")
 )
 
-// SpendFee is the fee of the close or refund this node broadcast for c: what
-// the funding output held minus what the transaction pays out (for a close,
-// CloseFee, taken from the seller's output). 0 when it broadcast none, or
-// when the peer's spend confirmed instead.
+// SpendFee is what this node paid for the close or refund it broadcast of
+// c: a seller its close fee (out of its share; a buyer's change too small to
+// pay out is the buyer's loss, not the seller's fee), a buyer the whole fee
+// of its refund (what the funding output held minus what the transaction
+// pays out). 0 when it broadcast none, or when the peer's spend confirmed
+// instead.
 func (c *Channel) SpendFee() int64 {
 	if len(c.SpendTx) == 0 {
 		return 0
@@ -293,6 +295,9 @@ func (c *Channel) SpendFee() int64 {
 	}
 	if c.SpendTxid != "" && c.SpendTxid != tx.TxHash().String() {
 		return 0
+	}
+	if c.Role == RoleSeller {
+		return c.CloseFee
 	}
 	out := int64(0)
 	for _, o := range tx.TxOut {
