@@ -143,7 +143,6 @@ func (f *feeStore) PutChannel(c *payment.Channel) error {
 	return nil
 }
 
-
 // feeFunder records the fee of each funding transaction this node
 // publishes (the buyer's channel opens).
 type feeFunder struct {

@@ -332,4 +332,3 @@ func (c *stateCollector) collectChannels(ch chan<- prometheus.Metric, live map[s
 		gauge(ch, descChanPaid, float64(paid[k]), k[0], k[1])
 	}
 }
-
