@@ -200,6 +200,18 @@ type IDResponse struct {
 	ID string `json:"id"`
 }
 
+// ErrRefused marks a request the node refuses because of the user's own
+// input (for example a job no offer fits, or a wallet that cannot pay
+// for it); its message says what would work and reaches the client as it
+// is.
+var ErrRefused = errors.New("refused")
+
+// refused is an ErrRefused from the daemon, its message unchanged.
+type refused struct{ msg string }
+
+func (e refused) Error() string        { return e.msg }
+func (e refused) Is(target error) bool { return target == ErrRefused }
+
 // ErrNotFound marks a request for something that does not exist.
 var ErrNotFound = errors.New("not found")
 
@@ -351,6 +363,10 @@ func reply(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 			code = http.StatusBadRequest
 		case errors.Is(err, ErrUnavailable):
 			code = http.StatusServiceUnavailable
+		case errors.Is(err, ErrRefused):
+			code = http.StatusUnprocessableEntity
+			// Said once: the category is the status code.
+			err = errors.New(strings.TrimPrefix(err.Error(), ErrRefused.Error()+": "))
 		}
 		log.Debug("api request failed", "err", err)
 		w.WriteHeader(code)
@@ -627,6 +643,8 @@ func statusError(code int, msg string) error {
 		category = ErrUnavailable
 	case http.StatusBadRequest:
 		category = ErrBadRequest
+	case http.StatusUnprocessableEntity:
+		return refused{msg}
 	default:
 		return fmt.Errorf("daemon: %s", msg)
 	}
