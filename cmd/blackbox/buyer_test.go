@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/offer"
 )
@@ -129,7 +131,7 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 		{"a missing file", []string{"--image", "./missing.tar"}, "no such file"},
 		{"a missing input", []string{"--image", image, "--input", filepath.Join(work, "missing")}, "no such file"},
 		{"a directory as input", []string{"--image", image, "--input", work}, "not a regular file"},
-		{"an empty wallet", []string{"--image", image}, "no spendable coins"},
+		{"an empty wallet", append([]string{"--image", image}, jobFlags...), "the wallet has 0 sat spendable; this job needs about"},
 	} {
 		out, err := buyer.cli(append(append([]string{"submit"}, tc.args...), "--", "true")...)
 		if err == nil || !strings.Contains(out, tc.want) {
@@ -166,7 +168,7 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 	}
 
 	// Through the API, which does not run the CLI's checks. First the
-	// empty wallet: the node cannot fund the channel.
+	// empty wallet: the node refuses the job before anything is agreed.
 	blobs := contract.DirBlobs(filepath.Join(buyer.dir, "blobs"))
 	digest := func(path string) (string, uint64) {
 		f, err := os.Open(path)
@@ -180,21 +182,16 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 		}
 		return d, uint64(n)
 	}
-	apiJob := func(img string) *contract.JobStatus {
-		t.Helper()
-		d, n := digest(img)
+	{
+		d, n := digest(image)
 		req := contract.Request{Image: d, ImageSize: n, Command: []string{"true"}, Duration: time.Minute, MaxPrice: 10000,
 			Resources: offer.Resources{CPUMillis: 1000, MemoryBytes: 128 << 20}}
-		id, err := buyer.api().Submit(context.Background(), req)
-		if err != nil {
-			t.Fatalf("API submit: %v", err)
+		_, err := buyer.api().Submit(context.Background(), req)
+		if !errors.Is(err, api.ErrRefused) || !strings.Contains(err.Error(), "sat spendable") {
+			t.Fatalf("API submit with an empty wallet: %v", err)
 		}
-		return waitJob(t, buyer, id, 60*time.Second, "ends", ended)
 	}
-	if j := apiJob(image); j.State != contract.JobFailed || len(j.Attempts) != 1 || !strings.Contains(j.Error, "prepare channel") {
-		t.Fatalf("job with an empty wallet: %s after %d attempts: %q", j.State, len(j.Attempts), j.Error)
-	}
-	nothingHappened("after a funding failure")
+	nothingHappened("after a refused API submit")
 	// The node runs the image check too.
 	d, n := digest(notatar)
 	_, err := buyer.api().Submit(context.Background(), contract.Request{Image: d, ImageSize: n, Command: []string{"true"}, Duration: time.Minute,

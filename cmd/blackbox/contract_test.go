@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/cli"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
 	"github.com/btcsuite/btcd/btcec/v2"
@@ -67,9 +68,25 @@ func payoutAddress(t *testing.T) (string, []byte) {
 	return a.EncodeAddress(), s
 }
 
-// submit runs `blackbox submit --json` on the buyer and returns the final
-// job status it prints.
+// submit runs `blackbox submit --json` on the buyer and returns the job
+// status of its last event, "done".
 func submit(t *testing.T, buyer *daemon, image, out string, flags []string, cmd ...string) *contract.JobStatus {
+	t.Helper()
+	events, err := submitEvents(t, buyer, image, out, flags, cmd...)
+	last := events[len(events)-1]
+	if last.Event != "done" || last.Status == nil {
+		t.Fatalf("submit --json ended with %+v (%v)", last, err)
+	}
+	j := last.Status
+	if err != nil {
+		t.Logf("submit: %v; job %s %s: %s", err, j.ID, j.State, j.Error)
+	}
+	return j
+}
+
+// submitEvents runs `blackbox submit --json` on the buyer and returns its
+// events, each line of its output parsed on its own.
+func submitEvents(t *testing.T, buyer *daemon, image, out string, flags []string, cmd ...string) ([]cli.Event, error) {
 	t.Helper()
 	args := append([]string{"submit", "--json", "--image", image, "--out", out}, flags...)
 	args = append(append(args, "--"), cmd...)
@@ -77,14 +94,18 @@ func submit(t *testing.T, buyer *daemon, image, out string, flags []string, cmd 
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
 	stdout, err := c.Output()
-	var j contract.JobStatus
-	if jerr := json.Unmarshal(stdout, &j); jerr != nil {
-		t.Fatalf("submit --json: %v (%v)\n%s%s", err, jerr, stdout, stderr.String())
+	var events []cli.Event
+	for line := range strings.Lines(string(stdout)) {
+		var e cli.Event
+		if jerr := json.Unmarshal([]byte(line), &e); jerr != nil || e.Event == "" {
+			t.Fatalf("submit --json: a line that is not an event: %q (%v)\n%s%s", line, jerr, stdout, stderr.String())
+		}
+		events = append(events, e)
 	}
-	if err != nil {
-		t.Logf("submit: %v; job %s %s: %s", err, j.ID, j.State, j.Error)
+	if len(events) == 0 {
+		t.Fatalf("submit --json printed no events: %v\n%s", err, stderr.String())
 	}
-	return &j
+	return events, err
 }
 
 // submitDetached starts a job and returns its ID at once.

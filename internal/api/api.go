@@ -181,7 +181,7 @@ type Contracts struct {
 	Contracts []*contract.Record `json:"contracts"`
 	// EarnedSats is what the seller holds acknowledged payments for, by
 	// contract state.
-	EarnedSats map[string]int64  `json:"earned_sats"`
+	EarnedSats map[string]int64  `json:"earned_sat"`
 	Rejections map[string]uint64 `json:"rejections"`
 }
 

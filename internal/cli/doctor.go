@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -34,9 +33,7 @@ failure comes with its fix. Exits 1 when the machine cannot sell.`,
 				}
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.Stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(struct {
+				if err := writeJSON(a.Stdout, struct {
 					OK     bool            `json:"ok"`
 					Checks []sandbox.Check `json:"checks"`
 				}{ok, checks}); err != nil {

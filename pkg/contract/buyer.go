@@ -122,8 +122,12 @@ type Attempt struct {
 	Seller     peer.ID `json:"seller"`
 	ContractID string  `json:"contract_id"`
 	State      State   `json:"state"`
-	Paid       int64   `json:"paid_sats"`
-	Why        string  `json:"why,omitempty"`
+	Paid       int64   `json:"paid_sat"`
+	// Price is what the contract costs in all, start fee included, and
+	// StartFee the start fee, in sats.
+	Price    int64  `json:"price_sat,omitempty"`
+	StartFee int64  `json:"start_fee_sat,omitempty"`
+	Why      string `json:"why,omitempty"`
 	// Fault is whose fault the contract's end was (none: delivered).
 	Fault Fault `json:"fault"`
 }
@@ -142,8 +146,8 @@ type JobStatus struct {
 	Intervals  uint64    `json:"intervals"`
 	// Paid is what all attempts paid, in sats; Billed what the final
 	// receipt claims.
-	Paid      int64    `json:"paid_sats"`
-	Billed    int64    `json:"billed_sats"`
+	Paid      int64    `json:"paid_sat"`
+	Billed    int64    `json:"billed_sat"`
 	ExitCode  int64    `json:"exit_code"`
 	ResultDir string   `json:"result_dir,omitempty"`
 	Receipt   *Receipt `json:"receipt,omitempty"`
@@ -593,7 +597,8 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	id := ct.ID
 	b.update(j, func(j *JobStatus) {
 		j.Seller, j.ContractID = c.Seller, id
-		j.Attempts = append(j.Attempts, Attempt{Seller: c.Seller, ContractID: id, State: StateAccepted})
+		j.Attempts = append(j.Attempts, Attempt{Seller: c.Seller, ContractID: id, State: StateAccepted,
+			Price: p.Total(), StartFee: int64((p.StartFee + 999) / 1000)})
 	})
 	b.mu.Lock()
 	base := j.Paid

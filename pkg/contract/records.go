@@ -79,8 +79,8 @@ type Request struct {
 	Env           []string        `json:"env,omitempty"`
 	Inputs        []Input         `json:"inputs,omitempty"`
 	Resources     offer.Resources `json:"resources"`
-	Duration      time.Duration   `json:"duration"`
-	MaxPrice      uint64          `json:"max_price_sats"`
+	Duration      time.Duration   `json:"-"` // JSON: duration_seconds (jsonnames.go)
+	MaxPrice      uint64          `json:"max_price_sat"`
 	MinReputation float64         `json:"min_reputation,omitempty"`
 	Region        string          `json:"region,omitempty"`
 	Deadline      time.Time       `json:"deadline,omitzero"`

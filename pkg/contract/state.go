@@ -115,10 +115,13 @@ const (
 )
 
 func (r Role) String() string {
-	if r == RoleSeller {
+	switch r {
+	case RoleSeller:
 		return "seller"
+	case RoleBuyer:
+		return "buyer"
 	}
-	return "buyer"
+	return fmt.Sprintf("role(%d)", uint8(r))
 }
 
 func (r Role) prefix() string {
