@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -94,18 +95,28 @@ func submitEvents(t *testing.T, buyer *daemon, image, out string, flags []string
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
 	stdout, err := c.Output()
+	events, perr := parseEvents(stdout)
+	if perr != nil {
+		t.Fatalf("submit --json: %v (exit: %v)\n%s%s", perr, err, stdout, stderr.String())
+	}
+	return events, err
+}
+
+// parseEvents reads submit --json's output: one event per line, at least
+// one.
+func parseEvents(stdout []byte) ([]cli.Event, error) {
 	var events []cli.Event
 	for line := range strings.Lines(string(stdout)) {
 		var e cli.Event
-		if jerr := json.Unmarshal([]byte(line), &e); jerr != nil || e.Event == "" {
-			t.Fatalf("submit --json: a line that is not an event: %q (%v)\n%s%s", line, jerr, stdout, stderr.String())
+		if err := json.Unmarshal([]byte(line), &e); err != nil || e.Event == "" {
+			return nil, fmt.Errorf("a line that is not an event: %q (%v)", line, err)
 		}
 		events = append(events, e)
 	}
 	if len(events) == 0 {
-		t.Fatalf("submit --json printed no events: %v\n%s", err, stderr.String())
+		return nil, errors.New("no events")
 	}
-	return events, err
+	return events, nil
 }
 
 // submitDetached starts a job and returns its ID at once.
@@ -572,12 +583,12 @@ func TestConcurrentBuyers(t *testing.T) {
 				var stderr bytes.Buffer
 				c.Stderr = &stderr
 				stdout, err := c.Output() // exits 125 when the job did not run
-				var j contract.JobStatus
-				if jerr := json.Unmarshal(stdout, &j); jerr != nil {
-					results <- result{b, n, out, nil, fmt.Errorf("submit: %v: %s%s", err, stdout, stderr.String())}
+				events, perr := parseEvents(stdout)
+				if perr != nil || events[len(events)-1].Status == nil {
+					results <- result{b, n, out, nil, fmt.Errorf("submit: %v (%v): %s%s", err, perr, stdout, stderr.String())}
 					return
 				}
-				results <- result{b, n, out, &j, nil}
+				results <- result{b, n, out, events[len(events)-1].Status, nil}
 			}()
 		}
 	}

@@ -47,7 +47,21 @@ The running node (blackbox serve) discovers sellers, negotiates a contract
 within --max-price (sats for the whole job), opens or reuses a payment channel,
 ships the image (a tarball, checked by its sha256) and inputs, pays each
 billing interval in advance, and brings back stdout, stderr, /out and the
-seller's signed receipt into --out. The exit code is the job's.
+seller's signed receipt into --out.
+
+Before anything is negotiated the node looks at the market and the wallet:
+a job no seller offers (--max-price below the cheapest, more --cpus or
+--memory than any offer, a --time, --runtime or --region no seller has) or
+one the wallet cannot pay for is refused at once, saying what would work.
+
+--json prints one JSON event per line (submitted, searching, negotiating,
+funding, transferring, running, results, log, and last done or error); the
+README's "Scripting submit" lists their fields.
+
+Exit codes: the job's own code when it ran (0: success); 1 when blackbox
+failed (the message says why); 2 for a usage error (a bad flag or value);
+125 when the job did not run to its end (failed or cancelled: 'blackbox job
+ID' says why); 130 when ctrl-c detached (the job goes on).
 
 --deterministic marks a job whose stdout and /out are byte-for-byte identical
 wherever it runs. After it is done (its results and exit code are final), the
@@ -79,7 +93,7 @@ for jobs with timestamps, randomness or other output that varies.
 	fl.StringVarP(&f.out, "out", "o", "", "directory for the results (default ./blackbox-results/JOB_ID)")
 	fl.BoolVar(&f.deterministic, "deterministic", false, "the job's output is identical on every seller: it may be re-run once or twice on other sellers, at your cost, to check the seller (spot check)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "print the job ID and return at once")
-	fl.BoolVar(&f.asJSON, "json", false, "print the final job status as JSON")
+	fl.BoolVar(&f.asJSON, "json", false, "print JSON events, one per line, as the job goes (the last: done or error)")
 	_ = c.MarkFlagRequired("image")
 	return c
 }
@@ -474,9 +488,6 @@ func newJobCmd(a *App) *cobra.Command {
 		Short: "Show one job: state, attempts, cost, receipt, and with --logs its output",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if follow && !logs {
-				return usagef("--follow follows the logs: use it with --logs")
-			}
 			if follow {
 				// The output as it comes, until the job ends; its exit
 				// code is submit's.
@@ -540,7 +551,7 @@ func newJobCmd(a *App) *cobra.Command {
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().BoolVar(&logs, "logs", false, "print the job's stdout and stderr")
-	c.Flags().BoolVarP(&follow, "follow", "f", false, "with --logs: print the output as it comes until the job ends, and exit with the job's code")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "print the job's output as it comes (implies --logs) until the job ends, and exit with the job's code")
 	return c
 }
 

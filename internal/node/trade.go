@@ -233,6 +233,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			Blobs:      contract.DirBlobs(n.BlobDir()),
 			CheckImage: func(r io.Reader) error { return sandbox.ValidateArchive(r, math.MaxInt64) },
 			Find:       n.disc.Find,
+			Precheck:   n.precheck,
 			ResultDir:  n.ResultDir(),
 			Reputation: bookRanking{b: n.book, a: n.attester},
 			Log:        n.log,

@@ -46,6 +46,10 @@ type BuyerConfig struct {
 	CheckImage func(io.Reader) error
 	// Find returns verified offers matching a filter (offer.Discoverer.Find).
 	Find func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error)
+	// Precheck, if set, is what Submit asks last, after its own checks and
+	// before it records the job: an error refuses the job as it is (the
+	// node looks at the market, with Quote, and at its wallet).
+	Precheck func(ctx context.Context, req Request) error
 	// Reputation ranks sellers; nil is Neutral.
 	Reputation Reputation
 	// ResultDir receives, per contract, stdout, stderr, out.tar and the
@@ -282,6 +286,11 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 		rc.Close()
 		if uint64(n) != in.Size {
 			return "", fmt.Errorf("submit: %w: input %s holds %d bytes, the request says %d", ErrInvalid, in.Name, n, in.Size)
+		}
+	}
+	if b.cfg.Precheck != nil {
+		if err := b.cfg.Precheck(ctx, req); err != nil {
+			return "", err
 		}
 	}
 	idb := make([]byte, 8)

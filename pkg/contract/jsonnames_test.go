@@ -46,3 +46,39 @@ func TestJobJSON(t *testing.T) {
 		t.Errorf("old record read as %+v", o)
 	}
 }
+
+// TestRecordJSON: a contract record, its proposal and a receipt's usage
+// the same way, old and new.
+func TestRecordJSON(t *testing.T) {
+	r := Record{ID: "c1", Role: RoleBuyer, State: StateRunning, Paid: 1200,
+		Proposal: &Proposal{Interval: 2 * time.Second, Request: Request{Duration: time.Minute}}}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"role":"buyer"`, `"state":"running"`, `"paid_sat":1200`, `"interval_seconds":2`, `"duration_seconds":60`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("record JSON lacks %s: %s", want, b)
+		}
+	}
+	var back Record
+	if err := json.Unmarshal(b, &back); err != nil || back.Paid != 1200 || back.Proposal.Interval != 2*time.Second || back.State != StateRunning {
+		t.Errorf("round trip: %+v %v", back, err)
+	}
+	old := `{"id":"c0","role":2,"state":6,"paid_sats":300,"proposal":{"interval":2000000000,"request":{"duration":60000000000}},"history":[{"from":4,"to":5}]}`
+	var o Record
+	if err := json.Unmarshal([]byte(old), &o); err != nil {
+		t.Fatalf("old record: %v", err)
+	}
+	if o.Role != RoleBuyer || o.State != StateSettled || o.Paid != 300 || o.Proposal.Interval != 2*time.Second ||
+		o.Proposal.Request.Duration != time.Minute || o.History[0].To != StateCompleted {
+		t.Errorf("old record read as %+v", o)
+	}
+	var u Usage
+	if err := json.Unmarshal([]byte(`{"cpu_time":1500000000,"wall":2000000000}`), &u); err != nil || u.CPUTime != 1500*time.Millisecond || u.Wall != 2*time.Second {
+		t.Errorf("old usage: %+v %v", u, err)
+	}
+	if b, _ := json.Marshal(Receipt{Billed: 7, Usage: u}); !strings.Contains(string(b), `"cpu_seconds":1.5,`) || !strings.Contains(string(b), `"billed_sat":7`) {
+		t.Errorf("receipt JSON: %s", b)
+	}
+}

@@ -156,7 +156,7 @@ type Record struct {
 	Job string `json:"job,omitempty"`
 	// Paid is the cumulative amount in sats: for the seller what it holds
 	// acknowledged updates for, for the buyer what it has signed.
-	Paid int64 `json:"paid_sats"`
+	Paid int64 `json:"paid_sat"`
 	// Intervals is how many billing intervals were paid for.
 	Intervals uint64 `json:"intervals"`
 	// Started and Ended bound the run.
