@@ -305,7 +305,7 @@ type Proposal struct {
 	Seller     peer.ID       `json:"seller,omitempty"`
 	OfferSeq   uint64        `json:"offer_seq"`
 	Request    Request       `json:"request"`
-	Interval   time.Duration `json:"-"` // JSON: interval_seconds (jsonnames.go)
+	Interval   time.Duration `json:"-"`                 // JSON: interval_seconds (jsonnames.go)
 	Price      uint64        `json:"msat_per_interval"` // per billing interval
 	StartFee   uint64        `json:"start_fee_msat"`
 	PaymentKey []byte        `json:"payment_key"` // 33-byte compressed secp256k1
