@@ -278,10 +278,12 @@ func TestMaxPriceHoldsAcrossAttempts(t *testing.T) {
 	// Back on its data dir, it is on the market, and blocked by this buyer.
 	victim.start()
 	m.waitMarket(buyer, 2)
+	// submit refuses it at once (issue 13), saying so.
 	only := append(slices.Clone(jobFlags), "--region", regions[victim])
-	j = submit(t, buyer, image, filepath.Join(t.TempDir(), "res"), only, "sh", "-c", "echo again")
-	if j.State != contract.JobFailed || !strings.Contains(j.Error, "skipped 1 seller(s) you have blocked: "+victimID) || !strings.Contains(j.Error, "blackbox reputation forget PEER") {
-		t.Fatalf("a job only the blocked seller could run: %s: %q", j.State, j.Error)
+	events, err := submitEvents(t, buyer, image, filepath.Join(t.TempDir(), "res"), only, "sh", "-c", "echo again")
+	if e := events[len(events)-1]; err == nil || e.Event != "error" || e.Code != 1 || !strings.Contains(e.Message, "skipped 1 seller(s) you have blocked: "+victimID) ||
+		!strings.Contains(e.Message, "blackbox reputation forget PEER") {
+		t.Fatalf("a job only the blocked seller could run: %v: %+v", err, e)
 	}
 	if o, err := buyer.cli("reputation", "forget", victimID); err != nil || !strings.Contains(o, "now ok") {
 		t.Fatalf("reputation forget: %v\n%s", err, o)

@@ -130,4 +130,24 @@ func TestSubmitFailsFast(t *testing.T) {
 		}
 	}
 	t.Logf("events: %v", names)
+
+	// job --logs --follow: the output as it comes, until the job ends,
+	// and the job's exit code.
+	id := submitDetached(t, buyer, image, append(jobFlags, "--max-price", strconv.FormatInt(cheapest, 10)), "sh", "-c", "echo first; sleep 3; echo second >&2; exit 3")
+	c := exec.Command(m.bin, "--data-dir", buyer.dir, "job", id, "--logs", "--follow")
+	var stdout, stderr strings.Builder
+	c.Stdout, c.Stderr = &stdout, &stderr
+	err = c.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || stdout.String() != "first\n" || stderr.String() != "second\n" {
+		t.Fatalf("job --logs --follow: %v, stdout %q, stderr %q; want exit 3, first, second", err, stdout.String(), stderr.String())
+	}
+	// jobs --state
+	for state, want := range map[string]int{"done": 2, "running": 0, "failed,cancelled": 0} {
+		out, err := buyer.cli("jobs", "--state", state, "--json")
+		var jobs []json.RawMessage
+		if err != nil || json.Unmarshal([]byte(out), &jobs) != nil || len(jobs) != want {
+			t.Errorf("jobs --state %s: %v, %d jobs, want %d\n%s", state, err, len(jobs), want, out)
+		}
+	}
 }

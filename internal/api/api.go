@@ -69,8 +69,9 @@ type Offer struct {
 	Prices       offer.Prices    `json:"prices"`
 	PricePerHour float64         `json:"price_per_hour_sat"`
 	// PricePerJob is what a whole job of the market query costs there (filled
-	// in by the CLI), start fee included.
+	// in by the CLI), start fee included; StartFee is that fee.
 	PricePerJob     int64     `json:"price_per_job_sat,omitempty"`
+	StartFee        int64     `json:"start_fee_sat"`
 	MinDuration     float64   `json:"min_duration_seconds"`
 	MaxDuration     float64   `json:"max_duration_seconds"`
 	BillingInterval float64   `json:"billing_interval_seconds"`
@@ -92,6 +93,7 @@ func OfferView(o *offer.Offer, price float64, env []byte) Offer {
 		Seller:          o.Seller.String(),
 		Resources:       o.Resources,
 		Prices:          o.Prices,
+		StartFee:        int64((o.Prices.StartFee + 999) / 1000),
 		PricePerHour:    price,
 		MinDuration:     o.MinDuration.Seconds(),
 		MaxDuration:     o.MaxDuration.Seconds(),

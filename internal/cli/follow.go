@@ -134,7 +134,7 @@ type Event struct {
 
 	// done: the job ended. ExitCode is what submit exits with (the job's
 	// own code, or 125 when it did not run to its end); CostSat what it
-	// cost in all (start fees included); DurationSeconds its run time on
+	// cost in all, StartFeeSat the start fees in it; DurationSeconds its run time on
 	// the seller; Results where its results are; Status the job in full
 	// (as `blackbox job ID --json`).
 	ExitCode        *int                `json:"exit_code,omitempty"`
@@ -220,9 +220,7 @@ func (s *eventSink) done(j *contract.JobStatus, results string) {
 	if j.Seller != "" {
 		e.Seller = j.Seller.String()
 	}
-	if n := len(j.Attempts); n > 0 {
-		e.StartFeeSat = j.Attempts[n-1].StartFee
-	}
+	e.StartFeeSat = startFees(j)
 	if j.Receipt != nil {
 		e.DurationSeconds = j.Receipt.Usage.Wall.Seconds()
 	}

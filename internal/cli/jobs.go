@@ -404,6 +404,9 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "cost: %d sat paid over %d attempt(s)", job.Paid, len(job.Attempts))
+	if fee := startFees(job); fee > 0 {
+		fmt.Fprintf(w, ", start fee %d sat included", fee)
+	}
 	if job.Receipt != nil {
 		fmt.Fprintf(w, ", %d billed by the receipt for %d interval(s)", job.Receipt.Billed, job.Receipt.Intervals)
 	}
@@ -411,6 +414,17 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	if job.ResultDir != "" {
 		fmt.Fprintf(w, "results: %s (stdout, stderr, out/, receipt signed by %s)\n", out, shortID(job.Seller.String()))
 	}
+}
+
+// startFees is what the job's contracts charged to start, in sats.
+func startFees(job *contract.JobStatus) int64 {
+	var fee int64
+	for _, at := range job.Attempts {
+		if at.Paid > 0 {
+			fee += at.StartFee
+		}
+	}
+	return fee
 }
 
 // jobExit turns a finished job into the process exit code.

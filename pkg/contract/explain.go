@@ -60,6 +60,8 @@ type NoOfferError struct {
 	MaxDuration time.Duration `json:"-"`
 	// Choices lists, for a runtime or region miss, what the offers have.
 	Choices []string `json:"choices,omitempty"`
+	// Blocked lists, for a reputation miss, the sellers the buyer blocked.
+	Blocked []string `json:"blocked,omitempty"`
 }
 
 func (e *NoOfferError) Unwrap() error { return ErrNoOffer }
@@ -83,7 +85,11 @@ func (e *NoOfferError) Error() string {
 		return fmt.Sprintf("no seller that fits is in this region (%s); they are in %s: change or drop --region",
 			n, strings.Join(e.Choices, ", "))
 	case MissReputation:
-		return fmt.Sprintf("every seller that fits is blocked or scored below --min-reputation (%s): `blackbox reputation` shows the scores; lower --min-reputation, or `blackbox reputation forget PEER` lifts a block", n)
+		msg := fmt.Sprintf("every seller that fits is blocked or scored below --min-reputation (%s)", n)
+		if len(e.Blocked) > 0 {
+			msg += fmt.Sprintf(": skipped %d seller(s) you have blocked: %s", len(e.Blocked), strings.Join(e.Blocked, ", "))
+		}
+		return msg + "; `blackbox reputation PEER` says why, `blackbox reputation forget PEER` lifts a block, a lower --min-reputation lets lower scores in"
 	}
 	return ErrNoOffer.Error()
 }
@@ -157,7 +163,15 @@ func Explain(offers []*offer.Offer, req *Request, rep Reputation, self peer.ID) 
 			}
 			mean, ev := rep.Score(o.Seller)
 			return !(ev > 0 && mean < req.MinReputation)
-		}, func([]*offer.Offer) {}},
+		}, func(os []*offer.Offer) {
+			if b, ok := rep.(Blocker); ok {
+				for _, o := range os {
+					if b.Blocked(o.Seller) {
+						e.Blocked = appendNew(e.Blocked, o.Seller.String())
+					}
+				}
+			}
+		}},
 		{MissPrice, func(o *offer.Offer) bool {
 			return req.MaxPrice == 0 || uint64(TermsFor(o, req).Total) <= req.MaxPrice
 		}, func(os []*offer.Offer) {

@@ -68,6 +68,11 @@ func TestExplain(t *testing.T) {
 			t.Errorf("%s: counted %d offers, want 2 (not the node's own)", tc.name, ne.Offers)
 		}
 	}
+	req := base()
+	rep := &recRep{blocked: map[peer.ID]bool{"cheap": true, "dear": true}}
+	if err := Explain(offers, &req, rep, "self"); err == nil || !strings.Contains(err.Error(), "skipped 2 seller(s) you have blocked: "+peer.ID("cheap").String()+", "+peer.ID("dear").String()) {
+		t.Errorf("blocked sellers: %v", err)
+	}
 	if err := Explain(nil, &Request{}, nil, ""); err != nil {
 		t.Errorf("no offers at all: %v, want nil (the search goes on)", err)
 	}
