@@ -123,7 +123,7 @@ const (
 
 // Attempt is one seller tried for a job.
 type Attempt struct {
-	Seller     peer.ID `json:"seller"`
+	Seller     peer.ID `json:"seller,omitempty"`
 	ContractID string  `json:"contract_id"`
 	State      State   `json:"state"`
 	Paid       int64   `json:"paid_sat"`
