@@ -20,6 +20,7 @@ import (
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/offer"
 	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/blackbox-market/blackbox/pkg/sandbox/imagetar"
 	"github.com/spf13/cobra"
@@ -103,6 +104,17 @@ for jobs with timestamps, randomness or other output that varies.
 func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	req := contract.Request{Command: args, Env: f.env, Duration: f.duration, MaxPrice: f.maxPrice,
 		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic}
+	// The flags are checked one by one, in their own words, before the
+	// request as a whole (contract.Request.Validate).
+	if f.duration <= 0 || f.duration > contract.MaxDuration {
+		return req, usagef("--time %s: want a length above 0 and up to %s, like 2m or 1h", f.duration, contract.MaxDuration)
+	}
+	if !(f.minReputation >= 0 && f.minReputation <= 1) {
+		return req, usagef("--min-reputation %v: want a score from 0 to 1", f.minReputation)
+	}
+	if len(f.region) > offer.MaxRegionLen {
+		return req, usagef("--region: at most %d characters", offer.MaxRegionLen)
+	}
 	cpu, err := quantity.ParseCPU(f.cpus)
 	if err != nil || cpu <= 0 {
 		return req, usagef("--cpus %q: want a positive number of cores like 1 or 500m", f.cpus)
@@ -174,7 +186,7 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 		req.Inputs = append(req.Inputs, contract.Input{Name: name, SHA256: digest, Size: uint64(size)})
 	}
 	if err := req.Validate(); err != nil {
-		return req, &UsageError{err}
+		return req, usagef("%s", strings.TrimPrefix(err.Error(), contract.ErrInvalid.Error()+": "))
 	}
 	return req, nil
 }

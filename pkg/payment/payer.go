@@ -148,7 +148,8 @@ func (p *Payer) open(ctx context.Context, peer string, t SellerTerms, amount int
 			return c, req, nil
 		}
 		if !errors.Is(err, ErrInsufficientFunds) || try >= p.cfg.FundRetries {
-			return nil, nil, fmt.Errorf("open channel to %s: %w", peer, err)
+			// err says "open channel: …" already.
+			return nil, nil, fmt.Errorf("%w (channel to %s)", err, peer)
 		}
 		select {
 		case <-ctx.Done():
