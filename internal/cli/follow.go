@@ -90,10 +90,12 @@ func (h humanSink) progress(j *contract.JobStatus, elapsed time.Duration) {
 	if j.Seller != "" {
 		line += " on " + shortID(j.Seller.String())
 	}
-	line += fmt.Sprintf(", paid %d sat", j.Paid)
 	if n := len(j.Attempts); n > 0 && j.Attempts[n-1].Price > 0 {
+		// What the contract costs in all, and the start fee in it.
 		at := j.Attempts[n-1]
-		line += fmt.Sprintf(" of %d (start fee %d sat included)", at.Price, at.StartFee)
+		line += fmt.Sprintf(", paid %d sat (contract %d sat, start fee %d sat included)", j.Paid, at.Price, at.StartFee)
+	} else {
+		line += fmt.Sprintf(", paid %d sat", j.Paid)
 	}
 	fmt.Fprintf(h.w, "[%6.1fs] %s\n", elapsed.Seconds(), line)
 }
