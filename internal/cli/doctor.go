@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -33,7 +34,9 @@ failure comes with its fix. Exits 1 when the machine cannot sell.`,
 				}
 			}
 			if asJSON {
-				if err := writeJSON(a.Stdout, struct {
+				enc := json.NewEncoder(a.Stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(struct {
 					OK     bool            `json:"ok"`
 					Checks []sandbox.Check `json:"checks"`
 				}{ok, checks}); err != nil {
