@@ -103,12 +103,13 @@ func TestSubmitInputs(t *testing.T) {
 // TestSubmitChecksBeforePaying: what the buyer can check itself fails
 // `blackbox submit` at once with what to do, before a contract, a channel
 // or a payment (issue 9, 8b): a file that is not an image, a directory as
-// the image, missing or non-regular inputs, an empty wallet. Then a
-// funding failure (through the API, which skips the wallet check) and two
-// jobs whose image only the seller can tell is bad. The seller's reason
-// reaches the buyer, nothing is paid, and the honest seller is not blamed:
-// the next real job runs on it (issue 9, bug 8: two bad images and a
-// funding failure used to block it).
+// the image, missing or non-regular inputs, an empty wallet. Through the
+// API, which skips the CLI's checks, the node refuses the empty wallet
+// (issue 13: before anything is agreed) and the file that is not an image
+// itself. Then two jobs whose image only the seller can tell is bad. The
+// seller's reason reaches the buyer, nothing is paid, and the honest seller
+// is not blamed: the next real job runs on it (issue 9, bug 8: two bad
+// images and a funding failure used to block it).
 func TestSubmitChecksBeforePaying(t *testing.T) {
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())

@@ -55,9 +55,9 @@ a job no seller offers (--max-price below the cheapest, more --cpus or
 --memory than any offer, a --time, --runtime or --region no seller has) or
 one the wallet cannot pay for is refused at once, saying what would work.
 
---json prints one JSON event per line (submitted, searching, negotiating,
-funding, transferring, running, results, log, and last done or error); the
-README's "Scripting submit" lists their fields.
+--json prints one JSON event per line (checking, submitted, searching,
+negotiating, funding, transferring, running, results, log, and last done or
+error); the README's "Scripting submit" lists their fields.
 
 Exit codes: the job's own code when it ran (0: success); 1 when blackbox
 failed (the message says why); 2 for a usage error (a bad flag or value);
@@ -246,6 +246,11 @@ func (a *App) submitJob(ctx context.Context, f submitFlags, args []string, event
 	// The node looks at the market and the wallet first: a job no seller
 	// offers, or one the wallet cannot pay for, is refused at once, saying
 	// what would work.
+	if events != nil {
+		events.emit(Event{Event: "checking"})
+	} else if !f.detach {
+		fmt.Fprintln(a.Stderr, "looking at the market and the wallet…")
+	}
 	id, err := c.Submit(ctx, req)
 	if err != nil {
 		return "", err
