@@ -56,7 +56,7 @@ func TestSubmitFailsFast(t *testing.T) {
 				t.Errorf("%s: %q does not say %q", what, out, w)
 			}
 		}
-		t.Logf("%s: %s in %s", what, strings.TrimSpace(out), took.Round(time.Millisecond))
+		t.Logf("%s: %q in %s", what, out, took.Round(time.Millisecond))
 		return out
 	}
 	nothingMoved := func(when string) {
