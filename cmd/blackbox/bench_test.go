@@ -105,7 +105,7 @@ func BenchmarkSubmitToResult(b *testing.B) {
 		end := time.Now()
 		close(stop)
 		wg.Wait()
-		if err != nil || !strings.Contains(stdout.String(), `"state": "done"`) {
+		if err != nil || !strings.Contains(stdout.String(), `"event":"done","job":`) || !strings.Contains(stdout.String(), `"state":"done"`) {
 			b.Fatalf("submit: %v\n%s\n%s", err, stdout.String(), tail(buyer.logs.String(), 30))
 		}
 		if got, _ := os.ReadFile(filepath.Join(out, "out", "hello.txt")); string(got) != "hello\n" {

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/offer"
 )
@@ -101,12 +103,13 @@ func TestSubmitInputs(t *testing.T) {
 // TestSubmitChecksBeforePaying: what the buyer can check itself fails
 // `blackbox submit` at once with what to do, before a contract, a channel
 // or a payment (issue 9, 8b): a file that is not an image, a directory as
-// the image, missing or non-regular inputs, an empty wallet. Then a
-// funding failure (through the API, which skips the wallet check) and two
-// jobs whose image only the seller can tell is bad. The seller's reason
-// reaches the buyer, nothing is paid, and the honest seller is not blamed:
-// the next real job runs on it (issue 9, bug 8: two bad images and a
-// funding failure used to block it).
+// the image, missing or non-regular inputs, an empty wallet. Through the
+// API, which skips the CLI's checks, the node refuses the empty wallet
+// (issue 13: before anything is agreed) and the file that is not an image
+// itself. Then two jobs whose image only the seller can tell is bad. The
+// seller's reason reaches the buyer, nothing is paid, and the honest seller
+// is not blamed: the next real job runs on it (issue 9, bug 8: two bad
+// images and a funding failure used to block it).
 func TestSubmitChecksBeforePaying(t *testing.T) {
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
@@ -129,7 +132,7 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 		{"a missing file", []string{"--image", "./missing.tar"}, "no such file"},
 		{"a missing input", []string{"--image", image, "--input", filepath.Join(work, "missing")}, "no such file"},
 		{"a directory as input", []string{"--image", image, "--input", work}, "not a regular file"},
-		{"an empty wallet", []string{"--image", image}, "no spendable coins"},
+		{"an empty wallet", append([]string{"--image", image}, jobFlags...), "the wallet has 0 sat spendable; this job needs about"},
 	} {
 		out, err := buyer.cli(append(append([]string{"submit"}, tc.args...), "--", "true")...)
 		if err == nil || !strings.Contains(out, tc.want) {
@@ -166,7 +169,7 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 	}
 
 	// Through the API, which does not run the CLI's checks. First the
-	// empty wallet: the node cannot fund the channel.
+	// empty wallet: the node refuses the job before anything is agreed.
 	blobs := contract.DirBlobs(filepath.Join(buyer.dir, "blobs"))
 	digest := func(path string) (string, uint64) {
 		f, err := os.Open(path)
@@ -180,21 +183,16 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 		}
 		return d, uint64(n)
 	}
-	apiJob := func(img string) *contract.JobStatus {
-		t.Helper()
-		d, n := digest(img)
+	{
+		d, n := digest(image)
 		req := contract.Request{Image: d, ImageSize: n, Command: []string{"true"}, Duration: time.Minute, MaxPrice: 10000,
 			Resources: offer.Resources{CPUMillis: 1000, MemoryBytes: 128 << 20}}
-		id, err := buyer.api().Submit(context.Background(), req)
-		if err != nil {
-			t.Fatalf("API submit: %v", err)
+		_, err := buyer.api().Submit(context.Background(), req)
+		if !errors.Is(err, api.ErrRefused) || !strings.Contains(err.Error(), "sat spendable") {
+			t.Fatalf("API submit with an empty wallet: %v", err)
 		}
-		return waitJob(t, buyer, id, 60*time.Second, "ends", ended)
 	}
-	if j := apiJob(image); j.State != contract.JobFailed || len(j.Attempts) != 1 || !strings.Contains(j.Error, "prepare channel") {
-		t.Fatalf("job with an empty wallet: %s after %d attempts: %q", j.State, len(j.Attempts), j.Error)
-	}
-	nothingHappened("after a funding failure")
+	nothingHappened("after a refused API submit")
 	// The node runs the image check too.
 	d, n := digest(notatar)
 	_, err := buyer.api().Submit(context.Background(), contract.Request{Image: d, ImageSize: n, Command: []string{"true"}, Duration: time.Minute,
@@ -281,10 +279,12 @@ func TestMaxPriceHoldsAcrossAttempts(t *testing.T) {
 	// Back on its data dir, it is on the market, and blocked by this buyer.
 	victim.start()
 	m.waitMarket(buyer, 2)
+	// submit refuses it at once (issue 13), saying so.
 	only := append(slices.Clone(jobFlags), "--region", regions[victim])
-	j = submit(t, buyer, image, filepath.Join(t.TempDir(), "res"), only, "sh", "-c", "echo again")
-	if j.State != contract.JobFailed || !strings.Contains(j.Error, "skipped 1 seller(s) you have blocked: "+victimID) || !strings.Contains(j.Error, "blackbox reputation forget PEER") {
-		t.Fatalf("a job only the blocked seller could run: %s: %q", j.State, j.Error)
+	events, err := submitEvents(t, buyer, image, filepath.Join(t.TempDir(), "res"), only, "sh", "-c", "echo again")
+	if e := events[len(events)-1]; err == nil || e.Event != "error" || e.Code != 1 || !strings.Contains(e.Message, "skipped 1 seller(s) you have blocked: "+victimID) ||
+		!strings.Contains(e.Message, "blackbox reputation forget PEER") {
+		t.Fatalf("a job only the blocked seller could run: %v: %+v", err, e)
 	}
 	if o, err := buyer.cli("reputation", "forget", victimID); err != nil || !strings.Contains(o, "now ok") {
 		t.Fatalf("reputation forget: %v\n%s", err, o)

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/cli"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
 	"github.com/btcsuite/btcd/btcec/v2"
@@ -67,9 +69,25 @@ func payoutAddress(t *testing.T) (string, []byte) {
 	return a.EncodeAddress(), s
 }
 
-// submit runs `blackbox submit --json` on the buyer and returns the final
-// job status it prints.
+// submit runs `blackbox submit --json` on the buyer and returns the job
+// status of its last event, "done".
 func submit(t *testing.T, buyer *daemon, image, out string, flags []string, cmd ...string) *contract.JobStatus {
+	t.Helper()
+	events, err := submitEvents(t, buyer, image, out, flags, cmd...)
+	last := events[len(events)-1]
+	if last.Event != "done" || last.Status == nil {
+		t.Fatalf("submit --json ended with %+v (%v)", last, err)
+	}
+	j := last.Status
+	if err != nil {
+		t.Logf("submit: %v; job %s %s: %s", err, j.ID, j.State, j.Error)
+	}
+	return j
+}
+
+// submitEvents runs `blackbox submit --json` on the buyer and returns its
+// events, each line of its output parsed on its own.
+func submitEvents(t *testing.T, buyer *daemon, image, out string, flags []string, cmd ...string) ([]cli.Event, error) {
 	t.Helper()
 	args := append([]string{"submit", "--json", "--image", image, "--out", out}, flags...)
 	args = append(append(args, "--"), cmd...)
@@ -77,14 +95,28 @@ func submit(t *testing.T, buyer *daemon, image, out string, flags []string, cmd 
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
 	stdout, err := c.Output()
-	var j contract.JobStatus
-	if jerr := json.Unmarshal(stdout, &j); jerr != nil {
-		t.Fatalf("submit --json: %v (%v)\n%s%s", err, jerr, stdout, stderr.String())
+	events, perr := parseEvents(stdout)
+	if perr != nil {
+		t.Fatalf("submit --json: %v (exit: %v)\n%s%s", perr, err, stdout, stderr.String())
 	}
-	if err != nil {
-		t.Logf("submit: %v; job %s %s: %s", err, j.ID, j.State, j.Error)
+	return events, err
+}
+
+// parseEvents reads submit --json's output: one event per line, at least
+// one.
+func parseEvents(stdout []byte) ([]cli.Event, error) {
+	var events []cli.Event
+	for line := range strings.Lines(string(stdout)) {
+		var e cli.Event
+		if err := json.Unmarshal([]byte(line), &e); err != nil || e.Event == "" {
+			return nil, fmt.Errorf("a line that is not an event: %q (%v)", line, err)
+		}
+		events = append(events, e)
 	}
-	return &j
+	if len(events) == 0 {
+		return nil, errors.New("no events")
+	}
+	return events, nil
 }
 
 // submitDetached starts a job and returns its ID at once.
@@ -551,12 +583,12 @@ func TestConcurrentBuyers(t *testing.T) {
 				var stderr bytes.Buffer
 				c.Stderr = &stderr
 				stdout, err := c.Output() // exits 125 when the job did not run
-				var j contract.JobStatus
-				if jerr := json.Unmarshal(stdout, &j); jerr != nil {
-					results <- result{b, n, out, nil, fmt.Errorf("submit: %v: %s%s", err, stdout, stderr.String())}
+				events, perr := parseEvents(stdout)
+				if perr != nil || events[len(events)-1].Status == nil {
+					results <- result{b, n, out, nil, fmt.Errorf("submit: %v (%v): %s%s", err, perr, stdout, stderr.String())}
 					return
 				}
-				results <- result{b, n, out, &j, nil}
+				results <- result{b, n, out, events[len(events)-1].Status, nil}
 			}()
 		}
 	}

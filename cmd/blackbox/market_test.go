@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,7 +117,8 @@ func (m *market) fund(p *proc, sats int64) {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		out, err := runCLI(t, m.bin, "wallet", "balance", "--json", "--data-dir", p.dir)
-		if err == nil && !strings.Contains(out, `"spendable_sat":0`) {
+		var bal api.Balance
+		if err == nil && json.Unmarshal([]byte(out), &bal) == nil && bal.Spendable > 0 {
 			return
 		}
 		time.Sleep(250 * time.Millisecond)

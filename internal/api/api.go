@@ -69,8 +69,9 @@ type Offer struct {
 	Prices       offer.Prices    `json:"prices"`
 	PricePerHour float64         `json:"price_per_hour_sat"`
 	// PricePerJob is what a whole job of the market query costs there (filled
-	// in by the CLI), start fee included.
+	// in by the CLI), start fee included; StartFee is that fee.
 	PricePerJob     int64     `json:"price_per_job_sat,omitempty"`
+	StartFee        int64     `json:"start_fee_sat"`
 	MinDuration     float64   `json:"min_duration_seconds"`
 	MaxDuration     float64   `json:"max_duration_seconds"`
 	BillingInterval float64   `json:"billing_interval_seconds"`
@@ -92,6 +93,7 @@ func OfferView(o *offer.Offer, price float64, env []byte) Offer {
 		Seller:          o.Seller.String(),
 		Resources:       o.Resources,
 		Prices:          o.Prices,
+		StartFee:        int64((o.Prices.StartFee + 999) / 1000),
 		PricePerHour:    price,
 		MinDuration:     o.MinDuration.Seconds(),
 		MaxDuration:     o.MaxDuration.Seconds(),
@@ -183,7 +185,7 @@ type Contracts struct {
 	Contracts []*contract.Record `json:"contracts"`
 	// EarnedSats is what the seller holds acknowledged payments for, by
 	// contract state.
-	EarnedSats map[string]int64  `json:"earned_sats"`
+	EarnedSats map[string]int64  `json:"earned_sat"`
 	Rejections map[string]uint64 `json:"rejections"`
 }
 
@@ -201,6 +203,18 @@ var ErrUnavailable = errors.New("unavailable")
 type IDResponse struct {
 	ID string `json:"id"`
 }
+
+// ErrRefused marks a request the node refuses because of the user's own
+// input (for example a job no offer fits, or a wallet that cannot pay
+// for it); its message says what would work and reaches the client as it
+// is.
+var ErrRefused = errors.New("refused")
+
+// refused is an ErrRefused from the daemon, its message unchanged.
+type refused struct{ msg string }
+
+func (e refused) Error() string        { return e.msg }
+func (e refused) Is(target error) bool { return target == ErrRefused }
 
 // ErrNotFound marks a request for something that does not exist.
 var ErrNotFound = errors.New("not found")
@@ -364,6 +378,10 @@ func reply(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 			code = http.StatusBadRequest
 		case errors.Is(err, ErrUnavailable):
 			code = http.StatusServiceUnavailable
+		case errors.Is(err, ErrRefused):
+			code = http.StatusUnprocessableEntity
+			// Said once: the category is the status code.
+			err = errors.New(strings.TrimPrefix(err.Error(), ErrRefused.Error()+": "))
 		}
 		log.Debug("api request failed", "err", err)
 		w.WriteHeader(code)
@@ -640,6 +658,8 @@ func statusError(code int, msg string) error {
 		category = ErrUnavailable
 	case http.StatusBadRequest:
 		category = ErrBadRequest
+	case http.StatusUnprocessableEntity:
+		return refused{msg}
 	default:
 		return fmt.Errorf("daemon: %s", msg)
 	}

@@ -27,6 +27,43 @@ type ExitError struct{ Code int }
 
 func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
+// Exit codes: a job's own code passes through; these are blackbox's.
+const (
+	ExitError1   = 1   // something failed; the message says what
+	ExitUsage    = 2   // a bad flag, argument or command
+	ExitNotRun   = 125 // the job did not run to its end (failed, cancelled; docker's code)
+	ExitDetached = 130 // ctrl-c: the job goes on
+)
+
+// UsageError is a mistake in how a command was called: an unknown command
+// or flag, a missing or extra argument, a value that does not parse. The
+// process exits with ExitUsage.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// usagef is a UsageError with a formatted message.
+func usagef(format string, args ...any) error {
+	return &UsageError{fmt.Errorf(format, args...)}
+}
+
+// isUsage reports whether err is a mistake in the command line, including
+// the ones cobra makes itself (unknown command, arguments, required flags).
+func isUsage(err error) bool {
+	var ue *UsageError
+	if errors.As(err, &ue) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"unknown command ", "required flag(s) ", "accepts ", "requires at least ", "requires at most ", "unknown flag: ", "unknown shorthand flag: ", "invalid argument "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // App is what every command gets: its output streams, the global flags and
 // the configuration source.
 type App struct {
@@ -47,7 +84,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &UsageError{err} })
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return 0
 	}
@@ -56,7 +94,25 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ee.Code
 	}
 	fmt.Fprintln(stderr, "blackbox:", err)
-	return 1
+	code := exitCode(err)
+	if code == ExitUsage {
+		fmt.Fprintf(stderr, "see `%s --help`\n", cmd.CommandPath())
+	}
+	return code
+}
+
+// exitCode is the process exit code for what a command returned.
+func exitCode(err error) int {
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.Code
+	case isUsage(err):
+		return ExitUsage
+	}
+	return ExitError1
 }
 
 func (a *App) newRoot() *cobra.Command {

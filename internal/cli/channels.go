@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -64,9 +63,7 @@ func newChannelsCmd(a *App) *cobra.Command {
 					Capacity: ch.Capacity, Paid: ch.Paid, Expiry: ch.Expiry, Updates: ch.Seq, Contracts: ch.Contracts, SpendTxid: ch.SpendTxid})
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(views)
+				return writeJSON(a.Stdout, views)
 			}
 			return printChannels(a.Stdout, views)
 		},

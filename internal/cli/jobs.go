@@ -10,13 +10,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/contract"
-	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/offer"
 	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/blackbox-market/blackbox/pkg/sandbox/imagetar"
 	"github.com/spf13/cobra"
@@ -44,7 +45,21 @@ The running node (blackbox serve) discovers sellers, negotiates a contract
 within --max-price (sats for the whole job), opens or reuses a payment channel,
 ships the image (a tarball, checked by its sha256) and inputs, pays each
 billing interval in advance, and brings back stdout, stderr, /out and the
-seller's signed receipt into --out. The exit code is the job's.
+seller's signed receipt into --out.
+
+Before anything is negotiated the node looks at the market and the wallet:
+a job no seller offers (--max-price below the cheapest, more --cpus or
+--memory than any offer, a --time, --runtime or --region no seller has) or
+one the wallet cannot pay for is refused at once, saying what would work.
+
+--json prints one JSON event per line (checking, submitted, searching,
+negotiating, funding, transferring, running, results, log, and last done or
+error); the README's "Scripting submit" lists their fields.
+
+Exit codes: the job's own code when it ran (0: success); 1 when blackbox
+failed (the message says why); 2 for a usage error (a bad flag or value);
+125 when the job did not run to its end (failed or cancelled: 'blackbox job
+ID' says why); 130 when ctrl-c detached (the job goes on).
 
 --deterministic marks a job whose stdout and /out are byte-for-byte identical
 wherever it runs. After it is done (its results and exit code are final), the
@@ -76,7 +91,7 @@ for jobs with timestamps, randomness or other output that varies.
 	fl.StringVarP(&f.out, "out", "o", "", "directory for the results (default ./blackbox-results/JOB_ID)")
 	fl.BoolVar(&f.deterministic, "deterministic", false, "the job's output is identical on every seller: it may be re-run once or twice on other sellers, at your cost, to check the seller (spot check)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "print the job ID and return at once")
-	fl.BoolVar(&f.asJSON, "json", false, "print the final job status as JSON")
+	fl.BoolVar(&f.asJSON, "json", false, "print JSON events, one per line, as the job goes (the last: done or error)")
 	_ = c.MarkFlagRequired("image")
 	return c
 }
@@ -86,22 +101,33 @@ for jobs with timestamps, randomness or other output that varies.
 func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	req := contract.Request{Command: args, Env: f.env, Duration: f.duration, MaxPrice: f.maxPrice,
 		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic}
+	// The flags are checked one by one, in their own words, before the
+	// request as a whole (contract.Request.Validate).
+	if f.duration <= 0 || f.duration > contract.MaxDuration {
+		return req, usagef("--time %s: want a length above 0 and up to %s, like 2m or 1h", f.duration, contract.MaxDuration)
+	}
+	if !(f.minReputation >= 0 && f.minReputation <= 1) {
+		return req, usagef("--min-reputation %v: want a score from 0 to 1", f.minReputation)
+	}
+	if len(f.region) > offer.MaxRegionLen {
+		return req, usagef("--region: at most %d characters", offer.MaxRegionLen)
+	}
 	cpu, err := quantity.ParseCPU(f.cpus)
 	if err != nil || cpu <= 0 {
-		return req, fmt.Errorf("--cpus %q: want a positive number of cores like 1 or 500m", f.cpus)
+		return req, usagef("--cpus %q: want a positive number of cores like 1 or 500m", f.cpus)
 	}
 	mem, err := quantity.ParseSize(f.memory)
 	if err != nil || mem <= 0 {
-		return req, fmt.Errorf("--memory %q: want a positive size like 256MiB", f.memory)
+		return req, usagef("--memory %q: want a positive size like 256MiB", f.memory)
 	}
 	disk, err := quantity.ParseSize(f.disk)
 	if err != nil || disk < 0 {
-		return req, fmt.Errorf("--disk %q: want a size like 256MiB", f.disk)
+		return req, usagef("--disk %q: want a size like 256MiB", f.disk)
 	}
 	req.Resources.CPUMillis, req.Resources.MemoryBytes, req.Resources.DiskBytes = uint64(cpu), uint64(mem), uint64(disk)
 	for _, e := range f.env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-			return req, fmt.Errorf("--env %q: want KEY=VALUE", e)
+			return req, usagef("--env %q: want KEY=VALUE", e)
 		}
 	}
 	blobs := contract.DirBlobs(node.BlobDir(a.dataDir))
@@ -157,7 +183,7 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 		req.Inputs = append(req.Inputs, contract.Input{Name: name, SHA256: digest, Size: uint64(size)})
 	}
 	if err := req.Validate(); err != nil {
-		return req, err
+		return req, usagef("%s", strings.TrimPrefix(err.Error(), contract.ErrInvalid.Error()+": "))
 	}
 	return req, nil
 }
@@ -191,61 +217,63 @@ func looksLikeReference(s string) bool {
 	return true
 }
 
-// checkFunds refuses a job the node cannot pay for at all: no spendable
-// coins and no buyer channel with room left, open or being funded (a job
-// submitted while an earlier one funds a channel waits for it and shares
-// it, as the node's payer does). (What a particular
-// seller's channel needs is checked by the node when it opens one, before
-// anything is paid.)
-func checkFunds(ctx context.Context, c *api.Client) error {
-	bal, err := c.WalletBalance(ctx, 1)
-	if errors.Is(err, api.ErrUnavailable) {
-		return nil // the daemon says why it cannot buy when asked to
+func (a *App) submit(ctx context.Context, f submitFlags, args []string) error {
+	var events *eventSink
+	if f.asJSON {
+		events = newEventSink(a.Stdout)
 	}
-	if err != nil {
-		return fmt.Errorf("check the wallet: %w", err)
-	}
-	if bal.Spendable > 0 {
-		return nil
-	}
-	chans, err := c.Channels(ctx)
-	if err != nil {
-		return fmt.Errorf("check the channels: %w", err)
-	}
-	for _, ch := range chans {
-		usable := ch.State == payment.StateOpen || ch.State == payment.StatePending
-		if ch.Role == payment.RoleBuyer && usable && ch.Capacity-ch.CloseFee-ch.Paid > 0 {
-			return nil
+	id, err := a.submitJob(ctx, f, args, events)
+	if err != nil && events != nil {
+		var ee *ExitError
+		if !errors.As(err, &ee) {
+			events.fail(id, err)
 		}
 	}
-	return fmt.Errorf("the wallet has no spendable coins (%d sat not yet spendable) and no open channel to pay from: fund it (`blackbox wallet address`) and wait for a confirmation", bal.Total)
+	return err
 }
 
-func (a *App) submit(ctx context.Context, f submitFlags, args []string) error {
+// submitJob submits and, unless detached, follows the job to its end,
+// telling events (when set) or the terminal what happens.
+func (a *App) submitJob(ctx context.Context, f submitFlags, args []string, events *eventSink) (string, error) {
 	req, err := a.request(f, args)
 	if err != nil {
-		return err
+		return "", err
 	}
 	c := a.client()
-	if err := checkFunds(ctx, c); err != nil {
-		return err
+	// The node looks at the market and the wallet first: a job no seller
+	// offers, or one the wallet cannot pay for, is refused at once, saying
+	// what would work.
+	if events != nil {
+		events.emit(Event{Event: "checking"})
+	} else if !f.detach {
+		fmt.Fprintln(a.Stderr, "looking at the market and the wallet…")
 	}
 	id, err := c.Submit(ctx, req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if f.detach {
-		fmt.Fprintln(a.Stdout, id)
-		return nil
+		if events != nil {
+			events.emit(Event{Event: "submitted", Job: id})
+		} else {
+			fmt.Fprintln(a.Stdout, id)
+		}
+		return id, nil
 	}
-	progress := a.Stderr
-	if f.asJSON {
-		progress = io.Discard
+	var s sink = humanSink{w: a.Stderr, stdout: a.Stdout, stderr: a.Stderr}
+	streams := []string{"stdout"}
+	if events != nil {
+		events.emit(Event{Event: "submitted", Job: id})
+		s, streams = events, []string{"stdout", "stderr"}
+	} else {
+		fmt.Fprintf(a.Stderr, "job %s submitted (ctrl-c detaches; `blackbox cancel %s` stops it)\n", id, id)
 	}
-	fmt.Fprintf(progress, "job %s submitted (ctrl-c detaches; `blackbox cancel %s` stops it)\n", id, id)
-	job, err := a.follow(ctx, id, progress, !f.asJSON)
+	job, err := a.follow(ctx, id, s, streams...)
 	if err != nil {
-		return err
+		if ctx.Err() != nil && events == nil {
+			fmt.Fprintf(a.Stderr, "detached; the job goes on: `blackbox job %s`\n", id)
+		}
+		return id, err
 	}
 	out := f.out
 	if out == "" {
@@ -253,59 +281,23 @@ func (a *App) submit(ctx context.Context, f submitFlags, args []string) error {
 	}
 	if job.ResultDir != "" {
 		if err := collectResults(job, out); err != nil {
-			return err
+			return id, err
 		}
 	}
-	if f.asJSON {
-		if err := writeJSON(a.Stdout, job); err != nil {
-			return err
-		}
+	if events != nil {
+		events.done(job, out)
 	} else {
-		summarize(progress, job, out)
+		summarize(a.Stderr, job, out)
 	}
-	return jobExit(job)
+	return id, jobExit(job)
 }
 
-// follow polls the job until it ends, printing each phase change, the cost
-// so far, and the job's stdout as it arrives (when stream is set).
-func (a *App) follow(ctx context.Context, id string, progress io.Writer, stream bool) (*contract.JobStatus, error) {
-	c := a.client()
-	start := time.Now()
-	var (
-		lastLine string
-		printed  int64
-	)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		job, err := c.Job(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		line := fmt.Sprintf("%s", job.State)
-		if job.Phase != "" {
-			line += " (" + job.Phase + ")"
-		}
-		if job.Seller != "" {
-			line += " on " + shortID(job.Seller.String())
-		}
-		if line != lastLine {
-			fmt.Fprintf(progress, "[%6.1fs] %s, paid %d sat\n", time.Since(start).Seconds(), line, job.Paid)
-			lastLine = line
-		}
-		if stream && job.ResultDir != "" {
-			printed = copyFrom(filepath.Join(job.ResultDir, "stdout"), printed, a.Stdout)
-		}
-		if jobDone(job.State) {
-			return job, nil
-		}
-		select {
-		case <-ctx.Done():
-			fmt.Fprintf(progress, "detached; the job goes on: `blackbox job %s`\n", id)
-			return nil, &ExitError{Code: 130}
-		case <-tick.C:
-		}
+// jobError says a job lookup failed in the user's words.
+func (a *App) jobError(id string, err error) error {
+	if errors.Is(err, api.ErrNotFound) {
+		return fmt.Errorf("no job %s on this node: `blackbox jobs` lists them", id)
 	}
+	return err
 }
 
 func jobDone(s contract.JobState) bool {
@@ -314,21 +306,6 @@ func jobDone(s contract.JobState) bool {
 		return true
 	}
 	return false
-}
-
-// copyFrom writes what path holds beyond offset to w and returns the new
-// offset.
-func copyFrom(path string, offset int64, w io.Writer) int64 {
-	f, err := os.Open(path)
-	if err != nil {
-		return offset
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return offset
-	}
-	n, _ := io.Copy(w, f)
-	return offset + n
 }
 
 func shortID(s string) string {
@@ -441,6 +418,9 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "cost: %d sat paid over %d attempt(s)", job.Paid, len(job.Attempts))
+	if fee := startFees(job); fee > 0 {
+		fmt.Fprintf(w, ", start fee %d sat included", fee)
+	}
 	if job.Receipt != nil {
 		fmt.Fprintf(w, ", %d billed by the receipt for %d interval(s)", job.Receipt.Billed, job.Receipt.Intervals)
 	}
@@ -448,6 +428,17 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	if job.ResultDir != "" {
 		fmt.Fprintf(w, "results: %s (stdout, stderr, out/, receipt signed by %s)\n", out, shortID(job.Seller.String()))
 	}
+}
+
+// startFees is what the job's contracts charged to start, in sats.
+func startFees(job *contract.JobStatus) int64 {
+	var fee int64
+	for _, at := range job.Attempts {
+		if at.Paid > 0 {
+			fee += at.StartFee
+		}
+	}
+	return fee
 }
 
 // jobExit turns a finished job into the process exit code.
@@ -458,21 +449,29 @@ func jobExit(job *contract.JobStatus) error {
 	case job.State == contract.JobDone:
 		return &ExitError{Code: int(job.ExitCode)}
 	default:
-		return &ExitError{Code: 125} // the job did not run to its end (docker's code)
+		return &ExitError{Code: ExitNotRun}
 	}
 }
 
 func newJobsCmd(a *App) *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		states []string
+	)
 	c := &cobra.Command{
 		Use:   "jobs",
 		Short: "List this node's jobs as a buyer",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			keep, err := stateFilter(states)
+			if err != nil {
+				return err
+			}
 			jobs, err := a.client().Jobs(cmd.Context())
 			if err != nil {
 				return err
 			}
+			jobs = slices.DeleteFunc(jobs, func(j *contract.JobStatus) bool { return !keep(j.State) })
 			if asJSON {
 				return writeJSON(a.Stdout, jobs)
 			}
@@ -480,11 +479,32 @@ func newJobsCmd(a *App) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().StringSliceVar(&states, "state", nil, "only jobs in these states: "+strings.Join(jobStates, ", ")+" (repeatable, or comma-separated)")
 	return c
 }
 
+// jobStates are the states a job can be in, as `jobs --state` takes them.
+var jobStates = []string{string(contract.JobSearching), string(contract.JobRunning), string(contract.JobDone),
+	string(contract.JobFailed), string(contract.JobCancelled)}
+
+// stateFilter says which jobs --state keeps (all when none is given).
+func stateFilter(states []string) (func(contract.JobState) bool, error) {
+	want := map[contract.JobState]bool{}
+	for _, s := range states {
+		s = strings.ToLower(strings.TrimSpace(s))
+		if s == "canceled" {
+			s = string(contract.JobCancelled)
+		}
+		if !slices.Contains(jobStates, s) {
+			return nil, usagef("--state %q: want one of %s", s, strings.Join(jobStates, ", "))
+		}
+		want[contract.JobState(s)] = true
+	}
+	return func(s contract.JobState) bool { return len(want) == 0 || want[s] }, nil
+}
+
 func newJobCmd(a *App) *cobra.Command {
-	var asJSON, logs bool
+	var asJSON, logs, follow bool
 	c := &cobra.Command{
 		Use:   "job ID",
 		Short: "Show one job: state, attempts, cost, receipt, and with --logs its output",
@@ -494,9 +514,18 @@ func newJobCmd(a *App) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if follow {
+				// The output as it comes, until the job ends; its exit
+				// code is submit's.
+				j, err := a.follow(cmd.Context(), id, humanSink{stdout: a.Stdout, stderr: a.Stderr}, "stdout", "stderr")
+				if err != nil {
+					return err
+				}
+				return jobExit(j)
+			}
 			j, err := a.client().Job(cmd.Context(), id)
 			if err != nil {
-				return err
+				return a.jobError(id, err)
 			}
 			if asJSON {
 				return writeJSON(a.Stdout, j)
@@ -549,6 +578,7 @@ func newJobCmd(a *App) *cobra.Command {
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().BoolVar(&logs, "logs", false, "print the job's stdout and stderr")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "print the job's output as it comes (implies --logs) until the job ends, and exit with the job's code")
 	return c
 }
 
@@ -565,7 +595,7 @@ func newResultsCmd(a *App) *cobra.Command {
 			}
 			j, err := a.client().Job(cmd.Context(), id)
 			if err != nil {
-				return err
+				return a.jobError(id, err)
 			}
 			if j.ResultDir == "" {
 				return fmt.Errorf("job %s has no results (state %s)", j.ID, j.State)
@@ -593,7 +623,7 @@ func newCancelCmd(a *App) *cobra.Command {
 				return err
 			}
 			if err := a.client().Cancel(cmd.Context(), id); err != nil {
-				return err
+				return a.jobError(id, err)
 			}
 			fmt.Fprintf(a.Stdout, "job %s canceled\n", id)
 			return nil

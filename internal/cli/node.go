@@ -331,8 +331,11 @@ func (a *App) browse(ctx context.Context, f offer.Filter, timeout time.Duration)
 	return out, nil
 }
 
+// writeJSON is every command's --json output: indented, and without
+// HTML escaping (a job's "a && b" stays readable).
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

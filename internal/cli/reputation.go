@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -170,12 +169,8 @@ func (a *App) setTrust(ctx context.Context, s string, w float64) error {
 	return v.SetTrust(ctx, id, w)
 }
 
-// printJSON is local so this file does not depend on another command's helper.
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
+// printJSON is writeJSON.
+func printJSON(w io.Writer, v any) error { return writeJSON(w, v) }
 
 // scoreView is a Score with printable peer IDs.
 type scoreView struct {

@@ -42,7 +42,7 @@ func TestTrustAndReputationCommands(t *testing.T) {
 		{[]string{"reputation", p}, 0, "why"},
 		{[]string{"reputation", "forget", q}, 0, "forgot what this node knew of " + q},
 		{[]string{"reputation", "forget", "not-a-peer"}, 1, "not-a-peer"},
-		{[]string{"reputation", "forget"}, 1, "accepts 1 arg"},
+		{[]string{"reputation", "forget"}, 2, "accepts 1 arg"}, // a usage error
 	}
 	for _, s := range steps {
 		code, out, errOut := run(t, append([]string{"--data-dir", dir}, s.args...)...)

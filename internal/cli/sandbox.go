@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -174,9 +173,7 @@ stdout carries only the result record.
 				}
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.Stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(struct {
+				if err := writeJSON(a.Stdout, struct {
 					Image sandbox.Image `json:"image"`
 					*sandbox.Result
 				}{img, res}); err != nil {

@@ -178,7 +178,7 @@ func newWalletBalanceCmd(a *App) *cobra.Command {
 				s, t = btcutil.Amount(b.Spendable), btcutil.Amount(b.Total)
 			}
 			if asJSON {
-				return json.NewEncoder(a.Stdout).Encode(map[string]int64{"spendable_sat": int64(s), "total_sat": int64(t)})
+				return writeJSON(a.Stdout, api.Balance{Spendable: int64(s), Total: int64(t)})
 			}
 			fmt.Fprintf(a.Stdout, "spendable %s (%d+ confirmations)\ntotal     %s\n", sats(int64(s)), minConf, sats(int64(t)))
 			return nil

@@ -182,6 +182,10 @@ func (n *Node) tickChain(ctx context.Context) {
 	}
 }
 
+// buyerChannels is how the buyer sizes the channels it opens (precheck
+// tells the user the same numbers).
+var buyerChannels = payment.PayerConfig{MinCapacity: 100_000, CapacityFactor: 10}
+
 // startContracts starts the seller engine (when the node can sell) and the
 // buyer engine (when it can pay).
 func (n *Node) startContracts(ctx context.Context) error {
@@ -229,11 +233,12 @@ func (n *Node) startContracts(ctx context.Context) error {
 		}
 		bc := contract.BuyerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Payer:      channelPayer{p: payment.NewPayer(n.payments, payment.PayerConfig{MinCapacity: 100_000, CapacityFactor: 10})},
+			Payer:      channelPayer{p: payment.NewPayer(n.payments, buyerChannels)},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Blobs:      contract.DirBlobs(n.BlobDir()),
 			CheckImage: func(r io.Reader) error { return sandbox.ValidateArchive(r, math.MaxInt64) },
 			Find:       n.disc.Find,
+			Precheck:   n.precheck,
 			ResultDir:  n.ResultDir(),
 			Reputation: bookRanking{b: n.book, a: n.attester},
 			Log:        n.log,

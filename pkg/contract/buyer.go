@@ -46,6 +46,10 @@ type BuyerConfig struct {
 	CheckImage func(io.Reader) error
 	// Find returns verified offers matching a filter (offer.Discoverer.Find).
 	Find func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error)
+	// Precheck, if set, is what Submit asks last, after its own checks and
+	// before it records the job: an error refuses the job as it is (the
+	// node looks at the market, with Quote, and at its wallet).
+	Precheck func(ctx context.Context, req Request) error
 	// Reputation ranks sellers; nil is Neutral.
 	Reputation Reputation
 	// ResultDir receives, per contract, stdout, stderr, out.tar and the
@@ -121,11 +125,15 @@ const (
 
 // Attempt is one seller tried for a job.
 type Attempt struct {
-	Seller     peer.ID `json:"seller"`
+	Seller     peer.ID `json:"seller,omitempty"`
 	ContractID string  `json:"contract_id"`
 	State      State   `json:"state"`
-	Paid       int64   `json:"paid_sats"`
-	Why        string  `json:"why,omitempty"`
+	Paid       int64   `json:"paid_sat"`
+	// Price is what the contract costs in all, start fee included, and
+	// StartFee the start fee, in sats.
+	Price    int64  `json:"price_sat,omitempty"`
+	StartFee int64  `json:"start_fee_sat,omitempty"`
+	Why      string `json:"why,omitempty"`
 	// Fault is whose fault the contract's end was (none: delivered).
 	Fault Fault `json:"fault"`
 }
@@ -144,8 +152,8 @@ type JobStatus struct {
 	Intervals  uint64    `json:"intervals"`
 	// Paid is what all attempts paid, in sats; Billed what the final
 	// receipt claims.
-	Paid      int64    `json:"paid_sats"`
-	Billed    int64    `json:"billed_sats"`
+	Paid      int64    `json:"paid_sat"`
+	Billed    int64    `json:"billed_sat"`
 	ExitCode  int64    `json:"exit_code"`
 	ResultDir string   `json:"result_dir,omitempty"`
 	Receipt   *Receipt `json:"receipt,omitempty"`
@@ -286,6 +294,11 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 		rc.Close()
 		if uint64(n) != in.Size {
 			return "", fmt.Errorf("submit: %w: input %s holds %d bytes, the request says %d", ErrInvalid, in.Name, n, in.Size)
+		}
+	}
+	if b.cfg.Precheck != nil {
+		if err := b.cfg.Precheck(ctx, req); err != nil {
+			return "", err
 		}
 	}
 	idb := make([]byte, 8)
@@ -649,7 +662,8 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	id := ct.ID
 	b.update(j, func(j *JobStatus) {
 		j.Seller, j.ContractID = c.Seller, id
-		j.Attempts = append(j.Attempts, Attempt{Seller: c.Seller, ContractID: id, State: StateAccepted})
+		j.Attempts = append(j.Attempts, Attempt{Seller: c.Seller, ContractID: id, State: StateAccepted,
+			Price: p.Total(), StartFee: int64((p.StartFee + 999) / 1000)})
 	})
 	b.mu.Lock()
 	base := j.Paid

@@ -49,7 +49,7 @@ type Terms struct {
 	Price     uint64        `json:"msat_per_interval"`
 	StartFee  uint64        `json:"start_fee_msat"`
 	Intervals uint64        `json:"intervals"`
-	Total     int64         `json:"total_sats"` // the whole contract, rounded up
+	Total     int64         `json:"total_sat"` // the whole contract, rounded up
 }
 
 // TermsFor computes what req costs under o: the offer's interval, the price

@@ -79,8 +79,8 @@ type Request struct {
 	Env           []string        `json:"env,omitempty"`
 	Inputs        []Input         `json:"inputs,omitempty"`
 	Resources     offer.Resources `json:"resources"`
-	Duration      time.Duration   `json:"duration"`
-	MaxPrice      uint64          `json:"max_price_sats"`
+	Duration      time.Duration   `json:"-"` // JSON: duration_seconds (jsonnames.go)
+	MaxPrice      uint64          `json:"max_price_sat"`
 	MinReputation float64         `json:"min_reputation,omitempty"`
 	Region        string          `json:"region,omitempty"`
 	Deadline      time.Time       `json:"deadline,omitzero"`
@@ -305,7 +305,7 @@ type Proposal struct {
 	Seller     peer.ID       `json:"seller,omitempty"`
 	OfferSeq   uint64        `json:"offer_seq"`
 	Request    Request       `json:"request"`
-	Interval   time.Duration `json:"interval"`
+	Interval   time.Duration `json:"-"`                 // JSON: interval_seconds (jsonnames.go)
 	Price      uint64        `json:"msat_per_interval"` // per billing interval
 	StartFee   uint64        `json:"start_fee_msat"`
 	PaymentKey []byte        `json:"payment_key"` // 33-byte compressed secp256k1
@@ -691,10 +691,10 @@ type Output struct {
 
 // Usage is what a job consumed.
 type Usage struct {
-	CPUTime    time.Duration `json:"cpu_time"`
+	CPUTime    time.Duration `json:"-"` // JSON: cpu_seconds (jsonnames.go)
 	PeakMemory uint64        `json:"peak_memory_bytes"`
 	OOMKills   uint64        `json:"oom_kills"`
-	Wall       time.Duration `json:"wall"`
+	Wall       time.Duration `json:"-"` // JSON: wall_seconds
 }
 
 // Receipt is the seller's signed account of a contract: how the job ended,
@@ -709,7 +709,7 @@ type Receipt struct {
 	Reason     string    `json:"reason"`
 	Usage      Usage     `json:"usage"`
 	Outputs    []Output  `json:"outputs"`
-	Billed     int64     `json:"billed_sats"`
+	Billed     int64     `json:"billed_sat"`
 	Intervals  uint64    `json:"intervals"`
 	Issued     time.Time `json:"issued"`
 	Expiry     time.Time `json:"expiry"`

@@ -52,7 +52,7 @@ type SpotCheck struct {
 	Runs       []SpotOutcome `json:"runs"`
 	Verdict    string        `json:"verdict,omitempty"`
 	Mismatched []peer.ID     `json:"mismatched,omitempty"`
-	Paid       int64         `json:"paid_sats"`
+	Paid       int64         `json:"paid_sat"`
 	Error      string        `json:"error,omitempty"`
 }
 

@@ -116,10 +116,13 @@ const (
 )
 
 func (r Role) String() string {
-	if r == RoleSeller {
+	switch r {
+	case RoleSeller:
 		return "seller"
+	case RoleBuyer:
+		return "buyer"
 	}
-	return "buyer"
+	return fmt.Sprintf("role(%d)", uint8(r))
 }
 
 func (r Role) prefix() string {
@@ -154,7 +157,7 @@ type Record struct {
 	Job string `json:"job,omitempty"`
 	// Paid is the cumulative amount in sats: for the seller what it holds
 	// acknowledged updates for, for the buyer what it has signed.
-	Paid int64 `json:"paid_sats"`
+	Paid int64 `json:"paid_sat"`
 	// Intervals is how many billing intervals were paid for.
 	Intervals uint64 `json:"intervals"`
 	// Started and Ended bound the run.

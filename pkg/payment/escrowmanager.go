@@ -238,7 +238,7 @@ func (m *EscrowManager) OpenEscrow(ctx context.Context, p EscrowParams) (*Escrow
 	}
 	tx, err := m.fund.FundTx(ctx, []*wire.TxOut{wire.NewTxOut(p.Amount, pk)}, rate)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open escrow: fund: %w", err)
+		return nil, nil, fmt.Errorf("open escrow: %w", err)
 	}
 	vout := slices.IndexFunc(tx.TxOut, func(o *wire.TxOut) bool { return bytes.Equal(o.PkScript, pk) && o.Value == p.Amount })
 	if vout < 0 {

@@ -324,7 +324,7 @@ func (m *Manager) OpenChannel(ctx context.Context, p OpenParams) (*Channel, *Ope
 	}
 	tx, err := m.fund.FundTx(ctx, []*wire.TxOut{wire.NewTxOut(p.Capacity, pk)}, rate)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open channel: fund: %w", err)
+		return nil, nil, fmt.Errorf("open channel: %w", err)
 	}
 	vout := -1
 	for i, o := range tx.TxOut {

@@ -47,6 +47,13 @@ func (c *PayerConfig) defaults() {
 	}
 }
 
+// Capacity is the size of the channel a Payer opens for a contract of
+// amount sats: max(MinCapacity, CapacityFactor×amount).
+func (c PayerConfig) Capacity(amount int64) int64 {
+	c.defaults()
+	return max(c.MinCapacity, c.CapacityFactor*amount)
+}
+
 // Payer is the buyer's side of the channels to its sellers: it reuses an
 // open channel to a seller with room for a contract or funds a new one
 // (EnsureChannel), and signs each contract's cumulative payments on the
@@ -70,12 +77,19 @@ func NewPayer(m *Manager, cfg PayerConfig) *Payer {
 // Room is what a channel can still pay.
 func (c *Channel) Room() int64 { return c.Capacity - c.CloseFee - c.Paid }
 
-// find returns the channel to peer that carries contractID (when given and
-// it has one), else the pending or open one with the most room of at least
-// need; nil when there is none.
+// find is FindRoom over the manager's channels.
 func (p *Payer) find(peer string, need int64, contractID string) *Channel {
+	return FindRoom(p.m.Channels(), peer, need, contractID)
+}
+
+// FindRoom returns, of chans, the buyer's channel to peer that carries
+// contractID (when given and it has one), else the pending or open one
+// with the most room of at least need; nil when there is none. The Payer
+// pays a contract to peer on that channel, so a channel is funded only
+// when FindRoom finds none.
+func FindRoom(chans []*Channel, peer string, need int64, contractID string) *Channel {
 	var best *Channel
-	for _, c := range p.m.Channels() {
+	for _, c := range chans {
 		if c.Role != RoleBuyer || c.Peer != peer {
 			continue
 		}
@@ -127,14 +141,15 @@ func (p *Payer) open(ctx context.Context, peer string, t SellerTerms, amount int
 	if c := p.find(peer, amount, ""); c != nil {
 		return c, nil, nil
 	}
-	capacity := max(p.cfg.MinCapacity, p.cfg.CapacityFactor*amount)
+	capacity := p.cfg.Capacity(amount)
 	for try := 0; ; try++ {
 		c, req, err := p.m.OpenChannel(ctx, OpenParams{Peer: peer, Seller: t, Capacity: capacity})
 		if err == nil {
 			return c, req, nil
 		}
 		if !errors.Is(err, ErrInsufficientFunds) || try >= p.cfg.FundRetries {
-			return nil, nil, fmt.Errorf("open channel to %s: %w", peer, err)
+			// err says "open channel: …" already.
+			return nil, nil, fmt.Errorf("%w (channel to %s)", err, peer)
 		}
 		select {
 		case <-ctx.Done():
@@ -164,6 +179,17 @@ func (p *Payer) Pay(ctx context.Context, peer, contractID string, total int64) (
 		return nil, fmt.Errorf("pay %s for %s: %w: nothing paid yet", peer, contractID, ErrLowerAmount)
 	}
 	return u, nil
+}
+
+// FundingVSize is the virtual size of a typical channel funding
+// transaction: one P2WPKH input, the P2WSH channel output and a P2WPKH
+// change output. A wallet that needs more inputs pays a little more.
+const FundingVSize = 154
+
+// FundingFee is about what funding a channel costs in fees now: the fee
+// rate OpenChannel would pay times FundingVSize.
+func (m *Manager) FundingFee(ctx context.Context) int64 {
+	return m.cfg.FeeRate(ctx, m.chain, 6) * FundingVSize
 }
 
 // WaitOpen ticks the manager every poll until channel id is open, for at
