@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/btcsuite/btcd/btcjson"
+	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/rpcclient"
 	"github.com/btcsuite/btcd/wire"
@@ -118,7 +119,7 @@ func (b *BtcdChain) Close() { b.rpc.Shutdown() }
 
 // Broadcast implements Chain.
 func (b *BtcdChain) Broadcast(ctx context.Context, tx *wire.MsgTx) error {
-	_, err := b.rpc.SendRawTransaction(tx, false)
+	_, err := await(ctx, func() (*chainhash.Hash, error) { return b.rpc.SendRawTransaction(tx, false) })
 	if err == nil {
 		return nil
 	}
@@ -131,7 +132,7 @@ func (b *BtcdChain) Broadcast(ctx context.Context, tx *wire.MsgTx) error {
 
 // FeeRate implements Chain with btcd's estimatefee (BTC/kB).
 func (b *BtcdChain) FeeRate(ctx context.Context, target int) (int64, bool, error) {
-	btcPerKB, err := b.rpc.EstimateFee(int64(target))
+	btcPerKB, err := await(ctx, func() (float64, error) { return b.rpc.EstimateFee(int64(target)) })
 	if err != nil || btcPerKB <= 0 {
 		// btcd answers with an error until it has seen enough blocks.
 		return 0, false, nil
@@ -141,7 +142,7 @@ func (b *BtcdChain) FeeRate(ctx context.Context, target int) (int64, bool, error
 
 // Tip implements Chain.
 func (b *BtcdChain) Tip(ctx context.Context) (int32, error) {
-	n, err := b.rpc.GetBlockCount()
+	n, err := await(ctx, b.rpc.GetBlockCount)
 	if err != nil {
 		return 0, fmt.Errorf("get block count: %w", err)
 	}
@@ -150,7 +151,7 @@ func (b *BtcdChain) Tip(ctx context.Context) (int32, error) {
 
 // Confirmations implements Chain.
 func (b *BtcdChain) Confirmations(ctx context.Context, txid chainhash.Hash) (int32, error) {
-	res, err := b.rpc.GetRawTransactionVerbose(&txid)
+	res, err := await(ctx, func() (*btcjson.TxRawResult, error) { return b.rpc.GetRawTransactionVerbose(&txid) })
 	if err != nil {
 		var rerr *btcjson.RPCError
 		if errors.As(err, &rerr) && rerr.Code == btcjson.ErrRPCNoTxInfo {
@@ -164,7 +165,7 @@ func (b *BtcdChain) Confirmations(ctx context.Context, txid chainhash.Hash) (int
 // SpendOf implements Chain: an unspent op is answered by gettxout; otherwise
 // the mempool and then the blocks from heightHint are searched.
 func (b *BtcdChain) SpendOf(ctx context.Context, op wire.OutPoint, heightHint int32) (*wire.MsgTx, error) {
-	out, err := b.rpc.GetTxOut(&op.Hash, op.Index, true)
+	out, err := await(ctx, func() (*btcjson.GetTxOutResult, error) { return b.rpc.GetTxOut(&op.Hash, op.Index, true) })
 	if err != nil {
 		return nil, fmt.Errorf("gettxout %s: %w", op, err)
 	}
@@ -173,12 +174,12 @@ func (b *BtcdChain) SpendOf(ctx context.Context, op wire.OutPoint, heightHint in
 	}
 	// Either spent, or the creating transaction is not known (yet, or
 	// anymore after a reorg): look for a spender.
-	pool, err := b.rpc.GetRawMempool()
+	pool, err := await(ctx, b.rpc.GetRawMempool)
 	if err != nil {
 		return nil, fmt.Errorf("get mempool: %w", err)
 	}
 	for _, h := range pool {
-		tx, err := b.rpc.GetRawTransaction(h)
+		tx, err := await(ctx, func() (*btcutil.Tx, error) { return b.rpc.GetRawTransaction(h) })
 		if err != nil {
 			continue // left the mempool meanwhile
 		}
@@ -194,11 +195,11 @@ func (b *BtcdChain) SpendOf(ctx context.Context, op wire.OutPoint, heightHint in
 		heightHint = 1
 	}
 	for h := tip; h >= heightHint; h-- {
-		hash, err := b.rpc.GetBlockHash(int64(h))
+		hash, err := await(ctx, func() (*chainhash.Hash, error) { return b.rpc.GetBlockHash(int64(h)) })
 		if err != nil {
 			return nil, fmt.Errorf("block hash %d: %w", h, err)
 		}
-		blk, err := b.rpc.GetBlock(hash)
+		blk, err := await(ctx, func() (*wire.MsgBlock, error) { return b.rpc.GetBlock(hash) })
 		if err != nil {
 			return nil, fmt.Errorf("block %d: %w", h, err)
 		}
@@ -212,6 +213,29 @@ func (b *BtcdChain) SpendOf(ctx context.Context, op wire.OutPoint, heightHint in
 		}
 	}
 	return nil, nil
+}
+
+// await runs a blocking btcd call and returns its result, or ctx's error as
+// soon as ctx ends: rpcclient's calls take no context and retry a dead btcd
+// for about 20 s, which would hold up a shutdown or a command. The call
+// itself finishes (or gives up) in the background.
+func await[T any](ctx context.Context, call func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := call()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
 }
 
 func spends(tx *wire.MsgTx, op wire.OutPoint) bool {

@@ -290,9 +290,20 @@ func (w *Wallet) Keyring() *Keyring { return w.keys }
 // passphrase gives back every address and every channel key.
 func (w *Wallet) Backup() *SeedBackup { return w.backup }
 
+// addressTimeout bounds how long a new address waits for the chain source.
+const addressTimeout = 15 * time.Second
+
 // Address returns a fresh BIP84 (P2WPKH) receive address.
 func (w *Wallet) Address(ctx context.Context) (btcutil.Address, error) {
-	a, err := w.w.NewAddress(0, waddrmgr.KeyScopeBIP0084)
+	// btcwallet asks the chain source to watch the new address, which
+	// waits for btcd however long it is down: give up when ctx ends, or
+	// after addressTimeout, and say why.
+	ctx, cancel := context.WithTimeout(ctx, addressTimeout)
+	defer cancel()
+	a, err := await(ctx, func() (btcutil.Address, error) { return w.w.NewAddress(0, waddrmgr.KeyScopeBIP0084) })
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("new address: the chain source did not answer in %s: is btcd running and reachable (payment.rpc_host)? `blackbox doctor` checks it", addressTimeout)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("new address: %w", err)
 	}
