@@ -272,8 +272,24 @@ func TestHealthzUp(t *testing.T) {
 		t.Fatalf("/healthz: %d %+v", code, rep)
 	}
 	out, err := d.cli("status")
-	if err != nil || !strings.Contains(out, "Can earn:") || !strings.Contains(out, "yes") {
+	if err != nil || !strings.Contains(out, "Can earn:") || !strings.Contains(out, "yes") || !strings.Contains(out, "Dashboard:") {
 		t.Errorf("status: %v\n%s", err, out)
+	}
+	// status --json says what the text says: can it earn, and the
+	// earnings, for scripts.
+	out, err = d.cli("status", "--json")
+	var js struct {
+		DashboardURL string         `json:"dashboard_url"`
+		Health       *health.Report `json:"health"`
+		Earnings     *struct {
+			Today struct {
+				NetSat *int64 `json:"net_sat"`
+			} `json:"today"`
+		} `json:"earnings"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &js) != nil || js.Health == nil || !js.Health.CanEarn ||
+		js.Earnings == nil || js.Earnings.Today.NetSat == nil || !strings.HasPrefix(js.DashboardURL, "http://127.0.0.1:") {
+		t.Errorf("status --json: %v\n%s", err, out)
 	}
 	drep, dcode, took := doctorJSON(t, m.bin, d.dir, m.env)
 	if dcode != 0 || !drep.CanEarn {

@@ -59,6 +59,8 @@ type Status struct {
 	OfferSeq    uint64         `json:"offer_seq,omitempty"`
 	OfferExpiry time.Time      `json:"offer_expiry,omitzero"`
 	DataDir     string         `json:"data_dir"`
+	// DashboardURL is where the web dashboard is served ("" when off).
+	DashboardURL string `json:"dashboard_url,omitempty"`
 }
 
 // Offer is an offer as the CLI shows it.

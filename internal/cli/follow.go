@@ -97,7 +97,9 @@ func (h humanSink) progress(j *contract.JobStatus, elapsed time.Duration) {
 	} else {
 		line += fmt.Sprintf(", paid %d sat", j.Paid)
 	}
-	fmt.Fprintf(h.w, "[%6.1fs] %s\n", elapsed.Seconds(), line)
+	// The line carries what sellers sent: no control characters reach
+	// the terminal.
+	fmt.Fprintf(h.w, "[%6.1fs] %s\n", elapsed.Seconds(), cleanCell(line))
 }
 
 func (h humanSink) output(_ *contract.JobStatus, stream string, data []byte) {

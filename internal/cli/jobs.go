@@ -410,11 +410,11 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	fmt.Fprintf(w, "job %s %s", job.ID, job.State)
 	if job.Receipt != nil {
 		fmt.Fprintf(w, ": exit %d (%s), cpu %s, peak memory %s, wall %s",
-			job.Receipt.ExitCode, job.Receipt.Reason, job.Receipt.Usage.CPUTime.Round(time.Millisecond),
+			job.Receipt.ExitCode, cleanCell(job.Receipt.Reason), job.Receipt.Usage.CPUTime.Round(time.Millisecond),
 			quantity.FormatSize(int64(job.Receipt.Usage.PeakMemory)), job.Receipt.Usage.Wall.Round(time.Millisecond))
 	}
 	if job.Error != "" {
-		fmt.Fprintf(w, ": %s", job.Error)
+		fmt.Fprintf(w, ": %s", cleanCell(job.Error)) // a seller's words, perhaps
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "cost: %d sat paid over %d attempt(s)", job.Paid, len(job.Attempts))

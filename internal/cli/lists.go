@@ -109,12 +109,13 @@ func printChannels(w io.Writer, views []channelView) error {
 }
 
 // printMarket is `blackbox market`: cheapest first (the order it is given).
+// A job's price includes the start fee, shown on its own too.
 func printMarket(w io.Writer, d time.Duration, offers []api.Offer) error {
-	t := newTable(w, "SELLER", "CPU", "MEMORY", "DISK", "REGION", "JOB ("+d.String()+")", "PER HOUR", "PER CORE-HOUR", "RUNTIMES")
+	t := newTable(w, "SELLER", "CPU", "MEMORY", "DISK", "REGION", "JOB ("+d.String()+")", "START FEE", "PER HOUR", "PER CORE-HOUR", "RUNTIMES")
 	for _, o := range offers {
 		t.row(o.Seller, quantity.FormatCPU(int64(o.Resources.CPUMillis)), quantity.FormatSize(int64(o.Resources.MemoryBytes)),
 			quantity.FormatSize(int64(o.Resources.DiskBytes)), dash(o.Region), sats(o.PricePerJob),
-			fracSats(o.PricePerHour), fracSats(float64(o.Prices.CoreHour)/1000), strings.Join(o.Runtimes, ","))
+			fracSats(float64(o.Prices.StartFee)/1000), fracSats(o.PricePerHour), fracSats(float64(o.Prices.CoreHour)/1000), strings.Join(o.Runtimes, ","))
 	}
 	return t.Flush()
 }

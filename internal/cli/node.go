@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/health"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
@@ -86,7 +87,21 @@ func newStatusCmd(a *App) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(a.Stdout, s)
+				// The node's state, with what `Can earn` and the earnings
+				// lines show: a script reads the same as a person.
+				out := struct {
+					api.Status
+					Health   *health.Report `json:"health,omitempty"`
+					Earnings *api.Earnings  `json:"earnings,omitempty"`
+				}{Status: s}
+				if rep, err := a.client().Health(cmd.Context()); err == nil {
+					out.Health = &rep
+				}
+				if e, err := a.client().Earnings(cmd.Context(), 0); err == nil {
+					e.Buckets = nil
+					out.Earnings = &e
+				}
+				return writeJSON(a.Stdout, out)
 			}
 			w := newTable(a.Stdout)
 			fmt.Fprintf(w, "Peer ID:\t%s\n", s.PeerID)
@@ -104,6 +119,9 @@ func newStatusCmd(a *App) *cobra.Command {
 				fmt.Fprintf(w, "Offer:\tseq %d, valid until %s\n", s.OfferSeq, s.OfferExpiry.Local().Format(time.TimeOnly))
 			}
 			statusEarnings(cmd.Context(), a, w)
+			if s.DashboardURL != "" {
+				fmt.Fprintf(w, "Dashboard:\t%s\n", s.DashboardURL)
+			}
 			fmt.Fprintln(w, "Addresses:")
 			for _, ad := range s.Addrs {
 				fmt.Fprintf(w, "  %s\n", ad)

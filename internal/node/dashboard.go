@@ -49,6 +49,7 @@ func (n *Node) startDashboard() error {
 		return nil
 	}
 	n.push(srv.Close)
+	n.dashboardURL = srv.URL()
 	n.log.Info("serving dashboard", "url", srv.URL(), "token_file", filepath.Join(n.cfg.DataDir, dashboard.TokenFile))
 	return nil
 }

@@ -92,6 +92,8 @@ type Node struct {
 	cfgMu sync.Mutex
 	// logs keeps the last log lines for the dashboard.
 	logs *dashboard.LogRing
+	// dashboardURL is where the dashboard is served, for status.
+	dashboardURL string
 }
 
 // New checks cfg and returns a node that is not started yet.
@@ -464,6 +466,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		Measured:      snap.Measured,
 		Held:          snap.Held,
 		DataDir:       n.cfg.DataDir,
+		DashboardURL:  n.dashboardURL,
 	}
 	if n.seller == nil {
 		s.OnOffer = meter.Capacity{}
