@@ -81,14 +81,19 @@ func TestSandboxRunCommand(t *testing.T) {
 	code, out, errOut = run(t, "--data-dir", data, "sandbox", "run", "--image", tarball, "--json", "--out", outDir,
 		"--env", "GREETING=hello", "--", "sh", "-c", "echo $GREETING > /out/g; echo job-stdout")
 	var rec struct {
-		ExitCode int    `json:"exit_code"`
-		Reason   string `json:"reason"`
-		Output   sandbox.Output
+		ExitCode    int      `json:"exit_code"`
+		Reason      string   `json:"reason"`
+		WallSeconds *float64 `json:"wall_seconds"`
+		Limits      struct {
+			WallClockSeconds float64 `json:"wall_clock_seconds"`
+		} `json:"limits"`
+		Output sandbox.Output
 	}
 	if err := json.Unmarshal([]byte(out), &rec); err != nil || code != 0 {
 		t.Fatalf("code %d: --json stdout %q: %v (stderr %q)", code, out, err, errOut)
 	}
-	if rec.Reason != "exited" || rec.Output.Files != 1 || !strings.Contains(errOut, "job-stdout") {
+	if rec.Reason != "exited" || rec.Output.Files != 1 || !strings.Contains(errOut, "job-stdout") ||
+		rec.WallSeconds == nil || rec.Limits.WallClockSeconds <= 0 || strings.Contains(out, "_ns") {
 		t.Errorf("record %+v, stderr %q", rec, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(outDir, "out.tar")); err != nil {

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -127,7 +128,17 @@ type Limits struct {
 	DiskBytes int64 `json:"disk_bytes"`
 	// WallClock is the longest the job may run; then it is killed with
 	// reason "timeout".
-	WallClock time.Duration `json:"wall_clock_ns"`
+	WallClock time.Duration `json:"-"` // JSON: wall_clock_seconds
+}
+
+type limitsJSON Limits
+
+// MarshalJSON writes the limits with the wall clock in seconds.
+func (l Limits) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		limitsJSON
+		WallClockSeconds float64 `json:"wall_clock_seconds"`
+	}{limitsJSON(l), l.WallClock.Seconds()})
 }
 
 // Bounds a contract cannot exceed, and the least that makes sense.

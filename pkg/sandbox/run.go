@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -91,13 +92,13 @@ type Result struct {
 	// Error explains ReasonError.
 	Error string `json:"error,omitempty"`
 	// CPUTime is the CPU time of all the job's processes (cgroup cpuacct).
-	CPUTime time.Duration `json:"cpu_time_ns"`
+	CPUTime time.Duration `json:"-"` // JSON: cpu_seconds
 	// PeakMemory is the memory cgroup's high-water mark, including tmpfs pages.
 	PeakMemory int64 `json:"peak_memory_bytes"`
 	// OOMKills counts processes of the job the kernel OOM-killed.
 	OOMKills int64 `json:"oom_kills"`
 	// Wall is the time from start to exit.
-	Wall time.Duration `json:"wall_ns"`
+	Wall time.Duration `json:"-"` // JSON: wall_seconds
 	// StdoutBytes and StderrBytes are what the job wrote, including what
 	// was cut; the Truncated flags say the cap was hit.
 	StdoutBytes     int64 `json:"stdout_bytes"`
@@ -112,6 +113,18 @@ type Result struct {
 	Runtime string `json:"runtime"`
 
 	remapped bool // the job ran with the user namespace remap
+}
+
+type resultJSON Result
+
+// MarshalJSON writes the result with its durations in seconds, as every
+// blackbox JSON does.
+func (r Result) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		resultJSON
+		CPUSeconds  float64 `json:"cpu_seconds"`
+		WallSeconds float64 `json:"wall_seconds"`
+	}{resultJSON(r), r.CPUTime.Seconds(), r.Wall.Seconds()})
 }
 
 // Output describes the tar of a job's /out.
