@@ -4,8 +4,8 @@
 #   channel updates/s (sign + verify with the script engine + persist), next to
 #   raw btcec sign+verify/s measured in the same run, and their ratio (goal >= 0.5),
 #   once with an in-memory store, once with the node's bbolt store on one channel
-#   (fsync per update on each side), and once on bbolt with 32 channels paying
-#   at once (group commit: concurrent updates share fsyncs; its raw baseline
+#   (one fdatasync'd payment-log append per update on each side), and once on bbolt with 32 channels paying
+#   at once (group commit: concurrent updates share one log write; its raw baseline
 #   runs on as many goroutines); and on-chain vbytes per contract for 1, 10,
 #   100 contracts per channel.
 set -euo pipefail

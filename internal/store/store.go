@@ -82,6 +82,7 @@ type DB struct {
 
 	plMu sync.Mutex // guards pl
 	pl   *paylog    // the payment log, created by the first PutChannel
+	shut bool       // Close was called
 	// plHook runs before the payment log drops values it committed to
 	// bbolt (PaymentStore.OnCompact).
 	plHook atomic.Pointer[func() error]
@@ -315,7 +316,7 @@ func (db *DB) Path() string { return db.path }
 func (db *DB) Close() error {
 	db.plMu.Lock()
 	l := db.pl
-	db.pl = nil
+	db.pl, db.shut = nil, true
 	db.plMu.Unlock()
 	var err error
 	if l != nil {
@@ -328,6 +329,9 @@ func (db *DB) Close() error {
 func (db *DB) paylog() (*paylog, error) {
 	db.plMu.Lock()
 	defer db.plMu.Unlock()
+	if db.shut {
+		return nil, errors.New("database closed")
+	}
 	if db.pl == nil {
 		l, err := createPaylog(db)
 		if err != nil {

@@ -271,7 +271,12 @@ func (s *BackupStore) PutChannel(c *Channel) error {
 	}
 	s.mu.Lock()
 	if s.timer == nil {
-		s.timer = time.AfterFunc(BackupDelay, func() { _ = s.Flush() })
+		s.timer = time.AfterFunc(BackupDelay, func() {
+			s.mu.Lock()
+			s.timer = nil
+			s.mu.Unlock()
+			_ = s.Flush() // a failure is retried by the next payment's timer
+		})
 	}
 	s.mu.Unlock()
 	return nil
