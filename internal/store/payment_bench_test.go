@@ -29,7 +29,7 @@ type boltPair struct {
 	ids, peers    []string
 }
 
-func newBoltPair(b *testing.B, n int, backup bool) *boltPair {
+func newBoltPair(b testing.TB, n int, backup bool) *boltPair {
 	b.Helper()
 	open := func(name string) payment.ChannelStore {
 		dir := b.TempDir()
@@ -89,7 +89,7 @@ func newBoltPair(b *testing.B, n int, backup bool) *boltPair {
 
 // update is one payment on channel i: the buyer signs and persists, the
 // seller verifies with the script engine and persists.
-func (p *boltPair) update(b *testing.B, i int) {
+func (p *boltPair) update(b testing.TB, i int) {
 	ctx := context.Background()
 	u, err := p.buyer.Pay(ctx, p.ids[i], "c", 1)
 	if err != nil {
