@@ -21,8 +21,11 @@ echo
 echo "== payment summary =="
 awk '
   function metric(name,   i) { for (i = 1; i < NF; i++) if ($(i+1) == name) return $i; return "" }
-  /^BenchmarkChannelUpdate/     { printf "updates/s (memory store):  %8.0f   raw sign+verify/s %8.0f   ratio %.2f\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
-  /^BenchmarkPaymentUpdateBolt(-[0-9]+)?[ \t]/ { printf "updates/s (bbolt, fsync):  %8.0f   raw sign+verify/s %8.0f   ratio %.2f\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
-  /^BenchmarkPaymentUpdateBoltParallel/ { printf "updates/s (bbolt, 32 ch):  %8.0f   raw sign+verify/s %8.0f   ratio %.2f   (parallel, both sides)\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
+  /^BenchmarkChannelUpdateBackedUp/ { printf "updates/s (memory store, backup file rewritten per update): %.0f\n", metric("updates/s") }
+  /^BenchmarkChannelUpdate(-[0-9]+)?[ \t]/ { printf "updates/s (memory store):  %8.0f   raw sign+verify/s %8.0f   ratio %.2f\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
+  /^BenchmarkPaymentUpdateBolt(-[0-9]+)?[ \t]/ { printf "updates/s (store, 1 ch):   %8.0f   raw sign+verify/s %8.0f   ratio %.2f\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
+  /^BenchmarkPaymentUpdateBoltBackedUp(-[0-9]+)?[ \t]/ { printf "updates/s (+backup, 1 ch): %8.0f   raw sign+verify/s %8.0f   ratio %.2f   (as the node runs; goal >= 0.4)\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
+  /^BenchmarkPaymentUpdateBoltParallel(-[0-9]+)?[ \t]/ { printf "updates/s (store, 32 ch):  %8.0f   raw sign+verify/s %8.0f   ratio %.2f   (parallel, both sides)\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
+  /^BenchmarkPaymentUpdateBoltParallelBackedUp/ { printf "updates/s (+backup, 32 ch): %7.0f   raw sign+verify/s %8.0f   ratio %.2f   (as the node runs; goal >= 0.5)\n", metric("updates/s"), metric("raw_signverify/s"), metric("ratio") }
   /^BenchmarkVBytesPerContract/ { split($1, p, "/"); sub(/-[0-9]+$/, "", p[2]); printf "vbytes/contract %-14s %8.2f\n", p[2], metric("vB/contract") }
 ' "$out"
