@@ -21,11 +21,13 @@ func newRestoreCmd(a *App) *cobra.Command {
 		Short: "Rebuild a lost database's payment channels from the channel backup",
 		Long: `restore rebuilds the node's database (blackbox.db) from its channel backup
 (payment.backup_file, by default channels.backup in the data dir, or --from FILE) after the database was lost
-or damaged. The backup is rewritten on every channel change, before the change
-is acknowledged: it holds every open channel's parameters and its latest
-signed payment, so that after a restore the node closes each channel for the
-latest amount it was paid (as a seller) or refunds it after expiry (as a
-buyer). Channel keys come from the wallet (the wallet directory must be the
+or damaged. The backup is rewritten on every channel open, state change and
+close before it is acknowledged, and within a second of every payment: it
+holds every open channel's parameters and its latest signed payment; payments
+newer than the backup are in the payment log beside the database
+(blackbox.db.paylog), which the restored database takes in when it is still
+there. So after a restore the node closes each channel for the latest amount
+it was paid (as a seller) or refunds it after expiry (as a buyer). Channel keys come from the wallet (the wallet directory must be the
 node's own, or restored from its seed first).
 
 Contracts, offers and reputation records are not in the backup: they start
@@ -70,17 +72,23 @@ be moved aside by hand: restore never overwrites one.`,
 			if err := os.Rename(tmp, path); err != nil {
 				return fmt.Errorf("put the restored database in place: %w", err)
 			}
-			// Opening it checks it and writes its marker.
+			// Opening it checks it, writes its marker and takes in the
+			// payment log left beside the lost database (payments newer
+			// than the backup).
 			db, err = store.Open(path, 500*time.Millisecond)
 			if err != nil {
 				return err
 			}
-			if err := db.Close(); err != nil {
+			restored, err := store.NewPaymentStore(db).LoadChannels()
+			if err := errors.Join(err, db.Close()); err != nil {
 				return err
 			}
 			var sold, bought int
 			var held int64
-			for _, c := range b.Channels {
+			for _, c := range restored {
+				if c.State == payment.StateClosed || c.State == payment.StateFailed {
+					continue
+				}
 				if c.Role == payment.RoleSeller {
 					sold++
 					held += c.Paid

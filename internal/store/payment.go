@@ -3,7 +3,8 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
-	"sync/atomic"
+	"maps"
+	"slices"
 
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
@@ -16,14 +17,13 @@ const (
 )
 
 // PaymentStore keeps payment channels in the node's database. PutChannel
-// returns nil only once the record is on disk (fsynced), which is what lets
-// the seller acknowledge an update; concurrent PutChannels of different
-// channels share one commit and one fsync (DB.Batch).
+// returns nil only once the record is on disk, which is what lets the seller
+// acknowledge an update: it is appended to the payment log and fdatasync'd
+// (one small write; concurrent PutChannels of different channels share one
+// write and one fdatasync), and reaches bbolt when the log is compacted,
+// closed, or replayed by the next Open after a crash.
 type PaymentStore struct {
 	db *DB
-	// inflight counts PutChannels under way: a lone one commits at once
-	// (Update) instead of waiting out the batch delay for company.
-	inflight atomic.Int32
 }
 
 var _ payment.ChannelStore = (*PaymentStore)(nil)
@@ -37,31 +37,60 @@ func (s *PaymentStore) PutChannel(c *payment.Channel) error {
 	if err != nil {
 		return fmt.Errorf("encode channel %s: %w", c.ID, err)
 	}
-	// Idempotent (the same bytes under the same key), as Batch requires.
-	put := func(tx *Tx) error { return tx.Put(paymentChannels, c.ID, b) }
-	n := s.inflight.Add(1)
-	defer s.inflight.Add(-1)
-	if n == 1 {
-		// Nobody to share a commit with: Batch would only add bbolt's
-		// MaxBatchDelay (10ms) to this update's latency.
-		return s.db.Update(put)
+	l, err := s.db.paylog()
+	if err != nil {
+		return fmt.Errorf("store channel %s: %w", c.ID, err)
 	}
-	return s.db.Batch(put)
+	if err := l.put(c.ID, b); err != nil {
+		return fmt.Errorf("store channel %s: %w", c.ID, err)
+	}
+	return nil
 }
 
-// LoadChannels implements payment.ChannelStore.
+var _ payment.CompactingStore = (*PaymentStore)(nil)
+
+// OnCompact implements payment.CompactingStore: fn runs before the payment
+// log drops values it has committed to bbolt (when it fills, and at Close).
+func (s *PaymentStore) OnCompact(fn func() error) { s.db.plHook.Store(&fn) }
+
+// LoadChannels implements payment.ChannelStore: the database's channels,
+// each replaced by its newer value in the payment log.
 func (s *PaymentStore) LoadChannels() ([]*payment.Channel, error) {
+	// The log's writer is held off while bbolt is read, so that no
+	// compaction moves a value between the two.
+	s.db.plMu.Lock()
+	l := s.db.pl
+	s.db.plMu.Unlock()
+	var newer map[string][]byte
+	if l != nil {
+		l.wmu.Lock()
+		defer l.wmu.Unlock()
+		newer = l.latest
+	}
 	var out []*payment.Channel
+	add := func(k string, v []byte) error {
+		c, err := payment.DecodeChannel(v)
+		if err != nil {
+			return fmt.Errorf("channel %s: %w", k, err)
+		}
+		out = append(out, c)
+		return nil
+	}
 	err := s.db.View(func(tx *Tx) error {
 		return tx.ForEach(paymentChannels, "", func(k string, v []byte) error {
-			c, err := payment.DecodeChannel(v)
-			if err != nil {
-				return fmt.Errorf("channel %s: %w", k, err)
+			if _, ok := newer[k]; ok {
+				return nil
 			}
-			out = append(out, c)
-			return nil
+			return add(k, v)
 		})
 	})
+	if err == nil {
+		for _, k := range slices.Sorted(maps.Keys(newer)) {
+			if err = add(k, newer[k]); err != nil {
+				break
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load channels: %w", err)
 	}

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,7 +30,7 @@ type boltPair struct {
 	ids, peers    []string
 }
 
-func newBoltPair(b *testing.B, n int, backup bool) *boltPair {
+func newBoltPair(b testing.TB, n int, backup bool) *boltPair {
 	b.Helper()
 	open := func(name string) payment.ChannelStore {
 		dir := b.TempDir()
@@ -38,7 +42,7 @@ func newBoltPair(b *testing.B, n int, backup bool) *boltPair {
 		if !backup {
 			return store.NewPaymentStore(db)
 		}
-		// As the node runs it: the channel backup rewritten on every change.
+		// As the node runs it: with the channel backup.
 		bs, err := payment.NewBackupStore(store.NewPaymentStore(db), dir+"/channels.backup")
 		if err != nil {
 			b.Fatal(err)
@@ -86,7 +90,7 @@ func newBoltPair(b *testing.B, n int, backup bool) *boltPair {
 
 // update is one payment on channel i: the buyer signs and persists, the
 // seller verifies with the script engine and persists.
-func (p *boltPair) update(b *testing.B, i int) {
+func (p *boltPair) update(b testing.TB, i int) {
 	ctx := context.Background()
 	u, err := p.buyer.Pay(ctx, p.ids[i], "c", 1)
 	if err != nil {
@@ -100,27 +104,18 @@ func (p *boltPair) update(b *testing.B, i int) {
 
 // BenchmarkPaymentUpdateBolt is BenchmarkChannelUpdate with both sides on
 // the real bbolt store: one channel, one update at a time, so every update
-// is fsynced twice (buyer before sending, seller before acknowledging) and
-// nothing is shared. It reports updates/s, raw btcec sign+verify per second
-// measured right after, and their ratio.
+// is persisted twice (buyer before sending, seller before acknowledging)
+// and nothing is shared. It reports updates/s, raw btcec sign+verify per
+// second measured in the same benchmark (interleaved, see measureUpdates),
+// and their ratio.
 func BenchmarkPaymentUpdateBolt(b *testing.B) { benchmarkPaymentUpdateBolt(b, false) }
 
 // BenchmarkPaymentUpdateBoltBackedUp is BenchmarkPaymentUpdateBolt with the
-// channel backup written on every change (what the node runs).
+// channel backup (what the node runs).
 func BenchmarkPaymentUpdateBoltBackedUp(b *testing.B) { benchmarkPaymentUpdateBolt(b, true) }
 
 func benchmarkPaymentUpdateBolt(b *testing.B, backup bool) {
-	p := newBoltPair(b, 1, backup)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		p.update(b, 0)
-	}
-	b.StopTimer()
-	ups := float64(b.N) / b.Elapsed().Seconds()
-	raw := 2000 / payment.RawSignVerify(2000).Seconds()
-	b.ReportMetric(ups, "updates/s")
-	b.ReportMetric(raw, "raw_signverify/s")
-	b.ReportMetric(ups/raw, "ratio")
+	measureUpdates(b, newBoltPair(b, 1, backup), 1, backup)
 }
 
 // parallelChannels is how many buyers (one channel each) pay the seller at
@@ -129,23 +124,30 @@ const parallelChannels = 32
 
 // BenchmarkPaymentUpdateBoltParallel: a seller with parallelChannels
 // channels, one goroutine per channel paying in a loop, both sides on bbolt.
-// Updates of different channels verify in parallel and their fsyncs share
-// group commits (DB.Batch). The baseline is raw btcec sign+verify run by the
-// same number of goroutines, measured in the same benchmark: the updates run
-// in chunks, each followed by as many raw rounds, so that both see the same
-// machine load (a shared machine's load changes by the second).
+// Updates of different channels verify in parallel and their writes share
+// group commits (the payment log). The baseline is raw btcec sign+verify run
+// by the same number of goroutines, measured in the same benchmark.
 func BenchmarkPaymentUpdateBoltParallel(b *testing.B) { benchmarkPaymentUpdateBoltParallel(b, false) }
 
 // BenchmarkPaymentUpdateBoltParallelBackedUp is the parallel benchmark with
-// the channel backup written on every change (concurrent changes share a
-// write of the file).
+// the channel backup (what the node runs).
 func BenchmarkPaymentUpdateBoltParallelBackedUp(b *testing.B) {
 	benchmarkPaymentUpdateBoltParallel(b, true)
 }
 
 func benchmarkPaymentUpdateBoltParallel(b *testing.B, backup bool) {
-	p := newBoltPair(b, parallelChannels, backup)
-	const chunk = 16 * parallelChannels
+	measureUpdates(b, newBoltPair(b, parallelChannels, backup), parallelChannels, backup)
+}
+
+// measureUpdates runs b.N updates over the pair's g channels, one goroutine
+// each, and as many raw btcec sign+verify rounds on g goroutines: in
+// chunks, each chunk of updates followed by as many raw rounds, so that
+// both see the same machine load (a shared machine's load changes by the
+// second). It reports updates/s, raw_signverify/s and their ratio, and
+// keeps a BENCHROW line for bench.sh's table (printed by TestMain) (goals of issue 14: >= 0.4
+// for one channel, >= 0.5 for 32 in parallel, with the node's backup).
+func measureUpdates(b *testing.B, p *boltPair, g int, backup bool) {
+	chunk := 16 * g
 	var upTime, rawTime time.Duration
 	var rawOps int
 	b.ResetTimer()
@@ -154,12 +156,12 @@ func benchmarkPaymentUpdateBoltParallel(b *testing.B, backup bool) {
 		start := time.Now()
 		var next atomic.Int64
 		var wg sync.WaitGroup
-		for g := 0; g < parallelChannels; g++ {
+		for i := 0; i < g; i++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for next.Add(1) <= int64(n) {
-					p.update(b, g)
+					p.update(b, i)
 				}
 			}()
 		}
@@ -168,7 +170,7 @@ func benchmarkPaymentUpdateBoltParallel(b *testing.B, backup bool) {
 		done += n
 		b.StopTimer()
 		start = time.Now()
-		parallelRawSignVerify(parallelChannels, n)
+		parallelRawSignVerify(g, n)
 		rawTime += time.Since(start)
 		rawOps += n
 		b.StartTimer()
@@ -179,6 +181,35 @@ func benchmarkPaymentUpdateBoltParallel(b *testing.B, backup bool) {
 	b.ReportMetric(ups, "updates/s")
 	b.ReportMetric(raw, "raw_signverify/s")
 	b.ReportMetric(ups/raw, "ratio")
+	if !backup || b.N < 100 {
+		return
+	}
+	goal, what := 0.4, "1 channel"
+	if g > 1 {
+		goal, what = 0.5, fmt.Sprintf("%d channels in parallel", g)
+	}
+	met := "no"
+	if ups/raw >= goal {
+		met = "yes"
+	}
+	benchRowsMu.Lock()
+	defer benchRowsMu.Unlock()
+	// The last run (the largest b.N) is the one go test reports.
+	benchRows[b.Name()] = fmt.Sprintf("BENCHROW channel updates/s, real store + backup, %s = %.0f/s|raw btcec sign+verify %.0f/s|%.2f|>= %.1f|%s", what, ups, raw, ups/raw, goal, met)
+}
+
+var (
+	benchRowsMu sync.Mutex
+	benchRows   = map[string]string{}
+)
+
+// TestMain prints the benchmarks' BENCHROW lines once they have run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, k := range slices.Sorted(maps.Keys(benchRows)) {
+		fmt.Println(benchRows[k])
+	}
+	os.Exit(code)
 }
 
 // parallelRawSignVerify runs total rounds of payment.RawSignVerify spread
@@ -197,4 +228,59 @@ func parallelRawSignVerify(g, total int) {
 		}()
 	}
 	wg.Wait()
+}
+
+// BenchmarkPaymentUpdateFloor is the ceiling of the one-channel ratio under
+// the durability rule: one raw sign+verify and two sequential fdatasync'd
+// writes of a channel record's size (the buyer's before it sends, the
+// seller's before it acknowledges) at increasing offsets of preallocated
+// files, as the payment log writes, against raw sign+verify alone,
+// interleaved in chunks. Whatever the store does, a channel update costs
+// at least this on this machine's disk.
+func BenchmarkPaymentUpdateFloor(b *testing.B) {
+	dir := b.TempDir()
+	var files [2]*os.File
+	for i := range files {
+		f, err := os.Create(fmt.Sprintf("%s/%d", dir, i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write(make([]byte, 1<<20)); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		files[i] = f
+	}
+	rec := make([]byte, 1500)
+	var upTime, rawTime time.Duration
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(16, b.N-done)
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			payment.RawSignVerify(1)
+			off := int64((done+i)*len(rec)) % (1<<20 - int64(len(rec)))
+			for _, f := range files {
+				if _, err := f.WriteAt(rec, off); err != nil {
+					b.Fatal(err)
+				}
+				if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		upTime += time.Since(start)
+		done += n
+		b.StopTimer()
+		rawTime += payment.RawSignVerify(n)
+		b.StartTimer()
+	}
+	ups := float64(b.N) / upTime.Seconds()
+	raw := float64(b.N) / rawTime.Seconds()
+	b.ReportMetric(ups, "updates/s")
+	b.ReportMetric(raw, "raw_signverify/s")
+	b.ReportMetric(ups/raw, "ratio")
 }

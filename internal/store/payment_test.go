@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,15 +69,22 @@ func TestPaymentSellerHelper(t *testing.T) {
 	if args == "" {
 		t.Skip("helper process for TestPaymentKillBeforeAck")
 	}
-	f := strings.Fields(args) // dbpath rpchost payout
+	f := strings.Fields(args) // dbpath rpchost payout [backup]
 	db, err := store.Open(f[0], 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var st payment.ChannelStore = store.NewPaymentStore(db)
+	if len(f) > 3 {
+		// As the node runs it.
+		if st, err = payment.NewBackupStore(store.NewPaymentStore(db), f[3]); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var killAt uint64
 	fmt.Sscan(os.Getenv(killAtEnv), &killAt)
 	out := bufio.NewWriter(os.Stdout)
-	m, _ := manager(t, payCfg(f[1], f[2]), store.NewPaymentStore(db), 2, nil, func(c *payment.Channel) {
+	m, _ := manager(t, payCfg(f[1], f[2]), st, 2, nil, func(c *payment.Channel) {
 		if c.Seq == killAt {
 			fmt.Fprintf(out, "persisted %d\n", c.Seq)
 			out.Flush()
@@ -133,11 +141,21 @@ func (c *child) kill(t *testing.T) {
 	_ = c.cmd.Wait()
 }
 
-// TestPaymentKillBeforeAck kills the seller's process (SIGKILL) after it has
-// persisted an update and before it acknowledged it, then once more while
-// an update is in flight; after each restart nothing is lost, the buyer's
-// resend is accepted, and the recovered latest update closes on chain.
-func TestPaymentKillBeforeAck(t *testing.T) {
+// sellerChannel is a channel open from a buyer (in memory, in this
+// process) to a seller whose database is at dbPath, closed again for a
+// seller process to open; btcd regtest runs the chain.
+type sellerChannel struct {
+	h         *btcdtest.Harness
+	cfg       payment.Config
+	buyer     *payment.Manager
+	c         *payment.Channel
+	dbPath    string
+	addr      btcutil.Address
+	payScript []byte
+}
+
+func openSellerChannel(t *testing.T) *sellerChannel {
+	t.Helper()
 	h := btcdtest.Start(t, 5)
 	payKey, _ := btcec.NewPrivateKey()
 	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payKey.PubKey().SerializeCompressed()), btcdtest.Params)
@@ -167,6 +185,17 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 		}
 	}
 	db.Close()
+	return &sellerChannel{h: h, cfg: cfg, buyer: buyer, c: c, dbPath: dbPath, addr: addr, payScript: payScript}
+}
+
+// TestPaymentKillBeforeAck kills the seller's process (SIGKILL) after it has
+// persisted an update and before it acknowledged it, then once more while
+// an update is in flight; after each restart nothing is lost, the buyer's
+// resend is accepted, and the recovered latest update closes on chain.
+func TestPaymentKillBeforeAck(t *testing.T) {
+	o := openSellerChannel(t)
+	h, cfg, buyer, c, dbPath, addr, payScript := o.h, o.cfg, o.buyer, o.c, o.dbPath, o.addr, o.payScript
+	ctx := context.Background()
 
 	args := strings.Join([]string{dbPath, h.RPCHost, addr.EncodeAddress()}, " ")
 	p := startSeller(t, args, 5)
@@ -203,12 +232,12 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	}
 	p.kill(t)
 
-	db, err = store.Open(dbPath, 5*time.Second)
+	db, err := store.Open(dbPath, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	seller, _ = manager(t, cfg, store.NewPaymentStore(db), 2, nil, nil)
+	seller, _ := manager(t, cfg, store.NewPaymentStore(db), 2, nil, nil)
 	sc, err := seller.Channel(c.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -230,4 +259,86 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	if sc, _ = seller.Channel(c.ID); sc.State != payment.StateClosed {
 		t.Fatalf("state %s after close confirmed", sc.State)
 	}
+}
+
+// TestPaymentKillAfterManyAcks: a seller process run as the node runs it
+// (the real store and the channel backup) acknowledges more updates than
+// its payment log holds between compactions and is killed (SIGKILL) right
+// after the last acknowledgement. Reopened, the database has the newest
+// update; and when the database is lost instead, a restore from the
+// backup followed by the open that replays the payment log has it too.
+func TestPaymentKillAfterManyAcks(t *testing.T) {
+	o := openSellerChannel(t)
+	ctx := context.Background()
+	backup := filepath.Join(filepath.Dir(o.dbPath), "channels.backup")
+	args := strings.Join([]string{o.dbPath, o.h.RPCHost, o.addr.EncodeAddress(), backup}, " ")
+	p := startSeller(t, args, 0)
+	const n = 1000 // ~1.5 KB a record: more than the log's 1 MiB
+	for i := 1; i <= n; i++ {
+		u, err := o.buyer.Pay(ctx, o.c.ID, "job", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := p.send(t, u), fmt.Sprintf("ack %d", i); got != want {
+			t.Fatalf("update %d: seller said %q, want %q", i, got, want)
+		}
+	}
+	p.kill(t)
+	if _, err := os.Stat(o.dbPath + store.PaylogSuffix); err != nil {
+		t.Fatalf("no payment log left by the killed seller: %v", err)
+	}
+	check := func(what string, st payment.ChannelStore) {
+		t.Helper()
+		m, _ := manager(t, o.cfg, st, 2, nil, nil)
+		c, err := m.Channel(o.c.ID)
+		if err != nil || c.Seq != n || c.Paid != n || len(c.BuyerSig) == 0 {
+			t.Fatalf("%s: channel %+v, %v; want seq and paid %d", what, c, err, n)
+		}
+	}
+
+	// The database lost (moved aside) with the log beside it: restore as
+	// `blackbox restore` does, from the backup, then open.
+	dir := t.TempDir()
+	lost := filepath.Join(dir, "blackbox.db")
+	for _, suffix := range []string{store.PaylogSuffix} {
+		raw, err := os.ReadFile(o.dbPath + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(lost+suffix, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := payment.ReadChannelBackup(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the backup holds seq %d of %d; the rest is in the payment log", b.Channels[0].Seq, n)
+	fresh, err := store.OpenFresh(lost+".restoring", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := payment.RestoreChannelBackup(b, store.NewPaymentStore(fresh)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(lost+".restoring", lost); err != nil {
+		t.Fatal(err)
+	}
+	restored, err := store.Open(lost, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restored.Close()
+	check("restored from the backup and the log", store.NewPaymentStore(restored))
+
+	// The database itself, reopened.
+	db, err := store.Open(o.dbPath, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	check("reopened", store.NewPaymentStore(db))
 }

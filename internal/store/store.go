@@ -22,6 +22,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -77,6 +79,13 @@ func SchemaVersion() int { return migrations[len(migrations)-1].Version }
 type DB struct {
 	bolt *bolt.DB
 	path string
+
+	plMu sync.Mutex // guards pl
+	pl   *paylog    // the payment log, created by the first PutChannel
+	shut bool       // Close was called
+	// plHook runs before the payment log drops values it committed to
+	// bbolt (PaymentStore.OnCompact).
+	plHook atomic.Pointer[func() error]
 }
 
 // Open opens the database at path, takes its file lock (waiting at most
@@ -125,6 +134,10 @@ func open(path string, lockWait time.Duration, fresh bool) (*DB, error) {
 	if err := db.migrate(migrations); err != nil {
 		b.Close()
 		return nil, err
+	}
+	if err := replayPaylog(db); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	// The marker is written once the file holds a valid database: from
 	// then on, its loss is an error, not a fresh start. A database from
@@ -298,8 +311,36 @@ func check(b *bolt.DB) (err error) {
 // Path is the database file's location.
 func (db *DB) Path() string { return db.path }
 
-// Close releases the file and its lock.
-func (db *DB) Close() error { return db.bolt.Close() }
+// Close commits the payment log into the database, removes it, and
+// releases the file and its lock.
+func (db *DB) Close() error {
+	db.plMu.Lock()
+	l := db.pl
+	db.pl, db.shut = nil, true
+	db.plMu.Unlock()
+	var err error
+	if l != nil {
+		err = l.close()
+	}
+	return errors.Join(err, db.bolt.Close())
+}
+
+// paylog returns the payment log, creating it on first use.
+func (db *DB) paylog() (*paylog, error) {
+	db.plMu.Lock()
+	defer db.plMu.Unlock()
+	if db.shut {
+		return nil, errors.New("database closed")
+	}
+	if db.pl == nil {
+		l, err := createPaylog(db)
+		if err != nil {
+			return nil, err
+		}
+		db.pl = l
+	}
+	return db.pl, nil
+}
 
 // Version reads the stored schema version (0 for a file never migrated).
 func (db *DB) Version() (int, error) {

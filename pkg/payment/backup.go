@@ -25,7 +25,9 @@ import (
 // so a restored node never reuses a key. It is rewritten atomically on
 // every change before the change is acknowledged, and survives the loss of
 // the database: RestoreChannelBackup rebuilds the channels from it. It holds no
-// private key.
+// private key. (With the node's store, a payment reaches the file within
+// BackupDelay; until then it is in the database's payment log, beside the
+// database, which `blackbox restore` replays: see BackupStore.)
 
 // backupMagic starts a backup file; the line also carries the version and
 // the SHA-256 of the JSON body that follows it.
@@ -149,20 +151,41 @@ type CounterStore interface {
 }
 
 // BackupStore is a ChannelStore that keeps the channel backup file up to
-// date: every PutChannel and NextIndex returns only after both the store
-// and the backup file hold the change. Concurrent changes share one write
-// of the file.
+// date. A channel that opens, changes state or closes, and every NextIndex,
+// reach the file before the call returns. A payment (a new Seq, Paid,
+// BuyerSig) does too when inner is a plain store; when inner keeps the
+// newest updates in a log of its own outside its database (a
+// CompactingStore: the node's store, whose payment log is replayed by the
+// next open, `blackbox restore` included), payments reach the file within
+// BackupDelay, and always before the log hands them over to the database
+// alone (OnCompact): so the latest signed amount is always in the backup
+// or the log, and a payment costs no rewrite of the file. Concurrent
+// changes share one write of the file.
 type BackupStore struct {
 	inner CounterStore
 	path  string
+	// lazy: payments may wait for the timer or inner's compaction.
+	lazy bool
 
-	mu       sync.Mutex // guards chans, counters, gen
+	mu       sync.Mutex // guards chans, counters, gen, timer
 	chans    map[string]*Channel
 	counters map[string]uint32
 	gen      uint64 // bumped by every change
+	timer    *time.Timer
 
 	wmu     sync.Mutex // one file write at a time
 	written uint64     // the gen the file holds
+}
+
+// BackupDelay is how long a payment may wait before it is written to the
+// backup file, when the store also keeps it in its log (CompactingStore).
+const BackupDelay = time.Second
+
+// CompactingStore is a store that holds the newest updates in a log of its
+// own beside its database and calls fn before it drops them from the log
+// (into the database, or at close); fn's error fails that change.
+type CompactingStore interface {
+	OnCompact(fn func() error)
 }
 
 var _ ChannelStore = (*BackupStore)(nil)
@@ -195,6 +218,10 @@ func NewBackupStore(inner CounterStore, path string) (*BackupStore, error) {
 	if err := s.flush(s.gen); err != nil {
 		return nil, err
 	}
+	if cs, ok := inner.(CompactingStore); ok {
+		s.lazy = true
+		cs.OnCompact(s.Flush)
+	}
 	return s, nil
 }
 
@@ -202,23 +229,62 @@ func NewBackupStore(inner CounterStore, path string) (*BackupStore, error) {
 func (s *BackupStore) Path() string { return s.path }
 
 // record puts c in the backup's set, or drops it once nothing is left to
-// do with it (s.mu held, or before s is shared).
-func (s *BackupStore) record(c *Channel) {
+// do with it (s.mu held, or before s is shared). It reports whether the
+// change is more than a payment: a new channel, a new state, a close.
+func (s *BackupStore) record(c *Channel) bool {
+	old := s.chans[c.ID]
 	if c.State == StateClosed || c.State == StateFailed {
 		delete(s.chans, c.ID)
-		return
+		return old != nil
 	}
 	s.chans[c.ID] = c.clone()
+	return old == nil || old.State != c.State || !bytes.Equal(old.SpendTx, c.SpendTx) || old.SpendTxid != c.SpendTxid
 }
 
 // PutChannel implements ChannelStore.
 func (s *BackupStore) PutChannel(c *Channel) error {
+	if !s.lazy {
+		if err := s.inner.PutChannel(c); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.record(c)
+		s.gen++
+		mine := s.gen
+		s.mu.Unlock()
+		return s.flush(mine)
+	}
+	// Recorded before inner has it: inner's compaction, which may run
+	// inside inner.PutChannel, flushes it with the rest. (Should inner
+	// fail, the file may hold a change never acknowledged: a signed
+	// update that was not adopted, harmless.)
+	s.mu.Lock()
+	structural := s.record(c)
+	s.gen++
+	mine := s.gen
+	s.mu.Unlock()
 	if err := s.inner.PutChannel(c); err != nil {
 		return err
 	}
+	if structural {
+		return s.flush(mine)
+	}
 	s.mu.Lock()
-	s.record(c)
-	s.gen++
+	if s.timer == nil {
+		s.timer = time.AfterFunc(BackupDelay, func() {
+			s.mu.Lock()
+			s.timer = nil
+			s.mu.Unlock()
+			_ = s.Flush() // a failure is retried by the next payment's timer
+		})
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Flush writes every change so far to the file.
+func (s *BackupStore) Flush() error {
+	s.mu.Lock()
 	mine := s.gen
 	s.mu.Unlock()
 	return s.flush(mine)
@@ -250,6 +316,10 @@ func (s *BackupStore) flush(mine uint64) error {
 	}
 	s.mu.Lock()
 	gen := s.gen
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
 	b := &ChannelBackup{Written: time.Now().UTC(), Counters: s.counters, Channels: make([]*Channel, 0, len(s.chans))}
 	for _, c := range s.chans {
 		b.Channels = append(b.Channels, c)

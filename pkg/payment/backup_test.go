@@ -252,3 +252,48 @@ func BenchmarkChannelUpdateBackedUp(b *testing.B) {
 	payLoop(b, p)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "updates/s")
 }
+
+// compactingMem is a MemStore that says it keeps a log (as the node's
+// store does) and lets the test run its compaction.
+type compactingMem struct {
+	*MemStore
+	compact func() error
+}
+
+func (m *compactingMem) OnCompact(fn func() error) { m.compact = fn }
+
+// TestChannelBackupWithLoggingStore: over a store with a payment log, an
+// open, a state change and a close reach the backup before they return,
+// and payments reach it at the latest when the store compacts its log.
+func TestChannelBackupWithLoggingStore(t *testing.T) {
+	st := &compactingMem{MemStore: NewMemStore()}
+	sbk, err := NewBackupStore(st, filepath.Join(t.TempDir(), "seller.backup"))
+	if err != nil || st.compact == nil {
+		t.Fatalf("backup over a compacting store: %v, hook set %v", err, st.compact != nil)
+	}
+	p := newMemPair(t, NewMemStore(), sbk)
+	if b, _ := ReadChannelBackup(sbk.Path()); len(b.Channels) != 1 || b.Channels[0].State != StateOpen {
+		t.Fatalf("after the open, the backup holds %+v", b.Channels)
+	}
+	ctx := context.Background()
+	var last *Update
+	for i := 0; i < 3; i++ {
+		u, _ := p.buyer.Pay(ctx, p.id, "c", 1000)
+		if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
+			t.Fatal(err)
+		}
+		last = u
+	}
+	if err := st.compact(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := ReadChannelBackup(sbk.Path()); b.Channels[0].Paid != 3000 || !bytes.Equal(b.Channels[0].BuyerSig, last.Sig) {
+		t.Fatalf("after the log's compaction, the backup holds paid %d", b.Channels[0].Paid)
+	}
+	if _, err := p.seller.Close(ctx, p.id); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := ReadChannelBackup(sbk.Path()); b.Channels[0].State != StateClosing {
+		t.Fatalf("after the close, the backup holds %s", b.Channels[0].State)
+	}
+}

@@ -49,7 +49,8 @@ type Config struct {
 	// environment variable BLACKBOX_WALLET_PASSPHRASE.
 	PassphraseFile string `mapstructure:"passphrase_file"`
 	// BackupFile is the static channel backup (see BackupStore), rewritten
-	// on every channel change; empty means channels.backup in the data
+	// on every channel open, state change and close, and within BackupDelay
+	// of a payment; empty means channels.backup in the data
 	// dir. Another disk keeps it through the loss of the data dir's.
 	BackupFile string `mapstructure:"backup_file"`
 	// Required makes `blackbox serve` exit with the reason when payments
