@@ -16,6 +16,42 @@ export PATH="$build/bin:$PATH"
 
 cd "$here/../.."
 out="$build/bench.txt"
+rows="$build/bench-rows.txt"
+: >"$rows"
+
+# The baseline binary of BenchmarkIdle (start peak and time, idle CPU and
+# RSS): the code before issue 14's wallet change, built once per ref.
+baseline_ref=${BASELINE_REF:-c22136b13d05a831fbf280908a7e942342d34285}
+if commit=$(git rev-parse --verify -q "$baseline_ref^{commit}"); then
+	if [ "$(cat "$build/baseline/ref" 2>/dev/null)" != "$commit" ]; then
+		src=$(mktemp -d)
+		mkdir -p "$build/baseline"
+		git archive "$commit" | tar -x -C "$src"
+		(cd "$src" && go build -o "$build/baseline/blackbox" ./cmd/blackbox)
+		rm -rf "$src"
+		echo "$commit" >"$build/baseline/ref"
+	fi
+	export BLACKBOX_BENCH_BASELINE_BIN="$build/baseline/blackbox"
+else
+	echo "bench: baseline $baseline_ref not in this repository: no baseline for BenchmarkIdle"
+fi
+
+# The release binary (make release) against the default build: size, and
+# the time to exec it (20 runs of `version` each, alternating).
+if [ -x "$build/release/blackbox" ]; then
+	def=$(stat -c %s "$build/bin/blackbox") rel=$(stat -c %s "$build/release/blackbox")
+	td=0 tr=0
+	for _ in $(seq 20); do
+		t0=$(date +%s%N); "$build/bin/blackbox" version >/dev/null; t1=$(date +%s%N)
+		"$build/release/blackbox" version >/dev/null; t2=$(date +%s%N)
+		td=$((td + t1 - t0)) tr=$((tr + t2 - t1))
+	done
+	awk -v d="$def" -v r="$rel" -v td="$td" -v tr="$tr" 'BEGIN {
+		printf "BENCHROW release binary size = %.1f MB|%.1f MB (make build)|%.2f|< 45 MB|%s\n", r/1e6, d/1e6, r/d, (r < 45e6 ? "yes" : "no")
+		printf "BENCHROW release binary exec (version) = %.1f ms|%.1f ms (make build)|%.2f|<= 1.1 x make build|%s\n", tr/20e6, td/20e6, tr/td, (tr <= 1.1*td ? "yes" : "no")
+	}' | tee -a "$rows"
+fi
+
 # The benchmarks against real daemons live in files tagged integration.
 go test -tags "${TEST_TAGS:-integration}" -run '^$' -bench . -benchmem -count 1 -timeout 30m ${BENCHFLAGS:-} ./... | tee "$out"
 
@@ -38,3 +74,7 @@ awk '/^Benchmark/ {
 	}
 	if (extra != "") print line extra
 }' "$out"
+
+echo
+echo "== goals (BENCHROW lines of $out and $rows)"
+"$here/benchtable.sh" "$rows" "$out"
