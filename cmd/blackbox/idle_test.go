@@ -21,7 +21,8 @@ import (
 // synced, engines up), and its peak RSS (VmHWM) by then; BLACKBOX_BENCH_STARTS
 // rounds (3), the baseline binary (BLACKBOX_BENCH_BASELINE_BIN, what
 // `make bench` builds from BASELINE_REF) and this one alternating, medians
-// reported. Then a restart of each on its existing wallet.
+// reported; with BLACKBOX_BENCH_RELEASE_BIN (make release's build of this
+// code) too. Then a restart of each on its existing wallet.
 //
 // Idle: those two sellers and an unconfigured node of each binary (no
 // config at all), left BLACKBOX_BENCH_SETTLE (10s) to settle, then
@@ -48,7 +49,7 @@ func BenchmarkIdle(b *testing.B) {
 		m    *market
 		seller,
 		bare *daemon
-		startS, peakMiB []float64
+		startS, cpuS, peakMiB []float64
 	}
 	vs := []*variant{{name: "this", m: m}}
 	if bin := os.Getenv("BLACKBOX_BENCH_BASELINE_BIN"); bin != "" {
@@ -58,11 +59,19 @@ func BenchmarkIdle(b *testing.B) {
 	} else {
 		b.Log("no BLACKBOX_BENCH_BASELINE_BIN: this binary only, no ratios")
 	}
+	var release *variant // the same code built by make release
+	if bin := os.Getenv("BLACKBOX_BENCH_RELEASE_BIN"); bin != "" {
+		rm := *m
+		rm.bin = bin
+		release = &variant{name: "release", m: &rm}
+		vs = append(vs, release)
+	}
 
 	seller := func(v *variant) *daemon {
 		d := v.m.daemon(sellerEnv())
 		pid := d.cmd.Process.Pid
 		v.startS = append(v.startS, d.ready.Seconds())
+		v.cpuS = append(v.cpuS, procCPUSeconds(b, pid))
 		v.peakMiB = append(v.peakMiB, procKiB(b, pid, "VmHWM")/1024)
 		if _, err := d.cli("wallet", "address"); err != nil {
 			b.Fatalf("%s seller started without its wallet: %v\n%s", v.name, err, tail(d.logs.String(), 30))
@@ -76,7 +85,7 @@ func BenchmarkIdle(b *testing.B) {
 		}
 		for _, v := range order {
 			d := seller(v)
-			b.Logf("%s seller, fresh wallet, round %d: started in %.2fs, peak RSS %.0f MiB", v.name, r+1, d.ready.Seconds(), v.peakMiB[len(v.peakMiB)-1])
+			b.Logf("%s seller, fresh wallet, round %d: started in %.2fs (%.2fs of CPU), peak RSS %.0f MiB", v.name, r+1, d.ready.Seconds(), v.cpuS[len(v.cpuS)-1], v.peakMiB[len(v.peakMiB)-1])
 			if r < rounds-1 {
 				d.stop()
 			} else {
@@ -120,10 +129,14 @@ func BenchmarkIdle(b *testing.B) {
 		b.Logf("%s, idle %.0fs: CPU %.2f%% of a core, RSS %.0f MiB, peak %.0f MiB", name, window, figs[name].cpuPct, figs[name].rssMiB, figs[name].hwmMiB)
 	}
 
-	cur := vs[len(vs)-1]
-	var base *variant
-	if len(vs) == 2 {
-		base = vs[0]
+	var cur, base *variant
+	for _, v := range vs {
+		switch v.name {
+		case "this":
+			cur = v
+		case "baseline":
+			base = v
+		}
 	}
 	row := func(figure string, now, was float64, unit string, goal float64) {
 		baseline, ratio := "-", "-"
@@ -153,6 +166,17 @@ func BenchmarkIdle(b *testing.B) {
 		now, was := figs[cur.name+" "+who], figs["baseline "+who]
 		row(fmt.Sprintf("%s node idle CPU (%.0fs)", who, window), now.cpuPct, was.cpuPct, "% core", 1)
 		row(who+" node idle RSS", now.rssMiB, was.rssMiB, "MiB", 80)
+	}
+	if release != nil {
+		// The release build of the same code starts as fast: compared in
+		// CPU time (utime+stime until the API answers), which a busy
+		// machine disturbs much less than the wall clock.
+		now, was := median(release.cpuS), median(cur.cpuS)
+		met := "no"
+		if now <= 1.1*was {
+			met = "yes"
+		}
+		fmt.Printf("BENCHROW release build seller start CPU, fresh wallet (median) = %.2f s|%.2f s (make build)|%.2f|<= 1.1 x make build|%s\n", now, was, now/was, met)
 	}
 	b.ReportMetric(median(cur.startS), "start_s")
 	b.ReportMetric(median(cur.peakMiB), "start_peak_MiB")
