@@ -8,13 +8,23 @@ GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/blackbox-market/blackbox/internal/cli.Version=$(VERSION)
 
-.PHONY: all build deps test test-unit demo bench lint sim fuzz clean
+.PHONY: all build release deps test test-unit demo bench lint sim fuzz clean
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/blackbox ./cmd/blackbox
+
+# release: the binary to ship, build/release/blackbox. no_dynamic_plugins
+# leaves out the containerd client's plugin loader (package plugin's import
+# makes the linker keep and export every symbol), -trimpath the build's
+# paths, -s -w the symbol table and DWARF: about half the size of `build`'s,
+# same start-up time (`make bench` compares both).
+RELEASE_TAGS := no_dynamic_plugins
+release:
+	@mkdir -p $(BUILD)/release
+	$(GO) build -tags $(RELEASE_TAGS) -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BUILD)/release/blackbox ./cmd/blackbox
 
 # deps installs the system packages (containerd, runc, busybox-static) and the
 # btcd regtest node into build/bin. Idempotent.
@@ -45,7 +55,7 @@ test-unit:
 demo: deps build
 	deploy/demo.sh $(BUILD)
 
-bench: deps build
+bench: deps build release
 	TEST_TAGS=$(TEST_TAGS) deploy/dev/bench.sh $(BUILD)
 
 # sim: the market simulation of the shipped selection and spot-check policy,

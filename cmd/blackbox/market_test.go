@@ -48,7 +48,11 @@ func containerdSocket(t testing.TB) string {
 	return sandboxtest.StartContainerd(t)
 }
 
-func newMarket(t testing.TB) *market {
+func newMarket(t testing.TB) *market { return newMarketMining(t, 500*time.Millisecond) }
+
+// newMarketMining is newMarket with a block every `every`; 0 mines
+// nothing after the start (a quiet chain, for idle measurements).
+func newMarketMining(t testing.TB, every time.Duration) *market {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("a real market (containerd, btcd, processes): not in -short")
@@ -74,6 +78,9 @@ func newMarket(t testing.TB) *market {
 		// Each node's dashboard on a free port, not all on 7461.
 		"BLACKBOX_DASHBOARD_ADDR=127.0.0.1:0",
 	}
+	if every == 0 {
+		return m
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -83,7 +90,7 @@ func newMarket(t testing.TB) *market {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(every):
 				m.btcd.Generate(1)
 			}
 		}
@@ -136,6 +143,7 @@ type daemon struct {
 	listen string
 	exited chan struct{}
 	err    error
+	ready  time.Duration // from exec to the API's first answer, last start
 }
 
 // daemon starts `blackbox serve` on a fresh data dir with the market's
@@ -177,14 +185,38 @@ func (d *daemon) start() {
 	cmd := exec.Command(d.m.bin, argv...)
 	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = d.logs, d.logs
+	began := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	d.cmd, d.exited = cmd, make(chan struct{})
 	go func() { d.err = cmd.Wait(); close(d.exited) }()
+	d.waitAPI(began)
 	for _, a := range waitStatus(t, d.m.bin, d.proc).Addrs {
 		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") && d.listen == "" {
 			d.listen = strings.Split(a, "/p2p/")[0]
+		}
+	}
+}
+
+// waitAPI polls the daemon's API in this process every 10ms until it
+// answers (its Start has returned: wallet open, engines up) and records in
+// d.ready how long that took since began; waitStatus then reports what
+// went wrong if it never does.
+func (d *daemon) waitAPI(began time.Time) {
+	c := d.api()
+	for time.Since(began) < time.Minute {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := c.Status(ctx)
+		cancel()
+		if err == nil {
+			d.ready = time.Since(began)
+			return
+		}
+		select {
+		case <-d.exited:
+			return
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

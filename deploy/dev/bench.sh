@@ -16,6 +16,35 @@ export PATH="$build/bin:$PATH"
 
 cd "$here/../.."
 out="$build/bench.txt"
+rows="$build/bench-rows.txt"
+: >"$rows"
+
+# The baseline binary of BenchmarkIdle (start peak and time, idle CPU and
+# RSS): the code before issue 14's wallet change, built once per ref.
+baseline_ref=${BASELINE_REF:-c22136b13d05a831fbf280908a7e942342d34285}
+if commit=$(git rev-parse --verify -q "$baseline_ref^{commit}"); then
+	if [ "$(cat "$build/baseline/ref" 2>/dev/null)" != "$commit" ]; then
+		src=$(mktemp -d)
+		mkdir -p "$build/baseline"
+		git archive "$commit" | tar -x -C "$src"
+		(cd "$src" && go build -o "$build/baseline/blackbox" ./cmd/blackbox)
+		rm -rf "$src"
+		echo "$commit" >"$build/baseline/ref"
+	fi
+	export BLACKBOX_BENCH_BASELINE_BIN="$build/baseline/blackbox"
+else
+	echo "bench: baseline $baseline_ref not in this repository: no baseline for BenchmarkIdle"
+fi
+
+# The release binary (make release) against the default build: its size
+# here, its start (a configured seller's) in BenchmarkIdle.
+if [ -x "$build/release/blackbox" ]; then
+	export BLACKBOX_BENCH_RELEASE_BIN="$build/release/blackbox"
+	awk -v d="$(stat -c %s "$build/bin/blackbox")" -v r="$(stat -c %s "$build/release/blackbox")" 'BEGIN {
+		printf "BENCHROW release binary size = %.1f MB|%.1f MB (make build)|%.2f|< 45 MB|%s\n", r/1e6, d/1e6, r/d, (r < 45e6 ? "yes" : "no")
+	}' | tee -a "$rows"
+fi
+
 # The benchmarks against real daemons live in files tagged integration.
 go test -tags "${TEST_TAGS:-integration}" -run '^$' -bench . -benchmem -count 1 -timeout 30m ${BENCHFLAGS:-} ./... | tee "$out"
 
@@ -38,3 +67,7 @@ awk '/^Benchmark/ {
 	}
 	if (extra != "") print line extra
 }' "$out"
+
+echo
+echo "== goals (BENCHROW lines of $out and $rows)"
+"$here/benchtable.sh" "$rows" "$out"

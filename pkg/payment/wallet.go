@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
@@ -17,8 +18,10 @@ import (
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 	"github.com/btcsuite/btcwallet/chain"
+	"github.com/btcsuite/btcwallet/snacl"
 	"github.com/btcsuite/btcwallet/waddrmgr"
 	"github.com/btcsuite/btcwallet/wallet"
+	"github.com/btcsuite/btcwallet/walletdb"
 	_ "github.com/btcsuite/btcwallet/walletdb/bdb" // btcwallet's bbolt driver
 	"golang.org/x/crypto/nacl/secretbox"
 	"golang.org/x/crypto/scrypt"
@@ -135,53 +138,67 @@ func WalletExists(dir string) bool {
 // CreateWallet makes a new wallet in dir from a fresh random seed (or from
 // backup, to restore) encrypted with passphrase, then opens it.
 func CreateWallet(ctx context.Context, dir string, passphrase []byte, backup *SeedBackup, cfg Config, log *slog.Logger) (*Wallet, error) {
-	params, err := NetParams(cfg.Network)
+	sealed, seed, err := createWallet(dir, passphrase, backup, cfg)
 	if err != nil {
 		return nil, err
 	}
+	return openWallet(ctx, dir, sealed, seed, passphrase, cfg, log)
+}
+
+// createWallet writes btcwallet's database and seed.json; it returns the
+// sealed and the clear seed.
+func createWallet(dir string, passphrase []byte, backup *SeedBackup, cfg Config) (*SeedBackup, []byte, error) {
+	params, err := NetParams(cfg.Network)
+	if err != nil {
+		return nil, nil, err
+	}
 	if WalletExists(dir) {
-		return nil, fmt.Errorf("create wallet in %s: %w", dir, ErrWalletExists)
+		return nil, nil, fmt.Errorf("create wallet in %s: %w", dir, ErrWalletExists)
 	}
 	if len(passphrase) == 0 {
-		return nil, errors.New("create wallet: empty passphrase")
+		return nil, nil, errors.New("create wallet: empty passphrase")
+	}
+	if string(passphrase) == pubPassphrase {
+		return nil, nil, fmt.Errorf("create wallet: %q is btcwallet's published watch-only passphrase; choose another wallet passphrase", pubPassphrase)
 	}
 	var seed []byte
 	birthday := time.Now().Add(-2 * time.Hour)
 	if backup != nil {
 		if backup.Network != cfg.Network {
-			return nil, fmt.Errorf("restore wallet: backup is for %s, config says %s", backup.Network, cfg.Network)
+			return nil, nil, fmt.Errorf("restore wallet: backup is for %s, config says %s", backup.Network, cfg.Network)
 		}
 		if seed, err = backup.Open(passphrase); err != nil {
-			return nil, fmt.Errorf("restore wallet: %w", err)
+			return nil, nil, fmt.Errorf("restore wallet: %w", err)
 		}
 		birthday = time.Unix(backup.Birthday, 0)
 	} else if seed, err = hdkeychain.GenerateSeed(hdkeychain.RecommendedSeedLen); err != nil {
-		return nil, fmt.Errorf("create wallet: seed: %w", err)
+		return nil, nil, fmt.Errorf("create wallet: seed: %w", err)
 	}
 	sealed, err := sealSeed(seed, passphrase, cfg.Network, birthday)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, walletDirName), 0o700); err != nil {
-		return nil, fmt.Errorf("create wallet dir: %w", err)
+		return nil, nil, fmt.Errorf("create wallet dir: %w", err)
 	}
 	window := uint32(0)
 	if backup != nil {
 		window = recoveryWindow
 	}
+	useWalletKDF()
 	loader := wallet.NewLoader(params, filepath.Join(dir, walletDirName), true, 10*time.Second, window)
 	w, err := loader.CreateNewWallet([]byte(pubPassphrase), passphrase, seed, birthday)
 	if err != nil {
-		return nil, fmt.Errorf("create btcwallet: %w", err)
+		return nil, nil, fmt.Errorf("create btcwallet: %w", err)
 	}
 	_ = loader.UnloadWallet()
 	_ = w
 	raw, _ := json.MarshalIndent(sealed, "", "  ")
 	// Written last: its presence means "a complete wallet is here".
 	if err := atomicfile.Write(filepath.Join(dir, seedFile), raw, 0o600); err != nil {
-		return nil, fmt.Errorf("write seed: %w", err)
+		return nil, nil, fmt.Errorf("write seed: %w", err)
 	}
-	return OpenWallet(ctx, dir, passphrase, cfg, log)
+	return sealed, seed, nil
 }
 
 // ReadBackup reads a seed backup file.
@@ -200,12 +217,8 @@ func ReadBackup(path string) (*SeedBackup, error) {
 // OpenWallet opens the wallet in dir, connects btcwallet to btcd (websocket
 // notifications) and waits until it has caught up with the chain.
 func OpenWallet(ctx context.Context, dir string, passphrase []byte, cfg Config, log *slog.Logger) (*Wallet, error) {
-	params, err := NetParams(cfg.Network)
-	if err != nil {
+	if _, err := NetParams(cfg.Network); err != nil {
 		return nil, err
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
 	}
 	if err := cfg.checkRPC(); err != nil {
 		return nil, err
@@ -221,14 +234,35 @@ func OpenWallet(ctx context.Context, dir string, passphrase []byte, cfg Config, 
 	if err != nil {
 		return nil, fmt.Errorf("open wallet: %w", err)
 	}
+	return openWallet(ctx, dir, backup, seed, passphrase, cfg, log)
+}
+
+// openWallet is OpenWallet once the seed is decrypted (CreateWallet has it
+// already: no second scrypt).
+func openWallet(ctx context.Context, dir string, backup *SeedBackup, seed, passphrase []byte, cfg Config, log *slog.Logger) (*Wallet, error) {
+	params, err := NetParams(cfg.Network)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.checkRPC(); err != nil {
+		return nil, err
+	}
 	keys, err := NewKeyring(seed, params)
 	if err != nil {
 		return nil, err
 	}
+	useWalletKDF()
 	loader := wallet.NewLoader(params, filepath.Join(dir, walletDirName), true, 10*time.Second, recoveryWindow)
 	w, err := loader.OpenExistingWallet([]byte(pubPassphrase), false)
 	if err != nil {
 		return nil, fmt.Errorf("open btcwallet: %w", err)
+	}
+	if err := migrateWalletKDF(w, passphrase, log); err != nil {
+		_ = loader.UnloadWallet()
+		return nil, err
 	}
 	var certs []byte
 	if !cfg.RPCNoTLS && cfg.RPCCert != "" {
@@ -253,6 +287,103 @@ func OpenWallet(ctx context.Context, dir string, passphrase []byte, cfg Config, 
 		return nil, err
 	}
 	return ww, nil
+}
+
+// The KDF of btcwallet's master keys. btcwallet's default, scrypt with
+// N = 2^18 (256 MiB), ran three times when a node created its wallet and
+// once at every start: a configured seller peaked at 334 MiB before its
+// first job. Two keys are derived:
+//   - the public master key, from the passphrase "public", published in
+//     this file as in lnd: its scrypt protects nothing (anyone can run it),
+//     so it gets the cheapest parameters, and a start derives nothing big;
+//   - the private master key, from the wallet passphrase: it gets the
+//     parameters of seed.json (scrypt N = 2^15, r = 8, 32 MiB). Whoever
+//     holds the data dir (or the backup `blackbox wallet backup` writes)
+//     already tests a passphrase guess at that cost against seed.json, which
+//     decrypts the seed and so every key; the costlier wallet.db was never
+//     the cheapest way to the seed. The cost of the cheapest attack on the
+//     passphrase is therefore the same as before. (Only a thief of
+//     btcwallet/wallet.db alone, without seed.json beside it, gains: 8x
+//     cheaper guesses, still 32 MiB of memory each.)
+//
+// snacl stores N, r, p with each key, so wallets made with btcwallet's
+// defaults still open; migrateWalletKDF re-derives their keys once.
+var (
+	publicKDF  = waddrmgr.ScryptOptions{N: 16, R: 8, P: 1}
+	privateKDF = waddrmgr.ScryptOptions{N: scryptN, R: scryptR, P: scryptP}
+	kdfOnce    sync.Once
+)
+
+// walletKeyGen is btcwallet's SecretKeyGenerator: the parameters it is
+// given (btcwallet's defaults) are replaced by publicKDF or privateKDF.
+// CreateWallet refuses "public" as the wallet passphrase.
+func walletKeyGen(pass *[]byte, _ *waddrmgr.ScryptOptions) (*snacl.SecretKey, error) {
+	o := privateKDF
+	if string(*pass) == pubPassphrase {
+		o = publicKDF
+	}
+	return snacl.NewSecretKey(pass, o.N, o.R, o.P)
+}
+
+func useWalletKDF() { kdfOnce.Do(func() { waddrmgr.SetSecretKeyGen(walletKeyGen) }) }
+
+// walletKDFs reads the scrypt N of btcwallet's public and private master
+// keys (stored next to them, in waddrmgr's main bucket).
+func walletKDFs(db walletdb.DB) (pub, priv int, err error) {
+	err = walletdb.View(db, func(tx walletdb.ReadTx) error {
+		ns := tx.ReadBucket([]byte("waddrmgr"))
+		if ns == nil {
+			return errors.New("no address manager")
+		}
+		main := ns.NestedReadBucket([]byte("main"))
+		if main == nil {
+			return errors.New("no address manager main bucket")
+		}
+		var sk snacl.SecretKey
+		if err := sk.Unmarshal(main.Get([]byte("mpub"))); err != nil {
+			return fmt.Errorf("public master key: %w", err)
+		}
+		pub = sk.Parameters.N
+		if err := sk.Unmarshal(main.Get([]byte("mpriv"))); err != nil {
+			return fmt.Errorf("private master key: %w", err)
+		}
+		priv = sk.Parameters.N
+		return nil
+	})
+	return pub, priv, err
+}
+
+// migrateWalletKDF re-derives the master keys of a wallet made with
+// btcwallet's default scrypt (earlier versions) with walletKeyGen, once:
+// that start pays the old cost a last time, the next ones do not.
+func migrateWalletKDF(w *wallet.Wallet, passphrase []byte, log *slog.Logger) error {
+	pub, priv, err := walletKDFs(w.Database())
+	if err != nil {
+		return fmt.Errorf("open btcwallet: %w", err)
+	}
+	if pub <= publicKDF.N && priv <= privateKDF.N {
+		return nil
+	}
+	log.Info("re-deriving the wallet's master keys with lighter scrypt parameters (once)", "public_n", pub, "private_n", priv)
+	err = walletdb.Update(w.Database(), func(tx walletdb.ReadWriteTx) error {
+		ns := tx.ReadWriteBucket([]byte("waddrmgr"))
+		if pub > publicKDF.N {
+			p := []byte(pubPassphrase)
+			if err := w.Manager.ChangePassphrase(ns, p, p, false, &publicKDF); err != nil {
+				return fmt.Errorf("public master key: %w", err)
+			}
+		}
+		if priv > privateKDF.N {
+			if err := w.Manager.ChangePassphrase(ns, passphrase, passphrase, true, &privateKDF); err != nil {
+				return fmt.Errorf("private master key: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migrate wallet keys: %w", err)
+	}
+	return nil
 }
 
 // WaitSynced blocks until btcwallet has processed the chain up to btcd's

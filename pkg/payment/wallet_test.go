@@ -5,11 +5,16 @@ package payment
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/txscript"
+	"github.com/btcsuite/btcwallet/snacl"
+	"github.com/btcsuite/btcwallet/waddrmgr"
+	"github.com/btcsuite/btcwallet/wallet"
+	"github.com/btcsuite/btcwallet/walletdb"
 
 	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
 )
@@ -141,5 +146,77 @@ func waitBalance(t *testing.T, w *Wallet, want int64) {
 			t.Fatalf("wallet balance %d, want %d", s, want)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRegtestWalletMadeWithDefaultScrypt: a wallet made as earlier versions
+// made it (btcwallet's default scrypt, N = 2^18, for both master keys)
+// opens with the same passphrase, has its keys re-derived with the light
+// parameters once, keeps its addresses and channel keys, and unlocks for
+// signing with the same passphrase (and not with another).
+func TestRegtestWalletMadeWithDefaultScrypt(t *testing.T) {
+	h := btcdtest.Start(t, 3)
+	cfg := testConfig(h, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	pass := []byte("correct horse")
+
+	useWalletKDF()
+	prev := waddrmgr.SetSecretKeyGen(func(p *[]byte, o *waddrmgr.ScryptOptions) (*snacl.SecretKey, error) {
+		return snacl.NewSecretKey(p, o.N, o.R, o.P) // btcwallet's own generator
+	})
+	_, _, err := createWallet(dir, pass, nil, cfg)
+	waddrmgr.SetSecretKeyGen(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKDF := func(db walletdb.DB, pub, priv int) {
+		t.Helper()
+		gp, gv, err := walletKDFs(db)
+		if err != nil || gp != pub || gv != priv {
+			t.Fatalf("master key scrypt N: public %d private %d (%v), want %d and %d", gp, gv, err, pub, priv)
+		}
+	}
+	{ // as the earlier code left it
+		loader := wallet.NewLoader(btcdtest.Params, filepath.Join(dir, walletDirName), true, 10*time.Second, 0)
+		old, err := loader.OpenExistingWallet([]byte(pubPassphrase), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantKDF(old.Database(), waddrmgr.DefaultScryptOptions.N, waddrmgr.DefaultScryptOptions.N)
+		_ = loader.UnloadWallet()
+	}
+
+	w, err := OpenWallet(ctx, dir, pass, cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("open a wallet made with btcwallet's default scrypt: %v", err)
+	}
+	wantKDF(w.w.Database(), publicKDF.N, privateKDF.N)
+	addr, err := w.Address(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chanKey := w.Keyring()
+	if err := w.w.Unlock([]byte("wrong horse"), nil); err == nil {
+		t.Fatal("the migrated wallet unlocked with a wrong passphrase")
+	}
+	if err := w.w.Unlock(pass, nil); err != nil {
+		t.Fatalf("unlock the migrated wallet: %v", err)
+	}
+	w.w.Lock()
+	w.Close()
+
+	w, err = OpenWallet(ctx, dir, pass, cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer w.Close()
+	wantKDF(w.w.Database(), publicKDF.N, privateKDF.N)
+	if ok, err := w.w.HaveAddress(addr); !ok || err != nil {
+		t.Fatalf("reopened wallet lost address %s: %v", addr, err)
+	}
+	if w.Keyring().base.String() != chanKey.base.String() {
+		t.Fatal("reopened wallet derives other channel keys")
 	}
 }
