@@ -113,6 +113,10 @@ type Channel struct {
 	BuyerSig []byte `json:"buyer_sig,omitempty"`
 	// Contracts is the cumulative amount paid per contract ID.
 	Contracts map[string]int64 `json:"contracts,omitempty"`
+	// Unattributed (seller) is what updates paid beyond their contracts
+	// because updates between them never arrived: ours, for no contract
+	// we know of.
+	Unattributed int64 `json:"unattributed,omitempty"`
 
 	// SpendTx is the close or refund transaction we broadcast (kept to
 	// rebroadcast after a restart or a reorg); SpendTxid is whatever spent

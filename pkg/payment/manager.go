@@ -548,6 +548,15 @@ func (m *Manager) signUpdate(cs *chanState, c *Channel, contractID string) (*Upd
 // its reason and changes nothing. The same update received twice is
 // acknowledged twice.
 func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*Update, error) {
+	return m.acceptUpdate(ctx, peer, msg, false)
+}
+
+// acceptUpdate is AcceptUpdate; with gap, an update that skips sequence
+// numbers may move the channel by more than its contract: the buyer signed
+// updates that never reached us (a stream that ended as it paid). The
+// surplus is ours, paid for no contract we know of (Channel.Unattributed):
+// refusing it would refuse every later payment on the channel.
+func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap bool) (*Update, error) {
 	u, err := DecodeUpdate(msg)
 	if err != nil {
 		return nil, err
@@ -582,7 +591,9 @@ func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*U
 	if !bytes.Equal(u.PayScript, c.SellerScript) {
 		return nil, fmt.Errorf("update for %s: %w", id, ErrWrongScript)
 	}
-	if u.ContractAmount-c.Contracts[u.ContractID] != u.Amount-c.Paid {
+	contractDelta, channelDelta := u.ContractAmount-c.Contracts[u.ContractID], u.Amount-c.Paid
+	skipped := gap && u.Seq > c.Seq+1 && contractDelta >= 0 && contractDelta < channelDelta
+	if contractDelta != channelDelta && !skipped {
 		return nil, fmt.Errorf("update for %s: %w: contract %q goes %d→%d but channel %d→%d",
 			id, ErrContractAmount, u.ContractID, c.Contracts[u.ContractID], u.ContractAmount, c.Paid, u.Amount)
 	}
@@ -612,6 +623,11 @@ func (m *Manager) AcceptUpdate(ctx context.Context, peer string, msg []byte) (*U
 		next.Contracts = map[string]int64{}
 	}
 	next.Contracts[u.ContractID] = u.ContractAmount
+	if skipped {
+		next.Unattributed += channelDelta - contractDelta
+		m.log.Info("payment update skips updates never received; their amount is kept unattributed",
+			"channel", id, "contract", u.ContractID, "seq", u.Seq, "had_seq", c.Seq, "unattributed_sat", channelDelta-contractDelta)
+	}
 	if err := m.persist(cs, next); err != nil {
 		return nil, fmt.Errorf("update for %s: %w", id, err)
 	}

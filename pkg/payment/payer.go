@@ -238,13 +238,15 @@ func (m *Manager) AcceptUpdateInOrder(ctx context.Context, peer, contractID stri
 	if u.ContractID != contractID {
 		return nil, fmt.Errorf("payment update for contract %q sent for %q: %w", u.ContractID, contractID, ErrMalformed)
 	}
-	m.waitTurn(ctx, u)
-	return m.AcceptUpdate(ctx, peer, msg)
+	// Past TurnWait, the updates in between are taken as lost: what they
+	// paid is kept, for no contract (acceptUpdate's gap).
+	return m.acceptUpdate(ctx, peer, msg, !m.waitTurn(ctx, u))
 }
 
 // waitTurn returns when update u can be checked in order (see
-// AcceptUpdateInOrder). It wakes on every persisted channel change.
-func (m *Manager) waitTurn(ctx context.Context, u *Update) {
+// AcceptUpdateInOrder), false when it gave up waiting (TurnWait or ctx).
+// It wakes on every persisted channel change.
+func (m *Manager) waitTurn(ctx context.Context, u *Update) bool {
 	ctx, cancel := context.WithTimeout(ctx, TurnWait)
 	defer cancel()
 	id := u.ChannelID.String()
@@ -253,13 +255,13 @@ func (m *Manager) waitTurn(ctx context.Context, u *Update) {
 		c := m.chans.get(id)
 		switch {
 		case c != nil && c.State == StateOpen && c.Seq+1 >= u.Seq:
-			return
+			return true
 		case c != nil && c.State != StateOpen && c.State != StatePending:
-			return
+			return true
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-changed:
 		}
 	}

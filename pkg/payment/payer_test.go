@@ -233,3 +233,48 @@ func FuzzDecodeSellerTerms(f *testing.F) {
 		}
 	})
 }
+
+// TestAcceptUpdateAfterLostUpdate: an update the buyer signed never
+// arrives (its stream ended as it paid). The next one, for another
+// contract, is accepted once its turn has been waited for: the channel
+// moves by more than its contract, and the surplus is kept unattributed
+// rather than every later payment on the channel refused. AcceptUpdate,
+// which does not wait, still refuses it; the lost update, arriving late,
+// is stale.
+func TestAcceptUpdateAfterLostUpdate(t *testing.T) {
+	p := newMemPair(t, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	lost, err := p.buyer.Pay(ctx, p.id, "c1", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, err := p.buyer.Pay(ctx, p.id, "c2", 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.seller.AcceptUpdate(ctx, "b", u2.Encode()); !errors.Is(err, ErrContractAmount) {
+		t.Fatalf("a gap without waiting: %v, want ErrContractAmount", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.seller.AcceptUpdateInOrder(short, "b", "c2", u2.Encode()); err != nil {
+		t.Fatalf("after waiting its turn: %v", err)
+	}
+	c, _ := p.seller.Channel(p.id)
+	if c.Paid != 3000 || c.Seq != 2 || c.Contracts["c2"] != 2000 || c.Unattributed != 1000 {
+		t.Fatalf("seller holds paid %d seq %d c2 %d unattributed %d, want 3000 / 2 / 2000 / 1000", c.Paid, c.Seq, c.Contracts["c2"], c.Unattributed)
+	}
+	if _, err := p.seller.AcceptUpdateInOrder(ctx, "b", "c1", lost.Encode()); !errors.Is(err, ErrStale) {
+		t.Fatalf("the lost update, late: %v, want ErrStale", err)
+	}
+	// A contract claiming more than the channel moves is still refused.
+	u3, err := p.buyer.Pay(ctx, p.id, "c2", 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u3.ContractAmount += 100
+	u3.Seq++
+	if _, err := p.seller.AcceptUpdateInOrder(short, "b", "c2", u3.Encode()); !errors.Is(err, ErrContractAmount) {
+		t.Fatalf("contract beyond the channel: %v, want ErrContractAmount", err)
+	}
+}
