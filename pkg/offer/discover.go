@@ -34,20 +34,54 @@ type DiscovererConfig struct {
 	Parallel int
 	// PerPeerTimeout bounds fetching one seller's offer.
 	PerPeerTimeout time.Duration
+	// CacheMaxAge is how long a verified offer is reused without asking its
+	// seller again, never past the offer's own expiry: 0 means
+	// DefaultCacheMaxAge, negative turns the cache off.
+	CacheMaxAge time.Duration
 	// OnReject, if set, is called for every offer refused (for metrics).
 	OnReject func(p peer.ID, err error)
 	Now      func() time.Time
 	Log      *slog.Logger
 }
 
+// DefaultCacheMaxAge bounds how stale a cached offer's capacity and prices
+// may be: a seller re-signs its offer when its spare capacity changes, and a
+// buyer holding an older one learns of it at the proposal (a refusal for
+// capacity) and tries the next seller.
+const DefaultCacheMaxAge = time.Minute
+
 // Discoverer finds offers on the network and verifies every one of them.
 // It remembers the highest sequence seen from each seller, so an older offer
 // replayed later is refused.
+//
+// A lookup costs about one DHT provider query. Sellers come from the DHT
+// providers of the filter's bucket only (connected peers are asked only when
+// the DHT names none, or there is no DHT); each provider's offer is fetched
+// as soon as the provider is found, Parallel at a time, while the query
+// goes on; FindN stops the query and the fetches once it holds n matching
+// offers. A verified offer is kept in a cache and reused without a stream
+// until the earlier of its expiry and CacheMaxAge after it was fetched, so a
+// node that looks up repeatedly (a buyer's daemon) pays only for the DHT
+// query and for sellers it has not heard from lately. Only offers that passed
+// Verify (signature by the seller's key, valid now, sequence not older than
+// one seen) enter the cache; an entry is dropped when it expires or when its
+// seller's next fetch fails or is refused, and a newer sequence replaces it.
+// The DHT's provider records carry no offer (go-libp2p-kad-dht's provider
+// record is an AddrInfo), so carrying the offer in the query's answers would
+// mean a protocol of our own next to the DHT's; the cache gives the same
+// cost on repeated lookups without one.
 type Discoverer struct {
 	cfg DiscovererConfig
 
-	mu   sync.Mutex
-	seen map[peer.ID]uint64
+	mu    sync.Mutex
+	seen  map[peer.ID]uint64
+	cache map[peer.ID]cachedOffer
+}
+
+// cachedOffer is a verified offer and the time until which it is reused.
+type cachedOffer struct {
+	o     *Offer
+	until time.Time
 }
 
 // NewDiscoverer returns a discoverer.
@@ -61,71 +95,133 @@ func NewDiscoverer(cfg DiscovererConfig) *Discoverer {
 	if cfg.PerPeerTimeout <= 0 {
 		cfg.PerPeerTimeout = 5 * time.Second
 	}
+	if cfg.CacheMaxAge == 0 {
+		cfg.CacheMaxAge = DefaultCacheMaxAge
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Discoverer{cfg: cfg, seen: make(map[peer.ID]uint64)}
+	return &Discoverer{cfg: cfg, seen: make(map[peer.ID]uint64), cache: make(map[peer.ID]cachedOffer)}
 }
 
 // Find returns the verified offers matching f, cheapest first. Sellers come
-// from the DHT providers of the filter's bucket and from connected peers; the
-// node's own offer is not included.
+// from the DHT providers of the filter's bucket (or, when there are none,
+// from connected peers); the node's own offer is not included.
 func (d *Discoverer) Find(ctx context.Context, f Filter) ([]*Offer, error) {
-	cands := d.candidates(ctx, f)
+	return d.FindN(ctx, f, 0)
+}
+
+// FindN is Find stopping as soon as it holds n matching offers (n <= 0: all
+// it can find). The n are the first found, not the n cheapest of the network;
+// they are returned cheapest first.
+func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, error) {
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cands := make(chan peer.AddrInfo)
+	go d.candidates(ctx, f, cands)
 	var (
-		mu  sync.Mutex
-		out []*Offer
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, d.cfg.Parallel)
+		out     []*Offer
+		pending int
+		// A fetch still running when FindN returns gives up its result
+		// (ctx is cancelled then).
+		results = make(chan *Offer, d.cfg.Parallel)
+		sem     = make(chan struct{}, d.cfg.Parallel)
 	)
-	for _, ai := range cands {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(ai peer.AddrInfo) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			o, err := d.fetch(ctx, ai)
-			if err != nil {
-				if !errors.Is(err, ErrNoOffer) {
-					d.cfg.Log.Debug("offer rejected", "peer", ai.ID, "err", err)
-					if d.cfg.OnReject != nil {
-						d.cfg.OnReject(ai.ID, err)
-					}
-				}
-				return
-			}
-			if f.Match(o) {
-				mu.Lock()
-				out = append(out, o)
-				mu.Unlock()
-			}
-		}(ai)
+	keep := func(o *Offer) {
+		if o != nil && f.Match(o) {
+			out = append(out, o)
+		}
 	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil && len(out) == 0 {
+loop:
+	for (cands != nil || pending > 0) && (n <= 0 || len(out) < n) {
+		select {
+		case <-ctx.Done():
+			break loop
+		case ai, ok := <-cands:
+			if !ok {
+				cands = nil
+				continue
+			}
+			if o := d.cached(ai.ID); o != nil {
+				keep(o)
+				continue
+			}
+			select {
+			case sem <- struct{}{}:
+			case o := <-results: // a slot frees only once its result is read
+				pending--
+				keep(o)
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					break loop
+				}
+			case <-ctx.Done():
+				break loop
+			}
+			pending++
+			go func() {
+				defer func() { <-sem }()
+				o := d.fetchReport(ctx, ai)
+				select {
+				case results <- o:
+				case <-ctx.Done():
+				}
+			}()
+		case o := <-results:
+			pending--
+			keep(o)
+		}
+	}
+	if err := parent.Err(); err != nil && len(out) == 0 {
 		return nil, err
 	}
 	f.Sort(out)
 	return out, nil
 }
 
-func (d *Discoverer) candidates(ctx context.Context, f Filter) []peer.AddrInfo {
+// fetchReport fetches one seller's offer; a refusal is logged and reported,
+// and any failure returns nil.
+func (d *Discoverer) fetchReport(ctx context.Context, ai peer.AddrInfo) *Offer {
+	o, err := d.fetch(ctx, ai)
+	if err == nil {
+		return o
+	}
+	if ctx.Err() != nil { // the lookup ended first: nothing learnt of the seller
+		return nil
+	}
+	d.forget(ai.ID)
+	if !errors.Is(err, ErrNoOffer) {
+		d.cfg.Log.Debug("offer rejected", "peer", ai.ID, "err", err)
+		if d.cfg.OnReject != nil {
+			d.cfg.OnReject(ai.ID, err)
+		}
+	}
+	return nil
+}
+
+// candidates sends the sellers to ask on out, each once, and closes it: the
+// DHT providers of the filter's bucket as they are found, or the connected
+// peers if there is no DHT or it names no provider.
+func (d *Discoverer) candidates(ctx context.Context, f Filter, out chan<- peer.AddrInfo) {
+	defer close(out)
 	h := d.cfg.Host
-	self := h.ID()
-	seen := map[peer.ID]bool{self: true}
-	var out []peer.AddrInfo
-	add := func(ai peer.AddrInfo) {
+	seen := map[peer.ID]bool{h.ID(): true}
+	send := func(ai peer.AddrInfo) bool {
 		if seen[ai.ID] || ai.ID == "" {
-			return
+			return true
 		}
 		seen[ai.ID] = true
-		out = append(out, ai)
-	}
-	for _, p := range h.Network().Peers() {
-		add(peer.AddrInfo{ID: p})
+		select {
+		case out <- ai:
+			return true
+		case <-ctx.Done():
+			return false
+		}
 	}
 	if d.cfg.Finder != nil {
 		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -133,12 +229,21 @@ func (d *Discoverer) candidates(ctx context.Context, f Filter) []peer.AddrInfo {
 		b := QueryBucket(f)
 		n := 0
 		for ai := range d.cfg.Finder.FindProvidersAsync(lctx, b.CID(), d.cfg.MaxProviders) {
-			add(ai)
+			if !send(ai) {
+				return
+			}
 			n++
 		}
 		d.cfg.Log.Debug("dht providers", "bucket", string(b), "found", n)
+		if n > 0 {
+			return
+		}
 	}
-	return out
+	for _, p := range h.Network().Peers() {
+		if !send(peer.AddrInfo{ID: p}) {
+			return
+		}
+	}
 }
 
 // fetch gets one seller's offer over the stream protocol, falling back to
@@ -171,7 +276,8 @@ func (d *Discoverer) fetch(ctx context.Context, ai peer.AddrInfo) (*Offer, error
 }
 
 // Verify opens an envelope that peer p served as its own offer: valid, signed
-// by p, and not older than the newest offer already seen from p.
+// by p, and not older than the newest offer already seen from p. An offer
+// that passes is cached as p's (see Discoverer).
 func (d *Discoverer) Verify(p peer.ID, env []byte) (*Offer, error) {
 	o, err := Open(env, d.cfg.Now())
 	if err != nil {
@@ -186,5 +292,34 @@ func (d *Discoverer) Verify(p peer.ID, env []byte) (*Offer, error) {
 		return nil, fmt.Errorf("%w: seq %d < %d", ErrStaleSeq, o.Seq, d.seen[p])
 	}
 	d.seen[p] = o.Seq
+	if d.cfg.CacheMaxAge > 0 {
+		until := d.cfg.Now().Add(d.cfg.CacheMaxAge)
+		if o.Expiry.Before(until) {
+			until = o.Expiry
+		}
+		d.cache[p] = cachedOffer{o: o, until: until}
+	}
 	return o, nil
+}
+
+// cached returns p's cached verified offer if it is still to be reused.
+func (d *Discoverer) cached(p peer.ID) *Offer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.cache[p]
+	if !ok {
+		return nil
+	}
+	if !d.cfg.Now().Before(c.until) {
+		delete(d.cache, p)
+		return nil
+	}
+	return c.o
+}
+
+// forget drops p's cached offer (its seller no longer serves it).
+func (d *Discoverer) forget(p peer.ID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.cache, p)
 }

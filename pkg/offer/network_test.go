@@ -181,7 +181,11 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 		t.Fatalf("DHT returned replayed offer: %v %v", o, err)
 	}
 
-	d := NewDiscoverer(DiscovererConfig{Host: buyer.h, Finder: buyer.dht})
+	// The buyer's clock: the second round runs past the cache's age, so
+	// every seller is asked again.
+	var skew time.Duration
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(skew) }
+	d := NewDiscoverer(DiscovererConfig{Host: buyer.h, Finder: buyer.dht, Now: now})
 	filters := []Filter{
 		{},
 		{Min: Resources{CPUMillis: 4000}},
@@ -224,11 +228,18 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 	if all, _ := d.Find(ctx, Filter{}); len(all) < 40 {
 		t.Fatalf("expected the 44 honest offers and the replayer's, found %d", len(all))
 	}
-	check("first", true)
+	check("first", true) // from the cache filled by the lookup above
+	if some, err := d.FindN(ctx, Filter{Min: Resources{CPUMillis: 2000}}, 5); err != nil || len(some) != 5 {
+		t.Errorf("FindN 5: %d offers, %v", len(some), err)
+	}
+	if some, err := NewDiscoverer(DiscovererConfig{Host: buyer.h, Finder: buyer.dht}).FindN(ctx, Filter{}, 7); err != nil || len(some) != 7 {
+		t.Errorf("FindN 7 without cache: %d offers, %v", len(some), err)
+	}
 	// Now the forger serves a hand-forged offer and the replayer an old one.
 	mu.Lock()
 	forgerServes = forgedEnv
 	replayServes = repOldEnv
+	skew = DefaultCacheMaxAge + time.Second
 	mu.Unlock()
 	check("after replay", false)
 }
