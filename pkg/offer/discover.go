@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/routing"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // Finder is what discovery needs from the DHT.
@@ -121,8 +122,7 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cands := make(chan peer.AddrInfo)
-	go d.candidates(ctx, f, cands)
+	self := d.cfg.Host.ID()
 	var (
 		out     []*Offer
 		pending int
@@ -130,57 +130,105 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 		// (ctx is cancelled then).
 		results = make(chan *Offer, d.cfg.Parallel)
 		sem     = make(chan struct{}, d.cfg.Parallel)
+		seen    = map[peer.ID]bool{self: true}
+		// The sellers: the DHT providers of the filter's bucket as they
+		// are found (read here, not through another goroutine: each hop
+		// costs a scheduling round on a busy machine), or the connected
+		// peers if there is no DHT or it names no provider.
+		providers <-chan peer.AddrInfo
+		connected []peer.ID
+		fromDHT   int
 	)
+	bucket := QueryBucket(f)
+	if d.cfg.Finder != nil {
+		lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer lcancel()
+		providers = d.cfg.Finder.FindProvidersAsync(lctx, bucket.CID(), d.cfg.MaxProviders)
+	} else {
+		connected = d.cfg.Host.Network().Peers()
+	}
 	keep := func(o *Offer) {
 		if o != nil && f.Match(o) {
 			out = append(out, o)
 		}
 	}
-loop:
-	for (cands != nil || pending > 0) && (n <= 0 || len(out) < n) {
-		select {
-		case <-ctx.Done():
-			break loop
-		case ai, ok := <-cands:
-			if !ok {
-				cands = nil
-				continue
-			}
-			if o := d.cached(ai.ID); o != nil {
-				keep(o)
-				continue
-			}
+	// ask takes a seller's offer from the cache or starts fetching it once
+	// a slot is free; false when the lookup is over.
+	ask := func(p peer.ID, addrs []ma.Multiaddr) bool {
+		if seen[p] || p == "" {
+			return true
+		}
+		seen[p] = true
+		if o := d.cached(p); o != nil {
+			keep(o)
+			return true
+		}
+		for {
 			select {
 			case sem <- struct{}{}:
+				pending++
+				go func() {
+					defer func() { <-sem }()
+					o := d.fetchReport(ctx, peer.AddrInfo{ID: p, Addrs: addrs})
+					select {
+					case results <- o:
+					case <-ctx.Done():
+					}
+				}()
+				return true
 			case o := <-results: // a slot frees only once its result is read
 				pending--
 				keep(o)
-				select {
-				case sem <- struct{}{}:
-				case <-ctx.Done():
-					break loop
-				}
 			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+loop:
+	for n <= 0 || len(out) < n {
+		if providers == nil {
+			if len(connected) > 0 {
+				p := connected[0]
+				connected = connected[1:]
+				if !ask(p, nil) {
+					break
+				}
+				continue
+			}
+			if pending == 0 {
+				break
+			}
+		}
+		select {
+		case ai, ok := <-providers: // never ready once nil
+			if !ok {
+				providers = nil
+				d.cfg.Log.Debug("dht providers", "bucket", string(bucket), "found", fromDHT)
+				if fromDHT == 0 {
+					connected = d.cfg.Host.Network().Peers()
+				}
+				continue
+			}
+			if ai.ID != self {
+				fromDHT++
+			}
+			if !ask(ai.ID, ai.Addrs) {
 				break loop
 			}
-			pending++
-			go func() {
-				defer func() { <-sem }()
-				o := d.fetchReport(ctx, ai)
-				select {
-				case results <- o:
-				case <-ctx.Done():
-				}
-			}()
 		case o := <-results:
 			pending--
 			keep(o)
+		case <-ctx.Done():
+			break loop
 		}
 	}
 	if err := parent.Err(); err != nil && len(out) == 0 {
 		return nil, err
 	}
 	f.Sort(out)
+	if n > 0 && len(out) > n {
+		out = out[:n]
+	}
 	return out, nil
 }
 
@@ -202,48 +250,6 @@ func (d *Discoverer) fetchReport(ctx context.Context, ai peer.AddrInfo) *Offer {
 		}
 	}
 	return nil
-}
-
-// candidates sends the sellers to ask on out, each once, and closes it: the
-// DHT providers of the filter's bucket as they are found, or the connected
-// peers if there is no DHT or it names no provider.
-func (d *Discoverer) candidates(ctx context.Context, f Filter, out chan<- peer.AddrInfo) {
-	defer close(out)
-	h := d.cfg.Host
-	seen := map[peer.ID]bool{h.ID(): true}
-	send := func(ai peer.AddrInfo) bool {
-		if seen[ai.ID] || ai.ID == "" {
-			return true
-		}
-		seen[ai.ID] = true
-		select {
-		case out <- ai:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	if d.cfg.Finder != nil {
-		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		b := QueryBucket(f)
-		n := 0
-		for ai := range d.cfg.Finder.FindProvidersAsync(lctx, b.CID(), d.cfg.MaxProviders) {
-			if !send(ai) {
-				return
-			}
-			n++
-		}
-		d.cfg.Log.Debug("dht providers", "bucket", string(b), "found", n)
-		if n > 0 {
-			return
-		}
-	}
-	for _, p := range h.Network().Peers() {
-		if !send(peer.AddrInfo{ID: p}) {
-			return
-		}
-	}
 }
 
 // fetch gets one seller's offer over the stream protocol, falling back to

@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,54 +35,8 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 	const n = 50
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	mn := mocknet.New()
-	defer mn.Close()
-	nodes := make([]*netNode, n)
-	for i := range nodes {
-		h, err := mn.GenPeer()
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[i] = &netNode{h: h}
-	}
-	if err := mn.LinkAll(); err != nil {
-		t.Fatal(err)
-	}
-	boot := []peer.AddrInfo{{ID: nodes[0].h.ID(), Addrs: nodes[0].h.Addrs()}, {ID: nodes[1].h.ID(), Addrs: nodes[1].h.Addrs()}}
-	for i, nd := range nodes {
-		d, err := NewDHT(nd.h, true, boot)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nd.dht = d
-		defer d.Close()
-		for _, b := range boot {
-			if b.ID != nd.h.ID() {
-				if err := nd.h.Connect(ctx, b); err != nil {
-					t.Fatalf("node %d connect bootstrap: %v", i, err)
-				}
-			}
-		}
-	}
-	// A sparse mesh: each node also knows two random others.
-	rng := rand.New(rand.NewSource(1))
-	for i, nd := range nodes {
-		for range 2 {
-			j := rng.Intn(n)
-			if j != i {
-				_ = nd.h.Connect(ctx, peer.AddrInfo{ID: nodes[j].h.ID(), Addrs: nodes[j].h.Addrs()})
-			}
-		}
-	}
-	var wg sync.WaitGroup
-	for _, nd := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-nd.dht.RefreshRoutingTable()
-		}()
-	}
-	wg.Wait()
+	nodes, closeNet := newMockNetwork(t, ctx, n)
+	defer closeNet()
 
 	buyer := nodes[2]
 	regions := []string{"eu", "us", "ap"}
@@ -137,6 +92,7 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 	replayer.h.SetStreamHandler(ProtocolID, Handler(func() []byte { mu.Lock(); defer mu.Unlock(); return replayServes }, discard))
 
 	// Publish everything to the DHT, concurrently.
+	var wg sync.WaitGroup
 	for _, nd := range nodes {
 		if nd.pub == nil {
 			continue
@@ -242,6 +198,90 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 	skew = DefaultCacheMaxAge + time.Second
 	mu.Unlock()
 	check("after replay", false)
+}
+
+// newMockNetwork starts n libp2p hosts in one process (mocknet, every pair
+// linked), each running blackbox's DHT in server mode with extra options,
+// sparsely connected (two bootstrap nodes and two random others each), with
+// their routing tables refreshed. close stops it all.
+func newMockNetwork(tb testing.TB, ctx context.Context, n int, extra ...dht.Option) (nodes []*netNode, close func()) {
+	tb.Helper()
+	mn := mocknet.New()
+	nodes = make([]*netNode, n)
+	for i := range nodes {
+		h, err := mn.GenPeer()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		nodes[i] = &netNode{h: h}
+	}
+	for i := range nodes { // each pair once: LinkAll links both ways
+		for j := i + 1; j < n; j++ {
+			if _, err := mn.LinkPeers(nodes[i].h.ID(), nodes[j].h.ID()); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	boot := []peer.AddrInfo{{ID: nodes[0].h.ID(), Addrs: nodes[0].h.Addrs()}, {ID: nodes[1].h.ID(), Addrs: nodes[1].h.Addrs()}}
+	for _, nd := range nodes {
+		d, err := NewDHT(nd.h, true, boot, extra...)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		nd.dht = d
+	}
+	// A sparse mesh: each node knows the bootstrap nodes and two random
+	// others.
+	rng := rand.New(rand.NewSource(1))
+	links := make(map[*netNode][]peer.AddrInfo)
+	for i, nd := range nodes {
+		for _, b := range boot {
+			if b.ID != nd.h.ID() {
+				links[nd] = append(links[nd], b)
+			}
+		}
+		for range 2 {
+			if j := rng.Intn(n); j != i {
+				links[nd] = append(links[nd], peer.AddrInfo{ID: nodes[j].h.ID(), Addrs: nodes[j].h.Addrs()})
+			}
+		}
+	}
+	var failed atomic.Int64
+	parallel(nodes, 64, func(nd *netNode) {
+		for k, ai := range links[nd] {
+			if err := nd.h.Connect(ctx, ai); err != nil && k < 2 {
+				failed.Add(1) // a bootstrap node
+			}
+		}
+	})
+	if failed.Load() > 0 {
+		tb.Fatalf("%d nodes could not connect to a bootstrap node", failed.Load())
+	}
+	start := time.Now()
+	parallel(nodes, 64, func(nd *netNode) { <-nd.dht.RefreshRoutingTable() })
+	tb.Logf("%d routing tables refreshed in %s", n, time.Since(start).Round(time.Millisecond))
+	return nodes, func() {
+		for _, nd := range nodes {
+			nd.dht.Close()
+		}
+		mn.Close()
+	}
+}
+
+// parallel calls fn for every node, at most width at once.
+func parallel(nodes []*netNode, width int, fn func(*netNode)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, width)
+	for _, nd := range nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(nd)
+		}()
+	}
+	wg.Wait()
 }
 
 var discard = discardLogger()
