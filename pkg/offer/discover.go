@@ -56,11 +56,13 @@ const DefaultCacheMaxAge = time.Minute
 // replayed later is refused.
 //
 // A lookup costs about one DHT provider query. Sellers come from the DHT
-// providers of the filter's bucket only (connected peers are asked only when
-// the DHT names none, or there is no DHT); each provider's offer is fetched
-// as soon as the provider is found, Parallel at a time, while the query
-// goes on; FindN stops the query and the fetches once it holds n matching
-// offers. A verified offer is kept in a cache and reused without a stream
+// providers of the filter's bucket, each provider's offer fetched as soon
+// as the provider is found, Parallel at a time, while the query goes on;
+// FindN stops the query and the fetches once it holds n matching offers.
+// Only a lookup that has not reached n once the query ends asks the
+// connected peers the DHT did not name (a small network's DHT may not name
+// every seller yet), skipping those that had nothing on offer within
+// CacheMaxAge. A verified offer is kept in a cache and reused without a stream
 // until the earlier of its expiry and CacheMaxAge after it was fetched, so a
 // node that looks up repeatedly (a buyer's daemon) pays only for the DHT
 // query and for sellers it has not heard from lately. Only offers that passed
@@ -79,7 +81,8 @@ type Discoverer struct {
 	cache map[peer.ID]cachedOffer
 }
 
-// cachedOffer is a verified offer and the time until which it is reused.
+// cachedOffer is a verified offer (nil: the peer had nothing on offer) and
+// the time until which it is reused.
 type cachedOffer struct {
 	o     *Offer
 	until time.Time
@@ -109,8 +112,8 @@ func NewDiscoverer(cfg DiscovererConfig) *Discoverer {
 }
 
 // Find returns the verified offers matching f, cheapest first. Sellers come
-// from the DHT providers of the filter's bucket (or, when there are none,
-// from connected peers); the node's own offer is not included.
+// from the DHT providers of the filter's bucket and from connected peers;
+// the node's own offer is not included.
 func (d *Discoverer) Find(ctx context.Context, f Filter) ([]*Offer, error) {
 	return d.FindN(ctx, f, 0)
 }
@@ -133,8 +136,9 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 		seen    = map[peer.ID]bool{self: true}
 		// The sellers: the DHT providers of the filter's bucket as they
 		// are found (read here, not through another goroutine: each hop
-		// costs a scheduling round on a busy machine), or the connected
-		// peers if there is no DHT or it names no provider.
+		// costs a scheduling round on a busy machine), then, if n is not
+		// reached, the connected peers (a small network's DHT may not name
+		// every seller yet) but those that had nothing on offer lately.
 		providers <-chan peer.AddrInfo
 		connected []peer.ID
 		fromDHT   int
@@ -154,8 +158,8 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 	}
 	// ask takes a seller's offer from the cache or starts fetching it once
 	// a slot is free; false when the lookup is over.
-	ask := func(p peer.ID, addrs []ma.Multiaddr) bool {
-		if seen[p] || p == "" {
+	ask := func(p peer.ID, addrs []ma.Multiaddr, provider bool) bool {
+		if seen[p] || p == "" || (!provider && d.empty(p)) {
 			return true
 		}
 		seen[p] = true
@@ -190,7 +194,7 @@ loop:
 			if len(connected) > 0 {
 				p := connected[0]
 				connected = connected[1:]
-				if !ask(p, nil) {
+				if !ask(p, nil, false) {
 					break
 				}
 				continue
@@ -204,15 +208,13 @@ loop:
 			if !ok {
 				providers = nil
 				d.cfg.Log.Debug("dht providers", "bucket", string(bucket), "found", fromDHT)
-				if fromDHT == 0 {
-					connected = d.cfg.Host.Network().Peers()
-				}
+				connected = d.cfg.Host.Network().Peers()
 				continue
 			}
 			if ai.ID != self {
 				fromDHT++
 			}
-			if !ask(ai.ID, ai.Addrs) {
+			if !ask(ai.ID, ai.Addrs, true) {
 				break loop
 			}
 		case o := <-results:
@@ -242,7 +244,7 @@ func (d *Discoverer) fetchReport(ctx context.Context, ai peer.AddrInfo) *Offer {
 	if ctx.Err() != nil { // the lookup ended first: nothing learnt of the seller
 		return nil
 	}
-	d.forget(ai.ID)
+	d.forget(ai.ID, errors.Is(err, ErrNoOffer))
 	if !errors.Is(err, ErrNoOffer) {
 		d.cfg.Log.Debug("offer rejected", "peer", ai.ID, "err", err)
 		if d.cfg.OnReject != nil {
@@ -313,7 +315,7 @@ func (d *Discoverer) cached(p peer.ID) *Offer {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c, ok := d.cache[p]
-	if !ok {
+	if !ok || c.o == nil {
 		return nil
 	}
 	if !d.cfg.Now().Before(c.until) {
@@ -323,9 +325,22 @@ func (d *Discoverer) cached(p peer.ID) *Offer {
 	return c.o
 }
 
-// forget drops p's cached offer (its seller no longer serves it).
-func (d *Discoverer) forget(p peer.ID) {
+// forget drops p's cached offer (its seller no longer serves it); empty: p
+// said it has nothing on offer, so it is asked again as a connected peer only
+// after CacheMaxAge (as a DHT provider, at once).
+func (d *Discoverer) forget(p peer.ID, empty bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.cache, p)
+	if empty && d.cfg.CacheMaxAge > 0 {
+		d.cache[p] = cachedOffer{until: d.cfg.Now().Add(d.cfg.CacheMaxAge)}
+	}
+}
+
+// empty reports whether p said lately that it has nothing on offer.
+func (d *Discoverer) empty(p peer.ID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.cache[p]
+	return ok && c.o == nil && d.cfg.Now().Before(c.until)
 }

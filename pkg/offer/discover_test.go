@@ -83,9 +83,17 @@ func TestDiscovererCacheTakesTheNewerSequenceOnly(t *testing.T) {
 	if got := d.cached(id); got == nil || got.Seq != 11 {
 		t.Fatalf("replayed older sequence entered the cache: %v", got)
 	}
-	d.forget(id) // its seller failed to serve it
+	d.forget(id, false) // its seller failed to serve it
 	if got := d.cached(id); got != nil {
 		t.Fatalf("forgotten offer still cached: %v", got)
+	}
+	d.forget(id, true) // it has nothing on offer
+	if d.cached(id) != nil || !d.empty(id) {
+		t.Fatal("a seller with nothing on offer is not remembered as such")
+	}
+	c.now = c.now.Add(DefaultCacheMaxAge)
+	if d.empty(id) {
+		t.Fatal("nothing on offer remembered past the cache's age")
 	}
 }
 
