@@ -198,18 +198,20 @@ func BenchmarkLookup(b *testing.B) {
 			runs := []func(){plain, find(ln.warm), cold}
 			var took [3]time.Duration
 			i := 0
-			// One op runs the three in each of their six orders: each follows
-			// each other as often (what one leaves running, the next pays).
+			// The three run in each of their six orders: each follows each
+			// other as often (what one leaves running, the next pays).
 			orders := [][3]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}}
-			for b.Loop() {
-				for _, order := range orders {
-					for _, j := range order {
-						time.Sleep(settle)
-						start := time.Now()
-						runs[j]()
-						took[j] += time.Since(start)
+			for b.Loop() { // an op: 24 lookups of each kind
+				for range 4 {
+					for _, order := range orders {
+						for _, j := range order {
+							time.Sleep(settle)
+							start := time.Now()
+							runs[j]()
+							took[j] += time.Since(start)
+						}
+						i++
 					}
-					i++
 				}
 			}
 			ms := func(d time.Duration) float64 { return float64(d) / float64(i) / 1e6 }
