@@ -2,6 +2,8 @@ package offer
 
 import (
 	"context"
+	cryptorand "crypto/rand"
+	"fmt"
 	"math/rand"
 	"slices"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/record"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 type netNode struct {
@@ -214,7 +217,13 @@ func newMockNetwork(tb testing.TB, ctx context.Context, n int, seeded bool, extr
 	mn := mocknet.New()
 	nodes = make([]*netNode, n)
 	for i := range nodes {
-		h, err := mn.GenPeer()
+		// Ed25519 identities, as real nodes have (mocknet's own are ECDSA,
+		// whose signatures cost several times as much to verify).
+		key, _, err := crypto.GenerateEd25519Key(cryptorand.Reader)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		h, err := mn.AddPeer(key, ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4242", i>>16&255, i>>8&255, i&255)))
 		if err != nil {
 			tb.Fatal(err)
 		}
