@@ -1,6 +1,8 @@
 package offer
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -57,5 +59,189 @@ func BenchmarkDecodeOffer(b *testing.B) {
 		if err := o.UnmarshalRecord(raw); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// lookupNet is one benchmark network: built once per size for the whole run
+// (building 1,000 hosts takes far longer than the lookups measured on it).
+type lookupNet struct {
+	buyer   *netNode
+	sellers int
+	warm    *Discoverer // the buyer's, its cache kept across lookups
+}
+
+var (
+	lookupNets = map[int]*lookupNet{}
+	lookupMs   = map[int]float64{} // warm lookup time per size, for the growth line
+)
+
+// lookupFilter is the buyer's request: every seller of the benchmark offers
+// at least 4 cores, so each provider of its bucket matches.
+var lookupFilter = Filter{Min: Resources{CPUMillis: 4000}}
+
+// lookupWant is how many offers a lookup returns (a buyer's page).
+const lookupWant = 20
+
+// settle is the pause before each measured lookup: what the previous one
+// left running (its cancelled DHT query, fetches past the 20th) winds down
+// outside the measurement.
+const settle = 10 * time.Millisecond
+
+func lookupNetwork(b *testing.B, n int) *lookupNet {
+	if ln := lookupNets[n]; ln != nil {
+		return ln
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	nodes, _ := newMockNetwork(b, ctx, n, true) // kept until the process exits
+	ln := &lookupNet{}
+	var sellers []*netNode
+	for i := 3; i < n; i += 2 {
+		sellers = append(sellers, nodes[i])
+	}
+	ln.sellers = len(sellers)
+	bucket := QueryBucket(lookupFilter).CID()
+	provStart := time.Now()
+	parallel(sellers, 32, func(nd *netNode) {
+		key := nd.h.Peerstore().PrivKey(nd.h.ID())
+		pub, err := NewPublisher(PublisherConfig{Key: key, Addrs: nd.h.Addrs, TTL: time.Hour})
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		i := len(nd.h.ID()) // any spread of sizes and prices
+		if err := pub.Set(Offer{
+			Resources: Resources{CPUMillis: uint64(4+i%13) * 1000, MemoryBytes: 16 << 30, DiskBytes: 50 << 30},
+			Prices:    Prices{CoreHour: uint64(100+7*i) * 1000, MemGiBHour: 10_000},
+			Region:    "eu", Runtimes: []string{"runc"}, BillingInterval: 10 * time.Second,
+		}); err != nil {
+			b.Error(err)
+			return
+		}
+		nd.h.SetStreamHandler(ProtocolID, Handler(pub.Envelope, discard))
+		// Only the bucket the buyer asks for: providing all of a seller's
+		// buckets would multiply the set-up, not change the lookup.
+		if err := nd.dht.Provide(ctx, bucket, true); err != nil {
+			b.Errorf("provide: %v", err)
+		}
+	})
+	if b.Failed() {
+		b.FailNow()
+	}
+	b.Logf("%d sellers provided in %s", len(sellers), time.Since(provStart).Round(time.Millisecond))
+	// The buyer: a node that is no seller and holds no provider record of
+	// the bucket itself, so that every lookup asks the network.
+	for i := 2; i < n && ln.buyer == nil; i += 2 {
+		if provs, err := nodes[i].dht.ProviderStore().GetProviders(ctx, bucket.Hash()); err == nil && len(provs) == 0 {
+			ln.buyer = nodes[i]
+		}
+	}
+	if ln.buyer == nil {
+		b.Fatal("every node holds the bucket's provider records: no buyer to measure")
+	}
+	ln.warm = NewDiscoverer(DiscovererConfig{Host: ln.buyer.h, Finder: ln.buyer.dht})
+	lookupNets[n] = ln
+	b.Logf("lookup network of %d nodes, %d sellers: built in %s", n, ln.sellers, time.Since(start).Round(time.Millisecond))
+	return ln
+}
+
+// BenchmarkLookup measures, side by side on the same in-process network
+// (mocknet, blackbox's DHT) of 50, 200 and 1,000 nodes, a buyer's filtered
+// lookup of 20 verified offers ("≥ 4 cores", Discoverer.FindN) against a
+// plain FindProvidersAsync of 20 providers of the same bucket: warm (the
+// buyer's discoverer keeps its cache, as a daemon's does) and cold (a new
+// discoverer each lookup: every offer fetched and verified; the connections
+// stay). The three run in each of their orders, after a pause. x-plain is warm ÷ plain, cold-x
+// cold ÷ plain (each the mean of every lookup measured); the goal is x-plain <= 1.2 at 200 and 1,000 nodes.
+// The buyer holds no provider record of the bucket itself (else both lookups
+// would be answered from its own store).
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range []int{50, 200, 1000} {
+		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			if testing.Short() && n > 50 {
+				b.Skip("in-process network of more than 50 nodes: not in -short")
+			}
+			ln := lookupNetwork(b, n)
+			ctx := context.Background()
+			bucket := QueryBucket(lookupFilter).CID()
+			plain := func() { // as FindN: stop at the count-th provider
+				ctx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				got := 0
+				for range ln.buyer.dht.FindProvidersAsync(ctx, bucket, lookupWant) {
+					if got++; got == lookupWant {
+						break
+					}
+				}
+				if got < lookupWant {
+					b.Fatalf("FindProvidersAsync: %d providers of %d sellers, want %d", got, ln.sellers, lookupWant)
+				}
+			}
+			find := func(d *Discoverer) func() {
+				return func() {
+					offers, err := d.FindN(ctx, lookupFilter, lookupWant)
+					if err != nil || len(offers) != lookupWant {
+						b.Fatalf("FindN: %d offers, %v", len(offers), err)
+					}
+				}
+			}
+			cold := func() {
+				find(NewDiscoverer(DiscovererConfig{Host: ln.buyer.h, Finder: ln.buyer.dht}))()
+			}
+			// Connections, and the warm cache, as they are after a first
+			// lookup of every seller.
+			plain()
+			if all, err := ln.warm.Find(ctx, lookupFilter); err != nil || len(all) != ln.sellers {
+				b.Fatalf("first lookup: %d offers of %d sellers, %v", len(all), ln.sellers, err)
+			}
+			runs := []func(){plain, find(ln.warm), cold}
+			var took [3]time.Duration
+			i := 0
+			// The three run in each of their six orders: each follows each
+			// other as often (what one leaves running, the next pays).
+			orders := [][3]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}}
+			for b.Loop() { // an op: 24 lookups of each kind
+				for range 4 {
+					for _, order := range orders {
+						for _, j := range order {
+							time.Sleep(settle)
+							start := time.Now()
+							runs[j]()
+							took[j] += time.Since(start)
+						}
+						i++
+					}
+				}
+			}
+			ms := func(d time.Duration) float64 { return float64(d) / float64(i) / 1e6 }
+			plainMs, warmMs, coldMs := ms(took[0]), ms(took[1]), ms(took[2])
+			b.ReportMetric(plainMs, "plain-ms")
+			b.ReportMetric(warmMs, "lookup-ms")
+			b.ReportMetric(coldMs, "cold-ms")
+			b.ReportMetric(warmMs/plainMs, "x-plain")
+			b.ReportMetric(coldMs/plainMs, "cold-x")
+			growth := ""
+			for _, m := range []int{50, 200} {
+				if prev := lookupMs[m]; m < n && prev > 0 {
+					growth += fmt.Sprintf(", ×%.2f the lookup at %d nodes", warmMs/prev, m)
+				}
+			}
+			lookupMs[n] = warmMs
+			b.Logf("lookup at %d nodes (%d sellers, %d lookups): plain FindProvidersAsync %.2f ms, filtered lookup %.2f ms warm (×%.2f), %.2f ms cold (×%.2f)%s",
+				n, ln.sellers, i, plainMs, warmMs, warmMs/plainMs, coldMs, coldMs/plainMs, growth)
+			if n >= 200 {
+				met := func(r float64) string {
+					if r <= 1.2 {
+						return "yes"
+					}
+					return "no"
+				}
+				b.Logf("BENCHROW lookup ≥4 cores ÷ FindProvidersAsync, %d nodes, %d offers, cached|%.2f ms|%.2f|≤ 1.2|%s",
+					n, lookupWant, plainMs, warmMs/plainMs, met(warmMs/plainMs))
+				b.Logf("BENCHROW lookup ≥4 cores ÷ FindProvidersAsync, %d nodes, %d offers, no cache|%.2f ms|%.2f|≤ 1.2|%s",
+					n, lookupWant, plainMs, coldMs/plainMs, met(coldMs/plainMs))
+			}
+		})
 	}
 }

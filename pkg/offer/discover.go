@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/routing"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // Finder is what discovery needs from the DHT.
@@ -34,20 +35,57 @@ type DiscovererConfig struct {
 	Parallel int
 	// PerPeerTimeout bounds fetching one seller's offer.
 	PerPeerTimeout time.Duration
+	// CacheMaxAge is how long a verified offer is reused without asking its
+	// seller again, never past the offer's own expiry: 0 means
+	// DefaultCacheMaxAge, negative turns the cache off.
+	CacheMaxAge time.Duration
 	// OnReject, if set, is called for every offer refused (for metrics).
 	OnReject func(p peer.ID, err error)
 	Now      func() time.Time
 	Log      *slog.Logger
 }
 
+// DefaultCacheMaxAge bounds how stale a cached offer's capacity and prices
+// may be: a seller re-signs its offer when its spare capacity changes, and a
+// buyer holding an older one learns of it at the proposal (a refusal for
+// capacity) and tries the next seller.
+const DefaultCacheMaxAge = time.Minute
+
 // Discoverer finds offers on the network and verifies every one of them.
 // It remembers the highest sequence seen from each seller, so an older offer
 // replayed later is refused.
+//
+// A lookup costs about one DHT provider query. Sellers come from the DHT
+// providers of the filter's bucket, each provider's offer fetched as soon
+// as the provider is found, Parallel at a time, while the query goes on;
+// FindN stops the query and the fetches once it holds n matching offers.
+// Only a lookup that has not reached n once the query ends asks the
+// connected peers the DHT did not name (a small network's DHT may not name
+// every seller yet), skipping those that had nothing on offer within
+// CacheMaxAge. A verified offer is kept in a cache and reused without a stream
+// until the earlier of its expiry and CacheMaxAge after it was fetched, so a
+// node that looks up repeatedly (a buyer's daemon) pays only for the DHT
+// query and for sellers it has not heard from lately. Only offers that passed
+// Verify (signature by the seller's key, valid now, sequence not older than
+// one seen) enter the cache; an entry is dropped when it expires or when its
+// seller's next fetch fails or is refused, and a newer sequence replaces it.
+// The DHT's provider records carry no offer (go-libp2p-kad-dht's provider
+// record is an AddrInfo), so carrying the offer in the query's answers would
+// mean a protocol of our own next to the DHT's; the cache gives the same
+// cost on repeated lookups without one.
 type Discoverer struct {
 	cfg DiscovererConfig
 
-	mu   sync.Mutex
-	seen map[peer.ID]uint64
+	mu    sync.Mutex
+	seen  map[peer.ID]uint64
+	cache map[peer.ID]cachedOffer
+}
+
+// cachedOffer is a verified offer (nil: the peer had nothing on offer) and
+// the time until which it is reused.
+type cachedOffer struct {
+	o     *Offer
+	until time.Time
 }
 
 // NewDiscoverer returns a discoverer.
@@ -61,84 +99,159 @@ func NewDiscoverer(cfg DiscovererConfig) *Discoverer {
 	if cfg.PerPeerTimeout <= 0 {
 		cfg.PerPeerTimeout = 5 * time.Second
 	}
+	if cfg.CacheMaxAge == 0 {
+		cfg.CacheMaxAge = DefaultCacheMaxAge
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Discoverer{cfg: cfg, seen: make(map[peer.ID]uint64)}
+	return &Discoverer{cfg: cfg, seen: make(map[peer.ID]uint64), cache: make(map[peer.ID]cachedOffer)}
 }
 
 // Find returns the verified offers matching f, cheapest first. Sellers come
-// from the DHT providers of the filter's bucket and from connected peers; the
-// node's own offer is not included.
+// from the DHT providers of the filter's bucket and from connected peers;
+// the node's own offer is not included.
 func (d *Discoverer) Find(ctx context.Context, f Filter) ([]*Offer, error) {
-	cands := d.candidates(ctx, f)
+	return d.FindN(ctx, f, 0)
+}
+
+// FindN is Find stopping as soon as it holds n matching offers (n <= 0: all
+// it can find). The n are the first found, not the n cheapest of the network;
+// they are returned cheapest first.
+func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, error) {
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	self := d.cfg.Host.ID()
 	var (
-		mu  sync.Mutex
-		out []*Offer
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, d.cfg.Parallel)
+		out     []*Offer
+		pending int
+		// A fetch still running when FindN returns gives up its result
+		// (ctx is cancelled then).
+		results = make(chan *Offer, d.cfg.Parallel)
+		sem     = make(chan struct{}, d.cfg.Parallel)
+		seen    = map[peer.ID]bool{self: true}
+		// The sellers: the DHT providers of the filter's bucket as they
+		// are found (read here, not through another goroutine: each hop
+		// costs a scheduling round on a busy machine), then, if n is not
+		// reached, the connected peers (a small network's DHT may not name
+		// every seller yet) but those that had nothing on offer lately.
+		providers <-chan peer.AddrInfo
+		connected []peer.ID
+		fromDHT   int
 	)
-	for _, ai := range cands {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(ai peer.AddrInfo) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			o, err := d.fetch(ctx, ai)
-			if err != nil {
-				if !errors.Is(err, ErrNoOffer) {
-					d.cfg.Log.Debug("offer rejected", "peer", ai.ID, "err", err)
-					if d.cfg.OnReject != nil {
-						d.cfg.OnReject(ai.ID, err)
-					}
-				}
-				return
-			}
-			if f.Match(o) {
-				mu.Lock()
-				out = append(out, o)
-				mu.Unlock()
-			}
-		}(ai)
+	bucket := QueryBucket(f)
+	if d.cfg.Finder != nil {
+		lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer lcancel()
+		providers = d.cfg.Finder.FindProvidersAsync(lctx, bucket.CID(), d.cfg.MaxProviders)
+	} else {
+		connected = d.cfg.Host.Network().Peers()
 	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil && len(out) == 0 {
+	keep := func(o *Offer) {
+		if o != nil && f.Match(o) {
+			out = append(out, o)
+		}
+	}
+	// ask takes a seller's offer from the cache or starts fetching it once
+	// a slot is free; false when the lookup is over.
+	ask := func(p peer.ID, addrs []ma.Multiaddr, provider bool) bool {
+		if seen[p] || p == "" || (!provider && d.empty(p)) {
+			return true
+		}
+		seen[p] = true
+		if o := d.cached(p); o != nil {
+			keep(o)
+			return true
+		}
+		for {
+			select {
+			case sem <- struct{}{}:
+				pending++
+				go func() {
+					defer func() { <-sem }()
+					o := d.fetchReport(ctx, peer.AddrInfo{ID: p, Addrs: addrs})
+					select {
+					case results <- o:
+					case <-ctx.Done():
+					}
+				}()
+				return true
+			case o := <-results: // a slot frees only once its result is read
+				pending--
+				keep(o)
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+loop:
+	for n <= 0 || len(out) < n {
+		if providers == nil {
+			if len(connected) > 0 {
+				p := connected[0]
+				connected = connected[1:]
+				if !ask(p, nil, false) {
+					break
+				}
+				continue
+			}
+			if pending == 0 {
+				break
+			}
+		}
+		select {
+		case ai, ok := <-providers: // never ready once nil
+			if !ok {
+				providers = nil
+				d.cfg.Log.Debug("dht providers", "bucket", string(bucket), "found", fromDHT)
+				connected = d.cfg.Host.Network().Peers()
+				continue
+			}
+			if ai.ID != self {
+				fromDHT++
+			}
+			if !ask(ai.ID, ai.Addrs, true) {
+				break loop
+			}
+		case o := <-results:
+			pending--
+			keep(o)
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	if err := parent.Err(); err != nil && len(out) == 0 {
 		return nil, err
 	}
 	f.Sort(out)
+	if n > 0 && len(out) > n {
+		out = out[:n]
+	}
 	return out, nil
 }
 
-func (d *Discoverer) candidates(ctx context.Context, f Filter) []peer.AddrInfo {
-	h := d.cfg.Host
-	self := h.ID()
-	seen := map[peer.ID]bool{self: true}
-	var out []peer.AddrInfo
-	add := func(ai peer.AddrInfo) {
-		if seen[ai.ID] || ai.ID == "" {
-			return
+// fetchReport fetches one seller's offer; a refusal is logged and reported,
+// and any failure returns nil.
+func (d *Discoverer) fetchReport(ctx context.Context, ai peer.AddrInfo) *Offer {
+	o, err := d.fetch(ctx, ai)
+	if err == nil {
+		return o
+	}
+	if ctx.Err() != nil { // the lookup ended first: nothing learnt of the seller
+		return nil
+	}
+	d.forget(ai.ID, errors.Is(err, ErrNoOffer))
+	if !errors.Is(err, ErrNoOffer) {
+		d.cfg.Log.Debug("offer rejected", "peer", ai.ID, "err", err)
+		if d.cfg.OnReject != nil {
+			d.cfg.OnReject(ai.ID, err)
 		}
-		seen[ai.ID] = true
-		out = append(out, ai)
 	}
-	for _, p := range h.Network().Peers() {
-		add(peer.AddrInfo{ID: p})
-	}
-	if d.cfg.Finder != nil {
-		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		b := QueryBucket(f)
-		n := 0
-		for ai := range d.cfg.Finder.FindProvidersAsync(lctx, b.CID(), d.cfg.MaxProviders) {
-			add(ai)
-			n++
-		}
-		d.cfg.Log.Debug("dht providers", "bucket", string(b), "found", n)
-	}
-	return out
+	return nil
 }
 
 // fetch gets one seller's offer over the stream protocol, falling back to
@@ -171,7 +284,8 @@ func (d *Discoverer) fetch(ctx context.Context, ai peer.AddrInfo) (*Offer, error
 }
 
 // Verify opens an envelope that peer p served as its own offer: valid, signed
-// by p, and not older than the newest offer already seen from p.
+// by p, and not older than the newest offer already seen from p. An offer
+// that passes is cached as p's (see Discoverer).
 func (d *Discoverer) Verify(p peer.ID, env []byte) (*Offer, error) {
 	o, err := Open(env, d.cfg.Now())
 	if err != nil {
@@ -186,5 +300,47 @@ func (d *Discoverer) Verify(p peer.ID, env []byte) (*Offer, error) {
 		return nil, fmt.Errorf("%w: seq %d < %d", ErrStaleSeq, o.Seq, d.seen[p])
 	}
 	d.seen[p] = o.Seq
+	if d.cfg.CacheMaxAge > 0 {
+		until := d.cfg.Now().Add(d.cfg.CacheMaxAge)
+		if o.Expiry.Before(until) {
+			until = o.Expiry
+		}
+		d.cache[p] = cachedOffer{o: o, until: until}
+	}
 	return o, nil
+}
+
+// cached returns p's cached verified offer if it is still to be reused.
+func (d *Discoverer) cached(p peer.ID) *Offer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.cache[p]
+	if !ok || c.o == nil {
+		return nil
+	}
+	if !d.cfg.Now().Before(c.until) {
+		delete(d.cache, p)
+		return nil
+	}
+	return c.o
+}
+
+// forget drops p's cached offer (its seller no longer serves it); empty: p
+// said it has nothing on offer, so it is asked again as a connected peer only
+// after CacheMaxAge (as a DHT provider, at once).
+func (d *Discoverer) forget(p peer.ID, empty bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.cache, p)
+	if empty && d.cfg.CacheMaxAge > 0 {
+		d.cache[p] = cachedOffer{until: d.cfg.Now().Add(d.cfg.CacheMaxAge)}
+	}
+}
+
+// empty reports whether p said lately that it has nothing on offer.
+func (d *Discoverer) empty(p peer.ID) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c, ok := d.cache[p]
+	return ok && c.o == nil && d.cfg.Now().Before(c.until)
 }
