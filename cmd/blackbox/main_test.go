@@ -135,9 +135,21 @@ func runCLI(t testing.TB, bin string, args ...string) (string, error) {
 }
 
 type status struct {
-	PeerID string   `json:"peer_id"`
-	Addrs  []string `json:"addrs"`
-	Peers  []string `json:"peers"`
+	PeerID      string   `json:"peer_id"`
+	Addrs       []string `json:"addrs"`
+	Peers       []string `json:"peers"`
+	MetricsAddr string   `json:"metrics_addr"`
+}
+
+// metricsAddr is where the node p serves /metrics and /healthz: tests give
+// `--metrics-addr 127.0.0.1:0` and read the port the node took.
+func metricsAddr(t testing.TB, bin string, p *proc) string {
+	t.Helper()
+	a := waitStatus(t, bin, p).MetricsAddr
+	if a == "" {
+		t.Fatalf("node %s serves no metrics", p.dir)
+	}
+	return a
 }
 
 func waitStatus(t testing.TB, bin string, p *proc) status {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -61,17 +60,6 @@ func TestPrometheusDeployChecks(t *testing.T) {
 	}
 }
 
-// freeAddr is a free loopback TCP address.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // prom is a private Prometheus server a test started.
 type prom struct {
 	t    *testing.T
@@ -106,7 +94,7 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &prom{t: t, addr: freeAddr(t)}
+	p := &prom{t: t, addr: freeLoopbackAddr(t)}
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+p.addr)
@@ -251,17 +239,22 @@ func TestPrometheusScrapesAFleet(t *testing.T) {
 	promtool := promBin(t, "promtool")
 	m := newMarket(t)
 	work := t.TempDir()
-	metricsAddrs := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
 	var sellers []*daemon
 	for i := range 2 {
 		addr, _ := payoutAddress(t)
-		args := []string{"--metrics-addr", metricsAddrs[i]}
+		args := []string{"--metrics-addr", "127.0.0.1:0"}
 		if i > 0 {
 			args = append(args, "--bootstrap", sellers[0].bootAddr())
 		}
 		sellers = append(sellers, m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr), args...))
 	}
-	buyer := m.daemon(buyerEnv, "--metrics-addr", metricsAddrs[2], "--bootstrap", sellers[0].bootAddr())
+	buyer := m.daemon(buyerEnv, "--metrics-addr", "127.0.0.1:0", "--bootstrap", sellers[0].bootAddr())
+	// Each node's metrics port, as the node resolved its ":0" (a port
+	// picked free beforehand may be taken by then).
+	var metricsAddrs []string
+	for _, d := range append(sellers, buyer) {
+		metricsAddrs = append(metricsAddrs, metricsAddr(t, d.m.bin, d.proc))
+	}
 	p := startPrometheus(t, metricsAddrs)
 	p.scalarEventually(`sum(up{job="blackbox"})`, 3)
 	p.scalarEventually(`sum(blackbox_selling)`, 3) // the buyer could sell; it offers nothing

@@ -225,10 +225,9 @@ func getHealthz(t testing.TB, addr string) (int, health.Report) {
 // which asks the running daemon.
 func TestPaymentsDownEverywhere(t *testing.T) {
 	bin := binary(t)
-	metrics := freeLoopbackAddr(t)
 	p := serve(t, bin, append(btcdEnv(freeLoopbackAddr(t), "u", "p"), "BLACKBOX_WALLET_PASSPHRASE=x", "BLACKBOX_PAYMENT_REQUIRED=false"),
-		"--metrics-addr", metrics)
-	waitStatus(t, bin, p)
+		"--metrics-addr", "127.0.0.1:0")
+	metrics := metricsAddr(t, bin, p)
 
 	code, rep := getHealthz(t, metrics)
 	hc := check(rep, "payments")
@@ -265,8 +264,8 @@ func TestPaymentsDownEverywhere(t *testing.T) {
 // answers /healthz 200, status says it can earn, and doctor agrees (exit 0).
 func TestHealthzUp(t *testing.T) {
 	m := newMarket(t)
-	metrics := freeLoopbackAddr(t)
-	d := m.daemon(nil, "--metrics-addr", metrics)
+	d := m.daemon(nil, "--metrics-addr", "127.0.0.1:0")
+	metrics := metricsAddr(t, m.bin, d.proc)
 	code, rep := getHealthz(t, metrics)
 	if code != http.StatusOK || !rep.CanEarn {
 		t.Fatalf("/healthz: %d %+v", code, rep)

@@ -61,6 +61,9 @@ type Status struct {
 	DataDir     string         `json:"data_dir"`
 	// DashboardURL is where the web dashboard is served ("" when off).
 	DashboardURL string `json:"dashboard_url,omitempty"`
+	// MetricsAddr is where /metrics and /healthz are served ("" when
+	// off): metrics_addr with its port resolved (metrics_addr may say :0).
+	MetricsAddr string `json:"metrics_addr,omitempty"`
 }
 
 // Offer is an offer as the CLI shows it.

@@ -122,6 +122,9 @@ func newStatusCmd(a *App) *cobra.Command {
 			if s.DashboardURL != "" {
 				fmt.Fprintf(w, "Dashboard:\t%s\n", s.DashboardURL)
 			}
+			if s.MetricsAddr != "" {
+				fmt.Fprintf(w, "Metrics:\thttp://%s/metrics (health: /healthz)\n", s.MetricsAddr)
+			}
 			fmt.Fprintln(w, "Addresses:")
 			for _, ad := range s.Addrs {
 				fmt.Fprintf(w, "  %s\n", ad)

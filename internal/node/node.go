@@ -92,8 +92,9 @@ type Node struct {
 	cfgMu sync.Mutex
 	// logs keeps the last log lines for the dashboard.
 	logs *dashboard.LogRing
-	// dashboardURL is where the dashboard is served, for status.
-	dashboardURL string
+	// dashboardURL and metricsAddr are where the dashboard and the
+	// metrics are served, for status.
+	dashboardURL, metricsAddr string
 }
 
 // New checks cfg and returns a node that is not started yet.
@@ -408,7 +409,8 @@ func (n *Node) serveMetrics(reg *prometheus.Registry) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	n.push(srv.Close)
-	n.log.Info("serving metrics", "addr", ln.Addr().String())
+	n.metricsAddr = ln.Addr().String()
+	n.log.Info("serving metrics", "addr", n.metricsAddr)
 	return nil
 }
 
@@ -467,6 +469,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		Held:          snap.Held,
 		DataDir:       n.cfg.DataDir,
 		DashboardURL:  n.dashboardURL,
+		MetricsAddr:   n.metricsAddr,
 	}
 	if n.seller == nil {
 		s.OnOffer = meter.Capacity{}
