@@ -44,11 +44,9 @@ func runtimeOptions(name string) (*runcoptions.Options, error) {
 	switch name {
 	case "runc":
 		return nil, nil // the shim's own default
-	case "runsc":
-		// runsc takes its settings as flags, which the shim does not pass:
-		// a wrapper adds them (see runscWrapper).
-		return &runcoptions.Options{BinaryName: p}, nil
 	}
+	// runsc takes its settings as flags, which the shim does not pass, and
+	// crun refuses a hybrid cgroup host: wrappers (shimOptions).
 	return &runcoptions.Options{BinaryName: p}, nil
 }
 
@@ -58,19 +56,53 @@ func runtimeOptions(name string) (*runcoptions.Options, error) {
 // anyway.
 var runscFlags = []string{"--network=none"}
 
-// runscWrapper writes, under dir, the executable the shim runs as runsc:
-// a script that runs runscPath with runscFlags and the shim's arguments.
-// It returns its path.
-func runscWrapper(dir, runscPath string) (string, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+// unifiedRoot is where a hybrid cgroup host mounts its cgroup v2 hierarchy.
+const unifiedRoot = "/sys/fs/cgroup/unified"
+
+// hybridControllers returns the controllers a hybrid cgroup host has on its
+// cgroup v2 hierarchy (on this project's machines: hugetlb, the one not
+// mounted as v1), "" when there are none or the host is not hybrid.
+// crun (≤ 1.x) refuses such a host: "cgroups in hybrid mode not supported,
+// drop all controllers from cgroupv2", whatever its cgroup manager; runc
+// uses the v1 hierarchies and ignores the v2 one.
+func hybridControllers() string {
+	var st syscall.Statfs_t
+	if syscall.Statfs(unifiedRoot, &st) != nil || st.Type != 0x63677270 { // CGROUP2_SUPER_MAGIC
+		return ""
 	}
-	p := filepath.Join(dir, "runsc")
+	b, _ := os.ReadFile(filepath.Join(unifiedRoot, "cgroup.controllers"))
+	return strings.TrimSpace(string(b))
+}
+
+// crunScript is the wrapper the shim runs as crun on a hybrid host with
+// controllers on cgroup v2: crun in a private mount namespace without the
+// v2 mount, where it sees a cgroup v1 (legacy) host and uses the v1
+// hierarchies as runc does. Jobs set no limit of the v2-only controllers
+// (hugetlb), so nothing is lost; each crun call (create, start, state,
+// kill, delete) pays one unshare.
+func crunScript(crunPath string) string {
+	return "#!/bin/sh\n# written by blackbox: crun without the cgroup v2 mount of this hybrid host\n" +
+		"exec unshare --mount --propagation private /bin/sh -c 'umount " + unifiedRoot + " && exec \"$0\" \"$@\"' " +
+		shellQuote(crunPath) + ` "$@"` + "\n"
+}
+
+// runscScript is the wrapper the shim runs as runsc: runsc with runscFlags
+// (the shim passes no flags of its own).
+func runscScript(runscPath string) string {
 	script := "#!/bin/sh\n# written by blackbox: runsc with the sandbox's flags\nexec " + shellQuote(runscPath)
 	for _, f := range runscFlags {
 		script += " " + shellQuote(f)
 	}
-	script += ` "$@"` + "\n"
+	return script + ` "$@"` + "\n"
+}
+
+// writeWrapper writes script, under dir, as the executable name the shim
+// runs, unless it is there already, and returns its path.
+func writeWrapper(dir, name, script string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, name)
 	if old, err := os.ReadFile(p); err == nil && string(old) == script {
 		return p, nil
 	}
@@ -94,13 +126,20 @@ func (s *Sandbox) shimOptions(name string) (any, error) {
 	if err != nil || o == nil {
 		return nil, err
 	}
-	if name == "runsc" {
-		p, err := runscWrapper(filepath.Join(s.cfg.StateDir, "runtimes"), o.BinaryName)
-		if err != nil {
-			return nil, fmt.Errorf("%w: runsc wrapper: %v", ErrRuntimeUnavailable, err)
-		}
-		o.BinaryName = p
+	var script string
+	switch {
+	case name == "runsc":
+		script = runscScript(o.BinaryName)
+	case name == "crun" && hybridControllers() != "":
+		script = crunScript(o.BinaryName)
+	default:
+		return o, nil
 	}
+	p, err := writeWrapper(filepath.Join(s.cfg.StateDir, "runtimes"), name, script)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s wrapper: %v", ErrRuntimeUnavailable, name, err)
+	}
+	o.BinaryName = p
 	return o, nil
 }
 
