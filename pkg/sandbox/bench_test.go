@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,8 +17,10 @@ import (
 
 var trivialLimits = sandbox.Limits{CPUMillis: 1000, MemoryBytes: 64 << 20, WallClock: time.Minute}
 
-func runTrivial(b *testing.B, sb *sandbox.Sandbox, img string) {
-	res, err := sb.Run(context.Background(), sandbox.Job{Image: img, Args: []string{"true"}, Limits: trivialLimits})
+func runTrivial(b *testing.B, sb *sandbox.Sandbox, img string) { runTrivialUnder(b, sb, img, "") }
+
+func runTrivialUnder(b *testing.B, sb *sandbox.Sandbox, img, rt string) {
+	res, err := sb.Run(context.Background(), sandbox.Job{Image: img, Args: []string{"true"}, Runtime: rt, Limits: trivialLimits})
 	if err != nil || res.ExitCode != 0 {
 		b.Fatalf("job: %+v %v", res, err)
 	}
@@ -131,4 +135,122 @@ func BenchmarkTrivialJobNoUserNS(b *testing.B) {
 	b.ReportMetric(float64(tsb.Milliseconds())/float64(b.N), "sandbox-ms/job")
 	b.ReportMetric(float64(tctr.Milliseconds())/float64(b.N), "ctr-ms/job")
 	b.ReportMetric(float64(tsb)/float64(tctr), "ratio")
+}
+
+// runtimeRuns are BenchmarkRuntimes' final runs (one per -count), printed
+// by TestMain as one table once the benchmarks are done.
+var runtimeRuns, runtimeOnes []runtimeRun
+
+type runtimeRun struct {
+	ctr    time.Duration            // `ctr run --rm` with runc, per job
+	per    map[string]time.Duration // pkg/sandbox per runtime, per job
+	failed map[string]error         // runtimes the probe found unusable
+}
+
+// BenchmarkRuntimes runs a trivial job (`true`) through pkg/sandbox under
+// each runtime the probe finds usable (runc, crun, runsc) and with `ctr run
+// --rm` (runc) of the same image on the same daemon, interleaved job by
+// job, and reports each time per job and its ratio to ctr's. TestMain
+// prints the runs side by side and the BENCHROW lines of bench.sh's table
+// (goals: sandbox runc ≤ 1.1 × ctr run, sandbox crun ≤ 0.7 × ctr run with
+// runc).
+func BenchmarkRuntimes(b *testing.B) {
+	sb, img := newSandbox(b)
+	if _, err := exec.LookPath("ctr"); err != nil {
+		b.Skip("ctr not installed")
+	}
+	_, failed := sb.ProbeRuntimes(context.Background())
+	var rts []string
+	for _, rt := range sandbox.Runtimes {
+		if failed[rt] == nil {
+			rts = append(rts, rt)
+			runTrivialUnder(b, sb, img, rt) // warm
+		}
+	}
+	runCtr(b, img, -1)
+	per := map[string]time.Duration{}
+	var tctr time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		runCtr(b, img, i)
+		tctr += time.Since(t0)
+		for _, rt := range rts {
+			t0 := time.Now()
+			runTrivialUnder(b, sb, img, rt)
+			per[rt] += time.Since(t0)
+		}
+	}
+	b.StopTimer()
+	run := runtimeRun{ctr: tctr / time.Duration(b.N), per: map[string]time.Duration{}, failed: failed}
+	b.ReportMetric(float64(run.ctr.Microseconds())/1e3, "ctr-runc-ms/job")
+	for _, rt := range rts {
+		run.per[rt] = per[rt] / time.Duration(b.N)
+		b.ReportMetric(float64(run.per[rt].Microseconds())/1e3, rt+"-ms/job")
+		b.ReportMetric(float64(run.per[rt])/float64(run.ctr), rt+"/ctr")
+	}
+	if b.N > 1 {
+		runtimeRuns = append(runtimeRuns, run)
+	} else { // the sizing run, or -benchtime 1x
+		runtimeOnes = append(runtimeOnes, run)
+	}
+}
+
+// printRuntimeRuns prints BenchmarkRuntimes' runs as one table, then its
+// BENCHROW lines (medians of the runs).
+func printRuntimeRuns() {
+	if len(runtimeRuns) == 0 {
+		runtimeRuns = runtimeOnes
+	}
+	if len(runtimeRuns) == 0 {
+		return
+	}
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1e3) }
+	fmt.Printf("\ntrivial job per runtime, interleaved with `ctr run --rm` (runc) on the same daemon:\n")
+	fmt.Printf("%-4s  %-18s", "run", "ctr run (runc)")
+	for _, rt := range sandbox.Runtimes {
+		fmt.Printf("  %-24s", "sandbox "+rt)
+	}
+	fmt.Println()
+	for i, r := range runtimeRuns {
+		fmt.Printf("%-4d  %-18s", i+1, ms(r.ctr))
+		for _, rt := range sandbox.Runtimes {
+			cell := "unavailable"
+			if d, ok := r.per[rt]; ok {
+				cell = fmt.Sprintf("%s (%.2f)", ms(d), float64(d)/float64(r.ctr))
+			}
+			fmt.Printf("  %-24s", cell)
+		}
+		fmt.Println()
+	}
+	for _, rt := range sandbox.Runtimes {
+		if err := runtimeRuns[0].failed[rt]; err != nil {
+			fmt.Printf("%s: unavailable: %s\n", rt, strings.ReplaceAll(err.Error(), "\n", " "))
+		}
+	}
+	median := func(f func(runtimeRun) float64) float64 {
+		v := make([]float64, len(runtimeRuns))
+		for i, r := range runtimeRuns {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	ctr := median(func(r runtimeRun) float64 { return float64(r.ctr.Microseconds()) / 1e3 })
+	for _, g := range []struct {
+		rt, figure string
+		goal       float64 // runsc has none: the table above only
+	}{{"runc", "sandbox runc ÷ ctr run", 1.1}, {"crun", "sandbox crun ÷ ctr run runc", 0.7}} {
+		if _, ok := runtimeRuns[0].per[g.rt]; !ok {
+			fmt.Printf("BENCHROW %s = unavailable: %v|%.1f ms|-|<= %g|no\n", g.figure, runtimeRuns[0].failed[g.rt], ctr, g.goal)
+			continue
+		}
+		t := median(func(r runtimeRun) float64 { return float64(r.per[g.rt].Microseconds()) / 1e3 })
+		ratio := median(func(r runtimeRun) float64 { return float64(r.per[g.rt]) / float64(r.ctr) })
+		met := "no"
+		if ratio <= g.goal {
+			met = "yes"
+		}
+		fmt.Printf("BENCHROW %s (median of %d) = %.1f ms|%.1f ms|%.2f|<= %g|%s\n", g.figure, len(runtimeRuns), t, ctr, ratio, g.goal, met)
+	}
 }

@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 		crashHelper() // never returns
 	}
 	code := m.Run()
+	printRuntimeRuns()
 	if daemonAddr != "" {
 		cleanupNamespace()
 	}

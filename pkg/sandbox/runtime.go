@@ -75,15 +75,19 @@ func hybridControllers() string {
 }
 
 // crunScript is the wrapper the shim runs as crun on a hybrid host with
-// controllers on cgroup v2: crun in a private mount namespace without the
-// v2 mount, where it sees a cgroup v1 (legacy) host and uses the v1
-// hierarchies as runc does. Jobs set no limit of the v2-only controllers
-// (hugetlb), so nothing is lost; each crun call (create, start, state,
-// kill, delete) pays one unshare.
+// controllers on cgroup v2: crun create (the one call that enters cgroups)
+// runs in a private mount namespace without the v2 mount, where crun sees a
+// cgroup v1 (legacy) host and uses the v1 hierarchies as runc does. Jobs
+// set no limit of the v2-only controllers (hugetlb), so nothing is lost.
+// The other calls (start, state, kill, delete) read the cgroup paths crun
+// recorded and run as they are: a mount namespace costs tens of
+// milliseconds here (its teardown waits for RCU). An argument "create"
+// that is not the command only costs that time.
 func crunScript(crunPath string) string {
-	return "#!/bin/sh\n# written by blackbox: crun without the cgroup v2 mount of this hybrid host\n" +
-		"exec unshare --mount --propagation private /bin/sh -c 'umount " + unifiedRoot + " && exec \"$0\" \"$@\"' " +
-		shellQuote(crunPath) + ` "$@"` + "\n"
+	return "#!/bin/sh\n# written by blackbox: crun create without the cgroup v2 mount of this hybrid host\n" +
+		"for a; do\n\tif [ \"$a\" = create ]; then\n" +
+		"\t\texec unshare --mount --propagation private /bin/sh -c 'umount " + unifiedRoot + " && exec \"$0\" \"$@\"' " +
+		shellQuote(crunPath) + " \"$@\"\n\tfi\ndone\nexec " + shellQuote(crunPath) + ` "$@"` + "\n"
 }
 
 // runscScript is the wrapper the shim runs as runsc: runsc with runscFlags
