@@ -194,8 +194,40 @@ func cleanupNamespace() {
 	cleanNamespace(nil, testNS)
 }
 
+var (
+	probeOnce   sync.Once
+	probeFailed map[string]error
+)
+
+// forRuntimes runs test as a subtest per runtime (runc, crun, runsc): the
+// containment tests hold under each. runc must run jobs; another runtime
+// the probe finds unusable is skipped saying why, except under CI=true
+// when it is installed (deploy/dev installs runsc and crun): then the test
+// fails.
+func forRuntimes(t *testing.T, test func(t *testing.T, rt string)) {
+	sb, _ := newSandbox(t)
+	probeOnce.Do(func() { _, probeFailed = sb.ProbeRuntimes(context.Background()) })
+	for _, rt := range sandbox.Runtimes {
+		t.Run(rt, func(t *testing.T) {
+			if err := probeFailed[rt]; err != nil {
+				if rt == "runc" || (os.Getenv("CI") == "true" && installed(rt)) {
+					t.Fatalf("%s cannot run jobs: %v", rt, err)
+				}
+				t.Skipf("%s cannot run jobs here: %v", rt, err)
+			}
+			test(t, rt)
+		})
+	}
+}
+
 // run runs a job with generous defaults and returns its result and output.
 func run(t *testing.T, sb *sandbox.Sandbox, img string, lim sandbox.Limits, args ...string) (*sandbox.Result, string, string) {
+	t.Helper()
+	return runIn(t, sb, img, "", lim, args...)
+}
+
+// runIn is run under runtime rt ("" for the configured one).
+func runIn(t *testing.T, sb *sandbox.Sandbox, img, rt string, lim sandbox.Limits, args ...string) (*sandbox.Result, string, string) {
 	t.Helper()
 	if lim.CPUMillis == 0 {
 		lim.CPUMillis = 1000
@@ -207,9 +239,9 @@ func run(t *testing.T, sb *sandbox.Sandbox, img string, lim sandbox.Limits, args
 		lim.WallClock = 30 * time.Second
 	}
 	var stdout, stderr bytes.Buffer
-	res, err := sb.Run(context.Background(), sandbox.Job{Image: img, Args: args, Limits: lim, Stdout: &stdout, Stderr: &stderr})
+	res, err := sb.Run(context.Background(), sandbox.Job{Image: img, Args: args, Runtime: rt, Limits: lim, Stdout: &stdout, Stderr: &stderr})
 	if err != nil {
-		t.Fatalf("run %q: %v (stderr %q)", args, err, stderr.String())
+		t.Fatalf("run %q under %q: %v (stderr %q)", args, rt, err, stderr.String())
 	}
 	t.Logf("%q: exit %d reason %s cpu %s peak %d oom %d wall %s", args, res.ExitCode, res.Reason, res.CPUTime, res.PeakMemory, res.OOMKills, res.Wall)
 	assertNoTrace(t, sb, res.Container)

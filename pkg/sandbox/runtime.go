@@ -53,8 +53,9 @@ func runtimeOptions(name string) (*runcoptions.Options, error) {
 // runscFlags are the flags every job's runsc gets. The job's network
 // namespace is fresh and empty; runsc's own netstack would refuse it (it
 // takes an unnamed namespace for the host's), and a job has no network
-// anyway.
-var runscFlags = []string{"--network=none"}
+// anyway. Without --oci-seccomp runsc ignores the job's seccomp profile
+// (gVisor's own filters guard the host, not the job's syscalls to gVisor).
+var runscFlags = []string{"--network=none", "--oci-seccomp"}
 
 // unifiedRoot is where a hybrid cgroup host mounts its cgroup v2 hierarchy.
 const unifiedRoot = "/sys/fs/cgroup/unified"

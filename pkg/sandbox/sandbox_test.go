@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,185 +61,220 @@ func TestOCILayoutImport(t *testing.T) {
 
 // Network: only lo, and a port the host listens on at 127.0.0.1 is unreachable.
 func TestNetworkIsolation(t *testing.T) {
-	sb, img := newSandbox(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted sync.WaitGroup
-	var mu sync.Mutex
-	conns := 0
-	accepted.Add(1)
-	go func() {
-		defer accepted.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns++
-			mu.Unlock()
-			c.Close()
+	forRuntimes(t, func(t *testing.T, rt string) {
+		sb, img := newSandbox(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	script := `ls /sys/class/net; echo ---; if nc -w 2 127.0.0.1 ` + itoa(port) + ` </dev/null; then echo CONNECTED; else echo REFUSED; fi`
-	res, out, _ := run(t, sb, img, sandbox.Limits{}, "sh", "-c", script)
-	ifaces, rest, _ := strings.Cut(out, "---\n")
-	if strings.Fields(ifaces)[0] != "lo" || len(strings.Fields(ifaces)) != 1 {
-		t.Errorf("interfaces %q, want only lo", ifaces)
-	}
-	if strings.TrimSpace(rest) != "REFUSED" {
-		t.Errorf("connect to host 127.0.0.1:%d: %q", port, rest)
-	}
-	ln.Close()
-	accepted.Wait()
-	if conns != 0 {
-		t.Errorf("host listener accepted %d connections from the job", conns)
-	}
-	if res.ExitCode != 0 {
-		t.Errorf("exit %d", res.ExitCode)
-	}
+		defer ln.Close()
+		var accepted sync.WaitGroup
+		var mu sync.Mutex
+		conns := 0
+		accepted.Add(1)
+		go func() {
+			defer accepted.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				conns++
+				mu.Unlock()
+				c.Close()
+			}
+		}()
+		port := ln.Addr().(*net.TCPAddr).Port
+		script := `ls /sys/class/net; echo ---; if nc -w 2 127.0.0.1 ` + itoa(port) + ` </dev/null; then echo CONNECTED; else echo REFUSED; fi`
+		res, out, _ := runIn(t, sb, img, rt, sandbox.Limits{}, "sh", "-c", script)
+		ifaces, rest, _ := strings.Cut(out, "---\n")
+		if strings.Fields(ifaces)[0] != "lo" || len(strings.Fields(ifaces)) != 1 {
+			t.Errorf("interfaces %q, want only lo", ifaces)
+		}
+		if strings.TrimSpace(rest) != "REFUSED" {
+			t.Errorf("connect to host 127.0.0.1:%d: %q", port, rest)
+		}
+		ln.Close()
+		accepted.Wait()
+		if conns != 0 {
+			t.Errorf("host listener accepted %d connections from the job", conns)
+		}
+		if res.ExitCode != 0 {
+			t.Errorf("exit %d", res.ExitCode)
+		}
+	})
 }
 
 func TestForkBombStopsAtPidsLimit(t *testing.T) {
-	sb, img := newSandbox(t)
-	done := make(chan struct{})
-	var hostErr error
-	go func() {
-		defer close(done)
-		time.Sleep(1500 * time.Millisecond)
-		// The host can still start processes while the bomb runs.
-		hostErr = exec.Command("/bin/true").Run()
-	}()
-	script := `b(){ b | b & }; b; sleep 3; n=$(ls /proc | grep -c '^[0-9]'); echo procs=$n`
-	res, out, errOut := run(t, sb, img, sandbox.Limits{Pids: 64, WallClock: 20 * time.Second}, "sh", "-c", script)
-	<-done
-	if hostErr != nil {
-		t.Errorf("host could not fork during the bomb: %v", hostErr)
-	}
-	if !strings.Contains(errOut, "can't fork") && !strings.Contains(errOut, "Resource temporarily unavailable") {
-		t.Errorf("no fork failure in stderr (%d bytes): %.200q", len(errOut), errOut)
-	}
-	var procs int
-	if _, err := sscanf(out, "procs=%d", &procs); err == nil && procs > 64 {
-		t.Errorf("job saw %d processes, limit 64", procs)
-	}
-	if res.Reason != sandbox.ReasonExited && res.Reason != sandbox.ReasonTimeout {
-		t.Errorf("reason %s", res.Reason)
-	}
+	forRuntimes(t, func(t *testing.T, rt string) {
+		sb, img := newSandbox(t)
+		done := make(chan struct{})
+		var hostErr error
+		go func() {
+			defer close(done)
+			time.Sleep(1500 * time.Millisecond)
+			// The host can still start processes while the bomb runs.
+			hostErr = exec.Command("/bin/true").Run()
+		}()
+		script := `b(){ b | b & }; b; sleep 3; n=$(ls /proc | grep -c '^[0-9]'); echo procs=$n`
+		res, out, errOut := runIn(t, sb, img, rt, sandbox.Limits{Pids: 64, WallClock: 20 * time.Second}, "sh", "-c", script)
+		<-done
+		if hostErr != nil {
+			t.Errorf("host could not fork during the bomb: %v", hostErr)
+		}
+		switch {
+		case rt == "runsc":
+			// Expected difference: under gVisor the pids limit counts the
+			// sandbox's host tasks (the Sentry's threads, the gofer, a
+			// ptrace stub per guest address space), not the job's
+			// processes; at the limit the whole sandbox ends (exit 2, no
+			// message) instead of the job's fork failing. Contained all
+			// the same: the job ended, the host forked.
+			if res.ExitCode == 0 && res.Reason == sandbox.ReasonExited {
+				t.Errorf("the bomb ran to its end under runsc: %q", out)
+			}
+		case !strings.Contains(errOut, "can't fork") && !strings.Contains(errOut, "Resource temporarily unavailable"):
+			t.Errorf("no fork failure in stderr (%d bytes): %.200q", len(errOut), errOut)
+		}
+		var procs int
+		if _, err := sscanf(out, "procs=%d", &procs); err == nil && procs > 64 {
+			t.Errorf("job saw %d processes, limit 64", procs)
+		}
+		if res.Reason != sandbox.ReasonExited && res.Reason != sandbox.ReasonTimeout {
+			t.Errorf("reason %s", res.Reason)
+		}
+	})
 }
 
 func TestMemoryBombIsOOMKilled(t *testing.T) {
-	sb, img := newSandbox(t)
-	const limit = 32 << 20
-	res, _, _ := run(t, sb, img, sandbox.Limits{MemoryBytes: limit}, "tail", "/dev/zero")
-	if res.Reason != sandbox.ReasonOOM || res.OOMKills < 1 {
-		t.Errorf("reason %s oom kills %d, want oom", res.Reason, res.OOMKills)
-	}
-	if res.ExitCode != 137 {
-		t.Errorf("exit %d, want 137 (SIGKILL)", res.ExitCode)
-	}
-	if res.PeakMemory < limit*8/10 || res.PeakMemory > limit+(1<<20) {
-		t.Errorf("peak memory %d, want about the limit %d", res.PeakMemory, limit)
-	}
+	forRuntimes(t, func(t *testing.T, rt string) {
+		sb, img := newSandbox(t)
+		const limit = 32 << 20
+		res, _, _ := runIn(t, sb, img, rt, sandbox.Limits{MemoryBytes: limit}, "tail", "/dev/zero")
+		if res.Reason != sandbox.ReasonOOM || res.OOMKills < 1 {
+			t.Errorf("reason %s oom kills %d, want oom", res.Reason, res.OOMKills)
+		}
+		if res.ExitCode != 137 {
+			t.Errorf("exit %d, want 137 (SIGKILL)", res.ExitCode)
+		}
+		if res.PeakMemory < limit*8/10 || res.PeakMemory > limit+(1<<20) {
+			t.Errorf("peak memory %d, want about the limit %d", res.PeakMemory, limit)
+		}
+	})
 }
 
 func TestScratchSizeAndReadOnlyRoot(t *testing.T) {
-	sb, img := newSandbox(t)
-	const disk = 8 << 20
-	script := `dd if=/dev/zero of=/tmp/fill bs=1M count=20 2>&1; echo dd=$?; stat -c size=%s /tmp/fill;` +
-		`echo x > /out/more 2>/dev/null; echo out=$?;` +
-		`touch /rootfile 2>&1; echo touch=$?; echo y > /bin/y 2>&1; echo bin=$?`
-	res, out, _ := run(t, sb, img, sandbox.Limits{DiskBytes: disk, MemoryBytes: 64 << 20}, "sh", "-c", script)
-	t.Log(out)
-	for _, want := range []string{"No space left on device", "touch=1", "bin=1", "Read-only file system"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q", want)
+	forRuntimes(t, func(t *testing.T, rt string) {
+		sb, img := newSandbox(t)
+		const disk = 8 << 20
+		script := `dd if=/dev/zero of=/tmp/fill bs=1M count=20 2>&1; echo dd=$?; stat -c size=%s /tmp/fill;` +
+			`echo x > /out/more 2>/dev/null; echo out=$?;` +
+			`touch /rootfile 2>&1; echo touch=$?; echo y > /bin/y 2>&1; echo bin=$?`
+		res, out, _ := runIn(t, sb, img, rt, sandbox.Limits{DiskBytes: disk, MemoryBytes: 64 << 20}, "sh", "-c", script)
+		t.Log(out)
+		for _, want := range []string{"No space left on device", "touch=1", "bin=1", "Read-only file system"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q", want)
+			}
 		}
-	}
-	if strings.Contains(out, "dd=0") {
-		t.Error("dd of 20 MiB into an 8 MiB scratch succeeded")
-	}
-	var size int64
-	if i := strings.Index(out, "size="); i >= 0 {
-		sscanf(out[i:], "size=%d", &size)
-	}
-	if size <= 0 || size > disk {
-		t.Errorf("scratch file of %d bytes, limit %d", size, disk)
-	}
-	if res.Reason != sandbox.ReasonExited {
-		t.Errorf("reason %s", res.Reason)
-	}
+		if strings.Contains(out, "dd=0") {
+			t.Error("dd of 20 MiB into an 8 MiB scratch succeeded")
+		}
+		var size int64
+		if i := strings.Index(out, "size="); i >= 0 {
+			sscanf(out[i:], "size=%d", &size)
+		}
+		if size <= 0 || size > disk {
+			t.Errorf("scratch file of %d bytes, limit %d", size, disk)
+		}
+		if res.Reason != sandbox.ReasonExited {
+			t.Errorf("reason %s", res.Reason)
+		}
+	})
 }
 
 func TestHostFilesAndProcessesHidden(t *testing.T) {
-	sb, img := newSandbox(t)
-	secret, err := os.CreateTemp("/var/tmp", "bb-secret-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret.WriteString("host secret")
-	secret.Close()
-	defer os.Remove(secret.Name())
-	script := `cat ` + secret.Name() + ` 2>/dev/null && echo LEAK; ls /;` +
-		`echo procs=$(ls /proc | grep -c '^[0-9]'); echo pid1=$(cat /proc/1/comm);` +
-		`grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; echo uidmap=$(cat /proc/self/uid_map)`
-	_, out, _ := run(t, sb, img, sandbox.Limits{}, "sh", "-c", script)
-	t.Log(out)
-	if strings.Contains(out, "LEAK") || strings.Contains(out, "host secret") {
-		t.Error("job read a host file")
-	}
-	for _, want := range []string{"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2", "pid1=sh"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("output lacks %q", want)
+	forRuntimes(t, func(t *testing.T, rt string) {
+		sb, img := newSandbox(t)
+		secret, err := os.CreateTemp("/var/tmp", "bb-secret-")
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	var procs int
-	if i := strings.Index(out, "procs="); i >= 0 {
-		sscanf(out[i:], "procs=%d", &procs)
-	}
-	if procs < 1 || procs > 4 {
-		t.Errorf("job sees %d processes; host processes visible?", procs)
-	}
-	if sb.UserNS() && !strings.Contains(strings.Join(strings.Fields(out), " "), "uidmap= 0 1000000 65536") {
-		t.Errorf("user namespace not remapped: %q", out)
-	}
-	// Host view: the host's files are unchanged.
-	if b, _ := os.ReadFile(secret.Name()); string(b) != "host secret" {
-		t.Error("host file changed")
-	}
+		secret.WriteString("host secret")
+		secret.Close()
+		defer os.Remove(secret.Name())
+		script := `cat ` + secret.Name() + ` 2>/dev/null && echo LEAK; ls /;` +
+			`echo procs=$(ls /proc | grep -c '^[0-9]'); echo pid1=$(cat /proc/1/comm);` +
+			`grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; echo uidmap=$(cat /proc/self/uid_map)`
+		_, out, _ := runIn(t, sb, img, rt, sandbox.Limits{}, "sh", "-c", script)
+		t.Log(out)
+		if strings.Contains(out, "LEAK") || strings.Contains(out, "host secret") {
+			t.Error("job read a host file")
+		}
+		wants := []string{"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2", "pid1=sh"}
+		if rt == "runsc" {
+			// Expected difference: /proc is gVisor's. Its status has no
+			// NoNewPrivs line; Seccomp 2 is the job's profile, which
+			// runsc applies inside the sandbox (--oci-seccomp).
+			wants = slices.DeleteFunc(wants, func(w string) bool { return strings.HasPrefix(w, "NoNewPrivs") })
+		}
+		for _, want := range wants {
+			if !strings.Contains(out, want) {
+				t.Errorf("output lacks %q", want)
+			}
+		}
+		var procs int
+		if i := strings.Index(out, "procs="); i >= 0 {
+			sscanf(out[i:], "procs=%d", &procs)
+		}
+		if procs < 1 || procs > 4 {
+			t.Errorf("job sees %d processes; host processes visible?", procs)
+		}
+		// Expected difference: runsc takes no id mapping (remapsUsers); the
+		// uid_map the job reads is gVisor's own kernel's (0 0 4294967295),
+		// and the job's root makes no host system call.
+		if rt != "runsc" && sb.UserNS() && !strings.Contains(strings.Join(strings.Fields(out), " "), "uidmap= 0 1000000 65536") {
+			t.Errorf("user namespace not remapped: %q", out)
+		}
+		// Host view: the host's files are unchanged.
+		if b, _ := os.ReadFile(secret.Name()); string(b) != "host secret" {
+			t.Error("host file changed")
+		}
+	})
 }
 
 func TestCPUQuota(t *testing.T) {
-	sb, img := newSandbox(t)
-	res, _, _ := run(t, sb, img, sandbox.Limits{CPUMillis: 500, WallClock: 6 * time.Second}, "sh", "-c", "while :; do :; done")
-	if res.Reason != sandbox.ReasonTimeout {
-		t.Errorf("reason %s, want timeout", res.Reason)
-	}
-	share := res.CPUTime.Seconds() / res.Wall.Seconds()
-	t.Logf("cpu %s over wall %s = %.3f cores (quota 0.5)", res.CPUTime, res.Wall, share)
-	// The quota is a ceiling: on a busy machine (other tests, other jobs)
-	// the job gets less, never more. The floor only says it ran at all.
-	if share > 0.5*1.15 {
-		t.Errorf("job got %.3f cores, over its quota of 0.5 (+15%%)", share)
-	}
-	if share < 0.1 {
-		t.Errorf("job got %.3f cores: it barely ran", share)
-	}
+	forRuntimes(t, func(t *testing.T, rt string) {
+		sb, img := newSandbox(t)
+		res, _, _ := runIn(t, sb, img, rt, sandbox.Limits{CPUMillis: 500, WallClock: 6 * time.Second}, "sh", "-c", "while :; do :; done")
+		if res.Reason != sandbox.ReasonTimeout {
+			t.Errorf("reason %s, want timeout", res.Reason)
+		}
+		share := res.CPUTime.Seconds() / res.Wall.Seconds()
+		t.Logf("cpu %s over wall %s = %.3f cores (quota 0.5)", res.CPUTime, res.Wall, share)
+		// The quota is a ceiling: on a busy machine (other tests, other jobs)
+		// the job gets less, never more. The floor only says it ran at all.
+		if share > 0.5*1.15 {
+			t.Errorf("job got %.3f cores, over its quota of 0.5 (+15%%)", share)
+		}
+		if share < 0.1 {
+			t.Errorf("job got %.3f cores: it barely ran", share)
+		}
+	})
 }
 
 func TestTimeout(t *testing.T) {
-	sb, img := newSandbox(t)
-	res, _, _ := run(t, sb, img, sandbox.Limits{WallClock: time.Second}, "sleep", "100")
-	if res.Reason != sandbox.ReasonTimeout || res.ExitCode != 137 {
-		t.Errorf("reason %s exit %d, want timeout 137", res.Reason, res.ExitCode)
-	}
-	if res.Wall < time.Second || res.Wall > 5*time.Second {
-		t.Errorf("wall %s for a 1s timeout", res.Wall)
-	}
+	forRuntimes(t, func(t *testing.T, rt string) {
+		sb, img := newSandbox(t)
+		res, _, _ := runIn(t, sb, img, rt, sandbox.Limits{WallClock: time.Second}, "sleep", "100")
+		if res.Reason != sandbox.ReasonTimeout || res.ExitCode != 137 {
+			t.Errorf("reason %s exit %d, want timeout 137", res.Reason, res.ExitCode)
+		}
+		if res.Wall < time.Second || res.Wall > 5*time.Second {
+			t.Errorf("wall %s for a 1s timeout", res.Wall)
+		}
+	})
 }
 
 func TestHugeStdoutIsCapped(t *testing.T) {
