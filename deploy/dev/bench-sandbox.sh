@@ -5,6 +5,11 @@
 #                                their ratio (goal <= 1.1)
 #   BenchmarkTrivialJobNoUserNS  the same with sandbox.userns off
 #   BenchmarkConcurrent20        20 trivial jobs at once; reports jobs/s
+#   BenchmarkRuntimes            a trivial job under runc, crun and runsc, interleaved with
+#                                `ctr run --rm` (runc); prints the runs side by side with each
+#                                ratio to ctr's, a runtime the probe refuses as "unavailable:
+#                                <reason>", and BENCHROW lines (sandbox runc ÷ ctr run <= 1.1,
+#                                sandbox crun ÷ ctr run runc <= 0.7) for benchtable.sh
 # Uses BLACKBOX_TEST_CONTAINERD if set, otherwise starts BUILD_DIR/containerd (and stops it
 # again if it was not running). Needs root. Results also go to BUILD_DIR/bench/sandbox.txt.
 # BENCHTIME (default 30x) and BENCHCOUNT (default 3) tune the run.
@@ -22,6 +27,6 @@ if [ -z "${BLACKBOX_TEST_CONTAINERD:-}" ]; then
 fi
 mkdir -p "$build/bench"
 cd "$here/../.."
-go test -tags integration -run '^$' -bench 'TrivialJob|Concurrent20' -benchtime "${BENCHTIME:-30x}" \
+go test -tags integration -run '^$' -bench 'TrivialJob|Concurrent20|Runtimes' -benchtime "${BENCHTIME:-30x}" \
 	-count "${BENCHCOUNT:-3}" -timeout 30m ./pkg/sandbox 2>&1 |
 	grep -v 'level=' | tee "$build/bench/sandbox.txt"
