@@ -203,12 +203,13 @@ var (
 // containment tests hold under each. runc must run jobs; another runtime
 // the probe finds unusable is skipped saying why, except under CI=true
 // when it is installed (deploy/dev installs runsc and crun): then the test
-// fails.
+// fails. The subtests run in parallel (one job per runtime at once).
 func forRuntimes(t *testing.T, test func(t *testing.T, rt string)) {
 	sb, _ := newSandbox(t)
 	probeOnce.Do(func() { _, probeFailed = sb.ProbeRuntimes(context.Background()) })
 	for _, rt := range sandbox.Runtimes {
 		t.Run(rt, func(t *testing.T) {
+			t.Parallel() // runsc under ptrace is slow; the runtimes' jobs overlap
 			if err := probeFailed[rt]; err != nil {
 				if rt == "runc" || (os.Getenv("CI") == "true" && installed(rt)) {
 					t.Fatalf("%s cannot run jobs: %v", rt, err)
