@@ -128,13 +128,7 @@ func TestNoInputNoIn(t *testing.T) {
 // refused with ErrBadJob before anything runs, and leave nothing behind.
 func TestInputRefused(t *testing.T) {
 	sb, img := newSandbox(t)
-	secret, err := os.CreateTemp("/var/tmp", "bb-secret-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret.WriteString("host secret")
-	secret.Close()
-	defer os.Remove(secret.Name())
+	secret := hostSecret(t)
 
 	withFile := func(dir string) {
 		os.WriteFile(filepath.Join(dir, "ok.txt"), []byte("ok"), 0o644)
@@ -147,7 +141,7 @@ func TestInputRefused(t *testing.T) {
 	}{
 		{"symlink to a host file", func(d string) string {
 			withFile(d)
-			os.Symlink(secret.Name(), filepath.Join(d, "link"))
+			os.Symlink(secret, filepath.Join(d, "link"))
 			return d
 		}, 0, "symlink"},
 		{"symlink to a host dir", func(d string) string {
@@ -196,7 +190,7 @@ func TestInputRefused(t *testing.T) {
 			if list, _ := sb.Client().Containers(ctx); len(list) != 0 {
 				t.Errorf("%d containers left", len(list))
 			}
-			if b, _ := os.ReadFile(secret.Name()); string(b) != "host secret" {
+			if b, _ := os.ReadFile(secret); string(b) != "host secret" {
 				t.Error("host file changed")
 			}
 		})

@@ -275,6 +275,20 @@ func assertNoTrace(t testing.TB, sb *sandbox.Sandbox, id string) {
 	}
 }
 
+// hostSecret writes a host file no job may read ("host secret") and
+// returns its path; it is removed when the test ends.
+func hostSecret(t testing.TB) string {
+	t.Helper()
+	f, err := os.CreateTemp("/var/tmp", "bb-secret-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("host secret")
+	f.Close()
+	t.Cleanup(func() { os.Remove(f.Name()) })
+	return f.Name()
+}
+
 func itoa(i int) string { return fmt.Sprint(i) }
 
 func sscanf(s, format string, args ...any) (int, error) { return fmt.Sscanf(s, format, args...) }

@@ -197,14 +197,8 @@ func TestScratchSizeAndReadOnlyRoot(t *testing.T) {
 func TestHostFilesAndProcessesHidden(t *testing.T) {
 	forRuntimes(t, func(t *testing.T, rt string) {
 		sb, img := newSandbox(t)
-		secret, err := os.CreateTemp("/var/tmp", "bb-secret-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		secret.WriteString("host secret")
-		secret.Close()
-		defer os.Remove(secret.Name())
-		script := `cat ` + secret.Name() + ` 2>/dev/null && echo LEAK; ls /;` +
+		secret := hostSecret(t)
+		script := `cat ` + secret + ` 2>/dev/null && echo LEAK; ls /;` +
 			`echo procs=$(ls /proc | grep -c '^[0-9]'); echo pid1=$(cat /proc/1/comm);` +
 			`grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; echo uidmap=$(cat /proc/self/uid_map)`
 		_, out, _ := runIn(t, sb, img, rt, sandbox.Limits{}, "sh", "-c", script)
@@ -238,7 +232,7 @@ func TestHostFilesAndProcessesHidden(t *testing.T) {
 			t.Errorf("user namespace not remapped: %q", out)
 		}
 		// Host view: the host's files are unchanged.
-		if b, _ := os.ReadFile(secret.Name()); string(b) != "host secret" {
+		if b, _ := os.ReadFile(secret); string(b) != "host secret" {
 			t.Error("host file changed")
 		}
 	})
