@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,5 +72,22 @@ func TestTarDirReproducible(t *testing.T) {
 	o2, _ := tarDir(d2, nil)
 	if o1 != o2 || o1.Files != 2 {
 		t.Errorf("%+v vs %+v", o1, o2)
+	}
+}
+
+// The crun wrapper passes every call but create straight to crun, with its
+// arguments as they were (create needs root: TestJobRuntime runs it).
+func TestCrunScriptPassesCalls(t *testing.T) {
+	dir := t.TempDir()
+	p, err := writeWrapper(dir, "crun", crunScript("/bin/echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(p, "--root", "/run/x y", "delete", "it's").CombinedOutput()
+	if err != nil || string(out) != "--root /run/x y delete it's\n" {
+		t.Errorf("wrapper ran %q, %v", out, err)
+	}
+	if again, err := writeWrapper(dir, "crun", crunScript("/bin/echo")); err != nil || again != p {
+		t.Errorf("rewrite: %s %v", again, err)
 	}
 }
