@@ -19,6 +19,7 @@ import (
 
 var (
 	_ contract.Runner          = sandboxRunner{}
+	_ contract.ImageCache      = sandboxRunner{}
 	_ contract.PaymentReceiver = (*channelReceiver)(nil)
 	_ contract.Payer           = channelPayer{}
 )
@@ -46,6 +47,13 @@ type badImage struct{ error }
 
 func (e badImage) Unwrap() error        { return e.error }
 func (e badImage) Is(target error) bool { return target == contract.ErrBadImage }
+
+// CachedImage makes the seller tell a buyer (job protocol 1.2.0) not to
+// send an image it holds.
+func (r sandboxRunner) CachedImage(ctx context.Context, digest string) (string, bool) {
+	img, ok := r.sb.CachedImport(ctx, digest)
+	return img.Name, ok
+}
 
 func (r sandboxRunner) Pull(ctx context.Context, ref string) (string, error) {
 	img, err := r.sb.Pull(ctx, ref)
