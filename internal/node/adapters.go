@@ -34,8 +34,9 @@ type sandboxRunner struct {
 
 func (r sandboxRunner) ImportImage(ctx context.Context, rd io.Reader, digest string) (string, error) {
 	img, err := r.sb.ImportImage(ctx, rd, digest)
-	if errors.Is(err, sandbox.ErrBadImage) {
-		// The buyer's fault: the contract engine tells it so.
+	if errors.Is(err, sandbox.ErrBadImage) || errors.Is(err, sandbox.ErrDigestMismatch) {
+		// The buyer's fault (a tarball that is not an image, or not the
+		// digest its contract names): the contract engine tells it so.
 		err = badImage{err}
 	}
 	return img.Name, err
