@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -128,4 +130,108 @@ func TestCachedImageNotSentAgain(t *testing.T) {
 		t.Fatalf("%d containers for the refused contract", n)
 	}
 	t.Logf("false digest: %s: %s", j.State, j.Error)
+}
+
+// phaseSeconds is the sum of the node's job_phase_duration_seconds
+// histogram for role and phase, read from its /metrics.
+func phaseSeconds(t testing.TB, addr, role, phase string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^blackbox_job_phase_duration_seconds_sum\{phase="` + phase + `",role="` + role + `"\} (\S+)$`)
+	m := re.FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// BenchmarkCachedImage: jobs with a large image (64 MiB of incompressible
+// data on busybox) through the market on loopback, a channel already open:
+// the first job with a new image (the seller receives and imports it) side
+// by side with a second job with the same image (the seller holds it and
+// the buyer sends none of it, job protocol 1.2.0), three pairs per op. It
+// reports each one's submit-to-result time, the seller's transfer phase
+// (from its /metrics) and the image bytes the seller received (from its
+// log), and BENCHROW lines for bench.sh's table.
+func BenchmarkCachedImage(b *testing.B) {
+	const size, pairs = 64 << 20, 3
+	m := newMarket(b)
+	seller := m.daemon([]string{"BLACKBOX_METER_PRICING_START_FEE=1000"}, "--metrics-addr", "127.0.0.1:0")
+	buyer := m.daemon([]string{"BLACKBOX_METER_MAX_CPU=0"}, "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	metrics := metricsAddr(b, m.bin, seller.proc)
+	work := b.TempDir()
+	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "5000"}
+	job := []string{"sh", "-c", "wc -c < /data > /out/n"}
+	// run submits one job and returns its time, the seller's transfer
+	// phase and the image bytes the seller received.
+	run := func(image string) (took, transfer time.Duration, received int64) {
+		out := filepath.Join(work, "out")
+		os.RemoveAll(out)
+		before := phaseSeconds(b, metrics, "seller", "transfer")
+		start := time.Now()
+		j := submit(b, buyer, image, out, flags, job...)
+		took = time.Since(start)
+		if j.State != contract.JobDone || j.ExitCode != 0 {
+			b.Fatalf("job: %s exit %d: %s", j.State, j.ExitCode, j.Error)
+		}
+		if got, _ := os.ReadFile(filepath.Join(out, "out", "n")); strings.TrimSpace(string(got)) != strconv.Itoa(size) {
+			b.Fatalf("out/n: %q", got)
+		}
+		transfer = time.Duration((phaseSeconds(b, metrics, "seller", "transfer") - before) * float64(time.Second))
+		received, _ = imageTransfer(b, seller.logs.String(), j.ContractID)
+		return took, transfer, max(received, 0)
+	}
+	// Open the channel with an untimed job (its image is not used again).
+	run(dataImage(b, work, size, 0))
+
+	var first, second struct {
+		took, transfer time.Duration
+		bytes          int64
+	}
+	seed := uint64(time.Now().UnixNano())
+	for b.Loop() {
+		for range pairs {
+			b.StopTimer()
+			seed++
+			image := dataImage(b, work, size, seed)
+			b.StartTimer()
+			t1, x1, n1 := run(image)
+			t2, x2, n2 := run(image)
+			first.took, first.transfer, first.bytes = first.took+t1, first.transfer+x1, first.bytes+n1
+			second.took, second.transfer, second.bytes = second.took+t2, second.transfer+x2, second.bytes+n2
+			b.Logf("pair: first job %s (seller transfer %s, %d image bytes), second %s (seller transfer %s, %d image bytes)",
+				t1.Round(time.Millisecond), x1.Round(time.Millisecond), n1, t2.Round(time.Millisecond), x2.Round(time.Millisecond), n2)
+			os.Remove(image)
+		}
+	}
+	n := float64(b.N * pairs)
+	ms := func(d time.Duration) float64 { return float64(d.Milliseconds()) / n }
+	b.ReportMetric(ms(first.took), "first-ms/job")
+	b.ReportMetric(ms(second.took), "second-ms/job")
+	b.ReportMetric(ms(first.transfer), "first-transfer-ms/job")
+	b.ReportMetric(ms(second.transfer), "second-transfer-ms/job")
+	b.ReportMetric(float64(first.bytes)/n, "first-image-B/job")
+	b.ReportMetric(float64(second.bytes)/n, "second-image-B/job")
+	met := map[bool]string{true: "yes", false: "no"}
+	fmt.Printf("BENCHROW image bytes sent, second job with the same 64 MiB image = %.0f B|first job %.1f MB|%.2f|0 B (never sent again)|%s\n",
+		float64(second.bytes)/n, float64(first.bytes)/n/1e6, float64(second.bytes)/float64(first.bytes), met[second.bytes == 0])
+	xr := float64(second.transfer) / float64(first.transfer)
+	fmt.Printf("BENCHROW seller transfer phase, second job with the same 64 MiB image = %.0f ms|first job %.0f ms|%.3f|<= 0.05|%s\n",
+		ms(second.transfer), ms(first.transfer), xr, met[xr <= 0.05])
+	fmt.Printf("BENCHROW submit to result, second job with the same 64 MiB image = %.2f s|first job %.2f s|%.2f|- (informational)|-\n",
+		ms(second.took)/1000, ms(first.took)/1000, float64(second.took)/float64(first.took))
 }
