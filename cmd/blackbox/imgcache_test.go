@@ -4,10 +4,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -161,47 +163,73 @@ func phaseSeconds(t testing.TB, addr, role, phase string) float64 {
 // data on busybox) through the market on loopback, a channel already open:
 // the first job with a new image (the seller receives and imports it) side
 // by side with a second job with the same image (the seller holds it and
-// the buyer sends none of it, job protocol 1.2.0), three pairs per op. It
-// reports each one's submit-to-result time, the seller's transfer phase
-// (from its /metrics) and the image bytes the seller received (from its
-// log), and BENCHROW lines for bench.sh's table.
+// the buyer sends none of it, job protocol 1.2.0), three pairs per op.
+// With BLACKBOX_BENCH_BASELINE_BIN (bench.sh's binary from before this
+// protocol, a 1.1.0 buyer) a third job per pair, the same image from that
+// buyer, is the baseline: the image sent again and discarded. It reports
+// each one's submit-to-result time, the seller's transfer phase (from its
+// /metrics) and the image bytes the seller received (from its log), and
+// BENCHROW lines for bench.sh's table.
 func BenchmarkCachedImage(b *testing.B) {
 	const size, pairs = 64 << 20, 3
 	m := newMarket(b)
 	seller := m.daemon([]string{"BLACKBOX_METER_PRICING_START_FEE=1000"}, "--metrics-addr", "127.0.0.1:0")
-	buyer := m.daemon([]string{"BLACKBOX_METER_MAX_CPU=0"}, "--bootstrap", seller.bootAddr())
+	buyerEnv := []string{"BLACKBOX_METER_MAX_CPU=0"}
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
 	m.fund(buyer.proc, 1_000_000)
 	m.waitMarket(buyer, 1)
+	var old *daemon // the 1.1.0 buyer
+	if bin := os.Getenv("BLACKBOX_BENCH_BASELINE_BIN"); bin != "" {
+		om := *m
+		om.bin = bin
+		old = om.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+		om.fund(old.proc, 1_000_000)
+		om.waitMarket(old, 1)
+	} else {
+		b.Log("no BLACKBOX_BENCH_BASELINE_BIN: no 1.1.0 buyer to compare with")
+	}
 	metrics := metricsAddr(b, m.bin, seller.proc)
 	work := b.TempDir()
 	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "5000"}
 	job := []string{"sh", "-c", "wc -c < /data > /out/n"}
-	// run submits one job and returns its time, the seller's transfer
-	// phase and the image bytes the seller received.
-	run := func(image string) (took, transfer time.Duration, received int64) {
+	type figures struct {
+		took, transfer time.Duration
+		bytes          int64
+	}
+	// run submits one job from buyer and adds its time, the seller's
+	// transfer phase and the image bytes the seller received to f.
+	run := func(buyer *daemon, image string, f *figures) figures {
 		out := filepath.Join(work, "out")
 		os.RemoveAll(out)
 		before := phaseSeconds(b, metrics, "seller", "transfer")
 		start := time.Now()
-		j := submit(b, buyer, image, out, flags, job...)
-		took = time.Since(start)
+		var j *contract.JobStatus
+		if buyer == old {
+			j = submitOld(b, buyer, image, out, flags, job...)
+		} else {
+			j = submit(b, buyer, image, out, flags, job...)
+		}
+		took := time.Since(start)
 		if j.State != contract.JobDone || j.ExitCode != 0 {
 			b.Fatalf("job: %s exit %d: %s", j.State, j.ExitCode, j.Error)
 		}
 		if got, _ := os.ReadFile(filepath.Join(out, "out", "n")); strings.TrimSpace(string(got)) != strconv.Itoa(size) {
 			b.Fatalf("out/n: %q", got)
 		}
-		transfer = time.Duration((phaseSeconds(b, metrics, "seller", "transfer") - before) * float64(time.Second))
-		received, _ = imageTransfer(b, seller.logs.String(), j.ContractID)
-		return took, transfer, max(received, 0)
+		transfer := time.Duration((phaseSeconds(b, metrics, "seller", "transfer") - before) * float64(time.Second))
+		received, _ := imageTransfer(b, seller.logs.String(), j.ContractID)
+		one := figures{took, transfer, max(received, 0)}
+		f.took, f.transfer, f.bytes = f.took+one.took, f.transfer+one.transfer, f.bytes+one.bytes
+		return one
 	}
-	// Open the channel with an untimed job (its image is not used again).
-	run(dataImage(b, work, size, 0))
+	// Open the channels with untimed jobs (their image is not used again).
+	warm := dataImage(b, work, size, 0)
+	run(buyer, warm, &figures{})
+	if old != nil {
+		run(old, warm, &figures{})
+	}
 
-	var first, second struct {
-		took, transfer time.Duration
-		bytes          int64
-	}
+	var first, second, before figures
 	seed := uint64(time.Now().UnixNano())
 	for b.Loop() {
 		for range pairs {
@@ -209,29 +237,51 @@ func BenchmarkCachedImage(b *testing.B) {
 			seed++
 			image := dataImage(b, work, size, seed)
 			b.StartTimer()
-			t1, x1, n1 := run(image)
-			t2, x2, n2 := run(image)
-			first.took, first.transfer, first.bytes = first.took+t1, first.transfer+x1, first.bytes+n1
-			second.took, second.transfer, second.bytes = second.took+t2, second.transfer+x2, second.bytes+n2
-			b.Logf("pair: first job %s (seller transfer %s, %d image bytes), second %s (seller transfer %s, %d image bytes)",
-				t1.Round(time.Millisecond), x1.Round(time.Millisecond), n1, t2.Round(time.Millisecond), x2.Round(time.Millisecond), n2)
+			f, s := run(buyer, image, &first), run(buyer, image, &second)
+			b.Logf("first job %s (seller transfer %s, %d image bytes), second %s (seller transfer %s, %d image bytes)",
+				f.took.Round(time.Millisecond), f.transfer.Round(time.Millisecond), f.bytes, s.took.Round(time.Millisecond), s.transfer.Round(time.Millisecond), s.bytes)
+			if old != nil {
+				o := run(old, image, &before)
+				b.Logf("the same image from a 1.1.0 buyer: %s (seller transfer %s, %d image bytes)", o.took.Round(time.Millisecond), o.transfer.Round(time.Millisecond), o.bytes)
+			}
 			os.Remove(image)
 		}
 	}
 	n := float64(b.N * pairs)
 	ms := func(d time.Duration) float64 { return float64(d.Milliseconds()) / n }
-	b.ReportMetric(ms(first.took), "first-ms/job")
-	b.ReportMetric(ms(second.took), "second-ms/job")
-	b.ReportMetric(ms(first.transfer), "first-transfer-ms/job")
-	b.ReportMetric(ms(second.transfer), "second-transfer-ms/job")
-	b.ReportMetric(float64(first.bytes)/n, "first-image-B/job")
-	b.ReportMetric(float64(second.bytes)/n, "second-image-B/job")
+	report := func(f figures, name string) {
+		b.ReportMetric(ms(f.took), name+"-ms/job")
+		b.ReportMetric(ms(f.transfer), name+"-transfer-ms/job")
+		b.ReportMetric(float64(f.bytes)/n, name+"-image-B/job")
+	}
+	report(first, "first")
+	report(second, "second")
+	// The baseline of the second job: the same job before 1.2.0 if
+	// measured, else the first job.
+	base, baseName := first, "first job"
+	if old != nil {
+		report(before, "v1.1-second")
+		base, baseName = before, "1.1.0 buyer, same image"
+	}
 	met := map[bool]string{true: "yes", false: "no"}
-	fmt.Printf("BENCHROW image bytes sent, second job with the same 64 MiB image = %.0f B|first job %.1f MB|%.2f|0 B (never sent again)|%s\n",
-		float64(second.bytes)/n, float64(first.bytes)/n/1e6, float64(second.bytes)/float64(first.bytes), met[second.bytes == 0])
-	xr := float64(second.transfer) / float64(first.transfer)
-	fmt.Printf("BENCHROW seller transfer phase, second job with the same 64 MiB image = %.0f ms|first job %.0f ms|%.3f|<= 0.05|%s\n",
-		ms(second.transfer), ms(first.transfer), xr, met[xr <= 0.05])
-	fmt.Printf("BENCHROW submit to result, second job with the same 64 MiB image = %.2f s|first job %.2f s|%.2f|- (informational)|-\n",
-		ms(second.took)/1000, ms(first.took)/1000, float64(second.took)/float64(first.took))
+	fmt.Printf("BENCHROW image bytes sent, second job with the same 64 MiB image = %.0f B|%s %.1f MB|%.2f|0 B (never sent again)|%s\n",
+		float64(second.bytes)/n, baseName, float64(base.bytes)/n/1e6, float64(second.bytes)/float64(base.bytes), met[second.bytes == 0])
+	xr := float64(second.transfer) / float64(base.transfer)
+	fmt.Printf("BENCHROW seller transfer phase, second job with the same 64 MiB image = %.0f ms|%s %.0f ms|%.3f|<= 0.05|%s\n",
+		ms(second.transfer), baseName, ms(base.transfer), xr, met[xr <= 0.05])
+	fmt.Printf("BENCHROW submit to result, second job with the same 64 MiB image = %.2f s|%s %.2f s|%.2f|- (informational)|-\n",
+		ms(second.took)/1000, baseName, ms(base.took)/1000, float64(second.took)/float64(base.took))
+}
+
+// submitOld is submit for the baseline binary, whose `submit --json`
+// prints the job's status once, at the end, instead of events.
+func submitOld(t testing.TB, buyer *daemon, image, out string, flags []string, cmd ...string) *contract.JobStatus {
+	t.Helper()
+	args := append([]string{"--data-dir", buyer.dir, "submit", "--json", "--image", image, "--out", out}, flags...)
+	stdout, err := exec.Command(buyer.m.bin, append(append(args, "--"), cmd...)...).Output()
+	var j contract.JobStatus
+	if jerr := json.Unmarshal(stdout, &j); jerr != nil {
+		t.Fatalf("baseline submit --json: %v (exit: %v)\n%s", jerr, err, stdout)
+	}
+	return &j
 }
