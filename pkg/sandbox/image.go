@@ -120,10 +120,13 @@ func (s *Sandbox) CachedImport(ctx context.Context, digest string) (Image, bool)
 	if !digestRE.MatchString(digest) {
 		return Image{}, false
 	}
-	img, err := s.cachedImage(s.ctx(ctx), ImportName(digest))
+	ctx = s.ctx(ctx)
+	img, err := s.cachedImage(ctx, ImportName(digest))
 	if err != nil {
 		return Image{}, false
 	}
+	// About to run: not the least recently used for the collector.
+	s.touchImage(ctx, img.Name())
 	return Image{Name: img.Name(), Digest: digest, Cached: true}, true
 }
 
