@@ -71,7 +71,7 @@ func payoutAddress(t *testing.T) (string, []byte) {
 
 // submit runs `blackbox submit --json` on the buyer and returns the job
 // status of its last event, "done".
-func submit(t *testing.T, buyer *daemon, image, out string, flags []string, cmd ...string) *contract.JobStatus {
+func submit(t testing.TB, buyer *daemon, image, out string, flags []string, cmd ...string) *contract.JobStatus {
 	t.Helper()
 	events, err := submitEvents(t, buyer, image, out, flags, cmd...)
 	last := events[len(events)-1]
@@ -87,7 +87,7 @@ func submit(t *testing.T, buyer *daemon, image, out string, flags []string, cmd 
 
 // submitEvents runs `blackbox submit --json` on the buyer and returns its
 // events, each line of its output parsed on its own.
-func submitEvents(t *testing.T, buyer *daemon, image, out string, flags []string, cmd ...string) ([]cli.Event, error) {
+func submitEvents(t testing.TB, buyer *daemon, image, out string, flags []string, cmd ...string) ([]cli.Event, error) {
 	t.Helper()
 	args := append([]string{"submit", "--json", "--image", image, "--out", out}, flags...)
 	args = append(append(args, "--"), cmd...)

@@ -19,6 +19,7 @@ import (
 
 var (
 	_ contract.Runner          = sandboxRunner{}
+	_ contract.ImageCache      = sandboxRunner{}
 	_ contract.PaymentReceiver = (*channelReceiver)(nil)
 	_ contract.Payer           = channelPayer{}
 )
@@ -33,8 +34,9 @@ type sandboxRunner struct {
 
 func (r sandboxRunner) ImportImage(ctx context.Context, rd io.Reader, digest string) (string, error) {
 	img, err := r.sb.ImportImage(ctx, rd, digest)
-	if errors.Is(err, sandbox.ErrBadImage) {
-		// The buyer's fault: the contract engine tells it so.
+	if errors.Is(err, sandbox.ErrBadImage) || errors.Is(err, sandbox.ErrDigestMismatch) {
+		// The buyer's fault (a tarball that is not an image, or not the
+		// digest its contract names): the contract engine tells it so.
 		err = badImage{err}
 	}
 	return img.Name, err
@@ -46,6 +48,13 @@ type badImage struct{ error }
 
 func (e badImage) Unwrap() error        { return e.error }
 func (e badImage) Is(target error) bool { return target == contract.ErrBadImage }
+
+// CachedImage makes the seller tell a buyer (job protocol 1.2.0) not to
+// send an image it holds.
+func (r sandboxRunner) CachedImage(ctx context.Context, digest string) (string, bool) {
+	img, ok := r.sb.CachedImport(ctx, digest)
+	return img.Name, ok
+}
 
 func (r sandboxRunner) Pull(ctx context.Context, ref string) (string, error) {
 	img, err := r.sb.Pull(ctx, ref)

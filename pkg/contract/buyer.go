@@ -771,7 +771,7 @@ func (r *buyerRun) expect(typ byte, what string) ([]byte, error) {
 func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	b, p, id := r.b, r.ct.Proposal, r.ct.ID
 	b.update(r.j, func(j *JobStatus) { j.Phase = "fund" })
-	st, err := b.cfg.Host.NewStream(ctx, r.seller, JobProtocol)
+	st, err := b.cfg.Host.NewStream(ctx, r.seller, JobProtocol, JobProtocol11)
 	if err != nil {
 		return outFailed, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
 	}
@@ -800,14 +800,21 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	if err := r.c.send(jOpen, open); err != nil {
 		return outFailed, sellerGone(fmt.Errorf("send channel open: %w", err))
 	}
-	if _, err := r.expect(jReady, "seller not ready"); err != nil {
+	rb, err := r.expect(jReady, "seller not ready")
+	if err != nil {
 		return outFailed, err
+	}
+	var ready Ready
+	if st.Protocol() == JobProtocol {
+		if ready, err = unmarshalReady(rb); err != nil {
+			return outFailed, sellerFault(fmt.Errorf("seller not ready: %w", err))
+		}
 	}
 	if _, err := b.machine.Move(RoleBuyer, id, StateFunded, "channel ready", nil); err != nil {
 		return outFailed, buyerFault(err)
 	}
 	b.update(r.j, func(j *JobStatus) { j.Phase = "transfer" })
-	if err := r.sendBlobs(); err != nil {
+	if err := r.sendBlobs(ready.HaveImage); err != nil {
 		return outFailed, err
 	}
 	// Nothing is paid until the seller took the image and inputs.
@@ -832,10 +839,12 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	return out, err
 }
 
-func (r *buyerRun) sendBlobs() error {
+// sendBlobs sends the image (shipped by digest, unless the seller has it)
+// and the inputs.
+func (r *buyerRun) sendBlobs(sellerHasImage bool) error {
 	req := &r.ct.Proposal.Request
 	var digests []string
-	if req.ImageIsDigest() {
+	if req.ImageIsDigest() && !sellerHasImage {
 		digests = append(digests, req.Image)
 	}
 	for _, in := range req.Inputs {

@@ -26,8 +26,13 @@ const (
 	// open, the image and inputs, payments, heartbeats, logs, outputs and
 	// the receipt. 1.1.0: the seller says it received image and inputs
 	// before the first payment, and its error frame carries a typed reason;
-	// a 1.0.0 peer is not spoken to.
-	JobProtocol protocol.ID = "/blackbox/job/1.1.0"
+	// a 1.0.0 peer is not spoken to. 1.2.0: the seller's ready frame says
+	// whether it holds the contract's image (Ready), and the buyer then
+	// sends no image bytes. Both sides still speak 1.1.0 (the image is
+	// always sent) with a peer that knows no newer version.
+	JobProtocol protocol.ID = "/blackbox/job/1.2.0"
+	// JobProtocol11 is the job protocol before Ready.
+	JobProtocol11 protocol.ID = "/blackbox/job/1.1.0"
 	// ServiceName names the contract service in the resource manager.
 	ServiceName = "blackbox.contract"
 )

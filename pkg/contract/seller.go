@@ -35,7 +35,7 @@ const (
 
 // Seller to buyer:
 const (
-	jReady   byte = 20 // contract and channel accepted; send the blobs
+	jReady   byte = 20 // contract and channel accepted; send the blobs (1.2.0: an encoded Ready)
 	jAck     byte = 21 // uvarint: cumulative sats held for the contract
 	jBeat    byte = 22 // uvarint n: n intervals delivered; pay for n+1
 	jStdout  byte = 23
@@ -200,6 +200,7 @@ func (s *Seller) Start(ctx context.Context) error {
 	s.done = make(chan struct{})
 	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.tracked(s.handleNegotiate))
 	s.cfg.Host.SetStreamHandler(JobProtocol, s.tracked(s.handleJob))
+	s.cfg.Host.SetStreamHandler(JobProtocol11, s.tracked(s.handleJob))
 	go func() {
 		defer close(s.done)
 		for {
@@ -228,6 +229,7 @@ func (s *Seller) Close() error {
 	s.mu.Unlock()
 	s.cfg.Host.RemoveStreamHandler(NegotiateProtocol)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	s.cfg.Host.RemoveStreamHandler(JobProtocol11)
 	s.mu.Lock()
 	for _, c := range s.running {
 		c(errSellerClosing)
@@ -331,7 +333,7 @@ func (s *Seller) Earnings() (map[State]int64, error) {
 	return out, nil
 }
 
-// handleJob is the seller's /blackbox/job/1.0.0 handler.
+// handleJob is the seller's job protocol handler (1.2.0 and 1.1.0).
 func (s *Seller) handleJob(st network.Stream) {
 	remote := st.Conn().RemotePeer()
 	if err := setupStream(st, jobMemory, time.Now().Add(s.cfg.FundTimeout+time.Minute)); err != nil {
@@ -402,6 +404,9 @@ type sellerJob struct {
 	id       string
 	paid     int64
 	inputDir string
+	// cached is the name of the seller's image of the contract's digest
+	// when the seller told the buyer (1.2.0) it need not send it.
+	cached string
 }
 
 func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
@@ -463,7 +468,7 @@ func (j *sellerJob) run(ctx context.Context) error {
 		return err
 	}
 	at = s.phase(PhaseFund, at)
-	if err := j.c.send(jReady, nil); err != nil {
+	if err := j.c.send(jReady, j.ready(ctx)); err != nil {
 		return err
 	}
 	// The transfer and the first payment get the funded state's timeout.
@@ -518,12 +523,39 @@ func (j *sellerJob) acceptPay(ctx context.Context, b []byte) error {
 	return j.c.send(jAck, binary.AppendUvarint(nil, uint64(j.paid)))
 }
 
-// receiveBlobs reads the image (when shipped by digest) and the inputs,
-// each capped and digest-checked, and returns the image name to run.
+// ImageCache is what a Runner may also do: say whether it holds an image
+// imported from a tarball of digest, and its name for RunSpec.Image. It
+// answers only for an image whose tarball hashed to digest when imported.
+type ImageCache interface {
+	CachedImage(ctx context.Context, digest string) (name string, ok bool)
+}
+
+// ready is the jReady payload: in 1.2.0 whether the seller holds the
+// contract's image, looked up by the digest the signed contract names (so
+// what runs is that digest's image, whatever the buyer sends later); in
+// 1.1.0 empty.
+func (j *sellerJob) ready(ctx context.Context) []byte {
+	req := &j.ct.Proposal.Request
+	ic, ok := j.s.cfg.Runner.(ImageCache)
+	if j.c.s.Protocol() != JobProtocol || !ok || !req.ImageIsDigest() {
+		return nil
+	}
+	if name, ok := ic.CachedImage(ctx, req.Image); ok {
+		j.cached = name
+	}
+	return marshalReady(Ready{HaveImage: j.cached != ""})
+}
+
+// receiveBlobs reads the image (when shipped by digest and the seller
+// does not hold it) and the inputs, each capped and digest-checked, and
+// returns the image name to run.
 func (j *sellerJob) receiveBlobs(ctx context.Context) (string, error) {
 	s, req := j.s, &j.ct.Proposal.Request
 	var image string
-	if req.ImageIsDigest() {
+	if j.cached != "" {
+		image = j.cached
+		s.log.Info("image cached, not transferred", "contract", j.id, "image", req.Image)
+	} else if req.ImageIsDigest() {
 		pr, pw := io.Pipe()
 		type res struct {
 			name string
@@ -535,12 +567,13 @@ func (j *sellerJob) receiveBlobs(ctx context.Context) (string, error) {
 			pr.CloseWithError(errors.New("import finished"))
 			done <- res{name, err}
 		}()
-		_, err := j.readBlob(pw, s.cfg.MaxImageBytes)
+		n, err := j.readBlob(pw, s.cfg.MaxImageBytes)
 		pw.CloseWithError(err)
 		r := <-done
 		if err != nil {
 			return "", blobRefusal(fmt.Errorf("receive image: %w", err))
 		}
+		s.log.Info("image received", "contract", j.id, "image", req.Image, "bytes", n)
 		if r.err != nil {
 			reason := RefuseInternal
 			if errors.Is(r.err, ErrBadImage) {

@@ -196,3 +196,48 @@ func printable(s string) string {
 		return r
 	}, s)
 }
+
+// Ready is the seller's jReady frame in /blackbox/job/1.2.0: the contract
+// and channel are accepted, and whether the seller already holds the image
+// the contract names by digest. A 1.1.0 jReady is empty (Ready{}).
+type Ready struct {
+	// HaveImage: the seller holds an image imported from a tarball of the
+	// contract's digest; the buyer sends no image bytes, only the inputs.
+	HaveImage bool
+}
+
+// maxReadySize bounds a jReady frame.
+const maxReadySize = 256
+
+// Ready frame fields.
+const rdHaveImage protowire.Number = 1
+
+var readySchema = wire.Schema{Max: maxReadySize, Fields: []wire.Spec{rdHaveImage: varintField}}
+
+func marshalReady(r Ready) []byte {
+	var w enc
+	if r.HaveImage {
+		w.Uint(rdHaveImage, 1)
+	}
+	return w.B
+}
+
+// unmarshalReady decodes a seller's jReady frame strictly: a flag other
+// than 0 or 1, an unknown field or trailing bytes are ErrMalformed.
+func unmarshalReady(b []byte) (Ready, error) {
+	fields, err := decode("ready", &readySchema, b)
+	if err != nil {
+		return Ready{}, err
+	}
+	var r Ready
+	for _, f := range fields {
+		if f.Num == rdHaveImage {
+			v, err := f.Uint(1)
+			if err != nil {
+				return Ready{}, fmt.Errorf("decode ready: %w", wireErr(err))
+			}
+			r.HaveImage = v == 1
+		}
+	}
+	return r, nil
+}

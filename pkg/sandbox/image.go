@@ -111,6 +111,25 @@ func (s *Sandbox) ImportImage(ctx context.Context, r io.Reader, wantDigest strin
 	return Image{Name: name, Digest: got, Size: size}, nil
 }
 
+// CachedImport returns the image imported from a tarball of digest
+// ("sha256:<hex>") when it is in the cache, unpacked, and false otherwise
+// (a malformed digest, one never imported, or one collected since). Only
+// ImportImage names images ImportName(digest), after hashing the tarball
+// to digest, so the image returned is the one that digest names.
+func (s *Sandbox) CachedImport(ctx context.Context, digest string) (Image, bool) {
+	if !digestRE.MatchString(digest) {
+		return Image{}, false
+	}
+	ctx = s.ctx(ctx)
+	img, err := s.cachedImage(ctx, ImportName(digest))
+	if err != nil {
+		return Image{}, false
+	}
+	// About to run: not the least recently used for the collector.
+	s.touchImage(ctx, img.Name())
+	return Image{Name: img.Name(), Digest: digest, Cached: true}, true
+}
+
 // importArchive imports the checked tarball under name only (names inside
 // the archive are ignored) and unpacks it. The layers' unpacked size is
 // counted from their decompressed streams before containerd unpacks

@@ -6,8 +6,10 @@ package sandboxtest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"sort"
@@ -55,6 +57,15 @@ func busyboxParts() (layer, cfg []byte, err error) {
 func Digest(b []byte) string { return imagetar.Digest(b) }
 
 func busyboxLayer() ([]byte, error) {
+	files, err := busyboxEntries()
+	if err != nil {
+		return nil, err
+	}
+	return imagetar.Layer(files)
+}
+
+// busyboxEntries are the files of the busybox image's layer.
+func busyboxEntries() ([]imagetar.Entry, error) {
 	bin, err := os.ReadFile(BusyboxPath)
 	if err != nil {
 		return nil, fmt.Errorf("sandboxtest: read busybox (apt-get install busybox-static): %w", err)
@@ -84,7 +95,7 @@ func busyboxLayer() ([]byte, error) {
 		imagetar.Entry{Name: "etc/passwd", Data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")},
 		imagetar.Entry{Name: "etc/group", Data: []byte("root:x:0:\nnogroup:x:65534:\n")},
 	)
-	return imagetar.Layer(files)
+	return files, nil
 }
 
 // busyboxApplets lists the applets the host's busybox provides.
@@ -106,6 +117,26 @@ func busyboxApplets() ([]string, error) {
 // WriteBusyboxImage writes BusyboxImage(format) to w and returns its digest.
 func WriteBusyboxImage(w io.Writer, format Format) (string, error) {
 	layer, err := busyboxLayer()
+	if err != nil {
+		return "", err
+	}
+	return imagetar.Write(w, layer, busyboxConfig, format)
+}
+
+// WriteBusyboxImageWithData writes the busybox image with one more file,
+// /data, of size bytes generated from seed (incompressible, and the same
+// for the same seed), and returns the tarball's digest: a large image for
+// transfer tests and benchmarks, distinct per seed.
+func WriteBusyboxImageWithData(w io.Writer, format Format, size int, seed uint64) (string, error) {
+	files, err := busyboxEntries()
+	if err != nil {
+		return "", err
+	}
+	data := make([]byte, size)
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	rand.NewChaCha8(key).Read(data)
+	layer, err := imagetar.Layer(append(files, imagetar.Entry{Name: "data", Data: data}))
 	if err != nil {
 		return "", err
 	}
