@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/offer"
 )
@@ -71,7 +72,7 @@ func TestCachedImageNotSent(t *testing.T) {
 	s, sh := m.seller(nil, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
 		func(c *SellerConfig) { c.Runner = run })
 	_ = s
-	b, _ := m.buyer(pay)
+	b, bh := m.buyer(pay)
 	m.connect()
 	size := int64(len("a tarball, as far as the fake runner cares"))
 	submit := func(input string) {
@@ -101,6 +102,17 @@ func TestCachedImageNotSent(t *testing.T) {
 	}
 	// An older seller: the buyer falls back to 1.1.0 and sends the image.
 	sh.RemoveStreamHandler(JobProtocol)
+	// The buyer learns it by identify's push: until then its peerstore
+	// still lists 1.2.0 and it would pick it (as for a seller that
+	// downgraded a moment ago).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if ps, _ := bh.Peerstore().SupportsProtocols(sh.ID(), JobProtocol); len(ps) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the buyer still believes the seller speaks " + string(JobProtocol))
+		}
+	}
 	submit("third")
 	if imports, read := run.counts(); imports != 2 || read != 2*size {
 		t.Fatalf("1.1.0 job: %d imports, %d bytes; want the image sent", imports, read)
