@@ -131,14 +131,7 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 		}
 	}
 	blobs := contract.DirBlobs(node.BlobDir(a.dataDir))
-	add := func(path string) (string, int64, error) {
-		fh, err := os.Open(path)
-		if err != nil {
-			return "", 0, err
-		}
-		defer fh.Close()
-		return blobs.Add(fh)
-	}
+	add := func(path string) (string, int64, error) { return addCached(a.dataDir, blobs, path) }
 	// What can be checked here is checked before any money moves: a
 	// seller would refuse it after the channel is funded.
 	switch st, err := os.Stat(f.image); {

@@ -192,6 +192,9 @@ type Buyer struct {
 	// stops new ones.
 	spots  map[string]context.CancelFunc
 	closed bool
+	// changed is closed (and replaced) whenever a job changes: WaitChange
+	// waits on it.
+	changed chan struct{}
 }
 
 // NewBuyer returns a buyer; call Start before Submit.
@@ -201,7 +204,7 @@ func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
 	}
 	b := &Buyer{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "buyer"),
 		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand,
-		spots: map[string]context.CancelFunc{}}
+		spots: map[string]context.CancelFunc{}, changed: make(chan struct{})}
 	// The machine names the role in its own lines: not b.log, or role twice.
 	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, cfg.Log)
 	return b, nil
@@ -422,6 +425,30 @@ func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
 	b.mu.Unlock()
 	if err := b.save(&cp); err != nil {
 		b.log.Warn("save job", "job", j.ID, "err", err)
+	}
+	b.mu.Lock()
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// WaitChange returns job id once it was updated after since, or has ended,
+// or when ctx is done (then as it is): a client waits on the job's
+// changes instead of polling it.
+func (b *Buyer) WaitChange(ctx context.Context, id string, since time.Time) (*JobStatus, error) {
+	for {
+		b.mu.Lock()
+		changed := b.changed
+		b.mu.Unlock()
+		j, err := b.Job(id)
+		if err != nil || j.Updated.After(since) || j.State == JobDone || j.State == JobFailed || j.State == JobCancelled {
+			return j, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return j, nil
+		}
 	}
 }
 

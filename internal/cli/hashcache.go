@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/blackbox-market/blackbox/pkg/contract"
+)
+
+// hashCacheFile, in the data dir, remembers the digest of each file submit
+// added to the blob store, by the file's identity: an unchanged image or
+// input is not read, hashed and copied again on the next submit.
+const hashCacheFile = "hashes.json"
+
+// fileKey is what identifies a file's content without reading it: its
+// path, device and inode, size, and modification and change times (the
+// change time cannot be set back by the user, so a rewrite that keeps the
+// mtime still misses).
+type fileKey struct {
+	Path  string `json:"path"`
+	Dev   uint64 `json:"dev"`
+	Inode uint64 `json:"inode"`
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime_ns"`
+	Ctime int64  `json:"ctime_ns"`
+}
+
+type hashEntry struct {
+	fileKey
+	Digest string `json:"digest"`
+}
+
+func keyOf(path string, st os.FileInfo) (fileKey, bool) {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileKey{}, false
+	}
+	return fileKey{Path: path, Dev: uint64(sys.Dev), Inode: sys.Ino, Size: st.Size(),
+		Mtime: st.ModTime().UnixNano(), Ctime: sys.Ctim.Nano()}, true
+}
+
+// addCached adds the file at path to blobs unless the cache in dataDir
+// knows its digest and the blob store still holds it.
+func addCached(dataDir string, blobs contract.DirBlobs, path string) (string, int64, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", 0, err
+	}
+	fh, err := os.Open(abs)
+	if err != nil {
+		return "", 0, err
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	cacheFile := filepath.Join(dataDir, hashCacheFile)
+	cache := map[string]hashEntry{}
+	if b, err := os.ReadFile(cacheFile); err == nil {
+		_ = json.Unmarshal(b, &cache) // a damaged cache is rebuilt
+	}
+	key, ok := keyOf(abs, st)
+	if e, hit := cache[abs]; ok && hit && e.fileKey == key {
+		if r, n, err := blobs.Open(e.Digest); err == nil {
+			r.Close()
+			if n == key.Size {
+				return e.Digest, n, nil
+			}
+		}
+	}
+	digest, n, err := blobs.Add(fh)
+	if err != nil || !ok {
+		return digest, n, err
+	}
+	cache[abs] = hashEntry{fileKey: key, Digest: digest}
+	if err := writeHashCache(cacheFile, cache); err != nil {
+		return "", 0, fmt.Errorf("remember the digest of %s: %w", path, err)
+	}
+	return digest, n, nil
+}
+
+// writeHashCache replaces the cache file whole (a concurrent submit's
+// entry may be lost: it is only hashed again).
+func writeHashCache(path string, cache map[string]hashEntry) error {
+	b, err := json.Marshal(cache)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".hashes-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
