@@ -709,3 +709,46 @@ func TestDurationEnforced(t *testing.T) {
 		t.Fatalf("job %+v receipt %+v", j, j.Receipt)
 	}
 }
+
+// TestWaitChange: a buyer's WaitChange answers each change of a job once
+// (every answer newer than the one before) until the job ends, and a
+// finished wait answers the job as it is.
+func TestWaitChange(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	m.seller(&fakeRunner{work: testInterval}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	j, err := b.WaitChange(ctx, id, time.Now().Add(time.Hour))
+	if err != nil || j.ID != id {
+		t.Fatalf("a finished wait: %+v %v", j, err)
+	}
+	var since time.Time
+	var seen []string
+	for {
+		j, err := b.WaitChange(context.Background(), id, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !j.Updated.After(since) {
+			t.Fatalf("answered unchanged: updated %s, asked after %s", j.Updated, since)
+		}
+		since = j.Updated
+		seen = append(seen, string(j.State)+"/"+j.Phase)
+		if j.State == JobDone || j.State == JobFailed || j.State == JobCancelled {
+			break
+		}
+	}
+	if seen[len(seen)-1] != "done/" {
+		t.Errorf("changes seen: %v, want the job done", seen)
+	}
+	if _, err := b.WaitChange(context.Background(), "nosuchjob", since); !errors.Is(err, ErrNotFound) {
+		t.Errorf("no such job: %v", err)
+	}
+}
