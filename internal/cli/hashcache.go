@@ -31,6 +31,8 @@ type fileKey struct {
 type hashEntry struct {
 	fileKey
 	Digest string `json:"digest"`
+	// Image: the file was submitted as an image, and passed checkImage.
+	Image bool `json:"image,omitempty"`
 }
 
 func keyOf(path string, st os.FileInfo) (fileKey, bool) {
@@ -42,9 +44,38 @@ func keyOf(path string, st os.FileInfo) (fileKey, bool) {
 		Mtime: st.ModTime().UnixNano(), Ctime: sys.Ctim.Nano()}, true
 }
 
+// cachedDigest returns the digest the cache in dataDir knows for the file
+// at path, if the file is unchanged since and the blob store still holds
+// its blob; with image, only if it was added as an image.
+func cachedDigest(dataDir string, blobs contract.DirBlobs, path string, image bool) (string, int64, bool) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", 0, false
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return "", 0, false
+	}
+	key, ok := keyOf(abs, st)
+	e, hit := readHashCache(dataDir)[abs]
+	if !ok || !hit || e.fileKey != key || image && !e.Image {
+		return "", 0, false
+	}
+	r, n, err := blobs.Open(e.Digest)
+	if err != nil {
+		return "", 0, false
+	}
+	r.Close()
+	return e.Digest, n, n == key.Size
+}
+
 // addCached adds the file at path to blobs unless the cache in dataDir
-// knows its digest and the blob store still holds it.
-func addCached(dataDir string, blobs contract.DirBlobs, path string) (string, int64, error) {
+// knows its digest (cachedDigest), and remembers the digest (and that the
+// file is a checked image, with image).
+func addCached(dataDir string, blobs contract.DirBlobs, path string, image bool) (string, int64, error) {
+	if digest, n, ok := cachedDigest(dataDir, blobs, path, image); ok {
+		return digest, n, nil
+	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return "", 0, err
@@ -58,29 +89,27 @@ func addCached(dataDir string, blobs contract.DirBlobs, path string) (string, in
 	if err != nil {
 		return "", 0, err
 	}
-	cacheFile := filepath.Join(dataDir, hashCacheFile)
-	cache := map[string]hashEntry{}
-	if b, err := os.ReadFile(cacheFile); err == nil {
-		_ = json.Unmarshal(b, &cache) // a damaged cache is rebuilt
-	}
-	key, ok := keyOf(abs, st)
-	if e, hit := cache[abs]; ok && hit && e.fileKey == key {
-		if r, n, err := blobs.Open(e.Digest); err == nil {
-			r.Close()
-			if n == key.Size {
-				return e.Digest, n, nil
-			}
-		}
-	}
 	digest, n, err := blobs.Add(fh)
-	if err != nil || !ok {
-		return digest, n, err
+	key, ok := keyOf(abs, st)
+	if err != nil || !ok || n != key.Size {
+		return digest, n, err // a file that changed while read is not remembered
 	}
-	cache[abs] = hashEntry{fileKey: key, Digest: digest}
-	if err := writeHashCache(cacheFile, cache); err != nil {
+	cache := readHashCache(dataDir)
+	cache[abs] = hashEntry{fileKey: key, Digest: digest, Image: image}
+	if err := writeHashCache(filepath.Join(dataDir, hashCacheFile), cache); err != nil {
 		return "", 0, fmt.Errorf("remember the digest of %s: %w", path, err)
 	}
 	return digest, n, nil
+}
+
+// readHashCache reads the cache in dataDir; a missing or damaged one is
+// empty (it is rebuilt).
+func readHashCache(dataDir string) map[string]hashEntry {
+	cache := map[string]hashEntry{}
+	if b, err := os.ReadFile(filepath.Join(dataDir, hashCacheFile)); err == nil {
+		_ = json.Unmarshal(b, &cache)
+	}
+	return cache
 }
 
 // writeHashCache replaces the cache file whole (a concurrent submit's
