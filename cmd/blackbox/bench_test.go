@@ -41,10 +41,11 @@ var (
 // change of the daemons' blackbox_job_phase_duration_seconds sums over
 // that job, and "cli", the submit command's time outside the buyer's
 // phases (adding the image to the blob store, the API calls, the wait
-// for the end to be seen). With BLACKBOX_BENCH_BASELINE_BIN each iteration
-// also runs the submit command of that binary (before issue 14: it polled
-// the job every 100 ms and hashed the image on every submit) on the same
-// daemons, reported as x-direct-baseline. Before the timed loop, the cold
+// for the end to be seen). With BLACKBOX_BENCH_CLI_BASELINE_BIN each iteration
+// also runs the submit command of that binary (one with submit --json from
+// before the job wait, e.g. 0cf106e: it polled the job every 100 ms and
+// hashed the image on every submit) on the same daemons, reported as
+// x-direct-baseline. Before the timed loop, the cold
 // first job (a new channel funded, the image sent) is reported with its
 // phases, against the first direct run (the image imported): goal < 2 s.
 func BenchmarkSubmitToResult(b *testing.B) {
@@ -57,7 +58,7 @@ func BenchmarkSubmitToResult(b *testing.B) {
 	work := b.TempDir()
 	image := busybox(b, work)
 	job := []string{"sh", "-c", "echo hello > /out/hello.txt"}
-	baselineBin := os.Getenv("BLACKBOX_BENCH_BASELINE_BIN")
+	baselineBin := os.Getenv("BLACKBOX_BENCH_CLI_BASELINE_BIN")
 
 	direct := func() time.Duration {
 		out := filepath.Join(work, "direct")
