@@ -148,7 +148,7 @@ func BenchmarkSubmitToResult(b *testing.B) {
 	if cold < 2*time.Second {
 		met = "yes"
 	}
-	fmt.Printf("BENCHROW cold first job market (new channel, image sent) = %.2f s|%.2f s (sandbox run, image imported)|%.2f|< 2 s|%s\n",
+	b.Logf("BENCHROW cold first job market (new channel, image sent) = %.2f s|%.2f s (sandbox run, image imported)|%.2f|< 2 s|%s",
 		cold.Seconds(), coldDirect.Seconds(), float64(cold)/float64(coldDirect), met)
 
 	var directT, marketT, baselineT, acceptedT, processT time.Duration
@@ -179,7 +179,7 @@ func BenchmarkSubmitToResult(b *testing.B) {
 	if ratio <= 1.2 {
 		met = "yes"
 	}
-	fmt.Printf("BENCHROW trivial job market = %.0f ms|%.0f ms (sandbox run)|%.2f|<= 1.2|%s\n", ms(marketT), ms(directT), ratio, met)
+	b.Logf("BENCHROW trivial job market = %.0f ms|%.0f ms (sandbox run)|%.2f|<= 1.2|%s", ms(marketT), ms(directT), ratio, met)
 }
 
 // phaseSums reads the sums of blackbox_job_phase_duration_seconds of role
