@@ -271,6 +271,13 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		reply(w, log, jobs, err)
 	})
 	mux.HandleFunc("GET /v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if wait := r.URL.Query().Get("wait"); wait != "" {
+			if jw, ok := b.(jobWaiter); ok {
+				j, err := waitJob(r, jw, wait)
+				reply(w, log, j, err)
+				return
+			}
+		}
 		j, err := b.Job(r.Context(), r.PathValue("id"))
 		reply(w, log, j, err)
 	})
@@ -403,6 +410,8 @@ type Server struct {
 	srv  *http.Server
 	ln   net.Listener
 	path string
+	// stop ends the requests that wait (on a job) when the server closes.
+	stop context.CancelFunc
 }
 
 // ListenOption configures Listen.
@@ -438,7 +447,9 @@ func Listen(dataDir string, b Backend, log *slog.Logger, opts ...ListenOption) (
 		ln.Close()
 		return nil, err
 	}
-	s := &Server{srv: &http.Server{Handler: Handler(b, log), ReadHeaderTimeout: 10 * time.Second}, ln: ln, path: path}
+	base, stop := context.WithCancel(context.Background())
+	s := &Server{srv: &http.Server{Handler: Handler(b, log), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}, ln: ln, path: path, stop: stop}
 	go s.srv.Serve(ln)
 	return s, nil
 }
@@ -447,6 +458,7 @@ func Listen(dataDir string, b Backend, log *slog.Logger, opts ...ListenOption) (
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	s.stop()
 	err := s.srv.Shutdown(ctx)
 	os.Remove(s.path)
 	return err
@@ -503,6 +515,15 @@ func (c *Client) Jobs(ctx context.Context) ([]*contract.JobStatus, error) {
 func (c *Client) Job(ctx context.Context, id string) (*contract.JobStatus, error) {
 	var out contract.JobStatus
 	return &out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, &out)
+}
+
+// WaitJob shows one job once it changed after since (its Updated as the
+// caller last saw it) or ended, or after wait (then as it is): a daemon
+// without waiting answers at once.
+func (c *Client) WaitJob(ctx context.Context, id string, since time.Time, wait time.Duration) (*contract.JobStatus, error) {
+	q := url.Values{"wait": {wait.String()}, "since": {since.Format(time.RFC3339Nano)}}
+	var out contract.JobStatus
+	return &out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"?"+q.Encode(), nil, &out)
 }
 
 // Cancel stops a job.

@@ -13,9 +13,14 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/contract"
 )
 
-// A job is followed by polling the node (every pollEvery) and telling a
-// sink what changed: a new state, phase or seller, new output, the end.
-const pollEvery = 100 * time.Millisecond
+// A job is followed by waiting on its changes at the node (each request
+// ends when the job changes, or after waitFor) and telling a sink what
+// changed: a new state, phase or seller, new output, the end. The output
+// files are read at least every pollEvery while streams are followed.
+const (
+	pollEvery = 100 * time.Millisecond
+	waitFor   = 20 * time.Second
+)
 
 // sink is what follow tells about a job.
 type sink interface {
@@ -25,7 +30,7 @@ type sink interface {
 	output(j *contract.JobStatus, stream string, data []byte)
 }
 
-// follow polls job id until it ends and returns its final status. With
+// follow waits on job id until it ends and returns its final status. With
 // streams it passes on what the job writes to them as it arrives.
 func (a *App) follow(ctx context.Context, id string, s sink, streams ...string) (*contract.JobStatus, error) {
 	c := a.client()
@@ -34,10 +39,14 @@ func (a *App) follow(ctx context.Context, id string, s sink, streams ...string) 
 	// read is how much of each stream of the current contract's results
 	// was passed on (a new attempt writes a new result dir).
 	read, dir := map[string]int64{}, ""
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
+	wait := waitFor
+	if len(streams) > 0 {
+		wait = pollEvery
+	}
+	var seen time.Time // the job's Updated when last seen
 	for {
-		job, err := c.Job(ctx, id)
+		asked := time.Now()
+		job, err := c.WaitJob(ctx, id, seen, wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, &ExitError{Code: ExitDetached}
@@ -65,10 +74,17 @@ func (a *App) follow(ctx context.Context, id string, s sink, streams ...string) 
 		if jobDone(job.State) {
 			return job, nil
 		}
+		// Unchanged at once (a daemon that does not wait): ask again after
+		// pollEvery, not in a busy loop.
+		pause := time.Duration(0)
+		if !job.Updated.After(seen) {
+			pause = pollEvery - time.Since(asked)
+		}
+		seen = job.Updated
 		select {
 		case <-ctx.Done():
 			return nil, &ExitError{Code: ExitDetached}
-		case <-tick.C:
+		case <-time.After(max(pause, 0)):
 		}
 	}
 }

@@ -131,14 +131,7 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 		}
 	}
 	blobs := contract.DirBlobs(node.BlobDir(a.dataDir))
-	add := func(path string) (string, int64, error) {
-		fh, err := os.Open(path)
-		if err != nil {
-			return "", 0, err
-		}
-		defer fh.Close()
-		return blobs.Add(fh)
-	}
+	add := func(path string, image bool) (string, int64, error) { return addCached(a.dataDir, blobs, path, image) }
 	// What can be checked here is checked before any money moves: a
 	// seller would refuse it after the channel is funded.
 	switch st, err := os.Stat(f.image); {
@@ -147,10 +140,14 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	case err == nil && !st.Mode().IsRegular():
 		return req, fmt.Errorf("--image %s is not a regular file", f.image)
 	case err == nil:
-		if err := checkImage(f.image); err != nil {
-			return req, err
+		// An image file unchanged since a submit checked it is not read
+		// again.
+		if _, _, ok := cachedDigest(a.dataDir, blobs, f.image, true); !ok {
+			if err := checkImage(f.image); err != nil {
+				return req, err
+			}
 		}
-		digest, size, err := add(f.image)
+		digest, size, err := add(f.image, true)
 		if err != nil {
 			return req, fmt.Errorf("--image %s: %w", f.image, err)
 		}
@@ -176,7 +173,7 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 			return req, fmt.Errorf("--input %s and --input %s would both be /in/%s", prev, in, name)
 		}
 		names[name] = in
-		digest, size, err := add(in)
+		digest, size, err := add(in, false)
 		if err != nil {
 			return req, fmt.Errorf("--input %s: %w", in, err)
 		}

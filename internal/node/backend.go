@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/contract"
@@ -59,6 +60,16 @@ func (n *Node) Job(ctx context.Context, id string) (*contract.JobStatus, error) 
 		return nil, err
 	}
 	j, err := n.buyer.Job(id)
+	return j, notFound(err)
+}
+
+// WaitJob returns job id once it changed after since, or ended, or ctx is
+// done (api: GET /v1/jobs/{id}?wait=...).
+func (n *Node) WaitJob(ctx context.Context, id string, since time.Time) (*contract.JobStatus, error) {
+	if err := n.needBuyer(); err != nil {
+		return nil, err
+	}
+	j, err := n.buyer.WaitChange(ctx, id, since)
 	return j, notFound(err)
 }
 

@@ -192,7 +192,18 @@ type Buyer struct {
 	// stops new ones.
 	spots  map[string]context.CancelFunc
 	closed bool
+	// changed is closed (and replaced) whenever a job changes: WaitChange
+	// waits on it. changes holds each job's last maxChanges statuses, in
+	// order, while it runs and for changesKept after it ended: a client
+	// that waits on a job sees every change, not only the newest.
+	changed chan struct{}
+	changes map[string][]JobStatus
 }
+
+const (
+	maxChanges  = 32
+	changesKept = time.Minute
+)
 
 // NewBuyer returns a buyer; call Start before Submit.
 func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
@@ -201,7 +212,7 @@ func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
 	}
 	b := &Buyer{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "buyer"),
 		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand,
-		spots: map[string]context.CancelFunc{}}
+		spots: map[string]context.CancelFunc{}, changed: make(chan struct{}), changes: map[string][]JobStatus{}}
 	// The machine names the role in its own lines: not b.log, or role twice.
 	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, cfg.Log)
 	return b, nil
@@ -312,6 +323,7 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 	done := make(chan struct{})
 	b.mu.Lock()
 	b.jobs[j.ID] = j
+	b.changes[j.ID] = []JobStatus{*j}
 	b.cancel[j.ID] = cancel
 	b.done[j.ID] = done
 	b.mu.Unlock()
@@ -422,6 +434,50 @@ func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
 	b.mu.Unlock()
 	if err := b.save(&cp); err != nil {
 		b.log.Warn("save job", "job", j.ID, "err", err)
+	}
+	b.mu.Lock()
+	if !cp.shadow {
+		h := append(b.changes[cp.ID], cp)
+		b.changes[cp.ID] = h[max(len(h)-maxChanges, 0):]
+		if cp.State == JobDone || cp.State == JobFailed || cp.State == JobCancelled {
+			id := cp.ID
+			time.AfterFunc(changesKept, func() {
+				b.mu.Lock()
+				delete(b.changes, id)
+				b.mu.Unlock()
+			})
+		}
+	}
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+}
+
+// WaitChange returns job id as it was at its first change after since (the
+// newest state when its earlier ones are no longer kept), or as it is once
+// it has ended or ctx is done: a client waits on the job's changes instead
+// of polling it, and sees each phase even when it passed in a moment.
+func (b *Buyer) WaitChange(ctx context.Context, id string, since time.Time) (*JobStatus, error) {
+	for {
+		b.mu.Lock()
+		changed := b.changed
+		for _, st := range b.changes[id] {
+			if st.Updated.After(since) {
+				b.mu.Unlock()
+				st.Attempts = append([]Attempt(nil), st.Attempts...)
+				return &st, nil
+			}
+		}
+		b.mu.Unlock()
+		j, err := b.Job(id)
+		if err != nil || j.Updated.After(since) || j.State == JobDone || j.State == JobFailed || j.State == JobCancelled {
+			return j, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return j, nil
+		}
 	}
 }
 

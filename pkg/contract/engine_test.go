@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -707,5 +708,50 @@ func TestDurationEnforced(t *testing.T) {
 	p := &Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}
 	if j.State != JobDone || j.Receipt.Reason != "timeout" || j.Receipt.Intervals != 2 || j.Paid != p.Total() {
 		t.Fatalf("job %+v receipt %+v", j, j.Receipt)
+	}
+}
+
+// TestWaitChange: a buyer's WaitChange answers each change of a job once,
+// in order (every answer newer than the one before), until the job ends,
+// and a finished wait answers the job as it is.
+func TestWaitChange(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	m.seller(&fakeRunner{work: testInterval}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	j, err := b.WaitChange(ctx, id, time.Now().Add(time.Hour))
+	if err != nil || j.ID != id {
+		t.Fatalf("a finished wait: %+v %v", j, err)
+	}
+	var since time.Time
+	var seen []string
+	for {
+		j, err := b.WaitChange(context.Background(), id, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !j.Updated.After(since) {
+			t.Fatalf("answered unchanged: updated %s, asked after %s", j.Updated, since)
+		}
+		since = j.Updated
+		seen = append(seen, string(j.State)+"/"+j.Phase)
+		if j.State == JobDone || j.State == JobFailed || j.State == JobCancelled {
+			break
+		}
+	}
+	// Every change, in order, however short: the phases are not skipped.
+	want := []string{"searching/discover", "searching/negotiate", "searching/fund", "searching/transfer", "running/run", "running/results", "done/"}
+	if got := slices.Compact(slices.Clone(seen)); !slices.Equal(got, want) {
+		t.Errorf("changes seen: %v, want %v", seen, want)
+	}
+	if _, err := b.WaitChange(context.Background(), "nosuchjob", since); !errors.Is(err, ErrNotFound) {
+		t.Errorf("no such job: %v", err)
 	}
 }

@@ -197,7 +197,9 @@ func (m *Manager) FundingFee(ctx context.Context) int64 {
 func (m *Manager) WaitOpen(ctx context.Context, id string, wait, poll time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	for {
+	// opened says whether the channel is open (nil), not yet (errPending)
+	// or never will be.
+	opened := func() error {
 		c, err := m.Channel(id)
 		if err != nil {
 			return err
@@ -208,8 +210,18 @@ func (m *Manager) WaitOpen(ctx context.Context, id string, wait, poll time.Durat
 		case StateClosed, StateFailed, StateClosing:
 			return fmt.Errorf("channel %s is %s: %w %s", id, c.State, ErrNotOpen, c.FailReason)
 		}
+		return errPending
+	}
+	for {
+		if err := opened(); err != errPending {
+			return err
+		}
 		if err := m.Tick(ctx); err != nil && ctx.Err() == nil {
 			return fmt.Errorf("channel %s: %w", id, err)
+		}
+		// The tick may have seen the confirmation: no poll's wait then.
+		if err := opened(); err != errPending {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -218,6 +230,8 @@ func (m *Manager) WaitOpen(ctx context.Context, id string, wait, poll time.Durat
 		}
 	}
 }
+
+var errPending = errors.New("channel not open yet")
 
 // TurnWait bounds how long AcceptUpdateInOrder holds an update back.
 const TurnWait = 10 * time.Second
