@@ -33,7 +33,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -169,13 +168,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if n.cfg.MDNS {
-		svc := mdns.NewMdnsService(n.host, MDNSService, &mdnsConnector{h: n.host, ctx: runCtx, log: n.log})
-		if err := svc.Start(); err != nil {
-			// A machine without multicast still works through bootstrap peers.
-			n.log.Warn("mDNS unavailable; LAN peers will not be found automatically", "err", err)
-		} else {
-			n.push(svc.Close)
-		}
+		n.startMDNS(runCtx, loopCtx)
 	}
 	if err := n.startMarket(); err != nil {
 		return err
@@ -425,30 +418,6 @@ func (n *Node) trackPeers(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-// mdnsConnector connects to blackbox nodes seen on the LAN; the DHT then
-// adds them to its routing table.
-type mdnsConnector struct {
-	h   host.Host
-	ctx context.Context
-	log *slog.Logger
-}
-
-// HandlePeerFound implements mdns.Notifee.
-func (m *mdnsConnector) HandlePeerFound(ai peer.AddrInfo) {
-	if ai.ID == m.h.ID() {
-		return
-	}
-	go func() {
-		ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
-		defer cancel()
-		if err := m.h.Connect(ctx, ai); err != nil {
-			m.log.Debug("mDNS peer unreachable", "peer", ai.ID, "err", err)
-			return
-		}
-		m.log.Debug("mDNS peer connected", "peer", ai.ID)
-	}()
 }
 
 // Status implements api.Backend.
