@@ -88,7 +88,7 @@ echo "buyer address: $addr"
 "$here/dev/btcd.sh" start "$demo/btcd" "$addr" >/dev/null
 "$here/dev/btcd.sh" mine "$demo/btcd" 110 >/dev/null
 for _ in $(seq 100); do
-	bal=$(bb buyer wallet balance --json 2>/dev/null | sed -n 's/.*"spendable_sat":\([0-9]*\).*/\1/p')
+	bal=$(bb buyer wallet balance --json 2>/dev/null | sed -n 's/.*"spendable_sat": *\([0-9]*\).*/\1/p')
 	[ "${bal:-0}" -gt 0 ] && break
 	sleep 0.2
 done
