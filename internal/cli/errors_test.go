@@ -15,7 +15,8 @@ import (
 
 // failingBackend answers the buyer's calls with the errors the node gives
 // (internal/node: notFound, needBuyer, precheck), to see what the user
-// reads. Calls the test does not make are not implemented.
+// reads. It embeds a nil api.Backend only to satisfy the interface: a call
+// this test does not expect panics, which fails the test.
 type failingBackend struct {
 	api.Backend
 	submitErr error

@@ -84,17 +84,12 @@ func TestPolicyChangesTheRunningNode(t *testing.T) {
 	if err := os.WriteFile(cfg.ConfigFile, []byte("# mine\nregion: eu\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n, err := New(cfg, "test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	n := startNode(t, cfg)
 	defer n.Stop()
 	ctx := context.Background()
 	c := api.NewClient(cfg.DataDir)
 	var before api.Offer
+	var err error
 	waitUntil(t, func() bool { before, err = c.Offer(ctx); return err == nil })
 
 	bad := api.PolicyOf(cfg.Meter)

@@ -83,13 +83,7 @@ func TestNodeServesStatusAndStops(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Meter.CPUBasis = "allocatable"
 	cfg.Meter.Reserve.CPU = "0"
-	n, err := New(cfg, "test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	n := startNode(t, cfg)
 	c := api.NewClient(cfg.DataDir)
 	ctx := context.Background()
 	s, err := c.Status(ctx)
@@ -156,13 +150,7 @@ func TestMetricsAreServedWhenAsked(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MetricsAddr = addr
 	cfg.Meter.CPUBasis = "allocatable"
-	n, err := New(cfg, "test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	n := startNode(t, cfg)
 	defer n.Stop()
 	var body string
 	deadline := time.Now().Add(10 * time.Second)
@@ -186,4 +174,17 @@ func TestMetricsAreServedWhenAsked(t *testing.T) {
 	for _, p := range lintBlackbox(t, body) {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
+}
+
+// startNode starts a node on cfg; the test stops it.
+func startNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := New(cfg, "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

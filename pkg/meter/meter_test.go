@@ -164,15 +164,7 @@ func TestRunReportsChanges(t *testing.T) {
 	src := newFake()
 	cfg := testConfig()
 	cfg.SampleInterval = 100 * time.Millisecond
-	m, err := newMeter(cfg, "/data", nil, nil, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	changes := make(chan Capacity, 16)
-	m.OnChange = func(c Capacity) { changes <- c }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- m.Run(ctx) }()
+	m, changes, stop := runMeter(t, cfg, src)
 
 	first := <-changes
 	if first.Memory != 7*gib {
@@ -198,10 +190,32 @@ func TestRunReportsChanges(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no report after memory dropped")
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("Run = %v, want nil after cancel", err)
 	}
+}
+
+// runMeter runs a meter on src and returns it, its reports, and stop,
+// which ends Run and returns its error (the test's cleanup stops it too).
+func runMeter(t *testing.T, cfg Config, src *fakeSource) (*Meter, <-chan Capacity, func() error) {
+	t.Helper()
+	m, err := newMeter(cfg, "/data", nil, nil, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := make(chan Capacity, 16)
+	m.OnChange = func(c Capacity) { changes <- c }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() { cancel(); runErr = <-done })
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return m, changes, stop
 }
 
 func waitFor(t *testing.T, cond func() bool) {
@@ -268,16 +282,7 @@ func TestSetConfigLive(t *testing.T) {
 	src := newFake()
 	cfg := testConfig()
 	cfg.SampleInterval = time.Hour // only SetConfig can cause a second report
-	m, err := newMeter(cfg, "/data", nil, nil, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	changes := make(chan Capacity, 16)
-	m.OnChange = func(c Capacity) { changes <- c }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	m, changes, _ := runMeter(t, cfg, src)
 	if first := <-changes; first.Memory != 7*gib {
 		t.Fatalf("first report memory = %s, want 7GiB", quantity.FormatSize(first.Memory))
 	}

@@ -140,24 +140,33 @@ func waiting(t *testing.T, m *Manager) {
 	t.Fatal("nothing waits for its turn")
 }
 
+// outOfOrder pays contract c1 1000 and then c2 2000 on one channel, and
+// checks that the seller, not waiting for its turn, refuses update 2
+// before update 1.
+func outOfOrder(t *testing.T) (p *memPair, u1, u2 *Update) {
+	t.Helper()
+	p = newMemPair(t, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	var err error
+	if u1, err = p.buyer.Pay(ctx, p.id, "c1", 1000); err != nil {
+		t.Fatal(err)
+	}
+	if u2, err = p.buyer.Pay(ctx, p.id, "c2", 2000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.seller.AcceptUpdate(ctx, "b", u2.Encode()); !errors.Is(err, ErrContractAmount) {
+		t.Fatalf("update 2 before update 1, not waiting: %v, want ErrContractAmount", err)
+	}
+	return p, u1, u2
+}
+
 // TestAcceptUpdateInOrder: updates of two contracts on one channel that
 // arrive out of order (update 2 first) are refused by AcceptUpdate but
 // both accepted by AcceptUpdateInOrder, which holds update 2 until update
 // 1 is in; an update for a channel not yet accepted waits for its open.
 func TestAcceptUpdateInOrder(t *testing.T) {
-	p := newMemPair(t, NewMemStore(), NewMemStore())
+	p, u1, u2 := outOfOrder(t)
 	ctx := context.Background()
-	u1, err := p.buyer.Pay(ctx, p.id, "c1", 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u2, err := p.buyer.Pay(ctx, p.id, "c2", 2000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, "b", u2.Encode()); !errors.Is(err, ErrContractAmount) {
-		t.Fatalf("out of order without waiting: %v, want ErrContractAmount", err)
-	}
 	if _, err := p.seller.AcceptUpdateInOrder(ctx, "b", "c1", u2.Encode()); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("update sent for another contract: %v, want ErrMalformed", err)
 	}
@@ -242,19 +251,8 @@ func FuzzDecodeSellerTerms(f *testing.F) {
 // which does not wait, still refuses it; the lost update, arriving late,
 // is stale.
 func TestAcceptUpdateAfterLostUpdate(t *testing.T) {
-	p := newMemPair(t, NewMemStore(), NewMemStore())
+	p, lost, u2 := outOfOrder(t)
 	ctx := context.Background()
-	lost, err := p.buyer.Pay(ctx, p.id, "c1", 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u2, err := p.buyer.Pay(ctx, p.id, "c2", 2000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, "b", u2.Encode()); !errors.Is(err, ErrContractAmount) {
-		t.Fatalf("a gap without waiting: %v, want ErrContractAmount", err)
-	}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	if _, err := p.seller.AcceptUpdateInOrder(short, "b", "c2", u2.Encode()); err != nil {
