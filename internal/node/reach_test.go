@@ -167,3 +167,27 @@ func TestNetworkConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+type fakeConn struct{ network.ConnMultiaddrs }
+
+// TestHolePunchCounter: attempts and successes as go-libp2p's hole
+// punching service reports them, passed on to its own tracer.
+func TestHolePunchCounter(t *testing.T) {
+	inner := &holePunchCounter{}
+	c := &holePunchCounter{inner: inner}
+	c.HolePunchFinished("initiator", 3, nil, nil, nil)
+	c.HolePunchFinished("initiator", 1, nil, nil, fakeConn{})
+	c.HolePunchFinished("receiver", 1, nil, nil, fakeConn{})
+	c.DirectDialFinished(true)
+	c.DirectDialFinished(false)
+	if got := c.counts(); got.Attempts != 3 || got.Successes != 2 || got.DirectDials != 1 {
+		t.Fatalf("counts %+v", got)
+	}
+	if inner.counts() != c.counts() {
+		t.Fatalf("not passed on: %+v", inner.counts())
+	}
+	var none *holePunchCounter
+	if none.counts().Attempts != 0 {
+		t.Fatal("nil counter")
+	}
+}

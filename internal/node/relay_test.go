@@ -108,3 +108,31 @@ func TestPrivateNodeIsReachedThroughItsRelay(t *testing.T) {
 		t.Fatalf("ping through the relay: %v", res.Error)
 	}
 }
+
+// TestRelayServiceSettings: relay_service on relays whatever AutoNAT says
+// (here: nothing, on loopback); auto relays only when public; off never.
+func TestRelayServiceSettings(t *testing.T) {
+	for _, tc := range []struct {
+		service, reach string
+		want           bool
+	}{
+		{RelayOn, ReachAuto, true},
+		{RelayAuto, ReachAuto, false},
+		{RelayOff, ReachPublic, false},
+	} {
+		cfg := testConfig(t)
+		cfg.Network.RelayService, cfg.Network.Reachability = tc.service, tc.reach
+		n := startNode(t, cfg)
+		if tc.want {
+			waitFor(t, 30*time.Second, "the relay service", func() bool { return n.reach.view().RelayService })
+		} else {
+			time.Sleep(time.Second) // the relay manager reacts to the verdict at once
+			if v := n.reach.view(); v.RelayService {
+				t.Errorf("relay_service %s, reachability %s: relaying (%+v)", tc.service, tc.reach, v)
+			}
+		}
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
