@@ -188,7 +188,9 @@ func BenchmarkIdleReach(b *testing.B) {
 	}
 	env := []string{"BLACKBOX_MDNS=false"}
 	plain := serve(b, bin, env)
-	relay := serve(b, bin, append(env, "BLACKBOX_NETWORK_REACHABILITY=public", "BLACKBOX_NETWORK_RELAY_SERVICE=on"))
+	// Every peer is on 127.0.0.1: the per-IP limit (8) would refuse most.
+	relay := serve(b, bin, append(env, "BLACKBOX_NETWORK_REACHABILITY=public", "BLACKBOX_NETWORK_RELAY_SERVICE=on",
+		"BLACKBOX_NETWORK_RELAY_LIMITS_MAX_RESERVATIONS_PER_IP=128"))
 	rs := waitStatus(b, bin, relay)
 	waitStatus(b, bin, plain)
 	var relayInfo *peer.AddrInfo

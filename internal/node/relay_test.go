@@ -107,6 +107,20 @@ func TestPrivateNodeIsReachedThroughItsRelay(t *testing.T) {
 	if res.Error != nil {
 		t.Fatalf("ping through the relay: %v", res.Error)
 	}
+
+	// The relay goes away: the slot with it, the circuit address is
+	// withdrawn from the host's addresses and from the offer.
+	if err := relay.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the lost slot", func() bool { return priv.reach.view().State == StateUnreachable })
+	if v := priv.reach.view(); len(v.Relays) != 0 || len(v.RelayAddrs) != 0 {
+		t.Fatalf("reachability after the relay left: %+v", v)
+	}
+	waitFor(t, 30*time.Second, "the circuit address out of the host's addresses and the offer", func() bool {
+		o, _ := priv.pub.Current()
+		return !slices.ContainsFunc(priv.Host().Addrs(), isCircuit) && o != nil && !slices.ContainsFunc(o.Addrs, isCircuit)
+	})
 }
 
 // TestRelayServiceSettings: relay_service on relays whatever AutoNAT says
