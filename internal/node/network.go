@@ -9,7 +9,6 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/peer"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
-	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
 
@@ -139,19 +138,7 @@ func (c NetworkConfig) Validate() error {
 
 // RelayPeers parses network.relays, merging addresses of the same peer.
 func (c NetworkConfig) RelayPeers() ([]peer.AddrInfo, error) {
-	var mas []ma.Multiaddr
-	for _, s := range c.Relays {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a multiaddr: %v", s, err)
-		}
-		mas = append(mas, a)
-	}
-	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
-	if err != nil {
-		return nil, fmt.Errorf("each relay address needs a /p2p/PEER_ID: %v", err)
-	}
-	return infos, nil
+	return peerAddrs("relay", c.Relays)
 }
 
 // resources are the relay service's limits in go-libp2p's terms.
