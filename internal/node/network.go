@@ -167,32 +167,14 @@ func privateNetwork(boot []peer.AddrInfo) bool {
 	return true
 }
 
-// dhtMode is the rule for network.dht_mode: server or client when set.
-// Auto is server when the node is publicly reachable and client when it is
-// known to be behind NAT (a node nobody can dial must not put itself into
-// every routing table as a server); while AutoNAT has no verdict, server on
-// a private network (see privateNetwork: every node must serve there, and
-// a verdict never comes) and client on the internet. It follows
-// reachability as it changes: kad-dht's ModeAutoServer and ModeAuto switch
-// on the same events (dhtOption).
-func dhtMode(setting string, private bool, state string) string {
-	switch setting {
-	case DHTServer, DHTClient:
-		return setting
-	}
-	switch state {
-	case StatePublic:
-		return DHTServer
-	case StatePrivate, StateUnreachable:
-		return DHTClient
-	}
-	if private {
-		return DHTServer
-	}
-	return DHTClient
-}
-
-// dhtOption is kad-dht's mode for the dhtMode rule.
+// dhtOption is kad-dht's mode for network.dht_mode: server or client when
+// set. Auto is server when the node is publicly reachable and client when
+// it is known to be behind NAT (a node nobody can dial must not put itself
+// into every routing table as a server); while AutoNAT has no verdict,
+// server on a private network (see privateNetwork: every node must serve
+// there, and a verdict never comes) and client on the internet. kad-dht's
+// ModeAutoServer and ModeAuto are exactly that, and switch as the verdict
+// changes.
 func dhtOption(setting string, private bool) dht.ModeOpt {
 	switch {
 	case setting == DHTServer:

@@ -57,6 +57,25 @@ func TestReachStateFromEvents(t *testing.T) {
 	}
 }
 
+// wantDHTMode is network.dht_mode's rule (dhtOption's comment) as a
+// function of the setting, the kind of network and the state.
+func wantDHTMode(setting string, private bool, state string) string {
+	switch setting {
+	case DHTServer, DHTClient:
+		return setting
+	}
+	switch state {
+	case StatePublic:
+		return DHTServer
+	case StatePrivate, StateUnreachable:
+		return DHTClient
+	}
+	if private {
+		return DHTServer
+	}
+	return DHTClient
+}
+
 // TestDHTModeRule: set modes stay; auto is server when public, client
 // behind NAT, and while unknown depends on whether the market is a
 // private network; kad-dht's option follows the same rule.
@@ -79,8 +98,8 @@ func TestDHTModeRule(t *testing.T) {
 		// every node serves.
 		{DHTAuto, true, StateUnknown, DHTServer},
 	} {
-		if got := dhtMode(tc.setting, tc.private, tc.state); got != tc.want {
-			t.Errorf("dhtMode(%s, private network %v, %s) = %s, want %s", tc.setting, tc.private, tc.state, got, tc.want)
+		if got := wantDHTMode(tc.setting, tc.private, tc.state); got != tc.want {
+			t.Errorf("wantDHTMode(%s, private network %v, %s) = %s, want %s", tc.setting, tc.private, tc.state, got, tc.want)
 		}
 	}
 	info := func(addrs ...string) peer.AddrInfo {

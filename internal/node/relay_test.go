@@ -150,3 +150,34 @@ func TestRelayServiceSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestDHTModeFollowsTheRule: real nodes run their DHT as network.dht_mode's
+// rule says (wantDHTMode), as seen from the protocols they answer on.
+func TestDHTModeFollowsTheRule(t *testing.T) {
+	// An address that looks like the internet's (nothing answers there).
+	far := "/ip4/1.2.3.4/tcp/7460/p2p/12D3KooWGzh3xZqDxKxL1dA7kQyq8b8b3h3uM6xF6pdk5oCnCkPp"
+	for _, tc := range []struct {
+		mode, reach string
+		boot        []string
+		state       string
+	}{
+		{DHTAuto, ReachAuto, nil, StateUnknown},
+		{DHTAuto, ReachPrivate, nil, StateUnreachable},
+		{DHTAuto, ReachPublic, nil, StatePublic},
+		{DHTServer, ReachPrivate, nil, StateUnreachable},
+		{DHTClient, ReachAuto, nil, StateUnknown},
+		{DHTAuto, ReachAuto, []string{far}, StateUnknown},
+	} {
+		cfg := testConfig(t)
+		cfg.Network.DHTMode, cfg.Network.Reachability, cfg.Bootstrap = tc.mode, tc.reach, tc.boot
+		n := startNode(t, cfg)
+		want := wantDHTMode(tc.mode, len(tc.boot) == 0, tc.state)
+		waitFor(t, 30*time.Second, "the DHT mode", func() bool {
+			v := n.reach.view()
+			return v.State == tc.state && v.DHTMode == want
+		})
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
