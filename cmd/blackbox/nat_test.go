@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,18 +11,23 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// natLab builds a small internet from network namespaces: two "public"
-// hosts (6.0.0.2 and 7.0.0.2: globally routable-looking addresses that
-// never leave the namespaces, since go-libp2p tests and hole-punches
-// towards public addresses only) and a home (192.168.77.2), all joined by
-// a router namespace that routes between the public ones and masquerades
-// (nftables) the home behind its own address 8.0.0.1. It returns the
-// namespaces and removes everything at cleanup. It needs root, iproute2
-// and nftables.
-func natLab(t *testing.T) (public1, public2, home string) {
-	var router string
+// natLab builds a small internet from network namespaces: a core router
+// joining two "public" hosts (6.0.0.2 and 7.0.0.2: globally
+// routable-looking addresses that never leave the namespaces, since
+// go-libp2p tests and hole-punches towards public addresses only) and two
+// home routers, each with its own "public" address (8.0.0.2, 9.0.0.2), a
+// LAN behind it with one host (192.168.77.2, 192.168.78.2), a masquerade
+// (nftables) and the firewall of a home router: nothing comes in from the
+// WAN but replies. Linux's source NAT keeps a socket's port where it can:
+// an endpoint-independent mapping, where hole punching works. It returns
+// the public hosts and the homes, and removes everything at cleanup. It
+// needs root, iproute2 and nftables.
+func natLab(t *testing.T) (public1, public2, home, home2 string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -36,9 +42,11 @@ func natLab(t *testing.T) (public1, public2, home string) {
 	}
 	id := os.Getpid() % 10000
 	ns := func(what string) string { return fmt.Sprintf("bb%s%d", what, id) }
-	public1, public2, router, home = ns("pubA"), ns("pubB"), ns("rtr"), ns("home")
+	core, natA, natB := ns("core"), ns("natA"), ns("natB")
+	public1, public2, home, home2 = ns("pubA"), ns("pubB"), ns("homeA"), ns("homeB")
+	all := []string{core, natA, natB, public1, public2, home, home2}
 	t.Cleanup(func() {
-		for _, n := range []string{public1, public2, router, home} {
+		for _, n := range all {
 			exec.Command("ip", "netns", "del", n).Run()
 		}
 	})
@@ -48,34 +56,44 @@ func natLab(t *testing.T) (public1, public2, home string) {
 			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
-	for _, n := range []string{public1, public2, router, home} {
+	in := func(n string, args ...string) { run(append([]string{"ip", "netns", "exec", n}, args...)...) }
+	for _, n := range all {
 		run("ip", "netns", "add", n)
 		run("ip", "-n", n, "link", "set", "lo", "up")
 	}
-	// link joins host to the router: host gets addr, the router gw, and
-	// the host routes everything through it.
-	link := func(host, dev, addr, gw string) {
-		rdev := dev + "r"
-		run("ip", "link", "add", rdev, "type", "veth", "peer", "name", dev)
-		run("ip", "link", "set", rdev, "netns", router)
+	// link joins host to router on a /24: host gets addr and routes
+	// everything through the router's gw; it returns the host's device.
+	nlinks := 0
+	link := func(router, gw, host, addr string) string {
+		nlinks++
+		dev := fmt.Sprintf("bb%d-%d", id, nlinks)
+		run("ip", "link", "add", dev+"r", "type", "veth", "peer", "name", dev)
+		run("ip", "link", "set", dev+"r", "netns", router)
 		run("ip", "link", "set", dev, "netns", host)
-		run("ip", "-n", router, "addr", "add", gw+"/24", "dev", rdev)
+		run("ip", "-n", router, "addr", "add", gw+"/24", "dev", dev+"r")
 		run("ip", "-n", host, "addr", "add", addr+"/24", "dev", dev)
-		run("ip", "-n", router, "link", "set", rdev, "up")
+		run("ip", "-n", router, "link", "set", dev+"r", "up")
 		run("ip", "-n", host, "link", "set", dev, "up")
 		run("ip", "-n", host, "route", "add", "default", "via", gw)
+		return dev
 	}
-	link(public1, fmt.Sprintf("bba%d", id), "6.0.0.2", "6.0.0.1")
-	link(public2, fmt.Sprintf("bbb%d", id), "7.0.0.2", "7.0.0.1")
-	link(home, fmt.Sprintf("bbh%d", id), "192.168.77.2", "192.168.77.1")
-	// The home's router address on the "internet": the masquerade's source.
-	run("ip", "-n", router, "addr", "add", "8.0.0.1/32", "dev", "lo")
-	in := func(n string, args ...string) { run(append([]string{"ip", "netns", "exec", n}, args...)...) }
-	in(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	in(router, "nft", "add", "table", "ip", "nat")
-	in(router, "nft", "add", "chain", "ip", "nat", "post", "{ type nat hook postrouting priority 100; }")
-	in(router, "nft", "add", "rule", "ip", "nat", "post", "ip", "saddr", "192.168.77.0/24", "snat", "to", "8.0.0.1")
-	return public1, public2, home
+	link(core, "6.0.0.1", public1, "6.0.0.2")
+	link(core, "7.0.0.1", public2, "7.0.0.2")
+	for _, r := range []struct{ nat, wan, lan, host string }{{natA, "8.0.0", "192.168.77", home}, {natB, "9.0.0", "192.168.78", home2}} {
+		wan := link(core, r.wan+".1", r.nat, r.wan+".2")
+		link(r.nat, r.lan+".1", r.host, r.lan+".2")
+		in(r.nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		in(r.nat, "nft", "add table ip nat")
+		in(r.nat, "nft", "add chain ip nat post { type nat hook postrouting priority 100 ; }")
+		in(r.nat, "nft", "add rule ip nat post oifname "+wan+" masquerade")
+		in(r.nat, "nft", "add table ip filter")
+		for _, hook := range []string{"input", "forward"} {
+			in(r.nat, "nft", "add chain ip filter "+hook+" { type filter hook "+hook+" priority 0 ; }")
+			in(r.nat, "nft", "add rule ip filter "+hook+" iifname "+wan+" ct state new drop")
+		}
+	}
+	in(core, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	return public1, public2, home, home2
 }
 
 // TestAutoNATBehindARealNAT: nothing forced. A node on the "public" side
@@ -88,7 +106,7 @@ func natLab(t *testing.T) (public1, public2, home string) {
 // both from AutoNAT's verdict.
 func TestAutoNATBehindARealNAT(t *testing.T) {
 	bin := binary(t)
-	nsA, nsB, nsHome := natLab(t)
+	nsA, nsB, nsHome, _ := natLab(t)
 	env := []string{"BLACKBOX_MDNS=false"}
 	listen := []string{"--listen", "/ip4/0.0.0.0/tcp/7460", "--listen", "/ip4/0.0.0.0/udp/7460/quic-v1"}
 	pubA := serveIn(t, []string{"ip", "netns", "exec", nsA, bin}, env, listen...)
@@ -157,4 +175,94 @@ func waitUntilOr(t *testing.T, bin string, timeout time.Duration, what string, c
 			t.Fatalf("timed out after %s waiting for %s:%s", timeout, what, b.String())
 		}
 	}
+}
+
+// TestHolePunchBetweenTwoHomes: DCUtR through real NATs. A blackbox node
+// at home A (behind 8.0.0.1) holds a relay slot on a public node. A libp2p
+// host at home B (behind 9.0.0.1; a helper process of this test binary in
+// that namespace) knows only its circuit address: it connects through the
+// relay, and the two punch through both NATs to a direct connection. The
+// node counts the hole punch in status --json.
+func TestHolePunchBetweenTwoHomes(t *testing.T) {
+	bin := binary(t)
+	nsA, nsB, nsHome, nsHome2 := natLab(t)
+	env := []string{"BLACKBOX_MDNS=false"}
+	listen := []string{"--listen", "/ip4/0.0.0.0/tcp/7460", "--listen", "/ip4/0.0.0.0/udp/7460/quic-v1"}
+	pubA := serveIn(t, []string{"ip", "netns", "exec", nsA, bin}, env, listen...)
+	sa := waitStatus(t, bin, pubA)
+	boot := "/ip4/6.0.0.2/tcp/7460/p2p/" + sa.PeerID
+	pubB := serveIn(t, []string{"ip", "netns", "exec", nsB, bin}, env, append(listen, "--bootstrap", boot)...)
+	home := serveIn(t, []string{"ip", "netns", "exec", nsHome, bin}, env, append(listen, "--bootstrap", boot)...)
+	hs := waitStatus(t, bin, home)
+	var h reachStatus
+	waitUntilOr(t, bin, 150*time.Second, "the home node's relay slot", func() bool {
+		h = reachOf(t, bin, home)
+		return h.Reachability.State == "private" && slices.ContainsFunc(h.Reachability.RelayAddrs, func(a string) bool { return strings.HasPrefix(a, "/ip4/") && strings.Contains(a, "/tcp/") })
+	}, pubA, pubB, home)
+	var circuit string
+	for _, a := range h.Reachability.RelayAddrs {
+		if strings.Contains(a, "/tcp/") {
+			circuit = a + "/p2p/" + hs.PeerID
+		}
+	}
+	relay, _, _ := strings.Cut(circuit, "/p2p-circuit")
+
+	cmd := exec.Command("ip", "netns", "exec", nsHome2, os.Args[0], "-test.run=^TestHolePunchHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), "BLACKBOX_HP_RELAY="+relay, "BLACKBOX_HP_TARGET="+circuit)
+	out, err := cmd.CombinedOutput()
+	// Direct: to home A's router's address, not through a relay.
+	if err != nil || !strings.Contains(string(out), "DIRECT /ip4/8.0.0.2/") {
+		t.Fatalf("home B's host: %v\n%s\nhome A: %+v\n%s", err, out, reachOf(t, bin, home).Reachability, tail(home.logs.String(), 20))
+	}
+	t.Logf("home B: %s", strings.TrimSpace(string(out)))
+	waitUntilOr(t, bin, 30*time.Second, "the hole punch counted", func() bool {
+		r := reachOf(t, bin, home).Reachability
+		return r.HolePunch.Attempts >= 1 && r.HolePunch.Successes >= 1
+	}, home)
+}
+
+// TestHolePunchHelper is TestHolePunchBetweenTwoHomes's host at home B: it
+// does nothing unless that test runs it (with BLACKBOX_HP_RELAY and
+// BLACKBOX_HP_TARGET set). It connects to the relay, then to the target
+// through it, waits for a direct connection and prints it.
+func TestHolePunchHelper(t *testing.T) {
+	relayAddr, target := os.Getenv("BLACKBOX_HP_RELAY"), os.Getenv("BLACKBOX_HP_TARGET")
+	if relayAddr == "" || target == "" {
+		return // not run by TestHolePunchBetweenTwoHomes
+	}
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"),
+		libp2p.EnableHolePunching(), libp2p.ForceReachabilityPrivate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ri, err := peer.AddrInfoFromString(relayAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Connect(ctx, *ri); err != nil {
+		t.Fatalf("connect to the relay: %v", err)
+	}
+	ti, err := peer.AddrInfoFromString(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Identify tells this host its address outside the NAT, which it
+	// offers the other side to punch towards.
+	time.Sleep(2 * time.Second)
+	if err := h.Connect(ctx, *ti); err != nil {
+		t.Fatalf("connect through the relay: %v", err)
+	}
+	for ctx.Err() == nil {
+		for _, c := range h.Network().ConnsToPeer(ti.ID) {
+			if !c.Stat().Limited {
+				fmt.Printf("DIRECT %s\n", c.RemoteMultiaddr())
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("no direct connection to %s: %v", ti.ID, h.Network().ConnsToPeer(ti.ID))
 }
