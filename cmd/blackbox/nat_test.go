@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,10 +25,12 @@ import (
 // LAN behind it with one host (192.168.77.2, 192.168.78.2), a masquerade
 // (nftables) and the firewall of a home router: nothing comes in from the
 // WAN but replies. Linux's source NAT keeps a socket's port where it can:
-// an endpoint-independent mapping, where hole punching works. It returns
+// an endpoint-independent mapping, where hole punching works; with
+// symmetricB, home B's router picks a random port for each connection
+// (endpoint-dependent, "symmetric"), where it does not. It returns
 // the public hosts and the homes, and removes everything at cleanup. It
 // needs root, iproute2 and nftables.
-func natLab(t *testing.T) (public1, public2, home, home2 string) {
+func natLab(t testing.TB, symmetricB bool) (public1, public2, home, home2 string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -85,7 +88,11 @@ func natLab(t *testing.T) (public1, public2, home, home2 string) {
 		in(r.nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		in(r.nat, "nft", "add table ip nat")
 		in(r.nat, "nft", "add chain ip nat post { type nat hook postrouting priority 100 ; }")
-		in(r.nat, "nft", "add rule ip nat post oifname "+wan+" masquerade")
+		masq := "masquerade"
+		if symmetricB && r.nat == natB {
+			masq = "masquerade random"
+		}
+		in(r.nat, "nft", "add rule ip nat post oifname "+wan+" "+masq)
 		in(r.nat, "nft", "add table ip filter")
 		for _, hook := range []string{"input", "forward"} {
 			in(r.nat, "nft", "add chain ip filter "+hook+" { type filter hook "+hook+" priority 0 ; }")
@@ -96,17 +103,17 @@ func natLab(t *testing.T) (public1, public2, home, home2 string) {
 	return public1, public2, home, home2
 }
 
-// TestAutoNATBehindARealNAT: nothing forced. A node on the "public" side
-// and a node at home behind a masquerading router (real processes in
-// network namespaces). Each asks the other to dial it back (AutoNAT): the
-// public node learns it is public, runs the DHT as a server and the relay
+// TestAutoNATBehindARealNAT: nothing forced. Two nodes on the "public"
+// side and a node at home behind a masquerading router (real processes in
+// network namespaces). Each asks the others to dial it back (AutoNAT): the
+// public nodes learn they are public, run the DHT as servers and the relay
 // service; the home node learns it is behind NAT, runs the DHT as a client,
 // finds the public node's relay among its peers (no network.relays) and
 // reserves a slot, its circuit address among its addresses. doctor says
 // both from AutoNAT's verdict.
 func TestAutoNATBehindARealNAT(t *testing.T) {
 	bin := binary(t)
-	nsA, nsB, nsHome, _ := natLab(t)
+	nsA, nsB, nsHome, _ := natLab(t, false)
 	env := []string{"BLACKBOX_MDNS=false"}
 	listen := []string{"--listen", "/ip4/0.0.0.0/tcp/7460", "--listen", "/ip4/0.0.0.0/udp/7460/quic-v1"}
 	pubA := serveIn(t, []string{"ip", "netns", "exec", nsA, bin}, env, listen...)
@@ -164,7 +171,7 @@ func TestAutoNATBehindARealNAT(t *testing.T) {
 
 // waitUntilOr waits for cond, and on timeout fails with the reachability
 // and the log tail of each node.
-func waitUntilOr(t *testing.T, bin string, timeout time.Duration, what string, cond func() bool, nodes ...*proc) {
+func waitUntilOr(t testing.TB, bin string, timeout time.Duration, what string, cond func() bool, nodes ...*proc) {
 	t.Helper()
 	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
@@ -178,14 +185,36 @@ func waitUntilOr(t *testing.T, bin string, timeout time.Duration, what string, c
 }
 
 // TestHolePunchBetweenTwoHomes: DCUtR through real NATs. A blackbox node
-// at home A (behind 8.0.0.1) holds a relay slot on a public node. A libp2p
-// host at home B (behind 9.0.0.1; a helper process of this test binary in
+// at home A (behind 8.0.0.2) holds a relay slot on a public node. A libp2p
+// host at home B (behind 9.0.0.2; a helper process of this test binary in
 // that namespace) knows only its circuit address: it connects through the
 // relay, and the two punch through both NATs to a direct connection. The
 // node counts the hole punch in status --json.
 func TestHolePunchBetweenTwoHomes(t *testing.T) {
+	home, nsHome2 := punchLab(t, false)
+	out, err := punchOnce(t, home.circuit, nsHome2)
+	// Direct: to home A's router's address, not through a relay.
+	if err != nil || !strings.Contains(string(out), "DIRECT /ip4/8.0.0.2/") {
+		t.Fatalf("home B's host: %v\n%s\nhome A: %+v\n%s", err, out, reachOf(t, home.bin, home.p).Reachability, tail(home.p.logs.String(), 20))
+	}
+	t.Logf("home B: %s", strings.TrimSpace(string(out)))
+	waitUntilOr(t, home.bin, 30*time.Second, "the hole punch counted", func() bool {
+		r := reachOf(t, home.bin, home.p).Reachability
+		return r.HolePunch.Attempts >= 1 && r.HolePunch.Successes >= 1
+	}, home.p)
+}
+
+// punchTarget is the node at home A, with its circuit address.
+type punchTarget struct {
+	bin, circuit string
+	p            *proc
+}
+
+// punchLab starts natLab's public nodes and a node at home A, and waits
+// for that node's relay slot; it returns the node and home B's namespace.
+func punchLab(t testing.TB, symmetricB bool) (punchTarget, string) {
 	bin := binary(t)
-	nsA, nsB, nsHome, nsHome2 := natLab(t)
+	nsA, nsB, nsHome, nsHome2 := natLab(t, symmetricB)
 	env := []string{"BLACKBOX_MDNS=false"}
 	listen := []string{"--listen", "/ip4/0.0.0.0/tcp/7460", "--listen", "/ip4/0.0.0.0/udp/7460/quic-v1"}
 	pubA := serveIn(t, []string{"ip", "netns", "exec", nsA, bin}, env, listen...)
@@ -197,7 +226,7 @@ func TestHolePunchBetweenTwoHomes(t *testing.T) {
 	var h reachStatus
 	waitUntilOr(t, bin, 150*time.Second, "the home node's relay slot", func() bool {
 		h = reachOf(t, bin, home)
-		return h.Reachability.State == "private" && slices.ContainsFunc(h.Reachability.RelayAddrs, func(a string) bool { return strings.HasPrefix(a, "/ip4/") && strings.Contains(a, "/tcp/") })
+		return h.Reachability.State == "private" && slices.ContainsFunc(h.Reachability.RelayAddrs, func(a string) bool { return strings.Contains(a, "/tcp/") })
 	}, pubA, pubB, home)
 	var circuit string
 	for _, a := range h.Reachability.RelayAddrs {
@@ -205,20 +234,53 @@ func TestHolePunchBetweenTwoHomes(t *testing.T) {
 			circuit = a + "/p2p/" + hs.PeerID
 		}
 	}
-	relay, _, _ := strings.Cut(circuit, "/p2p-circuit")
+	return punchTarget{bin: bin, circuit: circuit, p: home}, nsHome2
+}
 
-	cmd := exec.Command("ip", "netns", "exec", nsHome2, os.Args[0], "-test.run=^TestHolePunchHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), "BLACKBOX_HP_RELAY="+relay, "BLACKBOX_HP_TARGET="+circuit)
-	out, err := cmd.CombinedOutput()
-	// Direct: to home A's router's address, not through a relay.
-	if err != nil || !strings.Contains(string(out), "DIRECT /ip4/8.0.0.2/") {
-		t.Fatalf("home B's host: %v\n%s\nhome A: %+v\n%s", err, out, reachOf(t, bin, home).Reachability, tail(home.logs.String(), 20))
+// punchOnce runs TestHolePunchHelper in namespace ns against circuit: a
+// fresh host connects through the relay and waits for a direct connection.
+func punchOnce(t testing.TB, circuit, ns string) ([]byte, error) {
+	relay, _, _ := strings.Cut(circuit, "/p2p-circuit")
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHolePunchHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), "BLACKBOX_HP_RELAY="+relay, "BLACKBOX_HP_TARGET="+circuit, "BLACKBOX_HP_WAIT=20s")
+	return cmd.CombinedOutput()
+}
+
+// BenchmarkHolePunch: hole punch success between two homes, each behind
+// its own NAT router (natLab): BLACKBOX_BENCH_PUNCHES (20) fresh hosts at
+// home B each reach the node at home A through its relay and wait up to
+// 20 s for DCUtR's direct connection; home B's NAT is endpoint-independent
+// ("cone") or, in the second case, symmetric (a random port per
+// connection), where hole punching is expected to fail.
+func BenchmarkHolePunch(b *testing.B) {
+	n := 20
+	if s := os.Getenv("BLACKBOX_BENCH_PUNCHES"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			b.Fatalf("BLACKBOX_BENCH_PUNCHES=%q: want a count >= 1", s)
+		}
+		n = v
 	}
-	t.Logf("home B: %s", strings.TrimSpace(string(out)))
-	waitUntilOr(t, bin, 30*time.Second, "the hole punch counted", func() bool {
-		r := reachOf(t, bin, home).Reachability
-		return r.HolePunch.Attempts >= 1 && r.HolePunch.Successes >= 1
-	}, home)
+	for _, symmetric := range []bool{false, true} {
+		name := "cone NAT to cone NAT"
+		if symmetric {
+			name = "cone NAT to symmetric NAT"
+		}
+		b.Run(strings.ReplaceAll(name, " ", "_"), func(b *testing.B) {
+			home, ns := punchLab(b, symmetric)
+			ok := 0
+			for i := range n {
+				out, err := punchOnce(b, home.circuit, ns)
+				if err == nil && strings.Contains(string(out), "DIRECT ") {
+					ok++
+				}
+				b.Logf("punch %d: %v", i+1, err == nil)
+			}
+			r := reachOf(b, home.bin, home.p).Reachability
+			b.Logf("%s: %d of %d direct; the node counted %d hole punches, %d succeeded", name, ok, n, r.HolePunch.Attempts, r.HolePunch.Successes)
+			fmt.Printf("BENCHROW hole punch success, %s = %d/%d|-|-|-|-\n", name, ok, n)
+		})
+	}
 }
 
 // TestHolePunchHelper is TestHolePunchBetweenTwoHomes's host at home B: it
@@ -236,7 +298,11 @@ func TestHolePunchHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	wait := 90 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("BLACKBOX_HP_WAIT")); err == nil {
+		wait = d
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	ri, err := peer.AddrInfoFromString(relayAddr)
 	if err != nil {
