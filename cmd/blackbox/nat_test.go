@@ -112,17 +112,8 @@ func natLab(t testing.TB, symmetricB bool) (public1, public2, home, home2 string
 // reserves a slot, its circuit address among its addresses. doctor says
 // both from AutoNAT's verdict.
 func TestAutoNATBehindARealNAT(t *testing.T) {
-	bin := binary(t)
-	nsA, nsB, nsHome, _ := natLab(t, false)
-	env := []string{"BLACKBOX_MDNS=false"}
-	listen := []string{"--listen", "/ip4/0.0.0.0/tcp/7460", "--listen", "/ip4/0.0.0.0/udp/7460/quic-v1"}
-	pubA := serveIn(t, []string{"ip", "netns", "exec", nsA, bin}, env, listen...)
-	sa := waitStatus(t, bin, pubA)
-	boot := "/ip4/6.0.0.2/tcp/7460/p2p/" + sa.PeerID
-	pubB := serveIn(t, []string{"ip", "netns", "exec", nsB, bin}, env, append(listen, "--bootstrap", boot)...)
-	sb := waitStatus(t, bin, pubB)
-	home := serveIn(t, []string{"ip", "netns", "exec", nsHome, bin}, env, append(listen, "--bootstrap", boot)...)
-	waitStatus(t, bin, home)
+	l := startLab(t, false)
+	bin, pubA, pubB, home, sa, sb := l.bin, l.pubA, l.pubB, l.home, l.a, l.b
 
 	for _, x := range []struct {
 		p  *proc
@@ -213,16 +204,8 @@ type punchTarget struct {
 // punchLab starts natLab's public nodes and a node at home A, and waits
 // for that node's relay slot; it returns the node and home B's namespace.
 func punchLab(t testing.TB, symmetricB bool) (punchTarget, string) {
-	bin := binary(t)
-	nsA, nsB, nsHome, nsHome2 := natLab(t, symmetricB)
-	env := []string{"BLACKBOX_MDNS=false"}
-	listen := []string{"--listen", "/ip4/0.0.0.0/tcp/7460", "--listen", "/ip4/0.0.0.0/udp/7460/quic-v1"}
-	pubA := serveIn(t, []string{"ip", "netns", "exec", nsA, bin}, env, listen...)
-	sa := waitStatus(t, bin, pubA)
-	boot := "/ip4/6.0.0.2/tcp/7460/p2p/" + sa.PeerID
-	pubB := serveIn(t, []string{"ip", "netns", "exec", nsB, bin}, env, append(listen, "--bootstrap", boot)...)
-	home := serveIn(t, []string{"ip", "netns", "exec", nsHome, bin}, env, append(listen, "--bootstrap", boot)...)
-	hs := waitStatus(t, bin, home)
+	l := startLab(t, symmetricB)
+	bin, pubA, pubB, home, hs := l.bin, l.pubA, l.pubB, l.home, l.h
 	var h reachStatus
 	waitUntilOr(t, bin, 150*time.Second, "the home node's relay slot", func() bool {
 		h = reachOf(t, bin, home)
@@ -234,7 +217,34 @@ func punchLab(t testing.TB, symmetricB bool) (punchTarget, string) {
 			circuit = a + "/p2p/" + hs.PeerID
 		}
 	}
-	return punchTarget{bin: bin, circuit: circuit, p: home}, nsHome2
+	return punchTarget{bin: bin, circuit: circuit, p: home}, l.nsHome2
+}
+
+// lab is natLab with nodes: public nodes A (the bootstrap) and B, and a
+// node at home A, all in auto mode (nothing forced).
+type lab struct {
+	bin              string
+	pubA, pubB, home *proc
+	a, b, h          status
+	nsHome2          string
+}
+
+func startLab(t testing.TB, symmetricB bool) lab {
+	l := lab{bin: binary(t)}
+	nsA, nsB, nsHome, nsHome2 := natLab(t, symmetricB)
+	l.nsHome2 = nsHome2
+	env := []string{"BLACKBOX_MDNS=false"}
+	listen := []string{"--listen", "/ip4/0.0.0.0/tcp/7460", "--listen", "/ip4/0.0.0.0/udp/7460/quic-v1"}
+	in := func(ns string, args ...string) *proc {
+		return serveIn(t, []string{"ip", "netns", "exec", ns, l.bin}, env, append(slices.Clone(listen), args...)...)
+	}
+	l.pubA = in(nsA)
+	l.a = waitStatus(t, l.bin, l.pubA)
+	boot := "/ip4/6.0.0.2/tcp/7460/p2p/" + l.a.PeerID
+	l.pubB = in(nsB, "--bootstrap", boot)
+	l.home = in(nsHome, "--bootstrap", boot)
+	l.b, l.h = waitStatus(t, l.bin, l.pubB), waitStatus(t, l.bin, l.home)
+	return l
 }
 
 // punchOnce runs TestHolePunchHelper in namespace ns against circuit: a
