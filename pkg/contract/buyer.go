@@ -72,10 +72,18 @@ type BuyerConfig struct {
 	// more runs on other sellers). Default: twice the job's duration plus
 	// ten minutes.
 	SpotCheckTimeout time.Duration
-	Timeouts         Timeouts
-	Clock            Clock
-	Rand             *mrand.Rand
-	Log              *slog.Logger
+	// DirectWait is how long, after a seller accepted over a relayed
+	// connection, the buyer waits for a direct one (or one whose relay
+	// limits fit the contract) before it gives up on that seller with the
+	// reason "unreachable", before anything is funded. Default 15s.
+	DirectWait time.Duration
+	// UnreachableFor is how long a seller found unreachable is ranked
+	// behind the others (not held against its reputation). Default 10m.
+	UnreachableFor time.Duration
+	Timeouts       Timeouts
+	Clock          Clock
+	Rand           *mrand.Rand
+	Log            *slog.Logger
 	// OnPhase, if set, is told how long each phase of a job took (phase.go).
 	OnPhase PhaseFunc
 }
@@ -98,6 +106,12 @@ func (c *BuyerConfig) defaults() error {
 	}
 	if c.MaxOutputBytes <= 0 {
 		c.MaxOutputBytes = 256 << 20
+	}
+	if c.DirectWait <= 0 {
+		c.DirectWait = DefaultDirectWait
+	}
+	if c.UnreachableFor <= 0 {
+		c.UnreachableFor = DefaultUnreachableFor
 	}
 	if c.Clock == nil {
 		c.Clock = SystemClock{}
@@ -134,6 +148,9 @@ type Attempt struct {
 	Price    int64  `json:"price_sat,omitempty"`
 	StartFee int64  `json:"start_fee_sat,omitempty"`
 	Why      string `json:"why,omitempty"`
+	// Reason is the machine-readable reason of an attempt that ended
+	// before anything was funded (ReasonUnreachable).
+	Reason Reason `json:"reason,omitempty"`
 	// Fault is whose fault the contract's end was (none: delivered).
 	Fault Fault `json:"fault"`
 }
@@ -198,6 +215,9 @@ type Buyer struct {
 	// that waits on a job sees every change, not only the newest.
 	changed chan struct{}
 	changes map[string][]JobStatus
+	// unreach holds the sellers found unreachable, until when they are
+	// ranked last (reach.go).
+	unreach map[peer.ID]time.Time
 }
 
 const (
@@ -212,7 +232,7 @@ func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
 	}
 	b := &Buyer{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "buyer"),
 		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand,
-		spots: map[string]context.CancelFunc{}, changed: make(chan struct{}), changes: map[string][]JobStatus{}}
+		spots: map[string]context.CancelFunc{}, changed: make(chan struct{}), changes: map[string][]JobStatus{}, unreach: map[peer.ID]time.Time{}}
 	// The machine names the role in its own lines: not b.log, or role twice.
 	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, cfg.Log)
 	return b, nil
@@ -588,7 +608,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 		}
 		rtt := func(p peer.ID) time.Duration { return b.cfg.Host.Peerstore().LatencyEWMA(p) }
 		b.mu.Lock()
-		cands := Rank(offers, &req, b.cfg.Reputation, rtt, purposeOf(j), b.rng)
+		cands := b.behindUnreachable(Rank(offers, &req, b.cfg.Reputation, rtt, purposeOf(j), b.rng))
 		b.mu.Unlock()
 		if len(cands) == 0 {
 			lastErr = b.noMatch(j, &req, offers)
@@ -610,6 +630,11 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				continue
 			}
 			out, err := b.attempt(ctx, j, req, c)
+			if errors.Is(err, errNoCarrier) {
+				// Not tried again for this job, and not counted as a
+				// contract that failed: nothing was at stake.
+				tried[c.Seller] = true
+			}
 			switch out {
 			case outDone, outCancelled:
 				return out, err
@@ -721,10 +746,14 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 		j.Attempts = append(j.Attempts, Attempt{Seller: c.Seller, ContractID: id, State: StateAccepted,
 			Price: p.Total(), StartFee: int64((p.StartFee + 999) / 1000)})
 	})
+	limited, err := b.reach(ctx, c.Seller, NeedOf(p, b.cfg.MaxOutputBytes))
+	if err != nil {
+		return b.unreachable(ctx, j, ct, err)
+	}
 	b.mu.Lock()
 	base := j.Paid
 	b.mu.Unlock()
-	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base}
+	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base, limited: limited}
 	out, err := run.do(ctx)
 	fault := FaultOf(err)
 	if err == nil {
@@ -805,6 +834,9 @@ type buyerRun struct {
 	c      *conn
 	// fault is how a contract that ended with a receipt went (finish).
 	fault Fault
+	// limited: the job stream may use a relayed connection whose limits
+	// fit the contract (reach).
+	limited bool
 }
 
 // expect reads the seller's next frame, which must be typ: a refusal
@@ -827,7 +859,11 @@ func (r *buyerRun) expect(typ byte, what string) ([]byte, error) {
 func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	b, p, id := r.b, r.ct.Proposal, r.ct.ID
 	b.update(r.j, func(j *JobStatus) { j.Phase = "fund" })
-	st, err := b.cfg.Host.NewStream(ctx, r.seller, JobProtocol, JobProtocol11)
+	sctx := ctx
+	if r.limited {
+		sctx = network.WithAllowLimitedConn(ctx, "blackbox job: the relay's limits fit the contract")
+	}
+	st, err := b.cfg.Host.NewStream(sctx, r.seller, JobProtocol, JobProtocol11)
 	if err != nil {
 		return outFailed, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
 	}
@@ -1142,4 +1178,40 @@ func errOrNone(err error) error {
 		return errors.New("no seller took the job")
 	}
 	return err
+}
+
+// unreachable ends an accepted contract whose seller the buyer could not
+// hold a connection to that carries it: before anything is funded, paid or
+// sent. The contract expires on the buyer's side, the seller is told to
+// release its reservation (its funding deadline does it otherwise), the
+// seller is ranked last for UnreachableFor (no reputation evidence: the
+// network may be this node's), and the job goes to the next seller.
+func (b *Buyer) unreachable(ctx context.Context, j *JobStatus, ct *Contract, err error) (outcome, error) {
+	seller, id := ct.Proposal.Seller, ct.ID
+	state := StateExpired
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if _, merr := b.machine.Move(RoleBuyer, id, StateExpired, truncate(err.Error(), 200), nil); merr != nil {
+		b.log.Debug("expire contract", "contract", id, "err", merr)
+		state = stateOf(b, id)
+	}
+	b.update(j, func(j *JobStatus) {
+		a := &j.Attempts[len(j.Attempts)-1]
+		a.State, a.Why, a.Fault, a.Reason = state, errString(err), FaultUnreachable, ReasonUnreachable
+		if ctx.Err() != nil {
+			a.Fault, a.Reason = FaultCancelled, ReasonNone
+		}
+	})
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), withdrawTimeout)
+	defer cancel()
+	if werr := Withdraw(wctx, b.cfg.Host, seller, id); werr != nil {
+		b.log.Debug("withdraw contract", "contract", id, "peer", seller, "err", werr)
+	}
+	if ctx.Err() != nil {
+		return outCancelled, err
+	}
+	b.markUnreachable(seller)
+	b.log.Info("seller unreachable: nothing funded, trying the next", "job", j.ID, "contract", id, "peer", seller, "reason", ReasonUnreachable)
+	return outRefused, err
 }

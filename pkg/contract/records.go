@@ -513,6 +513,11 @@ const (
 	ReasonMalformed Reason = "malformed"
 	ReasonReplayed  Reason = "replayed"
 	ReasonPolicy    Reason = "policy"
+	// ReasonUnreachable is the buyer's, never a seller's decision: after an
+	// acceptance it could hold no connection to the seller that carries
+	// the contract (a direct one, or a relayed one whose limits fit), so
+	// nothing was funded, paid or sent.
+	ReasonUnreachable Reason = "unreachable"
 )
 
 func validReason(r Reason) bool {

@@ -435,6 +435,11 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 	if !s.clock.Now().Before(rec.Deadline) {
 		return id, refuse(RefuseContract, fmt.Errorf("contract %s: funding deadline passed", id))
 	}
+	// The contract rule (reach.go), kept by the seller too: no job over a
+	// relayed connection whose limits do not fit it.
+	if cn := c.s.Conn(); cn.Stat().Limited && !Carries(cn, NeedOf(ct.Proposal, s.cfg.MaxOutputBytes), time.Now()) {
+		return id, refuse(RefuseUnreachable, fmt.Errorf("contract %s: job stream over a relayed connection whose limits do not fit the contract", id))
+	}
 	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id}
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)

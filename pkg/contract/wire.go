@@ -88,6 +88,10 @@ const (
 	// RefusePull: the seller could not pull the image reference (a bad
 	// reference, or the seller's network).
 	RefusePull JobReason = "pull"
+	// RefuseUnreachable: the job stream came over a relayed connection
+	// whose limits do not fit the contract (a buyer that keeps the
+	// contract rule never opens one).
+	RefuseUnreachable JobReason = "unreachable"
 	// RefuseInternal: the seller's own failure.
 	RefuseInternal JobReason = "internal"
 	// RefuseUnknown is a reason this version does not know, or an error
@@ -97,7 +101,7 @@ const (
 
 func knownJobReason(r JobReason) bool {
 	switch r {
-	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol, RefusePull, RefuseInternal:
+	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol, RefusePull, RefuseInternal, RefuseUnreachable:
 		return true
 	}
 	return false
@@ -108,8 +112,9 @@ func (r JobReason) Fault() Fault {
 	switch r {
 	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol:
 		return FaultBuyer
-	case RefusePull:
-		// Nobody is blamed; another seller may reach the registry.
+	case RefusePull, RefuseUnreachable:
+		// Nobody is blamed; another seller may reach the registry, or be
+		// reached directly.
 		return FaultUnreachable
 	}
 	return FaultSeller
