@@ -753,7 +753,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	b.mu.Lock()
 	base := j.Paid
 	b.mu.Unlock()
-	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base, limited: limited}
+	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base, limited: limited, egressMax: c.Offer.Prices.EgressGiB}
 	out, err := run.do(ctx)
 	fault := FaultOf(err)
 	if err == nil {
@@ -837,6 +837,11 @@ type buyerRun struct {
 	// limited: the job stream may use a relayed connection whose limits
 	// fit the contract (reach).
 	limited bool
+	// egressMax is the egress price of the offer the buyer chose, and
+	// egressPrice the seller's in its Ready (1.3.0), msat per GiB.
+	egressMax, egressPrice uint64
+	// bill is the seller's bill of a 1.3.0 job (egress.go), once it came.
+	bill *Bill
 }
 
 // expect reads the seller's next frame, which must be typ: a refusal
@@ -897,10 +902,17 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 		return outFailed, err
 	}
 	var ready Ready
-	if st.Protocol() == JobProtocol {
+	if hasReady(st.Protocol()) {
 		if ready, err = unmarshalReady(rb); err != nil {
 			return outFailed, sellerFault(fmt.Errorf("seller not ready: %w", err))
 		}
+	}
+	if billsEgress(st.Protocol()) {
+		// Nothing is sent or paid at an egress price above the offer's.
+		if ready.EgressPrice > r.egressMax {
+			return outFailed, sellerFault(fmt.Errorf("%w: seller asks %d msat/GiB of egress, its offer said %d", ErrInvalid, ready.EgressPrice, r.egressMax))
+		}
+		r.egressPrice = ready.EgressPrice
 	}
 	if _, err := b.machine.Move(RoleBuyer, id, StateFunded, "channel ready", nil); err != nil {
 		return outFailed, buyerFault(err)
@@ -974,13 +986,18 @@ func (r *buyerRun) sendBlobs(sellerHasImage bool) error {
 
 // pay brings the contract's total to what n intervals owe.
 func (r *buyerRun) pay(ctx context.Context, n uint64) error {
-	total := r.ct.Proposal.Owed(n)
+	return r.payTotal(ctx, r.ct.Proposal.Owed(n), n, fmt.Sprintf("interval %d", n))
+}
+
+// payTotal brings the contract's cumulative payment to total (n is the
+// intervals it covers, for the record).
+func (r *buyerRun) payTotal(ctx context.Context, total int64, n uint64, what string) error {
 	if total <= r.paid {
 		return nil
 	}
 	u, err := r.b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, total)
 	if err != nil {
-		return buyerFault(fmt.Errorf("pay interval %d: %w", n, err))
+		return buyerFault(fmt.Errorf("pay %s: %w", what, err))
 	}
 	r.paid = total
 	r.b.update(r.j, func(j *JobStatus) { j.Paid = r.base + total })
@@ -988,9 +1005,37 @@ func (r *buyerRun) pay(ctx context.Context, n uint64) error {
 		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
 	}
 	if err := r.c.send(jPay, u); err != nil {
-		return sellerGone(fmt.Errorf("send payment for interval %d: %w", n, err))
+		return sellerGone(fmt.Errorf("send payment for %s: %w", what, err))
 	}
 	return nil
+}
+
+// payBill checks a 1.3.0 seller's bill against what the buyer received and
+// the price the seller said, and pays it up to the job's max price.
+func (r *buyerRun) payBill(ctx context.Context, b []byte, received uint64, delivered uint64) error {
+	if !billsEgress(r.st.Protocol()) || r.bill != nil {
+		return sellerFault(fmt.Errorf("%w: unexpected bill", ErrMalformed))
+	}
+	bl, err := unmarshalBill(b)
+	if err != nil {
+		return sellerFault(err)
+	}
+	p := r.ct.Proposal
+	switch {
+	case bl.EgressPrice != r.egressPrice:
+		return sellerFault(fmt.Errorf("%w: bill at %d msat/GiB, the seller said %d", ErrInvalid, bl.EgressPrice, r.egressPrice))
+	case bl.EgressBytes != received:
+		return sellerFault(fmt.Errorf("%w: bill for %d bytes of egress, %d arrived", ErrInvalid, bl.EgressBytes, received))
+	case bl.Intervals > p.Intervals() || bl.Total > p.Owed(bl.Intervals)+bl.Egress:
+		return sellerFault(fmt.Errorf("%w: bill of %d sat for %d interval(s) and %d sat of egress", ErrInvalid, bl.Total, bl.Intervals, bl.Egress))
+	}
+	r.bill = &bl
+	total := bl.Total
+	if limit := p.Request.MaxPrice; limit > 0 && uint64(total) > limit {
+		total = int64(limit) // the job's cap: the seller gets no more
+	}
+	r.b.log.Info("egress billed", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "egress_bytes", bl.EgressBytes, "egress_sats", bl.Egress, "total_sats", bl.Total, "paying_sats", max(total, r.paid))
+	return r.payTotal(ctx, total, max(bl.Intervals, delivered), "the bill (egress)")
 }
 
 func stateOf(b *Buyer, id string) State {
@@ -1092,6 +1137,17 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 				if _, err := rf.f.Write(f.b); err != nil {
 					return outFailed, buyerFault(fmt.Errorf("write result: %w", err))
 				}
+			case jBill:
+				var received uint64
+				for _, rf := range files {
+					received += uint64(rf.n)
+				}
+				if err := r.payBill(ctx, f.b, received, r.j.Intervals); err != nil {
+					return outFailed, err
+				}
+				// The job is over: no more heartbeats, the receipt comes
+				// once the seller has the payment (or has waited for it).
+				watchdog = b.clock.After(b.machine.timeouts.Settle)
 			case jReceipt:
 				b.update(r.j, func(j *JobStatus) { j.Phase = PhaseResults })
 				return r.finish(dir, f.b, files, cancelled)
@@ -1135,6 +1191,9 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 		rec.Receipt, rec.Ended = env, b.clock.Now()
 	}); err != nil {
 		return outFailed, buyerFault(err)
+	}
+	if r.bill != nil && rc.EgressBytes != r.bill.EgressBytes || r.bill == nil && rc.Egress > 0 {
+		bad = "egress"
 	}
 	settle, why := StateSettled, "receipt verified"
 	if bad != "" || rc.Billed > r.paid {

@@ -33,6 +33,8 @@ type fakeRunner struct {
 	onStart func()
 	// stdout, if set, is all the job writes to stdout (a deterministic job).
 	stdout string
+	// outBytes, if set, is how many bytes the job writes to /out.
+	outBytes int
 
 	mu                sync.Mutex
 	cpu, maxCPU       uint64
@@ -88,7 +90,11 @@ func (r *fakeRunner) Run(ctx context.Context, spec RunSpec) (*RunResult, error) 
 		r.mu.Unlock()
 		res.Reason, res.ExitCode = "killed", 137
 	}
-	spec.Output.Write([]byte("tar bytes of /out"))
+	if r.outBytes > 0 {
+		spec.Output.Write(bytes.Repeat([]byte{'x'}, r.outBytes))
+	} else {
+		spec.Output.Write([]byte("tar bytes of /out"))
+	}
 	return res, nil
 }
 

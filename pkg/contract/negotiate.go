@@ -29,9 +29,16 @@ const (
 	// before the first payment, and its error frame carries a typed reason;
 	// a 1.0.0 peer is not spoken to. 1.2.0: the seller's ready frame says
 	// whether it holds the contract's image (Ready), and the buyer then
-	// sends no image bytes. Both sides still speak 1.1.0 (the image is
-	// always sent) with a peer that knows no newer version.
-	JobProtocol protocol.ID = "/blackbox/job/1.2.0"
+	// sends no image bytes. 1.3.0: bytes moved are billed (egress.go): the
+	// Ready frame also says the seller's egress price, and when the job
+	// has ended the seller sends a Bill (the bytes it sent and their
+	// price) before the receipt; the buyer pays it with a last payment
+	// update, and the receipt carries the bytes and the egress amount.
+	// Both sides still speak 1.2.0 (no egress billed) and 1.1.0 (the image
+	// is always sent) with a peer that knows no newer version.
+	JobProtocol protocol.ID = "/blackbox/job/1.3.0"
+	// JobProtocol12 is the job protocol before egress billing.
+	JobProtocol12 protocol.ID = "/blackbox/job/1.2.0"
 	// JobProtocol11 is the job protocol before Ready.
 	JobProtocol11 protocol.ID = "/blackbox/job/1.1.0"
 	// ServiceName names the contract service in the resource manager.
@@ -377,7 +384,7 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 		return nil, err
 	}
 	c := &Contract{ID: id, Proposal: p, Acceptance: accept, ProposalEnv: env, AcceptanceEnv: aenv}
-	rec := &Record{ID: id, Role: RoleSeller, Peer: from, State: StateAccepted, Contract: c.Marshal(), Proposal: p}
+	rec := &Record{ID: id, Role: RoleSeller, Peer: from, State: StateAccepted, Contract: c.Marshal(), Proposal: p, EgressPrice: o.Prices.EgressGiB}
 	capacity := s.cfg.Capacity()
 	err = s.cfg.Store.Update(func(kv KV) error {
 		res := Reservation{ID: id, Resources: req.Resources, Until: accept.FundBy}
