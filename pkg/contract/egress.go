@@ -17,7 +17,9 @@ import (
 //     stderr and out.tar as they travel in the job stream's frames (framing
 //     and control frames are not counted). It is billed at the egress price
 //     of the seller's offer (offer.Prices.EgressGiB, msat per GiB, GiB =
-//     2^30 bytes) when the contract was accepted, rounded up to whole sats.
+//     2^30 bytes) when the contract was accepted, in whole sats rounded
+//     down: a bill never exceeds bytes × price (a job's few KiB of logs
+//     cost nothing rather than a whole sat).
 //   - What the buyer sends (image, inputs) is not billed: the offer has no
 //     ingress price; the seller's disk holds it and the contract's price
 //     pays for that.
@@ -43,17 +45,14 @@ func billsEgress(proto protocol.ID) bool { return proto == JobProtocol }
 func hasReady(proto protocol.ID) bool { return proto == JobProtocol || proto == JobProtocol12 }
 
 // EgressSats is what bytes cost at msatPerGiB (millisats per 2^30 bytes),
-// in whole sats rounded up; it saturates instead of overflowing.
+// in whole sats rounded down; it saturates instead of overflowing.
 func EgressSats(bytes, msatPerGiB uint64) int64 {
 	hi, lo := bits.Mul64(bytes, msatPerGiB)
 	if hi >= 1<<30 {
 		return maxSats
 	}
-	msat, rem := bits.Div64(hi, lo, 1<<30)
-	if rem > 0 {
-		msat++
-	}
-	sat := (msat + 999) / 1000
+	msat, _ := bits.Div64(hi, lo, 1<<30)
+	sat := msat / 1000
 	if sat > maxSats {
 		return maxSats
 	}

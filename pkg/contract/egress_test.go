@@ -16,9 +16,10 @@ func TestEgressSats(t *testing.T) {
 	}{
 		{0, 50_000, 0},
 		{1 << 30, 50_000, 50},
-		{1, 50_000, 1},              // a byte costs a fraction: rounded up
-		{5 << 20, 50_000, 1},        // 5 MiB at 50 sat/GiB: 0.24 sat
-		{5 << 20, 100_000_000, 489}, // at 100k sat/GiB: 488.28 sat
+		{1, 50_000, 0},              // a byte costs a fraction: rounded down
+		{5 << 20, 50_000, 0},        // 5 MiB at 50 sat/GiB: 0.24 sat
+		{5 << 20, 100_000_000, 488}, // at 100k sat/GiB: 488.28 sat
+		{1 << 30, 1_999, 1},
 		{1 << 30, 0, 0},
 		{math.MaxUint64, math.MaxUint64, maxSats},
 	} {
@@ -64,7 +65,7 @@ func TestEgressBilled(t *testing.T) {
 	rc := j.Receipt
 	sent := uint64(out) + uint64(len("hello from ")+8+1) // out.tar and the stdout line
 	egress := EgressSats(sent, price)
-	if rc.EgressBytes != sent || rc.Egress != egress || egress != 489 {
+	if rc.EgressBytes != sent || rc.Egress != egress || egress != 488 {
 		t.Fatalf("receipt: egress %d bytes, %d sat; want %d bytes, %d sat", rc.EgressBytes, rc.Egress, sent, egress)
 	}
 	owed := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(rc.Intervals)
@@ -99,7 +100,7 @@ func TestEgressWithinMaxPrice(t *testing.T) {
 	m, s, b, _ := egressMarket(t, out, 1_000_000_000, func(c *SellerConfig) { c.PayGrace = testInterval })
 	req := m.request(10)
 	terms := TermsFor(m.offers[0], &req)
-	req.MaxPrice = uint64(terms.Total) + 100 // egress costs 4883 sat, more than the whole contract
+	req.MaxPrice = uint64(terms.Total) + 100 // egress costs 4882 sat, more than the whole contract
 	id, err := b.Submit(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +142,7 @@ func TestEgressNotBilledBefore13(t *testing.T) {
 // what decodes encodes to bytes that decode the same.
 func FuzzBill(f *testing.F) {
 	f.Add([]byte{})
-	f.Add(marshalBill(Bill{EgressBytes: 5 << 20, EgressPrice: 100_000_000, Egress: 489, Intervals: 3, Total: 1000}))
+	f.Add(marshalBill(Bill{EgressBytes: 5 << 20, EgressPrice: 100_000_000, Egress: 488, Intervals: 3, Total: 1000}))
 	f.Add([]byte{0x08, 1, 0x08, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		bl, err := unmarshalBill(b)
