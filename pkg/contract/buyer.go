@@ -771,9 +771,17 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	if r, gerr := b.machine.Get(RoleBuyer, id); gerr == nil {
 		state = r.State
 	}
+	var je *JobError
+	refusedReach := errors.As(err, &je) && je.Reason == RefuseUnreachable
+	if refusedReach {
+		b.markUnreachable(c.Seller)
+	}
 	b.update(j, func(j *JobStatus) {
 		a := &j.Attempts[len(j.Attempts)-1]
 		a.State, a.Paid, a.Why, a.Fault = state, run.paid, errString(err), fault
+		if refusedReach {
+			a.Reason = ReasonUnreachable
+		}
 		j.Paid = base + run.paid
 	})
 	b.cfg.Reputation.Outcome(c.Seller, id, fault)

@@ -52,10 +52,10 @@ func tcpHost(t *testing.T, opts ...libp2p.Option) host.Host {
 
 // relayNet is a circuit v2 relay on loopback with relay v2's default
 // limits (2 minutes, 128 KiB per circuit).
-func relayNet(t *testing.T) host.Host {
+func relayNet(t *testing.T, opts ...relayv2.Option) host.Host {
 	t.Helper()
 	r := tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	svc, err := relayv2.New(r)
+	svc, err := relayv2.New(r, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +206,74 @@ func TestRelayedSellerReachedDirectly(t *testing.T) {
 	if rec, _ := s.Machine().Get(RoleSeller, j.ContractID); rec.State != StateSettled {
 		t.Fatalf("seller's contract %s", rec.State)
 	}
+}
+
+// A relay whose limits fit the contract (an hour, 1 GiB each way) carries
+// it: the seller is reachable only through the relay, and the job runs, is
+// paid and delivers over the relayed connection; the seller's side agrees
+// the limits fit.
+func TestRelayWhoseLimitsFit(t *testing.T) {
+	m := newMarket(t)
+	r := relayNet(t, relayv2.WithLimit(&relayv2.RelayLimit{Duration: time.Hour, Data: 1 << 30}))
+	capacity := offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}
+	hidden := tcpHost(t, libp2p.ListenAddrStrings("/p2p-circuit"), libp2p.EnableRelay())
+	spay := &fakePay{}
+	s, _ := m.sellerOn(hidden, &fakeRunner{work: testInterval}, spay, capacity, 3_600_000_000,
+		func(c *SellerConfig) { c.MaxOutputBytes = 1 << 20 })
+	circuit := reserve(t, hidden, r)
+	pay := &preparePay{fakePay: spay, prepared: map[peer.ID]int{}}
+	bh := tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	b, _ := m.buyerOn(bh, pay, func(c *BuyerConfig) { c.DirectWait = time.Second; c.MaxOutputBytes = 1 << 20 })
+	bh.Peerstore().AddAddrs(hidden.ID(), []ma.Multiaddr{circuit}, peerstore.PermanentAddrTTL)
+	id, err := b.Submit(context.Background(), m.request(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || len(j.Attempts) != 1 || pay.count(hidden.ID()) != 1 {
+		t.Fatalf("job %s (%s), attempts %+v, %d channel(s) prepared", j.State, j.Error, j.Attempts, pay.count(hidden.ID()))
+	}
+	if !allLimited(bh.Network().ConnsToPeer(hidden.ID())) {
+		t.Fatal("the buyer holds a direct connection to a relay-only seller")
+	}
+	if rec, _ := s.Machine().Get(RoleSeller, j.ContractID); rec.State != StateSettled {
+		t.Fatalf("seller's contract %s", rec.State)
+	}
+}
+
+// The seller keeps the rule too: a job stream over a relayed connection
+// whose limits do not fit the contract as the seller counts it (here its
+// outputs may be far larger than the buyer expects) is refused with the
+// reason "unreachable", before any payment, and nothing is held against it.
+func TestSellerRefusesJobOverTooSmallRelay(t *testing.T) {
+	m := newMarket(t)
+	r := relayNet(t, relayv2.WithLimit(&relayv2.RelayLimit{Duration: time.Hour, Data: 10 << 20}))
+	capacity := offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}
+	hidden := tcpHost(t, libp2p.ListenAddrStrings("/p2p-circuit"), libp2p.EnableRelay())
+	spay := &fakePay{}
+	s, _ := m.sellerOn(hidden, &fakeRunner{work: testInterval}, spay, capacity, 3_600_000_000)
+	circuit := reserve(t, hidden, r)
+	bh := tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	b, _ := m.buyerOn(bh, spay, func(c *BuyerConfig) { c.DirectWait = time.Second; c.MaxOutputBytes = 1 << 20; c.Rounds = 1 })
+	bh.Peerstore().AddAddrs(hidden.ID(), []ma.Multiaddr{circuit}, peerstore.PermanentAddrTTL)
+	id, err := b.Submit(context.Background(), m.request(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobFailed || len(j.Attempts) != 1 || j.Attempts[0].Fault != FaultUnreachable || j.Attempts[0].Paid != 0 || j.Attempts[0].Reason != ReasonUnreachable {
+		t.Fatalf("job %s (%s), attempts %+v", j.State, j.Error, j.Attempts)
+	}
+	spay.mu.Lock()
+	opens, held := spay.opens, len(spay.held)
+	spay.mu.Unlock()
+	if opens != 0 || held != 0 {
+		t.Fatalf("the seller accepted %d channel opens and payments for %d contracts", opens, held)
+	}
+	eventually(t, "the seller fails the contract and releases it", func() bool {
+		rec, err := s.Machine().Get(RoleSeller, j.Attempts[0].ContractID)
+		return err == nil && rec.State != StateAccepted && s.Held().MilliCPU == 0
+	})
 }
 
 // Carries: a direct connection always; a limited one only when the
