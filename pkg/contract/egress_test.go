@@ -54,14 +54,7 @@ func TestEgressBilled(t *testing.T) {
 		c.OnThroughput = func(bps float64) { mu.Lock(); rates = append(rates, bps); mu.Unlock() }
 	})
 	req := m.request(10)
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := waitJob(t, b, id)
-	if j.State != JobDone || j.Receipt == nil {
-		t.Fatalf("job %s: %s", j.State, j.Error)
-	}
+	j := doneJob(t, b, req)
 	rc := j.Receipt
 	sent := uint64(out) + uint64(len("hello from ")+8+1) // out.tar and the stdout line
 	egress := EgressSats(sent, price)
@@ -101,14 +94,7 @@ func TestEgressWithinMaxPrice(t *testing.T) {
 	req := m.request(10)
 	terms := TermsFor(m.offers[0], &req)
 	req.MaxPrice = uint64(terms.Total) + 100 // egress costs 4882 sat, more than the whole contract
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := waitJob(t, b, id)
-	if j.State != JobDone || j.Receipt == nil {
-		t.Fatalf("job %s: %s", j.State, j.Error)
-	}
+	j := doneJob(t, b, req)
 	rc := j.Receipt
 	if j.Paid != int64(req.MaxPrice) || rc.Billed != j.Paid || rc.EgressBytes == 0 || rc.Egress >= EgressSats(rc.EgressBytes, 1_000_000_000) {
 		t.Fatalf("paid %d, billed %d (egress %d sat for %d bytes), max price %d", j.Paid, rc.Billed, rc.Egress, rc.EgressBytes, req.MaxPrice)
@@ -157,4 +143,18 @@ func FuzzBill(f *testing.F) {
 			t.Fatalf("%x: %+v, again %+v %v", b, bl, back, err)
 		}
 	})
+}
+
+// doneJob submits req and waits for it to be done with a receipt.
+func doneJob(t *testing.T, b *Buyer, req Request) *JobStatus {
+	t.Helper()
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || j.Receipt == nil {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	return j
 }

@@ -213,30 +213,15 @@ func TestRelayedSellerReachedDirectly(t *testing.T) {
 // paid and delivers over the relayed connection; the seller's side agrees
 // the limits fit.
 func TestRelayWhoseLimitsFit(t *testing.T) {
-	m := newMarket(t)
-	r := relayNet(t, relayv2.WithLimit(&relayv2.RelayLimit{Duration: time.Hour, Data: 1 << 30}))
-	capacity := offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}
-	hidden := tcpHost(t, libp2p.ListenAddrStrings("/p2p-circuit"), libp2p.EnableRelay())
-	spay := &fakePay{}
-	s, _ := m.sellerOn(hidden, &fakeRunner{work: testInterval}, spay, capacity, 3_600_000_000,
-		func(c *SellerConfig) { c.MaxOutputBytes = 1 << 20 })
-	circuit := reserve(t, hidden, r)
-	pay := &preparePay{fakePay: spay, prepared: map[peer.ID]int{}}
-	bh := tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	b, _ := m.buyerOn(bh, pay, func(c *BuyerConfig) { c.DirectWait = time.Second; c.MaxOutputBytes = 1 << 20 })
-	bh.Peerstore().AddAddrs(hidden.ID(), []ma.Multiaddr{circuit}, peerstore.PermanentAddrTTL)
-	id, err := b.Submit(context.Background(), m.request(2))
-	if err != nil {
-		t.Fatal(err)
+	rs := relayOnlySeller(t, 1<<30, func(c *SellerConfig) { c.MaxOutputBytes = 1 << 20 }, func(c *BuyerConfig) { c.MaxOutputBytes = 1 << 20 })
+	j := rs.run(t)
+	if j.State != JobDone || len(j.Attempts) != 1 || rs.pay.count(rs.host.ID()) != 1 {
+		t.Fatalf("job %s (%s), attempts %+v, %d channel(s) prepared", j.State, j.Error, j.Attempts, rs.pay.count(rs.host.ID()))
 	}
-	j := waitJob(t, b, id)
-	if j.State != JobDone || len(j.Attempts) != 1 || pay.count(hidden.ID()) != 1 {
-		t.Fatalf("job %s (%s), attempts %+v, %d channel(s) prepared", j.State, j.Error, j.Attempts, pay.count(hidden.ID()))
-	}
-	if !allLimited(bh.Network().ConnsToPeer(hidden.ID())) {
+	if !allLimited(rs.bh.Network().ConnsToPeer(rs.host.ID())) {
 		t.Fatal("the buyer holds a direct connection to a relay-only seller")
 	}
-	if rec, _ := s.Machine().Get(RoleSeller, j.ContractID); rec.State != StateSettled {
+	if rec, _ := rs.s.Machine().Get(RoleSeller, j.ContractID); rec.State != StateSettled {
 		t.Fatalf("seller's contract %s", rec.State)
 	}
 }
@@ -246,34 +231,64 @@ func TestRelayWhoseLimitsFit(t *testing.T) {
 // outputs may be far larger than the buyer expects) is refused with the
 // reason "unreachable", before any payment, and nothing is held against it.
 func TestSellerRefusesJobOverTooSmallRelay(t *testing.T) {
-	m := newMarket(t)
-	r := relayNet(t, relayv2.WithLimit(&relayv2.RelayLimit{Duration: time.Hour, Data: 10 << 20}))
-	capacity := offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}
-	hidden := tcpHost(t, libp2p.ListenAddrStrings("/p2p-circuit"), libp2p.EnableRelay())
-	spay := &fakePay{}
-	s, _ := m.sellerOn(hidden, &fakeRunner{work: testInterval}, spay, capacity, 3_600_000_000)
-	circuit := reserve(t, hidden, r)
-	bh := tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	b, _ := m.buyerOn(bh, spay, func(c *BuyerConfig) { c.DirectWait = time.Second; c.MaxOutputBytes = 1 << 20; c.Rounds = 1 })
-	bh.Peerstore().AddAddrs(hidden.ID(), []ma.Multiaddr{circuit}, peerstore.PermanentAddrTTL)
-	id, err := b.Submit(context.Background(), m.request(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := waitJob(t, b, id)
+	rs := relayOnlySeller(t, 10<<20, nil, func(c *BuyerConfig) { c.MaxOutputBytes = 1 << 20; c.Rounds = 1 })
+	j := rs.run(t)
 	if j.State != JobFailed || len(j.Attempts) != 1 || j.Attempts[0].Fault != FaultUnreachable || j.Attempts[0].Paid != 0 || j.Attempts[0].Reason != ReasonUnreachable {
 		t.Fatalf("job %s (%s), attempts %+v", j.State, j.Error, j.Attempts)
 	}
-	spay.mu.Lock()
-	opens, held := spay.opens, len(spay.held)
-	spay.mu.Unlock()
+	rs.spay.mu.Lock()
+	opens, held := rs.spay.opens, len(rs.spay.held)
+	rs.spay.mu.Unlock()
 	if opens != 0 || held != 0 {
 		t.Fatalf("the seller accepted %d channel opens and payments for %d contracts", opens, held)
 	}
 	eventually(t, "the seller fails the contract and releases it", func() bool {
-		rec, err := s.Machine().Get(RoleSeller, j.Attempts[0].ContractID)
-		return err == nil && rec.State != StateAccepted && s.Held().MilliCPU == 0
+		rec, err := rs.s.Machine().Get(RoleSeller, j.Attempts[0].ContractID)
+		return err == nil && rec.State != StateAccepted && rs.s.Held().MilliCPU == 0
 	})
+}
+
+// relaySetup is a seller reachable only through a relay that limits each
+// circuit to an hour and data bytes each way, and a buyer that knows only
+// the seller's circuit address.
+type relaySetup struct {
+	m    *market
+	s    *Seller
+	host host.Host
+	spay *fakePay
+	pay  *preparePay
+	bh   host.Host
+	b    *Buyer
+}
+
+func relayOnlySeller(t *testing.T, data int64, sellerOpt func(*SellerConfig), buyerOpt func(*BuyerConfig)) *relaySetup {
+	rs := &relaySetup{m: newMarket(t), spay: &fakePay{}}
+	r := relayNet(t, relayv2.WithLimit(&relayv2.RelayLimit{Duration: time.Hour, Data: data}))
+	rs.host = tcpHost(t, libp2p.ListenAddrStrings("/p2p-circuit"), libp2p.EnableRelay())
+	var sopts []func(*SellerConfig)
+	if sellerOpt != nil {
+		sopts = append(sopts, sellerOpt)
+	}
+	rs.s, _ = rs.m.sellerOn(rs.host, &fakeRunner{work: testInterval}, rs.spay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, sopts...)
+	circuit := reserve(t, rs.host, r)
+	rs.pay = &preparePay{fakePay: rs.spay, prepared: map[peer.ID]int{}}
+	rs.bh = tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	rs.b, _ = rs.m.buyerOn(rs.bh, rs.pay, func(c *BuyerConfig) {
+		c.DirectWait = time.Second
+		buyerOpt(c)
+	})
+	rs.bh.Peerstore().AddAddrs(rs.host.ID(), []ma.Multiaddr{circuit}, peerstore.PermanentAddrTTL)
+	return rs
+}
+
+// run submits a two-interval job and waits for it to end.
+func (rs *relaySetup) run(t *testing.T) *JobStatus {
+	t.Helper()
+	id, err := rs.b.Submit(context.Background(), rs.m.request(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waitJob(t, rs.b, id)
 }
 
 // Carries: a direct connection always; a limited one only when the

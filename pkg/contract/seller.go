@@ -579,6 +579,7 @@ func (j *sellerJob) ready(ctx context.Context) []byte {
 // anything.
 func (s *Seller) observe(bytes int64, d time.Duration) {
 	if bps := throughput(bytes, d); bps > 0 && s.cfg.OnThroughput != nil {
+		s.log.Info("transfer measured", "bytes", bytes, "seconds", d.Seconds(), "bits_per_sec", int64(bps))
 		s.cfg.OnThroughput(bps)
 	}
 }
