@@ -147,6 +147,7 @@ func TestNoWorkReasons(t *testing.T) {
 		{"blocked", func(f *idleFacts) { f.repBlocked = true }, "reputation "},
 		{"no reputation yet", func(f *idleFacts) { f.repMean, f.repEvid = 0.1, 0 }, ""},
 		{"private", func(f *idleFacts) { f.public = false }, "reachability "},
+		{"buyers gave up", func(f *idleFacts) { f.unreachable = 2 }, "unreachable "},
 		{"everything", func(f *idleFacts) { *f = idleFacts{paymentsOff: "x", sandboxOff: "y", listenKnown: true} }, "payments sandbox reachability "},
 	} {
 		f := ok

@@ -152,6 +152,7 @@ func TestUnreachableSellerRefusedBeforeFunding(t *testing.T) {
 		rec, err := hs.Machine().Get(RoleSeller, a.ContractID)
 		return err == nil && rec.State == StateExpired && hs.Held().MilliCPU == 0
 	})
+	eventually(t, "the hidden seller counts one unreachable refusal", func() bool { return hs.Rejections()[ReasonUnreachable] == 1 })
 	if rec, _ := ds.Machine().Get(RoleSeller, j.ContractID); rec.State != StateSettled {
 		t.Fatalf("direct seller's contract %s", rec.State)
 	}

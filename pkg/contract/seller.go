@@ -455,6 +455,7 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 		err := fmt.Errorf("contract %s: job stream over a relayed connection whose limits do not fit the contract", id)
 		// Nothing was funded: the reservation goes at once.
 		_, _ = s.machine.Move(RoleSeller, id, StateExpired, string(RefuseUnreachable)+": relayed connection too small for the contract", nil)
+		s.metricsReject(ReasonUnreachable)
 		return id, refuse(RefuseUnreachable, err)
 	}
 	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id, egressPrice: rec.EgressPrice}
