@@ -25,6 +25,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // BuyerConfig configures a Buyer. Zero values take the defaults noted.
@@ -831,6 +832,10 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 	}
 }
 
+// buyerJobProtocols are the job protocol versions the buyer offers, newest
+// first (a test speaks as an older buyer by shortening it).
+var buyerJobProtocols = []protocol.ID{JobProtocol, JobProtocol12, JobProtocol11}
+
 type buyerRun struct {
 	b      *Buyer
 	j      *JobStatus
@@ -876,7 +881,7 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	if r.limited {
 		sctx = network.WithAllowLimitedConn(ctx, "blackbox job: the relay's limits fit the contract")
 	}
-	st, err := b.cfg.Host.NewStream(sctx, r.seller, JobProtocol, JobProtocol11)
+	st, err := b.cfg.Host.NewStream(sctx, r.seller, buyerJobProtocols...)
 	if err != nil {
 		return outFailed, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
 	}

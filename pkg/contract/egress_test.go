@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 func TestEgressSats(t *testing.T) {
@@ -121,6 +122,25 @@ func TestEgressNotBilledBefore13(t *testing.T) {
 	owed := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(j.Receipt.Intervals)
 	if j.Paid != owed {
 		t.Fatalf("paid %d, want %d (no egress)", j.Paid, owed)
+	}
+}
+
+// A buyer that speaks only 1.2.0 (as before egress billing) is served by
+// a 1.3.0 seller as before: no bill, a receipt without egress fields, paid
+// for the intervals alone.
+func TestOlderBuyerNotBilledEgress(t *testing.T) {
+	m, s, b, _ := egressMarket(t, 1<<20, 100_000_000)
+	old := buyerJobProtocols
+	buyerJobProtocols = []protocol.ID{JobProtocol12, JobProtocol11}
+	t.Cleanup(func() { buyerJobProtocols = old })
+	req := m.request(4)
+	j := doneJob(t, b, req)
+	owed := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(j.Receipt.Intervals)
+	if j.Receipt.Egress != 0 || j.Receipt.EgressBytes != 0 || j.Paid != owed {
+		t.Fatalf("receipt %+v, paid %d; want no egress, %d paid", j.Receipt, j.Paid, owed)
+	}
+	if sr, _ := s.Machine().Get(RoleSeller, j.ContractID); sr.State != StateSettled || sr.Egress != 0 {
+		t.Fatalf("seller's record: %s, egress %d", sr.State, sr.Egress)
 	}
 }
 
