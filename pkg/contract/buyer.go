@@ -1048,7 +1048,16 @@ func (r *buyerRun) payBill(ctx context.Context, b []byte, received uint64, deliv
 		total = int64(limit) // the job's cap: the seller gets no more
 	}
 	r.b.log.Info("egress billed", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "egress_bytes", bl.EgressBytes, "egress_sats", bl.Egress, "total_sats", bl.Total, "paying_sats", max(total, r.paid))
-	return r.payTotal(ctx, total, max(bl.Intervals, delivered), "the bill (egress)")
+	if err := r.payTotal(ctx, total, max(bl.Intervals, delivered), "the bill (egress)"); err != nil {
+		if FaultOf(err) != FaultBuyer {
+			return err
+		}
+		// The job ran and its results came: a bill this node cannot pay
+		// (its channel holds too little) is paid as far as it was, and
+		// the receipt bills no more than that.
+		r.b.log.Warn("bill not paid in full", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "total_sats", total, "paid_sats", r.paid, "err", err)
+	}
+	return nil
 }
 
 func stateOf(b *Buyer, id string) State {

@@ -2,11 +2,13 @@ package contract
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"testing"
 
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
@@ -141,6 +143,37 @@ func TestOlderBuyerNotBilledEgress(t *testing.T) {
 	}
 	if sr, _ := s.Machine().Get(RoleSeller, j.ContractID); sr.State != StateSettled || sr.Egress != 0 {
 		t.Fatalf("seller's record: %s, egress %d", sr.State, sr.Egress)
+	}
+}
+
+// capPay is a payer whose channel holds at most max sats.
+type capPay struct {
+	*fakePay
+	max int64
+}
+
+func (p *capPay) Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error) {
+	if total > p.max {
+		return nil, errors.New("channel capacity exceeded")
+	}
+	return p.fakePay.Pay(ctx, seller, contractID, total)
+}
+
+// A bill the buyer's channel cannot hold is paid as far as it can: the job
+// is still done, its results kept, and the receipt bills what was paid.
+func TestEgressBeyondTheChannel(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	m.seller(&fakeRunner{work: testInterval / 2, outBytes: 5 << 20}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
+		func(c *SellerConfig) { c.PayGrace = testInterval })
+	m.offers[0].Prices.EgressGiB = 100_000_000
+	req := m.request(10)
+	owed1 := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(1)
+	b, _ := m.buyer(&capPay{fakePay: pay, max: owed1})
+	m.connect()
+	j := doneJob(t, b, req)
+	if j.Paid != owed1 || j.Receipt.Billed != owed1 || j.Receipt.EgressBytes == 0 {
+		t.Fatalf("paid %d, receipt %+v; want %d paid and billed", j.Paid, j.Receipt, owed1)
 	}
 }
 
