@@ -155,7 +155,7 @@ func (b *Buyer) reach(ctx context.Context, seller peer.ID, n Need) (bool, error)
 	}
 }
 
-// unreachable remembers, per seller, until when the buyer ranks it behind
+// markUnreachable remembers, per seller, until when the buyer ranks it behind
 // the others.
 func (b *Buyer) markUnreachable(p peer.ID) {
 	b.mu.Lock()
