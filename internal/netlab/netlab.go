@@ -26,6 +26,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -429,4 +430,42 @@ func (r *Router) Forward(port int, to *Host) error {
 		}
 	}
 	return nil
+}
+
+// Watch starts counting the bytes the router forwards to and from peer (a
+// public address: another router, a relay), so that a test can tell which
+// way traffic really went; Traffic reads the count.
+func (r *Router) Watch(peer netip.Addr) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, err := r.Run("nft", "list", "table", "inet", "watch"); err != nil {
+		if err := nft(r.NS, "table inet watch {\n\tchain count {\n\t\ttype filter hook forward priority -20; policy accept;\n\t}\n}\n"); err != nil {
+			return err
+		}
+	}
+	for _, dir := range []string{"saddr", "daddr"} {
+		if _, err := r.Run("nft", "add", "rule", "inet", "watch", "count", "ip", dir, peer.String(), "counter"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var counterRule = regexp.MustCompile(`ip [sd]addr (\S+) counter packets \d+ bytes (\d+)`)
+
+// Traffic is how many bytes the router forwarded to and from peer since
+// Watch(peer).
+func (r *Router) Traffic(peer netip.Addr) (uint64, error) {
+	out, err := r.Run("nft", "list", "table", "inet", "watch")
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, m := range counterRule.FindAllStringSubmatch(out, -1) {
+		if m[1] == peer.String() {
+			b, _ := strconv.ParseUint(m[2], 10, 64)
+			n += b
+		}
+	}
+	return n, nil
 }

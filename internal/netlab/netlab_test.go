@@ -154,6 +154,20 @@ func TestInternet(t *testing.T) {
 		t.Errorf("through the port forward: %q, %v", got, err)
 	}
 
+	// Traffic counts what went to and from a peer.
+	if err := cone.Router.Watch(pub.IP); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seen(a, srv); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cone.Router.Traffic(pub.IP); err != nil || n == 0 {
+		t.Errorf("traffic to the public server: %d bytes, %v", n, err)
+	}
+	if n, err := cone.Router.Traffic(sym.Router.IP); err != nil || n != 0 {
+		t.Errorf("traffic to the other home (never watched, never sent): %d bytes, %v", n, err)
+	}
+
 	// Partition and heal; loss.
 	if err := cone.Router.Partition(); err != nil {
 		t.Fatal(err)
