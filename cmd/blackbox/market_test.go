@@ -139,7 +139,7 @@ func (m *market) fund(p *proc, sats int64) {
 type daemon struct {
 	*proc
 	m      *market
-	prefix []string // runs the binary through it (ip netns exec NS), if set
+	prefix []string // runs the binary through it (a netlab host's nsenter), if set
 	env    []string
 	args   []string
 	listen string
@@ -155,7 +155,7 @@ func (m *market) daemon(extra []string, args ...string) *daemon {
 	return m.daemonIn(nil, "", extra, args...)
 }
 
-// daemonIn is daemon run through a command prefix (ip netns exec NS),
+// daemonIn is daemon run through a command prefix (a netlab host's nsenter),
 // listening on listen (TCP; "" is loopback on a free port).
 func (m *market) daemonIn(prefix []string, listen string, extra []string, args ...string) *daemon {
 	t := m.t

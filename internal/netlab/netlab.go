@@ -13,10 +13,10 @@
 // Everything is created by New and removed by the test's cleanup, also
 // after a failed test; names carry the test process's PID, so parallel runs
 // do not collide, and New removes what a dead earlier run left behind. It
-// needs root, iproute2 (ip, tc) and nftables (nft).
+// needs root, iproute2 (ip, tc), nftables (nft) and util-linux's nsenter.
 //
 // netlab owns the network only: processes run in a host through its
-// Prefix (ip netns exec NS ...), and Dial, Listen and Expose open sockets
+// Prefix (nsenter --net=... --), and Dial, Listen and Expose open sockets
 // inside a host from the test process.
 package netlab
 
@@ -26,6 +26,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -117,7 +118,7 @@ func Require(t testing.TB) {
 	if os.Geteuid() != 0 {
 		why = "needs root to create network namespaces"
 	}
-	for _, c := range []string{"ip", "tc", "nft"} {
+	for _, c := range []string{"ip", "tc", "nft", "nsenter"} {
 		if _, err := exec.LookPath(c); err != nil && why == "" {
 			why = fmt.Sprintf("needs %s (make deps installs iproute2 and nftables): %v", c, err)
 		}
@@ -345,13 +346,20 @@ func (hm *Home) Host(name string) *Host {
 	return h
 }
 
-// Prefix is the command prefix that runs a program in the host:
-// ip netns exec NS.
-func (h *Host) Prefix() []string { return []string{"ip", "netns", "exec", h.NS} }
+// Prefix is the command prefix that runs a program in the host: nsenter
+// into its network namespace only. Not ip netns exec, which also gives the
+// program a mount namespace of its own: a blackbox seller mounts its jobs'
+// scratch file systems under its data dir, and containerd's runc (in the
+// test's mount namespace) would not see them.
+func (h *Host) Prefix() []string {
+	return []string{"nsenter", "--net=" + filepath.Join("/run/netns", h.NS), "--"}
+}
 
-// Command is exec.Command of name and args inside the host.
+// Command is exec.Command of name and args inside the host (through
+// Prefix).
 func (h *Host) Command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	p := h.Prefix()
+	return exec.Command(p[0], append(append(p[1:], name), args...)...)
 }
 
 // Run runs a command inside the host and returns its combined output.
@@ -432,29 +440,25 @@ func (r *Router) Forward(port int, to *Host) error {
 	return nil
 }
 
-// Watch starts counting the bytes the router forwards to and from peer (a
-// public address: another router, a relay), so that a test can tell which
-// way traffic really went; Traffic reads the count.
+// Watch starts counting the bytes the router lets in from peer (a public
+// address: another router, a relay) — counted after its filter, so probes
+// it drops (a failed hole punch) do not count — so that a test can tell
+// which way traffic really went; Traffic reads the count.
 func (r *Router) Watch(peer netip.Addr) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, err := r.Run("nft", "list", "table", "inet", "watch"); err != nil {
-		if err := nft(r.NS, "table inet watch {\n\tchain count {\n\t\ttype filter hook forward priority -20; policy accept;\n\t}\n}\n"); err != nil {
+		if err := nft(r.NS, "table inet watch {\n\tchain count {\n\t\ttype filter hook forward priority 10; policy accept;\n\t}\n}\n"); err != nil {
 			return err
 		}
 	}
-	for _, dir := range []string{"saddr", "daddr"} {
-		if _, err := r.Run("nft", "add", "rule", "inet", "watch", "count", "ip", dir, peer.String(), "counter"); err != nil {
-			return err
-		}
-	}
-	return nil
+	_, err := r.Run("nft", "add", "rule", "inet", "watch", "count", "iifname", "wan", "ip", "saddr", peer.String(), "counter")
+	return err
 }
 
-var counterRule = regexp.MustCompile(`ip [sd]addr (\S+) counter packets \d+ bytes (\d+)`)
+var counterRule = regexp.MustCompile(`ip saddr (\S+) counter packets \d+ bytes (\d+)`)
 
-// Traffic is how many bytes the router forwarded to and from peer since
-// Watch(peer).
+// Traffic is how many bytes the router let in from peer since Watch(peer).
 func (r *Router) Traffic(peer netip.Addr) (uint64, error) {
 	out, err := r.Run("nft", "list", "table", "inet", "watch")
 	if err != nil {
