@@ -64,6 +64,61 @@ type Status struct {
 	// MetricsAddr is where /metrics and /healthz are served ("" when
 	// off): metrics_addr with its port resolved (metrics_addr may say :0).
 	MetricsAddr string `json:"metrics_addr,omitempty"`
+	// Reachability is whether and how peers elsewhere reach the node.
+	Reachability Reachability `json:"reachability"`
+}
+
+// Reachability is what the node knows of its reachability from outside:
+// AutoNAT's verdict (or the forced network.reachability), the addresses
+// peers reach it at, the relays it holds slots on, its NAT's kind, and
+// what that makes of the DHT, the relay service and hole punching. The
+// field names are stable: scripts and tests read them.
+type Reachability struct {
+	// State is unknown (no verdict yet), public (peers dial it directly),
+	// private (behind NAT, reachable through the relays below) or
+	// unreachable (behind NAT with no relay slot: only its LAN reaches it).
+	State string `json:"state"`
+	// Source is autonat, or config when network.reachability forces it.
+	Source string `json:"source"`
+	// Since is when State last changed.
+	Since time.Time `json:"since"`
+	// PublicAddrs are the public addresses peers saw it at (AutoNAT v2
+	// confirmed ones first, else observed or listen ones).
+	PublicAddrs []string `json:"public_addrs,omitempty"`
+	// RelayAddrs are its /p2p-circuit addresses (in host.Addrs and offers).
+	RelayAddrs []string `json:"relay_addrs,omitempty"`
+	// Relays are the peer IDs of the relays it holds a slot on.
+	Relays []string `json:"relays,omitempty"`
+	// NAT is the NAT's mapping behaviour per transport, from the addresses
+	// peers observed: unknown, endpoint_independent (hole punching works)
+	// or endpoint_dependent (symmetric: it rarely does).
+	NAT NATTypes `json:"nat"`
+	// HolePunching is possible, unlikely, unknown, or off (disabled).
+	HolePunching string `json:"hole_punching"`
+	// DHTMode is server or client, as network.dht_mode's rule says now.
+	DHTMode string `json:"dht_mode"`
+	// RelayService says whether this node relays for others now.
+	RelayService bool `json:"relay_service"`
+	// PortMapping says whether it asks the router to map its ports.
+	PortMapping bool `json:"port_mapping"`
+	// HolePunch counts hole punches since start.
+	HolePunch HolePunchCounts `json:"holepunch"`
+}
+
+// NATTypes is the NAT kind for TCP and for UDP (QUIC).
+type NATTypes struct {
+	TCP string `json:"tcp"`
+	UDP string `json:"udp"`
+}
+
+// HolePunchCounts are DCUtR hole punches: each attempt is one upgrade of a
+// relayed connection (on the side that runs it, up to 3 rounds; on the
+// other, each round), a success ends with a direct connection. DirectDials
+// are upgrades that needed no punch (the peer had a public address).
+type HolePunchCounts struct {
+	Attempts    uint64 `json:"attempts"`
+	Successes   uint64 `json:"successes"`
+	DirectDials uint64 `json:"direct_dials"`
 }
 
 // Offer is an offer as the CLI shows it.

@@ -38,9 +38,12 @@ func newDoctorCmd(a *App) *cobra.Command {
   clock         against btcd's peers and the chain tip's time
   disk          free space in the data dir (what is offered after
                 meter.reserve.disk) and under containerd's root
-  reachability  from the listen addresses: a public one, or only private or
-                loopback ones, and the port (the full check from outside arrives
-                with the networking work)
+  reachability  the running node's AutoNAT verdict (peers dialled it back or
+                could not): public; private, reachable through a relay slot,
+                with whether hole punching can work (its NAT's kind); or
+                unreachable; each with what to do (forward TCP and UDP 7460,
+                enable UPnP on the router, set network.relays). With no daemon,
+                only from the listen addresses
 
 When a daemon runs for the data dir, the payment, clock, disk and
 reachability checks are its own (it holds the wallet open), so doctor says

@@ -109,6 +109,8 @@ func newStatusCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "Uptime:\t%s\n", (time.Duration(s.UptimeSeconds) * time.Second).String())
 			fmt.Fprintf(w, "Data dir:\t%s\n", s.DataDir)
 			fmt.Fprintf(w, "Peers:\t%d connected\n", len(s.Peers))
+			fmt.Fprintf(w, "Reachability:\t%s\n", reachString(s.Reachability))
+			fmt.Fprintf(w, "Network:\t%s\n", networkString(s.Reachability))
 			fmt.Fprintf(w, "Can earn:\t%s\n", a.canEarn(cmd.Context()))
 			fmt.Fprintf(w, "On offer:\t%s\n", capacityString(s.OnOffer))
 			fmt.Fprintf(w, "Why:\t%s\n", s.Reason)
@@ -134,6 +136,45 @@ func newStatusCmd(a *App) *cobra.Command {
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// reachString is status's reachability line: the state and how peers
+// reach the node.
+func reachString(r api.Reachability) string {
+	how := map[string]string{
+		"unknown":     "unknown: no verdict from AutoNAT yet",
+		"public":      "public: peers dial it directly",
+		"private":     "private (behind NAT): reachable through relay " + strings.Join(r.Relays, ", "),
+		"unreachable": "unreachable: behind NAT with no relay slot (blackbox doctor says what to do)",
+	}[r.State]
+	if how == "" {
+		how = r.State
+	}
+	if len(r.PublicAddrs) > 0 {
+		how += " at " + strings.Join(r.PublicAddrs, ", ")
+	}
+	if r.Source == "config" {
+		how += " (forced by network.reachability)"
+	}
+	if r.State == "private" || r.State == "unreachable" {
+		how += fmt.Sprintf("; NAT tcp %s, udp %s; hole punching %s", r.NAT.TCP, r.NAT.UDP, r.HolePunching)
+	}
+	return how
+}
+
+// networkString is status's network line: DHT mode, relay service, port
+// mapping, hole punches.
+func networkString(r api.Reachability) string {
+	relay := "off"
+	if r.RelayService {
+		relay = "on"
+	}
+	pm := "off"
+	if r.PortMapping {
+		pm = "on"
+	}
+	return fmt.Sprintf("DHT %s, relay service %s, port mapping %s, hole punches %d (%d direct)",
+		r.DHTMode, relay, pm, r.HolePunch.Attempts, r.HolePunch.Successes)
 }
 
 func yesOr(ok bool, why string) string {

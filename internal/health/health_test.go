@@ -185,8 +185,44 @@ func TestReachability(t *testing.T) {
 		{nil, Warn, "no IP listen address"},
 	} {
 		c := Reachability(tc.addrs)
-		if c.Status != tc.want || !strings.Contains(c.Detail, tc.says) || !strings.Contains(c.Detail, "networking work") {
+		if c.Status != tc.want || !strings.Contains(c.Detail, tc.says) || !strings.Contains(c.Detail, "AutoNAT") {
 			t.Errorf("%v: %+v, want %s saying %q", tc.addrs, c, tc.want, tc.says)
+		}
+	}
+}
+
+// TestReachabilityOf: each state a running node can be in gives its check,
+// with a fix for every one that is not ok.
+func TestReachabilityOf(t *testing.T) {
+	listen := []ma.Multiaddr{ma.StringCast("/ip4/192.168.1.5/tcp/7460"), ma.StringCast("/ip4/192.168.1.5/udp/7460/quic-v1")}
+	relay := Reach{State: "private", Relays: []string{"12D3R"}, RelayAddrs: []string{"/ip4/1.2.3.4/tcp/7460/p2p/12D3R/p2p-circuit"}, PortMapping: true}
+	for _, tc := range []struct {
+		name string
+		r    Reach
+		want Status
+		says []string
+	}{
+		{"public", Reach{State: "public", PublicAddrs: []string{"/ip4/1.2.3.4/tcp/7460"}}, OK, []string{"public", "1.2.3.4", "dialled it back"}},
+		{"forced public", Reach{State: "public", Forced: true}, OK, []string{"forced by network.reachability"}},
+		{"relay, cone NAT", func() Reach { r := relay; r.HolePunching = "possible"; return r }(), Warn,
+			[]string{"through relay 12D3R", "p2p-circuit", "hole punching should upgrade", "forward tcp 7460, udp 7460 on the router to 192.168.1.5", "UPnP"}},
+		{"relay, symmetric NAT", func() Reach { r := relay; r.HolePunching = "unlikely"; return r }(), Warn, []string{"symmetric", "relay's limits"}},
+		{"relay, NAT unknown", relay, Warn, []string{"not known yet"}},
+		{"unreachable on a LAN", Reach{State: "unreachable"}, Warn, []string{"no relay slot", "network.relays", "forward"}},
+		{"unreachable on the internet", Reach{State: "unreachable", Internet: true}, Fail, []string{"no relay slot", "network.relays"}},
+		{"no verdict", Reach{State: "unknown"}, Warn, []string{"no verdict", "only private addresses 192.168.1.5"}},
+	} {
+		c := ReachabilityOf(tc.r, listen)
+		if c.Name != NameReach || c.Status != tc.want {
+			t.Errorf("%s: %+v, want %s", tc.name, c, tc.want)
+		}
+		for _, s := range tc.says {
+			if !strings.Contains(c.Detail+" fix: "+c.Fix, s) {
+				t.Errorf("%s: %+v does not say %q", tc.name, c, s)
+			}
+		}
+		if c.Status != OK && c.Fix == "" {
+			t.Errorf("%s: no fix", tc.name)
 		}
 	}
 }

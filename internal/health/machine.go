@@ -110,12 +110,33 @@ func parent(p string) string {
 
 // Reachability says whether peers elsewhere can reach the node's listen
 // addresses, from the addresses alone: a public one, only private ones
-// (behind a router), or only loopback. It never fails: whether a router
-// forwards the port is only known from outside, which the networking work
-// (AutoNAT, relays, hole punching) will check.
+// (behind a router), or only loopback. It is what doctor can say with no
+// daemon running; a running node says more (ReachabilityOf), from what
+// peers found dialling it back (AutoNAT).
 func Reachability(addrs []ma.Multiaddr) Check {
-	const later = "; the full check from outside (AutoNAT) arrives with the networking work"
-	var public, private, loop []string
+	public, private, loop, port := classify(addrs)
+	switch {
+	case len(public) > 0:
+		return Check{Name: NameReach, Status: OK,
+			Detail: fmt.Sprintf("public address %s (%s): reachable if no firewall blocks the port%s", strings.Join(public, ", "), port, later)}
+	case len(private) > 0:
+		return Check{Name: NameReach, Status: Warn,
+			Detail: fmt.Sprintf("only private addresses %s (%s): buyers outside this network cannot reach the node directly%s", strings.Join(private, ", "), port, later),
+			Fix:    fmt.Sprintf("forward %s on the router to %s, or enable UPnP on the router (network.port_mapping), or set network.relays", port, private[0])}
+	case len(loop) > 0:
+		return Check{Name: NameReach, Status: Warn,
+			Detail: fmt.Sprintf("listening on loopback only (%s): only nodes on this machine can reach it%s", port, later),
+			Fix:    "listen on all interfaces: listen: [/ip4/0.0.0.0/tcp/7460, /ip4/0.0.0.0/udp/7460/quic-v1]"}
+	}
+	return Check{Name: NameReach, Status: Warn, Detail: "no IP listen address" + later, Fix: "set listen (see configs/blackbox.yaml)"}
+}
+
+// later ends Reachability's details: doctor without a daemon cannot ask.
+const later = "; a running node checks from outside (AutoNAT): see `blackbox status`"
+
+// classify sorts addrs' IPs into public, private and loopback ones, and
+// names their ports ("tcp 7460, udp 7460").
+func classify(addrs []ma.Multiaddr) (public, private, loop []string, port string) {
 	ports := map[string]bool{}
 	for _, a := range expand(addrs) {
 		ip, err := manet.ToIP(a)
@@ -141,21 +162,86 @@ func Reachability(addrs []ma.Multiaddr) Check {
 		ps = append(ps, p)
 	}
 	slices.Sort(ps)
-	port := strings.Join(ps, ", ")
-	switch {
-	case len(public) > 0:
-		return Check{Name: NameReach, Status: OK,
-			Detail: fmt.Sprintf("public address %s (%s): reachable if no firewall blocks the port%s", strings.Join(public, ", "), port, later)}
-	case len(private) > 0:
-		return Check{Name: NameReach, Status: Warn,
-			Detail: fmt.Sprintf("only private addresses %s (%s): buyers outside this network cannot reach the node%s", strings.Join(private, ", "), port, later),
-			Fix:    fmt.Sprintf("forward %s on the router to %s (or run on a machine with a public address)", port, private[0])}
-	case len(loop) > 0:
-		return Check{Name: NameReach, Status: Warn,
-			Detail: fmt.Sprintf("listening on loopback only (%s): only nodes on this machine can reach it%s", port, later),
-			Fix:    "listen on all interfaces: listen: [/ip4/0.0.0.0/tcp/7460, /ip4/0.0.0.0/udp/7460/quic-v1]"}
+	return public, private, loop, strings.Join(ps, ", ")
+}
+
+// Reach is what a running node knows of its reachability (the status's
+// reachability, see api.Reachability for each field).
+type Reach struct {
+	State        string // unknown, public, private, unreachable
+	Forced       bool   // network.reachability forces State
+	PublicAddrs  []string
+	RelayAddrs   []string
+	Relays       []string
+	HolePunching string // possible, unlikely, unknown, not_needed, off
+	NATTCP       string
+	NATUDP       string
+	PortMapping  bool
+	// Internet says the node is meant for the internet market (a
+	// bootstrap peer has a public address): unreachable there fails.
+	Internet bool
+}
+
+// ReachabilityOf is the reachability check of a running node: AutoNAT's
+// verdict (peers dialled it back, or could not), the relay slots it holds,
+// and what its NAT allows, each state with what to do. listen are its
+// listen addresses (for the port and the address to forward to).
+func ReachabilityOf(r Reach, listen []ma.Multiaddr) Check {
+	_, private, _, port := classify(listen)
+	if port == "" {
+		port = "the listen port"
 	}
-	return Check{Name: NameReach, Status: Warn, Detail: "no IP listen address" + later, Fix: "set listen (see configs/blackbox.yaml)"}
+	to := "this machine"
+	if len(private) > 0 {
+		to = private[0]
+	}
+	forward := fmt.Sprintf("forward %s on the router to %s", port, to)
+	if r.PortMapping {
+		forward += ", or enable UPnP / NAT-PMP on the router (network.port_mapping is on and found none that answered)"
+	} else {
+		forward += ", or enable UPnP on the router and set network.port_mapping: true"
+	}
+	why := "AutoNAT: peers dialled it back"
+	if r.Forced {
+		why = "forced by network.reachability"
+	}
+	switch r.State {
+	case "public":
+		at := "its listen addresses"
+		if len(r.PublicAddrs) > 0 {
+			at = strings.Join(r.PublicAddrs, ", ")
+		}
+		return Check{Name: NameReach, Status: OK, Detail: fmt.Sprintf("public: peers reach it directly at %s (%s)", at, why)}
+	case "private":
+		if !r.Forced {
+			why = "AutoNAT: peers could not dial it back"
+		}
+		punch := map[string]string{
+			"possible": "hole punching should upgrade relayed connections to direct ones (endpoint-independent NAT)",
+			"unlikely": "hole punching will rarely work (endpoint-dependent, symmetric NAT): jobs go through the relay's limits",
+			"off":      "hole punching is off (network.hole_punching): jobs go through the relay's limits",
+		}[r.HolePunching]
+		if punch == "" {
+			punch = "whether hole punching works is not known yet (NAT kind unknown)"
+		}
+		return Check{Name: NameReach, Status: Warn,
+			Detail: fmt.Sprintf("behind NAT (%s): reachable through relay %s (%s); %s", why, strings.Join(r.Relays, ", "), strings.Join(r.RelayAddrs, ", "), punch),
+			Fix:    "for direct connections: " + forward}
+	case "unreachable":
+		if !r.Forced {
+			why = "AutoNAT: peers could not dial it back"
+		}
+		st := Warn
+		if r.Internet {
+			st = Fail
+		}
+		return Check{Name: NameReach, Status: st,
+			Detail: fmt.Sprintf("unreachable: behind NAT (%s) with no relay slot: only machines on its own network can reach it", why),
+			Fix:    forward + "; or use a relay: set network.relays to a public blackbox node's address (/ip4/…/tcp/7460/p2p/…)"}
+	}
+	c := Reachability(listen)
+	c.Detail = "AutoNAT has no verdict yet (it needs connected peers to dial it back; on a LAN or loopback market it never has one); from the addresses: " + strings.TrimSuffix(c.Detail, later)
+	return c
 }
 
 // expand replaces unspecified addresses (0.0.0.0, ::) by this machine's

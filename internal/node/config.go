@@ -56,6 +56,9 @@ type Config struct {
 	// ConnLow and ConnHigh are the connection manager's watermarks.
 	ConnLow  int `mapstructure:"conn_low"`
 	ConnHigh int `mapstructure:"conn_high"`
+	// Network is reachability across NATs: AutoNAT, port mapping, the
+	// DHT's mode, relays and hole punching.
+	Network NetworkConfig `mapstructure:"network"`
 	// Offer sets the terms of this node's offers.
 	Offer OfferConfig `mapstructure:"offer"`
 	// Meter is the operator's selling policy and prices.
@@ -97,6 +100,7 @@ func DefaultConfig() Config {
 		MDNS:      true,
 		ConnLow:   64,
 		ConnHigh:  256,
+		Network:   DefaultNetworkConfig(),
 		Offer: OfferConfig{
 			TTL:             10 * time.Minute,
 			MinDuration:     time.Minute,
@@ -150,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ConnLow <= 0 || c.ConnHigh < c.ConnLow {
 		bad("conn_low", "need 0 < conn_low (%d) <= conn_high (%d)", c.ConnLow, c.ConnHigh)
+	}
+	if err := c.Network.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	o := c.Offer
 	if o.TTL < time.Minute || o.TTL > offer.MaxTTL {

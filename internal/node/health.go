@@ -87,8 +87,8 @@ func (n *Node) Health(ctx context.Context) (health.Report, error) {
 	if n.meter != nil {
 		checks = append(checks, health.Disk(n.cfg.DataDir, n.meter.Policy(), n.cfg.Sandbox))
 	}
-	if n.host != nil {
-		checks = append(checks, health.Reachability(n.host.Addrs()))
+	if n.reach != nil {
+		checks = append(checks, health.ReachabilityOf(n.reachHealth(), n.host.Network().ListenAddresses()))
 	}
 	return health.NewReport(checks), nil
 }
@@ -120,4 +120,12 @@ func (n *Node) serveHealthz(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(rep)
+}
+
+// reachHealth is the reachability check's input from the node's view.
+func (n *Node) reachHealth() health.Reach {
+	v := n.reach.view()
+	return health.Reach{State: v.State, Forced: v.Source == "config", PublicAddrs: v.PublicAddrs,
+		RelayAddrs: v.RelayAddrs, Relays: v.Relays, HolePunching: v.HolePunching,
+		NATTCP: v.NAT.TCP, NATUDP: v.NAT.UDP, PortMapping: v.PortMapping, Internet: !n.reach.private}
 }

@@ -16,8 +16,6 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/offer"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/btcsuite/btcd/wire"
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 // This file keeps the seller's history (internal/store's HistoryStore):
@@ -653,12 +651,15 @@ type idleFacts struct {
 	offers      int
 	// reputation as this node's book sees itself through its peers'
 	// attestations
-	repKnown            bool
-	repBlocked          bool
-	repMean, repEvid    float64
-	repThreshold        float64
-	repWhy              string
-	public, listenKnown bool
+	repKnown         bool
+	repBlocked       bool
+	repMean, repEvid float64
+	repThreshold     float64
+	repWhy           string
+	// reach is the node's reachability state (StateUnknown, …);
+	// listenKnown says the host is up to know it.
+	reach       string
+	listenKnown bool
 }
 
 // noWork gathers the node's facts for noWorkReasons.
@@ -685,8 +686,8 @@ func (n *Node) noWork(e api.Earnings, mp marketPrice) []api.NoWorkReason {
 		f.repKnown, f.repBlocked, f.repMean, f.repEvid, f.repWhy = true, sc.Blocked, sc.Mean, sc.Evidence, sc.Why
 		f.repThreshold = n.book.Config().Threshold
 	}
-	if n.host != nil {
-		f.listenKnown, f.public = true, publicAddr(n.host.Addrs())
+	if n.reach != nil {
+		f.listenKnown, f.reach = true, n.reach.view().State
 	}
 	return noWorkReasons(f)
 }
@@ -726,14 +727,14 @@ func noWorkReasons(f idleFacts) []api.NoWorkReason {
 		add("reputation", fmt.Sprintf("buyers see a low reputation (%.2f from %.1f contracts of evidence): %s", f.repMean, f.repEvid, f.repWhy),
 			"deliver the next jobs in full and on time; failed and late jobs weigh most")
 	}
-	if f.listenKnown && !f.public {
-		add("reachability", "this node listens only on loopback or private addresses: buyers outside this network cannot reach it",
-			"listen on a public address, or forward a port on the router to the listen port")
+	switch {
+	case !f.listenKnown:
+	case f.reach == StateUnreachable:
+		add("reachability", "this node is behind NAT with no relay slot: buyers outside its network cannot reach it",
+			"forward TCP and UDP 7460 on the router to this machine, or enable UPnP on the router, or set network.relays; `blackbox doctor` says more")
+	case f.reach == StateUnknown:
+		add("reachability", "no peer has confirmed that it can dial this node (on a loopback or LAN market none ever does): buyers outside this network may not reach it",
+			"connect to the internet market (bootstrap), forward TCP and UDP 7460 on the router, or set network.relays")
 	}
 	return out
-}
-
-// publicAddr reports whether any of addrs is a public address.
-func publicAddr(addrs []ma.Multiaddr) bool {
-	return slices.ContainsFunc(addrs, manet.IsPublicAddr)
 }

@@ -128,7 +128,7 @@ func TestNoWorkReasons(t *testing.T) {
 		return s
 	}
 	ok := idleFacts{selling: true, measured: true, spareCPU: 1000, meterReason: "spare", own: 100, median: 100,
-		repKnown: true, repMean: 0.9, repEvid: 3, repThreshold: 0.45, listenKnown: true, public: true}
+		repKnown: true, repMean: 0.9, repEvid: 3, repThreshold: 0.45, listenKnown: true, reach: StatePublic}
 	for _, c := range []struct {
 		name string
 		f    func(*idleFacts)
@@ -146,8 +146,12 @@ func TestNoWorkReasons(t *testing.T) {
 		{"bad reputation", func(f *idleFacts) { f.repMean = 0.2 }, "reputation "},
 		{"blocked", func(f *idleFacts) { f.repBlocked = true }, "reputation "},
 		{"no reputation yet", func(f *idleFacts) { f.repMean, f.repEvid = 0.1, 0 }, ""},
-		{"private", func(f *idleFacts) { f.public = false }, "reachability "},
-		{"everything", func(f *idleFacts) { *f = idleFacts{paymentsOff: "x", sandboxOff: "y", listenKnown: true} }, "payments sandbox reachability "},
+		{"unreachable", func(f *idleFacts) { f.reach = StateUnreachable }, "reachability "},
+		{"no verdict", func(f *idleFacts) { f.reach = StateUnknown }, "reachability "},
+		{"behind NAT with a relay slot", func(f *idleFacts) { f.reach = StatePrivate }, ""},
+		{"everything", func(f *idleFacts) {
+			*f = idleFacts{paymentsOff: "x", sandboxOff: "y", listenKnown: true, reach: StateUnknown}
+		}, "payments sandbox reachability "},
 	} {
 		f := ok
 		c.f(&f)

@@ -8,7 +8,6 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/payment"
-	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -130,7 +129,13 @@ var (
 	descHeight = desc("chain_height",
 		"Height of the chain's tip as the node last saw it.")
 	descReach = desc("reachability",
-		"1 for what the node knows of its reachability from its addresses: public, private or unknown.", "reachability")
+		"1 for the node's reachability as AutoNAT (or network.reachability) says: unknown, public, private (behind NAT, through a relay slot) or unreachable (behind NAT, no relay slot).", "reachability")
+	descPunches = desc("holepunch_attempts_total",
+		"Hole punches (DCUtR upgrades of relayed connections to direct ones) since start: one per upgrade on the side that runs it, one per round on the other.")
+	descPunched = desc("holepunch_success_total",
+		"Hole punches that ended with a direct connection since start.")
+	descSlots = desc("relay_slots",
+		"Relay slots (circuit relay v2 reservations) this node holds on relays.")
 	descSelling = desc("selling",
 		"1 when the node can sell (sandbox and payments up), else 0; `blackbox status` says why not.")
 	descBuying = desc("buying",
@@ -148,7 +153,7 @@ type stateCollector struct {
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEarned, descFees, descContracts, descJobs, descRefusals,
 		descCPU, descMemory, descDisk, descBandwidth, descPrice, descChannels, descChanCap, descChanPaid,
-		descWallet, descPaymentsUp, descHeight, descReach, descSelling, descBuying, descBuild} {
+		descWallet, descPaymentsUp, descHeight, descReach, descPunches, descPunched, descSlots, descSelling, descBuying, descBuild} {
 		ch <- d
 	}
 }
@@ -174,8 +179,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if tip, seen, _ := c.m.chain(); seen {
 		gauge(ch, descHeight, float64(tip))
 	}
-	if n.host != nil {
-		gauge(ch, descReach, 1, reachability(n))
+	if n.reach != nil {
+		v := n.reach.view()
+		gauge(ch, descReach, 1, v.State)
+		ch <- prometheus.MustNewConstMetric(descPunches, prometheus.CounterValue, float64(v.HolePunch.Attempts))
+		ch <- prometheus.MustNewConstMetric(descPunched, prometheus.CounterValue, float64(v.HolePunch.Successes))
+		gauge(ch, descSlots, float64(len(v.Relays)))
 	}
 	c.collectCapacity(ch)
 	live := c.collectContracts(ch, n.engineMachine())
@@ -195,22 +204,6 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-}
-
-// reachability is what the node can tell from its own addresses until
-// AutoNAT lands: public when one is publicly routable, private when it
-// only has private or loopback ones, unknown with none.
-func reachability(n *Node) string {
-	addrs := n.host.Addrs()
-	if len(addrs) == 0 {
-		return "unknown"
-	}
-	for _, a := range addrs {
-		if manet.IsPublicAddr(a) {
-			return "public"
-		}
-	}
-	return "private"
 }
 
 func (c *stateCollector) collectCapacity(ch chan<- prometheus.Metric) {

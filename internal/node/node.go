@@ -82,6 +82,8 @@ type Node struct {
 	exchange *reputation.Exchange
 	history  *history
 	health   nodeHealth
+	// reach follows the node's reachability (AutoNAT, relays, NAT kind).
+	reach *reachTracker
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -162,6 +164,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.metrics = newMetrics(reg, n)
 
 	if err := n.startHost(reg); err != nil {
+		return err
+	}
+	if err := n.startReach(loopCtx); err != nil {
 		return err
 	}
 	if err := n.startDHT(ctx); err != nil {
@@ -252,7 +257,7 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 		rm.Close()
 		return err
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(n.key),
 		libp2p.ListenAddrStrings(n.cfg.Listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -262,13 +267,16 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 		// Peers this node's reputation book has blocked are refused.
 		libp2p.ConnectionGater(reputation.NewGater(n.book, n.log)),
 		libp2p.PrometheusRegisterer(reg),
-	)
+	}
+	netOpts, punches := n.networkOptions(reg)
+	h, err := libp2p.New(append(opts, netOpts...)...)
 	if err != nil {
 		rm.Close()
 		return fmt.Errorf("start libp2p host on %v: %w", n.cfg.Listen, err)
 	}
 	n.host = h
 	n.push(h.Close)
+	n.reach = &reachTracker{cfg: n.cfg.Network, h: h, log: n.log, punches: punches, since: time.Now()}
 	n.exchange = reputation.NewExchange(h, n.book, n.log)
 	return nil
 }
@@ -282,12 +290,14 @@ func (n *Node) startDHT(ctx context.Context) error {
 	// evidence about (its contract partners) are never evicted.
 	limits := offer.DefaultStoreLimits()
 	limits.Keep = func(p peer.ID) bool { return n.book.Score(p).Evidence > 0 }
-	d, err := offer.NewDHT(n.host, true, boot, dht.Datastore(offer.NewRecordStore(n.host.ID(), limits)))
+	mode := dht.Mode(dhtOption(n.cfg.Network.DHTMode, n.reach.private))
+	d, err := offer.NewDHT(n.host, true, boot, dht.Datastore(offer.NewRecordStore(n.host.ID(), limits)), mode)
 	if err != nil {
 		return err
 	}
 	n.dht = d
 	n.push(d.Close)
+	n.reach.keeper.setFinder(n.relayCandidates)
 	for _, b := range boot {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := n.host.Connect(cctx, b); err != nil {
@@ -313,7 +323,7 @@ func (n *Node) startMarket() error {
 	pub, err := offer.NewPublisher(offer.PublisherConfig{
 		Key:    n.key,
 		Router: n.dht,
-		Addrs:  n.host.Addrs,
+		Addrs:  n.offerAddrs,
 		TTL:    n.cfg.Offer.TTL,
 		Log:    n.log,
 		OnPublish: func(o *offer.Offer) {
@@ -324,6 +334,11 @@ func (n *Node) startMarket() error {
 		return err
 	}
 	n.pub = pub
+	n.reach.setOnAddrs(func() {
+		if err := pub.Refresh(); err != nil {
+			n.log.Warn("re-sign offer with new addresses", "err", err)
+		}
+	})
 	n.disc = offer.NewDiscoverer(offer.DiscovererConfig{
 		Host:   n.host,
 		Finder: n.dht,
@@ -439,6 +454,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		DataDir:       n.cfg.DataDir,
 		DashboardURL:  n.dashboardURL,
 		MetricsAddr:   n.metricsAddr,
+		Reachability:  n.reach.view(),
 	}
 	if n.seller == nil {
 		s.OnOffer = meter.Capacity{}

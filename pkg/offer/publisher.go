@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,6 +94,32 @@ func (p *Publisher) Set(tmpl Offer) error {
 		return nil
 	}
 	p.tmpl = tmpl
+	if err := p.signLocked(); err != nil {
+		return err
+	}
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Refresh re-signs the offer when the node's addresses changed since it
+// was signed (a relay slot gained or lost, a port mapped), so that buyers
+// find the addresses they can reach it at, and publishes it.
+func (p *Publisher) Refresh() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur == nil {
+		return nil
+	}
+	addrs := p.cfg.Addrs()
+	if len(addrs) > MaxAddrs {
+		addrs = addrs[:MaxAddrs]
+	}
+	if slices.EqualFunc(addrs, p.cur.Addrs, ma.Multiaddr.Equal) {
+		return nil
+	}
 	if err := p.signLocked(); err != nil {
 		return err
 	}
