@@ -32,6 +32,10 @@ import (
 // a configured node would.
 const nodePort = 7460
 
+// publicPeers is how many plain nodes the public segment holds besides
+// the bootstrap and relay nodes.
+const publicPeers = 3
+
 // world is a market in a netlab internet, shared by the subtests of one
 // test.
 type world struct {
@@ -44,7 +48,7 @@ type world struct {
 	bootHost, relayHost *netlab.Host
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	m := newMarket(t)
 	in := netlab.New(t)
@@ -56,6 +60,13 @@ func newWorld(t *testing.T) *world {
 	w.boot = w.at(w.bootHost, []string{"BLACKBOX_METER_MAX_CPU=0"})
 	w.bootAddr = w.addrOf(w.boot, w.bootHost)
 	w.relay = w.at(w.relayHost, []string{"BLACKBOX_METER_MAX_CPU=0"}, "--bootstrap", w.bootAddr)
+	// A few more public peers, as on the real internet: libp2p takes an
+	// address peers observe it at as its own only once 4 distinct IPs
+	// observed it (observedaddrs.ActivationThresh), and a node behind NAT
+	// needs that public address to punch a hole.
+	for i := range publicPeers {
+		w.at(in.PublicHost(fmt.Sprintf("peer%d", i)), []string{"BLACKBOX_METER_MAX_CPU=0"}, "--bootstrap", w.bootAddr)
+	}
 	for _, h := range []*netlab.Home{w.cone, w.cone2, w.sym} {
 		for _, p := range []netip.Addr{w.relayHost.IP, w.cone.Router.IP, w.cone2.Router.IP, w.sym.Router.IP} {
 			if p != h.Router.IP {
@@ -135,7 +146,7 @@ func (d *daemon) statusJSON() map[string]any {
 // router's counters of what it let in: "direct" (from the buyer's router,
 // after hole punching), "relay" (from the relay node) or "" (neither
 // carried the image).
-func (w *world) path(t *testing.T, seller *netlab.Home, buyer *netlab.Home, before [2]uint64, min uint64) (string, [2]uint64) {
+func (w *world) path(t testing.TB, seller *netlab.Home, buyer *netlab.Home, before [2]uint64, min uint64) (string, [2]uint64) {
 	t.Helper()
 	direct, err := seller.Router.Traffic(buyer.Router.IP)
 	if err != nil {
@@ -157,10 +168,14 @@ func (w *world) path(t *testing.T, seller *netlab.Home, buyer *netlab.Home, befo
 	return "", now
 }
 
-func (w *world) counters(t *testing.T, seller, buyer *netlab.Home) [2]uint64 {
+func (w *world) counters(t testing.TB, seller, buyer *netlab.Home) [2]uint64 {
 	_, c := w.path(t, seller, buyer, [2]uint64{}, 1<<62)
 	return c
 }
+
+// natBuyer is buyerEnv for the NAT tests: a buyer that finds no seller it
+// can deal with gives up after 30 s, not contract.busy_wait's 2 min.
+var natBuyer = append([]string{"BLACKBOX_CONTRACT_BUSY_WAIT=30s"}, buyerEnv...)
 
 // natSeller is sellerEnv in a region of its own, so that a subtest's buyer
 // deals only with its own sellers.
@@ -188,7 +203,7 @@ func TestNATMarket(t *testing.T) {
 	// any money moved. It returns which.
 	outcome := func(t *testing.T, w *world, home *netlab.Home, region string) string {
 		seller := w.at(home.Host("seller-"+region), natSeller(region), "--bootstrap", w.bootAddr)
-		buyer := w.at(w.cone2.Host("buyer-"+region), buyerEnv, "--bootstrap", w.bootAddr)
+		buyer := w.at(w.cone2.Host("buyer-"+region), natBuyer, "--bootstrap", w.bootAddr)
 		sellerID, buyerID := seller.peerID(), buyer.peerID()
 		w.fund(buyer.proc, 1_000_000)
 		w.waitRegion(buyer, region, 1)
@@ -237,7 +252,7 @@ func TestNATMarket(t *testing.T) {
 		// address (a rack machine). The buyer dials out through its NAT.
 		w := w.in(t)
 		seller := w.at(w.net.PublicHost("seller-pub"), natSeller("pub"), "--bootstrap", w.bootAddr)
-		buyer := w.at(w.cone2.Host("buyer-pub"), buyerEnv, "--bootstrap", w.bootAddr)
+		buyer := w.at(w.cone2.Host("buyer-pub"), natBuyer, "--bootstrap", w.bootAddr)
 		buyerID := buyer.peerID()
 		w.fund(buyer.proc, 1_000_000)
 		w.waitRegion(buyer, "pub", 1)
@@ -293,7 +308,7 @@ func (w *world) reachability(d *daemon) map[string]any {
 func impairedFlow(t *testing.T, w *world, image string) {
 	r := w.cone.Router
 	seller := w.at(w.cone.Host("seller-imp"), natSeller("imp"), "--bootstrap", w.bootAddr)
-	buyer := w.at(w.cone2.Host("buyer-imp"), buyerEnv, "--bootstrap", w.bootAddr)
+	buyer := w.at(w.cone2.Host("buyer-imp"), natBuyer, "--bootstrap", w.bootAddr)
 	buyerID := buyer.peerID()
 	w.fund(buyer.proc, 1_000_000)
 	w.waitRegion(buyer, "imp", 1)
@@ -354,7 +369,7 @@ func partitionFlow(t *testing.T, w *world, image string) {
 	seller := w.at(w.cone.Host("seller-part"), natSeller("part"), "--bootstrap", w.bootAddr)
 	// A dearer seller on the public segment to fail over to.
 	backup := w.at(w.net.PublicHost("backup"), natSeller("part", "BLACKBOX_METER_PRICING_CORE_HOUR=540000"), "--bootstrap", w.bootAddr)
-	buyer := w.at(w.cone2.Host("buyer-part"), buyerEnv, "--bootstrap", w.bootAddr)
+	buyer := w.at(w.cone2.Host("buyer-part"), natBuyer, "--bootstrap", w.bootAddr)
 	sellerID, buyerID := seller.peerID(), buyer.peerID()
 	w.fund(buyer.proc, 1_000_000)
 	w.waitRegion(buyer, "part", 2)

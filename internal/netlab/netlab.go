@@ -303,13 +303,22 @@ func (in *Internet) Home(name string, nat NAT) *Home {
 		mode = "masquerade fully-random"
 	}
 	// nat: LAN → WAN translated; filter: only replies (and DNAT'd port
-	// forwards) come in from the WAN, as on a home router.
+	// forwards) come in from the WAN, as on a home router. Unsolicited
+	// packets to the router itself are dropped in its input hook, before
+	// conntrack confirms an entry for them: a hole punch's first packet,
+	// arriving before the LAN host's own went out, would otherwise leave
+	// an entry that takes the WAN port, and masquerade would then map the
+	// host's packets to another port (no longer endpoint-independent).
 	err := nft(r.NS, fmt.Sprintf(`
 table ip nat {
 	chain pre { type nat hook prerouting priority dstnat; }
 	chain post { type nat hook postrouting priority srcnat; oifname "wan" %s; }
 }
 table inet filter {
+	chain in {
+		type filter hook input priority filter; policy accept;
+		iifname "wan" ct state new drop
+	}
 	chain through {
 		type filter hook forward priority filter; policy drop;
 		ct state established,related accept

@@ -88,6 +88,60 @@ func udpMapping(t *testing.T, h, pub *Host) (local string, seenBy [2]string) {
 	return c.LocalAddr().String(), seenBy
 }
 
+// punch: x and y each learn their public address from a server on pub
+// (as libp2p learns its observed address), then send to each other's at
+// once for a few rounds; it reports whether both received the other's.
+func punch(t *testing.T, x, y *Host, _ *Router, pub *Host) bool {
+	t.Helper()
+	srv, err := pub.ListenPacket("udp4", pub.IP.String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var socks [2]net.PacketConn
+	var public [2]net.Addr
+	for i, h := range []*Host{x, y} {
+		c, err := h.ListenPacket("udp4", h.IP.String()+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		socks[i] = c
+		buf := make([]byte, 64)
+		for try := 0; ; try++ {
+			c.WriteTo([]byte("stun"), srv.LocalAddr())
+			srv.SetReadDeadline(time.Now().Add(time.Second))
+			if _, from, err := srv.ReadFrom(buf); err == nil {
+				public[i] = from
+				break
+			}
+			if try == 5 {
+				t.Fatalf("%s never reached the public server", h.Name)
+			}
+		}
+	}
+	got := [2]bool{}
+	done := make(chan struct{})
+	for i := range socks {
+		go func() {
+			buf := make([]byte, 64)
+			socks[i].SetReadDeadline(time.Now().Add(3 * time.Second))
+			if n, _, err := socks[i].ReadFrom(buf); err == nil && string(buf[:n]) == "punch" {
+				got[i] = true
+			}
+			done <- struct{}{}
+		}()
+	}
+	for round := 0; round < 5; round++ {
+		socks[0].WriteTo([]byte("punch"), public[1])
+		socks[1].WriteTo([]byte("punch"), public[0])
+		time.Sleep(100 * time.Millisecond)
+	}
+	<-done
+	<-done
+	return got[0] && got[1]
+}
+
 func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 func host(addr string) string { h, _, _ := net.SplitHostPort(addr); return h }
 
@@ -144,6 +198,18 @@ func TestInternet(t *testing.T) {
 	local, by = udpMapping(t, b, pub)
 	if port(by[0]) == port(by[1]) {
 		t.Errorf("symmetric NAT: socket %s seen as %s by both servers; want a port per destination", local, by[0])
+	}
+
+	// Hole punching at the packet level: two hosts behind cone NATs send
+	// to each other's public address at once and both get through; with
+	// the symmetric NAT on one side, the port the other side learnt is
+	// not the one used towards it, and nothing does.
+	c := in.Home("cone2", Cone).Host("c")
+	if !punch(t, a, c, cone.Router, pub) {
+		t.Errorf("UDP hole punching between two cone NATs failed")
+	}
+	if punch(t, a, b, sym.Router, pub) {
+		t.Errorf("UDP hole punching with a symmetric NAT worked; want it to fail")
 	}
 
 	// A port forward lets the outside in on that port only.
