@@ -4,38 +4,29 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 )
 
-// reachStatus is status --json's reachability, as scripts read it.
+// reachStatus is status --json's addresses and reachability.
 type reachStatus struct {
-	Addrs        []string `json:"addrs"`
-	Reachability struct {
-		State        string   `json:"state"`
-		Source       string   `json:"source"`
-		PublicAddrs  []string `json:"public_addrs"`
-		RelayAddrs   []string `json:"relay_addrs"`
-		Relays       []string `json:"relays"`
-		HolePunching string   `json:"hole_punching"`
-		DHTMode      string   `json:"dht_mode"`
-		RelayService bool     `json:"relay_service"`
-		PortMapping  bool     `json:"port_mapping"`
-		NAT          struct {
-			TCP string `json:"tcp"`
-			UDP string `json:"udp"`
-		} `json:"nat"`
-		HolePunch struct {
-			Attempts  *uint64 `json:"attempts"`
-			Successes *uint64 `json:"successes"`
-		} `json:"holepunch"`
-	} `json:"reachability"`
+	Addrs        []string         `json:"addrs"`
+	Reachability api.Reachability `json:"reachability"`
 }
 
 func reachOf(t *testing.T, bin string, p *proc) reachStatus {
@@ -47,6 +38,10 @@ func reachOf(t *testing.T, bin string, p *proc) reachStatus {
 	var s reachStatus
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	// The counts are there from the start, zero or not.
+	if !strings.Contains(out, `"holepunch": {`) || !strings.Contains(out, `"attempts": `) {
+		t.Fatalf("status --json lacks the hole punch counts:\n%s", out)
 	}
 	return s
 }
@@ -111,7 +106,7 @@ func TestPrivateNodeBehindRelay(t *testing.T) {
 	})
 	r := s.Reachability
 	if r.Source != "config" || !slices.Equal(r.Relays, []string{rs.PeerID}) || len(r.RelayAddrs) == 0 ||
-		r.DHTMode != "client" || r.RelayService || !r.PortMapping || r.HolePunch.Attempts == nil || r.HolePunch.Successes == nil {
+		r.DHTMode != "client" || r.RelayService || !r.PortMapping {
 		t.Fatalf("private node's reachability: %+v", r)
 	}
 	for _, a := range r.RelayAddrs {
@@ -155,4 +150,92 @@ func TestPrivateNodeBehindRelay(t *testing.T) {
 	if st != "warn" || !strings.Contains(detail, "unreachable") || !strings.Contains(fix, "network.relays") || !strings.Contains(fix, "UPnP") {
 		t.Fatalf("doctor on an unreachable node: %s %q fix %q", st, detail, fix)
 	}
+}
+
+// BenchmarkIdleReach: what reachability costs an idle node. Three
+// unconfigured nodes (no btcd, no containerd) on loopback: one with the
+// network defaults (auto: no verdict, no relay), a public relay (forced
+// public, relay service on) holding BLACKBOX_BENCH_RELAY_PEERS (20) slots
+// for in-process hosts that reserved one, and a node forced private
+// holding a slot on that relay. After BLACKBOX_BENCH_SETTLE (10s), CPU
+// over BLACKBOX_BENCH_IDLE (60s) as a share of one core (utime+stime from
+// /proc), RSS (VmRSS) at its end. Goals of issue 10: < 1% of a core and
+// < 80 MiB.
+func BenchmarkIdleReach(b *testing.B) {
+	bin := binary(b)
+	idle := benchEnvDuration(b, "BLACKBOX_BENCH_IDLE", time.Minute)
+	settle := benchEnvDuration(b, "BLACKBOX_BENCH_SETTLE", 10*time.Second)
+	peers := 20
+	if s := os.Getenv("BLACKBOX_BENCH_RELAY_PEERS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			b.Fatalf("BLACKBOX_BENCH_RELAY_PEERS=%q: want a count", s)
+		}
+		peers = n
+	}
+	env := []string{"BLACKBOX_MDNS=false"}
+	plain := serve(b, bin, env)
+	// Every peer is on 127.0.0.1: the per-IP limit (8) would refuse most.
+	relay := serve(b, bin, append(env, "BLACKBOX_NETWORK_REACHABILITY=public", "BLACKBOX_NETWORK_RELAY_SERVICE=on",
+		"BLACKBOX_NETWORK_RELAY_LIMITS_MAX_RESERVATIONS_PER_IP=128"))
+	rs := waitStatus(b, bin, relay)
+	waitStatus(b, bin, plain)
+	var relayInfo *peer.AddrInfo
+	for _, a := range rs.Addrs {
+		if strings.Contains(a, "/tcp/") {
+			ai, err := peer.AddrInfoFromString(a)
+			if err != nil {
+				b.Fatal(err)
+			}
+			relayInfo = ai
+		}
+	}
+	priv := serve(b, bin, append(env, "BLACKBOX_NETWORK_REACHABILITY=private", "BLACKBOX_NETWORK_RELAYS="+relayInfo.Addrs[0].String()+"/p2p/"+rs.PeerID))
+	waitFor(b, 90*time.Second, "the private node's relay slot", func() bool {
+		out, err := runCLI(b, bin, "status", "--json", "--data-dir", priv.dir)
+		return err == nil && strings.Contains(out, `"state": "private"`)
+	})
+	for i := range peers {
+		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { h.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := h.Connect(ctx, *relayInfo); err != nil {
+			b.Fatalf("peer %d: connect to the relay: %v", i, err)
+		}
+		if _, err := client.Reserve(ctx, h, *relayInfo); err != nil {
+			b.Fatalf("peer %d: reserve a slot: %v", i, err)
+		}
+		cancel()
+	}
+	b.Logf("%d in-process peers hold a slot on the relay", peers)
+	time.Sleep(settle)
+	procs := []struct {
+		name string
+		p    *proc
+	}{{"loopback node, network defaults", plain}, {fmt.Sprintf("public relay, %d slots held", peers+1), relay}, {"private node holding a relay slot", priv}}
+	before := make([]float64, len(procs))
+	for i, p := range procs {
+		before[i] = procCPUSeconds(b, p.p.cmd.Process.Pid)
+	}
+	began := time.Now()
+	time.Sleep(idle)
+	window := time.Since(began).Seconds()
+	for i, p := range procs {
+		pid := p.p.cmd.Process.Pid
+		cpu := 100 * (procCPUSeconds(b, pid) - before[i]) / window
+		rss := procKiB(b, pid, "VmRSS") / 1024
+		b.Logf("%s, idle %.0fs: CPU %.2f%% of a core, RSS %.0f MiB, peak %.0f MiB", p.name, window, cpu, rss, procKiB(b, pid, "VmHWM")/1024)
+		fmt.Printf("BENCHROW %s idle CPU (%.0fs) = %.2f %% core|-|-|< 1 %% core|%s\n", p.name, window, cpu, yesNo(cpu < 1))
+		fmt.Printf("BENCHROW %s idle RSS = %.0f MiB|-|-|< 80 MiB|%s\n", p.name, rss, yesNo(rss < 80))
+	}
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
 }

@@ -145,7 +145,7 @@ func reachString(r api.Reachability) string {
 		"unknown":     "unknown: no verdict from AutoNAT yet",
 		"public":      "public: peers dial it directly",
 		"private":     "private (behind NAT): reachable through relay " + strings.Join(r.Relays, ", "),
-		"unreachable": "unreachable: behind NAT with no relay slot (blackbox doctor says what to do)",
+		"unreachable": "unreachable: behind NAT with no relay slot",
 	}[r.State]
 	if how == "" {
 		how = r.State
@@ -158,6 +158,9 @@ func reachString(r api.Reachability) string {
 	}
 	if r.State == "private" || r.State == "unreachable" {
 		how += fmt.Sprintf("; NAT tcp %s, udp %s; hole punching %s", r.NAT.TCP, r.NAT.UDP, r.HolePunching)
+	}
+	if r.State == "unreachable" {
+		how += " (blackbox doctor says what to do)"
 	}
 	return how
 }

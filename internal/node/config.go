@@ -198,8 +198,14 @@ func (c *Config) Validate() error {
 // BootstrapPeers parses the bootstrap multiaddrs, merging addresses of the
 // same peer.
 func (c *Config) BootstrapPeers() ([]peer.AddrInfo, error) {
+	return peerAddrs("bootstrap", c.Bootstrap)
+}
+
+// peerAddrs parses multiaddrs with /p2p/ peer IDs (what names the list in
+// errors), merging addresses of the same peer.
+func peerAddrs(what string, ss []string) ([]peer.AddrInfo, error) {
 	var mas []ma.Multiaddr
-	for _, s := range c.Bootstrap {
+	for _, s := range ss {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
 			return nil, fmt.Errorf("%q is not a multiaddr: %v", s, err)
@@ -208,7 +214,7 @@ func (c *Config) BootstrapPeers() ([]peer.AddrInfo, error) {
 	}
 	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
 	if err != nil {
-		return nil, fmt.Errorf("each bootstrap address needs a /p2p/PEER_ID: %v", err)
+		return nil, fmt.Errorf("each %s address needs a /p2p/PEER_ID: %v", what, err)
 	}
 	return infos, nil
 }

@@ -9,7 +9,6 @@ import (
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/peer"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
-	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
 
@@ -139,19 +138,7 @@ func (c NetworkConfig) Validate() error {
 
 // RelayPeers parses network.relays, merging addresses of the same peer.
 func (c NetworkConfig) RelayPeers() ([]peer.AddrInfo, error) {
-	var mas []ma.Multiaddr
-	for _, s := range c.Relays {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a multiaddr: %v", s, err)
-		}
-		mas = append(mas, a)
-	}
-	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
-	if err != nil {
-		return nil, fmt.Errorf("each relay address needs a /p2p/PEER_ID: %v", err)
-	}
-	return infos, nil
+	return peerAddrs("relay", c.Relays)
 }
 
 // resources are the relay service's limits in go-libp2p's terms.
@@ -180,32 +167,14 @@ func privateNetwork(boot []peer.AddrInfo) bool {
 	return true
 }
 
-// dhtMode is the rule for network.dht_mode: server or client when set.
-// Auto is server when the node is publicly reachable and client when it is
-// known to be behind NAT (a node nobody can dial must not put itself into
-// every routing table as a server); while AutoNAT has no verdict, server on
-// a private network (see privateNetwork: every node must serve there, and
-// a verdict never comes) and client on the internet. It follows
-// reachability as it changes: kad-dht's ModeAutoServer and ModeAuto switch
-// on the same events (dhtOption).
-func dhtMode(setting string, private bool, state string) string {
-	switch setting {
-	case DHTServer, DHTClient:
-		return setting
-	}
-	switch state {
-	case StatePublic:
-		return DHTServer
-	case StatePrivate, StateUnreachable:
-		return DHTClient
-	}
-	if private {
-		return DHTServer
-	}
-	return DHTClient
-}
-
-// dhtOption is kad-dht's mode for the dhtMode rule.
+// dhtOption is kad-dht's mode for network.dht_mode: server or client when
+// set. Auto is server when the node is publicly reachable and client when
+// it is known to be behind NAT (a node nobody can dial must not put itself
+// into every routing table as a server); while AutoNAT has no verdict,
+// server on a private network (see privateNetwork: every node must serve
+// there, and a verdict never comes) and client on the internet. kad-dht's
+// ModeAutoServer and ModeAuto are exactly that, and switch as the verdict
+// changes.
 func dhtOption(setting string, private bool) dht.ModeOpt {
 	switch {
 	case setting == DHTServer:

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/pkg/offer"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
@@ -123,6 +125,9 @@ func natName(t network.NATDeviceType) string {
 	return "unknown"
 }
 
+// dhtServerProtocol is what blackbox's DHT answers on in server mode.
+const dhtServerProtocol = protocol.ID(offer.DHTProtocolPrefix + "/kad/1.0.0")
+
 // reachTracker keeps the node's reachability from its host's event bus.
 type reachTracker struct {
 	cfg     NetworkConfig
@@ -222,13 +227,18 @@ func (t *reachTracker) view() api.Reachability {
 		Since:        since,
 		NAT:          api.NATTypes{TCP: natName(s.natTCP), UDP: natName(s.natUDP)},
 		HolePunching: s.holePunching(t.cfg.HolePunching),
-		DHTMode:      dhtMode(t.cfg.DHTMode, t.private, s.state()),
+		DHTMode:      DHTClient,
 		RelayService: slices.Contains(t.h.Mux().Protocols(), proto.ProtoIDv2Hop),
 		PortMapping:  t.cfg.PortMapping,
 		HolePunch:    t.punches.counts(),
 	}
 	if t.cfg.Reachability != ReachAuto {
 		v.Source = "config"
+	}
+	// The DHT serves while its protocol's handler is set (kad-dht sets and
+	// removes it as it switches modes).
+	if slices.Contains(t.h.Mux().Protocols(), dhtServerProtocol) {
+		v.DHTMode = DHTServer
 	}
 	pub := s.reachable
 	if len(pub) == 0 && v.State == StatePublic {

@@ -57,6 +57,25 @@ func TestReachStateFromEvents(t *testing.T) {
 	}
 }
 
+// wantDHTMode is network.dht_mode's rule (dhtOption's comment) as a
+// function of the setting, the kind of network and the state.
+func wantDHTMode(setting string, private bool, state string) string {
+	switch setting {
+	case DHTServer, DHTClient:
+		return setting
+	}
+	switch state {
+	case StatePublic:
+		return DHTServer
+	case StatePrivate, StateUnreachable:
+		return DHTClient
+	}
+	if private {
+		return DHTServer
+	}
+	return DHTClient
+}
+
 // TestDHTModeRule: set modes stay; auto is server when public, client
 // behind NAT, and while unknown depends on whether the market is a
 // private network; kad-dht's option follows the same rule.
@@ -79,8 +98,8 @@ func TestDHTModeRule(t *testing.T) {
 		// every node serves.
 		{DHTAuto, true, StateUnknown, DHTServer},
 	} {
-		if got := dhtMode(tc.setting, tc.private, tc.state); got != tc.want {
-			t.Errorf("dhtMode(%s, private network %v, %s) = %s, want %s", tc.setting, tc.private, tc.state, got, tc.want)
+		if got := wantDHTMode(tc.setting, tc.private, tc.state); got != tc.want {
+			t.Errorf("wantDHTMode(%s, private network %v, %s) = %s, want %s", tc.setting, tc.private, tc.state, got, tc.want)
 		}
 	}
 	info := func(addrs ...string) peer.AddrInfo {
@@ -165,5 +184,29 @@ func TestNetworkConfigValidate(t *testing.T) {
 		if err := full.Validate(); err == nil || !strings.Contains(err.Error(), tc.key) {
 			t.Errorf("%s through Config.Validate: %v", tc.key, err)
 		}
+	}
+}
+
+type fakeConn struct{ network.ConnMultiaddrs }
+
+// TestHolePunchCounter: attempts and successes as go-libp2p's hole
+// punching service reports them, passed on to its own tracer.
+func TestHolePunchCounter(t *testing.T) {
+	inner := &holePunchCounter{}
+	c := &holePunchCounter{inner: inner}
+	c.HolePunchFinished("initiator", 3, nil, nil, nil)
+	c.HolePunchFinished("initiator", 1, nil, nil, fakeConn{})
+	c.HolePunchFinished("receiver", 1, nil, nil, fakeConn{})
+	c.DirectDialFinished(true)
+	c.DirectDialFinished(false)
+	if got := c.counts(); got.Attempts != 3 || got.Successes != 2 || got.DirectDials != 1 {
+		t.Fatalf("counts %+v", got)
+	}
+	if inner.counts() != c.counts() {
+		t.Fatalf("not passed on: %+v", inner.counts())
+	}
+	var none *holePunchCounter
+	if none.counts().Attempts != 0 {
+		t.Fatal("nil counter")
 	}
 }

@@ -107,4 +107,77 @@ func TestPrivateNodeIsReachedThroughItsRelay(t *testing.T) {
 	if res.Error != nil {
 		t.Fatalf("ping through the relay: %v", res.Error)
 	}
+
+	// The relay goes away: the slot with it, the circuit address is
+	// withdrawn from the host's addresses and from the offer.
+	if err := relay.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the lost slot", func() bool { return priv.reach.view().State == StateUnreachable })
+	if v := priv.reach.view(); len(v.Relays) != 0 || len(v.RelayAddrs) != 0 {
+		t.Fatalf("reachability after the relay left: %+v", v)
+	}
+	waitFor(t, 30*time.Second, "the circuit address out of the host's addresses and the offer", func() bool {
+		o, _ := priv.pub.Current()
+		return !slices.ContainsFunc(priv.Host().Addrs(), isCircuit) && o != nil && !slices.ContainsFunc(o.Addrs, isCircuit)
+	})
+}
+
+// TestRelayServiceSettings: relay_service on relays whatever AutoNAT says
+// (here: nothing, on loopback); auto relays only when public; off never.
+func TestRelayServiceSettings(t *testing.T) {
+	for _, tc := range []struct {
+		service, reach string
+		want           bool
+	}{
+		{RelayOn, ReachAuto, true},
+		{RelayAuto, ReachAuto, false},
+		{RelayOff, ReachPublic, false},
+	} {
+		cfg := testConfig(t)
+		cfg.Network.RelayService, cfg.Network.Reachability = tc.service, tc.reach
+		n := startNode(t, cfg)
+		if tc.want {
+			waitFor(t, 30*time.Second, "the relay service", func() bool { return n.reach.view().RelayService })
+		} else {
+			time.Sleep(time.Second) // the relay manager reacts to the verdict at once
+			if v := n.reach.view(); v.RelayService {
+				t.Errorf("relay_service %s, reachability %s: relaying (%+v)", tc.service, tc.reach, v)
+			}
+		}
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDHTModeFollowsTheRule: real nodes run their DHT as network.dht_mode's
+// rule says (wantDHTMode), as seen from the protocols they answer on.
+func TestDHTModeFollowsTheRule(t *testing.T) {
+	// An address that looks like the internet's (nothing answers there).
+	far := "/ip4/1.2.3.4/tcp/7460/p2p/12D3KooWGzh3xZqDxKxL1dA7kQyq8b8b3h3uM6xF6pdk5oCnCkPp"
+	for _, tc := range []struct {
+		mode, reach string
+		boot        []string
+		state       string
+	}{
+		{DHTAuto, ReachAuto, nil, StateUnknown},
+		{DHTAuto, ReachPrivate, nil, StateUnreachable},
+		{DHTAuto, ReachPublic, nil, StatePublic},
+		{DHTServer, ReachPrivate, nil, StateUnreachable},
+		{DHTClient, ReachAuto, nil, StateUnknown},
+		{DHTAuto, ReachAuto, []string{far}, StateUnknown},
+	} {
+		cfg := testConfig(t)
+		cfg.Network.DHTMode, cfg.Network.Reachability, cfg.Bootstrap = tc.mode, tc.reach, tc.boot
+		n := startNode(t, cfg)
+		want := wantDHTMode(tc.mode, len(tc.boot) == 0, tc.state)
+		waitFor(t, 30*time.Second, "the DHT mode", func() bool {
+			v := n.reach.view()
+			return v.State == tc.state && v.DHTMode == want
+		})
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -102,6 +102,25 @@ func (k *relayKeeper) relays() []peer.ID {
 
 func (k *relayKeeper) run(ctx context.Context) {
 	defer k.emit.Close()
+	// A relay that goes away takes its slot with it: look again at once.
+	sub, err := k.h.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.Name("blackbox relay slots"))
+	if err == nil {
+		defer sub.Close()
+		go func() {
+			for ev := range sub.Out() {
+				e := ev.(event.EvtPeerConnectednessChanged)
+				k.mu.Lock()
+				_, held := k.held[e.Peer]
+				k.mu.Unlock()
+				if held && e.Connectedness != network.Connected {
+					select {
+					case k.wake <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
 	for {
 		k.step(ctx)
 		wait := 30 * time.Second
