@@ -420,8 +420,17 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	}
 	if job.Receipt != nil {
 		fmt.Fprintf(w, ", %d billed by the receipt for %d interval(s)", job.Receipt.Billed, job.Receipt.Intervals)
+		if r := job.Receipt; r.EgressBytes > 0 {
+			fmt.Fprintf(w, " and %s of egress (%d sat)", quantity.FormatSize(int64(r.EgressBytes)), r.Egress)
+		}
 	}
 	fmt.Fprintln(w)
+	for i, at := range job.Attempts {
+		if at.Reason == contract.ReasonUnreachable {
+			fmt.Fprintf(w, "attempt %d: seller %s %s: accepted, but no connection could carry the contract (nothing funded, paid or sent); tried the next seller\n",
+				i+1, shortID(at.Seller.String()), at.Reason)
+		}
+	}
 	if job.ResultDir != "" {
 		fmt.Fprintf(w, "results: %s (stdout, stderr, out/, receipt signed by %s)\n", out, shortID(job.Seller.String()))
 	}
@@ -539,12 +548,19 @@ func newJobCmd(a *App) *cobra.Command {
 				if at.Fault != contract.FaultNone {
 					fault = "[fault: " + at.Fault.String() + "] "
 				}
-				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %s %s%s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), at.State, sats(at.Paid), fault, at.Why)
+				state := at.State.String()
+				if at.Reason != contract.ReasonNone {
+					state += " (" + string(at.Reason) + ")"
+				}
+				fmt.Fprintf(w, "Attempt %d:\t%s contract %s: %s, paid %s %s%s\n", i+1, shortID(at.Seller.String()), shortID(at.ContractID), state, sats(at.Paid), fault, cleanCell(at.Why))
 			}
 			if j.Receipt != nil {
 				r := j.Receipt
 				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %s for %d interval(s), cpu %s, peak memory %s\n",
 					r.ExitCode, r.Reason, sats(r.Billed), r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), quantity.FormatSize(int64(r.Usage.PeakMemory)))
+				if r.EgressBytes > 0 {
+					fmt.Fprintf(w, "Egress:\t%s sent by the seller, billed %s (in the bill above)\n", quantity.FormatSize(int64(r.EgressBytes)), sats(r.Egress))
+				}
 				for _, o := range r.Outputs {
 					fmt.Fprintf(w, "  %s\t%s\n", o.Name, o.SHA256)
 				}

@@ -28,9 +28,32 @@ func printJobs(w io.Writer, now time.Time, jobs []*contract.JobStatus) error {
 	t := newTable(w, "JOB", "STATE", "SELLER", "PAID", "EXIT", "CREATED", "COMMAND", "WHY")
 	for _, j := range jobs {
 		t.row(j.ID, jobStateCell(j), dash(shortID(j.Seller.String())), sats(j.Paid), jobExitCell(j),
-			ago(now, j.Created), strings.Join(j.Request.Command, " "), j.Error)
+			ago(now, j.Created), strings.Join(j.Request.Command, " "), jobWhy(j))
 	}
 	return t.Flush()
+}
+
+// jobWhy is the job's error, and what its attempts and receipt add: the
+// sellers it could not reach (nothing was funded with them) and the bytes
+// of egress billed.
+func jobWhy(j *contract.JobStatus) string {
+	var notes []string
+	if j.Error != "" {
+		notes = append(notes, j.Error)
+	}
+	unreachable := 0
+	for _, at := range j.Attempts {
+		if at.Reason == contract.ReasonUnreachable {
+			unreachable++
+		}
+	}
+	if unreachable > 0 {
+		notes = append(notes, fmt.Sprintf("%d seller(s) %s, nothing funded", unreachable, contract.ReasonUnreachable))
+	}
+	if r := j.Receipt; r != nil && r.EgressBytes > 0 {
+		notes = append(notes, fmt.Sprintf("egress %s billed %s", quantity.FormatSize(int64(r.EgressBytes)), sats(r.Egress)))
+	}
+	return strings.Join(notes, "; ")
 }
 
 // jobStateCell is the state, with the phase while the job is under way.

@@ -210,6 +210,13 @@ func (n *Node) startContracts(ctx context.Context) error {
 			WorkDir: filepath.Join(n.cfg.DataDir, "work"),
 			Log:     n.log,
 			OnPhase: n.metrics.phase,
+			// What real transfers achieve corrects the declared uplink
+			// the offer advertises (it can only lower it).
+			OnThroughput: func(bps float64) {
+				if n.meter != nil {
+					n.meter.ObserveThroughput(bps)
+				}
+			},
 		}
 		cc.ApplySeller(&sc)
 		if err := os.MkdirAll(sc.WorkDir, 0o700); err != nil {

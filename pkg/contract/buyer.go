@@ -72,10 +72,18 @@ type BuyerConfig struct {
 	// more runs on other sellers). Default: twice the job's duration plus
 	// ten minutes.
 	SpotCheckTimeout time.Duration
-	Timeouts         Timeouts
-	Clock            Clock
-	Rand             *mrand.Rand
-	Log              *slog.Logger
+	// DirectWait is how long, after a seller accepted over a relayed
+	// connection, the buyer waits for a direct one (or one whose relay
+	// limits fit the contract) before it gives up on that seller with the
+	// reason "unreachable", before anything is funded. Default 15s.
+	DirectWait time.Duration
+	// UnreachableFor is how long a seller found unreachable is ranked
+	// behind the others (not held against its reputation). Default 10m.
+	UnreachableFor time.Duration
+	Timeouts       Timeouts
+	Clock          Clock
+	Rand           *mrand.Rand
+	Log            *slog.Logger
 	// OnPhase, if set, is told how long each phase of a job took (phase.go).
 	OnPhase PhaseFunc
 }
@@ -98,6 +106,12 @@ func (c *BuyerConfig) defaults() error {
 	}
 	if c.MaxOutputBytes <= 0 {
 		c.MaxOutputBytes = 256 << 20
+	}
+	if c.DirectWait <= 0 {
+		c.DirectWait = DefaultDirectWait
+	}
+	if c.UnreachableFor <= 0 {
+		c.UnreachableFor = DefaultUnreachableFor
 	}
 	if c.Clock == nil {
 		c.Clock = SystemClock{}
@@ -134,6 +148,9 @@ type Attempt struct {
 	Price    int64  `json:"price_sat,omitempty"`
 	StartFee int64  `json:"start_fee_sat,omitempty"`
 	Why      string `json:"why,omitempty"`
+	// Reason is the machine-readable reason of an attempt that ended
+	// before anything was funded (ReasonUnreachable).
+	Reason Reason `json:"reason,omitempty"`
 	// Fault is whose fault the contract's end was (none: delivered).
 	Fault Fault `json:"fault"`
 }
@@ -198,6 +215,9 @@ type Buyer struct {
 	// that waits on a job sees every change, not only the newest.
 	changed chan struct{}
 	changes map[string][]JobStatus
+	// unreach holds the sellers found unreachable, until when they are
+	// ranked last (reach.go).
+	unreach map[peer.ID]time.Time
 }
 
 const (
@@ -212,7 +232,7 @@ func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
 	}
 	b := &Buyer{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "buyer"),
 		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand,
-		spots: map[string]context.CancelFunc{}, changed: make(chan struct{}), changes: map[string][]JobStatus{}}
+		spots: map[string]context.CancelFunc{}, changed: make(chan struct{}), changes: map[string][]JobStatus{}, unreach: map[peer.ID]time.Time{}}
 	// The machine names the role in its own lines: not b.log, or role twice.
 	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, cfg.Log)
 	return b, nil
@@ -588,7 +608,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 		}
 		rtt := func(p peer.ID) time.Duration { return b.cfg.Host.Peerstore().LatencyEWMA(p) }
 		b.mu.Lock()
-		cands := Rank(offers, &req, b.cfg.Reputation, rtt, purposeOf(j), b.rng)
+		cands := b.behindUnreachable(Rank(offers, &req, b.cfg.Reputation, rtt, purposeOf(j), b.rng))
 		b.mu.Unlock()
 		if len(cands) == 0 {
 			lastErr = b.noMatch(j, &req, offers)
@@ -610,6 +630,11 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				continue
 			}
 			out, err := b.attempt(ctx, j, req, c)
+			if errors.Is(err, errNoCarrier) {
+				// Not tried again for this job, and not counted as a
+				// contract that failed: nothing was at stake.
+				tried[c.Seller] = true
+			}
 			switch out {
 			case outDone, outCancelled:
 				return out, err
@@ -721,10 +746,14 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 		j.Attempts = append(j.Attempts, Attempt{Seller: c.Seller, ContractID: id, State: StateAccepted,
 			Price: p.Total(), StartFee: int64((p.StartFee + 999) / 1000)})
 	})
+	limited, err := b.reach(ctx, c.Seller, NeedOf(p, b.cfg.MaxOutputBytes))
+	if err != nil {
+		return b.unreachable(ctx, j, ct, err)
+	}
 	b.mu.Lock()
 	base := j.Paid
 	b.mu.Unlock()
-	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base}
+	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base, limited: limited, egressMax: c.Offer.Prices.EgressGiB}
 	out, err := run.do(ctx)
 	fault := FaultOf(err)
 	if err == nil {
@@ -805,6 +834,14 @@ type buyerRun struct {
 	c      *conn
 	// fault is how a contract that ended with a receipt went (finish).
 	fault Fault
+	// limited: the job stream may use a relayed connection whose limits
+	// fit the contract (reach).
+	limited bool
+	// egressMax is the egress price of the offer the buyer chose, and
+	// egressPrice the seller's in its Ready (1.3.0), msat per GiB.
+	egressMax, egressPrice uint64
+	// bill is the seller's bill of a 1.3.0 job (egress.go), once it came.
+	bill *Bill
 }
 
 // expect reads the seller's next frame, which must be typ: a refusal
@@ -827,7 +864,11 @@ func (r *buyerRun) expect(typ byte, what string) ([]byte, error) {
 func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	b, p, id := r.b, r.ct.Proposal, r.ct.ID
 	b.update(r.j, func(j *JobStatus) { j.Phase = "fund" })
-	st, err := b.cfg.Host.NewStream(ctx, r.seller, JobProtocol, JobProtocol11)
+	sctx := ctx
+	if r.limited {
+		sctx = network.WithAllowLimitedConn(ctx, "blackbox job: the relay's limits fit the contract")
+	}
+	st, err := b.cfg.Host.NewStream(sctx, r.seller, JobProtocol, JobProtocol11)
 	if err != nil {
 		return outFailed, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
 	}
@@ -861,10 +902,17 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 		return outFailed, err
 	}
 	var ready Ready
-	if st.Protocol() == JobProtocol {
+	if hasReady(st.Protocol()) {
 		if ready, err = unmarshalReady(rb); err != nil {
 			return outFailed, sellerFault(fmt.Errorf("seller not ready: %w", err))
 		}
+	}
+	if billsEgress(st.Protocol()) {
+		// Nothing is sent or paid at an egress price above the offer's.
+		if ready.EgressPrice > r.egressMax {
+			return outFailed, sellerFault(fmt.Errorf("%w: seller asks %d msat/GiB of egress, its offer said %d", ErrInvalid, ready.EgressPrice, r.egressMax))
+		}
+		r.egressPrice = ready.EgressPrice
 	}
 	if _, err := b.machine.Move(RoleBuyer, id, StateFunded, "channel ready", nil); err != nil {
 		return outFailed, buyerFault(err)
@@ -938,13 +986,18 @@ func (r *buyerRun) sendBlobs(sellerHasImage bool) error {
 
 // pay brings the contract's total to what n intervals owe.
 func (r *buyerRun) pay(ctx context.Context, n uint64) error {
-	total := r.ct.Proposal.Owed(n)
+	return r.payTotal(ctx, r.ct.Proposal.Owed(n), n, fmt.Sprintf("interval %d", n))
+}
+
+// payTotal brings the contract's cumulative payment to total (n is the
+// intervals it covers, for the record).
+func (r *buyerRun) payTotal(ctx context.Context, total int64, n uint64, what string) error {
 	if total <= r.paid {
 		return nil
 	}
 	u, err := r.b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, total)
 	if err != nil {
-		return buyerFault(fmt.Errorf("pay interval %d: %w", n, err))
+		return buyerFault(fmt.Errorf("pay %s: %w", what, err))
 	}
 	r.paid = total
 	r.b.update(r.j, func(j *JobStatus) { j.Paid = r.base + total })
@@ -952,9 +1005,37 @@ func (r *buyerRun) pay(ctx context.Context, n uint64) error {
 		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
 	}
 	if err := r.c.send(jPay, u); err != nil {
-		return sellerGone(fmt.Errorf("send payment for interval %d: %w", n, err))
+		return sellerGone(fmt.Errorf("send payment for %s: %w", what, err))
 	}
 	return nil
+}
+
+// payBill checks a 1.3.0 seller's bill against what the buyer received and
+// the price the seller said, and pays it up to the job's max price.
+func (r *buyerRun) payBill(ctx context.Context, b []byte, received uint64, delivered uint64) error {
+	if !billsEgress(r.st.Protocol()) || r.bill != nil {
+		return sellerFault(fmt.Errorf("%w: unexpected bill", ErrMalformed))
+	}
+	bl, err := unmarshalBill(b)
+	if err != nil {
+		return sellerFault(err)
+	}
+	p := r.ct.Proposal
+	switch {
+	case bl.EgressPrice != r.egressPrice:
+		return sellerFault(fmt.Errorf("%w: bill at %d msat/GiB, the seller said %d", ErrInvalid, bl.EgressPrice, r.egressPrice))
+	case bl.EgressBytes != received:
+		return sellerFault(fmt.Errorf("%w: bill for %d bytes of egress, %d arrived", ErrInvalid, bl.EgressBytes, received))
+	case bl.Intervals > p.Intervals() || bl.Total > p.Owed(bl.Intervals)+bl.Egress:
+		return sellerFault(fmt.Errorf("%w: bill of %d sat for %d interval(s) and %d sat of egress", ErrInvalid, bl.Total, bl.Intervals, bl.Egress))
+	}
+	r.bill = &bl
+	total := bl.Total
+	if limit := p.Request.MaxPrice; limit > 0 && uint64(total) > limit {
+		total = int64(limit) // the job's cap: the seller gets no more
+	}
+	r.b.log.Info("egress billed", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "egress_bytes", bl.EgressBytes, "egress_sats", bl.Egress, "total_sats", bl.Total, "paying_sats", max(total, r.paid))
+	return r.payTotal(ctx, total, max(bl.Intervals, delivered), "the bill (egress)")
 }
 
 func stateOf(b *Buyer, id string) State {
@@ -1056,6 +1137,17 @@ func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
 				if _, err := rf.f.Write(f.b); err != nil {
 					return outFailed, buyerFault(fmt.Errorf("write result: %w", err))
 				}
+			case jBill:
+				var received uint64
+				for _, rf := range files {
+					received += uint64(rf.n)
+				}
+				if err := r.payBill(ctx, f.b, received, r.j.Intervals); err != nil {
+					return outFailed, err
+				}
+				// The job is over: no more heartbeats, the receipt comes
+				// once the seller has the payment (or has waited for it).
+				watchdog = b.clock.After(b.machine.timeouts.Settle)
 			case jReceipt:
 				b.update(r.j, func(j *JobStatus) { j.Phase = PhaseResults })
 				return r.finish(dir, f.b, files, cancelled)
@@ -1100,6 +1192,9 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 	}); err != nil {
 		return outFailed, buyerFault(err)
 	}
+	if r.bill != nil && rc.EgressBytes != r.bill.EgressBytes || r.bill == nil && rc.Egress > 0 {
+		bad = "egress"
+	}
 	settle, why := StateSettled, "receipt verified"
 	if bad != "" || rc.Billed > r.paid {
 		settle, why = StateDisputed, "receipt does not match: "+bad
@@ -1142,4 +1237,40 @@ func errOrNone(err error) error {
 		return errors.New("no seller took the job")
 	}
 	return err
+}
+
+// unreachable ends an accepted contract whose seller the buyer could not
+// hold a connection to that carries it: before anything is funded, paid or
+// sent. The contract expires on the buyer's side, the seller is told to
+// release its reservation (its funding deadline does it otherwise), the
+// seller is ranked last for UnreachableFor (no reputation evidence: the
+// network may be this node's), and the job goes to the next seller.
+func (b *Buyer) unreachable(ctx context.Context, j *JobStatus, ct *Contract, err error) (outcome, error) {
+	seller, id := ct.Proposal.Seller, ct.ID
+	state := StateExpired
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if _, merr := b.machine.Move(RoleBuyer, id, StateExpired, truncate(err.Error(), 200), nil); merr != nil {
+		b.log.Debug("expire contract", "contract", id, "err", merr)
+		state = stateOf(b, id)
+	}
+	b.update(j, func(j *JobStatus) {
+		a := &j.Attempts[len(j.Attempts)-1]
+		a.State, a.Why, a.Fault, a.Reason = state, errString(err), FaultUnreachable, ReasonUnreachable
+		if ctx.Err() != nil {
+			a.Fault, a.Reason = FaultCancelled, ReasonNone
+		}
+	})
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), withdrawTimeout)
+	defer cancel()
+	if werr := Withdraw(wctx, b.cfg.Host, seller, id); werr != nil {
+		b.log.Debug("withdraw contract", "contract", id, "peer", seller, "err", werr)
+	}
+	if ctx.Err() != nil {
+		return outCancelled, err
+	}
+	b.markUnreachable(seller)
+	b.log.Info("seller unreachable: nothing funded, trying the next", "job", j.ID, "contract", id, "peer", seller, "reason", ReasonUnreachable)
+	return outRefused, err
 }

@@ -41,20 +41,30 @@ type Config struct {
 	StartTimeout  time.Duration `mapstructure:"start_timeout"`
 	RunGrace      time.Duration `mapstructure:"run_grace"`
 	SettleTimeout time.Duration `mapstructure:"settle_timeout"`
+	// DirectWait is how long a buyer whose proposal a seller accepted over
+	// a relayed (limited) connection waits for a direct one before it
+	// gives the seller up as "unreachable", before anything is funded.
+	DirectWait time.Duration `mapstructure:"direct_wait"`
+	// UnreachableFor is how long a seller found unreachable is ranked
+	// behind the others by this buyer (it counts nothing against its
+	// reputation).
+	UnreachableFor time.Duration `mapstructure:"unreachable_for"`
 }
 
 // DefaultConfig is what the engines run with when the file says nothing.
 func DefaultConfig() Config {
 	return Config{
-		FundTimeout:   2 * time.Minute,
-		MaxImage:      "2GiB",
-		MaxInputs:     "256MiB",
-		MaxOutput:     "256MiB",
-		MaxAttempts:   3,
-		BusyWait:      2 * time.Minute,
-		StartTimeout:  5 * time.Minute,
-		RunGrace:      2 * time.Minute,
-		SettleTimeout: 10 * time.Minute,
+		FundTimeout:    2 * time.Minute,
+		MaxImage:       "2GiB",
+		MaxInputs:      "256MiB",
+		MaxOutput:      "256MiB",
+		MaxAttempts:    3,
+		BusyWait:       2 * time.Minute,
+		StartTimeout:   5 * time.Minute,
+		RunGrace:       2 * time.Minute,
+		SettleTimeout:  10 * time.Minute,
+		DirectWait:     DefaultDirectWait,
+		UnreachableFor: DefaultUnreachableFor,
 	}
 }
 
@@ -66,6 +76,12 @@ func (c Config) Validate() error {
 	}
 	if c.FundTimeout > MaxRecordTTL-time.Minute {
 		errs = append(errs, fmt.Errorf("contract.fund_timeout: at most %s", MaxRecordTTL-time.Minute))
+	}
+	if c.DirectWait < 0 || c.UnreachableFor < 0 {
+		errs = append(errs, errors.New("contract.direct_wait and contract.unreachable_for: must not be negative"))
+	}
+	if c.DirectWait > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("contract.direct_wait: at most 10m (the seller releases an unfunded contract after fund_timeout), got %s", c.DirectWait))
 	}
 	if c.MaxAttempts < 0 {
 		errs = append(errs, errors.New("contract.max_attempts: must not be negative"))
@@ -101,6 +117,7 @@ func (c Config) ApplySeller(sc *SellerConfig) {
 func (c Config) ApplyBuyer(bc *BuyerConfig) {
 	bc.HeartbeatGrace, bc.MaxAttempts, bc.MaxOutputBytes = c.HeartbeatGrace, c.MaxAttempts, size(c.MaxOutput)
 	bc.Timeouts = c.timeouts()
+	bc.DirectWait, bc.UnreachableFor = c.DirectWait, c.UnreachableFor
 	if bc.RetryBackoff <= 0 {
 		bc.RetryBackoff = busyRetry
 	}

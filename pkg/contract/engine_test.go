@@ -33,6 +33,8 @@ type fakeRunner struct {
 	onStart func()
 	// stdout, if set, is all the job writes to stdout (a deterministic job).
 	stdout string
+	// outBytes, if set, is how many bytes the job writes to /out.
+	outBytes int
 
 	mu                sync.Mutex
 	cpu, maxCPU       uint64
@@ -88,7 +90,11 @@ func (r *fakeRunner) Run(ctx context.Context, spec RunSpec) (*RunResult, error) 
 		r.mu.Unlock()
 		res.Reason, res.ExitCode = "killed", 137
 	}
-	spec.Output.Write([]byte("tar bytes of /out"))
+	if r.outBytes > 0 {
+		spec.Output.Write(bytes.Repeat([]byte{'x'}, r.outBytes))
+	} else {
+		spec.Output.Write([]byte("tar bytes of /out"))
+	}
 	return res, nil
 }
 
@@ -201,7 +207,11 @@ func (m *market) connect() {
 
 // seller adds a seller offering capacity at coreHour msat per core-hour.
 func (m *market) seller(run *fakeRunner, pay *fakePay, capacity offer.Resources, coreHour uint64, opts ...func(*SellerConfig)) (*Seller, host.Host) {
-	h := m.host()
+	return m.sellerOn(m.host(), run, pay, capacity, coreHour, opts...)
+}
+
+// sellerOn is seller on a host of the caller's.
+func (m *market) sellerOn(h host.Host, run *fakeRunner, pay *fakePay, capacity offer.Resources, coreHour uint64, opts ...func(*SellerConfig)) (*Seller, host.Host) {
 	o := &offer.Offer{Version: offer.Version, Seller: h.ID(), Resources: capacity, BillingInterval: testInterval,
 		Prices: offer.Prices{CoreHour: coreHour, StartFee: 1000}, MaxDuration: time.Hour, Runtimes: []string{"runc"}, Seq: 1}
 	m.omu.Lock()
@@ -227,7 +237,11 @@ func (m *market) seller(run *fakeRunner, pay *fakePay, capacity offer.Resources,
 }
 
 func (m *market) buyer(pay Payer, opts ...func(*BuyerConfig)) (*Buyer, host.Host) {
-	h := m.host()
+	return m.buyerOn(m.host(), pay, opts...)
+}
+
+// buyerOn is buyer on a host of the caller's.
+func (m *market) buyerOn(h host.Host, pay Payer, opts ...func(*BuyerConfig)) (*Buyer, host.Host) {
 	cfg := BuyerConfig{Host: h, Key: h.Peerstore().PrivKey(h.ID()), Store: NewMemStore(), Payer: pay,
 		PaymentKey: bytes.Repeat([]byte{2}, 33), Blobs: m.blobs, ResultDir: m.t.TempDir(),
 		Find: func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error) {

@@ -102,11 +102,12 @@ func TestCachedImageNotSent(t *testing.T) {
 	}
 	// An older seller: the buyer falls back to 1.1.0 and sends the image.
 	sh.RemoveStreamHandler(JobProtocol)
+	sh.RemoveStreamHandler(JobProtocol12)
 	// The buyer learns it by identify's push: until then its peerstore
 	// still lists 1.2.0 and it would pick it (as for a seller that
 	// downgraded a moment ago).
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if ps, _ := bh.Peerstore().SupportsProtocols(sh.ID(), JobProtocol); len(ps) == 0 {
+		if ps, _ := bh.Peerstore().SupportsProtocols(sh.ID(), JobProtocol, JobProtocol12); len(ps) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -154,6 +155,7 @@ func TestCachedImageWrongDigest(t *testing.T) {
 func FuzzReady(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(marshalReady(Ready{HaveImage: true}))
+	f.Add(marshalReady(Ready{HaveImage: true, EgressPrice: 50_000}))
 	f.Add([]byte{0x08, 2})
 	f.Add([]byte{0x08, 1, 0x08, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -169,7 +171,7 @@ func FuzzReady(f *testing.F) {
 }
 
 func TestReadyRefusals(t *testing.T) {
-	for _, b := range [][]byte{{0x08, 2}, {0x08, 1, 0x08, 1}, {0x10, 1}, {0x08}, bytes.Repeat([]byte{0}, maxReadySize+1)} {
+	for _, b := range [][]byte{{0x08, 2}, {0x08, 1, 0x08, 1}, {0x18, 1}, {0x10, 1, 0x10, 1}, {0x08}, bytes.Repeat([]byte{0}, maxReadySize+1)} {
 		if _, err := unmarshalReady(b); err == nil {
 			t.Errorf("%x decoded", b)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -28,9 +29,16 @@ const (
 	// before the first payment, and its error frame carries a typed reason;
 	// a 1.0.0 peer is not spoken to. 1.2.0: the seller's ready frame says
 	// whether it holds the contract's image (Ready), and the buyer then
-	// sends no image bytes. Both sides still speak 1.1.0 (the image is
-	// always sent) with a peer that knows no newer version.
-	JobProtocol protocol.ID = "/blackbox/job/1.2.0"
+	// sends no image bytes. 1.3.0: bytes moved are billed (egress.go): the
+	// Ready frame also says the seller's egress price, and when the job
+	// has ended the seller sends a Bill (the bytes it sent and their
+	// price) before the receipt; the buyer pays it with a last payment
+	// update, and the receipt carries the bytes and the egress amount.
+	// Both sides still speak 1.2.0 (no egress billed) and 1.1.0 (the image
+	// is always sent) with a peer that knows no newer version.
+	JobProtocol protocol.ID = "/blackbox/job/1.3.0"
+	// JobProtocol12 is the job protocol before egress billing.
+	JobProtocol12 protocol.ID = "/blackbox/job/1.2.0"
 	// JobProtocol11 is the job protocol before Ready.
 	JobProtocol11 protocol.ID = "/blackbox/job/1.1.0"
 	// ServiceName names the contract service in the resource manager.
@@ -88,7 +96,90 @@ const (
 	frameProposal byte = 1
 	frameDecision byte = 2
 	frameError    byte = 3
+	// frameWithdraw (buyer to seller, on the negotiate protocol): the 32
+	// bytes of an accepted contract's ID the buyer gives up before funding
+	// it (it could not reach the seller well enough); the seller releases
+	// the reservation and closes without an answer. A seller that predates
+	// it answers "malformed", which the buyer ignores; its reservation then
+	// ends at the funding deadline.
+	frameWithdraw byte = 4
 )
+
+// withdrawTimeout bounds telling a seller of a withdrawn contract.
+const withdrawTimeout = 5 * time.Second
+
+// Withdraw tells seller that the buyer will not fund the accepted contract
+// id, over any connection (a relayed, limited one included: it is a few
+// bytes). The seller's answer, if any, is read and dropped.
+func Withdraw(ctx context.Context, h host.Host, seller peer.ID, id string) error {
+	raw, err := parseContractID(id)
+	if err != nil {
+		return err
+	}
+	ctx = network.WithAllowLimitedConn(ctx, "blackbox negotiate: withdraw")
+	s, err := h.NewStream(ctx, seller, NegotiateProtocol)
+	if err != nil {
+		return fmt.Errorf("open negotiate stream to %s: %w", seller, err)
+	}
+	const mem = MaxDecisionSize + 16
+	deadline, _ := ctx.Deadline()
+	if err := setupStream(s, mem, deadline); err != nil {
+		s.Reset()
+		return err
+	}
+	defer s.Scope().ReleaseMemory(mem)
+	c := newConn(s)
+	if err := c.send(frameWithdraw, raw); err != nil {
+		s.Reset()
+		return fmt.Errorf("withdraw %s: %w", id, err)
+	}
+	_ = s.CloseWrite()
+	_, _, _ = c.recv(MaxDecisionSize) // EOF, or an older seller's "malformed"
+	s.Close()
+	return nil
+}
+
+// parseContractID reads a contract ID: 64 hex digits, the 32 bytes a
+// withdraw frame carries.
+func parseContractID(id string) ([]byte, error) {
+	b, err := hex.DecodeString(id)
+	if err != nil || len(b) != 32 {
+		return nil, fmt.Errorf("%w: contract id %q", ErrMalformed, truncate(id, 80))
+	}
+	return b, nil
+}
+
+// parseWithdraw decodes a withdraw frame's payload into the contract ID.
+func parseWithdraw(b []byte) (string, error) {
+	if len(b) != 32 {
+		return "", fmt.Errorf("%w: withdraw frame of %d bytes, want 32", ErrMalformed, len(b))
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// withdrawn releases the accepted contract a buyer withdrew: only that
+// buyer's, and only while it is accepted (not yet funded).
+func (s *Seller) withdrawn(from peer.ID, b []byte) error {
+	id, err := parseWithdraw(b)
+	if err != nil {
+		return err
+	}
+	rec, err := s.machine.Get(RoleSeller, id)
+	if err != nil {
+		return err
+	}
+	if rec.Peer != from {
+		return fmt.Errorf("%w: contract %s is not %s's", ErrInvalid, id, from)
+	}
+	if rec.State != StateAccepted {
+		return fmt.Errorf("contract %s is %s, not accepted", id, rec.State)
+	}
+	if _, err := s.machine.Move(RoleSeller, id, StateExpired, "withdrawn by the buyer before funding ("+string(ReasonUnreachable)+")", nil); err != nil {
+		return err
+	}
+	s.log.Info("contract withdrawn by the buyer: reservation released", "contract", id, "peer", from)
+	return nil
+}
 
 func truncate(s string, n int) string {
 	if len(s) > n {
@@ -116,6 +207,9 @@ func Propose(ctx context.Context, h host.Host, seller peer.ID, proposal []byte, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, negotiateTimeout)
 	defer cancel()
+	// Negotiation may go over a relayed, limited connection: it is small,
+	// and it lets the seller's side start a hole punch (reach.go).
+	ctx = network.WithAllowLimitedConn(ctx, "blackbox negotiate")
 	s, err := h.NewStream(ctx, seller, NegotiateProtocol)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open negotiate stream to %s: %w", seller, err)
@@ -170,6 +264,13 @@ func (s *Seller) handleNegotiate(st network.Stream) {
 	c := newConn(st)
 	var env []byte
 	t, b, err := c.recv(MaxProposalSize)
+	if err == nil && t == frameWithdraw {
+		if err := s.withdrawn(remote, b); err != nil {
+			s.log.Debug("withdraw refused", "peer", remote, "err", err)
+		}
+		st.Close()
+		return
+	}
 	if err != nil || t != frameProposal {
 		s.log.Debug("bad negotiate stream", "peer", remote, "err", err, "frame", t)
 		env, err = s.sign(&Decision{Verdict: Reject, Reason: ReasonMalformed, Message: "expected one proposal frame", Buyer: remote})
@@ -283,7 +384,7 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 		return nil, err
 	}
 	c := &Contract{ID: id, Proposal: p, Acceptance: accept, ProposalEnv: env, AcceptanceEnv: aenv}
-	rec := &Record{ID: id, Role: RoleSeller, Peer: from, State: StateAccepted, Contract: c.Marshal(), Proposal: p}
+	rec := &Record{ID: id, Role: RoleSeller, Peer: from, State: StateAccepted, Contract: c.Marshal(), Proposal: p, EgressPrice: o.Prices.EgressGiB}
 	capacity := s.cfg.Capacity()
 	err = s.cfg.Store.Update(func(kv KV) error {
 		res := Reservation{ID: id, Resources: req.Resources, Until: accept.FundBy}

@@ -513,6 +513,11 @@ const (
 	ReasonMalformed Reason = "malformed"
 	ReasonReplayed  Reason = "replayed"
 	ReasonPolicy    Reason = "policy"
+	// ReasonUnreachable is the buyer's, never a seller's decision: after an
+	// acceptance it could hold no connection to the seller that carries
+	// the contract (a direct one, or a relayed one whose limits fit), so
+	// nothing was funded, paid or sent.
+	ReasonUnreachable Reason = "unreachable"
 )
 
 func validReason(r Reason) bool {
@@ -713,6 +718,11 @@ type Receipt struct {
 	Intervals  uint64    `json:"intervals"`
 	Issued     time.Time `json:"issued"`
 	Expiry     time.Time `json:"expiry"`
+	// EgressBytes is what the seller sent the buyer (stdout, stderr,
+	// out.tar) and Egress what that was billed, in sats, within Billed
+	// (job protocol 1.3.0; zero before, and then not encoded).
+	EgressBytes uint64 `json:"egress_bytes,omitempty"`
+	Egress      int64  `json:"egress_sat,omitempty"`
 }
 
 // ReceiptTTL is how long a receipt stays valid evidence.
@@ -742,6 +752,8 @@ const (
 	rcIntervals
 	rcIssued
 	rcExpiry
+	rcEgressBytes
+	rcEgress
 )
 
 // MarshalRecord implements record.Record.
@@ -776,6 +788,11 @@ func (r *Receipt) MarshalRecord() ([]byte, error) {
 	e.Uint(rcIntervals, r.Intervals)
 	e.t(rcIssued, r.Issued)
 	e.t(rcExpiry, r.Expiry)
+	if r.Egress < 0 {
+		return nil, fmt.Errorf("encode receipt: %w: negative egress", ErrInvalid)
+	}
+	e.Uint(rcEgressBytes, r.EgressBytes)
+	e.Uint(rcEgress, uint64(r.Egress))
 	if len(e.B) > MaxReceiptSize-1024 {
 		return nil, fmt.Errorf("encode receipt: %w", ErrTooLarge)
 	}
@@ -787,6 +804,7 @@ var receiptSchema = wire.Schema{Max: MaxReceiptSize, Fields: []wire.Spec{
 	rcExitCode: varintField, rcReason: bytesField, rcCPU: varintField, rcPeakMem: varintField,
 	rcOOM: varintField, rcWall: varintField, rcOutputs: repeatedBytes, rcBilled: varintField,
 	rcIntervals: varintField, rcIssued: varintField, rcExpiry: varintField,
+	rcEgressBytes: varintField, rcEgress: varintField,
 }}
 
 // UnmarshalRecord implements record.Record, strictly.
@@ -846,6 +864,13 @@ func (r *Receipt) UnmarshalRecord(b []byte) error {
 			r.Issued, err = msTime(f)
 		case rcExpiry:
 			r.Expiry, err = msTime(f)
+		case rcEgressBytes:
+			r.EgressBytes = f.V
+		case rcEgress:
+			if f.V > 21e14 {
+				err = fmt.Errorf("%w: egress out of range", ErrMalformed)
+			}
+			r.Egress = int64(f.V)
 		}
 		if err != nil {
 			return fmt.Errorf("decode receipt: %w", wireErr(err))
@@ -863,6 +888,8 @@ func (r *Receipt) Validate(now time.Time) error {
 		return fmt.Errorf("%w: receipt names contract, seller and buyer", ErrInvalid)
 	case r.Issued.IsZero() || r.Expiry.IsZero():
 		return fmt.Errorf("%w: receipt times are required", ErrInvalid)
+	case r.Egress < 0 || r.Egress > r.Billed:
+		return fmt.Errorf("%w: receipt bills egress of %d sat outside its bill of %d sat", ErrInvalid, r.Egress, r.Billed)
 	case !now.Before(r.Expiry):
 		return ErrExpired
 	}

@@ -102,6 +102,11 @@ type SellerConfig struct {
 	Log          *slog.Logger
 	// OnPhase, if set, is told how long each phase of a job took (phase.go).
 	OnPhase PhaseFunc
+	// OnThroughput, if set, is told the rate in bits/s each real transfer
+	// of at least 1 MiB achieved (the image and inputs received, the
+	// outputs sent), so the advertised bandwidth follows reality
+	// (meter.Meter.ObserveThroughput).
+	OnThroughput func(bitsPerSec float64)
 }
 
 func (c *SellerConfig) defaults() error {
@@ -200,6 +205,7 @@ func (s *Seller) Start(ctx context.Context) error {
 	s.done = make(chan struct{})
 	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.tracked(s.handleNegotiate))
 	s.cfg.Host.SetStreamHandler(JobProtocol, s.tracked(s.handleJob))
+	s.cfg.Host.SetStreamHandler(JobProtocol12, s.tracked(s.handleJob))
 	s.cfg.Host.SetStreamHandler(JobProtocol11, s.tracked(s.handleJob))
 	go func() {
 		defer close(s.done)
@@ -229,6 +235,7 @@ func (s *Seller) Close() error {
 	s.mu.Unlock()
 	s.cfg.Host.RemoveStreamHandler(NegotiateProtocol)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	s.cfg.Host.RemoveStreamHandler(JobProtocol12)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol11)
 	s.mu.Lock()
 	for _, c := range s.running {
@@ -333,7 +340,7 @@ func (s *Seller) Earnings() (map[State]int64, error) {
 	return out, nil
 }
 
-// handleJob is the seller's job protocol handler (1.2.0 and 1.1.0).
+// handleJob is the seller's job protocol handler (1.3.0, 1.2.0 and 1.1.0).
 func (s *Seller) handleJob(st network.Stream) {
 	remote := st.Conn().RemotePeer()
 	if err := setupStream(st, jobMemory, time.Now().Add(s.cfg.FundTimeout+time.Minute)); err != nil {
@@ -407,6 +414,13 @@ type sellerJob struct {
 	// cached is the name of the seller's image of the contract's digest
 	// when the seller told the buyer (1.2.0) it need not send it.
 	cached string
+	// egressPrice is what the bytes sent are billed at (1.3.0), msat per
+	// GiB: the offer's when the contract was accepted.
+	egressPrice uint64
+	// rxBytes and rxTime are what the image and inputs took to arrive
+	// (time spent waiting on the stream).
+	rxBytes int64
+	rxTime  time.Duration
 }
 
 func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
@@ -435,7 +449,12 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 	if !s.clock.Now().Before(rec.Deadline) {
 		return id, refuse(RefuseContract, fmt.Errorf("contract %s: funding deadline passed", id))
 	}
-	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id}
+	// The contract rule (reach.go), kept by the seller too: no job over a
+	// relayed connection whose limits do not fit it.
+	if cn := c.s.Conn(); cn.Stat().Limited && !Carries(cn, NeedOf(ct.Proposal, s.cfg.MaxOutputBytes), time.Now()) {
+		return id, refuse(RefuseUnreachable, fmt.Errorf("contract %s: job stream over a relayed connection whose limits do not fit the contract", id))
+	}
+	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id, egressPrice: rec.EgressPrice}
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
 	err = j.run(ctx)
@@ -477,6 +496,7 @@ func (j *sellerJob) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.observe(j.rxBytes, j.rxTime)
 	at = s.phase(PhaseTransfer, at)
 	// The buyer pays nothing for what the seller refuses.
 	if err := j.c.send(jReceived, nil); err != nil {
@@ -536,14 +556,28 @@ type ImageCache interface {
 // 1.1.0 empty.
 func (j *sellerJob) ready(ctx context.Context) []byte {
 	req := &j.ct.Proposal.Request
-	ic, ok := j.s.cfg.Runner.(ImageCache)
-	if j.c.s.Protocol() != JobProtocol || !ok || !req.ImageIsDigest() {
+	proto := j.c.s.Protocol()
+	if !hasReady(proto) {
 		return nil
 	}
-	if name, ok := ic.CachedImage(ctx, req.Image); ok {
-		j.cached = name
+	if ic, ok := j.s.cfg.Runner.(ImageCache); ok && req.ImageIsDigest() {
+		if name, ok := ic.CachedImage(ctx, req.Image); ok {
+			j.cached = name
+		}
 	}
-	return marshalReady(Ready{HaveImage: j.cached != ""})
+	r := Ready{HaveImage: j.cached != ""}
+	if billsEgress(proto) {
+		r.EgressPrice = j.egressPrice
+	}
+	return marshalReady(r)
+}
+
+// observe tells OnThroughput what a transfer achieved, when it says
+// anything.
+func (s *Seller) observe(bytes int64, d time.Duration) {
+	if bps := throughput(bytes, d); bps > 0 && s.cfg.OnThroughput != nil {
+		s.cfg.OnThroughput(bps)
+	}
 }
 
 // receiveBlobs reads the image (when shipped by digest and the seller
@@ -634,7 +668,9 @@ func (j *sellerJob) readBlob(w io.Writer, limit int64) (int64, error) {
 	var n int64
 	sink := w
 	for {
+		at := time.Now()
 		t, b, err := j.c.recv(chunkSize)
+		j.rxTime += time.Since(at)
 		if err != nil {
 			return n, err
 		}
@@ -643,6 +679,7 @@ func (j *sellerJob) readBlob(w io.Writer, limit int64) (int64, error) {
 			return n, nil
 		case jBlob:
 			n += int64(len(b))
+			j.rxBytes += int64(len(b))
 			if n > limit {
 				return n, fmt.Errorf("%w: blob exceeds %d bytes", ErrTooLarge, limit)
 			}
@@ -666,6 +703,9 @@ type streamWriter struct {
 	n    int64
 	cap  int64
 	dead bool
+	// sent is what went out in frames, and took how long to write.
+	sent     int64
+	sendTime time.Duration
 }
 
 func (w *streamWriter) Write(p []byte) (int, error) {
@@ -679,9 +719,13 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 	w.n += int64(len(q))
 	for len(q) > 0 && !w.dead {
 		k := min(len(q), chunkSize)
+		at := time.Now()
 		if err := w.c.send(w.typ, q[:k]); err != nil {
 			w.dead = true
+		} else {
+			w.sent += int64(k)
 		}
+		w.sendTime += time.Since(at)
 		q = q[k:]
 	}
 	return len(p), nil
@@ -811,11 +855,30 @@ loop:
 	if why == "" {
 		why = res.Reason
 	}
-	billed := min(j.paid, p.Owed(k))
+	var sent int64
+	var sendTime time.Duration
+	for _, w := range outs {
+		w.mu.Lock()
+		sent, sendTime = sent+w.sent, sendTime+w.sendTime
+		w.mu.Unlock()
+	}
+	s.observe(sent, sendTime)
+	owed := p.Owed(k)
+	var egressBytes uint64
+	var egress int64
+	if billsEgress(j.c.s.Protocol()) {
+		egressBytes = uint64(sent)
+		egress = EgressSats(egressBytes, j.egressPrice)
+		if buyerOK && why != "unpaid" {
+			frames = j.collectBill(ctx, frames, Bill{EgressBytes: egressBytes, EgressPrice: j.egressPrice, Egress: egress, Intervals: k, Total: owed + egress})
+		}
+	}
+	billed := min(j.paid, owed+egress)
 	rc := &Receipt{Version: Version, ContractID: j.id, Seller: s.id, Buyer: j.buyer, ExitCode: int64(res.ExitCode),
 		Reason: why, Usage: res.Usage, Billed: billed, Intervals: k,
-		Outputs: []Output{outs[0].output(OutputStdout), outs[1].output(OutputStderr), outs[2].output(OutputTar)},
-		Issued:  s.clock.Now(), Expiry: s.clock.Now().Add(ReceiptTTL)}
+		Outputs:     []Output{outs[0].output(OutputStdout), outs[1].output(OutputStderr), outs[2].output(OutputTar)},
+		EgressBytes: egressBytes, Egress: min(egress, max(billed-owed, 0)),
+		Issued: s.clock.Now(), Expiry: s.clock.Now().Add(ReceiptTTL)}
 	env, err := SignReceipt(rc, s.cfg.Key)
 	if err != nil {
 		return err
@@ -826,17 +889,55 @@ loop:
 	}
 	if _, err := s.machine.Move(RoleSeller, j.id, final, why, func(r *Record) {
 		r.Paid, r.Intervals, r.Receipt, r.Ended = j.paid, k, env, s.clock.Now()
+		r.EgressBytes, r.Egress = rc.EgressBytes, rc.Egress
 	}); err != nil {
 		return err
 	}
 	if final == StateCompleted && j.paid >= billed {
 		_, _ = s.machine.Move(RoleSeller, j.id, StateSettled, "paid in full", nil)
 	}
-	s.log.Info("job ended", "contract", j.id, "peer", j.buyer, "reason", why, "exit", res.ExitCode, "intervals", k, "paid_sats", j.paid)
+	s.log.Info("job ended", "contract", j.id, "peer", j.buyer, "reason", why, "exit", res.ExitCode, "intervals", k, "paid_sats", j.paid,
+		"egress_bytes", rc.EgressBytes, "egress_sats", rc.Egress)
 	if !buyerOK {
 		return nil
 	}
 	err = j.c.send(jReceipt, env)
 	s.phase(PhaseResults, at)
 	return err
+}
+
+// collectBill sends the buyer the bill of a 1.3.0 job that has ended and
+// takes the payments that come for it, until the bill is paid, the buyer
+// stops sending or billWait passes. It returns frames (nil once the buyer
+// is gone).
+func (j *sellerJob) collectBill(ctx context.Context, frames chan []byte, bl Bill) chan []byte {
+	if err := j.c.send(jBill, marshalBill(bl)); err != nil {
+		return frames
+	}
+	grace := j.s.cfg.PayGrace
+	if grace <= 0 {
+		grace = j.ct.Proposal.Interval / 2
+	}
+	timeout := time.NewTimer(billWait(grace))
+	defer timeout.Stop()
+	for j.paid < bl.Total {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return nil
+			}
+			if f[0] != jPay {
+				continue
+			}
+			if err := j.acceptPay(ctx, f[1:]); err != nil {
+				j.s.log.Info("payment refused", "contract", j.id, "peer", j.buyer, "err", err)
+			}
+		case <-timeout.C:
+			j.s.log.Info("bill not paid in full", "contract", j.id, "peer", j.buyer, "total_sats", bl.Total, "paid_sats", j.paid)
+			return frames
+		case <-ctx.Done():
+			return frames
+		}
+	}
+	return frames
 }

@@ -165,6 +165,13 @@ type Record struct {
 	Ended   time.Time `json:"ended,omitzero"`
 	// Receipt is the seller's signed receipt envelope.
 	Receipt []byte `json:"receipt,omitempty"`
+	// EgressPrice is, for the seller, its offer's egress price (msat per
+	// GiB) when it accepted: what the bytes it sends are billed at.
+	EgressPrice uint64 `json:"egress_msat_per_gib,omitempty"`
+	// EgressBytes and Egress are the bytes the seller sent the buyer and
+	// what they were billed, in sats (job protocol 1.3.0).
+	EgressBytes uint64 `json:"egress_bytes,omitempty"`
+	Egress      int64  `json:"egress_sat,omitempty"`
 	// Why is the reason of the last move (a rejection reason, a failure).
 	Why     string    `json:"why,omitempty"`
 	History []Step    `json:"history"`

@@ -88,6 +88,10 @@ const (
 	// RefusePull: the seller could not pull the image reference (a bad
 	// reference, or the seller's network).
 	RefusePull JobReason = "pull"
+	// RefuseUnreachable: the job stream came over a relayed connection
+	// whose limits do not fit the contract (a buyer that keeps the
+	// contract rule never opens one).
+	RefuseUnreachable JobReason = "unreachable"
 	// RefuseInternal: the seller's own failure.
 	RefuseInternal JobReason = "internal"
 	// RefuseUnknown is a reason this version does not know, or an error
@@ -97,7 +101,7 @@ const (
 
 func knownJobReason(r JobReason) bool {
 	switch r {
-	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol, RefusePull, RefuseInternal:
+	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol, RefusePull, RefuseInternal, RefuseUnreachable:
 		return true
 	}
 	return false
@@ -108,8 +112,9 @@ func (r JobReason) Fault() Fault {
 	switch r {
 	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol:
 		return FaultBuyer
-	case RefusePull:
-		// Nobody is blamed; another seller may reach the registry.
+	case RefusePull, RefuseUnreachable:
+		// Nobody is blamed; another seller may reach the registry, or be
+		// reached directly.
 		return FaultUnreachable
 	}
 	return FaultSeller
@@ -204,21 +209,28 @@ type Ready struct {
 	// HaveImage: the seller holds an image imported from a tarball of the
 	// contract's digest; the buyer sends no image bytes, only the inputs.
 	HaveImage bool
+	// EgressPrice (1.3.0) is what the seller bills per GiB it sends the
+	// buyer, in msat: its offer's egress price when it accepted (egress.go).
+	EgressPrice uint64
 }
 
 // maxReadySize bounds a jReady frame.
 const maxReadySize = 256
 
 // Ready frame fields.
-const rdHaveImage protowire.Number = 1
+const (
+	rdHaveImage protowire.Number = 1 + iota
+	rdEgressPrice
+)
 
-var readySchema = wire.Schema{Max: maxReadySize, Fields: []wire.Spec{rdHaveImage: varintField}}
+var readySchema = wire.Schema{Max: maxReadySize, Fields: []wire.Spec{rdHaveImage: varintField, rdEgressPrice: varintField}}
 
 func marshalReady(r Ready) []byte {
 	var w enc
 	if r.HaveImage {
 		w.Uint(rdHaveImage, 1)
 	}
+	w.Uint(rdEgressPrice, r.EgressPrice)
 	return w.B
 }
 
@@ -231,12 +243,15 @@ func unmarshalReady(b []byte) (Ready, error) {
 	}
 	var r Ready
 	for _, f := range fields {
-		if f.Num == rdHaveImage {
+		switch f.Num {
+		case rdHaveImage:
 			v, err := f.Uint(1)
 			if err != nil {
 				return Ready{}, fmt.Errorf("decode ready: %w", wireErr(err))
 			}
 			r.HaveImage = v == 1
+		case rdEgressPrice:
+			r.EgressPrice = f.V
 		}
 	}
 	return r, nil

@@ -67,6 +67,9 @@ func serve(s network.Stream, env []byte) error {
 func Fetch(ctx context.Context, h host.Host, p peer.ID) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, streamTimeout)
 	defer cancel()
+	// An offer is a few KiB: a relayed, limited connection carries it (a
+	// seller behind NAT is often first reached so).
+	ctx = network.WithAllowLimitedConn(ctx, "blackbox offer")
 	s, err := h.NewStream(ctx, p, ProtocolID)
 	if err != nil {
 		return nil, fmt.Errorf("open offer stream to %s: %w", p, err)

@@ -1,0 +1,90 @@
+//go:build integration
+
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/blackbox-market/blackbox/pkg/contract"
+)
+
+// TestEgressBilled: bytes moved are billed. A seller with an egress price of
+// 100,000 sat per GiB runs a busybox job that writes 5 MiB to stdout; the
+// seller's signed receipt bills the bytes it sent at that price, the buyer
+// paid for them with its last payment update (within --max-price), the
+// seller's channel holds the egress with the intervals, its earnings count
+// it, `jobs` shows it, and the seller's payout lands on chain.
+func TestEgressBilled(t *testing.T) {
+	const egressGiB = 100_000 // sats per GiB
+	const size = 5 << 20
+	m := newMarket(t)
+	addr, _ := payoutAddress(t)
+	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_METER_PRICING_EGRESS_GIB=100000"))
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	buyerID := buyer.peerID()
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	work := t.TempDir()
+	out := filepath.Join(work, "res")
+	j := submit(t, buyer, busybox(t, work), out, jobFlags, "sh", "-c", "head -c 5242880 /dev/zero; echo > /out/note")
+	if j.State != contract.JobDone || j.ExitCode != 0 || j.Receipt == nil {
+		t.Fatalf("job %s: %s exit %d %q\n%s", j.ID, j.State, j.ExitCode, j.Error, buyer.logs.String())
+	}
+	if st, err := os.Stat(filepath.Join(out, "stdout")); err != nil || st.Size() != size {
+		t.Fatalf("stdout: %v, %v", st, err)
+	}
+	// The receipt, as signed by the seller.
+	env, err := os.ReadFile(filepath.Join(out, "receipt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := contract.OpenReceipt(env, j.Created.Add(1))
+	if err != nil {
+		t.Fatalf("receipt: %v", err)
+	}
+	var sent uint64
+	for _, o := range rc.Outputs {
+		sent += o.Size
+	}
+	want := contract.EgressSats(sent, egressGiB*1000)
+	if rc.EgressBytes != sent || sent < size || rc.Egress != want || want < 488 {
+		t.Fatalf("receipt: egress %d bytes, %d sat; outputs hold %d bytes, at %d sat/GiB: %d sat", rc.EgressBytes, rc.Egress, sent, egressGiB, want)
+	}
+	intervals := owed(t, seller, j.ContractID, rc.Intervals)
+	if rc.Billed != intervals+rc.Egress || j.Paid != rc.Billed {
+		t.Fatalf("billed %d, paid %d; want %d for %d interval(s) + %d egress", rc.Billed, j.Paid, intervals, rc.Intervals, rc.Egress)
+	}
+	t.Logf("egress: %d bytes at %d sat/GiB = %d sat; contract paid %d sat (%d for %d intervals)", sent, egressGiB, rc.Egress, j.Paid, intervals, rc.Intervals)
+	// The seller: its record, its channel, its earnings.
+	rec := seller.contractRec(j.ContractID)
+	if rec.State != contract.StateSettled || rec.Paid != j.Paid || rec.Egress != rc.Egress || rec.EgressBytes != sent {
+		t.Fatalf("seller's contract: %s paid %d, egress %d sat for %d bytes", rec.State, rec.Paid, rec.Egress, rec.EgressBytes)
+	}
+	ch := seller.channelWith(buyerID)
+	if ch == nil || ch.Contracts[j.ContractID] != j.Paid {
+		t.Fatalf("seller's channel with the buyer: %+v; want %d sat for the contract", ch, j.Paid)
+	}
+	if e := seller.earnings(); e.Today.EarnedSat != j.Paid {
+		t.Fatalf("earnings today: %+v; want %d sat, egress included", e.Today, j.Paid)
+	}
+	// What the buyer's CLI shows.
+	o, err := buyer.cli("jobs")
+	if err != nil || !strings.Contains(o, "egress 5") {
+		t.Fatalf("jobs: %v\n%s", err, o)
+	}
+	o, err = buyer.cli("job", j.ID)
+	if err != nil || !strings.Contains(o, "Egress:") {
+		t.Fatalf("job: %v\n%s", err, o)
+	}
+	o, err = buyer.cli("job", "--json", j.ID)
+	var js contract.JobStatus
+	if err != nil || json.Unmarshal([]byte(o), &js) != nil || js.Receipt == nil || js.Receipt.Egress != rc.Egress {
+		t.Fatalf("job --json: %v\n%s", err, o)
+	}
+	// And on chain.
+	m.closeOnChain(seller, ch, j.Paid)
+}

@@ -1,0 +1,155 @@
+package contract
+
+import (
+	"fmt"
+	"math/bits"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/blackbox-market/blackbox/pkg/wire"
+)
+
+// Bytes moved are billed (job protocol 1.3.0). The rule:
+//
+//   - Egress is what the seller sends the buyer: the bytes of stdout,
+//     stderr and out.tar as they travel in the job stream's frames (framing
+//     and control frames are not counted). It is billed at the egress price
+//     of the seller's offer (offer.Prices.EgressGiB, msat per GiB, GiB =
+//     2^30 bytes) when the contract was accepted, in whole sats rounded
+//     down: a bill never exceeds bytes × price (a job's few KiB of logs
+//     cost nothing rather than a whole sat).
+//   - What the buyer sends (image, inputs) is not billed: the offer has no
+//     ingress price; the seller's disk holds it and the contract's price
+//     pays for that.
+//   - The seller says its egress price in the Ready frame, before anything
+//     is paid; the buyer refuses a price above the offer it chose.
+//   - When the job has ended, the seller sends a Bill: the bytes it sent,
+//     the egress in sats and the total it asks (the intervals started plus
+//     egress). The buyer checks the bytes against what it received and the
+//     amount against the price, and pays up to the total with one more
+//     payment update, never beyond the job's --max-price. The receipt then
+//     carries the bytes and the egress amount, and bills at most what was
+//     paid.
+//   - With a 1.2.0 or 1.1.0 peer nothing of this happens: no egress is
+//     billed.
+
+// jBill is the seller's bill at the end of a 1.3.0 job, before the receipt.
+const jBill byte = 28
+
+// billsEgress reports whether a job stream of proto bills egress.
+func billsEgress(proto protocol.ID) bool { return proto == JobProtocol }
+
+// hasReady reports whether a job stream of proto carries an encoded Ready.
+func hasReady(proto protocol.ID) bool { return proto == JobProtocol || proto == JobProtocol12 }
+
+// EgressSats is what bytes cost at msatPerGiB (millisats per 2^30 bytes),
+// in whole sats rounded down; it saturates instead of overflowing.
+func EgressSats(bytes, msatPerGiB uint64) int64 {
+	hi, lo := bits.Mul64(bytes, msatPerGiB)
+	if hi >= 1<<30 {
+		return maxSats
+	}
+	msat, _ := bits.Div64(hi, lo, 1<<30)
+	sat := msat / 1000
+	if sat > maxSats {
+		return maxSats
+	}
+	return int64(sat)
+}
+
+// maxSats is 21 million bitcoin: no bill is larger.
+const maxSats = 21e14
+
+// Bill is the seller's jBill frame.
+type Bill struct {
+	// EgressBytes is what the seller sent of stdout, stderr and out.tar.
+	EgressBytes uint64
+	// EgressPrice is the price it billed them at, msat per GiB.
+	EgressPrice uint64
+	// Egress is EgressSats(EgressBytes, EgressPrice).
+	Egress int64
+	// Intervals is how many billing intervals were started.
+	Intervals uint64
+	// Total is what the seller asks in all for the contract, in sats:
+	// the intervals started plus egress.
+	Total int64
+}
+
+const maxBillSize = 128
+
+// Bill frame fields.
+const (
+	blEgressBytes protowire.Number = 1 + iota
+	blEgressPrice
+	blEgress
+	blIntervals
+	blTotal
+)
+
+var billSchema = wire.Schema{Max: maxBillSize, Ordered: true, Fields: []wire.Spec{
+	blEgressBytes: varintField, blEgressPrice: varintField, blEgress: varintField, blIntervals: varintField, blTotal: varintField,
+}}
+
+func marshalBill(b Bill) []byte {
+	var w enc
+	w.Uint(blEgressBytes, b.EgressBytes)
+	w.Uint(blEgressPrice, b.EgressPrice)
+	w.Uint(blEgress, uint64(max(b.Egress, 0)))
+	w.Uint(blIntervals, b.Intervals)
+	w.Uint(blTotal, uint64(max(b.Total, 0)))
+	return w.B
+}
+
+// unmarshalBill decodes a seller's jBill frame strictly, and checks that
+// its egress amount is its bytes at its price.
+func unmarshalBill(b []byte) (Bill, error) {
+	fields, err := decode("bill", &billSchema, b)
+	if err != nil {
+		return Bill{}, err
+	}
+	var bl Bill
+	for _, f := range fields {
+		switch f.Num {
+		case blEgressBytes:
+			bl.EgressBytes = f.V
+		case blEgressPrice:
+			bl.EgressPrice = f.V
+		case blEgress, blTotal:
+			if f.V > maxSats {
+				return Bill{}, fmt.Errorf("decode bill: %w: amount out of range", ErrMalformed)
+			}
+			if f.Num == blEgress {
+				bl.Egress = int64(f.V)
+			} else {
+				bl.Total = int64(f.V)
+			}
+		case blIntervals:
+			bl.Intervals = f.V
+		}
+	}
+	if want := EgressSats(bl.EgressBytes, bl.EgressPrice); bl.Egress != want {
+		return Bill{}, fmt.Errorf("decode bill: %w: egress %d sat for %d bytes at %d msat/GiB, want %d", ErrMalformed, bl.Egress, bl.EgressBytes, bl.EgressPrice, want)
+	}
+	return bl, nil
+}
+
+// billWait bounds how long the seller waits for the buyer's payment of a
+// bill before it signs the receipt with what it holds: the payment grace,
+// at least two seconds. A bill the buyer caps (--max-price) is never paid
+// in full and costs this wait.
+func billWait(payGrace time.Duration) time.Duration { return max(payGrace, 2*time.Second) }
+
+// throughputMin is the least a transfer must move before its throughput
+// says anything about the link (smaller ones end inside buffers).
+const throughputMin = 1 << 20
+
+// throughput is bytes over d in bits per second, or 0 when the transfer is
+// too small or too quick to say.
+func throughput(bytes int64, d time.Duration) float64 {
+	if bytes < throughputMin || d <= 0 {
+		return 0
+	}
+	return float64(bytes) * 8 / d.Seconds()
+}

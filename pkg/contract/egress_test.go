@@ -1,0 +1,160 @@
+package contract
+
+import (
+	"context"
+	"math"
+	"sync"
+	"testing"
+
+	"github.com/blackbox-market/blackbox/pkg/offer"
+)
+
+func TestEgressSats(t *testing.T) {
+	for _, tc := range []struct {
+		bytes, price uint64
+		want         int64
+	}{
+		{0, 50_000, 0},
+		{1 << 30, 50_000, 50},
+		{1, 50_000, 0},              // a byte costs a fraction: rounded down
+		{5 << 20, 50_000, 0},        // 5 MiB at 50 sat/GiB: 0.24 sat
+		{5 << 20, 100_000_000, 488}, // at 100k sat/GiB: 488.28 sat
+		{1 << 30, 1_999, 1},
+		{1 << 30, 0, 0},
+		{math.MaxUint64, math.MaxUint64, maxSats},
+	} {
+		if got := EgressSats(tc.bytes, tc.price); got != tc.want {
+			t.Errorf("EgressSats(%d, %d) = %d, want %d", tc.bytes, tc.price, got, tc.want)
+		}
+	}
+}
+
+// egressMarket is one seller whose job writes outBytes to /out, at an
+// egress price of egress msat/GiB, and a buyer.
+func egressMarket(t *testing.T, outBytes int, egress uint64, sellerOpts ...func(*SellerConfig)) (*market, *Seller, *Buyer, *fakePay) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	s, _ := m.seller(&fakeRunner{work: testInterval / 2, outBytes: outBytes}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, sellerOpts...)
+	m.offers[0].Prices.EgressGiB = egress
+	b, _ := m.buyer(pay)
+	m.connect()
+	return m, s, b, pay
+}
+
+// A job that sends 5 MiB of output at a non-zero egress price: the seller
+// bills the bytes it sent, the buyer pays for them with its last payment
+// update, the receipt carries bytes and amount, the seller's record holds
+// the egress, and the seller's throughput hook saw the transfer.
+func TestEgressBilled(t *testing.T) {
+	const out = 5 << 20
+	const price = 100_000_000 // 100k sat per GiB
+	var mu sync.Mutex
+	var rates []float64
+	m, s, b, pay := egressMarket(t, out, price, func(c *SellerConfig) {
+		c.OnThroughput = func(bps float64) { mu.Lock(); rates = append(rates, bps); mu.Unlock() }
+	})
+	req := m.request(10)
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || j.Receipt == nil {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	rc := j.Receipt
+	sent := uint64(out) + uint64(len("hello from ")+8+1) // out.tar and the stdout line
+	egress := EgressSats(sent, price)
+	if rc.EgressBytes != sent || rc.Egress != egress || egress != 488 {
+		t.Fatalf("receipt: egress %d bytes, %d sat; want %d bytes, %d sat", rc.EgressBytes, rc.Egress, sent, egress)
+	}
+	owed := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(rc.Intervals)
+	if rc.Billed != owed+egress || j.Paid != rc.Billed {
+		t.Fatalf("billed %d, paid %d; want %d (intervals) + %d (egress)", rc.Billed, j.Paid, owed, egress)
+	}
+	pay.mu.Lock()
+	held := pay.held[j.ContractID]
+	pay.mu.Unlock()
+	if held != owed+egress {
+		t.Fatalf("the channel holds %d sat for the contract, want %d", held, owed+egress)
+	}
+	sr, _ := s.Machine().Get(RoleSeller, j.ContractID)
+	if sr.State != StateSettled || sr.Paid != owed+egress || sr.Egress != egress || sr.EgressBytes != sent {
+		t.Fatalf("seller's record: %s paid %d egress %d (%d bytes)", sr.State, sr.Paid, sr.Egress, sr.EgressBytes)
+	}
+	br, _ := b.Machine().Get(RoleBuyer, j.ContractID)
+	if br.State != StateSettled {
+		t.Fatalf("buyer's contract %s: %s", br.State, br.Why)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(rates) != 1 || !(rates[0] > 0) {
+		t.Fatalf("throughput observed %v, want one rate for the 5 MiB sent", rates)
+	}
+}
+
+// The job's --max-price caps what egress may add: the buyer pays up to it,
+// and the receipt bills no more than was paid.
+func TestEgressWithinMaxPrice(t *testing.T) {
+	const out = 5 << 20
+	m, s, b, _ := egressMarket(t, out, 1_000_000_000, func(c *SellerConfig) { c.PayGrace = testInterval })
+	req := m.request(10)
+	terms := TermsFor(m.offers[0], &req)
+	req.MaxPrice = uint64(terms.Total) + 100 // egress costs 4882 sat, more than the whole contract
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || j.Receipt == nil {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	rc := j.Receipt
+	if j.Paid != int64(req.MaxPrice) || rc.Billed != j.Paid || rc.EgressBytes == 0 || rc.Egress >= EgressSats(rc.EgressBytes, 1_000_000_000) {
+		t.Fatalf("paid %d, billed %d (egress %d sat for %d bytes), max price %d", j.Paid, rc.Billed, rc.Egress, rc.EgressBytes, req.MaxPrice)
+	}
+	if sr, _ := s.Machine().Get(RoleSeller, j.ContractID); sr.Paid != j.Paid || sr.State != StateSettled {
+		t.Fatalf("seller's record: %s, paid %d", sr.State, sr.Paid)
+	}
+}
+
+// A seller that speaks only 1.2.0 bills no egress (and a 1.3.0 buyer
+// still completes with it).
+func TestEgressNotBilledBefore13(t *testing.T) {
+	m, s, b, _ := egressMarket(t, 1<<20, 100_000_000)
+	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	req := m.request(4)
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || j.Receipt == nil || j.Receipt.Egress != 0 || j.Receipt.EgressBytes != 0 {
+		t.Fatalf("job %s, receipt %+v", j.State, j.Receipt)
+	}
+	owed := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(j.Receipt.Intervals)
+	if j.Paid != owed {
+		t.Fatalf("paid %d, want %d (no egress)", j.Paid, owed)
+	}
+}
+
+// FuzzBill: whatever a seller sends as its bill decodes or is refused, and
+// what decodes encodes to bytes that decode the same.
+func FuzzBill(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(marshalBill(Bill{EgressBytes: 5 << 20, EgressPrice: 100_000_000, Egress: 488, Intervals: 3, Total: 1000}))
+	f.Add([]byte{0x08, 1, 0x08, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		bl, err := unmarshalBill(b)
+		if err != nil {
+			return
+		}
+		if bl.Egress != EgressSats(bl.EgressBytes, bl.EgressPrice) || bl.Egress < 0 || bl.Total < 0 {
+			t.Fatalf("%x: accepted %+v", b, bl)
+		}
+		back, err := unmarshalBill(marshalBill(bl))
+		if err != nil || back != bl {
+			t.Fatalf("%x: %+v, again %+v %v", b, bl, back, err)
+		}
+	})
+}
