@@ -213,8 +213,8 @@ func TestNATMarket(t *testing.T) {
 		res := filepath.Join(t.TempDir(), "res")
 		j := submit(t, buyer, image, res, flags, "sh", "-c", "echo across > /out/x; echo done")
 		t.Logf("job %s: %s paid %d; attempts %+v; %q", j.ID, j.State, j.Paid, j.Attempts, j.Error)
-		t.Logf("seller's status: %v", w.reachability(seller))
-		t.Logf("buyer's status: %v", w.reachability(buyer))
+		t.Logf("seller's reachability: %+v", w.reach(seller))
+		t.Logf("buyer's reachability: %+v", w.reach(buyer))
 		if j.State == contract.JobDone {
 			if j.Seller.String() != sellerID || j.Paid <= 0 || j.ExitCode != 0 {
 				t.Fatalf("job %s done on %s (want %s), paid %d, exit %d", j.ID, j.Seller, sellerID, j.Paid, j.ExitCode)
@@ -226,6 +226,16 @@ func TestNATMarket(t *testing.T) {
 			if way == "" {
 				t.Fatalf("the job is done but neither the direct path nor the relay carried the %d-byte image", imageSize)
 			}
+			// The nodes' status says the same: both behind NAT
+			// (private, with relay slots), and a direct connection
+			// between two homes is a hole punch that succeeded.
+			rs, rb := w.reach(seller), w.reach(buyer)
+			if rs.State != "private" || rb.State != "private" {
+				t.Errorf("status: seller %s, buyer %s; want both private (behind NAT, reachable through a relay)", rs.State, rb.State)
+			}
+			if punched := rs.HolePunch.Successes + rb.HolePunch.Successes; way == "direct" && punched == 0 {
+				t.Errorf("the bytes went directly, but status counts no successful hole punch: seller %+v, buyer %+v", rs.HolePunch, rb.HolePunch)
+			}
 			ch := seller.channelWith(buyerID)
 			if ch == nil || ch.Paid != j.Paid {
 				t.Fatalf("the seller's channel %+v; the buyer paid %d", ch, j.Paid)
@@ -235,7 +245,7 @@ func TestNATMarket(t *testing.T) {
 		}
 		// Not done: it must be refused as unreachable before any money
 		// moved (no channel, nothing paid, the wallet as it was).
-		if len(j.Attempts) == 0 || j.Attempts[len(j.Attempts)-1].Fault != contract.FaultUnreachable {
+		if len(j.Attempts) == 0 || j.Attempts[len(j.Attempts)-1].Reason != contract.ReasonUnreachable {
 			t.Fatalf("job %s: %s %q, attempts %+v; want done, or refused as unreachable", j.ID, j.State, j.Error, j.Attempts)
 		}
 		if j.Paid != 0 || buyer.channelWith(sellerID) != nil || seller.channelWith(buyerID) != nil {
@@ -286,20 +296,17 @@ func TestNATMarket(t *testing.T) {
 	t.Run("partition", func(t *testing.T) { partitionFlow(t, w.in(t), image) })
 }
 
-// reachability is what the node's status says about how it is reached:
-// every key of status --json that names reachability, relays, NAT or
-// addresses.
-func (w *world) reachability(d *daemon) map[string]any {
-	s := d.statusJSON()
-	out := map[string]any{}
-	for k, v := range s {
-		for _, word := range []string{"reach", "relay", "nat", "addr", "holepunch", "hole_punch"} {
-			if strings.Contains(strings.ToLower(k), word) {
-				out[k] = v
-			}
-		}
+// reach is the reachability part of the node's status --json.
+func (w *world) reach(d *daemon) api.Reachability {
+	d.m.t.Helper()
+	out, err := d.cli("status", "--json")
+	var s struct {
+		Reachability api.Reachability `json:"reachability"`
 	}
-	return out
+	if err != nil || json.Unmarshal([]byte(out), &s) != nil {
+		d.m.t.Fatalf("status --json: %v: %s", err, out)
+	}
+	return s.Reachability
 }
 
 // impairedFlow: 2% random loss (both ways) and a 10 Mbit uplink on the

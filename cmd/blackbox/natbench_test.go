@@ -153,8 +153,7 @@ func BenchmarkNAT(b *testing.B) {
 			b.Logf("%s attempt %d: direct %v (%.1f s)", c.name, i+1, direct, time.Since(began).Seconds())
 			p.stop()
 		}
-		hp := w.reachability(c.seller)
-		b.Logf("%s seller's reachability after %d attempts: %v", c.name, punches, hp)
+		b.Logf("%s seller's reachability after %d attempts: %+v", c.name, punches, w.reach(c.seller))
 		goal, met := ">= 90%", float64(ok) >= 0.9*float64(punches)
 		if c.name == "symmetric" {
 			goal, met = "expected to fail", true
@@ -173,10 +172,8 @@ func BenchmarkNAT(b *testing.B) {
 	holding := func() int {
 		n := 0
 		for _, d := range reserved {
-			if rs, ok := w.reachability(d)["reachability"].(map[string]any); ok {
-				if rl, ok := rs["relays"].([]any); ok && slices.Contains(rl, any(relayID)) {
-					n++
-				}
+			if slices.Contains(w.reach(d).Relays, relayID) {
+				n++
 			}
 		}
 		return n
@@ -187,8 +184,8 @@ func BenchmarkNAT(b *testing.B) {
 	}
 	held := holding()
 	b.Logf("%d of 20 nodes behind NAT hold a slot on the relay", held)
-	if r, ok := w.reachability(seller)["reachability"].(map[string]any); !ok || r["relays"] == nil {
-		b.Logf("the seller behind NAT holds no relay slot: %v", r)
+	if r := w.reach(seller); len(r.Relays) == 0 {
+		b.Logf("the seller behind NAT holds no relay slot: %+v", r)
 	}
 	time.Sleep(benchEnvDuration(b, "BLACKBOX_BENCH_SETTLE", 10*time.Second))
 	idle := benchEnvDuration(b, "BLACKBOX_BENCH_IDLE", time.Minute)
