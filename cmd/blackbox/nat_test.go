@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -192,10 +193,6 @@ func natSeller(region string, extra ...string) []string {
 func TestNATMarket(t *testing.T) {
 	w := newWorld(t)
 	image := busybox(t, t.TempDir())
-	var imageSize uint64
-	if st, err := os.Stat(image); err == nil {
-		imageSize = uint64(st.Size())
-	}
 
 	// outcome runs a job from a buyer in cone2 to a seller at home and
 	// checks one of the three allowed ends: done directly after hole
@@ -207,11 +204,22 @@ func TestNATMarket(t *testing.T) {
 		sellerID, buyerID := seller.peerID(), buyer.peerID()
 		w.fund(buyer.proc, 1_000_000)
 		w.waitRegion(buyer, region, 1)
+		// Both learn they are behind NAT first (AutoNAT, relay slots):
+		// status then says how each is reached.
+		for _, d := range []*daemon{seller, buyer} {
+			waitFor(t, 90*time.Second, "a verdict on "+d.dir+"'s reachability", func() bool { return w.reach(d).State != "unknown" })
+		}
 		before := buyer.balance()
+		// The image may be in the sellers' shared containerd already: a
+		// fresh 1 MiB input is what must cross, one way or the other.
+		input := filepath.Join(t.TempDir(), "data")
+		if err := os.WriteFile(input, randomBytes(t, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		c0 := w.counters(t, home, w.cone2)
-		flags := append([]string{"--region", region}, jobFlags...)
+		flags := append([]string{"--region", region, "--input", input}, jobFlags...)
 		res := filepath.Join(t.TempDir(), "res")
-		j := submit(t, buyer, image, res, flags, "sh", "-c", "echo across > /out/x; echo done")
+		j := submit(t, buyer, image, res, flags, "sh", "-c", "echo across > /out/x; sha256sum /in/data | cut -d' ' -f1")
 		t.Logf("job %s: %s paid %d; attempts %+v; %q", j.ID, j.State, j.Paid, j.Attempts, j.Error)
 		t.Logf("seller's reachability: %+v", w.reach(seller))
 		t.Logf("buyer's reachability: %+v", w.reach(buyer))
@@ -222,19 +230,27 @@ func TestNATMarket(t *testing.T) {
 			if b, _ := os.ReadFile(filepath.Join(res, "out", "x")); string(b) != "across\n" {
 				t.Fatalf("out/x: %q", b)
 			}
-			way, _ := w.path(t, home, w.cone2, c0, imageSize)
+			if got, want := "sha256:"+strings.TrimSpace(readFile(t, filepath.Join(res, "stdout"))), sha256File(t, input); got != want {
+				t.Fatalf("the seller read an input of %s, the buyer sent %s", got, want)
+			}
+			way, _ := w.path(t, home, w.cone2, c0, 1<<20)
 			if way == "" {
-				t.Fatalf("the job is done but neither the direct path nor the relay carried the %d-byte image", imageSize)
+				t.Fatalf("the job is done but neither the direct path nor the relay carried the 1 MiB input")
 			}
 			// The nodes' status says the same: both behind NAT
 			// (private, with relay slots), and a direct connection
-			// between two homes is a hole punch that succeeded.
+			// between two homes is an upgrade of the relayed one by
+			// DCUtR: a punch that succeeded, or its first direct dial
+			// (which gets through when the other side's earlier dial
+			// to this home's public address opened its NAT).
 			rs, rb := w.reach(seller), w.reach(buyer)
 			if rs.State != "private" || rb.State != "private" {
+				// (unreachable would be a node with no relay slot)
 				t.Errorf("status: seller %s, buyer %s; want both private (behind NAT, reachable through a relay)", rs.State, rb.State)
 			}
-			if punched := rs.HolePunch.Successes + rb.HolePunch.Successes; way == "direct" && punched == 0 {
-				t.Errorf("the bytes went directly, but status counts no successful hole punch: seller %+v, buyer %+v", rs.HolePunch, rb.HolePunch)
+			upgraded := rs.HolePunch.Successes + rb.HolePunch.Successes + rs.HolePunch.DirectDials + rb.HolePunch.DirectDials
+			if way == "direct" && upgraded == 0 {
+				t.Errorf("the bytes went directly, but status counts no upgrade of the relayed connection: seller %+v, buyer %+v", rs.HolePunch, rb.HolePunch)
 			}
 			ch := seller.channelWith(buyerID)
 			if ch == nil || ch.Paid != j.Paid {
@@ -346,6 +362,14 @@ func impairedFlow(t *testing.T, w *world, image string) {
 	w.closeOnChain(seller, ch, j.Paid)
 }
 
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func readFile(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -380,7 +404,9 @@ func partitionFlow(t *testing.T, w *world, image string) {
 	sellerID, buyerID := seller.peerID(), buyer.peerID()
 	w.fund(buyer.proc, 1_000_000)
 	w.waitRegion(buyer, "part", 2)
-	flags := append([]string{"--region", "part"}, jobFlags...)
+	// Enough --max-price (the whole job's) that what the home seller's
+	// attempt leaves still buys the job from the dearer backup.
+	flags := append(append([]string{"--region", "part"}, jobFlags...), "--max-price", "30000")
 	id, j := runningJob(t, buyer, image, flags, "sh", "-c", "sleep 12; echo survived > /out/x; echo done")
 	if j.Seller.String() != sellerID {
 		t.Fatalf("job %s runs on %s, want the cheaper home seller %s", id, j.Seller, sellerID)

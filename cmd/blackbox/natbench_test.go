@@ -5,10 +5,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +50,14 @@ func BenchmarkNAT(b *testing.B) {
 	sees := func(buyer *daemon, region, seller string) bool {
 		offers, err := buyer.api().Market(ctx, api.MarketRequest{Filter: offer.Filter{Region: region}, TimeoutSeconds: 5})
 		return err == nil && slices.ContainsFunc(offers, func(o api.Offer) bool { return o.Seller == seller })
+	}
+
+	observed := func(d *daemon) bool {
+		return slices.ContainsFunc(waitStatus(b, w.bin, d.proc).Addrs, func(a string) bool {
+			f := strings.Split(a, "/")
+			ip, err := netip.ParseAddr(f[min(2, len(f)-1)])
+			return err == nil && netlab.PublicPrefix.Contains(ip) && !strings.Contains(a, "p2p-circuit")
+		})
 	}
 
 	buyer := w.at(w.cone2.Host("buyer"), natBuyer, "--bootstrap", w.bootAddr)
@@ -139,6 +149,11 @@ func BenchmarkNAT(b *testing.B) {
 			}
 			p := w.at(w.cone2.Host(fmt.Sprintf("p%s%d", c.name[:1], i)), natBuyer, "--bootstrap", w.bootAddr)
 			began := time.Now()
+			// A hole punch needs the address peers see it at: libp2p
+			// adopts one once 4 public peers observed it.
+			for !observed(p) && time.Since(began) < time.Minute {
+				time.Sleep(200 * time.Millisecond)
+			}
 			for !sees(p, c.region, id) && time.Since(began) < 2*time.Minute {
 				time.Sleep(200 * time.Millisecond)
 			}
