@@ -660,11 +660,16 @@ type idleFacts struct {
 	// listenKnown says the host is up to know it.
 	reach       string
 	listenKnown bool
+	// unreachable is how many accepted contracts buyers gave up in the
+	// last 30 days, having no connection to this node that could carry
+	// them.
+	unreachable int64
 }
 
 // noWork gathers the node's facts for noWorkReasons.
 func (n *Node) noWork(e api.Earnings, mp marketPrice) []api.NoWorkReason {
-	f := idleFacts{selling: n.seller != nil, own: e.OwnPerHour, median: mp.median, offers: mp.offers}
+	f := idleFacts{selling: n.seller != nil, own: e.OwnPerHour, median: mp.median, offers: mp.offers,
+		unreachable: e.Month.Refusals[string(contract.ReasonUnreachable)]}
 	if n.payments == nil {
 		f.paymentsOff = n.noBuy
 	}
@@ -722,6 +727,10 @@ func noWorkReasons(f idleFacts) []api.NoWorkReason {
 		add("price", fmt.Sprintf("your price %.0f sat/h is %.0f%% above the market's median %.0f sat/h for the same resources (%s)",
 			f.own, (f.own/f.median-1)*100, f.median, offers),
 			"lower meter.pricing (core_hour, memory_gib_hour) towards the median")
+	}
+	if f.unreachable > 0 {
+		add("unreachable", fmt.Sprintf("%d buyer(s) gave up on a contract this node accepted (30 days): they had no direct connection to it, nor a relayed one whose limits fit", f.unreachable),
+			"open or forward the listen port (TCP and UDP) on the router, or enable UPnP there, so that buyers reach this node directly or by hole punching")
 	}
 	if f.repKnown && (f.repBlocked || f.repEvid > 0 && f.repMean < f.repThreshold) {
 		add("reputation", fmt.Sprintf("buyers see a low reputation (%.2f from %.1f contracts of evidence): %s", f.repMean, f.repEvid, f.repWhy),

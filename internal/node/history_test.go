@@ -149,6 +149,7 @@ func TestNoWorkReasons(t *testing.T) {
 		{"unreachable", func(f *idleFacts) { f.reach = StateUnreachable }, "reachability "},
 		{"no verdict", func(f *idleFacts) { f.reach = StateUnknown }, "reachability "},
 		{"behind NAT with a relay slot", func(f *idleFacts) { f.reach = StatePrivate }, ""},
+		{"buyers gave up", func(f *idleFacts) { f.unreachable = 2 }, "unreachable "},
 		{"everything", func(f *idleFacts) {
 			*f = idleFacts{paymentsOff: "x", sandboxOff: "y", listenKnown: true, reach: StateUnknown}
 		}, "payments sandbox reachability "},

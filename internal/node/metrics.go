@@ -105,7 +105,7 @@ var (
 	descJobs = desc("jobs",
 		"This node's jobs as a buyer, by state (searching, running, done, failed, cancelled).", "state")
 	descRefusals = desc("refusals_total",
-		"Proposals this node refused as a seller since it started, by reason (capacity, price, duration, runtime, expired, malformed, replayed, policy).", "reason")
+		"Proposals this node refused as a seller since it started, by reason (capacity, price, duration, runtime, expired, malformed, replayed, policy; unreachable: accepted, then given up by a buyer that could not reach this node well enough).", "reason")
 	descCPU = desc("capacity_cpu_cores",
 		"CPU by kind: total (the machine), free (idle as measured), reserved (kept for the owner), held (sold to running contracts), spare (on offer).", "kind")
 	descMemory = desc("capacity_memory_bytes",

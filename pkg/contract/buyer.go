@@ -25,6 +25,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 // BuyerConfig configures a Buyer. Zero values take the defaults noted.
@@ -771,9 +772,17 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	if r, gerr := b.machine.Get(RoleBuyer, id); gerr == nil {
 		state = r.State
 	}
+	var je *JobError
+	refusedReach := errors.As(err, &je) && je.Reason == RefuseUnreachable
+	if refusedReach {
+		b.markUnreachable(c.Seller)
+	}
 	b.update(j, func(j *JobStatus) {
 		a := &j.Attempts[len(j.Attempts)-1]
 		a.State, a.Paid, a.Why, a.Fault = state, run.paid, errString(err), fault
+		if refusedReach {
+			a.Reason = ReasonUnreachable
+		}
 		j.Paid = base + run.paid
 	})
 	b.cfg.Reputation.Outcome(c.Seller, id, fault)
@@ -823,6 +832,10 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 	}
 }
 
+// buyerJobProtocols are the job protocol versions the buyer offers, newest
+// first (a test speaks as an older buyer by shortening it).
+var buyerJobProtocols = []protocol.ID{JobProtocol, JobProtocol12, JobProtocol11}
+
 type buyerRun struct {
 	b      *Buyer
 	j      *JobStatus
@@ -868,7 +881,7 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	if r.limited {
 		sctx = network.WithAllowLimitedConn(ctx, "blackbox job: the relay's limits fit the contract")
 	}
-	st, err := b.cfg.Host.NewStream(sctx, r.seller, JobProtocol, JobProtocol11)
+	st, err := b.cfg.Host.NewStream(sctx, r.seller, buyerJobProtocols...)
 	if err != nil {
 		return outFailed, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
 	}
@@ -1035,7 +1048,16 @@ func (r *buyerRun) payBill(ctx context.Context, b []byte, received uint64, deliv
 		total = int64(limit) // the job's cap: the seller gets no more
 	}
 	r.b.log.Info("egress billed", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "egress_bytes", bl.EgressBytes, "egress_sats", bl.Egress, "total_sats", bl.Total, "paying_sats", max(total, r.paid))
-	return r.payTotal(ctx, total, max(bl.Intervals, delivered), "the bill (egress)")
+	if err := r.payTotal(ctx, total, max(bl.Intervals, delivered), "the bill (egress)"); err != nil {
+		if FaultOf(err) != FaultBuyer {
+			return err
+		}
+		// The job ran and its results came: a bill this node cannot pay
+		// (its channel holds too little) is paid as far as it was, and
+		// the receipt bills no more than that.
+		r.b.log.Warn("bill not paid in full", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "total_sats", total, "paid_sats", r.paid, "err", err)
+	}
+	return nil
 }
 
 func stateOf(b *Buyer, id string) State {

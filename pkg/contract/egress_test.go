@@ -2,11 +2,14 @@ package contract
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"testing"
 
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
 func TestEgressSats(t *testing.T) {
@@ -54,14 +57,7 @@ func TestEgressBilled(t *testing.T) {
 		c.OnThroughput = func(bps float64) { mu.Lock(); rates = append(rates, bps); mu.Unlock() }
 	})
 	req := m.request(10)
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := waitJob(t, b, id)
-	if j.State != JobDone || j.Receipt == nil {
-		t.Fatalf("job %s: %s", j.State, j.Error)
-	}
+	j := doneJob(t, b, req)
 	rc := j.Receipt
 	sent := uint64(out) + uint64(len("hello from ")+8+1) // out.tar and the stdout line
 	egress := EgressSats(sent, price)
@@ -101,14 +97,7 @@ func TestEgressWithinMaxPrice(t *testing.T) {
 	req := m.request(10)
 	terms := TermsFor(m.offers[0], &req)
 	req.MaxPrice = uint64(terms.Total) + 100 // egress costs 4882 sat, more than the whole contract
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	j := waitJob(t, b, id)
-	if j.State != JobDone || j.Receipt == nil {
-		t.Fatalf("job %s: %s", j.State, j.Error)
-	}
+	j := doneJob(t, b, req)
 	rc := j.Receipt
 	if j.Paid != int64(req.MaxPrice) || rc.Billed != j.Paid || rc.EgressBytes == 0 || rc.Egress >= EgressSats(rc.EgressBytes, 1_000_000_000) {
 		t.Fatalf("paid %d, billed %d (egress %d sat for %d bytes), max price %d", j.Paid, rc.Billed, rc.Egress, rc.EgressBytes, req.MaxPrice)
@@ -138,6 +127,56 @@ func TestEgressNotBilledBefore13(t *testing.T) {
 	}
 }
 
+// A buyer that speaks only 1.2.0 (as before egress billing) is served by
+// a 1.3.0 seller as before: no bill, a receipt without egress fields, paid
+// for the intervals alone.
+func TestOlderBuyerNotBilledEgress(t *testing.T) {
+	m, s, b, _ := egressMarket(t, 1<<20, 100_000_000)
+	old := buyerJobProtocols
+	buyerJobProtocols = []protocol.ID{JobProtocol12, JobProtocol11}
+	t.Cleanup(func() { buyerJobProtocols = old })
+	req := m.request(4)
+	j := doneJob(t, b, req)
+	owed := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(j.Receipt.Intervals)
+	if j.Receipt.Egress != 0 || j.Receipt.EgressBytes != 0 || j.Paid != owed {
+		t.Fatalf("receipt %+v, paid %d; want no egress, %d paid", j.Receipt, j.Paid, owed)
+	}
+	if sr, _ := s.Machine().Get(RoleSeller, j.ContractID); sr.State != StateSettled || sr.Egress != 0 {
+		t.Fatalf("seller's record: %s, egress %d", sr.State, sr.Egress)
+	}
+}
+
+// capPay is a payer whose channel holds at most max sats.
+type capPay struct {
+	*fakePay
+	max int64
+}
+
+func (p *capPay) Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error) {
+	if total > p.max {
+		return nil, errors.New("channel capacity exceeded")
+	}
+	return p.fakePay.Pay(ctx, seller, contractID, total)
+}
+
+// A bill the buyer's channel cannot hold is paid as far as it can: the job
+// is still done, its results kept, and the receipt bills what was paid.
+func TestEgressBeyondTheChannel(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	m.seller(&fakeRunner{work: testInterval / 2, outBytes: 5 << 20}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
+		func(c *SellerConfig) { c.PayGrace = testInterval })
+	m.offers[0].Prices.EgressGiB = 100_000_000
+	req := m.request(10)
+	owed1 := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(1)
+	b, _ := m.buyer(&capPay{fakePay: pay, max: owed1})
+	m.connect()
+	j := doneJob(t, b, req)
+	if j.Paid != owed1 || j.Receipt.Billed != owed1 || j.Receipt.EgressBytes == 0 {
+		t.Fatalf("paid %d, receipt %+v; want %d paid and billed", j.Paid, j.Receipt, owed1)
+	}
+}
+
 // FuzzBill: whatever a seller sends as its bill decodes or is refused, and
 // what decodes encodes to bytes that decode the same.
 func FuzzBill(f *testing.F) {
@@ -157,4 +196,18 @@ func FuzzBill(f *testing.F) {
 			t.Fatalf("%x: %+v, again %+v %v", b, bl, back, err)
 		}
 	})
+}
+
+// doneJob submits req and waits for it to be done with a receipt.
+func doneJob(t *testing.T, b *Buyer, req Request) *JobStatus {
+	t.Helper()
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobDone || j.Receipt == nil {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	return j
 }

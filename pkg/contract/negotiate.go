@@ -177,6 +177,9 @@ func (s *Seller) withdrawn(from peer.ID, b []byte) error {
 	if _, err := s.machine.Move(RoleSeller, id, StateExpired, "withdrawn by the buyer before funding ("+string(ReasonUnreachable)+")", nil); err != nil {
 		return err
 	}
+	// Counted with the refusals: the operator sees buyers gave up on
+	// reaching this node.
+	s.metricsReject(ReasonUnreachable)
 	s.log.Info("contract withdrawn by the buyer: reservation released", "contract", id, "peer", from)
 	return nil
 }

@@ -117,7 +117,7 @@ var errNoCarrier = errors.New("no connection that can carry the contract")
 
 // errUnreachableSeller is that refusal: the seller's fault it is not.
 func errUnreachableSeller(seller peer.ID, wait time.Duration) error {
-	return withFault(FaultUnreachable, fmt.Errorf("%s: seller %s: %w: no direct connection within %s, and no relayed one whose limits fit",
+	return withFault(FaultUnreachable, fmt.Errorf("%s: seller %s: %w: no direct connection within %s (hole punching failed or the seller is behind a NAT that allows none), and no relayed one whose limits fit; nothing was funded, paid or sent",
 		ReasonUnreachable, seller, errNoCarrier, wait))
 }
 

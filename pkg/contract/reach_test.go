@@ -52,10 +52,10 @@ func tcpHost(t *testing.T, opts ...libp2p.Option) host.Host {
 
 // relayNet is a circuit v2 relay on loopback with relay v2's default
 // limits (2 minutes, 128 KiB per circuit).
-func relayNet(t *testing.T) host.Host {
+func relayNet(t *testing.T, opts ...relayv2.Option) host.Host {
 	t.Helper()
 	r := tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	svc, err := relayv2.New(r)
+	svc, err := relayv2.New(r, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +152,7 @@ func TestUnreachableSellerRefusedBeforeFunding(t *testing.T) {
 		rec, err := hs.Machine().Get(RoleSeller, a.ContractID)
 		return err == nil && rec.State == StateExpired && hs.Held().MilliCPU == 0
 	})
+	eventually(t, "the hidden seller counts one unreachable refusal", func() bool { return hs.Rejections()[ReasonUnreachable] == 1 })
 	if rec, _ := ds.Machine().Get(RoleSeller, j.ContractID); rec.State != StateSettled {
 		t.Fatalf("direct seller's contract %s", rec.State)
 	}
@@ -206,6 +207,89 @@ func TestRelayedSellerReachedDirectly(t *testing.T) {
 	if rec, _ := s.Machine().Get(RoleSeller, j.ContractID); rec.State != StateSettled {
 		t.Fatalf("seller's contract %s", rec.State)
 	}
+}
+
+// A relay whose limits fit the contract (an hour, 1 GiB each way) carries
+// it: the seller is reachable only through the relay, and the job runs, is
+// paid and delivers over the relayed connection; the seller's side agrees
+// the limits fit.
+func TestRelayWhoseLimitsFit(t *testing.T) {
+	rs := relayOnlySeller(t, 1<<30, func(c *SellerConfig) { c.MaxOutputBytes = 1 << 20 }, func(c *BuyerConfig) { c.MaxOutputBytes = 1 << 20 })
+	j := rs.run(t)
+	if j.State != JobDone || len(j.Attempts) != 1 || rs.pay.count(rs.host.ID()) != 1 {
+		t.Fatalf("job %s (%s), attempts %+v, %d channel(s) prepared", j.State, j.Error, j.Attempts, rs.pay.count(rs.host.ID()))
+	}
+	if !allLimited(rs.bh.Network().ConnsToPeer(rs.host.ID())) {
+		t.Fatal("the buyer holds a direct connection to a relay-only seller")
+	}
+	if rec, _ := rs.s.Machine().Get(RoleSeller, j.ContractID); rec.State != StateSettled {
+		t.Fatalf("seller's contract %s", rec.State)
+	}
+}
+
+// The seller keeps the rule too: a job stream over a relayed connection
+// whose limits do not fit the contract as the seller counts it (here its
+// outputs may be far larger than the buyer expects) is refused with the
+// reason "unreachable", before any payment, and nothing is held against it.
+func TestSellerRefusesJobOverTooSmallRelay(t *testing.T) {
+	rs := relayOnlySeller(t, 10<<20, nil, func(c *BuyerConfig) { c.MaxOutputBytes = 1 << 20; c.Rounds = 1 })
+	j := rs.run(t)
+	if j.State != JobFailed || len(j.Attempts) != 1 || j.Attempts[0].Fault != FaultUnreachable || j.Attempts[0].Paid != 0 || j.Attempts[0].Reason != ReasonUnreachable {
+		t.Fatalf("job %s (%s), attempts %+v", j.State, j.Error, j.Attempts)
+	}
+	rs.spay.mu.Lock()
+	opens, held := rs.spay.opens, len(rs.spay.held)
+	rs.spay.mu.Unlock()
+	if opens != 0 || held != 0 {
+		t.Fatalf("the seller accepted %d channel opens and payments for %d contracts", opens, held)
+	}
+	eventually(t, "the seller fails the contract and releases it", func() bool {
+		rec, err := rs.s.Machine().Get(RoleSeller, j.Attempts[0].ContractID)
+		return err == nil && rec.State != StateAccepted && rs.s.Held().MilliCPU == 0
+	})
+}
+
+// relaySetup is a seller reachable only through a relay that limits each
+// circuit to an hour and data bytes each way, and a buyer that knows only
+// the seller's circuit address.
+type relaySetup struct {
+	m    *market
+	s    *Seller
+	host host.Host
+	spay *fakePay
+	pay  *preparePay
+	bh   host.Host
+	b    *Buyer
+}
+
+func relayOnlySeller(t *testing.T, data int64, sellerOpt func(*SellerConfig), buyerOpt func(*BuyerConfig)) *relaySetup {
+	rs := &relaySetup{m: newMarket(t), spay: &fakePay{}}
+	r := relayNet(t, relayv2.WithLimit(&relayv2.RelayLimit{Duration: time.Hour, Data: data}))
+	rs.host = tcpHost(t, libp2p.ListenAddrStrings("/p2p-circuit"), libp2p.EnableRelay())
+	var sopts []func(*SellerConfig)
+	if sellerOpt != nil {
+		sopts = append(sopts, sellerOpt)
+	}
+	rs.s, _ = rs.m.sellerOn(rs.host, &fakeRunner{work: testInterval}, rs.spay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, sopts...)
+	circuit := reserve(t, rs.host, r)
+	rs.pay = &preparePay{fakePay: rs.spay, prepared: map[peer.ID]int{}}
+	rs.bh = tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	rs.b, _ = rs.m.buyerOn(rs.bh, rs.pay, func(c *BuyerConfig) {
+		c.DirectWait = time.Second
+		buyerOpt(c)
+	})
+	rs.bh.Peerstore().AddAddrs(rs.host.ID(), []ma.Multiaddr{circuit}, peerstore.PermanentAddrTTL)
+	return rs
+}
+
+// run submits a two-interval job and waits for it to end.
+func (rs *relaySetup) run(t *testing.T) *JobStatus {
+	t.Helper()
+	id, err := rs.b.Submit(context.Background(), rs.m.request(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waitJob(t, rs.b, id)
 }
 
 // Carries: a direct connection always; a limited one only when the

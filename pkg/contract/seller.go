@@ -452,7 +452,11 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 	// The contract rule (reach.go), kept by the seller too: no job over a
 	// relayed connection whose limits do not fit it.
 	if cn := c.s.Conn(); cn.Stat().Limited && !Carries(cn, NeedOf(ct.Proposal, s.cfg.MaxOutputBytes), time.Now()) {
-		return id, refuse(RefuseUnreachable, fmt.Errorf("contract %s: job stream over a relayed connection whose limits do not fit the contract", id))
+		err := fmt.Errorf("contract %s: job stream over a relayed connection whose limits do not fit the contract", id)
+		// Nothing was funded: the reservation goes at once.
+		_, _ = s.machine.Move(RoleSeller, id, StateExpired, string(RefuseUnreachable)+": relayed connection too small for the contract", nil)
+		s.metricsReject(ReasonUnreachable)
+		return id, refuse(RefuseUnreachable, err)
 	}
 	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id, egressPrice: rec.EgressPrice}
 	ctx, cancel := context.WithCancelCause(s.ctx)
@@ -576,6 +580,7 @@ func (j *sellerJob) ready(ctx context.Context) []byte {
 // anything.
 func (s *Seller) observe(bytes int64, d time.Duration) {
 	if bps := throughput(bytes, d); bps > 0 && s.cfg.OnThroughput != nil {
+		s.log.Info("transfer measured", "bytes", bytes, "seconds", d.Seconds(), "bits_per_sec", int64(bps))
 		s.cfg.OnThroughput(bps)
 	}
 }
@@ -870,7 +875,7 @@ loop:
 		egressBytes = uint64(sent)
 		egress = EgressSats(egressBytes, j.egressPrice)
 		if buyerOK && why != "unpaid" {
-			frames = j.collectBill(ctx, frames, Bill{EgressBytes: egressBytes, EgressPrice: j.egressPrice, Egress: egress, Intervals: k, Total: owed + egress})
+			j.collectBill(ctx, frames, Bill{EgressBytes: egressBytes, EgressPrice: j.egressPrice, Egress: egress, Intervals: k, Total: owed + egress})
 		}
 	}
 	billed := min(j.paid, owed+egress)
@@ -908,11 +913,11 @@ loop:
 
 // collectBill sends the buyer the bill of a 1.3.0 job that has ended and
 // takes the payments that come for it, until the bill is paid, the buyer
-// stops sending or billWait passes. It returns frames (nil once the buyer
-// is gone).
-func (j *sellerJob) collectBill(ctx context.Context, frames chan []byte, bl Bill) chan []byte {
+// stops sending or billWait passes. frames are the buyer's (nil: it is
+// gone, the bill is sent for the record).
+func (j *sellerJob) collectBill(ctx context.Context, frames <-chan []byte, bl Bill) {
 	if err := j.c.send(jBill, marshalBill(bl)); err != nil {
-		return frames
+		return
 	}
 	grace := j.s.cfg.PayGrace
 	if grace <= 0 {
@@ -924,7 +929,7 @@ func (j *sellerJob) collectBill(ctx context.Context, frames chan []byte, bl Bill
 		select {
 		case f, ok := <-frames:
 			if !ok {
-				return nil
+				return
 			}
 			if f[0] != jPay {
 				continue
@@ -934,10 +939,9 @@ func (j *sellerJob) collectBill(ctx context.Context, frames chan []byte, bl Bill
 			}
 		case <-timeout.C:
 			j.s.log.Info("bill not paid in full", "contract", j.id, "peer", j.buyer, "total_sats", bl.Total, "paid_sats", j.paid)
-			return frames
+			return
 		case <-ctx.Done():
-			return frames
+			return
 		}
 	}
-	return frames
 }
