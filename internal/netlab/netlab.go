@@ -6,6 +6,8 @@
 // nftables — endpoint-independent mapping (masquerade, which keeps the
 // source port: full-cone-like) or port-dependent mapping (masquerade
 // fully-random: symmetric) — and drop unsolicited traffic from outside.
+// A home may sit behind an ISP's carrier-grade NAT (CGNAT: a shared
+// 100.64.N.0/24 segment behind another NAT router), a double NAT.
 // Impairments are router methods: random loss, a rate limit on the uplink
 // (tc tbf), a partition and its heal. There is no added latency: the
 // kernel this runs on has no netem, and netlab does not fake it.
@@ -77,6 +79,7 @@ type Internet struct {
 	nss     []string // every namespace made, in order
 	nextPub int      // last host octet used on the public segment
 	homes   int
+	isps    int
 	ports   int // bridge ports made on the public segment
 }
 
@@ -282,21 +285,52 @@ func (in *Internet) PublicHost(name string) *Host {
 // WAN on the public segment, .1 on the LAN.
 func (in *Internet) Home(name string, nat NAT) *Home {
 	in.t.Helper()
+	wan, port := in.publicAddr()
+	return in.home(name, nat, uplink{ns: in.pub, addr: netip.PrefixFrom(wan, PublicPrefix.Bits()), port: port})
+}
+
+// uplink is where a router's WAN plugs in: a bridge's namespace, the WAN
+// address, the bridge port's name and, off the public segment, the
+// gateway of its default route.
+type uplink struct {
+	ns   string
+	addr netip.Prefix
+	port string
+	gw   netip.Addr
+}
+
+func (in *Internet) home(name string, nat NAT, up uplink) *Home {
+	in.t.Helper()
 	in.mu.Lock()
 	in.homes++
 	n := in.homes
 	in.mu.Unlock()
 	subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(n), 0}), 24)
 	hm := &Home{Name: name, NAT: nat, Subnet: subnet, in: in}
-	hm.lan = in.newNS("lan-" + name)
-	in.must(hm.lan, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-	in.must(hm.lan, "ip", "link", "set", "br0", "up")
+	hm.lan = in.bridge("lan-" + name)
+	hm.Router = in.router(name+"-router", "r-"+name, nat, up, hm.lan, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(n), 1}), 24))
+	return hm
+}
 
-	wan, port := in.publicAddr()
-	r := &Router{Host: Host{Name: name + "-router", NS: in.newNS("r-" + name), IP: wan, in: in}}
-	r.LAN = netip.AddrFrom4([4]byte{192, 168, byte(n), 1})
-	in.plug(r.NS, "wan", netip.PrefixFrom(wan, PublicPrefix.Bits()), in.pub, port)
-	in.plug(r.NS, "lan", netip.PrefixFrom(r.LAN, 24), hm.lan, "p0")
+// bridge makes a namespace holding a bridge br0.
+func (in *Internet) bridge(role string) string {
+	in.t.Helper()
+	ns := in.newNS(role)
+	in.must(ns, "ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	in.must(ns, "ip", "link", "set", "br0", "up")
+	return ns
+}
+
+// router makes a NAT router: wan on up, lan (address lanAddr) on the
+// bridge in lanNS.
+func (in *Internet) router(name, role string, nat NAT, up uplink, lanNS string, lanAddr netip.Prefix) *Router {
+	in.t.Helper()
+	r := &Router{Host: Host{Name: name, NS: in.newNS(role), IP: up.addr.Addr(), in: in}, LAN: lanAddr.Addr()}
+	in.plug(r.NS, "wan", up.addr, up.ns, up.port)
+	in.plug(r.NS, "lan", lanAddr, lanNS, "p0")
+	if up.gw.IsValid() {
+		in.must(r.NS, "ip", "route", "add", "default", "via", up.gw.String())
+	}
 	in.must(r.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	mode := "masquerade"
 	if nat == Symmetric {
@@ -330,12 +364,51 @@ table inet filter {
 	if err != nil {
 		in.t.Fatalf("netlab: %v", err)
 	}
-	r.in = in
-	hm.Router = r
 	if err := r.apply(); err != nil {
 		in.t.Fatalf("netlab: %v", err)
 	}
-	return hm
+	return r
+}
+
+// ISP is a carrier-grade NAT: a router on the public segment with a
+// shared segment 100.64.N.0/24 (RFC 6598) behind it, where its
+// customers' home routers have their WAN — a double NAT.
+type ISP struct {
+	Name   string
+	Router *Router
+	Subnet netip.Prefix
+	seg    string
+	homes  int
+	in     *Internet
+}
+
+// CGNAT adds an ISP whose carrier-grade NAT maps as nat.
+func (in *Internet) CGNAT(name string, nat NAT) *ISP {
+	in.t.Helper()
+	in.mu.Lock()
+	in.isps++
+	n := in.isps
+	in.mu.Unlock()
+	isp := &ISP{Name: name, Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(n), 0}), 24), in: in}
+	isp.seg = in.bridge("isp-" + name)
+	wan, port := in.publicAddr()
+	isp.Router = in.router(name+"-cgnat", "r-"+name, nat, uplink{ns: in.pub, addr: netip.PrefixFrom(wan, PublicPrefix.Bits()), port: port},
+		isp.seg, netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(n), 1}), 24))
+	return isp
+}
+
+// Home adds a home behind the ISP: its router's WAN on the ISP's shared
+// segment (.2 upwards), its default route through the carrier-grade NAT.
+func (isp *ISP) Home(name string, nat NAT) *Home {
+	in := isp.in
+	in.t.Helper()
+	in.mu.Lock()
+	isp.homes++
+	n := isp.homes
+	in.mu.Unlock()
+	a := isp.Subnet.Addr().As4()
+	a[3] = byte(1 + n)
+	return in.home(name, nat, uplink{ns: isp.seg, addr: netip.PrefixFrom(netip.AddrFrom4(a), 24), port: "p" + strconv.Itoa(n), gw: isp.Router.LAN})
 }
 
 // Host adds a machine on the home's LAN, .2 upwards, its default route

@@ -212,6 +212,18 @@ func TestInternet(t *testing.T) {
 		t.Errorf("UDP hole punching with a symmetric NAT worked; want it to fail")
 	}
 
+	// Double NAT: a home behind a carrier-grade NAT reaches the public
+	// side, seen at the carrier's address; nothing gets in.
+	isp := in.CGNAT("isp", Cone)
+	d := isp.Home("cg", Cone).Host("d")
+	if got, err := seen(d, srv); err != nil || host(got) != isp.Router.IP.String() {
+		t.Errorf("behind the CGNAT: %q, %v; want seen as the carrier's %s", got, err, isp.Router.IP)
+	}
+	dSrv := echoServer(t, d, 9001)
+	if got, err := seen(pub, dSrv); err == nil {
+		t.Errorf("the public side reached a host behind the double NAT (%s)", got)
+	}
+
 	// A port forward lets the outside in on that port only.
 	if err := cone.Router.Forward(9000, a); err != nil {
 		t.Fatal(err)
