@@ -46,6 +46,7 @@ type world struct {
 	boot, relay         *daemon
 	bootAddr            string
 	cone, cone2, sym    *netlab.Home
+	cgnat               *netlab.Home // a home behind a carrier-grade NAT
 	bootHost, relayHost *netlab.Host
 }
 
@@ -56,6 +57,7 @@ func newWorld(t testing.TB) *world {
 	w := &world{market: m, net: in}
 	w.rpc = in.PublicHost("chain").Expose(18334, m.btcd.RPCHost)
 	w.cone, w.cone2, w.sym = in.Home("cone", netlab.Cone), in.Home("cone2", netlab.Cone), in.Home("sym", netlab.Symmetric)
+	w.cgnat = in.CGNAT("isp", netlab.Cone).Home("cgnat", netlab.Cone)
 	w.bootHost, w.relayHost = in.PublicHost("boot"), in.PublicHost("relay")
 	// The bootstrap node and the relay-capable node sell nothing.
 	w.boot = w.at(w.bootHost, []string{"BLACKBOX_METER_MAX_CPU=0"})
@@ -68,7 +70,7 @@ func newWorld(t testing.TB) *world {
 	for i := range publicPeers {
 		w.at(in.PublicHost(fmt.Sprintf("peer%d", i)), []string{"BLACKBOX_METER_MAX_CPU=0"}, "--bootstrap", w.bootAddr)
 	}
-	for _, h := range []*netlab.Home{w.cone, w.cone2, w.sym} {
+	for _, h := range []*netlab.Home{w.cone, w.cone2, w.sym, w.cgnat} {
 		for _, p := range []netip.Addr{w.relayHost.IP, w.cone.Router.IP, w.cone2.Router.IP, w.sym.Router.IP} {
 			if p != h.Router.IP {
 				if err := h.Router.Watch(p); err != nil {
@@ -307,6 +309,13 @@ func TestNATMarket(t *testing.T) {
 		if way == "direct" {
 			t.Logf("a direct connection to a seller behind a symmetric NAT: unexpected, but allowed")
 		}
+	})
+	t.Run("double NAT", func(t *testing.T) {
+		// A home behind its ISP's carrier-grade NAT, both mapping
+		// endpoint-independently: any of the three ends, and status
+		// says which.
+		way := outcome(t, w.in(t), w.cgnat, "cgnat")
+		t.Logf("seller behind a home NAT behind a carrier-grade NAT: %s", way)
 	})
 	t.Run("impaired", func(t *testing.T) { impairedFlow(t, w.in(t), image) })
 	t.Run("partition", func(t *testing.T) { partitionFlow(t, w.in(t), image) })
