@@ -189,7 +189,11 @@ func BenchmarkNAT(b *testing.B) {
 	homes := []*netlab.Home{w.cone, w.cone2, w.sym}
 	var reserved []*daemon
 	for i := range 20 {
-		reserved = append(reserved, w.at(homes[i%3].Host(fmt.Sprintf("r%d", i)), []string{"BLACKBOX_METER_MAX_CPU=0", "BLACKBOX_NETWORK_RELAYS=" + relayAddr}, "--bootstrap", w.bootAddr))
+		// Slot holders need no wallet: their payments are off (no btcd
+		// at that address). (With a wallet each, a fresh node once hung
+		// over two minutes in "creating the node's wallet" here.)
+		env := []string{"BLACKBOX_METER_MAX_CPU=0", "BLACKBOX_NETWORK_RELAYS=" + relayAddr, "BLACKBOX_PAYMENT_RPC_HOST=127.0.0.1:9"}
+		reserved = append(reserved, w.at(homes[i%3].Host(fmt.Sprintf("r%d", i)), env, "--bootstrap", w.bootAddr))
 	}
 	holding := func() int {
 		n := 0
