@@ -29,7 +29,7 @@ type reachStatus struct {
 	Reachability api.Reachability `json:"reachability"`
 }
 
-func reachOf(t *testing.T, bin string, p *proc) reachStatus {
+func reachOf(t testing.TB, bin string, p *proc) reachStatus {
 	t.Helper()
 	out, err := runCLI(t, bin, "status", "--json", "--data-dir", p.dir)
 	if err != nil {

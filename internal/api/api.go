@@ -93,7 +93,8 @@ type Reachability struct {
 	// peers observed: unknown, endpoint_independent (hole punching works)
 	// or endpoint_dependent (symmetric: it rarely does).
 	NAT NATTypes `json:"nat"`
-	// HolePunching is possible, unlikely, unknown, or off (disabled).
+	// HolePunching is the outlook for upgrading relayed connections:
+	// possible, unlikely, unknown, not_needed (public), or off (disabled).
 	HolePunching string `json:"hole_punching"`
 	// DHTMode is server or client, as network.dht_mode's rule says now.
 	DHTMode string `json:"dht_mode"`

@@ -176,7 +176,7 @@ func networkString(r api.Reachability) string {
 	if r.PortMapping {
 		pm = "on"
 	}
-	return fmt.Sprintf("DHT %s, relay service %s, port mapping %s, hole punches %d (%d direct)",
+	return fmt.Sprintf("DHT %s, relay service %s, port mapping %s, hole punches %d (%d succeeded)",
 		r.DHTMode, relay, pm, r.HolePunch.Attempts, r.HolePunch.Successes)
 }
 
