@@ -3,11 +3,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
 )
@@ -23,7 +25,11 @@ func TestEgressBilled(t *testing.T) {
 	const size = 5 << 20
 	m := newMarket(t)
 	addr, _ := payoutAddress(t)
-	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_METER_PRICING_EGRESS_GIB=100000"))
+	// An uplink declared far above what loopback achieves: the measured
+	// transfer of the outputs brings the bandwidth on offer down.
+	const uplink = 1_000_000_000_000 // 1 Tbit/s
+	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_METER_PRICING_EGRESS_GIB=100000",
+		"BLACKBOX_METER_UPLINK=1Tbit", "BLACKBOX_METER_SAMPLE_INTERVAL=500ms"))
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
 	buyerID := buyer.peerID()
 	m.fund(buyer.proc, 1_000_000)
@@ -85,6 +91,24 @@ func TestEgressBilled(t *testing.T) {
 	if err != nil || json.Unmarshal([]byte(o), &js) != nil || js.Receipt == nil || js.Receipt.Egress != rc.Egress {
 		t.Fatalf("job --json: %v\n%s", err, o)
 	}
+	// Bandwidth is real: the seller measured the 5 MiB it sent, and the
+	// bandwidth it offers follows the measure.
+	measured := 0
+	for _, line := range strings.Split(seller.logs.String(), "\n") {
+		if i := strings.Index(line, `msg="transfer measured"`); i >= 0 {
+			measured++
+			t.Logf("seller: %s", line[i:])
+		}
+	}
+	if measured < 2 { // the image received, the outputs sent
+		t.Fatalf("the seller measured %d transfers, want 2:\n%s", measured, tail(seller.logs.String(), 30))
+	}
+	waitFor(t, 30*time.Second, "the offered bandwidth to follow the measured throughput", func() bool {
+		st, err := seller.api().Status(context.Background())
+		return err == nil && st.OnOffer.Bandwidth > 0 && st.OnOffer.Bandwidth < uplink
+	})
+	st, _ := seller.api().Status(context.Background())
+	t.Logf("bandwidth on offer after the transfer: %d bit/s (declared %d)", st.OnOffer.Bandwidth, int64(uplink))
 	// And on chain.
 	m.closeOnChain(seller, ch, j.Paid)
 }

@@ -166,14 +166,16 @@ func TestEgressBeyondTheChannel(t *testing.T) {
 	pay := &fakePay{}
 	m.seller(&fakeRunner{work: testInterval / 2, outBytes: 5 << 20}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
 		func(c *SellerConfig) { c.PayGrace = testInterval })
-	m.offers[0].Prices.EgressGiB = 100_000_000
+	m.offers[0].Prices.EgressGiB = 1_000_000_000 // 5 MiB: 4882 sat, more than the whole contract
 	req := m.request(10)
-	owed1 := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(1)
-	b, _ := m.buyer(&capPay{fakePay: pay, max: owed1})
+	p := &Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}
+	// The channel holds every interval of the contract, not the egress.
+	b, _ := m.buyer(&capPay{fakePay: pay, max: p.Total()})
 	m.connect()
 	j := doneJob(t, b, req)
-	if j.Paid != owed1 || j.Receipt.Billed != owed1 || j.Receipt.EgressBytes == 0 {
-		t.Fatalf("paid %d, receipt %+v; want %d paid and billed", j.Paid, j.Receipt, owed1)
+	rc := j.Receipt
+	if rc.EgressBytes == 0 || rc.Billed != j.Paid || j.Paid > p.Total() || j.Paid < p.Owed(rc.Intervals) {
+		t.Fatalf("paid %d, receipt %+v; want the %d interval(s) paid (%d sat), within the channel's %d, and billed", j.Paid, rc, rc.Intervals, p.Owed(rc.Intervals), p.Total())
 	}
 }
 

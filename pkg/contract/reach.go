@@ -81,31 +81,31 @@ func Carries(c network.Conn, n Need, now time.Time) bool {
 	return true
 }
 
-// Reach is how the buyer holds a seller for a contract.
-type Reach int
+// reachKind is how the buyer holds a seller for a contract.
+type reachKind int
 
-// Reaches.
+// How the buyer holds a seller.
 const (
-	// ReachNone: no connection that can carry the contract.
-	ReachNone Reach = iota
-	// ReachDirect: a connection without limits.
-	ReachDirect
-	// ReachRelayFits: only limited connections, one of whose limits fit.
-	ReachRelayFits
+	// reachNone: no connection that can carry the contract.
+	reachNone reachKind = iota
+	// reachDirect: a connection without limits.
+	reachDirect
+	// reachRelayFits: only limited connections, one of whose limits fit.
+	reachRelayFits
 )
 
 // reachOf classifies the live connections to p for a contract needing n.
-func reachOf(conns []network.Conn, n Need, now time.Time) Reach {
-	r := ReachNone
+func reachOf(conns []network.Conn, n Need, now time.Time) reachKind {
+	r := reachNone
 	for _, c := range conns {
 		if c.IsClosed() {
 			continue
 		}
 		if !c.Stat().Limited {
-			return ReachDirect
+			return reachDirect
 		}
 		if Carries(c, n, now) {
-			r = ReachRelayFits
+			r = reachRelayFits
 		}
 	}
 	return r
@@ -132,9 +132,9 @@ func (b *Buyer) reach(ctx context.Context, seller peer.ID, n Need) (bool, error)
 	net := b.cfg.Host.Network()
 	for {
 		switch reachOf(net.ConnsToPeer(seller), n, time.Now()) {
-		case ReachDirect:
+		case reachDirect:
 			return false, nil
-		case ReachRelayFits:
+		case reachRelayFits:
 			return true, nil
 		}
 		left := time.Until(deadline)
@@ -155,7 +155,7 @@ func (b *Buyer) reach(ctx context.Context, seller peer.ID, n Need) (bool, error)
 	}
 }
 
-// unreachable remembers, per seller, until when the buyer ranks it behind
+// markUnreachable remembers, per seller, until when the buyer ranks it behind
 // the others.
 func (b *Buyer) markUnreachable(p peer.ID) {
 	b.mu.Lock()

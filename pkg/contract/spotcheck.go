@@ -176,10 +176,12 @@ func (b *Buyer) spotCheck(ctx context.Context, j *JobStatus, sc SpotChecker, fir
 				}
 			}
 			b.log.Info("spot check incomplete", "job", j.ID, "err", err)
-			set(SpotCheck{State: SpotFailed, Error: err.Error()})
+			// The book hears first: whoever sees the spot check ended
+			// sees its outcome counted.
 			if len(runs) > 1 {
 				sc.SpotCheckResult(runs)
 			}
+			set(SpotCheck{State: SpotFailed, Error: err.Error()})
 			return
 		}
 		tried[seller] = true
@@ -191,6 +193,6 @@ func (b *Buyer) spotCheck(ctx context.Context, j *JobStatus, sc SpotChecker, fir
 	}
 	v, bad := verdict(runs)
 	b.log.Info("spot check done", "job", j.ID, "verdict", v, "mismatched", len(bad), "paid_sats", paid)
-	set(SpotCheck{State: SpotDone, Verdict: v, Mismatched: bad})
 	sc.SpotCheckResult(runs)
+	set(SpotCheck{State: SpotDone, Verdict: v, Mismatched: bad})
 }
