@@ -42,7 +42,7 @@ func serve(t testing.TB, bin string, env []string, args ...string) *proc {
 	return serveIn(t, []string{bin}, env, append([]string{"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"}, args...)...)
 }
 
-// serveIn starts `serve` through a command prefix (e.g. ip netns exec NS).
+// serveIn starts `serve` through a command prefix (e.g. a netlab host's nsenter).
 func serveIn(t testing.TB, prefix []string, env []string, args ...string) *proc {
 	t.Helper()
 	dir := t.TempDir()

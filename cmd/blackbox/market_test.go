@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,6 +139,7 @@ func (m *market) fund(p *proc, sats int64) {
 type daemon struct {
 	*proc
 	m      *market
+	prefix []string // runs the binary through it (a netlab host's nsenter), if set
 	env    []string
 	args   []string
 	listen string
@@ -149,9 +151,16 @@ type daemon struct {
 // daemon starts `blackbox serve` on a fresh data dir with the market's
 // environment plus extra; the test's cleanup stops it (SIGTERM) if it runs.
 func (m *market) daemon(extra []string, args ...string) *daemon {
+	m.t.Helper()
+	return m.daemonIn(nil, "", extra, args...)
+}
+
+// daemonIn is daemon run through a command prefix (a netlab host's nsenter),
+// listening on listen (TCP; "" is loopback on a free port).
+func (m *market) daemonIn(prefix []string, listen string, extra []string, args ...string) *daemon {
 	t := m.t
 	t.Helper()
-	d := &daemon{m: m, env: append(append([]string(nil), m.env...), extra...), args: args,
+	d := &daemon{m: m, prefix: prefix, listen: listen, env: append(append([]string(nil), m.env...), extra...), args: args,
 		proc: &proc{dir: t.TempDir(), logs: &bytes.Buffer{}}}
 	d.start()
 	t.Cleanup(func() {
@@ -182,7 +191,11 @@ func (d *daemon) start() {
 		listen = d.listen
 	}
 	argv := append([]string{"serve", "--data-dir", d.dir, "--listen", listen}, d.args...)
-	cmd := exec.Command(d.m.bin, argv...)
+	name := d.m.bin
+	if len(d.prefix) > 0 {
+		name, argv = d.prefix[0], slices.Concat(d.prefix[1:], []string{d.m.bin}, argv)
+	}
+	cmd := exec.Command(name, argv...)
 	cmd.Env = append(os.Environ(), d.env...)
 	cmd.Stdout, cmd.Stderr = d.logs, d.logs
 	began := time.Now()

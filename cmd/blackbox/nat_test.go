@@ -4,341 +4,491 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
-	"os/exec"
-	"slices"
-	"strconv"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/internal/netlab"
+	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
-// natLab builds a small internet from network namespaces: a core router
-// joining two "public" hosts (6.0.0.2 and 7.0.0.2: globally
-// routable-looking addresses that never leave the namespaces, since
-// go-libp2p tests and hole-punches towards public addresses only) and two
-// home routers, each with its own "public" address (8.0.0.2, 9.0.0.2), a
-// LAN behind it with one host (192.168.77.2, 192.168.78.2), a masquerade
-// (nftables) and the firewall of a home router: nothing comes in from the
-// WAN but replies. Linux's source NAT keeps a socket's port where it can:
-// an endpoint-independent mapping, where hole punching works; with
-// symmetricB, home B's router picks a random port for each connection
-// (endpoint-dependent, "symmetric"), where it does not. It returns
-// the public hosts and the homes, and removes everything at cleanup. It
-// needs root, iproute2 and nftables.
-func natLab(t testing.TB, symmetricB bool) (public1, public2, home, home2 string) {
+// The NAT tests run the market in an internet of network namespaces
+// (internal/netlab): a public segment (11.0.0.0/24) with a bootstrap node,
+// a relay-capable node and btcd's RPC (the test's btcd, exposed there);
+// home LANs behind NAT routers: "cone" and "cone2" with endpoint-independent
+// mapping, "sym" with symmetric (port-dependent) mapping. Every node is a
+// real `blackbox serve` in its own namespace; the CLI reaches it through
+// its data dir's socket from the test's namespace.
+
+// nodePort is where every node in the internet listens (TCP and QUIC), as
+// a configured node would.
+const nodePort = 7460
+
+// publicPeers is how many plain nodes the public segment holds besides
+// the bootstrap and relay nodes.
+const publicPeers = 3
+
+// world is a market in a netlab internet, shared by the subtests of one
+// test.
+type world struct {
+	*market
+	net                 *netlab.Internet
+	rpc                 string // btcd's RPC as the internet sees it
+	boot, relay         *daemon
+	bootAddr            string
+	cone, cone2, sym    *netlab.Home
+	cgnat               *netlab.Home // a home behind a carrier-grade NAT
+	bootHost, relayHost *netlab.Host
+}
+
+func newWorld(t testing.TB) *world {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (network namespaces, nftables), and CI runs as root")
-		}
-		t.Skip("needs root to create network namespaces")
+	m := newMarket(t)
+	in := netlab.New(t)
+	w := &world{market: m, net: in}
+	w.rpc = in.PublicHost("chain").Expose(18334, m.btcd.RPCHost)
+	w.cone, w.cone2, w.sym = in.Home("cone", netlab.Cone), in.Home("cone2", netlab.Cone), in.Home("sym", netlab.Symmetric)
+	w.cgnat = in.CGNAT("isp", netlab.Cone).Home("cgnat", netlab.Cone)
+	w.bootHost, w.relayHost = in.PublicHost("boot"), in.PublicHost("relay")
+	// The bootstrap node and the relay-capable node sell nothing.
+	w.boot = w.at(w.bootHost, []string{"BLACKBOX_METER_MAX_CPU=0"})
+	w.bootAddr = w.addrOf(w.boot, w.bootHost)
+	w.relay = w.at(w.relayHost, []string{"BLACKBOX_METER_MAX_CPU=0"}, "--bootstrap", w.bootAddr)
+	// A few more public peers, as on the real internet: libp2p takes an
+	// address peers observe it at as its own only once 4 distinct IPs
+	// observed it (observedaddrs.ActivationThresh), and a node behind NAT
+	// needs that public address to punch a hole.
+	for i := range publicPeers {
+		w.at(in.PublicHost(fmt.Sprintf("peer%d", i)), []string{"BLACKBOX_METER_MAX_CPU=0"}, "--bootstrap", w.bootAddr)
 	}
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed (apt-get install iproute2 nftables): %v", tool, err)
+	for _, h := range []*netlab.Home{w.cone, w.cone2, w.sym, w.cgnat} {
+		for _, p := range []netip.Addr{w.relayHost.IP, w.cone.Router.IP, w.cone2.Router.IP, w.sym.Router.IP} {
+			if p != h.Router.IP {
+				if err := h.Router.Watch(p); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	}
-	id := os.Getpid() % 10000
-	ns := func(what string) string { return fmt.Sprintf("bb%s%d", what, id) }
-	core, natA, natB := ns("core"), ns("natA"), ns("natB")
-	public1, public2, home, home2 = ns("pubA"), ns("pubB"), ns("homeA"), ns("homeB")
-	all := []string{core, natA, natB, public1, public2, home, home2}
-	t.Cleanup(func() {
-		for _, n := range all {
-			exec.Command("ip", "netns", "del", n).Run()
+	return w
+}
+
+// in is the world for a subtest: daemons it starts stop at its end.
+func (w *world) in(t *testing.T) *world {
+	m := *w.market
+	m.t = t
+	c := *w
+	c.market = &m
+	return &c
+}
+
+// at starts a node on host h with the market's environment plus extra,
+// btcd at its public address and the listen address nodePort.
+func (w *world) at(h *netlab.Host, extra []string, args ...string) *daemon {
+	w.t.Helper()
+	env := append([]string{"BLACKBOX_PAYMENT_RPC_HOST=" + w.rpc}, extra...)
+	quic := fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", nodePort)
+	return w.daemonIn(h.Prefix(), fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", nodePort), env, append([]string{"--listen", quic}, args...)...)
+}
+
+// addrOf is d's TCP address on host h, for --bootstrap.
+func (w *world) addrOf(d *daemon, h *netlab.Host) string {
+	return fmt.Sprintf("/ip4/%s/tcp/%d/p2p/%s", h.IP, nodePort, d.peerID())
+}
+
+// waitRegion waits until the buyer sees n offers in region.
+func (w *world) waitRegion(buyer *daemon, region string, n int) {
+	t := w.t
+	t.Helper()
+	var offers []api.Offer
+	var err error
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		offers, err = buyer.api().Market(context.Background(), api.MarketRequest{Filter: offer.Filter{Region: region}, TimeoutSeconds: 5})
+		if err == nil && len(offers) >= n {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("the buyer sees %d offers in region %s (err %v), want %d\n%s", len(offers), region, err, n, tail(buyer.logs.String(), 30))
+}
+
+// balance is the daemon's wallet balance.
+func (d *daemon) balance() api.Balance {
+	d.m.t.Helper()
+	out, err := d.cli("wallet", "balance", "--json")
+	var b api.Balance
+	if err != nil || json.Unmarshal([]byte(out), &b) != nil {
+		d.m.t.Fatalf("wallet balance: %v: %s", err, out)
+	}
+	return b
+}
+
+// statusJSON is `blackbox status --json` as a map, for what a test only
+// logs or looks up by key.
+func (d *daemon) statusJSON() map[string]any {
+	d.m.t.Helper()
+	out, err := d.cli("status", "--json")
+	var s map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &s) != nil {
+		d.m.t.Fatalf("status --json: %v: %s", err, out)
+	}
+	return s
+}
+
+// path is the way a job's bytes went between two homes, from the seller's
+// router's counters of what it let in: "direct" (from the buyer's router,
+// after hole punching), "relay" (from the relay node) or "" (neither
+// carried the image).
+func (w *world) path(t testing.TB, seller *netlab.Home, buyer *netlab.Home, before [2]uint64, min uint64) (string, [2]uint64) {
+	t.Helper()
+	direct, err := seller.Router.Traffic(buyer.Router.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayed, err := seller.Router.Traffic(w.relayHost.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := [2]uint64{direct, relayed}
+	d, r := direct-before[0], relayed-before[1]
+	t.Logf("seller's router forwarded %d bytes to/from the buyer's router, %d to/from the relay", d, r)
+	switch {
+	case d >= min:
+		return "direct", now
+	case r >= min:
+		return "relay", now
+	}
+	return "", now
+}
+
+func (w *world) counters(t testing.TB, seller, buyer *netlab.Home) [2]uint64 {
+	_, c := w.path(t, seller, buyer, [2]uint64{}, 1<<62)
+	return c
+}
+
+// natBuyer is buyerEnv for the NAT tests: a buyer that finds no seller it
+// can deal with gives up after 30 s, not contract.busy_wait's 2 min.
+var natBuyer = append([]string{"BLACKBOX_CONTRACT_BUSY_WAIT=30s"}, buyerEnv...)
+
+// natSeller is sellerEnv in a region of its own, so that a subtest's buyer
+// deals only with its own sellers.
+func natSeller(region string, extra ...string) []string {
+	return sellerEnv(append([]string{"BLACKBOX_REGION=" + region}, extra...)...)
+}
+
+// TestNATMarket: a seller at home, a buyer at another home, across their
+// NAT routers, the whole flow through the real CLI — for a seller behind
+// the cone NAT and one behind the symmetric NAT, then with 2% loss and a
+// 10 Mbit uplink on the seller's router, then with the seller's home cut
+// off for 30 s mid-job. One internet, one btcd and one bootstrap node for
+// all of them.
+func TestNATMarket(t *testing.T) {
+	w := newWorld(t)
+	image := busybox(t, t.TempDir())
+
+	// outcome runs a job from a buyer in cone2 to a seller at home and
+	// checks one of the three allowed ends: done directly after hole
+	// punching, done over the relay, or refused as unreachable before
+	// any money moved. It returns which.
+	outcome := func(t *testing.T, w *world, home *netlab.Home, region string) string {
+		seller := w.at(home.Host("seller-"+region), natSeller(region), "--bootstrap", w.bootAddr)
+		buyer := w.at(w.cone2.Host("buyer-"+region), natBuyer, "--bootstrap", w.bootAddr)
+		sellerID, buyerID := seller.peerID(), buyer.peerID()
+		w.fund(buyer.proc, 1_000_000)
+		w.waitRegion(buyer, region, 1)
+		// Both learn they are behind NAT first (AutoNAT, relay slots):
+		// status then says how each is reached.
+		for _, d := range []*daemon{seller, buyer} {
+			waitFor(t, 90*time.Second, "a verdict on "+d.dir+"'s reachability", func() bool { return w.reach(d).State != "unknown" })
+		}
+		before := buyer.balance()
+		// The image may be in the sellers' shared containerd already: a
+		// fresh 1 MiB input is what must cross, one way or the other.
+		input := filepath.Join(t.TempDir(), "data")
+		if err := os.WriteFile(input, randomBytes(t, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c0 := w.counters(t, home, w.cone2)
+		flags := append([]string{"--region", region, "--input", input}, jobFlags...)
+		res := filepath.Join(t.TempDir(), "res")
+		j := submit(t, buyer, image, res, flags, "sh", "-c", "echo across > /out/x; sha256sum /in/data | cut -d' ' -f1")
+		t.Logf("job %s: %s paid %d; attempts %+v; %q", j.ID, j.State, j.Paid, j.Attempts, j.Error)
+		t.Logf("seller's reachability: %+v", w.reach(seller))
+		t.Logf("buyer's reachability: %+v", w.reach(buyer))
+		if j.State == contract.JobDone {
+			if j.Seller.String() != sellerID || j.Paid <= 0 || j.ExitCode != 0 {
+				t.Fatalf("job %s done on %s (want %s), paid %d, exit %d", j.ID, j.Seller, sellerID, j.Paid, j.ExitCode)
+			}
+			if b, _ := os.ReadFile(filepath.Join(res, "out", "x")); string(b) != "across\n" {
+				t.Fatalf("out/x: %q", b)
+			}
+			if got, want := "sha256:"+strings.TrimSpace(readFile(t, filepath.Join(res, "stdout"))), sha256File(t, input); got != want {
+				t.Fatalf("the seller read an input of %s, the buyer sent %s", got, want)
+			}
+			way, _ := w.path(t, home, w.cone2, c0, 1<<20)
+			if way == "" {
+				t.Fatalf("the job is done but neither the direct path nor the relay carried the 1 MiB input")
+			}
+			// The nodes' status says the same: both behind NAT
+			// (private, with relay slots), and a direct connection
+			// between two homes is an upgrade of the relayed one by
+			// DCUtR: a punch that succeeded, or its first direct dial
+			// (which gets through when the other side's earlier dial
+			// to this home's public address opened its NAT).
+			rs, rb := w.reach(seller), w.reach(buyer)
+			if rs.State != "private" || rb.State != "private" {
+				// (unreachable would be a node with no relay slot)
+				t.Errorf("status: seller %s, buyer %s; want both private (behind NAT, reachable through a relay)", rs.State, rb.State)
+			}
+			upgraded := rs.HolePunch.Successes + rb.HolePunch.Successes + rs.HolePunch.DirectDials + rb.HolePunch.DirectDials
+			if way == "direct" && upgraded == 0 {
+				t.Errorf("the bytes went directly, but status counts no upgrade of the relayed connection: seller %+v, buyer %+v", rs.HolePunch, rb.HolePunch)
+			}
+			ch := seller.channelWith(buyerID)
+			if ch == nil || ch.Paid != j.Paid {
+				t.Fatalf("the seller's channel %+v; the buyer paid %d", ch, j.Paid)
+			}
+			w.closeOnChain(seller, ch, j.Paid)
+			return way
+		}
+		// Not done: it must be refused as unreachable before any money
+		// moved (no channel, nothing paid, the wallet as it was).
+		if len(j.Attempts) == 0 || j.Attempts[len(j.Attempts)-1].Reason != contract.ReasonUnreachable {
+			t.Fatalf("job %s: %s %q, attempts %+v; want done, or refused as unreachable", j.ID, j.State, j.Error, j.Attempts)
+		}
+		if j.Paid != 0 || buyer.channelWith(sellerID) != nil || seller.channelWith(buyerID) != nil {
+			t.Fatalf("refused as unreachable, yet paid %d; buyer's channel %+v", j.Paid, buyer.channelWith(sellerID))
+		}
+		if after := buyer.balance(); after.Spendable != before.Spendable {
+			t.Fatalf("refused as unreachable, yet the wallet went from %+v to %+v", before, after)
+		}
+		return "unreachable"
+	}
+
+	t.Run("public seller", func(t *testing.T) {
+		// The common case today: a buyer at home, a seller on a public
+		// address (a rack machine). The buyer dials out through its NAT.
+		w := w.in(t)
+		seller := w.at(w.net.PublicHost("seller-pub"), natSeller("pub"), "--bootstrap", w.bootAddr)
+		buyer := w.at(w.cone2.Host("buyer-pub"), natBuyer, "--bootstrap", w.bootAddr)
+		buyerID := buyer.peerID()
+		w.fund(buyer.proc, 1_000_000)
+		w.waitRegion(buyer, "pub", 1)
+		res := filepath.Join(t.TempDir(), "res")
+		j := submit(t, buyer, image, res, append([]string{"--region", "pub"}, jobFlags...), "sh", "-c", "echo out > /out/x; echo done")
+		if j.State != contract.JobDone || j.Seller.String() != seller.peerID() || j.Paid <= 0 {
+			t.Fatalf("job %s: %s on %s paid %d %q", j.ID, j.State, j.Seller, j.Paid, j.Error)
+		}
+		if b, _ := os.ReadFile(filepath.Join(res, "out", "x")); string(b) != "out\n" {
+			t.Fatalf("out/x: %q", b)
+		}
+		w.closeOnChain(seller, w.waitChannelPaid(seller, buyerID, j.Paid), j.Paid)
+	})
+	t.Run("cone", func(t *testing.T) {
+		// Both homes map endpoint-independently: hole punching works, so
+		// the job's bytes must go directly, not through the relay.
+		if way := outcome(t, w.in(t), w.cone, "cone"); way != "direct" {
+			t.Fatalf("seller behind the cone NAT: %s; want a direct connection after hole punching", way)
 		}
 	})
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	t.Run("symmetric", func(t *testing.T) {
+		// Hole punching is expected to fail: over a relay whose limits
+		// fit, or refused as unreachable.
+		way := outcome(t, w.in(t), w.sym, "sym")
+		t.Logf("seller behind the symmetric NAT: %s", way)
+		if way == "direct" {
+			t.Logf("a direct connection to a seller behind a symmetric NAT: unexpected, but allowed")
 		}
-	}
-	in := func(n string, args ...string) { run(append([]string{"ip", "netns", "exec", n}, args...)...) }
-	for _, n := range all {
-		run("ip", "netns", "add", n)
-		run("ip", "-n", n, "link", "set", "lo", "up")
-	}
-	// link joins host to router on a /24: host gets addr and routes
-	// everything through the router's gw; it returns the host's device.
-	nlinks := 0
-	link := func(router, gw, host, addr string) string {
-		nlinks++
-		dev := fmt.Sprintf("bb%d-%d", id, nlinks)
-		run("ip", "link", "add", dev+"r", "type", "veth", "peer", "name", dev)
-		run("ip", "link", "set", dev+"r", "netns", router)
-		run("ip", "link", "set", dev, "netns", host)
-		run("ip", "-n", router, "addr", "add", gw+"/24", "dev", dev+"r")
-		run("ip", "-n", host, "addr", "add", addr+"/24", "dev", dev)
-		run("ip", "-n", router, "link", "set", dev+"r", "up")
-		run("ip", "-n", host, "link", "set", dev, "up")
-		run("ip", "-n", host, "route", "add", "default", "via", gw)
-		return dev
-	}
-	link(core, "6.0.0.1", public1, "6.0.0.2")
-	link(core, "7.0.0.1", public2, "7.0.0.2")
-	for _, r := range []struct{ nat, wan, lan, host string }{{natA, "8.0.0", "192.168.77", home}, {natB, "9.0.0", "192.168.78", home2}} {
-		wan := link(core, r.wan+".1", r.nat, r.wan+".2")
-		link(r.nat, r.lan+".1", r.host, r.lan+".2")
-		in(r.nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		in(r.nat, "nft", "add table ip nat")
-		in(r.nat, "nft", "add chain ip nat post { type nat hook postrouting priority 100 ; }")
-		masq := "masquerade"
-		if symmetricB && r.nat == natB {
-			masq = "masquerade random"
-		}
-		in(r.nat, "nft", "add rule ip nat post oifname "+wan+" "+masq)
-		in(r.nat, "nft", "add table ip filter")
-		for _, hook := range []string{"input", "forward"} {
-			in(r.nat, "nft", "add chain ip filter "+hook+" { type filter hook "+hook+" priority 0 ; }")
-			in(r.nat, "nft", "add rule ip filter "+hook+" iifname "+wan+" ct state new drop")
-		}
-	}
-	in(core, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	return public1, public2, home, home2
+	})
+	t.Run("double NAT", func(t *testing.T) {
+		// A home behind its ISP's carrier-grade NAT, both mapping
+		// endpoint-independently: any of the three ends, and status
+		// says which.
+		way := outcome(t, w.in(t), w.cgnat, "cgnat")
+		t.Logf("seller behind a home NAT behind a carrier-grade NAT: %s", way)
+	})
+	t.Run("impaired", func(t *testing.T) { impairedFlow(t, w.in(t), image) })
+	t.Run("partition", func(t *testing.T) { partitionFlow(t, w.in(t), image) })
 }
 
-// TestAutoNATBehindARealNAT: nothing forced. Two nodes on the "public"
-// side and a node at home behind a masquerading router (real processes in
-// network namespaces). Each asks the others to dial it back (AutoNAT): the
-// public nodes learn they are public, run the DHT as servers and the relay
-// service; the home node learns it is behind NAT, runs the DHT as a client,
-// finds the public node's relay among its peers (no network.relays) and
-// reserves a slot, its circuit address among its addresses. doctor says
-// both from AutoNAT's verdict.
-func TestAutoNATBehindARealNAT(t *testing.T) {
-	l := startLab(t, false)
-	bin, pubA, pubB, home, sa, sb := l.bin, l.pubA, l.pubB, l.home, l.a, l.b
-
-	for _, x := range []struct {
-		p  *proc
-		ip string
-	}{{pubA, "6.0.0.2"}, {pubB, "7.0.0.2"}} {
-		var s reachStatus
-		waitUntilOr(t, bin, 150*time.Second, "a public verdict", func() bool {
-			s = reachOf(t, bin, x.p)
-			return s.Reachability.State == "public" && s.Reachability.RelayService && s.Reachability.DHTMode == "server"
-		}, pubA, pubB, home)
-		if s.Reachability.Source != "autonat" || !slices.ContainsFunc(s.Reachability.PublicAddrs, func(a string) bool { return strings.Contains(a, x.ip) }) {
-			t.Fatalf("public node at %s: %+v", x.ip, s.Reachability)
-		}
-		if st, detail, _ := doctorReach(t, bin, x.p); st != "ok" || !strings.Contains(detail, "peers dialled it back") {
-			t.Fatalf("public node's doctor: %s %q", st, detail)
-		}
+// reach is the reachability part of the node's status --json.
+func (w *world) reach(d *daemon) api.Reachability {
+	d.m.t.Helper()
+	out, err := d.cli("status", "--json")
+	var s struct {
+		Reachability api.Reachability `json:"reachability"`
 	}
-
-	var h reachStatus
-	waitUntilOr(t, bin, 150*time.Second, "the home node's verdict and relay slot", func() bool {
-		h = reachOf(t, bin, home)
-		return h.Reachability.State == "private"
-	}, pubA, pubB, home)
-	r := h.Reachability
-	if r.Source != "autonat" || len(r.Relays) == 0 || r.DHTMode != "client" || r.RelayService {
-		t.Fatalf("home node: %+v", r)
+	if err != nil || json.Unmarshal([]byte(out), &s) != nil {
+		d.m.t.Fatalf("status --json: %v: %s", err, out)
 	}
-	for _, relay := range r.Relays {
-		if relay != sa.PeerID && relay != sb.PeerID {
-			t.Fatalf("home node's relay %s is neither public node", relay)
-		}
-	}
-	if !slices.ContainsFunc(r.RelayAddrs, func(a string) bool {
-		return strings.HasSuffix(a, "/p2p-circuit") && !strings.Contains(a, "/127.0.0.1/")
-	}) {
-		t.Fatalf("home node's relay addresses: %v", r.RelayAddrs)
-	}
-	if !slices.ContainsFunc(h.Addrs, func(a string) bool { return strings.Contains(a, "/p2p-circuit/") }) {
-		t.Fatalf("home node's addresses lack the circuit: %v", h.Addrs)
-	}
-	if st, detail, fix := doctorReach(t, bin, home); st != "warn" || !strings.Contains(detail, "AutoNAT: peers could not dial it back") ||
-		!strings.Contains(detail, "through relay ") || !strings.Contains(fix, "forward tcp 7460, udp 7460 on the router to 192.168.77.2") {
-		t.Fatalf("home node's doctor: %s %q fix %q", st, detail, fix)
-	}
+	return s.Reachability
 }
 
-// waitUntilOr waits for cond, and on timeout fails with the reachability
-// and the log tail of each node.
-func waitUntilOr(t testing.TB, bin string, timeout time.Duration, what string, cond func() bool, nodes ...*proc) {
+// impairedFlow: 2% random loss (both ways) and a 10 Mbit uplink on the
+// seller's router; the whole flow — image in, a 5 MB output back up the
+// limited uplink, payment, results, the close on chain — still completes.
+func impairedFlow(t *testing.T, w *world, image string) {
+	r := w.cone.Router
+	seller := w.at(w.cone.Host("seller-imp"), natSeller("imp"), "--bootstrap", w.bootAddr)
+	buyer := w.at(w.cone2.Host("buyer-imp"), natBuyer, "--bootstrap", w.bootAddr)
+	buyerID := buyer.peerID()
+	w.fund(buyer.proc, 1_000_000)
+	w.waitRegion(buyer, "imp", 1)
+	if err := r.Loss(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RateLimit(10); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Loss(0); r.RateLimit(0) })
+	began := time.Now()
+	flags := append([]string{"--region", "imp"}, jobFlags...)
+	res := filepath.Join(t.TempDir(), "res")
+	j := submit(t, buyer, image, res, flags, "sh", "-c",
+		"head -c 5000000 /dev/urandom > /out/blob; sha256sum /out/blob | cut -d' ' -f1")
+	if j.State != contract.JobDone || j.ExitCode != 0 || j.Paid <= 0 {
+		t.Fatalf("job %s under 2%% loss and a 10 Mbit uplink: %s exit %d paid %d %q; attempts %+v\nseller:\n%s",
+			j.ID, j.State, j.ExitCode, j.Paid, j.Error, j.Attempts, tail(seller.logs.String(), 40))
+	}
+	if st, err := os.Stat(filepath.Join(res, "out", "blob")); err != nil || st.Size() != 5_000_000 {
+		t.Fatalf("out/blob: %v %v", st, err)
+	}
+	if got, want := sha256File(t, filepath.Join(res, "out", "blob")), "sha256:"+strings.TrimSpace(readFile(t, filepath.Join(res, "stdout"))); got != want {
+		t.Fatalf("out/blob is %s, the job wrote %s", got, want)
+	}
+	t.Logf("done in %s under 2%% loss and a 10 Mbit uplink", time.Since(began).Round(time.Millisecond))
+	ch := w.waitChannelPaid(seller, buyerID, j.Paid)
+	w.closeOnChain(seller, ch, j.Paid)
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func readFile(t *testing.T, path string) string {
 	t.Helper()
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(time.Second) {
-		if time.Now().After(deadline) {
-			var b strings.Builder
-			for _, p := range nodes {
-				fmt.Fprintf(&b, "\n%s: %+v\n%s", p.dir, reachOf(t, bin, p).Reachability, tail(p.logs.String(), 15))
-			}
-			t.Fatalf("timed out after %s waiting for %s:%s", timeout, what, b.String())
-		}
-	}
-}
-
-// TestHolePunchBetweenTwoHomes: DCUtR through real NATs. A blackbox node
-// at home A (behind 8.0.0.2) holds a relay slot on a public node. A libp2p
-// host at home B (behind 9.0.0.2; a helper process of this test binary in
-// that namespace) knows only its circuit address: it connects through the
-// relay, and the two punch through both NATs to a direct connection. The
-// node counts the hole punch in status --json.
-func TestHolePunchBetweenTwoHomes(t *testing.T) {
-	home, nsHome2 := punchLab(t, false)
-	out, err := punchOnce(t, home.circuit, nsHome2)
-	// Direct: to home A's router's address, not through a relay.
-	if err != nil || !strings.Contains(string(out), "DIRECT /ip4/8.0.0.2/") {
-		t.Fatalf("home B's host: %v\n%s\nhome A: %+v\n%s", err, out, reachOf(t, home.bin, home.p).Reachability, tail(home.p.logs.String(), 20))
-	}
-	t.Logf("home B: %s", strings.TrimSpace(string(out)))
-	waitUntilOr(t, home.bin, 30*time.Second, "the hole punch counted", func() bool {
-		r := reachOf(t, home.bin, home.p).Reachability
-		return r.HolePunch.Attempts >= 1 && r.HolePunch.Successes >= 1
-	}, home.p)
-}
-
-// punchTarget is the node at home A, with its circuit address.
-type punchTarget struct {
-	bin, circuit string
-	p            *proc
-}
-
-// punchLab starts natLab's public nodes and a node at home A, and waits
-// for that node's relay slot; it returns the node and home B's namespace.
-func punchLab(t testing.TB, symmetricB bool) (punchTarget, string) {
-	l := startLab(t, symmetricB)
-	bin, pubA, pubB, home, hs := l.bin, l.pubA, l.pubB, l.home, l.h
-	var h reachStatus
-	waitUntilOr(t, bin, 150*time.Second, "the home node's relay slot", func() bool {
-		h = reachOf(t, bin, home)
-		return h.Reachability.State == "private" && slices.ContainsFunc(h.Reachability.RelayAddrs, func(a string) bool { return strings.Contains(a, "/tcp/") })
-	}, pubA, pubB, home)
-	var circuit string
-	for _, a := range h.Reachability.RelayAddrs {
-		if strings.Contains(a, "/tcp/") {
-			circuit = a + "/p2p/" + hs.PeerID
-		}
-	}
-	return punchTarget{bin: bin, circuit: circuit, p: home}, l.nsHome2
-}
-
-// lab is natLab with nodes: public nodes A (the bootstrap) and B, and a
-// node at home A, all in auto mode (nothing forced).
-type lab struct {
-	bin              string
-	pubA, pubB, home *proc
-	a, b, h          status
-	nsHome2          string
-}
-
-func startLab(t testing.TB, symmetricB bool) lab {
-	l := lab{bin: binary(t)}
-	nsA, nsB, nsHome, nsHome2 := natLab(t, symmetricB)
-	l.nsHome2 = nsHome2
-	env := []string{"BLACKBOX_MDNS=false"}
-	listen := []string{"--listen", "/ip4/0.0.0.0/tcp/7460", "--listen", "/ip4/0.0.0.0/udp/7460/quic-v1"}
-	in := func(ns string, args ...string) *proc {
-		return serveIn(t, []string{"ip", "netns", "exec", ns, l.bin}, env, append(slices.Clone(listen), args...)...)
-	}
-	l.pubA = in(nsA)
-	l.a = waitStatus(t, l.bin, l.pubA)
-	boot := "/ip4/6.0.0.2/tcp/7460/p2p/" + l.a.PeerID
-	l.pubB = in(nsB, "--bootstrap", boot)
-	l.home = in(nsHome, "--bootstrap", boot)
-	l.b, l.h = waitStatus(t, l.bin, l.pubB), waitStatus(t, l.bin, l.home)
-	return l
-}
-
-// punchOnce runs TestHolePunchHelper in namespace ns against circuit: a
-// fresh host connects through the relay and waits for a direct connection.
-func punchOnce(t testing.TB, circuit, ns string) ([]byte, error) {
-	relay, _, _ := strings.Cut(circuit, "/p2p-circuit")
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHolePunchHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), "BLACKBOX_HP_RELAY="+relay, "BLACKBOX_HP_TARGET="+circuit, "BLACKBOX_HP_WAIT=20s")
-	return cmd.CombinedOutput()
-}
-
-// BenchmarkHolePunch: hole punch success between two homes, each behind
-// its own NAT router (natLab): BLACKBOX_BENCH_PUNCHES (20) fresh hosts at
-// home B each reach the node at home A through its relay and wait up to
-// 20 s for DCUtR's direct connection; home B's NAT is endpoint-independent
-// ("cone") or, in the second case, symmetric (a random port per
-// connection), where hole punching is expected to fail.
-func BenchmarkHolePunch(b *testing.B) {
-	n := 20
-	if s := os.Getenv("BLACKBOX_BENCH_PUNCHES"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("BLACKBOX_BENCH_PUNCHES=%q: want a count >= 1", s)
-		}
-		n = v
-	}
-	for _, symmetric := range []bool{false, true} {
-		name := "cone NAT to cone NAT"
-		if symmetric {
-			name = "cone NAT to symmetric NAT"
-		}
-		b.Run(strings.ReplaceAll(name, " ", "_"), func(b *testing.B) {
-			home, ns := punchLab(b, symmetric)
-			ok := 0
-			for i := range n {
-				out, err := punchOnce(b, home.circuit, ns)
-				if err == nil && strings.Contains(string(out), "DIRECT ") {
-					ok++
-				}
-				b.Logf("punch %d: %v", i+1, err == nil)
-			}
-			r := reachOf(b, home.bin, home.p).Reachability
-			b.Logf("%s: %d of %d direct; the node counted %d hole punches, %d succeeded", name, ok, n, r.HolePunch.Attempts, r.HolePunch.Successes)
-			fmt.Printf("BENCHROW hole punch success, %s = %d/%d|-|-|-|-\n", name, ok, n)
-		})
-	}
-}
-
-// TestHolePunchHelper is TestHolePunchBetweenTwoHomes's host at home B: it
-// does nothing unless that test runs it (with BLACKBOX_HP_RELAY and
-// BLACKBOX_HP_TARGET set). It connects to the relay, then to the target
-// through it, waits for a direct connection and prints it.
-func TestHolePunchHelper(t *testing.T) {
-	relayAddr, target := os.Getenv("BLACKBOX_HP_RELAY"), os.Getenv("BLACKBOX_HP_TARGET")
-	if relayAddr == "" || target == "" {
-		return // not run by TestHolePunchBetweenTwoHomes
-	}
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"),
-		libp2p.EnableHolePunching(), libp2p.ForceReachabilityPrivate())
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	wait := 90 * time.Second
-	if d, err := time.ParseDuration(os.Getenv("BLACKBOX_HP_WAIT")); err == nil {
-		wait = d
+	return string(b)
+}
+
+// waitChannelPaid waits until the seller's channel with peer holds paid.
+func (w *world) waitChannelPaid(seller *daemon, peer string, paid int64) *payment.Channel {
+	var ch *payment.Channel
+	waitFor(w.t, 30*time.Second, "the seller's channel to hold the payment", func() bool {
+		ch = seller.channelWith(peer)
+		return ch != nil && ch.Paid == paid
+	})
+	return ch
+}
+
+// partitionFlow: a job of several intervals runs on a seller at home; the
+// home is cut off for 30 s, then healed. The buyer pays at most one billing
+// interval for work not delivered; the job fails over to another seller
+// (on the public segment, started once the job runs at home) and
+// completes; after the heal both sides agree on the channel within that
+// one interval, and the home seller's close pays it on chain what it holds.
+func partitionFlow(t *testing.T, w *world, image string) {
+	r := w.cone.Router
+	seller := w.at(w.cone.Host("seller-part"), natSeller("part"), "--bootstrap", w.bootAddr)
+	buyer := w.at(w.cone2.Host("buyer-part"), natBuyer, "--bootstrap", w.bootAddr)
+	sellerID, buyerID := seller.peerID(), buyer.peerID()
+	w.fund(buyer.proc, 1_000_000)
+	w.waitRegion(buyer, "part", 1)
+	// Enough --max-price (the whole job's) that what the home seller's
+	// attempt leaves still buys the job from the backup.
+	flags := append(append([]string{"--region", "part"}, jobFlags...), "--max-price", "30000")
+	id, j := runningJob(t, buyer, image, flags, "sh", "-c", "sleep 25; echo survived > /out/x; echo done")
+	if j.Seller.String() != sellerID {
+		t.Fatalf("job %s runs on %s, want the home seller %s", id, j.Seller, sellerID)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	ri, err := peer.AddrInfoFromString(relayAddr)
-	if err != nil {
+	// Now a seller on the public segment to fail over to (started only
+	// now: the buyer's ranking explores, it might have picked it first).
+	backup := w.at(w.net.PublicHost("backup"), natSeller("part"), "--bootstrap", w.bootAddr)
+	w.waitRegion(buyer, "part", 2)
+	cid := j.ContractID
+	if err := r.Partition(); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Connect(ctx, *ri); err != nil {
-		t.Fatalf("connect to the relay: %v", err)
-	}
-	ti, err := peer.AddrInfoFromString(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Identify tells this host its address outside the NAT, which it
-	// offers the other side to punch towards.
-	time.Sleep(2 * time.Second)
-	if err := h.Connect(ctx, *ti); err != nil {
-		t.Fatalf("connect through the relay: %v", err)
-	}
-	for ctx.Err() == nil {
-		for _, c := range h.Network().ConnsToPeer(ti.ID) {
-			if !c.Stat().Limited {
-				fmt.Printf("DIRECT %s\n", c.RemoteMultiaddr())
-				return
+	cut := time.Now()
+	healed := false
+	heal := func() {
+		if !healed {
+			healed = true
+			if err := r.Heal(); err != nil {
+				t.Fatal(err)
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("no direct connection to %s: %v", ti.ID, h.Network().ConnsToPeer(ti.ID))
+	t.Cleanup(heal)
+	// The seller stops the job that is no longer paid, on its own.
+	waitFor(t, 25*time.Second, "the cut-off seller to stop the unpaid job", func() bool {
+		rec := seller.contractRec(cid)
+		return rec != nil && rec.State != contract.StateRunning
+	})
+	time.Sleep(time.Until(cut.Add(30 * time.Second)))
+	heal()
+	t.Logf("the seller's home was cut off for %s", time.Since(cut).Round(time.Millisecond))
+
+	j = waitJob(t, buyer, id, 120*time.Second, "ends", ended)
+	if j.State != contract.JobDone || j.ExitCode != 0 {
+		t.Fatalf("job %s: %s exit %d %q, attempts %+v; want done on the backup", id, j.State, j.ExitCode, j.Error, j.Attempts)
+	}
+	if len(j.Attempts) < 2 || j.Attempts[0].ContractID != cid || j.Attempts[len(j.Attempts)-1].Seller.String() != backup.peerID() {
+		t.Fatalf("attempts %+v; want the home seller's, then the backup's", j.Attempts)
+	}
+	res := filepath.Join(t.TempDir(), "res")
+	if o, err := buyer.cli("results", id, "--out", res); err != nil {
+		t.Fatalf("results: %v %s", err, o)
+	}
+	if b, _ := os.ReadFile(filepath.Join(res, "out", "x")); string(b) != "survived\n" {
+		t.Fatalf("out/x: %q", b)
+	}
+	rec := seller.contractRec(cid)
+	if rec == nil || rec.State == contract.StateRunning {
+		t.Fatalf("the home seller's contract after the heal: %+v", rec)
+	}
+	paid0 := j.Attempts[0].Paid
+	// At most one interval paid for work not delivered: the seller ran
+	// rec.Intervals, the buyer pays one in advance.
+	if limit := rec.Proposal.Owed(rec.Intervals + 1); paid0 > limit {
+		t.Fatalf("the buyer paid the cut-off seller %d sats for %d intervals run; at most %d (one in advance)", paid0, rec.Intervals, limit)
+	}
+	// Nothing lost: the seller holds what it took, no more than the buyer
+	// signed, at most one interval less (a payment cut off in flight).
+	var ch, bch *payment.Channel
+	waitFor(t, 30*time.Second, "both sides to see the channel", func() bool {
+		ch, bch = seller.channelWith(buyerID), buyer.channelWith(sellerID)
+		return ch != nil && bch != nil
+	})
+	interval := rec.Proposal.Owed(2) - rec.Proposal.Owed(1)
+	if ch.ID != bch.ID || ch.Contracts[cid] < rec.Paid || ch.Paid > bch.Paid || bch.Paid-ch.Paid > interval || bch.Paid != paid0 {
+		t.Fatalf("after the heal the seller's channel %+v, the buyer's %+v; the contract's record paid %d; the buyer's attempt paid %d",
+			ch, bch, rec.Paid, paid0)
+	}
+	t.Logf("cut off after %d intervals: the buyer signed %d sats, the seller holds %d; the backup was paid %d",
+		rec.Intervals, bch.Paid, ch.Paid, j.Attempts[len(j.Attempts)-1].Paid)
+	w.closeOnChain(seller, ch, ch.Paid)
+	// The backup's channel holds what the buyer paid it.
+	last := j.Attempts[len(j.Attempts)-1]
+	bk := w.waitChannelPaid(backup, buyerID, last.Paid)
+	if bk.Paid != last.Paid {
+		t.Fatalf("the backup's channel %+v; the buyer paid it %d", bk, last.Paid)
+	}
 }

@@ -58,7 +58,13 @@ go test -tags "${TEST_TAGS:-integration}" -run '^$' -bench . -benchmem -count 1 
 # seller's phases), and the cold first job < 2 s (BENCHROW lines;
 # BLACKBOX_BENCH_CLI_BASELINE_BIN adds an older submit side by side);
 # BenchmarkProposalsPerSecond: proposals/s a real
-# seller answers (accept or reject for capacity), informational.
+# seller answers (accept or reject for capacity), informational;
+# BenchmarkNAT (issue 10, in internal/netlab's internet of network
+# namespaces): hole-punch success of 20 fresh buyers for a seller behind
+# the cone NAT (goal >= 90%) and the symmetric NAT (expected to fail),
+# serve start to offer found from another home, a trivial job home to home
+# vs loopback, idle CPU/RSS of a node behind NAT holding relay slots and of
+# the relay serving 20 (goal < 1% of a core, < 80 MiB).
 echo
 echo "== summary (from $out)"
 awk '/^Benchmark/ {

@@ -14,8 +14,11 @@ need() {
 	apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 ||
 		{ apt-get update -qq >/dev/null; apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }
 }
-# iproute2's ip makes the network namespaces of the LAN (mDNS) test.
+# iproute2's ip and tc make the network namespaces, veth links, bridges and
+# rate limits of internal/netlab's internet (the NAT, mDNS and impairment
+# tests); Debian's nftables does its routers' NAT, loss and partitions.
 need ip iproute2
+need nft nftables
 # Debian's prometheus (with promtool) checks deploy/prometheus and scrapes
 # real nodes in the metrics test, which starts its own server on a free
 # port with its own storage: the packaged service is not needed.

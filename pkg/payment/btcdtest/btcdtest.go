@@ -147,7 +147,10 @@ func start(bin, dir string) (*Harness, error) {
 		}
 		h.cmd = exec.Command(bin, "--configfile="+conf, "--regtest", "--datadir="+dir, "--logdir="+dir,
 			"--rpcuser=u", "--rpcpass=p", "--rpclisten="+h.RPCHost, "--notls", "--nolisten",
-			"--rejectnonstd", "--txindex", "--miningaddr="+addr.EncodeAddress(), "--debuglevel=info")
+			"--rejectnonstd", "--txindex", "--miningaddr="+addr.EncodeAddress(), "--debuglevel=info",
+			// Many nodes share one btcd in the multi-node tests; btcd
+			// answers 503 beyond 10 requests at once by default.
+			"--rpcmaxclients=200")
 		var out bytes.Buffer
 		h.cmd.Stdout, h.cmd.Stderr = &out, &out
 		if err := h.cmd.Start(); err != nil {
