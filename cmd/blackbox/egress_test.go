@@ -36,7 +36,13 @@ func TestEgressBilled(t *testing.T) {
 	m.waitMarket(buyer, 1)
 	work := t.TempDir()
 	out := filepath.Join(work, "res")
-	j := submit(t, buyer, busybox(t, work), out, jobFlags, "sh", "-c", "head -c 5242880 /dev/zero; echo > /out/note")
+	// A fresh 2 MiB input is what surely crosses to the seller: the image
+	// may be cached already in a containerd other tests share.
+	in := filepath.Join(work, "in.bin")
+	if err := os.WriteFile(in, randomBytes(t, 2<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j := submit(t, buyer, busybox(t, work), out, append([]string{"--input", in}, jobFlags...), "sh", "-c", "head -c 5242880 /dev/zero; echo > /out/note")
 	if j.State != contract.JobDone || j.ExitCode != 0 || j.Receipt == nil {
 		t.Fatalf("job %s: %s exit %d %q\n%s", j.ID, j.State, j.ExitCode, j.Error, buyer.logs.String())
 	}
@@ -100,7 +106,7 @@ func TestEgressBilled(t *testing.T) {
 			t.Logf("seller: %s", line[i:])
 		}
 	}
-	if measured < 2 { // the image received, the outputs sent
+	if measured < 2 { // the input received, the outputs sent
 		t.Fatalf("the seller measured %d transfers, want 2:\n%s", measured, tail(seller.logs.String(), 30))
 	}
 	waitFor(t, 30*time.Second, "the offered bandwidth to follow the measured throughput", func() bool {
