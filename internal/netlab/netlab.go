@@ -111,6 +111,7 @@ type Router struct {
 	mu          sync.Mutex
 	loss        int
 	partitioned bool
+	upnpLog     string // the UPnP daemon's log file (UPnP)
 }
 
 // Require fails (under CI=true) or skips t unless it runs as root with ip,
