@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -97,7 +98,8 @@ func (hm *Home) UPnP() error {
 	// -d: in the foreground, logging to stderr (debug included).
 	cmd := r.Command(UPnPDaemon, "-d", "-f", cf, "-P", filepath.Join(dir, "miniupnpd.pid"))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the OS thread that forked exits, and
+	// netlab's namespace threads do exit (Close kills what is left).
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("netlab: start %s: %w", UPnPDaemon, err)
@@ -148,8 +150,8 @@ func (r *Router) LogUPnP() string {
 }
 
 // PortMappings are the port forwards the router's UPnP daemon holds now,
-// as its nftables chain lists them (one rule a line: iif, protocol, WAN
-// port, dnat to the LAN host:port).
+// one a string "tcp 51291 192.168.1.2:7460" (protocol, WAN port, LAN
+// host:port); a rule of another shape is listed as nft prints it.
 func (r *Router) PortMappings() ([]string, error) {
 	out, err := r.Run("nft", "list", "chain", "inet", "miniupnpd", "prerouting_miniupnpd")
 	if err != nil {
@@ -157,9 +159,21 @@ func (r *Router) PortMappings() ([]string, error) {
 	}
 	var rules []string
 	for _, line := range strings.Split(out, "\n") {
-		if line = strings.TrimSpace(line); strings.Contains(line, "dnat") {
-			rules = append(rules, line)
+		line = strings.TrimSpace(line)
+		if !strings.Contains(line, "dnat") {
+			continue
 		}
+		// miniupnpd matches the IP header's protocol byte itself:
+		// iif "wan" @nh,72,8 0x6 th dport 51291 dnat ip to 192.168.1.2:7460
+		if m := mappingRule.FindStringSubmatch(line); m != nil {
+			proto := map[string]string{"6": "tcp", "11": "udp"}[m[1]]
+			if proto != "" {
+				line = proto + " " + m[2] + " " + m[3]
+			}
+		}
+		rules = append(rules, line)
 	}
 	return rules, nil
 }
+
+var mappingRule = regexp.MustCompile(`@nh,72,8 0x([0-9a-f]+) th dport (\d+) dnat ip to (\S+)`)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 )
@@ -28,13 +27,18 @@ func natpmpMapTCP(h *Host, gw netip.Addr, port, ext int) (int, error) {
 		binary.BigEndian.PutUint16(req[6:], uint16(ext))
 		binary.BigEndian.PutUint32(req[8:], 3600)
 		resp := make([]byte, 16)
-		for try := 0; try < 5; try++ {
+		var last error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 			if _, err := c.Write(req); err != nil {
-				return err
+				last = err
+				time.Sleep(200 * time.Millisecond)
+				continue
 			}
 			c.SetReadDeadline(time.Now().Add(time.Second))
 			n, err := c.Read(resp)
 			if err != nil {
+				last = err // a port unreachable, or no answer yet
+				time.Sleep(200 * time.Millisecond)
 				continue
 			}
 			if n < 16 || resp[1] != 128+2 {
@@ -46,7 +50,7 @@ func natpmpMapTCP(h *Host, gw netip.Addr, port, ext int) (int, error) {
 			granted = int(binary.BigEndian.Uint16(resp[10:]))
 			return nil
 		}
-		return fmt.Errorf("NAT-PMP: no answer from %s", gw)
+		return fmt.Errorf("NAT-PMP: no answer from %s in 10 s: %v", gw, last)
 	})
 	return granted, err
 }
@@ -75,7 +79,7 @@ func TestUPnP(t *testing.T) {
 		t.Fatalf("granted WAN port %d, asked 7460", ext)
 	}
 	rules, err := hm.Router.PortMappings()
-	if err != nil || len(rules) != 1 || !strings.Contains(rules[0], h.IP.String()+":7460") {
+	if err != nil || len(rules) != 1 || rules[0] != "tcp 7460 "+h.IP.String()+":7460" {
 		t.Fatalf("mappings %q (%v), want one to %s:7460\nminiupnpd: %s", rules, err, h.IP, hm.Router.LogUPnP())
 	}
 	got, err := seen(pub, wan)

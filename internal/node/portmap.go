@@ -35,6 +35,10 @@ type portMapper struct {
 	mgr     bhost.NATManager
 	net     network.Network
 	started time.Time
+	// the last check's answer, and whether a check runs
+	state    string
+	mapped   []string
+	checking bool
 }
 
 // manager is the libp2p.NATManager constructor: the default manager,
@@ -49,36 +53,53 @@ func (p *portMapper) manager(n network.Network) bhost.NATManager {
 
 // status is one of the PortMap constants and, when mapped, the external
 // addresses of the listen addresses. A nil portMapper is off.
+//
+// It never blocks: go-libp2p's NAT manager holds its locks while it talks
+// to the router (a mapping request without a deadline), so the answer is
+// worked out in the background and status returns the last one.
 func (p *portMapper) status() (string, []string) {
 	if p == nil {
 		return PortMapOff, nil
 	}
 	p.mu.Lock()
-	m, n, started := p.mgr, p.net, p.started
-	p.mu.Unlock()
-	if m == nil {
+	defer p.mu.Unlock()
+	if !p.checking && p.mgr != nil {
+		p.checking = true
+		go p.check()
+	}
+	if p.state == "" {
 		return PortMapSearching, nil
 	}
-	if !m.HasDiscoveredNAT() {
-		// The manager searches once, for inat.DiscoveryTimeout, and
-		// then stops; a little slack for the last answers.
-		if time.Since(started) < inat.DiscoveryTimeout+2*time.Second {
-			return PortMapSearching, nil
+	return p.state, p.mapped
+}
+
+// check asks the NAT manager what it has and keeps the answer for status.
+func (p *portMapper) check() {
+	p.mu.Lock()
+	m, n, started := p.mgr, p.net, p.started
+	p.mu.Unlock()
+	state, mapped := PortMapSearching, []string(nil)
+	switch {
+	case m.HasDiscoveredNAT():
+		seen := map[string]bool{}
+		for _, l := range n.ListenAddresses() {
+			ext := m.GetMapping(l)
+			if ext == nil || seen[ext.String()] {
+				continue
+			}
+			seen[ext.String()] = true
+			mapped = append(mapped, ext.String())
 		}
-		return PortMapNoRouter, nil
-	}
-	var mapped []string
-	seen := map[string]bool{}
-	for _, l := range n.ListenAddresses() {
-		ext := m.GetMapping(l)
-		if ext == nil || seen[ext.String()] {
-			continue
+		state = PortMapMapped
+		if len(mapped) == 0 {
+			state = PortMapRefused
 		}
-		seen[ext.String()] = true
-		mapped = append(mapped, ext.String())
+	case time.Since(started) >= inat.DiscoveryTimeout+2*time.Second:
+		// The manager searches once, for inat.DiscoveryTimeout, and then
+		// stops; a little slack for the last answers.
+		state = PortMapNoRouter
 	}
-	if len(mapped) == 0 {
-		return PortMapRefused, nil
-	}
-	return PortMapMapped, mapped
+	p.mu.Lock()
+	p.state, p.mapped, p.checking = state, mapped, false
+	p.mu.Unlock()
 }
