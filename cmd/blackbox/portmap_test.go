@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -101,6 +102,10 @@ func TestPortMapping(t *testing.T) {
 		return r.State == "public"
 	})
 	t.Logf("seller: %s at %v", r.State, r.PublicAddrs)
+	// doctor exits 1 here (payments are off): its report is on stdout.
+	if out, err := exec.Command(m.bin, "--data-dir", seller.dir, "doctor").Output(); !strings.Contains(string(out), "router maps "+wan) {
+		t.Errorf("doctor does not say the router maps %s (%v):\n%s", wan, err, out)
+	}
 	if !slices.Contains(r.PublicAddrs, wan) {
 		t.Errorf("public addresses %v lack the mapped %s", r.PublicAddrs, wan)
 	}
