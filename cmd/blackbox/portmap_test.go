@@ -46,6 +46,7 @@ func TestPortMapping(t *testing.T) {
 		w.at(in.PublicHost(fmt.Sprintf("peer%d", i)), base, "--bootstrap", w.bootAddr)
 	}
 	sellerHost := on.Host("seller")
+	began := time.Now()
 	seller := w.at(sellerHost, base, "--bootstrap", w.bootAddr)
 	closed := w.at(off.Host("closed"), append(slices.Clone(base), "BLACKBOX_NETWORK_PORT_MAPPING=false"), "--bootstrap", w.bootAddr)
 
@@ -70,7 +71,7 @@ func TestPortMapping(t *testing.T) {
 		}
 		return r.PortMapping == "mapped" && wan != ""
 	})
-	t.Logf("seller at %s: port_mapping %s %v", on.Router.IP, r.PortMapping, r.MappedAddrs)
+	t.Logf("seller at %s: port_mapping %s %v, %.1f s after its start", on.Router.IP, r.PortMapping, r.MappedAddrs, time.Since(began).Seconds())
 	wanPort := strings.TrimPrefix(wan, wanPrefix)
 	rules, err := on.Router.PortMappings()
 	if want := fmt.Sprintf("tcp %s %s:%d", wanPort, sellerHost.IP, nodePort); err != nil || !slices.Contains(rules, want) {
