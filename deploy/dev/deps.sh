@@ -19,6 +19,10 @@ need() {
 # tests); Debian's nftables does its routers' NAT, loss and partitions.
 need ip iproute2
 need nft nftables
+# miniupnpd-nftables is the UPnP IGD / NAT-PMP daemon netlab runs on a
+# home router (the port mapping test). The package is the program only:
+# it ships no service, and netlab starts it per router in a namespace.
+need miniupnpd miniupnpd-nftables
 # Debian's prometheus (with promtool) checks deploy/prometheus and scrapes
 # real nodes in the metrics test, which starts its own server on a free
 # port with its own storage: the packaged service is not needed.

@@ -100,8 +100,15 @@ type Reachability struct {
 	DHTMode string `json:"dht_mode"`
 	// RelayService says whether this node relays for others now.
 	RelayService bool `json:"relay_service"`
-	// PortMapping says whether it asks the router to map its ports.
-	PortMapping bool `json:"port_mapping"`
+	// PortMapping is what UPnP / NAT-PMP port mapping got: off
+	// (network.port_mapping false), searching (for a router), no_router
+	// (none answered), refused (a router answered, no port is mapped) or
+	// mapped (MappedAddrs are the router's external addresses of the
+	// listen ports; peers dial them directly).
+	PortMapping string `json:"port_mapping"`
+	// MappedAddrs are the external addresses the router maps to this
+	// node's listen ports (UPnP / NAT-PMP).
+	MappedAddrs []string `json:"mapped_addrs,omitempty"`
 	// HolePunch counts hole punches since start.
 	HolePunch HolePunchCounts `json:"holepunch"`
 }

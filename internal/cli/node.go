@@ -172,9 +172,16 @@ func networkString(r api.Reachability) string {
 	if r.RelayService {
 		relay = "on"
 	}
-	pm := "off"
-	if r.PortMapping {
-		pm = "on"
+	pm := map[string]string{
+		"off":       "off",
+		"searching": "looking for a UPnP / NAT-PMP router",
+		"no_router": "on, no UPnP / NAT-PMP router answered",
+		"refused":   "on, the router mapped no port",
+	}[r.PortMapping]
+	if r.PortMapping == "mapped" {
+		pm = "mapped " + strings.Join(r.MappedAddrs, ", ")
+	} else if pm == "" {
+		pm = r.PortMapping
 	}
 	return fmt.Sprintf("DHT %s, relay service %s, port mapping %s, hole punches %d (%d succeeded)",
 		r.DHTMode, relay, pm, r.HolePunch.Attempts, r.HolePunch.Successes)

@@ -195,7 +195,7 @@ func TestReachability(t *testing.T) {
 // with a fix for every one that is not ok.
 func TestReachabilityOf(t *testing.T) {
 	listen := []ma.Multiaddr{ma.StringCast("/ip4/192.168.1.5/tcp/7460"), ma.StringCast("/ip4/192.168.1.5/udp/7460/quic-v1")}
-	relay := Reach{State: "private", Relays: []string{"12D3R"}, RelayAddrs: []string{"/ip4/1.2.3.4/tcp/7460/p2p/12D3R/p2p-circuit"}, PortMapping: true}
+	relay := Reach{State: "private", Relays: []string{"12D3R"}, RelayAddrs: []string{"/ip4/1.2.3.4/tcp/7460/p2p/12D3R/p2p-circuit"}, PortMapping: "no_router"}
 	for _, tc := range []struct {
 		name string
 		r    Reach
@@ -204,8 +204,12 @@ func TestReachabilityOf(t *testing.T) {
 	}{
 		{"public", Reach{State: "public", PublicAddrs: []string{"/ip4/1.2.3.4/tcp/7460"}}, OK, []string{"public", "1.2.3.4", "dialled it back"}},
 		{"forced public", Reach{State: "public", Forced: true}, OK, []string{"forced by network.reachability"}},
+		{"public, port mapped", Reach{State: "public", PortMapping: "mapped", MappedAddrs: []string{"/ip4/1.2.3.4/tcp/7460"}}, OK, []string{"router maps /ip4/1.2.3.4/tcp/7460", "UPnP"}},
+		{"unreachable, port mapping off", Reach{State: "unreachable"}, Warn, []string{"set network.port_mapping: true"}},
+		{"unreachable, mapped behind CGNAT", Reach{State: "unreachable", PortMapping: "mapped", MappedAddrs: []string{"/ip4/100.64.1.2/tcp/7460"}}, Warn, []string{"maps /ip4/100.64.1.2/tcp/7460", "carrier-grade"}},
+		{"unreachable, router refused", Reach{State: "unreachable", PortMapping: "refused"}, Warn, []string{"mapped no port"}},
 		{"relay, cone NAT", func() Reach { r := relay; r.HolePunching = "possible"; return r }(), Warn,
-			[]string{"through relay 12D3R", "p2p-circuit", "hole punching should upgrade", "forward tcp 7460, udp 7460 on the router to 192.168.1.5", "UPnP"}},
+			[]string{"through relay 12D3R", "p2p-circuit", "hole punching should upgrade", "forward tcp 7460, udp 7460 on the router to 192.168.1.5", "no router answered"}},
 		{"relay, symmetric NAT", func() Reach { r := relay; r.HolePunching = "unlikely"; return r }(), Warn, []string{"symmetric", "relay's limits"}},
 		{"relay, NAT unknown", relay, Warn, []string{"not known yet"}},
 		{"unreachable on a LAN", Reach{State: "unreachable"}, Warn, []string{"no relay slot", "network.relays", "forward"}},

@@ -176,7 +176,8 @@ type Reach struct {
 	HolePunching string // possible, unlikely, unknown, not_needed, off
 	NATTCP       string
 	NATUDP       string
-	PortMapping  bool
+	PortMapping  string // off, searching, no_router, refused, mapped
+	MappedAddrs  []string
 	// Internet says the node is meant for the internet market (a
 	// bootstrap peer has a public address): unreachable there fails.
 	Internet bool
@@ -196,10 +197,17 @@ func ReachabilityOf(r Reach, listen []ma.Multiaddr) Check {
 		to = private[0]
 	}
 	forward := fmt.Sprintf("forward %s on the router to %s", port, to)
-	if r.PortMapping {
-		forward += ", or enable UPnP / NAT-PMP on the router (network.port_mapping is on and found none that answered)"
-	} else {
+	switch r.PortMapping {
+	case "off", "":
 		forward += ", or enable UPnP on the router and set network.port_mapping: true"
+	case "no_router":
+		forward += ", or enable UPnP / NAT-PMP on the router (network.port_mapping is on and no router answered)"
+	case "refused":
+		forward += ", or let the router's UPnP / NAT-PMP map ports for this machine (a router answered but mapped no port)"
+	case "mapped":
+		forward = fmt.Sprintf("the router maps %s to this node (UPnP / NAT-PMP) but peers could not dial it: another NAT upstream (the ISP's carrier-grade NAT) or a firewall is in the way; ask the ISP for a public address, or ", strings.Join(r.MappedAddrs, ", ")) + forward
+	default: // searching
+		forward += ", or enable UPnP / NAT-PMP on the router (network.port_mapping is on and still looking for one)"
 	}
 	why := "AutoNAT: peers dialled it back"
 	if r.Forced {
@@ -210,6 +218,9 @@ func ReachabilityOf(r Reach, listen []ma.Multiaddr) Check {
 		at := "its listen addresses"
 		if len(r.PublicAddrs) > 0 {
 			at = strings.Join(r.PublicAddrs, ", ")
+		}
+		if r.PortMapping == "mapped" {
+			why += "; the router maps " + strings.Join(r.MappedAddrs, ", ") + " to it (UPnP / NAT-PMP)"
 		}
 		return Check{Name: NameReach, Status: OK, Detail: fmt.Sprintf("public: peers reach it directly at %s (%s)", at, why)}
 	case "private":

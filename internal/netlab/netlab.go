@@ -8,6 +8,8 @@
 // fully-random: symmetric) — and drop unsolicited traffic from outside.
 // A home may sit behind an ISP's carrier-grade NAT (CGNAT: a shared
 // 100.64.N.0/24 segment behind another NAT router), a double NAT.
+// A home router may run a UPnP IGD / NAT-PMP daemon (Home.UPnP: Debian's
+// miniupnpd-nftables), whose port mappings let the public side in.
 // Impairments are router methods: random loss, a rate limit on the uplink
 // (tc tbf), a partition and its heal. There is no added latency: the
 // kernel this runs on has no netem, and netlab does not fake it.
@@ -15,7 +17,8 @@
 // Everything is created by New and removed by the test's cleanup, also
 // after a failed test; names carry the test process's PID, so parallel runs
 // do not collide, and New removes what a dead earlier run left behind. It
-// needs root, iproute2 (ip, tc), nftables (nft) and util-linux's nsenter.
+// needs root, iproute2 (ip, tc), nftables (nft) and util-linux's nsenter
+// (and miniupnpd for Home.UPnP).
 //
 // netlab owns the network only: processes run in a host through its
 // Prefix (nsenter --net=... --), and Dial, Listen and Expose open sockets
@@ -111,6 +114,7 @@ type Router struct {
 	mu          sync.Mutex
 	loss        int
 	partitioned bool
+	upnpLog     string // the UPnP daemon's log file (UPnP)
 }
 
 // Require fails (under CI=true) or skips t unless it runs as root with ip,

@@ -21,7 +21,7 @@ import (
 // transport (dialling and accepting relayed connections) is go-libp2p's
 // default. Relay slots are held by the relayKeeper (startReach), not by
 // go-libp2p's autorelay; see relayKeeper for why.
-func (n *Node) networkOptions(reg prometheus.Registerer) ([]libp2p.Option, *holePunchCounter) {
+func (n *Node) networkOptions(reg prometheus.Registerer) ([]libp2p.Option, *holePunchCounter, *portMapper) {
 	c := n.cfg.Network
 	opts := []libp2p.Option{libp2p.EnableNATService(), libp2p.EnableAutoNATv2()}
 	switch c.Reachability {
@@ -30,8 +30,11 @@ func (n *Node) networkOptions(reg prometheus.Registerer) ([]libp2p.Option, *hole
 	case ReachPrivate:
 		opts = append(opts, libp2p.ForceReachabilityPrivate())
 	}
+	var ports *portMapper
 	if c.PortMapping {
-		opts = append(opts, libp2p.NATPortMap())
+		// libp2p.NATPortMap's manager, kept to tell status what it got.
+		ports = &portMapper{}
+		opts = append(opts, libp2p.NATManager(ports.manager))
 	}
 	if c.RelayService == RelayAuto {
 		// go-libp2p's relay manager runs the service while AutoNAT says
@@ -42,7 +45,7 @@ func (n *Node) networkOptions(reg prometheus.Registerer) ([]libp2p.Option, *hole
 	if c.HolePunching {
 		opts = append(opts, libp2p.EnableHolePunching(holepunch.WithMetricsTracer(punches)))
 	}
-	return opts, punches
+	return opts, punches, ports
 }
 
 // startReach starts what follows and improves the node's reachability:

@@ -268,7 +268,7 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 		libp2p.ConnectionGater(reputation.NewGater(n.book, n.log)),
 		libp2p.PrometheusRegisterer(reg),
 	}
-	netOpts, punches := n.networkOptions(reg)
+	netOpts, punches, ports := n.networkOptions(reg)
 	h, err := libp2p.New(append(opts, netOpts...)...)
 	if err != nil {
 		rm.Close()
@@ -276,7 +276,7 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 	}
 	n.host = h
 	n.push(h.Close)
-	n.reach = &reachTracker{cfg: n.cfg.Network, h: h, log: n.log, punches: punches, since: time.Now()}
+	n.reach = &reachTracker{cfg: n.cfg.Network, h: h, log: n.log, punches: punches, ports: ports, since: time.Now()}
 	n.exchange = reputation.NewExchange(h, n.book, n.log)
 	return nil
 }

@@ -135,6 +135,7 @@ type reachTracker struct {
 	h       host.Host
 	log     *slog.Logger
 	punches *holePunchCounter
+	ports   *portMapper  // nil when network.port_mapping is off
 	keeper  *relayKeeper // nil when relays are not used
 
 	mu    sync.Mutex
@@ -229,9 +230,9 @@ func (t *reachTracker) view() api.Reachability {
 		HolePunching: s.holePunching(t.cfg.HolePunching),
 		DHTMode:      DHTClient,
 		RelayService: slices.Contains(t.h.Mux().Protocols(), proto.ProtoIDv2Hop),
-		PortMapping:  t.cfg.PortMapping,
 		HolePunch:    t.punches.counts(),
 	}
+	v.PortMapping, v.MappedAddrs = t.ports.status()
 	if t.cfg.Reachability != ReachAuto {
 		v.Source = "config"
 	}
