@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 )
@@ -19,9 +20,11 @@ import (
 // maps endpoint-independently (hole punching works); if each sees
 // another port, it maps per destination (symmetric: it rarely does).
 //
-// Observations come from peers, who may lie: one peer counts once per
-// local socket (its latest word), a verdict needs a majority, and the
-// tables are bounded.
+// Observations come from peers, who may lie: one observer (an IP) counts
+// once per local socket (its latest word), a verdict needs a majority,
+// and the tables are bounded. As in go-libp2p, an observation lasts while
+// its peer is connected (a node that moves to another network forgets
+// the old one's as its connections close).
 type natObserver struct {
 	mu sync.Mutex
 	// seen maps a local thin-waist address (/ip4/…/tcp|udp/port) to
@@ -31,6 +34,7 @@ type natObserver struct {
 
 // observed is one peer's observation of a local socket.
 type observed struct {
+	peer peer.ID
 	tw   string       // the observed thin-waist address: IP, transport, port
 	addr ma.Multiaddr // the full observed address (with /quic-v1 etc.)
 	tcp  bool
@@ -58,11 +62,11 @@ func thinWaist(a ma.Multiaddr) (tw ma.Multiaddr, tcp, ok bool) {
 	return a[:2], c1 == ma.P_TCP, true
 }
 
-// add records that the peer at remote sees the connection's local address
+// add records that peer p at remote sees the connection's local address
 // local as obs. Relayed connections and observations that are not public
 // addresses (a LAN peer's view) or do not match the local transport are
 // ignored.
-func (o *natObserver) add(local, remote, obs ma.Multiaddr) {
+func (o *natObserver) add(p peer.ID, local, remote, obs ma.Multiaddr) {
 	if local == nil || remote == nil || obs == nil {
 		return
 	}
@@ -104,7 +108,23 @@ func (o *natObserver) add(local, remote, obs ma.Multiaddr) {
 	if _, known := m[observer]; !known && len(m) >= maxObserversPerLocal {
 		return
 	}
-	m[observer] = observed{tw: string(otw.Bytes()), addr: obs, tcp: otcp}
+	m[observer] = observed{peer: p, tw: string(otw.Bytes()), addr: obs, tcp: otcp}
+}
+
+// forget drops what peer p observed (it disconnected).
+func (o *natObserver) forget(p peer.ID) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for local, m := range o.seen {
+		for observer, ob := range m {
+			if ob.peer == p {
+				delete(m, observer)
+			}
+		}
+		if len(m) == 0 {
+			delete(o.seen, local)
+		}
+	}
 }
 
 func isRelayed(a ma.Multiaddr) bool {

@@ -5,8 +5,11 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
+
+const testPeer = peer.ID("a peer")
 
 // TestNATObserver: the NAT's kind from what peers observe: one public
 // port for every observer is endpoint-independent, a port per observer
@@ -18,17 +21,17 @@ func TestNATObserver(t *testing.T) {
 	peerAt := func(i int, proto string) ma.Multiaddr { return m(fmt.Sprintf("/ip4/11.0.0.%d/%s/7460", 10+i, proto)) }
 
 	var cone natObserver
-	cone.add(udpLocal, peerAt(1, "udp"), m("/ip4/11.0.0.2/udp/7460/quic-v1"))
+	cone.add(testPeer, udpLocal, peerAt(1, "udp"), m("/ip4/11.0.0.2/udp/7460/quic-v1"))
 	if tcp, udp := cone.kinds(); tcp != network.NATDeviceTypeUnknown || udp != network.NATDeviceTypeUnknown {
 		t.Fatalf("one observer decided: tcp %v udp %v", tcp, udp)
 	}
-	cone.add(udpLocal, peerAt(2, "udp"), m("/ip4/11.0.0.2/udp/7460/quic-v1"))
-	cone.add(tcpLocal, peerAt(1, "tcp"), m("/ip4/11.0.0.2/tcp/7460"))
+	cone.add(testPeer, udpLocal, peerAt(2, "udp"), m("/ip4/11.0.0.2/udp/7460/quic-v1"))
+	cone.add(testPeer, tcpLocal, peerAt(1, "tcp"), m("/ip4/11.0.0.2/tcp/7460"))
 	// Ignored: a relayed connection, a LAN peer's private view, TCP seen
 	// as UDP, a circuit address.
-	cone.add(m("/ip4/192.168.1.2/tcp/7460/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN/p2p-circuit"), peerAt(3, "tcp"), m("/ip4/11.0.0.2/tcp/999"))
-	cone.add(tcpLocal, m("/ip4/192.168.1.3/tcp/7460"), m("/ip4/192.168.1.2/tcp/7460"))
-	cone.add(tcpLocal, peerAt(4, "tcp"), m("/ip4/11.0.0.2/udp/1234"))
+	cone.add(testPeer, m("/ip4/192.168.1.2/tcp/7460/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN/p2p-circuit"), peerAt(3, "tcp"), m("/ip4/11.0.0.2/tcp/999"))
+	cone.add(testPeer, tcpLocal, m("/ip4/192.168.1.3/tcp/7460"), m("/ip4/192.168.1.2/tcp/7460"))
+	cone.add(testPeer, tcpLocal, peerAt(4, "tcp"), m("/ip4/11.0.0.2/udp/1234"))
 	if tcp, udp := cone.kinds(); tcp != network.NATDeviceTypeUnknown || udp != network.NATDeviceTypeEndpointIndependent {
 		t.Fatalf("cone: tcp %v udp %v", tcp, udp)
 	}
@@ -36,13 +39,19 @@ func TestNATObserver(t *testing.T) {
 		t.Fatalf("cone's observed addresses: %v", got)
 	}
 
+	// A peer that disconnects takes its word with it.
+	cone.forget(testPeer)
+	if tcp, udp := cone.kinds(); tcp != network.NATDeviceTypeUnknown || udp != network.NATDeviceTypeUnknown || len(cone.seen) != 0 {
+		t.Fatalf("after the peer left: tcp %v udp %v, %d sockets", tcp, udp, len(cone.seen))
+	}
+
 	var sym natObserver
 	for i := range 3 {
-		sym.add(tcpLocal, peerAt(i, "tcp"), m(fmt.Sprintf("/ip4/11.0.0.3/tcp/%d", 40000+i)))
+		sym.add(testPeer, tcpLocal, peerAt(i, "tcp"), m(fmt.Sprintf("/ip4/11.0.0.3/tcp/%d", 40000+i)))
 	}
 	// One peer repeating itself counts once: its latest word.
-	sym.add(tcpLocal, peerAt(0, "tcp"), m("/ip4/11.0.0.3/tcp/40002"))
-	sym.add(tcpLocal, peerAt(0, "tcp"), m("/ip4/11.0.0.3/tcp/40000"))
+	sym.add(testPeer, tcpLocal, peerAt(0, "tcp"), m("/ip4/11.0.0.3/tcp/40002"))
+	sym.add(testPeer, tcpLocal, peerAt(0, "tcp"), m("/ip4/11.0.0.3/tcp/40000"))
 	if tcp, udp := sym.kinds(); tcp != network.NATDeviceTypeEndpointDependent || udp != network.NATDeviceTypeUnknown {
 		t.Fatalf("symmetric: tcp %v udp %v", tcp, udp)
 	}
@@ -51,15 +60,15 @@ func TestNATObserver(t *testing.T) {
 	// decides nothing.
 	var mixed natObserver
 	for i := range 3 {
-		mixed.add(udpLocal, peerAt(i, "udp"), m("/ip4/11.0.0.2/udp/7460/quic-v1"))
+		mixed.add(testPeer, udpLocal, peerAt(i, "udp"), m("/ip4/11.0.0.2/udp/7460/quic-v1"))
 	}
-	mixed.add(udpLocal, peerAt(9, "udp"), m("/ip4/11.0.0.2/udp/1/quic-v1"))
+	mixed.add(testPeer, udpLocal, peerAt(9, "udp"), m("/ip4/11.0.0.2/udp/1/quic-v1"))
 	if _, udp := mixed.kinds(); udp != network.NATDeviceTypeEndpointIndependent {
 		t.Fatalf("3 of 4 agree: %v", udp)
 	}
 	var tie natObserver
 	for i := range 4 {
-		tie.add(udpLocal, peerAt(i, "udp"), m(fmt.Sprintf("/ip4/11.0.0.2/udp/%d/quic-v1", 7460+i%2)))
+		tie.add(testPeer, udpLocal, peerAt(i, "udp"), m(fmt.Sprintf("/ip4/11.0.0.2/udp/%d/quic-v1", 7460+i%2)))
 	}
 	if _, udp := tie.kinds(); udp != network.NATDeviceTypeUnknown {
 		t.Fatalf("2 against 2: %v", udp)
@@ -68,7 +77,7 @@ func TestNATObserver(t *testing.T) {
 	// Bounded: a flood of observers and local sockets.
 	var flood natObserver
 	for i := range 300 {
-		flood.add(m(fmt.Sprintf("/ip4/192.168.1.2/tcp/%d", 1000+i%20)), m(fmt.Sprintf("/ip4/11.0.%d.%d/tcp/1", i/250, 1+i%250)), m("/ip4/11.0.0.2/tcp/1"))
+		flood.add(testPeer, m(fmt.Sprintf("/ip4/192.168.1.2/tcp/%d", 1000+i%20)), m(fmt.Sprintf("/ip4/11.0.%d.%d/tcp/1", i/250, 1+i%250)), m("/ip4/11.0.0.2/tcp/1"))
 	}
 	if n := len(flood.seen); n > maxObservedLocals {
 		t.Fatalf("%d local sockets kept", n)
@@ -96,7 +105,7 @@ func FuzzNATObserver(f *testing.F) {
 		}
 		l, r, x := parse(local), parse(remote), parse(obs)
 		for range 3 {
-			o.add(l, r, x)
+			o.add(testPeer, l, r, x)
 		}
 		o.kinds()
 		if got := o.addrs(); len(got) > maxObservedShown {

@@ -175,6 +175,7 @@ var reachEvents = []any{
 	new(event.EvtAutoRelayAddrsUpdated),
 	new(event.EvtLocalAddressesUpdated),
 	new(event.EvtPeerIdentificationCompleted),
+	new(event.EvtPeerConnectednessChanged),
 }
 
 // run follows the event bus until ctx ends. The subscription is made
@@ -202,7 +203,13 @@ func (t *reachTracker) run(ctx context.Context, sub event.Subscription) {
 func (t *reachTracker) handle(ev any) {
 	if e, ok := ev.(event.EvtPeerIdentificationCompleted); ok {
 		if e.Conn != nil && !e.Conn.Stat().Limited {
-			t.nat.add(e.Conn.LocalMultiaddr(), e.Conn.RemoteMultiaddr(), e.ObservedAddr)
+			t.nat.add(e.Peer, e.Conn.LocalMultiaddr(), e.Conn.RemoteMultiaddr(), e.ObservedAddr)
+		}
+		return
+	}
+	if e, ok := ev.(event.EvtPeerConnectednessChanged); ok {
+		if e.Connectedness != network.Connected {
+			t.nat.forget(e.Peer)
 		}
 		return
 	}
