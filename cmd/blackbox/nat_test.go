@@ -339,14 +339,7 @@ func TestNATMarket(t *testing.T) {
 // reach is the reachability part of the node's status --json.
 func (w *world) reach(d *daemon) api.Reachability {
 	d.m.t.Helper()
-	out, err := d.cli("status", "--json")
-	var s struct {
-		Reachability api.Reachability `json:"reachability"`
-	}
-	if err != nil || json.Unmarshal([]byte(out), &s) != nil {
-		d.m.t.Fatalf("status --json: %v: %s", err, out)
-	}
-	return s.Reachability
+	return reachOf(d.m.t, d.m.bin, d.proc).Reachability
 }
 
 // impairedFlow: 2% random loss (both ways) and a 10 Mbit uplink on the
