@@ -36,14 +36,7 @@ func BenchmarkIdle(b *testing.B) {
 	m := newMarketMining(b, 0)
 	idle := benchEnvDuration(b, "BLACKBOX_BENCH_IDLE", time.Minute)
 	settle := benchEnvDuration(b, "BLACKBOX_BENCH_SETTLE", 10*time.Second)
-	rounds := 3
-	if s := os.Getenv("BLACKBOX_BENCH_STARTS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("BLACKBOX_BENCH_STARTS=%q: want a count >= 1", s)
-		}
-		rounds = n
-	}
+	rounds := benchEnvCount(b, "BLACKBOX_BENCH_STARTS", 3, 1)
 	type variant struct {
 		name string
 		m    *market
@@ -196,6 +189,20 @@ func benchEnvDuration(b *testing.B, name string, def time.Duration) time.Duratio
 		b.Fatalf("%s=%q: want a duration (60s)", name, s)
 	}
 	return d
+}
+
+// benchEnvCount is the count in environment variable name, def when
+// unset; a value that is not a whole number >= least fails the benchmark.
+func benchEnvCount(b *testing.B, name string, def, least int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < least {
+		b.Fatalf("%s=%q: want a count >= %d", name, s, least)
+	}
+	return n
 }
 
 func median(xs []float64) float64 {

@@ -6,10 +6,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -125,14 +123,7 @@ func BenchmarkNAT(b *testing.B) {
 	}
 
 	// Hole punching, cone and symmetric.
-	punches := 20
-	if s := os.Getenv("BLACKBOX_BENCH_PUNCHES"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("BLACKBOX_BENCH_PUNCHES=%q: want a count >= 1", s)
-		}
-		punches = n
-	}
+	punches := benchEnvCount(b, "BLACKBOX_BENCH_PUNCHES", 20, 1)
 	// Only the attempt's buyer may talk from cone2 to the sellers now:
 	// the routers count by address, and the job buyer's connection to
 	// the cone seller would count as a hole punch.
@@ -145,6 +136,7 @@ func BenchmarkNAT(b *testing.B) {
 		region string
 	}{{"cone", w.cone, seller, "found4"}, {"symmetric", w.sym, symSeller, "sympunch"}} {
 		id := c.seller.peerID()
+		hp0 := w.reach(c.seller).HolePunch
 		ok := 0
 		for i := range punches {
 			before, err := c.home.Router.Traffic(w.cone2.Router.IP)
@@ -175,12 +167,18 @@ func BenchmarkNAT(b *testing.B) {
 				c.name, i+1, direct, time.Since(began).Seconds(), hp.Attempts, hp.Successes, hp.DirectDials)
 			p.stop()
 		}
-		b.Logf("%s seller's reachability after %d attempts: %+v", c.name, punches, w.reach(c.seller))
+		// The seller's own view beside the routers' ground truth: its
+		// DCUtR counters over the attempts, and the NAT kind it derived.
+		r := w.reach(c.seller)
+		hp := r.HolePunch
+		b.Logf("%s seller's reachability after %d attempts: %+v", c.name, punches, r)
 		goal, met := ">= 90%", float64(ok) >= 0.9*float64(punches)
 		if c.name == "symmetric" {
 			goal, met = "expected to fail", true
 		}
-		row(fmt.Sprintf("NAT hole punch %s = %d of %d", c.name, ok, punches), "-", fmt.Sprintf("%.2f", float64(ok)/float64(punches)), goal, met)
+		row(fmt.Sprintf("NAT hole punch %s = %d of %d (seller's DCUtR: %d punches, %d succeeded, %d direct dials; hole_punching %s)",
+			c.name, ok, punches, hp.Attempts-hp0.Attempts, hp.Successes-hp0.Successes, hp.DirectDials-hp0.DirectDials, r.HolePunching),
+			"-", fmt.Sprintf("%.2f", float64(ok)/float64(punches)), goal, met)
 	}
 
 	// Idle: relay slots held behind NAT; a relay serving 20.

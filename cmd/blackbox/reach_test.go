@@ -9,10 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,14 +163,7 @@ func BenchmarkIdleReach(b *testing.B) {
 	bin := binary(b)
 	idle := benchEnvDuration(b, "BLACKBOX_BENCH_IDLE", time.Minute)
 	settle := benchEnvDuration(b, "BLACKBOX_BENCH_SETTLE", 10*time.Second)
-	peers := 20
-	if s := os.Getenv("BLACKBOX_BENCH_RELAY_PEERS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			b.Fatalf("BLACKBOX_BENCH_RELAY_PEERS=%q: want a count", s)
-		}
-		peers = n
-	}
+	peers := benchEnvCount(b, "BLACKBOX_BENCH_RELAY_PEERS", 20, 0)
 	env := []string{"BLACKBOX_MDNS=false"}
 	plain := serve(b, bin, env)
 	// Every peer is on 127.0.0.1: the per-IP limit (8) would refuse most.

@@ -82,9 +82,13 @@ type Reachability struct {
 	Source string `json:"source"`
 	// Since is when State last changed.
 	Since time.Time `json:"since"`
-	// PublicAddrs are the public addresses peers saw it at (AutoNAT v2
-	// confirmed ones first, else observed or listen ones).
+	// PublicAddrs are its public addresses, as PublicAddrsFrom says:
+	// confirmed (AutoNAT v2 dialled them back), listen (a public node's
+	// own), or observed (what peers saw it at through identify: behind
+	// NAT, its router's address and port, not known to be reachable).
 	PublicAddrs []string `json:"public_addrs,omitempty"`
+	// PublicAddrsFrom is confirmed, listen or observed ("" when none).
+	PublicAddrsFrom string `json:"public_addrs_from,omitempty"`
 	// RelayAddrs are its /p2p-circuit addresses (in host.Addrs and offers).
 	RelayAddrs []string `json:"relay_addrs,omitempty"`
 	// Relays are the peer IDs of the relays it holds a slot on.
@@ -122,7 +126,11 @@ type NATTypes struct {
 // HolePunchCounts are DCUtR hole punches: each attempt is one upgrade of a
 // relayed connection (on the side that runs it, up to 3 rounds; on the
 // other, each round), a success ends with a direct connection. DirectDials
-// are upgrades that needed no punch (the peer had a public address).
+// are upgrades that needed no punch: DCUtR first dials the peer's public
+// addresses (for a peer behind NAT, the ones others observed), and that
+// dial gets through when the peer is public or its NAT already lets this
+// node in (a cone NAT whose mapping the peer's own packets opened), so it
+// counts between two homes too.
 type HolePunchCounts struct {
 	Attempts    uint64 `json:"attempts"`
 	Successes   uint64 `json:"successes"`

@@ -151,7 +151,11 @@ func reachString(r api.Reachability) string {
 		how = r.State
 	}
 	if len(r.PublicAddrs) > 0 {
-		how += " at " + strings.Join(r.PublicAddrs, ", ")
+		if r.PublicAddrsFrom == "observed" {
+			how += "; peers see it at " + strings.Join(r.PublicAddrs, ", ") + " (observed, not confirmed reachable)"
+		} else {
+			how += " at " + strings.Join(r.PublicAddrs, ", ")
+		}
 	}
 	if r.Source == "config" {
 		how += " (forced by network.reachability)"

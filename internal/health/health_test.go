@@ -212,6 +212,11 @@ func TestReachabilityOf(t *testing.T) {
 			[]string{"through relay 12D3R", "p2p-circuit", "hole punching should upgrade", "forward tcp 7460, udp 7460 on the router to 192.168.1.5", "no router answered"}},
 		{"relay, symmetric NAT", func() Reach { r := relay; r.HolePunching = "unlikely"; return r }(), Warn, []string{"symmetric", "relay's limits"}},
 		{"relay, NAT unknown", relay, Warn, []string{"not known yet"}},
+		{"relay, seen by peers", func() Reach {
+			r := relay
+			r.PublicAddrs, r.PublicAddrsFrom = []string{"/ip4/5.6.7.8/udp/7460/quic-v1"}, "observed"
+			return r
+		}(), Warn, []string{"seen by peers at /ip4/5.6.7.8/udp/7460/quic-v1 (observed, not confirmed reachable)", "through relay 12D3R"}},
 		{"unreachable on a LAN", Reach{State: "unreachable"}, Warn, []string{"no relay slot", "network.relays", "forward"}},
 		{"unreachable on the internet", Reach{State: "unreachable", Internet: true}, Fail, []string{"no relay slot", "network.relays"}},
 		{"no verdict", Reach{State: "unknown"}, Warn, []string{"no verdict", "only private addresses 192.168.1.5"}},

@@ -168,16 +168,18 @@ func classify(addrs []ma.Multiaddr) (public, private, loop []string, port string
 // Reach is what a running node knows of its reachability (the status's
 // reachability, see api.Reachability for each field).
 type Reach struct {
-	State        string // unknown, public, private, unreachable
-	Forced       bool   // network.reachability forces State
-	PublicAddrs  []string
-	RelayAddrs   []string
-	Relays       []string
-	HolePunching string // possible, unlikely, unknown, not_needed, off
-	NATTCP       string
-	NATUDP       string
-	PortMapping  string // off, searching, no_router, refused, mapped
-	MappedAddrs  []string
+	State       string // unknown, public, private, unreachable
+	Forced      bool   // network.reachability forces State
+	PublicAddrs []string
+	// PublicAddrsFrom is confirmed, listen or observed (api.Reachability).
+	PublicAddrsFrom string
+	RelayAddrs      []string
+	Relays          []string
+	HolePunching    string // possible, unlikely, unknown, not_needed, off
+	NATTCP          string
+	NATUDP          string
+	PortMapping     string // off, searching, no_router, refused, mapped
+	MappedAddrs     []string
 	// Internet says the node is meant for the internet market (a
 	// bootstrap peer has a public address): unreachable there fails.
 	Internet bool
@@ -236,7 +238,7 @@ func ReachabilityOf(r Reach, listen []ma.Multiaddr) Check {
 			punch = "whether hole punching works is not known yet (NAT kind unknown)"
 		}
 		return Check{Name: NameReach, Status: Warn,
-			Detail: fmt.Sprintf("behind NAT (%s): reachable through relay %s (%s); %s", why, strings.Join(r.Relays, ", "), strings.Join(r.RelayAddrs, ", "), punch),
+			Detail: fmt.Sprintf("behind NAT (%s)%s: reachable through relay %s (%s); %s", why, seenAt(r), strings.Join(r.Relays, ", "), strings.Join(r.RelayAddrs, ", "), punch),
 			Fix:    "for direct connections: " + forward}
 	case "unreachable":
 		if !r.Forced {
@@ -247,12 +249,20 @@ func ReachabilityOf(r Reach, listen []ma.Multiaddr) Check {
 			st = Fail
 		}
 		return Check{Name: NameReach, Status: st,
-			Detail: fmt.Sprintf("unreachable: behind NAT (%s) with no relay slot: only machines on its own network can reach it", why),
+			Detail: fmt.Sprintf("unreachable: behind NAT (%s)%s with no relay slot: only machines on its own network can reach it", why, seenAt(r)),
 			Fix:    forward + "; or use a relay: set network.relays to a public blackbox node's address (/ip4/…/tcp/7460/p2p/…)"}
 	}
 	c := Reachability(listen)
 	c.Detail = "AutoNAT has no verdict yet (it needs connected peers to dial it back; on a LAN or loopback market it never has one); from the addresses: " + strings.TrimSuffix(c.Detail, later)
 	return c
+}
+
+// seenAt says where peers see a node behind NAT, if they told it.
+func seenAt(r Reach) string {
+	if r.PublicAddrsFrom != "observed" || len(r.PublicAddrs) == 0 {
+		return ""
+	}
+	return ", seen by peers at " + strings.Join(r.PublicAddrs, ", ") + " (observed, not confirmed reachable)"
 }
 
 // expand replaces unspecified addresses (0.0.0.0, ::) by this machine's

@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,6 +209,13 @@ func removeNS(ns string) {
 func (in *Internet) newNS(role string) string {
 	in.t.Helper()
 	ns := in.id + "-" + role
+	in.mu.Lock()
+	dup := slices.Contains(in.nss, ns)
+	in.mu.Unlock()
+	if dup {
+		// Removing it as a leftover would kill the first one's processes.
+		in.t.Fatalf("netlab: %s is taken: name every host of an internet differently", role)
+	}
 	removeNS(ns) // a leftover of a reused PID
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		in.t.Fatalf("netlab: ip netns add %s: %v: %s", ns, err, out)

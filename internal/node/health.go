@@ -125,7 +125,7 @@ func (n *Node) serveHealthz(w http.ResponseWriter, r *http.Request) {
 // reachHealth is the reachability check's input from the node's view.
 func (n *Node) reachHealth() health.Reach {
 	v := n.reach.view()
-	return health.Reach{State: v.State, Forced: v.Source == "config", PublicAddrs: v.PublicAddrs,
+	return health.Reach{State: v.State, Forced: v.Source == "config", PublicAddrs: v.PublicAddrs, PublicAddrsFrom: v.PublicAddrsFrom,
 		RelayAddrs: v.RelayAddrs, Relays: v.Relays, HolePunching: v.HolePunching,
 		NATTCP: v.NAT.TCP, NATUDP: v.NAT.UDP, PortMapping: v.PortMapping, MappedAddrs: v.MappedAddrs, Internet: !n.reach.private}
 }

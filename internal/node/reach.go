@@ -37,6 +37,17 @@ const (
 	StateUnreachable = "unreachable"
 )
 
+// Where api.Reachability.PublicAddrs come from.
+const (
+	// AddrsConfirmed: AutoNAT v2 dialled them back.
+	AddrsConfirmed = "confirmed"
+	// AddrsListen: a public node's own public addresses.
+	AddrsListen = "listen"
+	// AddrsObserved: what peers saw the node at (identify); behind NAT
+	// not known to be reachable.
+	AddrsObserved = "observed"
+)
+
 // Hole punching outlooks (api.Reachability.HolePunching).
 const (
 	PunchPossible  = "possible"
@@ -137,6 +148,9 @@ type reachTracker struct {
 	punches *holePunchCounter
 	ports   *portMapper  // nil when network.port_mapping is off
 	keeper  *relayKeeper // nil when relays are not used
+	// nat classifies the NAT from identify's observed addresses, where
+	// go-libp2p's own EvtNATDeviceTypeChanged has not decided.
+	nat natObserver
 
 	mu    sync.Mutex
 	s     reachState
@@ -161,6 +175,8 @@ var reachEvents = []any{
 	new(event.EvtNATDeviceTypeChanged),
 	new(event.EvtAutoRelayAddrsUpdated),
 	new(event.EvtLocalAddressesUpdated),
+	new(event.EvtPeerIdentificationCompleted),
+	new(event.EvtPeerConnectednessChanged),
 }
 
 // run follows the event bus until ctx ends. The subscription is made
@@ -186,6 +202,18 @@ func (t *reachTracker) run(ctx context.Context, sub event.Subscription) {
 }
 
 func (t *reachTracker) handle(ev any) {
+	if e, ok := ev.(event.EvtPeerIdentificationCompleted); ok {
+		if e.Conn != nil && !e.Conn.Stat().Limited {
+			t.nat.add(e.Peer, e.Conn.LocalMultiaddr(), e.Conn.RemoteMultiaddr(), e.ObservedAddr)
+		}
+		return
+	}
+	if e, ok := ev.(event.EvtPeerConnectednessChanged); ok {
+		if e.Connectedness != network.Connected {
+			t.nat.forget(e.Peer)
+		}
+		return
+	}
 	if _, ok := ev.(event.EvtLocalAddressesUpdated); ok {
 		t.mu.Lock()
 		f := t.onAddrs
@@ -212,11 +240,20 @@ func (t *reachTracker) handle(ev any) {
 	}
 }
 
-// snapshot is the state now.
+// snapshot is the state now, the NAT kinds go-libp2p has not decided
+// filled in from the tracker's own observations.
 func (t *reachTracker) snapshot() (reachState, time.Time) {
+	tcp, udp := t.nat.kinds()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.s, t.since
+	s := t.s
+	if s.natTCP == network.NATDeviceTypeUnknown {
+		s.natTCP = tcp
+	}
+	if s.natUDP == network.NATDeviceTypeUnknown {
+		s.natUDP = udp
+	}
+	return s, t.since
 }
 
 // view is the status's reachability.
@@ -241,9 +278,25 @@ func (t *reachTracker) view() api.Reachability {
 	if slices.Contains(t.h.Mux().Protocols(), dhtServerProtocol) {
 		v.DHTMode = DHTServer
 	}
-	pub := s.reachable
-	if len(pub) == 0 && v.State == StatePublic {
-		pub = slices.DeleteFunc(slices.Clone(t.h.Addrs()), func(a ma.Multiaddr) bool { return !manet.IsPublicAddr(a) })
+	pub, from := s.reachable, AddrsConfirmed
+	if len(pub) == 0 {
+		// Not confirmed by AutoNAT v2: a public node's public addresses
+		// (its listen ones, or those libp2p took from what peers saw);
+		// behind NAT, what peers saw it at (libp2p's, then identify's
+		// own word): observed, not known to be reachable.
+		pub = slices.DeleteFunc(slices.Clone(t.h.Addrs()), func(a ma.Multiaddr) bool { return !manet.IsPublicAddr(a) || isRelayed(a) })
+		from = AddrsListen
+		if v.State != StatePublic {
+			from = AddrsObserved
+			for _, a := range t.nat.addrs() {
+				if !slices.ContainsFunc(pub, a.Equal) {
+					pub = append(pub, a)
+				}
+			}
+		}
+	}
+	if len(pub) > 0 {
+		v.PublicAddrsFrom = from
 	}
 	for _, a := range pub {
 		v.PublicAddrs = append(v.PublicAddrs, a.String())
