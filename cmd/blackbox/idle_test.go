@@ -98,29 +98,12 @@ func BenchmarkIdle(b *testing.B) {
 	}
 
 	time.Sleep(settle)
-	type idleFig struct{ cpuPct, rssMiB, hwmMiB float64 }
 	procs := map[string]*daemon{}
 	for _, v := range vs {
 		procs[v.name+" seller"] = v.seller
 		procs[v.name+" unconfigured"] = v.bare
 	}
-	before := map[string]float64{}
-	for name, d := range procs {
-		before[name] = procCPUSeconds(b, d.cmd.Process.Pid)
-	}
-	began := time.Now()
-	time.Sleep(idle)
-	window := time.Since(began).Seconds()
-	figs := map[string]idleFig{}
-	for name, d := range procs {
-		pid := d.cmd.Process.Pid
-		figs[name] = idleFig{
-			cpuPct: 100 * (procCPUSeconds(b, pid) - before[name]) / window,
-			rssMiB: procKiB(b, pid, "VmRSS") / 1024,
-			hwmMiB: procKiB(b, pid, "VmHWM") / 1024,
-		}
-		b.Logf("%s, idle %.0fs: CPU %.2f%% of a core, RSS %.0f MiB, peak %.0f MiB", name, window, figs[name].cpuPct, figs[name].rssMiB, figs[name].hwmMiB)
-	}
+	figs := measureIdle(b, procs, idle)
 
 	var cur, base *variant
 	for _, v := range vs {
@@ -157,7 +140,7 @@ func BenchmarkIdle(b *testing.B) {
 	row("seller restart peak RSS", restart[cur.name][1], restart["baseline"][1], "MiB", 120)
 	for _, who := range []string{"seller", "unconfigured"} {
 		now, was := figs[cur.name+" "+who], figs["baseline "+who]
-		row(fmt.Sprintf("%s node idle CPU (%.0fs)", who, window), now.cpuPct, was.cpuPct, "% core", 1)
+		row(fmt.Sprintf("%s node idle CPU (%.0fs)", who, idle.Seconds()), now.cpuPct, was.cpuPct, "% core", 1)
 		row(who+" node idle RSS", now.rssMiB, was.rssMiB, "MiB", 80)
 	}
 	if release != nil {
@@ -212,6 +195,32 @@ func median(xs []float64) float64 {
 }
 
 // procKiB reads a "VmX:  N kB" line of /proc/PID/status.
+// idleFig is what a process costs while idle: its share of a core over the
+// window, and its resident and peak memory at the end.
+type idleFig struct{ cpuPct, rssMiB, hwmMiB float64 }
+
+// measureIdle measures each of procs over idle, from /proc.
+func measureIdle(b *testing.B, procs map[string]*daemon, idle time.Duration) map[string]idleFig {
+	before := map[string]float64{}
+	for name, d := range procs {
+		before[name] = procCPUSeconds(b, d.cmd.Process.Pid)
+	}
+	began := time.Now()
+	time.Sleep(idle)
+	window := time.Since(began).Seconds()
+	figs := map[string]idleFig{}
+	for name, d := range procs {
+		pid := d.cmd.Process.Pid
+		figs[name] = idleFig{
+			cpuPct: 100 * (procCPUSeconds(b, pid) - before[name]) / window,
+			rssMiB: procKiB(b, pid, "VmRSS") / 1024,
+			hwmMiB: procKiB(b, pid, "VmHWM") / 1024,
+		}
+		b.Logf("%s, idle %.0fs: CPU %.2f%% of a core, RSS %.1f MiB, peak %.1f MiB", name, window, figs[name].cpuPct, figs[name].rssMiB, figs[name].hwmMiB)
+	}
+	return figs
+}
+
 func procKiB(b *testing.B, pid int, field string) float64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

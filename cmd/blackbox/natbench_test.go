@@ -214,19 +214,8 @@ func BenchmarkNAT(b *testing.B) {
 	time.Sleep(benchEnvDuration(b, "BLACKBOX_BENCH_SETTLE", 10*time.Second))
 	idle := benchEnvDuration(b, "BLACKBOX_BENCH_IDLE", time.Minute)
 	procs := map[string]*daemon{"node behind NAT holding relay slots": seller, fmt.Sprintf("public relay serving %d slots", held): w.relay}
-	before := map[string]float64{}
-	for name, d := range procs {
-		before[name] = procCPUSeconds(b, d.cmd.Process.Pid)
-	}
-	began := time.Now()
-	time.Sleep(idle)
-	window := time.Since(began).Seconds()
-	for name, d := range procs {
-		pid := d.cmd.Process.Pid
-		cpu := 100 * (procCPUSeconds(b, pid) - before[name]) / window
-		rss := procKiB(b, pid, "VmRSS") / 1024
-		b.Logf("%s, idle %.0f s: CPU %.2f%% of a core, RSS %.0f MiB", name, window, cpu, rss)
-		row(fmt.Sprintf("%s idle CPU = %.2f %% of a core", name, cpu), "-", "-", "< 1 %", cpu < 1)
-		row(fmt.Sprintf("%s idle RSS = %.0f MiB", name, rss), "-", "-", "< 80 MiB", rss < 80)
+	for name, f := range measureIdle(b, procs, idle) {
+		row(fmt.Sprintf("%s idle CPU = %.2f %% of a core", name, f.cpuPct), "-", "-", "< 1 %", f.cpuPct < 1)
+		row(fmt.Sprintf("%s idle RSS = %.1f MiB", name, f.rssMiB), "-", "-", "< 80 MiB", f.rssMiB < 80)
 	}
 }

@@ -94,6 +94,11 @@ func (p *Publisher) Set(tmpl Offer) error {
 		return nil
 	}
 	p.tmpl = tmpl
+	return p.resignLocked()
+}
+
+// resignLocked signs the offer anew and wakes the publishing loop.
+func (p *Publisher) resignLocked() error {
 	if err := p.signLocked(); err != nil {
 		return err
 	}
@@ -120,14 +125,7 @@ func (p *Publisher) Refresh() error {
 	if slices.EqualFunc(addrs, p.cur.Addrs, ma.Multiaddr.Equal) {
 		return nil
 	}
-	if err := p.signLocked(); err != nil {
-		return err
-	}
-	select {
-	case p.changed <- struct{}{}:
-	default:
-	}
-	return nil
+	return p.resignLocked()
 }
 
 func sameTerms(a, b *Offer) bool {
