@@ -244,9 +244,13 @@ func (b *Buyer) Machine() *Machine { return b.machine }
 
 // Start recovers contracts and jobs a previous run left unfinished: their
 // streams are gone, so their contracts fail and their jobs are marked
-// failed (the user may submit again).
+// failed (the user may submit again). It also restores the sellers a
+// previous run found unreachable and still ranks last (unreach.go).
 func (b *Buyer) Start(ctx context.Context) error {
 	if _, err := b.machine.Recover(); err != nil {
+		return fmt.Errorf("start buyer: %w", err)
+	}
+	if err := b.loadUnreachable(); err != nil {
 		return fmt.Errorf("start buyer: %w", err)
 	}
 	return b.cfg.Store.Update(func(kv KV) error {

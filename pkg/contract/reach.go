@@ -156,11 +156,14 @@ func (b *Buyer) reach(ctx context.Context, seller peer.ID, n Need) (bool, error)
 }
 
 // markUnreachable remembers, per seller, until when the buyer ranks it behind
-// the others.
+// the others, in memory and in the store (unreach.go), so that a restart
+// does not forget it.
 func (b *Buyer) markUnreachable(p peer.ID) {
+	until := b.clock.Now().Add(b.cfg.UnreachableFor)
 	b.mu.Lock()
-	b.unreach[p] = b.clock.Now().Add(b.cfg.UnreachableFor)
+	b.unreach[p] = until
 	b.mu.Unlock()
+	b.saveUnreachable(p, until)
 }
 
 // behindUnreachable moves the sellers recently found unreachable to the
