@@ -66,6 +66,18 @@ type Status struct {
 	MetricsAddr string `json:"metrics_addr,omitempty"`
 	// Reachability is whether and how peers elsewhere reach the node.
 	Reachability Reachability `json:"reachability"`
+	// UnreachableSellers are the sellers this node, buying, could not
+	// reach (no direct connection, no relayed one whose limits fit) and so
+	// ranks last until Until (contract.unreachable_for after the refusal;
+	// kept across restarts), soonest to expire first.
+	UnreachableSellers []UnreachableSeller `json:"unreachable_sellers,omitempty"`
+}
+
+// UnreachableSeller is a seller ranked last because the buyer could not
+// reach it.
+type UnreachableSeller struct {
+	Peer  string    `json:"peer"`
+	Until time.Time `json:"until"`
 }
 
 // Reachability is what the node knows of its reachability from outside:

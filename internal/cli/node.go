@@ -115,6 +115,9 @@ func newStatusCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "On offer:\t%s\n", capacityString(s.OnOffer))
 			fmt.Fprintf(w, "Why:\t%s\n", s.Reason)
 			fmt.Fprintf(w, "Buying:\t%s\n", yesOr(s.Buying, s.NotBuying))
+			if line := unreachableString(s.UnreachableSellers); line != "" {
+				fmt.Fprintf(w, "Unreachable sellers:\t%s\n", line)
+			}
 			fmt.Fprintf(w, "Machine free:\t%s (of %s)\n", capacityString(s.Measured.Free), capacityString(s.Measured.Total))
 			fmt.Fprintf(w, "Held by contracts:\t%s\n", capacityString(s.Held))
 			if s.OfferSeq != 0 {
@@ -189,6 +192,15 @@ func networkString(r api.Reachability) string {
 	}
 	return fmt.Sprintf("DHT %s, relay service %s, port mapping %s, hole punches %d (%d succeeded)",
 		r.DHTMode, relay, pm, r.HolePunch.Attempts, r.HolePunch.Successes)
+}
+
+// unreachableString is status's line on the sellers the node, buying,
+// could not reach ("" when none).
+func unreachableString(u []api.UnreachableSeller) string {
+	if len(u) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d ranked last, the first until %s (status --json lists them)", len(u), u[0].Until.Local().Format(time.TimeOnly))
 }
 
 func yesOr(ok bool, why string) string {

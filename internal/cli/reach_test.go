@@ -3,6 +3,7 @@ package cli
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 )
@@ -21,5 +22,18 @@ func TestReachString(t *testing.T) {
 	pub := api.Reachability{State: "public", PublicAddrs: []string{"/ip4/1.2.3.4/tcp/7460"}, PublicAddrsFrom: "confirmed"}
 	if got := reachString(pub); got != "public: peers dial it directly at /ip4/1.2.3.4/tcp/7460" {
 		t.Errorf("public: %q", got)
+	}
+}
+
+// TestUnreachableString: status's line on unreachable sellers says how many
+// and until when the first is ranked last, and is absent when none is.
+func TestUnreachableString(t *testing.T) {
+	if got := unreachableString(nil); got != "" {
+		t.Errorf("none: %q", got)
+	}
+	until := time.Date(2026, 12, 1, 12, 10, 0, 0, time.Local)
+	got := unreachableString([]api.UnreachableSeller{{Peer: "12D3A", Until: until}, {Peer: "12D3B", Until: until.Add(time.Minute)}})
+	if want := "2 ranked last, the first until 12:10:00"; !strings.HasPrefix(got, want) {
+		t.Errorf("%q, want it to start with %q", got, want)
 	}
 }

@@ -470,7 +470,26 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	if o, _ := n.pub.Current(); o != nil {
 		s.OfferSeq, s.OfferExpiry = o.Seq, o.Expiry
 	}
+	if n.buyer != nil {
+		s.UnreachableSellers = unreachableSellers(n.buyer.Unreachable())
+	}
 	return s, nil
+}
+
+// unreachableSellers is status's list of the sellers the buyer ranks last,
+// soonest to expire first.
+func unreachableSellers(m map[peer.ID]time.Time) []api.UnreachableSeller {
+	var out []api.UnreachableSeller
+	for p, until := range m {
+		out = append(out, api.UnreachableSeller{Peer: p.String(), Until: until})
+	}
+	slices.SortFunc(out, func(a, b api.UnreachableSeller) int {
+		if c := a.Until.Compare(b.Until); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Peer, b.Peer)
+	})
+	return out
 }
 
 // Offer implements api.Backend.

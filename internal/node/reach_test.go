@@ -210,3 +210,28 @@ func TestHolePunchCounter(t *testing.T) {
 		t.Fatal("nil counter")
 	}
 }
+
+// TestUnreachableSellersInStatus: status lists the sellers the buyer ranks
+// last, soonest to expire first.
+func TestUnreachableSellersInStatus(t *testing.T) {
+	var ids []peer.ID
+	for range 3 {
+		k, err := LoadOrCreateIdentity(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := peer.IDFromPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p)
+	}
+	now := time.Now()
+	got := unreachableSellers(map[peer.ID]time.Time{ids[0]: now.Add(3 * time.Minute), ids[1]: now.Add(time.Minute), ids[2]: now.Add(2 * time.Minute)})
+	if len(got) != 3 || got[0].Peer != ids[1].String() || got[1].Peer != ids[2].String() || got[2].Peer != ids[0].String() || !got[0].Until.Equal(now.Add(time.Minute)) {
+		t.Fatalf("status lists %+v", got)
+	}
+	if unreachableSellers(nil) != nil {
+		t.Fatal("none should be nil, left out of the JSON")
+	}
+}
