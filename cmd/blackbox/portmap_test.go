@@ -147,6 +147,7 @@ func TestPortMapping(t *testing.T) {
 		p = w.reach(pmpNode)
 		return p.PortMapping != "searching"
 	})
+	t.Logf("node at the NAT-PMP home: port_mapping %s, %.1f s after the seller's start", p.PortMapping, time.Since(began).Seconds())
 	if p.PortMapping != "no_router" || len(p.MappedAddrs) > 0 {
 		t.Fatalf("NAT-PMP only: port_mapping %s %v; go-libp2p now maps through NAT-PMP: assert the mapping here", p.PortMapping, p.MappedAddrs)
 	}
