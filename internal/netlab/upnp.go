@@ -49,7 +49,16 @@ table inet miniupnpd {
 // to their own ports 1024–65535, and the mappings let unsolicited inbound
 // traffic through the router's NAT and firewall. It stops with the
 // internet (and when the test ends). Its log is LogUPnP's.
-func (hm *Home) UPnP() error {
+func (hm *Home) UPnP() error { return hm.portMapping(true) }
+
+// NATPMP is UPnP with the UPnP IGD off: the router answers NAT-PMP/PCP
+// (UDP 5351) only, as routers that speak only NAT-PMP do (Apple's, and
+// many with UPnP switched off). Mappings, log and PortMappings are UPnP's.
+func (hm *Home) NATPMP() error { return hm.portMapping(false) }
+
+// portMapping runs miniupnpd on the home's router, with the UPnP IGD on
+// or off (NAT-PMP/PCP is always on).
+func (hm *Home) portMapping(upnp bool) error {
 	in := hm.in
 	in.t.Helper()
 	if _, err := exec.LookPath(UPnPDaemon); err != nil {
@@ -70,7 +79,7 @@ func (hm *Home) UPnP() error {
 		"listening_ip=lan",
 		"http_port=0",
 		"enable_natpmp=yes",
-		"enable_upnp=yes",
+		"enable_upnp=" + map[bool]string{true: "yes", false: "no"}[upnp],
 		"secure_mode=yes",
 		"system_uptime=yes",
 		"notify_interval=60",

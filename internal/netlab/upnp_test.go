@@ -97,4 +97,23 @@ func TestUPnP(t *testing.T) {
 	if rules, _ := hm.Router.PortMappings(); len(rules) != 2 {
 		t.Fatalf("mappings %q, want 2", rules)
 	}
+
+	// NAT-PMP only: the router maps through NAT-PMP as above, and no UPnP
+	// IGD listens (SSDP, UDP 1900).
+	pmp := in.Home("b", Cone)
+	hb := pmp.Host("hb")
+	if err := pmp.NATPMP(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := pmp.Router.Run("ss", "-Hlun", "sport = :1900"); err != nil || out != "" {
+		t.Fatalf("NAT-PMP only: something listens on UDP 1900 (%v): %q\nminiupnpd: %s", err, out, pmp.Router.LogUPnP())
+	}
+	echoServer(t, hb, 7460)
+	if ext, err := natpmpMapTCP(hb, pmp.Router.LAN, 7460, 7460); err != nil || ext != 7460 {
+		t.Fatalf("NAT-PMP only: granted %d (%v), asked 7460\nminiupnpd: %s", ext, err, pmp.Router.LogUPnP())
+	}
+	wanB := netip.AddrPortFrom(pmp.Router.IP, 7460).String()
+	if got, err := seen(pub, wanB); err != nil || host(got) != pub.IP.String() {
+		t.Fatalf("NAT-PMP only: mapped %s: the LAN host saw %q (%v)", wanB, got, err)
+	}
 }
