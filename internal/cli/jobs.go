@@ -421,7 +421,7 @@ func summarize(w io.Writer, job *contract.JobStatus, out string) {
 	if job.Receipt != nil {
 		fmt.Fprintf(w, ", %d billed by the receipt for %d interval(s)", job.Receipt.Billed, job.Receipt.Intervals)
 		if r := job.Receipt; r.EgressBytes > 0 {
-			fmt.Fprintf(w, " and %s of egress (%d sat)", quantity.FormatSize(int64(r.EgressBytes)), r.Egress)
+			fmt.Fprintf(w, " and %s moved (%d sat)", quantity.FormatSize(int64(r.EgressBytes)), r.Egress)
 		}
 	}
 	fmt.Fprintln(w)
@@ -559,7 +559,7 @@ func newJobCmd(a *App) *cobra.Command {
 				fmt.Fprintf(w, "Receipt:\texit %d (%s), billed %s for %d interval(s), cpu %s, peak memory %s\n",
 					r.ExitCode, r.Reason, sats(r.Billed), r.Intervals, r.Usage.CPUTime.Round(time.Millisecond), quantity.FormatSize(int64(r.Usage.PeakMemory)))
 				if r.EgressBytes > 0 {
-					fmt.Fprintf(w, "Egress:\t%s sent by the seller, billed %s (in the bill above)\n", quantity.FormatSize(int64(r.EgressBytes)), sats(r.Egress))
+					fmt.Fprintf(w, "Moved:\t%s (image, inputs and outputs), billed %s (in the bill above)\n", quantity.FormatSize(int64(r.EgressBytes)), sats(r.Egress))
 				}
 				for _, o := range r.Outputs {
 					fmt.Fprintf(w, "  %s\t%s\n", o.Name, o.SHA256)

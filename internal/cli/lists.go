@@ -35,7 +35,7 @@ func printJobs(w io.Writer, now time.Time, jobs []*contract.JobStatus) error {
 
 // jobWhy is the job's error, and what its attempts and receipt add: the
 // sellers it could not reach (nothing was funded with them) and the bytes
-// of egress billed.
+// moved (image, inputs, outputs) billed.
 func jobWhy(j *contract.JobStatus) string {
 	var notes []string
 	if j.Error != "" {
@@ -51,7 +51,7 @@ func jobWhy(j *contract.JobStatus) string {
 		notes = append(notes, fmt.Sprintf("%d seller(s) %s, nothing funded", unreachable, contract.ReasonUnreachable))
 	}
 	if r := j.Receipt; r != nil && r.EgressBytes > 0 {
-		notes = append(notes, fmt.Sprintf("egress %s billed %s", quantity.FormatSize(int64(r.EgressBytes)), sats(r.Egress)))
+		notes = append(notes, fmt.Sprintf("moved %s billed %s", quantity.FormatSize(int64(r.EgressBytes)), sats(r.Egress)))
 	}
 	return strings.Join(notes, "; ")
 }

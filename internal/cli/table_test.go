@@ -189,7 +189,7 @@ func TestPrintContractsAndChannels(t *testing.T) {
 }
 
 // A job whose first seller was unreachable and whose receipt billed
-// egress says both in `jobs` (WHY), `job` and submit's summary.
+// bytes moved says both in `jobs` (WHY), `job` and submit's summary.
 func TestJobsShowUnreachableAndEgress(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	j := &contract.JobStatus{ID: "4444dddd", State: contract.JobDone, Created: now.Add(-time.Minute), Paid: 1690,
@@ -203,14 +203,14 @@ func TestJobsShowUnreachableAndEgress(t *testing.T) {
 	if err := printJobs(&b, now, []*contract.JobStatus{j}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"1 seller(s) unreachable, nothing funded", "egress 5MiB billed 488 sat"} {
+	for _, want := range []string{"1 seller(s) unreachable, nothing funded", "moved 5MiB billed 488 sat"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("jobs: missing %q in\n%s", want, b.String())
 		}
 	}
 	b.Reset()
 	summarize(&b, j, "res")
-	for _, want := range []string{"unreachable: accepted, but no connection could carry the contract", "5MiB of egress (488 sat)"} {
+	for _, want := range []string{"unreachable: accepted, but no connection could carry the contract", "5MiB moved (488 sat)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary: missing %q in\n%s", want, b.String())
 		}

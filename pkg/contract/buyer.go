@@ -857,6 +857,9 @@ type buyerRun struct {
 	// egressMax is the egress price of the offer the buyer chose, and
 	// egressPrice the seller's in its Ready (1.3.0), msat per GiB.
 	egressMax, egressPrice uint64
+	// sentBytes is what the buyer sent of the image and inputs (jBlob
+	// payloads), billed in a 1.3.0 job (egress.go).
+	sentBytes uint64
 	// bill is the seller's bill of a 1.3.0 job (egress.go), once it came.
 	bill *Bill
 }
@@ -961,7 +964,7 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 }
 
 // sendBlobs sends the image (shipped by digest, unless the seller has it)
-// and the inputs.
+// and the inputs, and counts the bytes sent in r.sentBytes.
 func (r *buyerRun) sendBlobs(sellerHasImage bool) error {
 	req := &r.ct.Proposal.Request
 	var digests []string
@@ -984,6 +987,7 @@ func (r *buyerRun) sendBlobs(sellerHasImage bool) error {
 					rc.Close()
 					return sellerGone(fmt.Errorf("send blob %s: %w", d, serr))
 				}
+				r.sentBytes += uint64(n)
 			}
 			if err == io.EOF {
 				break
@@ -1027,8 +1031,8 @@ func (r *buyerRun) payTotal(ctx context.Context, total int64, n uint64, what str
 	return nil
 }
 
-// payBill checks a 1.3.0 seller's bill against what the buyer received and
-// the price the seller said, and pays it up to the job's max price.
+// payBill checks a 1.3.0 seller's bill against what the buyer received,
+// what it sent and the price the seller said, and pays it up to the job's max price.
 func (r *buyerRun) payBill(ctx context.Context, b []byte, received uint64, delivered uint64) error {
 	if !billsEgress(r.st.Protocol()) || r.bill != nil {
 		return sellerFault(fmt.Errorf("%w: unexpected bill", ErrMalformed))
@@ -1043,15 +1047,17 @@ func (r *buyerRun) payBill(ctx context.Context, b []byte, received uint64, deliv
 		return sellerFault(fmt.Errorf("%w: bill at %d msat/GiB, the seller said %d", ErrInvalid, bl.EgressPrice, r.egressPrice))
 	case bl.EgressBytes != received:
 		return sellerFault(fmt.Errorf("%w: bill for %d bytes of egress, %d arrived", ErrInvalid, bl.EgressBytes, received))
+	case bl.IngressBytes != r.sentBytes:
+		return sellerFault(fmt.Errorf("%w: bill for %d bytes of image and inputs, %d were sent", ErrInvalid, bl.IngressBytes, r.sentBytes))
 	case bl.Intervals > p.Intervals() || bl.Total > p.Owed(bl.Intervals)+bl.Egress:
-		return sellerFault(fmt.Errorf("%w: bill of %d sat for %d interval(s) and %d sat of egress", ErrInvalid, bl.Total, bl.Intervals, bl.Egress))
+		return sellerFault(fmt.Errorf("%w: bill of %d sat for %d interval(s) and %d sat of bytes moved", ErrInvalid, bl.Total, bl.Intervals, bl.Egress))
 	}
 	r.bill = &bl
 	total := bl.Total
 	if limit := p.Request.MaxPrice; limit > 0 && uint64(total) > limit {
 		total = int64(limit) // the job's cap: the seller gets no more
 	}
-	r.b.log.Info("egress billed", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "egress_bytes", bl.EgressBytes, "egress_sats", bl.Egress, "total_sats", bl.Total, "paying_sats", max(total, r.paid))
+	r.b.log.Info("bytes moved billed", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "egress_bytes", bl.EgressBytes, "ingress_bytes", bl.IngressBytes, "egress_sats", bl.Egress, "total_sats", bl.Total, "paying_sats", max(total, r.paid))
 	if err := r.payTotal(ctx, total, max(bl.Intervals, delivered), "the bill (egress)"); err != nil {
 		if FaultOf(err) != FaultBuyer {
 			return err
@@ -1218,7 +1224,11 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 	}); err != nil {
 		return outFailed, buyerFault(err)
 	}
-	if r.bill != nil && rc.EgressBytes != r.bill.EgressBytes || r.bill == nil && rc.Egress > 0 {
+	var moved uint64
+	if r.bill != nil {
+		moved, _ = r.bill.Moved() // unmarshalBill refused an overflow
+	}
+	if r.bill != nil && rc.EgressBytes != moved || r.bill == nil && rc.Egress > 0 {
 		bad = "egress"
 	}
 	settle, why := StateSettled, "receipt verified"

@@ -11,28 +11,32 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/wire"
 )
 
-// Bytes moved are billed (job protocol 1.3.0). The rule:
+// Bytes moved are billed (job protocol 1.3.0), both ways, at one price.
+// The rule:
 //
 //   - Egress is what the seller sends the buyer: the bytes of stdout,
-//     stderr and out.tar as they travel in the job stream's frames (framing
-//     and control frames are not counted). It is billed at the egress price
-//     of the seller's offer (offer.Prices.EgressGiB, msat per GiB, GiB =
-//     2^30 bytes) when the contract was accepted, in whole sats rounded
-//     down: a bill never exceeds bytes × price (a job's few KiB of logs
-//     cost nothing rather than a whole sat).
-//   - What the buyer sends (image, inputs) is not billed: the offer has no
-//     ingress price; the seller's disk holds it and the contract's price
-//     pays for that.
-//   - The seller says its egress price in the Ready frame, before anything
-//     is paid; the buyer refuses a price above the offer it chose.
+//     stderr and out.tar as they travel in the job stream's frames.
+//     Ingress is what the buyer sends the seller: the image (when it is
+//     really sent: an image the seller holds is not, and costs nothing)
+//     and the inputs, as they travel in jBlob frames. Framing and control
+//     frames are not counted either way.
+//   - Both are billed together at the egress price of the seller's offer
+//     (offer.Prices.EgressGiB, msat per GiB, GiB = 2^30 bytes) when the
+//     contract was accepted: EgressSats(egress + ingress bytes), in whole
+//     sats rounded down, so a bill never exceeds bytes × price (a job's
+//     few KiB of logs cost nothing rather than a whole sat). The name
+//     stays "egress" because it is the seller's link the bytes cross.
+//   - The seller says its price in the Ready frame, before anything is
+//     sent or paid; the buyer refuses a price above the offer it chose.
 //   - When the job has ended, the seller sends a Bill: the bytes it sent,
-//     the egress in sats and the total it asks (the intervals started plus
-//     egress). The buyer checks the bytes against what it received and the
-//     amount against the price, and pays up to the total with one more
-//     payment update, never beyond the job's --max-price. The receipt then
-//     carries the bytes and the egress amount, and bills at most what was
-//     paid.
-//   - With a 1.2.0 or 1.1.0 peer nothing of this happens: no egress is
+//     the bytes it received, their price in sats and the total it asks
+//     (the intervals started plus the bytes). The buyer checks both byte
+//     counts against what it received and what it sent, and the amount
+//     against the price, and pays up to the total with one more payment
+//     update, never beyond the job's --max-price. The receipt then
+//     carries the bytes moved both ways and their amount, and bills at
+//     most what was paid.
+//   - With a 1.2.0 or 1.1.0 peer nothing of this happens: no bytes are
 //     billed.
 
 // jBill is the seller's bill at the end of a 1.3.0 job, before the receipt.
@@ -66,15 +70,25 @@ const maxSats = 21e14
 type Bill struct {
 	// EgressBytes is what the seller sent of stdout, stderr and out.tar.
 	EgressBytes uint64
-	// EgressPrice is the price it billed them at, msat per GiB.
+	// EgressPrice is the price it billed the bytes moved at, msat per GiB.
 	EgressPrice uint64
-	// Egress is EgressSats(EgressBytes, EgressPrice).
+	// Egress is EgressSats(EgressBytes+IngressBytes, EgressPrice): what
+	// the bytes moved both ways cost.
 	Egress int64
 	// Intervals is how many billing intervals were started.
 	Intervals uint64
 	// Total is what the seller asks in all for the contract, in sats:
-	// the intervals started plus egress.
+	// the intervals started plus the bytes moved.
 	Total int64
+	// IngressBytes is what the seller received of the image and inputs.
+	IngressBytes uint64
+}
+
+// Moved is the bytes the bill is for, both ways; ok is false when their
+// sum does not fit in 64 bits (no real transfer does).
+func (b Bill) Moved() (bytes uint64, ok bool) {
+	sum, carry := bits.Add64(b.EgressBytes, b.IngressBytes, 0)
+	return sum, carry == 0
 }
 
 const maxBillSize = 128
@@ -86,10 +100,12 @@ const (
 	blEgress
 	blIntervals
 	blTotal
+	blIngressBytes
 )
 
 var billSchema = wire.Schema{Max: maxBillSize, Ordered: true, Fields: []wire.Spec{
 	blEgressBytes: varintField, blEgressPrice: varintField, blEgress: varintField, blIntervals: varintField, blTotal: varintField,
+	blIngressBytes: varintField,
 }}
 
 func marshalBill(b Bill) []byte {
@@ -99,11 +115,12 @@ func marshalBill(b Bill) []byte {
 	w.Uint(blEgress, uint64(max(b.Egress, 0)))
 	w.Uint(blIntervals, b.Intervals)
 	w.Uint(blTotal, uint64(max(b.Total, 0)))
+	w.Uint(blIngressBytes, b.IngressBytes)
 	return w.B
 }
 
 // unmarshalBill decodes a seller's jBill frame strictly, and checks that
-// its egress amount is its bytes at its price.
+// its egress amount is its bytes, both ways, at its price.
 func unmarshalBill(b []byte) (Bill, error) {
 	fields, err := decode("bill", &billSchema, b)
 	if err != nil {
@@ -127,10 +144,16 @@ func unmarshalBill(b []byte) (Bill, error) {
 			}
 		case blIntervals:
 			bl.Intervals = f.V
+		case blIngressBytes:
+			bl.IngressBytes = f.V
 		}
 	}
-	if want := EgressSats(bl.EgressBytes, bl.EgressPrice); bl.Egress != want {
-		return Bill{}, fmt.Errorf("decode bill: %w: egress %d sat for %d bytes at %d msat/GiB, want %d", ErrMalformed, bl.Egress, bl.EgressBytes, bl.EgressPrice, want)
+	moved, ok := bl.Moved()
+	if !ok {
+		return Bill{}, fmt.Errorf("decode bill: %w: %d + %d bytes overflow", ErrMalformed, bl.EgressBytes, bl.IngressBytes)
+	}
+	if want := EgressSats(moved, bl.EgressPrice); bl.Egress != want {
+		return Bill{}, fmt.Errorf("decode bill: %w: %d sat for %d bytes (%d sent, %d received) at %d msat/GiB, want %d", ErrMalformed, bl.Egress, moved, bl.EgressBytes, bl.IngressBytes, bl.EgressPrice, want)
 	}
 	return bl, nil
 }

@@ -1,9 +1,11 @@
 package contract
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 
@@ -44,10 +46,11 @@ func egressMarket(t *testing.T, outBytes int, egress uint64, sellerOpts ...func(
 	return m, s, b, pay
 }
 
-// A job that sends 5 MiB of output at a non-zero egress price: the seller
-// bills the bytes it sent, the buyer pays for them with its last payment
-// update, the receipt carries bytes and amount, the seller's record holds
-// the egress, and the seller's throughput hook saw the transfer.
+// A job that is sent its image and a 1 MiB input and sends 5 MiB of output
+// at a non-zero egress price: the seller bills the bytes moved both ways,
+// the buyer pays for them with its last payment update, the receipt
+// carries bytes and amount, the seller's record holds them, and the
+// seller's throughput hook saw the transfers.
 func TestEgressBilled(t *testing.T) {
 	const out = 5 << 20
 	const price = 100_000_000 // 100k sat per GiB
@@ -57,12 +60,21 @@ func TestEgressBilled(t *testing.T) {
 		c.OnThroughput = func(bps float64) { mu.Lock(); rates = append(rates, bps); mu.Unlock() }
 	})
 	req := m.request(10)
+	const in = 1 << 20
+	dg, n, err := m.blobs.Add(bytes.NewReader(make([]byte, in)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Inputs = []Input{{Name: "in.txt", SHA256: dg, Size: uint64(n)}}
 	j := doneJob(t, b, req)
 	rc := j.Receipt
-	sent := uint64(out) + uint64(len("hello from ")+8+1) // out.tar and the stdout line
-	egress := EgressSats(sent, price)
-	if rc.EgressBytes != sent || rc.Egress != egress || egress != 488 {
-		t.Fatalf("receipt: egress %d bytes, %d sat; want %d bytes, %d sat", rc.EgressBytes, rc.Egress, sent, egress)
+	image := uint64(len("a tarball, as far as the fake runner cares")) // newMarket's image, sent by digest
+	// out.tar, the stdout line, and stderr (the fake job echoes its input)
+	sent := uint64(out) + uint64(len("hello from ")+8+1) + uint64(len("input: ")+in)
+	moved := sent + image + in
+	egress := EgressSats(moved, price)
+	if rc.EgressBytes != moved || rc.Egress != egress || egress != 683 {
+		t.Fatalf("receipt: %d bytes moved, %d sat; want %d bytes (%d sent, %d image, %d input), %d sat", rc.EgressBytes, rc.Egress, moved, sent, image, in, egress)
 	}
 	owed := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(rc.Intervals)
 	if rc.Billed != owed+egress || j.Paid != rc.Billed {
@@ -75,7 +87,7 @@ func TestEgressBilled(t *testing.T) {
 		t.Fatalf("the channel holds %d sat for the contract, want %d", held, owed+egress)
 	}
 	sr, _ := s.Machine().Get(RoleSeller, j.ContractID)
-	if sr.State != StateSettled || sr.Paid != owed+egress || sr.Egress != egress || sr.EgressBytes != sent {
+	if sr.State != StateSettled || sr.Paid != owed+egress || sr.Egress != egress || sr.EgressBytes != moved {
 		t.Fatalf("seller's record: %s paid %d egress %d (%d bytes)", sr.State, sr.Paid, sr.Egress, sr.EgressBytes)
 	}
 	br, _ := b.Machine().Get(RoleBuyer, j.ContractID)
@@ -84,8 +96,60 @@ func TestEgressBilled(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(rates) != 1 || !(rates[0] > 0) {
-		t.Fatalf("throughput observed %v, want one rate for the 5 MiB sent", rates)
+	if len(rates) != 2 || !(rates[0] > 0) || !(rates[1] > 0) {
+		t.Fatalf("throughput observed %v, want one rate for the 1 MiB received, one for the 6 MiB sent", rates)
+	}
+}
+
+// An image the seller holds is not sent and costs nothing: only the input
+// received and the output sent are billed.
+func TestCachedImageNotBilled(t *testing.T) {
+	const out = 5 << 20
+	const price = 100_000_000
+	m := newMarket(t)
+	pay := &fakePay{}
+	run := &cachingRunner{fakeRunner: &fakeRunner{work: testInterval / 2, outBytes: out}, have: map[string]bool{m.image: true}}
+	m.seller(nil, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run })
+	m.offers[0].Prices.EgressGiB = price
+	b, _ := m.buyer(pay)
+	m.connect()
+	req := m.request(10)
+	input := "input data"
+	dg, n, err := m.blobs.Add(strings.NewReader(input))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Inputs = []Input{{Name: "in.txt", SHA256: dg, Size: uint64(n)}}
+	j := doneJob(t, b, req)
+	rc := j.Receipt
+	if imports, read := run.counts(); imports != 0 || read != 0 {
+		t.Fatalf("the cached image was imported %d time(s), %d bytes", imports, read)
+	}
+	sent := uint64(out) + uint64(len("hello from ")+8+1) + uint64(len("input: "+input)) // out.tar, stdout, stderr
+	moved := sent + uint64(len(input))
+	if rc.EgressBytes != moved || rc.Egress != EgressSats(moved, price) {
+		t.Fatalf("receipt: %d bytes moved, %d sat; want %d bytes (no image), %d sat", rc.EgressBytes, rc.Egress, moved, EgressSats(moved, price))
+	}
+	if br, _ := b.Machine().Get(RoleBuyer, j.ContractID); br.State != StateSettled {
+		t.Fatalf("buyer's contract %s: %s", br.State, br.Why)
+	}
+}
+
+// A bill decodes only when its amount is its bytes, both ways, at its
+// price, and the bytes both ways do not overflow.
+func TestUnmarshalBill(t *testing.T) {
+	good := Bill{EgressBytes: 5 << 20, IngressBytes: 1 << 20, EgressPrice: 100_000_000, Egress: 585, Intervals: 3, Total: 1000}
+	if bl, err := unmarshalBill(marshalBill(good)); err != nil || bl != good {
+		t.Fatalf("%+v: %+v, %v", good, bl, err)
+	}
+	for name, bl := range map[string]Bill{
+		"egress only":   {EgressBytes: 5 << 20, IngressBytes: 1 << 20, EgressPrice: 100_000_000, Egress: 488},
+		"overflow":      {EgressBytes: math.MaxUint64, IngressBytes: 1, EgressPrice: 1, Egress: 0},
+		"overflow, max": {EgressBytes: math.MaxUint64, IngressBytes: math.MaxUint64, EgressPrice: math.MaxUint64, Egress: maxSats},
+	} {
+		if _, err := unmarshalBill(marshalBill(bl)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %+v decoded (%v)", name, bl, err)
+		}
 	}
 }
 
@@ -184,13 +248,17 @@ func TestEgressBeyondTheChannel(t *testing.T) {
 func FuzzBill(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(marshalBill(Bill{EgressBytes: 5 << 20, EgressPrice: 100_000_000, Egress: 488, Intervals: 3, Total: 1000}))
+	f.Add(marshalBill(Bill{EgressBytes: 5 << 20, IngressBytes: 1 << 20, EgressPrice: 100_000_000, Egress: 585, Intervals: 3, Total: 1000}))
+	f.Add(marshalBill(Bill{IngressBytes: 3 << 30, EgressPrice: 50_000, Egress: 150}))
+	f.Add(marshalBill(Bill{EgressBytes: math.MaxUint64, IngressBytes: 1, EgressPrice: 1}))
 	f.Add([]byte{0x08, 1, 0x08, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		bl, err := unmarshalBill(b)
 		if err != nil {
 			return
 		}
-		if bl.Egress != EgressSats(bl.EgressBytes, bl.EgressPrice) || bl.Egress < 0 || bl.Total < 0 {
+		moved, ok := bl.Moved()
+		if !ok || bl.Egress != EgressSats(moved, bl.EgressPrice) || bl.Egress < 0 || bl.Total < 0 {
 			t.Fatalf("%x: accepted %+v", b, bl)
 		}
 		back, err := unmarshalBill(marshalBill(bl))

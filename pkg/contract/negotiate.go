@@ -29,9 +29,9 @@ const (
 	// before the first payment, and its error frame carries a typed reason;
 	// a 1.0.0 peer is not spoken to. 1.2.0: the seller's ready frame says
 	// whether it holds the contract's image (Ready), and the buyer then
-	// sends no image bytes. 1.3.0: bytes moved are billed (egress.go): the
+	// sends no image bytes. 1.3.0: bytes moved both ways are billed (egress.go): the
 	// Ready frame also says the seller's egress price, and when the job
-	// has ended the seller sends a Bill (the bytes it sent and their
+	// has ended the seller sends a Bill (the bytes it sent and received, and their
 	// price) before the receipt; the buyer pays it with a last payment
 	// update, and the receipt carries the bytes and the egress amount.
 	// Both sides still speak 1.2.0 (no egress billed) and 1.1.0 (the image

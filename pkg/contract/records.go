@@ -718,9 +718,11 @@ type Receipt struct {
 	Intervals  uint64    `json:"intervals"`
 	Issued     time.Time `json:"issued"`
 	Expiry     time.Time `json:"expiry"`
-	// EgressBytes is what the seller sent the buyer (stdout, stderr,
-	// out.tar) and Egress what that was billed, in sats, within Billed
-	// (job protocol 1.3.0; zero before, and then not encoded).
+	// EgressBytes is the bytes moved both ways (egress.go): what the
+	// seller sent the buyer (stdout, stderr, out.tar) plus what the buyer
+	// sent the seller (the image when it was sent, the inputs). Egress is
+	// what they were billed, in sats, within Billed (job protocol 1.3.0;
+	// zero before, and then not encoded).
 	EgressBytes uint64 `json:"egress_bytes,omitempty"`
 	Egress      int64  `json:"egress_sat,omitempty"`
 }

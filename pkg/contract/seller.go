@@ -418,7 +418,7 @@ type sellerJob struct {
 	// GiB: the offer's when the contract was accepted.
 	egressPrice uint64
 	// rxBytes and rxTime are what the image and inputs took to arrive
-	// (time spent waiting on the stream).
+	// (time spent waiting on the stream); rxBytes is billed (egress.go).
 	rxBytes int64
 	rxTime  time.Duration
 }
@@ -869,20 +869,24 @@ loop:
 	}
 	s.observe(sent, sendTime)
 	owed := p.Owed(k)
-	var egressBytes uint64
+	// movedBytes is what the bytes moved both ways (egress.go): what the
+	// seller sent and what it received of the image and inputs.
+	var movedBytes uint64
 	var egress int64
 	if billsEgress(j.c.s.Protocol()) {
-		egressBytes = uint64(sent)
-		egress = EgressSats(egressBytes, j.egressPrice)
+		bl := Bill{EgressBytes: uint64(sent), IngressBytes: uint64(j.rxBytes), EgressPrice: j.egressPrice, Intervals: k}
+		movedBytes, _ = bl.Moved() // both are counts of bytes that moved: no overflow
+		egress = EgressSats(movedBytes, j.egressPrice)
+		bl.Egress, bl.Total = egress, owed+egress
 		if buyerOK && why != "unpaid" {
-			j.collectBill(ctx, frames, Bill{EgressBytes: egressBytes, EgressPrice: j.egressPrice, Egress: egress, Intervals: k, Total: owed + egress})
+			j.collectBill(ctx, frames, bl)
 		}
 	}
 	billed := min(j.paid, owed+egress)
 	rc := &Receipt{Version: Version, ContractID: j.id, Seller: s.id, Buyer: j.buyer, ExitCode: int64(res.ExitCode),
 		Reason: why, Usage: res.Usage, Billed: billed, Intervals: k,
 		Outputs:     []Output{outs[0].output(OutputStdout), outs[1].output(OutputStderr), outs[2].output(OutputTar)},
-		EgressBytes: egressBytes, Egress: min(egress, max(billed-owed, 0)),
+		EgressBytes: movedBytes, Egress: min(egress, max(billed-owed, 0)),
 		Issued: s.clock.Now(), Expiry: s.clock.Now().Add(ReceiptTTL)}
 	env, err := SignReceipt(rc, s.cfg.Key)
 	if err != nil {

@@ -168,8 +168,9 @@ type Record struct {
 	// EgressPrice is, for the seller, its offer's egress price (msat per
 	// GiB) when it accepted: what the bytes it sends are billed at.
 	EgressPrice uint64 `json:"egress_msat_per_gib,omitempty"`
-	// EgressBytes and Egress are the bytes the seller sent the buyer and
-	// what they were billed, in sats (job protocol 1.3.0).
+	// EgressBytes and Egress are the bytes moved both ways (the seller's
+	// outputs plus the buyer's image and inputs) and what they were
+	// billed, in sats (job protocol 1.3.0, egress.go).
 	EgressBytes uint64 `json:"egress_bytes,omitempty"`
 	Egress      int64  `json:"egress_sat,omitempty"`
 	// Why is the reason of the last move (a rejection reason, a failure).

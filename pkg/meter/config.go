@@ -95,10 +95,11 @@ type Pricing struct {
 	MemoryGiBHour float64 `mapstructure:"memory_gib_hour" json:"memory_gib_hour"`
 	// DiskGiBHour is sats per GiB-hour of disk.
 	DiskGiBHour float64 `mapstructure:"disk_gib_hour" json:"disk_gib_hour"`
-	// EgressGiB is sats per GiB (2^30 bytes) the node sends a buyer: the
-	// job's stdout, stderr and out.tar (what it receives is not billed),
-	// billed when the job ends in whole sats rounded down (job protocol
-	// 1.3.0; see pkg/contract/egress.go).
+	// EgressGiB is sats per GiB (2^30 bytes) moved between the node and a
+	// buyer, both ways: the job's stdout, stderr and out.tar it sends, and
+	// the inputs and image (when really sent, not when cached) it
+	// receives; billed when the job ends in whole sats rounded down (job
+	// protocol 1.3.0; see pkg/contract/egress.go).
 	EgressGiB float64 `mapstructure:"egress_gib" json:"egress_gib"`
 	// StartFee is sats charged once per contract.
 	StartFee float64 `mapstructure:"start_fee" json:"start_fee"`

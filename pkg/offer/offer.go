@@ -78,9 +78,10 @@ type Prices struct {
 	CoreHour    uint64 `json:"msat_per_core_hour"`
 	MemGiBHour  uint64 `json:"msat_per_gib_hour_memory"`
 	DiskGiBHour uint64 `json:"msat_per_gib_hour_disk"`
-	// EgressGiB is per GiB the seller sends the buyer (outputs and logs;
-	// not the image and inputs it receives), billed at the end of a job in
-	// whole sats rounded down (pkg/contract/egress.go).
+	// EgressGiB is per GiB moved between seller and buyer, both ways: the
+	// outputs and logs the seller sends, and the inputs and image (when
+	// really sent, not when the seller holds it) it receives; billed at the
+	// end of a job in whole sats rounded down (pkg/contract/egress.go).
 	EgressGiB uint64 `json:"msat_per_gib_egress"`
 	StartFee  uint64 `json:"start_fee_msat"`
 }
