@@ -90,7 +90,7 @@ func TestPolicyChangesTheRunningNode(t *testing.T) {
 	c := api.NewClient(cfg.DataDir)
 	var before api.Offer
 	var err error
-	waitUntil(t, func() bool { before, err = c.Offer(ctx); return err == nil })
+	waitFor(t, 10*time.Second, "the offer", func() bool { before, err = c.Offer(ctx); return err == nil })
 
 	bad := api.PolicyOf(cfg.Meter)
 	bad.Pricing.CoreHour = -1
@@ -122,14 +122,5 @@ func TestPolicyChangesTheRunningNode(t *testing.T) {
 	b, _ := os.ReadFile(cfg.ConfigFile)
 	if !strings.Contains(string(b), "# mine") || !strings.Contains(string(b), "region: eu") || !strings.Contains(string(b), "core_hour: 77.5") {
 		t.Fatalf("config file after:\n%s", b)
-	}
-}
-
-func waitUntil(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
 	}
 }
