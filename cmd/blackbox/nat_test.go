@@ -307,8 +307,7 @@ func TestNATMarket(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(res, "out", "x")); string(b) != "out\n" {
 			t.Fatalf("out/x: %q", b)
 		}
-		ch := w.waitJobPaid(seller, buyerID, j)
-		w.closeOnChain(seller, ch, ch.Paid)
+		w.closeOnChain(seller, w.waitChannelPaid(seller, buyerID, j.Paid), j.Paid)
 	})
 	t.Run("cone", func(t *testing.T) {
 		// Both homes map endpoint-independently: hole punching works, so
@@ -376,8 +375,8 @@ func impairedFlow(t *testing.T, w *world, image string) {
 		t.Fatalf("out/blob is %s, the job wrote %s", got, want)
 	}
 	t.Logf("done in %s under 2%% loss and a 10 Mbit uplink", time.Since(began).Round(time.Millisecond))
-	ch := w.waitJobPaid(seller, buyerID, j)
-	w.closeOnChain(seller, ch, ch.Paid)
+	ch := w.waitChannelPaid(seller, buyerID, j.Paid)
+	w.closeOnChain(seller, ch, j.Paid)
 }
 
 func randomBytes(t *testing.T, n int) []byte {
@@ -399,29 +398,10 @@ func readFile(t *testing.T, path string) string {
 
 // waitChannelPaid waits until the seller's channel with peer holds paid.
 func (w *world) waitChannelPaid(seller *daemon, peer string, paid int64) *payment.Channel {
-	return w.waitChannelHolds(seller, peer, paid, paid)
-}
-
-// waitJobPaid waits until the seller's channel with peer holds what the
-// job's receipt billed, and at most what the buyer signed: a payment the
-// buyer signed for the next interval as the job ended (its beat delayed
-// behind the outputs on a slow uplink) may not reach the seller, which then
-// bills and holds one interval less than the buyer signed — the buyer
-// loses at most that interval, as the design allows.
-func (w *world) waitJobPaid(seller *daemon, peer string, j *contract.JobStatus) *payment.Channel {
-	if j.Receipt == nil {
-		w.t.Fatalf("job %s has no receipt", j.ID)
-	}
-	return w.waitChannelHolds(seller, peer, j.Receipt.Billed, j.Paid)
-}
-
-// waitChannelHolds waits until the seller's channel with peer holds between
-// least and most.
-func (w *world) waitChannelHolds(seller *daemon, peer string, least, most int64) *payment.Channel {
 	var ch *payment.Channel
-	waitFor(w.t, 30*time.Second, fmt.Sprintf("the seller's channel to hold %d to %d sat", least, most), func() bool {
+	waitFor(w.t, 30*time.Second, "the seller's channel to hold the payment", func() bool {
 		ch = seller.channelWith(peer)
-		return ch != nil && ch.Paid >= least && ch.Paid <= most
+		return ch != nil && ch.Paid == paid
 	})
 	return ch
 }

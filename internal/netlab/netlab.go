@@ -81,10 +81,9 @@ type Internet struct {
 
 	mu      sync.Mutex
 	nss     []string // every namespace made, in order
-	nextPub int      // last host octet used on the public segment
+	nextPub int      // hosts on the public segment so far
 	homes   int
 	isps    int
-	ports   int // bridge ports made on the public segment
 }
 
 // Host is a machine: a namespace with one interface, eth0.
@@ -272,16 +271,23 @@ func (in *Internet) plug(ns, dev string, addr netip.Prefix, brNS, port string) {
 // publicAddr is the next free address on the public segment.
 func (in *Internet) publicAddr() (netip.Addr, string) {
 	in.t.Helper()
+	return in.nextAddr(&in.nextPub, PublicPrefix, 1)
+}
+
+// nextAddr counts one more host on the /24 subnet and returns its address,
+// host part first upwards, and the name of its port on the subnet's bridge.
+func (in *Internet) nextAddr(count *int, subnet netip.Prefix, first int) (netip.Addr, string) {
+	in.t.Helper()
 	in.mu.Lock()
-	defer in.mu.Unlock()
-	in.nextPub++
-	in.ports++
-	if in.nextPub > 250 {
-		in.t.Fatal("netlab: the public segment is full")
+	*count++
+	n := *count
+	in.mu.Unlock()
+	if first+n-1 > 250 {
+		in.t.Fatalf("netlab: %s is full", subnet)
 	}
-	a := PublicPrefix.Addr().As4()
-	a[3] = byte(in.nextPub)
-	return netip.AddrFrom4(a), "p" + strconv.Itoa(in.ports)
+	a := subnet.Addr().As4()
+	a[3] = byte(first + n - 1)
+	return netip.AddrFrom4(a), "p" + strconv.Itoa(n)
 }
 
 // PublicHost adds a host on the public segment.
@@ -414,13 +420,8 @@ func (in *Internet) CGNAT(name string, nat NAT) *ISP {
 func (isp *ISP) Home(name string, nat NAT) *Home {
 	in := isp.in
 	in.t.Helper()
-	in.mu.Lock()
-	isp.homes++
-	n := isp.homes
-	in.mu.Unlock()
-	a := isp.Subnet.Addr().As4()
-	a[3] = byte(1 + n)
-	return in.home(name, nat, uplink{ns: isp.seg, addr: netip.PrefixFrom(netip.AddrFrom4(a), 24), port: "p" + strconv.Itoa(n), gw: isp.Router.LAN})
+	wan, port := in.nextAddr(&isp.homes, isp.Subnet, 2)
+	return in.home(name, nat, uplink{ns: isp.seg, addr: netip.PrefixFrom(wan, 24), port: port, gw: isp.Router.LAN})
 }
 
 // Host adds a machine on the home's LAN, .2 upwards, its default route
@@ -428,14 +429,9 @@ func (isp *ISP) Home(name string, nat NAT) *Home {
 func (hm *Home) Host(name string) *Host {
 	in := hm.in
 	in.t.Helper()
-	in.mu.Lock()
-	hm.hosts++
-	n := hm.hosts
-	in.mu.Unlock()
-	a := hm.Subnet.Addr().As4()
-	a[3] = byte(1 + n)
-	h := &Host{Name: name, NS: in.newNS("h-" + name), IP: netip.AddrFrom4(a), in: in}
-	in.plug(h.NS, "eth0", netip.PrefixFrom(h.IP, 24), hm.lan, "p"+strconv.Itoa(n))
+	ip, port := in.nextAddr(&hm.hosts, hm.Subnet, 2)
+	h := &Host{Name: name, NS: in.newNS("h-" + name), IP: ip, in: in}
+	in.plug(h.NS, "eth0", netip.PrefixFrom(h.IP, 24), hm.lan, port)
 	in.must(h.NS, "ip", "route", "add", "default", "via", hm.Router.LAN.String())
 	return h
 }

@@ -39,33 +39,28 @@ func (h *Host) enter(f func() error) error {
 
 // Dial opens a connection from inside the host.
 func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := h.enter(func() (err error) {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
-	return c, err
+	var d net.Dialer
+	return within(h, func() (net.Conn, error) { return d.DialContext(ctx, network, addr) })
 }
 
 // Listen listens inside the host (TCP).
 func (h *Host) Listen(network, addr string) (net.Listener, error) {
-	var l net.Listener
-	err := h.enter(func() (err error) {
-		l, err = net.Listen(network, addr)
-		return err
-	})
-	return l, err
+	return within(h, func() (net.Listener, error) { return net.Listen(network, addr) })
 }
 
 // ListenPacket opens a packet socket (UDP) inside the host.
 func (h *Host) ListenPacket(network, addr string) (net.PacketConn, error) {
-	var c net.PacketConn
+	return within(h, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
+}
+
+// within makes a socket inside the host's namespace (it stays there).
+func within[T any](h *Host, open func() (T, error)) (T, error) {
+	var v T
 	err := h.enter(func() (err error) {
-		c, err = net.ListenPacket(network, addr)
+		v, err = open()
 		return err
 	})
-	return c, err
+	return v, err
 }
 
 // Expose makes a TCP service of the test process's own namespace (target,

@@ -1,11 +1,9 @@
 package contract
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"math"
-	"strings"
 	"sync"
 	"testing"
 
@@ -61,11 +59,7 @@ func TestEgressBilled(t *testing.T) {
 	})
 	req := m.request(10)
 	const in = 1 << 20
-	dg, n, err := m.blobs.Add(bytes.NewReader(make([]byte, in)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Inputs = []Input{{Name: "in.txt", SHA256: dg, Size: uint64(n)}}
+	m.withInput(t, &req, make([]byte, in))
 	j := doneJob(t, b, req)
 	rc := j.Receipt
 	image := uint64(len("a tarball, as far as the fake runner cares")) // newMarket's image, sent by digest
@@ -115,11 +109,7 @@ func TestCachedImageNotBilled(t *testing.T) {
 	m.connect()
 	req := m.request(10)
 	input := "input data"
-	dg, n, err := m.blobs.Add(strings.NewReader(input))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Inputs = []Input{{Name: "in.txt", SHA256: dg, Size: uint64(n)}}
+	m.withInput(t, &req, []byte(input))
 	j := doneJob(t, b, req)
 	rc := j.Receipt
 	if imports, read := run.counts(); imports != 0 || read != 0 {

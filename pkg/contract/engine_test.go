@@ -36,10 +36,12 @@ type fakeRunner struct {
 	// outBytes, if set, is how many bytes the job writes to /out.
 	outBytes int
 
-	mu                sync.Mutex
-	cpu, maxCPU       uint64
-	runs, killed      int
-	started, finished chan string
+	// finished, if set, is told each job's contract ID as its work ends.
+	finished chan string
+
+	mu           sync.Mutex
+	cpu, maxCPU  uint64
+	runs, killed int
 }
 
 func (r *fakeRunner) ImportImage(ctx context.Context, rd io.Reader, digest string) (string, error) {
@@ -89,6 +91,9 @@ func (r *fakeRunner) Run(ctx context.Context, spec RunSpec) (*RunResult, error) 
 		r.killed++
 		r.mu.Unlock()
 		res.Reason, res.ExitCode = "killed", 137
+	}
+	if r.finished != nil {
+		r.finished <- spec.ContractID
 	}
 	if r.outBytes > 0 {
 		spec.Output.Write(bytes.Repeat([]byte{'x'}, r.outBytes))
@@ -264,6 +269,17 @@ func (m *market) buyerOn(h host.Host, pay Payer, opts ...func(*BuyerConfig)) (*B
 	return b, h
 }
 
+// withInput stores data in the buyer's blobs and gives req it as its one
+// input, in.txt (the fake job echoes it to stderr).
+func (m *market) withInput(t *testing.T, req *Request, data []byte) {
+	t.Helper()
+	dg, n, err := m.blobs.Add(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Inputs = []Input{{Name: "in.txt", SHA256: dg, Size: uint64(n)}}
+}
+
 func (m *market) request(intervals int) Request {
 	return Request{Image: m.image, Command: []string{"sh", "-c", "echo hello"},
 		Resources: offer.Resources{CPUMillis: 1000, MemoryBytes: 256 << 20}, Duration: time.Duration(intervals) * testInterval}
@@ -301,11 +317,7 @@ func TestNormalRun(t *testing.T) {
 	b, _ := m.buyer(pay)
 	m.connect()
 	req := m.request(10)
-	dg, n, err := m.blobs.Add(bytes.NewReader([]byte("input data")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Inputs = []Input{{Name: "in.txt", SHA256: dg, Size: uint64(n)}}
+	m.withInput(t, &req, []byte("input data"))
 	id, err := b.Submit(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -378,6 +390,43 @@ func TestSellerDisappearsBuyerRetries(t *testing.T) {
 	}
 }
 
+// TestStartedIntervalCollected: an interval that started while its payment
+// was within the grace is owed even when the job ends before the payment
+// arrives (its beat queued behind the outputs on a slow uplink, say): the
+// seller's bill asks for it and takes the buyer's late payment, so both
+// sides agree on what the contract cost. The late payment was lost before:
+// the buyer had signed one interval more than the seller held.
+func TestStartedIntervalCollected(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: 5 * testInterval / 2, finished: make(chan string, 1)}
+	s, _ := m.seller(run, &fakePay{}, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	// The buyer's third payment (the third interval's) waits until the
+	// job has ended.
+	bpay := &fakePay{blockAfter: 2, release: make(chan struct{})}
+	b, _ := m.buyer(bpay)
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-run.finished:
+	case <-time.After(time.Minute):
+		t.Fatal("the job never ended")
+	}
+	close(bpay.release)
+	j := waitJob(t, b, id)
+	sr, err := s.Machine().Get(RoleSeller, j.ContractID)
+	if err != nil || j.Receipt == nil {
+		t.Fatalf("job %+v: %v", j, err)
+	}
+	p, rc := sr.Proposal, j.Receipt
+	if rc.Intervals != 3 || rc.Billed != p.Owed(3) || sr.Paid != p.Owed(3) || j.Paid != p.Owed(3) {
+		t.Fatalf("receipt: %d intervals billed %d; seller holds %d, buyer paid %d; want 3 intervals, %d each",
+			rc.Intervals, rc.Billed, sr.Paid, j.Paid, p.Owed(3))
+	}
+}
+
 func TestBuyerStopsPayingSellerStops(t *testing.T) {
 	m := newMarket(t)
 	run := &fakeRunner{work: time.Hour}
@@ -430,7 +479,6 @@ func TestBuyerStopsPayingSellerStops(t *testing.T) {
 func TestCancel(t *testing.T) {
 	m := newMarket(t)
 	run := &fakeRunner{work: time.Hour}
-	run.started = make(chan string, 1)
 	pay := &fakePay{}
 	m.seller(run, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
 	b, _ := m.buyer(pay)

@@ -78,11 +78,7 @@ func TestCachedImageNotSent(t *testing.T) {
 	submit := func(input string) {
 		t.Helper()
 		req := m.request(2)
-		dg, n, err := m.blobs.Add(strings.NewReader(input))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Inputs = []Input{{Name: "in.txt", SHA256: dg, Size: uint64(n)}}
+		m.withInput(t, &req, []byte(input))
 		id, err := b.Submit(context.Background(), req)
 		if err != nil {
 			t.Fatal(err)

@@ -788,10 +788,7 @@ func (j *sellerJob) runAndBill(ctx context.Context, image string, interval time.
 			}
 		}
 	}()
-	grace := s.cfg.PayGrace
-	if grace <= 0 {
-		grace = interval / 2
-	}
+	grace := j.payGrace()
 	total := p.Intervals()
 	var (
 		k       uint64 = 1 // intervals paid for and started
@@ -868,20 +865,31 @@ loop:
 		w.mu.Unlock()
 	}
 	s.observe(sent, sendTime)
-	owed := p.Owed(k)
 	// movedBytes is what the bytes moved both ways (egress.go): what the
 	// seller sent and what it received of the image and inputs.
 	var movedBytes uint64
 	var egress int64
 	if billsEgress(j.c.s.Protocol()) {
-		bl := Bill{EgressBytes: uint64(sent), IngressBytes: uint64(j.rxBytes), EgressPrice: j.egressPrice, Intervals: k}
+		// An interval that started while its payment was still within
+		// the grace is owed too: the bill asks for it, and the buyer's
+		// payment for it (perhaps on its way as the job ended, its beat
+		// queued behind the outputs) is collected with the bill's.
+		started := k
+		if due != nil {
+			started = k + 1
+		}
+		bl := Bill{EgressBytes: uint64(sent), IngressBytes: uint64(j.rxBytes), EgressPrice: j.egressPrice, Intervals: started}
 		movedBytes, _ = bl.Moved() // both are counts of bytes that moved: no overflow
 		egress = EgressSats(movedBytes, j.egressPrice)
-		bl.Egress, bl.Total = egress, owed+egress
+		bl.Egress, bl.Total = egress, p.Owed(started)+egress
 		if buyerOK && why != "unpaid" {
 			j.collectBill(ctx, frames, bl)
 		}
+		for k < started && j.paid >= p.Owed(k+1) {
+			k++
+		}
 	}
+	owed := p.Owed(k)
 	billed := min(j.paid, owed+egress)
 	rc := &Receipt{Version: Version, ContractID: j.id, Seller: s.id, Buyer: j.buyer, ExitCode: int64(res.ExitCode),
 		Reason: why, Usage: res.Usage, Billed: billed, Intervals: k,
@@ -915,6 +923,14 @@ loop:
 	return err
 }
 
+// payGrace is how long after an interval starts its payment may come.
+func (j *sellerJob) payGrace() time.Duration {
+	if g := j.s.cfg.PayGrace; g > 0 {
+		return g
+	}
+	return j.ct.Proposal.Interval / 2
+}
+
 // collectBill sends the buyer the bill of a 1.3.0 job that has ended and
 // takes the payments that come for it, until the bill is paid, the buyer
 // stops sending or billWait passes. frames are the buyer's (nil: it is
@@ -923,11 +939,7 @@ func (j *sellerJob) collectBill(ctx context.Context, frames <-chan []byte, bl Bi
 	if err := j.c.send(jBill, marshalBill(bl)); err != nil {
 		return
 	}
-	grace := j.s.cfg.PayGrace
-	if grace <= 0 {
-		grace = j.ct.Proposal.Interval / 2
-	}
-	timeout := time.NewTimer(billWait(grace))
+	timeout := time.NewTimer(billWait(j.payGrace()))
 	defer timeout.Stop()
 	for j.paid < bl.Total {
 		select {
