@@ -125,6 +125,9 @@ type Reachability struct {
 	// MappedAddrs are the external addresses the router maps to this
 	// node's listen ports (UPnP / NAT-PMP).
 	MappedAddrs []string `json:"mapped_addrs,omitempty"`
+	// PortMappingProtocol is the protocol of the router that answered
+	// (refused or mapped): upnp or natpmp.
+	PortMappingProtocol string `json:"port_mapping_protocol,omitempty"`
 	// HolePunch counts hole punches since start.
 	HolePunch HolePunchCounts `json:"holepunch"`
 }
