@@ -94,7 +94,9 @@ func TestPortMapping(t *testing.T) {
 		if want := fmt.Sprintf("tcp %s %s:%d", wanPort, h.IP, nodePort); err != nil || !slices.Contains(rules, want) {
 			t.Fatalf("%s: the router's mappings %q (%v) do not forward tcp %s to it", name, rules, err, wanPort)
 		}
-		if !slices.ContainsFunc(rules, func(r string) bool { return strings.HasPrefix(r, "udp ") && strings.HasSuffix(r, fmt.Sprintf(" %s:%d", h.IP, nodePort)) }) {
+		if !slices.ContainsFunc(rules, func(r string) bool {
+			return strings.HasPrefix(r, "udp ") && strings.HasSuffix(r, fmt.Sprintf(" %s:%d", h.IP, nodePort))
+		}) {
 			t.Errorf("%s: the router's mappings %q do not forward a udp port to it", name, rules)
 		}
 		out, err := d.cli("status")

@@ -116,7 +116,8 @@ type Reachability struct {
 	DHTMode string `json:"dht_mode"`
 	// RelayService says whether this node relays for others now.
 	RelayService bool `json:"relay_service"`
-	// PortMapping is what UPnP / NAT-PMP port mapping got: off
+	// PortMapping is what UPnP / NAT-PMP port mapping got (UPnP first,
+	// then NAT-PMP): off
 	// (network.port_mapping false), searching (for a router), no_router
 	// (none answered), refused (a router answered, no port is mapped) or
 	// mapped (MappedAddrs are the router's external addresses of the

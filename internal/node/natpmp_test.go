@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
@@ -361,4 +362,44 @@ func TestListenPorts(t *testing.T) {
 	if want := []pmpPort{pmpTCP, pmpUDP, {"tcp", 7461}}; !slices.Equal(got, want) {
 		t.Errorf("listen ports %v, want %v", got, want)
 	}
+}
+
+// FuzzNATPMPGrant: whatever the router answers to a mapping request (a
+// port, a lifetime, an internal port, an epoch; or for its external
+// address), the mapper advertises a mapping only of the port asked, to a
+// port and for a time the router granted, and never steps again in the
+// past.
+func FuzzNATPMPGrant(f *testing.F) {
+	f.Add(uint16(7460), uint16(7460), uint32(7200), uint32(100), uint32(200), []byte{203, 0, 113, 7})
+	f.Add(uint16(7461), uint16(0), uint32(0), uint32(0), uint32(0), []byte{0, 0, 0, 0})
+	f.Add(uint16(7460), uint16(65535), uint32(1), uint32(1<<32-1), uint32(0), []byte{255, 255, 255, 255})
+	f.Fuzz(func(t *testing.T, internal, ext uint16, life, epoch, epoch2 uint32, ip []byte) {
+		var ext4 [4]byte
+		copy(ext4[:], ip)
+		ports := []pmpPort{pmpTCP}
+		gw := &fakeGateway{ext: ext4, epoch: epoch}
+		gw.grant = func(string, int, int, int) (*natpmp.AddPortMappingResult, error) {
+			return &natpmp.AddPortMappingResult{InternalPort: internal, MappedExternalPort: ext, PortMappingLifetimeInSeconds: life}, nil
+		}
+		p := testPMP(gw, &ports)
+		now := time.Now()
+		next := mustStep(t, p, gw, now)
+		gw.set(func(f *fakeGateway) { f.epoch = epoch2 })
+		for range 3 {
+			if !next.After(now) {
+				t.Fatalf("next step at %s, not after %s", next, now)
+			}
+			a := p.mappingAt(tcpAddr, now)
+			granted := internal == 7460 && ext != 0 && life != 0 && ext4 != [4]byte{}
+			if a == nil {
+				if granted {
+					t.Fatalf("granted %d for %d s on %v: not advertised", ext, life, ext4)
+				}
+			} else if want := fmt.Sprintf("/ip4/%s/tcp/%d", netip.AddrFrom4(ext4), ext); !granted || a.String() != want {
+				t.Fatalf("advertised %s, want %q (granted %v)", a, want, granted)
+			}
+			now = next
+			next = mustStep(t, p, gw, now)
+		}
+	})
 }
