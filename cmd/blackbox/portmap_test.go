@@ -136,6 +136,12 @@ func TestPortMapping(t *testing.T) {
 	}
 	mapped("seller", on, sellerHost, seller, began, "upnp", "UPnP")
 	mapped("pmpnode", pmp, pmpHost, pmpNode, pmpBegan, "natpmp", "NAT-PMP")
+	// The UPnP home's router speaks NAT-PMP too; the seller, mapped
+	// through UPnP, did not also map through NAT-PMP: one forward per
+	// port (long after the NAT-PMP fallback would have started).
+	if rules, err := on.Router.PortMappings(); err != nil || len(rules) != 2 {
+		t.Errorf("the UPnP home's router maps %q (%v), want one tcp and one udp forward", rules, err)
+	}
 
 	// port_mapping: false: nothing mapped, and the router keeps it closed.
 	if c := w.reach(closed); c.PortMapping != "off" || len(c.MappedAddrs) > 0 {
