@@ -116,7 +116,8 @@ type Reachability struct {
 	DHTMode string `json:"dht_mode"`
 	// RelayService says whether this node relays for others now.
 	RelayService bool `json:"relay_service"`
-	// PortMapping is what UPnP / NAT-PMP port mapping got: off
+	// PortMapping is what UPnP / NAT-PMP port mapping got (UPnP first,
+	// then NAT-PMP): off
 	// (network.port_mapping false), searching (for a router), no_router
 	// (none answered), refused (a router answered, no port is mapped) or
 	// mapped (MappedAddrs are the router's external addresses of the
@@ -125,6 +126,9 @@ type Reachability struct {
 	// MappedAddrs are the external addresses the router maps to this
 	// node's listen ports (UPnP / NAT-PMP).
 	MappedAddrs []string `json:"mapped_addrs,omitempty"`
+	// PortMappingProtocol is the protocol of the router that answered
+	// (refused or mapped): upnp or natpmp.
+	PortMappingProtocol string `json:"port_mapping_protocol,omitempty"`
 	// HolePunch counts hole punches since start.
 	HolePunch HolePunchCounts `json:"holepunch"`
 }

@@ -187,6 +187,9 @@ func networkString(r api.Reachability) string {
 	}[r.PortMapping]
 	if r.PortMapping == "mapped" {
 		pm = "mapped " + strings.Join(r.MappedAddrs, ", ")
+		if by := map[string]string{"upnp": "UPnP", "natpmp": "NAT-PMP"}[r.PortMappingProtocol]; by != "" {
+			pm += " (" + by + ")"
+		}
 	} else if pm == "" {
 		pm = r.PortMapping
 	}

@@ -205,6 +205,8 @@ func TestReachabilityOf(t *testing.T) {
 		{"public", Reach{State: "public", PublicAddrs: []string{"/ip4/1.2.3.4/tcp/7460"}}, OK, []string{"public", "1.2.3.4", "dialled it back"}},
 		{"forced public", Reach{State: "public", Forced: true}, OK, []string{"forced by network.reachability"}},
 		{"public, port mapped", Reach{State: "public", PortMapping: "mapped", MappedAddrs: []string{"/ip4/1.2.3.4/tcp/7460"}}, OK, []string{"router maps /ip4/1.2.3.4/tcp/7460", "UPnP"}},
+		{"public, mapped by NAT-PMP", Reach{State: "public", PortMapping: "mapped", MappedAddrs: []string{"/ip4/1.2.3.4/tcp/7460"}, PortMappingProtocol: "natpmp"}, OK, []string{"router maps /ip4/1.2.3.4/tcp/7460 to it (NAT-PMP)"}},
+		{"unreachable, mapped by UPnP behind CGNAT", Reach{State: "unreachable", PortMapping: "mapped", MappedAddrs: []string{"/ip4/100.64.1.2/tcp/7460"}, PortMappingProtocol: "upnp"}, Warn, []string{"to this node (UPnP) but"}},
 		{"unreachable, port mapping off", Reach{State: "unreachable"}, Warn, []string{"set network.port_mapping: true"}},
 		{"unreachable, mapped behind CGNAT", Reach{State: "unreachable", PortMapping: "mapped", MappedAddrs: []string{"/ip4/100.64.1.2/tcp/7460"}}, Warn, []string{"maps /ip4/100.64.1.2/tcp/7460", "carrier-grade"}},
 		{"unreachable, router refused", Reach{State: "unreachable", PortMapping: "refused"}, Warn, []string{"mapped no port"}},

@@ -180,9 +180,23 @@ type Reach struct {
 	NATUDP          string
 	PortMapping     string // off, searching, no_router, refused, mapped
 	MappedAddrs     []string
+	// PortMappingProtocol is the router's that answered: upnp, natpmp
+	// or "".
+	PortMappingProtocol string
 	// Internet says the node is meant for the internet market (a
 	// bootstrap peer has a public address): unreachable there fails.
 	Internet bool
+}
+
+// mappedBy names the protocol the router mapped the ports with.
+func (r Reach) mappedBy() string {
+	switch r.PortMappingProtocol {
+	case "upnp":
+		return "UPnP"
+	case "natpmp":
+		return "NAT-PMP"
+	}
+	return "UPnP / NAT-PMP"
 }
 
 // ReachabilityOf is the reachability check of a running node: AutoNAT's
@@ -207,7 +221,7 @@ func ReachabilityOf(r Reach, listen []ma.Multiaddr) Check {
 	case "refused":
 		forward += ", or let the router's UPnP / NAT-PMP map ports for this machine (a router answered but mapped no port)"
 	case "mapped":
-		forward = fmt.Sprintf("the router maps %s to this node (UPnP / NAT-PMP) but peers could not dial it: another NAT upstream (the ISP's carrier-grade NAT) or a firewall is in the way; ask the ISP for a public address, or ", strings.Join(r.MappedAddrs, ", ")) + forward
+		forward = fmt.Sprintf("the router maps %s to this node (%s) but peers could not dial it: another NAT upstream (the ISP's carrier-grade NAT) or a firewall is in the way; ask the ISP for a public address, or ", strings.Join(r.MappedAddrs, ", "), r.mappedBy()) + forward
 	default: // searching
 		forward += ", or enable UPnP / NAT-PMP on the router (network.port_mapping is on and still looking for one)"
 	}
@@ -222,7 +236,7 @@ func ReachabilityOf(r Reach, listen []ma.Multiaddr) Check {
 			at = strings.Join(r.PublicAddrs, ", ")
 		}
 		if r.PortMapping == "mapped" {
-			why += "; the router maps " + strings.Join(r.MappedAddrs, ", ") + " to it (UPnP / NAT-PMP)"
+			why += "; the router maps " + strings.Join(r.MappedAddrs, ", ") + " to it (" + r.mappedBy() + ")"
 		}
 		return Check{Name: NameReach, Status: OK, Detail: fmt.Sprintf("public: peers reach it directly at %s (%s)", at, why)}
 	case "private":

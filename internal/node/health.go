@@ -127,5 +127,5 @@ func (n *Node) reachHealth() health.Reach {
 	v := n.reach.view()
 	return health.Reach{State: v.State, Forced: v.Source == "config", PublicAddrs: v.PublicAddrs, PublicAddrsFrom: v.PublicAddrsFrom,
 		RelayAddrs: v.RelayAddrs, Relays: v.Relays, HolePunching: v.HolePunching,
-		NATTCP: v.NAT.TCP, NATUDP: v.NAT.UDP, PortMapping: v.PortMapping, MappedAddrs: v.MappedAddrs, Internet: !n.reach.private}
+		NATTCP: v.NAT.TCP, NATUDP: v.NAT.UDP, PortMapping: v.PortMapping, MappedAddrs: v.MappedAddrs, PortMappingProtocol: v.PortMappingProtocol, Internet: !n.reach.private}
 }

@@ -32,8 +32,9 @@ func (n *Node) networkOptions(reg prometheus.Registerer) ([]libp2p.Option, *hole
 	}
 	var ports *portMapper
 	if c.PortMapping {
-		// libp2p.NATPortMap's manager, kept to tell status what it got.
-		ports = &portMapper{}
+		// libp2p.NATPortMap's manager (UPnP) and our NAT-PMP fallback,
+		// kept to tell status what they got.
+		ports = &portMapper{log: n.log}
 		opts = append(opts, libp2p.NATManager(ports.manager))
 	}
 	if c.RelayService == RelayAuto {

@@ -41,8 +41,8 @@ type NetworkConfig struct {
 	// Reachability is auto (AutoNAT decides), public or private (forced:
 	// for operators who know, and for tests).
 	Reachability string `mapstructure:"reachability"`
-	// PortMapping asks the router to forward the listen ports (UPnP,
-	// NAT-PMP).
+	// PortMapping asks the router to forward the listen ports (UPnP
+	// through go-libp2p, then NAT-PMP through natPMP).
 	PortMapping bool `mapstructure:"port_mapping"`
 	// DHTMode is auto, server or client; see dhtMode for auto's rule.
 	DHTMode string `mapstructure:"dht_mode"`

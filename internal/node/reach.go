@@ -269,7 +269,7 @@ func (t *reachTracker) view() api.Reachability {
 		RelayService: slices.Contains(t.h.Mux().Protocols(), proto.ProtoIDv2Hop),
 		HolePunch:    t.punches.counts(),
 	}
-	v.PortMapping, v.MappedAddrs = t.ports.status()
+	v.PortMapping, v.MappedAddrs, v.PortMappingProtocol = t.ports.status()
 	if t.cfg.Reachability != ReachAuto {
 		v.Source = "config"
 	}
