@@ -3,6 +3,7 @@ package payment
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
@@ -57,6 +58,14 @@ type Config struct {
 	// cannot start (a node without them earns nothing): "auto" (required
 	// when running as a systemd service), "true" or "false".
 	Required string `mapstructure:"required"`
+	// CloseIdle closes a seller's channel no payment has moved for this
+	// long, when the close pays the seller at least its fee (see
+	// ClosePolicy); 0: never for idleness.
+	CloseIdle time.Duration `mapstructure:"close_idle"`
+	// CloseAt closes a seller's channel once the payments it holds reach
+	// this many sats (and no contract of its buyer is running); 0: never
+	// for its balance. Closes before expiry happen whatever these say.
+	CloseAt int64 `mapstructure:"close_at"`
 }
 
 // DefaultConfig is regtest on btcd's default loopback port with conservative
@@ -74,6 +83,8 @@ func DefaultConfig() Config {
 		SafetyMargin:    12,
 		ChannelLifetime: 144 * 7,
 		Required:        RequiredAuto,
+		CloseIdle:       DefaultCloseIdle,
+		CloseAt:         DefaultCloseAt,
 	}
 }
 
@@ -105,6 +116,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ChannelLifetime <= c.SafetyMargin {
 		return errors.New("channel_lifetime: must exceed safety_margin")
+	}
+	if c.CloseIdle < 0 {
+		return fmt.Errorf("close_idle: %s is negative (0 turns idle closes off)", c.CloseIdle)
+	}
+	if c.CloseAt < 0 {
+		return fmt.Errorf("close_at: %d is negative (0 turns balance closes off)", c.CloseAt)
 	}
 	if c.PayoutAddress != "" && c.PayoutXpub != "" {
 		return errors.New("payout_address and payout_xpub: set one, not both")

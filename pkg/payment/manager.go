@@ -84,6 +84,8 @@ type Manager struct {
 	// changed is closed (and cleared) when a channel change is persisted;
 	// nil while nobody waits (see changes).
 	changed chan struct{}
+	// warned holds the channels the close policy warned are unclaimable.
+	warned map[string]bool
 }
 
 // chanState is one channel as the Manager holds it.
