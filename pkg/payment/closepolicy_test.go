@@ -61,7 +61,7 @@ func (p *memPair) state(t *testing.T) *Channel {
 func TestClosePolicyWeighsFee(t *testing.T) {
 	ctx := context.Background()
 	p, clk := policyPair(t, 1, time.Hour) // close_at: every sat; idle: 1 h
-	fee := p.state(t).CloseFee             // 2 sat/vB × 171 vB
+	fee := p.state(t).CloseFee            // 2 sat/vB × 171 vB
 	if fee != 342 {
 		t.Fatalf("close fee %d, want 342 (171 vB at 2 sat/vB)", fee)
 	}
