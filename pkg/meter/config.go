@@ -130,7 +130,7 @@ func DefaultConfig() Config {
 			MemoryGiBHour: 3,
 			DiskGiBHour:   0.1,
 			EgressGiB:     50,
-			StartFee:      10,
+			StartFee:      200,
 		},
 	}
 }

@@ -81,7 +81,7 @@ func DefaultConfig() Config {
 		FallbackFeeRate: 10,
 		Confirmations:   3,
 		SafetyMargin:    12,
-		ChannelLifetime: 144 * 7,
+		ChannelLifetime: 144 * 14,
 		Required:        RequiredAuto,
 		CloseIdle:       DefaultCloseIdle,
 		CloseAt:         DefaultCloseAt,

@@ -1,0 +1,65 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/blackbox-market/blackbox/internal/api"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+)
+
+// holdingsLines says where the money in channels is, one line each: in
+// open channels as a seller (what closing them costs now, what it leaves,
+// what no close can pay yet), closing, settled, lost, and locked as a
+// buyer. Lines with nothing are left out, except the first.
+func holdingsLines(h payment.Holdings) []string {
+	first := "in channels: nothing"
+	if h.InChannels > 0 {
+		first = fmt.Sprintf("in channels: %s; closing them now costs %s in fees and leaves %s", sats(h.InChannels), sats(h.CloseFee), sats(h.AfterClose))
+		if h.Unclaimable > 0 {
+			first += fmt.Sprintf(" (%s of it no close can pay yet: the seller's output would be dust; back to the buyer at expiry unless more is paid)", sats(h.Unclaimable))
+		}
+	}
+	lines := []string{first}
+	if h.Closing > 0 {
+		lines = append(lines, fmt.Sprintf("closing: %s to the payout address, once the closes confirm", sats(h.Closing)))
+	}
+	if h.Settled > 0 {
+		lines = append(lines, fmt.Sprintf("settled: %s paid to the payout address (after %s in close fees)", sats(h.Settled), sats(h.SettledFees)))
+	}
+	if h.Lost > 0 {
+		lines = append(lines, fmt.Sprintf("lost: %s refunded to buyers (no close could pay it before expiry)", sats(h.Lost)))
+	}
+	if h.BuyerLocked > 0 {
+		lines = append(lines, fmt.Sprintf("locked as a buyer: %s (back at the seller's close, or by refund after expiry)", sats(h.BuyerLocked)))
+	}
+	return lines
+}
+
+// channelHoldings reads the channels from the daemon, or from the database
+// when none runs; ok is false when neither can be read (payments off).
+func (a *App) channelHoldings(ctx context.Context) (payment.Holdings, bool) {
+	list, err := a.client().Channels(ctx)
+	if errors.Is(err, api.ErrNoDaemon) {
+		list, err = a.loadChannels()
+	}
+	if err != nil {
+		return payment.Holdings{}, false
+	}
+	return payment.Hold(list), true
+}
+
+// writeHoldings prints holdingsLines under a label, aligned.
+func writeHoldings(w io.Writer, label string, h payment.Holdings) {
+	pad := strings.Repeat(" ", len(label))
+	for i, l := range holdingsLines(h) {
+		if i == 0 {
+			fmt.Fprintf(w, "%s%s\n", label, l)
+		} else {
+			fmt.Fprintf(w, "%s%s\n", pad, l)
+		}
+	}
+}
