@@ -218,3 +218,26 @@ const (
 	DefaultCloseIdle = 72 * time.Hour
 	DefaultCloseAt   = 20_000
 )
+
+// usable reports whether the buyer's channel c may carry a new contract:
+// its funding output is not spent as far as the chain knows (a seller's
+// close policy may have closed it since the last block; btcd sees the close
+// in its mempool). A spend found is recorded (the channel moves to
+// Closing); a chain error leaves the channel usable.
+func (m *Manager) usable(ctx context.Context, c *Channel) bool {
+	if c.State != StateOpen {
+		return true
+	}
+	m.mu.Lock()
+	tip := m.tip
+	m.mu.Unlock()
+	spent, err := m.checkSpent(ctx, c, tip)
+	if err != nil {
+		m.log.Debug("channel spend check", "channel", c.ID, "err", err)
+		return true
+	}
+	if spent {
+		m.log.Info("channel closed by its seller: a new contract opens another", "channel", c.ID, "peer", c.Peer)
+	}
+	return !spent
+}

@@ -199,3 +199,34 @@ func TestClosePolicyExpiry(t *testing.T) {
 		}
 	}
 }
+
+// TestPayerSkipsClosedChannel: a channel its seller closed (the close in
+// the mempool, no block yet) carries no new contract: the buyer opens
+// another.
+func TestPayerSkipsClosedChannel(t *testing.T) {
+	p, _ := policyPair(t, 1000, 0)
+	ctx := context.Background()
+	p.payTo(t, 2000)
+	if err := p.seller.ClosePolicy(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.state(t); c.State != StateClosing {
+		t.Fatalf("seller's channel %s", c.State)
+	}
+	if c, _ := p.buyer.Channel(p.id); c.State != StateOpen {
+		t.Fatalf("the buyer already knows: %s", c.State)
+	}
+	terms, err := p.seller.SellerTerms()
+	if err != nil {
+		t.Fatal(err)
+	}
+	miner(t, p)
+	payer := NewPayer(p.buyer, PayerConfig{OpenWait: 10 * time.Second, Poll: 5 * time.Millisecond})
+	req, err := payer.EnsureChannel(ctx, "s", terms.Encode(), 1000)
+	if err != nil || req == nil {
+		t.Fatalf("a contract after the seller's close: request %v, %v", req != nil, err)
+	}
+	if c, _ := p.buyer.Channel(p.id); c.State == StateOpen {
+		t.Fatalf("the closed channel is still open for the buyer")
+	}
+}
