@@ -166,7 +166,7 @@ func closeLine(e api.Earnings) string {
 	if h == (payment.Holdings{}) { // an older daemon
 		h.InChannels, h.CloseFee, h.AfterClose = e.InChannelsSat, e.CloseFeeSat, e.AfterCloseSat
 	}
-	lines := holdingsLines(h)
+	lines := holdingsLines(h, earnSat)
 	lines[0] = "In open channels: " + strings.TrimPrefix(lines[0], "in channels: ")
 	return strings.Join(lines, "\n  ")
 }

@@ -14,8 +14,9 @@ import (
 // holdingsLines says where the money in channels is, one line each: in
 // open channels as a seller (what closing them costs now, what it leaves,
 // what no close can pay yet), closing, settled, lost, and locked as a
-// buyer. Lines with nothing are left out, except the first.
-func holdingsLines(h payment.Holdings) []string {
+// buyer. Lines with nothing are left out, except the first. sats formats
+// an amount (earnings' ungrouped, the wallet's grouped).
+func holdingsLines(h payment.Holdings, sats func(int64) string) []string {
 	first := "in channels: nothing"
 	if h.InChannels > 0 {
 		first = fmt.Sprintf("in channels: %s; closing them now costs %s in fees and leaves %s", sats(h.InChannels), sats(h.CloseFee), sats(h.AfterClose))
@@ -55,7 +56,7 @@ func (a *App) channelHoldings(ctx context.Context) (payment.Holdings, bool) {
 // writeHoldings prints holdingsLines under a label, aligned.
 func writeHoldings(w io.Writer, label string, h payment.Holdings) {
 	pad := strings.Repeat(" ", len(label))
-	for i, l := range holdingsLines(h) {
+	for i, l := range holdingsLines(h, sats) {
 		if i == 0 {
 			fmt.Fprintf(w, "%s%s\n", label, l)
 		} else {

@@ -15,7 +15,7 @@ import (
 func TestHoldingsLines(t *testing.T) {
 	h := payment.Holdings{InChannels: 1200, CloseFee: 684, AfterClose: 858, Unclaimable: 200,
 		Closing: 462, Settled: 1000, SettledFees: 342, Lost: 11, BuyerLocked: 99_000}
-	got := strings.Join(holdingsLines(h), "\n")
+	got := strings.Join(holdingsLines(h, sats), "\n")
 	for _, want := range []string{
 		"in channels: 1,200 sat; closing them now costs 684 sat in fees and leaves 858 sat",
 		"200 sat of it no close can pay yet",
@@ -28,7 +28,7 @@ func TestHoldingsLines(t *testing.T) {
 			t.Errorf("missing %q in\n%s", want, got)
 		}
 	}
-	if l := holdingsLines(payment.Holdings{}); len(l) != 1 || l[0] != "in channels: nothing" {
+	if l := holdingsLines(payment.Holdings{}, sats); len(l) != 1 || l[0] != "in channels: nothing" {
 		t.Errorf("nothing: %q", l)
 	}
 	old := api.Earnings{InChannelsSat: 900, CloseFeeSat: 342, AfterCloseSat: 558}
