@@ -7,6 +7,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,6 +54,29 @@ func (d *daemon) channelsWith(peerID string) []*payment.Channel {
 		}
 	}
 	return out
+}
+
+// payoutMetric reads blackbox_payout_sats{state} from the daemon's /metrics.
+func (d *daemon) payoutMetric(state string) int64 {
+	d.m.t.Helper()
+	resp, err := http.Get("http://" + metricsAddr(d.m.t, d.m.bin, d.proc) + "/metrics")
+	if err != nil {
+		d.m.t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	prefix := `blackbox_payout_sats{state="` + state + `"} `
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				d.m.t.Fatalf("metric %s: %q", state, l)
+			}
+			return int64(f)
+		}
+	}
+	d.m.t.Fatalf("no blackbox_payout_sats{state=%q} in /metrics", state)
+	return 0
 }
 
 // txSize is a transaction's fee and virtual size as btcd has it.
@@ -113,7 +139,7 @@ func TestClosePolicyPayout(t *testing.T) {
 	addr, script := payoutAddress(t)
 	const closeAt = 800
 	seller := m.daemon([]string{"BLACKBOX_PAYMENT_PAYOUT_ADDRESS=" + addr,
-		fmt.Sprintf("BLACKBOX_PAYMENT_CLOSE_AT=%d", closeAt), "BLACKBOX_PAYMENT_CLOSE_IDLE=0s"})
+		fmt.Sprintf("BLACKBOX_PAYMENT_CLOSE_AT=%d", closeAt), "BLACKBOX_PAYMENT_CLOSE_IDLE=0s"}, "--metrics-addr", "127.0.0.1:0")
 	sellerID := seller.peerID()
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
 	buyerID := buyer.peerID()
@@ -178,6 +204,14 @@ func TestClosePolicyPayout(t *testing.T) {
 	if ch.State != payment.StateOpen || before.CloseFee != ch.CloseFee || before.AfterClose != ch.Paid-ch.CloseFee {
 		t.Fatalf("while the job runs: channel %s, holdings %+v", ch.State, before)
 	}
+	// The same numbers in earnings (what status and the dashboard show)
+	// and in the metrics.
+	if e := seller.earnings(); e.Holdings != before || e.CloseFeeSat != before.CloseFee || e.AfterCloseSat != before.AfterClose {
+		t.Fatalf("earnings show %+v (close fee %d, after close %d); wallet balance %+v", e.Holdings, e.CloseFeeSat, e.AfterCloseSat, before)
+	}
+	if fee, left := seller.payoutMetric("close_fee"), seller.payoutMetric("after_close"); fee != before.CloseFee || left != before.AfterClose {
+		t.Fatalf("metrics: close fee %d, after close %d; want %+v", fee, left, before)
+	}
 	t.Logf("before the close: in channels %d sat, close fee %d sat, after close %d sat", before.InChannels, before.CloseFee, before.AfterClose)
 	waitJob(t, buyer, id, 2*time.Minute, "the fourth job to end", ended)
 	waitFor(t, 90*time.Second, "the close policy to close the channel and the close to confirm", func() bool {
@@ -200,6 +234,12 @@ func TestClosePolicyPayout(t *testing.T) {
 	after := seller.holdings()
 	if after.Settled != got || after.SettledFees != closeTx.fee || after.InChannels != 0 {
 		t.Fatalf("holdings after the close: %+v", after)
+	}
+	if m := seller.payoutMetric("settled"); m != got {
+		t.Fatalf("metrics: settled %d, want %d", m, got)
+	}
+	if bal, err := seller.cli("wallet", "balance"); err != nil || !strings.Contains(bal, fmt.Sprintf("settled: %d sat paid to the payout address (after %d sat in close fees)", got, closeTx.fee)) {
+		t.Fatalf("wallet balance does not show what settled: %v\n%s", err, bal)
 	}
 	fund, err := chainhash.NewHashFromStr(strings.Split(ch.ID, ":")[0])
 	if err != nil {
