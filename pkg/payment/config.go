@@ -28,8 +28,10 @@ type Config struct {
 	RPCNoTLS bool `mapstructure:"rpc_notls"`
 	// PayoutAddress is where the seller's closes pay (an address of Network).
 	PayoutAddress string `mapstructure:"payout_address"`
-	// PayoutXpub, if set instead, gives a fresh P2WPKH address per close
-	// (external chain, index counted in the store).
+	// PayoutXpub, if set instead, gives a fresh P2WPKH address per channel:
+	// its external chain's children in order (m/0/0, m/0/1, …), the one
+	// after the last a channel pays, so a wallet holding the xpub finds them
+	// all (see payoutIndex).
 	PayoutXpub string `mapstructure:"payout_xpub"`
 	// MinFeeRate and MaxFeeRate bound every fee rate we pay, in sat/vB; the
 	// fee estimate is clamped into this range. A transaction above
