@@ -64,3 +64,27 @@ func writeHoldings(w io.Writer, label string, h payment.Holdings) {
 		}
 	}
 }
+
+// payoutLine says where closes pay and when the close policy makes them,
+// from the node's configuration.
+func payoutLine(cfg payment.Config) string {
+	to := "the node's own wallet (payment.payout_address unset)"
+	switch {
+	case cfg.PayoutAddress != "":
+		to = cfg.PayoutAddress
+	case cfg.PayoutXpub != "":
+		to = "a fresh address of payment.payout_xpub per channel"
+	}
+	var when []string
+	if cfg.CloseAt > 0 {
+		when = append(when, fmt.Sprintf("at %s held", sats(cfg.CloseAt)))
+	}
+	if cfg.CloseIdle > 0 {
+		when = append(when, fmt.Sprintf("after %s idle", cfg.CloseIdle))
+	}
+	policy := "closed before expiry only (close_at and close_idle are off)"
+	if len(when) > 0 {
+		policy = "closed " + strings.Join(when, " or ") + " when the close pays at least its fee, and before expiry"
+	}
+	return fmt.Sprintf("to %s; channels %s", to, policy)
+}

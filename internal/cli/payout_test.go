@@ -36,3 +36,14 @@ func TestHoldingsLines(t *testing.T) {
 		t.Errorf("older daemon: %q", l)
 	}
 }
+
+func TestPayoutLine(t *testing.T) {
+	cfg := payment.DefaultConfig()
+	if got := payoutLine(cfg); got != "to the node's own wallet (payment.payout_address unset); channels closed at 20,000 sat held or after 72h0m0s idle when the close pays at least its fee, and before expiry" {
+		t.Errorf("defaults: %q", got)
+	}
+	cfg.PayoutAddress, cfg.CloseAt, cfg.CloseIdle = "bcrt1qexample", 0, 0
+	if got := payoutLine(cfg); !strings.HasPrefix(got, "to bcrt1qexample; channels closed before expiry only") {
+		t.Errorf("address, no policy: %q", got)
+	}
+}
