@@ -183,8 +183,8 @@ func TestClosePolicyPayout(t *testing.T) {
 		t.Fatalf("holdings with %d sat paid and a %d sat close fee: %+v", paid, ch.CloseFee, h)
 	}
 	st, err := seller.cli("status")
-	if err != nil || !strings.Contains(st, "no close can pay yet") {
-		t.Fatalf("status does not say the channel cannot be closed yet: %v\n%s", err, st)
+	if err != nil || !strings.Contains(st, "no close can pay yet") || !strings.Contains(st, "to "+addr+"; channels closed at 800 sat held when") {
+		t.Fatalf("status does not say the channel cannot be closed yet, or where and when closes pay: %v\n%s", err, st)
 	}
 	chOut, err := seller.cli("channels")
 	if err != nil || !strings.Contains(chOut, "CLOSE FEE") || !strings.Contains(chOut, fmt.Sprintf("%d sat", ch.CloseFee)) {
@@ -270,6 +270,9 @@ func TestClosePolicyPayout(t *testing.T) {
 		t.Fatal("the seller changed identity")
 	}
 	m.waitMarket(buyer, 1)
+	if st, err := seller.cli("status"); err != nil || !strings.Contains(st, "to a fresh address of payment.payout_xpub per channel; channels closed after 10s idle") {
+		t.Fatalf("status after the restart: %v\n%s", err, st)
+	}
 	paid = 0
 	for i := range 2 {
 		paid += run(10+i, "echo", "hi").Paid

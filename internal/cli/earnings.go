@@ -216,9 +216,6 @@ func statusEarnings(ctx context.Context, a *App, w io.Writer) {
 	for i, l := range strings.Split(strings.TrimPrefix(closeLine(e), "In open channels: "), "\n  ") {
 		fmt.Fprintf(w, "%s\t%s\n", map[bool]string{true: "Channels:"}[i == 0], l)
 	}
-	if cfg, err := a.paymentConfig(); err == nil {
-		fmt.Fprintf(w, "Payouts:\t%s\n", payoutLine(cfg))
-	}
 	for i, r := range e.NoWork {
 		label := ""
 		if i == 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/payment"
@@ -65,22 +66,18 @@ func writeHoldings(w io.Writer, label string, h payment.Holdings) {
 	}
 }
 
-// payoutLine says where closes pay and when the close policy makes them,
-// from the node's configuration.
-func payoutLine(cfg payment.Config) string {
-	to := "the node's own wallet (payment.payout_address unset)"
-	switch {
-	case cfg.PayoutAddress != "":
-		to = cfg.PayoutAddress
-	case cfg.PayoutXpub != "":
+// payoutLine says where closes pay and when the close policy makes them.
+func payoutLine(p payment.PayoutPolicy) string {
+	to := p.Address
+	if p.Xpub {
 		to = "a fresh address of payment.payout_xpub per channel"
 	}
 	var when []string
-	if cfg.CloseAt > 0 {
-		when = append(when, fmt.Sprintf("at %s held", sats(cfg.CloseAt)))
+	if p.CloseAtSat > 0 {
+		when = append(when, fmt.Sprintf("at %s held", sats(p.CloseAtSat)))
 	}
-	if cfg.CloseIdle > 0 {
-		when = append(when, fmt.Sprintf("after %s idle", cfg.CloseIdle))
+	if p.CloseIdleSeconds > 0 {
+		when = append(when, fmt.Sprintf("after %s idle", time.Duration(p.CloseIdleSeconds*float64(time.Second))))
 	}
 	policy := "closed before expiry only (close_at and close_idle are off)"
 	if len(when) > 0 {

@@ -38,12 +38,12 @@ func TestHoldingsLines(t *testing.T) {
 }
 
 func TestPayoutLine(t *testing.T) {
-	cfg := payment.DefaultConfig()
-	if got := payoutLine(cfg); got != "to the node's own wallet (payment.payout_address unset); channels closed at 20,000 sat held or after 72h0m0s idle when the close pays at least its fee, and before expiry" {
+	p := payment.PayoutPolicy{Address: "bcrt1qexample", CloseAtSat: 20_000, CloseIdleSeconds: 72 * 3600}
+	if got := payoutLine(p); got != "to bcrt1qexample; channels closed at 20,000 sat held or after 72h0m0s idle when the close pays at least its fee, and before expiry" {
 		t.Errorf("defaults: %q", got)
 	}
-	cfg.PayoutAddress, cfg.CloseAt, cfg.CloseIdle = "bcrt1qexample", 0, 0
-	if got := payoutLine(cfg); !strings.HasPrefix(got, "to bcrt1qexample; channels closed before expiry only") {
-		t.Errorf("address, no policy: %q", got)
+	p = payment.PayoutPolicy{Xpub: true}
+	if got := payoutLine(p); got != "to a fresh address of payment.payout_xpub per channel; channels closed before expiry only (close_at and close_idle are off)" {
+		t.Errorf("xpub, no policy: %q", got)
 	}
 }

@@ -477,6 +477,10 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	if n.buyer != nil {
 		s.UnreachableSellers = unreachableSellers(n.buyer.Unreachable())
 	}
+	if n.payments != nil {
+		p := n.payments.Payout()
+		s.Payout = &p
+	}
 	return s, nil
 }
 

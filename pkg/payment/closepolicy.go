@@ -241,3 +241,23 @@ func (m *Manager) usable(ctx context.Context, c *Channel) bool {
 	}
 	return !spent
 }
+
+// PayoutPolicy is where a seller's closes pay and when the close policy
+// makes them, as `status` shows it.
+type PayoutPolicy struct {
+	// Address is payment.payout_address (the node's own wallet address
+	// when none was configured); Xpub is set when closes pay fresh
+	// addresses of payment.payout_xpub instead.
+	Address string `json:"address,omitempty"`
+	Xpub    bool   `json:"xpub,omitempty"`
+	// CloseAtSat and CloseIdleSeconds are payment.close_at and
+	// payment.close_idle (0: off).
+	CloseAtSat       int64   `json:"close_at_sat"`
+	CloseIdleSeconds float64 `json:"close_idle_seconds"`
+}
+
+// Payout is this manager's payout policy.
+func (m *Manager) Payout() PayoutPolicy {
+	return PayoutPolicy{Address: m.cfg.PayoutAddress, Xpub: m.cfg.PayoutXpub != "",
+		CloseAtSat: m.cfg.CloseAt, CloseIdleSeconds: m.cfg.CloseIdle.Seconds()}
+}
