@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
@@ -263,6 +264,8 @@ func TestConfigValidateAndXpubPayout(t *testing.T) {
 		{"payout_address", func(c *Config) { c.PayoutAddress = "bc1qnotregtest" }},
 		{"payout_xpub", func(c *Config) { c.PayoutXpub = "xpub-garbage" }},
 		{"channel_lifetime", func(c *Config) { c.ChannelLifetime = c.SafetyMargin }},
+		{"close_idle", func(c *Config) { c.CloseIdle = -time.Second }},
+		{"close_at", func(c *Config) { c.CloseAt = -1 }},
 	} {
 		c := DefaultConfig()
 		tc.mod(&c)
