@@ -184,19 +184,7 @@ func (c *Config) PayoutScript(index uint32) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("payout xpub: %w", err)
 		}
-		child, err := ext.Derive(index)
-		if err != nil {
-			return nil, fmt.Errorf("payout xpub child %d: %w", index, err)
-		}
-		pub, err := child.ECPubKey()
-		if err != nil {
-			return nil, err
-		}
-		a, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(pub.SerializeCompressed()), params)
-		if err != nil {
-			return nil, err
-		}
-		return txscript.PayToAddrScript(a)
+		return childScript(ext, index, params)
 	}
 	return nil, errors.New("no payout_address or payout_xpub configured")
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
+	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/txscript"
 )
 
@@ -47,19 +48,7 @@ func (p *payoutChildren) script(cfg *Config, i uint32) ([]byte, error) {
 	}
 	for uint32(len(p.scripts)) <= i {
 		n := uint32(len(p.scripts))
-		child, err := p.ext.Derive(n)
-		if err != nil {
-			return nil, fmt.Errorf("payout xpub child %d: %w", n, err)
-		}
-		pub, err := child.ECPubKey()
-		if err != nil {
-			return nil, err
-		}
-		a, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(pub.SerializeCompressed()), params)
-		if err != nil {
-			return nil, err
-		}
-		s, err := txscript.PayToAddrScript(a)
+		s, err := childScript(p.ext, n, params)
 		if err != nil {
 			return nil, err
 		}
@@ -67,6 +56,24 @@ func (p *payoutChildren) script(cfg *Config, i uint32) ([]byte, error) {
 		p.index[string(s)] = n
 	}
 	return p.scripts[i], nil
+}
+
+// childScript is the P2WPKH script of ext's child i (ext: an xpub's
+// external chain, m/0).
+func childScript(ext *hdkeychain.ExtendedKey, i uint32, params *chaincfg.Params) ([]byte, error) {
+	child, err := ext.Derive(i)
+	if err != nil {
+		return nil, fmt.Errorf("payout xpub child %d: %w", i, err)
+	}
+	pub, err := child.ECPubKey()
+	if err != nil {
+		return nil, err
+	}
+	a, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(pub.SerializeCompressed()), params)
+	if err != nil {
+		return nil, err
+	}
+	return txscript.PayToAddrScript(a)
 }
 
 // payoutIndex is the xpub child the next channel's closes pay: the one
