@@ -112,8 +112,8 @@ func (m *Manager) ClosePolicy(ctx context.Context, busy func(c *Channel) bool) e
 			continue
 		}
 		d := m.CloseDue(c, tip, now, busy != nil && busy(c))
-		if !d.Close {
-			continue
+		if cur := m.chans.get(c.ID); !d.Close || cur == nil || cur.State != StateOpen || cur.Paid != c.Paid {
+			continue // or moved meanwhile (Tick closed it, a payment came): next round
 		}
 		tx, err := m.Close(ctx, c.ID)
 		if err != nil {
