@@ -54,7 +54,10 @@ echo "containerd: $demo/containerd/containerd.sock, btcd regtest on $BLACKBOX_PA
 
 # Every node: this containerd, this btcd, one confirmation, a demo wallet
 # passphrase; CPU sold by allocation (the machine is busy building) and
-# sampled every second; short billing intervals so payments are visible.
+# sampled every second; short billing intervals so payments are visible. The
+# demo's one job pays a start fee of 1000 sat: at the default 200 sat, one job
+# holds less than its channel's close costs (342 sat at 2 sat/vB), and no close
+# could pay it out (docs/payout.md).
 export BLACKBOX_SANDBOX_ADDRESS="$demo/containerd/containerd.sock" \
 	BLACKBOX_PAYMENT_CONFIRMATIONS=1 BLACKBOX_WALLET_PASSPHRASE=demo-passphrase \
 	BLACKBOX_METER_CPU_BASIS=allocatable BLACKBOX_METER_RESERVE_CPU=0 \
@@ -129,7 +132,9 @@ done
 bb "$snode" contracts
 
 step "the seller closes its payment channel: payout on chain"
+# What a close costs and what it leaves, before it is made.
 bb "$snode" channels
+bb "$snode" wallet balance
 chan=$(bb "$snode" channels --json | sed -n 's/^    "id": "\([^"]*\)".*/\1/p' | head -1)
 txid=$(bb "$snode" channel close "$chan" | awk '{print $NF}')
 echo "close transaction: $txid"
@@ -145,5 +150,6 @@ bb "$snode" channels
 	--rpcuser="$BLACKBOX_PAYMENT_RPC_USER" --rpcpass="$BLACKBOX_PAYMENT_RPC_PASS" getrawtransaction "$txid" 1 |
 	grep -E '"(txid|confirmations|value)"' | sed 's/^ */  /'
 echo "payout confirmed on chain."
+bb "$snode" wallet balance
 
 step "done: stopping everything"

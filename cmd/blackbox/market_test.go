@@ -78,6 +78,9 @@ func newMarketMining(t testing.TB, every time.Duration) *market {
 		"BLACKBOX_METER_SAMPLE_INTERVAL=1s", "BLACKBOX_MDNS=false",
 		// Each node's dashboard on a free port, not all on 7461.
 		"BLACKBOX_DASHBOARD_ADDR=127.0.0.1:0",
+		// No close policy: the tests close channels when they mean to
+		// (TestClosePolicyPayout turns it on).
+		"BLACKBOX_PAYMENT_CLOSE_AT=0", "BLACKBOX_PAYMENT_CLOSE_IDLE=0s",
 	}
 	if every == 0 {
 		return m

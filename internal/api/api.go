@@ -71,6 +71,9 @@ type Status struct {
 	// ranks last until Until (contract.unreachable_for after the refusal;
 	// kept across restarts), soonest to expire first.
 	UnreachableSellers []UnreachableSeller `json:"unreachable_sellers,omitempty"`
+	// Payout is where the seller's closes pay and when its close policy
+	// makes them (nil when payments are off).
+	Payout *payment.PayoutPolicy `json:"payout,omitempty"`
 }
 
 // UnreachableSeller is a seller ranked last because the buyer could not

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // Earnings is the seller's history as `blackbox earnings`, `status` and the
@@ -29,6 +31,10 @@ type Earnings struct {
 	InChannelsSat int64 `json:"in_channels_sat"`
 	CloseFeeSat   int64 `json:"close_fee_sat"`
 	AfterCloseSat int64 `json:"after_close_sat"`
+	// Holdings is where the money in channels is: in open ones (with the
+	// three numbers above, and what no close can pay), in closes not yet
+	// confirmed, settled on chain.
+	Holdings payment.Holdings `json:"holdings"`
 	// MarketMedianPerHour is the median hourly price the market asks for
 	// this node's own offered resources (0: unknown); OwnPerHour is this
 	// node's price for the same; AtMedianSat is what the sold hours of the

@@ -40,13 +40,18 @@ type channelView struct {
 	Updates   uint64           `json:"updates"`
 	Contracts map[string]int64 `json:"contracts,omitempty"`
 	SpendTxid string           `json:"spend_txid,omitempty"`
+	// CloseFee is what the close costs (fixed at open, out of the
+	// seller's share); AfterClose what a close now would pay the seller
+	// (0 when that is dust: no close can be made).
+	CloseFee   int64 `json:"close_fee_sat"`
+	AfterClose int64 `json:"after_close_sat"`
 }
 
 func newChannelsCmd(a *App) *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "channels",
-		Short: "List payment channels: peer, capacity, paid, expiry, state",
+		Short: "List payment channels: peer, capacity, paid, what a close costs and leaves, expiry, state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			list, err := a.client().Channels(cmd.Context())
@@ -60,7 +65,8 @@ func newChannelsCmd(a *App) *cobra.Command {
 			views := make([]channelView, 0, len(list))
 			for _, ch := range list {
 				views = append(views, channelView{ID: ch.ID, Peer: ch.Peer, Role: ch.Role.String(), State: ch.State.String(),
-					Capacity: ch.Capacity, Paid: ch.Paid, Expiry: ch.Expiry, Updates: ch.Seq, Contracts: ch.Contracts, SpendTxid: ch.SpendTxid})
+					Capacity: ch.Capacity, Paid: ch.Paid, Expiry: ch.Expiry, Updates: ch.Seq, Contracts: ch.Contracts, SpendTxid: ch.SpendTxid,
+					CloseFee: ch.CloseFee, AfterClose: ch.Payout()})
 			}
 			if asJSON {
 				return writeJSON(a.Stdout, views)

@@ -16,6 +16,7 @@ import (
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
 	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/spf13/cobra"
 )
 
@@ -161,11 +162,13 @@ func writeEarnings(out io.Writer, e api.Earnings, listBuckets bool) error {
 // closeLine says what is in open channels, what closing them would cost now
 // and what would be left.
 func closeLine(e api.Earnings) string {
-	if e.InChannelsSat == 0 {
-		return "In open channels: nothing"
+	h := e.Holdings
+	if h == (payment.Holdings{}) { // an older daemon
+		h.InChannels, h.CloseFee, h.AfterClose = e.InChannelsSat, e.CloseFeeSat, e.AfterCloseSat
 	}
-	return fmt.Sprintf("In open channels: %s; closing them now costs %s in fees and leaves %s",
-		earnSat(e.InChannelsSat), earnSat(e.CloseFeeSat), earnSat(e.AfterCloseSat))
+	lines := holdingsLines(h, earnSat)
+	lines[0] = "In open channels: " + strings.TrimPrefix(lines[0], "in channels: ")
+	return strings.Join(lines, "\n  ")
 }
 
 // marketLine compares this node's price with the market's median.
@@ -210,7 +213,9 @@ func statusEarnings(ctx context.Context, a *App, w io.Writer) {
 	}
 	fmt.Fprintf(w, "Earned (net of fees):\t24 h %s, 7 d %s, 30 d %s\n", earnSat(e.Today.NetSat), earnSat(e.Week.NetSat), earnSat(e.Month.NetSat))
 	fmt.Fprintf(w, "Busy:\t24 h %s, 7 d %s, 30 d %s\n", earnPercent(e.Today.Busy), earnPercent(e.Week.Busy), earnPercent(e.Month.Busy))
-	fmt.Fprintf(w, "Channels:\t%s\n", strings.TrimPrefix(closeLine(e), "In open channels: "))
+	for i, l := range strings.Split(strings.TrimPrefix(closeLine(e), "In open channels: "), "\n  ") {
+		fmt.Fprintf(w, "%s\t%s\n", map[bool]string{true: "Channels:"}[i == 0], l)
+	}
 	for i, r := range e.NoWork {
 		label := ""
 		if i == 0 {

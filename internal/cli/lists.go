@@ -124,9 +124,13 @@ func sortChannels(list []*payment.Channel) {
 
 // printChannels is `blackbox channels`.
 func printChannels(w io.Writer, views []channelView) error {
-	t := newTable(w, "ID", "PEER", "ROLE", "CAPACITY", "PAID", "EXPIRY", "STATE")
+	t := newTable(w, "ID", "PEER", "ROLE", "CAPACITY", "PAID", "CLOSE FEE", "AFTER CLOSE", "EXPIRY", "STATE")
 	for _, v := range views {
-		t.row(v.ID, dash(shortID(v.Peer)), v.Role, sats(v.Capacity), sats(v.Paid), "block "+strconv.FormatUint(uint64(v.Expiry), 10), v.State)
+		after := "-" // a buyer's close is the seller's
+		if v.Role == payment.RoleSeller.String() {
+			after = sats(v.AfterClose)
+		}
+		t.row(v.ID, dash(shortID(v.Peer)), v.Role, sats(v.Capacity), sats(v.Paid), sats(v.CloseFee), after, "block "+strconv.FormatUint(uint64(v.Expiry), 10), v.State)
 	}
 	return t.Flush()
 }

@@ -124,6 +124,9 @@ func newStatusCmd(a *App) *cobra.Command {
 				fmt.Fprintf(w, "Offer:\tseq %d, valid until %s\n", s.OfferSeq, s.OfferExpiry.Local().Format(time.TimeOnly))
 			}
 			statusEarnings(cmd.Context(), a, w)
+			if s.Payout != nil {
+				fmt.Fprintf(w, "Payouts:\t%s\n", payoutLine(*s.Payout))
+			}
 			if s.DashboardURL != "" {
 				fmt.Fprintf(w, "Dashboard:\t%s\n", s.DashboardURL)
 			}

@@ -159,7 +159,7 @@ func newWalletBalanceCmd(a *App) *cobra.Command {
 	var minConf int32
 	c := &cobra.Command{
 		Use:   "balance",
-		Short: "Print the spendable and total balance in satoshis",
+		Short: "Print the spendable and total balance in satoshis, and the money in channels, closing and settled",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var s, t btcutil.Amount
@@ -177,10 +177,21 @@ func newWalletBalanceCmd(a *App) *cobra.Command {
 			} else {
 				s, t = btcutil.Amount(b.Spendable), btcutil.Amount(b.Total)
 			}
+			h, ok := a.channelHoldings(cmd.Context())
 			if asJSON {
-				return writeJSON(a.Stdout, api.Balance{Spendable: int64(s), Total: int64(t)})
+				out := struct {
+					api.Balance
+					Channels *payment.Holdings `json:"channels,omitempty"`
+				}{Balance: api.Balance{Spendable: int64(s), Total: int64(t)}}
+				if ok {
+					out.Channels = &h
+				}
+				return writeJSON(a.Stdout, out)
 			}
 			fmt.Fprintf(a.Stdout, "spendable %s (%d+ confirmations)\ntotal     %s\n", sats(int64(s)), minConf, sats(int64(t)))
+			if ok {
+				writeHoldings(a.Stdout, "channels  ", h)
+			}
 			return nil
 		},
 	}

@@ -155,7 +155,8 @@ type channelView struct {
 	CapacitySat int64  `json:"capacity_sat"`
 	PaidSat     int64  `json:"paid_sat"`
 	// CloseFeeSat is what closing costs (fixed when the channel opened);
-	// AfterCloseSat what a close would leave the seller.
+	// AfterCloseSat what a close would leave the seller (0 when that is
+	// dust: no close can be made).
 	CloseFeeSat   int64  `json:"close_fee_sat"`
 	AfterCloseSat int64  `json:"after_close_sat"`
 	ExpiryHeight  uint32 `json:"expiry_height"`
@@ -226,7 +227,7 @@ func overview(ctx context.Context, src Source, since time.Duration) Overview {
 	if chs, err := src.Channels(ctx); !fail("channels", err) {
 		for _, c := range chs {
 			o.Channels = append(o.Channels, channelView{ID: c.ID, Peer: c.Peer, Role: c.Role.String(), State: c.State.String(),
-				CapacitySat: c.Capacity, PaidSat: c.Paid, CloseFeeSat: c.CloseFee, AfterCloseSat: max(0, c.Paid-c.CloseFee), ExpiryHeight: c.Expiry})
+				CapacitySat: c.Capacity, PaidSat: c.Paid, CloseFeeSat: c.CloseFee, AfterCloseSat: c.Payout(), ExpiryHeight: c.Expiry})
 		}
 	}
 	if b, err := src.WalletBalance(ctx, 1); !fail("wallet", err) {

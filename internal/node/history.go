@@ -492,11 +492,8 @@ func (h *history) earnings(since time.Duration, chans []*payment.Channel) (api.E
 	e.Month = totals(buckets, split, now.Add(-30*24*time.Hour))
 	e.Period = totals(buckets, split, e.Since)
 	e.Buckets, e.BucketSeconds = coarsen(buckets, e.Since, since)
-	for _, c := range split.open {
-		e.InChannelsSat += c.Paid
-		e.CloseFeeSat += c.CloseFee
-		e.AfterCloseSat += max(c.Paid-c.CloseFee, 0)
-	}
+	e.Holdings = payment.Hold(chans)
+	e.InChannelsSat, e.CloseFeeSat, e.AfterCloseSat = e.Holdings.InChannels, e.Holdings.CloseFee, e.Holdings.AfterClose
 	return e, buckets, nil
 }
 

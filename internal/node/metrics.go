@@ -122,6 +122,8 @@ var (
 		"Funding value of the payment channels, by role and state.", "role", "state")
 	descChanPaid = desc("channel_paid_sats",
 		"Cumulative amount due to the seller in the payment channels (the latest signed payment), by role and state.", "role", "state")
+	descPayout = desc("payout_sats",
+		"Where the seller's money in channels is: in_channels (open), close_fee (what closing them costs now), after_close (what those closes leave), unclaimable (held where a close would pay only dust), closing (closes not confirmed, after fees), settled (paid to the payout address, after fees), lost (refunded to buyers at expiry).", "state")
 	descWallet = desc("wallet_balance_sats",
 		"The node's wallet balance, by kind: spendable (confirmed), total.", "kind")
 	descPaymentsUp = desc("payments_up",
@@ -152,7 +154,7 @@ type stateCollector struct {
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEarned, descFees, descContracts, descJobs, descRefusals,
-		descCPU, descMemory, descDisk, descBandwidth, descPrice, descChannels, descChanCap, descChanPaid,
+		descCPU, descMemory, descDisk, descBandwidth, descPrice, descChannels, descChanCap, descChanPaid, descPayout,
 		descWallet, descPaymentsUp, descHeight, descReach, descPunches, descPunched, descSlots, descSelling, descBuying, descBuild} {
 		ch <- d
 	}
@@ -319,6 +321,11 @@ func (c *stateCollector) collectChannels(ch chan<- prometheus.Metric, live map[s
 		gauge(ch, descEarned, float64(v), s)
 	}
 	ch <- prometheus.MustNewConstMetric(descFees, prometheus.CounterValue, float64(fees))
+	h := payment.Hold(n.payments.Channels())
+	for s, v := range map[string]int64{"in_channels": h.InChannels, "close_fee": h.CloseFee, "after_close": h.AfterClose,
+		"unclaimable": h.Unclaimable, "closing": h.Closing, "settled": h.Settled, "lost": h.Lost} {
+		gauge(ch, descPayout, float64(v), s)
+	}
 	for k, v := range count {
 		gauge(ch, descChannels, float64(v), k[0], k[1])
 		gauge(ch, descChanCap, float64(capacity[k]), k[0], k[1])

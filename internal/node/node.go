@@ -373,6 +373,8 @@ func (n *Node) runMarket(ctx context.Context) {
 	if n.payments != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.tickChain(ctx) }()
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.runClosePolicy(ctx) }()
 	}
 }
 
@@ -384,8 +386,10 @@ func (n *Node) offerTemplate(spare meter.Capacity) offer.Offer {
 	msat := func(sats float64) uint64 { return uint64(math.Round(sats * 1000)) }
 	var payKey []byte
 	if n.payments != nil {
-		if t, err := n.payments.SellerTerms(); err == nil {
-			payKey = t.Key
+		// The key only: SellerTerms hands out a fresh payout xpub child
+		// each call, and offers are rebuilt on every republish.
+		if k, err := n.payments.SellerKey(); err == nil {
+			payKey = k.PubKey().SerializeCompressed()
 		}
 	}
 	return offer.Offer{
@@ -472,6 +476,10 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	}
 	if n.buyer != nil {
 		s.UnreachableSellers = unreachableSellers(n.buyer.Unreachable())
+	}
+	if n.payments != nil {
+		p := n.payments.Payout()
+		s.Payout = &p
 	}
 	return s, nil
 }

@@ -116,7 +116,9 @@ const (
 // hour, assume a 10Mbit/s uplink, measure every 5s, and ask roughly cloud
 // spot prices (at about 100k USD per BTC: 20 sats ≈ 0.02 USD per core-hour).
 // The power floor assumes 10 W per core at 300 sats per kWh, i.e. 3 sats per
-// core-hour, well under the default price.
+// core-hour, well under the default price. The start fee, 200 sats per
+// contract, is what makes a buyer's contracts on one payment channel pay for
+// its on-chain close (171 vB: 342 sats at 2 sat/vB; docs/payout.md).
 func DefaultConfig() Config {
 	return Config{
 		Reserve:         Reserve{CPU: "1", Memory: "1GiB", Disk: "10GiB"},
@@ -130,7 +132,7 @@ func DefaultConfig() Config {
 			MemoryGiBHour: 3,
 			DiskGiBHour:   0.1,
 			EgressGiB:     50,
-			StartFee:      10,
+			StartFee:      200,
 		},
 	}
 }

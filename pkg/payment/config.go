@@ -3,6 +3,7 @@ package payment
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
@@ -27,8 +28,10 @@ type Config struct {
 	RPCNoTLS bool `mapstructure:"rpc_notls"`
 	// PayoutAddress is where the seller's closes pay (an address of Network).
 	PayoutAddress string `mapstructure:"payout_address"`
-	// PayoutXpub, if set instead, gives a fresh P2WPKH address per close
-	// (external chain, index counted in the store).
+	// PayoutXpub, if set instead, gives a fresh P2WPKH address per channel:
+	// its external chain's children in order (m/0/0, m/0/1, …), the one
+	// after the last a channel pays, so a wallet holding the xpub finds them
+	// all (see payoutIndex).
 	PayoutXpub string `mapstructure:"payout_xpub"`
 	// MinFeeRate and MaxFeeRate bound every fee rate we pay, in sat/vB; the
 	// fee estimate is clamped into this range. A transaction above
@@ -57,6 +60,14 @@ type Config struct {
 	// cannot start (a node without them earns nothing): "auto" (required
 	// when running as a systemd service), "true" or "false".
 	Required string `mapstructure:"required"`
+	// CloseIdle closes a seller's channel no payment has moved for this
+	// long, when the close pays the seller at least its fee (see
+	// ClosePolicy); 0: never for idleness.
+	CloseIdle time.Duration `mapstructure:"close_idle"`
+	// CloseAt closes a seller's channel once the payments it holds reach
+	// this many sats (and no contract of its buyer is running); 0: never
+	// for its balance. Closes before expiry happen whatever these say.
+	CloseAt int64 `mapstructure:"close_at"`
 }
 
 // DefaultConfig is regtest on btcd's default loopback port with conservative
@@ -72,8 +83,10 @@ func DefaultConfig() Config {
 		FallbackFeeRate: 10,
 		Confirmations:   3,
 		SafetyMargin:    12,
-		ChannelLifetime: 144 * 7,
+		ChannelLifetime: 144 * 14,
 		Required:        RequiredAuto,
+		CloseIdle:       DefaultCloseIdle,
+		CloseAt:         DefaultCloseAt,
 	}
 }
 
@@ -105,6 +118,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ChannelLifetime <= c.SafetyMargin {
 		return errors.New("channel_lifetime: must exceed safety_margin")
+	}
+	if c.CloseIdle < 0 {
+		return fmt.Errorf("close_idle: %s is negative (0 turns idle closes off)", c.CloseIdle)
+	}
+	if c.CloseAt < 0 {
+		return fmt.Errorf("close_at: %d is negative (0 turns balance closes off)", c.CloseAt)
 	}
 	if c.PayoutAddress != "" && c.PayoutXpub != "" {
 		return errors.New("payout_address and payout_xpub: set one, not both")
@@ -165,19 +184,7 @@ func (c *Config) PayoutScript(index uint32) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("payout xpub: %w", err)
 		}
-		child, err := ext.Derive(index)
-		if err != nil {
-			return nil, fmt.Errorf("payout xpub child %d: %w", index, err)
-		}
-		pub, err := child.ECPubKey()
-		if err != nil {
-			return nil, err
-		}
-		a, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(pub.SerializeCompressed()), params)
-		if err != nil {
-			return nil, err
-		}
-		return txscript.PayToAddrScript(a)
+		return childScript(ext, index, params)
 	}
 	return nil, errors.New("no payout_address or payout_xpub configured")
 }

@@ -19,6 +19,14 @@
 // outside the database holding every open channel's parameters and latest
 // signed update, from which RestoreChannelBackup rebuilds a lost database.
 //
+// The seller's close policy (ClosePolicy, closepolicy.go) settles channels
+// without the operator: at payment.close_at, after payment.close_idle, and
+// before expiry, to the payout address or a fresh child of the payout xpub
+// per channel, and only when the close pays the seller at least its fee
+// (before expiry: above dust, else the buyer's refund takes it back).
+// Holdings says where the money is: in channels (with what closing them
+// would cost and leave), closing, settled, lost.
+//
 // The EscrowManager (2-of-3 outputs whose arbiter key counts only after a
 // CLTV delay, for long, high-value contracts: OpenEscrow / AcceptEscrow,
 // Release or Refund signatures completed by AddSignature, Dispute and

@@ -84,6 +84,10 @@ type Manager struct {
 	// changed is closed (and cleared) when a channel change is persisted;
 	// nil while nobody waits (see changes).
 	changed chan struct{}
+	// warned holds the channels the close policy warned are unclaimable.
+	warned map[string]bool
+	// payout caches the payout xpub's children (payoutxpub.go).
+	payout payoutChildren
 }
 
 // chanState is one channel as the Manager holds it.
@@ -194,7 +198,7 @@ func (m *Manager) SellerTerms() (SellerTerms, error) {
 	}
 	idx := uint32(0)
 	if m.cfg.PayoutXpub != "" {
-		if idx, err = m.store.NextIndex("payout"); err != nil {
+		if idx, err = m.payoutIndex(); err != nil {
 			return SellerTerms{}, fmt.Errorf("seller terms: %w", err)
 		}
 	}
@@ -226,26 +230,13 @@ func (m *Manager) ownsKey(pub []byte) bool {
 	return owned
 }
 
-// maxPayoutIndex bounds the xpub children AcceptOpen recognises as ours.
-const maxPayoutIndex = 1000
-
 // ownPayoutScript reports whether s is a script our closes may pay.
 func (m *Manager) ownPayoutScript(s []byte) bool {
 	if m.cfg.PayoutAddress != "" {
 		own, err := m.cfg.PayoutScript(0)
 		return err == nil && bytes.Equal(own, s)
 	}
-	// xpub: one of the first maxPayoutIndex children.
-	for i := uint32(0); i < maxPayoutIndex; i++ {
-		own, err := m.cfg.PayoutScript(i)
-		if err != nil {
-			return false
-		}
-		if bytes.Equal(own, s) {
-			return true
-		}
-	}
-	return false
+	return m.ownXpubScript(s)
 }
 
 // OpenParams describes a channel a buyer opens.

@@ -113,7 +113,7 @@ func FindRoom(chans []*Channel, peer string, need int64, contractID string) *Cha
 // returns the open request to hand the seller. Either way it returns once
 // the channel is open (confirmed), or with an error.
 func (p *Payer) EnsureChannel(ctx context.Context, peer string, terms []byte, amount int64) (*OpenRequest, error) {
-	if c := p.find(peer, amount, ""); c != nil {
+	if c := p.find(peer, amount, ""); c != nil && p.m.usable(ctx, c) {
 		return nil, p.m.WaitOpen(ctx, c.ID, p.cfg.OpenWait, p.cfg.Poll)
 	}
 	t, err := DecodeSellerTerms(terms)

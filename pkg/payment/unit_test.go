@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/btcutil/hdkeychain"
@@ -263,6 +264,8 @@ func TestConfigValidateAndXpubPayout(t *testing.T) {
 		{"payout_address", func(c *Config) { c.PayoutAddress = "bc1qnotregtest" }},
 		{"payout_xpub", func(c *Config) { c.PayoutXpub = "xpub-garbage" }},
 		{"channel_lifetime", func(c *Config) { c.ChannelLifetime = c.SafetyMargin }},
+		{"close_idle", func(c *Config) { c.CloseIdle = -time.Second }},
+		{"close_at", func(c *Config) { c.CloseAt = -1 }},
 	} {
 		c := DefaultConfig()
 		tc.mod(&c)
@@ -282,22 +285,33 @@ func TestConfigValidateAndXpubPayout(t *testing.T) {
 	if bytes.Equal(a, b) || len(a) != 22 {
 		t.Fatalf("xpub payout scripts %x %x", a, b)
 	}
-	// A seller paying to an xpub hands out a fresh script per channel and
-	// accepts channels paying any of them.
+	// A seller paying to an xpub hands out a fresh script per channel, in
+	// order (children 0, 1, 2, …: no gap a wallet's gap limit would miss,
+	// however many contracts ask for terms), and accepts channels paying
+	// any of them.
 	chain := paytest.NewChain()
 	seller := newManager(t, cfg, chain, NewMemStore(), seed(2), nil)
 	buyer := newManager(t, cfg, chain, NewMemStore(), seed(1), paytest.NewFunder(chain))
-	t1, _ := seller.SellerTerms()
-	t2, _ := seller.SellerTerms()
-	if bytes.Equal(t1.PayoutScript, t2.PayoutScript) {
-		t.Fatal("same payout script twice")
+	for i := range uint32(3) {
+		want, _ := cfg.PayoutScript(i)
+		t1, _ := seller.SellerTerms()
+		t2, _ := seller.SellerTerms() // a contract on an existing channel
+		if !bytes.Equal(t1.PayoutScript, want) || !bytes.Equal(t2.PayoutScript, want) {
+			t.Fatalf("channel %d: terms pay %x, %x; want child %d %x", i, t1.PayoutScript, t2.PayoutScript, i, want)
+		}
+		_, req, err := buyer.OpenChannel(context.Background(), OpenParams{Peer: "s", Seller: t2, Capacity: 100_000, FeeRate: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := seller.AcceptOpen(context.Background(), "b", req.Encode()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	_, req, err := buyer.OpenChannel(context.Background(), OpenParams{Peer: "s", Seller: t2, Capacity: 100_000, FeeRate: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seller.AcceptOpen(context.Background(), "b", req.Encode()); err != nil {
-		t.Fatal(err)
+	// A channel paying a child far past the last used is not ours to
+	// accept (a wallet would not find it).
+	far, _ := cfg.PayoutScript(3 + payoutGap)
+	if seller.ownPayoutScript(far) {
+		t.Fatal("a child past the gap is accepted")
 	}
 }
 

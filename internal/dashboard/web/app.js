@@ -129,6 +129,17 @@ function niceMax(v) {
   return 10 * p;
 }
 
+// holdingsDetail says what closing the open channels would leave, what no
+// close can pay, and what is closing and settled.
+function holdingsDetail(h) {
+  if (!h) return "";
+  let s = " and leaves " + sats(h.after_close_sat);
+  if (h.unclaimable_sat > 0) s += "; " + sats(h.unclaimable_sat) + " no close can pay yet (dust)";
+  if (h.closing_sat > 0) s += "; closing: " + sats(h.closing_sat);
+  if (h.settled_sat > 0) s += "; settled: " + sats(h.settled_sat) + " after " + sats(h.settled_fees_sat) + " in fees";
+  return s;
+}
+
 function drawEarnings(e) {
   const s = $("#chart-earnings");
   s.replaceChildren();
@@ -211,7 +222,7 @@ function render(o) {
   const chSum = (o.channels || []).filter((c) => c.role === "seller" && c.state !== "closed").reduce((a, c) => a + c.paid_sat, 0);
   const feeSum = (o.channels || []).filter((c) => c.role === "seller" && c.state !== "closed").reduce((a, c) => a + c.close_fee_sat, 0);
   $("#in-channels").textContent = sats(e && e.in_channels_sat ? e.in_channels_sat : chSum);
-  $("#in-channels-detail").textContent = "closing costs " + sats(e && e.close_fee_sat ? e.close_fee_sat : feeSum);
+  $("#in-channels-detail").textContent = "closing costs " + sats(e && e.close_fee_sat ? e.close_fee_sat : feeSum) + holdingsDetail(e && e.holdings);
   if (e && e.market_median_per_hour_sat > 0) {
     $("#at-median").textContent = sats(e.at_median_sat);
     $("#at-median-detail").textContent = `median ${e.market_median_per_hour_sat.toFixed(1)} sat/h vs yours ${e.own_per_hour_sat.toFixed(1)} sat/h, same hours`;
