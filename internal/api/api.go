@@ -71,6 +71,10 @@ type Status struct {
 	// ranks last until Until (contract.unreachable_for after the refusal;
 	// kept across restarts), soonest to expire first.
 	UnreachableSellers []UnreachableSeller `json:"unreachable_sellers,omitempty"`
+	// ZeroConf is the seller's exposure to channel fundings it works on
+	// before they confirm (payment.zero_conf_max bounds it); nil without
+	// payments.
+	ZeroConf *payment.ZeroConfView `json:"zero_conf,omitempty"`
 }
 
 // UnreachableSeller is a seller ranked last because the buyer could not

@@ -473,6 +473,10 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	if n.buyer != nil {
 		s.UnreachableSellers = unreachableSellers(n.buyer.Unreachable())
 	}
+	if n.payments != nil {
+		zc := n.payments.ZeroConf()
+		s.ZeroConf = &zc
+	}
 	return s, nil
 }
 
