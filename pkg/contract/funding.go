@@ -26,6 +26,7 @@ package contract
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -150,7 +151,7 @@ func marshalFunding(f Funding) []byte {
 	if f.ZeroConf {
 		w.Uint(fdZeroConf, 1)
 	}
-	w.d(fdNextBlock, time.Duration(f.NextBlockSeconds*float64(time.Second)))
+	w.Uint(fdNextBlock, uint64(max(math.Round(f.NextBlockSeconds*1000), 0)))
 	w.Uint(fdExposure, uint64(max(f.ExposureSat, 0)))
 	w.Uint(fdMax, uint64(max(f.MaxSat, 0)))
 	w.t(fdUntil, f.Until)

@@ -34,6 +34,7 @@ import (
 
 	"github.com/btcsuite/btcd/btcjson"
 	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 )
@@ -153,7 +154,7 @@ type zeroConf struct {
 	// res is the amount each admitted contract may bring its channel to
 	// (its whole price), by contract ID.
 	res map[string]reservation
-	// blocks are when the last tips were first seen (NextBlock).
+	// blocks estimate the next block's time (NextBlock).
 	blocks blockClock
 }
 
@@ -221,7 +222,7 @@ func (m *Manager) Admit(ctx context.Context, id, contractID string, amount int64
 	if c.Role != RoleSeller {
 		return FundingStatus{}, fmt.Errorf("admit %s: %w", id, ErrWrongRole)
 	}
-	st := FundingStatus{Channel: id, Needed: m.cfg.Confirmations, Max: m.cfg.ZeroConfMax, NextBlock: m.NextBlock()}
+	st := FundingStatus{Channel: id, Needed: m.cfg.Confirmations, Max: m.cfg.ZeroConfMax, NextBlock: m.NextBlock(ctx)}
 	switch c.State {
 	case StateOpen:
 		st.Confirmations, st.Ready = m.cfg.Confirmations, true
@@ -359,51 +360,91 @@ func (c *Channel) ReopenRequest() *OpenRequest {
 	}
 }
 
-// blockClock remembers when the node first saw its last tips, to say
-// when the next block is expected.
+// blockClock says when the next block is expected: from the mean
+// interval of the blocks the node saw arrive, or (before it saw two) of
+// the last blocks' timestamps, or the network's target spacing.
 type blockClock struct {
-	tip  int32
-	seen []time.Time // arrival times of consecutive tips, oldest first
+	tip int32
+	// seen are the times the node saw tips arrive (each one above the one
+	// before), oldest first.
+	seen []time.Time
+	// headerIv is the mean interval of the last blockSamples blocks'
+	// timestamps up to headerTip, and headerLast headerTip's timestamp.
+	headerTip  int32
+	headerIv   time.Duration
+	headerLast time.Time
 }
 
-// blockSamples is how many arrivals the estimate uses.
-const blockSamples = 7
+// blockSamples is how many intervals the estimate uses.
+const blockSamples = 6
 
-// observe records tip at now.
+// observe records that the tip is tip at now.
 func (b *blockClock) observe(tip int32, now time.Time) {
-	switch {
-	case tip == b.tip:
+	if tip == b.tip {
 		return
-	case b.tip == 0 || tip < b.tip || tip > b.tip+1:
-		// The first tip seen, a reorg or a jump: the times before are
-		// not block intervals.
+	}
+	if b.tip == 0 || tip != b.tip+1 {
+		// The first tip seen, a reorg or a jump: no arrival was seen.
 		b.seen = b.seen[:0]
+	} else {
+		b.seen = append(b.seen, now)
+		if len(b.seen) > blockSamples+1 {
+			b.seen = b.seen[len(b.seen)-blockSamples-1:]
+		}
 	}
 	b.tip = tip
-	b.seen = append(b.seen, now)
-	if len(b.seen) > blockSamples {
-		b.seen = b.seen[len(b.seen)-blockSamples:]
-	}
 }
 
-// interval is the mean time between the blocks seen, or def when fewer
-// than two arrivals were seen.
-func (b *blockClock) interval(def time.Duration) time.Duration {
-	if len(b.seen) < 2 {
-		return def
+// estimate is the mean block interval and when the last block came (zero
+// when unknown).
+func (b *blockClock) estimate(def time.Duration) (iv time.Duration, last time.Time) {
+	n := len(b.seen)
+	if n > 0 {
+		last = b.seen[n-1]
 	}
-	return b.seen[len(b.seen)-1].Sub(b.seen[0]) / time.Duration(len(b.seen)-1)
+	switch {
+	case n >= 2:
+		return b.seen[n-1].Sub(b.seen[0]) / time.Duration(n-1), last
+	case b.headerIv > 0 && b.headerTip == b.tip:
+		if last.IsZero() {
+			last = b.headerLast
+		}
+		return b.headerIv, last
+	}
+	return def, last
 }
 
 // next estimates how long until the next block at now: the mean interval
-// less the time since the last block, at least a tenth of the interval
-// (blocks are late as often as not).
+// less the time since the last block, at least a tenth of the interval (a
+// late block is as likely to come any moment as ever).
 func (b *blockClock) next(now time.Time, def time.Duration) time.Duration {
-	iv := b.interval(def)
-	if len(b.seen) == 0 {
+	iv, last := b.estimate(def)
+	if last.IsZero() {
 		return iv
 	}
-	return max(iv-now.Sub(b.seen[len(b.seen)-1]), iv/10)
+	return max(iv-now.Sub(last), iv/10)
+}
+
+// BlockTimer is what a Chain may also do: the timestamp of the block at a
+// height of the best chain. The next block's estimate uses it until the
+// node has seen two blocks arrive.
+type BlockTimer interface {
+	BlockTime(ctx context.Context, height int32) (time.Time, error)
+}
+
+var _ BlockTimer = (*BtcdChain)(nil)
+
+// BlockTime implements BlockTimer.
+func (b *BtcdChain) BlockTime(ctx context.Context, height int32) (time.Time, error) {
+	hash, err := await(ctx, func() (*chainhash.Hash, error) { return b.rpc.GetBlockHash(int64(height)) })
+	if err != nil {
+		return time.Time{}, fmt.Errorf("block hash %d: %w", height, err)
+	}
+	h, err := await(ctx, func() (*wire.BlockHeader, error) { return b.rpc.GetBlockHeader(hash) })
+	if err != nil {
+		return time.Time{}, fmt.Errorf("block header %d: %w", height, err)
+	}
+	return h.Timestamp, nil
 }
 
 // ObserveTip records that the chain's tip is tip now (Tick calls it).
@@ -413,12 +454,26 @@ func (m *Manager) ObserveTip(tip int32) {
 	m.zc.mu.Unlock()
 }
 
-// NextBlock estimates how long until the next block, from the arrivals
-// the node saw (the network's target spacing until it saw two).
-func (m *Manager) NextBlock() time.Duration {
+// NextBlock estimates how long until the next block (blockClock).
+func (m *Manager) NextBlock(ctx context.Context) time.Duration {
 	def := 10 * time.Minute
 	if p, err := NetParams(m.cfg.Network); err == nil && p.TargetTimePerBlock > 0 {
 		def = p.TargetTimePerBlock
+	}
+	m.zc.mu.Lock()
+	tip, stale := m.zc.blocks.tip, len(m.zc.blocks.seen) < 2 && m.zc.blocks.headerTip != m.zc.blocks.tip
+	m.zc.mu.Unlock()
+	if bt, ok := m.chain.(BlockTimer); ok && stale && tip > blockSamples {
+		// Read outside the lock; a failure leaves the estimate as it was.
+		first, err1 := bt.BlockTime(ctx, tip-blockSamples)
+		last, err2 := bt.BlockTime(ctx, tip)
+		if err1 == nil && err2 == nil {
+			m.zc.mu.Lock()
+			b := &m.zc.blocks
+			b.headerTip, b.headerLast = tip, last
+			b.headerIv = max(last.Sub(first)/blockSamples, time.Second)
+			m.zc.mu.Unlock()
+		}
 	}
 	m.zc.mu.Lock()
 	defer m.zc.mu.Unlock()

@@ -206,9 +206,9 @@ func TestCheckNoRBF(t *testing.T) {
 }
 
 // TestBlockClock: the next block is expected one mean interval (of the
-// arrivals seen) after the last, at least a tenth of it from now; the
-// network's spacing until two arrivals were seen; a reorg or a jump starts
-// the count again.
+// arrivals seen) after the last, at least a tenth of it from now; before
+// two arrivals were seen, the block timestamps' interval, else the
+// network's spacing; the first tip seen, a reorg or a jump is no arrival.
 func TestBlockClock(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	def := 10 * time.Minute
@@ -216,33 +216,37 @@ func TestBlockClock(t *testing.T) {
 	if got := b.next(t0, def); got != def {
 		t.Fatalf("nothing seen: %s", got)
 	}
-	b.observe(100, t0)
-	if got := b.next(t0.Add(time.Minute), def); got != 9*time.Minute {
-		t.Fatalf("one seen, a minute ago: %s, want 9m", got)
+	b.observe(100, t0) // at start: not an arrival
+	if got := b.next(t0.Add(time.Minute), def); got != def {
+		t.Fatalf("only the start's tip seen: %s, want the default", got)
+	}
+	b.headerTip, b.headerIv, b.headerLast = 100, 8*time.Minute, t0.Add(-2*time.Minute)
+	if got := b.next(t0, def); got != 6*time.Minute {
+		t.Fatalf("from the headers (every 8m, the last 2m ago): %s, want 6m", got)
 	}
 	b.observe(101, t0.Add(4*time.Minute))
-	b.observe(102, t0.Add(10*time.Minute))
-	if got := b.interval(def); got != 5*time.Minute {
-		t.Fatalf("interval %s, want 5m", got)
+	if got := b.next(t0.Add(5*time.Minute), def); got != 10*time.Minute-time.Minute {
+		t.Fatalf("one arrival, stale headers: %s, want the default less a minute", got)
 	}
-	if got := b.next(t0.Add(12*time.Minute), def); got != 3*time.Minute {
-		t.Fatalf("next %s, want 3m", got)
+	b.observe(102, t0.Add(9*time.Minute))
+	if got := b.next(t0.Add(10*time.Minute), def); got != 4*time.Minute {
+		t.Fatalf("arrivals 5m apart, the last a minute ago: %s, want 4m", got)
 	}
 	if got := b.next(t0.Add(60*time.Minute), def); got != 30*time.Second {
 		t.Fatalf("long overdue: %s, want a tenth of the interval", got)
 	}
 	b.observe(102, t0.Add(11*time.Minute)) // the same tip again
-	if got := b.interval(def); got != 5*time.Minute {
-		t.Fatalf("same tip counted: %s", got)
+	if iv, _ := b.estimate(def); iv != 5*time.Minute {
+		t.Fatalf("same tip counted: %s", iv)
 	}
 	b.observe(99, t0.Add(12*time.Minute)) // reorg
-	if got := b.interval(def); got != def {
-		t.Fatalf("after a reorg: %s, want the default", got)
+	if iv, _ := b.estimate(def); iv != def {
+		t.Fatalf("after a reorg: %s, want the default", iv)
 	}
 	for i := range 20 {
 		b.observe(100+int32(i), t0.Add(time.Duration(i)*time.Second))
 	}
-	if len(b.seen) != blockSamples || b.interval(def) != time.Second {
-		t.Fatalf("%d samples, interval %s", len(b.seen), b.interval(def))
+	if iv, _ := b.estimate(def); len(b.seen) != blockSamples+1 || iv != time.Second {
+		t.Fatalf("%d samples, interval %s", len(b.seen), iv)
 	}
 }
