@@ -103,8 +103,10 @@ func (f Funding) String() string {
 		s += fmt.Sprintf(", started unconfirmed (seller's exposure %d of %d sat)", f.ExposureSat, f.MaxSat)
 	case f.Ready:
 		s += ", confirmed"
-	case f.NextBlockSeconds > 0:
+	case f.NextBlockSeconds >= 1:
 		s += ", next block in about " + roughDuration(time.Duration(f.NextBlockSeconds*float64(time.Second)))
+	case f.NextBlockSeconds > 0:
+		s += ", next block any moment"
 	}
 	return s
 }
@@ -293,6 +295,10 @@ func (r *buyerRun) awaitReady() ([]byte, error) {
 	start := b.cfg.Timeouts.withDefaults().Start
 	limit := b.clock.Now().Add(b.cfg.FundingWait + start)
 	tell := hasFunding(r.st.Protocol())
+	if r.j.Funding != nil {
+		// An earlier attempt's, with another seller.
+		b.update(r.j, func(j *JobStatus) { j.Funding = nil })
+	}
 	for {
 		t, data, err := r.c.recv(maxCtlFrame)
 		switch {

@@ -17,8 +17,9 @@ type PayerConfig struct {
 	// CapacityFactor sizes a new channel for at least this many times the
 	// contract that opens it, so later contracts reuse it (default 10).
 	CapacityFactor int64
-	// OpenWait bounds how long a new channel may take to confirm before a
-	// contract gives up on it (default 5m).
+	// OpenWait bounds how long WaitOpen callers wait for a new channel to
+	// confirm (default 5m); EnsureChannel no longer waits (the seller
+	// decides whether it works on an unconfirmed funding, zeroconf.go).
 	OpenWait time.Duration
 	// Poll is how often a waiting open re-checks the chain (default 500ms).
 	Poll time.Duration

@@ -85,9 +85,18 @@ func (c *Config) ZeroConfFloor(ctx context.Context, chain Chain) int64 {
 // (within the exposure bound): nil if so, else an error wrapping
 // ErrNotZeroConf that says why. It broadcasts tx (our node's mempool
 // accepting it is the standardness and conflict check).
-func (m *Manager) checkZeroConf(ctx context.Context, tx *wire.MsgTx) error {
+func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx) error {
 	if m.cfg.ZeroConfMax <= 0 {
 		return fmt.Errorf("%w: payment.zero_conf_max is 0", ErrNotZeroConf)
+	}
+	failed := false
+	m.chans.each(func(_ string, c *Channel) {
+		failed = failed || c.Role == RoleSeller && c.Peer == peer && c.State == StateFailed
+	})
+	if failed {
+		// Its funding was double-spent or never confirmed before: its
+		// fundings wait for their confirmations.
+		return fmt.Errorf("%w: a channel of this buyer failed before", ErrNotZeroConf)
 	}
 	src, ok := m.chain.(PrevOutSource)
 	if !ok {
@@ -221,6 +230,9 @@ func (m *Manager) Admit(ctx context.Context, id, contractID string, amount int64
 	}
 	if c.Role != RoleSeller {
 		return FundingStatus{}, fmt.Errorf("admit %s: %w", id, ErrWrongRole)
+	}
+	if tip, err := m.chain.Tip(ctx); err == nil {
+		m.ObserveTip(tip) // the estimate below counts a block that just came
 	}
 	st := FundingStatus{Channel: id, Needed: m.cfg.Confirmations, Max: m.cfg.ZeroConfMax, NextBlock: m.NextBlock(ctx)}
 	switch c.State {
