@@ -109,6 +109,9 @@ func TestFirstJobRealBlockTimes(t *testing.T) {
 		if j == nil || j.State != contract.JobFailed || !strings.Contains(j.Error, string(contract.RefuseFundingUnconfirmed)) || j.Paid != 0 {
 			t.Fatalf("job %+v", last)
 		}
+		if a := j.Attempts[len(j.Attempts)-1]; a.Reason != contract.ReasonFundingUnconfirmed {
+			t.Fatalf("attempt %+v, want the reason funding_unconfirmed", a)
+		}
 		var waited bool
 		for _, e := range events {
 			waited = waited || e.Funding != nil && !e.Funding.Ready && e.Funding.Needed == 3
@@ -124,7 +127,7 @@ func TestFirstJobRealBlockTimes(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range cs.Contracts {
-			if r.Paid != 0 || r.State.Holds() {
+			if r.Paid != 0 || r.State.Holds() || !strings.HasPrefix(r.Why, "funding_unconfirmed: ") {
 				t.Fatalf("seller's contract %s: %s, paid %d, why %q", r.ID, r.State, r.Paid, r.Why)
 			}
 		}

@@ -799,6 +799,9 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 		if refusedReach {
 			a.Reason = ReasonUnreachable
 		}
+		if r := fundingReason(err); r != ReasonNone {
+			a.Reason = r
+		}
 		j.Paid = base + run.paid
 	})
 	b.cfg.Reputation.Outcome(c.Seller, id, fault)

@@ -25,6 +25,7 @@ package contract
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -42,6 +43,20 @@ const jFunding byte = 29
 // RefuseFundingUnconfirmed: the contract waited FundingWait for its
 // channel's funding to confirm, in vain; nothing was paid or ran.
 const RefuseFundingUnconfirmed JobReason = "funding_unconfirmed"
+
+// ReasonFundingUnconfirmed is an attempt's reason when its seller ended
+// the contract with RefuseFundingUnconfirmed.
+const ReasonFundingUnconfirmed Reason = "funding_unconfirmed"
+
+// fundingReason is ReasonFundingUnconfirmed for a job stream the seller
+// ended so, else ReasonNone.
+func fundingReason(err error) Reason {
+	var je *JobError
+	if errors.As(err, &je) && je.Reason == RefuseFundingUnconfirmed {
+		return ReasonFundingUnconfirmed
+	}
+	return ReasonNone
+}
 
 // DefaultFundingWait is how long a contract waits for its funding's
 // confirmations by default: three 10-minute blocks take longer than two
@@ -268,8 +283,11 @@ func (j *sellerJob) awaitFunding(ctx context.Context, open []byte) error {
 		}
 		f.Until = until
 		if !now.Before(until) {
-			return refuse(RefuseFundingUnconfirmed, fmt.Errorf("contract %s: the channel's funding has %d of %d confirmations after %s",
-				j.id, f.Confirmations, f.Needed, s.cfg.FundingWait))
+			err := fmt.Errorf("the channel's funding has %d of %d confirmations after %s", f.Confirmations, f.Needed, s.cfg.FundingWait)
+			// Nothing was paid or ran: the reservation goes, the reason
+			// first in the record.
+			_, _ = s.machine.Move(RoleSeller, j.id, StateFailed, string(RefuseFundingUnconfirmed)+": "+err.Error(), nil)
+			return refuse(RefuseFundingUnconfirmed, fmt.Errorf("contract %s: %w", j.id, err))
 		}
 		if tell && (f.Confirmations != told.Confirmations || told.Needed == 0 || now.Sub(toldAt) >= fundingBeat) {
 			if err := j.c.send(jFunding, marshalFunding(f)); err != nil {

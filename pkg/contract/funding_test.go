@@ -152,8 +152,11 @@ func TestFundingNeverConfirms(t *testing.T) {
 	if rec.State.Holds() || rec.Paid != 0 || !strings.Contains(rec.Why, "confirmations after 2s") {
 		t.Fatalf("seller's contract %s paid %d: %s", rec.State, rec.Paid, rec.Why)
 	}
-	if a.Fault != FaultBuyer {
-		t.Fatalf("fault %s, want the buyer's (its funding)", a.Fault)
+	if a.Fault != FaultBuyer || a.Reason != ReasonFundingUnconfirmed {
+		t.Fatalf("fault %s reason %q, want the buyer's (its funding), funding_unconfirmed", a.Fault, a.Reason)
+	}
+	if !strings.HasPrefix(rec.Why, "funding_unconfirmed: ") {
+		t.Fatalf("seller's record why %q", rec.Why)
 	}
 	eventually(t, "the capacity is released", func() bool { return s.Held().MilliCPU == 0 })
 }
