@@ -249,6 +249,15 @@ func (m *Manager) Admit(ctx context.Context, id, contractID string, amount int64
 		return st, fmt.Errorf("admit %s: %w", id, err)
 	}
 	st.Confirmations = max(confs, 0)
+	if confs >= m.cfg.Confirmations {
+		// Tick would open it at its next round: no need to wait for it.
+		if err := m.setState(c, StateOpen, "funding confirmed", "confs", confs); err != nil {
+			return st, fmt.Errorf("admit %s: %w", id, err)
+		}
+		st.Ready = true
+		m.Release(contractID)
+		return st, nil
+	}
 	chans := m.Channels()
 	m.zc.mu.Lock()
 	defer m.zc.mu.Unlock()
