@@ -28,7 +28,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -499,20 +498,6 @@ func (m *Manager) NextBlock(ctx context.Context) time.Duration {
 	m.zc.mu.Lock()
 	defer m.zc.mu.Unlock()
 	return m.zc.blocks.next(m.now(), def)
-}
-
-// admittedOn lists the contracts admitted on channel id (tests).
-func (m *Manager) admittedOn(id string) []string {
-	m.zc.mu.Lock()
-	defer m.zc.mu.Unlock()
-	var out []string
-	for k, r := range m.zc.res {
-		if r.Channel == id {
-			out = append(out, k)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // ChannelID is the ID of the channel o opens: its funding outpoint.
