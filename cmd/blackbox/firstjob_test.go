@@ -81,7 +81,8 @@ func TestFirstJobRealBlockTimes(t *testing.T) {
 		if z == nil || z.MaxSat != 10_000 || len(z.Channels) != 1 || z.ExposureSat != z.Channels[0].PaidSat || z.ExposureSat < 1 || z.ExposureSat > z.MaxSat {
 			t.Fatalf("seller's exposure %+v (the buyer paid %d sat)", z, paid)
 		}
-		t.Logf("first job done on an unconfirmed funding: paid %d sat, seller's exposure %d of %d sat", paid, z.ExposureSat, z.MaxSat)
+		t.Logf("first job done on an unconfirmed funding in %.1fs (submit to done, no block mined): paid %d sat, seller's exposure %d of %d sat",
+			last.ElapsedSeconds, paid, z.ExposureSat, z.MaxSat)
 		out, err := seller.cli("status")
 		if err != nil || !regexp.MustCompile(`Unconfirmed fundings:\s+exposure \d+ of 10000 sat`).MatchString(out) {
 			t.Fatalf("status: %v\n%s", err, out)
