@@ -74,6 +74,10 @@ type Status struct {
 	// Payout is where the seller's closes pay and when its close policy
 	// makes them (nil when payments are off).
 	Payout *payment.PayoutPolicy `json:"payout,omitempty"`
+	// ZeroConf is the seller's exposure to channel fundings it works on
+	// before they confirm (payment.zero_conf_max bounds it); nil without
+	// payments.
+	ZeroConf *payment.ZeroConfView `json:"zero_conf,omitempty"`
 }
 
 // UnreachableSeller is a seller ranked last because the buyer could not

@@ -53,7 +53,7 @@ func (a *App) follow(ctx context.Context, id string, s sink, streams ...string) 
 			}
 			return nil, a.jobError(id, err)
 		}
-		key := fmt.Sprint(job.State, job.Phase, job.Seller, job.ContractID)
+		key := fmt.Sprint(job.State, job.Phase, job.Seller, job.ContractID, fundingKey(job.Funding))
 		if key != last {
 			s.progress(job, time.Since(start))
 			last = key
@@ -106,6 +106,9 @@ func (h humanSink) progress(j *contract.JobStatus, elapsed time.Duration) {
 	if j.Seller != "" {
 		line += " on " + shortID(j.Seller.String())
 	}
+	if f := j.Funding; f != nil && j.Phase == contract.PhaseFund {
+		line += ", " + f.String()
+	}
 	if n := len(j.Attempts); n > 0 && j.Attempts[n-1].Price > 0 {
 		// What the contract costs in all, and the start fee in it.
 		at := j.Attempts[n-1]
@@ -147,6 +150,10 @@ type Event struct {
 	// start fee in it.
 	PriceSat    int64 `json:"price_sat,omitempty"`
 	StartFeeSat int64 `json:"start_fee_sat,omitempty"`
+	// Funding (funding events) is where the contract's channel funding
+	// is: its confirmations while the contract waits for them, or that it
+	// started unconfirmed.
+	Funding *contract.Funding `json:"funding,omitempty"`
 
 	// log: one line (or the last, unterminated, part) of the job's output.
 	Stream string `json:"stream,omitempty"`
@@ -211,6 +218,9 @@ func (s *eventSink) progress(j *contract.JobStatus, _ time.Duration) {
 	if n := len(j.Attempts); n > 0 {
 		e.PriceSat, e.StartFeeSat = j.Attempts[n-1].Price, j.Attempts[n-1].StartFee
 	}
+	if j.Phase == contract.PhaseFund {
+		e.Funding = j.Funding
+	}
 	s.emit(e)
 }
 
@@ -268,4 +278,13 @@ func copyFrom(path string, offset int64, w io.Writer) int64 {
 	}
 	n, _ := io.Copy(w, f)
 	return offset + n
+}
+
+// fundingKey is what of a job's funding makes a new progress line: a new
+// confirmation, or the contract starting.
+func fundingKey(f *contract.Funding) string {
+	if f == nil {
+		return ""
+	}
+	return fmt.Sprint(f.Confirmations, f.Needed, f.Ready)
 }

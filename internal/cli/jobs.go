@@ -540,6 +540,9 @@ func newJobCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "Job:\t%s\n", j.ID)
 			fmt.Fprintf(w, "Created:\t%s (%s)\n", ago(time.Now(), j.Created), j.Created.Local().Format(time.DateTime))
 			fmt.Fprintf(w, "State:\t%s %s\n", j.State, j.Phase)
+			if j.Funding != nil {
+				fmt.Fprintf(w, "Funding:\t%s\n", cleanCell(j.Funding.String()))
+			}
 			fmt.Fprintf(w, "Command:\t%s\n", strings.Join(j.Request.Command, " "))
 			fmt.Fprintf(w, "Image:\t%s\n", j.Request.Image)
 			fmt.Fprintf(w, "Paid:\t%s (limit %s)\n", sats(j.Paid), sats(int64(j.Request.MaxPrice)))

@@ -59,6 +59,10 @@ func jobWhy(j *contract.JobStatus) string {
 // jobStateCell is the state, with the phase while the job is under way.
 func jobStateCell(j *contract.JobStatus) string {
 	if j.Phase != "" && !jobDone(j.State) {
+		if f := j.Funding; f != nil && j.Phase == contract.PhaseFund && !f.Ready {
+			// The wait for confirmations, not only "searching (fund)".
+			return fmt.Sprintf("%s (fund: %d/%d confirmations)", j.State, f.Confirmations, f.Needed)
+		}
 		return string(j.State) + " (" + j.Phase + ")"
 	}
 	return string(j.State)

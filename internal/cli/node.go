@@ -18,6 +18,7 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/offer"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -120,6 +121,9 @@ func newStatusCmd(a *App) *cobra.Command {
 			}
 			fmt.Fprintf(w, "Machine free:\t%s (of %s)\n", capacityString(s.Measured.Free), capacityString(s.Measured.Total))
 			fmt.Fprintf(w, "Held by contracts:\t%s\n", capacityString(s.Held))
+			if z := s.ZeroConf; z != nil {
+				fmt.Fprintf(w, "Unconfirmed fundings:\t%s\n", zeroConfString(*z))
+			}
 			if s.OfferSeq != 0 {
 				fmt.Fprintf(w, "Offer:\tseq %d, valid until %s\n", s.OfferSeq, s.OfferExpiry.Local().Format(time.TimeOnly))
 			}
@@ -453,4 +457,13 @@ func pricesString(p offer.Prices) string {
 	s := func(msat uint64) string { return fmt.Sprintf("%g", float64(msat)/1000) }
 	return fmt.Sprintf("%s sat/core-h, %s sat/GiB-h memory, %s sat/GiB-h disk, %s sat/GiB egress, start fee %s sat",
 		s(p.CoreHour), s(p.MemGiBHour), s(p.DiskGiBHour), s(p.EgressGiB), s(p.StartFee))
+}
+
+// zeroConfString says what the seller works for on fundings not yet
+// confirmed, and its bound.
+func zeroConfString(z payment.ZeroConfView) string {
+	if z.MaxSat == 0 {
+		return "none worked on (payment.zero_conf_max is 0: contracts wait for the confirmations)"
+	}
+	return fmt.Sprintf("exposure %d of %d sat (payment.zero_conf_max) on %d channel(s)", z.ExposureSat, z.MaxSat, len(z.Channels))
 }

@@ -3,8 +3,8 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
-	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
@@ -101,9 +101,6 @@ func (r sandboxRunner) Run(ctx context.Context, spec contract.RunSpec) (*contrac
 	}, nil
 }
 
-// openWait bounds how long a channel may take to confirm before it is used.
-const openWait = 5 * time.Minute
-
 // channelReceiver is the seller's side of the payment channels.
 type channelReceiver struct {
 	m *payment.Manager
@@ -120,13 +117,42 @@ func (r *channelReceiver) Terms() ([]byte, error) {
 	return t.Encode(), nil
 }
 
+// AcceptOpen records the channel; whether a contract starts on it before
+// its funding confirms is Admit's question (contract.FundingGate).
 func (r *channelReceiver) AcceptOpen(ctx context.Context, buyer peer.ID, msg []byte) error {
-	c, err := r.m.AcceptOpen(ctx, buyer.String(), msg)
-	if err != nil {
-		return err
-	}
-	return r.m.WaitOpen(ctx, c.ID, openWait, 500*time.Millisecond)
+	_, err := r.m.AcceptOpen(ctx, buyer.String(), msg)
+	return err
 }
+
+var _ contract.FundingGate = (*channelReceiver)(nil)
+
+// Admit implements contract.FundingGate with the payment manager's
+// zero-confirmation book (payment/zeroconf.go).
+func (r *channelReceiver) Admit(ctx context.Context, buyer peer.ID, contractID string, open []byte, amount int64) (contract.Funding, error) {
+	o, err := payment.DecodeOpenRequest(open)
+	if err != nil {
+		return contract.Funding{}, err
+	}
+	id, err := o.ChannelID()
+	if err != nil {
+		return contract.Funding{}, err
+	}
+	if c, err := r.m.Channel(id); err != nil || c.Peer != buyer.String() {
+		return contract.Funding{}, fmt.Errorf("admit contract %s: channel %s is not %s's", contractID, id, buyer)
+	}
+	st, err := r.m.Admit(ctx, id, contractID, amount)
+	if err != nil {
+		return contract.Funding{}, err
+	}
+	return contract.Funding{
+		Confirmations: uint32(max(st.Confirmations, 0)), Needed: uint32(st.Needed),
+		Ready: st.Ready, ZeroConf: st.ZeroConf, NextBlockSeconds: st.NextBlock.Seconds(),
+		ExposureSat: st.Exposure, MaxSat: st.Max, Why: st.Why,
+	}, nil
+}
+
+// Release implements contract.FundingGate.
+func (r *channelReceiver) Release(contractID string) { r.m.Release(contractID) }
 
 func (r *channelReceiver) AcceptUpdate(ctx context.Context, buyer peer.ID, contractID string, msg []byte) (int64, error) {
 	u, err := r.m.AcceptUpdateInOrder(ctx, buyer.String(), contractID, msg)

@@ -480,6 +480,8 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	if n.payments != nil {
 		p := n.payments.Payout()
 		s.Payout = &p
+		zc := n.payments.ZeroConf()
+		s.ZeroConf = &zc
 	}
 	return s, nil
 }

@@ -87,6 +87,11 @@ type BuyerConfig struct {
 	Log            *slog.Logger
 	// OnPhase, if set, is told how long each phase of a job took (phase.go).
 	OnPhase PhaseFunc
+
+	// FundingWait bounds, with the start timeout, how long a seller may
+	// keep a contract waiting for its funding's confirmations (funding.go).
+	// Default DefaultFundingWait.
+	FundingWait time.Duration
 }
 
 func (c *BuyerConfig) defaults() error {
@@ -113,6 +118,9 @@ func (c *BuyerConfig) defaults() error {
 	}
 	if c.UnreachableFor <= 0 {
 		c.UnreachableFor = DefaultUnreachableFor
+	}
+	if c.FundingWait <= 0 {
+		c.FundingWait = DefaultFundingWait
 	}
 	if c.Clock == nil {
 		c.Clock = SystemClock{}
@@ -176,6 +184,10 @@ type JobStatus struct {
 	ResultDir string   `json:"result_dir,omitempty"`
 	Receipt   *Receipt `json:"receipt,omitempty"`
 	Error     string   `json:"error,omitempty"`
+	// Funding is where the current contract's channel funding is, as its
+	// seller said (funding.go): the confirmations while the contract waits
+	// for them, or that it started unconfirmed.
+	Funding *Funding `json:"funding,omitempty"`
 	// SpotCheck, for a deterministic job, is the spot check that re-ran it
 	// on other sellers after it was done (spotcheck.go); it never changes
 	// the job's own state, results or Paid.
@@ -787,6 +799,9 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 		if refusedReach {
 			a.Reason = ReasonUnreachable
 		}
+		if r := fundingReason(err); r != ReasonNone {
+			a.Reason = r
+		}
 		j.Paid = base + run.paid
 	})
 	b.cfg.Reputation.Outcome(c.Seller, id, fault)
@@ -917,7 +932,7 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	if err := r.c.send(jOpen, open); err != nil {
 		return outFailed, sellerGone(fmt.Errorf("send channel open: %w", err))
 	}
-	rb, err := r.expect(jReady, "seller not ready")
+	rb, err := r.awaitReady()
 	if err != nil {
 		return outFailed, err
 	}

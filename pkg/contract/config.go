@@ -15,6 +15,10 @@ type Config struct {
 	// FundTimeout is how long an accepted contract waits for the buyer to
 	// fund it and start the job before its capacity is released.
 	FundTimeout time.Duration `mapstructure:"fund_timeout"`
+	// FundingWait is how long a contract whose seller will not start it
+	// on an unconfirmed funding waits for the confirmations (the capacity
+	// held, the buyer told) before it fails with funding_unconfirmed.
+	FundingWait time.Duration `mapstructure:"funding_wait"`
 	// PayGrace is how late a buyer's payment for an interval may be before
 	// the seller stops the job; 0 means half the billing interval.
 	PayGrace time.Duration `mapstructure:"pay_grace"`
@@ -55,6 +59,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		FundTimeout:    2 * time.Minute,
+		FundingWait:    DefaultFundingWait,
 		MaxImage:       "2GiB",
 		MaxInputs:      "256MiB",
 		MaxOutput:      "256MiB",
@@ -71,6 +76,9 @@ func DefaultConfig() Config {
 // Validate refuses nonsense values.
 func (c Config) Validate() error {
 	var errs []error
+	if c.FundingWait < 0 || c.FundingWait > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("contract.funding_wait: between 0 (the default, %s) and 24h, got %s", DefaultFundingWait, c.FundingWait))
+	}
 	if c.FundTimeout < 0 || c.PayGrace < 0 || c.HeartbeatGrace < 0 || c.StartTimeout < 0 || c.RunGrace < 0 || c.SettleTimeout < 0 || c.BusyWait < 0 {
 		errs = append(errs, errors.New("contract: timeouts and graces must not be negative"))
 	}
@@ -109,6 +117,7 @@ func (c Config) timeouts() Timeouts {
 // ApplySeller copies the seller's settings into sc.
 func (c Config) ApplySeller(sc *SellerConfig) {
 	sc.FundTimeout, sc.PayGrace, sc.AllowPull = c.FundTimeout, c.PayGrace, c.AllowPull
+	sc.FundingWait = c.FundingWait
 	sc.MaxImageBytes, sc.MaxInputBytes, sc.MaxOutputBytes = size(c.MaxImage), size(c.MaxInputs), size(c.MaxOutput)
 	sc.Timeouts = c.timeouts()
 }
@@ -118,6 +127,7 @@ func (c Config) ApplyBuyer(bc *BuyerConfig) {
 	bc.HeartbeatGrace, bc.MaxAttempts, bc.MaxOutputBytes = c.HeartbeatGrace, c.MaxAttempts, size(c.MaxOutput)
 	bc.Timeouts = c.timeouts()
 	bc.DirectWait, bc.UnreachableFor = c.DirectWait, c.UnreachableFor
+	bc.FundingWait = c.FundingWait
 	if bc.RetryBackoff <= 0 {
 		bc.RetryBackoff = busyRetry
 	}

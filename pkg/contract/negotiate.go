@@ -33,7 +33,10 @@ const (
 	// Ready frame also says the seller's egress price, and when the job
 	// has ended the seller sends a Bill (the bytes it sent and received, and their
 	// price) before the receipt; the buyer pays it with a last payment
-	// update, and the receipt carries the bytes and the egress amount.
+	// update, and the receipt carries the bytes and the egress amount;
+	// before Ready the seller says where the channel's funding is (its
+	// confirmations while the contract waits for them, or that it starts
+	// unconfirmed: Funding, funding.go).
 	// Both sides still speak 1.2.0 (no egress billed) and 1.1.0 (the image
 	// is always sent) with a peer that knows no newer version.
 	JobProtocol protocol.ID = "/blackbox/job/1.3.0"

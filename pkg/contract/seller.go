@@ -86,6 +86,10 @@ type SellerConfig struct {
 	// FundTimeout is how long an accepted contract waits for the buyer to
 	// fund and start it; its reservation is released after. Default 2m.
 	FundTimeout time.Duration
+	// FundingWait is how long a funded contract waits for its channel's
+	// funding to confirm when it may not start on it unconfirmed
+	// (funding.go). Default DefaultFundingWait.
+	FundingWait time.Duration
 	// PayGrace is how long after an interval starts its payment may come;
 	// 0 means half the interval. A missed payment stops the job.
 	PayGrace time.Duration
@@ -115,6 +119,9 @@ func (c *SellerConfig) defaults() error {
 	}
 	if c.FundTimeout <= 0 {
 		c.FundTimeout = 2 * time.Minute
+	}
+	if c.FundingWait <= 0 {
+		c.FundingWait = DefaultFundingWait
 	}
 	if c.MaxImageBytes <= 0 {
 		c.MaxImageBytes = 2 << 30
@@ -421,6 +428,9 @@ type sellerJob struct {
 	// (time spent waiting on the stream); rxBytes is billed (egress.go).
 	rxBytes int64
 	rxTime  time.Duration
+	// release, if set, forgets the contract at the funding gate
+	// (funding.go) once it has ended.
+	release func()
 }
 
 func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
@@ -462,6 +472,9 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
 	err = j.run(ctx)
+	if j.release != nil {
+		j.release()
+	}
 	if j.inputDir != "" {
 		os.RemoveAll(j.inputDir)
 	}
@@ -488,6 +501,9 @@ func (j *sellerJob) run(ctx context.Context) error {
 		}
 	}
 	if _, err := s.machine.Move(RoleSeller, j.id, StateFunded, "channel ready", nil); err != nil {
+		return err
+	}
+	if err := j.awaitFunding(ctx, open); err != nil {
 		return err
 	}
 	at = s.phase(PhaseFund, at)

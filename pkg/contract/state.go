@@ -28,7 +28,8 @@ import (
 //
 // Timeouts (Timeouts): proposed → expired at the proposal's expiry;
 // accepted → expired at the funding deadline (the reservation is released);
-// funded → failed after Start; running → failed after the contract's
+// funded → failed after Start (after the seller's FundingWait plus Start
+// while it waits for the funding's confirmations, funding.go); running → failed after the contract's
 // duration plus RunGrace; completed → settled after Settle; failed →
 // settled (something was paid) or refunded (nothing was) after Settle;
 // disputed → settled after Dispute. rejected, expired, settled and refunded

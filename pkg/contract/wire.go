@@ -101,7 +101,8 @@ const (
 
 func knownJobReason(r JobReason) bool {
 	switch r {
-	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol, RefusePull, RefuseInternal, RefuseUnreachable:
+	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol, RefusePull, RefuseInternal, RefuseUnreachable,
+		RefuseFundingUnconfirmed:
 		return true
 	}
 	return false
@@ -110,7 +111,8 @@ func knownJobReason(r JobReason) bool {
 // Fault is whose fault a refusal for reason r is, as the buyer counts it.
 func (r JobReason) Fault() Fault {
 	switch r {
-	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol:
+	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol,
+		RefuseFundingUnconfirmed:
 		return FaultBuyer
 	case RefusePull, RefuseUnreachable:
 		// Nobody is blamed; another seller may reach the registry, or be

@@ -127,6 +127,12 @@ type Channel struct {
 	FailReason string    `json:"fail_reason,omitempty"`
 	Created    time.Time `json:"created"`
 	Updated    time.Time `json:"updated"`
+
+	// ZeroConf (seller) says the funding passed the checks for working on
+	// it unconfirmed when the channel was accepted (zeroconf.go);
+	// ZeroConfWhy says why it did not.
+	ZeroConf    bool   `json:"zero_conf,omitempty"`
+	ZeroConfWhy string `json:"zero_conf_why,omitempty"`
 }
 
 // EncodeChannel is the stored form of a channel record (JSON: small,

@@ -44,6 +44,11 @@ type Config struct {
 	FallbackFeeRate int64 `mapstructure:"fallback_fee_rate"`
 	// Confirmations a funding transaction needs before the channel opens.
 	Confirmations int32 `mapstructure:"confirmations"`
+	// ZeroConfMax bounds, in satoshis, what a seller works for on channels
+	// whose funding is not confirmed yet: its exposure to a double-spend
+	// of those fundings (zeroconf.go). A contract that would take it
+	// higher waits for the confirmations before it starts; 0 waits always.
+	ZeroConfMax int64 `mapstructure:"zero_conf_max"`
 	// SafetyMargin is how many blocks before expiry the seller closes.
 	SafetyMargin int32 `mapstructure:"safety_margin"`
 	// ChannelLifetime is a new channel's expiry, in blocks from the tip.
@@ -82,6 +87,7 @@ func DefaultConfig() Config {
 		MaxFee:          100_000,
 		FallbackFeeRate: 10,
 		Confirmations:   3,
+		ZeroConfMax:     10_000,
 		SafetyMargin:    12,
 		ChannelLifetime: 144 * 14,
 		Required:        RequiredAuto,
@@ -112,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Confirmations < 1 {
 		return errors.New("confirmations: must be at least 1")
+	}
+	if c.ZeroConfMax < 0 {
+		return errors.New("zero_conf_max: must not be negative (0 waits for the confirmations always)")
 	}
 	if c.SafetyMargin < 1 {
 		return errors.New("safety_margin: must be at least 1 block")

@@ -88,6 +88,8 @@ type Manager struct {
 	warned map[string]bool
 	// payout caches the payout xpub's children (payoutxpub.go).
 	payout payoutChildren
+	// zc holds the contracts admitted on unconfirmed fundings (zeroconf.go).
+	zc zeroConf
 }
 
 // chanState is one channel as the Manager holds it.
@@ -440,13 +442,18 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		CloseFee: o.CloseFee, SellerScript: o.SellerScript, BuyerScript: o.BuyerScript,
 		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
 	}
+	if err := m.checkZeroConf(ctx, peer, &tx); err != nil {
+		c.ZeroConfWhy = err.Error()
+	} else {
+		c.ZeroConf = true
+	}
 	if err := m.persist(cs, c); err != nil {
 		return nil, fmt.Errorf("accept open: %w", err)
 	}
 	m.mu.Lock()
 	m.tip = tip
 	m.mu.Unlock()
-	m.log.Info("channel accepted", "channel", id, "peer", peer, "capacity", out.Value, "expiry", o.Expiry)
+	m.log.Info("channel accepted", "channel", id, "peer", peer, "capacity", out.Value, "expiry", o.Expiry, "zero_conf", c.ZeroConf, "zero_conf_why", c.ZeroConfWhy)
 	return c.clone(), nil
 }
 
@@ -468,7 +475,10 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 	if c.Role != RoleBuyer {
 		return nil, fmt.Errorf("pay %s: %w", id, ErrWrongRole)
 	}
-	if c.State != StateOpen {
+	// A buyer pays on its own unconfirmed funding too (the seller decides
+	// whether it works on it unconfirmed): its updates are worth nothing
+	// unless the funding confirms.
+	if c.State != StateOpen && c.State != StatePending {
 		return nil, fmt.Errorf("pay %s: %w (state %s)", id, ErrNotOpen, c.State)
 	}
 	paid := c.Paid + amount
@@ -564,7 +574,11 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 	if c.Role != RoleSeller {
 		return nil, fmt.Errorf("update for %s: %w", id, ErrWrongRole)
 	}
-	if c.State != StateOpen {
+	if c.State == StatePending {
+		if err := m.pendingUsable(c, u); err != nil {
+			return nil, fmt.Errorf("update for %s: %w", id, err)
+		}
+	} else if c.State != StateOpen {
 		return nil, fmt.Errorf("update for %s: %w (state %s)", id, ErrNotOpen, c.State)
 	}
 	if u.Seq == c.Seq && u.Amount == c.Paid && bytes.Equal(u.Sig, c.BuyerSig) {
@@ -852,6 +866,7 @@ func (m *Manager) Tick(ctx context.Context) error {
 	m.mu.Lock()
 	m.tip = tip
 	m.mu.Unlock()
+	m.ObserveTip(tip)
 	var ids []string
 	m.chans.each(func(id string, c *Channel) {
 		if c.State != StateClosed && c.State != StateFailed {

@@ -17,8 +17,9 @@ type PayerConfig struct {
 	// CapacityFactor sizes a new channel for at least this many times the
 	// contract that opens it, so later contracts reuse it (default 10).
 	CapacityFactor int64
-	// OpenWait bounds how long a new channel may take to confirm before a
-	// contract gives up on it (default 5m).
+	// OpenWait bounds how long WaitOpen callers wait for a new channel to
+	// confirm (default 5m); EnsureChannel no longer waits (the seller
+	// decides whether it works on an unconfirmed funding, zeroconf.go).
 	OpenWait time.Duration
 	// Poll is how often a waiting open re-checks the chain (default 500ms).
 	Poll time.Duration
@@ -107,14 +108,17 @@ func FindRoom(chans []*Channel, peer string, need int64, contractID string) *Cha
 }
 
 // EnsureChannel makes sure a channel to peer can pay amount more satoshis:
-// it reuses a pending or open one with room (and returns a nil request), or
-// funds a new one under terms (the seller's, as encoded by
-// SellerTerms.Encode) sized max(MinCapacity, CapacityFactor×amount) and
-// returns the open request to hand the seller. Either way it returns once
-// the channel is open (confirmed), or with an error.
+// it reuses a pending or open one with room, or funds a new one under
+// terms (the seller's, as encoded by SellerTerms.Encode) sized
+// max(MinCapacity, CapacityFactor×amount). It returns the open request to
+// hand the seller: the new channel's, or a reused channel's while its
+// funding is unconfirmed (the seller checks it again); nil for a reused
+// open channel. It does not wait for the funding's confirmations: the
+// seller decides whether it works on it unconfirmed (zeroconf.go) or
+// waits for them.
 func (p *Payer) EnsureChannel(ctx context.Context, peer string, terms []byte, amount int64) (*OpenRequest, error) {
 	if c := p.find(peer, amount, ""); c != nil && p.m.usable(ctx, c) {
-		return nil, p.m.WaitOpen(ctx, c.ID, p.cfg.OpenWait, p.cfg.Poll)
+		return p.reuse(c.ID)
 	}
 	t, err := DecodeSellerTerms(terms)
 	if err != nil {
@@ -125,12 +129,24 @@ func (p *Payer) EnsureChannel(ctx context.Context, peer string, terms []byte, am
 		return nil, err
 	}
 	if req == nil { // opened by another contract meanwhile
-		return nil, p.m.WaitOpen(ctx, c.ID, p.cfg.OpenWait, p.cfg.Poll)
-	}
-	if err := p.m.WaitOpen(ctx, c.ID, p.cfg.OpenWait, p.cfg.Poll); err != nil {
-		return nil, err
+		return p.reuse(c.ID)
 	}
 	return req, nil
+}
+
+// reuse is EnsureChannel's answer for an existing channel id.
+func (p *Payer) reuse(id string) (*OpenRequest, error) {
+	c, err := p.m.Channel(id)
+	if err != nil {
+		return nil, err
+	}
+	switch c.State {
+	case StateOpen:
+		return nil, nil
+	case StatePending:
+		return c.ReopenRequest(), nil
+	}
+	return nil, fmt.Errorf("channel %s is %s: %w %s", id, c.State, ErrNotOpen, c.FailReason)
 }
 
 // open funds a channel to peer unless one with room appeared while it
@@ -268,7 +284,7 @@ func (m *Manager) waitTurn(ctx context.Context, u *Update) bool {
 		changed := m.changes()
 		c := m.chans.get(id)
 		switch {
-		case c != nil && c.State == StateOpen && c.Seq+1 >= u.Seq:
+		case c != nil && usable(c) && c.Seq+1 >= u.Seq:
 			return true
 		case c != nil && c.State != StateOpen && c.State != StatePending:
 			return true

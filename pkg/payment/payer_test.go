@@ -58,13 +58,19 @@ func TestPayerEnsureChannel(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	opened := 0
+	// Every contract hands the seller the open of the one channel while
+	// its funding is unconfirmed (EnsureChannel does not wait for it).
+	opened := map[string]bool{}
 	for i, r := range reqs {
 		if errs[i] != nil {
 			t.Fatalf("contract %d: %v", i, errs[i])
 		}
 		if r != nil {
-			opened++
+			id, err := r.ChannelID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			opened[id] = true
 			if _, err := p.seller.AcceptOpen(ctx, "b", r.Encode()); err != nil {
 				t.Fatal(err)
 			}
@@ -76,9 +82,13 @@ func TestPayerEnsureChannel(t *testing.T) {
 			chans = append(chans, c)
 		}
 	}
-	if opened != 1 || len(chans) != 1 {
-		t.Fatalf("4 concurrent contracts opened %d requests, %d channels; want 1", opened, len(chans))
+	if len(opened) != 1 || len(chans) != 1 {
+		t.Fatalf("4 concurrent contracts opened %d channels by their requests, %d channels; want 1", len(opened), len(chans))
 	}
+	if err := p.buyer.WaitOpen(ctx, chans[0].ID, 10*time.Second, 5*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	chans[0], _ = p.buyer.Channel(chans[0].ID)
 	if chans[0].Capacity != 100_000 || chans[0].State != StateOpen {
 		t.Fatalf("channel %s capacity %d, want 100000 open", chans[0].State, chans[0].Capacity)
 	}

@@ -244,9 +244,12 @@ func TestRegtestFundingReorg(t *testing.T) {
 		}
 	}
 	p.wantState(t, id, StatePending)
-	u, err := p.buyer.Pay(ctx, id, "c1", 1000)
-	if !errors.Is(err, ErrNotOpen) || u != nil {
-		t.Fatalf("pay while reorged out: %v, want ErrNotOpen", err)
+	// Unconfirmed again: the seller takes a payment only as it does on a
+	// funding it accepted unconfirmed, within zero_conf_max (zeroconf.go),
+	// and counts the channel in its exposure.
+	p.pay(t, id, "c1", 1000)
+	if v := p.seller.ZeroConf(); v.ExposureSat != 6000 {
+		t.Fatalf("exposure while reorged out %+v, want 6000", v)
 	}
 	// Mine on the new branch: the funding comes back from the mempool (or
 	// is rebroadcast by Tick) and the channel reopens with its state.
@@ -256,8 +259,8 @@ func TestRegtestFundingReorg(t *testing.T) {
 	p.wantState(t, id, StateOpen)
 	p.pay(t, id, "c1", 1000)
 	sc, _ := p.seller.Channel(id)
-	if sc.Paid != 6000 {
-		t.Fatalf("paid %d after reorg, want 6000", sc.Paid)
+	if sc.Paid != 7000 {
+		t.Fatalf("paid %d after reorg, want 7000", sc.Paid)
 	}
 	if _, err := p.seller.Close(ctx, id); err != nil {
 		t.Fatal(err)
