@@ -71,6 +71,9 @@ type Status struct {
 	// ranks last until Until (contract.unreachable_for after the refusal;
 	// kept across restarts), soonest to expire first.
 	UnreachableSellers []UnreachableSeller `json:"unreachable_sellers,omitempty"`
+	// ChainSource is the payment chain source's state, height and the
+	// wallet's synced height (nil when payments are off).
+	ChainSource *ChainSource `json:"chain_source,omitempty"`
 }
 
 // UnreachableSeller is a seller ranked last because the buyer could not
@@ -455,6 +458,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		reply(w, log, e, err)
 	})
 	handleHealth(mux, b, log)
+	walletRoutes(mux, b, log)
 	configRoutes(mux, b, log)
 	return mux
 }
