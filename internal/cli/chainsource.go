@@ -14,7 +14,11 @@ func chainString(c api.ChainSource) string {
 	if c.State == api.ChainConnecting {
 		s = fmt.Sprintf("%s %s: %s", c.Backend, c.State, c.Error)
 		if !c.NextRetry.IsZero() {
-			s += fmt.Sprintf(" (next try in %s)", max(0, time.Until(c.NextRetry)).Round(time.Second))
+			if in := time.Until(c.NextRetry); in >= time.Second {
+				s += fmt.Sprintf(" (next try in %s)", in.Round(time.Second))
+			} else {
+				s += " (trying again now)"
+			}
 		}
 	}
 	if c.Reconnects > 0 {

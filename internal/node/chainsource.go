@@ -142,7 +142,7 @@ func (l *liveWallet) downErr() error {
 		msg = "not connected yet"
 	}
 	if !l.st.NextRetry.IsZero() {
-		msg += fmt.Sprintf(" (%s: next try in %s)", l.backend, max(0, l.st.NextRetry.Sub(l.now())).Round(time.Second))
+		msg += fmt.Sprintf(" (%s: %s)", l.backend, nextTry(l.st.NextRetry.Sub(l.now())))
 	}
 	msg += "; `blackbox doctor` checks it"
 	return fmt.Errorf("%w: %s", payment.ErrChainDown, msg)
@@ -243,14 +243,27 @@ func (l *liveWallet) Send(ctx context.Context, addr string, amount, feeRate int6
 	return tx, err
 }
 
+// walletCloseWait bounds how long the node's shutdown waits for the
+// wallet to close: btcwallet's chain client sleeps between reconnects (up
+// to a minute) while its chain source is down, and its close waits for
+// that sleep. Its database is crash-safe; the process is ending.
+const walletCloseWait = 5 * time.Second
+
 // close closes the wallet (the node's cleanup).
 func (l *liveWallet) close() error {
 	l.wmu.Lock()
 	w := l.w
 	l.w = nil
 	l.wmu.Unlock()
-	if w != nil {
-		w.Close()
+	if w == nil {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); w.Close() }()
+	select {
+	case <-done:
+	case <-time.After(walletCloseWait):
+		l.log.Warn("the wallet did not close in time (its chain client waits to reconnect): leaving it", "waited", walletCloseWait)
 	}
 	return nil
 }
@@ -428,6 +441,14 @@ func (l *liveWallet) set(f func(st *api.ChainSource)) {
 	if (before.State == api.ChainConnecting) != (after.State == api.ChainConnecting) && l.onChange != nil {
 		l.onChange()
 	}
+}
+
+// nextTry says when the node asks the chain source again.
+func nextTry(in time.Duration) string {
+	if in < time.Second {
+		return "trying again now"
+	}
+	return "next try in " + in.Round(time.Second).String()
 }
 
 // check is the health report's wallet check: open (and where), or
