@@ -166,6 +166,26 @@ func TestChainSourceRestartMidContract(t *testing.T) {
 	}
 	t.Logf("btcd down for %s", time.Since(paused).Round(time.Millisecond))
 	resumed := time.Now()
+	// The wallet holds coins all along: while it reconnects and resyncs,
+	// a send says that (wallet not synced, chain source down), never
+	// "insufficient funds", and it goes through once the wallet is back.
+	addr, _ := payoutAddress(t)
+	var seen []string
+	waitFor(t, 2*time.Minute, "a wallet send after the restart", func() bool {
+		out, err := buyer.cli("wallet", "send", addr, "10000")
+		if err == nil {
+			return true
+		}
+		if strings.Contains(out, "insufficient funds") {
+			t.Fatalf("wallet send %s after btcd came back: %s", time.Since(resumed).Round(time.Millisecond), out)
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != strings.TrimSpace(out) {
+			seen = append(seen, strings.TrimSpace(out))
+		}
+		time.Sleep(time.Second)
+		return false
+	})
+	t.Logf("wallet send went through %s after btcd came back; before, it said: %q", time.Since(resumed).Round(time.Millisecond), seen)
 
 	j = waitJob(t, buyer, id, 2*time.Minute, "ends", ended)
 	if j.State != contract.JobDone {

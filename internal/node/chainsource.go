@@ -329,10 +329,13 @@ func (l *liveWallet) step(ctx context.Context) time.Duration {
 // it reports whether the wallet has been behind for walletLagMax.
 func (l *liveWallet) track(tip int32, w *payment.Wallet) (reopen bool) {
 	height, synced := w.SyncedTo()
-	behind := height < tip || !synced || w.ChainClientDown()
+	// A chain client that lost its connection has stopped hearing of
+	// blocks and spends: the wallet syncs again from its reconnect on.
+	disconnected := w.ChainClientDown()
+	behind := height < tip || !synced || disconnected
 	now := l.now()
 	l.mu.Lock()
-	if !l.behindSince.IsZero() && height >= l.target && synced && !w.ChainClientDown() {
+	if !l.behindSince.IsZero() && height >= l.target && synced && !disconnected {
 		l.behindSince = time.Time{} // caught up with what it was behind
 	}
 	if behind && l.behindSince.IsZero() {
@@ -345,7 +348,7 @@ func (l *liveWallet) track(tip int32, w *payment.Wallet) (reopen bool) {
 	l.backoff = 0
 	l.mu.Unlock()
 	state := api.ChainConnected
-	if lag > walletSyncGrace {
+	if lag > walletSyncGrace || disconnected {
 		state = api.ChainSyncing
 	}
 	l.set(func(st *api.ChainSource) {
