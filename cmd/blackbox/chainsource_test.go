@@ -181,6 +181,7 @@ func TestChainSourceRestartMidContract(t *testing.T) {
 		}
 		if len(seen) == 0 || seen[len(seen)-1] != strings.TrimSpace(out) {
 			seen = append(seen, strings.TrimSpace(out))
+			t.Logf("wallet send %s after btcd came back: %s", time.Since(resumed).Round(time.Millisecond), strings.TrimSpace(out))
 		}
 		time.Sleep(time.Second)
 		return false

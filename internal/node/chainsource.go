@@ -307,6 +307,7 @@ func (l *liveWallet) step(ctx context.Context) time.Duration {
 		l.set(func(st *api.ChainSource) {
 			st.State, st.Height, st.WalletHeight, st.Error, st.NextRetry = api.ChainSyncing, tip, 0, "", time.Time{}
 		})
+		began := l.now()
 		if w, err = l.openWallet(ctx); err != nil {
 			if ctx.Err() != nil {
 				return 0
@@ -316,7 +317,7 @@ func (l *liveWallet) step(ctx context.Context) time.Duration {
 		l.wmu.Lock()
 		l.w = w
 		l.wmu.Unlock()
-		l.log.Info("wallet open: the chain source answers", "backend", l.backend, "tip", tip)
+		l.log.Info("wallet open: the chain source answers", "backend", l.backend, "tip", tip, "took", l.now().Sub(began).Round(time.Millisecond))
 	}
 	if l.track(tip, w) {
 		l.reopen(ctx, w)
@@ -368,7 +369,9 @@ func (l *liveWallet) reopen(ctx context.Context, w *payment.Wallet) {
 		l.w = nil
 	}
 	l.wmu.Unlock()
+	began := l.now()
 	w.Close()
+	l.log.Info("wallet closed to reopen", "backend", l.backend, "took", l.now().Sub(began).Round(time.Millisecond))
 	l.mu.Lock()
 	l.behindSince = time.Time{}
 	l.st.Reconnects++
