@@ -15,8 +15,9 @@ type ChainSource struct {
 	// Backend names the chain source (btcd, or the light client).
 	Backend string `json:"backend"`
 	// State is connecting (it does not answer: Error says why, NextRetry
-	// when the node asks again), syncing (it answers, the wallet catches
-	// up with it) or connected (the wallet is at its tip).
+	// when the node asks again), syncing (it answers, the wallet opens or
+	// catches up with it; Error, if set, is why the wallet did not open)
+	// or connected (the wallet is at its tip).
 	State string `json:"state"`
 	// Since is when State last changed.
 	Since time.Time `json:"since"`

@@ -157,6 +157,9 @@ func (l *liveWallet) canFund() error {
 	case api.ChainConnecting:
 		return l.downErr()
 	case api.ChainSyncing:
+		if l.st.WalletHeight == 0 && l.st.Error != "" {
+			return fmt.Errorf("%w: %s (%s)", payment.ErrNotSynced, l.st.Error, nextTry(l.st.NextRetry.Sub(l.now())))
+		}
 		if l.st.WalletHeight == 0 {
 			return fmt.Errorf("%w: the wallet is opening (chain source at %d)", payment.ErrNotSynced, l.st.Height)
 		}
@@ -298,7 +301,7 @@ func (l *liveWallet) step(ctx context.Context) time.Duration {
 				why = w
 			}
 		}
-		return l.failed(why)
+		return l.failed(why, false)
 	}
 	l.wmu.RLock()
 	w := l.w
@@ -312,7 +315,7 @@ func (l *liveWallet) step(ctx context.Context) time.Duration {
 			if ctx.Err() != nil {
 				return 0
 			}
-			return l.failed(fmt.Sprintf("open the wallet: %v", err))
+			return l.failed(fmt.Sprintf("open the wallet: %v", err), true)
 		}
 		l.wmu.Lock()
 		l.w = w
@@ -408,9 +411,10 @@ func (l *liveWallet) openWallet(ctx context.Context) (*payment.Wallet, error) {
 	}
 }
 
-// failed records that the chain source (or the wallet) did not answer and
-// returns the backoff before the next try.
-func (l *liveWallet) failed(why string) time.Duration {
+// failed records that the chain source did not answer (or, chainOK, that
+// it did and the wallet did not open: the node still sells, a seller needs
+// no wallet) and returns the backoff before the next try.
+func (l *liveWallet) failed(why string, chainOK bool) time.Duration {
 	l.mu.Lock()
 	// Doubles from chainRetryMin with every failure in a row; track
 	// resets it once the chain source answers and the wallet is open.
@@ -418,7 +422,11 @@ func (l *liveWallet) failed(why string) time.Duration {
 	wait := l.backoff
 	l.mu.Unlock()
 	next := l.now().Add(wait)
-	l.set(func(st *api.ChainSource) { st.State, st.Error, st.NextRetry = api.ChainConnecting, why, next })
+	state := api.ChainConnecting
+	if chainOK {
+		state = api.ChainSyncing
+	}
+	l.set(func(st *api.ChainSource) { st.State, st.Error, st.NextRetry = state, why, next })
 	return wait
 }
 

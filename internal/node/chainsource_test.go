@@ -84,16 +84,25 @@ func TestLiveWalletBackoff(t *testing.T) {
 	chain.err, chain.tip = nil, 120
 	wait := l.step(ctx)
 	st := l.status()
-	if opens != 1 || wait != time.Minute || st.State != api.ChainConnecting || !strings.Contains(st.Error, "open the wallet: open btcwallet: timeout") {
+	if opens != 1 || wait != time.Minute || st.State != api.ChainSyncing || !strings.Contains(st.Error, "open the wallet: open btcwallet: timeout") {
 		t.Fatalf("wallet failing to open: wait %s, %d opens, %+v", wait, opens, st)
 	}
-	// It went syncing (the chain answered: the seller could sell) and
-	// back to connecting: the offer was signed again twice.
-	if changes != 2 {
-		t.Fatalf("%d offer changes, want 2", changes)
+	// The chain answers: a seller sells (it needs no wallet), the offer
+	// was signed again once; a buyer cannot fund, and hears why.
+	if changes != 1 || !l.chainUp() {
+		t.Fatalf("%d offer changes (want 1), chain up %v", changes, l.chainUp())
 	}
-	if err := l.canFund(); !errors.Is(err, payment.ErrChainDown) || !strings.Contains(err.Error(), "open the wallet") {
+	if err := l.canFund(); !errors.Is(err, payment.ErrNotSynced) || !strings.Contains(err.Error(), "open the wallet") {
 		t.Fatalf("canFund: %v", err)
+	}
+	l.step(ctx)
+	if changes != 1 || opens != 2 {
+		t.Fatalf("the wallet failing again: %d offer changes, %d opens", changes, opens)
+	}
+	chain.err = errors.New("connection refused")
+	l.step(ctx)
+	if changes != 2 || l.chainUp() {
+		t.Fatalf("the chain gone again: %d offer changes, chain up %v", changes, l.chainUp())
 	}
 }
 
