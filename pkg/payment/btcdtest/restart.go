@@ -20,7 +20,7 @@ func (h *Harness) Pause() {
 	_ = h.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-h.done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(5 * time.Second):
 		_ = h.cmd.Process.Kill()
 		<-h.done
 	}
