@@ -78,6 +78,9 @@ type Status struct {
 	// before they confirm (payment.zero_conf_max bounds it); nil without
 	// payments.
 	ZeroConf *payment.ZeroConfView `json:"zero_conf,omitempty"`
+	// ChainSource is the payment chain source's state, height and the
+	// wallet's synced height (nil when payments are off).
+	ChainSource *ChainSource `json:"chain_source,omitempty"`
 }
 
 // UnreachableSeller is a seller ranked last because the buyer could not
@@ -466,6 +469,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		reply(w, log, e, err)
 	})
 	handleHealth(mux, b, log)
+	walletRoutes(mux, b, log)
 	configRoutes(mux, b, log)
 	return mux
 }

@@ -48,7 +48,8 @@ var examples = map[string]string{
 	"blackbox wallet address": `  blackbox wallet address`,
 	"blackbox wallet balance": `  blackbox wallet balance
   blackbox wallet balance --min-conf 0 --json`,
-	"blackbox wallet send": `  blackbox wallet send bcrt1q... 50000
+	"blackbox wallet send": `  # through the running daemon's API, or the wallet itself when none runs
+  blackbox wallet send bcrt1q... 50000
   blackbox wallet send bc1q... 120000 --fee-rate 5`,
 	"blackbox wallet backup": `  blackbox wallet backup ./wallet-backup.json
   blackbox wallet backup - > /media/usb/wallet-backup.json`,

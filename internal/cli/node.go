@@ -116,6 +116,9 @@ func newStatusCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "On offer:\t%s\n", capacityString(s.OnOffer))
 			fmt.Fprintf(w, "Why:\t%s\n", s.Reason)
 			fmt.Fprintf(w, "Buying:\t%s\n", yesOr(s.Buying, s.NotBuying))
+			if s.ChainSource != nil {
+				fmt.Fprintf(w, "Chain source:\t%s\n", chainString(*s.ChainSource))
+			}
 			if line := unreachableString(s.UnreachableSellers); line != "" {
 				fmt.Fprintf(w, "Unreachable sellers:\t%s\n", line)
 			}

@@ -17,9 +17,10 @@ import (
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
-// The wallet and channel commands work directly on the files in the data
-// dir (wallet/ and blackbox.db) for now; once the daemon's local API serves
-// payments they become calls to it, since the daemon holds both open.
+// The wallet commands ask the running daemon, which holds the wallet open
+// (btcwallet's database takes one process): address, balance and send go
+// through its API; create and restore refuse while it runs. With no daemon
+// they open the wallet in the data dir themselves.
 
 // paymentConfig is the typed "payment" section.
 func (a *App) paymentConfig() (payment.Config, error) {
@@ -63,6 +64,9 @@ func newWalletCmd(a *App) *cobra.Command {
 			Short: "Create a wallet with a fresh seed (then back it up)",
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := a.refuseWhileRunning(cmd.Context(), "wallet create"); err != nil {
+					return err
+				}
 				return a.createWallet(cmd.Context(), "")
 			},
 		},
@@ -119,6 +123,9 @@ func newWalletCmd(a *App) *cobra.Command {
 			Short: "Recreate the wallet from a backup file and rescan the chain from its birthday",
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := a.refuseWhileRunning(cmd.Context(), "wallet restore "+args[0]); err != nil {
+					return err
+				}
 				return a.createWallet(cmd.Context(), args[0])
 			},
 		},
@@ -211,6 +218,13 @@ func newWalletSendCmd(a *App) *cobra.Command {
 			if err != nil || amount <= 0 {
 				return fmt.Errorf("amount %q: want a positive number of satoshis", args[1])
 			}
+			txid, err := a.client().WalletSend(cmd.Context(), api.SendRequest{Address: args[0], AmountSat: amount, FeeRate: feeRate})
+			if !errors.Is(err, api.ErrNoDaemon) {
+				if err == nil {
+					fmt.Fprintln(a.Stdout, txid)
+				}
+				return err
+			}
 			w, cfg, err := a.openWallet(cmd.Context())
 			if err != nil {
 				return err
@@ -231,4 +245,20 @@ func newWalletSendCmd(a *App) *cobra.Command {
 	}
 	c.Flags().Int64Var(&feeRate, "fee-rate", 0, "fee rate in sat/vB (default: the node's estimate, clamped to the configured bounds)")
 	return c
+}
+
+// refuseWhileRunning stops a wallet command that replaces the wallet
+// (create, restore) while a daemon runs on the data dir: the daemon holds
+// btcwallet's database open, and its open channels are keyed by the
+// wallet's seed, so swapping the seed under it would strand them.
+func (a *App) refuseWhileRunning(ctx context.Context, what string) error {
+	s, err := a.client().Status(ctx)
+	if errors.Is(err, api.ErrNoDaemon) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("a blackbox daemon is running on %s (peer %s) and holds the wallet open: stop it first (systemctl stop blackbox, or Ctrl-C on `blackbox serve`), run `blackbox %s`, then start it again; its open channels are keyed by the wallet's seed, so it cannot swap wallets while running",
+		a.DataDir(), s.PeerID, what)
 }

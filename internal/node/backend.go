@@ -143,7 +143,7 @@ func (n *Node) WalletAddress(ctx context.Context) (string, error) {
 	}
 	a, err := n.wallet.Address(ctx)
 	if err != nil {
-		return "", err
+		return "", fundingError(err)
 	}
 	return a.EncodeAddress(), nil
 }
@@ -154,5 +154,5 @@ func (n *Node) WalletBalance(ctx context.Context, minConf int32) (api.Balance, e
 		return api.Balance{}, err
 	}
 	s, t, err := n.wallet.Balance(minConf)
-	return api.Balance{Spendable: int64(s), Total: int64(t)}, err
+	return api.Balance{Spendable: int64(s), Total: int64(t)}, fundingError(err)
 }

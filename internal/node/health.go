@@ -105,8 +105,7 @@ func (n *Node) paymentChecks(ctx context.Context) []health.Check {
 			Detail: "not compared: no chain source to compare with", Fix: "fix payments above"}}
 	}
 	// The wallet is open in this process: it cannot be tried again here.
-	return health.WithWallet(health.Chain(ctx, n.cfg.Payment, n.chain, time.Now()), health.Check{Name: health.NameWallet,
-		Status: health.OK, Detail: "open in the running node (" + filepath.Join(n.cfg.DataDir, WalletDir) + ")"})
+	return health.WithWallet(health.Chain(ctx, n.cfg.Payment, n.chain, time.Now()), n.wallet.check(filepath.Join(n.cfg.DataDir, WalletDir)))
 }
 
 // serveHealthz answers /healthz next to /metrics: 200 with the checks when

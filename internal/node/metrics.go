@@ -130,6 +130,8 @@ var (
 		"1 when payments are on and the chain answered within the last 30 s, else 0.")
 	descHeight = desc("chain_height",
 		"Height of the chain's tip as the node last saw it.")
+	descWalletHeight = desc("wallet_synced_height",
+		"The last block the node's wallet has processed (absent while it is not open); behind chain_height while it resyncs.")
 	descReach = desc("reachability",
 		"1 for the node's reachability as AutoNAT (or network.reachability) says: unknown, public, private (behind NAT, through a relay slot) or unreachable (behind NAT, no relay slot).", "reachability")
 	descPunches = desc("holepunch_attempts_total",
@@ -139,9 +141,9 @@ var (
 	descSlots = desc("relay_slots",
 		"Relay slots (circuit relay v2 reservations) this node holds on relays.")
 	descSelling = desc("selling",
-		"1 when the node can sell (sandbox and payments up), else 0; `blackbox status` says why not.")
+		"1 when the node can sell (sandbox and payments up, its chain source answering), else 0; `blackbox status` says why not.")
 	descBuying = desc("buying",
-		"1 when the node can buy (payments up), else 0.")
+		"1 when the node can buy (payments up, its wallet open and at the chain's tip), else 0.")
 	descBuild = desc("build_info",
 		"Always 1; the labels say which blackbox runs.", "version", "goversion")
 )
@@ -155,7 +157,7 @@ type stateCollector struct {
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descEarned, descFees, descContracts, descJobs, descRefusals,
 		descCPU, descMemory, descDisk, descBandwidth, descPrice, descChannels, descChanCap, descChanPaid, descPayout,
-		descWallet, descPaymentsUp, descHeight, descReach, descPunches, descPunched, descSlots, descSelling, descBuying, descBuild} {
+		descWallet, descPaymentsUp, descHeight, descWalletHeight, descReach, descPunches, descPunched, descSlots, descSelling, descBuying, descBuild} {
 		ch <- d
 	}
 }
@@ -174,8 +176,11 @@ func boolf(b bool) float64 {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
 	gauge(ch, descBuild, 1, n.version, runtime.Version())
-	gauge(ch, descSelling, boolf(n.seller != nil))
-	gauge(ch, descBuying, boolf(n.buyer != nil))
+	gauge(ch, descSelling, boolf(n.selling()))
+	gauge(ch, descBuying, boolf(n.buying()))
+	if c := n.chainStatus(); c != nil && c.WalletHeight > 0 {
+		gauge(ch, descWalletHeight, float64(c.WalletHeight))
+	}
 	_, _, up := c.m.chain()
 	gauge(ch, descPaymentsUp, boolf(n.payments != nil && up))
 	if tip, seen, _ := c.m.chain(); seen {

@@ -67,7 +67,7 @@ type Node struct {
 	// runtimes are the offered runtimes (offer.runtimes) that ran the
 	// sandbox's probe job at start: what the offer lists.
 	runtimes []string
-	wallet   *payment.Wallet
+	wallet   *liveWallet // nil when payments are off
 	chain    *payment.BtcdChain
 	payments *payment.Manager // nil when payments are off
 	seller   *contract.Seller // nil when the node cannot sell
@@ -351,8 +351,8 @@ func (n *Node) startMarket() error {
 	n.push(func() error { n.host.RemoveStreamHandler(offer.ProtocolID); return nil })
 
 	m.OnChange = func(spare meter.Capacity) {
-		if n.seller == nil {
-			spare = meter.Capacity{} // nothing to sell with: see noSell
+		if !n.selling() {
+			spare = meter.Capacity{} // nothing to sell with: see notSelling
 		}
 		if err := pub.Set(n.offerTemplate(spare)); err != nil {
 			n.log.Warn("sign offer", "err", err)
@@ -449,10 +449,11 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		UptimeSeconds: time.Since(n.started).Seconds(),
 		OnOffer:       snap.Spare,
 		Reason:        string(snap.Reason),
-		Selling:       n.seller != nil,
-		Buying:        n.buyer != nil,
-		NotSelling:    n.noSell,
-		NotBuying:     n.noBuy,
+		Selling:       n.selling(),
+		Buying:        n.buying(),
+		NotSelling:    n.notSelling(),
+		NotBuying:     n.notBuying(),
+		ChainSource:   n.chainStatus(),
 		Measured:      snap.Measured,
 		Held:          snap.Held,
 		DataDir:       n.cfg.DataDir,
@@ -460,9 +461,9 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		MetricsAddr:   n.metricsAddr,
 		Reachability:  n.reach.view(),
 	}
-	if n.seller == nil {
+	if !s.Selling {
 		s.OnOffer = meter.Capacity{}
-		s.Reason = "not selling: " + strings.Join(n.noSell, "; ")
+		s.Reason = "not selling: " + strings.Join(s.NotSelling, "; ")
 	}
 	for _, a := range n.host.Addrs() {
 		s.Addrs = append(s.Addrs, a.String()+"/p2p/"+n.host.ID().String())

@@ -29,15 +29,18 @@ type FundsError struct {
 
 func (e *FundsError) Error() string {
 	if e.Total >= e.Need {
-		return fmt.Sprintf("the wallet has %d sat spendable and %d sat waiting for a confirmation; this job needs about %d sat (a channel of %d + fee %d, for a job of %d sat): wait for a confirmation (`blackbox wallet balance`) and submit again",
+		return fmt.Sprintf("insufficient funds: the wallet has %d sat spendable and %d sat waiting for a confirmation; this job needs about %d sat (a channel of %d + fee %d, for a job of %d sat): wait for a confirmation (`blackbox wallet balance`) and submit again",
 			e.Spendable, e.Total-e.Spendable, e.Need, e.Channel, e.Fee, e.JobSat)
 	}
-	return fmt.Sprintf("the wallet has %d sat spendable; this job needs about %d sat (a channel of %d + fee %d, for a job of %d sat): send at least %d sat to %s and wait for a confirmation",
+	return fmt.Sprintf("insufficient funds: the wallet has %d sat spendable; this job needs about %d sat (a channel of %d + fee %d, for a job of %d sat): send at least %d sat to %s and wait for a confirmation",
 		e.Spendable, e.Need, e.Channel, e.Fee, e.JobSat, e.Need-e.Total, e.Address)
 }
 
-// Is makes a FundsError an api.ErrRefused: the user's to fix.
-func (e *FundsError) Is(target error) bool { return target == api.ErrRefused }
+// Is makes a FundsError an api.ErrRefused (the user's to fix) and a
+// payment.ErrInsufficientFunds.
+func (e *FundsError) Is(target error) bool {
+	return target == api.ErrRefused || target == payment.ErrInsufficientFunds
+}
 
 // precheck is what Submit checks before a job starts, so that a buyer's
 // mistake is said within seconds and before any negotiation: that some
@@ -47,6 +50,12 @@ func (e *FundsError) Is(target error) bool { return target == api.ErrRefused }
 // Nothing found on the market in time is no error: the job's own search
 // goes on.
 func (n *Node) precheck(ctx context.Context, req contract.Request) error {
+	// Without its chain source a buyer pays only through an open channel:
+	// with none, that is the reason (a seller whose chain source is down
+	// too has withdrawn its offer, which would hide it).
+	if err := n.fundingBlocked(); err != nil {
+		return err
+	}
 	qctx, cancel := context.WithTimeout(ctx, precheckWait)
 	defer cancel()
 	cands, err := n.buyer.Quote(qctx, req)
@@ -61,6 +70,10 @@ func (n *Node) precheck(ctx context.Context, req contract.Request) error {
 		if payment.FindRoom(chans, c.Seller.String(), c.Terms.Total, "") != nil {
 			return nil
 		}
+	}
+	// A new channel needs the chain source and a wallet at its tip.
+	if err := n.wallet.canFund(); err != nil {
+		return fundingError(err)
 	}
 	job := cands[0].Terms.Total // cheapest first
 	e := &FundsError{Channel: buyerChannels.Capacity(job), Fee: n.payments.FundingFee(ctx), JobSat: job}

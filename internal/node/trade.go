@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/btcsuite/btcd/btcutil"
+
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
@@ -91,7 +93,11 @@ func WalletPassphrase(cfg payment.Config) ([]byte, error) {
 
 // startPayments connects to btcd, opens (or on first start creates) the
 // wallet and starts the channel manager. Without payments the node neither
-// buys nor sells, but still runs and says why.
+// buys nor sells, but still runs and says why. A chain source that does not
+// answer at start turns payments off only under payment.required (serve
+// then exits with the reason); otherwise the node starts with the wallet's
+// keys from its seed and keeps trying (chainsource.go), selling and
+// funding once the chain source answers.
 func (n *Node) startPayments(ctx context.Context) error {
 	cfg := n.cfg.Payment
 	off := func(why string) error {
@@ -107,28 +113,81 @@ func (n *Node) startPayments(ctx context.Context) error {
 	if err != nil {
 		return off(err.Error())
 	}
+	params, err := payment.NetParams(cfg.Network)
+	if err != nil {
+		return off(err.Error())
+	}
 	chain, err := payment.DialBtcd(cfg, n.log)
 	if err != nil {
 		return off(fmt.Sprintf("btcd: %v", err))
 	}
 	n.push(func() error { chain.Close(); return nil })
-	if why := n.checkChainAtStart(ctx, chain); why != "" {
+	dir := filepath.Join(n.cfg.DataDir, WalletDir)
+	open := func(ctx context.Context) (*payment.Wallet, error) {
+		w, err := payment.OpenWallet(ctx, dir, pass, cfg, n.log)
+		if errors.Is(err, payment.ErrNoWallet) {
+			n.log.Info("creating the node's wallet; back it up with `blackbox wallet backup FILE`", "dir", dir)
+			w, err = payment.CreateWallet(ctx, dir, pass, nil, cfg, n.log)
+		}
+		return w, err
+	}
+	required := cfg.IsRequired(UnderSystemd())
+	var w *payment.Wallet
+	why := n.checkChainAtStart(ctx, chain)
+	if why == "" {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		w, err = open(wctx)
+		cancel()
+		if err != nil {
+			why = fmt.Sprintf("wallet: %v", err)
+			if required || errors.Is(err, payment.ErrPassphrase) {
+				return off(why)
+			}
+		}
+	} else if required {
 		return off(why)
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	dir := filepath.Join(n.cfg.DataDir, WalletDir)
-	w, err := payment.OpenWallet(wctx, dir, pass, cfg, n.log)
-	if errors.Is(err, payment.ErrNoWallet) {
-		n.log.Info("creating the node's wallet; back it up with `blackbox wallet backup FILE`", "dir", dir)
-		w, err = payment.CreateWallet(wctx, dir, pass, nil, cfg, n.log)
+	var keys *payment.Keyring
+	var seed []byte
+	if w != nil {
+		keys = w.Keyring()
+	} else {
+		// The chain source does not answer: the keys come from the seed
+		// (made now on a first start), the wallet opens later.
+		if !payment.WalletExists(dir) {
+			n.log.Info("creating the node's wallet; back it up with `blackbox wallet backup FILE`", "dir", dir)
+			if _, err := payment.CreateWalletFiles(dir, pass, cfg); err != nil {
+				return off(fmt.Sprintf("wallet: %v", err))
+			}
+		}
+		if seed, err = payment.ReadSeed(dir, pass); err != nil {
+			return off(fmt.Sprintf("wallet: %v", err))
+		}
+		if keys, err = payment.NewKeyring(seed, params); err != nil {
+			return off(fmt.Sprintf("wallet: %v", err))
+		}
+		n.log.Warn("chain source down at start: payments start once it answers", "why", why)
 	}
-	if err != nil {
-		return off(fmt.Sprintf("wallet: %v", err))
-	}
-	n.push(func() error { w.Close(); return nil })
+	lw := newLiveWallet("btcd", chain, keys, n.log)
+	lw.open, lw.onChange = open, n.reoffer
+	lw.why = func(ctx context.Context) string { return n.chainDownReason(ctx, chain) }
+	lw.started(w, why)
+	n.push(lw.close)
 	if cfg.PayoutAddress == "" && cfg.PayoutXpub == "" {
-		addr, err := w.Address(ctx)
+		var addr btcutil.Address
+		if w != nil {
+			addr, err = w.Address(ctx)
+		} else {
+			// The wallet's first address, which it watches once it has
+			// handed out one: ask for one when it opens.
+			addr, err = payment.FirstAddress(seed, params)
+			lw.afterOpen = func(ctx context.Context, w *payment.Wallet) {
+				if _, err := w.Address(ctx); err != nil {
+					n.log.Warn("wallet address", "err", err)
+				}
+				lw.afterOpen = nil
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("payout address: %w", err)
 		}
@@ -143,18 +202,20 @@ func (n *Node) startPayments(ctx context.Context) error {
 	}
 	m, err := payment.NewManager(payment.ManagerConfig{
 		Config: cfg, Chain: chain, Store: n.watchFees(backup),
-		Keys: w.Keyring(), Funder: n.watchFunding(w), Log: n.log,
+		Keys: keys, Funder: n.watchFunding(lw), Log: n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("payment manager: %w", err)
 	}
-	n.wallet, n.chain, n.payments = w, chain, m
+	n.wallet, n.chain, n.payments = lw, chain, m
 	return nil
 }
 
 // tickChain feeds every new block to the payment manager (confirmations,
 // closes before expiry, refunds after it).
 func (n *Node) tickChain(ctx context.Context) {
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.wallet.run(ctx) }()
 	last := int32(-1)
 	lastErr := "" // a failing tick retries every 2 s: warn once per error
 	t := time.NewTicker(2 * time.Second)

@@ -433,7 +433,7 @@ func (w *Wallet) Address(ctx context.Context) (btcutil.Address, error) {
 	defer cancel()
 	a, err := await(ctx, func() (btcutil.Address, error) { return w.w.NewAddress(0, waddrmgr.KeyScopeBIP0084) })
 	if errors.Is(err, context.DeadlineExceeded) {
-		return nil, fmt.Errorf("new address: the chain source did not answer in %s: is btcd running and reachable (payment.rpc_host)? `blackbox doctor` checks it", addressTimeout)
+		return nil, fmt.Errorf("new address: %w: the chain source did not answer in %s: is btcd running and reachable (payment.rpc_host)? `blackbox doctor` checks it", ErrChainDown, addressTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("new address: %w", err)
@@ -473,7 +473,11 @@ func (w *Wallet) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) 
 	scope := waddrmgr.KeyScopeBIP0084
 	at, err := w.w.CreateSimpleTx(&scope, 0, outs, 1, btcutil.Amount(feeRate*1000), wallet.CoinSelectionLargest, false)
 	if err != nil {
-		return nil, fmt.Errorf("fund: %w: %v", ErrInsufficientFunds, err)
+		s, t, berr := w.Balance(1)
+		if berr != nil {
+			s, t = -1, -1
+		}
+		return nil, fmt.Errorf("fund: %w", fundError(err, outs, feeRate, s, t))
 	}
 	fee := int64(at.TotalInput) - sumOut(at.Tx)
 	if err := w.cfg.checkFee(fee, VSize(at.Tx)); err != nil {

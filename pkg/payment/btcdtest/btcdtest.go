@@ -196,15 +196,7 @@ func (h *Harness) Stop() {
 	if h.client != nil {
 		h.client.Shutdown()
 	}
-	if h.cmd != nil && h.cmd.Process != nil {
-		_ = h.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-h.done:
-		case <-time.After(5 * time.Second):
-			_ = h.cmd.Process.Kill()
-			<-h.done
-		}
-	}
+	h.Pause()
 }
 
 // Client is the harness's RPC client.
