@@ -210,17 +210,23 @@ func TestChainSourceRestartMidContract(t *testing.T) {
 	if j2.State != contract.JobDone {
 		t.Fatalf("job after the restart: %s %q\n%s", j2.State, j2.Error, tail(buyer.logs.String(), 40))
 	}
-	chans, err := seller.api().Channels(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The job may have run on the unconfirmed funding (zero-conf); the
+	// channel opens once the funding confirms.
 	var ch2 *payment.Channel
-	for _, c := range chans {
-		if c.Peer == buyerID && c.ID != ch.ID {
-			ch2 = c
+	waitFor(t, time.Minute, "the second job's channel to open", func() bool {
+		chans, err := seller.api().Channels(context.Background())
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if ch2 == nil || ch2.State != payment.StateOpen || ch2.Paid != j2.Paid {
+		ch2 = nil
+		for _, c := range chans {
+			if c.Peer == buyerID && c.ID != ch.ID {
+				ch2 = c
+			}
+		}
+		return ch2 != nil && ch2.State == payment.StateOpen
+	})
+	if ch2.Paid != j2.Paid {
 		t.Fatalf("the second job's channel: %+v (the first was %s); the job paid %d", ch2, ch.ID, j2.Paid)
 	}
 	t.Logf("after the restart: a new channel %s of %d sat, paid %d", ch2.ID, ch2.Capacity, ch2.Paid)
