@@ -144,6 +144,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	m, err := payment.NewManager(payment.ManagerConfig{
 		Config: cfg, Chain: chain, Store: n.watchFees(backup),
 		Keys: w.Keyring(), Funder: n.watchFunding(w), Log: n.log,
+		Signer: w, OnFail: n.channelFailed,
 	})
 	if err != nil {
 		return fmt.Errorf("payment manager: %w", err)

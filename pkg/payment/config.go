@@ -45,6 +45,14 @@ type Config struct {
 	SafetyMargin int32 `mapstructure:"safety_margin"`
 	// ChannelLifetime is a new channel's expiry, in blocks from the tip.
 	ChannelLifetime int32 `mapstructure:"channel_lifetime"`
+	// BumpAfter is how many blocks our close or refund may stay
+	// unconfirmed before its fee is bumped (and again after each bump):
+	// RBF for a refund, CPFP for a close (bump.go).
+	BumpAfter int32 `mapstructure:"bump_after"`
+	// FundingTimeout is how many blocks a channel's funding may stay out
+	// of the chain (never mined, evicted, or reorged out) before the
+	// channel fails (fundwatch.go).
+	FundingTimeout int32 `mapstructure:"funding_timeout"`
 	// PassphraseFile holds the wallet passphrase; empty means the
 	// environment variable BLACKBOX_WALLET_PASSPHRASE.
 	PassphraseFile string `mapstructure:"passphrase_file"`
@@ -73,6 +81,8 @@ func DefaultConfig() Config {
 		Confirmations:   3,
 		SafetyMargin:    12,
 		ChannelLifetime: 144 * 7,
+		BumpAfter:       2,
+		FundingTimeout:  144,
 		Required:        RequiredAuto,
 	}
 }
@@ -105,6 +115,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ChannelLifetime <= c.SafetyMargin {
 		return errors.New("channel_lifetime: must exceed safety_margin")
+	}
+	if c.BumpAfter < 1 {
+		return errors.New("bump_after: must be at least 1 block")
+	}
+	if c.FundingTimeout < 1 {
+		return errors.New("funding_timeout: must be at least 1 block")
 	}
 	if c.PayoutAddress != "" && c.PayoutXpub != "" {
 		return errors.New("payout_address and payout_xpub: set one, not both")

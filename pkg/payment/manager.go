@@ -61,6 +61,13 @@ type ManagerConfig struct {
 	AfterPersist func(c *Channel)
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Signer signs the seller's CPFP child of a close (bump.go); nil: a
+	// close is not bumped.
+	Signer OutputSigner
+	// OnFail, if set, is told of every channel that failed (its funding
+	// double-spent or never confirmed, fundwatch.go), after it is
+	// persisted; it must not block.
+	OnFail func(c *Channel)
 }
 
 // Manager runs the node's payment channels, as buyer and as seller. It is
@@ -75,6 +82,9 @@ type Manager struct {
 	log   *slog.Logger
 	after func(*Channel)
 	now   func() time.Time
+	// signer and onFail: see ManagerConfig.
+	signer OutputSigner
+	onFail func(*Channel)
 
 	// chans holds the channels, one lock each (see records). mu guards
 	// only tip and changed.
@@ -126,6 +136,7 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 	m := &Manager{
 		cfg: mc.Config, chain: mc.Chain, store: mc.Store, keys: mc.Keys, fund: mc.Funder,
 		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: newRecords[Channel, chanCache](),
+		signer: mc.Signer, onFail: mc.OnFail,
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -574,7 +585,7 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 		return nil, fmt.Errorf("update for %s: %w", id, ErrWrongRole)
 	}
 	if c.State != StateOpen {
-		return nil, fmt.Errorf("update for %s: %w (state %s)", id, ErrNotOpen, c.State)
+		return nil, fmt.Errorf("update for %s: %w (state %s) %s", id, ErrNotOpen, c.State, c.FailReason)
 	}
 	if u.Seq == c.Seq && u.Amount == c.Paid && bytes.Equal(u.Sig, c.BuyerSig) {
 		return u, nil // a resend of what we already hold
@@ -902,6 +913,9 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 		if err != nil {
 			return err
 		}
+		if failed, err := m.watchFunding(ctx, c, tip, confs); failed || err != nil {
+			return err
+		}
 		if confs < 0 {
 			// Reorged out and not back in the mempool, or never seen:
 			// (re)broadcast; either side holds the funding tx.
@@ -955,6 +969,9 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 		}
 		if confs >= n {
 			return m.setState(c, StateClosed, "spend confirmed", "txid", c.SpendTxid)
+		}
+		if confs == 0 {
+			return m.bumpSpend(ctx, id, tip)
 		}
 		if confs < 0 {
 			// Ours: rebroadcast. Theirs: it vanished (reorg); look again.

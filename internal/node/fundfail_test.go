@@ -1,0 +1,80 @@
+package node
+
+import (
+	"testing"
+
+	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/reputation"
+)
+
+// TestChannelFailedFailsContractsAndCountsAgainstBuyer: a seller's channel
+// whose funding was double-spent fails the contracts it carried with the
+// channel's reason (a contract already final stays so) and is this node's
+// evidence against the buyer (abuse); a funding that never confirmed counts
+// as a failed contract.
+// The buyer's side fails its contracts and blames nobody.
+func TestChannelFailedFailsContractsAndCountsAgainstBuyer(t *testing.T) {
+	n := historyNode(t)
+	book, err := reputation.NewBook(reputation.Options{Config: reputation.DefaultConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.book = book
+	m := contract.NewMachine(store.NewContractStore(n.db), contract.Timeouts{}, nil, nil)
+	buyer, other := spotPeer(t), spotPeer(t)
+	for _, r := range []*contract.Record{
+		{ID: "running", Role: contract.RoleSeller, Peer: buyer, State: contract.StateAccepted},
+		{ID: "done", Role: contract.RoleSeller, Peer: buyer, State: contract.StateAccepted},
+		{ID: "mine", Role: contract.RoleBuyer, Peer: other, State: contract.StateAccepted},
+	} {
+		if err := m.Create(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, step := range []struct {
+		id string
+		to contract.State
+	}{{"running", contract.StateFunded}, {"running", contract.StateRunning}, {"done", contract.StateExpired}} {
+		if _, err := m.Move(contract.RoleSeller, step.id, step.to, "test", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := book.Score(buyer)
+	n.channelFailed(&payment.Channel{
+		ID: "ab:0", Role: payment.RoleSeller, Peer: buyer.String(), State: payment.StateFailed,
+		FailReason: payment.FailDoubleSpent + ": its input is spent by cd",
+		Contracts:  map[string]int64{"running": 10, "done": 0},
+	})
+	r, _ := m.Get(contract.RoleSeller, "running")
+	if r.State != contract.StateFailed || r.Why != "channel ab:0 failed: funding double-spent: its input is spent by cd" {
+		t.Fatalf("running contract %s %q", r.State, r.Why)
+	}
+	if r, _ := m.Get(contract.RoleSeller, "done"); r.State != contract.StateExpired {
+		t.Fatalf("a final contract moved to %s", r.State)
+	}
+	after := book.Score(buyer)
+	if after.Evidence <= before.Evidence || after.Mean >= before.Mean {
+		t.Fatalf("buyer's score %+v → %+v: the double-spend is not evidence against it", before, after)
+	}
+	if after.Sources[0].Outcomes[reputation.OutcomeAbuse.String()] == 0 {
+		t.Fatalf("double-spend not recorded as abuse: %+v", after.Sources)
+	}
+	// Never confirmed: evidence too, as a failed contract.
+	other2 := spotPeer(t)
+	n.channelFailed(&payment.Channel{ID: "ef:0", Role: payment.RoleSeller, Peer: other2.String(), State: payment.StateFailed,
+		FailReason: payment.FailNotConfirmed + ": out of the chain for 144 blocks"})
+	if s := book.Score(other2); s.Evidence == 0 || s.Sources[0].Outcomes[reputation.OutcomeFailed.String()] == 0 {
+		t.Fatalf("never-confirmed funding: score %+v", s)
+	}
+	// The buyer's own channel: its contract fails, nobody is blamed.
+	n.channelFailed(&payment.Channel{ID: "gh:0", Role: payment.RoleBuyer, Peer: other.String(), State: payment.StateFailed,
+		FailReason: payment.FailNotConfirmed + ": x", Contracts: map[string]int64{"mine": 5}})
+	if r, _ := m.Get(contract.RoleBuyer, "mine"); r.State != contract.StateFailed {
+		t.Fatalf("buyer's contract %s", r.State)
+	}
+	if s := book.Score(other); s.Evidence != 0 {
+		t.Fatalf("the seller was blamed for the buyer's funding: %+v", s)
+	}
+}
