@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,9 +15,51 @@ import (
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
+	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
+	"github.com/btcsuite/btcd/btcec/v2"
+	"github.com/btcsuite/btcd/btcutil"
+	"github.com/btcsuite/btcd/btcutil/hdkeychain"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 )
+
+// feeMiner mines a block every half second: every mempool transaction
+// (btcd's generate) while floor is 0, else only the packages paying at
+// least floor sat/vB (btcdtest.MinePackages), as a fee-minded miner does.
+// A test holds mu to mine a block of its own in between.
+type feeMiner struct {
+	floor atomic.Int64
+	mu    sync.Mutex
+}
+
+func startFeeMiner(m *market) *feeMiner {
+	fm := &feeMiner{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			fm.mu.Lock()
+			if f := fm.floor.Load(); f > 0 {
+				if _, _, err := m.btcd.MinePackages(f); err != nil {
+					m.t.Logf("mine packages: %v", err)
+				}
+			} else {
+				m.btcd.Generate(1)
+			}
+			fm.mu.Unlock()
+		}
+	}()
+	m.t.Cleanup(func() { cancel(); wg.Wait() })
+	return fm
+}
 
 // TestCloseFeeBumped: a seller whose payouts go to its own wallet (the
 // default) closes a channel whose close fee, fixed when the buyer opened it
@@ -29,28 +72,7 @@ import (
 func TestCloseFeeBumped(t *testing.T) {
 	const floor = 5
 	m := newMarketMining(t, 0)
-	var packagesOnly atomic.Bool
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // the miner: every mempool transaction, then packages only
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(500 * time.Millisecond):
-			}
-			if packagesOnly.Load() {
-				if _, _, err := m.btcd.MinePackages(floor); err != nil {
-					t.Logf("mine packages: %v", err)
-				}
-			} else {
-				m.btcd.Generate(1)
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	miner := startFeeMiner(m)
 
 	work := t.TempDir()
 	// A start fee large enough that the payout output can pay a child.
@@ -69,7 +91,7 @@ func TestCloseFeeBumped(t *testing.T) {
 		return ch != nil && ch.State == payment.StateOpen && ch.Paid == j.Paid
 	})
 
-	packagesOnly.Store(true)
+	miner.floor.Store(floor)
 	out, err := seller.cli("channel", "close", ch.ID)
 	if err != nil {
 		t.Fatalf("channel close: %v: %s\n%s", err, out, seller.logs.String())
@@ -125,4 +147,180 @@ func TestCloseFeeBumped(t *testing.T) {
 	}
 	t.Logf("close %s at %.1f sat/vB (%d sat) confirmed after %d bump(s): child fee %d sat, package %.1f sat/vB; the seller keeps %d of %d paid",
 		closeID, closeRate, c.CloseFee, c.Bump.Count, childFee, pkgRate, c.Paid-c.CloseFee-childFee, c.Paid)
+}
+
+// TestFundingDoubleSpent: a buyer's channel funding, still unconfirmed, is
+// double-spent: its input is spent again with the buyer wallet's own key
+// (derived here from the wallet's seed) and a miner mines the conflict
+// directly (the mempool refuses it: the funding does not signal
+// replacement). The buyer's daemon fails the channel with the reason and
+// the job fails with it. A seller that holds the channel
+// (today a buyer hands it over only once confirmed; with a zero-conf first
+// contract it does before) fails it too, fails its contract, and counts
+// the double-spend against the buyer in its reputation book.
+func TestFundingDoubleSpent(t *testing.T) {
+	m := newMarketMining(t, 0)
+	miner := startFeeMiner(m)
+	work := t.TempDir()
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	// From now on a funding at the fallback rate (2 sat/vB) is not mined.
+	miner.floor.Store(5)
+	id := submitDetached(t, buyer, busybox(t, work), jobFlags, "sh", "-c", "echo never")
+	var bch *payment.Channel
+	waitFor(t, 60*time.Second, "the buyer's funding", func() bool {
+		bch = buyer.channelWith(seller.peerID())
+		return bch != nil
+	})
+	if bch.State != payment.StatePending {
+		t.Fatalf("buyer's channel %s, want pending", bch.State)
+	}
+	var funding wire.MsgTx
+	if err := funding.Deserialize(bytes.NewReader(bch.FundingTx)); err != nil {
+		t.Fatal(err)
+	}
+	conflict := doubleSpend(t, m, buyer, &funding)
+	if _, err := m.btcd.Client().SendRawTransaction(conflict, false); err == nil {
+		t.Fatal("the mempool took the conflict: the test wants it mined directly")
+	}
+	miner.mu.Lock()
+	_, err := m.btcd.MineTxs(conflict)
+	miner.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "funding double-spent: its input is spent by " + conflict.TxHash().String()
+	waitFor(t, 60*time.Second, "the buyer to fail the channel", func() bool {
+		bch = buyer.channelWith(seller.peerID())
+		return bch.State == payment.StateFailed
+	})
+	if bch.FailReason != want {
+		t.Fatalf("buyer's fail reason %q, want %q", bch.FailReason, want)
+	}
+	j := waitJob(t, buyer, id, 120*time.Second, "ends", ended)
+	if j.State != contract.JobFailed || !strings.Contains(j.Error, "funding double-spent") {
+		t.Fatalf("job %s on a double-spent channel: %s %q", j.ID, j.State, j.Error)
+	}
+	sch := seller.channelWith(buyer.peerID())
+	if sch == nil {
+		t.Logf("the seller never held the channel (the buyer hands it over once confirmed): its side is TestRegtestFundingDoubleSpent's")
+		t.Logf("buyer's channel failed: %s; job: %s", want, j.Error)
+		return
+	}
+	waitFor(t, 60*time.Second, "the seller to fail the channel", func() bool {
+		sch = seller.channelWith(buyer.peerID())
+		return sch.State == payment.StateFailed
+	})
+	if sch.FailReason != want {
+		t.Fatalf("seller's fail reason %q, want %q", sch.FailReason, want)
+	}
+	if r := seller.contractRec(j.ContractID); r == nil || r.State != contract.StateFailed || !strings.Contains(r.Why, "funding double-spent") {
+		t.Fatalf("seller's contract %s: %+v", j.ContractID, r)
+	}
+	out, err := seller.cli("reputation", buyer.peerID(), "--json")
+	if err != nil {
+		t.Fatalf("reputation: %v: %s", err, out)
+	}
+	var score struct {
+		Mean     float64 `json:"mean"`
+		Evidence float64 `json:"evidence"`
+		Sources  []struct {
+			Outcomes map[string]float64 `json:"outcomes"`
+		} `json:"sources"`
+	}
+	if err := json.Unmarshal([]byte(out), &score); err != nil {
+		t.Fatalf("reputation --json: %v\n%s", err, out)
+	}
+	if score.Evidence <= 0 || score.Mean >= 0.5 || len(score.Sources) == 0 || score.Sources[0].Outcomes["abuse"] <= 0 {
+		t.Fatalf("the seller's view of the buyer after its double-spend: %s", out)
+	}
+	t.Logf("channel failed on both sides: %s; job: %s; buyer's score at the seller %.2f (%.1f evidence)",
+		want, j.Error, score.Mean, score.Evidence)
+}
+
+// doubleSpend returns a transaction spending the inputs of funding (coins of
+// buyer's wallet) to a key of the test's, signed with the wallet's keys
+// derived from its seed (BIP 84, as btcwallet derives them).
+func doubleSpend(t *testing.T, m *market, buyer *daemon, funding *wire.MsgTx) *wire.MsgTx {
+	t.Helper()
+	b, err := payment.ReadBackup(filepath.Join(buyer.dir, "wallet", "seed.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := b.Open([]byte("test-passphrase"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, err := hdkeychain.NewMaster(seed, btcdtest.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// btcwallet's BIP 84 scope: m/84'/0'/0' on every network (its
+	// KeyScopeBIP0084 has coin 0), derived the non-standard (legacy) way.
+	acct := master
+	for _, i := range []uint32{84, 0, 0} {
+		if acct, err = acct.DeriveNonStandard(hdkeychain.HardenedKeyStart + i); err != nil { //nolint:staticcheck // as btcwallet
+			t.Fatal(err)
+		}
+	}
+	keys := map[string]*btcec.PrivateKey{}
+	for branch := uint32(0); branch < 2; branch++ {
+		for i := uint32(0); i < 40; i++ {
+			for _, derive := range []func(*hdkeychain.ExtendedKey, uint32) (*hdkeychain.ExtendedKey, error){
+				(*hdkeychain.ExtendedKey).Derive, (*hdkeychain.ExtendedKey).DeriveNonStandard, //nolint:staticcheck // as btcwallet
+			} {
+				br, err := derive(acct, branch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				k, err := derive(br, i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				priv, err := k.ECPrivKey()
+				if err != nil {
+					t.Fatal(err)
+				}
+				a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(priv.PubKey().SerializeCompressed()), btcdtest.Params)
+				s, _ := txscript.PayToAddrScript(a)
+				keys[string(s)] = priv
+			}
+		}
+	}
+	to, err := btcec.NewPrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	toAddr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(to.PubKey().SerializeCompressed()), btcdtest.Params)
+	toScript, _ := txscript.PayToAddrScript(toAddr)
+	tx := wire.NewMsgTx(2)
+	prevs := txscript.NewMultiPrevOutFetcher(nil)
+	var total int64
+	for _, in := range funding.TxIn {
+		prev, err := m.btcd.Client().GetRawTransaction(&in.PreviousOutPoint.Hash)
+		if err != nil {
+			t.Fatalf("funding input %s: %v", in.PreviousOutPoint, err)
+		}
+		po := prev.MsgTx().TxOut[in.PreviousOutPoint.Index]
+		prevs.AddPrevOut(in.PreviousOutPoint, po)
+		total += po.Value
+		tx.AddTxIn(wire.NewTxIn(&in.PreviousOutPoint, nil, nil))
+	}
+	tx.AddTxOut(wire.NewTxOut(total-3*200, toScript))
+	hashes := txscript.NewTxSigHashes(tx, prevs)
+	for i, in := range tx.TxIn {
+		po := prevs.FetchPrevOutput(in.PreviousOutPoint)
+		key := keys[string(po.PkScript)]
+		if key == nil {
+			t.Fatalf("funding input %s pays %x: not a key of the buyer's wallet's first addresses", in.PreviousOutPoint, po.PkScript)
+		}
+		wit, err := txscript.WitnessSignature(tx, hashes, i, po.Value, po.PkScript, txscript.SigHashAll, key, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.TxIn[i].Witness = wit
+	}
+	return tx
 }
