@@ -240,6 +240,95 @@ func TestFundingDoubleSpent(t *testing.T) {
 		want, j.Error, score.Mean, score.Evidence)
 }
 
+// TestFundingDoubleSpentInReorg: the double-spend a seller meets on a
+// confirmed funding. A job runs on an open channel; the block holding the
+// funding is reorged out (invalidateblock) and a miner mines a conflict
+// spending the funding's input, signed with the buyer wallet's key, on the
+// new branch. Both daemons move the channel from open back to pending and
+// then to failed with the reason; the seller fails the running contract the
+// channel carried with it, and counts the double-spend against the buyer in
+// its reputation book; the buyer's job fails at its next payment, with the
+// reason.
+func TestFundingDoubleSpentInReorg(t *testing.T) {
+	m := newMarketMining(t, 0)
+	miner := startFeeMiner(m)
+	work := t.TempDir()
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	id, j := runningJob(t, buyer, busybox(t, work), jobFlags, "sh", "-c", "sleep 40; echo done")
+	var sch *payment.Channel
+	waitFor(t, 30*time.Second, "the seller's open channel carrying the contract", func() bool {
+		sch = seller.channelWith(buyer.peerID())
+		return sch != nil && sch.State == payment.StateOpen && sch.Contracts[j.ContractID] > 0
+	})
+	var funding wire.MsgTx
+	if err := funding.Deserialize(bytes.NewReader(sch.FundingTx)); err != nil {
+		t.Fatal(err)
+	}
+	conflict := doubleSpend(t, m, buyer, &funding)
+
+	miner.mu.Lock()
+	fid := funding.TxHash()
+	res, err := m.btcd.Client().GetRawTransactionVerbose(&fid)
+	if err != nil || res.BlockHash == "" {
+		miner.mu.Unlock()
+		t.Fatalf("funding %s not in a block: %v", fid, err)
+	}
+	bh, _ := chainhash.NewHashFromStr(res.BlockHash)
+	if err := m.btcd.InvalidateBlock(bh); err != nil {
+		miner.mu.Unlock()
+		t.Fatal(err)
+	}
+	_, err = m.btcd.MineTxs(conflict)
+	miner.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := "funding double-spent: its input is spent by " + conflict.TxHash().String()
+	var bch *payment.Channel
+	waitFor(t, 60*time.Second, "both sides to fail the channel", func() bool {
+		sch, bch = seller.channelWith(buyer.peerID()), buyer.channelWith(seller.peerID())
+		return sch.State == payment.StateFailed && bch.State == payment.StateFailed
+	})
+	if sch.FailReason != want || bch.FailReason != want {
+		t.Fatalf("fail reasons %q / %q, want %q", sch.FailReason, bch.FailReason, want)
+	}
+	var r *contract.Record
+	waitFor(t, 30*time.Second, "the seller's contract to fail", func() bool {
+		r = seller.contractRec(j.ContractID)
+		return r != nil && r.State == contract.StateFailed
+	})
+	if !strings.Contains(r.Why, "funding double-spent") {
+		t.Fatalf("seller's contract failed with %q", r.Why)
+	}
+	out, err := seller.cli("reputation", buyer.peerID(), "--json")
+	if err != nil {
+		t.Fatalf("reputation: %v: %s", err, out)
+	}
+	var score struct {
+		Mean     float64 `json:"mean"`
+		Evidence float64 `json:"evidence"`
+		Sources  []struct {
+			Outcomes map[string]float64 `json:"outcomes"`
+		} `json:"sources"`
+	}
+	if err := json.Unmarshal([]byte(out), &score); err != nil {
+		t.Fatalf("reputation --json: %v\n%s", err, out)
+	}
+	if len(score.Sources) == 0 || score.Sources[0].Outcomes["abuse"] <= 0 {
+		t.Fatalf("the seller's view of the buyer after its double-spend: %s", out)
+	}
+	j = waitJob(t, buyer, id, 120*time.Second, "ends", ended)
+	if j.State != contract.JobFailed || !strings.Contains(j.Error, "funding double-spent") {
+		t.Fatalf("job %s on a double-spent channel: %s %q", j.ID, j.State, j.Error)
+	}
+	t.Logf("both sides: %s; seller's contract: %s; buyer's score at the seller %.2f (%.1f evidence); job: %s",
+		want, r.Why, score.Mean, score.Evidence, j.Error)
+}
+
 // doubleSpend returns a transaction spending the inputs of funding (coins of
 // buyer's wallet) to a key of the test's, signed with the wallet's keys
 // derived from its seed (BIP 84, as btcwallet derives them).

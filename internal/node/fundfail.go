@@ -12,42 +12,44 @@ import (
 )
 
 // channelFailed is the payment manager's OnFail: a channel whose funding was
-// double-spent or never confirmed (payment/fundwatch.go). The contracts it
-// carried fail with its reason (one still waiting for the channel to open
-// fails by itself: WaitOpen returns the reason), and on the seller's side
-// the buyer whose funding it was gets the evidence: a double-spend is a
+// double-spent or never confirmed (payment/fundwatch.go). On the seller's
+// side the contracts it carried fail with its reason (one still waiting for
+// the channel to open fails by itself: WaitOpen returns the reason; a
+// running job runs on until its buyer, who can pay no more, stops paying),
+// and the buyer whose funding it was gets the evidence: a double-spend is a
 // deliberate act against the seller (OutcomeAbuse), a funding that never
 // confirmed a failed contract (OutcomeFailed). Both are this node's own
-// observations, kept in its book; they are never attested to others.
+// observations, kept in its book; they are never attested to others. On
+// the buyer's side its engine fails its contracts: their next payment is
+// refused with the channel's reason.
 func (n *Node) channelFailed(c *payment.Channel) {
-	why := "channel " + c.ID + " failed: " + c.FailReason
-	role, m := contract.RoleBuyer, (*contract.Machine)(nil)
-	if c.Role == payment.RoleSeller {
-		role = contract.RoleSeller
-		if n.seller != nil {
-			m = n.seller.Machine()
-		}
-	} else if n.buyer != nil {
-		m = n.buyer.Machine()
+	if c.Role != payment.RoleSeller {
+		// The buyer's engine fails its contracts itself: its next
+		// payment on the channel is refused with the reason.
+		return
 	}
-	if m == nil && n.db != nil {
-		// No engine of that role runs: the records are the database's.
+	why := contract.ChannelFailedPrefix + c.ID + ": " + c.FailReason
+	var m *contract.Machine
+	if n.seller != nil {
+		m = n.seller.Machine()
+	} else if n.db != nil {
+		// No seller engine runs: the records are the database's.
 		m = contract.NewMachine(store.NewContractStore(n.db), contract.Timeouts{}, nil, n.log)
 	}
 	if m != nil {
 		for id := range c.Contracts {
-			r, err := m.Get(role, id)
+			r, err := m.Get(contract.RoleSeller, id)
 			if err != nil || !contract.CanMove(r.State, contract.StateFailed) {
 				continue
 			}
-			if _, err := m.Move(role, id, contract.StateFailed, why, nil); err != nil {
+			if _, err := m.Move(contract.RoleSeller, id, contract.StateFailed, why, nil); err != nil {
 				n.log.Warn("fail contract of a failed channel", "contract", id, "channel", c.ID, "err", err)
 				continue
 			}
 			n.log.Info("contract failed with its channel", "contract", id, "channel", c.ID, "why", c.FailReason)
 		}
 	}
-	if c.Role != payment.RoleSeller || n.book == nil {
+	if n.book == nil {
 		return
 	}
 	buyer, err := peer.Decode(c.Peer)

@@ -14,7 +14,7 @@ import (
 // channel's reason (a contract already final stays so) and is this node's
 // evidence against the buyer (abuse); a funding that never confirmed counts
 // as a failed contract.
-// The buyer's side fails its contracts and blames nobody.
+// The buyer's side leaves its contracts to its engine and blames nobody.
 func TestChannelFailedFailsContractsAndCountsAgainstBuyer(t *testing.T) {
 	n := historyNode(t)
 	book, err := reputation.NewBook(reputation.Options{Config: reputation.DefaultConfig()})
@@ -48,7 +48,7 @@ func TestChannelFailedFailsContractsAndCountsAgainstBuyer(t *testing.T) {
 		Contracts:  map[string]int64{"running": 10, "done": 0},
 	})
 	r, _ := m.Get(contract.RoleSeller, "running")
-	if r.State != contract.StateFailed || r.Why != "channel ab:0 failed: funding double-spent: its input is spent by cd" {
+	if r.State != contract.StateFailed || r.Why != "payment channel failed: ab:0: funding double-spent: its input is spent by cd" {
 		t.Fatalf("running contract %s %q", r.State, r.Why)
 	}
 	if r, _ := m.Get(contract.RoleSeller, "done"); r.State != contract.StateExpired {
@@ -68,11 +68,12 @@ func TestChannelFailedFailsContractsAndCountsAgainstBuyer(t *testing.T) {
 	if s := book.Score(other2); s.Evidence == 0 || s.Sources[0].Outcomes[reputation.OutcomeFailed.String()] == 0 {
 		t.Fatalf("never-confirmed funding: score %+v", s)
 	}
-	// The buyer's own channel: its contract fails, nobody is blamed.
+	// The buyer's own channel: its engine fails its contract (the next
+	// payment is refused with the reason), and nobody is blamed.
 	n.channelFailed(&payment.Channel{ID: "gh:0", Role: payment.RoleBuyer, Peer: other.String(), State: payment.StateFailed,
 		FailReason: payment.FailNotConfirmed + ": x", Contracts: map[string]int64{"mine": 5}})
-	if r, _ := m.Get(contract.RoleBuyer, "mine"); r.State != contract.StateFailed {
-		t.Fatalf("buyer's contract %s", r.State)
+	if r, _ := m.Get(contract.RoleBuyer, "mine"); r.State != contract.StateAccepted {
+		t.Fatalf("buyer's contract moved under its engine: %s", r.State)
 	}
 	if s := book.Score(other); s.Evidence != 0 {
 		t.Fatalf("the seller was blamed for the buyer's funding: %+v", s)

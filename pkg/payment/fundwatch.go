@@ -140,3 +140,15 @@ func (m *Manager) update(id string, change func(*Channel) bool) error {
 	}
 	return m.persist(cs, next)
 }
+
+// failedWith says why the channel that carried contractID to peer failed
+// (": channel X failed: reason"), or "" when none did: a payment refused
+// for it names the cause.
+func (p *Payer) failedWith(peer, contractID string) string {
+	for _, c := range p.m.Channels() {
+		if c.Role == RoleBuyer && c.Peer == peer && c.State == StateFailed && c.Contracts[contractID] > 0 {
+			return fmt.Sprintf(": channel %s failed: %s", c.ID, c.FailReason)
+		}
+	}
+	return ""
+}
