@@ -340,7 +340,8 @@ func TestRegtestFundingDoubleSpent(t *testing.T) {
 
 // TestRegtestFundingNeverConfirms: a funding at 2 sat/vB sits in the
 // mempool while the miners' floor is 5 sat/vB; after funding_timeout
-// blocks both sides fail the channel.
+// blocks both sides fail the channel. When it confirms after all, the
+// channel is watched again and the buyer's coins come back by its refund.
 func TestRegtestFundingNeverConfirms(t *testing.T) {
 	p := newBumpPair(t, func(c *Config) { c.FundingTimeout = 4 })
 	ctx := context.Background()
@@ -381,4 +382,25 @@ func TestRegtestFundingNeverConfirms(t *testing.T) {
 		t.Fatalf("OnFail told %d/%d times", len(p.failed[RoleBuyer]), len(p.failed[RoleSeller]))
 	}
 	t.Logf("failed after %d blocks: %s", waited, p.failed[RoleSeller][0].FailReason)
+
+	// The funding, never double-spent, confirms after all (a miner takes
+	// it): the coins it locked are not lost. Both sides watch the channel
+	// again; it opens, and the buyer refunds it at its expiry.
+	p.mine(t, 1)
+	p.mine(t, 1)
+	p.wantState(t, c.ID, StateOpen)
+	bc, _ := p.buyer.Channel(c.ID)
+	p.h.MustGenerate(t, uint32(int32(bc.Expiry)-p.h.Tip(t)))
+	if err := p.buyer.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.h.MustGenerate(t, 1)
+	_ = p.buyer.Tick(ctx)
+	bc, _ = p.buyer.Channel(c.ID)
+	if bc.State != StateClosed || bc.SpendFee() <= 0 {
+		t.Fatalf("revived channel %s after its expiry, want closed by the buyer's refund", bc.State)
+	}
+	if got, _ := p.h.Balance(bc.BuyerScript, txOf(t, bc.SpendTx)); got != bc.Capacity-bc.SpendFee() {
+		t.Fatalf("refund of the revived channel returned %d of %d", got, bc.Capacity)
+	}
 }

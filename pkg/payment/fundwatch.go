@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/btcsuite/btcd/wire"
 )
@@ -151,4 +152,52 @@ func (p *Payer) failedWith(peer, contractID string) string {
 		}
 	}
 	return ""
+}
+
+// revivable reports whether a failed channel may still come back: its
+// funding was given up as never confirming, but nothing spent its inputs,
+// so it may confirm yet (a fee that was too low, rebroadcast by the
+// wallet). Its output would then hold the buyer's coins, recoverable only
+// through the channel's refund: such a channel stays watched.
+func (c *Channel) revivable() bool {
+	return c.State == StateFailed && strings.HasPrefix(c.FailReason, FailNotConfirmed) && !strings.Contains(c.FailReason, FailDoubleSpent)
+}
+
+// revive is the Failed step of a revivable channel: once its funding is in
+// a block after all, the channel is pending again (then open, and closed or
+// refunded as any other); once an input of the funding is spent by another
+// buried transaction, it is failed for good.
+func (m *Manager) revive(ctx context.Context, c *Channel) error {
+	confs, err := m.chain.Confirmations(ctx, c.FundingTxid())
+	if err != nil {
+		return err
+	}
+	if confs >= 1 {
+		err := m.update(c.ID, func(n *Channel) bool {
+			if !n.revivable() {
+				return false
+			}
+			n.State, n.PendingSince = StatePending, 0
+			n.FailReason = ""
+			return true
+		})
+		if err == nil {
+			m.log.Info("channel funding confirmed after the channel failed: watched again (its coins are refunded or closed as usual)", "channel", c.ID, "confs", confs)
+		}
+		return err
+	}
+	if confs < 0 {
+		txid, err := m.fundingConflict(ctx, c)
+		if err != nil || txid == "" {
+			return err
+		}
+		return m.update(c.ID, func(n *Channel) bool {
+			if !n.revivable() {
+				return false
+			}
+			n.FailReason = fmt.Sprintf("%s; then %s: its input is spent by %s", n.FailReason, FailDoubleSpent, txid)
+			return true
+		})
+	}
+	return nil
 }

@@ -874,7 +874,7 @@ func (m *Manager) Tick(ctx context.Context) error {
 	m.mu.Unlock()
 	var ids []string
 	m.chans.each(func(id string, c *Channel) {
-		if c.State != StateClosed && c.State != StateFailed {
+		if c.State != StateClosed && c.State != StateFailed || c.revivable() {
 			ids = append(ids, id)
 		}
 	})
@@ -908,6 +908,10 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 	c := m.chans.get(id)
 	n := m.cfg.Confirmations
 	switch c.State {
+	case StateFailed:
+		if c.revivable() {
+			return m.revive(ctx, c)
+		}
 	case StatePending:
 		confs, err := m.chain.Confirmations(ctx, c.FundingTxid())
 		if err != nil {
