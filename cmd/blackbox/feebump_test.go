@@ -329,6 +329,48 @@ func TestFundingDoubleSpentInReorg(t *testing.T) {
 		want, r.Why, score.Mean, score.Evidence, j.Error)
 }
 
+// TestFundingNeverConfirms: with payment.funding_timeout at 6 blocks, a
+// buyer's funding at the fallback rate (2 sat/vB) sits in the mempool while
+// the miners take only 5 sat/vB and up: after 6 blocks the buyer's daemon
+// fails the channel, and the job fails with the reason.
+func TestFundingNeverConfirms(t *testing.T) {
+	m := newMarketMining(t, 0)
+	miner := startFeeMiner(m)
+	work := t.TempDir()
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(append([]string{"BLACKBOX_PAYMENT_FUNDING_TIMEOUT=6"}, buyerEnv...), "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	miner.floor.Store(5)
+	id := submitDetached(t, buyer, busybox(t, work), jobFlags, "sh", "-c", "echo never")
+	var bch *payment.Channel
+	waitFor(t, 60*time.Second, "the buyer's funding", func() bool {
+		bch = buyer.channelWith(seller.peerID())
+		return bch != nil
+	})
+	start := bch.OpenHeight
+	waitFor(t, 90*time.Second, "the buyer to fail the channel", func() bool {
+		bch = buyer.channelWith(seller.peerID())
+		return bch.State == payment.StateFailed
+	})
+	if !strings.HasPrefix(bch.FailReason, payment.FailNotConfirmed) {
+		t.Fatalf("fail reason %q", bch.FailReason)
+	}
+	fid := bch.FundingTxid()
+	res, err := m.btcd.Client().GetRawTransactionVerbose(&fid)
+	if err != nil || res.Confirmations != 0 {
+		t.Fatalf("funding %s: %v; want it in the mempool, unmined", fid, err)
+	}
+	if bch.PendingSince != start {
+		t.Fatalf("counted from height %d, the channel opened at %d", bch.PendingSince, start)
+	}
+	j := waitJob(t, buyer, id, 120*time.Second, "ends", ended)
+	if j.State != contract.JobFailed || !strings.Contains(j.Error, payment.FailNotConfirmed) {
+		t.Fatalf("job %s on a never-confirmed channel: %s %q", j.ID, j.State, j.Error)
+	}
+	t.Logf("channel failed: %s; job: %s", bch.FailReason, j.Error)
+}
+
 // doubleSpend returns a transaction spending the inputs of funding (coins of
 // buyer's wallet) to a key of the test's, signed with the wallet's keys
 // derived from its seed (BIP 84, as btcwallet derives them).

@@ -46,9 +46,9 @@ func (m *Manager) watchFunding(ctx context.Context, c *Channel, tip, confs int32
 		return false, nil
 	}
 	if c.PendingSince == 0 {
-		// Counted from the first step that sees it out of the chain: a
-		// new channel's is its open (Tick runs on every block), a
-		// reorged one's is the reorg.
+		// A new channel counts from its open (OpenChannel and
+		// AcceptOpen set it); one reorged out from the first step that
+		// sees it out of the chain.
 		since := tip
 		if err := m.update(c.ID, func(n *Channel) bool {
 			if n.PendingSince != 0 || n.State != StatePending {

@@ -357,7 +357,7 @@ func (m *Manager) OpenChannel(ctx context.Context, p OpenParams) (*Channel, *Ope
 		BuyerKey: key.PubKey().SerializeCompressed(), SellerKey: seller.SerializeCompressed(),
 		KeyIndex: idx, Expiry: expiry, Capacity: p.Capacity, CloseFee: closeFee,
 		SellerScript: p.Seller.PayoutScript, BuyerScript: refund,
-		FundingTx: raw.Bytes(), Vout: uint32(vout), OpenHeight: tip, Created: now,
+		FundingTx: raw.Bytes(), Vout: uint32(vout), OpenHeight: tip, PendingSince: tip, Created: now,
 		Contracts: map[string]int64{},
 	}
 	cs := m.chans.create(c.ID)
@@ -458,7 +458,7 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		ID: id, Role: RoleSeller, State: StatePending, Peer: peer,
 		BuyerKey: o.BuyerKey, SellerKey: o.SellerKey, Expiry: o.Expiry, Capacity: out.Value,
 		CloseFee: o.CloseFee, SellerScript: o.SellerScript, BuyerScript: o.BuyerScript,
-		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
+		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, PendingSince: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
 	}
 	if err := m.persist(cs, c); err != nil {
 		return nil, fmt.Errorf("accept open: %w", err)
