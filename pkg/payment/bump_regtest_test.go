@@ -120,15 +120,6 @@ func (p *bumpPair) minePackages(t *testing.T) []chainhash.Hash {
 	return mined
 }
 
-func txOf(t *testing.T, raw []byte) *wire.MsgTx {
-	t.Helper()
-	var tx wire.MsgTx
-	if err := tx.Deserialize(bytes.NewReader(raw)); err != nil {
-		t.Fatal(err)
-	}
-	return &tx
-}
-
 func (p *bumpPair) confs(t *testing.T, txid chainhash.Hash) int32 {
 	t.Helper()
 	n, err := p.chain.Confirmations(context.Background(), txid)
