@@ -1,12 +1,14 @@
 package node
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/reputation"
+	"github.com/btcsuite/btcd/wire"
 )
 
 // TestChannelFailedFailsContractsAndCountsAgainstBuyer: a seller's channel
@@ -77,5 +79,59 @@ func TestChannelFailedFailsContractsAndCountsAgainstBuyer(t *testing.T) {
 	}
 	if s := book.Score(other); s.Evidence != 0 {
 		t.Fatalf("the seller was blamed for the buyer's funding: %+v", s)
+	}
+}
+
+// TestBumpFeesRecorded: a close bumped by a child counts the child's fee
+// on top of the close fee, a bigger child replacing it only what it adds,
+// and a restart counts nothing again.
+func TestBumpFeesRecorded(t *testing.T) {
+	n := historyNode(t)
+	mem := payment.NewMemStore()
+	fs := n.watchFees(mem)
+	raw := func(tx *wire.MsgTx) []byte {
+		var b bytes.Buffer
+		if err := tx.Serialize(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	close := wire.NewMsgTx(2)
+	close.AddTxIn(wire.NewTxIn(&wire.OutPoint{}, nil, nil))
+	close.AddTxOut(wire.NewTxOut(1000, []byte{0x51}))
+	child := func(fee int64) []byte {
+		tx := wire.NewMsgTx(2)
+		tx.AddTxIn(wire.NewTxIn(&wire.OutPoint{Hash: close.TxHash()}, nil, nil))
+		tx.AddTxOut(wire.NewTxOut(1000-fee, []byte{0x51}))
+		return raw(tx)
+	}
+	c := &payment.Channel{ID: "a:0", Role: payment.RoleSeller, State: payment.StateClosing, Capacity: 10_000, CloseFee: 300,
+		SpendTx: raw(close), SpendTxid: close.TxHash().String()}
+	for _, step := range []struct {
+		bump *payment.Bump
+		want int64
+	}{
+		{nil, 300},
+		{&payment.Bump{Rate: 2}, 300}, // the clock starts: nothing paid
+		{&payment.Bump{Rate: 3, Count: 1, ChildTx: child(200)}, 500}, // the first child
+		{&payment.Bump{Rate: 4, Count: 2, ChildTx: child(350)}, 650}, // replaced by a bigger one
+	} {
+		c.Bump = step.bump
+		if err := fs.PutChannel(c); err != nil {
+			t.Fatal(err)
+		}
+		if f := feesToday(t, n); f != step.want {
+			t.Fatalf("bump %+v: fees %d, want %d", step.bump, f, step.want)
+		}
+	}
+	fs = n.watchFees(mem)
+	if _, err := fs.LoadChannels(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.PutChannel(c); err != nil {
+		t.Fatal(err)
+	}
+	if f := feesToday(t, n); f != 650 {
+		t.Fatalf("after a restart: fees %d, want 650", f)
 	}
 }
