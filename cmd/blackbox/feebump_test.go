@@ -159,21 +159,7 @@ func TestCloseFeeBumped(t *testing.T) {
 // contract it does before) fails it too, fails its contract, and counts
 // the double-spend against the buyer in its reputation book.
 func TestFundingDoubleSpent(t *testing.T) {
-	m := newMarketMining(t, 0)
-	miner := startFeeMiner(m)
-	work := t.TempDir()
-	seller := m.daemon(sellerEnv())
-	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
-	m.fund(buyer.proc, 1_000_000)
-	m.waitMarket(buyer, 1)
-	// From now on a funding at the fallback rate (2 sat/vB) is not mined.
-	miner.floor.Store(5)
-	id := submitDetached(t, buyer, busybox(t, work), jobFlags, "sh", "-c", "echo never")
-	var bch *payment.Channel
-	waitFor(t, 60*time.Second, "the buyer's funding", func() bool {
-		bch = buyer.channelWith(seller.peerID())
-		return bch != nil
-	})
+	m, miner, seller, buyer, id, bch := unminedFunding(t)
 	if bch.State != payment.StatePending {
 		t.Fatalf("buyer's channel %s, want pending", bch.State)
 	}
@@ -219,23 +205,7 @@ func TestFundingDoubleSpent(t *testing.T) {
 	if r := seller.contractRec(j.ContractID); r == nil || r.State != contract.StateFailed || !strings.Contains(r.Why, "funding double-spent") {
 		t.Fatalf("seller's contract %s: %+v", j.ContractID, r)
 	}
-	out, err := seller.cli("reputation", buyer.peerID(), "--json")
-	if err != nil {
-		t.Fatalf("reputation: %v: %s", err, out)
-	}
-	var score struct {
-		Mean     float64 `json:"mean"`
-		Evidence float64 `json:"evidence"`
-		Sources  []struct {
-			Outcomes map[string]float64 `json:"outcomes"`
-		} `json:"sources"`
-	}
-	if err := json.Unmarshal([]byte(out), &score); err != nil {
-		t.Fatalf("reputation --json: %v\n%s", err, out)
-	}
-	if score.Evidence <= 0 || score.Mean >= 0.5 || len(score.Sources) == 0 || score.Sources[0].Outcomes["abuse"] <= 0 {
-		t.Fatalf("the seller's view of the buyer after its double-spend: %s", out)
-	}
+	score := abuseCounted(t, seller, buyer)
 	t.Logf("channel failed on both sides: %s; job: %s; buyer's score at the seller %.2f (%.1f evidence)",
 		want, j.Error, score.Mean, score.Evidence)
 }
@@ -304,23 +274,7 @@ func TestFundingDoubleSpentInReorg(t *testing.T) {
 	if !strings.Contains(r.Why, "funding double-spent") {
 		t.Fatalf("seller's contract failed with %q", r.Why)
 	}
-	out, err := seller.cli("reputation", buyer.peerID(), "--json")
-	if err != nil {
-		t.Fatalf("reputation: %v: %s", err, out)
-	}
-	var score struct {
-		Mean     float64 `json:"mean"`
-		Evidence float64 `json:"evidence"`
-		Sources  []struct {
-			Outcomes map[string]float64 `json:"outcomes"`
-		} `json:"sources"`
-	}
-	if err := json.Unmarshal([]byte(out), &score); err != nil {
-		t.Fatalf("reputation --json: %v\n%s", err, out)
-	}
-	if len(score.Sources) == 0 || score.Sources[0].Outcomes["abuse"] <= 0 {
-		t.Fatalf("the seller's view of the buyer after its double-spend: %s", out)
-	}
+	score := abuseCounted(t, seller, buyer)
 	j = waitJob(t, buyer, id, 120*time.Second, "ends", ended)
 	if j.State != contract.JobFailed || !strings.Contains(j.Error, "funding double-spent") {
 		t.Fatalf("job %s on a double-spent channel: %s %q", j.ID, j.State, j.Error)
@@ -334,20 +288,7 @@ func TestFundingDoubleSpentInReorg(t *testing.T) {
 // the miners take only 5 sat/vB and up: after 6 blocks the buyer's daemon
 // fails the channel, and the job fails with the reason.
 func TestFundingNeverConfirms(t *testing.T) {
-	m := newMarketMining(t, 0)
-	miner := startFeeMiner(m)
-	work := t.TempDir()
-	seller := m.daemon(sellerEnv())
-	buyer := m.daemon(append([]string{"BLACKBOX_PAYMENT_FUNDING_TIMEOUT=6"}, buyerEnv...), "--bootstrap", seller.bootAddr())
-	m.fund(buyer.proc, 1_000_000)
-	m.waitMarket(buyer, 1)
-	miner.floor.Store(5)
-	id := submitDetached(t, buyer, busybox(t, work), jobFlags, "sh", "-c", "echo never")
-	var bch *payment.Channel
-	waitFor(t, 60*time.Second, "the buyer's funding", func() bool {
-		bch = buyer.channelWith(seller.peerID())
-		return bch != nil
-	})
+	m, _, seller, buyer, id, bch := unminedFunding(t, "BLACKBOX_PAYMENT_FUNDING_TIMEOUT=6")
 	start := bch.OpenHeight
 	waitFor(t, 90*time.Second, "the buyer to fail the channel", func() bool {
 		bch = buyer.channelWith(seller.peerID())
@@ -369,6 +310,57 @@ func TestFundingNeverConfirms(t *testing.T) {
 		t.Fatalf("job %s on a never-confirmed channel: %s %q", j.ID, j.State, j.Error)
 	}
 	t.Logf("channel failed: %s; job: %s", bch.FailReason, j.Error)
+}
+
+// unminedFunding starts a seller and a funded buyer (buyerExtra added to
+// its environment) under a miner that, once the market is up, takes only 5
+// sat/vB and up, and submits a job: the buyer's funding, at the fallback
+// rate of 2 sat/vB, stays in the mempool. It returns the job's ID and the
+// buyer's channel.
+func unminedFunding(t *testing.T, buyerExtra ...string) (*market, *feeMiner, *daemon, *daemon, string, *payment.Channel) {
+	t.Helper()
+	m := newMarketMining(t, 0)
+	miner := startFeeMiner(m)
+	work := t.TempDir()
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(append(buyerExtra, buyerEnv...), "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	miner.floor.Store(5)
+	id := submitDetached(t, buyer, busybox(t, work), jobFlags, "sh", "-c", "echo never")
+	var bch *payment.Channel
+	waitFor(t, 60*time.Second, "the buyer's funding", func() bool {
+		bch = buyer.channelWith(seller.peerID())
+		return bch != nil
+	})
+	return m, miner, seller, buyer, id, bch
+}
+
+// buyerScore is a seller's view of a buyer (`blackbox reputation PEER --json`).
+type buyerScore struct {
+	Mean     float64 `json:"mean"`
+	Evidence float64 `json:"evidence"`
+	Sources  []struct {
+		Outcomes map[string]float64 `json:"outcomes"`
+	} `json:"sources"`
+}
+
+// abuseCounted returns the seller's view of the buyer, which must hold the
+// buyer's double-spend as its own observation of abuse.
+func abuseCounted(t *testing.T, seller, buyer *daemon) buyerScore {
+	t.Helper()
+	out, err := seller.cli("reputation", buyer.peerID(), "--json")
+	if err != nil {
+		t.Fatalf("reputation: %v: %s", err, out)
+	}
+	var score buyerScore
+	if err := json.Unmarshal([]byte(out), &score); err != nil {
+		t.Fatalf("reputation --json: %v\n%s", err, out)
+	}
+	if score.Evidence <= 0 || score.Mean >= 0.5 || len(score.Sources) == 0 || score.Sources[0].Outcomes["abuse"] <= 0 {
+		t.Fatalf("the seller's view of the buyer after its double-spend: %s", out)
+	}
+	return score
 }
 
 // doubleSpend returns a transaction spending the inputs of funding (coins of

@@ -129,6 +129,22 @@ func (p *bumpPair) confs(t *testing.T, txid chainhash.Hash) int32 {
 	return n
 }
 
+// openPending has the buyer fund a channel at 2 sat/vB and the seller
+// accept it; nothing is mined.
+func (p *bumpPair) openPending(t *testing.T) *Channel {
+	t.Helper()
+	ctx := context.Background()
+	terms, _ := p.seller.SellerTerms()
+	c, req, err := p.buyer.OpenChannel(ctx, OpenParams{Peer: "seller", Seller: terms, Capacity: 200_000, FeeRate: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.seller.AcceptOpen(ctx, "buyer", req.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestRegtestCloseBumpedByChild: the seller's close, priced at 2 sat/vB
 // when the channel opened, is not mined at a 5 sat/vB floor; the seller's
 // Tick pays for it with a child spending its payout output, bumped again
@@ -275,14 +291,7 @@ func slicesContains(s []string, v string) bool {
 func TestRegtestFundingDoubleSpent(t *testing.T) {
 	p := newBumpPair(t, func(c *Config) { c.Confirmations = 2 })
 	ctx := context.Background()
-	terms, _ := p.seller.SellerTerms()
-	c, req, err := p.buyer.OpenChannel(ctx, OpenParams{Peer: "seller", Seller: terms, Capacity: 200_000, FeeRate: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.seller.AcceptOpen(ctx, "buyer", req.Encode()); err != nil {
-		t.Fatal(err)
-	}
+	c := p.openPending(t)
 	funding := txOf(t, c.FundingTx)
 	conflict, err := p.h.Conflict(funding, 3)
 	if err != nil {
@@ -336,14 +345,7 @@ func TestRegtestFundingDoubleSpent(t *testing.T) {
 func TestRegtestFundingNeverConfirms(t *testing.T) {
 	p := newBumpPair(t, func(c *Config) { c.FundingTimeout = 4 })
 	ctx := context.Background()
-	terms, _ := p.seller.SellerTerms()
-	c, req, err := p.buyer.OpenChannel(ctx, OpenParams{Peer: "seller", Seller: terms, Capacity: 200_000, FeeRate: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.seller.AcceptOpen(ctx, "buyer", req.Encode()); err != nil {
-		t.Fatal(err)
-	}
+	c := p.openPending(t)
 	for _, m := range []*Manager{p.buyer, p.seller} {
 		_ = m.Tick(ctx)
 	}
