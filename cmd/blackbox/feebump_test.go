@@ -312,6 +312,54 @@ func TestFundingNeverConfirms(t *testing.T) {
 	t.Logf("channel failed: %s; job: %s", bch.FailReason, j.Error)
 }
 
+// TestRefundFeeBumped: the seller vanishes after a job; at the channel's
+// expiry the buyer's daemon refunds at the fallback rate (2 sat/vB), below
+// what the miner now takes (5 sat/vB), and replaces the refund with
+// higher-fee versions (RBF) until one is mined.
+func TestRefundFeeBumped(t *testing.T) {
+	m := newMarketMining(t, 0)
+	miner := startFeeMiner(m)
+	work := t.TempDir()
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(append([]string{"BLACKBOX_PAYMENT_CHANNEL_LIFETIME=60", "BLACKBOX_PAYMENT_BUMP_AFTER=1"}, buyerEnv...),
+		"--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	j := submit(t, buyer, busybox(t, work), filepath.Join(work, "res"), jobFlags, "sh", "-c", "echo paid")
+	if j.State != contract.JobDone || j.Paid <= 0 {
+		t.Fatalf("job %s: state %s paid %d error %q", j.ID, j.State, j.Paid, j.Error)
+	}
+	sellerID := seller.peerID()
+	seller.stop() // it never closes
+	miner.floor.Store(5)
+	var bch *payment.Channel
+	waitFor(t, 120*time.Second, "the buyer's refund to be bumped and confirm", func() bool {
+		bch = buyer.channelWith(sellerID)
+		return bch != nil && bch.State == payment.StateClosed
+	})
+	if bch.Bump == nil || bch.Bump.Count < 1 || len(bch.Bump.Replaced) != bch.Bump.Count {
+		t.Fatalf("refund confirmed without replacements: %+v\n%s", bch.Bump, buyer.logs.String())
+	}
+	var refund wire.MsgTx
+	if err := refund.Deserialize(bytes.NewReader(bch.SpendTx)); err != nil {
+		t.Fatal(err)
+	}
+	if bch.SpendTxid != refund.TxHash().String() {
+		t.Fatalf("the channel was spent by %s, not the latest refund %s", bch.SpendTxid, refund.TxHash())
+	}
+	first, _ := chainhash.NewHashFromStr(bch.Bump.Replaced[0])
+	if _, err := m.btcd.Client().GetRawTransactionVerbose(first); err == nil {
+		t.Fatalf("the first refund %s, below the miner's floor, is still known", first)
+	}
+	fee := bch.SpendFee()
+	rate := float64(fee) / float64(payment.VSize(&refund))
+	if rate < 5 || rate > 200 {
+		t.Fatalf("refund mined at %.1f sat/vB, want in [5, max_fee_rate 200]", rate)
+	}
+	t.Logf("refund replaced %d time(s), mined at %.1f sat/vB (fee %d sat); the buyer got back %d of %d",
+		bch.Bump.Count, rate, fee, bch.Capacity-fee, bch.Capacity)
+}
+
 // unminedFunding starts a seller and a funded buyer (buyerExtra added to
 // its environment) under a miner that, once the market is up, takes only 5
 // sat/vB and up, and submits a job: the buyer's funding, at the fallback
