@@ -188,3 +188,27 @@ func TestBumpPersistedBeforeBroadcast(t *testing.T) {
 		t.Fatalf("after the restart: %+v, before %+v", c2.Bump, c.Bump)
 	}
 }
+
+// TestConfigBumpAndFundingBounds: bump_after must leave room for two bumps
+// within the safety margin; funding_timeout must be positive.
+func TestConfigBumpAndFundingBounds(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		mod func(*Config)
+	}{
+		{"bump_after", func(c *Config) { c.BumpAfter = 0 }},
+		{"bump_after", func(c *Config) { c.BumpAfter = c.SafetyMargin/2 + 1 }},
+		{"funding_timeout", func(c *Config) { c.FundingTimeout = 0 }},
+	} {
+		c := DefaultConfig()
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s: %v", tc.key, err)
+		}
+	}
+	c := DefaultConfig()
+	c.BumpAfter = c.SafetyMargin / 2
+	if err := c.Validate(); err != nil {
+		t.Fatalf("bump_after at half the safety margin: %v", err)
+	}
+}

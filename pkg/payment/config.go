@@ -116,8 +116,8 @@ func (c *Config) Validate() error {
 	if c.ChannelLifetime <= c.SafetyMargin {
 		return errors.New("channel_lifetime: must exceed safety_margin")
 	}
-	if c.BumpAfter < 1 {
-		return errors.New("bump_after: must be at least 1 block")
+	if c.BumpAfter < 1 || 2*c.BumpAfter > c.SafetyMargin {
+		return fmt.Errorf("bump_after: %d must be between 1 and half the safety_margin (%d): a close is broadcast safety_margin blocks before the expiry and must be bumped, up to max_fee_rate, before it", c.BumpAfter, c.SafetyMargin)
 	}
 	if c.FundingTimeout < 1 {
 		return errors.New("funding_timeout: must be at least 1 block")
