@@ -246,6 +246,17 @@ func (l *liveWallet) Send(ctx context.Context, addr string, amount, feeRate int6
 	return tx, err
 }
 
+// SignOutput implements payment.OutputSigner (the seller's CPFP child of
+// a close): it needs the open wallet, not its chain source.
+func (l *liveWallet) SignOutput(tx *wire.MsgTx, idx int, pkScript []byte, amount int64, prevs txscript.PrevOutputFetcher) (wire.TxWitness, error) {
+	var wit wire.TxWitness
+	err := l.with(func(w *payment.Wallet) (err error) {
+		wit, err = w.SignOutput(tx, idx, pkScript, amount, prevs)
+		return err
+	})
+	return wit, err
+}
+
 // walletCloseWait bounds how long the node's shutdown waits for the
 // wallet to close: btcwallet's chain client sleeps between reconnects (up
 // to a minute) while its chain source is down, and its close waits for

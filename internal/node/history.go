@@ -111,17 +111,25 @@ type feeStore struct {
 
 	mu    sync.Mutex
 	state map[string]payment.State
+	// paid is what the spend of a closing channel has cost so far, fee
+	// bumps included (payment/bump.go): a bump records what it adds.
+	paid map[string]int64
 }
 
 func (n *Node) watchFees(st payment.ChannelStore) payment.ChannelStore {
-	return &feeStore{ChannelStore: st, h: n.history, state: map[string]payment.State{}}
+	return &feeStore{ChannelStore: st, h: n.history, state: map[string]payment.State{}, paid: map[string]int64{}}
 }
+
+// spendCost is what c's spend costs this node: its fee and the latest
+// bump's child.
+func spendCost(c *payment.Channel) int64 { return c.SpendFee() + c.BumpFee() }
 
 func (f *feeStore) LoadChannels() ([]*payment.Channel, error) {
 	cs, err := f.ChannelStore.LoadChannels()
 	f.mu.Lock()
 	for _, c := range cs {
 		f.state[c.ID] = c.State
+		f.paid[c.ID] = spendCost(c)
 	}
 	f.mu.Unlock()
 	return cs, err
@@ -134,9 +142,18 @@ func (f *feeStore) PutChannel(c *payment.Channel) error {
 	f.mu.Lock()
 	prev, seen := f.state[c.ID]
 	f.state[c.ID] = c.State
+	cost, before := spendCost(c), f.paid[c.ID]
+	first := c.State == payment.StateClosing && (!seen || prev != payment.StateClosing) && len(c.SpendTx) > 0
+	bumped := c.State == payment.StateClosing && !first && c.Bump != nil && cost > before
+	if first || bumped {
+		f.paid[c.ID] = cost
+	}
 	f.mu.Unlock()
-	if c.State == payment.StateClosing && (!seen || prev != payment.StateClosing) && len(c.SpendTx) > 0 {
+	if first {
 		f.h.warn(f.h.st.RecordFee(time.Now(), c.SpendFee()))
+	}
+	if bumped {
+		f.h.warn(f.h.st.RecordFee(time.Now(), cost-before))
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -333,6 +334,10 @@ func (s *Seller) onMove(r *Record, from State) {
 		}
 	}
 }
+
+// ChannelFailedPrefix starts the reason of a contract failed because its
+// payment channel failed ("payment channel failed: ID: why").
+const ChannelFailedPrefix = "payment channel failed: "
 
 // Earnings sums what the seller holds payment for, by state.
 func (s *Seller) Earnings() (map[State]int64, error) {
@@ -924,6 +929,12 @@ loop:
 		r.Paid, r.Intervals, r.Receipt, r.Ended = j.paid, k, env, s.clock.Now()
 		r.EgressBytes, r.Egress = rc.EgressBytes, rc.Egress
 	}); err != nil {
+		// Failed while it ran because its payment channel failed (the
+		// node does so when the buyer's funding was double-spent, which
+		// stops the job): the buyer's channel, the buyer's fault.
+		if r, gerr := s.machine.Get(RoleSeller, j.id); gerr == nil && r.State == StateFailed && strings.HasPrefix(r.Why, ChannelFailedPrefix) {
+			return refuse(RefuseChannel, errors.New(r.Why))
+		}
 		return err
 	}
 	if final == StateCompleted && j.paid >= billed {

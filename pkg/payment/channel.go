@@ -123,6 +123,13 @@ type Channel struct {
 	// the funding output, ours or the peer's.
 	SpendTx   []byte `json:"spend_tx,omitempty"`
 	SpendTxid string `json:"spend_txid,omitempty"`
+	// Bump is the fee bumping of our unconfirmed close or refund
+	// (bump.go); nil until it is first seen unconfirmed.
+	Bump *Bump `json:"bump,omitempty"`
+	// PendingSince is the height from which the funding has been out of
+	// the chain (new, or reorged out); 0 once it is in a block
+	// (fundwatch.go).
+	PendingSince int32 `json:"pending_since,omitempty"`
 	// FailReason says why a channel failed.
 	FailReason string    `json:"fail_reason,omitempty"`
 	Created    time.Time `json:"created"`
@@ -155,6 +162,7 @@ func (c *Channel) clone() *Channel {
 	d.BuyerSig = bytes.Clone(c.BuyerSig)
 	d.SpendTx = bytes.Clone(c.SpendTx)
 	d.Contracts = maps.Clone(c.Contracts)
+	d.Bump = c.Bump.clone()
 	return &d
 }
 

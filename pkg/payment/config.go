@@ -53,6 +53,14 @@ type Config struct {
 	SafetyMargin int32 `mapstructure:"safety_margin"`
 	// ChannelLifetime is a new channel's expiry, in blocks from the tip.
 	ChannelLifetime int32 `mapstructure:"channel_lifetime"`
+	// BumpAfter is how many blocks our close or refund may stay
+	// unconfirmed before its fee is bumped (and again after each bump):
+	// RBF for a refund, CPFP for a close (bump.go).
+	BumpAfter int32 `mapstructure:"bump_after"`
+	// FundingTimeout is how many blocks a channel's funding may stay out
+	// of the chain (never mined, evicted, or reorged out) before the
+	// channel fails (fundwatch.go).
+	FundingTimeout int32 `mapstructure:"funding_timeout"`
 	// PassphraseFile holds the wallet passphrase; empty means the
 	// environment variable BLACKBOX_WALLET_PASSPHRASE.
 	PassphraseFile string `mapstructure:"passphrase_file"`
@@ -90,6 +98,8 @@ func DefaultConfig() Config {
 		ZeroConfMax:     10_000,
 		SafetyMargin:    12,
 		ChannelLifetime: 144 * 14,
+		BumpAfter:       2,
+		FundingTimeout:  144,
 		Required:        RequiredAuto,
 		CloseIdle:       DefaultCloseIdle,
 		CloseAt:         DefaultCloseAt,
@@ -133,6 +143,12 @@ func (c *Config) Validate() error {
 	}
 	if c.CloseAt < 0 {
 		return fmt.Errorf("close_at: %d is negative (0 turns balance closes off)", c.CloseAt)
+	}
+	if c.BumpAfter < 1 || 2*c.BumpAfter > c.SafetyMargin {
+		return fmt.Errorf("bump_after: %d must be between 1 and half the safety_margin (%d): a close is broadcast safety_margin blocks before the expiry and must be bumped, up to max_fee_rate, before it", c.BumpAfter, c.SafetyMargin)
+	}
+	if c.FundingTimeout < 1 {
+		return errors.New("funding_timeout: must be at least 1 block")
 	}
 	if c.PayoutAddress != "" && c.PayoutXpub != "" {
 		return errors.New("payout_address and payout_xpub: set one, not both")

@@ -27,6 +27,15 @@
 // Holdings says where the money is: in channels (with what closing them
 // would cost and leave), closing, settled, lost.
 //
+// Tick also keeps money from getting stuck (bump.go, fundwatch.go): a close
+// or refund of ours that stays unconfirmed is fee-bumped (a close by a
+// child spending the seller's payout output, a refund by replacement),
+// within the fee bounds and before the channel's expiry; a pending
+// channel whose funding is double-spent, or stays out of the chain for
+// FundingTimeout blocks, fails with the reason (ManagerConfig.OnFail), and
+// one failed for never confirming comes back if its funding confirms after
+// all.
+//
 // The EscrowManager (2-of-3 outputs whose arbiter key counts only after a
 // CLTV delay, for long, high-value contracts: OpenEscrow / AcceptEscrow,
 // Release or Refund signatures completed by AddSignature, Dispute and

@@ -61,6 +61,13 @@ type ManagerConfig struct {
 	AfterPersist func(c *Channel)
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Signer signs the seller's CPFP child of a close (bump.go); nil: a
+	// close is not bumped.
+	Signer OutputSigner
+	// OnFail, if set, is told of every channel that failed (its funding
+	// double-spent or never confirmed, fundwatch.go), after it is
+	// persisted; it must not block.
+	OnFail func(c *Channel)
 }
 
 // Manager runs the node's payment channels, as buyer and as seller. It is
@@ -75,6 +82,9 @@ type Manager struct {
 	log   *slog.Logger
 	after func(*Channel)
 	now   func() time.Time
+	// signer and onFail: see ManagerConfig.
+	signer OutputSigner
+	onFail func(*Channel)
 
 	// chans holds the channels, one lock each (see records). mu guards
 	// only tip and changed.
@@ -132,6 +142,7 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 	m := &Manager{
 		cfg: mc.Config, chain: mc.Chain, store: mc.Store, keys: mc.Keys, fund: mc.Funder,
 		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: newRecords[Channel, chanCache](),
+		signer: mc.Signer, onFail: mc.OnFail,
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -339,7 +350,7 @@ func (m *Manager) OpenChannel(ctx context.Context, p OpenParams) (*Channel, *Ope
 		BuyerKey: key.PubKey().SerializeCompressed(), SellerKey: seller.SerializeCompressed(),
 		KeyIndex: idx, Expiry: expiry, Capacity: p.Capacity, CloseFee: closeFee,
 		SellerScript: p.Seller.PayoutScript, BuyerScript: refund,
-		FundingTx: raw.Bytes(), Vout: uint32(vout), OpenHeight: tip, Created: now,
+		FundingTx: raw.Bytes(), Vout: uint32(vout), OpenHeight: tip, PendingSince: tip, Created: now,
 		Contracts: map[string]int64{},
 	}
 	cs := m.chans.create(c.ID)
@@ -440,7 +451,7 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		ID: id, Role: RoleSeller, State: StatePending, Peer: peer,
 		BuyerKey: o.BuyerKey, SellerKey: o.SellerKey, Expiry: o.Expiry, Capacity: out.Value,
 		CloseFee: o.CloseFee, SellerScript: o.SellerScript, BuyerScript: o.BuyerScript,
-		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
+		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, PendingSince: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
 	}
 	if err := m.checkZeroConf(ctx, peer, &tx); err != nil {
 		c.ZeroConfWhy = err.Error()
@@ -579,7 +590,7 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 			return nil, fmt.Errorf("update for %s: %w", id, err)
 		}
 	} else if c.State != StateOpen {
-		return nil, fmt.Errorf("update for %s: %w (state %s)", id, ErrNotOpen, c.State)
+		return nil, fmt.Errorf("update for %s: %w (state %s) %s", id, ErrNotOpen, c.State, c.FailReason)
 	}
 	if u.Seq == c.Seq && u.Amount == c.Paid && bytes.Equal(u.Sig, c.BuyerSig) {
 		return u, nil // a resend of what we already hold
@@ -869,7 +880,7 @@ func (m *Manager) Tick(ctx context.Context) error {
 	m.ObserveTip(tip)
 	var ids []string
 	m.chans.each(func(id string, c *Channel) {
-		if c.State != StateClosed && c.State != StateFailed {
+		if c.State != StateClosed && c.State != StateFailed || c.revivable() {
 			ids = append(ids, id)
 		}
 	})
@@ -903,9 +914,16 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 	c := m.chans.get(id)
 	n := m.cfg.Confirmations
 	switch c.State {
+	case StateFailed:
+		if c.revivable() {
+			return m.revive(ctx, c)
+		}
 	case StatePending:
 		confs, err := m.chain.Confirmations(ctx, c.FundingTxid())
 		if err != nil {
+			return err
+		}
+		if failed, err := m.watchFunding(ctx, c, tip, confs); failed || err != nil {
 			return err
 		}
 		if confs < 0 {
@@ -961,6 +979,9 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 		}
 		if confs >= n {
 			return m.setState(c, StateClosed, "spend confirmed", "txid", c.SpendTxid)
+		}
+		if confs == 0 {
+			return m.bumpSpend(ctx, id, tip)
 		}
 		if confs < 0 {
 			// Ours: rebroadcast. Theirs: it vanished (reorg); look again.

@@ -181,7 +181,7 @@ func (p *Payer) open(ctx context.Context, peer string, t SellerTerms, amount int
 func (p *Payer) Pay(ctx context.Context, peer, contractID string, total int64) (*Update, error) {
 	c := p.find(peer, 0, contractID)
 	if c == nil {
-		return nil, fmt.Errorf("pay %s for %s: %w: no open channel", peer, contractID, ErrUnknownChannel)
+		return nil, fmt.Errorf("pay %s for %s: %w: no open channel%s", peer, contractID, ErrUnknownChannel, p.failedWith(peer, contractID))
 	}
 	delta := total - c.Contracts[contractID]
 	if delta > 0 {

@@ -23,9 +23,11 @@ const (
 	// maxSigLen is a DER signature with its sighash byte, at its largest.
 	maxSigLen = 73
 
-	// refundSequence enables nLockTime (anything below 0xffffffff) without
-	// opting into relative timelocks or RBF signalling semantics we do not use.
-	refundSequence = wire.MaxTxInSequenceNum - 1
+	// refundSequence enables nLockTime (anything below 0xffffffff) and
+	// signals BIP 125 replaceability (at most 0xfffffffd), so an
+	// unconfirmed refund is fee-bumped by replacement (bump.go), without
+	// opting into relative timelocks (bit 31 set disables them).
+	refundSequence = wire.MaxTxInSequenceNum - 2
 )
 
 var (

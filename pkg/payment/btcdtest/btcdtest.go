@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"testing"
@@ -24,6 +25,7 @@ import (
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/integration/rpctest"
 	"github.com/btcsuite/btcd/rpcclient"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
@@ -352,4 +354,171 @@ func (h *Harness) Logs() string {
 		b = b[len(b)-4000:]
 	}
 	return string(b)
+}
+
+// MinePackages mines one block the way a fee-minded miner does, not as
+// btcd's `generate` (which takes every mempool transaction): it includes a
+// mempool transaction only when its package (it and its unconfirmed
+// ancestors) pays at least minRate sat/vB, ancestors first. A child that
+// pays for its parent (CPFP) thereby gets the parent mined, and a
+// transaction below minRate stays in the mempool however many blocks are
+// mined. The block is built and solved here and submitted with submitblock.
+func (h *Harness) MinePackages(minRate int64) (*chainhash.Hash, []chainhash.Hash, error) {
+	pool, err := h.client.GetRawMempoolVerbose()
+	if err != nil {
+		return nil, nil, fmt.Errorf("mempool: %w", err)
+	}
+	// ancestors returns txid and its unconfirmed ancestors, parents first.
+	var ancestors func(id string, seen map[string]bool, out []string) []string
+	ancestors = func(id string, seen map[string]bool, out []string) []string {
+		if seen[id] {
+			return out
+		}
+		seen[id] = true
+		for _, d := range pool[id].Depends {
+			if _, ok := pool[d]; ok {
+				out = ancestors(d, seen, out)
+			}
+		}
+		return append(out, id)
+	}
+	included := map[string]bool{}
+	var order []string
+	ids := make([]string, 0, len(pool))
+	for id := range pool {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		pkg := ancestors(id, map[string]bool{}, nil)
+		var fee, vsize float64
+		for _, a := range pkg {
+			if included[a] {
+				continue
+			}
+			fee += pool[a].Fee * 1e8
+			vsize += float64(pool[a].Vsize)
+		}
+		if vsize == 0 || fee/vsize < float64(minRate) {
+			continue
+		}
+		for _, a := range pkg {
+			if !included[a] {
+				included[a] = true
+				order = append(order, a)
+			}
+		}
+	}
+	var txs []*btcutil.Tx
+	var mined []chainhash.Hash
+	for _, id := range order {
+		hash, err := chainhash.NewHashFromStr(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		tx, err := h.client.GetRawTransaction(hash)
+		if err != nil {
+			return nil, nil, fmt.Errorf("mempool tx %s: %w", id, err)
+		}
+		txs = append(txs, tx)
+		mined = append(mined, *hash)
+	}
+	best, err := h.client.GetBestBlockHash()
+	if err != nil {
+		return nil, nil, err
+	}
+	prev, err := h.client.GetBlock(best)
+	if err != nil {
+		return nil, nil, err
+	}
+	height, err := h.client.GetBlockCount()
+	if err != nil {
+		return nil, nil, err
+	}
+	pb := btcutil.NewBlock(prev)
+	pb.SetHeight(int32(height))
+	addr, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(h.key.PubKey().SerializeCompressed()), Params)
+	if err != nil {
+		return nil, nil, err
+	}
+	blk, err := rpctest.CreateBlock(pb, txs, 0x20000000, time.Time{}, addr, nil, Params)
+	if err != nil {
+		return nil, nil, fmt.Errorf("build block: %w", err)
+	}
+	if err := h.client.SubmitBlock(blk, nil); err != nil {
+		return nil, nil, fmt.Errorf("submit block: %w", err)
+	}
+	return blk.Hash(), mined, nil
+}
+
+// MineTxs mines one block holding exactly txs (after the coinbase), built
+// here and submitted with submitblock: a transaction the mempool would
+// refuse (one in conflict with a mempool transaction that does not signal
+// replacement) is mined as a miner that received it directly would.
+func (h *Harness) MineTxs(txs ...*wire.MsgTx) (*chainhash.Hash, error) {
+	best, err := h.client.GetBestBlockHash()
+	if err != nil {
+		return nil, err
+	}
+	prev, err := h.client.GetBlock(best)
+	if err != nil {
+		return nil, err
+	}
+	height, err := h.client.GetBlockCount()
+	if err != nil {
+		return nil, err
+	}
+	pb := btcutil.NewBlock(prev)
+	pb.SetHeight(int32(height))
+	addr, err := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(h.key.PubKey().SerializeCompressed()), Params)
+	if err != nil {
+		return nil, err
+	}
+	var in []*btcutil.Tx
+	for _, tx := range txs {
+		in = append(in, btcutil.NewTx(tx))
+	}
+	blk, err := rpctest.CreateBlock(pb, in, 0x20000000, time.Time{}, addr, nil, Params)
+	if err != nil {
+		return nil, fmt.Errorf("build block: %w", err)
+	}
+	if err := h.client.SubmitBlock(blk, nil); err != nil {
+		return nil, fmt.Errorf("submit block: %w", err)
+	}
+	return blk.Hash(), nil
+}
+
+// Conflict returns a signed transaction spending the same inputs as tx
+// (which must all be the harness's coins, as FundTx makes) back to the
+// miner key, paying feeRate sat/vB: a double-spend of tx.
+func (h *Harness) Conflict(tx *wire.MsgTx, feeRate int64) (*wire.MsgTx, error) {
+	out := wire.NewMsgTx(2)
+	prevs := txscript.NewMultiPrevOutFetcher(nil)
+	var total int64
+	for _, in := range tx.TxIn {
+		prev, err := h.client.GetRawTransaction(&in.PreviousOutPoint.Hash)
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", in.PreviousOutPoint, err)
+		}
+		po := prev.MsgTx().TxOut[in.PreviousOutPoint.Index]
+		if !bytes.Equal(po.PkScript, h.script) {
+			return nil, fmt.Errorf("input %s is not the harness's", in.PreviousOutPoint)
+		}
+		prevs.AddPrevOut(in.PreviousOutPoint, po)
+		total += po.Value
+		out.AddTxIn(wire.NewTxIn(&in.PreviousOutPoint, nil, wire.TxWitness{make([]byte, 73), make([]byte, 33)}))
+	}
+	out.AddTxOut(wire.NewTxOut(0, h.script))
+	weight := int64(out.SerializeSizeStripped())*3 + int64(out.SerializeSize())
+	out.TxOut[0].Value = total - feeRate*((weight+3)/4)
+	hashes := txscript.NewTxSigHashes(out, prevs)
+	for i, in := range out.TxIn {
+		po := prevs.FetchPrevOutput(in.PreviousOutPoint)
+		wit, err := txscript.WitnessSignature(out, hashes, i, po.Value, po.PkScript, txscript.SigHashAll, h.key, true)
+		if err != nil {
+			return nil, err
+		}
+		out.TxIn[i].Witness = wit
+	}
+	return out, nil
 }

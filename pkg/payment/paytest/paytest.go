@@ -137,3 +137,11 @@ func (f *Funder) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
 	}
 	return f.Chain.Broadcast(ctx, tx)
 }
+
+// MineEmpty adds n blocks that confirm nothing: what the mempool holds
+// stays unconfirmed (a fee below what miners take).
+func (c *Chain) MineEmpty(n int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.height += n
+}

@@ -1,0 +1,317 @@
+package payment
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/btcsuite/btcd/txscript"
+	"github.com/btcsuite/btcd/wire"
+)
+
+// Fee bumping of the spends this node broadcasts (DESIGN.md §7).
+//
+// A close the seller broadcasts spends the channel through the IF branch
+// with the buyer's signature, made with SIGHASH_ALL over that exact
+// transaction: its fee (Channel.CloseFee, fixed at open) cannot be raised
+// by the seller alone, so a close is bumped by CPFP: a child spends the
+// seller's output of the close (the payout output) and pays for both. That
+// needs the key of the payout script: the node's wallet holds it when
+// payouts go to the wallet (the default); a close paying an external
+// payout_address or xpub cannot be bumped by the node (Bump.Stuck says so).
+//
+// A refund the buyer signs alone (the CLTV branch), so it is bumped by
+// replacement (BIP 125: the refund signals it with its input's sequence):
+// the same refund, re-signed with a higher fee, replaces the one in the
+// mempool. No second transaction, no output needed.
+//
+// Each spend not confirmed BumpAfter blocks after its broadcast (or its last
+// bump) is bumped to max(the estimate for the next blocks, 1.5 times the
+// last rate, last rate + 1), never above max_fee_rate and max_fee. A close
+// goes straight to max_fee_rate once the channel's expiry is within
+// 2*BumpAfter blocks: from the expiry on the buyer can refund, and a close
+// still in the mempool then races the refund. The bump state is persisted
+// with the channel before anything is broadcast, so a restart continues it
+// (and rebroadcasts the child).
+
+// Bump is the fee bumping of a channel's close or refund, persisted in the
+// channel record.
+type Bump struct {
+	// Since is the height at which the current version (first broadcast or
+	// latest bump) was broadcast: the next bump is due BumpAfter blocks
+	// later.
+	Since int32 `json:"since"`
+	// Rate is the effective fee rate (sat/vB) of the current version: the
+	// refund's own, or the close and its child's together.
+	Rate int64 `json:"rate"`
+	// Count is how many bumps were broadcast.
+	Count int `json:"count,omitempty"`
+	// ChildTx is the seller's latest CPFP child of the close.
+	ChildTx []byte `json:"child_tx,omitempty"`
+	// Replaced are the txids of earlier refund versions: one of them may
+	// still confirm instead.
+	Replaced []string `json:"replaced,omitempty"`
+	// Stuck says why the spend cannot be bumped (further); empty while it
+	// can.
+	Stuck string `json:"stuck,omitempty"`
+}
+
+func (b *Bump) clone() *Bump {
+	if b == nil {
+		return nil
+	}
+	d := *b
+	d.ChildTx = bytes.Clone(b.ChildTx)
+	d.Replaced = slices.Clone(b.Replaced)
+	return &d
+}
+
+// OutputSigner signs inputs that spend outputs of the node's wallet: the
+// seller's CPFP child spends its payout output of a close with it.
+type OutputSigner interface {
+	// SignOutput returns the witness of input idx of tx, which spends an
+	// output paying pkScript of value amount; prevs gives every input's
+	// previous output (segwit v0 sighashes need only this one, taproot
+	// all). ErrNotOurs when the wallet has no key for pkScript.
+	SignOutput(tx *wire.MsgTx, idx int, pkScript []byte, amount int64, prevs txscript.PrevOutputFetcher) (wire.TxWitness, error)
+}
+
+// ErrNotOurs is SignOutput's answer for a script the wallet cannot spend.
+var ErrNotOurs = errors.New("output is not the wallet's")
+
+// bumpSequence signals BIP 125 replaceability, so a child can be replaced
+// by a bigger one.
+const bumpSequence = wire.MaxTxInSequenceNum - 2
+
+// ownSpend reports whether the channel's recorded spend is ours (the close
+// or refund we broadcast, or an earlier version of our refund) and returns
+// the transaction we hold.
+func ownSpend(c *Channel) (*wire.MsgTx, bool) {
+	if len(c.SpendTx) == 0 || c.SpendTxid == "" {
+		return nil, false
+	}
+	var tx wire.MsgTx
+	if err := tx.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
+		return nil, false
+	}
+	if tx.TxHash().String() == c.SpendTxid {
+		return &tx, true
+	}
+	if c.Bump != nil && slices.Contains(c.Bump.Replaced, c.SpendTxid) {
+		return &tx, true
+	}
+	return nil, false
+}
+
+// bumpSpend is the Closing step for a spend of ours with no confirmation at
+// tip: it starts the bump clock, rebroadcasts the child, and bumps once the
+// spend is overdue.
+func (m *Manager) bumpSpend(ctx context.Context, id string, tip int32) error {
+	cs, c := m.chans.lock(id)
+	if cs == nil {
+		return fmt.Errorf("bump %s: %w", id, ErrUnknownChannel)
+	}
+	defer cs.mu.Unlock()
+	if c.State != StateClosing {
+		return nil
+	}
+	tx, ok := ownSpend(c)
+	if !ok {
+		return nil
+	}
+	parentFee := c.Capacity - sumOut(tx)
+	if c.Bump == nil {
+		next := c.clone()
+		next.Bump = &Bump{Since: tip, Rate: ceilDiv(parentFee, VSize(tx))}
+		return m.persist(cs, next)
+	}
+	if len(c.Bump.ChildTx) > 0 {
+		var child wire.MsgTx
+		if err := child.Deserialize(bytes.NewReader(c.Bump.ChildTx)); err == nil {
+			if err := m.chain.Broadcast(ctx, &child); err != nil {
+				m.log.Warn("fee bump child rebroadcast refused", "channel", id, "txid", child.TxHash(), "err", err)
+			}
+		}
+	}
+	if tip-c.Bump.Since < m.cfg.BumpAfter || c.Bump.Stuck != "" && c.Bump.Rate >= m.cfg.MaxFeeRate {
+		return nil
+	}
+	rate := m.bumpRate(ctx, c, tip)
+	if rate <= c.Bump.Rate {
+		return m.stuck(cs, c, fmt.Sprintf("at %d sat/vB, the max_fee_rate", c.Bump.Rate))
+	}
+	switch c.Role {
+	case RoleBuyer:
+		return m.replaceRefund(ctx, cs, c, tip, rate)
+	case RoleSeller:
+		return m.payForClose(ctx, cs, c, tx, tip, rate)
+	}
+	return nil
+}
+
+// bumpRate is the fee rate of the next bump of c (see the file comment).
+func (m *Manager) bumpRate(ctx context.Context, c *Channel, tip int32) int64 {
+	last := c.Bump.Rate
+	rate := max(last+last/2, last+1, m.cfg.FeeRate(ctx, m.chain, 2))
+	if c.Role == RoleSeller && int64(c.Expiry)-int64(tip) <= 2*int64(m.cfg.BumpAfter) {
+		rate = m.cfg.MaxFeeRate
+	}
+	return min(rate, m.cfg.MaxFeeRate)
+}
+
+// stuck records (once) why the spend cannot be bumped. cs.mu is held.
+func (m *Manager) stuck(cs *chanState, c *Channel, why string) error {
+	if c.Bump.Stuck == why {
+		return nil
+	}
+	next := c.clone()
+	next.Bump.Stuck = why
+	m.log.Warn("unconfirmed spend cannot be fee-bumped", "channel", c.ID, "txid", c.SpendTxid, "why", why)
+	return m.persist(cs, next)
+}
+
+// replaceRefund re-signs the refund at rate and replaces the one in the
+// mempool. cs.mu is held.
+func (m *Manager) replaceRefund(ctx context.Context, cs *chanState, c *Channel, tip int32, rate int64) error {
+	ws, pk, err := cs.x.scriptOf(c)
+	if err != nil {
+		return err
+	}
+	vs := refundVSize(ws, c.BuyerScript)
+	fee := rate * vs
+	if err := m.cfg.checkFee(fee, vs); err != nil {
+		return m.stuck(cs, c, err.Error())
+	}
+	if IsDust(c.BuyerScript, c.Capacity-fee) {
+		return m.stuck(cs, c, fmt.Sprintf("a refund at %d sat/vB would leave only dust", rate))
+	}
+	tx, err := c.refundTx(fee)
+	if err != nil {
+		return err
+	}
+	key, err := m.keys.Key(FamilyChannelBuyer, c.KeyIndex)
+	if err != nil {
+		return err
+	}
+	sig, err := SignInput(tx, 0, ws, c.Capacity, key)
+	if err != nil {
+		return fmt.Errorf("bump refund %s: %w", c.ID, err)
+	}
+	tx.TxIn[0].Witness = ChannelRefundWitness(ws, sig)
+	if err := VerifyInput(tx, 0, pk, c.Capacity); err != nil {
+		return fmt.Errorf("bump refund %s: %w", c.ID, err)
+	}
+	var raw bytes.Buffer
+	if err := tx.Serialize(&raw); err != nil {
+		return err
+	}
+	next := c.clone()
+	old := c.SpendTxid
+	if !slices.Contains(next.Bump.Replaced, old) {
+		next.Bump.Replaced = append(next.Bump.Replaced, old)
+	}
+	next.SpendTx, next.SpendTxid = raw.Bytes(), tx.TxHash().String()
+	next.Bump.Since, next.Bump.Rate, next.Bump.Stuck = tip, rate, ""
+	next.Bump.Count++
+	if err := m.persist(cs, next); err != nil {
+		return fmt.Errorf("bump refund %s: %w", c.ID, err)
+	}
+	if err := m.chain.Broadcast(ctx, tx); err != nil {
+		// Kept: the next step rebroadcasts it, or finds the version
+		// that stayed in the mempool (Replaced) and bumps again.
+		return fmt.Errorf("bump refund %s: %w", c.ID, err)
+	}
+	m.log.Info("refund fee bumped by replacement", "channel", c.ID, "replaced", old, "txid", next.SpendTxid, "rate_sat_vb", rate, "fee", fee)
+	return nil
+}
+
+// payForClose broadcasts a child of the close that spends the seller's
+// payout output and brings the pair to rate. cs.mu is held.
+func (m *Manager) payForClose(ctx context.Context, cs *chanState, c *Channel, parent *wire.MsgTx, tip int32, rate int64) error {
+	if m.signer == nil {
+		return m.stuck(cs, c, "no wallet to sign a child of the close")
+	}
+	if parent.TxHash().String() != c.SpendTxid || len(parent.TxOut) == 0 || !bytes.Equal(parent.TxOut[0].PkScript, c.SellerScript) {
+		return nil
+	}
+	out := parent.TxOut[0]
+	op := wire.OutPoint{Hash: parent.TxHash(), Index: 0}
+	child := wire.NewMsgTx(2)
+	in := wire.NewTxIn(&op, nil, nil)
+	in.Sequence = bumpSequence
+	child.AddTxIn(in)
+	child.AddTxOut(wire.NewTxOut(0, c.SellerScript))
+	prevs := txscript.NewCannedPrevOutputFetcher(out.PkScript, out.Value)
+	// Size it signed (a placeholder witness of the same shape first).
+	wit, err := m.signer.SignOutput(child, 0, out.PkScript, out.Value, prevs)
+	if errors.Is(err, ErrNotOurs) {
+		return m.stuck(cs, c, "the payout address is not the node wallet's: the close cannot be bumped by a child")
+	}
+	if err != nil {
+		return fmt.Errorf("bump close %s: %w", c.ID, err)
+	}
+	child.TxIn[0].Witness = wit
+	parentFee, parentVS := c.Capacity-sumOut(parent), VSize(parent)
+	childVS := VSize(child) + 1 // a signature may be a byte longer
+	fee := max(rate*(parentVS+childVS)-parentFee, m.cfg.MinFeeRate*childVS)
+	if err := m.cfg.checkFee(parentFee+fee, parentVS+childVS); err != nil {
+		return m.stuck(cs, c, err.Error())
+	}
+	if fee > m.cfg.MaxFee {
+		return m.stuck(cs, c, fmt.Sprintf("a child fee of %d sat exceeds max_fee %d", fee, m.cfg.MaxFee))
+	}
+	if IsDust(c.SellerScript, out.Value-fee) {
+		return m.stuck(cs, c, fmt.Sprintf("the payout output (%d sat) cannot pay a child at %d sat/vB", out.Value, rate))
+	}
+	child.TxOut[0].Value = out.Value - fee
+	if child.TxIn[0].Witness, err = m.signer.SignOutput(child, 0, out.PkScript, out.Value, prevs); err != nil {
+		return fmt.Errorf("bump close %s: %w", c.ID, err)
+	}
+	if err := verifyInput(child, 0, out.PkScript, out.Value, prevs); err != nil {
+		return fmt.Errorf("bump close %s: %w", c.ID, err)
+	}
+	var raw bytes.Buffer
+	if err := child.Serialize(&raw); err != nil {
+		return err
+	}
+	next := c.clone()
+	next.Bump.ChildTx = raw.Bytes()
+	next.Bump.Since, next.Bump.Rate, next.Bump.Stuck = tip, rate, ""
+	next.Bump.Count++
+	if err := m.persist(cs, next); err != nil {
+		return fmt.Errorf("bump close %s: %w", c.ID, err)
+	}
+	if err := m.chain.Broadcast(ctx, child); err != nil {
+		return fmt.Errorf("bump close %s: child %s: %w", c.ID, child.TxHash(), err)
+	}
+	m.log.Info("close fee bumped by a child", "channel", c.ID, "close", c.SpendTxid, "child", child.TxHash(),
+		"rate_sat_vb", rate, "child_fee", fee, "close_fee", parentFee)
+	return nil
+}
+
+// BumpFee is what the latest CPFP child of c's close pays (on top of the
+// close fee); 0 without one. A refund's replacement fee is its own, in
+// SpendFee.
+func (c *Channel) BumpFee() int64 {
+	if c.Bump == nil || len(c.Bump.ChildTx) == 0 {
+		return 0
+	}
+	var child wire.MsgTx
+	if err := child.Deserialize(bytes.NewReader(c.Bump.ChildTx)); err != nil {
+		return 0
+	}
+	var parent wire.MsgTx
+	if err := parent.Deserialize(bytes.NewReader(c.SpendTx)); err != nil || len(parent.TxOut) == 0 {
+		return 0
+	}
+	return parent.TxOut[0].Value - sumOut(&child)
+}
+
+func ceilDiv(a, b int64) int64 {
+	if b <= 0 {
+		return 0
+	}
+	return (a + b - 1) / b
+}
