@@ -27,7 +27,7 @@ func newMemPair(tb testing.TB, bst, sst ChannelStore) *memPair {
 	tb.Helper()
 	key := mustKey(tb)
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()
@@ -249,7 +249,7 @@ func TestDustFoldedAndExhaustedClose(t *testing.T) {
 }
 
 func TestConfigValidateAndXpubPayout(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
@@ -264,7 +264,7 @@ func TestConfigValidateAndXpubPayout(t *testing.T) {
 		{"payout_xpub", func(c *Config) { c.PayoutXpub = "xpub-garbage" }},
 		{"channel_lifetime", func(c *Config) { c.ChannelLifetime = c.SafetyMargin }},
 	} {
-		c := DefaultConfig()
+		c := RegtestConfig()
 		tc.mod(&c)
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.key) {
 			t.Errorf("%s: %v", tc.key, err)
@@ -308,7 +308,7 @@ func TestUpdateTooCloseToExpiry(t *testing.T) {
 	ctx := context.Background()
 	c, _ := p.seller.Channel(p.id)
 	tip, _ := p.chain.Tip(ctx)
-	p.chain.Mine(int32(c.Expiry) - DefaultConfig().SafetyMargin - tip)
+	p.chain.Mine(int32(c.Expiry) - RegtestConfig().SafetyMargin - tip)
 	if err := p.seller.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
