@@ -249,4 +249,3 @@ func blockAverageFeeRate(blk *wire.MsgBlock, height int32, params *chaincfg.Para
 	}
 	return float64(fees) / float64(vsize), true
 }
-

@@ -175,7 +175,9 @@ func testRegtestOpenPayClose(t *testing.T, backend string) {
 	t.Logf("100 updates, payout %d sat = %d paid - %d close fee; close tx %d vB", got, sum, sc.CloseFee, VSize(tx))
 }
 
-func TestRegtestSellerVanishesBuyerRefunds(t *testing.T) { onBackends(t, testRegtestSellerVanishesBuyerRefunds) }
+func TestRegtestSellerVanishesBuyerRefunds(t *testing.T) {
+	onBackends(t, testRegtestSellerVanishesBuyerRefunds)
+}
 
 func testRegtestSellerVanishesBuyerRefunds(t *testing.T, backend string) {
 	p := newPair(t, backend)
@@ -213,7 +215,9 @@ func testRegtestSellerVanishesBuyerRefunds(t *testing.T, backend string) {
 	t.Logf("refund returned %d of %d (fee %d sat, %d vB)", got, capacity, fee, VSize(&refund))
 }
 
-func TestRegtestBuyerVanishesSellerCloses(t *testing.T) { onBackends(t, testRegtestBuyerVanishesSellerCloses) }
+func TestRegtestBuyerVanishesSellerCloses(t *testing.T) {
+	onBackends(t, testRegtestBuyerVanishesSellerCloses)
+}
 
 func testRegtestBuyerVanishesSellerCloses(t *testing.T, backend string) {
 	p := newPair(t, backend)

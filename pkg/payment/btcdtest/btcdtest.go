@@ -147,7 +147,7 @@ func start(bin, dir string) (*Harness, error) {
 		h := &Harness{
 			RPCHost: "127.0.0.1:" + strconv.Itoa(port), RPCUser: "u", RPCPass: "p",
 			P2PHost: "127.0.0.1:" + strconv.Itoa(p2p),
-			Dir: dir, key: key, script: script, done: make(chan struct{}),
+			Dir:     dir, key: key, script: script, done: make(chan struct{}),
 		}
 		conf := filepath.Join(dir, "btcd.conf")
 		if err := os.WriteFile(conf, nil, 0o600); err != nil {
