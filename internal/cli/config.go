@@ -14,6 +14,7 @@ import (
 	"github.com/blackbox-market/blackbox/configs"
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
@@ -42,6 +43,11 @@ func (a *App) NodeConfig() (node.Config, error) {
 	}
 	if err := a.unknownKeys(); err != nil {
 		return cfg, err
+	}
+	// A config from before payment.backend that names btcd's RPC
+	// credentials keeps btcd; new configs get the light client.
+	if !a.v.InConfig("payment.backend") && os.Getenv("BLACKBOX_PAYMENT_BACKEND") == "" && cfg.Payment.RPCUser != "" {
+		cfg.Payment.Backend = payment.BackendBtcd
 	}
 	cfg.DataDir = a.dataDir
 	cfg.ConfigFile = a.v.ConfigFileUsed()

@@ -68,7 +68,7 @@ type Node struct {
 	// sandbox's probe job at start: what the offer lists.
 	runtimes []string
 	wallet   *payment.Wallet
-	chain    *payment.BtcdChain
+	chain    payment.ChainSource
 	payments *payment.Manager // nil when payments are off
 	seller   *contract.Seller // nil when the node cannot sell
 	buyer    *contract.Buyer  // nil when the node cannot buy

@@ -100,19 +100,15 @@ func (n *Node) startPayments(ctx context.Context) error {
 		n.log.Warn("payments off", "why", why)
 		return nil
 	}
-	if cfg.RPCUser == "" {
-		return off("payments not configured: set payment.rpc_host, payment.rpc_user and payment.rpc_pass for btcd")
+	if cfg.Backend == payment.BackendBtcd && cfg.RPCUser == "" {
+		return off("payments not configured: set payment.rpc_host, payment.rpc_user and payment.rpc_pass for btcd (or payment.backend: neutrino)")
 	}
 	pass, err := WalletPassphrase(cfg)
 	if err != nil {
 		return off(err.Error())
 	}
-	chain, err := payment.DialBtcd(cfg, n.log)
-	if err != nil {
-		return off(fmt.Sprintf("btcd: %v", err))
-	}
-	n.push(func() error { chain.Close(); return nil })
-	if why := n.checkChainAtStart(ctx, chain); why != "" {
+	chain, cfg, why := n.openChain(ctx, cfg)
+	if why != "" {
 		return off(why)
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -120,7 +116,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	dir := filepath.Join(n.cfg.DataDir, WalletDir)
 	w, err := payment.OpenWallet(wctx, dir, pass, cfg, n.log)
 	if errors.Is(err, payment.ErrNoWallet) {
-		n.log.Info("creating the node's wallet; back it up with `blackbox wallet backup FILE`", "dir", dir)
+		n.log.Info("creating the node's wallet on "+cfg.Network+"; back up its seed with `blackbox wallet backup FILE` (encrypted with the wallet passphrase: keep both)", "network", cfg.Network, "dir", dir)
 		w, err = payment.CreateWallet(wctx, dir, pass, nil, cfg, n.log)
 	}
 	if err != nil {

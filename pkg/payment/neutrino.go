@@ -518,3 +518,41 @@ func RegtestConfig() Config {
 	c.Network, c.Backend = "regtest", BackendBtcd
 	return c
 }
+
+// ChainSource is a running chain backend: the Chain, what health checks
+// ask it, and how to stop it.
+type ChainSource interface {
+	Chain
+	Info(ctx context.Context) (ChainInfo, error)
+	Close()
+}
+
+var (
+	_ ChainSource = (*BtcdChain)(nil)
+	_ ChainSource = (*NeutrinoChain)(nil)
+)
+
+// OpenChain starts cfg's backend: btcd's RPC client, or the light client
+// with its headers under dataDir (NeutrinoDir). The Config it returns is
+// cfg with the light client set, for OpenWallet and CreateWallet.
+func OpenChain(cfg Config, dataDir string, log *slog.Logger) (ChainSource, Config, error) {
+	if cfg.Backend == BackendNeutrino {
+		n, err := StartNeutrino(cfg, NeutrinoDir(dataDir, cfg), log)
+		if err != nil {
+			return nil, cfg, err
+		}
+		return n, cfg.WithLightClient(n), nil
+	}
+	b, err := DialBtcd(cfg, log)
+	if err != nil {
+		return nil, cfg, err
+	}
+	return b, cfg, nil
+}
+
+// LightClient is the light client WithLightClient set, or nil.
+func (c Config) LightClient() *NeutrinoChain { return c.light }
+
+// CloseAlso makes Close stop f after the wallet (a chain source the
+// wallet's opener started for it alone).
+func (w *Wallet) CloseAlso(f func()) { w.closeAlso = append(w.closeAlso, f) }

@@ -125,6 +125,8 @@ type Wallet struct {
 	keys   *Keyring
 	backup *SeedBackup
 	pass   []byte
+	// closeAlso run after Close (CloseAlso).
+	closeAlso []func()
 }
 
 var _ Funder = (*Wallet)(nil)
@@ -401,6 +403,9 @@ func (w *Wallet) Close() {
 	w.rpc.Stop()
 	w.rpc.WaitForShutdown()
 	_ = w.loader.UnloadWallet()
+	for _, f := range w.closeAlso {
+		f()
+	}
 }
 
 // Keyring derives the channel keys from the same seed.

@@ -1,0 +1,42 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/payment"
+)
+
+// lightSyncTimeout bounds how long serve waits at start for the light
+// client to catch up with its peers before the wallet opens.
+const lightSyncTimeout = 2 * time.Minute
+
+// openChain starts the chain backend of payment.backend (btcd's RPC, or
+// the embedded light client with its headers in the data dir), checks it
+// and, for the light client, waits until it has caught up. It returns the
+// source, cfg with the light client set for the wallet, or why payments
+// are off.
+func (n *Node) openChain(ctx context.Context, cfg payment.Config) (payment.ChainSource, payment.Config, string) {
+	chain, cfg, err := payment.OpenChain(cfg, n.cfg.DataDir, n.log)
+	if err != nil {
+		return nil, cfg, fmt.Sprintf("%s: %v", cfg.Backend, err)
+	}
+	n.push(func() error { chain.Close(); return nil })
+	if light, ok := chain.(*payment.NeutrinoChain); ok {
+		n.log.Info("light client syncing", "network", cfg.Network, "peers", cfg.Peers, "dir", payment.NeutrinoDir(n.cfg.DataDir, cfg))
+		sctx, cancel := context.WithTimeout(ctx, lightSyncTimeout)
+		defer cancel()
+		start := time.Now()
+		if err := light.WaitSynced(sctx); err != nil {
+			tip, _ := light.Tip(ctx)
+			return nil, cfg, fmt.Sprintf("the light client has not caught up with its peers in %s (tip %d): %v", lightSyncTimeout, tip, err)
+		}
+		tip, _ := light.Tip(ctx)
+		n.log.Info("light client synced", "network", cfg.Network, "tip", tip, "took", time.Since(start).Round(time.Millisecond))
+	}
+	if why := n.checkChainAtStart(ctx, chain); why != "" {
+		return nil, cfg, why
+	}
+	return chain, cfg, ""
+}
