@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
@@ -36,4 +37,19 @@ func (a *App) chainOf(cfg payment.Config) (payment.Chain, func(), error) {
 		return nil, func() {}, err
 	}
 	return b, b.Close, nil
+}
+
+// bitcoinString is status's Bitcoin line.
+func bitcoinString(b api.BitcoinStatus) string {
+	s := b.Network + " via " + b.Backend
+	if b.Backend == payment.BackendNeutrino {
+		s = b.Network + " via the light client (neutrino)"
+	}
+	if b.Height > 0 {
+		s += fmt.Sprintf(", tip %d", b.Height)
+	}
+	if b.FeeSource != "" {
+		s += fmt.Sprintf(", fee %d sat/vB (%s)", b.FeeRate, b.FeeSource)
+	}
+	return s
 }

@@ -196,10 +196,14 @@ func newWalletBalanceCmd(a *App) *cobra.Command {
 			} else {
 				s, t = btcutil.Amount(b.Spendable), btcutil.Amount(b.Total)
 			}
-			if asJSON {
-				return writeJSON(a.Stdout, api.Balance{Spendable: int64(s), Total: int64(t)})
+			network := ""
+			if pc, err := a.paymentConfig(); err == nil {
+				network = payment.CanonicalNetwork(pc.Network)
 			}
-			fmt.Fprintf(a.Stdout, "spendable %s (%d+ confirmations)\ntotal     %s\n", sats(int64(s)), minConf, sats(int64(t)))
+			if asJSON {
+				return writeJSON(a.Stdout, api.Balance{Spendable: int64(s), Total: int64(t), Network: network})
+			}
+			fmt.Fprintf(a.Stdout, "network   %s\nspendable %s (%d+ confirmations)\ntotal     %s\n", network, sats(int64(s)), minConf, sats(int64(t)))
 			return nil
 		},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
@@ -39,4 +40,21 @@ func (n *Node) openChain(ctx context.Context, cfg payment.Config) (payment.Chain
 		return nil, cfg, why
 	}
 	return chain, cfg, ""
+}
+
+// bitcoinStatus is status's Bitcoin line: the network, the backend, the
+// tip and the fee rate a transaction would pay now, with its source.
+func (n *Node) bitcoinStatus(ctx context.Context) api.BitcoinStatus {
+	cfg := n.cfg.Payment
+	b := api.BitcoinStatus{Network: payment.CanonicalNetwork(cfg.Network), Backend: cfg.Backend}
+	if n.chain == nil {
+		return b
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if tip, err := n.chain.Tip(ctx); err == nil {
+		b.Height = tip
+	}
+	b.FeeRate, b.FeeSource = cfg.FeeRateSource(ctx, n.chain, 6)
+	return b
 }

@@ -473,6 +473,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 	if n.buyer != nil {
 		s.UnreachableSellers = unreachableSellers(n.buyer.Unreachable())
 	}
+	s.Bitcoin = n.bitcoinStatus(ctx)
 	return s, nil
 }
 
