@@ -44,9 +44,12 @@ func (a *App) NodeConfig() (node.Config, error) {
 	if err := a.unknownKeys(); err != nil {
 		return cfg, err
 	}
-	// A config from before payment.backend that names btcd's RPC
-	// credentials keeps btcd; new configs get the light client.
-	if !a.v.InConfig("payment.backend") && os.Getenv("BLACKBOX_PAYMENT_BACKEND") == "" && cfg.Payment.RPCUser != "" {
+	// btcd's RPC credentials select btcd unless payment.backend is set
+	// beside them: in a config file from before payment.backend, or in
+	// the environment (BLACKBOX_PAYMENT_RPC_USER) without
+	// BLACKBOX_PAYMENT_BACKEND. New configs get the light client.
+	rpcFromEnv := os.Getenv("BLACKBOX_PAYMENT_RPC_USER") != ""
+	if os.Getenv("BLACKBOX_PAYMENT_BACKEND") == "" && cfg.Payment.RPCUser != "" && (rpcFromEnv || !a.v.InConfig("payment.backend")) {
 		cfg.Payment.Backend = payment.BackendBtcd
 	}
 	cfg.DataDir = a.dataDir
