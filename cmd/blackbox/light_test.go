@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -75,4 +76,68 @@ func TestLightMarket(t *testing.T) {
 	run(light)
 	light.stop()
 	run(rpc)
+}
+
+// BenchmarkLightSync: the light client's cost. A regtest chain of 1,000
+// blocks (plus the harness's 130), a seller on the light client started on
+// a fresh data dir: the light client's first sync (headers and filter
+// headers, from the daemon's "light client synced" log line), the whole
+// start until the API answers (the wallet created and synced through the
+// light client as well) and the peak RSS by then; a restart on its data
+// dir after 10 more blocks; then BLACKBOX_BENCH_IDLE (60s) idle on a quiet
+// chain: CPU share of a core and RSS (goals: < 1% and < 80 MiB).
+func BenchmarkLightSync(b *testing.B) {
+	m := newMarketMining(b, 0)
+	idle := benchEnvDuration(b, "BLACKBOX_BENCH_IDLE", time.Minute)
+	settle := benchEnvDuration(b, "BLACKBOX_BENCH_SETTLE", 10*time.Second)
+	for left := 1000; left > 0; left -= 100 {
+		if _, err := m.btcd.Generate(100); err != nil {
+			b.Fatal(err)
+		}
+	}
+	d := m.lightDaemon(sellerEnv())
+	first := syncTook(b, d)
+	start, peak := d.ready.Seconds(), procKiB(b, d.cmd.Process.Pid, "VmHWM")/1024
+	b.Logf("first start: light client synced %d blocks in %s; API up after %.2fs; peak RSS %.0f MiB", m.btcd.Tip(b), first, start, peak)
+	d.stop()
+	if _, err := m.btcd.Generate(10); err != nil {
+		b.Fatal(err)
+	}
+	d.start()
+	again := syncTook(b, d)
+	restart, rpeak := d.ready.Seconds(), procKiB(b, d.cmd.Process.Pid, "VmHWM")/1024
+	b.Logf("restart: light client caught up 10 blocks in %s; API up after %.2fs; peak RSS %.0f MiB", again, restart, rpeak)
+	time.Sleep(settle)
+	figs := measureIdle(b, map[string]*daemon{"light seller": d}, idle)
+	row := func(figure string, v float64, unit, goal string) {
+		fmt.Printf("BENCHROW %s = %.2f %s|-|-|%s|-\n", figure, v, unit, goal)
+	}
+	row("light client first sync, 1,130 regtest blocks", first.Seconds(), "s", "-")
+	row("light seller first start (sync + new wallet)", start, "s", "-")
+	row("light seller first start peak RSS", peak, "MiB", "-")
+	row("light client restart sync (10 new blocks)", again.Seconds(), "s", "-")
+	row("light seller restart", restart, "s", "-")
+	row("light seller restart peak RSS", rpeak, "MiB", "-")
+	row(fmt.Sprintf("light seller idle CPU (%.0fs)", idle.Seconds()), figs["light seller"].cpuPct, "% core", "< 1")
+	row("light seller idle RSS", figs["light seller"].rssMiB, "MiB", "< 80")
+}
+
+// syncTook is the took= of the daemon's last "light client synced" line.
+func syncTook(b *testing.B, d *daemon) time.Duration {
+	b.Helper()
+	logs := d.logs.String()
+	i := strings.LastIndex(logs, `msg="light client synced"`)
+	if i < 0 {
+		b.Fatalf("no light client sync in the log:\n%s", tail(logs, 30))
+	}
+	line, _, _ := strings.Cut(logs[i:], "\n")
+	_, v, ok := strings.Cut(line, "took=")
+	if !ok {
+		b.Fatalf("no took= in %q", line)
+	}
+	took, err := time.ParseDuration(strings.Fields(v)[0])
+	if err != nil {
+		b.Fatalf("took= in %q: %v", line, err)
+	}
+	return took
 }

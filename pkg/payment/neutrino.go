@@ -190,7 +190,7 @@ func (n *NeutrinoChain) WaitSynced(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("light client sync (%d peers): %w", n.cs.ConnectedCount(), ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
