@@ -391,6 +391,7 @@ func (n *Node) offerTemplate(spare meter.Capacity) offer.Offer {
 	return offer.Offer{
 		Resources:  toResources(spare),
 		PaymentKey: payKey,
+		Network:    payment.CanonicalNetwork(n.cfg.Payment.Network),
 		Prices: offer.Prices{
 			CoreHour:    msat(p.CoreHour),
 			MemGiBHour:  msat(p.MemoryGiBHour),

@@ -189,7 +189,8 @@ func (n *Node) startContracts(ctx context.Context) error {
 	cc := n.cfg.Contract
 	if n.sandbox != nil && n.payments != nil {
 		sc := contract.SellerConfig{
-			Host: n.host, Key: n.key, Store: st,
+			Network: payment.CanonicalNetwork(n.cfg.Payment.Network),
+			Host:    n.host, Key: n.key, Store: st,
 			Runner:   sandboxRunner{sb: n.sandbox, defaultRuntime: n.defaultRuntime()},
 			Payments: &channelReceiver{m: n.payments, paid: n.history.paid},
 			Offer: func() *offer.Offer {
@@ -238,6 +239,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			Host: n.host, Key: n.key, Store: st,
 			Payer:      channelPayer{p: payment.NewPayer(n.payments, buyerChannels)},
 			PaymentKey: key.PubKey().SerializeCompressed(),
+			Network:    payment.CanonicalNetwork(n.cfg.Payment.Network),
 			Blobs:      contract.DirBlobs(n.BlobDir()),
 			CheckImage: func(r io.Reader) error { return sandbox.ValidateArchive(r, math.MaxInt64) },
 			Find:       n.disc.Find,
