@@ -2,7 +2,9 @@
 # demo.sh BUILD_DIR — a whole blackbox market on this one machine.
 #
 # Starts a private containerd and a btcd regtest node, three sellers and one
-# buyer on loopback; funds the buyer's wallet by mining; submits a job with
+# buyer on loopback (the buyer and the cheapest seller on the embedded light
+# client with no RPC settings, syncing from btcd over P2P; the others on
+# btcd's RPC); funds the buyer's wallet by mining; submits a job with
 # `blackbox submit`; prints its output, the seller's signed receipt and the
 # cost; closes the seller's payment channel and shows the payout confirmed on
 # chain. Everything lives under BUILD_DIR/demo and is stopped and removed at
@@ -47,10 +49,11 @@ free_port() {
 	done
 }
 export BTCD_RPC_PORT=${BTCD_RPC_PORT:-$(free_port)}
+export BTCD_P2P_PORT=${BTCD_P2P_PORT:-$(free_port)}
 "$here/dev/btcd.sh" start "$demo/btcd" >/dev/null
 "$here/dev/btcd.sh" mine "$demo/btcd" 1 >/dev/null
 set -a; . "$demo/btcd/env"; set +a
-echo "containerd: $demo/containerd/containerd.sock, btcd regtest on $BLACKBOX_PAYMENT_RPC_HOST"
+echo "containerd: $demo/containerd/containerd.sock, btcd regtest on $BLACKBOX_PAYMENT_RPC_HOST (RPC) and $BTCD_P2P_HOST (P2P)"
 
 # Every node: this containerd, this btcd, one confirmation, a demo wallet
 # passphrase; CPU sold by allocation (the machine is busy building) and
@@ -64,9 +67,16 @@ export BLACKBOX_SANDBOX_ADDRESS="$demo/containerd/containerd.sock" \
 	BLACKBOX_METER_SAMPLE_INTERVAL=1s BLACKBOX_OFFER_BILLING_INTERVAL=5s BLACKBOX_MDNS=false \
 	BLACKBOX_PAYMENT_FALLBACK_FEE_RATE=2 BLACKBOX_METER_PRICING_START_FEE=1000
 
+# LIGHT=1 start ...: the node runs the embedded light client (neutrino)
+# with no RPC settings at all, btcd's P2P port its one Bitcoin peer.
 start() { # start NAME [serve flags...]
 	local name=$1; shift
-	"$bin" serve --data-dir "$demo/$name" --listen /ip4/127.0.0.1/tcp/0 "$@" >"$demo/$name.log" 2>&1 &
+	local run=()
+	if [ "${LIGHT:-}" = 1 ]; then
+		run=(env -u BLACKBOX_PAYMENT_RPC_HOST -u BLACKBOX_PAYMENT_RPC_USER -u BLACKBOX_PAYMENT_RPC_PASS
+			-u BLACKBOX_PAYMENT_RPC_NOTLS BLACKBOX_PAYMENT_BACKEND=neutrino BLACKBOX_PAYMENT_PEERS="$BTCD_P2P_HOST")
+	fi
+	"${run[@]}" "$bin" serve --data-dir "$demo/$name" --listen /ip4/127.0.0.1/tcp/0 "$@" >"$demo/$name.log" 2>&1 &
 	pids+=($!)
 	for _ in $(seq 300); do
 		bb "$name" status >/dev/null 2>&1 && return 0
@@ -79,10 +89,11 @@ start() { # start NAME [serve flags...]
 step "starting three sellers (the first is the others' bootstrap peer) and a buyer"
 start seller1 --region eu
 boot=$(bb seller1 status --json | sed -n 's/.*"\(\/ip4\/127.0.0.1\/tcp\/[^"]*\)".*/\1/p' | head -1)
-BLACKBOX_METER_PRICING_CORE_HOUR=15 start seller2 --region eu --bootstrap "$boot"
+LIGHT=1 BLACKBOX_METER_PRICING_CORE_HOUR=15 start seller2 --region eu --bootstrap "$boot"
 BLACKBOX_METER_PRICING_CORE_HOUR=30 start seller3 --region us --bootstrap "$boot"
-BLACKBOX_METER_MAX_CPU=0 start buyer --bootstrap "$boot"
-bb seller2 status | sed -n '1p;5,8p'
+LIGHT=1 BLACKBOX_METER_MAX_CPU=0 start buyer --bootstrap "$boot"
+bb seller2 status | grep -E '^(Peer ID|On offer|Buying|Bitcoin):'
+bb buyer status | grep -E '^Bitcoin:'
 
 step "funding the buyer's wallet by mining to it"
 addr=$(bb buyer wallet address)

@@ -47,12 +47,16 @@ start)
   fi
   bin=${BTCD_BIN:-$(bin_dir)/btcd}
   port=${BTCD_RPC_PORT:-18334}
+  # P2P on loopback for light clients (compact filters are served) when
+  # BTCD_P2P_PORT is set; no P2P listener otherwise.
+  listen=--nolisten
+  [ -n "${BTCD_P2P_PORT:-}" ] && listen="--listen=127.0.0.1:$BTCD_P2P_PORT"
   user=${BTCD_RPC_USER:-blackbox}
   pass=${BTCD_RPC_PASS:-blackbox}
   : >"$dir/btcd.conf"
   "$bin" --configfile="$dir/btcd.conf" --regtest --datadir="$dir/data" --logdir="$dir/logs" \
     --rpcuser="$user" --rpcpass="$pass" --rpclisten="127.0.0.1:$port" --notls \
-    --nolisten --rejectnonstd --txindex --miningaddr="$addr" >"$dir/btcd.out" 2>&1 &
+    "$listen" --rejectnonstd --txindex --miningaddr="$addr" >"$dir/btcd.out" 2>&1 &
   echo $! >"$dir/btcd.pid"
   cat >"$dir/env" <<ENV
 BLACKBOX_PAYMENT_NETWORK=regtest
@@ -61,6 +65,7 @@ BLACKBOX_PAYMENT_RPC_USER=$user
 BLACKBOX_PAYMENT_RPC_PASS=$pass
 BLACKBOX_PAYMENT_RPC_NOTLS=true
 ENV
+  [ -n "${BTCD_P2P_PORT:-}" ] && echo "BTCD_P2P_HOST=127.0.0.1:$BTCD_P2P_PORT" >>"$dir/env"
   for _ in $(seq 100); do
     if "$(dirname "$bin")/btcctl" --configfile=/dev/null --regtest --notls --rpcserver="127.0.0.1:$port" \
       --rpcuser="$user" --rpcpass="$pass" getblockcount >/dev/null 2>&1; then

@@ -66,6 +66,10 @@ type Status struct {
 	MetricsAddr string `json:"metrics_addr,omitempty"`
 	// Reachability is whether and how peers elsewhere reach the node.
 	Reachability Reachability `json:"reachability"`
+	// Bitcoin is the chain the node pays on: payment.network, the
+	// backend, and the fee rate it would pay now with where it came from
+	// (FeeSource: estimate, blocks, url or fallback).
+	Bitcoin BitcoinStatus `json:"bitcoin"`
 	// UnreachableSellers are the sellers this node, buying, could not
 	// reach (no direct connection, no relayed one whose limits fit) and so
 	// ranks last until Until (contract.unreachable_for after the refusal;
@@ -81,6 +85,18 @@ type Status struct {
 	// ChainSource is the payment chain source's state, height and the
 	// wallet's synced height (nil when payments are off).
 	ChainSource *ChainSource `json:"chain_source,omitempty"`
+}
+
+// BitcoinStatus is status's view of the node's Bitcoin network and fees.
+type BitcoinStatus struct {
+	Network string `json:"network"`
+	Backend string `json:"backend"`
+	// Height is the chain source's tip (0 when payments are off).
+	Height int32 `json:"height,omitempty"`
+	// FeeSource and FeeRate (sat/vB, clamped to the configured bounds)
+	// are the rate a funding or close would pay now.
+	FeeSource string `json:"fee_source,omitempty"`
+	FeeRate   int64  `json:"fee_rate,omitempty"`
 }
 
 // UnreachableSeller is a seller ranked last because the buyer could not
@@ -295,6 +311,8 @@ type Contracts struct {
 type Balance struct {
 	Spendable int64 `json:"spendable_sat"`
 	Total     int64 `json:"total_sat"`
+	// Network is the wallet's Bitcoin network (payment.network).
+	Network string `json:"network,omitempty"`
 }
 
 // ErrUnavailable marks a request the node cannot serve in its current state

@@ -137,11 +137,11 @@ func (a *App) closeChannel(ctx context.Context, id string) error {
 		return err
 	}
 	defer db.Close()
-	chain, err := payment.DialBtcd(cfg, a.Logger())
+	chain, cfg, stop, err := a.startChain(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer chain.Close()
+	defer stop()
 	// The close is a channel change: the backup follows, as in the daemon.
 	backup, err := payment.NewBackupStore(st, node.BackupPath(a.DataDir(), cfg))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/blackbox-market/blackbox/configs"
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/quantity"
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
@@ -42,6 +43,14 @@ func (a *App) NodeConfig() (node.Config, error) {
 	}
 	if err := a.unknownKeys(); err != nil {
 		return cfg, err
+	}
+	// btcd's RPC credentials select btcd unless payment.backend is set
+	// beside them: in a config file from before payment.backend, or in
+	// the environment (BLACKBOX_PAYMENT_RPC_USER) without
+	// BLACKBOX_PAYMENT_BACKEND. New configs get the light client.
+	rpcFromEnv := os.Getenv("BLACKBOX_PAYMENT_RPC_USER") != ""
+	if os.Getenv("BLACKBOX_PAYMENT_BACKEND") == "" && cfg.Payment.RPCUser != "" && (rpcFromEnv || !a.v.InConfig("payment.backend")) {
+		cfg.Payment.Backend = payment.BackendBtcd
 	}
 	cfg.DataDir = a.dataDir
 	cfg.ConfigFile = a.v.ConfigFileUsed()

@@ -189,3 +189,34 @@ func TestConfigPrecedence(t *testing.T) {
 		}
 	}
 }
+
+// TestPaymentBackendDefault: a new node gets the light client on mainnet;
+// btcd's RPC credentials in the environment (or in a config file from
+// before payment.backend) keep btcd; BLACKBOX_PAYMENT_BACKEND decides over
+// both.
+func TestPaymentBackendDefault(t *testing.T) {
+	show := func(dir string) string {
+		t.Helper()
+		code, out, stderr := run(t, "config", "show", "--data-dir", dir)
+		if code != 0 {
+			t.Fatal(stderr)
+		}
+		return out
+	}
+	if out := show(t.TempDir()); !strings.Contains(out, "backend: neutrino") || !strings.Contains(out, "network: mainnet") {
+		t.Errorf("a new node's payment config:\n%s", out)
+	}
+	old := t.TempDir()
+	os.WriteFile(filepath.Join(old, "blackbox.yaml"), []byte("payment:\n  network: regtest\n  rpc_user: u\n  rpc_pass: p\n"), 0o600)
+	if out := show(old); !strings.Contains(out, "backend: btcd") {
+		t.Errorf("a config from before payment.backend naming btcd's RPC:\n%s", out)
+	}
+	t.Setenv("BLACKBOX_PAYMENT_RPC_USER", "u")
+	if out := show(t.TempDir()); !strings.Contains(out, "backend: btcd") {
+		t.Errorf("RPC credentials in the environment:\n%s", out)
+	}
+	t.Setenv("BLACKBOX_PAYMENT_BACKEND", "neutrino")
+	if out := show(t.TempDir()); !strings.Contains(out, "backend: neutrino") {
+		t.Errorf("BLACKBOX_PAYMENT_BACKEND=neutrino beside RPC credentials:\n%s", out)
+	}
+}

@@ -138,7 +138,7 @@ func (a *App) localHealth(ctx context.Context, cfg node.Config) []health.Check {
 	pc := cfg.Payment
 	quiet := slog.New(slog.DiscardHandler)
 	var src health.ChainSource
-	if pc.RPCUser != "" && pc.RPCPass != "" {
+	if pc.Backend == payment.BackendBtcd && pc.RPCUser != "" && pc.RPCPass != "" {
 		if chain, err := payment.DialBtcd(pc, quiet); err == nil {
 			defer chain.Close()
 			src = chain
@@ -146,7 +146,9 @@ func (a *App) localHealth(ctx context.Context, cfg node.Config) []health.Check {
 	}
 	chain := health.Chain(ctx, pc, src, time.Now())
 	var open health.Opener
-	if chain[0].Status != health.Fail {
+	// The light client syncs inside the node: doctor does not open the
+	// wallet on it.
+	if chain[0].Status != health.Fail && pc.Backend != payment.BackendNeutrino {
 		pass := node.PassphraseOf(pc)
 		open = func(ctx context.Context) error {
 			w, err := payment.OpenWallet(ctx, filepath.Join(cfg.DataDir, node.WalletDir), pass.Value, pc, quiet)

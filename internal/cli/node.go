@@ -116,6 +116,7 @@ func newStatusCmd(a *App) *cobra.Command {
 			fmt.Fprintf(w, "On offer:\t%s\n", capacityString(s.OnOffer))
 			fmt.Fprintf(w, "Why:\t%s\n", s.Reason)
 			fmt.Fprintf(w, "Buying:\t%s\n", yesOr(s.Buying, s.NotBuying))
+			fmt.Fprintf(w, "Bitcoin:\t%s\n", bitcoinString(s.Bitcoin))
 			if s.ChainSource != nil {
 				fmt.Fprintf(w, "Chain source:\t%s\n", chainString(*s.ChainSource))
 			}

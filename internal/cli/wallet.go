@@ -46,11 +46,24 @@ func (a *App) openWallet(ctx context.Context) (*payment.Wallet, payment.Config, 
 	if err != nil {
 		return nil, cfg, err
 	}
+	if cfg.Backend == payment.BackendNeutrino && !payment.WalletExists(a.walletDir()) {
+		return nil, cfg, fmt.Errorf("%w in %s: run `blackbox wallet create` or `blackbox wallet restore FILE`", payment.ErrNoWallet, a.walletDir())
+	}
+	_, cfg, stop, err := a.startChain(ctx, cfg)
+	if err != nil {
+		return nil, cfg, err
+	}
 	w, err := payment.OpenWallet(ctx, a.walletDir(), pass, cfg, a.Logger())
 	if errors.Is(err, payment.ErrNoWallet) {
+		stop()
 		return nil, cfg, fmt.Errorf("%w in %s: run `blackbox wallet create` or `blackbox wallet restore FILE`", err, a.walletDir())
 	}
-	return w, cfg, err
+	if err != nil {
+		stop()
+		return nil, cfg, err
+	}
+	w.CloseAlso(stop)
+	return w, cfg, nil
 }
 
 func newWalletCmd(a *App) *cobra.Command {
@@ -144,10 +157,16 @@ func (a *App) createWallet(ctx context.Context, backupFile string) error {
 			return err
 		}
 	}
-	w, err := payment.CreateWallet(ctx, a.walletDir(), pass, backup, cfg, a.Logger())
+	_, cfg, stop, err := a.startChain(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	w, err := payment.CreateWallet(ctx, a.walletDir(), pass, backup, cfg, a.Logger())
+	if err != nil {
+		stop()
+		return err
+	}
+	w.CloseAlso(stop)
 	defer w.Close()
 	spendable, _, err := w.Balance(1)
 	if err != nil {
@@ -184,18 +203,22 @@ func newWalletBalanceCmd(a *App) *cobra.Command {
 			} else {
 				s, t = btcutil.Amount(b.Spendable), btcutil.Amount(b.Total)
 			}
+			network := ""
+			if pc, err := a.paymentConfig(); err == nil {
+				network = payment.CanonicalNetwork(pc.Network)
+			}
 			h, ok := a.channelHoldings(cmd.Context())
 			if asJSON {
 				out := struct {
 					api.Balance
 					Channels *payment.Holdings `json:"channels,omitempty"`
-				}{Balance: api.Balance{Spendable: int64(s), Total: int64(t)}}
+				}{Balance: api.Balance{Spendable: int64(s), Total: int64(t), Network: network}}
 				if ok {
 					out.Channels = &h
 				}
 				return writeJSON(a.Stdout, out)
 			}
-			fmt.Fprintf(a.Stdout, "spendable %s (%d+ confirmations)\ntotal     %s\n", sats(int64(s)), minConf, sats(int64(t)))
+			fmt.Fprintf(a.Stdout, "network   %s\nspendable %s (%d+ confirmations)\ntotal     %s\n", network, sats(int64(s)), minConf, sats(int64(t)))
 			if ok {
 				writeHoldings(a.Stdout, "channels  ", h)
 			}
@@ -230,11 +253,11 @@ func newWalletSendCmd(a *App) *cobra.Command {
 				return err
 			}
 			defer w.Close()
-			chain, err := payment.DialBtcd(cfg, a.Logger())
+			chain, closeChain, err := a.chainOf(cfg)
 			if err != nil {
 				return err
 			}
-			defer chain.Close()
+			defer closeChain()
 			tx, err := w.Send(cmd.Context(), chain, args[0], amount, feeRate)
 			if err != nil {
 				return err

@@ -20,6 +20,7 @@ import (
 // against a regtest btcd configured through BLACKBOX_PAYMENT_* variables.
 func TestWalletCommands(t *testing.T) {
 	h := btcdtest.Start(t, 2)
+	t.Setenv("BLACKBOX_PAYMENT_NETWORK", "regtest")
 	t.Setenv("BLACKBOX_PAYMENT_RPC_HOST", h.RPCHost)
 	t.Setenv("BLACKBOX_PAYMENT_RPC_USER", h.RPCUser)
 	t.Setenv("BLACKBOX_PAYMENT_RPC_PASS", h.RPCPass)

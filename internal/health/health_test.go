@@ -39,7 +39,7 @@ func (f fakeChain) Info(context.Context) (payment.ChainInfo, error) { return f.i
 // credentials or on another network fails "payments" with a fix.
 func TestChainFailures(t *testing.T) {
 	now := time.Now()
-	cfg := payment.DefaultConfig()
+	cfg := payment.RegtestConfig()
 	got := Chain(context.Background(), cfg, nil, now)
 	if got[0].Name != NamePayments || got[0].Status != Fail || !strings.Contains(got[0].Detail, "not configured") || got[0].Fix == "" {
 		t.Errorf("unconfigured: %+v", got)
@@ -119,7 +119,7 @@ func TestWithWallet(t *testing.T) {
 // The wallet check says which passphrase does not open which wallet.
 func TestWalletOffline(t *testing.T) {
 	ctx := context.Background()
-	cfg := payment.DefaultConfig()
+	cfg := payment.RegtestConfig()
 	dir := t.TempDir()
 	pass := Passphrase{Value: []byte("right"), Source: "BLACKBOX_WALLET_PASSPHRASE"}
 	if c := Wallet(ctx, cfg, dir, Passphrase{Err: errors.New("no wallet passphrase")}, nil); c.Status != Fail || c.Fix == "" {

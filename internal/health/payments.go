@@ -37,6 +37,9 @@ const dialTimeout = 3 * time.Second
 func Chain(ctx context.Context, cfg payment.Config, src ChainSource, now time.Time) []Check {
 	noClock := Check{Name: NameClock, Status: Warn, Detail: "not compared: no chain source to compare with",
 		Fix: "fix payments above; the clock is compared with the chain's"}
+	if cfg.Backend == payment.BackendNeutrino {
+		return lightChain(ctx, cfg, src, now, noClock)
+	}
 	if cfg.RPCUser == "" || cfg.RPCPass == "" {
 		return []Check{{Name: NamePayments, Status: Fail,
 			Detail: "not configured: no chain source (payment.rpc_user and payment.rpc_pass are empty)",

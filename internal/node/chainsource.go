@@ -489,7 +489,7 @@ func (l *liveWallet) check(dir string) health.Check {
 
 // chainDownReason is the payments health check's sentence when the chain
 // source fails it, or "" (the same words at start, in status and doctor).
-func (n *Node) chainDownReason(ctx context.Context, chain *payment.BtcdChain) string {
+func (n *Node) chainDownReason(ctx context.Context, chain health.ChainSource) string {
 	for _, c := range health.Chain(ctx, n.cfg.Payment, chain, time.Now()) {
 		if c.Name == health.NamePayments && c.Status == health.Fail {
 			return c.Detail

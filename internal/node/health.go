@@ -14,7 +14,6 @@ import (
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/health"
-	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // ErrPaymentsRequired is serve's error when payment.required holds and
@@ -46,7 +45,7 @@ func UnderSystemd() bool {
 // wallet is opened against it: a dead btcd or one on another network is
 // said in a sentence at once, rather than after btcwallet's retries.
 // It returns the reason payments are off, or "".
-func (n *Node) checkChainAtStart(ctx context.Context, chain *payment.BtcdChain) string {
+func (n *Node) checkChainAtStart(ctx context.Context, chain health.ChainSource) string {
 	for _, c := range health.Chain(ctx, n.cfg.Payment, chain, time.Now()) {
 		if c.Name == health.NamePayments && c.Status == health.Fail {
 			n.health.payOff = &c

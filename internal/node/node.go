@@ -68,7 +68,7 @@ type Node struct {
 	// sandbox's probe job at start: what the offer lists.
 	runtimes []string
 	wallet   *liveWallet // nil when payments are off
-	chain    *payment.BtcdChain
+	chain    payment.ChainSource
 	payments *payment.Manager // nil when payments are off
 	seller   *contract.Seller // nil when the node cannot sell
 	buyer    *contract.Buyer  // nil when the node cannot buy
@@ -395,6 +395,7 @@ func (n *Node) offerTemplate(spare meter.Capacity) offer.Offer {
 	return offer.Offer{
 		Resources:  toResources(spare),
 		PaymentKey: payKey,
+		Network:    payment.CanonicalNetwork(n.cfg.Payment.Network),
 		Prices: offer.Prices{
 			CoreHour:    msat(p.CoreHour),
 			MemGiBHour:  msat(p.MemoryGiBHour),
@@ -484,6 +485,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		zc := n.payments.ZeroConf()
 		s.ZeroConf = &zc
 	}
+	s.Bitcoin = n.bitcoinStatus(ctx)
 	return s, nil
 }
 

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"github.com/blackbox-market/blackbox/pkg/payment"
+
 	"context"
 	"io"
 	"net"
@@ -23,6 +25,8 @@ func testConfig(t *testing.T) Config {
 	cfg.MDNS = false
 	cfg.Sandbox.Address = filepath.Join(cfg.DataDir, "no-containerd.sock")
 	cfg.DashboardAddr = "127.0.0.1:0" // not the machine's 7461
+	// Not the light client on mainnet: no Bitcoin network in unit tests.
+	cfg.Payment = payment.RegtestConfig()
 	return cfg
 }
 

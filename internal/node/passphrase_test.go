@@ -16,7 +16,7 @@ func TestPassphraseOf(t *testing.T) {
 	creds := t.TempDir()
 	t.Setenv("CREDENTIALS_DIRECTORY", creds)
 	t.Setenv(PassphraseEnv, "from-env")
-	cfg := payment.DefaultConfig()
+	cfg := payment.RegtestConfig()
 	if p := PassphraseOf(cfg); string(p.Value) != "from-env" || p.Source != PassphraseEnv {
 		t.Errorf("no credential file: %+v", p)
 	}
@@ -56,7 +56,7 @@ func TestPaymentsRequired(t *testing.T) {
 	if UnderSystemd() {
 		t.Error("SYSTEMD_EXEC_PID of another process: not under systemd")
 	}
-	cfg := payment.DefaultConfig()
+	cfg := payment.RegtestConfig()
 	for _, tc := range []struct {
 		v       string
 		service bool

@@ -50,7 +50,12 @@ func TestPrivateNodeIsReachedThroughItsRelay(t *testing.T) {
 	pcfg.Network.Relays = []string{relayAddr}
 	priv := startNode(t, pcfg)
 	defer priv.Stop()
-	waitFor(t, 60*time.Second, "a relay slot", func() bool { return priv.reach.view().State == StatePrivate })
+	// kad-dht switches to client mode on the reachability event, a moment
+	// after the relay slot: wait for both.
+	waitFor(t, 60*time.Second, "a relay slot and the DHT in client mode", func() bool {
+		v := priv.reach.view()
+		return v.State == StatePrivate && v.DHTMode == DHTClient
+	})
 	v := priv.reach.view()
 	if !slices.Equal(v.Relays, []string{relayID.String()}) || len(v.RelayAddrs) == 0 || v.DHTMode != DHTClient || v.RelayService {
 		t.Fatalf("private node's reachability: %+v", v)

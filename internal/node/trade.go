@@ -106,8 +106,8 @@ func (n *Node) startPayments(ctx context.Context) error {
 		n.log.Warn("payments off", "why", why)
 		return nil
 	}
-	if cfg.RPCUser == "" {
-		return off("payments not configured: set payment.rpc_host, payment.rpc_user and payment.rpc_pass for btcd")
+	if cfg.Backend == payment.BackendBtcd && cfg.RPCUser == "" {
+		return off("payments not configured: set payment.rpc_host, payment.rpc_user and payment.rpc_pass for btcd (or payment.backend: neutrino)")
 	}
 	pass, err := WalletPassphrase(cfg)
 	if err != nil {
@@ -117,23 +117,23 @@ func (n *Node) startPayments(ctx context.Context) error {
 	if err != nil {
 		return off(err.Error())
 	}
-	chain, err := payment.DialBtcd(cfg, n.log)
+	chain, cfg, err := payment.OpenChain(cfg, n.cfg.DataDir, n.log)
 	if err != nil {
-		return off(fmt.Sprintf("btcd: %v", err))
+		return off(fmt.Sprintf("%s: %v", cfg.Backend, err))
 	}
 	n.push(func() error { chain.Close(); return nil })
 	dir := filepath.Join(n.cfg.DataDir, WalletDir)
 	open := func(ctx context.Context) (*payment.Wallet, error) {
 		w, err := payment.OpenWallet(ctx, dir, pass, cfg, n.log)
 		if errors.Is(err, payment.ErrNoWallet) {
-			n.log.Info("creating the node's wallet; back it up with `blackbox wallet backup FILE`", "dir", dir)
+			n.log.Info("creating the node's wallet on "+cfg.Network+"; back up its seed with `blackbox wallet backup FILE` (encrypted with the wallet passphrase: keep both)", "network", cfg.Network, "dir", dir)
 			w, err = payment.CreateWallet(ctx, dir, pass, nil, cfg, n.log)
 		}
 		return w, err
 	}
 	required := cfg.IsRequired(UnderSystemd())
 	var w *payment.Wallet
-	why := n.checkChainAtStart(ctx, chain)
+	why := n.waitChain(ctx, cfg, chain)
 	if why == "" {
 		wctx, cancel := context.WithTimeout(ctx, time.Minute)
 		w, err = open(wctx)
@@ -155,7 +155,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 		// The chain source does not answer: the keys come from the seed
 		// (made now on a first start), the wallet opens later.
 		if !payment.WalletExists(dir) {
-			n.log.Info("creating the node's wallet; back it up with `blackbox wallet backup FILE`", "dir", dir)
+			n.log.Info("creating the node's wallet on "+cfg.Network+"; back up its seed with `blackbox wallet backup FILE` (encrypted with the wallet passphrase: keep both)", "network", cfg.Network, "dir", dir)
 			if _, err := payment.CreateWalletFiles(dir, pass, cfg); err != nil {
 				return off(fmt.Sprintf("wallet: %v", err))
 			}
@@ -168,7 +168,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 		}
 		n.log.Warn("chain source down at start: payments start once it answers", "why", why)
 	}
-	lw := newLiveWallet("btcd", chain, keys, n.log)
+	lw := newLiveWallet(cfg.Backend, chain, keys, n.log)
 	lw.open, lw.onChange = open, n.reoffer
 	lw.why = func(ctx context.Context) string { return n.chainDownReason(ctx, chain) }
 	lw.started(w, why)
@@ -255,7 +255,8 @@ func (n *Node) startContracts(ctx context.Context) error {
 	cc := n.cfg.Contract
 	if n.sandbox != nil && n.payments != nil {
 		sc := contract.SellerConfig{
-			Host: n.host, Key: n.key, Store: st,
+			Network: payment.CanonicalNetwork(n.cfg.Payment.Network),
+			Host:    n.host, Key: n.key, Store: st,
 			Runner:   sandboxRunner{sb: n.sandbox, defaultRuntime: n.defaultRuntime()},
 			Payments: &channelReceiver{m: n.payments, paid: n.history.paid},
 			Offer: func() *offer.Offer {
@@ -304,6 +305,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			Host: n.host, Key: n.key, Store: st,
 			Payer:      channelPayer{p: payment.NewPayer(n.payments, buyerChannels)},
 			PaymentKey: key.PubKey().SerializeCompressed(),
+			Network:    payment.CanonicalNetwork(n.cfg.Payment.Network),
 			Blobs:      contract.DirBlobs(n.BlobDir()),
 			CheckImage: func(r io.Reader) error { return sandbox.ValidateArchive(r, math.MaxInt64) },
 			Find:       n.disc.Find,

@@ -24,7 +24,7 @@ func TestEscrowRestartFromBolt(t *testing.T) {
 	key, _ := payment.NewKeyring(bytes.Repeat([]byte{9}, 32), &chaincfg.RegressionNetParams)
 	pk, _ := key.Key(payment.FamilySeller, 0)
 	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(pk.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
-	cfg := payment.DefaultConfig()
+	cfg := payment.RegtestConfig()
 	cfg.PayoutAddress = addr.EncodeAddress()
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()

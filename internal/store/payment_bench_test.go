@@ -51,7 +51,7 @@ func newBoltPair(b testing.TB, n int, backup bool) *boltPair {
 	}
 	payKey, _ := btcec.NewPrivateKey()
 	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payKey.PubKey().SerializeCompressed()), btcdtest.Params)
-	cfg := payment.DefaultConfig()
+	cfg := payment.RegtestConfig()
 	cfg.PayoutAddress = addr.EncodeAddress()
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()

@@ -32,7 +32,7 @@ const (
 )
 
 func payCfg(host, payout string) payment.Config {
-	cfg := payment.DefaultConfig()
+	cfg := payment.RegtestConfig()
 	cfg.RPCHost, cfg.RPCUser, cfg.RPCPass, cfg.RPCNoTLS = host, "u", "p", true
 	cfg.PayoutAddress = payout
 	cfg.Confirmations = 1

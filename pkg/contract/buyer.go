@@ -39,6 +39,10 @@ type BuyerConfig struct {
 	// PaymentKey is the buyer's 33-byte payment public key, put in every
 	// proposal.
 	PaymentKey []byte
+	// Network is the Bitcoin network the buyer pays on, put in every
+	// proposal; offers on another network are ruled out ("" rules out
+	// none).
+	Network string
 	// Blobs holds the image tarballs and inputs requests name by digest.
 	Blobs Blobs
 	// CheckImage, if set, reads an image tarball the way sellers check it
@@ -618,7 +622,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			break
 		}
 		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
-		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime})
+		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network})
 		if err != nil {
 			lastErr = fmt.Errorf("discover: %w", err)
 			continue
@@ -747,7 +751,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	now := b.clock.Now()
 	p := &Proposal{Version: Version, Buyer: b.id, Seller: c.Seller, OfferSeq: c.Offer.Seq, Request: req,
 		Interval: c.Terms.Interval, Price: c.Terms.Price, StartFee: c.Terms.StartFee,
-		PaymentKey: b.cfg.PaymentKey, Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute)}
+		PaymentKey: b.cfg.PaymentKey, Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute), Network: b.cfg.Network}
 	b.update(j, func(j *JobStatus) { j.Phase = "negotiate" })
 	d, ct, err := b.negotiate(ctx, j, p, true)
 	if err != nil || d == nil {

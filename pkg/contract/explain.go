@@ -29,6 +29,7 @@ const (
 	MissRegion     = "region"     // --region
 	MissReputation = "reputation" // blocked or below --min-reputation
 	MissPrice      = "price"      // --max-price
+	MissNetwork    = "network"    // paid on another Bitcoin network
 )
 
 // NoOfferError says why none of the offers seen fits a request and what
@@ -60,6 +61,8 @@ type NoOfferError struct {
 	MaxDuration time.Duration `json:"-"`
 	// Choices lists, for a runtime or region miss, what the offers have.
 	Choices []string `json:"choices,omitempty"`
+	// Network is the buyer's Bitcoin network (Miss == MissNetwork).
+	Network string `json:"network,omitempty"`
 	// Blocked lists, for a reputation miss, the sellers the buyer blocked.
 	Blocked []string `json:"blocked,omitempty"`
 }
@@ -69,6 +72,9 @@ func (e *NoOfferError) Unwrap() error { return ErrNoOffer }
 func (e *NoOfferError) Error() string {
 	n := fmt.Sprintf("%d offer(s) found", e.Offers)
 	switch e.Miss {
+	case MissNetwork:
+		return fmt.Sprintf("every seller (%s) is paid on another Bitcoin network: %s; this node pays on %s (payment.network)",
+			n, strings.Join(e.Choices, ", "), e.Network)
 	case MissPrice:
 		return fmt.Sprintf("no seller offers this job for %d sat or less (%s); the cheapest is %d sat, start fee %d sat included (seller %s): raise --max-price to %d",
 			e.MaxPrice, n, e.CheapestSat, e.StartFeeSat, e.Cheapest, e.CheapestSat)
@@ -226,6 +232,9 @@ func (b *Buyer) Quote(ctx context.Context, req Request) ([]Candidate, error) {
 		}
 		return nil, fmt.Errorf("discover: %w", err)
 	}
+	if err := explainNetwork(offers, b.cfg.Network, b.id); err != nil {
+		return nil, err
+	}
 	if err := Explain(offers, &req, b.cfg.Reputation, b.id); err != nil {
 		return nil, err
 	}
@@ -238,4 +247,28 @@ func (b *Buyer) Quote(ctx context.Context, req Request) ([]Candidate, error) {
 	cands := Rank(mine, &req, b.cfg.Reputation, nil, purposeOf(&JobStatus{Request: req}), nil)
 	slices.SortStableFunc(cands, func(x, y Candidate) int { return cmp.Compare(x.Terms.Total, y.Terms.Total) })
 	return cands, nil
+}
+
+// explainNetwork is Explain's first stage for the buyer's Bitcoin network:
+// a NoOfferError (MissNetwork) when every other seller's offer names
+// another network than network.
+func explainNetwork(offers []*offer.Offer, network string, self peer.ID) error {
+	if network == "" {
+		return nil
+	}
+	e := &NoOfferError{Miss: MissNetwork, Network: network}
+	for _, o := range offers {
+		if o == nil || o.Seller == self || o.Resources.CPUMillis == 0 {
+			continue
+		}
+		e.Offers++
+		if (offer.Filter{Network: network}).Match(o) {
+			return nil
+		}
+		e.Choices = appendNew(e.Choices, o.Network)
+	}
+	if e.Offers == 0 {
+		return nil
+	}
+	return e
 }

@@ -333,6 +333,9 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 	if p.Seller != s.id || p.Buyer != from {
 		return reject(ReasonPolicy, "proposal names another seller or was sent by another peer than its buyer")
 	}
+	if p.Network != "" && s.cfg.Network != "" && p.Network != s.cfg.Network {
+		return reject(ReasonNetwork, "the proposal pays on Bitcoin "+p.Network+"; this seller is paid on "+s.cfg.Network)
+	}
 	o := s.cfg.Offer()
 	if o == nil {
 		return reject(ReasonCapacity, "nothing on offer")

@@ -40,6 +40,7 @@ func TestDecide(t *testing.T) {
 		}
 		return env
 	}
+	s.cfg.Network = "regtest"
 	replayed := sign(good())
 	if _, err := s.Decide(context.Background(), bh.ID(), replayed); err != nil {
 		t.Fatal(err)
@@ -67,6 +68,7 @@ func TestDecide(t *testing.T) {
 		{"runtime", bh.ID(), sign(func() *Proposal { p := good(); p.Request.Runtime = "runsc"; return p }()), Reject, ReasonRuntime},
 		{"bigger than the offer", bh.ID(), sign(func() *Proposal { p := good(); p.Request.Resources.CPUMillis = 8000; return p }()), Reject, ReasonCapacity},
 		{"wrong interval", bh.ID(), sign(func() *Proposal { p := good(); p.Interval = time.Second; return p }()), Reject, ReasonPolicy},
+		{"another bitcoin network", bh.ID(), sign(func() *Proposal { p := good(); p.Network = "mainnet"; return p }()), Reject, ReasonNetwork},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/blackbox-market/blackbox/pkg/offer"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -312,6 +313,9 @@ type Proposal struct {
 	Nonce      []byte        `json:"nonce"`
 	Issued     time.Time     `json:"issued"`
 	Expiry     time.Time     `json:"expiry"`
+	// Network is the Bitcoin network the buyer pays on (empty from
+	// buyers before it was said).
+	Network string `json:"network,omitempty"`
 }
 
 var _ record.Record = (*Proposal)(nil)
@@ -335,6 +339,7 @@ const (
 	ppNonce
 	ppIssued
 	ppExpiry
+	ppNetwork
 )
 
 // MarshalRecord implements record.Record.
@@ -352,6 +357,7 @@ func (p *Proposal) MarshalRecord() ([]byte, error) {
 	e.Bytes(ppNonce, p.Nonce)
 	e.t(ppIssued, p.Issued)
 	e.t(ppExpiry, p.Expiry)
+	e.String(ppNetwork, p.Network)
 	if len(e.B) > MaxProposalSize-1024 {
 		return nil, fmt.Errorf("encode proposal: %w", ErrTooLarge)
 	}
@@ -362,6 +368,7 @@ var proposalSchema = wire.Schema{Max: MaxProposalSize, Fields: []wire.Spec{
 	ppVersion: varintField, ppBuyer: bytesField, ppSeller: bytesField, ppOfferSeq: varintField,
 	ppRequest: bytesField, ppInterval: varintField, ppPrice: varintField, ppStartFee: varintField,
 	ppPaymentKey: bytesField, ppNonce: bytesField, ppIssued: varintField, ppExpiry: varintField,
+	ppNetwork: bytesField,
 }}
 
 // UnmarshalRecord implements record.Record, strictly.
@@ -409,6 +416,11 @@ func (p *Proposal) UnmarshalRecord(b []byte) error {
 			p.Issued, err = msTime(f)
 		case ppExpiry:
 			p.Expiry, err = msTime(f)
+		case ppNetwork:
+			if len(f.B) == 0 || len(f.B) > 16 || !utf8.Valid(f.B) {
+				err = fmt.Errorf("%w: network", ErrMalformed)
+			}
+			p.Network = string(f.B)
 		}
 		if err != nil {
 			return fmt.Errorf("decode proposal: %w", wireErr(err))
@@ -513,6 +525,8 @@ const (
 	ReasonMalformed Reason = "malformed"
 	ReasonReplayed  Reason = "replayed"
 	ReasonPolicy    Reason = "policy"
+	// ReasonNetwork: the proposal pays on another Bitcoin network.
+	ReasonNetwork Reason = "network"
 	// ReasonUnreachable is the buyer's, never a seller's decision: after an
 	// acceptance it could hold no connection to the seller that carries
 	// the contract (a direct one, or a relayed one whose limits fit), so
@@ -523,7 +537,7 @@ const (
 func validReason(r Reason) bool {
 	switch r {
 	case ReasonNone, ReasonCapacity, ReasonPrice, ReasonDuration, ReasonRuntime, ReasonExpired,
-		ReasonMalformed, ReasonReplayed, ReasonPolicy:
+		ReasonMalformed, ReasonReplayed, ReasonPolicy, ReasonNetwork:
 		return true
 	}
 	return false

@@ -74,6 +74,9 @@ type SellerConfig struct {
 	Runner Runner
 	// Payments verifies channel opens and payment updates.
 	Payments PaymentReceiver
+	// Network is the Bitcoin network the seller is paid on: a proposal
+	// on another is rejected (ReasonNetwork). "" checks nothing.
+	Network string
 	// Offer returns the seller's current offer; nil means not selling.
 	Offer func() *offer.Offer
 	// Capacity returns the total all contracts together may hold now: the

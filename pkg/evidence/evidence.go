@@ -151,7 +151,20 @@ func (v *Verifier) VerifyContract(ctx context.Context, contractID string, eviden
 	if v.Chain == nil {
 		return none, unverifiable("no chain to check funding %s on", ch.ID)
 	}
-	confs, err := v.Chain.Confirmations(ctx, ch.FundingTxid())
+	// A light client finds the funding through its script, from the
+	// height the channel was opened at (or, when the evidence does not
+	// say, two default lifetimes before its expiry).
+	hint := ch.OpenHeight - 6
+	if ch.OpenHeight == 0 {
+		hint = int32(ch.Expiry) - 2*payment.DefaultConfig().ChannelLifetime
+	}
+	pk, _ := ch.PkScript()
+	var confs int32
+	if pc, ok := v.Chain.(payment.Chain); ok {
+		confs, err = payment.TxConfirmations(ctx, pc, ch.FundingTxid(), pk, hint)
+	} else {
+		confs, err = v.Chain.Confirmations(ctx, ch.FundingTxid())
+	}
 	if err != nil {
 		return none, unverifiable("funding %s: %v", ch.ID, err)
 	}

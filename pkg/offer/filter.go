@@ -14,6 +14,9 @@ type Filter struct {
 	MaxPrice float64
 	// Runtime, if set, must be among the offer's runtimes.
 	Runtime string
+	// Network, if set, rules out offers paid on another Bitcoin network
+	// (an offer that does not say its network is not ruled out).
+	Network string
 }
 
 // priceBasis is what an offer is priced on for sorting and the price cap:
@@ -40,6 +43,9 @@ func (f Filter) Match(o *Offer) bool {
 		return false
 	}
 	if f.Runtime != "" && !slices.Contains(o.Runtimes, f.Runtime) {
+		return false
+	}
+	if f.Network != "" && o.Network != "" && o.Network != f.Network {
 		return false
 	}
 	if f.MaxPrice > 0 && f.Price(o) > f.MaxPrice {

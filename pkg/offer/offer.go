@@ -103,6 +103,10 @@ type Offer struct {
 	Seq             uint64         `json:"seq"`
 	Issued          time.Time      `json:"issued"`
 	Expiry          time.Time      `json:"expiry"`
+	// Network is the Bitcoin network the seller is paid on (mainnet,
+	// testnet, testnet4, signet, regtest); empty from sellers before it
+	// was said.
+	Network string `json:"network,omitempty"`
 }
 
 var _ record.Record = (*Offer)(nil)
@@ -136,7 +140,11 @@ const (
 	fSeq         = 19
 	fIssued      = 20
 	fExpiry      = 21
+	fNetwork     = 22
 )
+
+// MaxNetworkLen bounds Offer.Network.
+const MaxNetworkLen = 16
 
 // MarshalRecord implements record.Record: protobuf wire format, fields in
 // number order, zero scalars omitted, so equal offers encode to equal bytes.
@@ -171,6 +179,7 @@ func (o *Offer) MarshalRecord() ([]byte, error) {
 	u(fSeq, o.Seq)
 	u(fIssued, unixSeconds(o.Issued))
 	u(fExpiry, unixSeconds(o.Expiry))
+	by(fNetwork, []byte(o.Network))
 	b := e.B
 	if len(b) > MaxPayloadSize {
 		return nil, fmt.Errorf("encode offer: %w (%d bytes > %d)", ErrTooLarge, len(b), MaxPayloadSize)
@@ -204,7 +213,7 @@ var offerSchema = wire.Schema{Max: MaxPayloadSize, Fields: []wire.Spec{
 	fCoreHour: varintField, fMemGiBHour: varintField, fDiskGiBHour: varintField, fEgressGiB: varintField,
 	fStartFee: varintField, fMinDur: varintField, fMaxDur: varintField, fInterval: varintField,
 	fRuntimes: {Kind: wire.Bytes, Repeated: true}, fRegion: bytesField, fPaymentKey: bytesField,
-	fSeq: varintField, fIssued: varintField, fExpiry: varintField,
+	fSeq: varintField, fIssued: varintField, fExpiry: varintField, fNetwork: bytesField,
 }}
 
 // UnmarshalRecord implements record.Record. It is strict: oversized input,
@@ -254,6 +263,11 @@ func (o *Offer) setBytes(num protowire.Number, v []byte) error {
 			return fmt.Errorf("%w: region", ErrMalformed)
 		}
 		o.Region = string(v)
+	case fNetwork:
+		if len(v) == 0 || len(v) > MaxNetworkLen || !utf8.Valid(v) {
+			return fmt.Errorf("%w: network", ErrMalformed)
+		}
+		o.Network = string(v)
 	case fPaymentKey:
 		if len(v) != 33 {
 			return fmt.Errorf("%w: payment key must be a 33-byte compressed public key", ErrMalformed)

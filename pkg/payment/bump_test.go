@@ -30,7 +30,7 @@ func bumpSetup(t *testing.T, signer OutputSigner, tweak func(*Config)) (*paytest
 	key := mustKey(t)
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
 	payout, _ := txscript.PayToAddrScript(a)
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
 	cfg.Confirmations = 1
 	cfg.BumpAfter = 1

@@ -40,11 +40,8 @@ type Chain interface {
 // FeeRate asks chain for an estimate and clamps it into the configured
 // bounds, falling back to FallbackFeeRate when there is none.
 func (c *Config) FeeRate(ctx context.Context, chain Chain, target int) int64 {
-	r, ok, err := chain.FeeRate(ctx, target)
-	if err != nil || !ok {
-		return c.FallbackFeeRate
-	}
-	return c.clampFeeRate(r)
+	r, _ := c.FeeRateSource(ctx, chain, target)
+	return r
 }
 
 // WaitConfirmations polls until txid has at least n confirmations. It

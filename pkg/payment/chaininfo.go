@@ -104,13 +104,15 @@ func rpcError(err error) error {
 // NetworkOfGenesis names the network whose genesis block hash is hash, in
 // payment.network's words; "" when it is none this node knows.
 func NetworkOfGenesis(hash string) string {
-	for _, p := range []*chaincfg.Params{&chaincfg.MainNetParams, &chaincfg.TestNet3Params, &chaincfg.SigNetParams, &chaincfg.RegressionNetParams} {
+	for _, p := range []*chaincfg.Params{&chaincfg.MainNetParams, &chaincfg.TestNet3Params, &chaincfg.TestNet4Params, &chaincfg.SigNetParams, &chaincfg.RegressionNetParams} {
 		if p.GenesisHash.String() == hash {
 			switch p.Net {
 			case chaincfg.MainNetParams.Net:
 				return "mainnet"
 			case chaincfg.TestNet3Params.Net:
 				return "testnet"
+			case chaincfg.TestNet4Params.Net:
+				return "testnet4"
 			case chaincfg.SigNetParams.Net:
 				return "signet"
 			}

@@ -88,7 +88,7 @@ func verifySpend(c *Channel, pk []byte) error {
 func TestConcurrentChannels(t *testing.T) {
 	key := mustKey(t)
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()

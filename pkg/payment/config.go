@@ -3,6 +3,8 @@ package payment
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
@@ -14,8 +16,18 @@ import (
 // Config is the payment subsystem's configuration (config section
 // "payment"). Start from DefaultConfig.
 type Config struct {
-	// Network is mainnet, testnet, signet or regtest.
+	// Network is mainnet, testnet (testnet3), testnet4, signet or regtest.
 	Network string `mapstructure:"network"`
+	// Backend is the chain source: neutrino (an embedded light client,
+	// no full node needed) or btcd (its RPC: rpc_host, rpc_user, ...).
+	Backend string `mapstructure:"backend"`
+	// Peers are the light client's Bitcoin peers (host:port); empty means
+	// the network's DNS seeds. When set, only these are used.
+	Peers []string `mapstructure:"peers"`
+	// FeeURL, if set, is asked for fee rates by the light client (lnd's
+	// feeurl format, mempool.space's /api/v1/fees/recommended, or a bare
+	// sat/vB number); without it the rate comes from recent blocks.
+	FeeURL string `mapstructure:"fee_url"`
 	// RPCHost is btcd's RPC endpoint, host:port.
 	RPCHost string `mapstructure:"rpc_host"`
 	// RPCUser and RPCPass authenticate to btcd.
@@ -81,13 +93,19 @@ type Config struct {
 	// this many sats (and no contract of its buyer is running); 0: never
 	// for its balance. Closes before expiry happen whatever these say.
 	CloseAt int64 `mapstructure:"close_at"`
+
+	// light is the running light client (WithLightClient), not config.
+	light *NeutrinoChain
 }
 
-// DefaultConfig is regtest on btcd's default loopback port with conservative
-// fee bounds.
+// DefaultConfig is mainnet through the embedded light client with
+// conservative fee bounds (the btcd backend's RPC host is btcd's regtest
+// default on loopback).
 func DefaultConfig() Config {
 	return Config{
-		Network:         "regtest",
+		Network:         "mainnet",
+		Backend:         BackendNeutrino,
+		Peers:           []string{},
 		RPCHost:         "127.0.0.1:18334",
 		RPCNoTLS:        true,
 		MinFeeRate:      1,
@@ -111,8 +129,27 @@ func (c *Config) Validate() error {
 	if _, err := NetParams(c.Network); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
-	if c.RPCHost == "" {
-		return errors.New("rpc_host: empty")
+	switch c.Backend {
+	case BackendNeutrino:
+		// A network without DNS seeds (regtest) and no peers is said
+		// when payments start: the node still runs without them.
+		for _, p := range c.Peers {
+			if _, _, err := net.SplitHostPort(p); err != nil {
+				return fmt.Errorf("peers: %q: want host:port (%v)", p, err)
+			}
+		}
+		if c.FeeURL != "" {
+			u, err := url.Parse(c.FeeURL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("fee_url: %q is not an http(s) URL", c.FeeURL)
+			}
+		}
+	case BackendBtcd:
+		if c.RPCHost == "" {
+			return errors.New("rpc_host: empty")
+		}
+	default:
+		return fmt.Errorf("backend: want neutrino or btcd, not %q", c.Backend)
 	}
 	if c.MinFeeRate < 1 {
 		return errors.New("min_fee_rate: must be at least 1 sat/vB (relay minimum)")
@@ -178,12 +215,14 @@ func NetParams(name string) (*chaincfg.Params, error) {
 		return &chaincfg.MainNetParams, nil
 	case "testnet", "testnet3":
 		return &chaincfg.TestNet3Params, nil
+	case "testnet4":
+		return &chaincfg.TestNet4Params, nil
 	case "signet":
 		return &chaincfg.SigNetParams, nil
 	case "regtest":
 		return &chaincfg.RegressionNetParams, nil
 	}
-	return nil, fmt.Errorf("unknown network %q (want mainnet, testnet, signet or regtest)", name)
+	return nil, fmt.Errorf("unknown network %q (want mainnet, testnet, testnet4, signet or regtest)", name)
 }
 
 // PayoutScript returns the output script for the seller's next close: the

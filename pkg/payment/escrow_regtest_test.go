@@ -19,21 +19,37 @@ import (
 // completing the payout and everyone restarted before it confirms; and a
 // cooperative release.
 func TestRegtestEscrowManagerRestart(t *testing.T) {
+	onBackends(t, testRegtestEscrowManagerRestart)
+}
+
+func testRegtestEscrowManagerRestart(t *testing.T, backend string) {
 	h := btcdtest.Start(t, 5)
 	payoutKey := mustKey(t)
 	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payoutKey.PubKey().SerializeCompressed()), btcdtest.Params)
 	payout, _ := txscript.PayToAddrScript(addr)
 	cfg := testConfig(h, addr.EncodeAddress())
-	chain, err := DialBtcd(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
+	var chain Chain
+	var light *NeutrinoChain
+	if backend == BackendNeutrino {
+		light = startLight(t, h)
+		cfg.Backend, cfg.Peers = BackendNeutrino, []string{h.P2PHost}
+		chain = light
+	} else {
+		bc, err := DialBtcd(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bc.Close()
+		chain = bc
 	}
-	defer chain.Close()
 	ctx := context.Background()
 	p := newTrio(t, cfg, chain, h)
 	mine := func(n uint32) {
 		t.Helper()
 		h.MustGenerate(t, n)
+		if light != nil {
+			waitLight(t, light, h)
+		}
 		p.tick(t)
 	}
 	const amount = 3_000_000

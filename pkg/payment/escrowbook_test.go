@@ -120,7 +120,7 @@ func (p *trio) want(tb testing.TB, s EscrowState, ms ...*EscrowManager) {
 func memTrio(t testing.TB) (*trio, *paytest.Chain) {
 	key := mustKey(t)
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
 	cfg.Confirmations = 2
 	chain := paytest.NewChain()

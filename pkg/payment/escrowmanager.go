@@ -709,7 +709,7 @@ func (m *EscrowManager) step(ctx context.Context, id string, tip int32) error {
 	}
 	switch {
 	case e.State == EscrowPending:
-		confs, err := m.chain.Confirmations(ctx, op.Hash)
+		confs, err := TxConfirmations(ctx, m.chain, op.Hash, escrowScript(e, *op), e.OpenHeight-6)
 		if err != nil {
 			return err
 		}
@@ -727,7 +727,7 @@ func (m *EscrowManager) step(ctx context.Context, id string, tip int32) error {
 		}
 	case e.SpendTxid == "" && (e.State == EscrowFunded || e.State == EscrowDisputed):
 		if e.State == EscrowFunded {
-			confs, err := m.chain.Confirmations(ctx, op.Hash)
+			confs, err := TxConfirmations(ctx, m.chain, op.Hash, escrowScript(e, *op), e.OpenHeight-6)
 			if err != nil {
 				return err
 			}
@@ -741,7 +741,7 @@ func (m *EscrowManager) step(ctx context.Context, id string, tip int32) error {
 		if err != nil {
 			return err
 		}
-		confs, err := m.chain.Confirmations(ctx, h)
+		confs, err := TxConfirmations(ctx, m.chain, h, escrowScript(e, *op), e.OpenHeight-6)
 		if err != nil {
 			return err
 		}
@@ -771,7 +771,7 @@ func (m *EscrowManager) step(ctx context.Context, id string, tip int32) error {
 // checkSpent looks for a spend of the escrow output and records it, with
 // the state its branch and payee mean.
 func (m *EscrowManager) checkSpent(ctx context.Context, e *EscrowRecord, op wire.OutPoint) error {
-	spend, err := m.chain.SpendOf(ctx, op, e.OpenHeight-6)
+	spend, err := SpendOfScript(ctx, m.chain, op, escrowScript(e, op), e.OpenHeight-6)
 	if err != nil || spend == nil {
 		return err
 	}

@@ -919,7 +919,7 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 			return m.revive(ctx, c)
 		}
 	case StatePending:
-		confs, err := m.chain.Confirmations(ctx, c.FundingTxid())
+		confs, err := TxConfirmations(ctx, m.chain, c.FundingTxid(), fundingScript(c), c.OpenHeight-6)
 		if err != nil {
 			return err
 		}
@@ -941,7 +941,7 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 			return m.setState(c, StateOpen, "funding confirmed", "confs", confs)
 		}
 	case StateOpen:
-		confs, err := m.chain.Confirmations(ctx, c.FundingTxid())
+		confs, err := TxConfirmations(ctx, m.chain, c.FundingTxid(), fundingScript(c), c.OpenHeight-6)
 		if err != nil {
 			return err
 		}
@@ -973,7 +973,7 @@ func (m *Manager) step(ctx context.Context, id string, tip int32) error {
 		if err != nil {
 			return err
 		}
-		confs, err := m.chain.Confirmations(ctx, h)
+		confs, err := TxConfirmations(ctx, m.chain, h, fundingScript(c), c.OpenHeight-6)
 		if err != nil {
 			return err
 		}
@@ -1007,7 +1007,7 @@ func (m *Manager) checkSpent(ctx context.Context, c *Channel, tip int32) (bool, 
 		return false, err
 	}
 	hint := c.OpenHeight - 6 // a reorg may have moved the funding down
-	spend, err := m.chain.SpendOf(ctx, op, hint)
+	spend, err := SpendOfScript(ctx, m.chain, op, fundingScript(c), hint)
 	if err != nil || spend == nil {
 		return false, err
 	}

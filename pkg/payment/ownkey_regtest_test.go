@@ -18,7 +18,7 @@ import (
 // with the seller's placeholder is refused; and the close such an update
 // would make is indeed worthless: btcd rejects it.
 func TestRegtestOwnKeyChannel(t *testing.T) {
-	p := newPair(t)
+	p := newPair(t, BackendBtcd)
 	ctx := context.Background()
 	sk, _ := p.seller.SellerKey()
 	own := sk.PubKey().SerializeCompressed()

@@ -19,7 +19,9 @@ import (
 // pair is a buyer and a seller Manager on one regtest node.
 type pair struct {
 	h              *btcdtest.Harness
-	chain          *BtcdChain
+	chain          Chain
+	backend        string
+	light          *NeutrinoChain // backend neutrino
 	buyer, seller  *Manager
 	bstore, sstore *MemStore
 	payout         []byte
@@ -27,7 +29,7 @@ type pair struct {
 }
 
 func testConfig(h *btcdtest.Harness, payout string) Config {
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	cfg.RPCHost, cfg.RPCUser, cfg.RPCPass, cfg.RPCNoTLS = h.RPCHost, h.RPCUser, h.RPCPass, true
 	cfg.PayoutAddress = payout
 	cfg.Confirmations = 1
@@ -37,21 +39,30 @@ func testConfig(h *btcdtest.Harness, payout string) Config {
 	return cfg
 }
 
-func newPair(t *testing.T) *pair {
+// newPair is a buyer and a seller on backend (both through one client).
+func newPair(t *testing.T, backend string) *pair {
 	t.Helper()
 	h := btcdtest.Start(t, 5)
 	payoutKey := mustKey(t)
 	addr, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payoutKey.PubKey().SerializeCompressed()), btcdtest.Params)
 	payout, _ := txscript.PayToAddrScript(addr)
 	cfg := testConfig(h, addr.EncodeAddress())
-	chain, err := DialBtcd(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
+	p := &pair{h: h, backend: backend, bstore: NewMemStore(), sstore: NewMemStore(), payout: payout, cfg: cfg}
+	switch backend {
+	case BackendBtcd:
+		chain, err := DialBtcd(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(chain.Close)
+		p.chain = chain
+	case BackendNeutrino:
+		p.light = startLight(t, h)
+		p.chain = p.light
+		p.cfg.Backend, p.cfg.Peers = BackendNeutrino, []string{h.P2PHost}
 	}
-	t.Cleanup(chain.Close)
-	p := &pair{h: h, chain: chain, bstore: NewMemStore(), sstore: NewMemStore(), payout: payout, cfg: cfg}
-	p.buyer = newManager(t, cfg, chain, p.bstore, seed(1), h)
-	p.seller = newManager(t, cfg, chain, p.sstore, seed(2), nil)
+	p.buyer = newManager(t, p.cfg, p.chain, p.bstore, seed(1), h)
+	p.seller = newManager(t, p.cfg, p.chain, p.sstore, seed(2), nil)
 	return p
 }
 
@@ -83,12 +94,21 @@ func (p *pair) open(t *testing.T, capacity int64) (string, *wire.MsgTx) {
 
 func (p *pair) mine(t *testing.T, n uint32) {
 	t.Helper()
-	p.h.MustGenerate(t, n)
+	p.gen(t, n)
 	ctx := context.Background()
 	for _, m := range []*Manager{p.buyer, p.seller} {
 		if err := m.Tick(ctx); err != nil {
 			t.Fatalf("tick: %v", err)
 		}
+	}
+}
+
+// gen mines n blocks and waits until the pair's chain client has them.
+func (p *pair) gen(t *testing.T, n uint32) {
+	t.Helper()
+	p.h.MustGenerate(t, n)
+	if p.light != nil {
+		waitLight(t, p.light, p.h)
 	}
 }
 
@@ -116,8 +136,10 @@ func (p *pair) pay(t *testing.T, id, contract string, amt int64) {
 	}
 }
 
-func TestRegtestOpenPayClose(t *testing.T) {
-	p := newPair(t)
+func TestRegtestOpenPayClose(t *testing.T) { onBackends(t, testRegtestOpenPayClose) }
+
+func testRegtestOpenPayClose(t *testing.T, backend string) {
+	p := newPair(t, backend)
 	const capacity = 1_000_000
 	id, _ := p.open(t, capacity)
 	var sum int64
@@ -154,7 +176,11 @@ func TestRegtestOpenPayClose(t *testing.T) {
 }
 
 func TestRegtestSellerVanishesBuyerRefunds(t *testing.T) {
-	p := newPair(t)
+	onBackends(t, testRegtestSellerVanishesBuyerRefunds)
+}
+
+func testRegtestSellerVanishesBuyerRefunds(t *testing.T, backend string) {
+	p := newPair(t, backend)
 	const capacity = 500_000
 	id, _ := p.open(t, capacity)
 	p.pay(t, id, "c1", 10_000) // paid, but the seller never closes
@@ -164,7 +190,7 @@ func TestRegtestSellerVanishesBuyerRefunds(t *testing.T) {
 		t.Fatalf("early refund: %v, want ErrNotExpired", err)
 	}
 	tip := p.h.Tip(t)
-	p.h.MustGenerate(t, uint32(int32(bc.Expiry)-tip))
+	p.gen(t, uint32(int32(bc.Expiry)-tip))
 	// The buyer's Tick refunds by itself at expiry; the seller is gone.
 	if err := p.buyer.Tick(ctx); err != nil {
 		t.Fatal(err)
@@ -175,7 +201,7 @@ func TestRegtestSellerVanishesBuyerRefunds(t *testing.T) {
 	}
 	var refund wire.MsgTx
 	_ = refund.Deserialize(bytes.NewReader(bc.SpendTx))
-	p.h.MustGenerate(t, 1)
+	p.gen(t, 1)
 	_ = p.buyer.Tick(ctx)
 	bc, _ = p.buyer.Channel(id)
 	if bc.State != StateClosed {
@@ -190,7 +216,11 @@ func TestRegtestSellerVanishesBuyerRefunds(t *testing.T) {
 }
 
 func TestRegtestBuyerVanishesSellerCloses(t *testing.T) {
-	p := newPair(t)
+	onBackends(t, testRegtestBuyerVanishesSellerCloses)
+}
+
+func testRegtestBuyerVanishesSellerCloses(t *testing.T, backend string) {
+	p := newPair(t, backend)
 	id, _ := p.open(t, 300_000)
 	for i := 0; i < 5; i++ {
 		p.pay(t, id, "c1", 20_000)
@@ -200,7 +230,7 @@ func TestRegtestBuyerVanishesSellerCloses(t *testing.T) {
 	sc, _ := p.seller.Channel(id)
 	ctx := context.Background()
 	tip := p.h.Tip(t)
-	p.h.MustGenerate(t, uint32(int32(sc.Expiry)-p.cfg.SafetyMargin-tip))
+	p.gen(t, uint32(int32(sc.Expiry)-p.cfg.SafetyMargin-tip))
 	if err := p.seller.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +242,7 @@ func TestRegtestBuyerVanishesSellerCloses(t *testing.T) {
 	_ = close.Deserialize(bytes.NewReader(sc.SpendTx))
 	// A late update is refused: the seller no longer takes payments it
 	// could not settle in time.
-	p.h.MustGenerate(t, 1)
+	p.gen(t, 1)
 	_ = p.seller.Tick(ctx)
 	sc, _ = p.seller.Channel(id)
 	if sc.State != StateClosed {
@@ -223,13 +253,15 @@ func TestRegtestBuyerVanishesSellerCloses(t *testing.T) {
 	}
 }
 
-func TestRegtestFundingReorg(t *testing.T) {
-	p := newPair(t)
+func TestRegtestFundingReorg(t *testing.T) { onBackends(t, testRegtestFundingReorg) }
+
+func testRegtestFundingReorg(t *testing.T, backend string) {
+	p := newPair(t, backend)
 	id, _ := p.open(t, 400_000)
 	p.pay(t, id, "c1", 5_000)
 	// Disconnect the block with the funding transaction.
 	bc, _ := p.buyer.Channel(id)
-	res, err := p.chain.RPC().GetRawTransactionVerbose(ptr(bc.FundingTxid()))
+	res, err := p.h.Client().GetRawTransactionVerbose(ptr(bc.FundingTxid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,18 +270,39 @@ func TestRegtestFundingReorg(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, m := range []*Manager{p.buyer, p.seller} {
-		if err := m.Tick(ctx); err != nil {
+	paid := int64(6000)
+	if backend == BackendNeutrino {
+		// A light client learns of a reorg only from a longer branch:
+		// mine one (the funding goes back in, in another block) and
+		// check that the client dropped what it had seen and counts the
+		// funding's confirmations in the new block.
+		p.gen(t, 2)
+		confs, err := TxConfirmations(ctx, p.chain, bc.FundingTxid(), fundingScript(bc), bc.OpenHeight-6)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	p.wantState(t, id, StatePending)
-	// Unconfirmed again: the seller takes a payment only as it does on a
-	// funding it accepted unconfirmed, within zero_conf_max (zeroconf.go),
-	// and counts the channel in its exposure.
-	p.pay(t, id, "c1", 1000)
-	if v := p.seller.ZeroConf(); v.ExposureSat != 6000 {
-		t.Fatalf("exposure while reorged out %+v, want 6000", v)
+		res, err := p.h.Client().GetRawTransactionVerbose(ptr(bc.FundingTxid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.BlockHash == bh.String() || int64(confs) != int64(res.Confirmations) {
+			t.Fatalf("after the reorg the light client counts %d confirmations, btcd %d in block %s (invalidated %s)", confs, res.Confirmations, res.BlockHash, bh)
+		}
+	} else {
+		for _, m := range []*Manager{p.buyer, p.seller} {
+			if err := m.Tick(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.wantState(t, id, StatePending)
+		// Unconfirmed again: the seller takes a payment only as it does on
+		// a funding it accepted unconfirmed, within zero_conf_max
+		// (zeroconf.go), and counts the channel in its exposure.
+		p.pay(t, id, "c1", 1000)
+		if v := p.seller.ZeroConf(); v.ExposureSat != 6000 {
+			t.Fatalf("exposure while reorged out %+v, want 6000", v)
+		}
+		paid += 1000
 	}
 	// Mine on the new branch: the funding comes back from the mempool (or
 	// is rebroadcast by Tick) and the channel reopens with its state.
@@ -259,8 +312,8 @@ func TestRegtestFundingReorg(t *testing.T) {
 	p.wantState(t, id, StateOpen)
 	p.pay(t, id, "c1", 1000)
 	sc, _ := p.seller.Channel(id)
-	if sc.Paid != 7000 {
-		t.Fatalf("paid %d after reorg, want 7000", sc.Paid)
+	if sc.Paid != paid {
+		t.Fatalf("paid %d after reorg, want %d", sc.Paid, paid)
 	}
 	if _, err := p.seller.Close(ctx, id); err != nil {
 		t.Fatal(err)
@@ -269,8 +322,10 @@ func TestRegtestFundingReorg(t *testing.T) {
 	p.wantState(t, id, StateClosed)
 }
 
-func TestRegtestBadUpdatesRefused(t *testing.T) {
-	p := newPair(t)
+func TestRegtestBadUpdatesRefused(t *testing.T) { onBackends(t, testRegtestBadUpdatesRefused) }
+
+func testRegtestBadUpdatesRefused(t *testing.T, backend string) {
+	p := newPair(t, backend)
 	id, _ := p.open(t, 200_000)
 	id2, _ := p.open(t, 200_000)
 	ctx := context.Background()
@@ -345,8 +400,10 @@ func mod(u *Update, f func(*Update)) []byte {
 	return c.Encode()
 }
 
-func TestRegtestFeeBound(t *testing.T) {
-	p := newPair(t)
+func TestRegtestFeeBound(t *testing.T) { onBackends(t, testRegtestFeeBound) }
+
+func testRegtestFeeBound(t *testing.T, backend string) {
+	p := newPair(t, backend)
 	terms, _ := p.seller.SellerTerms()
 	ctx := context.Background()
 	_, _, err := p.buyer.OpenChannel(ctx, OpenParams{Peer: "s", Seller: terms, Capacity: 100_000, FeeRate: p.cfg.MaxFeeRate + 1})

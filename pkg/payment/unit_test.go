@@ -28,7 +28,7 @@ func newMemPair(tb testing.TB, bst, sst ChannelStore) *memPair {
 	tb.Helper()
 	key := mustKey(tb)
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()
@@ -250,7 +250,7 @@ func TestDustFoldedAndExhaustedClose(t *testing.T) {
 }
 
 func TestConfigValidateAndXpubPayout(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
@@ -267,7 +267,7 @@ func TestConfigValidateAndXpubPayout(t *testing.T) {
 		{"close_idle", func(c *Config) { c.CloseIdle = -time.Second }},
 		{"close_at", func(c *Config) { c.CloseAt = -1 }},
 	} {
-		c := DefaultConfig()
+		c := RegtestConfig()
 		tc.mod(&c)
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.key) {
 			t.Errorf("%s: %v", tc.key, err)
@@ -322,7 +322,7 @@ func TestUpdateTooCloseToExpiry(t *testing.T) {
 	ctx := context.Background()
 	c, _ := p.seller.Channel(p.id)
 	tip, _ := p.chain.Tip(ctx)
-	p.chain.Mine(int32(c.Expiry) - DefaultConfig().SafetyMargin - tip)
+	p.chain.Mine(int32(c.Expiry) - RegtestConfig().SafetyMargin - tip)
 	if err := p.seller.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -121,10 +121,12 @@ type Wallet struct {
 	log    *slog.Logger
 	w      *wallet.Wallet
 	loader *wallet.Loader
-	rpc    *chain.RPCClient
+	rpc    chain.Interface
 	keys   *Keyring
 	backup *SeedBackup
 	pass   []byte
+	// closeAlso run after Close (CloseAlso).
+	closeAlso []func()
 }
 
 var _ Funder = (*Wallet)(nil)
@@ -220,7 +222,7 @@ func OpenWallet(ctx context.Context, dir string, passphrase []byte, cfg Config, 
 	if _, err := NetParams(cfg.Network); err != nil {
 		return nil, err
 	}
-	if err := cfg.checkRPC(); err != nil {
+	if err := cfg.checkChainSource(); err != nil {
 		return nil, err
 	}
 	backup, err := ReadBackup(filepath.Join(dir, seedFile))
@@ -247,7 +249,7 @@ func openWallet(ctx context.Context, dir string, backup *SeedBackup, seed, passp
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := cfg.checkRPC(); err != nil {
+	if err := cfg.checkChainSource(); err != nil {
 		return nil, err
 	}
 	keys, err := NewKeyring(seed, params)
@@ -264,21 +266,10 @@ func openWallet(ctx context.Context, dir string, backup *SeedBackup, seed, passp
 		_ = loader.UnloadWallet()
 		return nil, err
 	}
-	var certs []byte
-	if !cfg.RPCNoTLS && cfg.RPCCert != "" {
-		if certs, err = os.ReadFile(cfg.RPCCert); err != nil {
-			_ = loader.UnloadWallet()
-			return nil, fmt.Errorf("read btcd rpc cert: %w", err)
-		}
-	}
-	rpc, err := chain.NewRPCClient(params, cfg.RPCHost, cfg.RPCUser, cfg.RPCPass, certs, cfg.RPCNoTLS, 3)
+	rpc, err := walletChainClient(cfg, params)
 	if err != nil {
 		_ = loader.UnloadWallet()
-		return nil, fmt.Errorf("btcwallet chain client: %w", err)
-	}
-	if err := rpc.Start(); err != nil {
-		_ = loader.UnloadWallet()
-		return nil, fmt.Errorf("connect btcwallet to btcd %s: %w", cfg.RPCHost, err)
+		return nil, err
 	}
 	w.SynchronizeRPC(rpc)
 	ww := &Wallet{cfg: cfg, params: params, log: log, w: w, loader: loader, rpc: rpc, keys: keys, backup: backup, pass: passphrase}
@@ -412,6 +403,9 @@ func (w *Wallet) Close() {
 	w.rpc.Stop()
 	w.rpc.WaitForShutdown()
 	_ = w.loader.UnloadWallet()
+	for _, f := range w.closeAlso {
+		f()
+	}
 }
 
 // Keyring derives the channel keys from the same seed.
@@ -505,6 +499,7 @@ func (w *Wallet) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
 	if err := w.w.PublishTransaction(tx, ""); err != nil {
 		return fmt.Errorf("publish %s: %w", tx.TxHash(), err)
 	}
+	w.cfg.light.remember(tx)
 	return nil
 }
 

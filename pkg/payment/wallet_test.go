@@ -22,9 +22,32 @@ import (
 // TestRegtestWallet: btcwallet against a real btcd: receive, balance, send,
 // fund a channel as the buyer's Funder, then back up, restore into a new
 // directory and find the same money and the same channel keys.
-func TestRegtestWallet(t *testing.T) {
+func TestRegtestWallet(t *testing.T) { onBackends(t, testRegtestWallet) }
+
+func testRegtestWallet(t *testing.T, backend string) {
 	h := btcdtest.Start(t, 3)
 	cfg := testConfig(h, "")
+	var chain Chain
+	var light *NeutrinoChain
+	if backend == BackendNeutrino {
+		light = startLight(t, h)
+		cfg.Backend, cfg.Peers = BackendNeutrino, []string{h.P2PHost}
+		cfg = cfg.WithLightClient(light)
+		chain = light
+	} else {
+		bc, err := DialBtcd(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bc.Close()
+		chain = bc
+	}
+	gen := func(n uint32) {
+		h.MustGenerate(t, n)
+		if light != nil {
+			waitLight(t, light, h)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -50,17 +73,12 @@ func TestRegtestWallet(t *testing.T) {
 	if _, _, err := h.Send(pk, 50_000_000); err != nil {
 		t.Fatal(err)
 	}
-	h.MustGenerate(t, 1)
+	gen(1)
 	if err := w.WaitSynced(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitBalance(t, w, 50_000_000)
 
-	chain, err := DialBtcd(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer chain.Close()
 	other := p2wpkh(t)
 	oa, _ := txscript.ParsePkScript(other)
 	oaddr, _ := oa.Address(btcdtest.Params)
@@ -74,7 +92,7 @@ func TestRegtestWallet(t *testing.T) {
 	if _, err := w.Send(ctx, chain, oaddr.EncodeAddress(), 100_000_000, 2); !errors.Is(err, ErrInsufficientFunds) {
 		t.Fatalf("send more than the balance: %v", err)
 	}
-	h.MustGenerate(t, 1)
+	gen(1)
 	if got, _ := h.Balance(other, sent); got != 10_000_000 {
 		t.Fatalf("recipient got %d", got)
 	}
@@ -97,7 +115,7 @@ func TestRegtestWallet(t *testing.T) {
 	if _, err := seller.AcceptOpen(ctx, "b", req.Encode()); err != nil {
 		t.Fatal(err)
 	}
-	h.MustGenerate(t, 1)
+	gen(1)
 	if err := buyer.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}

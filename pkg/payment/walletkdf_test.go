@@ -19,7 +19,7 @@ func TestNewWalletKDF(t *testing.T) {
 	if testing.Short() {
 		t.Skip("creates a wallet (three scrypt derivations, ~2s here): not in -short")
 	}
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	cfg.Network = "regtest"
 	if _, _, err := createWallet(t.TempDir(), []byte(pubPassphrase), nil, cfg); err == nil || !strings.Contains(err.Error(), "choose another") {
 		t.Fatalf("passphrase %q: %v", pubPassphrase, err)

@@ -15,7 +15,7 @@ import (
 // before any block, and a seller whose fee floor the funding misses waits
 // for the confirmations instead.
 func TestZeroConfRegtest(t *testing.T) {
-	p := newPair(t)
+	p := newPair(t, BackendBtcd) // zero-conf checks need btcd (PrevOutSource)
 	ctx := context.Background()
 	terms, err := p.seller.SellerTerms()
 	if err != nil {

@@ -71,7 +71,7 @@ func zcPair(t *testing.T, max int64) (*paytest.Chain, *Manager, *Manager, string
 	t.Helper()
 	key := mustKey(t)
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
-	cfg := DefaultConfig()
+	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
 	cfg.ZeroConfMax = max
 	chain := paytest.NewChain()

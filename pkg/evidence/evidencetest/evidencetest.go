@@ -67,7 +67,7 @@ func New(t testing.TB) *Fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := payment.DefaultConfig()
+	cfg := payment.RegtestConfig()
 	cfg.PayoutAddress = addr.EncodeAddress()
 	cfg.Confirmations = 1
 	f := &Fixture{Chain: paytest.NewChain()}

@@ -41,6 +41,9 @@ const CoinbaseMaturity = 100
 type Harness struct {
 	// RPCHost, RPCUser and RPCPass reach the node (no TLS, loopback).
 	RPCHost, RPCUser, RPCPass string
+	// P2PHost is where the node listens for Bitcoin peers (loopback): a
+	// light client syncs from it (compact filters are served).
+	P2PHost string
 	// Dir is the node's data and log dir.
 	Dir string
 
@@ -139,16 +142,21 @@ func start(bin, dir string) (*Harness, error) {
 		if err != nil {
 			return nil, err
 		}
+		p2p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
 		h := &Harness{
 			RPCHost: "127.0.0.1:" + strconv.Itoa(port), RPCUser: "u", RPCPass: "p",
-			Dir: dir, key: key, script: script, done: make(chan struct{}),
+			P2PHost: "127.0.0.1:" + strconv.Itoa(p2p),
+			Dir:     dir, key: key, script: script, done: make(chan struct{}),
 		}
 		conf := filepath.Join(dir, "btcd.conf")
 		if err := os.WriteFile(conf, nil, 0o600); err != nil {
 			return nil, err
 		}
 		h.cmd = exec.Command(bin, "--configfile="+conf, "--regtest", "--datadir="+dir, "--logdir="+dir,
-			"--rpcuser=u", "--rpcpass=p", "--rpclisten="+h.RPCHost, "--notls", "--nolisten",
+			"--rpcuser=u", "--rpcpass=p", "--rpclisten="+h.RPCHost, "--notls", "--listen="+h.P2PHost,
 			"--rejectnonstd", "--txindex", "--miningaddr="+addr.EncodeAddress(), "--debuglevel=info",
 			// Many nodes share one btcd in the multi-node tests; btcd
 			// answers 503 beyond 10 requests at once by default.

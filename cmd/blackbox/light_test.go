@@ -1,0 +1,146 @@
+//go:build integration
+
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/contract"
+)
+
+// lightDaemon starts `blackbox serve` on the embedded light client with no
+// RPC settings at all: only the wallet passphrase, regtest, and btcd's P2P
+// port as its one Bitcoin peer (regtest has no DNS seeds).
+func (m *market) lightDaemon(extra []string, args ...string) *daemon {
+	m.t.Helper()
+	lm := *m
+	lm.env = nil
+	for _, e := range m.env {
+		if !strings.HasPrefix(e, "BLACKBOX_PAYMENT_RPC_") {
+			lm.env = append(lm.env, e)
+		}
+	}
+	lm.env = append(lm.env, "BLACKBOX_PAYMENT_BACKEND=neutrino", "BLACKBOX_PAYMENT_PEERS="+m.btcd.P2PHost)
+	return lm.daemon(extra, args...)
+}
+
+// TestLightMarket: a buyer and a seller on the light client with no RPC
+// settings, and a seller on btcd's RPC. The buyer's first job goes to one
+// seller, the second, with that seller gone, to the other; each seller
+// closes its channel and the payout confirms on chain. Status says which chain source each node uses and where its fee
+// rate came from.
+func TestLightMarket(t *testing.T) {
+	m := newMarket(t)
+	work := t.TempDir()
+	light := m.lightDaemon(sellerEnv())
+	rpc := m.daemon(sellerEnv(), "--bootstrap", light.bootAddr())
+	buyer := m.lightDaemon(buyerEnv, "--bootstrap", light.bootAddr())
+	for _, c := range []struct {
+		d    *daemon
+		want string
+	}{{light, "regtest via the light client"}, {buyer, "regtest via the light client"}, {rpc, "regtest via btcd"}} {
+		out, err := c.d.cli("status")
+		if err != nil || !strings.Contains(out, c.want) || !strings.Contains(out, "sat/vB (") {
+			t.Fatalf("status of %s: %v, want %q with the fee source\n%s", c.d.dir, err, c.want, out)
+		}
+	}
+	out, _ := buyer.cli("status", "--json")
+	if !strings.Contains(out, `"backend": "neutrino"`) || !strings.Contains(out, `"fee_source": "`) {
+		t.Fatalf("status --json of the light buyer:\n%s", out)
+	}
+	m.fund(buyer.proc, 2_000_000)
+	m.waitMarket(buyer, 2)
+
+	image := busybox(t, work)
+	// run runs a job, checks the seller that took it holds its payment,
+	// closes that seller's channel and checks the payout on chain.
+	run := func(sellers ...*daemon) *daemon {
+		t.Helper()
+		id := submitDetached(t, buyer, image, jobFlags, "sh", "-c", "sleep 3; echo hi")
+		j := waitJob(t, buyer, id, 90*time.Second, "ends", ended)
+		if j.State != contract.JobDone || j.Paid <= 0 {
+			t.Fatalf("job %s: state %s paid %d error %q\n%s", j.ID, j.State, j.Paid, j.Error, buyer.logs.String())
+		}
+		seller := sellerOf(t, j.Seller.String(), sellers...)
+		ch := seller.channelWith(buyer.peerID())
+		if ch == nil || ch.Contracts[j.ContractID] != j.Paid {
+			t.Fatalf("seller's channel with the buyer: %+v", ch)
+		}
+		payout := m.closeOnChain(seller, ch, ch.Paid)
+		t.Logf("job %s on %s: paid %d, payout %d confirmed on chain", j.ID, seller.dir, j.Paid, payout)
+		return seller
+	}
+	// The first job goes to either (the buyer explores); with that seller
+	// gone, the second goes to the other: both backends sell and settle.
+	first := run(light, rpc)
+	first.stop()
+	other := map[*daemon]*daemon{light: rpc, rpc: light}[first]
+	run(other)
+}
+
+// BenchmarkLightSync: the light client's cost. A regtest chain of 1,000
+// blocks (plus the harness's 130), a seller on the light client started on
+// a fresh data dir: the light client's first sync (headers and filter
+// headers, from the daemon's "light client synced" log line), the whole
+// start until the API answers (the wallet created and synced through the
+// light client as well) and the peak RSS by then; a restart on its data
+// dir after 10 more blocks; then BLACKBOX_BENCH_IDLE (60s) idle on a quiet
+// chain: CPU share of a core and RSS (goals: < 1% and < 80 MiB).
+func BenchmarkLightSync(b *testing.B) {
+	m := newMarketMining(b, 0)
+	idle := benchEnvDuration(b, "BLACKBOX_BENCH_IDLE", time.Minute)
+	settle := benchEnvDuration(b, "BLACKBOX_BENCH_SETTLE", 10*time.Second)
+	for left := 1000; left > 0; left -= 100 {
+		if _, err := m.btcd.Generate(100); err != nil {
+			b.Fatal(err)
+		}
+	}
+	d := m.lightDaemon(sellerEnv())
+	first := syncTook(b, d)
+	start, peak := d.ready.Seconds(), procKiB(b, d.cmd.Process.Pid, "VmHWM")/1024
+	b.Logf("first start: light client synced %d blocks in %s; API up after %.2fs; peak RSS %.0f MiB", m.btcd.Tip(b), first, start, peak)
+	d.stop()
+	if _, err := m.btcd.Generate(10); err != nil {
+		b.Fatal(err)
+	}
+	d.start()
+	again := syncTook(b, d)
+	restart, rpeak := d.ready.Seconds(), procKiB(b, d.cmd.Process.Pid, "VmHWM")/1024
+	b.Logf("restart: light client caught up 10 blocks in %s; API up after %.2fs; peak RSS %.0f MiB", again, restart, rpeak)
+	time.Sleep(settle)
+	figs := measureIdle(b, map[string]*daemon{"light seller": d}, idle)
+	row := func(figure string, v float64, unit, goal string) {
+		fmt.Printf("BENCHROW %s = %.2f %s|-|-|%s|-\n", figure, v, unit, goal)
+	}
+	row("light client first sync, 1,130 regtest blocks", first.Seconds(), "s", "-")
+	row("light seller first start (sync + new wallet)", start, "s", "-")
+	row("light seller first start peak RSS", peak, "MiB", "-")
+	row("light client restart sync (10 new blocks)", again.Seconds(), "s", "-")
+	row("light seller restart", restart, "s", "-")
+	row("light seller restart peak RSS", rpeak, "MiB", "-")
+	row(fmt.Sprintf("light seller idle CPU (%.0fs)", idle.Seconds()), figs["light seller"].cpuPct, "% core", "< 1")
+	row("light seller idle RSS", figs["light seller"].rssMiB, "MiB", "< 80")
+}
+
+// syncTook is the took= of the daemon's last "light client synced" line.
+func syncTook(b *testing.B, d *daemon) time.Duration {
+	b.Helper()
+	logs := d.logs.String()
+	i := strings.LastIndex(logs, `msg="light client synced"`)
+	if i < 0 {
+		b.Fatalf("no light client sync in the log:\n%s", tail(logs, 30))
+	}
+	line, _, _ := strings.Cut(logs[i:], "\n")
+	_, v, ok := strings.Cut(line, "took=")
+	if !ok {
+		b.Fatalf("no took= in %q", line)
+	}
+	took, err := time.ParseDuration(strings.Fields(v)[0])
+	if err != nil {
+		b.Fatalf("took= in %q: %v", line, err)
+	}
+	return took
+}
