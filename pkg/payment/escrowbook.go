@@ -192,9 +192,13 @@ type EscrowRecord struct {
 	SpendTx   []byte    `json:"spend_tx,omitempty"`
 	SpendTxid string    `json:"spend_txid,omitempty"`
 
-	FailReason string    `json:"fail_reason,omitempty"`
-	Created    time.Time `json:"created"`
-	Updated    time.Time `json:"updated"`
+	FailReason string `json:"fail_reason,omitempty"`
+	// Market is what the market knows of the escrow (who the parties
+	// are, which contract it pays, a dispute's evidence); set through
+	// EscrowManager.SetMarket, opaque to this package.
+	Market  *EscrowMarket `json:"market,omitempty"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
 }
 
 // EncodeEscrow is the stored form of an escrow record (JSON, as channels).
@@ -215,6 +219,10 @@ func (e *EscrowRecord) clone() *EscrowRecord {
 	d := *e
 	d.Sigs = slices.Clone(e.Sigs)
 	d.SpendTx = bytes.Clone(e.SpendTx)
+	if e.Market != nil {
+		m := *e.Market
+		d.Market = &m
+	}
 	return &d
 }
 

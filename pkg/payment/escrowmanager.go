@@ -177,6 +177,9 @@ type EscrowParams struct {
 	Delay int32
 	// FeeRate in sat/vB for the funding; 0 = the chain's estimate.
 	FeeRate int64
+	// Extra are further outputs of the funding transaction (an
+	// arbiter's fee).
+	Extra []*wire.TxOut
 }
 
 // OpenEscrow funds a new escrow: it builds the script, has the wallet fund
@@ -236,7 +239,7 @@ func (m *EscrowManager) OpenEscrow(ctx context.Context, p EscrowParams) (*Escrow
 	if vs, _ := es.SpendVSize(p.Seller.PayoutScript); IsDust(p.Seller.PayoutScript, p.Amount-m.cfg.MaxFeeRate*vs) {
 		return nil, nil, fmt.Errorf("open escrow: amount %d too small for a spend at max_fee_rate", p.Amount)
 	}
-	tx, err := m.fund.FundTx(ctx, []*wire.TxOut{wire.NewTxOut(p.Amount, pk)}, rate)
+	tx, err := m.fund.FundTx(ctx, append([]*wire.TxOut{wire.NewTxOut(p.Amount, pk)}, p.Extra...), rate)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open escrow: %w", err)
 	}
