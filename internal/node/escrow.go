@@ -205,7 +205,7 @@ func decodeEscrowPay(b []byte) (int64, error) {
 		return 0, fmt.Errorf("%w: not an escrowed payment", contract.ErrMalformed)
 	}
 	v, n := binary.Uvarint(b[1:])
-	if n <= 0 || n != len(b)-1 || v > 21e14 {
+	if n <= 0 || n != len(b)-1 || v > 21e14 || !bytes.Equal(escrowPay(int64(v)), b) { // one encoding only
 		return 0, fmt.Errorf("%w: escrowed payment total", contract.ErrMalformed)
 	}
 	return int64(v), nil
