@@ -61,7 +61,7 @@ func (n *Node) newEscrow() error {
 	}
 	e := &escrowNode{n: n, m: m, byContract: map[string]string{}, kick: make(chan struct{}, 1)}
 	for _, r := range m.Escrows() {
-		if r.Market != nil && r.Market.Contract != "" {
+		if r.Market != nil && r.Market.Contract != "" && r.State != payment.EscrowFailed {
 			e.byContract[r.Market.Contract] = r.ID
 		}
 	}
@@ -299,28 +299,32 @@ func (e *escrowNode) fund(ctx context.Context, ct *contract.Contract) ([]byte, e
 	if ao.FeeSat > 0 {
 		extra = append(extra, wire.NewTxOut(int64(ao.FeeSat), ao.PayoutScript))
 	}
+	market := payment.EscrowMarket{Contract: ct.ID, Buyer: p.Buyer.String(), Seller: p.Seller.String(), Arbiter: arb.String(),
+		ArbiterFee: int64(ao.FeeSat), Hold: e.n.cfg.Arbiter.Release == "manual"}
+	// The arbiter holds the escrow before its funding is sent: money is
+	// never locked where no arbiter could release it.
+	register := func(rec *payment.EscrowRecord, offer *payment.EscrowOffer) error {
+		if _, err := e.m.SetMarket(rec.ID, func(mk *payment.EscrowMarket) error { *mk = market; return nil }); err != nil {
+			return err
+		}
+		note := &contract.EscrowNote{ContractID: ct.ID, EscrowID: rec.ID, Contract: ct.Marshal(), Payload: offer.Encode()}
+		if _, err := contract.CallEscrow(ctx, e.n.host, arb, contract.EscrowRegister, note.Marshal()); err != nil {
+			return fmt.Errorf("register the escrow with the arbiter: %w", err)
+		}
+		return nil
+	}
 	rec, offer, err := e.m.OpenEscrow(ctx, payment.EscrowParams{
-		Peer:    p.Seller.String(),
-		Seller:  payment.EscrowTerms{Key: st.Key, KeyIndex: st.KeyIndex, PayoutScript: st.PayoutScript},
-		Arbiter: payment.EscrowTerms{Key: ao.Key, KeyIndex: ao.KeyIndex},
-		Amount:  p.Total(),
-		Extra:   extra,
+		Peer:          p.Seller.String(),
+		Seller:        payment.EscrowTerms{Key: st.Key, KeyIndex: st.KeyIndex, PayoutScript: st.PayoutScript},
+		Arbiter:       payment.EscrowTerms{Key: ao.Key, KeyIndex: ao.KeyIndex},
+		Amount:        p.Total(),
+		Extra:         extra,
+		BeforePublish: register,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fund escrow: %w", err)
 	}
 	e.bind(ct.ID, rec.ID)
-	if _, err := e.m.SetMarket(rec.ID, func(mk *payment.EscrowMarket) error {
-		*mk = payment.EscrowMarket{Contract: ct.ID, Buyer: p.Buyer.String(), Seller: p.Seller.String(), Arbiter: arb.String(),
-			ArbiterFee: int64(ao.FeeSat), Hold: e.n.cfg.Arbiter.Release == "manual"}
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	note := &contract.EscrowNote{ContractID: ct.ID, EscrowID: rec.ID, Contract: ct.Marshal(), Payload: offer.Encode()}
-	if _, err := contract.CallEscrow(ctx, e.n.host, arb, contract.EscrowRegister, note.Marshal()); err != nil {
-		return nil, fmt.Errorf("register escrow %s with the arbiter: %w", rec.ID, err)
-	}
 	e.n.log.Info("escrow funded for a contract", "escrow", rec.ID, "contract", ct.ID, "peer", p.Seller, "arbiter", arb,
 		"amount_sats", rec.Amount, "arbiter_fee_sats", ao.FeeSat, "delay", rec.Delay)
 	return offer.Encode(), nil

@@ -180,6 +180,10 @@ type EscrowParams struct {
 	// Extra are further outputs of the funding transaction (an
 	// arbiter's fee).
 	Extra []*wire.TxOut
+	// BeforePublish, if set, runs once the escrow is persisted and before
+	// its funding is broadcast (the market registers it with the
+	// arbiter); an error abandons the escrow (Failed) unpublished.
+	BeforePublish func(rec *EscrowRecord, offer *EscrowOffer) error
 }
 
 // OpenEscrow funds a new escrow: it builds the script, has the wallet fund
@@ -269,16 +273,26 @@ func (m *EscrowManager) OpenEscrow(ctx context.Context, p EscrowParams) (*Escrow
 	if err != nil {
 		return nil, nil, fmt.Errorf("open escrow: %w", err)
 	}
+	offer := &EscrowOffer{
+		BuyerKey: rec.BuyerKey, SellerKey: rec.SellerKey, ArbiterKey: rec.ArbiterKey,
+		SellerIndex: p.Seller.KeyIndex, ArbiterIndex: p.Arbiter.KeyIndex, Delay: rec.Delay,
+		SellerScript: rec.SellerScript, BuyerScript: rec.BuyerScript, FundingTx: rec.FundingTx, Vout: uint32(vout),
+	}
+	if p.BeforePublish != nil {
+		if err := p.BeforePublish(rec.clone(), offer); err != nil {
+			// Never sent: the wallet holds no lease on its inputs.
+			if _, aerr := m.Abandon(ctx, rec.ID, "not published: "+err.Error()); aerr != nil {
+				m.log.Warn("abandon unpublished escrow", "escrow", rec.ID, "err", aerr)
+			}
+			return nil, nil, fmt.Errorf("open escrow %s: %w", rec.ID, err)
+		}
+	}
 	if err := m.fund.PublishTx(ctx, tx); err != nil {
 		// Kept: Tick rebroadcasts the funding.
 		return nil, nil, fmt.Errorf("open escrow %s: %w", rec.ID, err)
 	}
 	m.log.Info("escrow funded", "escrow", rec.ID, "peer", p.Peer, "amount", p.Amount, "delay", es.Delay)
-	return rec.clone(), &EscrowOffer{
-		BuyerKey: rec.BuyerKey, SellerKey: rec.SellerKey, ArbiterKey: rec.ArbiterKey,
-		SellerIndex: p.Seller.KeyIndex, ArbiterIndex: p.Arbiter.KeyIndex, Delay: rec.Delay,
-		SellerScript: rec.SellerScript, BuyerScript: rec.BuyerScript, FundingTx: rec.FundingTx, Vout: uint32(vout),
-	}, nil
+	return rec.clone(), offer, nil
 }
 
 // AcceptEscrow is the seller's or the arbiter's side of an open: the offer
