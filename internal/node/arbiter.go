@@ -390,3 +390,26 @@ func (n *Node) checkEscrowRequest(ctx context.Context, req contract.Request) err
 	_, err = e.arbiterOffer(ctx, arb)
 	return err
 }
+
+// precheckEscrow is precheck's wallet check for an escrowed job: the
+// cheapest contract's price, the arbiter's fee and a funding fee.
+func (n *Node) precheckEscrow(ctx context.Context, req contract.Request, job int64) error {
+	e, err := n.needEscrow()
+	if err != nil {
+		return err
+	}
+	fee := n.cfg.Arbiter.MaxFeeSat
+	if f, ok := e.fees.Load(req.Escrow); ok {
+		fee = f.(int64)
+	}
+	need := job + fee + n.payments.FundingFee(ctx)
+	spendable, _, err := n.wallet.Balance(1)
+	if err != nil {
+		return fmt.Errorf("check the wallet: %w", err)
+	}
+	if int64(spendable) < need {
+		return fmt.Errorf("%w: the wallet has %d sat spendable; this escrowed job needs about %d sat (the job's price %d + the arbiter's fee %d + the funding fee): send at least %d sat to the wallet (`blackbox wallet address`) and wait for a confirmation",
+			api.ErrRefused, spendable, need, job, fee, need-int64(spendable))
+	}
+	return nil
+}

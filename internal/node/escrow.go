@@ -45,6 +45,8 @@ type escrowNode struct {
 	// byContract maps a contract ID to the escrow that pays it.
 	byContract map[string]string
 	kick       chan struct{}
+	// fees is the fee each arbiter asked last (peer ID → sats).
+	fees sync.Map
 }
 
 // newEscrow loads the escrows; the node's payments must be on.
@@ -343,6 +345,7 @@ func (e *escrowNode) arbiterOffer(ctx context.Context, arb peer.ID) (*contract.A
 	if ao.Arbiter != arb {
 		return nil, fmt.Errorf("%w: arbiter offer of %s came from %s", contract.ErrWrongKey, ao.Arbiter, arb)
 	}
+	e.fees.Store(arb.String(), int64(ao.FeeSat))
 	if int64(ao.FeeSat) > e.n.cfg.Arbiter.MaxFeeSat {
 		return nil, fmt.Errorf("%w: arbiter %s charges %d sats, arbiter.max_fee_sat is %d", api.ErrRefused, arb, ao.FeeSat, e.n.cfg.Arbiter.MaxFeeSat)
 	}
