@@ -276,3 +276,42 @@ func TestEscrowSellerVanishes(t *testing.T) {
 	waitFor(t, 60*time.Second, "the killed job's container to be gone", func() bool { return tr.m.jobContainers(be.Market.Contract) == 0 })
 	t.Logf("escrow %s: refunded %d sats to the buyer by %s after block %d, without the seller", e.ID, paysTo(spend, e.BuyerScript), e.SpendTxid, e.Delay)
 }
+
+// TestEscrowSplit: the buyer (arbiter.release: manual) disputes a
+// delivered job; the arbiter splits the escrow, 30,000 sats to the seller
+// and the rest less the fee to the buyer, and after the delay one of them
+// completes it. A malformed decision is refused and changes nothing.
+func TestEscrowSplit(t *testing.T) {
+	tr := newEscrowTrio(t, "BLACKBOX_ARBITER_RELEASE=manual")
+	work := t.TempDir()
+	image := busybox(t, work)
+	j := submit(t, tr.buyer, image, filepath.Join(work, "results"), append([]string{"--escrow", tr.arbiter.peerID()}, escrowJobFlags...),
+		"sh", "-c", "echo half")
+	if j.State != contract.JobDone || j.Receipt == nil {
+		t.Fatalf("job %s: state %s error %q", j.ID, j.State, j.Error)
+	}
+	tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowFunded)
+	if out, err := tr.buyer.cli("dispute", j.ID, "--reason", "half the work is missing"); err != nil {
+		t.Fatalf("dispute: %v: %s", err, out)
+	}
+	ae := tr.waitState(t, tr.arbiter, j.ContractID, payment.EscrowDisputed)
+	for _, bad := range []string{"split:abc", "split:0", "split:99999999", "everyone"} {
+		if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", bad); err == nil {
+			t.Fatalf("decide --pay %s: %s", bad, out)
+		}
+	}
+	if e := escrowOf(t, tr.arbiter, j.ContractID); e.Market.Decision != "" || e.Split != 0 {
+		t.Fatalf("a refused decision left %q split %d", e.Market.Decision, e.Split)
+	}
+	if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", "split:30000"); err != nil {
+		t.Fatalf("decide: %v: %s", err, out)
+	}
+	e := tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowArbitrated)
+	spend := tr.confirmedTx(t, e.SpendTxid)
+	fee := e.Amount - paysTo(spend, tr.sellerScript) - paysTo(spend, e.BuyerScript)
+	if paysTo(spend, tr.sellerScript) != 30000 || paysTo(spend, e.BuyerScript) <= 0 || fee <= 0 || fee > 10_000 {
+		t.Fatalf("split %s pays the seller %d and the buyer %d of %d", e.SpendTxid, paysTo(spend, tr.sellerScript), paysTo(spend, e.BuyerScript), e.Amount)
+	}
+	tr.waitState(t, tr.seller, j.ContractID, payment.EscrowArbitrated)
+	t.Logf("escrow %s split: %d sats to the seller, %d to the buyer, fee %d", e.ID, paysTo(spend, tr.sellerScript), paysTo(spend, e.BuyerScript), fee)
+}

@@ -79,8 +79,9 @@ func newArbitrateCmd(a *App) *cobra.Command {
 		Short: "List, show and decide escrows (an arbiter's disputes)",
 		Long: `An arbiter (arbiter.enabled) holds one key of every escrow it was chosen for.
 'list' shows this node's escrows, 'show' one with the case sent with its
-dispute, and 'decide' signs the payout to the seller or the buyer and sends
-it to that party, who completes it once the escrow's CLTV delay is reached.`,
+dispute, and 'decide' signs the payout to the seller, the buyer, or split
+between them, and sends it to the party paid, who completes it once the
+escrow's CLTV delay is reached.`,
 		Example: `  blackbox arbitrate list
   blackbox arbitrate show 4be1
   blackbox arbitrate decide 4be1 --pay seller`,
@@ -130,13 +131,15 @@ it to that party, who completes it once the escrow's CLTV delay is reached.`,
 	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	var pay string
 	decide := &cobra.Command{
-		Use:   "decide ESCROW --pay seller|buyer",
-		Short: "Decide a disputed escrow: sign the payout to the seller or the buyer",
-		Long: `Sign the arbitrated payout of a disputed escrow and send it to the party paid.
-An escrow is decided once: a second decision is refused. split:N is not
-supported (an escrow's spends pay one party).`,
+		Use:   "decide ESCROW --pay seller|buyer|split:N",
+		Short: "Decide a disputed escrow: sign the payout to the seller, the buyer, or split",
+		Long: `Sign the arbitrated payout of a disputed escrow and send it to the party paid
+(split:N: N sats to the seller, the rest less the fee to the buyer; sent to
+both, either completes it). An escrow is decided once: a second decision is
+refused.`,
 		Example: `  blackbox arbitrate decide 4be1 --pay seller
-  blackbox arbitrate decide 4be1 --pay buyer`,
+  blackbox arbitrate decide 4be1 --pay buyer
+  blackbox arbitrate decide 4be1 --pay split:30000`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			e, err := a.client().Decide(cmd.Context(), args[0], pay)
@@ -146,11 +149,11 @@ supported (an escrow's spends pay one party).`,
 			if asJSON {
 				return writeJSON(a.Stdout, e)
 			}
-			fmt.Fprintf(a.Stdout, "escrow %s decided: pay the %s (valid from block %d)\n", e.ID, e.Market.Decision, e.Delay)
+			fmt.Fprintf(a.Stdout, "escrow %s decided: pay %s (valid from block %d)\n", e.ID, e.Market.Decision, e.Delay)
 			return nil
 		},
 	}
-	decide.Flags().StringVar(&pay, "pay", "", "seller or buyer (required)")
+	decide.Flags().StringVar(&pay, "pay", "", "seller, buyer, or split:N with N the seller's share in sats (required)")
 	decide.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	_ = decide.MarkFlagRequired("pay")
 	c.AddCommand(list, show, decide)
@@ -187,7 +190,7 @@ func printEscrow(w io.Writer, e *payment.EscrowRecord) error {
 			t.row("reason", m.Reason)
 		}
 		if m.Decision != "" {
-			t.row("decision", "pay the "+m.Decision)
+			t.row("decision", "pay "+m.Decision)
 		}
 	}
 	if err := t.Flush(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -170,24 +171,60 @@ func disputeCase(d *contract.Dispute) string {
 	return b.String()
 }
 
-// tellDecision sends the arbiter's payout signature to the party paid.
+// decisionKind is the payout a decision ("seller", "buyer", "split:N")
+// means, with the seller's share of a split.
+func decisionKind(d string) (payment.SpendKind, int64, error) {
+	switch {
+	case d == "seller":
+		return payment.SpendPayoutSeller, 0, nil
+	case d == "buyer":
+		return payment.SpendPayoutBuyer, 0, nil
+	case strings.HasPrefix(d, "split:"):
+		n, err := strconv.ParseInt(strings.TrimPrefix(d, "split:"), 10, 64)
+		if err != nil || n <= 0 {
+			return 0, 0, fmt.Errorf("%w: split:N takes the seller's share in sats, not %q", api.ErrBadRequest, d)
+		}
+		return payment.SpendPayoutSplit, n, nil
+	}
+	return 0, 0, fmt.Errorf("%w: --pay seller, buyer or split:N (N: the seller's share in sats), not %q", api.ErrBadRequest, d)
+}
+
+// tellDecision sends the arbiter's payout signature to the party paid (to
+// both for a split: either completes it).
 func (e *escrowNode) tellDecision(ctx context.Context, r *payment.EscrowRecord) error {
-	to := r.Market.Seller
-	kind := payment.SpendPayoutSeller
-	if r.Market.Decision == "buyer" {
-		to, kind = r.Market.Buyer, payment.SpendPayoutBuyer
-	}
-	p, err := peer.Decode(to)
+	kind, share, err := decisionKind(r.Market.Decision)
 	if err != nil {
 		return err
 	}
-	sig, _, err := e.m.Arbitrate(ctx, r.ID, kind == payment.SpendPayoutSeller)
+	to := []string{r.Market.Seller}
+	switch kind {
+	case payment.SpendPayoutBuyer:
+		to = []string{r.Market.Buyer}
+	case payment.SpendPayoutSplit:
+		to = []string{r.Market.Seller, r.Market.Buyer}
+	}
+	sig, _, err := e.m.ArbitrateKind(ctx, r.ID, kind)
 	if err != nil {
 		return err
 	}
-	note := &contract.EscrowNote{ContractID: r.Market.Contract, EscrowID: r.ID, Payload: sig.Encode()}
-	_, err = contract.CallEscrow(ctx, e.n.host, p, contract.EscrowDecision, note.Marshal())
-	return err
+	note := &contract.EscrowNote{ContractID: r.Market.Contract, EscrowID: r.ID, Payload: sig.Encode(), Split: uint64(share)}
+	var errs []error
+	told := false
+	for _, s := range to {
+		p, err := peer.Decode(s)
+		if err == nil {
+			_, err = contract.CallEscrow(ctx, e.n.host, p, contract.EscrowDecision, note.Marshal())
+		}
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			told = true
+		}
+	}
+	if told {
+		return nil // one party is enough to complete it
+	}
+	return errors.Join(errs...)
 }
 
 func (n *Node) needEscrow() (*escrowNode, error) {
@@ -319,20 +356,27 @@ func (n *Node) Decide(ctx context.Context, id, pay string) (*payment.EscrowRecor
 	if err != nil {
 		return nil, err
 	}
+	kind, share, err := decisionKind(pay)
+	if err != nil {
+		return nil, err
+	}
 	switch {
-	case pay != "seller" && pay != "buyer" && strings.HasPrefix(pay, "split:"):
-		return nil, fmt.Errorf("%w: split payouts are not supported: an escrow's spends pay one party (seller or buyer)", api.ErrBadRequest)
-	case pay != "seller" && pay != "buyer":
-		return nil, fmt.Errorf("%w: --pay seller or buyer, not %q", api.ErrBadRequest, pay)
 	case r.Role != payment.RoleArbiter || r.Market == nil:
 		return nil, fmt.Errorf("%w: this node is not the arbiter of escrow %s", api.ErrRefused, r.ID)
 	case r.Market.Decision != "":
 		return nil, fmt.Errorf("%w: escrow %s is decided already: pay %s", api.ErrRefused, r.ID, r.Market.Decision)
 	case r.Market.DisputedBy == "" || r.State != payment.EscrowDisputed:
 		return nil, fmt.Errorf("%w: escrow %s is %s: no dispute to decide", api.ErrRefused, r.ID, r.State)
+	case kind == payment.SpendPayoutSplit && share >= r.Amount:
+		return nil, fmt.Errorf("%w: a split gives the seller less than the escrow's %d sats, not %d", api.ErrBadRequest, r.Amount, share)
+	}
+	if kind == payment.SpendPayoutSplit {
+		if _, err := n.escrow.m.SetSplit(r.ID, share); err != nil {
+			return nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
+		}
 	}
 	e := n.escrow
-	if _, _, err := e.m.Arbitrate(ctx, r.ID, pay == "seller"); err != nil {
+	if _, _, err := e.m.ArbitrateKind(ctx, r.ID, kind); err != nil {
 		return nil, err
 	}
 	r, err = e.m.SetMarket(r.ID, func(mk *payment.EscrowMarket) error {

@@ -163,7 +163,7 @@ func (e *escrowNode) act(ctx context.Context, tip int32, newBlock bool) {
 			err = e.release(ctx, r)
 		case r.Role != payment.RoleArbiter && r.State == payment.EscrowDisputed && r.SpendTxid == "" && int64(tip) >= int64(r.Delay):
 			if kind, ok := arbiterSig(r); ok {
-				_, _, err = e.m.Arbitrate(ctx, r.ID, kind == payment.SpendPayoutSeller)
+				_, _, err = e.m.ArbitrateKind(ctx, r.ID, kind)
 				if err == nil {
 					e.n.log.Info("escrow: arbitrated payout broadcast", "escrow", r.ID, "contract", r.Market.Contract, "kind", kind.String())
 				}
@@ -498,6 +498,11 @@ func (e *escrowNode) takeDecision(ctx context.Context, from peer.ID, n *contract
 	}
 	if r.Market == nil || r.Market.Arbiter != from.String() {
 		return errors.New("only the escrow's arbiter decides it")
+	}
+	if n.Split > 0 {
+		if _, err := e.m.SetSplit(r.ID, int64(n.Split)); err != nil {
+			return err
+		}
 	}
 	r, err = e.m.AddSignature(ctx, from.String(), n.Payload)
 	if err != nil {

@@ -182,9 +182,11 @@ type EscrowNote struct {
 	// Contract is the marshalled contract (EscrowRegister).
 	Contract []byte
 	Payload  []byte
+	// Split is the seller's share in sats of a split decision (0: none).
+	Split uint64
 }
 
-var escrowNoteSchema = wire.Schema{Max: maxEscrowFrame, Fields: []wire.Spec{1: bytesField, 2: bytesField, 3: bytesField, 4: bytesField}}
+var escrowNoteSchema = wire.Schema{Max: maxEscrowFrame, Fields: []wire.Spec{1: bytesField, 2: bytesField, 3: bytesField, 4: bytesField, 5: varintField}}
 
 // Marshal encodes n.
 func (n *EscrowNote) Marshal() []byte {
@@ -193,6 +195,7 @@ func (n *EscrowNote) Marshal() []byte {
 	e.String(2, n.EscrowID)
 	e.Bytes(3, n.Contract)
 	e.Bytes(4, n.Payload)
+	e.Uint(5, n.Split)
 	return e.B
 }
 
@@ -219,6 +222,8 @@ func UnmarshalEscrowNote(b []byte) (*EscrowNote, error) {
 				err = fmt.Errorf("%w: payload of %d bytes", ErrTooLarge, len(f.B))
 			}
 			n.Payload = append([]byte(nil), f.B...)
+		case 5:
+			n.Split, err = f.Uint(21e14)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("decode escrow note: %w", wireErr(err))

@@ -134,6 +134,7 @@ func TestEscrowRecords(t *testing.T) {
 func FuzzEscrowNote(f *testing.F) {
 	c := newEscrowCase(f)
 	f.Add((&EscrowNote{ContractID: c.ct.ID, EscrowID: "ab:1", Contract: c.ct.Marshal(), Payload: []byte{1}}).Marshal())
+	f.Add((&EscrowNote{EscrowID: "ab:1", Payload: []byte{1}, Split: 30000}).Marshal())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, err := UnmarshalEscrowNote(b)
@@ -141,7 +142,7 @@ func FuzzEscrowNote(f *testing.F) {
 			return
 		}
 		again, err := UnmarshalEscrowNote(n.Marshal())
-		if err != nil || again.ContractID != n.ContractID || again.EscrowID != n.EscrowID || !bytes.Equal(again.Payload, n.Payload) {
+		if err != nil || again.ContractID != n.ContractID || again.EscrowID != n.EscrowID || !bytes.Equal(again.Payload, n.Payload) || again.Split != n.Split {
 			t.Fatalf("a decoded note does not round-trip: %v", err)
 		}
 	})

@@ -98,3 +98,21 @@ func (e *Escrow) Finalize(cfg *Config, tx *wire.MsgTx, arbitrated bool, a, b Key
 	}
 	return nil
 }
+
+// SplitTx is the unsigned arbitrated spend of the whole escrow paying
+// toSeller the seller's share and toBuyer the rest less fee; both outputs
+// must be above dust.
+func (e *Escrow) SplitTx(toSeller []byte, share int64, toBuyer []byte, fee int64) (*wire.MsgTx, error) {
+	rest := e.Amount - fee - share
+	if share <= 0 || IsDust(toSeller, share) || IsDust(toBuyer, rest) {
+		return nil, fmt.Errorf("escrow split: %w: %d to the seller, %d to the buyer after fee %d", ErrNotWorth, share, rest, fee)
+	}
+	tx := wire.NewMsgTx(2)
+	tx.LockTime = e.Delay
+	in := wire.NewTxIn(&e.Outpoint, nil, nil)
+	in.Sequence = refundSequence
+	tx.AddTxIn(in)
+	tx.AddTxOut(wire.NewTxOut(share, toSeller))
+	tx.AddTxOut(wire.NewTxOut(rest, toBuyer))
+	return tx, nil
+}

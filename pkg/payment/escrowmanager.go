@@ -451,6 +451,9 @@ func (m *EscrowManager) settle(ctx context.Context, id string, kind SpendKind) (
 		if err != nil {
 			return fail(err)
 		}
+		if kind == SpendPayoutSplit {
+			vs += int64(8 + 1 + len(rec.BuyerScript)) // the second output
+		}
 		fee = m.cfg.FeeRate(ctx, m.chain, 6) * vs
 		if err := m.cfg.checkFee(fee, vs); err != nil {
 			return fail(err)

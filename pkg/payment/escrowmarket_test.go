@@ -75,3 +75,51 @@ func TestEscrowBeforePublish(t *testing.T) {
 		t.Fatalf("the agreed funding was not sent: %d", c)
 	}
 }
+
+// TestEscrowSplitPayout: the arbiter decides a split; the buyer completes
+// it after the delay with two outputs, the seller's share and the rest
+// less the fee, and every party sees it as arbitrated. A split cannot be
+// changed once set.
+func TestEscrowSplitPayout(t *testing.T) {
+	p, chain := memTrio(t)
+	ctx := context.Background()
+	chain.Mine(2)
+	p.tick(t)
+	p.want(t, EscrowFunded)
+	const share = 2_000_000
+	for _, m := range []*EscrowManager{p.arbiter, p.buyer} {
+		if _, err := m.SetSplit(p.id, share); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.buyer.SetSplit(p.id, share+1); !errors.Is(err, ErrEscrowState) {
+		t.Fatalf("changed a split: %v", err)
+	}
+	sig, _, err := p.arbiter.ArbitrateKind(ctx, p.id, SpendPayoutSplit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.buyer.AddSignature(ctx, "arbiter", sig.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.buyer.ArbitrateKind(ctx, p.id, SpendPayoutSplit); !errors.Is(err, ErrNotExpired) {
+		t.Fatalf("split before the delay: %v", err)
+	}
+	e, _ := p.buyer.Escrow(p.id)
+	tip, _ := chain.Tip(ctx)
+	chain.Mine(int32(e.Delay) - tip)
+	_, tx, err := p.buyer.ArbitrateKind(ctx, p.id, SpendPayoutSplit)
+	if err != nil || tx == nil {
+		t.Fatalf("split payout: %v", err)
+	}
+	if len(tx.TxOut) != 2 || tx.TxOut[0].Value != share || !bytes.Equal(tx.TxOut[0].PkScript, e.SellerScript) ||
+		tx.TxOut[1].Value != e.Amount-share-sig.Fee || !bytes.Equal(tx.TxOut[1].PkScript, e.BuyerScript) {
+		t.Fatalf("split payout outputs: %+v (fee %d)", tx.TxOut, sig.Fee)
+	}
+	chain.Mine(2)
+	p.tick(t)
+	p.want(t, EscrowArbitrated)
+	if s, _ := p.seller.Escrow(p.id); s.SpendKind != SpendPayoutSplit {
+		t.Fatalf("the seller classified the split as %s", s.SpendKind)
+	}
+}
