@@ -100,6 +100,10 @@ func (tr *escrowTrio) confirmedTx(t *testing.T, txid string) *wire.MsgTx {
 	return raw.MsgTx()
 }
 
+func vsize(tx *wire.MsgTx) int {
+	return (3*tx.SerializeSizeStripped() + tx.SerializeSize() + 3) / 4
+}
+
 func paysTo(tx *wire.MsgTx, script []byte) int64 {
 	var n int64
 	for _, o := range tx.TxOut {
@@ -144,11 +148,13 @@ func TestEscrowRelease(t *testing.T) {
 		t.Fatalf("dispute of an unknown job: %v: %s", err, out)
 	}
 
+	start := time.Now()
 	j := submit(t, tr.buyer, image, filepath.Join(work, "results"), append([]string{"--escrow", tr.arbiter.peerID()}, escrowJobFlags...),
 		"sh", "-c", "echo hello > /out/hello.txt; echo done")
 	if j.State != contract.JobDone || j.ExitCode != 0 || j.Receipt == nil {
 		t.Fatalf("job %s: state %s exit %d error %q\n%s", j.ID, j.State, j.ExitCode, j.Error, tr.buyer.logs.String())
 	}
+	t.Logf("escrowed job: submit to result %s (funding confirmed before the start, a block every 0.5s)", time.Since(start).Round(time.Millisecond))
 	if chs, err := tr.buyer.api().Channels(context.Background()); err != nil || len(chs) != 0 {
 		t.Fatalf("an escrowed job opened channels: %+v, %v", chs, err)
 	}
@@ -169,6 +175,8 @@ func TestEscrowRelease(t *testing.T) {
 	if be.SpendTxid != e.SpendTxid || ae.SpendTxid != e.SpendTxid || ae.Market.Decision != "" {
 		t.Fatalf("buyer saw %s, arbiter %s (decision %q), seller %s", be.SpendTxid, ae.SpendTxid, ae.Market.Decision, e.SpendTxid)
 	}
+	fund := tr.confirmedTx(t, strings.Split(e.ID, ":")[0])
+	t.Logf("on chain: funding %d vB (escrow, arbiter fee, change), release %d vB", vsize(fund), vsize(spend))
 	t.Logf("escrow %s: %d sats released to the seller (%d after the fee), arbiter fee %d in the funding", e.ID, e.Amount, paysTo(spend, tr.sellerScript), escrowArbiterFee)
 }
 
