@@ -8,8 +8,8 @@ import (
 	"github.com/btcsuite/btcd/wire"
 )
 
-// Escrow is a 2-of-3 output meant for long, high-value contracts (not yet
-// used by the market; see the package comment): buyer and seller
+// Escrow is a 2-of-3 output for jobs paid on delivery (the market's
+// escrowed jobs; see the package comment): buyer and seller
 // spend it together at any time (release to the seller, or refund to the
 // buyer); after the absolute height Delay the arbiter and either party can
 // (arbitrated payout or refund). See EscrowScript.

@@ -45,8 +45,8 @@ type EscrowManagerConfig struct {
 // EscrowManager runs 2-of-3 escrows, as buyer, seller or arbiter:
 // OpenEscrow / AcceptEscrow, Release, Refund, Dispute, Arbitrate,
 // AddSignature for a peer's signature, and Tick on every new block. Every
-// change is persisted before it is acknowledged or broadcast. No node
-// builds one yet (see the package comment): only tests drive it.
+// change is persisted before it is acknowledged or broadcast. Every node
+// with payments builds one (internal/node/escrow.go).
 //
 // Locking is the channel Manager's: one lock per escrow (see records).
 type EscrowManager struct {
