@@ -489,6 +489,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	handleHealth(mux, b, log)
 	walletRoutes(mux, b, log)
 	configRoutes(mux, b, log)
+	escrowRoutes(mux, b, log)
 	return mux
 }
 

@@ -237,6 +237,7 @@ func commands(a *App) []*cobra.Command {
 		newTrustCmd(a), newReputationCmd(a),
 		newSandboxCmd(a), newDoctorCmd(a),
 		newImageCmd(a),
+		newDisputeCmd(a), newArbitrateCmd(a), newReleaseCmd(a),
 		newVersionCmd(a),
 	}
 }

@@ -27,7 +27,9 @@ var examples = map[string]string{
   blackbox submit --image ./job.tar --cpus 2 --memory 1Gi --time 10m --max-price 3000 \
       --input ./data.csv --out ./results -- /bin/analyse /in/data.csv
   # print the job ID and return; follow it with blackbox job
-  blackbox submit -d --image ./job.tar -- sleep 60`,
+  blackbox submit -d --image ./job.tar -- sleep 60
+  # paid on delivery from an escrow, with an arbiter for disputes
+  blackbox submit --escrow 12D3KooWArbiter... --image ./job.tar -- ./render`,
 	"blackbox jobs": `  blackbox jobs
   blackbox jobs --json`,
 	"blackbox job": `  blackbox job 5f3a          # any unique prefix of the ID

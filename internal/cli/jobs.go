@@ -32,6 +32,7 @@ type submitFlags struct {
 	env, inputs                                []string
 	out                                        string
 	detach, asJSON, deterministic              bool
+	escrow                                     string
 }
 
 func newSubmitCmd(a *App) *cobra.Command {
@@ -90,6 +91,7 @@ for jobs with timestamps, randomness or other output that varies.
 	fl.Float64Var(&f.minReputation, "min-reputation", 0, "skip sellers scored below this (0..1)")
 	fl.StringVarP(&f.out, "out", "o", "", "directory for the results (default ./blackbox-results/JOB_ID)")
 	fl.BoolVar(&f.deterministic, "deterministic", false, "the job's output is identical on every seller: it may be re-run once or twice on other sellers, at your cost, to check the seller (spot check)")
+	fl.StringVar(&f.escrow, "escrow", "", "pay on delivery from a 2-of-3 escrow with this arbiter (a peer ID with arbiter.enabled) instead of per interval")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "print the job ID and return at once")
 	fl.BoolVar(&f.asJSON, "json", false, "print JSON events, one per line, as the job goes (the last: done or error)")
 	_ = c.MarkFlagRequired("image")
@@ -100,7 +102,7 @@ for jobs with timestamps, randomness or other output that varies.
 // inputs to the node's blob store.
 func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	req := contract.Request{Command: args, Env: f.env, Duration: f.duration, MaxPrice: f.maxPrice,
-		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic}
+		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic, Escrow: f.escrow}
 	// The flags are checked one by one, in their own words, before the
 	// request as a whole (contract.Request.Validate).
 	if f.duration <= 0 || f.duration > contract.MaxDuration {

@@ -42,6 +42,9 @@ func (n *Node) Submit(ctx context.Context, req contract.Request) (string, error)
 	if err := n.needBuyer(); err != nil {
 		return "", err
 	}
+	if err := n.checkEscrowRequest(ctx, req); err != nil {
+		return "", err
+	}
 	// The job outlives the API request that started it.
 	return n.buyer.Submit(context.WithoutCancel(ctx), req)
 }

@@ -71,6 +71,9 @@ type Config struct {
 	Payment payment.Config `mapstructure:"payment"`
 	// Reputation is this node's view of its peers.
 	Reputation reputation.Config `mapstructure:"reputation"`
+	// Arbiter makes the node an escrow arbiter; it also sets how the
+	// node releases the escrows it buys through.
+	Arbiter ArbiterConfig `mapstructure:"arbiter"`
 }
 
 // OfferConfig is the contract terms a seller advertises.
@@ -113,6 +116,7 @@ func DefaultConfig() Config {
 		Sandbox:    sandbox.DefaultConfig(),
 		Payment:    payment.DefaultConfig(),
 		Reputation: reputation.DefaultConfig(),
+		Arbiter:    DefaultArbiterConfig(),
 
 		// On loopback: other machines need TLS and the token.
 		DashboardAddr: "127.0.0.1:7461",
@@ -191,6 +195,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Reputation.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("reputation: %w", err))
+	}
+	if err := c.Arbiter.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -70,8 +70,12 @@ type Node struct {
 	wallet   *liveWallet // nil when payments are off
 	chain    payment.ChainSource
 	payments *payment.Manager // nil when payments are off
-	seller   *contract.Seller // nil when the node cannot sell
-	buyer    *contract.Buyer  // nil when the node cannot buy
+	// payCfg is the payment config in force (the payout address filled
+	// in); escrow runs escrowed jobs (escrow.go), nil when payments are off.
+	payCfg payment.Config
+	escrow *escrowNode
+	seller *contract.Seller // nil when the node cannot sell
+	buyer  *contract.Buyer  // nil when the node cannot buy
 	// noSell and noBuy say why the node does not sell or buy.
 	noSell []string
 	noBuy  string
@@ -178,9 +182,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.startMarket(); err != nil {
 		return err
 	}
+	if err := n.newEscrow(); err != nil {
+		return err
+	}
 	if err := n.startContracts(runCtx); err != nil {
 		return err
 	}
+	n.startEscrow(loopCtx)
 	n.runMarket(loopCtx)
 	// Stop ends the loops before the engines, the host, the wallet, the
 	// chain and the database they use go away (lnd's server.Stop order).

@@ -65,6 +65,9 @@ func (n *Node) precheck(ctx context.Context, req contract.Request) error {
 	if err != nil || len(cands) == 0 || n.payments == nil || n.wallet == nil {
 		return err
 	}
+	if req.Escrow != "" {
+		return n.precheckEscrow(ctx, req, cands[0].Terms.Total)
+	}
 	chans := n.payments.Channels()
 	for _, c := range cands {
 		if payment.FindRoom(chans, c.Seller.String(), c.Terms.Total, "") != nil {

@@ -208,7 +208,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("payment manager: %w", err)
 	}
-	n.wallet, n.chain, n.payments = lw, chain, m
+	n.wallet, n.chain, n.payments, n.payCfg = lw, chain, m, cfg
 	return nil
 }
 
@@ -258,7 +258,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 			Network: payment.CanonicalNetwork(n.cfg.Payment.Network),
 			Host:    n.host, Key: n.key, Store: st,
 			Runner:   sandboxRunner{sb: n.sandbox, defaultRuntime: n.defaultRuntime()},
-			Payments: &channelReceiver{m: n.payments, paid: n.history.paid},
+			Payments: escrowReceiver{channelReceiver: &channelReceiver{m: n.payments, paid: n.history.paid}, n: n},
 			Offer: func() *offer.Offer {
 				o, _ := n.pub.Current()
 				if o == nil || o.Resources.CPUMillis == 0 {
@@ -303,7 +303,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 		}
 		bc := contract.BuyerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Payer:      channelPayer{p: payment.NewPayer(n.payments, buyerChannels)},
+			Payer:      escrowPayer{channelPayer: channelPayer{p: payment.NewPayer(n.payments, buyerChannels)}, n: n},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Network:    payment.CanonicalNetwork(n.cfg.Payment.Network),
 			Blobs:      contract.DirBlobs(n.BlobDir()),

@@ -929,7 +929,7 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	if err := r.c.send(jHello, r.ct.Marshal()); err != nil {
 		return outFailed, withFault(FaultUnreachable, fmt.Errorf("send contract: %w", err))
 	}
-	open, err := b.cfg.Payer.Prepare(ctx, r.seller, r.ct.Acceptance.PaymentTerms, p.Total())
+	open, err := b.prepare(ctx, r.ct)
 	if err != nil {
 		return outFailed, buyerFault(fmt.Errorf("prepare channel: %w", err))
 	}

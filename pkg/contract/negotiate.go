@@ -363,6 +363,9 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 	if req.Resources.CPUMillis > r.CPUMillis || req.Resources.MemoryBytes > r.MemoryBytes || req.Resources.DiskBytes > r.DiskBytes {
 		return reject(ReasonCapacity, "request exceeds what is on offer")
 	}
+	if msg := s.escrowRefusal(p); msg != "" {
+		return reject(ReasonPolicy, msg)
+	}
 	terms := TermsFor(o, req)
 	counter := &Decision{Verdict: Counter, ProposalID: p.ID(), Buyer: from}
 	if o.MinDuration > 0 && req.Duration < o.MinDuration {
@@ -382,7 +385,7 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 		s.metricsReject(counter.Reason)
 		return s.sign(counter)
 	}
-	payTerms, err := s.cfg.Payments.Terms()
+	payTerms, err := s.paymentTerms(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("payment terms: %w", err)
 	}

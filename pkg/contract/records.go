@@ -91,6 +91,10 @@ type Request struct {
 	// every seller, so the buyer may spot-check it: run it again on one or
 	// two other sellers (at the buyer's cost) and compare output digests.
 	Deterministic bool `json:"deterministic,omitempty"`
+	// Escrow, if set, is the peer ID of the arbiter of an escrowed job:
+	// paid on delivery from a 2-of-3 escrow, not per interval
+	// (escrowjob.go).
+	Escrow string `json:"escrow_arbiter,omitempty"`
 }
 
 // ImageIsDigest reports whether the request ships an image tarball named by
@@ -122,6 +126,11 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("%w: too many arguments, variables or inputs", ErrInvalid)
 	case len(r.Region) > offer.MaxRegionLen:
 		return fmt.Errorf("%w: region too long", ErrInvalid)
+	}
+	if r.Escrow != "" {
+		if _, err := peer.Decode(r.Escrow); err != nil {
+			return fmt.Errorf("%w: escrow arbiter %q is not a peer ID", ErrInvalid, r.Escrow)
+		}
 	}
 	for _, e := range r.Env {
 		if !strings.Contains(e, "=") || strings.HasPrefix(e, "=") {
@@ -157,6 +166,7 @@ const (
 	rqImageSize
 	rqRuntime
 	rqDeterministic
+	rqEscrow
 )
 
 func (r *Request) marshal() []byte {
@@ -192,6 +202,7 @@ func (r *Request) marshal() []byte {
 	if r.Deterministic {
 		e.Uint(rqDeterministic, 1)
 	}
+	e.String(rqEscrow, r.Escrow)
 	return e.B
 }
 
@@ -199,7 +210,7 @@ var requestSchema = wire.Schema{Max: maxRequestPayload, Fields: []wire.Spec{
 	rqImage: bytesField, rqCommand: repeatedBytes, rqEnv: repeatedBytes, rqInputs: repeatedBytes,
 	rqCPU: varintField, rqMemory: varintField, rqDisk: varintField, rqBandwidth: varintField,
 	rqDuration: varintField, rqMaxPrice: varintField, rqMinRep: varintField, rqRegion: bytesField,
-	rqDeadline: varintField, rqImageSize: varintField, rqRuntime: bytesField, rqDeterministic: varintField,
+	rqDeadline: varintField, rqImageSize: varintField, rqRuntime: bytesField, rqDeterministic: varintField, rqEscrow: bytesField,
 }}
 
 func (r *Request) unmarshal(b []byte) error {
@@ -264,6 +275,8 @@ func (r *Request) unmarshal(b []byte) error {
 				err = fmt.Errorf("%w: deterministic flag %d", ErrMalformed, f.V)
 			}
 			r.Deterministic = true
+		case rqEscrow:
+			r.Escrow, err = f.Text(100)
 		}
 		if err != nil {
 			return fmt.Errorf("decode request: %w", wireErr(err))

@@ -503,10 +503,8 @@ func (j *sellerJob) run(ctx context.Context) error {
 	if err != nil {
 		return refuse(RefuseProtocol, fmt.Errorf("read channel open: %w", err))
 	}
-	if len(open) > 0 {
-		if err := s.cfg.Payments.AcceptOpen(ctx, j.buyer, open); err != nil {
-			return refuse(RefuseChannel, fmt.Errorf("accept channel: %w", err))
-		}
+	if err := j.acceptOpen(ctx, open); err != nil {
+		return refuse(RefuseChannel, fmt.Errorf("accept channel: %w", err))
 	}
 	if _, err := s.machine.Move(RoleSeller, j.id, StateFunded, "channel ready", nil); err != nil {
 		return err

@@ -39,6 +39,7 @@
 // The EscrowManager (2-of-3 outputs whose arbiter key counts only after a
 // CLTV delay, for long, high-value contracts: OpenEscrow / AcceptEscrow,
 // Release or Refund signatures completed by AddSignature, Dispute and
-// Arbitrate) is complete and tested against regtest, but no contract uses it
-// yet: the market pays through channels only.
+// Arbitrate) pays the market's escrowed jobs (`submit --escrow ARBITER`;
+// internal/node/escrow.go and docs/escrow.md); other jobs pay through
+// channels.
 package payment

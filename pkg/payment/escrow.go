@@ -8,8 +8,8 @@ import (
 	"github.com/btcsuite/btcd/wire"
 )
 
-// Escrow is a 2-of-3 output meant for long, high-value contracts (not yet
-// used by the market; see the package comment): buyer and seller
+// Escrow is a 2-of-3 output for jobs paid on delivery (the market's
+// escrowed jobs; see the package comment): buyer and seller
 // spend it together at any time (release to the seller, or refund to the
 // buyer); after the absolute height Delay the arbiter and either party can
 // (arbitrated payout or refund). See EscrowScript.
@@ -97,4 +97,22 @@ func (e *Escrow) Finalize(cfg *Config, tx *wire.MsgTx, arbitrated bool, a, b Key
 		return fmt.Errorf("escrow finalize: %w", err)
 	}
 	return nil
+}
+
+// SplitTx is the unsigned arbitrated spend of the whole escrow paying
+// toSeller the seller's share and toBuyer the rest less fee; both outputs
+// must be above dust.
+func (e *Escrow) SplitTx(toSeller []byte, share int64, toBuyer []byte, fee int64) (*wire.MsgTx, error) {
+	rest := e.Amount - fee - share
+	if share <= 0 || IsDust(toSeller, share) || IsDust(toBuyer, rest) {
+		return nil, fmt.Errorf("escrow split: %w: %d to the seller, %d to the buyer after fee %d", ErrNotWorth, share, rest, fee)
+	}
+	tx := wire.NewMsgTx(2)
+	tx.LockTime = e.Delay
+	in := wire.NewTxIn(&e.Outpoint, nil, nil)
+	in.Sequence = refundSequence
+	tx.AddTxIn(in)
+	tx.AddTxOut(wire.NewTxOut(share, toSeller))
+	tx.AddTxOut(wire.NewTxOut(rest, toBuyer))
+	return tx, nil
 }

@@ -115,6 +115,9 @@ const (
 	SpendRefund       SpendKind = 2
 	SpendPayoutSeller SpendKind = 3
 	SpendPayoutBuyer  SpendKind = 4
+	// SpendPayoutSplit is the arbiter's branch paying the seller the
+	// record's Split and the buyer the rest, less the fee.
+	SpendPayoutSplit SpendKind = 5
 )
 
 func (k SpendKind) String() string {
@@ -127,14 +130,18 @@ func (k SpendKind) String() string {
 		return "payout_seller"
 	case SpendPayoutBuyer:
 		return "payout_buyer"
+	case SpendPayoutSplit:
+		return "payout_split"
 	}
 	return fmt.Sprintf("spend_kind(%d)", k)
 }
 
 // Arbitrated reports whether k spends through the arbiter's branch.
-func (k SpendKind) Arbitrated() bool { return k == SpendPayoutSeller || k == SpendPayoutBuyer }
+func (k SpendKind) Arbitrated() bool {
+	return k == SpendPayoutSeller || k == SpendPayoutBuyer || k == SpendPayoutSplit
+}
 
-func (k SpendKind) valid() bool { return k >= SpendRelease && k <= SpendPayoutBuyer }
+func (k SpendKind) valid() bool { return k >= SpendRelease && k <= SpendPayoutSplit }
 
 // toSeller reports whether k pays the seller.
 func (k SpendKind) toSeller() bool { return k == SpendRelease || k == SpendPayoutSeller }
@@ -191,10 +198,17 @@ type EscrowRecord struct {
 	SpendKind SpendKind `json:"spend_kind,omitempty"`
 	SpendTx   []byte    `json:"spend_tx,omitempty"`
 	SpendTxid string    `json:"spend_txid,omitempty"`
+	// Split is the seller's share, in sats, of a split payout (the
+	// arbiter's decision; SetSplit), the buyer's the rest less the fee.
+	Split int64 `json:"split,omitempty"`
 
-	FailReason string    `json:"fail_reason,omitempty"`
-	Created    time.Time `json:"created"`
-	Updated    time.Time `json:"updated"`
+	FailReason string `json:"fail_reason,omitempty"`
+	// Market is what the market knows of the escrow (who the parties
+	// are, which contract it pays, a dispute's evidence); set through
+	// EscrowManager.SetMarket, opaque to this package.
+	Market  *EscrowMarket `json:"market,omitempty"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
 }
 
 // EncodeEscrow is the stored form of an escrow record (JSON, as channels).
@@ -215,6 +229,10 @@ func (e *EscrowRecord) clone() *EscrowRecord {
 	d := *e
 	d.Sigs = slices.Clone(e.Sigs)
 	d.SpendTx = bytes.Clone(e.SpendTx)
+	if e.Market != nil {
+		m := *e.Market
+		d.Market = &m
+	}
 	return &d
 }
 
@@ -248,6 +266,9 @@ func (e *EscrowRecord) BuildSpend(kind SpendKind, fee int64) (*wire.MsgTx, error
 	es, err := e.Escrow()
 	if err != nil {
 		return nil, err
+	}
+	if kind == SpendPayoutSplit {
+		return es.SplitTx(e.SellerScript, e.Split, e.BuyerScript, fee)
 	}
 	to := e.BuyerScript
 	if kind.toSeller() {
@@ -329,6 +350,8 @@ func (e *EscrowRecord) classifySpend(tx *wire.MsgTx, op wire.OutPoint) (SpendKin
 		toSeller := bytes.Equal(tx.TxOut[0].PkScript, e.SellerScript)
 		coop := len(in.Witness[3]) > 0
 		switch {
+		case !coop && len(tx.TxOut) == 2:
+			return SpendPayoutSplit, true
 		case coop && toSeller:
 			return SpendRelease, true
 		case coop:

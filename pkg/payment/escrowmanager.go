@@ -45,8 +45,8 @@ type EscrowManagerConfig struct {
 // EscrowManager runs 2-of-3 escrows, as buyer, seller or arbiter:
 // OpenEscrow / AcceptEscrow, Release, Refund, Dispute, Arbitrate,
 // AddSignature for a peer's signature, and Tick on every new block. Every
-// change is persisted before it is acknowledged or broadcast. No node
-// builds one yet (see the package comment): only tests drive it.
+// change is persisted before it is acknowledged or broadcast. Every node
+// with payments builds one (internal/node/escrow.go).
 //
 // Locking is the channel Manager's: one lock per escrow (see records).
 type EscrowManager struct {
@@ -177,6 +177,13 @@ type EscrowParams struct {
 	Delay int32
 	// FeeRate in sat/vB for the funding; 0 = the chain's estimate.
 	FeeRate int64
+	// Extra are further outputs of the funding transaction (an
+	// arbiter's fee).
+	Extra []*wire.TxOut
+	// BeforePublish, if set, runs once the escrow is persisted and before
+	// its funding is broadcast (the market registers it with the
+	// arbiter); an error abandons the escrow (Failed) unpublished.
+	BeforePublish func(rec *EscrowRecord, offer *EscrowOffer) error
 }
 
 // OpenEscrow funds a new escrow: it builds the script, has the wallet fund
@@ -236,7 +243,7 @@ func (m *EscrowManager) OpenEscrow(ctx context.Context, p EscrowParams) (*Escrow
 	if vs, _ := es.SpendVSize(p.Seller.PayoutScript); IsDust(p.Seller.PayoutScript, p.Amount-m.cfg.MaxFeeRate*vs) {
 		return nil, nil, fmt.Errorf("open escrow: amount %d too small for a spend at max_fee_rate", p.Amount)
 	}
-	tx, err := m.fund.FundTx(ctx, []*wire.TxOut{wire.NewTxOut(p.Amount, pk)}, rate)
+	tx, err := m.fund.FundTx(ctx, append([]*wire.TxOut{wire.NewTxOut(p.Amount, pk)}, p.Extra...), rate)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open escrow: %w", err)
 	}
@@ -266,16 +273,26 @@ func (m *EscrowManager) OpenEscrow(ctx context.Context, p EscrowParams) (*Escrow
 	if err != nil {
 		return nil, nil, fmt.Errorf("open escrow: %w", err)
 	}
+	offer := &EscrowOffer{
+		BuyerKey: rec.BuyerKey, SellerKey: rec.SellerKey, ArbiterKey: rec.ArbiterKey,
+		SellerIndex: p.Seller.KeyIndex, ArbiterIndex: p.Arbiter.KeyIndex, Delay: rec.Delay,
+		SellerScript: rec.SellerScript, BuyerScript: rec.BuyerScript, FundingTx: rec.FundingTx, Vout: uint32(vout),
+	}
+	if p.BeforePublish != nil {
+		if err := p.BeforePublish(rec.clone(), offer); err != nil {
+			// Never sent: the wallet holds no lease on its inputs.
+			if _, aerr := m.Abandon(ctx, rec.ID, "not published: "+err.Error()); aerr != nil {
+				m.log.Warn("abandon unpublished escrow", "escrow", rec.ID, "err", aerr)
+			}
+			return nil, nil, fmt.Errorf("open escrow %s: %w", rec.ID, err)
+		}
+	}
 	if err := m.fund.PublishTx(ctx, tx); err != nil {
 		// Kept: Tick rebroadcasts the funding.
 		return nil, nil, fmt.Errorf("open escrow %s: %w", rec.ID, err)
 	}
 	m.log.Info("escrow funded", "escrow", rec.ID, "peer", p.Peer, "amount", p.Amount, "delay", es.Delay)
-	return rec.clone(), &EscrowOffer{
-		BuyerKey: rec.BuyerKey, SellerKey: rec.SellerKey, ArbiterKey: rec.ArbiterKey,
-		SellerIndex: p.Seller.KeyIndex, ArbiterIndex: p.Arbiter.KeyIndex, Delay: rec.Delay,
-		SellerScript: rec.SellerScript, BuyerScript: rec.BuyerScript, FundingTx: rec.FundingTx, Vout: uint32(vout),
-	}, nil
+	return rec.clone(), offer, nil
 }
 
 // AcceptEscrow is the seller's or the arbiter's side of an open: the offer
@@ -433,6 +450,9 @@ func (m *EscrowManager) settle(ctx context.Context, id string, kind SpendKind) (
 		vs, err := e.SpendVSize(to)
 		if err != nil {
 			return fail(err)
+		}
+		if kind == SpendPayoutSplit {
+			vs += int64(8 + 1 + len(rec.BuyerScript)) // the second output
 		}
 		fee = m.cfg.FeeRate(ctx, m.chain, 6) * vs
 		if err := m.cfg.checkFee(fee, vs); err != nil {

@@ -8,8 +8,8 @@ import (
 )
 
 // Escrow peer messages, encoded as the channel messages are (message.go).
-// No stream protocol carries them yet (see the package comment); their
-// decoders already treat the bytes as a peer's.
+// They travel inside the market's /blackbox/escrow/1.0.0 messages
+// (contract/escrowjob.go); their decoders treat the bytes as a peer's.
 
 // MaxEscrowSigSize caps an EscrowSig before decoding.
 const MaxEscrowSigSize = 256

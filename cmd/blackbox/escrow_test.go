@@ -1,0 +1,325 @@
+//go:build integration
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
+	"github.com/btcsuite/btcd/wire"
+
+	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
+)
+
+// Escrowed jobs with three real processes (buyer, seller, arbiter) on a
+// btcd regtest mining a block every half second. Prices make the job worth
+// an escrow (a spend at max_fee_rate must leave more than dust): 2,000 sats
+// per 2s interval for one core, 1,000 sats of start fee, so a 1-minute job
+// is escrowed for 61,000 sats. The escrow's CLTV delay is
+// payment.channel_lifetime: 40 blocks here.
+
+const escrowArbiterFee = 1000
+
+type escrowTrio struct {
+	m                       *market
+	seller, arbiter, buyer  *daemon
+	sellerScript, arbScript []byte
+}
+
+func newEscrowTrio(t *testing.T, buyerExtra ...string) *escrowTrio {
+	m := newMarket(t)
+	m.env = append(m.env, "BLACKBOX_PAYMENT_CHANNEL_LIFETIME=40")
+	sAddr, sScript := payoutAddress(t)
+	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+sAddr, "BLACKBOX_METER_PRICING_CORE_HOUR=3600000"))
+	aAddr, aScript := payoutAddress(t)
+	arbiter := m.daemon([]string{"BLACKBOX_METER_MAX_CPU=0", "BLACKBOX_ARBITER_ENABLED=true",
+		"BLACKBOX_ARBITER_FEE_SAT=1000", "BLACKBOX_PAYMENT_PAYOUT_ADDRESS=" + aAddr}, "--bootstrap", seller.bootAddr())
+	buyer := m.daemon(append(append([]string{}, buyerEnv...), buyerExtra...), "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 2_000_000)
+	m.waitMarket(buyer, 1)
+	return &escrowTrio{m: m, seller: seller, arbiter: arbiter, buyer: buyer, sellerScript: sScript, arbScript: aScript}
+}
+
+// escrows is a node's escrows.
+func escrows(t *testing.T, d *daemon) []*payment.EscrowRecord {
+	t.Helper()
+	out, err := d.cli("arbitrate", "list", "--json")
+	if err != nil {
+		t.Fatalf("arbitrate list: %v: %s", err, out)
+	}
+	var es []*payment.EscrowRecord
+	if err := json.Unmarshal([]byte(out), &es); err != nil {
+		t.Fatalf("arbitrate list --json: %v: %s", err, out)
+	}
+	return es
+}
+
+// escrowOf is d's escrow of contract id (nil: none).
+func escrowOf(t *testing.T, d *daemon, id string) *payment.EscrowRecord {
+	t.Helper()
+	for _, e := range escrows(t, d) {
+		if e.Market != nil && e.Market.Contract == id {
+			return e
+		}
+	}
+	return nil
+}
+
+func (tr *escrowTrio) waitState(t *testing.T, d *daemon, contractID string, s payment.EscrowState) *payment.EscrowRecord {
+	t.Helper()
+	var e *payment.EscrowRecord
+	waitFor(t, 120*time.Second, "escrow of "+contractID+" to be "+s.String(), func() bool {
+		e = escrowOf(t, d, contractID)
+		return e != nil && e.State == s
+	})
+	return e
+}
+
+// tx is a confirmed transaction of the regtest chain.
+func (tr *escrowTrio) confirmedTx(t *testing.T, txid string) *wire.MsgTx {
+	t.Helper()
+	h, err := chainhash.NewHashFromStr(txid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := tr.m.btcd.Client().GetRawTransactionVerbose(h)
+	if err != nil || v.Confirmations < 1 {
+		t.Fatalf("tx %s: %v confirmations, %v", txid, v, err)
+	}
+	raw, err := tr.m.btcd.Client().GetRawTransaction(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw.MsgTx()
+}
+
+func vsize(tx *wire.MsgTx) int {
+	return (3*tx.SerializeSizeStripped() + tx.SerializeSize() + 3) / 4
+}
+
+func paysTo(tx *wire.MsgTx, script []byte) int64 {
+	var n int64
+	for _, o := range tx.TxOut {
+		if bytes.Equal(o.PkScript, script) {
+			n += o.Value
+		}
+	}
+	return n
+}
+
+// checkFunding checks the escrow's funding paid the arbiter its fee.
+func (tr *escrowTrio) checkFunding(t *testing.T, e *payment.EscrowRecord) {
+	t.Helper()
+	fund := tr.confirmedTx(t, strings.Split(e.ID, ":")[0])
+	if got := paysTo(fund, tr.arbScript); got != escrowArbiterFee {
+		t.Fatalf("the funding %s pays the arbiter %d sats, want its fee %d", e.ID, got, escrowArbiterFee)
+	}
+}
+
+var escrowJobFlags = []string{"--cpus", "1", "--memory", "256MiB", "--time", "1m", "--max-price", "100000"}
+
+// TestEscrowRelease: the buyer funds an escrow for the job's whole price,
+// the seller starts once it is confirmed, no channel is opened, and on a
+// receipt both accept the release pays the seller's payout address on
+// chain; the arbiter got its fee in the funding and nothing from the
+// release. Bad input is refused and changes nothing.
+func TestEscrowRelease(t *testing.T) {
+	tr := newEscrowTrio(t)
+	work := t.TempDir()
+	image := busybox(t, work)
+
+	// Bad input: an arbiter that is no arbiter.
+	out, err := tr.buyer.cli(append(append([]string{"submit", "--detach", "--escrow", tr.seller.peerID(), "--image", image}, escrowJobFlags...), "--", "true")...)
+	if err == nil || !strings.Contains(out, "not an arbiter") {
+		t.Fatalf("submit --escrow SELLER: %v: %s", err, out)
+	}
+	if jobs, err := tr.buyer.api().Jobs(context.Background()); err != nil || len(jobs) != 0 {
+		t.Fatalf("a refused escrow job left jobs: %v, %v", jobs, err)
+	}
+	// A dispute of an unknown job.
+	if out, err := tr.buyer.cli("dispute", "nosuchjob", "--reason", "x"); err == nil || !strings.Contains(out, "no escrowed job") {
+		t.Fatalf("dispute of an unknown job: %v: %s", err, out)
+	}
+
+	start := time.Now()
+	j := submit(t, tr.buyer, image, filepath.Join(work, "results"), append([]string{"--escrow", tr.arbiter.peerID()}, escrowJobFlags...),
+		"sh", "-c", "echo hello > /out/hello.txt; echo done")
+	if j.State != contract.JobDone || j.ExitCode != 0 || j.Receipt == nil {
+		t.Fatalf("job %s: state %s exit %d error %q\n%s", j.ID, j.State, j.ExitCode, j.Error, tr.buyer.logs.String())
+	}
+	t.Logf("escrowed job: submit to result %s (funding confirmed before the start, a block every 0.5s)", time.Since(start).Round(time.Millisecond))
+	if chs, err := tr.buyer.api().Channels(context.Background()); err != nil || len(chs) != 0 {
+		t.Fatalf("an escrowed job opened channels: %+v, %v", chs, err)
+	}
+	e := tr.waitState(t, tr.seller, j.ContractID, payment.EscrowReleased)
+	tr.checkFunding(t, e)
+	spend := tr.confirmedTx(t, e.SpendTxid)
+	if got := paysTo(spend, tr.sellerScript); got <= 0 || len(spend.TxOut) != 1 || got < e.Amount-100_000 {
+		t.Fatalf("release %s pays the seller %d of %d sats", e.SpendTxid, got, e.Amount)
+	}
+	if paysTo(spend, tr.arbScript) != 0 {
+		t.Fatal("the release paid the arbiter")
+	}
+	if e.Amount != j.Attempts[0].Price {
+		t.Fatalf("escrowed %d sats, the contract costs %d", e.Amount, j.Attempts[0].Price)
+	}
+	be := tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowReleased)
+	ae := tr.waitState(t, tr.arbiter, j.ContractID, payment.EscrowReleased)
+	if be.SpendTxid != e.SpendTxid || ae.SpendTxid != e.SpendTxid || ae.Market.Decision != "" {
+		t.Fatalf("buyer saw %s, arbiter %s (decision %q), seller %s", be.SpendTxid, ae.SpendTxid, ae.Market.Decision, e.SpendTxid)
+	}
+	fund := tr.confirmedTx(t, strings.Split(e.ID, ":")[0])
+	t.Logf("on chain: funding %d vB (escrow, arbiter fee, change), release %d vB", vsize(fund), vsize(spend))
+	t.Logf("escrow %s: %d sats released to the seller (%d after the fee), arbiter fee %d in the funding", e.ID, e.Amount, paysTo(spend, tr.sellerScript), escrowArbiterFee)
+}
+
+// TestEscrowDisputeForSeller: the buyer (arbiter.release: manual) does not
+// release; the seller disputes with its signed receipt, the arbiter sees
+// the case and decides for the seller, and after the CLTV delay the seller
+// completes the payout alone with the arbiter's signature. A second
+// decision is refused and changes nothing.
+func TestEscrowDisputeForSeller(t *testing.T) {
+	tr := newEscrowTrio(t, "BLACKBOX_ARBITER_RELEASE=manual")
+	work := t.TempDir()
+	image := busybox(t, work)
+	j := submit(t, tr.buyer, image, filepath.Join(work, "results"), append([]string{"--escrow", tr.arbiter.peerID()}, escrowJobFlags...),
+		"sh", "-c", "echo hello > /out/hello.txt; echo done")
+	if j.State != contract.JobDone || j.Receipt == nil {
+		t.Fatalf("job %s: state %s error %q", j.ID, j.State, j.Error)
+	}
+	se := tr.waitState(t, tr.seller, j.ContractID, payment.EscrowFunded)
+	time.Sleep(5 * time.Second) // the buyer holds the release back
+	if e := escrowOf(t, tr.seller, j.ContractID); e.State != payment.EscrowFunded {
+		t.Fatalf("held escrow is %s", e.State)
+	}
+	out, err := tr.seller.cli("dispute", j.ContractID, "--reason", "delivered with a signed receipt; the buyer does not release")
+	if err != nil {
+		t.Fatalf("dispute: %v: %s", err, out)
+	}
+	ae := tr.waitState(t, tr.arbiter, j.ContractID, payment.EscrowDisputed)
+	out, err = tr.arbiter.cli("arbitrate", "show", ae.ID)
+	if err != nil || !strings.Contains(out, "receipt (signed by the seller): reason exited") || !strings.Contains(out, j.Receipt.Outputs[0].SHA256) {
+		t.Fatalf("arbitrate show: %v\n%s", err, out)
+	}
+	if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", "seller"); err != nil {
+		t.Fatalf("decide: %v: %s", err, out)
+	}
+	out, err = tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", "buyer")
+	if err == nil || !strings.Contains(out, "decided already") {
+		t.Fatalf("a second decision: %v: %s", err, out)
+	}
+	if e := escrowOf(t, tr.arbiter, j.ContractID); e.Market.Decision != "seller" {
+		t.Fatalf("the second decision changed the first: %q", e.Market.Decision)
+	}
+	e := tr.waitState(t, tr.seller, j.ContractID, payment.EscrowArbitrated)
+	spend := tr.confirmedTx(t, e.SpendTxid)
+	if got := paysTo(spend, tr.sellerScript); got <= 0 || got < se.Amount-100_000 {
+		t.Fatalf("arbitrated payout %s pays the seller %d of %d", e.SpendTxid, got, se.Amount)
+	}
+	if spend.LockTime < e.Delay {
+		t.Fatalf("arbitrated payout locktime %d before the delay %d", spend.LockTime, e.Delay)
+	}
+	tr.checkFunding(t, e)
+	tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowArbitrated)
+	t.Logf("escrow %s: decided for the seller, %d sats paid by %s after block %d", e.ID, paysTo(spend, tr.sellerScript), e.SpendTxid, e.Delay)
+}
+
+// TestEscrowSellerVanishes: the seller is killed (kill -9) while the job
+// runs; the buyer disputes, the arbiter decides for the buyer, and after
+// the CLTV delay the buyer is refunded with the arbiter's signature,
+// without the seller.
+func TestEscrowSellerVanishes(t *testing.T) {
+	tr := newEscrowTrio(t)
+	work := t.TempDir()
+	image := busybox(t, work)
+	id := submitDetached(t, tr.buyer, image, append([]string{"--escrow", tr.arbiter.peerID()}, escrowJobFlags...), "sleep", "50")
+	var j *contract.JobStatus
+	waitFor(t, 120*time.Second, "the job to run", func() bool {
+		j = tr.buyer.job(id)
+		return j.State == contract.JobRunning
+	})
+	be := tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowFunded)
+	tr.seller.kill()
+	waitFor(t, 120*time.Second, "the attempt to fail", func() bool {
+		j = tr.buyer.job(id)
+		return len(j.Attempts) > 0 && j.Attempts[0].State == contract.StateFailed
+	})
+	// No other seller: the job would search on; stop it.
+	if out, err := tr.buyer.cli("cancel", id); err != nil {
+		t.Fatalf("cancel: %v: %s", err, out)
+	}
+	if out, err := tr.buyer.cli("dispute", id, "--reason", "the seller vanished before delivering"); err != nil {
+		t.Fatalf("dispute: %v: %s", err, out)
+	}
+	ae := tr.waitState(t, tr.arbiter, be.Market.Contract, payment.EscrowDisputed)
+	out, err := tr.arbiter.cli("arbitrate", "show", ae.ID)
+	if err != nil || !strings.Contains(out, "receipt: none") {
+		t.Fatalf("arbitrate show: %v\n%s", err, out)
+	}
+	if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", "buyer"); err != nil {
+		t.Fatalf("decide: %v: %s", err, out)
+	}
+	e := tr.waitState(t, tr.buyer, be.Market.Contract, payment.EscrowArbitrated)
+	spend := tr.confirmedTx(t, e.SpendTxid)
+	if got := paysTo(spend, e.BuyerScript); got <= 0 || got < e.Amount-100_000 {
+		t.Fatalf("refund %s pays the buyer %d of %d", e.SpendTxid, got, e.Amount)
+	}
+	if paysTo(spend, tr.sellerScript) != 0 {
+		t.Fatal("the refund paid the seller")
+	}
+	// The seller comes back: it sees the escrow paid out to the buyer, and
+	// its killed job's container goes.
+	tr.seller.start()
+	se := tr.waitState(t, tr.seller, be.Market.Contract, payment.EscrowArbitrated)
+	if se.SpendTxid != e.SpendTxid {
+		t.Fatalf("the seller saw spend %s, the buyer made %s", se.SpendTxid, e.SpendTxid)
+	}
+	waitFor(t, 60*time.Second, "the killed job's container to be gone", func() bool { return tr.m.jobContainers(be.Market.Contract) == 0 })
+	t.Logf("escrow %s: refunded %d sats to the buyer by %s after block %d, without the seller", e.ID, paysTo(spend, e.BuyerScript), e.SpendTxid, e.Delay)
+}
+
+// TestEscrowSplit: the buyer (arbiter.release: manual) disputes a
+// delivered job; the arbiter splits the escrow, 30,000 sats to the seller
+// and the rest less the fee to the buyer, and after the delay one of them
+// completes it. A malformed decision is refused and changes nothing.
+func TestEscrowSplit(t *testing.T) {
+	tr := newEscrowTrio(t, "BLACKBOX_ARBITER_RELEASE=manual")
+	work := t.TempDir()
+	image := busybox(t, work)
+	j := submit(t, tr.buyer, image, filepath.Join(work, "results"), append([]string{"--escrow", tr.arbiter.peerID()}, escrowJobFlags...),
+		"sh", "-c", "echo half")
+	if j.State != contract.JobDone || j.Receipt == nil {
+		t.Fatalf("job %s: state %s error %q", j.ID, j.State, j.Error)
+	}
+	tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowFunded)
+	if out, err := tr.buyer.cli("dispute", j.ID, "--reason", "half the work is missing"); err != nil {
+		t.Fatalf("dispute: %v: %s", err, out)
+	}
+	ae := tr.waitState(t, tr.arbiter, j.ContractID, payment.EscrowDisputed)
+	for _, bad := range []string{"split:abc", "split:0", "split:99999999", "everyone"} {
+		if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", bad); err == nil {
+			t.Fatalf("decide --pay %s: %s", bad, out)
+		}
+	}
+	if e := escrowOf(t, tr.arbiter, j.ContractID); e.Market.Decision != "" || e.Split != 0 {
+		t.Fatalf("a refused decision left %q split %d", e.Market.Decision, e.Split)
+	}
+	if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", "split:30000"); err != nil {
+		t.Fatalf("decide: %v: %s", err, out)
+	}
+	e := tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowArbitrated)
+	spend := tr.confirmedTx(t, e.SpendTxid)
+	fee := e.Amount - paysTo(spend, tr.sellerScript) - paysTo(spend, e.BuyerScript)
+	if paysTo(spend, tr.sellerScript) != 30000 || paysTo(spend, e.BuyerScript) <= 0 || fee <= 0 || fee > 10_000 {
+		t.Fatalf("split %s pays the seller %d and the buyer %d of %d", e.SpendTxid, paysTo(spend, tr.sellerScript), paysTo(spend, e.BuyerScript), e.Amount)
+	}
+	tr.waitState(t, tr.seller, j.ContractID, payment.EscrowArbitrated)
+	t.Logf("escrow %s split: %d sats to the seller, %d to the buyer, fee %d", e.ID, paysTo(spend, tr.sellerScript), paysTo(spend, e.BuyerScript), fee)
+}
