@@ -48,7 +48,7 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		if !isDead(labels[labelOwnerLock]) {
+		if !isDead(labels[labelOwnerLock]) || s.isAdopted(c.ID()) || s.adopt(ctx, c, labels) {
 			continue
 		}
 		if err := s.removeContainer(ctx, c, labels[labelJobDir]); err != nil {
@@ -60,7 +60,7 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 	sn := s.client.SnapshotService(s.cfg.Snapshotter)
 	var orphans []string
 	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindActive && isDead(info.Labels[labelOwnerLock]) {
+		if info.Kind == snapshots.KindActive && isDead(info.Labels[labelOwnerLock]) && !s.isAdopted(info.Name) {
 			orphans = append(orphans, info.Name)
 		}
 		return nil
@@ -86,7 +86,7 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 	for _, sub := range []string{"jobs", "fifo"} {
 		entries, _ := os.ReadDir(filepath.Join(s.cfg.StateDir, sub))
 		for _, e := range entries {
-			if !isDeadOrMissing(ownerOf(e.Name()), s.lockPath) {
+			if !isDeadOrMissing(ownerOf(e.Name()), s.lockPath) || s.isAdopted(e.Name()) {
 				continue
 			}
 			p := filepath.Join(s.cfg.StateDir, sub, e.Name())
