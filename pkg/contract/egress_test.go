@@ -166,6 +166,7 @@ func TestEgressWithinMaxPrice(t *testing.T) {
 func TestEgressNotBilledBefore13(t *testing.T) {
 	m, s, b, _ := egressMarket(t, 1<<20, 100_000_000)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	s.cfg.Host.RemoveStreamHandler(JobProtocol13)
 	req := m.request(4)
 	id, err := b.Submit(context.Background(), req)
 	if err != nil {
