@@ -274,6 +274,13 @@ func (r *buyerRun) reconnect(ctx context.Context, files map[byte]*resultFile) (n
 		c, err := r.dialResume(ctx, msg, p)
 		if err == nil {
 			r.st, r.c = c.s, c
+			// The last payment may have been lost with the old stream:
+			// it goes again (the seller takes a resend it holds).
+			if r.paid > 0 {
+				if u, err := b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, r.paid); err == nil {
+					_ = c.send(jPay, u)
+				}
+			}
 			return c.s, nil
 		}
 		last = err

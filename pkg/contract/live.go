@@ -280,6 +280,9 @@ loop:
 			if delivered > 0 {
 				_ = a.c.send(jBeat, binary.AppendUvarint(nil, delivered))
 			}
+			if due != nil {
+				due = s.clock.After(grace) // a fresh grace to pay, now it is back
+			}
 		case f := <-l.in:
 			if f.gen != l.gen {
 				continue // an earlier stream's
