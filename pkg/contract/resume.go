@@ -248,10 +248,21 @@ func (m *Machine) recoverKeeping(keep map[string]bool, role Role) ([]*Record, er
 	if err != nil {
 		return nil, err
 	}
+	// The other role's resumable contracts are its engine's to resume
+	// (both engines share the store); if it never starts, their timeouts
+	// end them.
+	other := map[string]bool{}
+	err = m.store.View(func(kv KV) error {
+		return kv.ForEach(bucketResume, "", func(k string, _ []byte) error { other[k] = true; return nil })
+	})
+	if err != nil {
+		return nil, err
+	}
 	var moved []*Record
 	for _, r := range recs {
 		lost := r.State == StateRunning || (r.Role == RoleBuyer && r.State == StateFunded)
-		if !lost || (r.Role == role && r.State == StateRunning && keep[r.ID]) {
+		if !lost || (r.Role == role && r.State == StateRunning && keep[r.ID]) ||
+			(r.Role != role && r.State == StateRunning && other[r.key()]) {
 			continue
 		}
 		nr, err := m.Move(r.Role, r.ID, StateFailed, "node restarted", nil)
