@@ -303,6 +303,10 @@ func (r *buyerRun) dialResume(ctx context.Context, msg Resume, p *Proposal) (*co
 	defer cancel()
 	if r.limited {
 		dctx = network.WithAllowLimitedConn(dctx, "blackbox job: the relay's limits fit the contract")
+	} else {
+		// A seller restarting refused the last dials: they must not hold
+		// this one back (the swarm's dial backoff is 5 s and more).
+		dctx = network.WithForceDirectDial(dctx, "blackbox job: resume")
 	}
 	st, err := r.b.cfg.Host.NewStream(dctx, r.seller, JobProtocol)
 	if err != nil {
