@@ -240,6 +240,13 @@ func (n *Node) startContracts(ctx context.Context) error {
 		}
 		n.seller = seller
 		n.push(seller.Close)
+	} else if n.sandbox != nil {
+		// No seller to resume them: the jobs kept at start go.
+		for _, id := range n.sandbox.Adopted(ctx) {
+			if err := n.sandbox.Discard(ctx, id); err != nil {
+				n.log.Warn("remove a job no contract resumes", "contract", id, "err", err)
+			}
+		}
 	}
 	if n.payments != nil {
 		key, err := n.wallet.Keyring().Key(payment.FamilyChannelBuyer, 0)

@@ -226,6 +226,12 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 		err error
 	}
 	done := make(chan runDone, 1)
+	// The buyer's stream first: what the job writes at once goes to it.
+	if l.c != nil {
+		l.attach(&attachment{c: l.c, over: make(chan struct{})}, false)
+	} else {
+		l.lostAt = s.clock.Now() // a restart: the buyer has the grace to come back
+	}
 	go func() {
 		at := s.clock.Now()
 		var res *RunResult
@@ -239,11 +245,6 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 		done <- runDone{res, err}
 	}()
 	now := s.clock.Now()
-	if l.c != nil {
-		l.attach(&attachment{c: l.c, over: make(chan struct{})}, false)
-	} else {
-		l.lostAt = now // a restart: the buyer has the grace to come back
-	}
 	interval, total, grace := p.Interval, p.Intervals(), l.payGrace()
 	// started is how many intervals have begun at t (at most total).
 	started := func(t time.Time) uint64 {

@@ -152,6 +152,7 @@ func (s *Sandbox) Discard(ctx context.Context, jobID string) error {
 	s.mu.Lock()
 	delete(s.adopted, c.ID())
 	s.mu.Unlock()
+	s.log.Info("removing a job no contract resumes", "container", c.ID(), "job", jobID)
 	return s.removeContainer(ctx, c, labels[labelJobDir])
 }
 

@@ -51,6 +51,7 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 		if !isDead(labels[labelOwnerLock]) || s.isAdopted(c.ID()) || s.adopt(ctx, c, labels) {
 			continue
 		}
+		s.log.Info("reconcile: removing container of a crashed run", "container", c.ID())
 		if err := s.removeContainer(ctx, c, labels[labelJobDir]); err != nil {
 			errs = append(errs, err)
 		}
@@ -135,7 +136,6 @@ func isDeadOrMissing(lock, own string) bool { return !ownerAlive(lock, own) }
 // removeContainer kills and deletes a crashed run's task, deletes the
 // container with its snapshot and removes its scratch mount.
 func (s *Sandbox) removeContainer(ctx context.Context, c containerd.Container, jobDir string) error {
-	s.log.Info("reconcile: removing container of a crashed run", "container", c.ID())
 	task, err := c.Task(ctx, nil)
 	switch {
 	case err == nil:
