@@ -26,7 +26,10 @@
 // lock file, locked before it appears under its name; containers and
 // snapshots are labelled with it, so that Reconcile, run by New, removes
 // what a crashed owner left without touching the jobs of a live one sharing
-// the namespace.
+// the namespace. With Config.LogBinary a job outlives its owner: its streams
+// go to files through a logger the containerd shim runs, Run detaches on
+// ErrDetach, and a new owner adopts the jobs the caller keeps (WithKeep) and
+// re-attaches them (Reattach; reattach.go, logger.go).
 package sandbox
 
 import (
