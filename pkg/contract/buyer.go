@@ -302,7 +302,7 @@ func (b *Buyer) Close() error {
 	b.mu.Lock()
 	b.closed = true
 	for _, c := range b.cancel {
-		c(errors.New("buyer closing"))
+		c(errBuyerStopping) // a resumable run detaches (buyerresume.go)
 	}
 	for _, c := range b.spots {
 		c()
@@ -535,6 +535,7 @@ const (
 	outRefused                  // the seller said no; try another
 	outFailed                   // a contract broke; try another seller
 	outCancelled                // the user cancelled
+	outDetached                 // the node stops; the run resumes at its next start
 )
 
 func (o outcome) String() string {
@@ -582,6 +583,8 @@ func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 	case out == outDone:
 		b.update(j, func(j *JobStatus) { j.State, j.Phase = JobDone, "" })
 		b.maybeSpotCheck(j)
+	case out == outDetached:
+		// The node stops: the job stays running, for the next start.
 	case out == outCancelled || context.Cause(ctx) == errCancelled:
 		b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobCancelled, "", "cancelled" })
 	default:
@@ -655,7 +658,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				tried[c.Seller] = true
 			}
 			switch out {
-			case outDone, outCancelled:
+			case outDone, outCancelled, outDetached:
 				return out, err
 			case outFailed:
 				attempts++
@@ -803,7 +806,9 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 		}
 		j.Paid = base + run.paid
 	})
-	b.cfg.Reputation.Outcome(c.Seller, id, fault)
+	if out != outDetached {
+		b.cfg.Reputation.Outcome(c.Seller, id, fault)
+	}
 	return out, err
 }
 

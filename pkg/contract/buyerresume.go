@@ -19,6 +19,10 @@ import (
 // is redialled for up to RestartGrace, and a restart resumes the running
 // jobs from the store.
 
+// errBuyerStopping is the cause a buyer's runs are cancelled with at Close:
+// a resumable run detaches (outDetached), the others stop as cancelled.
+var errBuyerStopping = errors.New("buyer closing")
+
 // resumableRun reports whether r's stream may be resumed.
 func (r *buyerRun) resumableRun() bool {
 	return r.b.cfg.RestartGrace > 0 && r.st != nil && resumes(r.st.Protocol())
@@ -138,7 +142,12 @@ func (r *buyerRun) reader() (<-chan jobFrame, func()) {
 // broken 1.4.0 stream within the grace.
 func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resultFile) (outcome, error) {
 	b, p := r.b, r.ct.Proposal
-	defer r.dropResume()
+	detached := false
+	defer func() {
+		if !detached {
+			r.dropResume()
+		}
+	}()
 	frames, stopReader := r.reader()
 	defer func() { stopReader() }()
 	var extra []network.Stream // resumed streams, closed at the end
@@ -183,6 +192,13 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 	for {
 		select {
 		case <-done:
+			if errors.Is(context.Cause(ctx), errBuyerStopping) && r.resumableRun() {
+				// The node stops (an upgrade): the job runs on, and
+				// the next start resumes it within the grace.
+				detached = true
+				b.log.Info("job left running for the next start", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller)
+				return outDetached, errBuyerStopping
+			}
 			done = nil
 			cancelled = true
 			_ = r.c.send(jCancel, nil)
@@ -405,6 +421,7 @@ func (b *Buyer) resumeJob(ctx context.Context, j *JobStatus) {
 		}
 	}
 	switch {
+	case out == outDetached:
 	case out == outDone:
 		b.update(j, func(j *JobStatus) { j.State, j.Phase = JobDone, "" })
 		b.maybeSpotCheck(j)
@@ -480,6 +497,8 @@ func (b *Buyer) resumeAttempt(ctx context.Context, j *JobStatus) (outcome, error
 		}
 		j.Paid = run.base + run.paid
 	})
-	b.cfg.Reputation.Outcome(run.seller, id, fault)
+	if out != outDetached {
+		b.cfg.Reputation.Outcome(run.seller, id, fault)
+	}
 	return out, err
 }

@@ -87,3 +87,46 @@ func FuzzResume(f *testing.F) {
 		}
 	})
 }
+
+// A buyer that stops (its node's SIGTERM) leaves its 1.4.0 job running;
+// the next buyer on the same store resumes it: same seller, one attempt,
+// paid exactly what the receipt bills.
+func TestBuyerStopResumed(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: 6 * testInterval}
+	pay := &fakePay{}
+	s, _ := m.seller(run, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
+		func(c *SellerConfig) { c.RestartGrace = 5 * time.Second })
+	var cfg BuyerConfig
+	b, _ := m.buyer(pay, func(c *BuyerConfig) { c.RestartGrace = 5 * time.Second; cfg = *c })
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the job runs", func() bool {
+		j, _ := b.Job(id)
+		return j.State == JobRunning && j.Intervals >= 2
+	})
+	b.Close()
+	if j, _ := b.Job(id); j.State != JobRunning {
+		t.Fatalf("after the stop the job is %s (%s)", j.State, j.Error)
+	}
+	time.Sleep(testInterval)
+	b2, err := NewBuyer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	j := waitJob(t, b2, id)
+	sr, _ := s.Machine().Get(RoleSeller, j.ContractID)
+	if j.State != JobDone || j.Receipt == nil || len(j.Attempts) != 1 || j.Attempts[0].State != StateSettled || sr.State != StateSettled {
+		t.Fatalf("job %+v; seller's contract %s", j, sr.State)
+	}
+	if j.Receipt.Billed != j.Paid || sr.Paid != j.Paid {
+		t.Fatalf("billed %d, buyer paid %d, seller holds %d", j.Receipt.Billed, j.Paid, sr.Paid)
+	}
+}
