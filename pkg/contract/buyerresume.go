@@ -277,7 +277,7 @@ const resumeRetry = time.Second
 
 // reconnect dials the seller again, for up to RestartGrace, with a 1.4.0
 // stream that resumes the contract from the bytes the buyer holds, and
-// makes it r's stream. A seller's refusal ends it (the job is not there).
+// makes it r's stream.
 func (r *buyerRun) reconnect(ctx context.Context, files map[byte]*resultFile) (network.Stream, error) {
 	b, p := r.b, r.ct.Proposal
 	deadline := b.clock.Now().Add(b.cfg.RestartGrace)
@@ -299,11 +299,9 @@ func (r *buyerRun) reconnect(ctx context.Context, files map[byte]*resultFile) (n
 			}
 			return c.s, nil
 		}
+		// A refusal too is tried again until the grace ends: a seller
+		// that is stopping, or starting, may not hold the job yet.
 		last = err
-		var je *JobError
-		if errors.As(err, &je) {
-			return nil, err
-		}
 		select {
 		case <-b.clock.After(resumeRetry):
 		case <-ctx.Done():

@@ -35,6 +35,7 @@ type liveJob struct {
 	cur       *attachment // the buyer's stream; nil while it is away
 	gen       int
 	lostAt    time.Time
+	detached  bool // the job was left running for the next start
 }
 
 // attachment is one buyer stream of a live job.
@@ -191,6 +192,7 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 	s.mu.Unlock()
 	detached := false
 	defer func() {
+		l.detached = detached // read after done is closed
 		s.mu.Lock()
 		delete(s.running, l.id)
 		delete(s.live, l.id)

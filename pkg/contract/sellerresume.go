@@ -134,6 +134,9 @@ func (s *Seller) serveResume(c *conn, remote peer.ID, b []byte) (string, error) 
 	select {
 	case l.attachC <- a:
 	case <-l.done:
+		if l.detached {
+			return id, errJobDetached // this process stops; the next one resumes it
+		}
 		return id, refuse(RefuseContract, fmt.Errorf("contract %s: the job has ended", id))
 	case <-s.ctx.Done():
 		return id, errJobDetached
