@@ -881,6 +881,9 @@ type buyerRun struct {
 	sentBytes uint64
 	// bill is the seller's bill of a 1.3.0 job (egress.go), once it came.
 	bill *Bill
+	// addrs are where the seller was reached, for a resumed stream
+	// (buyerresume.go).
+	addrs []string
 }
 
 // expect reads the seller's next frame, which must be typ: a refusal

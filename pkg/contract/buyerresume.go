@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // The buyer's side of resumption (resume.go): a broken 1.4.0 job stream
@@ -33,8 +34,9 @@ func (r *buyerRun) saveResume() {
 	if !r.resumableRun() {
 		return
 	}
+	r.rememberAddrs()
 	rs := resumeState{Proto: r.st.Protocol(), Alive: r.b.clock.Now(), SentBytes: r.sentBytes,
-		EgressPrice: r.egressPrice, Base: r.base, Limited: r.limited}
+		EgressPrice: r.egressPrice, Base: r.base, Limited: r.limited, Addrs: r.addrs}
 	if err := saveResume(r.b.cfg.Store, RoleBuyer, r.ct.ID, rs); err != nil {
 		r.b.log.Warn("save resume state", "contract", r.ct.ID, "err", err)
 		return
@@ -42,6 +44,39 @@ func (r *buyerRun) saveResume() {
 	r.b.mu.Lock()
 	r.b.resuming[r.ct.ID] = true
 	r.b.mu.Unlock()
+}
+
+// rememberAddrs keeps where the seller is reached: a seller that stops may
+// tell the buyer (identify) it has no addresses left as its listeners
+// close, and a restarted buyer has none.
+func (r *buyerRun) rememberAddrs() {
+	seen := map[string]bool{}
+	for _, a := range r.addrs {
+		seen[a] = true
+	}
+	add := func(a ma.Multiaddr) {
+		if a != nil && !seen[a.String()] {
+			seen[a.String()] = true
+			r.addrs = append(r.addrs, a.String())
+		}
+	}
+	if r.st != nil {
+		add(r.st.Conn().RemoteMultiaddr())
+	}
+	for _, a := range r.b.cfg.Host.Peerstore().Addrs(r.seller) {
+		add(a)
+	}
+}
+
+// restoreAddrs gives the peerstore the seller's remembered addresses.
+func (r *buyerRun) restoreAddrs() {
+	var addrs []ma.Multiaddr
+	for _, s := range r.addrs {
+		if a, err := ma.NewMultiaddr(s); err == nil {
+			addrs = append(addrs, a)
+		}
+	}
+	r.b.cfg.Host.Peerstore().AddAddrs(r.seller, addrs, 10*time.Minute)
 }
 
 // dropResume forgets r's resume state: its run is over.
@@ -286,7 +321,9 @@ func (r *buyerRun) reconnect(ctx context.Context, files map[byte]*resultFile) (n
 		msg.Have[i] = uint64(files[typ].n)
 	}
 	var last error
+	r.rememberAddrs()
 	for b.clock.Now().Before(deadline) {
+		r.restoreAddrs()
 		c, err := r.dialResume(ctx, msg, p)
 		if err == nil {
 			r.st, r.c = c.s, c
@@ -447,7 +484,7 @@ func (b *Buyer) resumeAttempt(ctx context.Context, j *JobStatus) (outcome, error
 		return outFailed, buyerFault(err)
 	}
 	run := &buyerRun{b: b, j: j, ct: ct, seller: ct.Proposal.Seller, paid: rec.Paid, base: rs.Base, limited: rs.Limited,
-		egressMax: rs.EgressPrice, egressPrice: rs.EgressPrice, sentBytes: rs.SentBytes}
+		egressMax: rs.EgressPrice, egressPrice: rs.EgressPrice, sentBytes: rs.SentBytes, addrs: rs.Addrs}
 	b.mu.Lock()
 	b.resuming[id] = true
 	b.mu.Unlock()

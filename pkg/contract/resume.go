@@ -153,6 +153,8 @@ type resumeState struct {
 	EgressPrice uint64 `json:"egress_price,omitempty"`
 	Base        int64  `json:"base,omitempty"`
 	Limited     bool   `json:"limited,omitempty"`
+	// Addrs are the seller's addresses the buyer reached it at.
+	Addrs []string `json:"addrs,omitempty"`
 }
 
 const bucketResume = "contract_resume"
