@@ -44,11 +44,14 @@ func sellerEnv(extra ...string) []string {
 		"BLACKBOX_METER_PRICING_CORE_HOUR=" + coreHour,
 		"BLACKBOX_CONTRACT_PAY_GRACE=1s",
 		"BLACKBOX_METER_PRICING_START_FEE=1000", // sats: a close pays more than dust
+		// These tests see what a stop does to a job without resumption
+		// (restart_test.go turns it on).
+		"BLACKBOX_CONTRACT_RESTART_GRACE=0s",
 	}, extra...)
 }
 
-// buyerEnv: a buyer sells nothing.
-var buyerEnv = []string{"BLACKBOX_METER_MAX_CPU=0", "BLACKBOX_CONTRACT_HEARTBEAT_GRACE=1s"}
+// buyerEnv: a buyer sells nothing (and resumes nothing, as sellerEnv).
+var buyerEnv = []string{"BLACKBOX_METER_MAX_CPU=0", "BLACKBOX_CONTRACT_HEARTBEAT_GRACE=1s", "BLACKBOX_CONTRACT_RESTART_GRACE=0s"}
 
 // payoutAddress is a fresh regtest address and its script, for a seller's
 // payment.payout_address.

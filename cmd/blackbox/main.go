@@ -10,9 +10,13 @@ import (
 	"syscall"
 
 	"github.com/blackbox-market/blackbox/internal/cli"
+	"github.com/blackbox-market/blackbox/pkg/sandbox"
 )
 
 func main() {
+	if sandbox.IsLogger() { // a job's logger, run by the containerd shim
+		os.Exit(sandbox.LoggerMain())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

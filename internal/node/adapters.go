@@ -84,10 +84,20 @@ func (r sandboxRunner) Run(ctx context.Context, spec contract.RunSpec) (*contrac
 		Stderr: spec.Stderr,
 		Output: spec.Output,
 	}
-	res, err := r.sb.Run(ctx, job)
+	sctx, done := detachable(ctx)
+	defer done()
+	res, err := r.sb.Run(sctx, job)
+	if errors.Is(err, sandbox.ErrDetached) {
+		return nil, contract.ErrDetached
+	}
 	if err != nil {
 		return nil, err
 	}
+	return runResult(res), nil
+}
+
+// runResult is a sandbox result as the contract engine takes it.
+func runResult(res *sandbox.Result) *contract.RunResult {
 	return &contract.RunResult{
 		ExitCode: res.ExitCode,
 		Reason:   string(res.Reason),
@@ -98,7 +108,7 @@ func (r sandboxRunner) Run(ctx context.Context, spec contract.RunSpec) (*contrac
 			OOMKills:   uint64(max(res.OOMKills, 0)),
 			Wall:       res.Wall,
 		},
-	}, nil
+	}
 }
 
 // channelReceiver is the seller's side of the payment channels.

@@ -51,7 +51,15 @@ func (n *Node) startSandbox(ctx context.Context) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	sb, err := sandbox.New(sctx, cfg, n.log)
+	// Jobs' streams go through a logger containerd runs, so that they
+	// outlive this process; the contracts the seller resumes at start keep
+	// their containers (reattach.go).
+	cfg.LogBinary = logBinary()
+	keep, err := contract.Resumable(store.NewContractStore(n.db), contract.RoleSeller, n.cfg.Contract.RestartGrace, time.Now())
+	if err != nil {
+		n.log.Warn("read the running contracts to resume", "err", err)
+	}
+	sb, err := sandbox.New(sctx, cfg, n.log, sandbox.WithKeep(func(id string) bool { return keep[id] }))
 	if err != nil {
 		n.noSell = append(n.noSell, fmt.Sprintf("sandbox unavailable (%v): run `blackbox doctor`", err))
 		n.log.Warn("not selling: sandbox unavailable", "err", err)
@@ -295,6 +303,13 @@ func (n *Node) startContracts(ctx context.Context) error {
 		}
 		n.seller = seller
 		n.push(seller.Close)
+	} else if n.sandbox != nil {
+		// No seller to resume them: the jobs kept at start go.
+		for _, id := range n.sandbox.Adopted(ctx) {
+			if err := n.sandbox.Discard(ctx, id); err != nil {
+				n.log.Warn("remove a job no contract resumes", "contract", id, "err", err)
+			}
+		}
 	}
 	if n.payments != nil {
 		key, err := n.wallet.Keyring().Key(payment.FamilyChannelBuyer, 0)

@@ -3,8 +3,6 @@ package contract
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -71,6 +69,10 @@ type BuyerConfig struct {
 	// HeartbeatGrace is how late a seller's heartbeat may be; 0 means half
 	// the interval. A missed heartbeat stops the payments.
 	HeartbeatGrace time.Duration
+	// RestartGrace is how long a 1.4.0 job's broken stream is redialled
+	// (the seller restarting) and how long after this node's own restart
+	// its running jobs are resumed (resume.go). 0: never.
+	RestartGrace time.Duration
 	// MaxOutputBytes caps each of stdout, stderr and out.tar. Default 256 MiB.
 	MaxOutputBytes int64
 	// SpotCheckTimeout bounds a deterministic job's spot check (up to two
@@ -235,6 +237,8 @@ type Buyer struct {
 	// unreach holds the sellers found unreachable, until when they are
 	// ranked last (reach.go).
 	unreach map[peer.ID]time.Time
+	// resuming are the contracts whose runs can be resumed (resume.go).
+	resuming map[string]bool
 }
 
 const (
@@ -249,7 +253,7 @@ func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
 	}
 	b := &Buyer{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "buyer"),
 		jobs: map[string]*JobStatus{}, cancel: map[string]context.CancelCauseFunc{}, done: map[string]chan struct{}{}, rng: cfg.Rand,
-		spots: map[string]context.CancelFunc{}, changed: make(chan struct{}), changes: map[string][]JobStatus{}, unreach: map[peer.ID]time.Time{}}
+		spots: map[string]context.CancelFunc{}, changed: make(chan struct{}), changes: map[string][]JobStatus{}, unreach: map[peer.ID]time.Time{}, resuming: map[string]bool{}}
 	// The machine names the role in its own lines: not b.log, or role twice.
 	b.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, cfg.Log)
 	return b, nil
@@ -258,17 +262,25 @@ func NewBuyer(cfg BuyerConfig) (*Buyer, error) {
 // Machine is the buyer's state machine (for listing contracts).
 func (b *Buyer) Machine() *Machine { return b.machine }
 
-// Start recovers contracts and jobs a previous run left unfinished: their
-// streams are gone, so their contracts fail and their jobs are marked
-// failed (the user may submit again). It also restores the sellers a
+// Start recovers contracts and jobs a previous run left unfinished: a
+// running job of job protocol 1.4.0 whose last sign of life is within
+// RestartGrace is resumed (buyerresume.go); any other's stream is gone, so
+// its contract fails and its job is marked failed (the user may submit
+// again). It also restores the sellers a
 // previous run found unreachable and still ranks last (unreach.go).
 func (b *Buyer) Start(ctx context.Context) error {
-	if _, err := b.machine.Recover(); err != nil {
+	keep, err := b.resumable()
+	if err != nil {
+		return fmt.Errorf("start buyer: %w", err)
+	}
+	if _, err := b.machine.recoverKeeping(keep, RoleBuyer); err != nil {
 		return fmt.Errorf("start buyer: %w", err)
 	}
 	if err := b.loadUnreachable(); err != nil {
 		return fmt.Errorf("start buyer: %w", err)
 	}
+	var resume []*JobStatus
+	defer func() { b.resumeJobs(ctx, resume) }()
 	return b.cfg.Store.Update(func(kv KV) error {
 		var fix []*JobStatus
 		err := kv.ForEach(bucketJobs, "", func(k string, v []byte) error {
@@ -276,7 +288,9 @@ func (b *Buyer) Start(ctx context.Context) error {
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("job %s: %w", k, err)
 			}
-			if j.State == JobSearching || j.State == JobRunning {
+			if j.State == JobRunning && keep[j.ContractID] {
+				resume = append(resume, &j) // resume.go
+			} else if j.State == JobSearching || j.State == JobRunning {
 				j.State, j.Error = JobFailed, "node restarted"
 				fix = append(fix, &j)
 			} else if sc := j.SpotCheck; sc != nil && sc.State == SpotRunning {
@@ -304,7 +318,7 @@ func (b *Buyer) Close() error {
 	b.mu.Lock()
 	b.closed = true
 	for _, c := range b.cancel {
-		c(errors.New("buyer closing"))
+		c(errBuyerStopping) // a resumable run detaches (buyerresume.go)
 	}
 	for _, c := range b.spots {
 		c()
@@ -537,6 +551,7 @@ const (
 	outRefused                  // the seller said no; try another
 	outFailed                   // a contract broke; try another seller
 	outCancelled                // the user cancelled
+	outDetached                 // the node stops; the run resumes at its next start
 )
 
 func (o outcome) String() string {
@@ -584,6 +599,8 @@ func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 	case out == outDone:
 		b.update(j, func(j *JobStatus) { j.State, j.Phase = JobDone, "" })
 		b.maybeSpotCheck(j)
+	case out == outDetached:
+		// The node stops: the job stays running, for the next start.
 	case out == outCancelled || context.Cause(ctx) == errCancelled:
 		b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobCancelled, "", "cancelled" })
 	default:
@@ -657,7 +674,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				tried[c.Seller] = true
 			}
 			switch out {
-			case outDone, outCancelled:
+			case outDone, outCancelled, outDetached:
 				return out, err
 			case outFailed:
 				attempts++
@@ -808,7 +825,9 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 		}
 		j.Paid = base + run.paid
 	})
-	b.cfg.Reputation.Outcome(c.Seller, id, fault)
+	if out != outDetached {
+		b.cfg.Reputation.Outcome(c.Seller, id, fault)
+	}
 	return out, err
 }
 
@@ -857,7 +876,7 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 
 // buyerJobProtocols are the job protocol versions the buyer offers, newest
 // first (a test speaks as an older buyer by shortening it).
-var buyerJobProtocols = []protocol.ID{JobProtocol, JobProtocol12, JobProtocol11}
+var buyerJobProtocols = []protocol.ID{JobProtocol, JobProtocol13, JobProtocol12, JobProtocol11}
 
 type buyerRun struct {
 	b      *Buyer
@@ -881,6 +900,9 @@ type buyerRun struct {
 	sentBytes uint64
 	// bill is the seller's bill of a 1.3.0 job (egress.go), once it came.
 	bill *Bill
+	// addrs are where the seller was reached, for a resumed stream
+	// (buyerresume.go).
+	addrs []string
 }
 
 // expect reads the seller's next frame, which must be typ: a refusal
@@ -977,6 +999,7 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	}
 	_ = st.SetDeadline(time.Now().Add(p.Request.Duration + b.machine.timeouts.RunGrace + time.Minute))
 	b.update(r.j, func(j *JobStatus) { j.State, j.Phase, j.Intervals = JobRunning, "run", 1 })
+	r.saveResume()
 	out, err := r.loop(ctx)
 	ok = err == nil
 	return out, err
@@ -1053,12 +1076,18 @@ func (r *buyerRun) payTotal(ctx context.Context, total int64, n uint64, what str
 // payBill checks a 1.3.0 seller's bill against what the buyer received,
 // what it sent and the price the seller said, and pays it up to the job's max price.
 func (r *buyerRun) payBill(ctx context.Context, b []byte, received uint64, delivered uint64) error {
-	if !billsEgress(r.st.Protocol()) || r.bill != nil {
+	if !billsEgress(r.st.Protocol()) {
 		return sellerFault(fmt.Errorf("%w: unexpected bill", ErrMalformed))
 	}
 	bl, err := unmarshalBill(b)
 	if err != nil {
 		return sellerFault(err)
+	}
+	if r.bill != nil {
+		if *r.bill == bl {
+			return nil // sent again on a resumed stream: paid already
+		}
+		return sellerFault(fmt.Errorf("%w: a second, different bill", ErrMalformed))
 	}
 	p := r.ct.Proposal
 	switch {
@@ -1100,116 +1129,6 @@ type resultFile struct {
 	f *os.File
 	h hash.Hash
 	n int64
-}
-
-func (r *buyerRun) loop(ctx context.Context) (outcome, error) {
-	b, p, id := r.b, r.ct.Proposal, r.ct.ID
-	dir := filepath.Join(b.cfg.ResultDir, id)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return outFailed, buyerFault(fmt.Errorf("result dir: %w", err))
-	}
-	// Logs land here as they come, so `blackbox job` can show them live.
-	b.update(r.j, func(j *JobStatus) { j.ResultDir = dir })
-	files := map[byte]*resultFile{}
-	for typ, name := range map[byte]string{jStdout: OutputStdout, jStderr: OutputStderr, jOutput: OutputTar} {
-		f, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			return outFailed, buyerFault(fmt.Errorf("result file: %w", err))
-		}
-		defer f.Close()
-		files[typ] = &resultFile{f: f, h: sha256.New()}
-	}
-	type frame struct {
-		t   byte
-		b   []byte
-		err error
-	}
-	frames := make(chan frame, 8)
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		defer close(frames)
-		for {
-			t, b, err := r.c.recv(max(chunkSize, MaxReceiptSize))
-			select {
-			case frames <- frame{t, b, err}:
-			case <-stop: // the contract is over; nobody reads
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	interval := p.Interval
-	grace := b.cfg.HeartbeatGrace
-	if grace <= 0 {
-		grace = interval / 2
-	}
-	total := p.Intervals()
-	watchdog := b.clock.After(interval + grace)
-	cancelled := false
-	done := ctx.Done()
-	for {
-		select {
-		case <-done:
-			done = nil
-			cancelled = true
-			_ = r.c.send(jCancel, nil)
-		case <-watchdog:
-			return outFailed, sellerGone(fmt.Errorf("seller %s missed a heartbeat: payments stopped", r.seller))
-		case f, ok := <-frames:
-			if !ok || f.err != nil {
-				return outFailed, sellerGone(fmt.Errorf("seller %s: stream broke: %v", r.seller, f.err))
-			}
-			switch f.t {
-			case jBeat:
-				n, k := binary.Uvarint(f.b)
-				if k <= 0 {
-					return outFailed, sellerFault(fmt.Errorf("%w: heartbeat", ErrMalformed))
-				}
-				watchdog = b.clock.After(interval + grace)
-				b.update(r.j, func(j *JobStatus) { j.Intervals = n })
-				if !cancelled && n < total {
-					if err := r.pay(ctx, n+1); err != nil {
-						return outFailed, err
-					}
-				}
-			case jAck:
-			case jStdout, jStderr, jOutput:
-				rf := files[f.t]
-				if rf.n+int64(len(f.b)) > b.cfg.MaxOutputBytes {
-					// The seller keeps to its own cap; this one is the
-					// buyer's.
-					return outFailed, buyerFault(fmt.Errorf("%w: output exceeds %d bytes", ErrTooLarge, b.cfg.MaxOutputBytes))
-				}
-				rf.n += int64(len(f.b))
-				rf.h.Write(f.b)
-				if _, err := rf.f.Write(f.b); err != nil {
-					return outFailed, buyerFault(fmt.Errorf("write result: %w", err))
-				}
-			case jBill:
-				var received uint64
-				for _, rf := range files {
-					received += uint64(rf.n)
-				}
-				if err := r.payBill(ctx, f.b, received, r.j.Intervals); err != nil {
-					return outFailed, err
-				}
-				// The job is over: no more heartbeats, the receipt comes
-				// once the seller has the payment (or has waited for it).
-				watchdog = b.clock.After(b.machine.timeouts.Settle)
-			case jReceipt:
-				b.update(r.j, func(j *JobStatus) { j.Phase = PhaseResults })
-				return r.finish(dir, f.b, files, cancelled)
-			case frameError:
-				je := UnmarshalJobError(f.b)
-				return outFailed, withFault(je.Reason.Fault(), fmt.Errorf("seller %s: %w", r.seller, je))
-			default:
-				return outFailed, sellerFault(fmt.Errorf("%w: frame %d", ErrMalformed, f.t))
-			}
-		}
-	}
 }
 
 // finish checks the receipt against what came and settles the contract

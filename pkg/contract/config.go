@@ -22,6 +22,15 @@ type Config struct {
 	// PayGrace is how late a buyer's payment for an interval may be before
 	// the seller stops the job; 0 means half the billing interval.
 	PayGrace time.Duration `mapstructure:"pay_grace"`
+	// RestartGrace is how long a running job waits for a daemon that
+	// stopped (a crash, an upgrade) or a stream that broke: the seller's
+	// job runs on and is resumed when the seller starts again within it,
+	// and the buyer reconnects and pays on (job protocol 1.4.0). Longer
+	// than that, the contract ends as it did before (stopped, settled for
+	// what was paid). It is also what a seller risks when the buyer is
+	// away: a payment falling due is waited for that long. 0 turns
+	// resumption off.
+	RestartGrace time.Duration `mapstructure:"restart_grace"`
 	// HeartbeatGrace is how late a seller's heartbeat may be before the
 	// buyer stops paying and moves on; 0 means half the billing interval.
 	HeartbeatGrace time.Duration `mapstructure:"heartbeat_grace"`
@@ -60,6 +69,7 @@ func DefaultConfig() Config {
 	return Config{
 		FundTimeout:    2 * time.Minute,
 		FundingWait:    DefaultFundingWait,
+		RestartGrace:   DefaultRestartGrace,
 		MaxImage:       "2GiB",
 		MaxInputs:      "256MiB",
 		MaxOutput:      "256MiB",
@@ -84,6 +94,9 @@ func (c Config) Validate() error {
 	}
 	if c.FundTimeout > MaxRecordTTL-time.Minute {
 		errs = append(errs, fmt.Errorf("contract.fund_timeout: at most %s", MaxRecordTTL-time.Minute))
+	}
+	if c.RestartGrace < 0 || c.RestartGrace > time.Hour {
+		errs = append(errs, fmt.Errorf("contract.restart_grace: must be in 0..1h (0: no resumption), got %s", c.RestartGrace))
 	}
 	if c.DirectWait < 0 || c.UnreachableFor < 0 {
 		errs = append(errs, errors.New("contract.direct_wait and contract.unreachable_for: must not be negative"))
@@ -116,7 +129,7 @@ func (c Config) timeouts() Timeouts {
 
 // ApplySeller copies the seller's settings into sc.
 func (c Config) ApplySeller(sc *SellerConfig) {
-	sc.FundTimeout, sc.PayGrace, sc.AllowPull = c.FundTimeout, c.PayGrace, c.AllowPull
+	sc.FundTimeout, sc.PayGrace, sc.AllowPull, sc.RestartGrace = c.FundTimeout, c.PayGrace, c.AllowPull, c.RestartGrace
 	sc.FundingWait = c.FundingWait
 	sc.MaxImageBytes, sc.MaxInputBytes, sc.MaxOutputBytes = size(c.MaxImage), size(c.MaxInputs), size(c.MaxOutput)
 	sc.Timeouts = c.timeouts()
@@ -125,6 +138,7 @@ func (c Config) ApplySeller(sc *SellerConfig) {
 // ApplyBuyer copies the buyer's settings into bc.
 func (c Config) ApplyBuyer(bc *BuyerConfig) {
 	bc.HeartbeatGrace, bc.MaxAttempts, bc.MaxOutputBytes = c.HeartbeatGrace, c.MaxAttempts, size(c.MaxOutput)
+	bc.RestartGrace = c.RestartGrace
 	bc.Timeouts = c.timeouts()
 	bc.DirectWait, bc.UnreachableFor = c.DirectWait, c.UnreachableFor
 	bc.FundingWait = c.FundingWait

@@ -2,11 +2,13 @@
 // through: the signed records (Request inside a Proposal, Decision, Contract,
 // Receipt), buyer-side ranking of offers, the /blackbox/negotiate/1.0.0
 // protocol with admission control by reservations held atomically in the
-// store, the persisted contract state machine, the /blackbox/job/1.2.0
+// store, the persisted contract state machine, the /blackbox/job/1.4.0
 // protocol that ships the image (unless the seller says it holds that
 // digest's image) and the inputs, pays each billing interval in advance over
-// a payment channel and brings back results with a signed receipt, and the
-// seller and buyer engines that drive it all.
+// a payment channel and brings back results with a signed receipt, and
+// whose running job outlives its stream and both daemons within
+// RestartGrace (resume.go), and the seller and buyer engines that drive it
+// all.
 //
 // It talks to the sandbox, the payment channels, reputation and the database
 // only through the small interfaces defined here (Runner, PaymentReceiver,

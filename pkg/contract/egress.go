@@ -43,10 +43,12 @@ import (
 const jBill byte = 28
 
 // billsEgress reports whether a job stream of proto bills egress.
-func billsEgress(proto protocol.ID) bool { return proto == JobProtocol }
+func billsEgress(proto protocol.ID) bool { return proto == JobProtocol || proto == JobProtocol13 }
 
 // hasReady reports whether a job stream of proto carries an encoded Ready.
-func hasReady(proto protocol.ID) bool { return proto == JobProtocol || proto == JobProtocol12 }
+func hasReady(proto protocol.ID) bool {
+	return proto == JobProtocol || proto == JobProtocol13 || proto == JobProtocol12
+}
 
 // EgressSats is what bytes cost at msatPerGiB (millisats per 2^30 bytes),
 // in whole sats rounded down; it saturates instead of overflowing.

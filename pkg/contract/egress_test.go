@@ -166,6 +166,12 @@ func TestEgressWithinMaxPrice(t *testing.T) {
 func TestEgressNotBilledBefore13(t *testing.T) {
 	m, s, b, _ := egressMarket(t, 1<<20, 100_000_000)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	s.cfg.Host.RemoveStreamHandler(JobProtocol13)
+	// The buyer learns it by identify's push (imgcache_test.go).
+	eventually(t, "the buyer to see the seller speaks 1.2.0 at most", func() bool {
+		ps, _ := b.cfg.Host.Peerstore().SupportsProtocols(s.cfg.Host.ID(), JobProtocol, JobProtocol13)
+		return len(ps) == 0
+	})
 	req := m.request(4)
 	id, err := b.Submit(context.Background(), req)
 	if err != nil {
@@ -173,7 +179,7 @@ func TestEgressNotBilledBefore13(t *testing.T) {
 	}
 	j := waitJob(t, b, id)
 	if j.State != JobDone || j.Receipt == nil || j.Receipt.Egress != 0 || j.Receipt.EgressBytes != 0 {
-		t.Fatalf("job %s, receipt %+v", j.State, j.Receipt)
+		t.Fatalf("job %s, receipt %+v: %s %+v", j.State, j.Receipt, j.Error, j.Attempts)
 	}
 	owed := (&Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}).Owed(j.Receipt.Intervals)
 	if j.Paid != owed {

@@ -324,7 +324,7 @@ func TestNormalRun(t *testing.T) {
 	}
 	j := waitJob(t, b, id)
 	if stderr, _ := os.ReadFile(filepath.Join(j.ResultDir, OutputStderr)); string(stderr) != "input: input data" {
-		t.Fatalf("stderr %q: the input did not arrive", stderr)
+		t.Fatalf("stderr %q: the input did not arrive; job %+v", stderr, j)
 	}
 	if j.State != JobDone || j.Receipt == nil {
 		t.Fatalf("job %+v", j)

@@ -98,12 +98,13 @@ func TestCachedImageNotSent(t *testing.T) {
 	}
 	// An older seller: the buyer falls back to 1.1.0 and sends the image.
 	sh.RemoveStreamHandler(JobProtocol)
+	sh.RemoveStreamHandler(JobProtocol13)
 	sh.RemoveStreamHandler(JobProtocol12)
 	// The buyer learns it by identify's push: until then its peerstore
 	// still lists 1.2.0 and it would pick it (as for a seller that
 	// downgraded a moment ago).
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if ps, _ := bh.Peerstore().SupportsProtocols(sh.ID(), JobProtocol, JobProtocol12); len(ps) == 0 {
+		if ps, _ := bh.Peerstore().SupportsProtocols(sh.ID(), JobProtocol, JobProtocol13, JobProtocol12); len(ps) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -37,9 +37,16 @@ const (
 	// before Ready the seller says where the channel's funding is (its
 	// confirmations while the contract waits for them, or that it starts
 	// unconfirmed: Funding, funding.go).
-	// Both sides still speak 1.2.0 (no egress billed) and 1.1.0 (the image
-	// is always sent) with a peer that knows no newer version.
-	JobProtocol protocol.ID = "/blackbox/job/1.3.0"
+	// 1.4.0: a running job's stream may be resumed (resume.go): after
+	// either daemon restarted, or the stream broke, the buyer opens a new
+	// stream whose first frame is a Resume (the contract and the bytes of
+	// each output it has) instead of the contract, and the job goes on.
+	// Both sides still speak 1.3.0 (nothing resumed), 1.2.0 (no egress
+	// billed) and 1.1.0 (the image is always sent) with a peer that knows
+	// no newer version.
+	JobProtocol protocol.ID = "/blackbox/job/1.4.0"
+	// JobProtocol13 is the job protocol before resumption.
+	JobProtocol13 protocol.ID = "/blackbox/job/1.3.0"
 	// JobProtocol12 is the job protocol before egress billing.
 	JobProtocol12 protocol.ID = "/blackbox/job/1.2.0"
 	// JobProtocol11 is the job protocol before Ready.

@@ -7,12 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -97,6 +95,12 @@ type SellerConfig struct {
 	// PayGrace is how long after an interval starts its payment may come;
 	// 0 means half the interval. A missed payment stops the job.
 	PayGrace time.Duration
+	// RestartGrace is how long a running 1.4.0 job waits for its daemons:
+	// a seller that stops for an upgrade leaves it running (when the
+	// Runner is a Reattacher) and resumes it at its next start within the
+	// grace; a buyer away that long is waited for (resume.go). 0: jobs
+	// die with the daemon and a broken stream is not waited for.
+	RestartGrace time.Duration
 	// Size limits of what a buyer may ship and get back. Defaults 2 GiB,
 	// 256 MiB, 256 MiB.
 	MaxImageBytes, MaxInputBytes, MaxOutputBytes int64
@@ -164,6 +168,9 @@ type Seller struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc
+	// live are the running contracts' jobs, which a buyer's resumed
+	// stream joins (live.go).
+	live    map[string]*liveJob
 	rejects map[Reason]uint64
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -193,7 +200,7 @@ func NewSeller(cfg SellerConfig) (*Seller, error) {
 		return nil, err
 	}
 	s := &Seller{cfg: cfg, id: cfg.Host.ID(), clock: cfg.Clock, log: cfg.Log.With("role", "seller"),
-		running: map[string]context.CancelCauseFunc{}, rejects: map[Reason]uint64{}, streams: map[network.Stream]struct{}{},
+		running: map[string]context.CancelCauseFunc{}, live: map[string]*liveJob{}, rejects: map[Reason]uint64{}, streams: map[network.Stream]struct{}{},
 		ctx: context.Background()}
 	// The machine names the role in its own lines: not s.log, or role twice.
 	s.machine = NewMachine(cfg.Store, cfg.Timeouts, cfg.Clock.Now, cfg.Log)
@@ -204,18 +211,25 @@ func NewSeller(cfg SellerConfig) (*Seller, error) {
 // Machine is the seller's state machine (for listing contracts).
 func (s *Seller) Machine() *Machine { return s.machine }
 
-// Start recovers contracts left by a previous run, registers the
+// Start recovers contracts left by a previous run (resuming the running
+// jobs it can, resume.go), registers the
 // negotiate and job protocol handlers and applies timeouts every
 // AdvanceEvery until Close.
 func (s *Seller) Start(ctx context.Context) error {
-	if _, err := s.machine.Recover(); err != nil {
+	keep, err := s.resumable()
+	if err != nil {
+		return fmt.Errorf("start seller: %w", err)
+	}
+	if _, err := s.machine.recoverKeeping(keep, RoleSeller); err != nil {
 		return fmt.Errorf("start seller: %w", err)
 	}
 	s.ctx, s.endHandlers = context.WithCancel(ctx)
+	s.resumeJobs(ctx, keep)
 	ctx, s.stop = context.WithCancel(ctx)
 	s.done = make(chan struct{})
 	s.cfg.Host.SetStreamHandler(NegotiateProtocol, s.tracked(s.handleNegotiate))
 	s.cfg.Host.SetStreamHandler(JobProtocol, s.tracked(s.handleJob))
+	s.cfg.Host.SetStreamHandler(JobProtocol13, s.tracked(s.handleJob))
 	s.cfg.Host.SetStreamHandler(JobProtocol12, s.tracked(s.handleJob))
 	s.cfg.Host.SetStreamHandler(JobProtocol11, s.tracked(s.handleJob))
 	go func() {
@@ -228,6 +242,7 @@ func (s *Seller) Start(ctx context.Context) error {
 				if _, err := s.machine.Advance(); err != nil {
 					s.log.Warn("apply contract timeouts", "err", err)
 				}
+				s.touchLive()
 			}
 		}
 	}()
@@ -246,10 +261,16 @@ func (s *Seller) Close() error {
 	s.mu.Unlock()
 	s.cfg.Host.RemoveStreamHandler(NegotiateProtocol)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol)
+	s.cfg.Host.RemoveStreamHandler(JobProtocol13)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol12)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol11)
 	s.mu.Lock()
-	for _, c := range s.running {
+	for id, c := range s.running {
+		if l := s.live[id]; l != nil && l.resumable && s.canDetach() {
+			// An upgrade: the job runs on, and the next start resumes it.
+			c(ErrDetach)
+			continue
+		}
 		c(errSellerClosing)
 	}
 	s.mu.Unlock()
@@ -366,6 +387,10 @@ func (s *Seller) handleJob(st network.Stream) {
 	defer st.Scope().ReleaseMemory(jobMemory)
 	c := newConn(st)
 	id, err := s.serveJob(c, remote)
+	if errors.Is(err, errJobDetached) {
+		st.Reset() // the buyer resumes on a new stream
+		return
+	}
 	if err != nil {
 		reason := refusalOf(err)
 		s.log.Info("job stream ended with an error", "peer", remote, "contract", id, "reason", reason, "err", err)
@@ -442,9 +467,14 @@ type sellerJob struct {
 }
 
 func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
-	b, err := c.expect(jHello, MaxContractSize)
-	if err != nil {
+	t, b, err := c.recv(MaxContractSize)
+	switch {
+	case err != nil:
 		return "", refuse(RefuseProtocol, fmt.Errorf("read contract: %w", err))
+	case t == jResume && resumes(c.s.Protocol()):
+		return s.serveResume(c, remote, b)
+	case t != jHello:
+		return "", refuse(RefuseProtocol, fmt.Errorf("read contract: %w: frame %d", ErrMalformed, t))
 	}
 	ct, err := OpenContract(b)
 	if err != nil {
@@ -485,6 +515,9 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 	}
 	if j.inputDir != "" {
 		os.RemoveAll(j.inputDir)
+	}
+	if errors.Is(err, errJobDetached) {
+		return id, err // still running, for the next start
 	}
 	if err != nil {
 		// Whatever state it reached, a broken contract fails; the
@@ -532,16 +565,18 @@ func (j *sellerJob) run(ctx context.Context) error {
 	if err := j.readPayment(ctx, 1); err != nil {
 		return err
 	}
-	interval := p.Interval
+	started := s.clock.Now()
 	if _, err := s.machine.Move(RoleSeller, j.id, StateRunning, "first interval paid", func(r *Record) {
-		r.Paid, r.Intervals, r.Started = j.paid, 1, s.clock.Now()
+		r.Paid, r.Intervals, r.Started = j.paid, 1, started
 	}); err != nil {
 		return err
 	}
 	s.phase(PhasePay, at)
 	// The job stream lives as long as the contract.
 	_ = j.c.s.SetDeadline(time.Now().Add(p.Request.Duration + s.machine.timeouts.RunGrace + time.Minute))
-	return j.runAndBill(ctx, image, interval)
+	l := newLiveJob(j, s.canResume(j.c.s.Protocol()))
+	l.protocol, l.started, l.k = j.c.s.Protocol(), started, 1
+	return l.run(ctx, image)
 }
 
 func (j *sellerJob) readPayment(ctx context.Context, n uint64) error {
@@ -719,273 +754,10 @@ func (j *sellerJob) readBlob(w io.Writer, limit int64) (int64, error) {
 	}
 }
 
-// streamWriter forwards what the job writes to the buyer as frames of one
-// type, hashing what it sends and dropping what exceeds its cap. It never
-// fails the job: a buyer gone only loses its results.
-type streamWriter struct {
-	c    *conn
-	typ  byte
-	mu   sync.Mutex
-	h    hash.Hash
-	n    int64
-	cap  int64
-	dead bool
-	// sent is what went out in frames, and took how long to write.
-	sent     int64
-	sendTime time.Duration
-}
-
-func (w *streamWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	q := p
-	if room := w.cap - w.n; int64(len(q)) > room {
-		q = q[:max(room, 0)]
-	}
-	w.h.Write(q)
-	w.n += int64(len(q))
-	for len(q) > 0 && !w.dead {
-		k := min(len(q), chunkSize)
-		at := time.Now()
-		if err := w.c.send(w.typ, q[:k]); err != nil {
-			w.dead = true
-		} else {
-			w.sent += int64(k)
-		}
-		w.sendTime += time.Since(at)
-		q = q[k:]
-	}
-	return len(p), nil
-}
-
-func (w *streamWriter) output(name string) Output {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return Output{Name: name, SHA256: "sha256:" + hex.EncodeToString(w.h.Sum(nil)), Size: uint64(w.n)}
-}
-
-func (j *sellerJob) runAndBill(ctx context.Context, image string, interval time.Duration) error {
-	s, p := j.s, j.ct.Proposal
-	jobCtx, stopJob := context.WithCancelCause(ctx)
-	defer stopJob(nil)
-	s.mu.Lock()
-	s.running[j.id] = stopJob
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.running, j.id)
-		s.mu.Unlock()
-	}()
-	outs := []*streamWriter{
-		{c: j.c, typ: jStdout, h: sha256.New(), cap: s.cfg.MaxOutputBytes},
-		{c: j.c, typ: jStderr, h: sha256.New(), cap: s.cfg.MaxOutputBytes},
-		{c: j.c, typ: jOutput, h: sha256.New(), cap: s.cfg.MaxOutputBytes},
-	}
-	spec := RunSpec{ContractID: j.id, Image: image, Args: p.Request.Command, Env: p.Request.Env, InputDir: j.inputDir,
-		Runtime: p.Request.Runtime, Resources: p.Request.Resources, WallClock: p.Request.Duration, Stdout: outs[0], Stderr: outs[1], Output: outs[2]}
-	type runDone struct {
-		res *RunResult
-		err error
-	}
-	done := make(chan runDone, 1)
-	go func() {
-		at := s.clock.Now()
-		res, err := s.cfg.Runner.Run(jobCtx, spec)
-		s.ran(s.clock.Now().Sub(at), res)
-		done <- runDone{res, err}
-	}()
-	// Frames from the buyer: payments and cancellation.
-	frames := make(chan []byte, 4)
-	go func() {
-		defer close(frames)
-		for {
-			t, b, err := j.c.recv(maxCtlFrame)
-			if err != nil {
-				return
-			}
-			select {
-			case frames <- append([]byte{t}, b...):
-			case <-ctx.Done(): // the contract is over; nobody reads
-				return
-			}
-		}
-	}()
-	grace := j.payGrace()
-	total := p.Intervals()
-	var (
-		k       uint64 = 1 // intervals paid for and started
-		tick           = s.clock.After(interval)
-		due     <-chan time.Time
-		why     string
-		buyerOK = true
-	)
-	var rd runDone
-loop:
-	for {
-		select {
-		case rd = <-done:
-			break loop
-		case f, ok := <-frames:
-			if !ok {
-				frames, buyerOK = nil, false // the buyer is gone: no more payments will come
-				continue
-			}
-			switch f[0] {
-			case jPay:
-				if err := j.acceptPay(ctx, f[1:]); err != nil {
-					s.log.Info("payment refused", "contract", j.id, "peer", j.buyer, "err", err)
-					continue
-				}
-				for k < total && j.paid >= p.Owed(k+1) && due != nil {
-					k++
-					due = nil
-				}
-				_, _ = s.machine.Move(RoleSeller, j.id, StateRunning, "", func(r *Record) { r.Paid, r.Intervals = j.paid, k })
-			case jCancel:
-				why = "cancelled"
-				stopJob(errors.New("cancelled by the buyer"))
-			}
-		case <-tick:
-			// Interval k is delivered. Ask for k+1, due within the grace.
-			_ = j.c.send(jBeat, binary.AppendUvarint(nil, k))
-			tick = s.clock.After(interval)
-			if k >= total && why == "" {
-				// Every interval of the contract is over; the runner's
-				// wall clock should have ended the job already.
-				why = "timeout"
-				stopJob(errors.New("contract duration over"))
-			}
-			if k < total {
-				if j.paid >= p.Owed(k+1) {
-					k++
-				} else if due == nil {
-					due = s.clock.After(grace)
-				}
-			}
-		case <-due:
-			due = nil
-			if j.paid < p.Owed(k+1) {
-				why = "unpaid"
-				s.log.Info("payment missed, stopping the job", "contract", j.id, "peer", j.buyer, "interval", k+1)
-				stopJob(errors.New("payment missed"))
-			}
-		}
-	}
-	if rd.err != nil {
-		return fmt.Errorf("run job: %w", rd.err)
-	}
-	res := rd.res
-	at := s.clock.Now()
-	if why == "" {
-		why = res.Reason
-	}
-	var sent int64
-	var sendTime time.Duration
-	for _, w := range outs {
-		w.mu.Lock()
-		sent, sendTime = sent+w.sent, sendTime+w.sendTime
-		w.mu.Unlock()
-	}
-	s.observe(sent, sendTime)
-	// movedBytes is what the bytes moved both ways (egress.go): what the
-	// seller sent and what it received of the image and inputs.
-	var movedBytes uint64
-	var egress int64
-	if billsEgress(j.c.s.Protocol()) {
-		// An interval that started while its payment was still within
-		// the grace is owed too: the bill asks for it, and the buyer's
-		// payment for it (perhaps on its way as the job ended, its beat
-		// queued behind the outputs) is collected with the bill's.
-		started := k
-		if due != nil {
-			started = k + 1
-		}
-		bl := Bill{EgressBytes: uint64(sent), IngressBytes: uint64(j.rxBytes), EgressPrice: j.egressPrice, Intervals: started}
-		movedBytes, _ = bl.Moved() // both are counts of bytes that moved: no overflow
-		egress = EgressSats(movedBytes, j.egressPrice)
-		bl.Egress, bl.Total = egress, p.Owed(started)+egress
-		if buyerOK && why != "unpaid" {
-			j.collectBill(ctx, frames, bl)
-		}
-		for k < started && j.paid >= p.Owed(k+1) {
-			k++
-		}
-	}
-	owed := p.Owed(k)
-	billed := min(j.paid, owed+egress)
-	rc := &Receipt{Version: Version, ContractID: j.id, Seller: s.id, Buyer: j.buyer, ExitCode: int64(res.ExitCode),
-		Reason: why, Usage: res.Usage, Billed: billed, Intervals: k,
-		Outputs:     []Output{outs[0].output(OutputStdout), outs[1].output(OutputStderr), outs[2].output(OutputTar)},
-		EgressBytes: movedBytes, Egress: min(egress, max(billed-owed, 0)),
-		Issued: s.clock.Now(), Expiry: s.clock.Now().Add(ReceiptTTL)}
-	env, err := SignReceipt(rc, s.cfg.Key)
-	if err != nil {
-		return err
-	}
-	final := StateCompleted
-	if why == "unpaid" {
-		final = StateFailed
-	}
-	if _, err := s.machine.Move(RoleSeller, j.id, final, why, func(r *Record) {
-		r.Paid, r.Intervals, r.Receipt, r.Ended = j.paid, k, env, s.clock.Now()
-		r.EgressBytes, r.Egress = rc.EgressBytes, rc.Egress
-	}); err != nil {
-		// Failed while it ran because its payment channel failed (the
-		// node does so when the buyer's funding was double-spent, which
-		// stops the job): the buyer's channel, the buyer's fault.
-		if r, gerr := s.machine.Get(RoleSeller, j.id); gerr == nil && r.State == StateFailed && strings.HasPrefix(r.Why, ChannelFailedPrefix) {
-			return refuse(RefuseChannel, errors.New(r.Why))
-		}
-		return err
-	}
-	if final == StateCompleted && j.paid >= billed {
-		_, _ = s.machine.Move(RoleSeller, j.id, StateSettled, "paid in full", nil)
-	}
-	s.log.Info("job ended", "contract", j.id, "peer", j.buyer, "reason", why, "exit", res.ExitCode, "intervals", k, "paid_sats", j.paid,
-		"egress_bytes", rc.EgressBytes, "egress_sats", rc.Egress)
-	if !buyerOK {
-		return nil
-	}
-	err = j.c.send(jReceipt, env)
-	s.phase(PhaseResults, at)
-	return err
-}
-
 // payGrace is how long after an interval starts its payment may come.
 func (j *sellerJob) payGrace() time.Duration {
 	if g := j.s.cfg.PayGrace; g > 0 {
 		return g
 	}
 	return j.ct.Proposal.Interval / 2
-}
-
-// collectBill sends the buyer the bill of a 1.3.0 job that has ended and
-// takes the payments that come for it, until the bill is paid, the buyer
-// stops sending or billWait passes. frames are the buyer's (nil: it is
-// gone, the bill is sent for the record).
-func (j *sellerJob) collectBill(ctx context.Context, frames <-chan []byte, bl Bill) {
-	if err := j.c.send(jBill, marshalBill(bl)); err != nil {
-		return
-	}
-	timeout := time.NewTimer(billWait(j.payGrace()))
-	defer timeout.Stop()
-	for j.paid < bl.Total {
-		select {
-		case f, ok := <-frames:
-			if !ok {
-				return
-			}
-			if f[0] != jPay {
-				continue
-			}
-			if err := j.acceptPay(ctx, f[1:]); err != nil {
-				j.s.log.Info("payment refused", "contract", j.id, "peer", j.buyer, "err", err)
-			}
-		case <-timeout.C:
-			j.s.log.Info("bill not paid in full", "contract", j.id, "peer", j.buyer, "total_sats", bl.Total, "paid_sats", j.paid)
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -53,6 +54,12 @@ type Config struct {
 	DefaultPids int64 `mapstructure:"default_pids"`
 	// DefaultDiskBytes is the scratch size of a job whose Limits.DiskBytes is zero.
 	DefaultDiskBytes int64 `mapstructure:"default_disk_bytes"`
+	// LogBinary, when set, is this program's absolute path: jobs' streams
+	// then go to files through a logger the containerd shim runs (this
+	// program, see IsLogger), not through the daemon's pipes, so that a job
+	// outlives its daemon and Reattach finds all it wrote. Empty: FIFOs to
+	// this process, and no job survives it. Set by the node, not the file.
+	LogBinary string `mapstructure:"-"`
 }
 
 // DefaultConfig returns the defaults: the system containerd socket,
@@ -109,6 +116,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("default_pids %d: must be positive", c.DefaultPids)
 	case c.DefaultDiskBytes <= 0:
 		return fmt.Errorf("default_disk_bytes %d: must be positive", c.DefaultDiskBytes)
+	case c.LogBinary != "" && !filepath.IsAbs(c.LogBinary):
+		return fmt.Errorf("log binary %q: must be an absolute path", c.LogBinary)
 	}
 	return nil
 }

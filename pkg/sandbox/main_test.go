@@ -35,6 +35,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if sandbox.IsLogger() { // a job's logger (LogBinary): this binary re-run by the shim
+		os.Exit(sandbox.LoggerMain())
+	}
 	flag.Parse()
 	if os.Getenv(helperEnv) != "" {
 		crashHelper() // never returns

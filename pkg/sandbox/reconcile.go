@@ -48,9 +48,10 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		if !isDead(labels[labelOwnerLock]) {
+		if !isDead(labels[labelOwnerLock]) || s.isAdopted(c.ID()) || s.adopt(ctx, c, labels) {
 			continue
 		}
+		s.log.Info("reconcile: removing container of a crashed run", "container", c.ID())
 		if err := s.removeContainer(ctx, c, labels[labelJobDir]); err != nil {
 			errs = append(errs, err)
 		}
@@ -60,7 +61,7 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 	sn := s.client.SnapshotService(s.cfg.Snapshotter)
 	var orphans []string
 	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindActive && isDead(info.Labels[labelOwnerLock]) {
+		if info.Kind == snapshots.KindActive && isDead(info.Labels[labelOwnerLock]) && !s.isAdopted(info.Name) {
 			orphans = append(orphans, info.Name)
 		}
 		return nil
@@ -86,7 +87,7 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 	for _, sub := range []string{"jobs", "fifo"} {
 		entries, _ := os.ReadDir(filepath.Join(s.cfg.StateDir, sub))
 		for _, e := range entries {
-			if !isDeadOrMissing(ownerOf(e.Name()), s.lockPath) {
+			if !isDeadOrMissing(ownerOf(e.Name()), s.lockPath) || s.isAdopted(e.Name()) {
 				continue
 			}
 			p := filepath.Join(s.cfg.StateDir, sub, e.Name())
@@ -135,7 +136,6 @@ func isDeadOrMissing(lock, own string) bool { return !ownerAlive(lock, own) }
 // removeContainer kills and deletes a crashed run's task, deletes the
 // container with its snapshot and removes its scratch mount.
 func (s *Sandbox) removeContainer(ctx context.Context, c containerd.Container, jobDir string) error {
-	s.log.Info("reconcile: removing container of a crashed run", "container", c.ID())
 	task, err := c.Task(ctx, nil)
 	switch {
 	case err == nil:

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -281,7 +283,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		log.Debug("input copied", "files", st.Files, "dirs", st.Dirs, "bytes", st.Bytes)
 	}
 
-	labels := map[string]string{labelOwnerLock: s.lockPath, labelJobDir: jobDir}
+	labels := map[string]string{labelOwnerLock: s.lockPath, labelJobDir: jobDir, labelWallClock: lim.WallClock.String(), labelRuntime: rt}
 	if job.ID != "" {
 		labels[labelJob] = job.ID
 	}
@@ -320,7 +322,18 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 	stdout := &capWriter{w: job.Stdout, cap: outCap}
 	stderr := &capWriter{w: job.Stderr, cap: outCap}
 	res := &Result{Container: id, ExitCode: -1, Limits: lim, Runtime: rt, remapped: remap}
-	task, err := container.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(s.fifoDir)))
+	creator := cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(s.fifoDir))
+	logDir := ""
+	if s.cfg.LogBinary != "" {
+		// The streams go to files through a logger the shim owns
+		// (logger.go), so that the job survives the daemon.
+		logDir = filepath.Join(jobDir, "log")
+		if err := os.Mkdir(logDir, 0o700); err != nil {
+			return nil, fmt.Errorf("run: log dir: %w", err)
+		}
+		creator = cio.BinaryIO(s.cfg.LogBinary, map[string]string{loggerFlag: logDir, loggerCapFlag: strconv.FormatInt(outCap, 10)})
+	}
+	task, err := container.NewTask(ctx, creator)
 	if err != nil {
 		res.Reason, res.Error = ReasonError, cleanTaskError(err)
 		log.Info("job failed to start", "err", err)
@@ -350,8 +363,55 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		return res, fmt.Errorf("run: start task: %w", err)
 	}
 	log.Debug("job started", "image", job.Image, "args", job.Args)
+	var tl *tails
+	if logDir != "" {
+		tl = startTails(logDir, stdout, stderr)
+		defer tl.halt()
+	}
+	f := &follower{s: s, log: log, task: task, statusC: statusC, res: res, start: start, deadline: start.Add(lim.WallClock),
+		jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, deleteTask: deleteTask, phase: phase}
+	res, detached, err := f.follow(ctx, bg)
+	if detached {
+		cleanups = nil // the job goes on; the next process re-attaches
+		return nil, ErrDetached
+	}
+	if err != nil {
+		return nil, err
+	}
+	cleanup()
+	phase("cleaned")
+	log.Debug("job timings", phases...)
+	log.Info("job finished", "reason", res.Reason, "exit", res.ExitCode, "cpu", res.CPUTime,
+		"peak_memory", res.PeakMemory, "oom_kills", res.OOMKills, "wall", res.Wall)
+	return res, nil
+}
 
-	timer := time.NewTimer(lim.WallClock)
+// follower sees a started task to its end (Run's and Reattach's).
+type follower struct {
+	s          *Sandbox
+	log        *slog.Logger
+	task       containerd.Task
+	statusC    <-chan containerd.ExitStatus
+	res        *Result
+	start      time.Time // when the task started: Wall counts from it
+	deadline   time.Time // the wall clock's end
+	jobDir     string
+	logDir     string // "": the streams come through FIFOs, not files
+	tails      *tails
+	stdout     *capWriter
+	stderr     *capWriter
+	output     io.Writer
+	deleteTask func()
+	phase      func(string)
+}
+
+// follow waits for the task's exit, its wall clock or ctx, then reads its
+// usage, lets its streams end, deletes the task and collects /out. When ctx
+// is cancelled with the cause ErrDetach and the streams go to files, the
+// task is left running and detached is true.
+func (f *follower) follow(ctx, bg context.Context) (res *Result, detached bool, err error) {
+	res, task, log := f.res, f.task, f.log
+	timer := time.NewTimer(time.Until(f.deadline))
 	defer timer.Stop()
 	var status containerd.ExitStatus
 	kill := func(why Reason) {
@@ -359,24 +419,29 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		if err := task.Kill(bg, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
 			log.Warn("kill job", "err", err)
 		}
-		status = <-statusC
+		status = <-f.statusC
 	}
 	select {
-	case status = <-statusC:
+	case status = <-f.statusC:
 	case <-timer.C:
 		kill(ReasonTimeout)
 	case <-ctx.Done():
+		if f.logDir != "" && errors.Is(context.Cause(ctx), ErrDetach) {
+			f.tails.halt()
+			log.Info("job detached: it runs on until the next start re-attaches it")
+			return nil, true, nil
+		}
 		kill(ReasonKilled)
 	}
-	res.Wall = time.Since(start)
+	res.Wall = time.Since(f.start)
 	code, _, err := status.Result()
 	if err != nil {
-		return nil, fmt.Errorf("run: exit status: %w", err)
+		return nil, false, fmt.Errorf("run: exit status: %w", err)
 	}
 	res.ExitCode = int(code)
 
-	phase("exited")
-	if err := s.readMetrics(bg, task, res); err != nil {
+	f.phase("exited")
+	if err := f.s.readMetrics(bg, task, res); err != nil {
 		log.Warn("read job metrics", "err", err)
 	}
 	if res.Reason == "" {
@@ -385,34 +450,42 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 			res.Reason = ReasonOOM
 		}
 	}
-	// Let the streams drain before the task is deleted: Delete cancels the
-	// stream copies that have not opened their FIFOs yet, which loses the
-	// output of a short job on a busy machine. The job has exited, so the
-	// shim closes its ends and the copies finish; the bound is for a shim
-	// that does not.
-	drained := make(chan struct{})
-	go func() { task.IO().Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(10 * time.Second):
-		log.Warn("job output streams did not drain in 10s")
+	if f.logDir == "" {
+		// Let the streams drain before the task is deleted: Delete
+		// cancels the stream copies that have not opened their FIFOs
+		// yet, which loses the output of a short job on a busy machine.
+		// The job has exited, so the shim closes its ends and the copies
+		// finish; the bound is for a shim that does not.
+		drained := make(chan struct{})
+		go func() { task.IO().Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(10 * time.Second):
+			log.Warn("job output streams did not drain in 10s")
+		}
 	}
-	deleteTask()
-	res.StdoutBytes, res.StdoutTruncated = stdout.count()
-	res.StderrBytes, res.StderrTruncated = stderr.count()
+	// Deleting the task closes the logger's streams; it writes the
+	// totals and ends (the shim waits for it).
+	f.deleteTask()
+	res.StdoutBytes, res.StdoutTruncated = f.stdout.count()
+	res.StderrBytes, res.StderrTruncated = f.stderr.count()
+	if f.logDir != "" {
+		if !f.tails.wait(15 * time.Second) {
+			log.Warn("job logger did not finish in 15s")
+		}
+		if o, e, ok := readDone(f.logDir); ok {
+			res.StdoutBytes, res.StdoutTruncated = o, o > f.stdout.cap
+			res.StderrBytes, res.StderrTruncated = e, e > f.stderr.cap
+		}
+	}
 
-	phase("task-deleted")
-	out, err := tarDir(filepath.Join(jobDir, "fs", "out"), job.Output)
+	f.phase("task-deleted")
+	out, err := tarDir(filepath.Join(f.jobDir, "fs", "out"), f.output)
 	if err != nil {
-		return nil, fmt.Errorf("run: collect /out: %w", err)
+		return nil, false, fmt.Errorf("run: collect /out: %w", err)
 	}
 	res.Output = out
-	cleanup()
-	phase("cleaned")
-	log.Debug("job timings", phases...)
-	log.Info("job finished", "reason", res.Reason, "exit", res.ExitCode, "cpu", res.CPUTime,
-		"peak_memory", res.PeakMemory, "oom_kills", res.OOMKills, "wall", res.Wall)
-	return res, nil
+	return res, false, nil
 }
 
 // specOpts are the OCI spec options of a job: the isolation defaults and

@@ -26,7 +26,10 @@
 // lock file, locked before it appears under its name; containers and
 // snapshots are labelled with it, so that Reconcile, run by New, removes
 // what a crashed owner left without touching the jobs of a live one sharing
-// the namespace.
+// the namespace. With Config.LogBinary a job outlives its owner: its streams
+// go to files through a logger the containerd shim runs, Run detaches on
+// ErrDetach, and a new owner adopts the jobs the caller keeps (WithKeep) and
+// re-attaches them (Reattach; reattach.go, logger.go).
 package sandbox
 
 import (
@@ -99,11 +102,16 @@ type Sandbox struct {
 	touched  map[string]time.Time // image name → last-used label written
 	imgCache map[string]containerd.Image
 	importMu sync.Mutex
+	// keep and adopted: the jobs of dead owners New keeps for Reattach
+	// (reattach.go); adopted maps their container IDs to job dirs.
+	keep    func(jobID string) bool
+	adopted map[string]string
 }
 
 // New connects to containerd, takes an owner lock under cfg.StateDir and
-// reconciles what crashed owners left behind. The logger must not be nil.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sandbox, error) {
+// reconciles what crashed owners left behind (keeping, with WithKeep, the
+// jobs the caller will re-attach). The logger must not be nil.
+func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Sandbox, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sandbox config: %w", err)
 	}
@@ -126,6 +134,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Sandbox, error) {
 		inUse:    map[string]int{},
 		touched:  map[string]time.Time{},
 		imgCache: map[string]containerd.Image{},
+		adopted:  map[string]string{},
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	if _, err := runtimeOptions(cfg.Runtime); err != nil {
 		return nil, fmt.Errorf("sandbox runtime: %w", err)

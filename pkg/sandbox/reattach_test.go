@@ -1,0 +1,121 @@
+//go:build integration
+
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blackbox-market/blackbox/pkg/sandbox"
+	"github.com/blackbox-market/blackbox/pkg/sandbox/sandboxtest"
+	"github.com/containerd/containerd/namespaces"
+)
+
+// A job whose streams go to files (Config.LogBinary) outlives its
+// Sandbox: Run cancelled with ErrDetach leaves it running, the Sandbox
+// closes (its owner lock goes, as in a crash), and the next one, keeping
+// the job, re-attaches: every line, including those written while no
+// process was attached, comes back, with the exit code, the usage and
+// /out, and nothing of the job is left after. A job not kept is removed.
+func TestDetachAndReattach(t *testing.T) {
+	needDaemon(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateDir := t.TempDir()
+	cfg := testConfig(stateDir)
+	cfg.Namespace = testNS + "-reattach"
+	cfg.LogBinary = exe
+	defer cleanNamespace(nil, cfg.Namespace)
+	ctx := context.Background()
+	sb1, err := sandbox.New(ctx, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarball, err := sandboxtest.BusyboxImage(sandboxtest.DockerArchive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := sb1.ImportImage(ctx, bytes.NewReader(tarball), sandboxtest.Digest(tarball))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := sandbox.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, WallClock: 2 * time.Minute}
+	script := "i=0; while [ $i -lt 30 ]; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.1; done; echo done > /out/result; exit 3"
+	type ran struct {
+		res *sandbox.Result
+		err error
+	}
+	start := func(sb *sandbox.Sandbox, id string, out *bytes.Buffer) (context.CancelCauseFunc, chan ran) {
+		rctx, cancel := context.WithCancelCause(ctx)
+		done := make(chan ran, 1)
+		go func() {
+			res, err := sb.Run(rctx, sandbox.Job{ID: id, Image: img.Name, Args: []string{"sh", "-c", script}, Limits: lim, Stdout: out})
+			done <- ran{res, err}
+		}()
+		return cancel, done
+	}
+	var first, other bytes.Buffer
+	cancel, done := start(sb1, "kept", &first)
+	cancelOther, doneOther := start(sb1, "dropped", &other)
+	time.Sleep(1500 * time.Millisecond)
+	cancel(sandbox.ErrDetach)
+	cancelOther(sandbox.ErrDetach)
+	for _, d := range []chan ran{done, doneOther} {
+		if r := <-d; !errors.Is(r.err, sandbox.ErrDetached) {
+			t.Fatalf("detached run: %v, %+v", r.err, r.res)
+		}
+	}
+	if err := sb1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	detachedAt := time.Now()
+	time.Sleep(time.Second) // the job writes on with nobody attached
+
+	sb2, err := sandbox.New(ctx, cfg, testLogger(t), sandbox.WithKeep(func(id string) bool { return id == "kept" }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb2.Close()
+	if got := sb2.Adopted(ctx); len(got) != 1 || got[0] != "kept" {
+		t.Fatalf("adopted %v, want [kept]", got)
+	}
+	var stdout, stderr, out bytes.Buffer
+	res, err := sb2.Reattach(ctx, sandbox.Job{ID: "kept", Stdout: &stdout, Stderr: &stderr, Output: &out})
+	if err != nil {
+		t.Fatalf("reattach: %v", err)
+	}
+	t.Logf("re-attached %s after %s without a process: exit %d reason %s cpu %s wall %s", res.Container, time.Since(detachedAt), res.ExitCode, res.Reason, res.CPUTime, res.Wall)
+	var want, wantErr strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&want, "line %d\n", i)
+		fmt.Fprintf(&wantErr, "err %d\n", i)
+	}
+	if stdout.String() != want.String() || stderr.String() != wantErr.String() {
+		t.Fatalf("streams after re-attach:\n%q\n%q", stdout.String(), stderr.String())
+	}
+	if !strings.HasPrefix(want.String(), first.String()) || first.Len() == 0 {
+		t.Fatalf("first process saw %q", first.String())
+	}
+	if res.ExitCode != 3 || res.Reason != sandbox.ReasonExited || res.CPUTime <= 0 || res.PeakMemory <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if res.StdoutBytes != int64(want.Len()) || res.Output.Files != 1 || res.Output.SHA256 != fmt.Sprintf("sha256:%x", sha256.Sum256(out.Bytes())) {
+		t.Fatalf("counts %d, output %+v", res.StdoutBytes, res.Output)
+	}
+	if _, err := sb2.Reattach(ctx, sandbox.Job{ID: "dropped"}); !errors.Is(err, sandbox.ErrNoJob) {
+		t.Fatalf("a job not kept: %v, want ErrNoJob (removed at New)", err)
+	}
+	list, err := sb2.Client().Containers(namespaces.WithNamespace(ctx, cfg.Namespace))
+	if err != nil || len(list) != 0 {
+		t.Fatalf("containers left: %d (%v)", len(list), err)
+	}
+}
