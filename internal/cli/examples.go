@@ -27,7 +27,12 @@ var examples = map[string]string{
   blackbox submit --image ./job.tar --cpus 2 --memory 1Gi --time 10m --max-price 3000 \
       --input ./data.csv --out ./results -- /bin/analyse /in/data.csv
   # print the job ID and return; follow it with blackbox job
-  blackbox submit -d --image ./job.tar -- sleep 60`,
+  blackbox submit -d --image ./job.tar -- sleep 60
+  # a web site that runs until cancelled, on two sellers, at most 500 sats an hour
+  blackbox submit --service --port 8080 --replicas 2 --max-price 500 --health http:/ \
+      --image ./web.tar -- httpd -f -p 8080`,
+	"blackbox forward": `  blackbox forward 5f3a --listen 127.0.0.1:8080
+  blackbox forward 5f3a          # any free port; prints the address`,
 	"blackbox jobs": `  blackbox jobs
   blackbox jobs --json`,
 	"blackbox job": `  blackbox job 5f3a          # any unique prefix of the ID

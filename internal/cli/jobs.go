@@ -32,6 +32,7 @@ type submitFlags struct {
 	env, inputs                                []string
 	out                                        string
 	detach, asJSON, deterministic              bool
+	serviceFlags
 }
 
 func newSubmitCmd(a *App) *cobra.Command {
@@ -73,6 +74,24 @@ for jobs with timestamps, randomness or other output that varies.
 ` + quantity.SizeHelp,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, err := f.toService(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			if svc != nil {
+				if !cmd.Flags().Changed("time") {
+					f.duration = contract.DefaultServiceTerm
+				}
+				req, err := a.request(f, args)
+				if err != nil {
+					return err
+				}
+				req.Service = svc
+				if err := req.Validate(); err != nil {
+					return usagef("%s", strings.TrimPrefix(err.Error(), contract.ErrInvalid.Error()+": "))
+				}
+				return a.submitService(cmd.Context(), req, f.asJSON)
+			}
 			return a.submit(cmd.Context(), f, args)
 		},
 	}
@@ -92,6 +111,7 @@ for jobs with timestamps, randomness or other output that varies.
 	fl.BoolVar(&f.deterministic, "deterministic", false, "the job's output is identical on every seller: it may be re-run once or twice on other sellers, at your cost, to check the seller (spot check)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "print the job ID and return at once")
 	fl.BoolVar(&f.asJSON, "json", false, "print JSON events, one per line, as the job goes (the last: done or error)")
+	addServiceFlags(fl, &f.serviceFlags)
 	_ = c.MarkFlagRequired("image")
 	return c
 }
@@ -571,6 +591,7 @@ func newJobCmd(a *App) *cobra.Command {
 					fmt.Fprintf(w, "  %s\tcontract %s output %s\n", shortID(r.Seller.String()), shortID(r.ContractID), shortID(r.Digest))
 				}
 			}
+			printService(w, j.Service)
 			if j.Error != "" {
 				fmt.Fprintf(w, "Error:\t%s\n", j.Error)
 			}

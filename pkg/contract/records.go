@@ -90,6 +90,10 @@ type Request struct {
 	// every seller, so the buyer may spot-check it: run it again on one or
 	// two other sellers (at the buyer's cost) and compare output digests.
 	Deterministic bool `json:"deterministic,omitempty"`
+	// Service, if set, makes the contract a service's (service.go): the
+	// job runs, restarted when it exits, for the contract's length, and
+	// its port is reached through the forward protocol.
+	Service *Service `json:"service,omitempty"`
 }
 
 // ImageIsDigest reports whether the request ships an image tarball named by
@@ -121,6 +125,13 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("%w: too many arguments, variables or inputs", ErrInvalid)
 	case len(r.Region) > offer.MaxRegionLen:
 		return fmt.Errorf("%w: region too long", ErrInvalid)
+	case r.Service != nil && r.Deterministic:
+		return fmt.Errorf("%w: a service is not a deterministic job", ErrInvalid)
+	}
+	if r.Service != nil {
+		if err := r.Service.validate(); err != nil {
+			return err
+		}
 	}
 	for _, e := range r.Env {
 		if !strings.Contains(e, "=") || strings.HasPrefix(e, "=") {
@@ -156,6 +167,7 @@ const (
 	rqImageSize
 	rqRuntime
 	rqDeterministic
+	rqService
 )
 
 func (r *Request) marshal() []byte {
@@ -191,6 +203,9 @@ func (r *Request) marshal() []byte {
 	if r.Deterministic {
 		e.Uint(rqDeterministic, 1)
 	}
+	if r.Service != nil {
+		e.Bytes(rqService, r.Service.marshal())
+	}
 	return e.B
 }
 
@@ -199,6 +214,7 @@ var requestSchema = wire.Schema{Max: maxRequestPayload, Fields: []wire.Spec{
 	rqCPU: varintField, rqMemory: varintField, rqDisk: varintField, rqBandwidth: varintField,
 	rqDuration: varintField, rqMaxPrice: varintField, rqMinRep: varintField, rqRegion: bytesField,
 	rqDeadline: varintField, rqImageSize: varintField, rqRuntime: bytesField, rqDeterministic: varintField,
+	rqService: bytesField,
 }}
 
 func (r *Request) unmarshal(b []byte) error {
@@ -263,6 +279,8 @@ func (r *Request) unmarshal(b []byte) error {
 				err = fmt.Errorf("%w: deterministic flag %d", ErrMalformed, f.V)
 			}
 			r.Deterministic = true
+		case rqService:
+			r.Service, err = unmarshalService(f.B)
 		}
 		if err != nil {
 			return fmt.Errorf("decode request: %w", wireErr(err))

@@ -165,6 +165,8 @@ type Seller struct {
 	closing  bool
 	handlers sync.WaitGroup
 	streams  map[network.Stream]struct{}
+	// services are the running service contracts (service.go).
+	services svcTable
 }
 
 // errSellerClosing is the cause a running job is stopped with at Close.
@@ -207,6 +209,7 @@ func (s *Seller) Start(ctx context.Context) error {
 	s.cfg.Host.SetStreamHandler(JobProtocol, s.tracked(s.handleJob))
 	s.cfg.Host.SetStreamHandler(JobProtocol12, s.tracked(s.handleJob))
 	s.cfg.Host.SetStreamHandler(JobProtocol11, s.tracked(s.handleJob))
+	s.cfg.Host.SetStreamHandler(ForwardProtocol, s.handleForward)
 	go func() {
 		defer close(s.done)
 		for {
@@ -237,6 +240,7 @@ func (s *Seller) Close() error {
 	s.cfg.Host.RemoveStreamHandler(JobProtocol)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol12)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol11)
+	s.cfg.Host.RemoveStreamHandler(ForwardProtocol)
 	s.mu.Lock()
 	for _, c := range s.running {
 		c(errSellerClosing)
@@ -753,6 +757,7 @@ func (j *sellerJob) runAndBill(ctx context.Context, image string, interval time.
 		s.mu.Lock()
 		delete(s.running, j.id)
 		s.mu.Unlock()
+		s.services.remove(j.id)
 	}()
 	outs := []*streamWriter{
 		{c: j.c, typ: jStdout, h: sha256.New(), cap: s.cfg.MaxOutputBytes},
@@ -768,7 +773,7 @@ func (j *sellerJob) runAndBill(ctx context.Context, image string, interval time.
 	done := make(chan runDone, 1)
 	go func() {
 		at := s.clock.Now()
-		res, err := s.cfg.Runner.Run(jobCtx, spec)
+		res, err := j.runSpec(jobCtx, spec)
 		s.ran(s.clock.Now().Sub(at), res)
 		done <- runDone{res, err}
 	}()
@@ -878,7 +883,9 @@ loop:
 		if due != nil {
 			started = k + 1
 		}
-		bl := Bill{EgressBytes: uint64(sent), IngressBytes: uint64(j.rxBytes), EgressPrice: j.egressPrice, Intervals: started}
+		// A service's forwarded bytes are billed with the rest (forward.go).
+		fwOut, fwIn := s.forwarded(j.id)
+		bl := Bill{EgressBytes: uint64(sent + fwOut), IngressBytes: uint64(j.rxBytes + fwIn), EgressPrice: j.egressPrice, Intervals: started}
 		movedBytes, _ = bl.Moved() // both are counts of bytes that moved: no overflow
 		egress = EgressSats(movedBytes, j.egressPrice)
 		bl.Egress, bl.Total = egress, p.Owed(started)+egress
