@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -189,32 +190,37 @@ func splice(local net.Conn, remote halfCloser, toRemote, fromRemote *atomic.Int6
 // service could take it.
 var ErrNoReplica = errors.New("no replica of the service could take the connection")
 
-// dialReplica opens a forward stream to one replica of a service.
-func (b *Buyer) dialReplica(ctx context.Context, r replica) (network.Stream, *conn, error) {
+// OpenForward opens a forward stream to seller for service contract id
+// (hex) and returns it ready to carry a connection's bytes, both ways (it
+// reads through the buffer that held the answer). A seller's refusal is a
+// *JobError.
+func OpenForward(ctx context.Context, h host.Host, seller peer.ID, id string) (network.Stream, error) {
+	raw, err := parseContractID(id)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, forwardSetup)
 	defer cancel()
-	st, err := b.cfg.Host.NewStream(ctx, r.seller, ForwardProtocol)
+	st, err := h.NewStream(ctx, seller, ForwardProtocol)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if err := setupStream(st, forwardMemory, time.Now().Add(forwardSetup)); err != nil {
+	if err := st.Scope().SetService(ServiceName); err != nil {
 		st.Reset()
-		return nil, nil, err
+		return nil, err
 	}
-	raw, _ := hex.DecodeString(r.contract)
+	_ = st.SetDeadline(time.Now().Add(forwardSetup))
 	c := newConn(st)
 	if err := c.send(fwOpen, raw); err != nil {
-		st.Scope().ReleaseMemory(forwardMemory)
 		st.Reset()
-		return nil, nil, err
+		return nil, err
 	}
 	if _, err := c.expect(fwOK, maxCtlFrame); err != nil {
-		st.Scope().ReleaseMemory(forwardMemory)
 		st.Reset()
-		return nil, nil, err
+		return nil, err
 	}
 	_ = st.SetDeadline(time.Time{})
-	return st, c, nil
+	return readStream{c.r, st}, nil
 }
 
 // forwardConn carries one accepted connection to a replica of the service:
@@ -229,7 +235,7 @@ func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 			return
 		}
 		tried[r.contract] = true
-		st, c, err := b.dialReplica(ctx, r)
+		st, err := OpenForward(ctx, b.cfg.Host, r.seller, r.contract)
 		if err != nil {
 			b.log.Info("replica refused a forward", "service", sv.id, "contract", r.contract, "peer", r.seller, "err", err)
 			sv.failed(r.contract)
@@ -237,12 +243,11 @@ func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 		}
 		n := sv.counter(r.contract)
 		n.streams.Add(1)
-		err = splice(local, readStream{c.r, st}, &n.out, &n.in)
+		err = splice(local, st.(halfCloser), &n.out, &n.in)
 		if err != nil {
 			n.broken.Add(1)
 		}
 		n.ended.Add(1)
-		st.Scope().ReleaseMemory(forwardMemory)
 		return
 	}
 }

@@ -168,21 +168,11 @@ func TestServiceForward(t *testing.T) {
 	j, _ := b.Job(id)
 	cid := j.Service.Running[0].ContractID
 	// Another peer names the contract: refused, told nothing about it.
-	st, err := other.NewStream(context.Background(), sh.ID(), ForwardProtocol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newConn(st)
-	raw, _ := parseContractID(cid)
-	if err := c.send(fwOpen, raw); err != nil {
-		t.Fatal(err)
-	}
-	_, err = c.expect(fwOK, maxCtlFrame)
+	_, err = OpenForward(context.Background(), other, sh.ID(), cid)
 	var je *JobError
 	if !errors.As(err, &je) || je.Reason != RefuseContract {
 		t.Fatalf("a stranger's forward: %v, want refused (contract)", err)
 	}
-	st.Reset()
 	if err := b.Cancel(id); err != nil {
 		t.Fatal(err)
 	}
