@@ -6,7 +6,11 @@
 // protocol that ships the image (unless the seller says it holds that
 // digest's image) and the inputs, pays each billing interval in advance over
 // a payment channel and brings back results with a signed receipt, and the
-// seller and buyer engines that drive it all.
+// seller and buyer engines that drive it all. A request with a Service
+// makes a service (service.go, service_buyer.go): its job is restarted
+// when it exits and health-checked by the seller, renewed by overlapping
+// contracts and replicated by the buyer, and reached through the
+// /blackbox/forward/1.0.0 protocol (forward.go).
 //
 // It talks to the sandbox, the payment channels, reputation and the database
 // only through the small interfaces defined here (Runner, PaymentReceiver,

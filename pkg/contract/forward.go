@@ -33,8 +33,10 @@ const (
 )
 
 // forwardSetup bounds the open handshake, on both sides; forwardMemory is
-// what a forward stream reserves (two copy buffers).
+// what a forward stream reserves (two copy buffers); forwardWait is how
+// long a connection waits for a replica when none can take it.
 const (
+	forwardWait   = 30 * time.Second
 	forwardSetup  = 10 * time.Second
 	forwardMemory = 2 * forwardBuf
 	forwardBuf    = 32 << 10
@@ -227,9 +229,19 @@ func OpenForward(ctx context.Context, h host.Host, seller peer.ID, id string) (n
 // the healthy ones in turn, each tried at most once.
 func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 	tried := map[string]bool{}
+	deadline := b.clock.Now().Add(forwardWait)
 	for {
 		r, ok := sv.pick(tried)
 		if !ok {
+			// No replica now (the only one is being replaced, or all
+			// refused): the connection waits a while for one.
+			if b.clock.Now().Before(deadline) && ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-b.clock.After(200 * time.Millisecond):
+				}
+				continue
+			}
 			b.log.Info("forwarded connection dropped", "service", sv.id, "err", ErrNoReplica, "tried", len(tried))
 			local.Close()
 			return

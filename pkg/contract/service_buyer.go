@@ -359,7 +359,6 @@ func (sv *svcBuyer) start(ctx context.Context, i int) *svcContract {
 		case <-b.clock.After(100 * time.Millisecond):
 		}
 	}
-	tried := map[peer.ID]bool{}
 	sv.mu.Lock()
 	sv.made++
 	n := sv.made
@@ -372,11 +371,11 @@ func (sv *svcBuyer) start(ctx context.Context, i int) *svcContract {
 	b.svc.mu.Lock()
 	b.svc.byJob[sj.ID] = sv
 	b.svc.mu.Unlock()
-	b.log.Info("service contract starting", "service", sv.id, "slot", i, "job", sj.ID, "excluded", len(tried))
+	b.log.Info("service contract starting", "service", sv.id, "slot", i, "job", sj.ID)
 	go func() {
 		defer close(c.done)
 		defer cancel(nil)
-		out, err := b.seek(cctx, sj, tried, b.cfg.MaxAttempts)
+		out, err := b.seek(cctx, sj, map[peer.ID]bool{}, b.cfg.MaxAttempts)
 		b.log.Info("service contract ended", "service", sv.id, "slot", i, "job", sj.ID, "outcome", out, "err", err)
 		b.mu.Lock()
 		paid := sj.Paid
