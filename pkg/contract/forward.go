@@ -235,11 +235,14 @@ func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 		if !ok {
 			// No replica now (the only one is being replaced, or all
 			// refused): the connection waits a while for one.
+			// Every replica may be tried again after the pause (one that
+			// was starting may serve now).
 			if b.clock.Now().Before(deadline) && ctx.Err() == nil {
 				select {
 				case <-ctx.Done():
-				case <-b.clock.After(200 * time.Millisecond):
+				case <-b.clock.After(500 * time.Millisecond):
 				}
+				clear(tried)
 				continue
 			}
 			b.log.Info("forwarded connection dropped", "service", sv.id, "err", ErrNoReplica, "tried", len(tried))
