@@ -32,7 +32,7 @@ var serviceFlags = []string{"--service", "--port", "8080", "--health", "http:/in
 // httpdScript serves /tmp/www with busybox httpd; first it tries to reach
 // probe (host:port) from inside with nc and writes what happened to /tmp/www/net.txt.
 func httpdScript(probe string) string {
-	return "mkdir -p /tmp/www && echo hello-service > /tmp/www/index.html && " +
+	return "mkdir -p /tmp/www && echo hello-service > /tmp/www/index.html && head -c 1048576 /dev/zero > /tmp/www/big.bin && " +
 		"(echo GET / | nc -w 3 " + strings.Replace(probe, ":", " ", 1) + " && echo reached || echo unreachable) > /tmp/www/net.txt 2>&1; " +
 		"exec httpd -f -p 8080 -h /tmp/www"
 }
@@ -170,10 +170,11 @@ func TestServiceForward(t *testing.T) {
 		t.Fatalf("%d of %d requests failed across a renewal", failed, total)
 	}
 	t.Logf("renewed: %d requests, none failed", total)
-	// Downloads move bytes: they are billed.
-	for range 5 {
-		if _, err := fetch(fwd, "/index.html"); err != nil {
-			t.Fatal(err)
+	// Downloads move bytes: they are billed (3 MiB, more than the image
+	// the seller may have been sent).
+	for range 3 {
+		if body, err := fetch(fwd, "/big.bin"); err != nil || len(body) != 1<<20 {
+			t.Fatalf("GET /big.bin: %d bytes, %v", len(body), err)
 		}
 	}
 	if out, err := buyer.cli("cancel", id); err != nil {
@@ -205,7 +206,7 @@ func TestServiceForward(t *testing.T) {
 		}
 		return n == j.Service.Contracts
 	})
-	if paid != j.Paid || moved == 0 {
+	if paid != j.Paid || moved < 3<<20 {
 		t.Fatalf("the seller holds %d sats over %d contracts (%d bytes moved); the buyer paid %d", paid, j.Service.Contracts, moved, j.Paid)
 	}
 	if containers := m.jobContainers(cid); containers != 0 {
@@ -231,6 +232,40 @@ func addrInfo(t testing.TB, s string) peer.AddrInfo {
 		t.Fatal(err)
 	}
 	return *info
+}
+
+// TestServiceRestarts: a service whose process exits every few seconds
+// is restarted by its seller in the same contract, and is healthy again
+// after each restart; `blackbox job` shows the restarts.
+func TestServiceRestarts(t *testing.T) {
+	m := newMarket(t)
+	seller := m.daemon(sellerEnv())
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	j := submitService(t, buyer, busybox(t, t.TempDir()), append(serviceFlags, "--time", "10m"), "sh", "-c",
+		"mkdir -p /tmp/www && echo hello-service > /tmp/www/index.html && (httpd -f -p 8080 -h /tmp/www &) && sleep 6 && exit 3")
+	id := j.ID
+	waitFor(t, 120*time.Second, "two restarts, healthy again", func() bool {
+		s := buyer.job(id).Service
+		return s != nil && len(s.Running) == 1 && s.Running[0].Health.Restarts >= 2 && s.Healthy() == 1
+	})
+	s := buyer.job(id).Service
+	if s.Contracts != 1 {
+		t.Fatalf("%d contracts: the restarts should stay in one", s.Contracts)
+	}
+	if body, err := fetch(s.Forwards[0], "/index.html"); err != nil || body != "hello-service\n" {
+		t.Fatalf("GET after the restarts: %q, %v", body, err)
+	}
+	out, err := buyer.cli("job", id)
+	if err != nil || !strings.Contains(out, "restart(s)") {
+		t.Fatalf("job does not show the restarts: %v\n%s", err, out)
+	}
+	if out, err := buyer.cli("cancel", id); err != nil {
+		t.Fatalf("cancel: %v: %s", err, out)
+	}
+	waitFor(t, 60*time.Second, "the service cancelled", func() bool { return buyer.job(id).State == contract.JobCancelled })
+	t.Logf("%d restarts in one contract", s.Running[0].Health.Restarts)
 }
 
 // TestServiceFailover: three sellers and a buyer; a service of two
