@@ -250,14 +250,16 @@ func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 			return
 		}
 		tried[r.contract] = true
+		// pick counted it open: a renewed contract is not cancelled
+		// under a connection being opened to it (drain).
+		n := sv.counter(r.contract)
 		st, err := OpenForward(ctx, b.cfg.Host, r.seller, r.contract)
 		if err != nil {
+			n.ended.Add(1)
 			b.log.Info("replica refused a forward", "service", sv.id, "contract", r.contract, "peer", r.seller, "err", err)
 			sv.failed(r.contract)
 			continue
 		}
-		n := sv.counter(r.contract)
-		n.streams.Add(1)
 		err = splice(local, st.(halfCloser), &n.out, &n.in)
 		if err != nil {
 			n.broken.Add(1)

@@ -144,6 +144,27 @@ type svcContract struct {
 	// contract and runningAt: the contract seen running, and since when.
 	contract  string
 	runningAt time.Time
+	// draining: renewed, it takes no new connections (sv.mu).
+	draining bool
+}
+
+// drainMax bounds how long a renewed contract waits for its open
+// connections to end before it is cancelled.
+const drainMax = 10 * time.Second
+
+// drain waits until c's forwarded connections ended, c ended, ctx ended or
+// drainMax passed.
+func (sv *svcBuyer) drain(ctx context.Context, c *svcContract) {
+	n := sv.counter(c.contract)
+	for end := sv.b.clock.Now().Add(drainMax); n.open() > 0 && sv.b.clock.Now().Before(end); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.done:
+			return
+		case <-sv.b.clock.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (sv *svcBuyer) changed() {
@@ -280,7 +301,11 @@ func (sv *svcBuyer) slot(ctx context.Context, i int) {
 			b.log.Info("service contract renewed", "service", sv.id, "slot", i, "old", cur.contract, "new", next.contract)
 			sv.mu.Lock()
 			sv.renewals++
+			cur.draining = true
 			sv.mu.Unlock()
+			// New connections go to the new contract; the old one ends
+			// once its open ones did (or drainMax passed).
+			sv.drain(ctx, cur)
 			cur.cancel(errRenewed)
 			cur = next
 			continue
@@ -468,7 +493,8 @@ func (sv *svcBuyer) snapshot() *ServiceStatus {
 	return s
 }
 
-// pick chooses the replica for a new connection: the running, healthy
+// pick chooses the replica for a new connection, and counts a stream
+// open to it: the running, healthy
 // contracts in turn, then running ones whose health is not known to be
 // good (a check may be wrong), skipping those tried and those a forward
 // failed on in the last few seconds.
@@ -481,7 +507,7 @@ func (sv *svcBuyer) pick(tried map[string]bool) (replica, bool) {
 	for _, list := range sv.slots {
 		for _, c := range list {
 			id := c.sj.ContractID
-			if c.sj.State != JobRunning || id == "" || tried[id] {
+			if c.sj.State != JobRunning || id == "" || tried[id] || c.draining {
 				continue
 			}
 			r := replica{contract: id, seller: c.sj.Seller}
@@ -501,7 +527,16 @@ func (sv *svcBuyer) pick(tried map[string]bool) (replica, bool) {
 	for _, l := range [][]replica{good, rest} {
 		if len(l) > 0 {
 			sv.rr++
-			return l[sv.rr%len(l)], true
+			r := l[sv.rr%len(l)]
+			// Open from now, under sv.mu: drain, which marks a contract
+			// draining under it too, sees every connection picked before.
+			n := sv.counts[r.contract]
+			if n == nil {
+				n = &fwdCount{}
+				sv.counts[r.contract] = n
+			}
+			n.streams.Add(1)
+			return r, true
 		}
 	}
 	return replica{}, false

