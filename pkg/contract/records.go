@@ -129,7 +129,7 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("%w: a service is not a deterministic job", ErrInvalid)
 	}
 	if r.Service != nil {
-		if err := r.Service.validate(); err != nil {
+		if err := r.Service.validateFor(r.Runtime); err != nil {
 			return err
 		}
 	}

@@ -57,6 +57,16 @@ func (s *Service) validate() error {
 	return checkHealth(s.Health)
 }
 
+// validateFor checks the service of a request under runtime: gVisor
+// (runsc) keeps the job's sockets in its own network stack, out of reach
+// of a dial in the sandbox's network namespace.
+func (s *Service) validateFor(runtime string) error {
+	if runtime == "runsc" {
+		return fmt.Errorf("%w: a service cannot run under runsc (its port is reached in the job's network namespace, which gVisor does not use)", ErrInvalid)
+	}
+	return s.validate()
+}
+
 // checkHealth checks a health check's spelling.
 func checkHealth(h string) error {
 	if h == "" || h == "tcp" {

@@ -364,6 +364,10 @@ func TestServiceWire(t *testing.T) {
 			t.Errorf("%+v: %v, want invalid", bad, err)
 		}
 	}
+	req.Service, req.Runtime = &Service{Port: 1}, "runsc"
+	if err := req.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a service under runsc: %v, want invalid", err)
+	}
 	for _, h := range []Health{{State: HealthHealthy}, {State: HealthRestarting, Restarts: 3, Detail: "exited 1"}} {
 		got, err := unmarshalHealth(marshalHealth(h))
 		if err != nil || got != h {
