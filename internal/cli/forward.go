@@ -22,7 +22,7 @@ type serviceFlags struct {
 }
 
 func addServiceFlags(fl *pflag.FlagSet, f *serviceFlags) {
-	fl.BoolVar(&f.service, "service", false, "run CMD as a service until `blackbox cancel`: contracts renew before they end, the seller restarts it when it exits, --max-price is sats per hour")
+	fl.BoolVar(&f.service, "service", false, "run CMD as a service until blackbox cancel stops it: contracts renew before they end, the seller restarts it when it exits, --max-price is sats per hour")
 	fl.Uint16Var(&f.port, "port", 0, "with --service: the TCP port the service listens on inside its sandbox (required)")
 	fl.StringVar(&f.health, "health", "tcp", "with --service: the seller's health check, tcp (the port accepts) or http:/PATH (GET answers 2xx/3xx)")
 	fl.IntVar(&f.replicas, "replicas", 1, "with --service: how many sellers run it at once; the forward balances over the healthy ones")
