@@ -400,6 +400,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		err := b.Cancel(r.Context(), r.PathValue("id"))
 		reply(w, log, IDResponse{ID: r.PathValue("id")}, err)
 	})
+	handleForward(mux, b, log)
 	mux.HandleFunc("GET /v1/contracts", func(w http.ResponseWriter, r *http.Request) {
 		c, err := b.Contracts(r.Context())
 		reply(w, log, c, err)

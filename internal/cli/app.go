@@ -227,6 +227,7 @@ func commands(a *App) []*cobra.Command {
 		newJobCmd(a),
 		newResultsCmd(a),
 		newCancelCmd(a),
+		newForwardCmd(a),
 		newContractsCmd(a),
 		newEarningsCmd(a),
 		newConfigCmd(a),

@@ -29,7 +29,12 @@ var examples = map[string]string{
   # print the job ID and return; follow it with blackbox job
   blackbox submit -d --image ./job.tar -- sleep 60
   # paid on delivery from an escrow, with an arbiter for disputes
-  blackbox submit --escrow 12D3KooWArbiter... --image ./job.tar -- ./render`,
+  blackbox submit --escrow 12D3KooWArbiter... --image ./job.tar -- ./render
+  # a web site that runs until cancelled, on two sellers, at most 500 sats an hour
+  blackbox submit --service --port 8080 --replicas 2 --max-price 500 --health http:/ \
+      --image ./web.tar -- httpd -f -p 8080`,
+	"blackbox forward": `  blackbox forward 5f3a --listen 127.0.0.1:8080
+  blackbox forward 5f3a          # any free port; prints the address`,
 	"blackbox jobs": `  blackbox jobs
   blackbox jobs --json`,
 	"blackbox job": `  blackbox job 5f3a          # any unique prefix of the ID

@@ -33,6 +33,7 @@ type submitFlags struct {
 	out                                        string
 	detach, asJSON, deterministic              bool
 	escrow                                     string
+	serviceFlags
 }
 
 func newSubmitCmd(a *App) *cobra.Command {
@@ -74,6 +75,24 @@ for jobs with timestamps, randomness or other output that varies.
 ` + quantity.SizeHelp,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, err := f.toService(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			if svc != nil {
+				if !cmd.Flags().Changed("time") {
+					f.duration = contract.DefaultServiceTerm
+				}
+				req, err := a.request(f, args)
+				if err != nil {
+					return err
+				}
+				req.Service = svc
+				if err := req.Validate(); err != nil {
+					return usagef("%s", strings.TrimPrefix(err.Error(), contract.ErrInvalid.Error()+": "))
+				}
+				return a.submitService(cmd.Context(), req, f.asJSON)
+			}
 			return a.submit(cmd.Context(), f, args)
 		},
 	}
@@ -94,6 +113,7 @@ for jobs with timestamps, randomness or other output that varies.
 	fl.StringVar(&f.escrow, "escrow", "", "pay on delivery from a 2-of-3 escrow with this arbiter (a peer ID with arbiter.enabled) instead of per interval")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "print the job ID and return at once")
 	fl.BoolVar(&f.asJSON, "json", false, "print JSON events, one per line, as the job goes (the last: done or error)")
+	addServiceFlags(fl, &f.serviceFlags)
 	_ = c.MarkFlagRequired("image")
 	return c
 }
@@ -576,6 +596,7 @@ func newJobCmd(a *App) *cobra.Command {
 					fmt.Fprintf(w, "  %s\tcontract %s output %s\n", shortID(r.Seller.String()), shortID(r.ContractID), shortID(r.Digest))
 				}
 			}
+			printService(w, j.Service)
 			if j.Error != "" {
 				fmt.Fprintf(w, "Error:\t%s\n", j.Error)
 			}

@@ -38,6 +38,9 @@ func printJobs(w io.Writer, now time.Time, jobs []*contract.JobStatus) error {
 // moved (image, inputs, outputs) billed.
 func jobWhy(j *contract.JobStatus) string {
 	var notes []string
+	if c := serviceCell(j.Service); c != "" {
+		notes = append(notes, c)
+	}
 	if j.Error != "" {
 		notes = append(notes, j.Error)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
@@ -20,6 +21,7 @@ import (
 var (
 	_ contract.Runner          = sandboxRunner{}
 	_ contract.ImageCache      = sandboxRunner{}
+	_ contract.ContainerDialer = sandboxRunner{}
 	_ contract.PaymentReceiver = (*channelReceiver)(nil)
 	_ contract.Payer           = channelPayer{}
 )
@@ -56,6 +58,12 @@ func (r sandboxRunner) CachedImage(ctx context.Context, digest string) (string, 
 	return img.Name, ok
 }
 
+// DialContainer reaches a service's port in its job's own network
+// namespace (the forward protocol and the health check).
+func (r sandboxRunner) DialContainer(ctx context.Context, pid int, port uint16) (net.Conn, error) {
+	return sandbox.DialNetNS(ctx, pid, port)
+}
+
 func (r sandboxRunner) Pull(ctx context.Context, ref string) (string, error) {
 	img, err := r.sb.Pull(ctx, ref)
 	return img.Name, err
@@ -80,9 +88,10 @@ func (r sandboxRunner) Run(ctx context.Context, spec contract.RunSpec) (*contrac
 			DiskBytes:   int64(spec.Resources.DiskBytes),
 			WallClock:   spec.WallClock,
 		},
-		Stdout: spec.Stdout,
-		Stderr: spec.Stderr,
-		Output: spec.Output,
+		Stdout:  spec.Stdout,
+		Stderr:  spec.Stderr,
+		Output:  spec.Output,
+		OnStart: spec.OnStart,
 	}
 	sctx, done := detachable(ctx)
 	defer done()

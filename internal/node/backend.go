@@ -84,6 +84,16 @@ func (n *Node) Cancel(ctx context.Context, id string) error {
 	return notFound(n.buyer.Cancel(id))
 }
 
+// Forward listens on listen and forwards each connection to service id
+// (the API's forward).
+func (n *Node) Forward(ctx context.Context, id, listen string) (string, error) {
+	if err := n.needBuyer(); err != nil {
+		return "", err
+	}
+	addr, err := n.buyer.Forward(id, listen)
+	return addr, notFound(err)
+}
+
 // Contracts implements api.Backend.
 func (n *Node) Contracts(ctx context.Context) (api.Contracts, error) {
 	out := api.Contracts{EarnedSats: map[string]int64{}, Rejections: map[string]uint64{}}

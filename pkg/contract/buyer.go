@@ -198,9 +198,15 @@ type JobStatus struct {
 	// on other sellers after it was done (spotcheck.go); it never changes
 	// the job's own state, results or Paid.
 	SpotCheck *SpotCheck `json:"spot_check,omitempty"`
+	// Service is a service's replicas, health and forwards
+	// (service_buyer.go); nil for a job.
+	Service *ServiceStatus `json:"service,omitempty"`
 
 	// shadow marks a spot-check run: it is never stored or listed.
 	shadow bool
+	// exclude, if set, names sellers seek must not try for this job (the
+	// sellers of a service's other replicas, as they are now).
+	exclude func(peer.ID) bool
 	// phaseAt is when the job entered Phase (for OnPhase).
 	phaseAt time.Time
 }
@@ -239,6 +245,8 @@ type Buyer struct {
 	unreach map[peer.ID]time.Time
 	// resuming are the contracts whose runs can be resumed (resume.go).
 	resuming map[string]bool
+	// svc holds the running services (service_buyer.go).
+	svc serviceBook
 }
 
 const (
@@ -363,7 +371,11 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 		}
 	}
 	if b.cfg.Precheck != nil {
-		if err := b.cfg.Precheck(ctx, req); err != nil {
+		pre := req
+		if req.Service != nil {
+			pre = serviceContractRequest(req) // what each of its contracts proposes
+		}
+		if err := b.cfg.Precheck(ctx, pre); err != nil {
 			return "", err
 		}
 	}
@@ -387,6 +399,10 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 		defer b.wg.Done()
 		defer close(done)
 		defer cancel(nil)
+		if req.Service != nil {
+			b.runService(jctx, j)
+			return
+		}
 		b.runJob(jctx, j)
 	}()
 	b.log.Info("job submitted", "job", j.ID, "image", req.Image, "cpu_millis", req.Resources.CPUMillis, "duration", req.Duration)
@@ -652,7 +668,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			lastErr = b.noMatch(j, &req, offers)
 		}
 		for _, c := range cands {
-			if tried[c.Seller] || c.Seller == b.id {
+			if tried[c.Seller] || c.Seller == b.id || j.exclude != nil && j.exclude(c.Seller) {
 				continue
 			}
 			if attempts >= maxAttempts || ctx.Err() != nil {
@@ -1093,10 +1109,8 @@ func (r *buyerRun) payBill(ctx context.Context, b []byte, received uint64, deliv
 	switch {
 	case bl.EgressPrice != r.egressPrice:
 		return sellerFault(fmt.Errorf("%w: bill at %d msat/GiB, the seller said %d", ErrInvalid, bl.EgressPrice, r.egressPrice))
-	case bl.EgressBytes != received:
-		return sellerFault(fmt.Errorf("%w: bill for %d bytes of egress, %d arrived", ErrInvalid, bl.EgressBytes, received))
-	case bl.IngressBytes != r.sentBytes:
-		return sellerFault(fmt.Errorf("%w: bill for %d bytes of image and inputs, %d were sent", ErrInvalid, bl.IngressBytes, r.sentBytes))
+	case r.billBytesOK(bl, received) != nil:
+		return r.billBytesOK(bl, received)
 	case bl.Intervals > p.Intervals() || bl.Total > p.Owed(bl.Intervals)+bl.Egress:
 		return sellerFault(fmt.Errorf("%w: bill of %d sat for %d interval(s) and %d sat of bytes moved", ErrInvalid, bl.Total, bl.Intervals, bl.Egress))
 	}

@@ -294,6 +294,10 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 				// The job is over: no more heartbeats, the receipt comes
 				// once the seller has the payment (or has waited for it).
 				watchdog = b.clock.After(b.machine.timeouts.Settle)
+			case jHealth:
+				if err := r.onHealth(f.b); err != nil {
+					return outFailed, err
+				}
 			case jReceipt:
 				b.update(r.j, func(j *JobStatus) { j.Phase = PhaseResults })
 				return r.finish(dir, f.b, files, cancelled)

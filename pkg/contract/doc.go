@@ -8,7 +8,11 @@
 // a payment channel and brings back results with a signed receipt, and
 // whose running job outlives its stream and both daemons within
 // RestartGrace (resume.go), and the seller and buyer engines that drive it
-// all.
+// all. A request with a Service makes a service (service.go,
+// service_buyer.go): its job is restarted when it exits and health-checked
+// by the seller, renewed by overlapping contracts and replicated by the
+// buyer, and reached through the /blackbox/forward/1.0.0 protocol
+// (forward.go).
 //
 // It talks to the sandbox, the payment channels, reputation and the database
 // only through the small interfaces defined here (Runner, PaymentReceiver,

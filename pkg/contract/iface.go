@@ -47,6 +47,9 @@ type RunSpec struct {
 	WallClock time.Duration
 	// Stdout, Stderr and Output (the tar of /out) stream to the buyer.
 	Stdout, Stderr, Output io.Writer
+	// OnStart, if set, is told the pid of the job's init process once it
+	// started (a service's port is reached in its network namespace).
+	OnStart func(pid int)
 }
 
 // RunResult is how a job ended.

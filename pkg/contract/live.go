@@ -198,6 +198,7 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 		delete(s.running, l.id)
 		delete(s.live, l.id)
 		s.mu.Unlock()
+		s.services.remove(l.id)
 		if l.cur != nil {
 			l.cur.end(detached)
 		}
@@ -242,7 +243,7 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 		if ra, ok := s.cfg.Runner.(Reattacher); ok && l.resumed {
 			res, err = ra.Reattach(jobCtx, spec)
 		} else {
-			res, err = s.cfg.Runner.Run(jobCtx, spec)
+			res, err = l.runSpec(jobCtx, spec)
 		}
 		s.ran(s.clock.Now().Sub(at), res)
 		done <- runDone{res, err}
@@ -410,7 +411,9 @@ func (l *liveJob) finish(ctx context.Context, res *RunResult, why string, owedTo
 		// payment for it (perhaps on its way as the job ended, its beat
 		// queued behind the outputs) is collected with the bill's.
 		started := max(k, owedTo)
-		bl = &Bill{EgressBytes: uint64(sent), IngressBytes: uint64(l.rxBytes), EgressPrice: l.egressPrice, Intervals: started}
+		// A service's forwarded bytes are billed with the rest (forward.go).
+		fwOut, fwIn := s.forwarded(l.id)
+		bl = &Bill{EgressBytes: uint64(sent + fwOut), IngressBytes: uint64(l.rxBytes + fwIn), EgressPrice: l.egressPrice, Intervals: started}
 		movedBytes, _ = bl.Moved() // both are counts of bytes that moved: no overflow
 		egress = EgressSats(movedBytes, l.egressPrice)
 		bl.Egress, bl.Total = egress, p.Owed(started)+egress

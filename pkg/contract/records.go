@@ -95,6 +95,10 @@ type Request struct {
 	// paid on delivery from a 2-of-3 escrow, not per interval
 	// (escrowjob.go).
 	Escrow string `json:"escrow_arbiter,omitempty"`
+	// Service, if set, makes the contract a service's (service.go): the
+	// job runs, restarted when it exits, for the contract's length, and
+	// its port is reached through the forward protocol.
+	Service *Service `json:"service,omitempty"`
 }
 
 // ImageIsDigest reports whether the request ships an image tarball named by
@@ -126,6 +130,13 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("%w: too many arguments, variables or inputs", ErrInvalid)
 	case len(r.Region) > offer.MaxRegionLen:
 		return fmt.Errorf("%w: region too long", ErrInvalid)
+	case r.Service != nil && r.Deterministic:
+		return fmt.Errorf("%w: a service is not a deterministic job", ErrInvalid)
+	}
+	if r.Service != nil {
+		if err := r.Service.validateFor(r.Runtime); err != nil {
+			return err
+		}
 	}
 	if r.Escrow != "" {
 		if _, err := peer.Decode(r.Escrow); err != nil {
@@ -167,6 +178,7 @@ const (
 	rqRuntime
 	rqDeterministic
 	rqEscrow
+	rqService
 )
 
 func (r *Request) marshal() []byte {
@@ -203,6 +215,9 @@ func (r *Request) marshal() []byte {
 		e.Uint(rqDeterministic, 1)
 	}
 	e.String(rqEscrow, r.Escrow)
+	if r.Service != nil {
+		e.Bytes(rqService, r.Service.marshal())
+	}
 	return e.B
 }
 
@@ -211,6 +226,7 @@ var requestSchema = wire.Schema{Max: maxRequestPayload, Fields: []wire.Spec{
 	rqCPU: varintField, rqMemory: varintField, rqDisk: varintField, rqBandwidth: varintField,
 	rqDuration: varintField, rqMaxPrice: varintField, rqMinRep: varintField, rqRegion: bytesField,
 	rqDeadline: varintField, rqImageSize: varintField, rqRuntime: bytesField, rqDeterministic: varintField, rqEscrow: bytesField,
+	rqService: bytesField,
 }}
 
 func (r *Request) unmarshal(b []byte) error {
@@ -277,6 +293,8 @@ func (r *Request) unmarshal(b []byte) error {
 			r.Deterministic = true
 		case rqEscrow:
 			r.Escrow, err = f.Text(100)
+		case rqService:
+			r.Service, err = unmarshalService(f.B)
 		}
 		if err != nil {
 			return fmt.Errorf("decode request: %w", wireErr(err))

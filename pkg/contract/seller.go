@@ -183,6 +183,8 @@ type Seller struct {
 	closing  bool
 	handlers sync.WaitGroup
 	streams  map[network.Stream]struct{}
+	// services are the running service contracts (service.go).
+	services svcTable
 }
 
 // errSellerClosing is the cause a running job is stopped with at Close.
@@ -232,6 +234,7 @@ func (s *Seller) Start(ctx context.Context) error {
 	s.cfg.Host.SetStreamHandler(JobProtocol13, s.tracked(s.handleJob))
 	s.cfg.Host.SetStreamHandler(JobProtocol12, s.tracked(s.handleJob))
 	s.cfg.Host.SetStreamHandler(JobProtocol11, s.tracked(s.handleJob))
+	s.cfg.Host.SetStreamHandler(ForwardProtocol, s.handleForward)
 	go func() {
 		defer close(s.done)
 		for {
@@ -264,6 +267,7 @@ func (s *Seller) Close() error {
 	s.cfg.Host.RemoveStreamHandler(JobProtocol13)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol12)
 	s.cfg.Host.RemoveStreamHandler(JobProtocol11)
+	s.cfg.Host.RemoveStreamHandler(ForwardProtocol)
 	s.mu.Lock()
 	for id, c := range s.running {
 		if l := s.live[id]; l != nil && l.resumable && s.canDetach() {
@@ -574,7 +578,9 @@ func (j *sellerJob) run(ctx context.Context) error {
 	s.phase(PhasePay, at)
 	// The job stream lives as long as the contract.
 	_ = j.c.s.SetDeadline(time.Now().Add(p.Request.Duration + s.machine.timeouts.RunGrace + time.Minute))
-	l := newLiveJob(j, s.canResume(j.c.s.Protocol()))
+	// A service's contract is not resumed: a restart ends it and the
+	// buyer starts another (service_buyer.go).
+	l := newLiveJob(j, s.canResume(j.c.s.Protocol()) && p.Request.Service == nil)
 	l.protocol, l.started, l.k = j.c.s.Protocol(), started, 1
 	return l.run(ctx, image)
 }

@@ -66,6 +66,10 @@ type Job struct {
 	// that its sha256 is reproducible); nil discards it (the digest is
 	// still computed).
 	Output io.Writer
+	// OnStart, if set, is told the pid (in the host's pid namespace) of
+	// the job's init process once it started: DialNetNS reaches a port in
+	// the job's network namespace through it.
+	OnStart func(pid int)
 
 	noUserNS bool // the probe's run without the remap
 }
@@ -363,6 +367,9 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		return res, fmt.Errorf("run: start task: %w", err)
 	}
 	log.Debug("job started", "image", job.Image, "args", job.Args)
+	if job.OnStart != nil {
+		job.OnStart(int(task.Pid()))
+	}
 	var tl *tails
 	if logDir != "" {
 		tl = startTails(logDir, stdout, stderr)
