@@ -242,13 +242,8 @@ func BenchmarkServiceFailover(b *testing.B) {
 			var took time.Duration
 			waitFor(b, 180*time.Second, "a healthy replacement", func() bool {
 				s := buyer.job(id).Service
-				if s.Healthy() < replicas || s.Replacements+s.Contracts <= replicas {
+				if s.Healthy() < replicas || s.Replacements+s.Contracts <= replicas || runsOn(s, victimID) {
 					return false
-				}
-				for _, r := range s.Running {
-					if r.Seller.String() == victimID {
-						return false
-					}
 				}
 				took = time.Since(at)
 				return true

@@ -335,13 +335,8 @@ func TestServiceFailover(t *testing.T) {
 	var took time.Duration
 	waitFor(t, 180*time.Second, "a healthy replacement", func() bool {
 		s := buyer.job(id).Service
-		if s.Healthy() < 2 || s.Replacements < 1 {
+		if s.Healthy() < 2 || s.Replacements < 1 || runsOn(s, victimID) {
 			return false
-		}
-		for _, r := range s.Running {
-			if r.Seller.String() == victimID {
-				return false
-			}
 		}
 		took = time.Since(killed)
 		return true
@@ -379,4 +374,14 @@ func TestServiceFailover(t *testing.T) {
 			m.closeOnChain(d, ch, ch.Paid)
 		}
 	}
+}
+
+// runsOn reports whether a replica of service s still runs on seller id.
+func runsOn(s *contract.ServiceStatus, id string) bool {
+	for _, r := range s.Running {
+		if r.Seller.String() == id {
+			return true
+		}
+	}
+	return false
 }

@@ -386,6 +386,20 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 	if err := b.save(j); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
+	b.track(ctx, j, func(jctx context.Context) {
+		if req.Service != nil {
+			b.runService(jctx, j)
+			return
+		}
+		b.runJob(jctx, j)
+	})
+	b.log.Info("job submitted", "job", j.ID, "image", req.Image, "cpu_millis", req.Resources.CPUMillis, "duration", req.Duration)
+	return j.ID, nil
+}
+
+// track holds job j (its status, changes, cancel and done) and runs it in
+// its own goroutine, which outlives the request that started it.
+func (b *Buyer) track(ctx context.Context, j *JobStatus, run func(ctx context.Context)) {
 	jctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	b.mu.Lock()
@@ -399,14 +413,8 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 		defer b.wg.Done()
 		defer close(done)
 		defer cancel(nil)
-		if req.Service != nil {
-			b.runService(jctx, j)
-			return
-		}
-		b.runJob(jctx, j)
+		run(jctx)
 	}()
-	b.log.Info("job submitted", "job", j.ID, "image", req.Image, "cpu_millis", req.Resources.CPUMillis, "duration", req.Duration)
-	return j.ID, nil
 }
 
 // Wait blocks until job id ends or ctx is done, and returns its status.
@@ -809,22 +817,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	b.mu.Unlock()
 	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base, limited: limited, egressMax: c.Offer.Prices.EgressGiB}
 	out, err := run.do(ctx)
-	fault := FaultOf(err)
-	if err == nil {
-		fault = run.fault
-	}
-	if out == outFailed {
-		if ctx.Err() != nil {
-			out, fault = outCancelled, FaultCancelled
-		}
-		if _, merr := b.machine.Move(RoleBuyer, id, StateFailed, truncate(errString(err), 200), func(r *Record) { r.Paid = run.paid }); merr != nil {
-			b.log.Debug("fail contract", "contract", id, "err", merr)
-		}
-	}
-	state := StateFailed
-	if r, gerr := b.machine.Get(RoleBuyer, id); gerr == nil {
-		state = r.State
-	}
+	out, fault, state := b.endRun(ctx, run, id, out, err)
 	var je *JobError
 	refusedReach := errors.As(err, &je) && je.Reason == RefuseUnreachable
 	if refusedReach {
@@ -845,6 +838,29 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 		b.cfg.Reputation.Outcome(c.Seller, id, fault)
 	}
 	return out, err
+}
+
+// endRun records how a contract's run ended: its fault (the error's, else
+// the run's), a failed run's contract moved to failed with what was paid
+// (cancelled when ctx was), and the contract's state now.
+func (b *Buyer) endRun(ctx context.Context, run *buyerRun, id string, out outcome, err error) (outcome, Fault, State) {
+	fault := FaultOf(err)
+	if err == nil {
+		fault = run.fault
+	}
+	if out == outFailed {
+		if ctx.Err() != nil {
+			out, fault = outCancelled, FaultCancelled
+		}
+		if _, merr := b.machine.Move(RoleBuyer, id, StateFailed, truncate(errString(err), 200), func(r *Record) { r.Paid = run.paid }); merr != nil {
+			b.log.Debug("fail contract", "contract", id, "err", merr)
+		}
+	}
+	state := StateFailed
+	if r, gerr := b.machine.Get(RoleBuyer, id); gerr == nil {
+		state = r.State
+	}
+	return out, fault, state
 }
 
 // negotiate proposes p and, on a price counter within the budget, once

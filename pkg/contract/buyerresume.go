@@ -406,22 +406,8 @@ func (b *Buyer) resumeJobs(ctx context.Context, jobs []*JobStatus) {
 		go b.touchLoop(ctx)
 	}
 	for _, j := range jobs {
-		jctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-		done := make(chan struct{})
 		j.phaseAt = b.clock.Now()
-		b.mu.Lock()
-		b.jobs[j.ID] = j
-		b.changes[j.ID] = []JobStatus{*j}
-		b.cancel[j.ID] = cancel
-		b.done[j.ID] = done
-		b.mu.Unlock()
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			defer close(done)
-			defer cancel(nil)
-			b.resumeJob(jctx, j)
-		}()
+		b.track(ctx, j, func(jctx context.Context) { b.resumeJob(jctx, j) })
 	}
 }
 
@@ -513,22 +499,7 @@ func (b *Buyer) resumeAttempt(ctx context.Context, j *JobStatus) (outcome, error
 		run.dropResume()
 		out = outFailed
 	}
-	fault := FaultOf(err)
-	if err == nil {
-		fault = run.fault
-	}
-	if out == outFailed {
-		if ctx.Err() != nil {
-			out, fault = outCancelled, FaultCancelled
-		}
-		if _, merr := b.machine.Move(RoleBuyer, id, StateFailed, truncate(errString(err), 200), func(r *Record) { r.Paid = run.paid }); merr != nil {
-			b.log.Debug("fail contract", "contract", id, "err", merr)
-		}
-	}
-	state := StateFailed
-	if r, gerr := b.machine.Get(RoleBuyer, id); gerr == nil {
-		state = r.State
-	}
+	out, fault, state := b.endRun(ctx, run, id, out, err)
 	b.update(j, func(j *JobStatus) {
 		if n := len(j.Attempts); n > 0 && j.Attempts[n-1].ContractID == id {
 			a := &j.Attempts[n-1]
