@@ -10,9 +10,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -268,6 +270,118 @@ func TestServiceRestarts(t *testing.T) {
 	t.Logf("%d restarts in one contract", s.Running[0].Health.Restarts)
 }
 
+// failover is a service of two replicas on three sellers, under a steady
+// load of requests through the forward: what TestServiceFailover and
+// TestServiceFreeze share.
+type failover struct {
+	m        *market
+	sellers  []*daemon
+	buyer    *daemon
+	id, fwd  string
+	victim   *daemon // the seller of replica 0
+	victimID string
+	cid      string // replica 0's contract
+	other    string // replica 1's seller
+	clients  int
+	failed   atomic.Int32
+	total    atomic.Int32
+	slowest  atomic.Int64 // the longest request, in ns
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// startFailover starts three sellers and a buyer, submits a service of two
+// replicas, waits until both are healthy and starts the load (two clients).
+// env is added to every daemon's environment.
+func startFailover(t *testing.T, env ...string) *failover {
+	f := &failover{m: newMarket(t), clients: 2, stop: make(chan struct{})}
+	for range 3 {
+		f.sellers = append(f.sellers, f.m.daemon(sellerEnv(env...)))
+	}
+	boot := []string{}
+	for _, s := range f.sellers {
+		boot = append(boot, "--bootstrap", s.bootAddr())
+	}
+	f.buyer = f.m.daemon(append(slices.Clone(buyerEnv), env...), boot...)
+	f.m.fund(f.buyer.proc, 2_000_000)
+	f.m.waitMarket(f.buyer, 3)
+	j := submitService(t, f.buyer, busybox(t, t.TempDir()), append(serviceFlags, "--replicas", "2", "--time", "10m"), "sh", "-c", httpdScript("192.0.2.1:9"))
+	f.id, f.fwd = j.ID, j.Service.Forwards[0]
+	waitFor(t, 180*time.Second, "two healthy replicas", func() bool {
+		s := f.buyer.job(f.id).Service
+		return s != nil && s.Healthy() == 2
+	})
+	s := f.buyer.job(f.id).Service
+	byPeer := map[string]*daemon{}
+	for _, d := range f.sellers {
+		byPeer[d.peerID()] = d
+	}
+	f.victimID, f.cid, f.other = s.Running[0].Seller.String(), s.Running[0].ContractID, s.Running[1].Seller.String()
+	f.victim = byPeer[f.victimID]
+	if f.victim == nil || f.other == f.victimID {
+		t.Fatalf("replicas: %+v", s.Running)
+	}
+	for range f.clients {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			for {
+				select {
+				case <-f.stop:
+					return
+				default:
+				}
+				f.total.Add(1)
+				began := time.Now()
+				if _, err := fetch(f.fwd, "/index.html"); err != nil {
+					f.failed.Add(1)
+					t.Logf("request: %v", err)
+				}
+				for d := int64(time.Since(began)); ; {
+					old := f.slowest.Load()
+					if d <= old || f.slowest.CompareAndSwap(old, d) {
+						break
+					}
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	return f
+}
+
+// waitReplacement waits (up to timeout) until a replacement of the
+// victim's replica is healthy beside the other one, and returns how long
+// that took since since.
+func (f *failover) waitReplacement(t *testing.T, timeout time.Duration, since time.Time) time.Duration {
+	t.Helper()
+	var took time.Duration
+	waitFor(t, timeout, "a healthy replacement", func() bool {
+		s := f.buyer.job(f.id).Service
+		if s.Healthy() < 2 || s.Replacements < 1 || runsOn(s, f.victimID) {
+			return false
+		}
+		took = time.Since(since)
+		return true
+	})
+	return took
+}
+
+// stopLoad ends the load (2 s after the replacement) and checks that at
+// most the requests in flight at the fault failed.
+func (f *failover) stopLoad(t *testing.T, what string, took time.Duration) {
+	t.Helper()
+	time.Sleep(2 * time.Second)
+	close(f.stop)
+	f.wg.Wait()
+	t.Logf("%s of %s: %d of %d requests failed (%d clients), the slowest took %s; replacement healthy after %s", what, f.victimID,
+		f.failed.Load(), f.total.Load(), f.clients, time.Duration(f.slowest.Load()).Round(time.Millisecond), took.Round(100*time.Millisecond))
+	if f.failed.Load() > int32(f.clients) {
+		t.Fatalf("%d requests failed; at most the %d in flight at the %s may", f.failed.Load(), f.clients, what)
+	}
+}
+
 // TestServiceFailover: three sellers and a buyer; a service of two
 // replicas under a steady load of requests through the forward; one
 // replica's seller is killed (kill -9). The requests that fail are at
@@ -277,85 +391,19 @@ func TestServiceRestarts(t *testing.T) {
 // at its restart, paid what it delivered) and every channel closes on
 // chain.
 func TestServiceFailover(t *testing.T) {
-	m := newMarket(t)
-	var sellers []*daemon
-	for range 3 {
-		sellers = append(sellers, m.daemon(sellerEnv()))
-	}
-	boot := []string{}
-	for _, s := range sellers {
-		boot = append(boot, "--bootstrap", s.bootAddr())
-	}
-	buyer := m.daemon(buyerEnv, boot...)
-	m.fund(buyer.proc, 2_000_000)
-	m.waitMarket(buyer, 3)
-	work := t.TempDir()
-	j := submitService(t, buyer, busybox(t, work), append(serviceFlags, "--replicas", "2", "--time", "10m"), "sh", "-c", httpdScript("192.0.2.1:9"))
-	id, fwd := j.ID, j.Service.Forwards[0]
-	waitFor(t, 180*time.Second, "two healthy replicas", func() bool {
-		s := buyer.job(id).Service
-		return s != nil && s.Healthy() == 2
-	})
-	s := buyer.job(id).Service
-	byPeer := map[string]*daemon{}
-	for _, d := range sellers {
-		byPeer[d.peerID()] = d
-	}
-	victimID := s.Running[0].Seller.String()
-	victim := byPeer[victimID]
-	if victim == nil || s.Running[1].Seller.String() == victimID {
-		t.Fatalf("replicas: %+v", s.Running)
-	}
-	const clients = 2
-	var failed, total atomic.Int32
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				total.Add(1)
-				if _, err := fetch(fwd, "/index.html"); err != nil {
-					failed.Add(1)
-					t.Logf("request: %v", err)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		}()
-	}
-	time.Sleep(2 * time.Second)
-	victim.kill()
-	killed := time.Now()
-	var took time.Duration
-	waitFor(t, 180*time.Second, "a healthy replacement", func() bool {
-		s := buyer.job(id).Service
-		if s.Healthy() < 2 || s.Replacements < 1 || runsOn(s, victimID) {
-			return false
-		}
-		took = time.Since(killed)
-		return true
-	})
-	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
-	t.Logf("kill -9 of %s: %d of %d requests failed (%d clients); replacement healthy after %s", victimID, failed.Load(), total.Load(), clients, took.Round(100*time.Millisecond))
-	if failed.Load() > clients {
-		t.Fatalf("%d requests failed; at most the %d in flight at the kill may", failed.Load(), clients)
-	}
-	if out, err := buyer.cli("cancel", id); err != nil {
+	f := startFailover(t)
+	f.victim.kill()
+	took := f.waitReplacement(t, 180*time.Second, time.Now())
+	f.stopLoad(t, "kill -9", took)
+	buyer, victim := f.buyer, f.victim
+	if out, err := buyer.cli("cancel", f.id); err != nil {
 		t.Fatalf("cancel: %v: %s", err, out)
 	}
-	waitFor(t, 60*time.Second, "the service cancelled", func() bool { return buyer.job(id).State == contract.JobCancelled })
+	waitFor(t, 60*time.Second, "the service cancelled", func() bool { return buyer.job(f.id).State == contract.JobCancelled })
 	// The killed seller starts again (its leftover container reconciled)
 	// and closes its channel with what it was paid.
 	victim.start()
-	for _, d := range sellers {
+	for _, d := range f.sellers {
 		waitFor(t, 60*time.Second, "the sellers' contracts settled", func() bool {
 			cs, err := d.api().Contracts(context.Background())
 			if err != nil {
@@ -371,8 +419,73 @@ func TestServiceFailover(t *testing.T) {
 			return true
 		})
 		if ch := d.channelWith(buyer.peerID()); ch != nil && ch.Paid > 0 {
-			m.closeOnChain(d, ch, ch.Paid)
+			f.m.closeOnChain(d, ch, ch.Paid)
 		}
+	}
+}
+
+// TestServiceFreeze: as TestServiceFailover, but the replica's seller
+// hangs (SIGSTOP: its connections stay open, it answers nothing). The
+// buyer sees its heartbeats stop: a replacement on the third seller is
+// healthy within 60 s and at most the requests in flight at the freeze
+// fail. Woken (SIGCONT), the frozen seller ends its stale contract: no
+// container is left of it, and its channel with the buyer holds no more
+// than the buyer paid on it. Resumption is on (the default grace), as on
+// a node nobody configured: a replica is not waited for.
+func TestServiceFreeze(t *testing.T) {
+	f := startFailover(t, "BLACKBOX_CONTRACT_RESTART_GRACE=2m")
+	buyer, victim := f.buyer, f.victim
+	if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	woken := false
+	wake := func() {
+		if !woken {
+			woken = true
+			victim.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	defer wake() // the cleanup's SIGTERM must reach a running process
+	took := f.waitReplacement(t, 60*time.Second, frozen)
+	s := buyer.job(f.id).Service
+	if runsOn(s, f.victimID) || !runsOn(s, f.other) {
+		t.Fatalf("replicas after the freeze: %+v", s.Running)
+	}
+	f.stopLoad(t, "SIGSTOP", took)
+	wake()
+	t.Logf("woke %s after %s frozen", f.victimID, time.Since(frozen).Round(100*time.Millisecond))
+	waitFor(t, 120*time.Second, "the woken seller's stale contract ended", func() bool {
+		r := victim.contractRec(f.cid)
+		return r != nil && r.State != contract.StateRunning && r.State != contract.StateFunded
+	})
+	waitFor(t, 30*time.Second, "no container left of the stale contract", func() bool { return f.m.jobContainers(f.cid) == 0 })
+	r := victim.contractRec(f.cid)
+	ch, bch := victim.channelWith(buyer.peerID()), buyer.channelWith(f.victimID)
+	if ch == nil || bch == nil {
+		t.Fatalf("channels of the frozen seller and the buyer: %+v, %+v", ch, bch)
+	}
+	if ch.Paid > bch.Paid {
+		t.Fatalf("the frozen seller holds %d sats on its channel; the buyer paid %d", ch.Paid, bch.Paid)
+	}
+	t.Logf("stale contract %s: %s, paid %d; channel: seller holds %d, buyer paid %d", f.cid[:16], r.State, r.Paid, ch.Paid, bch.Paid)
+	if out, err := buyer.cli("cancel", f.id); err != nil {
+		t.Fatalf("cancel: %v: %s", err, out)
+	}
+	waitFor(t, 60*time.Second, "the service cancelled", func() bool { return buyer.job(f.id).State == contract.JobCancelled })
+	for _, d := range f.sellers {
+		waitFor(t, 60*time.Second, "the sellers' contracts ended", func() bool {
+			cs, err := d.api().Contracts(context.Background())
+			if err != nil {
+				return false
+			}
+			for _, r := range cs.Contracts {
+				if r.State != contract.StateSettled && !(d == victim && r.State == contract.StateFailed) {
+					return false
+				}
+			}
+			return true
+		})
 	}
 }
 

@@ -203,7 +203,11 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 	done := ctx.Done()
 	// resume redials a broken stream; true when the job goes on.
 	resume := func(why error) bool {
-		if !r.resumableRun() {
+		// A service's contract is not waited for: its slot starts a
+		// replacement on another seller at once, sooner than a seller
+		// that hangs or restarts is back (a hung one keeps its
+		// connection, so each redial would wait on it for the grace).
+		if !r.resumableRun() || r.b.serviceOfJob(r.j.ID) != nil {
 			return false
 		}
 		stopReader()

@@ -212,6 +212,9 @@ func OpenForward(ctx context.Context, h host.Host, seller peer.ID, id string) (n
 		return nil, err
 	}
 	_ = st.SetDeadline(time.Now().Add(forwardSetup))
+	// ctx bounds the handshake too (a hung seller answers nothing).
+	stop := context.AfterFunc(ctx, func() { st.Reset() })
+	defer stop()
 	c := newConn(st)
 	if err := c.send(fwOpen, raw); err != nil {
 		st.Reset()
@@ -253,7 +256,13 @@ func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 		// pick counted it open: a renewed contract is not cancelled
 		// under a connection being opened to it (drain).
 		n := sv.counter(r.contract)
-		st, err := OpenForward(ctx, b.cfg.Host, r.seller, r.contract)
+		// The open is abandoned as soon as the contract stops serving
+		// (its seller missed a heartbeat): a hung seller would hold the
+		// connection for forwardSetup otherwise.
+		octx, cancel := context.WithCancel(ctx)
+		go sv.watchServing(octx, r.contract, cancel)
+		st, err := OpenForward(octx, b.cfg.Host, r.seller, r.contract)
+		cancel()
 		if err != nil {
 			n.ended.Add(1)
 			b.log.Info("replica refused a forward", "service", sv.id, "contract", r.contract, "peer", r.seller, "err", err)
@@ -267,6 +276,39 @@ func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 		n.ended.Add(1)
 		return
 	}
+}
+
+// watchServing calls cancel when contract is no longer a running contract
+// of the service, or when ctx ends.
+func (sv *svcBuyer) watchServing(ctx context.Context, contract string, cancel context.CancelFunc) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sv.b.clock.After(slotPoll):
+		}
+		if !sv.serving(contract) {
+			cancel()
+			return
+		}
+	}
+}
+
+// serving reports whether contract runs one of the service's replicas
+// (its run has not ended).
+func (sv *svcBuyer) serving(contract string) bool {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	sv.b.mu.Lock()
+	defer sv.b.mu.Unlock()
+	for _, list := range sv.slots {
+		for _, c := range list {
+			if c.sj.ContractID == contract && c.sj.State == JobRunning && c.sj.Phase == PhaseRun {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // fwdCount is what one contract's forwards moved, as the buyer counts it.
