@@ -142,7 +142,7 @@ func (e *escrowNode) takeDispute(ctx context.Context, from peer.ID, b []byte) er
 	}); err != nil {
 		return err
 	}
-	if _, err := e.m.Dispute(ctx, r.ID, d.Reason); err != nil {
+	if _, err := e.dispute(ctx, r.ID, d.Reason); err != nil {
 		return err
 	}
 	e.n.log.Info("arbiter: dispute received", "escrow", r.ID, "contract", d.ContractID(), "peer", from, "reason", d.Reason)
@@ -343,7 +343,19 @@ func (n *Node) Dispute(ctx context.Context, job, reason string) (*payment.Escrow
 		return nil, err
 	}
 	n.log.Info("escrow disputed", "escrow", r.ID, "contract", rec.ID, "arbiter", arb, "reason", reason)
-	return e.m.Dispute(ctx, r.ID, reason)
+	return e.dispute(ctx, r.ID, reason)
+}
+
+// dispute marks escrow id disputed. An escrow still pending here may have
+// confirmed since the last block's tick (a dispute comes as soon as a
+// party sees a fault): look at the chain first.
+func (e *escrowNode) dispute(ctx context.Context, id, reason string) (*payment.EscrowRecord, error) {
+	if r, err := e.m.Escrow(id); err == nil && r.State == payment.EscrowPending {
+		if err := e.m.Tick(ctx); err != nil {
+			e.n.log.Debug("escrow tick before a dispute", "escrow", id, "err", err)
+		}
+	}
+	return e.m.Dispute(ctx, id, reason)
 }
 
 // Decide implements api.EscrowBackend: the arbiter's decision of a

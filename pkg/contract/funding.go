@@ -233,9 +233,10 @@ func hasFunding(proto protocol.ID) bool { return proto == JobProtocol }
 func (j *sellerJob) awaitFunding(ctx context.Context, open []byte) error {
 	s := j.s
 	g, ok := s.cfg.Payments.(FundingGate)
-	if !ok || len(open) == 0 {
+	if !ok || len(open) == 0 || j.ct.Proposal.Request.Escrow != "" {
 		// AcceptOpen waited for the confirmations, or the buyer holds
-		// the channel open.
+		// the channel open, or the contract is paid from an escrow
+		// (AcceptEscrow waited for its confirmations).
 		return nil
 	}
 	j.release = func() { g.Release(j.id) }
