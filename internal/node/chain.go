@@ -41,6 +41,14 @@ func (n *Node) bitcoinStatus(ctx context.Context) api.BitcoinStatus {
 	if n.chain == nil {
 		return b
 	}
+	if n.wallet != nil && !n.wallet.chainUp() {
+		// The chain source does not answer (the live wallet keeps
+		// trying): status says what it last knew at once rather than
+		// wait out the backend's retries (btcd's client retries a
+		// refused connection for seconds).
+		b.Height = n.wallet.status().Height
+		return b
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if tip, err := n.chain.Tip(ctx); err == nil {
