@@ -328,6 +328,12 @@ func TestRefundFeeBumped(t *testing.T) {
 		t.Fatalf("job %s: state %s paid %d error %q", j.ID, j.State, j.Paid, j.Error)
 	}
 	sellerID := seller.peerID()
+	// The job may have run on the unconfirmed funding (zero-conf): the
+	// floor goes up once the funding is mined, or it never would be.
+	waitFor(t, 60*time.Second, "the buyer's channel to open", func() bool {
+		ch := buyer.channelWith(sellerID)
+		return ch != nil && ch.State == payment.StateOpen
+	})
 	seller.stop() // it never closes
 	miner.floor.Store(5)
 	var bch *payment.Channel

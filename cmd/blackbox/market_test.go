@@ -447,6 +447,14 @@ func tail(s string, n int) string {
 
 // jobContainers counts the containers containerd holds for a contract.
 func (m *market) jobContainers(contractID string) int {
+	n := 0
+	m.eachJobContainer(contractID, func(context.Context, containerd.Container) bool { n++; return true })
+	return n
+}
+
+// eachJobContainer calls f with each container containerd holds for a
+// contract (by the sandbox's job label) until f returns false.
+func (m *market) eachJobContainer(contractID string, f func(context.Context, containerd.Container) bool) {
 	t := m.t
 	t.Helper()
 	c, err := containerd.New(m.sock, containerd.WithDefaultNamespace("blackbox"))
@@ -459,12 +467,10 @@ func (m *market) jobContainers(contractID string) int {
 	if err != nil {
 		t.Fatalf("list containers: %v", err)
 	}
-	n := 0
 	for _, ct := range list {
 		labels, err := ct.Labels(ctx)
-		if err == nil && labels["blackbox.sandbox/job"] == contractID {
-			n++
+		if err == nil && labels["blackbox.sandbox/job"] == contractID && !f(ctx, ct) {
+			return
 		}
 	}
-	return n
 }

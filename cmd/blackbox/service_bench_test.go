@@ -34,33 +34,24 @@ var benchServiceFlags = []string{"--service", "--port", "8080", "--health", "htt
 func (m *market) containerPid(id string) int {
 	t := m.t
 	t.Helper()
-	c, err := containerd.New(m.sock, containerd.WithDefaultNamespace("blackbox"))
-	if err != nil {
-		t.Fatalf("containerd: %v", err)
-	}
-	defer c.Close()
-	ctx := context.Background()
-	list, err := c.Containers(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ct := range list {
-		labels, err := ct.Labels(ctx)
-		if err != nil || labels["blackbox.sandbox/job"] != id {
-			continue
-		}
+	pid := 0
+	m.eachJobContainer(id, func(ctx context.Context, ct containerd.Container) bool {
 		task, err := ct.Task(ctx, nil)
 		if err != nil {
-			continue
+			return true
 		}
 		st, err := task.Status(ctx)
 		t.Logf("container %s of contract %s: task pid %d, %s (%v)", ct.ID(), id[:12], task.Pid(), st.Status, err)
 		if err == nil && st.Status == containerd.Running {
-			return int(task.Pid())
+			pid = int(task.Pid())
+			return false
 		}
+		return true
+	})
+	if pid == 0 {
+		t.Fatalf("no running container of contract %s", id)
 	}
-	t.Fatalf("no running container of contract %s", id)
-	return 0
+	return pid
 }
 
 // timedGets runs n GETs of path through client, one at a time, and

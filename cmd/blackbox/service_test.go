@@ -396,28 +396,12 @@ func TestServiceFailover(t *testing.T) {
 	took := f.waitReplacement(t, 180*time.Second, time.Now())
 	f.stopLoad(t, "kill -9", took)
 	buyer, victim := f.buyer, f.victim
-	if out, err := buyer.cli("cancel", f.id); err != nil {
-		t.Fatalf("cancel: %v: %s", err, out)
-	}
-	waitFor(t, 60*time.Second, "the service cancelled", func() bool { return buyer.job(f.id).State == contract.JobCancelled })
+	f.cancel(t)
 	// The killed seller starts again (its leftover container reconciled)
 	// and closes its channel with what it was paid.
 	victim.start()
 	for _, d := range f.sellers {
-		waitFor(t, 60*time.Second, "the sellers' contracts settled", func() bool {
-			cs, err := d.api().Contracts(context.Background())
-			if err != nil {
-				return false
-			}
-			for _, r := range cs.Contracts {
-				// The killed seller failed its contract at its restart,
-				// keeping what it was paid.
-				if r.State != contract.StateSettled && !(d == victim && r.State == contract.StateFailed) {
-					return false
-				}
-			}
-			return true
-		})
+		f.waitEnded(t, d)
 		if ch := d.channelWith(buyer.peerID()); ch != nil && ch.Paid > 0 {
 			f.m.closeOnChain(d, ch, ch.Paid)
 		}
@@ -470,24 +454,38 @@ func TestServiceFreeze(t *testing.T) {
 		t.Fatalf("the frozen seller holds %d sats on its channel; the buyer paid %d", ch.Paid, bch.Paid)
 	}
 	t.Logf("stale contract %s: %s, paid %d; channel: seller holds %d, buyer paid %d", f.cid[:16], r.State, r.Paid, ch.Paid, bch.Paid)
-	if out, err := buyer.cli("cancel", f.id); err != nil {
+	f.cancel(t)
+	for _, d := range f.sellers {
+		f.waitEnded(t, d)
+	}
+}
+
+// cancel cancels the service and waits for the buyer to say so.
+func (f *failover) cancel(t *testing.T) {
+	t.Helper()
+	if out, err := f.buyer.cli("cancel", f.id); err != nil {
 		t.Fatalf("cancel: %v: %s", err, out)
 	}
-	waitFor(t, 60*time.Second, "the service cancelled", func() bool { return buyer.job(f.id).State == contract.JobCancelled })
-	for _, d := range f.sellers {
-		waitFor(t, 60*time.Second, "the sellers' contracts ended", func() bool {
-			cs, err := d.api().Contracts(context.Background())
-			if err != nil {
+	waitFor(t, 60*time.Second, "the service cancelled", func() bool { return f.buyer.job(f.id).State == contract.JobCancelled })
+}
+
+// waitEnded waits until seller d's contracts are settled; the victim's
+// may have failed (at its restart, or woken after the buyer moved on),
+// keeping what it was paid.
+func (f *failover) waitEnded(t *testing.T, d *daemon) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "the sellers' contracts ended", func() bool {
+		cs, err := d.api().Contracts(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, r := range cs.Contracts {
+			if r.State != contract.StateSettled && !(d == f.victim && r.State == contract.StateFailed) {
 				return false
 			}
-			for _, r := range cs.Contracts {
-				if r.State != contract.StateSettled && !(d == victim && r.State == contract.StateFailed) {
-					return false
-				}
-			}
-			return true
-		})
-	}
+		}
+		return true
+	})
 }
 
 // runsOn reports whether a replica of service s still runs on seller id.

@@ -236,6 +236,7 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 	} else {
 		l.lostAt = s.clock.Now() // a restart: the buyer has the grace to come back
 	}
+	c := l.c // the buyer's stream as the job starts (lose clears l.c)
 	go func() {
 		at := s.clock.Now()
 		var res *RunResult
@@ -243,7 +244,7 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 		if ra, ok := s.cfg.Runner.(Reattacher); ok && l.resumed {
 			res, err = ra.Reattach(jobCtx, spec)
 		} else {
-			res, err = l.runSpec(jobCtx, spec)
+			res, err = l.runSpec(jobCtx, spec, c)
 		}
 		s.ran(s.clock.Now().Sub(at), res)
 		done <- runDone{res, err}

@@ -312,17 +312,18 @@ func (s *Seller) forwarded(id string) (out, in int64) {
 	return sv.out.Load(), sv.in.Load()
 }
 
-// run runs the job of a contract: once for a batch job, under the restart
-// policy for a service.
-func (j *sellerJob) runSpec(ctx context.Context, spec RunSpec) (*RunResult, error) {
+// runSpec runs the job of a contract: once for a batch job, under the
+// restart policy for a service, whose health goes to the buyer on c (its
+// stream as the job started; nil after a restart).
+func (j *sellerJob) runSpec(ctx context.Context, spec RunSpec, c *conn) (*RunResult, error) {
 	svc := j.ct.Proposal.Request.Service
 	if svc == nil {
 		return j.s.cfg.Runner.Run(ctx, spec)
 	}
-	return j.runService(ctx, spec, svc)
+	return j.runService(ctx, spec, svc, c)
 }
 
-func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service) (*RunResult, error) {
+func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, c *conn) (*RunResult, error) {
 	s := j.s
 	dialer, ok := s.cfg.Runner.(ContainerDialer)
 	if !ok {
@@ -346,7 +347,9 @@ func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service) 
 		}
 		last = h
 		s.log.Info("service health", "contract", j.id, "peer", j.buyer, "state", h.State, "restarts", h.Restarts, "detail", h.Detail)
-		_ = j.c.send(jHealth, marshalHealth(h))
+		if c != nil {
+			_ = c.send(jHealth, marshalHealth(h))
+		}
 	}
 	hctx, stopHealth := context.WithCancel(ctx)
 	defer stopHealth()

@@ -225,16 +225,9 @@ func OpenWallet(ctx context.Context, dir string, passphrase []byte, cfg Config, 
 	if err := cfg.checkChainSource(); err != nil {
 		return nil, err
 	}
-	backup, err := ReadBackup(filepath.Join(dir, seedFile))
+	backup, seed, err := readSeed(dir, passphrase)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("open wallet in %s: %w", dir, ErrNoWallet)
-		}
 		return nil, err
-	}
-	seed, err := backup.Open(passphrase)
-	if err != nil {
-		return nil, fmt.Errorf("open wallet: %w", err)
 	}
 	return openWallet(ctx, dir, backup, seed, passphrase, cfg, log)
 }

@@ -21,16 +21,22 @@ func CreateWalletFiles(dir string, passphrase []byte, cfg Config) (*SeedBackup, 
 // opening btcwallet's database: the node derives its channel keys (and a
 // payout address) from it while the wallet waits for the chain source.
 func ReadSeed(dir string, passphrase []byte) ([]byte, error) {
+	_, seed, err := readSeed(dir, passphrase)
+	return seed, err
+}
+
+// readSeed reads dir's encrypted seed and decrypts it with passphrase.
+func readSeed(dir string, passphrase []byte) (*SeedBackup, []byte, error) {
 	b, err := ReadBackup(filepath.Join(dir, seedFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("open wallet in %s: %w", dir, ErrNoWallet)
+			return nil, nil, fmt.Errorf("open wallet in %s: %w", dir, ErrNoWallet)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	seed, err := b.Open(passphrase)
 	if err != nil {
-		return nil, fmt.Errorf("open wallet: %w", err)
+		return nil, nil, fmt.Errorf("open wallet: %w", err)
 	}
-	return seed, nil
+	return b, seed, nil
 }
