@@ -13,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	msmux "github.com/multiformats/go-multistream"
 )
 
 // BuyerConfig configures a Buyer. Zero values take the defaults noted.
@@ -937,6 +939,20 @@ type buyerRun struct {
 	addrs []string
 }
 
+// openStream opens the job stream to the seller, offering protos.
+func (r *buyerRun) openStream(ctx context.Context, protos []protocol.ID) (network.Stream, error) {
+	st, err := r.b.cfg.Host.NewStream(ctx, r.seller, protos...)
+	if err != nil {
+		return nil, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
+	}
+	if err := setupStream(st, jobMemory, time.Now().Add(r.b.cfg.Timeouts.withDefaults().Start)); err != nil {
+		st.Reset()
+		return nil, buyerFault(err)
+	}
+	r.st, r.c = st, newConn(st)
+	return st, nil
+}
+
 // expect reads the seller's next frame, which must be typ: a refusal
 // comes back as a *JobError marked with its reason's fault, a broken
 // stream as the seller gone.
@@ -961,26 +977,25 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	if r.limited {
 		sctx = network.WithAllowLimitedConn(ctx, "blackbox job: the relay's limits fit the contract")
 	}
-	st, err := b.cfg.Host.NewStream(sctx, r.seller, buyerJobProtocols...)
+	st, err := r.openStream(sctx, buyerJobProtocols)
 	if err != nil {
-		return outFailed, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
+		return outFailed, err
 	}
-	r.st, r.c = st, newConn(st)
-	if err := setupStream(st, jobMemory, time.Now().Add(b.cfg.Timeouts.withDefaults().Start)); err != nil {
-		st.Reset()
-		return outFailed, buyerFault(err)
-	}
-	defer st.Scope().ReleaseMemory(jobMemory)
 	// Whatever happens, a stream left open by an error is reset.
 	ok := false
 	defer func() {
-		if !ok {
+		switch {
+		case st == nil:
+		case !ok:
 			st.Reset()
-		} else {
+			st.Scope().ReleaseMemory(jobMemory)
+		default:
 			st.Close()
+			st.Scope().ReleaseMemory(jobMemory)
 		}
 	}()
-	if err := r.c.send(jHello, r.ct.Marshal()); err != nil {
+	hello := r.ct.Marshal()
+	if err := r.c.send(jHello, hello); err != nil {
 		return outFailed, withFault(FaultUnreachable, fmt.Errorf("send contract: %w", err))
 	}
 	open, err := b.prepare(ctx, r.ct)
@@ -991,6 +1006,27 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 		return outFailed, sellerGone(fmt.Errorf("send channel open: %w", err))
 	}
 	rb, err := r.awaitReady()
+	if unsupported := (msmux.ErrNotSupported[protocol.ID]{}); errors.As(err, &unsupported) {
+		// The stream was negotiated lazily on what the peerstore said the
+		// seller speaks, and identify was stale (a seller downgraded, or
+		// a late push): the seller refused the protocol before reading a
+		// frame. Forget it and ask once more with the versions left.
+		stale := st.Protocol()
+		_ = b.cfg.Host.Peerstore().RemoveProtocols(r.seller, stale)
+		st.Reset()
+		st.Scope().ReleaseMemory(jobMemory)
+		st = nil
+		if st, err = r.openStream(sctx, slices.DeleteFunc(slices.Clone(buyerJobProtocols), func(p protocol.ID) bool { return p == stale })); err != nil {
+			return outFailed, err
+		}
+		if err := r.c.send(jHello, hello); err != nil {
+			return outFailed, withFault(FaultUnreachable, fmt.Errorf("send contract: %w", err))
+		}
+		if err := r.c.send(jOpen, open); err != nil {
+			return outFailed, sellerGone(fmt.Errorf("send channel open: %w", err))
+		}
+		rb, err = r.awaitReady()
+	}
 	if err != nil {
 		return outFailed, err
 	}
