@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/containerd/containerd"
 )
 
 // Restarts and upgrades lose nothing (issue 12): a job's container belongs
@@ -233,4 +235,34 @@ func TestSellerRestartAfterGrace(t *testing.T) {
 		t.Fatalf("seller's channel %+v (contract paid %d); buyer's %+v paid %d", ch, rec.Paid, bch, j.Attempts[0].Paid)
 	}
 	t.Logf("after the grace: the contract failed, %d sats held by the seller, %d paid by the buyer", ch.Contracts[cid], bch.Contracts[cid])
+}
+
+// TestSellerDownWhenJobEnds: the seller is killed (kill -9) mid-job and the
+// job ends while its daemon is down: the restarted seller finds the task
+// exited in containerd, collects its streams and /out, and the buyer gets
+// the results and the receipt on the same seller, paying for what ran.
+func TestSellerDownWhenJobEnds(t *testing.T) {
+	m, seller, buyer, image := restartMarket(t, "60s")
+	// restartJob's output, all at once after a pause: it ends while the
+	// seller is down.
+	quick := []string{"sh", "-c", "sleep 5; i=0; while [ $i -lt 20 ]; do echo line $i; i=$((i+1)); done; echo tail > /out/x; echo done"}
+	id, j := runningJob(t, buyer, image, jobFlags, quick...)
+	cid := j.ContractID
+	seller.kill()
+	waitFor(t, 60*time.Second, "the job's task to exit with its seller down", func() bool {
+		exited := false
+		m.eachJobContainer(cid, func(ctx context.Context, c containerd.Container) bool {
+			task, err := c.Task(ctx, nil)
+			if err != nil {
+				return true
+			}
+			st, err := task.Status(ctx)
+			exited = err == nil && st.Status == containerd.Stopped
+			return false
+		})
+		return exited
+	})
+	seller.start()
+	extra := checkResumed(t, m, seller, buyer, id, cid)
+	t.Logf("NUMBERS the job ended with its seller down: %d extra intervals paid", extra)
 }
