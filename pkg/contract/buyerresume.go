@@ -344,8 +344,12 @@ func (r *buyerRun) reconnect(ctx context.Context, files map[byte]*resultFile) (n
 			}
 			return c.s, nil
 		}
-		// A refusal too is tried again until the grace ends: a seller
-		// that is stopping, or starting, may not hold the job yet.
+		// A refusal too is tried again until the grace ends (a seller
+		// that is stopping, or starting, may not hold the job yet), but
+		// for a job that has ended there.
+		if je := (*JobError)(nil); errors.As(err, &je) && je.Reason == RefuseEnded {
+			return nil, fmt.Errorf("seller %s: %w", r.seller, err)
+		}
 		last = err
 		select {
 		case <-b.clock.After(resumeRetry):

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +129,45 @@ func TestBuyerStopResumed(t *testing.T) {
 	}
 	if j.Receipt.Billed != j.Paid || sr.Paid != j.Paid {
 		t.Fatalf("billed %d, buyer paid %d, seller holds %d", j.Receipt.Billed, j.Paid, sr.Paid)
+	}
+}
+
+// A buyer that comes back after the seller ended the job (the seller's
+// grace is over) is told so at once, and does not try again until its
+// own, longer, grace ends.
+func TestResumeOfEndedJobRefusedAtOnce(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: 20 * testInterval}
+	pay := &fakePay{}
+	s, _ := m.seller(run, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
+		func(c *SellerConfig) { c.RestartGrace = time.Second })
+	var cfg BuyerConfig
+	b, _ := m.buyer(pay, func(c *BuyerConfig) { c.RestartGrace = time.Hour; cfg = *c })
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the job runs", func() bool {
+		j, _ := b.Job(id)
+		return j.State == JobRunning && j.Intervals >= 2
+	})
+	b.Close()
+	j, _ := b.Job(id)
+	eventually(t, "the seller to end the job of the buyer gone", func() bool {
+		sr, err := s.Machine().Get(RoleSeller, j.ContractID)
+		return err == nil && sr.State.Final()
+	})
+	b2, err := NewBuyer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	j = waitJob(t, b2, id) // within the test's wait, not the hour of grace
+	if j.State != JobFailed || len(j.Attempts) == 0 || !strings.Contains(j.Attempts[0].Why, "has ended") {
+		t.Fatalf("job %s: %q, attempts %+v; want the first to end with the seller's 'has ended'", j.State, j.Error, j.Attempts)
 	}
 }

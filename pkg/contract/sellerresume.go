@@ -122,6 +122,10 @@ func (s *Seller) serveResume(c *conn, remote peer.ID, b []byte) (string, error) 
 	s.mu.Unlock()
 	switch {
 	case l == nil:
+		if rec, err := s.machine.Get(RoleSeller, id); err == nil && rec.State.Final() && rec.Proposal.Buyer == remote {
+			return id, refuse(RefuseEnded, fmt.Errorf("contract %s has ended here: %s (%s)", id, rec.State, rec.Why))
+		}
+		// Maybe not yet: a seller starting resumes its jobs first.
 		return id, refuse(RefuseContract, fmt.Errorf("contract %s has no running job here", id))
 	case l.buyer != remote:
 		return id, refuse(RefuseContract, fmt.Errorf("%w: contract %s is not %s's", ErrInvalid, id, remote))
@@ -137,7 +141,7 @@ func (s *Seller) serveResume(c *conn, remote peer.ID, b []byte) (string, error) 
 		if l.detached {
 			return id, errJobDetached // this process stops; the next one resumes it
 		}
-		return id, refuse(RefuseContract, fmt.Errorf("contract %s: the job has ended", id))
+		return id, refuse(RefuseEnded, fmt.Errorf("contract %s: the job has ended", id))
 	case <-s.ctx.Done():
 		return id, errJobDetached
 	}

@@ -92,6 +92,10 @@ const (
 	// whose limits do not fit the contract (a buyer that keeps the
 	// contract rule never opens one).
 	RefuseUnreachable JobReason = "unreachable"
+	// RefuseEnded: a resumed stream came for a contract whose job has
+	// ended here (settled, or failed: the buyer was away beyond the
+	// grace); trying again cannot help.
+	RefuseEnded JobReason = "ended"
 	// RefuseInternal: the seller's own failure.
 	RefuseInternal JobReason = "internal"
 	// RefuseUnknown is a reason this version does not know, or an error
@@ -102,7 +106,7 @@ const (
 func knownJobReason(r JobReason) bool {
 	switch r {
 	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol, RefusePull, RefuseInternal, RefuseUnreachable,
-		RefuseFundingUnconfirmed:
+		RefuseFundingUnconfirmed, RefuseEnded:
 		return true
 	}
 	return false
@@ -114,7 +118,7 @@ func (r JobReason) Fault() Fault {
 	case RefuseBadImage, RefuseBadInput, RefuseTooLarge, RefuseChannel, RefusePayment, RefuseContract, RefuseProtocol,
 		RefuseFundingUnconfirmed:
 		return FaultBuyer
-	case RefusePull, RefuseUnreachable:
+	case RefusePull, RefuseUnreachable, RefuseEnded:
 		// Nobody is blamed; another seller may reach the registry, or be
 		// reached directly.
 		return FaultUnreachable
