@@ -47,6 +47,7 @@ func serveOnce(t *testing.T, bin, dir string, env []string) string {
 // channel from the channel backup, and the restarted seller closes the
 // channel on the regtest chain and is paid the full amount.
 func TestRestoreAfterDatabaseLoss(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	addr, script := payoutAddress(t)
 	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS=" + addr))
@@ -124,6 +125,7 @@ func TestRestoreAfterDatabaseLoss(t *testing.T) {
 // garbage, or truncated, stops serve with a non-zero exit and a message
 // that says what to do, never a bbolt panic; the file is left as it was.
 func TestServeRefusesCorruptDatabase(t *testing.T) {
+	t.Parallel()
 	bin := binary(t)
 	env := []string{"BLACKBOX_MDNS=false"}
 	dir := t.TempDir()

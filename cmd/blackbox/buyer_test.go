@@ -32,6 +32,7 @@ import (
 // the buyer, whose book now holds its own observation of the seller,
 // shows it through the daemon's API.
 func TestSubmitInputs(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
@@ -111,6 +112,7 @@ func TestSubmitInputs(t *testing.T) {
 // is not blamed: the next real job runs on it (issue 9, bug 8: two bad
 // images and a funding failure used to block it).
 func TestSubmitChecksBeforePaying(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
@@ -235,6 +237,7 @@ func TestSubmitChecksBeforePaying(t *testing.T) {
 // the contract, bug 7); once it is back, `submit` says it skipped it and
 // how to lift the block, and `blackbox reputation forget` does (bug 8).
 func TestMaxPriceHoldsAcrossAttempts(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	regions := map[*daemon]string{}
 	s1 := m.daemon(sellerEnv(), "--region", "eu")

@@ -13,6 +13,7 @@ import (
 // still stops on SIGTERM (d.stop fails the test when it does not within
 // 15 s): no btcd call holds up a command or a shutdown.
 func TestChainSourceGoes(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	d := m.daemon(nil)
 	if out, err := d.cli("wallet", "address"); err != nil {

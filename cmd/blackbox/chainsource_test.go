@@ -73,6 +73,7 @@ func (d *daemon) cliFails(what string, want []string, args ...string) string {
 // wallet commands with the cause at once; once btcd starts they sell and
 // buy within the backoff, without a restart, and a job runs between them.
 func TestChainSourceLateStart(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	m.btcd.Pause()
 	seller := m.daemon(sellerEnv())
@@ -138,6 +139,7 @@ func TestChainSourceLateStart(t *testing.T) {
 // and the buyer's next job funds a new channel from the resynced wallet
 // (no stale "insufficient funds").
 func TestChainSourceRestartMidContract(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
@@ -237,6 +239,7 @@ func TestChainSourceRestartMidContract(t *testing.T) {
 // `wallet restore` and `create` refuse while the daemon runs, saying to
 // stop it, and change nothing.
 func TestWalletWhileRunning(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	d := m.daemon(buyerEnv)
 	m.fund(d.proc, 1_000_000)
@@ -280,6 +283,7 @@ func TestWalletWhileRunning(t *testing.T) {
 // insufficient funds with the amounts, from `submit` and `wallet send`;
 // btcd down: chain source down, from both.
 func TestFundingErrorCauses(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())

@@ -159,6 +159,7 @@ func owed(t *testing.T, seller *daemon, contractID string, n uint64) int64 {
 // its digest in the seller's signed receipt, and the seller's payout on
 // chain after `blackbox channel close`.
 func TestDemoFlow(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	work := t.TempDir()
 	var sellers []*daemon
@@ -320,6 +321,7 @@ func sellerOf(t *testing.T, id string, sellers ...*daemon) *daemon {
 // delivered plus the one paid in advance; after a restart on the same data
 // dir it still holds those payments in its channel.
 func TestSellerKilledMidJob(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	s1 := m.daemon(sellerEnv())
 	s2 := m.daemon(sellerEnv(), "--bootstrap", s1.bootAddr())
@@ -403,6 +405,7 @@ func TestSellerKilledMidJob(t *testing.T) {
 // interval and the grace), removes its container, and closes the channel
 // on chain with the last payment.
 func TestBuyerKilledMidJob(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
@@ -463,6 +466,7 @@ func TestBuyerKilledMidJob(t *testing.T) {
 // reputation book blocks a seller that abandoned a job, so the second job
 // comes from another buyer.)
 func TestSellerRestartMidContract(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	// The first buyer has no other seller to move to: it gives up soon
@@ -518,6 +522,7 @@ func TestSellerRestartMidContract(t *testing.T) {
 // jobs run), refuses the rest with reason capacity, and every job it
 // accepted completes with its own output.
 func TestConcurrentBuyers(t *testing.T) {
+	t.Parallel()
 	const buyers, perBuyer = 4, 5
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv("BLACKBOX_METER_MAX_CPU=2"))
@@ -657,6 +662,7 @@ func TestConcurrentBuyers(t *testing.T) {
 // four streams, interleave; every job completes and the channel holds
 // exactly what each contract paid.
 func TestConcurrentJobsOneChannel(t *testing.T) {
+	t.Parallel()
 	const jobs = 4
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv("BLACKBOX_METER_MAX_CPU=2"))

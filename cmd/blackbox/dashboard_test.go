@@ -117,6 +117,7 @@ func abs(v int) int {
 // changed in the form is what `blackbox config show` prints, what the
 // config file holds and what the next `blackbox offer --json` says.
 func TestDashboardInBrowser(t *testing.T) {
+	t.Parallel()
 	browser := chromium(t)
 	m := newMarket(t)
 	work := t.TempDir()

@@ -17,6 +17,7 @@ import (
 // and the seller's payout confirmed on chain. Its build dir is a fresh one
 // holding this test's blackbox and btcd, so the demo's state is its own.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("the whole demo (containerd, btcd, four processes): not in -short")
 	}

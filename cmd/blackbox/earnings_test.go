@@ -36,6 +36,7 @@ func (d *daemon) earnings(args ...string) api.Earnings {
 // the funding fee it paid, and the market's median is known to a cheap and
 // a dear seller.
 func TestEarningsHistory(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	work := t.TempDir()
 	addr, _ := payoutAddress(t)
@@ -148,6 +149,7 @@ func hasReason(rs []api.NoWorkReason, code string) bool {
 // sat its channel holds for the contract (a payment is recorded before it
 // is acknowledged) and the contract's outcome.
 func TestEarningsSurviveKill(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	work := t.TempDir()
 	seller := m.daemon(sellerEnv())

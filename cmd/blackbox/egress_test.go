@@ -23,6 +23,7 @@ import (
 // seller's channel holds the egress with the intervals, its earnings count
 // it, `jobs` shows it, and the seller's payout lands on chain.
 func TestEgressBilled(t *testing.T) {
+	t.Parallel()
 	const egressGiB = 100_000 // sats per GiB
 	const size = 5 << 20
 	m := newMarket(t)

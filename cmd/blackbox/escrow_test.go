@@ -131,6 +131,7 @@ var escrowJobFlags = []string{"--cpus", "1", "--memory", "256MiB", "--time", "1m
 // chain; the arbiter got its fee in the funding and nothing from the
 // release. Bad input is refused and changes nothing.
 func TestEscrowRelease(t *testing.T) {
+	t.Parallel()
 	tr := newEscrowTrio(t)
 	work := t.TempDir()
 	image := busybox(t, work)
@@ -186,6 +187,7 @@ func TestEscrowRelease(t *testing.T) {
 // completes the payout alone with the arbiter's signature. A second
 // decision is refused and changes nothing.
 func TestEscrowDisputeForSeller(t *testing.T) {
+	t.Parallel()
 	tr := newEscrowTrio(t, "BLACKBOX_ARBITER_RELEASE=manual")
 	work := t.TempDir()
 	image := busybox(t, work)
@@ -236,6 +238,7 @@ func TestEscrowDisputeForSeller(t *testing.T) {
 // the CLTV delay the buyer is refunded with the arbiter's signature,
 // without the seller.
 func TestEscrowSellerVanishes(t *testing.T) {
+	t.Parallel()
 	tr := newEscrowTrio(t)
 	work := t.TempDir()
 	image := busybox(t, work)
@@ -290,6 +293,7 @@ func TestEscrowSellerVanishes(t *testing.T) {
 // and the rest less the fee to the buyer, and after the delay one of them
 // completes it. A malformed decision is refused and changes nothing.
 func TestEscrowSplit(t *testing.T) {
+	t.Parallel()
 	tr := newEscrowTrio(t, "BLACKBOX_ARBITER_RELEASE=manual")
 	work := t.TempDir()
 	image := busybox(t, work)

@@ -31,6 +31,7 @@ import (
 // How long each refusal took is logged (the report's numbers), never
 // asserted.
 func TestSubmitFailsFast(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())

@@ -70,6 +70,7 @@ func startFeeMiner(m *market) *feeMiner {
 // with a child spending its payout output, signed by its wallet, and bumps
 // it until the pair is mined.
 func TestCloseFeeBumped(t *testing.T) {
+	t.Parallel()
 	const floor = 5
 	m := newMarketMining(t, 0)
 	miner := startFeeMiner(m)
@@ -159,6 +160,7 @@ func TestCloseFeeBumped(t *testing.T) {
 // contract it does before) fails it too, fails its contract, and counts
 // the double-spend against the buyer in its reputation book.
 func TestFundingDoubleSpent(t *testing.T) {
+	t.Parallel()
 	m, miner, seller, buyer, id, bch := unminedFunding(t)
 	if bch.State != payment.StatePending {
 		t.Fatalf("buyer's channel %s, want pending", bch.State)
@@ -218,6 +220,7 @@ func TestFundingDoubleSpent(t *testing.T) {
 // its reputation book; the buyer's job fails at its next payment, with the
 // reason.
 func TestFundingDoubleSpentInReorg(t *testing.T) {
+	t.Parallel()
 	m := newMarketMining(t, 0)
 	miner := startFeeMiner(m)
 	work := t.TempDir()
@@ -286,6 +289,7 @@ func TestFundingDoubleSpentInReorg(t *testing.T) {
 // the miners take only 5 sat/vB and up: after 6 blocks the buyer's daemon
 // fails the channel, and the job fails with the reason.
 func TestFundingNeverConfirms(t *testing.T) {
+	t.Parallel()
 	m, _, seller, buyer, id, bch := unminedFunding(t, "BLACKBOX_PAYMENT_FUNDING_TIMEOUT=6")
 	start := bch.OpenHeight
 	waitFor(t, 90*time.Second, "the buyer to fail the channel", func() bool {
@@ -315,6 +319,7 @@ func TestFundingNeverConfirms(t *testing.T) {
 // what the miner now takes (5 sat/vB), and replaces the refund with
 // higher-fee versions (RBF) until one is mined.
 func TestRefundFeeBumped(t *testing.T) {
+	t.Parallel()
 	m := newMarketMining(t, 0)
 	miner := startFeeMiner(m)
 	work := t.TempDir()

@@ -42,6 +42,7 @@ import (
 //     the job waits at the exposure bound, `submit` prints the funding's
 //     confirmations (k/3), and the job completes once they are there.
 func TestFirstJobRealBlockTimes(t *testing.T) {
+	t.Parallel()
 	m := newMarketMining(t, 0) // the miner is stopped
 	// The defaults under test, over the market's own (1 confirmation).
 	defaults := []string{"BLACKBOX_PAYMENT_CONFIRMATIONS=3"}

@@ -19,6 +19,7 @@ import (
 // `blackbox sandbox run` against real containerd: the job's command, the
 // image's entrypoint when the job gives none, and /out.
 func TestImageBuildRunsInTheSandbox(t *testing.T) {
+	t.Parallel()
 	env := sandboxEnv(t)
 	bin := binary(t)
 	work := t.TempDir()

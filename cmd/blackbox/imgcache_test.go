@@ -61,6 +61,7 @@ func imageTransfer(t testing.TB, sellerLog, contractID string) (received int64, 
 // tarball of the image the seller holds) is asked for the bytes, refused
 // for a bad image, and nothing runs.
 func TestCachedImageNotSentAgain(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // lightDaemon starts `blackbox serve` on the embedded light client with no
@@ -33,6 +35,7 @@ func (m *market) lightDaemon(extra []string, args ...string) *daemon {
 // closes its channel and the payout confirms on chain. Status says which chain source each node uses and where its fee
 // rate came from.
 func TestLightMarket(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	work := t.TempDir()
 	light := m.lightDaemon(sellerEnv())
@@ -143,4 +146,54 @@ func syncTook(b *testing.B, d *daemon) time.Duration {
 		b.Fatalf("took= in %q: %v", line, err)
 	}
 	return took
+}
+
+// TestLightChainSourceRestart: a buyer and a seller on the light client,
+// whose one Bitcoin peer (btcd over P2P) stops mid-contract and starts
+// again with its chain. Status says the chain source is down and back;
+// the channel stays open and the payments go on meanwhile; the job
+// completes; the seller's close confirms and the buyer sees it closed.
+func TestLightChainSourceRestart(t *testing.T) {
+	t.Parallel()
+	m := newMarket(t)
+	seller := m.lightDaemon(sellerEnv())
+	buyer := m.lightDaemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	buyerID, sellerID := buyer.peerID(), seller.peerID()
+	m.fund(buyer.proc, 2_000_000)
+	m.waitMarket(buyer, 1)
+	image := busybox(t, t.TempDir())
+
+	id, _ := runningJob(t, buyer, image, jobFlags, "sleep", "30")
+	before := seller.channelWith(buyerID)
+	m.btcd.Pause()
+	paused := time.Now()
+	for _, d := range []*daemon{seller, buyer} {
+		c := d.waitChain(90*time.Second, api.ChainConnecting)
+		t.Logf("%s saw its peer gone after %s: %q", d.dir, time.Since(paused).Round(time.Millisecond), c.Error)
+	}
+	waitFor(t, 30*time.Second, "a payment while the peer is down", func() bool {
+		c := seller.channelWith(buyerID)
+		return c != nil && c.Paid > before.Paid
+	})
+	if err := m.btcd.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := time.Now()
+	t.Logf("btcd down for %s", resumed.Sub(paused).Round(time.Millisecond))
+	j := waitJob(t, buyer, id, 2*time.Minute, "ends", ended)
+	if j.State != contract.JobDone {
+		t.Fatalf("job across the peer's restart: %s %q", j.State, j.Error)
+	}
+	ch := seller.channelWith(buyerID)
+	if ch == nil || ch.State != payment.StateOpen || ch.ID != before.ID || ch.Paid <= before.Paid {
+		t.Fatalf("the seller's channel after the restart: %+v (before %+v)", ch, before)
+	}
+	sc := seller.waitChain(3*time.Minute, api.ChainConnected)
+	bc := buyer.waitChain(3*time.Minute, api.ChainConnected)
+	t.Logf("NUMBERS light client back at the tip %s after its peer came back: seller %+v, buyer %+v", time.Since(resumed).Round(time.Millisecond), sc, bc)
+	m.closeOnChain(seller, ch, ch.Paid)
+	waitFor(t, 2*time.Minute, "the buyer to see its channel closed", func() bool {
+		c := buyer.channelWith(sellerID)
+		return c != nil && c.State == payment.StateClosed
+	})
 }

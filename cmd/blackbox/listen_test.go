@@ -41,6 +41,7 @@ func serveExits(t *testing.T, bin string, args ...string) (string, error) {
 // refuses to start with a clear error (issue 9, bug 12: libp2p binds TCP
 // with SO_REUSEPORT, so it used to start and split the connections).
 func TestListenPortInUse(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("real processes: not in -short")
 	}

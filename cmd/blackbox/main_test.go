@@ -175,6 +175,7 @@ func waitStatus(t testing.TB, bin string, p *proc) status {
 // on loopback, joined through a bootstrap address, and expects `blackbox
 // market --json` on one to list the other two offers within 30 seconds.
 func TestThreeProcessesFindEachOther(t *testing.T) {
+	t.Parallel()
 	// Sellers offer only what they can run and be paid for: a real
 	// containerd and btcd stand behind them. mDNS is off to prove the
 	// bootstrap path.
@@ -270,6 +271,7 @@ func countIn(s string, ids []string) int {
 // TestServeRefusesBadConfig: a config error stops serve with a message that
 // names the key, before anything starts.
 func TestServeRefusesBadConfig(t *testing.T) {
+	t.Parallel()
 	bin := binary(t)
 	cases := map[string]string{
 		"BLACKBOX_OFFER_TTL=5h":               "offer.ttl",
@@ -295,6 +297,7 @@ func TestServeRefusesBadConfig(t *testing.T) {
 }
 
 func TestDuplicateLogKeys(t *testing.T) {
+	t.Parallel()
 	out := `time=1 level=INFO msg="contract moved" role=seller contract=ab role=seller from=a to=b
 time=2 level=INFO msg="a \"quoted\" role=x msg" role=seller err="x=y role=z"
 job output with=dup with=dup

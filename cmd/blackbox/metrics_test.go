@@ -45,6 +45,7 @@ var repoDeploy = filepath.Join("..", "..", "deploy")
 // rules` accept deploy/prometheus, and the alerts pass their unit tests
 // (`promtool test rules`).
 func TestPrometheusDeployChecks(t *testing.T) {
+	t.Parallel()
 	promtool := promBin(t, "promtool")
 	for _, args := range [][]string{
 		{"check", "config", filepath.Join(repoDeploy, "prometheus", "prometheus.yml")},
@@ -235,6 +236,7 @@ func earnedOf(t *testing.T, d *daemon) int64 {
 // Grafana dashboard runs, and promtool's lint passes the blackbox series
 // of a real scrape.
 func TestPrometheusScrapesAFleet(t *testing.T) {
+	t.Parallel()
 	promBin(t, "prometheus")
 	promtool := promBin(t, "promtool")
 	m := newMarket(t)

@@ -134,6 +134,7 @@ func (m *market) onChain(txid string, script []byte) (txSize, int64) {
 // new channel is closed after close_idle to a fresh address of the xpub.
 // The real funding and close sizes give the on-chain bytes per contract.
 func TestClosePolicyPayout(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	work := t.TempDir()
 	addr, script := payoutAddress(t)

@@ -76,6 +76,7 @@ func doctorReach(t *testing.T, bin string, p *proc) (status, detail, fix string)
 // reachability metric. A node forced private with no relay is
 // unreachable, and doctor says how to fix it.
 func TestPrivateNodeBehindRelay(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("real processes: not in -short")
 	}

@@ -96,6 +96,7 @@ func check(rep health.Report, name string) health.Check {
 // wrong passphrase: the wallet does not open. The wrong network: payments
 // fail.
 func TestDoctorPayments(t *testing.T) {
+	t.Parallel()
 	bin := binary(t)
 	dir := t.TempDir()
 	pass := "BLACKBOX_WALLET_PASSPHRASE=right horse battery"
@@ -151,6 +152,7 @@ func TestDoctorPayments(t *testing.T) {
 // unit failed; under systemd (SYSTEMD_EXEC_PID is serve's own pid) "auto"
 // means required.
 func TestServePaymentRequired(t *testing.T) {
+	t.Parallel()
 	bin := binary(t)
 	down := btcdEnv(freeLoopbackAddr(t), "u", "p")
 	for _, tc := range []struct {
@@ -224,6 +226,7 @@ func getHealthz(t testing.TB, addr string) (int, health.Report) {
 // reason), `status` (Can earn: no) and `doctor` (payments FAIL, exit 1),
 // which asks the running daemon.
 func TestPaymentsDownEverywhere(t *testing.T) {
+	t.Parallel()
 	bin := binary(t)
 	p := serve(t, bin, append(btcdEnv(freeLoopbackAddr(t), "u", "p"), "BLACKBOX_WALLET_PASSPHRASE=x", "BLACKBOX_PAYMENT_REQUIRED=false"),
 		"--metrics-addr", "127.0.0.1:0")
@@ -265,6 +268,7 @@ func TestPaymentsDownEverywhere(t *testing.T) {
 // TestHealthzUp: a fully working node (containerd, btcd regtest, wallet)
 // answers /healthz 200, status says it can earn, and doctor agrees (exit 0).
 func TestHealthzUp(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	d := m.daemon(nil, "--metrics-addr", "127.0.0.1:0")
 	metrics := metricsAddr(t, m.bin, d.proc)
@@ -306,6 +310,7 @@ func TestHealthzUp(t *testing.T) {
 // credential the node reads, orders btcd before the node, and restarts a
 // node that failed.
 func TestServiceUnit(t *testing.T) {
+	t.Parallel()
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze not installed (Debian's systemd package)")

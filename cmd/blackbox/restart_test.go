@@ -136,6 +136,7 @@ func resumedAfter(d *daemon) string {
 // and started again within the grace: the job ran on in containerd,
 // the seller re-attaches it and the buyer reconnects and pays on.
 func TestSellerKill9ResumedWithinGrace(t *testing.T) {
+	t.Parallel()
 	m, seller, buyer, image := restartMarket(t, "60s")
 	id, j := runningJob(t, buyer, image, jobFlags, restartJob...)
 	cid := j.ContractID
@@ -159,6 +160,7 @@ func TestSellerKill9ResumedWithinGrace(t *testing.T) {
 // upgrade) and started with a newly built binary: the stop leaves the job
 // running, the new binary re-attaches it.
 func TestSellerUpgradeResumed(t *testing.T) {
+	t.Parallel()
 	m, seller, buyer, image := restartMarket(t, "60s")
 	// The upgrade: the same source built again with another version.
 	newBin := filepath.Join(t.TempDir(), "blackbox-new")
@@ -193,6 +195,7 @@ func TestSellerUpgradeResumed(t *testing.T) {
 // and started again: it resumes the job from its store, reconnects to the
 // seller, pays on and collects the results.
 func TestBuyerKill9Resumed(t *testing.T) {
+	t.Parallel()
 	m, seller, buyer, image := restartMarket(t, "60s")
 	id, j := runningJob(t, buyer, image, jobFlags, restartJob...)
 	cid := j.ContractID
@@ -211,6 +214,7 @@ func TestBuyerKill9Resumed(t *testing.T) {
 // stops the job as before resumption (its contract fails, settled for
 // what was paid) and leaves nothing in containerd.
 func TestSellerRestartAfterGrace(t *testing.T) {
+	t.Parallel()
 	m, seller, buyer, image := restartMarket(t, "6s")
 	buyerID, sellerID := buyer.peerID(), seller.peerID()
 	id, j := runningJob(t, buyer, image, jobFlags, restartJob...)
@@ -242,6 +246,7 @@ func TestSellerRestartAfterGrace(t *testing.T) {
 // exited in containerd, collects its streams and /out, and the buyer gets
 // the results and the receipt on the same seller, paying for what ran.
 func TestSellerDownWhenJobEnds(t *testing.T) {
+	t.Parallel()
 	m, seller, buyer, image := restartMarket(t, "60s")
 	// restartJob's output, all at once after a pause: it ends while the
 	// seller is down.

@@ -23,6 +23,7 @@ import (
 // independently with `blackbox sandbox run --runtime` on the same
 // containerd; runsc's jobs see gVisor's kernel, the others the host's.
 func TestSubmitRuntime(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	work := t.TempDir()
 	image := busybox(t, work)

@@ -35,6 +35,7 @@ func sandboxEnv(t testing.TB) []string {
 // directories (issue 9, bug 14: `lchown …/fs/scratch: no such file or
 // directory`). Every job must succeed and print its own marker.
 func TestSandboxRunBurstOneDataDir(t *testing.T) {
+	t.Parallel()
 	env := sandboxEnv(t)
 	bin := binary(t)
 	work := t.TempDir()
@@ -146,6 +147,7 @@ func watchOwnerLocks(t *testing.T, dir string) (stolen func() int64) {
 // the fix and the machine cannot sell; "auto" runs jobs without the remap
 // and says so. On a healthy host the probe passes.
 func TestDoctorProbe(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("real containerd and processes: not in -short")
 	}

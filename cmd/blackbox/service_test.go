@@ -95,6 +95,7 @@ func hostAddr(t *testing.T) string {
 // every contract settles and the seller's channel closes on chain with
 // what the service paid, forwarded bytes billed as egress.
 func TestServiceForward(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	addr, _ := payoutAddress(t)
 	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_METER_PRICING_EGRESS_GIB=100000"))
@@ -240,6 +241,7 @@ func addrInfo(t testing.TB, s string) peer.AddrInfo {
 // is restarted by its seller in the same contract, and is healthy again
 // after each restart; `blackbox job` shows the restarts.
 func TestServiceRestarts(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
@@ -391,6 +393,7 @@ func (f *failover) stopLoad(t *testing.T, what string, took time.Duration) {
 // at its restart, paid what it delivered) and every channel closes on
 // chain.
 func TestServiceFailover(t *testing.T) {
+	t.Parallel()
 	f := startFailover(t)
 	f.victim.kill()
 	took := f.waitReplacement(t, 180*time.Second, time.Now())
@@ -417,6 +420,7 @@ func TestServiceFailover(t *testing.T) {
 // than the buyer paid on it. Resumption is on (the default grace), as on
 // a node nobody configured: a replica is not waited for.
 func TestServiceFreeze(t *testing.T) {
+	t.Parallel()
 	f := startFailover(t, "BLACKBOX_CONTRACT_RESTART_GRACE=2m")
 	buyer, victim := f.buyer, f.victim
 	if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {

@@ -22,6 +22,7 @@ var shutdownTrouble = regexp.MustCompile(`(?i)database not open|database is clos
 // restart the contract is completed with its receipt, and every payment the
 // seller acknowledged before the stop is in its channel.
 func TestSellerSIGTERMMidJob(t *testing.T) {
+	t.Parallel()
 	m := newMarket(t)
 	seller := m.daemon(sellerEnv())
 	// No other seller: the buyer gives up soon after the stop.

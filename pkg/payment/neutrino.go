@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -230,8 +231,16 @@ func (n *NeutrinoChain) Broadcast(ctx context.Context, tx *wire.MsgTx) error {
 }
 
 // Tip implements Chain: the best block whose header and filter header the
-// client has.
+// client has. With no peer connected the client hears of no block, spend
+// or broadcast: the chain source is down, as a btcd that does not answer.
 func (n *NeutrinoChain) Tip(ctx context.Context) (int32, error) {
+	if n.cs.ConnectedCount() == 0 {
+		from := "the network's DNS seeds"
+		if len(n.cfg.Peers) > 0 {
+			from = "payment.peers " + strings.Join(n.cfg.Peers, ", ")
+		}
+		return 0, fmt.Errorf("%w: the light client has no Bitcoin peer connected (it keeps trying %s)", ErrChainUnreachable, from)
+	}
 	bb, err := n.cs.BestBlock()
 	if err != nil {
 		return 0, fmt.Errorf("light client tip: %w", err)
