@@ -91,9 +91,13 @@ func (n *Node) precheck(ctx context.Context, req contract.Request) error {
 	}
 	if e.Total >= e.Need {
 		// Coins on their way. A channel being funded (by a job submitted
-		// just before) has made change that confirms in a moment.
-		for _, c := range chans {
-			if c.Role == payment.RoleBuyer && c.State == payment.StatePending {
+		// just before) has made change that confirms in a moment. The
+		// channels are read again: the one whose funding spent the coins
+		// the balance misses may have been recorded since (its record is
+		// written before its funding is published).
+		for _, c := range n.payments.Channels() {
+			if c.Role == payment.RoleBuyer && c.State == payment.StatePending ||
+				payment.FindRoom([]*payment.Channel{c}, cands[0].Seller.String(), job, "") != nil {
 				return nil
 			}
 		}
