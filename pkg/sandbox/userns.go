@@ -18,7 +18,9 @@ import (
 )
 
 // remapMu serialises building the shared, remapped parent snapshot of an
-// image (two jobs of one image starting together would race on it).
+// image (two jobs of one image starting together would race on it); a
+// daemon sharing the containerd may still build it at the same time: the
+// second commit finds it made.
 var remapMu sync.Mutex
 
 // withRemappedSnapshotLabelled is containerd.WithRemappedSnapshot with
@@ -54,6 +56,12 @@ func withRemappedSnapshotLabelled(id string, img containerd.Image, uid uint32, l
 			})
 			if err == nil {
 				err = sn.Commit(ctx, remapped, tmp)
+				if errdefs.IsAlreadyExists(err) {
+					// Another process on this containerd (a second
+					// daemon) built the same snapshot meanwhile.
+					sn.Remove(ctx, tmp)
+					err = nil
+				}
 			}
 			if err == nil {
 				// The image record references the remapped snapshot, so that
