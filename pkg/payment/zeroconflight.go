@@ -35,12 +35,14 @@ package payment
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/btcutil/gcs/builder"
 	"github.com/btcsuite/btcd/chaincfg"
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 	"github.com/lightninglabs/neutrino"
@@ -173,7 +175,7 @@ func (n *NeutrinoChain) RecentOutput(ctx context.Context, op wire.OutPoint, pkSc
 		}
 		for _, tx := range blk.Transactions {
 			if spends(tx, op) {
-				return nil, fmt.Errorf("spent by %s in block %d", tx.TxHash(), h)
+				return nil, &spentError{by: tx.TxHash(), height: h}
 			}
 		}
 		for i, tx := range blk.Transactions {
@@ -196,6 +198,14 @@ func (n *NeutrinoChain) RecentOutput(ctx context.Context, op wire.OutPoint, pkSc
 	}
 	return nil, fmt.Errorf("no block of the last %d holds its transaction (unconfirmed, unknown, or older)", start.Height-low+1)
 }
+
+// spentError says a block spends the output looked for.
+type spentError struct {
+	by     chainhash.Hash
+	height int32
+}
+
+func (e *spentError) Error() string { return fmt.Sprintf("spent by %s in block %d", e.by, e.height) }
 
 // spentScript is the script of the output in spends, from what the input
 // reveals: a P2WPKH witness's key, a P2SH-P2WPKH redeem script, a P2PKH
@@ -254,6 +264,11 @@ func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx
 			return nil, fmt.Errorf("%w: input %d (%s): %v", ErrNotZeroConf, i, ti.PreviousOutPoint, err)
 		}
 		p, err := src.RecentOutput(ctx, ti.PreviousOutPoint, pk, zeroConfLookback)
+		if se := (*spentError)(nil); errors.As(err, &se) && se.by == tx.TxHash() {
+			// Mined since the buyer sent it: it opens with its
+			// confirmations (as on btcd, whose gettxout says spent).
+			return nil, fmt.Errorf("%w: the funding is in block %d already", ErrNotZeroConf, se.height)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: input %d (%s) is not a confirmed unspent output the light client finds: %v", ErrNotZeroConf, i, ti.PreviousOutPoint, err)
 		}
