@@ -59,6 +59,10 @@ const (
 	// zeroConfFilterBatch is how many filters one query fetches (they
 	// must fit the light client's filter cache).
 	zeroConfFilterBatch = 50
+	// zeroConfLightTimeout bounds the whole check of a funding's inputs
+	// (a slow peer, an old coin on mainnet): past it the funding waits
+	// for its confirmations.
+	zeroConfLightTimeout = 30 * time.Second
 	// zeroConfBroadcastWait is how long a light seller waits for its
 	// peers to refuse a funding it broadcasts before working on it. A
 	// peer that holds the transaction already (the buyer sent it) never
@@ -257,6 +261,8 @@ func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotZeroConf, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, zeroConfLightTimeout)
+	defer cancel()
 	outs := make([]*wire.TxOut, len(tx.TxIn))
 	for i, ti := range tx.TxIn {
 		pk, err := spentScript(ti, params)
