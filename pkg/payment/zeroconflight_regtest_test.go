@@ -77,16 +77,18 @@ func (f *keyFunder) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int6
 	return tx, nil
 }
 
-// spend spends the funder's coin back to the harness (a transaction of
-// its own, not a funding).
-func (f *keyFunder) spend(t *testing.T) *wire.MsgTx {
+// spend spends the funder's coin back to its key (a transaction of its
+// own, not a funding), sent to btcd when publish.
+func (f *keyFunder) spend(t *testing.T, publish bool) *wire.MsgTx {
 	t.Helper()
 	tx, err := f.FundTx(context.Background(), nil, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.h.PublishTx(context.Background(), tx); err != nil {
-		t.Fatal(err)
+	if publish {
+		if err := f.h.PublishTx(context.Background(), tx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return tx
 }
@@ -95,8 +97,9 @@ func (f *keyFunder) spend(t *testing.T) *wire.MsgTx {
 // real btcd over P2P, no RPC) checks an unconfirmed funding's inputs
 // through the compact filters: a funding spending a confirmed, unspent
 // P2WPKH coin is worked on unconfirmed (a contract admitted and paid with
-// no block mined); one spending an unconfirmed coin, an unknown one, or a
-// coin a block already spent is not, and says why.
+// no block mined), and its double-spend, once mined, fails the channel;
+// a funding spending an unconfirmed coin, an unknown one, or a coin a
+// block already spent is not worked on unconfirmed, and says why.
 func TestZeroConfLight(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, BackendNeutrino)
@@ -107,14 +110,15 @@ func TestZeroConfLight(t *testing.T) {
 	}
 	f := newKeyFunder(t, p.h)
 	buyer := newManager(t, p.cfg, p.chain, NewMemStore(), seed(3), f)
-	// open funds a channel from f's coin and hands it to the seller.
-	open := func() (*Channel, *Channel) {
+	// open funds a channel from f's coin and hands it to the seller as
+	// peer's.
+	open := func(peer string) (*Channel, *Channel) {
 		t.Helper()
 		c, req, err := buyer.OpenChannel(ctx, OpenParams{Peer: "seller", Seller: terms, Capacity: 300_000, FeeRate: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc, err := p.seller.AcceptOpen(ctx, "buyer", req.Encode())
+		sc, err := p.seller.AcceptOpen(ctx, peer, req.Encode())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +129,7 @@ func TestZeroConfLight(t *testing.T) {
 	f.coin(t, 1_000_000)
 	p.gen(t, 1)
 	tip := p.h.Tip(t)
-	c, sc := open()
+	c, sc := open("buyer")
 	if !sc.ZeroConf || sc.State != StatePending {
 		t.Fatalf("funding of a confirmed unspent coin: zero_conf %v (%s), state %s", sc.ZeroConf, sc.ZeroConfWhy, sc.State)
 	}
@@ -143,10 +147,31 @@ func TestZeroConfLight(t *testing.T) {
 	if got := p.h.Tip(t); got != tip {
 		t.Fatalf("a block was mined (%d → %d)", tip, got)
 	}
+	// The buyer double-spends the coin in a block (a miner it paid
+	// directly): the light seller finds the spend through the filters
+	// and fails the channel.
+	conflict := f.spend(t, false)
+	if _, err := p.h.MineTxs(conflict); err != nil {
+		t.Fatal(err)
+	}
+	if p.cfg.Confirmations > 1 {
+		p.gen(t, uint32(p.cfg.Confirmations-1))
+	} else {
+		waitLight(t, p.light, p.h)
+	}
+	if err := p.seller.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.seller.Channel(c.ID); err != nil || got.State != StateFailed || !strings.Contains(got.FailReason, "double-spent") {
+		t.Fatalf("after the double-spend: %+v %v", got, err)
+	}
+	if v := p.seller.ZeroConf(); v.ExposureSat != 0 {
+		t.Fatalf("exposure after the double-spend %+v", v)
+	}
 
 	refused := func(what, why string) {
 		t.Helper()
-		_, sc := open()
+		_, sc := open("buyer2") // "buyer" had a channel fail
 		if sc.ZeroConf || !strings.Contains(sc.ZeroConfWhy, why) {
 			t.Fatalf("funding spending %s: zero_conf %v, why %q, want %q", what, sc.ZeroConf, sc.ZeroConfWhy, why)
 		}
@@ -164,7 +189,7 @@ func TestZeroConfLight(t *testing.T) {
 	f.publish = true
 	f.coin(t, 1_000_000)
 	p.gen(t, 1)
-	spent := f.spend(t)
+	spent := f.spend(t, true)
 	p.gen(t, 1)
 	f.publish = false
 	refused("a spent coin", "spent by "+spent.TxHash().String())
