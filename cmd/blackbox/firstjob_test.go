@@ -34,7 +34,9 @@ import (
 //
 //  1. Miner stopped, defaults: the job starts on the unconfirmed funding
 //     within payment.zero_conf_max and completes with no block at all;
-//     the seller's status shows its exposure.
+//     the seller's status shows its exposure. Once with a seller on btcd,
+//     once with a buyer and a seller on the light client (no RPC
+//     settings: payment.backend's default).
 //  2. Miner stopped, a seller whose zero_conf_max is below the job's price
 //     and whose funding_wait is 20 s: the funding is never mined, the
 //     contract ends with funding_unconfirmed and nothing is paid.
@@ -51,12 +53,16 @@ func TestFirstJobRealBlockTimes(t *testing.T) {
 	image := busybox(t, t.TempDir())
 	ctx := context.Background()
 
-	t.Run("zero-conf with the defaults", func(t *testing.T) {
-		seller := m.daemon(append([]string{"BLACKBOX_REGION=r1"}, defaults...), "--bootstrap", buyer.bootAddr())
+	// zeroConf: a first job with the defaults on a seller new to the
+	// buyer starts on the unconfirmed funding and completes, no block
+	// mined; the seller's status shows its exposure. Both backends: btcd
+	// checks the funding's inputs with gettxout, the light client in the
+	// blocks its filters find (payment/zeroconflight.go).
+	zeroConf := func(t *testing.T, buyer *daemon, region string, seller *daemon) {
 		waitOffer(t, buyer, seller)
 		tip := m.btcd.Tip(t)
 		events, err := submitEvents(t, buyer, image, filepath.Join(t.TempDir(), "res"),
-			[]string{"--region", "r1", "--time", "1m", "--max-price", "1000"}, "sh", "-c", "echo first job")
+			[]string{"--region", region, "--time", "1m", "--max-price", "1000"}, "sh", "-c", "echo first job")
 		last := events[len(events)-1]
 		if err != nil || last.Status == nil || last.Status.State != contract.JobDone {
 			t.Fatalf("first job: %v: %+v\n%s", err, last, seller.logs.String())
@@ -82,13 +88,36 @@ func TestFirstJobRealBlockTimes(t *testing.T) {
 		if z == nil || z.MaxSat != 10_000 || len(z.Channels) != 1 || z.ExposureSat != z.Channels[0].PaidSat || z.ExposureSat < 1 || z.ExposureSat > z.MaxSat {
 			t.Fatalf("seller's exposure %+v (the buyer paid %d sat)", z, paid)
 		}
-		t.Logf("first job done on an unconfirmed funding in %.1fs (submit to done, no block mined): paid %d sat, seller's exposure %d of %d sat",
-			last.ElapsedSeconds, paid, z.ExposureSat, z.MaxSat)
+		started := -1.0
+		for _, e := range events {
+			if started < 0 && e.State == contract.JobRunning {
+				started = e.ElapsedSeconds
+			}
+		}
+		t.Logf("first job started %.1fs after submit and was done in %.1fs on an unconfirmed funding (no block mined): paid %d sat, seller's exposure %d of %d sat",
+			started, last.ElapsedSeconds, paid, z.ExposureSat, z.MaxSat)
 		out, err := seller.cli("status")
 		if err != nil || !regexp.MustCompile(`Unconfirmed fundings:\s+exposure \d+ of 10000 sat`).MatchString(out) {
 			t.Fatalf("status: %v\n%s", err, out)
 		}
 		seller.stop()
+	}
+	t.Run("zero-conf with the defaults", func(t *testing.T) {
+		zeroConf(t, buyer, "r1", m.daemon(append([]string{"BLACKBOX_REGION=r1"}, defaults...), "--bootstrap", buyer.bootAddr()))
+	})
+	t.Run("zero-conf with the defaults on the light client", func(t *testing.T) {
+		// Buyer and seller with no RPC settings (payment.backend's
+		// default): neutrino against btcd's P2P port.
+		lb := m.lightDaemon(append(append([]string{}, buyerEnv...), defaults...))
+		fundUTXOs(t, m, lb, 1, 2_000_000)
+		seller := m.lightDaemon(append([]string{"BLACKBOX_REGION=r4"}, defaults...), "--bootstrap", lb.bootAddr())
+		for _, d := range []*daemon{lb, seller} {
+			if out, err := d.cli("status"); err != nil || !strings.Contains(out, "regtest via the light client") {
+				t.Fatalf("status of %s: %v, want the light client\n%s", d.dir, err, out)
+			}
+		}
+		zeroConf(t, lb, "r4", seller)
+		lb.stop()
 	})
 
 	// A seller that works for at most 1,000 sat unconfirmed; the job

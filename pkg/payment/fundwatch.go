@@ -61,7 +61,10 @@ func (m *Manager) watchFunding(ctx context.Context, c *Channel, tip, confs int32
 		}
 		c = m.chans.get(c.ID)
 	}
-	if confs < 0 {
+	// The light client knows no mempool: 0 says only that this node sent
+	// the funding, so a conflict is looked for in the blocks all along.
+	_, light := m.chain.(ScriptChain)
+	if confs < 0 || confs == 0 && light {
 		// Unknown to the node: evicted, never relayed, or in conflict
 		// with a transaction that took its inputs.
 		txid, err := m.fundingConflict(ctx, c)
@@ -87,15 +90,22 @@ func (m *Manager) fundingConflict(ctx context.Context, c *Channel) (string, erro
 		return "", fmt.Errorf("funding of %s: %w", c.ID, err)
 	}
 	own := tx.TxHash()
+	params, _ := NetParams(m.cfg.Network)
 	for _, in := range tx.TxIn {
-		spend, err := m.chain.SpendOf(ctx, in.PreviousOutPoint, c.OpenHeight-6)
+		// The light client finds a spend through the script spent (the
+		// input reveals it; nil: the chain's own SpendOf).
+		var pk []byte
+		if params != nil {
+			pk, _ = spentScript(in, params)
+		}
+		spend, err := SpendOfScript(ctx, m.chain, in.PreviousOutPoint, pk, c.OpenHeight-6)
 		if err != nil {
 			return "", fmt.Errorf("funding of %s: input %s: %w", c.ID, in.PreviousOutPoint, err)
 		}
 		if spend == nil || spend.TxHash() == own {
 			continue
 		}
-		confs, err := m.chain.Confirmations(ctx, spend.TxHash())
+		confs, err := TxConfirmations(ctx, m.chain, spend.TxHash(), pk, c.OpenHeight-6)
 		if err != nil {
 			return "", fmt.Errorf("funding of %s: conflict %s: %w", c.ID, spend.TxHash(), err)
 		}

@@ -83,7 +83,10 @@ func (c *Config) ZeroConfFloor(ctx context.Context, chain Chain) int64 {
 // checkZeroConf decides whether an unconfirmed funding may be worked on
 // (within the exposure bound): nil if so, else an error wrapping
 // ErrNotZeroConf that says why. It broadcasts tx (our node's mempool
-// accepting it is the standardness and conflict check).
+// accepting it is the standardness and conflict check). On the light
+// client, which has no mempool and no UTXO set, the inputs are found in
+// recent blocks through their scripts (zeroconflight.go) and the broadcast
+// only hears peers that still send refusals.
 func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx) error {
 	if m.cfg.ZeroConfMax <= 0 {
 		return fmt.Errorf("%w: payment.zero_conf_max is 0", ErrNotZeroConf)
@@ -98,7 +101,8 @@ func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx
 		return fmt.Errorf("%w: a channel of this buyer failed before", ErrNotZeroConf)
 	}
 	src, ok := m.chain.(PrevOutSource)
-	if !ok {
+	light, lightOK := m.chain.(ScriptPrevOutSource)
+	if !ok && !lightOK {
 		return fmt.Errorf("%w: the chain backend cannot check unconfirmed inputs", ErrNotZeroConf)
 	}
 	if err := checkNoRBF(tx); err != nil {
@@ -106,7 +110,21 @@ func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx
 	}
 	prev := txscript.NewMultiPrevOutFetcher(nil)
 	var in int64
+	if !ok {
+		// The light client (zeroconflight.go).
+		outs, err := m.lightPrevOuts(ctx, light, tx)
+		if err != nil {
+			return err
+		}
+		for i, out := range outs {
+			prev.AddPrevOut(tx.TxIn[i].PreviousOutPoint, out)
+			in += out.Value
+		}
+	}
 	for i, ti := range tx.TxIn {
+		if !ok {
+			break
+		}
 		out, err := src.ConfirmedOutput(ctx, ti.PreviousOutPoint)
 		if err != nil {
 			return fmt.Errorf("%w: input %d: %v", ErrNotZeroConf, i, err)
@@ -129,7 +147,13 @@ func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx
 	if fee < 0 || vs <= 0 || fee < floor*vs {
 		return fmt.Errorf("%w: fee %d sat for %d vB is below the floor of %d sat/vB", ErrNotZeroConf, fee, vs, floor)
 	}
-	if err := m.chain.Broadcast(ctx, tx); err != nil {
+	broadcast := m.chain.Broadcast
+	if qb, ok := m.chain.(quickBroadcaster); ok {
+		broadcast = func(ctx context.Context, tx *wire.MsgTx) error {
+			return qb.BroadcastWithin(ctx, tx, zeroConfBroadcastWait)
+		}
+	}
+	if err := broadcast(ctx, tx); err != nil {
 		return fmt.Errorf("%w: our node refuses it: %v", ErrNotZeroConf, err)
 	}
 	confs, err := m.chain.Confirmations(ctx, tx.TxHash())
