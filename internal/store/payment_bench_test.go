@@ -28,12 +28,17 @@ import (
 type boltPair struct {
 	buyer, seller *payment.Manager
 	ids, peers    []string
+	sellerDB      string // the seller's database path
 }
 
 func newBoltPair(b testing.TB, n int, backup bool) *boltPair {
 	b.Helper()
+	var sellerDB string
 	open := func(name string) payment.ChannelStore {
 		dir := b.TempDir()
+		if name == "seller" {
+			sellerDB = dir + "/" + name + ".db"
+		}
 		db, err := store.Open(dir+"/"+name+".db", time.Second)
 		if err != nil {
 			b.Fatal(err)
@@ -63,7 +68,7 @@ func newBoltPair(b testing.TB, n int, backup bool) *boltPair {
 		}
 		return m
 	}
-	p := &boltPair{buyer: mk(open("buyer"), 1, paytest.NewFunder(chain)), seller: mk(open("seller"), 2, nil)}
+	p := &boltPair{buyer: mk(open("buyer"), 1, paytest.NewFunder(chain)), seller: mk(open("seller"), 2, nil), sellerDB: sellerDB}
 	ctx := context.Background()
 	terms, _ := p.seller.SellerTerms()
 	for i := 0; i < n; i++ {
