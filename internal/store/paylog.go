@@ -186,8 +186,10 @@ func decodePaylog(raw []byte) (epoch uint64, entries []paylogEntry, end int64, e
 		}
 		var e paylogEntry
 		if flagsLen > 0 {
-			if payload[0]&^paylogFlagUnchecked != 0 {
-				break // a flag this binary does not know
+			if f := payload[0] &^ paylogFlagUnchecked; f != 0 {
+				// Whole and checksummed, so written by a binary that
+				// knows more: not ours to skip or cut short.
+				return 0, nil, 0, fmt.Errorf("payment log record flags %#x, unknown to this binary", f)
 			}
 			e.unchecked = payload[0]&paylogFlagUnchecked != 0
 			payload = payload[1:]
