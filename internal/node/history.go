@@ -139,6 +139,12 @@ func (f *feeStore) PutChannel(c *payment.Channel) error {
 	if err := f.ChannelStore.PutChannel(c); err != nil {
 		return err
 	}
+	f.noted(c)
+	return nil
+}
+
+// noted records the fee of a written channel change, if it has one.
+func (f *feeStore) noted(c *payment.Channel) {
 	f.mu.Lock()
 	prev, seen := f.state[c.ID]
 	f.state[c.ID] = c.State
@@ -155,7 +161,6 @@ func (f *feeStore) PutChannel(c *payment.Channel) error {
 	if bumped {
 		f.h.warn(f.h.st.RecordFee(time.Now(), cost-before))
 	}
-	return nil
 }
 
 // feeFunder records the fee of each funding transaction this node

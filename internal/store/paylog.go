@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
+
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // The payment log: the newest value of every channel changed since the last
@@ -24,23 +28,35 @@ import (
 // anything reads the database, so every reader (the daemon, the CLI,
 // restore) sees the newest update.
 //
+// A seller's update is written while its signature is being checked
+// (putChecked: the check and the fdatasync overlap): its record is marked
+// unchecked, and counts as the channel's value (for LoadChannels and
+// compaction) only once both are done. When the check fails the record
+// stays in the log, ignored, until the next compaction drops it; a replay
+// after a crash checks an unchecked record again (payment.VerifyUpdateSig)
+// and falls back to the key's previous value when it fails.
+//
 // Layout (little endian):
 //
 //	header  magic "bbpaylog" | version u32 | epoch u64 | crc32c(previous 20 bytes) u32
 //	record  length u32 | epoch u64 | crc32c(epoch, payload) u32 | payload
-//	payload keylen u16 | key | value          (a key of payment_channels)
+//	payload flags u8 | keylen u16 | key | value   (a key of payment_channels)
+//
+// flags bit 0: unchecked. Version 1 (written before the flags) has no flags
+// byte; it is still replayed.
 //
 // Replay stops at the first record that does not check out (zeros past the
 // end, a torn write, a record of an older epoch): records are written in
-// order and each group is fdatasync'd before the next is written, so no
-// acknowledged record lies behind one that does not check out.
+// order and each group is fdatasync'd before the next is written (an
+// fdatasync covers every write before it), so no acknowledged record lies
+// behind one that does not check out.
 
 // PaylogSuffix names the payment log beside the database (path + PaylogSuffix).
 const PaylogSuffix = ".paylog"
 
 const (
 	paylogMagic      = "bbpaylog"
-	paylogVersion    = 1
+	paylogVersion    = 2
 	paylogHeaderLen  = 24
 	paylogRecHdrLen  = 16
 	paylogMaxPayload = 1 << 20
@@ -55,6 +71,18 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type paylogEntry struct {
 	key   string
 	value []byte
+	// unchecked: written while its check runs (putChecked).
+	unchecked bool
+}
+
+// paylogFlagUnchecked marks an unchecked record.
+const paylogFlagUnchecked = 1
+
+// pendingValue is an unchecked value written to the log, waiting for its
+// check: the epoch it was written in (a compaction since dropped it).
+type pendingValue struct {
+	value []byte
+	epoch uint64
 }
 
 // paylogBatch is the group of entries written by one write and fdatasync.
@@ -84,6 +112,8 @@ type paylog struct {
 	pos    int64
 	alloc  int64
 	latest map[string][]byte
+	// pending: unchecked values written, their check not yet done.
+	pending map[string]pendingValue
 }
 
 // encodePaylogHeader returns the header of epoch.
@@ -97,7 +127,19 @@ func encodePaylogHeader(epoch uint64) []byte {
 
 // appendPaylogRecord appends the record of e under epoch to b.
 func appendPaylogRecord(b []byte, epoch uint64, e paylogEntry) []byte {
-	payload := make([]byte, 0, 2+len(e.key)+len(e.value))
+	return appendPaylogRecordV(b, paylogVersion, epoch, e)
+}
+
+// appendPaylogRecordV is appendPaylogRecord in the layout of version v.
+func appendPaylogRecordV(b []byte, v uint32, epoch uint64, e paylogEntry) []byte {
+	payload := make([]byte, 0, 3+len(e.key)+len(e.value))
+	if v >= 2 {
+		var flags byte
+		if e.unchecked {
+			flags |= paylogFlagUnchecked
+		}
+		payload = append(payload, flags)
+	}
 	payload = binary.LittleEndian.AppendUint16(payload, uint16(len(e.key)))
 	payload = append(payload, e.key...)
 	payload = append(payload, e.value...)
@@ -121,15 +163,20 @@ func decodePaylog(raw []byte) (epoch uint64, entries []paylogEntry, end int64, e
 		crc32.Checksum(raw[:20], castagnoli) != binary.LittleEndian.Uint32(raw[20:24]) {
 		return 0, nil, 0, errPaylogHeader
 	}
-	if v := binary.LittleEndian.Uint32(raw[8:12]); v != paylogVersion {
-		return 0, nil, 0, fmt.Errorf("payment log version %d, this binary reads %d", v, paylogVersion)
+	v := binary.LittleEndian.Uint32(raw[8:12])
+	if v < 1 || v > paylogVersion {
+		return 0, nil, 0, fmt.Errorf("payment log version %d, this binary reads 1 to %d", v, paylogVersion)
+	}
+	flagsLen := 0
+	if v >= 2 {
+		flagsLen = 1
 	}
 	epoch = binary.LittleEndian.Uint64(raw[12:20])
 	off := paylogHeaderLen
 	for len(raw)-off >= paylogRecHdrLen {
 		h := raw[off : off+paylogRecHdrLen]
 		n := int(binary.LittleEndian.Uint32(h[0:4]))
-		if n < 2 || n > paylogMaxPayload || n > len(raw)-off-paylogRecHdrLen ||
+		if n < flagsLen+2 || n > paylogMaxPayload || n > len(raw)-off-paylogRecHdrLen ||
 			binary.LittleEndian.Uint64(h[4:12]) != epoch {
 			break
 		}
@@ -137,11 +184,22 @@ func decodePaylog(raw []byte) (epoch uint64, entries []paylogEntry, end int64, e
 		if crc32.Update(crc32.Checksum(h[4:12], castagnoli), castagnoli, payload) != binary.LittleEndian.Uint32(h[12:16]) {
 			break
 		}
+		var e paylogEntry
+		if flagsLen > 0 {
+			if f := payload[0] &^ paylogFlagUnchecked; f != 0 {
+				// Whole and checksummed, so written by a binary that
+				// knows more: not ours to skip or cut short.
+				return 0, nil, 0, fmt.Errorf("payment log record flags %#x, unknown to this binary", f)
+			}
+			e.unchecked = payload[0]&paylogFlagUnchecked != 0
+			payload = payload[1:]
+		}
 		kl := int(binary.LittleEndian.Uint16(payload))
-		if kl == 0 || 2+kl > n {
+		if kl == 0 || 2+kl > len(payload) {
 			break
 		}
-		entries = append(entries, paylogEntry{key: string(payload[2 : 2+kl]), value: payload[2+kl:]})
+		e.key, e.value = string(payload[2:2+kl]), payload[2+kl:]
+		entries = append(entries, e)
 		off += paylogRecHdrLen + n
 	}
 	return epoch, entries, int64(off), nil
@@ -163,10 +221,10 @@ func replayPaylog(db *DB) error {
 		if err != nil {
 			return fmt.Errorf("payment log %s: %w; it may hold the newest channel updates: save a copy, move it aside and start again", path, err)
 		}
-		if len(entries) > 0 {
+		if newest := replayValues(entries); len(newest) > 0 {
 			err = db.Update(func(tx *Tx) error {
-				for _, e := range entries {
-					if err := tx.Put(paymentChannels, e.key, e.value); err != nil {
+				for _, k := range slices.Sorted(maps.Keys(newest)) {
+					if err := tx.Put(paymentChannels, k, newest[k]); err != nil {
 						return err
 					}
 				}
@@ -180,6 +238,27 @@ func replayPaylog(db *DB) error {
 	return removeSynced(path)
 }
 
+// replayValues is the newest value of every key in entries (in log
+// order) that may be loaded: an unchecked record only when it passes
+// payment.VerifyUpdateSig, else the key's previous record counts.
+func replayValues(entries []paylogEntry) map[string][]byte {
+	newest := map[string][]byte{}
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := entries[i]
+		if _, ok := newest[e.key]; ok {
+			continue
+		}
+		if e.unchecked {
+			c, err := payment.DecodeChannel(e.value)
+			if err != nil || c.ID != e.key || payment.VerifyUpdateSig(c) != nil {
+				continue
+			}
+		}
+		newest[e.key] = e.value
+	}
+	return newest
+}
+
 // removeSynced removes path and fsyncs its directory.
 func removeSynced(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -191,7 +270,8 @@ func removeSynced(path string) error {
 // createPaylog starts an empty log for db (none is there: Open replayed
 // and removed it).
 func createPaylog(db *DB) (*paylog, error) {
-	l := &paylog{db: db, path: db.path + PaylogSuffix, cur: &paylogBatch{done: make(chan struct{})}, latest: map[string][]byte{}}
+	l := &paylog{db: db, path: db.path + PaylogSuffix, cur: &paylogBatch{done: make(chan struct{})},
+		latest: map[string][]byte{}, pending: map[string]pendingValue{}}
 	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create payment log: %w", err)
@@ -251,12 +331,49 @@ func (l *paylog) compact() error {
 
 // put logs key's new value and returns once it is on disk.
 func (l *paylog) put(key string, value []byte) error {
-	if len(key) == 0 || len(key) > 0xffff || 2+len(key)+len(value) > paylogMaxPayload {
-		return fmt.Errorf("payment log: record of %d+%d bytes out of range", len(key), len(value))
+	return l.submit(paylogEntry{key: key, value: value})
+}
+
+// putChecked logs key's new value while check runs, and returns nil once
+// the value is on disk and check passed; it always waits for check. Until
+// then (and for good when check fails) the value is not key's: not for
+// LoadChannels, not for compaction, not for a replay that finds it does
+// not pass payment.VerifyUpdateSig. The caller writes one key at a time
+// (the payment manager holds the channel's lock).
+func (l *paylog) putChecked(key string, value []byte, check func() error) error {
+	checked := make(chan error, 1)
+	go func() { checked <- check() }()
+	err := l.submit(paylogEntry{key: key, value: value, unchecked: true})
+	cerr := <-checked
+	l.wmu.Lock()
+	p, written := l.pending[key]
+	delete(l.pending, key)
+	switch {
+	case cerr != nil:
+		l.wmu.Unlock()
+		return cerr
+	case err != nil:
+		l.wmu.Unlock()
+		return err
+	case written && p.epoch == l.epoch && l.f != nil:
+		l.latest[key] = value
+		l.wmu.Unlock()
+		return nil
+	}
+	l.wmu.Unlock()
+	// A compaction since the write dropped the record (it commits only
+	// checked values): write it again, checked now.
+	return l.put(key, value)
+}
+
+// submit queues e for the next group write and returns once it is on disk.
+func (l *paylog) submit(e paylogEntry) error {
+	if len(e.key) == 0 || len(e.key) > 0xffff || 3+len(e.key)+len(e.value) > paylogMaxPayload {
+		return fmt.Errorf("payment log: record of %d+%d bytes out of range", len(e.key), len(e.value))
 	}
 	l.mu.Lock()
 	mine := l.cur
-	mine.entries = append(mine.entries, paylogEntry{key, value})
+	mine.entries = append(mine.entries, e)
 	if l.writing {
 		l.mu.Unlock()
 		<-mine.done
@@ -286,7 +403,7 @@ func (l *paylog) write(entries []paylogEntry) error {
 	}
 	size := 0
 	for _, e := range entries {
-		size += paylogRecHdrLen + 2 + len(e.key) + len(e.value)
+		size += paylogRecHdrLen + 3 + len(e.key) + len(e.value)
 	}
 	if l.pos+int64(size) > paylogSize && l.pos > paylogHeaderLen {
 		if err := l.compact(); err != nil {
@@ -306,7 +423,11 @@ func (l *paylog) write(entries []paylogEntry) error {
 	l.pos += int64(len(buf))
 	l.alloc = max(l.alloc, l.pos)
 	for _, e := range entries {
-		l.latest[e.key] = e.value
+		if e.unchecked {
+			l.pending[e.key] = pendingValue{e.value, l.epoch}
+		} else {
+			l.latest[e.key] = e.value
+		}
 	}
 	return nil
 }

@@ -144,3 +144,23 @@ func (s *PaymentStore) RaiseIndex(name string, next uint32) error {
 	}
 	return nil
 }
+
+var _ payment.CheckedStore = (*PaymentStore)(nil)
+
+// PutChannelChecked implements payment.CheckedStore: c is appended to the
+// payment log, marked unchecked, while check runs; it becomes the channel's
+// value once both are done (see paylog.putChecked).
+func (s *PaymentStore) PutChannelChecked(c *payment.Channel, check func() error) error {
+	b, err := payment.EncodeChannel(c)
+	if err != nil {
+		return fmt.Errorf("encode channel %s: %w", c.ID, err)
+	}
+	l, err := s.db.paylog()
+	if err != nil {
+		return fmt.Errorf("store channel %s: %w", c.ID, err)
+	}
+	if err := l.putChecked(c.ID, b, check); err != nil {
+		return fmt.Errorf("store channel %s: %w", c.ID, err)
+	}
+	return nil
+}

@@ -190,8 +190,10 @@ func openSellerChannel(t *testing.T) *sellerChannel {
 
 // TestPaymentKillBeforeAck kills the seller's process (SIGKILL) after it has
 // persisted an update and before it acknowledged it, then once more while
-// an update is in flight; after each restart nothing is lost, the buyer's
-// resend is accepted, and the recovered latest update closes on chain.
+// an update is in flight, then right after it refused a forged update
+// (written while its signature was checked); after each restart nothing
+// is lost, nothing forged is taken, the buyer's resend is accepted, and
+// the recovered latest update closes on chain.
 func TestPaymentKillBeforeAck(t *testing.T) {
 	o := openSellerChannel(t)
 	h, cfg, buyer, c, dbPath, addr, payScript := o.h, o.cfg, o.buyer, o.c, o.dbPath, o.addr, o.payScript
@@ -230,6 +232,24 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	if got := p.send(t, u6); got != "ack 6" {
 		t.Fatalf("resend of update 6 after kill: %q", got)
 	}
+	// A forged update 7 (its signature damaged) is refused; the seller
+	// wrote it while checking it, marked unchecked: killed right after,
+	// the restarted seller has update 6, and takes the real update 7.
+	u7, _ := buyer.Pay(ctx, c.ID, "job", 10_000)
+	forged := *u7
+	forged.Sig = append([]byte(nil), u7.Sig...)
+	forged.Sig[len(forged.Sig)/2] ^= 1
+	if got := p.send(t, &forged); !strings.HasPrefix(got, "refused") || !strings.Contains(got, "signature") {
+		t.Fatalf("forged update 7: %q", got)
+	}
+	p.kill(t)
+	p = startSeller(t, args, 0)
+	if got := p.send(t, u6); got != "ack 6" {
+		t.Fatalf("resend of update 6 after the forged update and a kill: %q", got)
+	}
+	if got := p.send(t, u7); got != "ack 7" {
+		t.Fatalf("update 7 after the forged one: %q", got)
+	}
 	p.kill(t)
 
 	db, err := store.Open(dbPath, 5*time.Second)
@@ -242,8 +262,8 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sc.Seq != 6 || sc.Paid != 60_000 || sc.Contracts["job"] != 60_000 {
-		t.Fatalf("recovered seq %d paid %d contracts %v, want 6 60000", sc.Seq, sc.Paid, sc.Contracts)
+	if sc.Seq != 7 || sc.Paid != 70_000 || sc.Contracts["job"] != 70_000 {
+		t.Fatalf("recovered seq %d paid %d contracts %v, want 7 70000", sc.Seq, sc.Paid, sc.Contracts)
 	}
 	tx, err := seller.Close(ctx, c.ID)
 	if err != nil {
@@ -253,8 +273,8 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	if err := seller.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := h.Balance(payScript, tx); got != 60_000-sc.CloseFee {
-		t.Fatalf("payout %d, want %d", got, 60_000-sc.CloseFee)
+	if got, _ := h.Balance(payScript, tx); got != 70_000-sc.CloseFee {
+		t.Fatalf("payout %d, want %d", got, 70_000-sc.CloseFee)
 	}
 	if sc, _ = seller.Channel(c.ID); sc.State != payment.StateClosed {
 		t.Fatalf("state %s after close confirmed", sc.State)

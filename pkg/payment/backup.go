@@ -269,6 +269,12 @@ func (s *BackupStore) PutChannel(c *Channel) error {
 	if structural {
 		return s.flush(mine)
 	}
+	s.armFlush()
+	return nil
+}
+
+// armFlush makes sure the file is written within BackupDelay.
+func (s *BackupStore) armFlush() {
 	s.mu.Lock()
 	if s.timer == nil {
 		s.timer = time.AfterFunc(BackupDelay, func() {
@@ -279,7 +285,6 @@ func (s *BackupStore) PutChannel(c *Channel) error {
 		})
 	}
 	s.mu.Unlock()
-	return nil
 }
 
 // Flush writes every change so far to the file.

@@ -631,9 +631,6 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 		return nil, fmt.Errorf("update for %s: %w: tip %d, expiry %d", id, ErrTooLate, tip, c.Expiry)
 	}
 	next := c.clone()
-	if err := m.checkUpdate(cs, next, u.Amount, u.Sig); err != nil {
-		return nil, fmt.Errorf("update for %s: %w", id, err)
-	}
 	next.Seq, next.Paid, next.BuyerSig = u.Seq, u.Amount, u.Sig
 	if next.Contracts == nil {
 		next.Contracts = map[string]int64{}
@@ -641,11 +638,20 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 	next.Contracts[u.ContractID] = u.ContractAmount
 	if skipped {
 		next.Unattributed += channelDelta - contractDelta
+	}
+	// The signature check (c: the fields the close is built from, which
+	// the update does not change) runs while the store writes next, with a
+	// store that can (CheckedStore); next is adopted only when both are done.
+	checkErr, err := m.persistChecked(cs, next, func() error { return m.checkUpdate(cs, c, u.Amount, u.Sig) })
+	if checkErr != nil {
+		return nil, fmt.Errorf("update for %s: %w", id, checkErr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("update for %s: %w", id, err)
+	}
+	if skipped {
 		m.log.Info("payment update skips updates never received; their amount is kept unattributed",
 			"channel", id, "contract", u.ContractID, "seq", u.Seq, "had_seq", c.Seq, "unattributed_sat", channelDelta-contractDelta)
-	}
-	if err := m.persist(cs, next); err != nil {
-		return nil, fmt.Errorf("update for %s: %w", id, err)
 	}
 	if m.after != nil {
 		m.after(next.clone())
