@@ -254,7 +254,7 @@ func (n *Node) tickChain(ctx context.Context) {
 
 // buyerChannels is how the buyer sizes the channels it opens (precheck
 // tells the user the same numbers).
-var buyerChannels = payment.PayerConfig{MinCapacity: 100_000, CapacityFactor: 10}
+var buyerChannels = payment.PayerConfig{MinCapacity: 100_000}
 
 // startContracts starts the seller engine (when the node can sell) and the
 // buyer engine (when it can pay).
