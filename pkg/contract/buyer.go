@@ -598,6 +598,8 @@ type sellerRefusal struct {
 	reason  Reason
 	msg     string
 	counter bool
+	// retryAfter is the seller's hint of when it has room again.
+	retryAfter time.Duration
 }
 
 func (r *sellerRefusal) Error() string {
@@ -643,13 +645,26 @@ func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, maxAttempts int) (outcome, error) {
 	attempts := 0
 	var lastErr error
-	for round := 0; round < b.cfg.Rounds && attempts < maxAttempts; round++ {
+	// The rounds wait RetryBackoff each, (Rounds-1)×RetryBackoff in all;
+	// a round whose sellers said when they have room again (retry-after)
+	// waits the shortest of that instead, and the rounds last as long.
+	var waited, hint time.Duration
+	limit := time.Duration(b.cfg.Rounds-1) * b.cfg.RetryBackoff
+	for round := 0; attempts < maxAttempts; round++ {
 		if round > 0 {
+			if waited >= limit {
+				break
+			}
+			b.mu.Lock()
+			w := nextWait(hint, b.cfg.RetryBackoff, b.rng.Int64N)
+			b.mu.Unlock()
+			waited += w
 			select {
 			case <-ctx.Done():
-			case <-b.clock.After(b.cfg.RetryBackoff):
+			case <-b.clock.After(w):
 			}
 		}
+		hint = 0
 		if ctx.Err() != nil {
 			break
 		}
@@ -709,6 +724,9 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				}
 			}
 			lastErr = err
+			if r := (*sellerRefusal)(nil); errors.As(err, &r) && r.retryAfter > 0 && (hint == 0 || r.retryAfter < hint) {
+				hint = r.retryAfter
+			}
 			lvl := slog.LevelInfo
 			if out == outRefused {
 				// A busy seller refuses every retry: once per reason.
@@ -906,7 +924,7 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, counter: true}
 	default:
 		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, string(d.Reason), nil)
-		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, msg: d.Message}
+		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, msg: d.Message, retryAfter: d.RetryAfter}
 	}
 }
 

@@ -593,6 +593,9 @@ type Decision struct {
 	FundBy       time.Time     `json:"fund_by,omitzero"`
 	Issued       time.Time     `json:"issued"`
 	Expiry       time.Time     `json:"expiry"`
+	// RetryAfter, on a rejection for capacity, is when the seller expects
+	// room again (retryafter.go); 0: not said.
+	RetryAfter time.Duration `json:"retry_after,omitempty"`
 }
 
 var _ record.Record = (*Decision)(nil)
@@ -617,6 +620,7 @@ const (
 	dcFundBy
 	dcIssued
 	dcExpiry
+	dcRetryAfter
 )
 
 // MarshalRecord implements record.Record.
@@ -641,6 +645,7 @@ func (d *Decision) MarshalRecord() ([]byte, error) {
 	e.t(dcFundBy, d.FundBy)
 	e.t(dcIssued, d.Issued)
 	e.t(dcExpiry, d.Expiry)
+	e.d(dcRetryAfter, d.RetryAfter)
 	if len(e.B) > MaxDecisionSize-512 {
 		return nil, fmt.Errorf("encode decision: %w", ErrTooLarge)
 	}
@@ -651,7 +656,7 @@ var decisionSchema = wire.Schema{Max: MaxDecisionSize, Fields: []wire.Spec{
 	dcVersion: varintField, dcProposalID: bytesField, dcSeller: bytesField, dcBuyer: bytesField,
 	dcVerdict: varintField, dcReason: bytesField, dcMessage: bytesField, dcCounterPrice: varintField,
 	dcCounterDur: varintField, dcPaymentTerms: bytesField, dcFundBy: varintField, dcIssued: varintField,
-	dcExpiry: varintField,
+	dcExpiry: varintField, dcRetryAfter: varintField,
 }}
 
 // UnmarshalRecord implements record.Record, strictly.
@@ -709,6 +714,8 @@ func (d *Decision) UnmarshalRecord(b []byte) error {
 			d.Issued, err = msTime(f)
 		case dcExpiry:
 			d.Expiry, err = msTime(f)
+		case dcRetryAfter:
+			d.RetryAfter, err = msDuration(f)
 		}
 		if err != nil {
 			return fmt.Errorf("decode decision: %w", wireErr(err))

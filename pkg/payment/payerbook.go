@@ -14,6 +14,30 @@ import (
 // committed, and a new channel is sized by the buyer's recent spend to
 // that seller (PayerConfig.Size).
 
+// Payer returns the buyer's channel policy of c.
+func (c *Config) Payer() PayerConfig {
+	return PayerConfig{MinCapacity: c.ChannelMinCapacity, MaxCapacity: c.ChannelMaxCapacity,
+		VolumeHours: c.ChannelVolumeHours, RefillAt: c.ChannelRefillAt}
+}
+
+// validateChannels checks the channel sizing keys. Zero (a config built
+// before they existed) takes the default.
+func (c *Config) validateChannels() error {
+	switch {
+	case c.ChannelMinCapacity < 0 || c.ChannelMinCapacity > 0 && c.ChannelMinCapacity < 10_000:
+		return fmt.Errorf("channel_min_capacity: %d sat is below 10000 (a channel must pay its close fee and more)", c.ChannelMinCapacity)
+	case c.ChannelMaxCapacity < 0 || c.ChannelMaxCapacity > 0 && c.ChannelMaxCapacity < c.ChannelMinCapacity:
+		return fmt.Errorf("channel_max_capacity: %d sat is below channel_min_capacity %d", c.ChannelMaxCapacity, c.ChannelMinCapacity)
+	case c.ChannelMaxCapacity > 21e14:
+		return fmt.Errorf("channel_max_capacity: %d sat is more bitcoin than there is", c.ChannelMaxCapacity)
+	case c.ChannelVolumeHours < 0 || c.ChannelVolumeHours > 24*366:
+		return fmt.Errorf("channel_volume_hours: %d must be between 1 and 8784 (a year)", c.ChannelVolumeHours)
+	case c.ChannelRefillAt < 0 || c.ChannelRefillAt > 1 || c.ChannelRefillAt != c.ChannelRefillAt:
+		return fmt.Errorf("channel_refill_at: %g must be a share of a channel, above 0 and at most 1", c.ChannelRefillAt)
+	}
+	return nil
+}
+
 // volumeWindow is how far back the recent spend to a seller is summed.
 const volumeWindow = time.Hour
 
