@@ -678,7 +678,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			break
 		}
 		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
-		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network})
+		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network, Limit: req.Limit})
 		if err != nil {
 			lastErr = fmt.Errorf("discover: %w", err)
 			continue

@@ -99,7 +99,15 @@ type Request struct {
 	// job runs, restarted when it exits, for the contract's length, and
 	// its port is reached through the forward protocol.
 	Service *Service `json:"service,omitempty"`
+	// Limit, if set, ends the buyer's offer lookup once it holds this
+	// many matching offers (the first found, not the cheapest of the
+	// network): a faster search in a large market. The buyer's own
+	// setting, never sent to a seller (not in the proposal's encoding).
+	Limit int `json:"limit,omitempty"`
 }
+
+// MaxLimit bounds Request.Limit.
+const MaxLimit = 10_000
 
 // ImageIsDigest reports whether the request ships an image tarball named by
 // its digest (rather than naming an image for the seller to pull).
@@ -126,6 +134,8 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("%w: duration %s outside (0, %s]", ErrInvalid, r.Duration, MaxDuration)
 	case r.MinReputation < 0 || r.MinReputation > 1:
 		return fmt.Errorf("%w: min reputation %v outside [0,1]", ErrInvalid, r.MinReputation)
+	case r.Limit < 0 || r.Limit > MaxLimit:
+		return fmt.Errorf("%w: offer limit %d outside [0, %d]", ErrInvalid, r.Limit, MaxLimit)
 	case len(r.Command) > maxArgs || len(r.Env) > maxArgs || len(r.Inputs) > maxInputs:
 		return fmt.Errorf("%w: too many arguments, variables or inputs", ErrInvalid)
 	case len(r.Region) > offer.MaxRegionLen:
