@@ -96,6 +96,9 @@ func BenchmarkConcurrentJobs(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(len(cl)), "channels")
+	if cs, err := seller.api().Contracts(b.Context()); err == nil {
+		b.ReportMetric(float64(cs.Rejections["capacity"])/n, "capacity-refusals/job")
+	}
 	met := "no"
 	if ratio >= 0.8 {
 		met = "yes"
