@@ -28,6 +28,8 @@ var examples = map[string]string{
       --input ./data.csv --out ./results -- /bin/analyse /in/data.csv
   # print the job ID and return; follow it with blackbox job
   blackbox submit -d --image ./job.tar -- sleep 60
+  # in a large market: rank the first 20 matching offers found, not all
+  blackbox submit --limit 20 --image ./job.tar -- sh -c 'echo hi'
   # paid on delivery from an escrow, with an arbiter for disputes
   blackbox submit --escrow 12D3KooWArbiter... --image ./job.tar -- ./render
   # a web site that runs until cancelled, on two sellers, at most 500 sats an hour

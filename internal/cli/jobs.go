@@ -28,6 +28,7 @@ type submitFlags struct {
 	image, cpus, memory, disk, region, runtime string
 	duration                                   time.Duration
 	maxPrice                                   uint64
+	limit                                      int
 	minReputation                              float64
 	env, inputs                                []string
 	out                                        string
@@ -106,6 +107,7 @@ for jobs with timestamps, randomness or other output that varies.
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
 	fl.StringArrayVar(&f.inputs, "input", nil, "input file the job reads at /in/NAME (repeatable)")
 	fl.StringVar(&f.region, "region", "", "prefer sellers in this region")
+	fl.IntVar(&f.limit, "limit", 0, "stop the offer lookup at this many matching offers (the first found; 0: every offer it can find)")
 	fl.StringVar(&f.runtime, "runtime", "", "require this sandbox runtime (runc, crun, runsc); only sellers offering it are asked")
 	fl.Float64Var(&f.minReputation, "min-reputation", 0, "skip sellers scored below this (0..1)")
 	fl.StringVarP(&f.out, "out", "o", "", "directory for the results (default ./blackbox-results/JOB_ID)")
@@ -122,11 +124,15 @@ for jobs with timestamps, randomness or other output that varies.
 // inputs to the node's blob store.
 func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	req := contract.Request{Command: args, Env: f.env, Duration: f.duration, MaxPrice: f.maxPrice,
-		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic, Escrow: f.escrow}
+		MinReputation: f.minReputation, Region: f.region, Runtime: f.runtime, Deterministic: f.deterministic, Escrow: f.escrow,
+		Limit: f.limit}
 	// The flags are checked one by one, in their own words, before the
 	// request as a whole (contract.Request.Validate).
 	if f.duration <= 0 || f.duration > contract.MaxDuration {
 		return req, usagef("--time %s: want a length above 0 and up to %s, like 2m or 1h", f.duration, contract.MaxDuration)
+	}
+	if f.limit < 0 || f.limit > contract.MaxLimit {
+		return req, usagef("--limit %d: want 0 (no limit) up to %d offers", f.limit, contract.MaxLimit)
 	}
 	if !(f.minReputation >= 0 && f.minReputation <= 1) {
 		return req, usagef("--min-reputation %v: want a score from 0 to 1", f.minReputation)

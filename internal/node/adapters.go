@@ -139,8 +139,27 @@ func (r *channelReceiver) Terms() ([]byte, error) {
 // AcceptOpen records the channel; whether a contract starts on it before
 // its funding confirms is Admit's question (contract.FundingGate).
 func (r *channelReceiver) AcceptOpen(ctx context.Context, buyer peer.ID, msg []byte) error {
+	if r.knownOpen(buyer, msg) {
+		// A contract reusing the buyer's open channel names it (for the
+		// capacity check of Admit): nothing to check on the chain again.
+		return nil
+	}
 	_, err := r.m.AcceptOpen(ctx, buyer.String(), msg)
 	return err
+}
+
+// knownOpen reports whether msg opens a channel of buyer's we hold open.
+func (r *channelReceiver) knownOpen(buyer peer.ID, msg []byte) bool {
+	o, err := payment.DecodeOpenRequest(msg)
+	if err != nil {
+		return false
+	}
+	id, err := o.ChannelID()
+	if err != nil {
+		return false
+	}
+	c, err := r.m.Channel(id)
+	return err == nil && c.Peer == buyer.String() && c.Role == payment.RoleSeller && c.State == payment.StateOpen
 }
 
 var _ contract.FundingGate = (*channelReceiver)(nil)
@@ -159,8 +178,15 @@ func (r *channelReceiver) Admit(ctx context.Context, buyer peer.ID, contractID s
 	if c, err := r.m.Channel(id); err != nil || c.Peer != buyer.String() {
 		return contract.Funding{}, fmt.Errorf("admit contract %s: channel %s is not %s's", contractID, id, buyer)
 	}
+	// The contract's worst case must fit beside what the channel paid
+	// and what its other running contracts may still pay: refused here,
+	// before the job is set up, not at its first payment.
+	if err := r.m.ReserveCapacity(id, contractID, amount); err != nil {
+		return contract.Funding{}, err
+	}
 	st, err := r.m.Admit(ctx, id, contractID, amount)
 	if err != nil {
+		r.m.ReleaseCapacity(contractID)
 		return contract.Funding{}, err
 	}
 	return contract.Funding{
@@ -171,7 +197,10 @@ func (r *channelReceiver) Admit(ctx context.Context, buyer peer.ID, contractID s
 }
 
 // Release implements contract.FundingGate.
-func (r *channelReceiver) Release(contractID string) { r.m.Release(contractID) }
+func (r *channelReceiver) Release(contractID string) {
+	r.m.Release(contractID)
+	r.m.ReleaseCapacity(contractID)
+}
 
 func (r *channelReceiver) AcceptUpdate(ctx context.Context, buyer peer.ID, contractID string, msg []byte) (int64, error) {
 	u, err := r.m.AcceptUpdateInOrder(ctx, buyer.String(), contractID, msg)
@@ -194,6 +223,20 @@ func (c channelPayer) Prepare(ctx context.Context, seller peer.ID, terms []byte,
 	}
 	return req.Encode(), nil
 }
+
+var _ contract.ContractPayer = channelPayer{}
+
+// PrepareContract implements contract.ContractPayer.
+func (c channelPayer) PrepareContract(ctx context.Context, seller peer.ID, contractID string, terms []byte, amount int64) ([]byte, error) {
+	req, err := c.p.EnsureContract(ctx, seller.String(), contractID, terms, amount)
+	if err != nil {
+		return nil, err
+	}
+	return req.Encode(), nil
+}
+
+// Release implements contract.ContractPayer.
+func (c channelPayer) Release(_ peer.ID, contractID string) { c.p.Release(contractID) }
 
 func (c channelPayer) Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error) {
 	u, err := c.p.Pay(ctx, seller.String(), contractID, total)

@@ -79,7 +79,7 @@ func (n *Node) precheck(ctx context.Context, req contract.Request) error {
 		return fundingError(err)
 	}
 	job := cands[0].Terms.Total // cheapest first
-	e := &FundsError{Channel: buyerChannels.Capacity(job), Fee: n.payments.FundingFee(ctx), JobSat: job}
+	e := &FundsError{Channel: n.buyerChannels().Capacity(job), Fee: n.payments.FundingFee(ctx), JobSat: job}
 	e.Need = e.Channel + e.Fee
 	spendable, total, err := n.wallet.Balance(1)
 	if err != nil {

@@ -253,8 +253,8 @@ func (n *Node) tickChain(ctx context.Context) {
 }
 
 // buyerChannels is how the buyer sizes the channels it opens (precheck
-// tells the user the same numbers).
-var buyerChannels = payment.PayerConfig{MinCapacity: 100_000, CapacityFactor: 10}
+// tells the user the same numbers): payment.channel_* keys.
+func (n *Node) buyerChannels() payment.PayerConfig { return n.cfg.Payment.Payer() }
 
 // startContracts starts the seller engine (when the node can sell) and the
 // buyer engine (when it can pay).
@@ -318,7 +318,7 @@ func (n *Node) startContracts(ctx context.Context) error {
 		}
 		bc := contract.BuyerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Payer:      escrowPayer{channelPayer: channelPayer{p: payment.NewPayer(n.payments, buyerChannels)}, n: n},
+			Payer:      escrowPayer{channelPayer: channelPayer{p: payment.NewPayer(n.payments, n.buyerChannels())}, n: n},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Network:    payment.CanonicalNetwork(n.cfg.Payment.Network),
 			Blobs:      contract.DirBlobs(n.BlobDir()),

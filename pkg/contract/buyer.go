@@ -600,6 +600,8 @@ type sellerRefusal struct {
 	reason  Reason
 	msg     string
 	counter bool
+	// retryAfter is the seller's hint of when it has room again.
+	retryAfter time.Duration
 }
 
 func (r *sellerRefusal) Error() string {
@@ -645,13 +647,26 @@ func (b *Buyer) runJob(ctx context.Context, j *JobStatus) {
 func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, maxAttempts int) (outcome, error) {
 	attempts := 0
 	var lastErr error
-	for round := 0; round < b.cfg.Rounds && attempts < maxAttempts; round++ {
+	// The rounds wait RetryBackoff each, (Rounds-1)×RetryBackoff in all;
+	// a round whose sellers said when they have room again (retry-after)
+	// waits the shortest of that instead, and the rounds last as long.
+	var waited, hint time.Duration
+	limit := time.Duration(b.cfg.Rounds-1) * b.cfg.RetryBackoff
+	for round := 0; attempts < maxAttempts; round++ {
 		if round > 0 {
+			if waited >= limit {
+				break
+			}
+			b.mu.Lock()
+			w := nextWait(hint, b.cfg.RetryBackoff, b.rng.Int64N)
+			b.mu.Unlock()
+			waited += w
 			select {
 			case <-ctx.Done():
-			case <-b.clock.After(b.cfg.RetryBackoff):
+			case <-b.clock.After(w):
 			}
 		}
+		hint = 0
 		if ctx.Err() != nil {
 			break
 		}
@@ -665,7 +680,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			break
 		}
 		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
-		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network})
+		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network, Limit: req.Limit})
 		if err != nil {
 			lastErr = fmt.Errorf("discover: %w", err)
 			continue
@@ -711,6 +726,9 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				}
 			}
 			lastErr = err
+			if r := (*sellerRefusal)(nil); errors.As(err, &r) && r.retryAfter > 0 && (hint == 0 || r.retryAfter < hint) {
+				hint = r.retryAfter
+			}
 			lvl := slog.LevelInfo
 			if out == outRefused {
 				// A busy seller refuses every retry: once per reason.
@@ -819,6 +837,10 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	b.mu.Unlock()
 	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base, limited: limited, egressMax: c.Offer.Prices.EgressGiB}
 	out, err := run.do(ctx)
+	if cp, ok := b.cfg.Payer.(ContractPayer); ok && out != outDetached {
+		// What the contract did not spend is free for the next.
+		cp.Release(c.Seller, id)
+	}
 	out, fault, state := b.endRun(ctx, run, id, out, err)
 	var je *JobError
 	refusedReach := errors.As(err, &je) && je.Reason == RefuseUnreachable
@@ -904,7 +926,7 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, counter: true}
 	default:
 		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, string(d.Reason), nil)
-		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, msg: d.Message}
+		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, msg: d.Message, retryAfter: d.RetryAfter}
 	}
 }
 

@@ -118,6 +118,9 @@ func (j *sellerJob) acceptOpen(ctx context.Context, open []byte) error {
 // prepare funds the contract: a channel, or an escrow.
 func (b *Buyer) prepare(ctx context.Context, ct *Contract) ([]byte, error) {
 	if ct.Proposal.Request.Escrow == "" {
+		if cp, ok := b.cfg.Payer.(ContractPayer); ok {
+			return cp.PrepareContract(ctx, ct.Proposal.Seller, ct.ID, ct.Acceptance.PaymentTerms, ct.Proposal.Total())
+		}
 		return b.cfg.Payer.Prepare(ctx, ct.Proposal.Seller, ct.Acceptance.PaymentTerms, ct.Proposal.Total())
 	}
 	ep, ok := b.cfg.Payer.(EscrowPayer)

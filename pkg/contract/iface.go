@@ -87,6 +87,23 @@ type Payer interface {
 	Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error)
 }
 
+// ContractPayer is what a Payer may also do: reserve each contract's
+// worst-case total on the channel it picks, so that contracts running at
+// once on one channel never promise more than it holds (one that does not
+// fit uses or opens another), and free what a contract did not spend when
+// it ends. The buyer then calls PrepareContract instead of Prepare, and
+// Release once the contract has ended (not when the node stops with it
+// running: it resumes on the same channel).
+type ContractPayer interface {
+	// PrepareContract is Prepare for contractID, which may pay up to
+	// amount sats in all; it returns the open message of the channel the
+	// contract reserved (for a reused open channel too: the seller checks
+	// the contract fits before it sets up the job).
+	PrepareContract(ctx context.Context, seller peer.ID, contractID string, terms []byte, amount int64) ([]byte, error)
+	// Release frees contractID's reservation.
+	Release(seller peer.ID, contractID string)
+}
+
 // Blobs is where a buyer keeps the image tarballs and input files it ships,
 // by content digest ("sha256:<hex>").
 type Blobs interface {

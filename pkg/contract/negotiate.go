@@ -321,8 +321,10 @@ func (s *Seller) sign(d *Decision) ([]byte, error) {
 func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, error) {
 	now := s.clock.Now()
 	p, err := OpenProposal(env, now)
+	// retry is the retry-after of a refusal for capacity (retryafter.go).
+	var retry time.Duration
 	reject := func(r Reason, msg string) ([]byte, error) {
-		d := &Decision{Verdict: Reject, Reason: r, Message: truncate(msg, maxMessageLen), Buyer: from}
+		d := &Decision{Verdict: Reject, Reason: r, Message: truncate(msg, maxMessageLen), Buyer: from, RetryAfter: retry}
 		if p != nil {
 			d.ProposalID = p.ID()
 		}
@@ -416,6 +418,7 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 	case errors.Is(err, ErrReplayed):
 		return reject(ReasonReplayed, "proposal already seen")
 	case errors.Is(err, ErrCapacity):
+		retry = s.holds.retryAfter()
 		return reject(ReasonCapacity, "not enough spare capacity now")
 	case err != nil:
 		return nil, fmt.Errorf("admit contract %s: %w", id, err)

@@ -83,6 +83,11 @@ func TestDecide(t *testing.T) {
 			if d.Verdict != tc.verdict || d.Reason != tc.reason {
 				t.Fatalf("got %s %q (%s), want %s %q", d.Verdict, d.Reason, d.Message, tc.verdict, tc.reason)
 			}
+			// Only a refusal for the capacity held now says when to
+			// come back (no contract ended yet: the default hint).
+			if want := map[bool]time.Duration{true: noHistoryRetryAfter}[tc.name == "over capacity now"]; d.RetryAfter != want {
+				t.Fatalf("retry after %s, want %s", d.RetryAfter, want)
+			}
 		})
 	}
 	recs, _ := s.Machine().List(RoleSeller)

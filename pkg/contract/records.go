@@ -99,7 +99,15 @@ type Request struct {
 	// job runs, restarted when it exits, for the contract's length, and
 	// its port is reached through the forward protocol.
 	Service *Service `json:"service,omitempty"`
+	// Limit, if set, ends the buyer's offer lookup once it holds this
+	// many matching offers (the first found, not the cheapest of the
+	// network): a faster search in a large market. The buyer's own
+	// setting, never sent to a seller (not in the proposal's encoding).
+	Limit int `json:"limit,omitempty"`
 }
+
+// MaxLimit bounds Request.Limit.
+const MaxLimit = 10_000
 
 // ImageIsDigest reports whether the request ships an image tarball named by
 // its digest (rather than naming an image for the seller to pull).
@@ -126,6 +134,8 @@ func (r *Request) Validate() error {
 		return fmt.Errorf("%w: duration %s outside (0, %s]", ErrInvalid, r.Duration, MaxDuration)
 	case r.MinReputation < 0 || r.MinReputation > 1:
 		return fmt.Errorf("%w: min reputation %v outside [0,1]", ErrInvalid, r.MinReputation)
+	case r.Limit < 0 || r.Limit > MaxLimit:
+		return fmt.Errorf("%w: offer limit %d outside [0, %d]", ErrInvalid, r.Limit, MaxLimit)
 	case len(r.Command) > maxArgs || len(r.Env) > maxArgs || len(r.Inputs) > maxInputs:
 		return fmt.Errorf("%w: too many arguments, variables or inputs", ErrInvalid)
 	case len(r.Region) > offer.MaxRegionLen:
@@ -593,6 +603,9 @@ type Decision struct {
 	FundBy       time.Time     `json:"fund_by,omitzero"`
 	Issued       time.Time     `json:"issued"`
 	Expiry       time.Time     `json:"expiry"`
+	// RetryAfter, on a rejection for capacity, is when the seller expects
+	// room again (retryafter.go); 0: not said.
+	RetryAfter time.Duration `json:"retry_after,omitempty"`
 }
 
 var _ record.Record = (*Decision)(nil)
@@ -617,6 +630,7 @@ const (
 	dcFundBy
 	dcIssued
 	dcExpiry
+	dcRetryAfter
 )
 
 // MarshalRecord implements record.Record.
@@ -641,6 +655,7 @@ func (d *Decision) MarshalRecord() ([]byte, error) {
 	e.t(dcFundBy, d.FundBy)
 	e.t(dcIssued, d.Issued)
 	e.t(dcExpiry, d.Expiry)
+	e.d(dcRetryAfter, d.RetryAfter)
 	if len(e.B) > MaxDecisionSize-512 {
 		return nil, fmt.Errorf("encode decision: %w", ErrTooLarge)
 	}
@@ -651,7 +666,7 @@ var decisionSchema = wire.Schema{Max: MaxDecisionSize, Fields: []wire.Spec{
 	dcVersion: varintField, dcProposalID: bytesField, dcSeller: bytesField, dcBuyer: bytesField,
 	dcVerdict: varintField, dcReason: bytesField, dcMessage: bytesField, dcCounterPrice: varintField,
 	dcCounterDur: varintField, dcPaymentTerms: bytesField, dcFundBy: varintField, dcIssued: varintField,
-	dcExpiry: varintField,
+	dcExpiry: varintField, dcRetryAfter: varintField,
 }}
 
 // UnmarshalRecord implements record.Record, strictly.
@@ -709,6 +724,8 @@ func (d *Decision) UnmarshalRecord(b []byte) error {
 			d.Issued, err = msTime(f)
 		case dcExpiry:
 			d.Expiry, err = msTime(f)
+		case dcRetryAfter:
+			d.RetryAfter, err = msDuration(f)
 		}
 		if err != nil {
 			return fmt.Errorf("decode decision: %w", wireErr(err))

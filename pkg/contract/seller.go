@@ -185,6 +185,9 @@ type Seller struct {
 	streams  map[network.Stream]struct{}
 	// services are the running service contracts (service.go).
 	services svcTable
+	// holds times the contracts' jobs, for retry-after hints
+	// (retryafter.go).
+	holds holdStats
 }
 
 // errSellerClosing is the cause a running job is stopped with at Close.
@@ -511,6 +514,8 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 		return id, refuse(RefuseUnreachable, err)
 	}
 	j := &sellerJob{s: s, c: c, buyer: remote, ct: ct, id: id, egressPrice: rec.EgressPrice}
+	held := s.holds.begin(s.clock.Now())
+	defer func() { held(s.clock.Now()) }()
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	defer cancel(nil)
 	err = j.run(ctx)

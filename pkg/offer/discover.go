@@ -115,7 +115,7 @@ func NewDiscoverer(cfg DiscovererConfig) *Discoverer {
 // from the DHT providers of the filter's bucket and from connected peers;
 // the node's own offer is not included.
 func (d *Discoverer) Find(ctx context.Context, f Filter) ([]*Offer, error) {
-	return d.FindN(ctx, f, 0)
+	return d.FindN(ctx, f, f.Limit)
 }
 
 // FindN is Find stopping as soon as it holds n matching offers (n <= 0: all

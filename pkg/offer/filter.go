@@ -17,6 +17,9 @@ type Filter struct {
 	// Network, if set, rules out offers paid on another Bitcoin network
 	// (an offer that does not say its network is not ruled out).
 	Network string
+	// Limit, if above 0, ends a lookup (Discoverer.Find) once it holds
+	// this many matching offers; Match ignores it.
+	Limit int
 }
 
 // priceBasis is what an offer is priced on for sorting and the price cap:

@@ -195,6 +195,10 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 	if some, err := NewDiscoverer(DiscovererConfig{Host: buyer.h, Finder: buyer.dht}).FindN(ctx, Filter{}, 7); err != nil || len(some) != 7 {
 		t.Errorf("FindN 7 without cache: %d offers, %v", len(some), err)
 	}
+	// The buyer's --limit: Find stops at the filter's Limit.
+	if some, err := NewDiscoverer(DiscovererConfig{Host: buyer.h, Finder: buyer.dht}).Find(ctx, Filter{Min: Resources{CPUMillis: 2000}, Limit: 3}); err != nil || len(some) != 3 {
+		t.Errorf("Find with Limit 3: %d offers, %v", len(some), err)
+	}
 	// Now the forger serves a hand-forged offer and the replayer an old one.
 	mu.Lock()
 	forgerServes = forgedEnv

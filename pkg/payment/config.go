@@ -93,6 +93,12 @@ type Config struct {
 	// this many sats (and no contract of its buyer is running); 0: never
 	// for its balance. Closes before expiry happen whatever these say.
 	CloseAt int64 `mapstructure:"close_at"`
+	// ChannelMinCapacity, ChannelMaxCapacity, ChannelVolumeHours and
+	// ChannelRefillAt size the buyer's channels (PayerConfig, payerbook.go).
+	ChannelMinCapacity int64   `mapstructure:"channel_min_capacity"`
+	ChannelMaxCapacity int64   `mapstructure:"channel_max_capacity"`
+	ChannelVolumeHours int64   `mapstructure:"channel_volume_hours"`
+	ChannelRefillAt    float64 `mapstructure:"channel_refill_at"`
 
 	// light is the running light client (WithLightClient), not config.
 	light *NeutrinoChain
@@ -121,6 +127,11 @@ func DefaultConfig() Config {
 		Required:        RequiredAuto,
 		CloseIdle:       DefaultCloseIdle,
 		CloseAt:         DefaultCloseAt,
+
+		ChannelMinCapacity: 100_000,
+		ChannelMaxCapacity: 10_000_000,
+		ChannelVolumeHours: 24,
+		ChannelRefillAt:    0.8,
 	}
 }
 
@@ -180,6 +191,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CloseAt < 0 {
 		return fmt.Errorf("close_at: %d is negative (0 turns balance closes off)", c.CloseAt)
+	}
+	if err := c.validateChannels(); err != nil {
+		return err
 	}
 	if c.BumpAfter < 1 || 2*c.BumpAfter > c.SafetyMargin {
 		return fmt.Errorf("bump_after: %d must be between 1 and half the safety_margin (%d): a close is broadcast safety_margin blocks before the expiry and must be bumped, up to max_fee_rate, before it", c.BumpAfter, c.SafetyMargin)

@@ -100,6 +100,9 @@ type Manager struct {
 	payout payoutChildren
 	// zc holds the contracts admitted on unconfirmed fundings (zeroconf.go).
 	zc zeroConf
+	// capacity holds the seller's reservations of its channels' capacity
+	// by running contracts (reserve.go).
+	capacity book
 }
 
 // chanState is one channel as the Manager holds it.

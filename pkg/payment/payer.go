@@ -12,11 +12,21 @@ import (
 // defaults documented on each.
 type PayerConfig struct {
 	// MinCapacity is the smallest channel opened, in satoshis (default
-	// 100,000).
+	// 100,000). A channel is also at least twice the contract that opens
+	// it.
 	MinCapacity int64
-	// CapacityFactor sizes a new channel for at least this many times the
-	// contract that opens it, so later contracts reuse it (default 10).
-	CapacityFactor int64
+	// MaxCapacity bounds, in satoshis, how large the buyer's recent
+	// volume makes a channel (default 10,000,000); it never makes one too
+	// small for the contract that opens it (see Size).
+	MaxCapacity int64
+	// VolumeHours sizes a new channel for this many hours of the buyer's
+	// spend to its seller at the pace of the last hour (default 24).
+	VolumeHours int64
+	// RefillAt is the share of a channel's capacity, paid or reserved by
+	// its contracts, past which the next channel to its seller is opened
+	// in the background, before a contract finds no room (default 0.8;
+	// 1: only when a contract does not fit).
+	RefillAt float64
 	// OpenWait bounds how long WaitOpen callers wait for a new channel to
 	// confirm (default 5m); EnsureChannel no longer waits (the seller
 	// decides whether it works on an unconfirmed funding, zeroconf.go).
@@ -34,8 +44,14 @@ func (c *PayerConfig) defaults() {
 	if c.MinCapacity <= 0 {
 		c.MinCapacity = 100_000
 	}
-	if c.CapacityFactor <= 0 {
-		c.CapacityFactor = 10
+	if c.MaxCapacity <= 0 {
+		c.MaxCapacity = 10_000_000
+	}
+	if c.VolumeHours <= 0 {
+		c.VolumeHours = 24
+	}
+	if c.RefillAt <= 0 || c.RefillAt > 1 {
+		c.RefillAt = 0.8
 	}
 	if c.OpenWait <= 0 {
 		c.OpenWait = 5 * time.Minute
@@ -49,10 +65,23 @@ func (c *PayerConfig) defaults() {
 }
 
 // Capacity is the size of the channel a Payer opens for a contract of
-// amount sats: max(MinCapacity, CapacityFactor×amount).
-func (c PayerConfig) Capacity(amount int64) int64 {
+// amount sats with no recent spend to its seller: Size(amount, 0).
+func (c PayerConfig) Capacity(amount int64) int64 { return c.Size(amount, 0) }
+
+// Size is the capacity of a new channel for a contract of amount sats when
+// the buyer's contracts to the same seller came to recent sats in the last
+// hour: VolumeHours of that pace, within MaxCapacity, and at least
+// MinCapacity and twice the contract.
+func (c PayerConfig) Size(amount, recent int64) int64 {
 	c.defaults()
-	return max(c.MinCapacity, c.CapacityFactor*amount)
+	floor := max(c.MinCapacity, 2*amount)
+	volume := recent
+	if recent > 0 && c.VolumeHours > c.MaxCapacity/recent {
+		volume = c.MaxCapacity // the product would overflow
+	} else {
+		volume = recent * c.VolumeHours
+	}
+	return max(floor, min(c.MaxCapacity, volume))
 }
 
 // Payer is the buyer's side of the channels to its sellers: it reuses an
@@ -67,6 +96,11 @@ type Payer struct {
 	// published, so two opens at once may spend the same coin (and two
 	// contracts to one seller would open two channels).
 	opening sync.Mutex
+	// book holds each running contract's reservation on its channel
+	// (reserve.go); vol the recent spend per seller and the background
+	// opens under way (payerbook.go).
+	book book
+	vol  volume
 }
 
 // NewPayer returns a Payer over m's channels.
@@ -110,7 +144,8 @@ func FindRoom(chans []*Channel, peer string, need int64, contractID string) *Cha
 // EnsureChannel makes sure a channel to peer can pay amount more satoshis:
 // it reuses a pending or open one with room, or funds a new one under
 // terms (the seller's, as encoded by SellerTerms.Encode) sized
-// max(MinCapacity, CapacityFactor×amount). It returns the open request to
+// Capacity(amount). It reserves nothing: concurrent contracts use
+// EnsureContract. It returns the open request to
 // hand the seller: the new channel's, or a reused channel's while its
 // funding is unconfirmed (the seller checks it again); nil for a reused
 // open channel. It does not wait for the funding's confirmations: the
@@ -157,7 +192,12 @@ func (p *Payer) open(ctx context.Context, peer string, t SellerTerms, amount int
 	if c := p.find(peer, amount, ""); c != nil {
 		return c, nil, nil
 	}
-	capacity := p.cfg.Capacity(amount)
+	return p.openChannel(ctx, peer, t, p.cfg.Capacity(amount))
+}
+
+// openChannel funds a channel of capacity to peer, retrying while the
+// wallet reports insufficient funds (p.opening held).
+func (p *Payer) openChannel(ctx context.Context, peer string, t SellerTerms, capacity int64) (*Channel, *OpenRequest, error) {
 	for try := 0; ; try++ {
 		c, req, err := p.m.OpenChannel(ctx, OpenParams{Peer: peer, Seller: t, Capacity: capacity})
 		if err == nil {
@@ -179,7 +219,7 @@ func (p *Payer) open(ctx context.Context, peer string, t SellerTerms, amount int
 // total and returns the update to send. It is idempotent: a total already
 // paid returns the latest update again.
 func (p *Payer) Pay(ctx context.Context, peer, contractID string, total int64) (*Update, error) {
-	c := p.find(peer, 0, contractID)
+	c := p.channelOf(peer, contractID)
 	if c == nil {
 		return nil, fmt.Errorf("pay %s for %s: %w: no open channel%s", peer, contractID, ErrUnknownChannel, p.failedWith(peer, contractID))
 	}

@@ -31,7 +31,7 @@ func miner(t *testing.T, p *memPair) {
 }
 
 // TestPayerEnsureChannel: concurrent contracts to one seller open one
-// channel (sized for CapacityFactor times the contract), later contracts
+// channel (of MinCapacity, more than twice the contract), later contracts
 // reuse it while it has room, a contract too big for it opens another,
 // Pay is idempotent per contract total, and bad terms open nothing.
 func TestPayerEnsureChannel(t *testing.T) {
@@ -43,7 +43,7 @@ func TestPayerEnsureChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc := terms.Encode()
-	payer := NewPayer(p.buyer, PayerConfig{MinCapacity: 50_000, CapacityFactor: 10, OpenWait: 10 * time.Second, Poll: 5 * time.Millisecond})
+	payer := NewPayer(p.buyer, PayerConfig{MinCapacity: 100_000, OpenWait: 10 * time.Second, Poll: 5 * time.Millisecond})
 	const peer = "s2"
 	var (
 		wg   sync.WaitGroup
