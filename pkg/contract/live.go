@@ -37,6 +37,8 @@ type liveJob struct {
 	gen       int
 	lostAt    time.Time
 	detached  bool // the job was left running for the next start
+	// tally is what the beats asked for the bytes moved (tally.go).
+	tally tallies
 }
 
 // attachment is one buyer stream of a live job.
@@ -263,9 +265,10 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 	tick := s.clock.After(l.started.Add(time.Duration(delivered+1) * interval).Sub(now))
 	var due <-chan time.Time
 	catchUp := func() {
-		for l.k < want && l.paid >= p.Owed(l.k+1) {
+		for l.k < want && l.paid >= l.owes(l.k+1) {
 			l.k++
 		}
+		l.tally.drop(l.k)
 		if l.k >= want {
 			due = nil
 		}
@@ -320,7 +323,7 @@ loop:
 			// (a buyer behind is asked for one more at a time; one back
 			// from away, for all at once, when it attaches).
 			if l.cur != nil {
-				_ = l.c.send(jBeat, binary.AppendUvarint(nil, min(delivered, l.k)))
+				_ = l.c.send(jBeat, l.beat(min(delivered, l.k)))
 			}
 			tick = s.clock.After(l.started.Add(time.Duration(delivered+1) * interval).Sub(s.clock.Now()))
 			if delivered >= total && why == "" {

@@ -585,16 +585,7 @@ func (r *buyerRun) onHealth(b []byte) error {
 // in flight of the forward streams that broke or were still open when the
 // contract ended (forwardSlack each).
 func (r *buyerRun) billBytesOK(bl Bill, received uint64) error {
-	var fwIn, fwOut, slack uint64
-	if sv := r.b.serviceOfJob(r.j.ID); sv != nil {
-		sv.mu.Lock()
-		n := sv.counts[r.ct.ID]
-		sv.mu.Unlock()
-		if n != nil {
-			fwIn, fwOut = uint64(n.in.Load()), uint64(n.out.Load())
-			slack = forwardSlack * uint64(n.broken.Load()+n.open()+1)
-		}
-	}
+	fwIn, fwOut, slack := r.forwardCounts()
 	recv, sent := received+fwIn, r.sentBytes+fwOut
 	switch {
 	case bl.EgressBytes < recv || bl.EgressBytes > recv+slack:
