@@ -73,6 +73,9 @@ type BuyerConfig struct {
 	// (the seller restarting) and how long after this node's own restart
 	// its running jobs are resumed (resume.go). 0: never.
 	RestartGrace time.Duration
+	// Service is the renewal and drain of this node's services (zero
+	// fields: the defaults).
+	Service ServiceConfig
 	// MaxOutputBytes caps each of stdout, stderr and out.tar. Default 256 MiB.
 	MaxOutputBytes int64
 	// SpotCheckTimeout bounds a deterministic job's spot check (up to two

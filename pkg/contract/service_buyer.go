@@ -74,10 +74,6 @@ func (s *ServiceStatus) Healthy() int {
 // names none.
 const DefaultServiceTerm = time.Hour
 
-// renewLead is how long before a service contract ends its successor is
-// started: a third of the contract, at most two minutes.
-func renewLead(d time.Duration) time.Duration { return min(d/3, 2*time.Minute) }
-
 // serviceContractRequest is the request each contract of a service
 // proposes: the service's MaxPrice is per hour, a contract's is for its
 // length.
@@ -148,15 +144,11 @@ type svcContract struct {
 	draining bool
 }
 
-// drainMax bounds how long a renewed contract waits for its open
-// connections to end before it is cancelled.
-const drainMax = 10 * time.Second
-
 // drain waits until c's forwarded connections ended, c ended, ctx ended or
-// drainMax passed.
+// the drain time (contract.service.drain) passed.
 func (sv *svcBuyer) drain(ctx context.Context, c *svcContract) {
 	n := sv.counter(c.contract)
-	for end := sv.b.clock.Now().Add(drainMax); n.open() > 0 && sv.b.clock.Now().Before(end); {
+	for end := sv.b.clock.Now().Add(sv.b.cfg.Service.withDefaults().Drain); n.open() > 0 && sv.b.clock.Now().Before(end); {
 		select {
 		case <-ctx.Done():
 			return
@@ -292,7 +284,7 @@ func (sv *svcBuyer) slot(ctx context.Context, i int) {
 			continue
 		}
 		term := cur.sj.Request.Duration
-		if b.clock.Now().Before(cur.runningAt.Add(term - renewLead(term))) {
+		if b.clock.Now().Before(cur.runningAt.Add(term - b.cfg.Service.renewLead(term))) {
 			continue
 		}
 		// Renew: the next contract first, then the old one goes.
@@ -304,7 +296,7 @@ func (sv *svcBuyer) slot(ctx context.Context, i int) {
 			cur.draining = true
 			sv.mu.Unlock()
 			// New connections go to the new contract; the old one ends
-			// once its open ones did (or drainMax passed).
+			// once its open ones did (or the drain time passed).
 			sv.drain(ctx, cur)
 			cur.cancel(errRenewed)
 			cur = next
