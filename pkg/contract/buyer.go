@@ -820,6 +820,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	b.mu.Unlock()
 	run := &buyerRun{b: b, j: j, ct: ct, seller: c.Seller, base: base, limited: limited, egressMax: c.Offer.Prices.EgressGiB}
 	out, err := run.do(ctx)
+	b.contractEnded(j, id, out)
 	out, fault, state := b.endRun(ctx, run, id, out, err)
 	var je *JobError
 	refusedReach := errors.As(err, &je) && je.Reason == RefuseUnreachable

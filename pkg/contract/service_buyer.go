@@ -502,6 +502,9 @@ func (sv *svcBuyer) pick(tried map[string]bool) (replica, bool) {
 			if c.sj.State != JobRunning || id == "" || tried[id] || c.draining {
 				continue
 			}
+			if n := sv.counts[id]; n != nil && n.conns.ended() {
+				continue // its run ended (forwardend.go)
+			}
 			r := replica{contract: id, seller: c.sj.Seller}
 			if at, ok := sv.bad[id]; ok && now.Sub(at) < 5*time.Second {
 				rest = append(rest, r)
