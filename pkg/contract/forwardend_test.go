@@ -69,7 +69,11 @@ func TestServiceForwardEndsWithContract(t *testing.T) {
 	lie.Store(false)
 	// The buyer failed the contract; the seller still holds it (it waits
 	// a minute for the payment): the reset was the buyer's.
-	br, _ := b.Machine().Get(RoleBuyer, cid)
+	var br *Record
+	eventually(t, "the buyer's contract failed", func() bool {
+		br, _ = b.Machine().Get(RoleBuyer, cid)
+		return br != nil && br.State == StateFailed
+	})
 	sr, _ := s.Machine().Get(RoleSeller, cid)
 	if br.State != StateFailed || sr.State != StateRunning {
 		t.Fatalf("buyer's contract %s (%s), seller's %s; want failed and still running", br.State, br.Why, sr.State)
