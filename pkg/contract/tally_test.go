@@ -128,6 +128,7 @@ func TestParseBeat(t *testing.T) {
 	tally.Egress = EgressSats(moved, svcEgressPrice)
 	tally.Total = p.Owed(4) + tally.Egress
 	good := append(binary.AppendUvarint(nil, 3), marshalBill(tally)...)
+	t.Logf("a beat with the tally of %d bytes: %d bytes on the wire (the count alone: 1)", moved, len(good))
 	for _, c := range []struct {
 		name  string
 		b     []byte
