@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/offer"
 )
@@ -191,4 +192,47 @@ func FuzzBeat(f *testing.F) {
 			t.Fatalf("%x: accepted beat %d with %+v", b, n, *tally)
 		}
 	})
+}
+
+// TestServiceUnpaidBytesStopped: a buyer that does not pay the bytes a
+// tally bills (here: its contract's max price leaves no room for them) is
+// stopped as one that does not pay for time, after the grace; the seller
+// does not serve on unpaid until the contract's end.
+func TestServiceUnpaidBytesStopped(t *testing.T) {
+	m := newMarket(t)
+	body := bytes.Repeat([]byte("blackbox "), 10000)
+	run := newSvcRunner(body)
+	pay := &fakePay{}
+	s, _ := m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
+		func(c *SellerConfig) { c.Runner = run; c.PayGrace = time.Second })
+	m.offers[0].Prices.EgressGiB = 1_000_000_000_000 // a page costs more than the whole contract
+	b, _ := m.buyer(pay, calmBuyer)
+	m.connect()
+	req := m.serviceRequest(1000, 1)
+	total := TermsFor(m.offers[0], &req).Total
+	secs := uint64(req.Duration / time.Second)
+	req.MaxPrice = (uint64(total)*3600 + secs - 1) / secs // per hour: each contract's cap covers its intervals only
+	capSats := int64(serviceContractRequest(req).MaxPrice)
+	req.Service.Listen = "127.0.0.1:0"
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the service healthy", func() bool { return healthyReplicas(b, id) == 1 })
+	j, _ := b.Job(id)
+	addr, cid := j.Service.Forwards[0], j.Service.Running[0].ContractID
+	if got, err := get(addr); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("GET through the forward: %d bytes, %v", len(got), err)
+	}
+	var r *Record
+	eventually(t, "the seller stopped the contract unpaid", func() bool {
+		r, _ = s.Machine().Get(RoleSeller, cid)
+		return r != nil && r.State == StateFailed
+	})
+	if r.Why != "unpaid" || r.Paid > capSats {
+		t.Fatalf("seller's contract: %s (%s), paid %d; want failed unpaid within the cap of %d", r.State, r.Why, r.Paid, capSats)
+	}
+	t.Logf("contract %s stopped unpaid after %d interval(s), paid %d of a %d sat cap", cid[:8], r.Intervals, r.Paid, capSats)
+	b.Cancel(id)
+	waitJob(t, b, id)
 }
