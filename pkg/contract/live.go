@@ -29,6 +29,7 @@ type liveJob struct {
 	protocol  protocol.ID   // the job stream's
 	started   time.Time     // the contract's first interval began
 	k         uint64        // intervals paid for and started
+	tally     tallies       // what the beats asked for the bytes moved (tally.go)
 	outs      [3]*spoolWriter
 	attachC   chan *attachment
 	in        chan inFrame
@@ -37,8 +38,6 @@ type liveJob struct {
 	gen       int
 	lostAt    time.Time
 	detached  bool // the job was left running for the next start
-	// tally is what the beats asked for the bytes moved (tally.go).
-	tally tallies
 }
 
 // attachment is one buyer stream of a live job.
