@@ -24,7 +24,8 @@ import (
 // stream's authenticated remote peer) may open it. After fwOK the stream
 // carries the connection's bytes, unframed, both ways; each side's
 // CloseWrite is the connection's half-close. The bytes count as the
-// contract's egress (the bill at its end).
+// contract's egress: billed with each interval (tally.go) and in the
+// bill at its end.
 const ForwardProtocol protocol.ID = "/blackbox/forward/1.0.0"
 
 const (
