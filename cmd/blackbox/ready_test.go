@@ -329,6 +329,16 @@ func TestServiceUnit(t *testing.T) {
 			t.Errorf("the unit lacks %q", want)
 		}
 	}
+	// No setting that gives the node a mount namespace of its own: the
+	// jobs' scratch tmpfs it mounts must be containerd's (sandbox/mountns.go).
+	for _, bad := range []string{"PrivateTmp=", "ProtectSystem=", "ProtectHome=", "ReadOnlyPaths=", "ReadWritePaths=", "InaccessiblePaths=",
+		"TemporaryFileSystem=", "BindPaths=", "BindReadOnlyPaths=", "PrivateDevices=", "PrivateMounts=", "MountFlags=", "RootDirectory=", "ProtectKernelTunables="} {
+		for _, line := range strings.Split(unit, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), bad) {
+				t.Errorf("the unit sets %q: a mount namespace of its own hides the jobs' scratch tmpfs from containerd", line)
+			}
+		}
+	}
 	// Verified with the binary under test in ExecStart's place.
 	dir := t.TempDir()
 	path := dir + "/blackbox.service"

@@ -180,6 +180,25 @@ func TestServiceForward(t *testing.T) {
 			t.Fatalf("GET /big.bin: %d bytes, %v", len(body), err)
 		}
 	}
+	// They are paid with the intervals, before any contract ends: the
+	// seller's running contracts hold more than their intervals, by at
+	// least the downloads' price (tally.go).
+	var running, extra int64
+	waitFor(t, 60*time.Second, "the downloads paid while the contracts run", func() bool {
+		cs, err := seller.api().Contracts(context.Background())
+		if err != nil {
+			return false
+		}
+		running, extra = 0, 0
+		for _, r := range cs.Contracts {
+			if r.State == contract.StateRunning && r.Proposal != nil {
+				running++
+				extra += r.Paid - r.Proposal.Owed(r.Intervals)
+			}
+		}
+		return running > 0 && extra >= contract.EgressSats(3<<20, 100_000_000)
+	})
+	t.Logf("before the contracts end, %d running contract(s) hold %d sats beyond their intervals (3 MiB: %d)", running, extra, contract.EgressSats(3<<20, 100_000_000))
 	if out, err := buyer.cli("cancel", id); err != nil {
 		t.Fatalf("cancel: %v: %s", err, out)
 	}

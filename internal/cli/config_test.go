@@ -112,6 +112,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	cases := []struct {
 		file, env, want string
 	}{
+		{env: "BLACKBOX_CONTRACT_SERVICE_RENEW_LEAD=30s", want: ""}, // first: env stays set
 		{file: "meter:\n  reserve:\n    memory: lots\n", want: "meter.reserve.memory"},
 		{file: "offer:\n  ttl: 5h\n", want: "offer.ttl"},
 		{file: "listen: [\"not-a-multiaddr\"]\n", want: "listen"},
@@ -121,6 +122,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{env: "BLACKBOX_META_X=1", want: ""},
 		{env: "BLACKBOX_METER_RESERVE_CPU=-3", want: "meter.reserve.cpu"},
 		{env: "BLACKBOX_CONN_LOW=0", want: "conn_low"},
+		{file: "contract:\n  service:\n    max_restarts: 0\n", want: "contract.service.max_restarts"},
+		{env: "BLACKBOX_CONTRACT_SERVICE_DRAIN=1h", want: "contract.service.drain"}, // last: env stays set
 	}
 	for _, c := range cases {
 		dir := t.TempDir()

@@ -75,6 +75,9 @@ type BuyerConfig struct {
 	// (the seller restarting) and how long after this node's own restart
 	// its running jobs are resumed (resume.go). 0: never.
 	RestartGrace time.Duration
+	// Service is the renewal and drain of this node's services (zero
+	// fields: the defaults).
+	Service ServiceConfig
 	// MaxOutputBytes caps each of stdout, stderr and out.tar. Default 256 MiB.
 	MaxOutputBytes int64
 	// SpotCheckTimeout bounds a deterministic job's spot check (up to two
@@ -841,6 +844,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 		// What the contract did not spend is free for the next.
 		cp.Release(c.Seller, id)
 	}
+	b.contractEnded(j, id, out)
 	out, fault, state := b.endRun(ctx, run, id, out, err)
 	var je *JobError
 	refusedReach := errors.As(err, &je) && je.Reason == RefuseUnreachable

@@ -3,7 +3,6 @@ package contract
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -257,14 +256,14 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 			}
 			switch f.t {
 			case jBeat:
-				n, k := binary.Uvarint(f.b)
-				if k <= 0 {
-					return outFailed, sellerFault(fmt.Errorf("%w: heartbeat", ErrMalformed))
+				n, tally, err := parseBeat(f.b)
+				if err != nil {
+					return outFailed, sellerFault(err)
 				}
 				watchdog = b.clock.After(interval + grace)
 				b.update(r.j, func(j *JobStatus) { j.Intervals = n })
 				if !cancelled && n < total {
-					if err := r.pay(ctx, n+1); err != nil {
+					if err := r.payBeat(ctx, n, tally, received(files)); err != nil {
 						if FaultOf(err) == FaultSellerGone && resume(err) {
 							continue
 						}
@@ -285,11 +284,7 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 					return outFailed, buyerFault(fmt.Errorf("write result: %w", err))
 				}
 			case jBill:
-				var received uint64
-				for _, rf := range files {
-					received += uint64(rf.n)
-				}
-				if err := r.payBill(ctx, f.b, received, r.j.Intervals); err != nil {
+				if err := r.payBill(ctx, f.b, received(files), r.j.Intervals); err != nil {
 					if FaultOf(err) == FaultSellerGone && resume(err) {
 						continue
 					}

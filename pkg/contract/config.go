@@ -62,6 +62,8 @@ type Config struct {
 	// behind the others by this buyer (it counts nothing against its
 	// reputation).
 	UnreachableFor time.Duration `mapstructure:"unreachable_for"`
+	// Service is how services run (serviceconfig.go).
+	Service ServiceConfig `mapstructure:"service"`
 }
 
 // DefaultConfig is what the engines run with when the file says nothing.
@@ -80,6 +82,7 @@ func DefaultConfig() Config {
 		SettleTimeout:  10 * time.Minute,
 		DirectWait:     DefaultDirectWait,
 		UnreachableFor: DefaultUnreachableFor,
+		Service:        DefaultServiceConfig(),
 	}
 }
 
@@ -107,6 +110,9 @@ func (c Config) Validate() error {
 	if c.MaxAttempts < 0 {
 		errs = append(errs, errors.New("contract.max_attempts: must not be negative"))
 	}
+	if err := c.Service.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	for key, v := range map[string]string{"max_image": c.MaxImage, "max_inputs": c.MaxInputs, "max_output": c.MaxOutput} {
 		if v == "" {
 			continue
@@ -133,6 +139,7 @@ func (c Config) ApplySeller(sc *SellerConfig) {
 	sc.FundingWait = c.FundingWait
 	sc.MaxImageBytes, sc.MaxInputBytes, sc.MaxOutputBytes = size(c.MaxImage), size(c.MaxInputs), size(c.MaxOutput)
 	sc.Timeouts = c.timeouts()
+	sc.Service = c.Service
 }
 
 // ApplyBuyer copies the buyer's settings into bc.
@@ -142,6 +149,7 @@ func (c Config) ApplyBuyer(bc *BuyerConfig) {
 	bc.Timeouts = c.timeouts()
 	bc.DirectWait, bc.UnreachableFor = c.DirectWait, c.UnreachableFor
 	bc.FundingWait = c.FundingWait
+	bc.Service = c.Service
 	if bc.RetryBackoff <= 0 {
 		bc.RetryBackoff = busyRetry
 	}

@@ -38,6 +38,8 @@ import (
 //     most what was paid.
 //   - With a 1.2.0 or 1.1.0 peer nothing of this happens: no bytes are
 //     billed.
+//   - A service's contract also bills its bytes so far with each interval
+//     (tally.go): the bill at its end then asks only for what is left.
 
 // jBill is the seller's bill at the end of a 1.3.0 job, before the receipt.
 const jBill byte = 28

@@ -24,7 +24,8 @@ import (
 // stream's authenticated remote peer) may open it. After fwOK the stream
 // carries the connection's bytes, unframed, both ways; each side's
 // CloseWrite is the connection's half-close. The bytes count as the
-// contract's egress (the bill at its end).
+// contract's egress: billed with each interval (tally.go) and in the
+// bill at its end.
 const ForwardProtocol protocol.ID = "/blackbox/forward/1.0.0"
 
 const (
@@ -269,7 +270,14 @@ func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 			sv.failed(r.contract)
 			continue
 		}
+		if !n.conns.add(local, st) {
+			// The contract ended while the stream opened: the next.
+			st.Reset()
+			n.ended.Add(1)
+			continue
+		}
 		err = splice(local, st.(halfCloser), &n.out, &n.in)
+		n.conns.remove(local)
 		if err != nil {
 			n.broken.Add(1)
 		}
@@ -281,10 +289,12 @@ func (b *Buyer) forwardConn(ctx context.Context, sv *svcBuyer, local net.Conn) {
 // watchServing calls cancel when contract is no longer a running contract
 // of the service, or when ctx ends.
 func (sv *svcBuyer) watchServing(ctx context.Context, contract string, cancel context.CancelFunc) {
+	gone := sv.counter(contract).conns.done()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-gone:
 		case <-sv.b.clock.After(slotPoll):
 		}
 		if !sv.serving(contract) {
@@ -297,6 +307,9 @@ func (sv *svcBuyer) watchServing(ctx context.Context, contract string, cancel co
 // serving reports whether contract runs one of the service's replicas
 // (its run has not ended).
 func (sv *svcBuyer) serving(contract string) bool {
+	if sv.counter(contract).conns.ended() {
+		return false
+	}
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
 	sv.b.mu.Lock()
@@ -317,6 +330,8 @@ type fwdCount struct {
 	streams atomic.Int64
 	ended   atomic.Int64
 	broken  atomic.Int64 // streams that ended with an error
+	// conns are the connections carried now (forwardend.go).
+	conns fwdConns
 }
 
 // open is how many of the streams have not ended.

@@ -29,6 +29,7 @@ type liveJob struct {
 	protocol  protocol.ID   // the job stream's
 	started   time.Time     // the contract's first interval began
 	k         uint64        // intervals paid for and started
+	tally     tallies       // what the beats asked for the bytes moved (tally.go)
 	outs      [3]*spoolWriter
 	attachC   chan *attachment
 	in        chan inFrame
@@ -263,9 +264,10 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 	tick := s.clock.After(l.started.Add(time.Duration(delivered+1) * interval).Sub(now))
 	var due <-chan time.Time
 	catchUp := func() {
-		for l.k < want && l.paid >= p.Owed(l.k+1) {
+		for l.k < want && l.paid >= l.owes(l.k+1) {
 			l.k++
 		}
+		l.tally.drop(l.k)
 		if l.k >= want {
 			due = nil
 		}
@@ -320,7 +322,7 @@ loop:
 			// (a buyer behind is asked for one more at a time; one back
 			// from away, for all at once, when it attaches).
 			if l.cur != nil {
-				_ = l.c.send(jBeat, binary.AppendUvarint(nil, min(delivered, l.k)))
+				_ = l.c.send(jBeat, l.beat(min(delivered, l.k)))
 			}
 			tick = s.clock.After(l.started.Add(time.Duration(delivered+1) * interval).Sub(s.clock.Now()))
 			if delivered >= total && why == "" {

@@ -41,6 +41,10 @@ const (
 	// either daemon restarted, or the stream broke, the buyer opens a new
 	// stream whose first frame is a Resume (the contract and the bytes of
 	// each output it has) instead of the contract, and the job goes on.
+	// In 1.3.0 and later a service contract's heartbeat also carries, after
+	// its count, a tally of the bytes moved so far, paid with the interval
+	// (tally.go); a buyer that reads only the count is stopped unpaid once
+	// bytes it did not pay are due.
 	// Both sides still speak 1.3.0 (nothing resumed), 1.2.0 (no egress
 	// billed) and 1.1.0 (the image is always sent) with a peer that knows
 	// no newer version.

@@ -101,6 +101,9 @@ type SellerConfig struct {
 	// grace; a buyer away that long is waited for (resume.go). 0: jobs
 	// die with the daemon and a broken stream is not waited for.
 	RestartGrace time.Duration
+	// Service is the restart policy and health check pace of the
+	// service contracts it runs (zero fields: the defaults).
+	Service ServiceConfig
 	// Size limits of what a buyer may ship and get back. Defaults 2 GiB,
 	// 256 MiB, 256 MiB.
 	MaxImageBytes, MaxInputBytes, MaxOutputBytes int64

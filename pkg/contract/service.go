@@ -209,22 +209,14 @@ type ContainerDialer interface {
 	DialContainer(ctx context.Context, pid int, port uint16) (net.Conn, error)
 }
 
-// The restart policy of a service's job: exponential backoff from
-// restartMin to restartMax, back to restartMin after it ran restartReset;
-// after maxRestarts restarts in one contract the contract ends (the buyer
-// starts another, perhaps elsewhere).
-const (
-	restartMin   = time.Second
-	restartMax   = 30 * time.Second
-	restartReset = time.Minute
-	maxRestarts  = 10
-)
+// The restart policy of a service's job (ServiceConfig): exponential
+// backoff from RestartMin to RestartMax, back to RestartMin after it ran
+// RestartReset; after MaxRestarts restarts in one contract the contract
+// ends (the buyer starts another, perhaps elsewhere).
 
-// healthEvery is how often the seller checks a service's health (a
-// variable for the tests); healthTimeout bounds one check.
-var healthEvery = 2 * time.Second
-
-const healthTimeout = 3 * time.Second
+// healthEvery is how often the seller checks a service's health when its
+// config says nothing (a variable for the tests).
+var healthEvery = DefaultHealthInterval
 
 // svcRun is a running service contract on the seller.
 type svcRun struct {
@@ -325,6 +317,7 @@ func (j *sellerJob) runSpec(ctx context.Context, spec RunSpec, c *conn) (*RunRes
 
 func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, c *conn) (*RunResult, error) {
 	s := j.s
+	pol := s.cfg.Service.withDefaults()
 	dialer, ok := s.cfg.Runner.(ContainerDialer)
 	if !ok {
 		return nil, errors.New("this seller cannot reach a service's port (no container dialer)")
@@ -359,13 +352,13 @@ func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, 
 			select {
 			case <-hctx.Done():
 				return
-			case <-time.After(healthEvery):
+			case <-time.After(pol.HealthInterval):
 			}
 			pid := int(sv.pid.Load())
 			if pid == 0 {
 				continue
 			}
-			err := checkService(hctx, dialer, pid, svc)
+			err := checkService(hctx, dialer, pid, svc, pol.HealthTimeout)
 			if hctx.Err() != nil {
 				return
 			}
@@ -380,7 +373,7 @@ func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, 
 		}
 	}()
 	var total Usage
-	backoff := restartMin
+	backoff := pol.RestartMin
 	for {
 		spec.WallClock = end.Sub(s.clock.Now())
 		if spec.WallClock <= 0 {
@@ -406,13 +399,13 @@ func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, 
 			res.Usage = total
 			return res, nil
 		}
-		if restarts.Load() >= maxRestarts {
+		if restarts.Load() >= uint64(pol.MaxRestarts) {
 			s.log.Info("service keeps exiting: contract ends", "contract", j.id, "peer", j.buyer, "restarts", restarts.Load(), "exit", res.ExitCode)
 			res.Usage = total
 			return res, nil
 		}
-		if s.clock.Now().Sub(at) >= restartReset {
-			backoff = restartMin
+		if s.clock.Now().Sub(at) >= pol.RestartReset {
+			backoff = pol.RestartMin
 		}
 		restarts.Add(1)
 		report(Health{State: HealthRestarting, Detail: fmt.Sprintf("exited %d (%s); restart in %s", res.ExitCode, res.Reason, backoff)})
@@ -422,15 +415,15 @@ func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, 
 			return res, nil
 		case <-s.clock.After(backoff):
 		}
-		backoff = min(2*backoff, restartMax)
+		backoff = min(2*backoff, pol.RestartMax)
 		report(Health{State: HealthStarting})
 	}
 }
 
 // checkService runs svc's health check against the job whose init
 // process is pid.
-func checkService(ctx context.Context, d ContainerDialer, pid int, svc *Service) error {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+func checkService(ctx context.Context, d ContainerDialer, pid int, svc *Service, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := d.DialContainer(ctx, pid, svc.Port)
 	if err != nil {

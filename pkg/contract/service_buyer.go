@@ -74,10 +74,6 @@ func (s *ServiceStatus) Healthy() int {
 // names none.
 const DefaultServiceTerm = time.Hour
 
-// renewLead is how long before a service contract ends its successor is
-// started: a third of the contract, at most two minutes.
-func renewLead(d time.Duration) time.Duration { return min(d/3, 2*time.Minute) }
-
 // serviceContractRequest is the request each contract of a service
 // proposes: the service's MaxPrice is per hour, a contract's is for its
 // length.
@@ -148,15 +144,11 @@ type svcContract struct {
 	draining bool
 }
 
-// drainMax bounds how long a renewed contract waits for its open
-// connections to end before it is cancelled.
-const drainMax = 10 * time.Second
-
 // drain waits until c's forwarded connections ended, c ended, ctx ended or
-// drainMax passed.
+// the drain time (contract.service.drain) passed.
 func (sv *svcBuyer) drain(ctx context.Context, c *svcContract) {
 	n := sv.counter(c.contract)
-	for end := sv.b.clock.Now().Add(drainMax); n.open() > 0 && sv.b.clock.Now().Before(end); {
+	for end := sv.b.clock.Now().Add(sv.b.cfg.Service.withDefaults().Drain); n.open() > 0 && sv.b.clock.Now().Before(end); {
 		select {
 		case <-ctx.Done():
 			return
@@ -292,7 +284,7 @@ func (sv *svcBuyer) slot(ctx context.Context, i int) {
 			continue
 		}
 		term := cur.sj.Request.Duration
-		if b.clock.Now().Before(cur.runningAt.Add(term - renewLead(term))) {
+		if b.clock.Now().Before(cur.runningAt.Add(term - b.cfg.Service.renewLead(term))) {
 			continue
 		}
 		// Renew: the next contract first, then the old one goes.
@@ -304,7 +296,7 @@ func (sv *svcBuyer) slot(ctx context.Context, i int) {
 			cur.draining = true
 			sv.mu.Unlock()
 			// New connections go to the new contract; the old one ends
-			// once its open ones did (or drainMax passed).
+			// once its open ones did (or the drain time passed).
 			sv.drain(ctx, cur)
 			cur.cancel(errRenewed)
 			cur = next
@@ -510,6 +502,9 @@ func (sv *svcBuyer) pick(tried map[string]bool) (replica, bool) {
 			if c.sj.State != JobRunning || id == "" || tried[id] || c.draining {
 				continue
 			}
+			if n := sv.counts[id]; n != nil && n.conns.ended() {
+				continue // its run ended (forwardend.go)
+			}
 			r := replica{contract: id, seller: c.sj.Seller}
 			if at, ok := sv.bad[id]; ok && now.Sub(at) < 5*time.Second {
 				rest = append(rest, r)
@@ -585,16 +580,7 @@ func (r *buyerRun) onHealth(b []byte) error {
 // in flight of the forward streams that broke or were still open when the
 // contract ended (forwardSlack each).
 func (r *buyerRun) billBytesOK(bl Bill, received uint64) error {
-	var fwIn, fwOut, slack uint64
-	if sv := r.b.serviceOfJob(r.j.ID); sv != nil {
-		sv.mu.Lock()
-		n := sv.counts[r.ct.ID]
-		sv.mu.Unlock()
-		if n != nil {
-			fwIn, fwOut = uint64(n.in.Load()), uint64(n.out.Load())
-			slack = forwardSlack * uint64(n.broken.Load()+n.open()+1)
-		}
-	}
+	fwIn, fwOut, slack := r.forwardCounts()
 	recv, sent := received+fwIn, r.sentBytes+fwOut
 	switch {
 	case bl.EgressBytes < recv || bl.EgressBytes > recv+slack:

@@ -75,6 +75,14 @@ func Diagnose(ctx context.Context, cfg Config) []Check {
 		c.Close()
 	}
 
+	if _, err := os.Stat(cfg.Address); err == nil {
+		if err := checkMountNS(cfg.Address); err != nil {
+			add("mounts", StatusFail, err.Error(), mountNSFix)
+		} else {
+			add("mounts", StatusOK, "in containerd's mount namespace: the jobs' scratch tmpfs is the one their containers get", "")
+		}
+	}
+
 	if _, err := runtimeOptions(cfg.Runtime); err != nil {
 		add("runtime", StatusFail, err.Error(), runtimeInstall[cfg.Runtime]+", or set sandbox.runtime to an installed one")
 	} else {

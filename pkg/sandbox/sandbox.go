@@ -142,6 +142,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Sa
 	if _, err := runtimeOptions(cfg.Runtime); err != nil {
 		return nil, fmt.Errorf("sandbox runtime: %w", err)
 	}
+	if err := checkMountNS(cfg.Address); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
 	switch cfg.UserNS {
 	case "on":
 		if err := userNSSupported(); err != nil {
