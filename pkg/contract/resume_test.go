@@ -89,19 +89,20 @@ func FuzzResume(f *testing.F) {
 	})
 }
 
-// A buyer that stops (its node's SIGTERM) leaves its 1.4.0 job running;
-// the next buyer on the same store resumes it: same seller, one attempt,
-// paid exactly what the receipt bills.
-func TestBuyerStopResumed(t *testing.T) {
+// stoppedBuyer submits a job of work intervals (duration in seconds) to
+// a seller and a buyer with the given restart graces, lets it run two
+// intervals, and stops the buyer (its node's SIGTERM); cfg starts the
+// next buyer on the same store.
+func stoppedBuyer(t *testing.T, work, duration int, sellerGrace, buyerGrace time.Duration) (*Seller, *Buyer, BuyerConfig, string) {
+	t.Helper()
 	m := newMarket(t)
-	run := &fakeRunner{work: 6 * testInterval}
 	pay := &fakePay{}
-	s, _ := m.seller(run, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
-		func(c *SellerConfig) { c.RestartGrace = 5 * time.Second })
+	s, _ := m.seller(&fakeRunner{work: time.Duration(work) * testInterval}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
+		func(c *SellerConfig) { c.RestartGrace = sellerGrace })
 	var cfg BuyerConfig
-	b, _ := m.buyer(pay, func(c *BuyerConfig) { c.RestartGrace = 5 * time.Second; cfg = *c })
+	b, _ := m.buyer(pay, func(c *BuyerConfig) { c.RestartGrace = buyerGrace; cfg = *c })
 	m.connect()
-	id, err := b.Submit(context.Background(), m.request(10))
+	id, err := b.Submit(context.Background(), m.request(duration))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +111,14 @@ func TestBuyerStopResumed(t *testing.T) {
 		return j.State == JobRunning && j.Intervals >= 2
 	})
 	b.Close()
+	return s, b, cfg, id
+}
+
+// A buyer that stops (its node's SIGTERM) leaves its 1.4.0 job running;
+// the next buyer on the same store resumes it: same seller, one attempt,
+// paid exactly what the receipt bills.
+func TestBuyerStopResumed(t *testing.T) {
+	s, b, cfg, id := stoppedBuyer(t, 6, 10, 5*time.Second, 5*time.Second)
 	if j, _ := b.Job(id); j.State != JobRunning {
 		t.Fatalf("after the stop the job is %s (%s)", j.State, j.Error)
 	}
@@ -136,23 +145,7 @@ func TestBuyerStopResumed(t *testing.T) {
 // grace is over) is told so at once, and does not try again until its
 // own, longer, grace ends.
 func TestResumeOfEndedJobRefusedAtOnce(t *testing.T) {
-	m := newMarket(t)
-	run := &fakeRunner{work: 20 * testInterval}
-	pay := &fakePay{}
-	s, _ := m.seller(run, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
-		func(c *SellerConfig) { c.RestartGrace = time.Second })
-	var cfg BuyerConfig
-	b, _ := m.buyer(pay, func(c *BuyerConfig) { c.RestartGrace = time.Hour; cfg = *c })
-	m.connect()
-	id, err := b.Submit(context.Background(), m.request(30))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the job runs", func() bool {
-		j, _ := b.Job(id)
-		return j.State == JobRunning && j.Intervals >= 2
-	})
-	b.Close()
+	s, b, cfg, id := stoppedBuyer(t, 20, 30, time.Second, time.Hour)
 	j, _ := b.Job(id)
 	eventually(t, "the seller to end the job of the buyer gone", func() bool {
 		sr, err := s.Machine().Get(RoleSeller, j.ContractID)
