@@ -132,6 +132,34 @@ func TestChainSourceLateStart(t *testing.T) {
 	m.closeOnChain(seller, ch, ch.Paid)
 }
 
+// midJob is a seller and a buyer with a job running between them
+// ("sleep 30") when btcd was paused.
+type midJob struct {
+	m             *market
+	seller, buyer *daemon
+	image, id     string
+	before        *payment.Channel // the seller's channel as btcd stopped
+	paused        time.Time
+}
+
+// pausedMidJob starts a seller and a funded buyer with start
+// ((*market).daemon or lightDaemon), runs a job between them and pauses
+// btcd under it.
+func pausedMidJob(t *testing.T, start func(m *market, extra []string, args ...string) *daemon) midJob {
+	t.Helper()
+	r := midJob{m: newMarket(t)}
+	r.seller = start(r.m, sellerEnv())
+	r.buyer = start(r.m, buyerEnv, "--bootstrap", r.seller.bootAddr())
+	r.m.fund(r.buyer.proc, 2_000_000)
+	r.m.waitMarket(r.buyer, 1)
+	r.image = busybox(t, t.TempDir())
+	r.id, _ = runningJob(t, r.buyer, r.image, jobFlags, "sleep", "30")
+	r.before = r.seller.channelWith(r.buyer.peerID())
+	r.m.btcd.Pause()
+	r.paused = time.Now()
+	return r
+}
+
 // TestChainSourceRestartMidContract: btcd stops under a running contract
 // and starts again with its chain. The channel stays open and the buyer's
 // payments go on while it is down; the job completes; both nodes resync
@@ -140,18 +168,9 @@ func TestChainSourceLateStart(t *testing.T) {
 // (no stale "insufficient funds").
 func TestChainSourceRestartMidContract(t *testing.T) {
 	t.Parallel()
-	m := newMarket(t)
-	seller := m.daemon(sellerEnv())
-	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	r := pausedMidJob(t, (*market).daemon)
+	m, seller, buyer, image, id, before, paused := r.m, r.seller, r.buyer, r.image, r.id, r.before, r.paused
 	buyerID, sellerID := buyer.peerID(), seller.peerID()
-	m.fund(buyer.proc, 2_000_000)
-	m.waitMarket(buyer, 1)
-	image := busybox(t, t.TempDir())
-
-	id, j := runningJob(t, buyer, image, jobFlags, "sleep", "30")
-	before := seller.channelWith(buyerID)
-	m.btcd.Pause()
-	paused := time.Now()
 	seller.waitChain(30*time.Second, api.ChainConnecting)
 	buyer.waitChain(30*time.Second, api.ChainConnecting)
 	// Payments need no chain: the seller keeps being paid.
@@ -190,7 +209,7 @@ func TestChainSourceRestartMidContract(t *testing.T) {
 	})
 	t.Logf("wallet send went through %s after btcd came back; before, it said: %q", time.Since(resumed).Round(time.Millisecond), seen)
 
-	j = waitJob(t, buyer, id, 2*time.Minute, "ends", ended)
+	j := waitJob(t, buyer, id, 2*time.Minute, "ends", ended)
 	if j.State != contract.JobDone {
 		t.Fatalf("job across the btcd restart: %s %q", j.State, j.Error)
 	}

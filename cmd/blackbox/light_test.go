@@ -155,18 +155,9 @@ func syncTook(b *testing.B, d *daemon) time.Duration {
 // completes; the seller's close confirms and the buyer sees it closed.
 func TestLightChainSourceRestart(t *testing.T) {
 	t.Parallel()
-	m := newMarket(t)
-	seller := m.lightDaemon(sellerEnv())
-	buyer := m.lightDaemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	r := pausedMidJob(t, (*market).lightDaemon)
+	m, seller, buyer, id, before, paused := r.m, r.seller, r.buyer, r.id, r.before, r.paused
 	buyerID, sellerID := buyer.peerID(), seller.peerID()
-	m.fund(buyer.proc, 2_000_000)
-	m.waitMarket(buyer, 1)
-	image := busybox(t, t.TempDir())
-
-	id, _ := runningJob(t, buyer, image, jobFlags, "sleep", "30")
-	before := seller.channelWith(buyerID)
-	m.btcd.Pause()
-	paused := time.Now()
 	for _, d := range []*daemon{seller, buyer} {
 		c := d.waitChain(90*time.Second, api.ChainConnecting)
 		t.Logf("%s saw its peer gone after %s: %q", d.dir, time.Since(paused).Round(time.Millisecond), c.Error)

@@ -200,18 +200,25 @@ func (p *Payer) claim(ctx context.Context, peer, contractID string, amount int64
 func (p *Payer) openFor(ctx context.Context, peer string, t SellerTerms, contractID string, amount int64) (*Channel, error) {
 	p.opening.Lock()
 	defer p.opening.Unlock()
-	if c, err := p.claim(ctx, peer, contractID, amount); c != nil || err != nil {
-		return c, err
+	var err error
+	for range 3 {
+		var c *Channel
+		if c, err = p.claim(ctx, peer, contractID, amount); c != nil || err != nil {
+			return c, err
+		}
+		size := p.cfg.Size(amount, p.vol.recent(peer, p.m.now()))
+		if c, _, err = p.openChannel(ctx, peer, t, size); err != nil {
+			return nil, err
+		}
+		if err = p.book.reserve(c, contractID, amount); err == nil {
+			return c, nil
+		}
+		// Another contract's claim saw the new channel as soon as it was
+		// recorded and took its room first: it has a channel, this one
+		// looks again.
+		err = fmt.Errorf("new channel %s of %d sat: %w", c.ID, size, err)
 	}
-	size := p.cfg.Size(amount, p.vol.recent(peer, p.m.now()))
-	c, _, err := p.openChannel(ctx, peer, t, size)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.book.reserve(c, contractID, amount); err != nil {
-		return nil, fmt.Errorf("new channel %s of %d sat: %w", c.ID, size, err)
-	}
-	return c, nil
+	return nil, err
 }
 
 // needsRefill reports whether every channel to peer with room for another
