@@ -901,8 +901,12 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 		}
 		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, counter: true}
 	default:
-		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, string(d.Reason), nil)
-		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, msg: d.Message}
+		reason, msg := d.Reason, d.Message
+		if r, m, ok := olderSeller(d); ok {
+			reason, msg = r, m
+		}
+		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, string(reason), nil)
+		return nil, nil, &sellerRefusal{seller: p.Seller, reason: reason, msg: msg}
 	}
 }
 
