@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
@@ -79,6 +80,10 @@ type Node struct {
 	// noSell and noBuy say why the node does not sell or buy.
 	noSell []string
 	noBuy  string
+	// restoring is set while `wallet restore` replaces the wallet
+	// (walletrestore.go): the node neither sells nor buys meanwhile.
+	restoring atomic.Bool
+	restoreMu sync.Mutex
 	book   *reputation.Book
 	// BookView serves the API's reputation calls from book.
 	api.BookView

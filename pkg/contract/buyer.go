@@ -216,6 +216,7 @@ const bucketJobs = "contract_jobs"
 // Buyer submits jobs to the market and sees them through.
 type Buyer struct {
 	cfg     BuyerConfig
+	payKey  paymentKey // cfg.PaymentKey, or what SetPaymentKey put (paykey.go)
 	id      peer.ID
 	clock   Clock
 	log     *slog.Logger
@@ -792,7 +793,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	now := b.clock.Now()
 	p := &Proposal{Version: Version, Buyer: b.id, Seller: c.Seller, OfferSeq: c.Offer.Seq, Request: req,
 		Interval: c.Terms.Interval, Price: c.Terms.Price, StartFee: c.Terms.StartFee,
-		PaymentKey: b.cfg.PaymentKey, Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute), Network: b.cfg.Network}
+		PaymentKey: b.payKey.get(b.cfg.PaymentKey), Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute), Network: b.cfg.Network}
 	b.update(j, func(j *JobStatus) { j.Phase = "negotiate" })
 	d, ct, err := b.negotiate(ctx, j, p, true)
 	if err != nil || d == nil {
