@@ -76,8 +76,8 @@ type liveWallet struct {
 	// smu is held by each step of run and by a restore, so that run never
 	// opens (or creates) a wallet while a restore swaps it.
 	smu sync.Mutex
-	log       *slog.Logger
-	now       func() time.Time
+	log *slog.Logger
+	now func() time.Time
 
 	mu      sync.Mutex
 	st      api.ChainSource

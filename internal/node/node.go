@@ -84,7 +84,7 @@ type Node struct {
 	// (walletrestore.go): the node neither sells nor buys meanwhile.
 	restoring atomic.Bool
 	restoreMu sync.Mutex
-	book   *reputation.Book
+	book      *reputation.Book
 	// BookView serves the API's reputation calls from book.
 	api.BookView
 	attester *attester
