@@ -70,14 +70,15 @@ type liveWallet struct {
 	onChange func()
 	// afterOpen, if set, is called with every wallet run opens.
 	afterOpen func(ctx context.Context, w *payment.Wallet)
+	log       *slog.Logger
+	now       func() time.Time
+
 	// create writes a wallet restored from backup in the wallet's place
 	// and opens it (payment.CreateWallet with the node's settings).
 	create func(ctx context.Context, backup *payment.SeedBackup) (*payment.Wallet, error)
 	// smu is held by each step of run and by a restore, so that run never
 	// opens (or creates) a wallet while a restore swaps it.
 	smu sync.Mutex
-	log *slog.Logger
-	now func() time.Time
 
 	mu      sync.Mutex
 	st      api.ChainSource

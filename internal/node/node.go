@@ -80,11 +80,7 @@ type Node struct {
 	// noSell and noBuy say why the node does not sell or buy.
 	noSell []string
 	noBuy  string
-	// restoring is set while `wallet restore` replaces the wallet
-	// (walletrestore.go): the node neither sells nor buys meanwhile.
-	restoring atomic.Bool
-	restoreMu sync.Mutex
-	book      *reputation.Book
+	book   *reputation.Book
 	// BookView serves the API's reputation calls from book.
 	api.BookView
 	attester *attester
@@ -105,6 +101,11 @@ type Node struct {
 	// dashboardURL and metricsAddr are where the dashboard and the
 	// metrics are served, for status.
 	dashboardURL, metricsAddr string
+
+	// restoring is set while `wallet restore` replaces the wallet
+	// (walletrestore.go): the node neither sells nor buys meanwhile.
+	restoring atomic.Bool
+	restoreMu sync.Mutex
 }
 
 // New checks cfg and returns a node that is not started yet.
