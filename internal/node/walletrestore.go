@@ -116,7 +116,8 @@ func (n *Node) WalletRestore(ctx context.Context, raw []byte) (api.RestoreResult
 }
 
 // keyedBySeed says what the wallet's seed still holds: channels not
-// closed, escrows not settled, contracts not ended; "" when nothing.
+// closed, escrows not settled, contracts and jobs not ended; "" when
+// nothing.
 func (n *Node) keyedBySeed() string {
 	var open []string
 	for _, c := range n.payments.Channels() {
@@ -144,6 +145,18 @@ func (n *Node) keyedBySeed() string {
 		for _, r := range recs {
 			if !r.State.Final() {
 				open = append(open, fmt.Sprintf("contract %s (%s, %s)", short(r.ID), m.role, r.State))
+			}
+		}
+	}
+	if n.buyer != nil {
+		// A job still looking for a seller would make a contract keyed by
+		// the seed it finds.
+		jobs, _ := n.buyer.Jobs()
+		for _, j := range jobs {
+			switch j.State {
+			case contract.JobDone, contract.JobFailed, contract.JobCancelled:
+			default:
+				open = append(open, fmt.Sprintf("job %s (%s)", short(j.ID), j.State))
 			}
 		}
 	}
