@@ -41,5 +41,5 @@ func olderSeller(d *Decision) (Reason, string, bool) {
 	if n, _ := strconv.Atoi(m[2]); m[1] == "request" && requestFieldNames[n] != "" {
 		what = requestFieldNames[n]
 	}
-	return ReasonUnsupported, "unsupported: the seller runs an older blackbox that does not support " + what + " (it said: " + truncate(d.Message, 120) + ")", true
+	return ReasonUnsupported, "the seller runs an older blackbox that does not support " + what + " (it said: " + truncate(d.Message, 120) + ")", true
 }

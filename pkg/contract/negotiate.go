@@ -336,7 +336,7 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 			return reject(ReasonExpired, err.Error())
 		}
 		if errors.Is(err, ErrUnsupported) {
-			return reject(ReasonUnsupported, "unsupported: "+err.Error()+"; this seller runs an older blackbox")
+			return reject(ReasonUnsupported, err.Error()+"; this seller runs an older blackbox")
 		}
 		return reject(ReasonMalformed, err.Error())
 	}
