@@ -134,7 +134,7 @@ func TestChainSourceLateStart(t *testing.T) {
 	if out, err := buyer.cli("wallet", "backup", bk); err != nil {
 		t.Fatalf("wallet backup: %v\n%s", err, out)
 	}
-	buyer.cliFails("wallet restore with a channel open", []string{"still keys channel", "(buyer, open)", "nothing changed"}, "wallet", "restore", bk)
+	buyer.cliFails("wallet restore with a channel open", []string{"still keys channel", "(buyer, ", "nothing changed"}, "wallet", "restore", bk)
 	ch := seller.channelWith(buyer.peerID())
 	m.closeOnChain(seller, ch, ch.Paid)
 }
