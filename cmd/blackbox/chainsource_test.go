@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -128,6 +130,12 @@ func TestChainSourceLateStart(t *testing.T) {
 	if j.State != contract.JobDone {
 		t.Fatalf("job after a late start: %s %q", j.State, j.Error)
 	}
+	// The buyer's seed keys its open channel: a restore is refused.
+	bk := filepath.Join(t.TempDir(), "seed.json")
+	if out, err := buyer.cli("wallet", "backup", bk); err != nil {
+		t.Fatalf("wallet backup: %v\n%s", err, out)
+	}
+	buyer.cliFails("wallet restore with a channel open", []string{"still keys channel", "(buyer, ", "nothing changed"}, "wallet", "restore", bk)
 	ch := seller.channelWith(buyer.peerID())
 	m.closeOnChain(seller, ch, ch.Paid)
 }
@@ -286,15 +294,53 @@ func TestWalletWhileRunning(t *testing.T) {
 	}
 	d.cliFails("send to a bad address", []string{"not an address on regtest"}, "wallet", "send", "bc1qnotanaddress", "1000")
 
+	d.cliFails("wallet create while running", []string{"daemon is running", "stop it first"}, "wallet", "create")
+
+	// wallet restore through the running daemon. Another node's funded
+	// wallet is the one to restore.
+	other := m.daemon(buyerEnv)
+	m.fund(other.proc, 300_000)
 	backup := filepath.Join(t.TempDir(), "seed.json")
-	if out, err := d.cli("wallet", "backup", backup); err != nil {
+	if out, err := other.cli("wallet", "backup", backup); err != nil {
 		t.Fatalf("wallet backup while running: %v\n%s", err, out)
 	}
-	for _, args := range [][]string{{"wallet", "restore", backup}, {"wallet", "create"}} {
-		d.cliFails(strings.Join(args[:2], " ")+" while running", []string{"daemon is running", "stop it first"}, args...)
+	balance := func() api.Balance {
+		var b api.Balance
+		out, err := d.cli("wallet", "balance", "--json")
+		if err != nil || json.Unmarshal([]byte(out), &b) != nil {
+			t.Fatalf("wallet balance: %v\n%s", err, out)
+		}
+		return b
+	}
+	before := balance()
+	// A file that is no backup, and a backup under another passphrase,
+	// change nothing.
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.json")
+	os.WriteFile(garbage, []byte("{not json"), 0o600)
+	d.cliFails("restore of a corrupt file", []string{"not a wallet seed backup", "invalid"}, "wallet", "restore", garbage)
+	if _, err := payment.CreateWalletFiles(filepath.Join(dir, "w"), []byte("another passphrase"), payment.RegtestConfig()); err != nil {
+		t.Fatal(err)
+	}
+	d.cliFails("restore under another passphrase", []string{"wrong passphrase", "nothing changed"}, "wallet", "restore", filepath.Join(dir, "w", "seed.json"))
+	if after := balance(); after.Spendable != before.Spendable || after.Total != before.Total {
+		t.Fatalf("a refused restore changed the balance: %+v, then %+v", before, after)
+	}
+	start = time.Now()
+	out, err = d.cli("wallet", "restore", backup)
+	if err != nil || !strings.Contains(out, "restored by the running daemon") || !strings.Contains(out, "300000 sat spendable") {
+		t.Fatalf("wallet restore while running: %v\n%s", err, out)
+	}
+	t.Logf("wallet restore through the daemon (%s): %s", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	if b := balance(); b.Spendable != 300_000 {
+		t.Fatalf("after the restore the wallet holds %+v, want the restored wallet's 300000 sat", b)
 	}
 	if s, err := d.api().Status(context.Background()); err != nil || !s.Buying {
-		t.Fatalf("after the refused restore: buying %v (%v)", s.Buying, err)
+		t.Fatalf("after the restore: buying %v %q (%v)", s.Buying, s.NotBuying, err)
+	}
+	// The restored wallet pays.
+	if out, err := d.cli("wallet", "send", addr, "100000"); err != nil {
+		t.Fatalf("wallet send from the restored wallet: %v\n%s", err, out)
 	}
 }
 

@@ -59,8 +59,48 @@ type WalletSender interface {
 	WalletSend(ctx context.Context, req SendRequest) (string, error)
 }
 
-// walletRoutes serves POST /v1/wallet/send when b can send.
+// RestoreRequest asks the daemon to replace its wallet with the one a
+// seed backup (the JSON `blackbox wallet backup` writes) restores.
+type RestoreRequest struct {
+	Backup []byte `json:"backup"` // the file's bytes (base64 in JSON)
+}
+
+// RestoreResult is the restored wallet.
+type RestoreResult struct {
+	Network   string `json:"network"`
+	Spendable int64  `json:"spendable_sat"`
+	Total     int64  `json:"total_sat"`
+	// Previous is where the replaced wallet was moved (kept, never
+	// deleted: its seed may still own coins).
+	Previous string `json:"previous"`
+}
+
+// maxRestoreBody caps a restore request (a seed backup is about 400 bytes).
+const maxRestoreBody = 64 << 10
+
+// WalletRestorer is a Backend that can replace its wallet while it runs.
+type WalletRestorer interface {
+	// WalletRestore replaces the wallet with the backup's and rescans.
+	// Errors: ErrBadRequest (not a backup, another network), ErrRefused
+	// (wrong passphrase; channels, escrows or contracts under way),
+	// ErrUnavailable (chain source down). A failure changes nothing.
+	WalletRestore(ctx context.Context, backup []byte) (RestoreResult, error)
+}
+
+// walletRoutes serves POST /v1/wallet/send and /v1/wallet/restore when b
+// can send and restore.
 func walletRoutes(mux *http.ServeMux, b Backend, log *slog.Logger) {
+	if wr, ok := b.(WalletRestorer); ok {
+		mux.HandleFunc("POST /v1/wallet/restore", func(w http.ResponseWriter, r *http.Request) {
+			var req RestoreRequest
+			if err := json.NewDecoder(io.LimitReader(r.Body, maxRestoreBody)).Decode(&req); err != nil || len(req.Backup) == 0 {
+				reply(w, log, nil, fmt.Errorf("%w: want {\"backup\": <a seed backup file, base64>} (%v)", ErrBadRequest, err))
+				return
+			}
+			res, err := wr.WalletRestore(r.Context(), req.Backup)
+			reply(w, log, res, err)
+		})
+	}
 	ws, ok := b.(WalletSender)
 	if !ok {
 		return
@@ -84,4 +124,10 @@ func walletRoutes(mux *http.ServeMux, b Backend, log *slog.Logger) {
 func (c *Client) WalletSend(ctx context.Context, req SendRequest) (string, error) {
 	var r IDResponse
 	return r.ID, c.do(ctx, http.MethodPost, "/v1/wallet/send", req, &r)
+}
+
+// WalletRestore asks the daemon to replace its wallet with backup's.
+func (c *Client) WalletRestore(ctx context.Context, backup []byte) (RestoreResult, error) {
+	var r RestoreResult
+	return r, c.do(ctx, http.MethodPost, "/v1/wallet/restore", RestoreRequest{Backup: backup}, &r)
 }

@@ -62,7 +62,9 @@ var examples = map[string]string{
   blackbox wallet send bc1q... 120000 --fee-rate 5`,
 	"blackbox wallet backup": `  blackbox wallet backup ./wallet-backup.json
   blackbox wallet backup - > /media/usb/wallet-backup.json`,
-	"blackbox wallet restore": `  blackbox wallet restore ./wallet-backup.json`,
+	"blackbox wallet restore": `  # through the running daemon (refused while channels, escrows or contracts
+  # are under way), or offline when none runs
+  blackbox wallet restore ./wallet-backup.json`,
 	"blackbox channels": `  blackbox channels
   blackbox channels --json`,
 	"blackbox channel": `  blackbox channel close 4e1f`,

@@ -19,8 +19,9 @@ import (
 
 // The wallet commands ask the running daemon, which holds the wallet open
 // (btcwallet's database takes one process): address, balance and send go
-// through its API; create and restore refuse while it runs. With no daemon
-// they open the wallet in the data dir themselves.
+// through its API, and so does restore (walletrestore.go); create refuses
+// while it runs. With no daemon they open the wallet in the data dir
+// themselves.
 
 // paymentConfig is the typed "payment" section.
 func (a *App) paymentConfig() (payment.Config, error) {
@@ -131,17 +132,7 @@ func newWalletCmd(a *App) *cobra.Command {
 				return nil
 			},
 		},
-		&cobra.Command{
-			Use:   "restore FILE",
-			Short: "Recreate the wallet from a backup file and rescan the chain from its birthday",
-			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				if err := a.refuseWhileRunning(cmd.Context(), "wallet restore "+args[0]); err != nil {
-					return err
-				}
-				return a.createWallet(cmd.Context(), args[0])
-			},
-		},
+		newWalletRestoreCmd(a),
 	)
 	return c
 }
@@ -270,10 +261,9 @@ func newWalletSendCmd(a *App) *cobra.Command {
 	return c
 }
 
-// refuseWhileRunning stops a wallet command that replaces the wallet
-// (create, restore) while a daemon runs on the data dir: the daemon holds
-// btcwallet's database open, and its open channels are keyed by the
-// wallet's seed, so swapping the seed under it would strand them.
+// refuseWhileRunning stops `wallet create` while a daemon runs on the data
+// dir: the daemon holds btcwallet's database open (restore goes through
+// its API instead, which checks that nothing is keyed by the seed).
 func (a *App) refuseWhileRunning(ctx context.Context, what string) error {
 	s, err := a.client().Status(ctx)
 	if errors.Is(err, api.ErrNoDaemon) {
@@ -282,6 +272,6 @@ func (a *App) refuseWhileRunning(ctx context.Context, what string) error {
 	if err != nil {
 		return err
 	}
-	return fmt.Errorf("a blackbox daemon is running on %s (peer %s) and holds the wallet open: stop it first (systemctl stop blackbox, or Ctrl-C on `blackbox serve`), run `blackbox %s`, then start it again; its open channels are keyed by the wallet's seed, so it cannot swap wallets while running",
+	return fmt.Errorf("a blackbox daemon is running on %s (peer %s) and holds the wallet open: stop it first (systemctl stop blackbox, or Ctrl-C on `blackbox serve`), run `blackbox %s`, then start it again (to replace the wallet with a backup while it runs: `blackbox wallet restore FILE`)",
 		a.DataDir(), s.PeerID, what)
 }

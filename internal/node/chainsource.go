@@ -73,6 +73,13 @@ type liveWallet struct {
 	log       *slog.Logger
 	now       func() time.Time
 
+	// create writes a wallet restored from backup in the wallet's place
+	// and opens it (payment.CreateWallet with the node's settings).
+	create func(ctx context.Context, backup *payment.SeedBackup) (*payment.Wallet, error)
+	// smu is held by each step of run and by a restore, so that run never
+	// opens (or creates) a wallet while a restore swaps it.
+	smu sync.Mutex
+
 	mu      sync.Mutex
 	st      api.ChainSource
 	backoff time.Duration
@@ -286,7 +293,9 @@ func (l *liveWallet) close() error {
 // the step asks for.
 func (l *liveWallet) run(ctx context.Context) {
 	for {
+		l.smu.Lock()
 		wait := l.step(ctx)
+		l.smu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -501,13 +510,15 @@ func (n *Node) chainDownReason(ctx context.Context, chain health.ChainSource) st
 // selling reports whether the node sells now: it has a seller engine and
 // its chain source answers.
 func (n *Node) selling() bool {
-	return n.seller != nil && (n.wallet == nil || n.wallet.chainUp())
+	return n.seller != nil && (n.wallet == nil || n.wallet.chainUp()) && !n.restoring.Load()
 }
 
 // notSelling is why the node does not sell now.
 func (n *Node) notSelling() []string {
 	why := n.noSell
-	if n.seller != nil && !n.selling() {
+	if n.seller != nil && n.restoring.Load() {
+		why = append(why[:len(why):len(why)], errRestoring.Error())
+	} else if n.seller != nil && !n.selling() {
 		why = append(why[:len(why):len(why)], n.wallet.notUp().Error())
 	}
 	return why
@@ -515,10 +526,13 @@ func (n *Node) notSelling() []string {
 
 // buying reports whether the node can buy now; notBuying says why not.
 func (n *Node) buying() bool {
-	return n.buyer != nil && (n.wallet == nil || n.wallet.canFund() == nil)
+	return n.buyer != nil && (n.wallet == nil || n.wallet.canFund() == nil) && !n.restoring.Load()
 }
 
 func (n *Node) notBuying() string {
+	if n.buyer != nil && n.restoring.Load() {
+		return errRestoring.Error()
+	}
 	if n.buyer != nil && n.wallet != nil {
 		if err := n.wallet.canFund(); err != nil {
 			return err.Error()
@@ -551,6 +565,9 @@ func (n *Node) reoffer() {
 func (n *Node) fundingBlocked() error {
 	if n.payments == nil || n.wallet == nil {
 		return nil
+	}
+	if n.restoring.Load() {
+		return fmt.Errorf("%w: %w", api.ErrUnavailable, errRestoring)
 	}
 	err := n.wallet.canFund()
 	if err == nil {

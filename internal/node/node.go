@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blackbox-market/blackbox/internal/api"
@@ -100,6 +101,11 @@ type Node struct {
 	// dashboardURL and metricsAddr are where the dashboard and the
 	// metrics are served, for status.
 	dashboardURL, metricsAddr string
+
+	// restoring is set while `wallet restore` replaces the wallet
+	// (walletrestore.go): the node neither sells nor buys meanwhile.
+	restoring atomic.Bool
+	restoreMu sync.Mutex
 }
 
 // New checks cfg and returns a node that is not started yet.

@@ -178,6 +178,9 @@ func (n *Node) startPayments(ctx context.Context) error {
 	}
 	lw := newLiveWallet(cfg.Backend, chain, keys, n.log)
 	lw.open, lw.onChange = open, n.reoffer
+	lw.create = func(ctx context.Context, b *payment.SeedBackup) (*payment.Wallet, error) {
+		return payment.CreateWallet(ctx, dir, pass, b, cfg, n.log)
+	}
 	lw.why = func(ctx context.Context) string { return n.chainDownReason(ctx, chain) }
 	lw.started(w, why)
 	n.push(lw.close)

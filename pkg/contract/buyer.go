@@ -221,6 +221,7 @@ const bucketJobs = "contract_jobs"
 // Buyer submits jobs to the market and sees them through.
 type Buyer struct {
 	cfg     BuyerConfig
+	payKey  paymentKey // cfg.PaymentKey, or what SetPaymentKey put (paykey.go)
 	id      peer.ID
 	clock   Clock
 	log     *slog.Logger
@@ -815,7 +816,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	now := b.clock.Now()
 	p := &Proposal{Version: Version, Buyer: b.id, Seller: c.Seller, OfferSeq: c.Offer.Seq, Request: req,
 		Interval: c.Terms.Interval, Price: c.Terms.Price, StartFee: c.Terms.StartFee,
-		PaymentKey: b.cfg.PaymentKey, Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute), Network: b.cfg.Network}
+		PaymentKey: b.payKey.get(b.cfg.PaymentKey), Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute), Network: b.cfg.Network}
 	b.update(j, func(j *JobStatus) { j.Phase = "negotiate" })
 	d, ct, err := b.negotiate(ctx, j, p, true)
 	if err != nil || d == nil {
@@ -929,8 +930,12 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 		}
 		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, counter: true}
 	default:
-		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, string(d.Reason), nil)
-		return nil, nil, &sellerRefusal{seller: p.Seller, reason: d.Reason, msg: d.Message, retryAfter: d.RetryAfter}
+		reason, msg := d.Reason, d.Message
+		if r, m, ok := olderSeller(d); ok {
+			reason, msg = r, m
+		}
+		_, _ = b.machine.Move(RoleBuyer, id, StateRejected, string(reason), nil)
+		return nil, nil, &sellerRefusal{seller: p.Seller, reason: reason, msg: msg, retryAfter: d.RetryAfter}
 	}
 }
 

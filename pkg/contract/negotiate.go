@@ -341,6 +341,9 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 		if errors.Is(err, ErrExpired) {
 			return reject(ReasonExpired, err.Error())
 		}
+		if errors.Is(err, ErrUnsupported) {
+			return reject(ReasonUnsupported, err.Error()+"; this seller runs an older blackbox")
+		}
 		return reject(ReasonMalformed, err.Error())
 	}
 	if p.Seller != s.id || p.Buyer != from {

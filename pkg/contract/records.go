@@ -66,6 +66,10 @@ type Input struct {
 	Name   string `json:"name"`
 	SHA256 string `json:"sha256"` // "sha256:<hex>"
 	Size   uint64 `json:"size"`
+	// Unknown holds the fields a newer version wrote that this one does
+	// not know, kept as they came so that re-encoding gives the signed
+	// bytes (and so the contract ID) back.
+	Unknown wire.RawFields `json:"unknown_fields,omitempty"`
 }
 
 // Request is what a buyer wants run: the image (a "sha256:<hex>" digest of
@@ -104,6 +108,8 @@ type Request struct {
 	// network): a faster search in a large market. The buyer's own
 	// setting, never sent to a seller (not in the proposal's encoding).
 	Limit int `json:"limit,omitempty"`
+	// Unknown: a newer version's fields, kept as they came (Input.Unknown).
+	Unknown wire.RawFields `json:"unknown_fields,omitempty"`
 }
 
 // MaxLimit bounds Request.Limit.
@@ -207,6 +213,7 @@ func (r *Request) marshal() []byte {
 		ie.String(1, in.Name)
 		ie.String(2, in.SHA256)
 		ie.Uint(3, in.Size)
+		ie.B = append(ie.B, in.Unknown...)
 		e.B = protowire.AppendTag(e.B, rqInputs, protowire.BytesType)
 		e.B = protowire.AppendBytes(e.B, ie.B)
 	}
@@ -228,10 +235,11 @@ func (r *Request) marshal() []byte {
 	if r.Service != nil {
 		e.Bytes(rqService, r.Service.marshal())
 	}
+	e.B = append(e.B, r.Unknown...)
 	return e.B
 }
 
-var requestSchema = wire.Schema{Max: maxRequestPayload, Fields: []wire.Spec{
+var requestSchema = wire.Schema{Max: maxRequestPayload, Open: true, Fields: []wire.Spec{
 	rqImage: bytesField, rqCommand: repeatedBytes, rqEnv: repeatedBytes, rqInputs: repeatedBytes,
 	rqCPU: varintField, rqMemory: varintField, rqDisk: varintField, rqBandwidth: varintField,
 	rqDuration: varintField, rqMaxPrice: varintField, rqMinRep: varintField, rqRegion: bytesField,
@@ -246,6 +254,9 @@ func (r *Request) unmarshal(b []byte) error {
 		return err
 	}
 	for _, f := range fs {
+		if r.Unknown.Keep(f) {
+			continue
+		}
 		var err error
 		switch f.Num {
 		case rqImage:
@@ -314,7 +325,7 @@ func (r *Request) unmarshal(b []byte) error {
 }
 
 // inputSchema is an input's, and an output's: name, digest, size.
-var inputSchema = wire.Schema{Max: 1024, Fields: []wire.Spec{1: bytesField, 2: bytesField, 3: varintField}}
+var inputSchema = wire.Schema{Max: 1024, Open: true, Fields: []wire.Spec{1: bytesField, 2: bytesField, 3: varintField}}
 
 func (in *Input) unmarshal(b []byte) error {
 	fs, err := decode("input", &inputSchema, b)
@@ -322,6 +333,9 @@ func (in *Input) unmarshal(b []byte) error {
 		return err
 	}
 	for _, f := range fs {
+		if in.Unknown.Keep(f) {
+			continue
+		}
 		switch f.Num {
 		case 1:
 			in.Name, err = f.Text(maxNameLen)
@@ -357,6 +371,9 @@ type Proposal struct {
 	// Network is the Bitcoin network the buyer pays on (empty from
 	// buyers before it was said).
 	Network string `json:"network,omitempty"`
+	// Unknown: a newer version's fields, kept as they came (Input.Unknown),
+	// so that ID() here is the buyer's.
+	Unknown wire.RawFields `json:"unknown_fields,omitempty"`
 }
 
 var _ record.Record = (*Proposal)(nil)
@@ -399,13 +416,14 @@ func (p *Proposal) MarshalRecord() ([]byte, error) {
 	e.t(ppIssued, p.Issued)
 	e.t(ppExpiry, p.Expiry)
 	e.String(ppNetwork, p.Network)
+	e.B = append(e.B, p.Unknown...)
 	if len(e.B) > MaxProposalSize-1024 {
 		return nil, fmt.Errorf("encode proposal: %w", ErrTooLarge)
 	}
 	return e.B, nil
 }
 
-var proposalSchema = wire.Schema{Max: MaxProposalSize, Fields: []wire.Spec{
+var proposalSchema = wire.Schema{Max: MaxProposalSize - 1024, Open: true, Fields: []wire.Spec{
 	ppVersion: varintField, ppBuyer: bytesField, ppSeller: bytesField, ppOfferSeq: varintField,
 	ppRequest: bytesField, ppInterval: varintField, ppPrice: varintField, ppStartFee: varintField,
 	ppPaymentKey: bytesField, ppNonce: bytesField, ppIssued: varintField, ppExpiry: varintField,
@@ -420,6 +438,9 @@ func (p *Proposal) UnmarshalRecord(b []byte) error {
 		return err
 	}
 	for _, f := range fs {
+		if p.Unknown.Keep(f) {
+			continue
+		}
 		var err error
 		switch f.Num {
 		case ppVersion:
@@ -568,6 +589,9 @@ const (
 	ReasonPolicy    Reason = "policy"
 	// ReasonNetwork: the proposal pays on another Bitcoin network.
 	ReasonNetwork Reason = "network"
+	// ReasonUnsupported: the proposal carries a critical field of a newer
+	// version (wire.CriticalMin) that this seller cannot honour.
+	ReasonUnsupported Reason = "unsupported"
 	// ReasonUnreachable is the buyer's, never a seller's decision: after an
 	// acceptance it could hold no connection to the seller that carries
 	// the contract (a direct one, or a relayed one whose limits fit), so
@@ -575,13 +599,16 @@ const (
 	ReasonUnreachable Reason = "unreachable"
 )
 
+// validReason: a known reason, or a newer version's (one lowercase word,
+// "_" allowed), which travels as it is so that a newer seller's refusals
+// still reach an older buyer.
 func validReason(r Reason) bool {
-	switch r {
-	case ReasonNone, ReasonCapacity, ReasonPrice, ReasonDuration, ReasonRuntime, ReasonExpired,
-		ReasonMalformed, ReasonReplayed, ReasonPolicy, ReasonNetwork:
-		return true
+	for _, c := range r {
+		if (c < 'a' || c > 'z') && c != '_' {
+			return false
+		}
 	}
-	return false
+	return true
 }
 
 // Decision is the seller's signed answer to a proposal. An Accept, with the
@@ -662,7 +689,7 @@ func (d *Decision) MarshalRecord() ([]byte, error) {
 	return e.B, nil
 }
 
-var decisionSchema = wire.Schema{Max: MaxDecisionSize, Fields: []wire.Spec{
+var decisionSchema = wire.Schema{Max: MaxDecisionSize, Open: true, Fields: []wire.Spec{
 	dcVersion: varintField, dcProposalID: bytesField, dcSeller: bytesField, dcBuyer: bytesField,
 	dcVerdict: varintField, dcReason: bytesField, dcMessage: bytesField, dcCounterPrice: varintField,
 	dcCounterDur: varintField, dcPaymentTerms: bytesField, dcFundBy: varintField, dcIssued: varintField,
@@ -863,7 +890,7 @@ func (r *Receipt) MarshalRecord() ([]byte, error) {
 	return e.B, nil
 }
 
-var receiptSchema = wire.Schema{Max: MaxReceiptSize, Fields: []wire.Spec{
+var receiptSchema = wire.Schema{Max: MaxReceiptSize, Open: true, Fields: []wire.Spec{
 	rcVersion: varintField, rcContractID: bytesField, rcSeller: bytesField, rcBuyer: bytesField,
 	rcExitCode: varintField, rcReason: bytesField, rcCPU: varintField, rcPeakMem: varintField,
 	rcOOM: varintField, rcWall: varintField, rcOutputs: repeatedBytes, rcBilled: varintField,
@@ -915,7 +942,7 @@ func (r *Receipt) UnmarshalRecord(b []byte) error {
 			}
 			var in Input
 			if err = in.unmarshal(f.B); err == nil {
-				r.Outputs = append(r.Outputs, Output(in))
+				r.Outputs = append(r.Outputs, Output{Name: in.Name, SHA256: in.SHA256, Size: in.Size})
 			}
 		case rcBilled:
 			if f.V > 21e14 {

@@ -187,7 +187,12 @@ func fuzzSeeds(f *testing.F) {
 	r := &Receipt{Version: Version, ContractID: p.ID(), Seller: seller, Buyer: buyer, Outputs: []Output{{Name: "o", SHA256: p.Request.Inputs[0].SHA256}}, Issued: t0, Expiry: t0.Add(time.Hour)}
 	rb, _ := r.MarshalRecord()
 	renv, _ := SignReceipt(r, sk)
-	for _, s := range [][]byte{pb, penv, db, denv, rb, renv, (&Contract{ProposalEnv: penv, AcceptanceEnv: denv}).Marshal(), {}, {0xff}} {
+	// A newer version's proposal: fields this one does not know.
+	fp := testProposal(buyer, seller)
+	fp.Request.Unknown, fp.Unknown = futureFields(19), futureFields(14)
+	fb, _ := fp.MarshalRecord()
+	fenv, _ := SignProposal(fp, bk)
+	for _, s := range [][]byte{pb, penv, db, denv, rb, renv, fb, fenv, (&Contract{ProposalEnv: penv, AcceptanceEnv: denv}).Marshal(), {}, {0xff}} {
 		f.Add(s)
 	}
 }

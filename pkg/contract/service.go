@@ -40,6 +40,8 @@ type Service struct {
 	// Listen, if set, is the local address the buyer's node forwards to
 	// the service from the start ("127.0.0.1:0": a free port). Not sent.
 	Listen string `json:"listen,omitempty"`
+	// Unknown: a newer version's fields, kept as they came (Input.Unknown).
+	Unknown wire.RawFields `json:"unknown_fields,omitempty"`
 }
 
 // MaxReplicas bounds a service's replicas.
@@ -90,12 +92,13 @@ const (
 	svHealth
 )
 
-var serviceSchema = wire.Schema{Max: 256, Fields: []wire.Spec{svPort: varintField, svHealth: bytesField}}
+var serviceSchema = wire.Schema{Max: 256, Open: true, Fields: []wire.Spec{svPort: varintField, svHealth: bytesField}}
 
 func (s *Service) marshal() []byte {
 	var e enc
 	e.Uint(svPort, uint64(s.Port))
 	e.String(svHealth, s.Health)
+	e.B = append(e.B, s.Unknown...)
 	return e.B
 }
 
@@ -106,6 +109,9 @@ func unmarshalService(b []byte) (*Service, error) {
 	}
 	s := &Service{}
 	for _, f := range fs {
+		if s.Unknown.Keep(f) {
+			continue
+		}
 		switch f.Num {
 		case svPort:
 			if f.V == 0 || f.V > 65535 {

@@ -19,6 +19,9 @@ var (
 	ErrTooLarge  = fmt.Errorf("%w: too large", ErrInvalid)
 	ErrExpired   = fmt.Errorf("%w: expired", ErrInvalid)
 	ErrWrongKey  = fmt.Errorf("%w: signed by the wrong key", ErrInvalid)
+	// ErrUnsupported: the record carries a critical field (wire.CriticalMin)
+	// of a newer version, one this node must not ignore.
+	ErrUnsupported = fmt.Errorf("%w: unsupported", ErrInvalid)
 )
 
 // enc writes protobuf wire format (wire.Encoder: fields in the order the
@@ -48,9 +51,14 @@ func decode(what string, s *wire.Schema, b []byte) ([]wire.Field, error) {
 	return fs, nil
 }
 
-// wireErr gives an error of package wire this package's ErrMalformed or
-// ErrTooLarge; other errors pass as they are.
-func wireErr(err error) error { return wire.Wrap(err, ErrMalformed, ErrTooLarge) }
+// wireErr gives an error of package wire this package's ErrMalformed,
+// ErrTooLarge or ErrUnsupported; other errors pass as they are.
+func wireErr(err error) error {
+	if errors.Is(err, wire.ErrUnsupported) && !errors.Is(err, ErrUnsupported) {
+		return fmt.Errorf("%w: %w", ErrUnsupported, err)
+	}
+	return wire.Wrap(err, ErrMalformed, ErrTooLarge)
+}
 
 // bytesField and varintField are the two kinds of a schema's fields;
 // repeatedBytes may appear more than once.

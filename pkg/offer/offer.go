@@ -61,6 +61,9 @@ var (
 	ErrWrongKey  = fmt.Errorf("%w: not signed by the seller's key", ErrInvalid)
 	ErrStaleSeq  = fmt.Errorf("%w: sequence older than one already seen", ErrInvalid)
 	ErrMalformed = fmt.Errorf("%w: malformed", ErrInvalid)
+	// ErrUnsupported: the offer carries a critical field of a newer
+	// version (wire.CriticalMin), one a buyer must not ignore.
+	ErrUnsupported = fmt.Errorf("%w: unsupported (from a newer blackbox)", ErrInvalid)
 )
 
 // Resources is an amount of compute: CPU in millicores, memory and disk in
@@ -207,7 +210,12 @@ var (
 )
 
 // offerSchema: the field numbers above, addresses and runtimes repeated.
-var offerSchema = wire.Schema{Max: MaxPayloadSize, Fields: []wire.Spec{
+//
+// It is Open: a field a newer version added is skipped (the signature is
+// over the bytes received, so it still verifies), so a buyer one version
+// older still finds a newer seller. A decoded offer is never re-encoded
+// to be signed or hashed, so the skipped fields are not kept.
+var offerSchema = wire.Schema{Max: MaxPayloadSize, Open: true, Fields: []wire.Spec{
 	fVersion: varintField, fSeller: bytesField, fAddrs: {Kind: wire.Bytes, Repeated: true},
 	fCPU: varintField, fMemory: varintField, fDisk: varintField, fBandwidth: varintField,
 	fCoreHour: varintField, fMemGiBHour: varintField, fDiskGiBHour: varintField, fEgressGiB: varintField,
@@ -216,17 +224,24 @@ var offerSchema = wire.Schema{Max: MaxPayloadSize, Fields: []wire.Spec{
 	fSeq: varintField, fIssued: varintField, fExpiry: varintField, fNetwork: bytesField,
 }}
 
-// UnmarshalRecord implements record.Record. It is strict: oversized input,
-// unknown fields, wrong wire types, repeated scalars and values out of range
-// are errors, never panics.
+// UnmarshalRecord implements record.Record. It is strict about what it
+// knows: oversized input, wrong wire types, repeated scalars and values out
+// of range are errors, never panics; unknown fields are skipped, except
+// critical ones (ErrUnsupported).
 func (o *Offer) UnmarshalRecord(b []byte) error {
 	*o = Offer{}
 	err := offerSchema.Walk(b, func(f wire.Field) error {
+		if f.Unknown != nil {
+			return nil
+		}
 		if offerSchema.Fields[f.Num].Kind == wire.Bytes {
 			return o.setBytes(f.Num, f.B)
 		}
 		return o.setVarint(f.Num, f.V)
 	})
+	if errors.Is(err, wire.ErrUnsupported) {
+		return fmt.Errorf("decode offer: %w: %w", ErrUnsupported, err)
+	}
 	if err != nil {
 		return fmt.Errorf("decode offer: %w", wire.Wrap(err, ErrMalformed, ErrTooLarge))
 	}

@@ -146,14 +146,17 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 	_, id := newKey(t)
 	good, _ := sample(id).MarshalRecord()
 	cases := map[string][]byte{
-		"truncated":      good[:len(good)-1],
-		"unknown field":  append(append([]byte(nil), good...), 0xf8, 0x01, 0x01), // field 31 varint
-		"repeated seq":   append(append([]byte(nil), good...), 19<<3, 1),
-		"wrong wiretype": {fSeller<<3 | 0, 1},
-		"bad seller":     {fSeller<<3 | 2, 2, 0xff, 0xff},
-		"bad key length": {fPaymentKey<<3 | 2, 1, 2},
-		"huge duration":  {fMinDur << 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
-		"too large":      make([]byte, MaxPayloadSize+1),
+		"truncated": good[:len(good)-1],
+		// An unknown field is skipped (a newer version's: TestFutureOffer),
+		// unless it is critical or malformed.
+		"critical unknown field":  append(append([]byte(nil), good...), 0x80, 0x40, 0x01), // field 1024 varint
+		"truncated unknown field": append(append([]byte(nil), good...), 0xf8, 0x01),       // field 31 varint, no value
+		"repeated seq":            append(append([]byte(nil), good...), 19<<3, 1),
+		"wrong wiretype":          {fSeller<<3 | 0, 1},
+		"bad seller":              {fSeller<<3 | 2, 2, 0xff, 0xff},
+		"bad key length":          {fPaymentKey<<3 | 2, 1, 2},
+		"huge duration":           {fMinDur << 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+		"too large":               make([]byte, MaxPayloadSize+1),
 	}
 	for name, b := range cases {
 		var o Offer

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"math"
 	"time"
 	"unicode/utf8"
@@ -25,11 +26,30 @@ type Spec struct {
 	Repeated bool // may appear more than once
 }
 
+// CriticalMin is the first field number of the critical range: a field
+// numbered from here up changes a message's meaning, so a reader that does
+// not know it must refuse the message (ErrUnsupported) rather than skip
+// it, even in an Open schema. A version that adds a field an older reader
+// may safely ignore numbers it below CriticalMin; one that adds a field an
+// older reader must not ignore (a new kind of contract, a new obligation)
+// numbers it from CriticalMin up.
+const CriticalMin = 1024
+
 // Schema describes a message for Decode. Fields is indexed by field
 // number: numbers with no Spec (Kind Unknown), 0 and numbers past its end
-// are unknown fields, which are errors.
+// are unknown fields: errors, unless the schema is Open.
 type Schema struct {
 	Fields []Spec
+	// Open makes the schema forward-compatible, as protobuf is: an unknown
+	// field below CriticalMin with a well-formed value (varint, fixed32,
+	// fixed64 or bytes) is passed on as a Field with Unknown set, for the
+	// caller to keep or drop, and may appear more than once (its schema is
+	// not known). An unknown field from CriticalMin up is ErrUnsupported.
+	// Everything else stays strict: known fields' wire types, repeats,
+	// order and Max. Signed records of peers are Open, so that a node one
+	// version older still reads a newer node's records; the signature is
+	// over the received bytes, unknown fields included.
+	Open bool
 	// Ordered requires field numbers never to decrease, so that a message
 	// has one encoding; a Repeated field's values are then consecutive.
 	Ordered bool
@@ -38,17 +58,21 @@ type Schema struct {
 }
 
 // Field is one decoded field: its number and either its varint or fixed64
-// (V) or its bytes (B, a slice of the decoded input).
+// (V) or its bytes (B, a slice of the decoded input). A field an Open
+// schema does not know has only Num and Unknown: its whole encoding, tag
+// and value, a slice of the input.
 type Field struct {
-	Num protowire.Number
-	V   uint64
-	B   []byte
+	Num     protowire.Number
+	V       uint64
+	B       []byte
+	Unknown []byte
 }
 
 // Decode splits b into fields, strictly: a bad tag, a truncated value, an
-// unknown field number, a wire type other than the schema's, a field that
-// is not Repeated appearing twice, a decreasing number in an Ordered schema
-// and more than Max bytes are errors. Fields are returned in input order.
+// unknown field number (unless the schema is Open), a wire type other than
+// the schema's, a field that is not Repeated appearing twice, a decreasing
+// number in an Ordered schema and more than Max bytes are errors. Fields
+// are returned in input order.
 func (s *Schema) Decode(b []byte) ([]Field, error) {
 	var out []Field
 	if err := s.Walk(b, func(f Field) error {
@@ -78,10 +102,35 @@ func (s *Schema) Walk(b []byte, fn func(Field) error) error {
 		if n < 0 {
 			return malformed("bad tag")
 		}
-		b = b[n:]
 		if num < 1 || int64(num) >= int64(len(s.Fields)) || s.Fields[num].Kind == Unknown {
-			return malformed("unknown field %d", num)
+			if !s.Open || num < 1 {
+				return malformed("unknown field %d", num)
+			}
+			if num >= CriticalMin {
+				return unsupported("field %d is critical and not understood here (a newer version's)", num)
+			}
+			if s.Ordered && num < last {
+				return malformed("field %d out of order", num)
+			}
+			last = num
+			whole := b
+			b = b[n:]
+			switch typ {
+			case protowire.VarintType, protowire.Fixed32Type, protowire.Fixed64Type, protowire.BytesType:
+				n = protowire.ConsumeFieldValue(num, typ, b)
+			default: // groups: deprecated, never written by blackbox
+				return malformed("unknown field %d has wire type %d", num, typ)
+			}
+			if n < 0 {
+				return malformed("field %d truncated", num)
+			}
+			b = b[n:]
+			if err := fn(Field{Num: num, Unknown: whole[:len(whole)-len(b)]}); err != nil {
+				return err
+			}
+			continue
 		}
+		b = b[n:]
 		spec := s.Fields[num]
 		if seen[num] && !spec.Repeated {
 			return malformed("field %d repeated", num)
@@ -203,4 +252,33 @@ func (e *Encoder) String(num protowire.Number, v string) {
 func (e *Encoder) Always(num protowire.Number, v []byte) {
 	e.B = protowire.AppendTag(e.B, num, protowire.BytesType)
 	e.B = protowire.AppendBytes(e.B, v)
+}
+
+// RawFields is encoded fields kept as they came: the unknown fields of an
+// Open schema's message, which re-encoding appends so that the bytes a
+// peer signed (and any ID hashed from them) come back. A string, so that
+// the structs holding it stay comparable; base64 in JSON.
+type RawFields string
+
+// Keep appends f's encoding if f is an unknown field and reports whether
+// it was.
+func (r *RawFields) Keep(f Field) bool {
+	if f.Unknown == nil {
+		return false
+	}
+	*r += RawFields(f.Unknown)
+	return true
+}
+
+// MarshalJSON writes the fields as base64.
+func (r RawFields) MarshalJSON() ([]byte, error) { return json.Marshal([]byte(r)) }
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *RawFields) UnmarshalJSON(b []byte) error {
+	var v []byte
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = RawFields(v)
+	return nil
 }

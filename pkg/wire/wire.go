@@ -6,8 +6,9 @@
 // (AppendFrame, ReadFrame). Each record's fields, limits and meaning stay in
 // the package that owns the record.
 //
-// Errors from decoding wrap ErrMalformed or ErrTooLarge; a caller gives them
-// its own package's errors with Wrap, so that errors.Is works on both.
+// Errors from decoding wrap ErrMalformed, ErrTooLarge or ErrUnsupported; a
+// caller gives them its own package's errors with Wrap, so that errors.Is
+// works on both.
 package wire
 
 import (
@@ -19,6 +20,9 @@ import (
 var (
 	ErrMalformed = errors.New("malformed")
 	ErrTooLarge  = errors.New("too large")
+	// ErrUnsupported: an Open schema met an unknown field of the critical
+	// range (CriticalMin): the message needs a newer version to be read.
+	ErrUnsupported = errors.New("unsupported")
 )
 
 // decodeError is a failure of kind ErrMalformed or ErrTooLarge whose text
@@ -34,6 +38,10 @@ func (e *decodeError) Unwrap() error { return e.kind }
 
 func malformed(format string, args ...any) error {
 	return &decodeError{kind: ErrMalformed, msg: fmt.Sprintf(format, args...)}
+}
+
+func unsupported(format string, args ...any) error {
+	return &decodeError{kind: ErrUnsupported, msg: fmt.Sprintf(format, args...)}
 }
 
 func tooLarge(format string, args ...any) error {
