@@ -287,8 +287,11 @@ func (b *Buyer) Start(ctx context.Context) error {
 	if err := b.loadUnreachable(); err != nil {
 		return fmt.Errorf("start buyer: %w", err)
 	}
-	var resume []*JobStatus
-	defer func() { b.resumeJobs(ctx, resume) }()
+	var resume, services []*JobStatus
+	defer func() {
+		b.resumeJobs(ctx, resume)
+		b.restoreServices(ctx, services) // service_restart.go
+	}()
 	return b.cfg.Store.Update(func(kv KV) error {
 		var fix []*JobStatus
 		err := kv.ForEach(bucketJobs, "", func(k string, v []byte) error {
@@ -296,7 +299,9 @@ func (b *Buyer) Start(ctx context.Context) error {
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("job %s: %w", k, err)
 			}
-			if j.State == JobRunning && keep[j.ContractID] {
+			if j.Request.Service != nil && (j.State == JobSearching || j.State == JobRunning) {
+				services = append(services, &j) // a service runs until cancelled
+			} else if j.State == JobRunning && keep[j.ContractID] {
 				resume = append(resume, &j) // resume.go
 			} else if j.State == JobSearching || j.State == JobRunning {
 				j.State, j.Error = JobFailed, "node restarted"
@@ -388,7 +393,7 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 	}
 	b.track(ctx, j, func(jctx context.Context) {
 		if req.Service != nil {
-			b.runService(jctx, j)
+			b.runService(jctx, j, nil)
 			return
 		}
 		b.runJob(jctx, j)
@@ -935,6 +940,9 @@ type buyerRun struct {
 	// addrs are where the seller was reached, for a resumed stream
 	// (buyerresume.go).
 	addrs []string
+	// resumed: the stream was resumed at least once (the seller may have
+	// restarted, losing count of a service's last forwarded bytes).
+	resumed bool
 }
 
 // expect reads the seller's next frame, which must be typ: a refusal
