@@ -415,7 +415,9 @@ func TestServiceFailover(t *testing.T) {
 // fail. Woken (SIGCONT), the frozen seller ends its stale contract: no
 // container is left of it, and its channel with the buyer holds no more
 // than the buyer paid on it. Resumption is on (the default grace), as on
-// a node nobody configured: a replica is not waited for.
+// a node nobody configured: the frozen replica is waited for only a few
+// seconds (a restart's) before its replacement starts, and once woken it
+// gets the buyer's cancel and settles.
 func TestServiceFreeze(t *testing.T) {
 	f := startFailover(t, "BLACKBOX_CONTRACT_RESTART_GRACE=2m")
 	buyer, victim := f.buyer, f.victim

@@ -207,6 +207,10 @@ type JobStatus struct {
 	// exclude, if set, names sellers seek must not try for this job (the
 	// sellers of a service's other replicas, as they are now).
 	exclude func(peer.ID) bool
+	// findWithin, if set, bounds each lookup of offers: seek goes on with
+	// the offers found by then (a replacement in a hurry: a seller that
+	// hangs holds a DHT query for its whole timeout).
+	findWithin time.Duration
 	// phaseAt is when the job entered Phase (for OnPhase).
 	phaseAt time.Time
 }
@@ -668,7 +672,12 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			break
 		}
 		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
-		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network})
+		fctx, fcancel := ctx, context.CancelFunc(func() {})
+		if j.findWithin > 0 {
+			fctx, fcancel = context.WithTimeout(ctx, j.findWithin)
+		}
+		offers, err := b.cfg.Find(fctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network})
+		fcancel()
 		if err != nil {
 			lastErr = fmt.Errorf("discover: %w", err)
 			continue

@@ -423,6 +423,9 @@ func (sv *svcBuyer) startAvoiding(ctx context.Context, i int, avoid peer.ID) *sv
 	n := sv.made
 	sj := &JobStatus{ID: fmt.Sprintf("%s-%d-%d", sv.id, i, n), Request: req, State: JobSearching, Created: b.clock.Now(), shadow: true,
 		exclude: func(p peer.ID) bool { return p == avoid || sv.otherSlotOn(i, p) }}
+	if avoid != "" {
+		sj.findWithin = replaceFind // service_restart.go
+	}
 	cctx, cancel := context.WithCancelCause(ctx)
 	c := &svcContract{slot: i, sj: sj, cancel: cancel, done: make(chan struct{})}
 	sv.slots[i] = append(sv.slots[i], c)

@@ -36,8 +36,14 @@ import (
 //     resume state every few seconds, and go on counting from there.
 
 // awayReplace is how long a service contract's seller may be away before
-// its slot starts a replacement (a restart takes a few seconds).
-const awayReplace = 10 * time.Second
+// its slot starts a replacement. A restart takes a few seconds, and a
+// replacement a few more to serve: the old contract, back by then, keeps
+// the slot.
+const awayReplace = 5 * time.Second
+
+// replaceFind bounds a replacement's lookups of offers: the seller away
+// may hang, and hold the DHT's query for its timeout (20 s).
+const replaceFind = 5 * time.Second
 
 // errReplaced cancels a contract whose seller was away and another took
 // its slot.
