@@ -550,7 +550,8 @@ func (l *serviceLoad) end() (failed, total int32, gap time.Duration) {
 // seller is killed (kill -9) and started again: its container ran on, the
 // seller adopts it and the same contract goes on serving on the same
 // seller (at most the requests in flight at the kill fail; the others
-// wait for the replica). Then the buyer's daemon is killed and started
+// wait for the replica); so after a SIGTERM (an upgrade), which leaves
+// the container running. Then the buyer's daemon is killed and started
 // again: it runs the service again from its store, with the same contract
 // and its forward on the same address, and pays on. Cancelled, the
 // contract settles for what the buyer paid and no container is left.
@@ -604,6 +605,29 @@ func TestServiceDaemonRestarts(t *testing.T) {
 		down.Round(time.Millisecond), failed, total, gap.Round(time.Millisecond), resumedAfter(buyer))
 	if failed > 1 {
 		t.Fatalf("%d requests failed across the seller's restart; at most the one in flight at the kill may", failed)
+	}
+
+	// The seller again: SIGTERM (an upgrade) leaves the service running.
+	load = startLoad(t, fwd)
+	time.Sleep(time.Second)
+	stopAt := time.Now()
+	seller.stop()
+	if n := m.jobContainers(cid); n != 1 {
+		t.Fatalf("after the stop containerd holds %d containers of the service, want it running on", n)
+	}
+	seller.start()
+	down = time.Since(stopAt)
+	waitFor(t, 60*time.Second, "the service healthy again", func() bool {
+		return strings.Count(buyer.logs.String(), "job stream resumed") >= 2 && buyer.job(id).Service.Healthy() == 1
+	})
+	time.Sleep(2 * time.Second)
+	failed, total, gap = load.end()
+	same("the seller's SIGTERM and start")
+	paidOn("the seller's SIGTERM and start")
+	t.Logf("NUMBERS SIGTERM of the seller: %s without its daemon (stop to API up); %d of %d requests failed, the longest gap %s; %s",
+		down.Round(time.Millisecond), failed, total, gap.Round(time.Millisecond), resumedAfter(buyer))
+	if failed > 1 {
+		t.Fatalf("%d requests failed across the seller's SIGTERM and start", failed)
 	}
 
 	// The buyer: kill -9, start again. Its forward is down meanwhile
