@@ -154,7 +154,9 @@ func (l *liveJob) attach(a *attachment, resumed bool) {
 	if resumed {
 		_ = a.c.send(jResumed, binary.AppendUvarint(nil, uint64(l.paid)))
 		if sv := l.s.services.get(l.id); sv != nil {
-			sv.resend(a.c)
+			// Not on this goroutine: a health report may hold sv's lock
+			// while it sends on the stream being replaced.
+			go sv.resend(a.c)
 		}
 	}
 	for i, w := range l.outs {
