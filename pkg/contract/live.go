@@ -244,9 +244,11 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 			return err
 		}
 		if !l.resumed {
-			rs := resumeState{Proto: l.protocol, Alive: s.clock.Now(), RxBytes: l.rxBytes}
+			// The inputs stay for the job left running (the next start
+			// removes them when it ends).
+			rs := resumeState{Proto: l.protocol, Alive: s.clock.Now(), RxBytes: l.rxBytes, InputDir: l.inputDir}
 			if p.Request.Service != nil {
-				rs.Image, rs.InputDir = image, l.inputDir
+				rs.Image = image
 			}
 			if err := saveResume(s.cfg.Store, RoleSeller, l.id, rs); err != nil {
 				return err

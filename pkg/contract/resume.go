@@ -146,9 +146,10 @@ type resumeState struct {
 	Alive time.Time `json:"alive"`
 	// Seller: the bytes of image and inputs it received (billed).
 	RxBytes int64 `json:"rx_bytes,omitempty"`
-	// Seller, of a service: the image the job runs and its inputs (its
-	// restart policy runs it again after a restart), and the bytes
-	// forwarded to and from the buyer so far (at the last record).
+	// Seller: the job's inputs (kept while it runs on); of a service, the
+	// image the job runs (its restart policy runs it again after a
+	// restart), and the bytes forwarded to and from the buyer so far (at
+	// the last record).
 	// Buyer, of a service: the bytes its forwards read from and wrote to
 	// the seller so far.
 	Image    string `json:"image,omitempty"`
