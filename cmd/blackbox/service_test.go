@@ -437,7 +437,9 @@ func TestServiceFailover(t *testing.T) {
 // fail. Woken (SIGCONT), the frozen seller ends its stale contract: no
 // container is left of it, and its channel with the buyer holds no more
 // than the buyer paid on it. Resumption is on (the default grace), as on
-// a node nobody configured: a replica is not waited for.
+// a node nobody configured: the frozen replica is waited for only a few
+// seconds (a restart's) before its replacement starts, and once woken it
+// gets the buyer's cancel and settles.
 func TestServiceFreeze(t *testing.T) {
 	t.Parallel()
 	f := startFailover(t, "BLACKBOX_CONTRACT_RESTART_GRACE=2m")
@@ -519,4 +521,174 @@ func runsOn(s *contract.ServiceStatus, id string) bool {
 		}
 	}
 	return false
+}
+
+// serviceLoad is a steady load of requests through a service's forward,
+// one client at a time, that counts the failed ones and the longest time
+// without an answer (the gap a client saw).
+type serviceLoad struct {
+	failed, total atomic.Int32
+	gap           atomic.Int64 // ns
+	stop          chan struct{}
+	done          chan struct{}
+}
+
+func startLoad(t *testing.T, addr string) *serviceLoad {
+	l := &serviceLoad{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		last := time.Now()
+		for {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			l.total.Add(1)
+			if body, err := fetch(addr, "/index.html"); err != nil || body != "hello-service\n" {
+				l.failed.Add(1)
+				t.Logf("request %d: %q %v", l.total.Load(), body, err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if d := int64(time.Since(last)); d > l.gap.Load() {
+				l.gap.Store(d)
+			}
+			last = time.Now()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return l
+}
+
+// end stops the load and returns what it counted (and resets it).
+func (l *serviceLoad) end() (failed, total int32, gap time.Duration) {
+	close(l.stop)
+	<-l.done
+	return l.failed.Load(), l.total.Load(), time.Duration(l.gap.Load())
+}
+
+// TestServiceDaemonRestarts: a service of one replica under a steady load
+// survives its daemons' restarts (within contract.restart_grace). The
+// seller is killed (kill -9) and started again: its container ran on, the
+// seller adopts it and the same contract goes on serving on the same
+// seller (at most the requests in flight at the kill fail; the others
+// wait for the replica); so after a SIGTERM (an upgrade), which leaves
+// the container running. Then the buyer's daemon is killed and started
+// again: it runs the service again from its store, with the same contract
+// and its forward on the same address, and pays on. Cancelled, the
+// contract settles for what the buyer paid and no container is left.
+func TestServiceDaemonRestarts(t *testing.T) {
+	t.Parallel()
+	m, seller, buyer, image := restartMarket(t, "60s")
+	j := submitService(t, buyer, image, append(slices.Clone(serviceFlags), "--time", "10m"), "sh", "-c", httpdScript("192.0.2.1:9"))
+	id, fwd := j.ID, j.Service.Forwards[0]
+	waitFor(t, 120*time.Second, "the service healthy", func() bool {
+		s := buyer.job(id).Service
+		return s != nil && s.Healthy() == 1
+	})
+	cid := buyer.job(id).Service.Running[0].ContractID
+	same := func(what string) *contract.JobStatus {
+		t.Helper()
+		j := buyer.job(id)
+		s := j.Service
+		if j.State != contract.JobRunning || s.Contracts != 1 || len(s.Running) != 1 || s.Running[0].ContractID != cid || s.Replacements != 0 {
+			t.Fatalf("after %s: %s %+v; want contract %s alone\n%s", what, j.State, s, cid[:12], tail(buyer.logs.String(), 40))
+		}
+		return j
+	}
+	paidOn := func(what string) {
+		t.Helper()
+		before := buyer.job(id).Paid
+		waitFor(t, 30*time.Second, "the buyer paying on after "+what, func() bool { return buyer.job(id).Paid > before })
+	}
+
+	// The seller: kill -9, start again.
+	load := startLoad(t, fwd)
+	time.Sleep(time.Second)
+	killAt := time.Now()
+	seller.kill()
+	if n := m.jobContainers(cid); n != 1 {
+		t.Fatalf("after the kill containerd holds %d containers of the service, want it running on", n)
+	}
+	seller.start()
+	down := time.Since(killAt)
+	waitFor(t, 60*time.Second, "the buyer to resume the contract's stream", func() bool {
+		return strings.Contains(buyer.logs.String(), "job stream resumed")
+	})
+	waitFor(t, 60*time.Second, "the service healthy again", func() bool { return buyer.job(id).Service.Healthy() == 1 })
+	time.Sleep(2 * time.Second)
+	failed, total, gap := load.end()
+	same("the seller's restart")
+	paidOn("the seller's restart")
+	if r := seller.contractRec(cid); r == nil || r.State != contract.StateRunning {
+		t.Fatalf("the seller's contract after its restart: %+v", r)
+	}
+	t.Logf("NUMBERS kill -9 of the seller: %s without its daemon (kill to API up); %d of %d requests failed, the longest gap %s; %s",
+		down.Round(time.Millisecond), failed, total, gap.Round(time.Millisecond), resumedAfter(buyer))
+	if failed > 1 {
+		t.Fatalf("%d requests failed across the seller's restart; at most the one in flight at the kill may", failed)
+	}
+
+	// The seller again: SIGTERM (an upgrade) leaves the service running.
+	load = startLoad(t, fwd)
+	time.Sleep(time.Second)
+	stopAt := time.Now()
+	seller.stop()
+	if n := m.jobContainers(cid); n != 1 {
+		t.Fatalf("after the stop containerd holds %d containers of the service, want it running on", n)
+	}
+	seller.start()
+	down = time.Since(stopAt)
+	waitFor(t, 60*time.Second, "the service healthy again", func() bool {
+		return strings.Count(buyer.logs.String(), "job stream resumed") >= 2 && buyer.job(id).Service.Healthy() == 1
+	})
+	time.Sleep(2 * time.Second)
+	failed, total, gap = load.end()
+	same("the seller's SIGTERM and start")
+	paidOn("the seller's SIGTERM and start")
+	t.Logf("NUMBERS SIGTERM of the seller: %s without its daemon (stop to API up); %d of %d requests failed, the longest gap %s; %s",
+		down.Round(time.Millisecond), failed, total, gap.Round(time.Millisecond), resumedAfter(buyer))
+	if failed > 1 {
+		t.Fatalf("%d requests failed across the seller's SIGTERM and start", failed)
+	}
+
+	// The buyer: kill -9, start again. Its forward is down meanwhile
+	// (the listener is the daemon's).
+	load = startLoad(t, fwd)
+	time.Sleep(time.Second)
+	killAt = time.Now()
+	buyer.kill()
+	buyer.start()
+	down = time.Since(killAt)
+	waitFor(t, 60*time.Second, "the restored service healthy", func() bool {
+		s := buyer.job(id).Service
+		return s != nil && s.Healthy() == 1
+	})
+	if body, err := fetch(fwd, "/index.html"); err != nil || body != "hello-service\n" {
+		t.Fatalf("GET through the restored forward %s: %q %v\n%s", fwd, body, err, tail(buyer.logs.String(), 30))
+	}
+	time.Sleep(2 * time.Second)
+	failed, total, gap = load.end()
+	j = same("the buyer's restart")
+	paidOn("the buyer's restart")
+	t.Logf("NUMBERS kill -9 of the buyer: %s without its daemon (kill to API up); %d of %d requests failed (its forward was down), the longest gap %s; %s",
+		down.Round(time.Millisecond), failed, total, gap.Round(time.Millisecond), resumedAfter(seller))
+
+	// Cancelled: the one contract settles for what the buyer paid.
+	if out, err := buyer.cli("cancel", id); err != nil {
+		t.Fatalf("cancel: %v: %s", err, out)
+	}
+	waitFor(t, 60*time.Second, "the service cancelled", func() bool { return buyer.job(id).State == contract.JobCancelled })
+	j = buyer.job(id)
+	waitFor(t, 60*time.Second, "the seller's contract settled", func() bool {
+		r := seller.contractRec(cid)
+		return r != nil && r.State == contract.StateSettled
+	})
+	r := seller.contractRec(cid)
+	if r.Paid != j.Paid || j.Service.Contracts != 1 {
+		t.Fatalf("the seller holds %d sats for the contract; the buyer paid %d over %d contract(s)", r.Paid, j.Paid, j.Service.Contracts)
+	}
+	waitFor(t, 20*time.Second, "the service's container gone", func() bool { return m.jobContainers(cid) == 0 })
+	t.Logf("one contract through both restarts: %d intervals, paid %d sats, %d bytes moved billed", r.Intervals, r.Paid, r.EgressBytes)
 }

@@ -47,7 +47,7 @@ func detachable(ctx context.Context) (context.Context, func()) {
 func (r sandboxRunner) Reattach(ctx context.Context, spec contract.RunSpec) (*contract.RunResult, error) {
 	sctx, done := detachable(ctx)
 	defer done()
-	res, err := r.sb.Reattach(sctx, sandbox.Job{ID: spec.ContractID, Stdout: spec.Stdout, Stderr: spec.Stderr, Output: spec.Output})
+	res, err := r.sb.Reattach(sctx, sandbox.Job{ID: spec.ContractID, Stdout: spec.Stdout, Stderr: spec.Stderr, Output: spec.Output, OnStart: spec.OnStart})
 	if errors.Is(err, sandbox.ErrDetached) {
 		return nil, contract.ErrDetached
 	}

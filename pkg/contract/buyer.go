@@ -212,6 +212,10 @@ type JobStatus struct {
 	// exclude, if set, names sellers seek must not try for this job (the
 	// sellers of a service's other replicas, as they are now).
 	exclude func(peer.ID) bool
+	// findWithin, if set, bounds each lookup of offers: seek goes on with
+	// the offers found by then (a replacement in a hurry: a seller that
+	// hangs holds a DHT query for its whole timeout).
+	findWithin time.Duration
 	// phaseAt is when the job entered Phase (for OnPhase).
 	phaseAt time.Time
 }
@@ -293,8 +297,11 @@ func (b *Buyer) Start(ctx context.Context) error {
 	if err := b.loadUnreachable(); err != nil {
 		return fmt.Errorf("start buyer: %w", err)
 	}
-	var resume []*JobStatus
-	defer func() { b.resumeJobs(ctx, resume) }()
+	var resume, services []*JobStatus
+	defer func() {
+		b.resumeJobs(ctx, resume)
+		b.restoreServices(ctx, services) // service_restart.go
+	}()
 	return b.cfg.Store.Update(func(kv KV) error {
 		var fix []*JobStatus
 		err := kv.ForEach(bucketJobs, "", func(k string, v []byte) error {
@@ -302,7 +309,9 @@ func (b *Buyer) Start(ctx context.Context) error {
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("job %s: %w", k, err)
 			}
-			if j.State == JobRunning && keep[j.ContractID] {
+			if j.Request.Service != nil && (j.State == JobSearching || j.State == JobRunning) {
+				services = append(services, &j) // a service runs until cancelled
+			} else if j.State == JobRunning && keep[j.ContractID] {
 				resume = append(resume, &j) // resume.go
 			} else if j.State == JobSearching || j.State == JobRunning {
 				j.State, j.Error = JobFailed, "node restarted"
@@ -394,7 +403,7 @@ func (b *Buyer) Submit(ctx context.Context, req Request) (string, error) {
 	}
 	b.track(ctx, j, func(jctx context.Context) {
 		if req.Service != nil {
-			b.runService(jctx, j)
+			b.runService(jctx, j, nil)
 			return
 		}
 		b.runJob(jctx, j)
@@ -684,7 +693,12 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			break
 		}
 		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
-		offers, err := b.cfg.Find(ctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network, Limit: req.Limit})
+		fctx, fcancel := ctx, context.CancelFunc(func() {})
+		if j.findWithin > 0 {
+			fctx, fcancel = context.WithTimeout(ctx, j.findWithin)
+		}
+		offers, err := b.cfg.Find(fctx, offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network, Limit: req.Limit})
+		fcancel()
 		if err != nil {
 			lastErr = fmt.Errorf("discover: %w", err)
 			continue
@@ -968,6 +982,9 @@ type buyerRun struct {
 	// addrs are where the seller was reached, for a resumed stream
 	// (buyerresume.go).
 	addrs []string
+	// resumed: the stream was resumed at least once (the seller may have
+	// restarted, losing count of a service's last forwarded bytes).
+	resumed bool
 }
 
 // openStream opens the job stream to the seller, offering protos.

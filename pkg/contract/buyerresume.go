@@ -202,12 +202,16 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 	done := ctx.Done()
 	// resume redials a broken stream; true when the job goes on.
 	resume := func(why error) bool {
-		// A service's contract is not waited for: its slot starts a
-		// replacement on another seller at once, sooner than a seller
-		// that hangs or restarts is back (a hung one keeps its
-		// connection, so each redial would wait on it for the grace).
-		if !r.resumableRun() || r.b.serviceOfJob(r.j.ID) != nil {
+		if !r.resumableRun() {
 			return false
+		}
+		// A service's contract is away meanwhile (PhaseResume): its
+		// forward takes no connection to it, and its slot starts a
+		// replacement if it stays away (service_buyer.go). A user's
+		// cancel, or the slot's, reaches a seller that comes back.
+		svc := r.b.serviceOfJob(r.j.ID) != nil
+		if svc {
+			b.update(r.j, func(j *JobStatus) { j.Phase = PhaseResume })
 		}
 		stopReader()
 		r.st.Reset()
@@ -217,6 +221,9 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 		if err != nil {
 			b.log.Info("job stream not resumed", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "err", err)
 			return false
+		}
+		if svc {
+			b.update(r.j, func(j *JobStatus) { j.Phase = PhaseRun })
 		}
 		extra = append(extra, st)
 		b.log.Info("job stream resumed", "job", r.j.ID, "contract", r.ct.ID, "peer", r.seller, "away", b.clock.Now().Sub(at).Round(time.Millisecond))
@@ -329,7 +336,7 @@ func (r *buyerRun) reconnect(ctx context.Context, files map[byte]*resultFile) (n
 		r.restoreAddrs()
 		c, err := r.dialResume(ctx, msg, p)
 		if err == nil {
-			r.st, r.c = c.s, c
+			r.st, r.c, r.resumed = c.s, c, true
 			// The last payment may have been lost with the old stream:
 			// it goes again (the seller takes a resend it holds).
 			if r.paid > 0 {
@@ -429,7 +436,7 @@ func (b *Buyer) touchLoop(ctx context.Context) {
 			ids = append(ids, id)
 		}
 		b.mu.Unlock()
-		if err := touchResume(b.cfg.Store, RoleBuyer, ids, b.clock.Now()); err != nil {
+		if err := touchResumeCounts(b.cfg.Store, RoleBuyer, ids, b.clock.Now(), b.serviceCounts()); err != nil {
 			b.log.Warn("record running jobs", "err", err)
 		}
 	}

@@ -37,7 +37,25 @@ type liveJob struct {
 	cur       *attachment // the buyer's stream; nil while it is away
 	gen       int
 	lostAt    time.Time
-	detached  bool // the job was left running for the next start
+	detached  bool   // the job was left running for the next start
+	image     string // a resumed job's image (a service runs it again)
+	// sc is the buyer's stream now, as other goroutines (a service's
+	// health reports) read it: run sets it with cur.
+	smu sync.Mutex
+	sc  *conn
+}
+
+// stream is the buyer's stream now; nil while it is away.
+func (l *liveJob) stream() *conn {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	return l.sc
+}
+
+func (l *liveJob) setStream(c *conn) {
+	l.smu.Lock()
+	l.sc = c
+	l.smu.Unlock()
 }
 
 // attachment is one buyer stream of a live job.
@@ -118,6 +136,7 @@ func (l *liveJob) attach(a *attachment, resumed bool) {
 	}
 	l.gen++
 	a.gen, l.cur, l.c = l.gen, a, a.c
+	l.setStream(a.c)
 	go func() {
 		for {
 			t, b, err := a.c.recv(maxCtlFrame)
@@ -135,6 +154,11 @@ func (l *liveJob) attach(a *attachment, resumed bool) {
 	}()
 	if resumed {
 		_ = a.c.send(jResumed, binary.AppendUvarint(nil, uint64(l.paid)))
+		if sv := l.s.services.get(l.id); sv != nil {
+			// Not on this goroutine: a health report may hold sv's lock
+			// while it sends on the stream being replaced.
+			go sv.resend(a.c)
+		}
 	}
 	for i, w := range l.outs {
 		w.attach(a.c, a.have[i])
@@ -148,6 +172,7 @@ func (l *liveJob) lose() {
 	}
 	l.cur.end(true)
 	l.cur, l.c = nil, nil
+	l.setStream(nil)
 	l.lostAt = l.s.clock.Now()
 	for _, w := range l.outs {
 		w.attach(nil, 0)
@@ -195,6 +220,9 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 	detached := false
 	defer func() {
 		l.detached = detached // read after done is closed
+		if detached {
+			s.touchLive() // a service's forwarded bytes, for the next start
+		}
 		s.mu.Lock()
 		delete(s.running, l.id)
 		delete(s.live, l.id)
@@ -217,7 +245,12 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 			return err
 		}
 		if !l.resumed {
-			rs := resumeState{Proto: l.protocol, Alive: s.clock.Now(), RxBytes: l.rxBytes}
+			// The inputs stay for the job left running (the next start
+			// removes them when it ends).
+			rs := resumeState{Proto: l.protocol, Alive: s.clock.Now(), RxBytes: l.rxBytes, InputDir: l.inputDir}
+			if p.Request.Service != nil {
+				rs.Image = image
+			}
 			if err := saveResume(s.cfg.Store, RoleSeller, l.id, rs); err != nil {
 				return err
 			}
@@ -237,16 +270,13 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 	} else {
 		l.lostAt = s.clock.Now() // a restart: the buyer has the grace to come back
 	}
-	c := l.c // the buyer's stream as the job starts (lose clears l.c)
+	if l.resumed {
+		// A service runs again within the contract's own end.
+		spec.WallClock = max(l.started.Add(p.Request.Duration).Sub(s.clock.Now()), time.Second)
+	}
 	go func() {
 		at := s.clock.Now()
-		var res *RunResult
-		var err error
-		if ra, ok := s.cfg.Runner.(Reattacher); ok && l.resumed {
-			res, err = ra.Reattach(jobCtx, spec)
-		} else {
-			res, err = l.runSpec(jobCtx, spec, c)
-		}
+		res, err := l.runSpec(jobCtx, spec, l.stream, l.resumed)
 		s.ran(s.clock.Now().Sub(at), res)
 		done <- runDone{res, err}
 	}()

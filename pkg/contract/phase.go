@@ -25,6 +25,9 @@ const (
 	PhaseStart     = "start"
 	PhaseRun       = "run"
 	PhaseResults   = "results"
+	// PhaseResume is a service contract's (buyer) while its job stream
+	// broke and is being resumed (buyerresume.go).
+	PhaseResume = "resume"
 )
 
 // PhaseFunc is told that a job of role spent d in phase. It is called from

@@ -146,6 +146,16 @@ type resumeState struct {
 	Alive time.Time `json:"alive"`
 	// Seller: the bytes of image and inputs it received (billed).
 	RxBytes int64 `json:"rx_bytes,omitempty"`
+	// Seller: the job's inputs (kept while it runs on); of a service, the
+	// image the job runs (its restart policy runs it again after a
+	// restart), and the bytes forwarded to and from the buyer so far (at
+	// the last record).
+	// Buyer, of a service: the bytes its forwards read from and wrote to
+	// the seller so far.
+	Image    string `json:"image,omitempty"`
+	InputDir string `json:"input_dir,omitempty"`
+	FwOut    int64  `json:"fw_out,omitempty"`
+	FwIn     int64  `json:"fw_in,omitempty"`
 	// Buyer: the bytes of image and inputs it sent, the egress price the
 	// seller said, what earlier attempts of the job paid, and whether a
 	// relayed connection may carry the stream.
@@ -182,6 +192,16 @@ func dropResume(st Store, role Role, id string) error {
 
 // touchResume records that the daemon still runs the jobs of ids.
 func touchResume(st Store, role Role, ids []string, now time.Time) error {
+	return touchResumeCounts(st, role, ids, now, nil)
+}
+
+// fwCounts are a service contract's forwarded bytes: out to and in from
+// the other side.
+type fwCounts struct{ out, in int64 }
+
+// touchResumeCounts is touchResume that also records the forwarded bytes
+// of the service contracts in fw.
+func touchResumeCounts(st Store, role Role, ids []string, now time.Time, fw map[string]fwCounts) error {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -196,6 +216,9 @@ func touchResume(st Store, role Role, ids []string, now time.Time) error {
 				return err
 			}
 			rs.Alive = now
+			if n, ok := fw[id]; ok {
+				rs.FwOut, rs.FwIn = n.out, n.in
+			}
 			if err := putJSON(kv, bucketResume, role.prefix()+id, rs); err != nil {
 				return err
 			}
@@ -283,7 +306,8 @@ type Reattacher interface {
 	// Reattach follows the job of spec.ContractID, left running (or since
 	// ended) by a previous process, to its end, and returns its result as
 	// Run does; its streams are written to spec's writers from their
-	// start. Only the contract ID and the writers of spec are used.
+	// start. Only the contract ID, the writers and OnStart (told the job's
+	// init process, as Run does) of spec are used.
 	Reattach(ctx context.Context, spec RunSpec) (*RunResult, error)
 	// Adopted lists the contract IDs of the jobs kept for Reattach.
 	Adopted(ctx context.Context) []string

@@ -474,6 +474,9 @@ type sellerJob struct {
 	// release, if set, forgets the contract at the funding gate
 	// (funding.go) once it has ended.
 	release func()
+	// fwOut and fwIn are a resumed service contract's forwarded bytes as
+	// the previous process last recorded them (resume.go).
+	fwOut, fwIn int64
 }
 
 func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
@@ -525,11 +528,13 @@ func (s *Seller) serveJob(c *conn, remote peer.ID) (string, error) {
 	if j.release != nil {
 		j.release()
 	}
+	if errors.Is(err, errJobDetached) {
+		// Still running, for the next start, which removes the inputs
+		// when the job ends (a service may need them to restart).
+		return id, err
+	}
 	if j.inputDir != "" {
 		os.RemoveAll(j.inputDir)
-	}
-	if errors.Is(err, errJobDetached) {
-		return id, err // still running, for the next start
 	}
 	if err != nil {
 		// Whatever state it reached, a broken contract fails; the
@@ -586,9 +591,10 @@ func (j *sellerJob) run(ctx context.Context) error {
 	s.phase(PhasePay, at)
 	// The job stream lives as long as the contract.
 	_ = j.c.s.SetDeadline(time.Now().Add(p.Request.Duration + s.machine.timeouts.RunGrace + time.Minute))
-	// A service's contract is not resumed: a restart ends it and the
-	// buyer starts another (service_buyer.go).
-	l := newLiveJob(j, s.canResume(j.c.s.Protocol()) && p.Request.Service == nil)
+	// A service's contract is resumed as a job's is: the seller follows
+	// the running service (restart policy, health, forwards) after its
+	// restart, and the buyer's node comes back to it (service_buyer.go).
+	l := newLiveJob(j, s.canResume(j.c.s.Protocol()))
 	l.protocol, l.started, l.k = j.c.s.Protocol(), started, 1
 	return l.run(ctx, image)
 }

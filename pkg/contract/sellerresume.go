@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -52,8 +53,14 @@ func (s *Seller) resumeJobs(ctx context.Context, keep map[string]bool) {
 		go func() {
 			defer s.handlers.Done()
 			s.log.Info("resuming a running job after a restart", "contract", id, "peer", l.buyer, "intervals", l.k, "paid_sats", l.paid)
-			err := l.run(s.ctx, "")
-			if err == nil || errors.Is(err, errJobDetached) {
+			err := l.run(s.ctx, l.image)
+			if errors.Is(err, errJobDetached) {
+				return
+			}
+			if l.inputDir != "" {
+				os.RemoveAll(l.inputDir)
+			}
+			if err == nil {
 				return
 			}
 			s.log.Info("resumed job ended with an error", "contract", id, "peer", l.buyer, "err", err)
@@ -88,13 +95,15 @@ func (s *Seller) resumeLive(id string) (*liveJob, error) {
 	if err != nil {
 		return nil, err
 	}
-	j := &sellerJob{s: s, buyer: rec.Peer, ct: ct, id: id, paid: rec.Paid, egressPrice: rec.EgressPrice, rxBytes: rs.RxBytes}
+	j := &sellerJob{s: s, buyer: rec.Peer, ct: ct, id: id, paid: rec.Paid, egressPrice: rec.EgressPrice, rxBytes: rs.RxBytes,
+		inputDir: rs.InputDir, fwOut: rs.FwOut, fwIn: rs.FwIn}
 	l := newLiveJob(j, true)
-	l.resumed, l.protocol, l.started, l.k = true, rs.Proto, rec.Started, max(rec.Intervals, 1)
+	l.resumed, l.protocol, l.started, l.k, l.image = true, rs.Proto, rec.Started, max(rec.Intervals, 1), rs.Image
 	return l, nil
 }
 
-// touchLive records that this process still runs its resumable jobs.
+// touchLive records that this process still runs its resumable jobs, and
+// the bytes their services forwarded so far.
 func (s *Seller) touchLive() {
 	s.mu.Lock()
 	var ids []string
@@ -104,7 +113,13 @@ func (s *Seller) touchLive() {
 		}
 	}
 	s.mu.Unlock()
-	if err := touchResume(s.cfg.Store, RoleSeller, ids, s.clock.Now()); err != nil {
+	fw := map[string]fwCounts{}
+	for _, id := range ids {
+		if sv := s.services.get(id); sv != nil {
+			fw[id] = fwCounts{sv.out.Load(), sv.in.Load()}
+		}
+	}
+	if err := touchResumeCounts(s.cfg.Store, RoleSeller, ids, s.clock.Now(), fw); err != nil {
 		s.log.Warn("record running jobs", "err", err)
 	}
 }

@@ -234,11 +234,41 @@ type svcRun struct {
 	pid atomic.Int64
 	// out and in are the bytes forwarded to and from the buyer.
 	out, in atomic.Int64
+	// stream is the buyer's job stream now (nil while it is away), which
+	// health reports go to; hmu orders them with a resumed stream's
+	// resend of last.
+	stream func() *conn
+	hmu    sync.Mutex
+	last   Health
 
 	mu      sync.Mutex
 	closed  bool
 	streams map[io.Closer]struct{}
 	wg      sync.WaitGroup
+}
+
+// report sends h to the buyer's stream when it changed.
+func (sv *svcRun) report(s *Seller, h Health) {
+	sv.hmu.Lock()
+	defer sv.hmu.Unlock()
+	if h == sv.last {
+		return
+	}
+	sv.last = h
+	s.log.Info("service health", "contract", sv.id, "peer", sv.buyer, "state", h.State, "restarts", h.Restarts, "detail", h.Detail)
+	if c := sv.stream(); c != nil {
+		_ = c.send(jHealth, marshalHealth(h))
+	}
+}
+
+// resend sends the last health to c, a stream the buyer resumed (its
+// node may have restarted and know nothing).
+func (sv *svcRun) resend(c *conn) {
+	sv.hmu.Lock()
+	defer sv.hmu.Unlock()
+	if sv.last.State != "" {
+		_ = c.send(jHealth, marshalHealth(sv.last))
+	}
 }
 
 // add registers a forward stream; false when the contract is ending.
@@ -310,45 +340,43 @@ func (s *Seller) forwarded(id string) (out, in int64) {
 	return sv.out.Load(), sv.in.Load()
 }
 
-// runSpec runs the job of a contract: once for a batch job, under the
-// restart policy for a service, whose health goes to the buyer on c (its
-// stream as the job started; nil after a restart).
-func (j *sellerJob) runSpec(ctx context.Context, spec RunSpec, c *conn) (*RunResult, error) {
+// runSpec runs the job of a contract (resumed: re-attaches the one a
+// previous process left running): once for a batch job, under the restart
+// policy for a service, whose health goes to the buyer's stream as stream
+// says it is now (nil while the buyer is away).
+func (j *sellerJob) runSpec(ctx context.Context, spec RunSpec, stream func() *conn, resumed bool) (*RunResult, error) {
 	svc := j.ct.Proposal.Request.Service
+	ra, canReattach := j.s.cfg.Runner.(Reattacher)
 	if svc == nil {
+		if resumed && canReattach {
+			return ra.Reattach(ctx, spec)
+		}
 		return j.s.cfg.Runner.Run(ctx, spec)
 	}
-	return j.runService(ctx, spec, svc, c)
+	return j.runService(ctx, spec, svc, stream, resumed && canReattach)
 }
 
-func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, c *conn) (*RunResult, error) {
+func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, stream func() *conn, reattach bool) (*RunResult, error) {
 	s := j.s
 	pol := s.cfg.Service.withDefaults()
 	dialer, ok := s.cfg.Runner.(ContainerDialer)
 	if !ok {
 		return nil, errors.New("this seller cannot reach a service's port (no container dialer)")
 	}
-	sv := &svcRun{id: j.id, buyer: j.buyer, port: svc.Port, health: svc.Health, streams: map[io.Closer]struct{}{}}
+	sv := &svcRun{id: j.id, buyer: j.buyer, port: svc.Port, health: svc.Health, streams: map[io.Closer]struct{}{}, stream: stream}
+	// A resumed contract goes on counting from what the previous
+	// process recorded (resume.go).
+	sv.out.Store(j.fwOut)
+	sv.in.Store(j.fwIn)
 	s.services.put(sv)
 	// The entry stays until the bill is made (forwarded), so that the
 	// bytes of the last forwards are counted; runAndBill removes it.
 	end := s.clock.Now().Add(spec.WallClock)
 	spec.Output = io.Discard // a service has no results: /out is not shipped
 	var restarts atomic.Uint64
-	var healthMu sync.Mutex
-	last := Health{}
 	report := func(h Health) {
 		h.Restarts = restarts.Load()
-		healthMu.Lock()
-		defer healthMu.Unlock()
-		if h == last {
-			return
-		}
-		last = h
-		s.log.Info("service health", "contract", j.id, "peer", j.buyer, "state", h.State, "restarts", h.Restarts, "detail", h.Detail)
-		if c != nil {
-			_ = c.send(jHealth, marshalHealth(h))
-		}
+		sv.report(s, h)
 	}
 	hctx, stopHealth := context.WithCancel(ctx)
 	defer stopHealth()
@@ -387,8 +415,26 @@ func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, 
 		}
 		spec.OnStart = func(pid int) { sv.pid.Store(int64(pid)) }
 		at := s.clock.Now()
-		res, err := s.cfg.Runner.Run(ctx, spec)
+		var res *RunResult
+		var err error
+		if reattach {
+			// The run a previous process left running: followed to its
+			// end, then the restart policy goes on as for any run. One
+			// that is gone (it was between two runs) starts again.
+			reattach = false
+			if res, err = s.cfg.Runner.(Reattacher).Reattach(ctx, spec); err != nil && !errors.Is(err, ErrDetached) && ctx.Err() == nil {
+				s.log.Info("service not re-attached: starting it again", "contract", j.id, "peer", j.buyer, "err", err)
+				res, err = s.cfg.Runner.Run(ctx, spec)
+			}
+		} else {
+			res, err = s.cfg.Runner.Run(ctx, spec)
+		}
 		sv.pid.Store(0)
+		if errors.Is(err, ErrDetached) || errors.Is(context.Cause(ctx), ErrDetach) {
+			// The seller stops for an upgrade: the service runs on (or,
+			// between two runs, starts again) at its next start.
+			return nil, ErrDetached
+		}
 		if res != nil {
 			total.CPUTime += res.Usage.CPUTime
 			total.PeakMemory = max(total.PeakMemory, res.Usage.PeakMemory)
@@ -417,6 +463,9 @@ func (j *sellerJob) runService(ctx context.Context, spec RunSpec, svc *Service, 
 		report(Health{State: HealthRestarting, Detail: fmt.Sprintf("exited %d (%s); restart in %s", res.ExitCode, res.Reason, backoff)})
 		select {
 		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), ErrDetach) {
+				return nil, ErrDetached // the next start runs it again
+			}
 			res.Usage = total
 			return res, nil
 		case <-s.clock.After(backoff):

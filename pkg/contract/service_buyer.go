@@ -166,10 +166,13 @@ func (sv *svcBuyer) changed() {
 	}
 }
 
-// runService runs service job j until it is cancelled.
-func (b *Buyer) runService(ctx context.Context, j *JobStatus) {
+// runService runs service job j until it is cancelled. After a restart
+// (j.Service is what the previous process recorded), it goes on with the
+// running contracts in resumed (service_restart.go).
+func (b *Buyer) runService(ctx context.Context, j *JobStatus, resumed []*Record) {
 	svc := *j.Request.Service
 	n := max(svc.Replicas, 1)
+	prev := j.Service
 	sv := &svcBuyer{id: j.ID, b: b, j: j, ctx: ctx, slots: make([][]*svcContract, n), health: map[string]Health{},
 		counts: map[string]*fwdCount{}, bad: map[string]time.Time{}, dirty: make(chan struct{}, 1)}
 	b.svc.mu.Lock()
@@ -185,7 +188,10 @@ func (b *Buyer) runService(ctx context.Context, j *JobStatus) {
 	}()
 	first := sv.snapshot()
 	b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Service = JobRunning, "discover", first })
-	if svc.Listen != "" {
+	var curs []*svcContract
+	if prev != nil {
+		curs = sv.restore(ctx, prev, resumed)
+	} else if svc.Listen != "" {
 		if _, err := sv.forward(b, svc.Listen); err != nil {
 			b.update(j, func(j *JobStatus) { j.State, j.Phase, j.Error = JobFailed, "", err.Error() })
 			return
@@ -193,8 +199,12 @@ func (b *Buyer) runService(ctx context.Context, j *JobStatus) {
 	}
 	var wg sync.WaitGroup
 	for i := range n {
+		var cur *svcContract
+		if i < len(curs) {
+			cur = curs[i]
+		}
 		wg.Add(1)
-		go func() { defer wg.Done(); sv.slot(ctx, i) }()
+		go func() { defer wg.Done(); sv.slot(ctx, i, cur) }()
 	}
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()
@@ -234,6 +244,12 @@ loop:
 	sv.mu.Unlock()
 	refresh()
 	cause := context.Cause(ctx)
+	if errors.Is(cause, errBuyerStopping) {
+		// The node stops: the service, and its contracts that can be
+		// resumed, go on at its next start (service_restart.go).
+		b.log.Info("service left for the next start", "service", j.ID, "contracts", sv.made)
+		return
+	}
 	b.update(j, func(j *JobStatus) {
 		j.Phase = ""
 		if cause == errCancelled {
@@ -245,20 +261,26 @@ loop:
 	b.log.Info("service ended", "service", j.ID, "cause", cause, "contracts", sv.made, "paid_sats", sv.paid())
 }
 
-// slot keeps one replica of the service running until ctx ends.
-func (sv *svcBuyer) slot(ctx context.Context, i int) {
+// slot keeps one replica of the service running until ctx ends, from cur
+// (nil: a new contract).
+func (sv *svcBuyer) slot(ctx context.Context, i int, cur *svcContract) {
 	b := sv.b
-	var cur *svcContract
 	defer func() {
-		// Every contract of the slot ends with the service.
+		// Every contract of the slot ends with the service; one whose
+		// seller is away goes on in the background until it is back
+		// (to be told) or the restart grace ends.
 		sv.mu.Lock()
 		list := slices.Clone(sv.slots[i])
 		sv.mu.Unlock()
 		for _, c := range list {
+			if _, away := sv.away(c); away && !errors.Is(context.Cause(ctx), errBuyerStopping) {
+				sv.abandon(i, c, context.Cause(ctx))
+				continue
+			}
 			<-c.done
 		}
 	}()
-	var renewAfter time.Time
+	var renewAfter, replaceAfter time.Time
 	for ctx.Err() == nil {
 		if cur == nil {
 			cur = sv.start(ctx, i)
@@ -280,6 +302,13 @@ func (sv *svcBuyer) slot(ctx context.Context, i int) {
 		case <-b.clock.After(slotPoll):
 		}
 		sv.observe(cur)
+		if since, away := sv.away(cur); away && b.clock.Now().Sub(since) >= awayReplace && !b.clock.Now().Before(replaceAfter) {
+			var ok bool
+			if cur, ok = sv.replaceAway(ctx, i, cur); !ok {
+				replaceAfter = b.clock.Now().Add(b.cfg.RetryBackoff * 5)
+			}
+			continue
+		}
 		if cur.runningAt.IsZero() || b.clock.Now().Before(renewAfter) {
 			continue
 		}
@@ -366,6 +395,11 @@ func (sv *svcBuyer) observe(c *svcContract) {
 // start begins a new contract chain for slot i, on a seller that runs no
 // other slot of the service.
 func (sv *svcBuyer) start(ctx context.Context, i int) *svcContract {
+	return sv.startAvoiding(ctx, i, "")
+}
+
+// startAvoiding is start, on a seller other than avoid too.
+func (sv *svcBuyer) startAvoiding(ctx context.Context, i int, avoid peer.ID) *svcContract {
 	b := sv.b
 	req := serviceContractRequest(sv.j.Request)
 	// Another slot still choosing its seller might choose the same one:
@@ -380,7 +414,10 @@ func (sv *svcBuyer) start(ctx context.Context, i int) *svcContract {
 	sv.made++
 	n := sv.made
 	sj := &JobStatus{ID: fmt.Sprintf("%s-%d-%d", sv.id, i, n), Request: req, State: JobSearching, Created: b.clock.Now(), shadow: true,
-		exclude: func(p peer.ID) bool { return sv.otherSlotOn(i, p) }}
+		exclude: func(p peer.ID) bool { return p == avoid || sv.otherSlotOn(i, p) }}
+	if avoid != "" {
+		sj.findWithin = replaceFind // service_restart.go
+	}
 	cctx, cancel := context.WithCancelCause(ctx)
 	c := &svcContract{slot: i, sj: sj, cancel: cancel, done: make(chan struct{})}
 	sv.slots[i] = append(sv.slots[i], c)
@@ -393,18 +430,7 @@ func (sv *svcBuyer) start(ctx context.Context, i int) *svcContract {
 		defer close(c.done)
 		defer cancel(nil)
 		out, err := b.seek(cctx, sj, map[peer.ID]bool{}, b.cfg.MaxAttempts)
-		b.log.Info("service contract ended", "service", sv.id, "slot", i, "job", sj.ID, "outcome", out, "err", err)
-		b.mu.Lock()
-		paid := sj.Paid
-		b.mu.Unlock()
-		b.svc.mu.Lock()
-		delete(b.svc.byJob, sj.ID)
-		b.svc.mu.Unlock()
-		sv.mu.Lock()
-		sv.paidDone += paid
-		sv.slots[i] = slices.DeleteFunc(sv.slots[i], func(x *svcContract) bool { return x == c })
-		sv.mu.Unlock()
-		sv.changed()
+		sv.contractEnded(i, c, out, err)
 	}()
 	sv.changed()
 	return c
@@ -499,7 +525,7 @@ func (sv *svcBuyer) pick(tried map[string]bool) (replica, bool) {
 	for _, list := range sv.slots {
 		for _, c := range list {
 			id := c.sj.ContractID
-			if c.sj.State != JobRunning || id == "" || tried[id] || c.draining {
+			if c.sj.State != JobRunning || id == "" || tried[id] || c.draining || c.sj.Phase == PhaseResume {
 				continue
 			}
 			if n := sv.counts[id]; n != nil && n.conns.ended() {
@@ -582,8 +608,14 @@ func (r *buyerRun) onHealth(b []byte) error {
 func (r *buyerRun) billBytesOK(bl Bill, received uint64) error {
 	fwIn, fwOut, slack := r.forwardCounts()
 	recv, sent := received+fwIn, r.sentBytes+fwOut
+	low := recv
+	if r.resumed {
+		// A seller that restarted lost count of the bytes forwarded
+		// since its last record: fewer is its loss.
+		low = received
+	}
 	switch {
-	case bl.EgressBytes < recv || bl.EgressBytes > recv+slack:
+	case bl.EgressBytes < low || bl.EgressBytes > recv+slack:
 		return sellerFault(fmt.Errorf("%w: bill for %d bytes of egress, %d arrived", ErrInvalid, bl.EgressBytes, recv))
 	case bl.IngressBytes > sent || bl.IngressBytes+slack < sent:
 		return sellerFault(fmt.Errorf("%w: bill for %d bytes of image, inputs and forwards, %d were sent", ErrInvalid, bl.IngressBytes, sent))

@@ -161,10 +161,10 @@ func (s *Sandbox) Discard(ctx context.Context, jobID string) error {
 // end, and returns the same Result as Run would have: the exit code, the
 // usage from the task's cgroup, /out as a tar into job.Output, and the
 // streams read from the start of the logger's files into job.Stdout and
-// job.Stderr. Only job.ID and the writers of job are used; the wall clock
-// is the one the job was created with, counted from the container's
-// creation. Cancelling ctx kills the job (with ErrDetach: leaves it
-// running, ErrDetached). ErrNoJob when there is no such container.
+// job.Stderr. Only job.ID, the writers and OnStart (told the job's init
+// process) of job are used; the wall clock is the one the job was created
+// with, counted from the container's creation. Cancelling ctx kills the
+// job (with ErrDetach: leaves it running, ErrDetached). ErrNoJob when there is no such container.
 // Nothing of the job stays behind after a Result.
 func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 	if job.ID == "" {
@@ -250,6 +250,10 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 			}
 		}}
 	log.Info("job re-attached", "age", time.Since(info.CreatedAt).Round(time.Millisecond))
+	if job.OnStart != nil {
+		// A service's port is reached through its init process's netns.
+		job.OnStart(int(task.Pid()))
+	}
 	res, detached, err := f.follow(ctx, bg)
 	if detached {
 		keep = true

@@ -89,9 +89,13 @@ func TestDetachAndReattach(t *testing.T) {
 		t.Fatalf("adopted %v, want [kept]", got)
 	}
 	var stdout, stderr, out bytes.Buffer
-	res, err := sb2.Reattach(ctx, sandbox.Job{ID: "kept", Stdout: &stdout, Stderr: &stderr, Output: &out})
+	pid := 0 // OnStart: a service's port is reached through it
+	res, err := sb2.Reattach(ctx, sandbox.Job{ID: "kept", Stdout: &stdout, Stderr: &stderr, Output: &out, OnStart: func(p int) { pid = p }})
 	if err != nil {
 		t.Fatalf("reattach: %v", err)
+	}
+	if pid <= 0 {
+		t.Fatalf("OnStart told pid %d of the re-attached job", pid)
 	}
 	t.Logf("re-attached %s after %s without a process: exit %d reason %s cpu %s wall %s", res.Container, time.Since(detachedAt), res.ExitCode, res.Reason, res.CPUTime, res.Wall)
 	var want, wantErr strings.Builder
