@@ -1,7 +1,6 @@
 package contract
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -35,14 +34,7 @@ func TestServiceForwardEndsWithContract(t *testing.T) {
 	b, _ := m.buyer(pay, calmBuyer)
 	m.connect()
 	req := m.serviceRequest(1000, 1)
-	req.Service.Listen = "127.0.0.1:0"
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the service healthy", func() bool { return healthyReplicas(b, id) == 1 })
-	j, _ := b.Job(id)
-	addr, cid := j.Service.Forwards[0], j.Service.Running[0].ContractID
+	id, addr, cid := healthyService(t, b, req, 1)
 	sv := b.service(id)
 	// A connection in flight: half a request, which the server waits on.
 	c, err := net.Dial("tcp", addr)

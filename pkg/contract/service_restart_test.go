@@ -30,14 +30,7 @@ func TestServiceStreamResumed(t *testing.T) {
 	})
 	m.connect()
 	req := m.serviceRequest(1000, 1)
-	req.Service.Listen = "127.0.0.1:0"
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the service healthy", func() bool { return healthyReplicas(b, id) == 1 })
-	j, _ := b.Job(id)
-	addr, cid := j.Service.Forwards[0], j.Service.Running[0].ContractID
+	id, addr, cid := healthyService(t, b, req, 1)
 	if err := bh.Network().ClosePeer(sh.ID()); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +41,7 @@ func TestServiceStreamResumed(t *testing.T) {
 		got, err := get(addr)
 		return err == nil && string(got) == "resumed"
 	})
-	j, _ = b.Job(id)
+	j, _ := b.Job(id)
 	if j.Service.Contracts != 1 || len(j.Service.Running) != 1 || j.Service.Running[0].ContractID != cid || j.Service.Replacements != 0 {
 		t.Fatalf("after the streams broke: %+v", j.Service)
 	}
@@ -83,14 +76,7 @@ func TestServiceBuyerRestart(t *testing.T) {
 	b, _ := m.buyer(pay, calmBuyer, func(c *BuyerConfig) { c.RestartGrace = 10 * time.Second; cfg = *c })
 	m.connect()
 	req := m.serviceRequest(1000, 1)
-	req.Service.Listen = "127.0.0.1:0"
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the service healthy", func() bool { return healthyReplicas(b, id) == 1 })
-	j, _ := b.Job(id)
-	addr, cid := j.Service.Forwards[0], j.Service.Running[0].ContractID
+	id, addr, cid := healthyService(t, b, req, 1)
 	if _, err := get(addr); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +102,7 @@ func TestServiceBuyerRestart(t *testing.T) {
 	paid := func() int64 { j, _ := b2.Job(id); return j.Paid }
 	before := paid()
 	eventually(t, "paying on", func() bool { return paid() > before })
-	j, _ = b2.Job(id)
+	j, _ := b2.Job(id)
 	if j.State != JobRunning || j.Service.Contracts != 1 || len(j.Service.Running) != 1 || j.Service.Running[0].ContractID != cid {
 		t.Fatalf("restored service: %s %+v", j.State, j.Service)
 	}

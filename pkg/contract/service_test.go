@@ -135,6 +135,21 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// healthyService submits the service req, forwarded on a free loopback
+// port, and waits until n replicas are healthy; it returns the job's ID,
+// the forward's address and the first replica's contract.
+func healthyService(t *testing.T, b *Buyer, req Request, n int) (id, addr, cid string) {
+	t.Helper()
+	req.Service.Listen = "127.0.0.1:0"
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, fmt.Sprintf("%d healthy replicas", n), func() bool { return healthyReplicas(b, id) == n })
+	j, _ := b.Job(id)
+	return id, j.Service.Forwards[0], j.Service.Running[0].ContractID
+}
+
 func healthyReplicas(b *Buyer, id string) int {
 	j, err := b.Job(id)
 	if err != nil || j.Service == nil {
@@ -280,15 +295,8 @@ func TestServiceFailover(t *testing.T) {
 	}
 	b, bh := m.buyer(pay, calmBuyer)
 	m.connect()
-	req := m.serviceRequest(1000, 2)
-	req.Service.Listen = "127.0.0.1:0"
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "two healthy replicas", func() bool { return healthyReplicas(b, id) == 2 })
+	id, addr, _ := healthyService(t, b, m.serviceRequest(1000, 2), 2)
 	j, _ := b.Job(id)
-	addr := j.Service.Forwards[0]
 	victim := j.Service.Running[0].Seller
 	if j.Service.Running[1].Seller == victim {
 		t.Fatalf("both replicas on %s", victim)

@@ -213,14 +213,7 @@ func TestServiceUnpaidBytesStopped(t *testing.T) {
 	secs := uint64(req.Duration / time.Second)
 	req.MaxPrice = (uint64(total)*3600 + secs - 1) / secs // per hour: each contract's cap covers its intervals only
 	capSats := int64(serviceContractRequest(req).MaxPrice)
-	req.Service.Listen = "127.0.0.1:0"
-	id, err := b.Submit(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the service healthy", func() bool { return healthyReplicas(b, id) == 1 })
-	j, _ := b.Job(id)
-	addr, cid := j.Service.Forwards[0], j.Service.Running[0].ContractID
+	id, addr, cid := healthyService(t, b, req, 1)
 	if got, err := get(addr); err != nil || !bytes.Equal(got, body) {
 		t.Fatalf("GET through the forward: %d bytes, %v", len(got), err)
 	}
