@@ -199,3 +199,37 @@ func TestTaskDeletedBeforeResultSurvivesCrash(t *testing.T) {
 		t.Errorf("a scratch mount under %s is still there", stateDir)
 	}
 }
+
+// BenchmarkSandboxJobLogged is BenchmarkSandboxJob with the streams going
+// to files (Config.LogBinary), as the daemon runs jobs: the path that
+// records each job's end before deleting its task.
+func BenchmarkSandboxJobLogged(b *testing.B) {
+	needDaemon(b)
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := testConfig(b.TempDir())
+	cfg.Namespace = testNS + "-logged"
+	cfg.LogBinary = exe
+	defer cleanNamespace(nil, cfg.Namespace)
+	ctx := context.Background()
+	sb, err := sandbox.New(ctx, cfg, testLogger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sb.Close()
+	tarball, err := sandboxtest.BusyboxImage(sandboxtest.DockerArchive)
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := sb.ImportImage(ctx, bytes.NewReader(tarball), sandboxtest.Digest(tarball))
+	if err != nil {
+		b.Fatal(err)
+	}
+	runTrivial(b, sb, img.Name)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		runTrivial(b, sb, img.Name)
+	}
+}

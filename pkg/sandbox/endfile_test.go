@@ -67,3 +67,24 @@ func FuzzDecodeEnd(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkWriteEnd is the one durable write a detachable job adds, on
+// the disk of BLACKBOX_BENCH_DIR (default /var/tmp; the state directory's
+// disk is what counts).
+func BenchmarkWriteEnd(b *testing.B) {
+	base := os.Getenv("BLACKBOX_BENCH_DIR")
+	if base == "" {
+		base = "/var/tmp"
+	}
+	dir, err := os.MkdirTemp(base, "bb-endbench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	res := &Result{ExitCode: 0, Reason: ReasonExited, CPUTime: time.Millisecond, PeakMemory: 1 << 20, Wall: time.Millisecond}
+	for b.Loop() {
+		if err := writeEnd(dir, res, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
