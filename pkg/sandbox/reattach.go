@@ -28,6 +28,9 @@ import (
 //     before), and Reattach follows such a job to its end and returns the
 //     same Result as Run, its streams read from the start of the files.
 //   - Discard removes an adopted job nobody re-attaches.
+//   - A job whose task was deleted after its end was recorded, but whose
+//     Result its caller never got (a crash in between), is adopted and
+//     re-attached from that record (endfile.go).
 
 // ErrDetach is the cause to cancel Run's or Reattach's context with to
 // leave the job running for the next process (context.WithCancelCause).
