@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
 )
 
 // A job's container belongs to containerd, not to the daemon. With
@@ -26,6 +28,9 @@ import (
 //     before), and Reattach follows such a job to its end and returns the
 //     same Result as Run, its streams read from the start of the files.
 //   - Discard removes an adopted job nobody re-attaches.
+//   - A job whose task was deleted after its end was recorded, but whose
+//     Result its caller never got (a crash in between), is adopted and
+//     re-attached from that record (endfile.go).
 
 // ErrDetach is the cause to cancel Run's or Reattach's context with to
 // leave the job running for the next process (context.WithCancelCause).
@@ -64,7 +69,21 @@ func (s *Sandbox) adopt(ctx context.Context, c containerd.Container, labels map[
 		return false
 	}
 	if _, err := c.Task(ctx, nil); err != nil {
-		return false // no task: nothing to follow
+		// No task: nothing to follow, unless the previous process
+		// deleted it after recording the job's end (endfile.go).
+		if !errdefs.IsNotFound(err) {
+			s.log.Warn("not adopting a kept job: its task cannot be read", "container", c.ID(), "job", job, "err", err)
+			return false
+		}
+		dir := labels[labelJobDir]
+		if dir == "" || !strings.HasPrefix(filepath.Base(dir), "bb-") {
+			s.log.Warn("not adopting a kept job: no task and no job directory", "container", c.ID(), "job", job)
+			return false
+		}
+		if _, err := readEnd(dir); err != nil {
+			s.log.Warn("not adopting a kept job: its task is gone and its end was not recorded", "container", c.ID(), "job", job, "err", err)
+			return false
+		}
 	}
 	if _, err := c.SetLabels(ctx, map[string]string{labelOwnerLock: s.lockPath}); err != nil {
 		s.log.Warn("adopt job container", "container", c.ID(), "job", job, "err", err)
@@ -221,6 +240,9 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 		return nil, fmt.Errorf("reattach %s: container %s has no wall clock", job.ID, id)
 	}
 	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return s.reattachEnded(job, id, jobDir, labels, wall, log)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reattach %s: task: %w", job.ID, err)
 	}
@@ -239,7 +261,7 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 	defer tl.halt()
 	res := &Result{Container: id, ExitCode: -1, Limits: Limits{WallClock: wall}, Runtime: labels[labelRuntime]}
 	deleted := false
-	f := &follower{s: s, log: log, task: task, statusC: statusC, res: res, start: info.CreatedAt, deadline: info.CreatedAt.Add(wall),
+	f := &follower{s: s, log: log, jobID: job.ID, task: task, statusC: statusC, res: res, start: info.CreatedAt, deadline: info.CreatedAt.Add(wall),
 		jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, phase: func(string) {},
 		deleteTask: func() {
 			if !deleted {
@@ -259,6 +281,38 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 		keep = true
 		return nil, ErrDetached
 	}
+	if err != nil {
+		return nil, err
+	}
+	log.Info("job finished", "reason", res.Reason, "exit", res.ExitCode, "cpu", res.CPUTime,
+		"peak_memory", res.PeakMemory, "oom_kills", res.OOMKills, "wall", res.Wall)
+	return res, nil
+}
+
+// reattachEnded builds the Result of a job whose task the previous process
+// deleted after recording the job's end (endfile.go) but before its caller
+// had the Result: the end from the file, the streams from the logger's
+// complete files, /out from the scratch tmpfs. Reattach removes the
+// container and job dir after.
+func (s *Sandbox) reattachEnded(job Job, id, jobDir string, labels map[string]string, wall time.Duration, log *slog.Logger) (*Result, error) {
+	end, err := readEnd(jobDir)
+	if err != nil {
+		return nil, fmt.Errorf("reattach %s: the task is gone and %v", job.ID, err)
+	}
+	outCap := job.OutputCap
+	if outCap <= 0 {
+		outCap = s.cfg.OutputCap
+	}
+	stdout := &capWriter{w: job.Stdout, cap: outCap}
+	stderr := &capWriter{w: job.Stderr, cap: outCap}
+	logDir := filepath.Join(jobDir, "log")
+	res := &Result{Container: id, Limits: Limits{WallClock: wall}, Runtime: labels[labelRuntime]}
+	end.apply(res)
+	f := &follower{s: s, log: log, jobID: job.ID, res: res, jobDir: jobDir, logDir: logDir,
+		tails: startTails(logDir, stdout, stderr), stdout: stdout, stderr: stderr, output: job.Output, phase: func(string) {}}
+	defer f.tails.halt()
+	log.Info("job re-attached after its end", "ended", end.Ended, "ago", time.Since(end.Ended).Round(time.Millisecond))
+	res, err = f.finish()
 	if err != nil {
 		return nil, err
 	}

@@ -375,7 +375,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		tl = startTails(logDir, stdout, stderr)
 		defer tl.halt()
 	}
-	f := &follower{s: s, log: log, task: task, statusC: statusC, res: res, start: start, deadline: start.Add(lim.WallClock),
+	f := &follower{s: s, log: log, jobID: job.ID, task: task, statusC: statusC, res: res, start: start, deadline: start.Add(lim.WallClock),
 		jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, deleteTask: deleteTask, phase: phase}
 	res, detached, err := f.follow(ctx, bg)
 	if detached {
@@ -397,6 +397,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 type follower struct {
 	s          *Sandbox
 	log        *slog.Logger
+	jobID      string
 	task       containerd.Task
 	statusC    <-chan containerd.ExitStatus
 	res        *Result
@@ -413,9 +414,10 @@ type follower struct {
 }
 
 // follow waits for the task's exit, its wall clock or ctx, then reads its
-// usage, lets its streams end, deletes the task and collects /out. When ctx
-// is cancelled with the cause ErrDetach and the streams go to files, the
-// task is left running and detached is true.
+// usage, lets its streams end, records the end (streams to files: a job
+// the next start may re-attach), deletes the task and collects /out. When
+// ctx is cancelled with the cause ErrDetach and the streams go to files,
+// the task is left running and detached is true.
 func (f *follower) follow(ctx, bg context.Context) (res *Result, detached bool, err error) {
 	res, task, log := f.res, f.task, f.log
 	timer := time.NewTimer(time.Until(f.deadline))
@@ -471,9 +473,29 @@ func (f *follower) follow(ctx, bg context.Context) (res *Result, detached bool, 
 			log.Warn("job output streams did not drain in 10s")
 		}
 	}
+	if f.logDir != "" {
+		// The task holds the job's end until it is deleted: record it
+		// first, for the next start if this process dies before the
+		// caller has the Result (endfile.go).
+		if err := writeEnd(f.jobDir, res, time.Now()); err != nil {
+			log.Warn("record the job's end", "err", err)
+		}
+	}
 	// Deleting the task closes the logger's streams; it writes the
 	// totals and ends (the shim waits for it).
 	f.deleteTask()
+	if h := taskDeletedHook; h != nil && f.logDir != "" && h(f.jobID, f.jobDir) {
+		f.tails.halt()
+		return nil, true, nil
+	}
+	res, err = f.finish()
+	return res, false, err
+}
+
+// finish collects what a job left after its task was deleted: the stream
+// counts (from the logger's done file when the streams go to files) and /out.
+func (f *follower) finish() (*Result, error) {
+	res, log := f.res, f.log
 	res.StdoutBytes, res.StdoutTruncated = f.stdout.count()
 	res.StderrBytes, res.StderrTruncated = f.stderr.count()
 	if f.logDir != "" {
@@ -489,10 +511,10 @@ func (f *follower) follow(ctx, bg context.Context) (res *Result, detached bool, 
 	f.phase("task-deleted")
 	out, err := tarDir(filepath.Join(f.jobDir, "fs", "out"), f.output)
 	if err != nil {
-		return nil, false, fmt.Errorf("run: collect /out: %w", err)
+		return nil, fmt.Errorf("run: collect /out: %w", err)
 	}
 	res.Output = out
-	return res, false, nil
+	return res, nil
 }
 
 // specOpts are the OCI spec options of a job: the isolation defaults and
