@@ -290,6 +290,17 @@ func (sv *svcBuyer) slot(ctx context.Context, i int, cur *svcContract) {
 			continue
 		case <-cur.done:
 			failed := cur.runningAt.IsZero()
+			if until, spent := sv.capSpent(cur); spent {
+				// Its bytes took the contract to its max price before its
+				// end: the next starts when it would have ended, so that
+				// the slot spends at most the service's max price an hour.
+				b.log.Warn("service replica paused: its contract spent its max price before its end", "service", sv.id, "slot", i,
+					"contract", cur.contract, "max_price_sats", cur.sj.Request.MaxPrice, "until", until.Format(time.RFC3339))
+				select {
+				case <-ctx.Done():
+				case <-b.clock.After(until.Sub(b.clock.Now())):
+				}
+			}
 			cur = nil
 			if failed {
 				// No seller took it: wait before asking the market again.
@@ -344,6 +355,20 @@ func (sv *svcBuyer) slot(ctx context.Context, i int, cur *svcContract) {
 			renewAfter = b.clock.Now().Add(b.cfg.RetryBackoff * 5)
 		}
 	}
+}
+
+// capSpent reports whether c's contract ended having paid its whole max
+// price before the end of its term, and when that term ends.
+func (sv *svcBuyer) capSpent(c *svcContract) (time.Time, bool) {
+	b := sv.b
+	b.mu.Lock()
+	paid, limit := c.sj.Paid, c.sj.Request.MaxPrice
+	b.mu.Unlock()
+	if c.runningAt.IsZero() || limit == 0 || paid < int64(limit) {
+		return time.Time{}, false
+	}
+	until := c.runningAt.Add(c.sj.Request.Duration)
+	return until, b.clock.Now().Before(until)
 }
 
 // waitUp waits until next runs and is healthy (true), or until next ends,

@@ -226,6 +226,13 @@ func TestServiceUnpaidBytesStopped(t *testing.T) {
 		t.Fatalf("seller's contract: %s (%s), paid %d; want failed unpaid within the cap of %d", r.State, r.Why, r.Paid, capSats)
 	}
 	t.Logf("contract %s stopped unpaid after %d interval(s), paid %d of a %d sat cap", cid[:8], r.Intervals, r.Paid, capSats)
+	// The contract spent its max price before its term ended: the slot
+	// starts no other until then (the service stays within its max price
+	// an hour), where it would have started one at once.
+	time.Sleep(20 * testInterval)
+	if j, _ := b.Job(id); j.Service.Contracts != 1 || len(j.Service.Running) != 0 {
+		t.Fatalf("after the capped contract: %d contracts, %d running; want the slot paused until the term's end", j.Service.Contracts, len(j.Service.Running))
+	}
 	b.Cancel(id)
 	waitJob(t, b, id)
 }
