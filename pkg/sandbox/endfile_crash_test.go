@@ -49,29 +49,8 @@ func (l *lockedBuffer) String() string {
 // A job whose end file is corrupt or missing is not adopted (removed, as
 // before), with a log line saying why; nothing of any job is left.
 func TestTaskDeletedBeforeResultSurvivesCrash(t *testing.T) {
-	needDaemon(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stateDir := t.TempDir()
-	cfg := testConfig(stateDir)
-	cfg.Namespace = testNS + "-endfile"
-	cfg.LogBinary = exe
-	defer cleanNamespace(nil, cfg.Namespace)
+	cfg, sb1, img := loggedSandbox(t, "-endfile")
 	ctx := context.Background()
-	sb1, err := sandbox.New(ctx, cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tarball, err := sandboxtest.BusyboxImage(sandboxtest.DockerArchive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := sb1.ImportImage(ctx, bytes.NewReader(tarball), sandboxtest.Digest(tarball))
-	if err != nil {
-		t.Fatal(err)
-	}
 	lim := sandbox.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, WallClock: 2 * time.Minute}
 	script := "for i in 1 2 3 4 5; do echo line $i; echo err $i >&2; done; echo done > /out/result; mkdir /out/d; echo x > /out/d/y; exit 5"
 	type outcome struct {
@@ -191,12 +170,12 @@ func TestTaskDeletedBeforeResultSurvivesCrash(t *testing.T) {
 	if err != nil || len(list) != 0 {
 		t.Errorf("containers left: %d (%v)", len(list), err)
 	}
-	if left, _ := os.ReadDir(filepath.Join(stateDir, "jobs")); len(left) != 0 {
+	if left, _ := os.ReadDir(filepath.Join(cfg.StateDir, "jobs")); len(left) != 0 {
 		t.Errorf("job dirs left: %v", left)
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(mi), stateDir) {
-		t.Errorf("a scratch mount under %s is still there", stateDir)
+	if strings.Contains(string(mi), cfg.StateDir) {
+		t.Errorf("a scratch mount under %s is still there", cfg.StateDir)
 	}
 }
 

@@ -18,25 +18,22 @@ import (
 	"github.com/containerd/containerd/namespaces"
 )
 
-// A job whose streams go to files (Config.LogBinary) outlives its
-// Sandbox: Run cancelled with ErrDetach leaves it running, the Sandbox
-// closes (its owner lock goes, as in a crash), and the next one, keeping
-// the job, re-attaches: every line, including those written while no
-// process was attached, comes back, with the exit code, the usage and
-// /out, and nothing of the job is left after. A job not kept is removed.
-func TestDetachAndReattach(t *testing.T) {
+// loggedSandbox is a Sandbox in its own namespace (testNS+suffix, cleaned
+// up after t) whose jobs' streams go to files, with the busybox image
+// imported; cfg starts the next one on the same state.
+func loggedSandbox(t *testing.T, suffix string) (sandbox.Config, *sandbox.Sandbox, sandbox.Image) {
+	t.Helper()
 	needDaemon(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stateDir := t.TempDir()
-	cfg := testConfig(stateDir)
-	cfg.Namespace = testNS + "-reattach"
+	cfg := testConfig(t.TempDir())
+	cfg.Namespace = testNS + suffix
 	cfg.LogBinary = exe
-	defer cleanNamespace(nil, cfg.Namespace)
+	t.Cleanup(func() { cleanNamespace(nil, cfg.Namespace) })
 	ctx := context.Background()
-	sb1, err := sandbox.New(ctx, cfg, testLogger(t))
+	sb, err := sandbox.New(ctx, cfg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +41,22 @@ func TestDetachAndReattach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := sb1.ImportImage(ctx, bytes.NewReader(tarball), sandboxtest.Digest(tarball))
+	img, err := sb.ImportImage(ctx, bytes.NewReader(tarball), sandboxtest.Digest(tarball))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg, sb, img
+}
+
+// A job whose streams go to files (Config.LogBinary) outlives its
+// Sandbox: Run cancelled with ErrDetach leaves it running, the Sandbox
+// closes (its owner lock goes, as in a crash), and the next one, keeping
+// the job, re-attaches: every line, including those written while no
+// process was attached, comes back, with the exit code, the usage and
+// /out, and nothing of the job is left after. A job not kept is removed.
+func TestDetachAndReattach(t *testing.T) {
+	cfg, sb1, img := loggedSandbox(t, "-reattach")
+	ctx := context.Background()
 	lim := sandbox.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, WallClock: 2 * time.Minute}
 	script := "i=0; while [ $i -lt 30 ]; do echo line $i; echo err $i >&2; i=$((i+1)); sleep 0.1; done; echo done > /out/result; exit 3"
 	type ran struct {
