@@ -250,12 +250,7 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reattach %s: wait task: %w", job.ID, err)
 	}
-	outCap := job.OutputCap
-	if outCap <= 0 {
-		outCap = s.cfg.OutputCap
-	}
-	stdout := &capWriter{w: job.Stdout, cap: outCap}
-	stderr := &capWriter{w: job.Stderr, cap: outCap}
+	stdout, stderr := s.streams(job)
 	logDir := filepath.Join(jobDir, "log")
 	tl := startTails(logDir, stdout, stderr)
 	defer tl.halt()
@@ -299,12 +294,7 @@ func (s *Sandbox) reattachEnded(job Job, id, jobDir string, labels map[string]st
 	if err != nil {
 		return nil, fmt.Errorf("reattach %s: the task is gone and %v", job.ID, err)
 	}
-	outCap := job.OutputCap
-	if outCap <= 0 {
-		outCap = s.cfg.OutputCap
-	}
-	stdout := &capWriter{w: job.Stdout, cap: outCap}
-	stderr := &capWriter{w: job.Stderr, cap: outCap}
+	stdout, stderr := s.streams(job)
 	logDir := filepath.Join(jobDir, "log")
 	res := &Result{Container: id, Limits: Limits{WallClock: wall}, Runtime: labels[labelRuntime]}
 	end.apply(res)
@@ -319,6 +309,21 @@ func (s *Sandbox) reattachEnded(job Job, id, jobDir string, labels map[string]st
 	log.Info("job finished", "reason", res.Reason, "exit", res.ExitCode, "cpu", res.CPUTime,
 		"peak_memory", res.PeakMemory, "oom_kills", res.OOMKills, "wall", res.Wall)
 	return res, nil
+}
+
+// streams are the job's stdout and stderr writers, capped at its output
+// cap (the Sandbox's when it sets none).
+func (s *Sandbox) streams(job Job) (stdout, stderr *capWriter) {
+	outCap := s.outputCap(job)
+	return &capWriter{w: job.Stdout, cap: outCap}, &capWriter{w: job.Stderr, cap: outCap}
+}
+
+// outputCap is the job's output cap, the Sandbox's when it sets none.
+func (s *Sandbox) outputCap(job Job) int64 {
+	if job.OutputCap > 0 {
+		return job.OutputCap
+	}
+	return s.cfg.OutputCap
 }
 
 // tails copies a job's two log files, from their start, to the writers as

@@ -204,10 +204,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 	s.mu.Lock()
 	remap := s.userns && remapsUsers(rt) && !job.noUserNS
 	s.mu.Unlock()
-	outCap := job.OutputCap
-	if outCap <= 0 {
-		outCap = s.cfg.OutputCap
-	}
+	outCap := s.outputCap(job)
 	inCap := job.InputCap
 	if inCap <= 0 {
 		inCap = s.cfg.MaxImageBytes
@@ -323,8 +320,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		}
 	})
 
-	stdout := &capWriter{w: job.Stdout, cap: outCap}
-	stderr := &capWriter{w: job.Stderr, cap: outCap}
+	stdout, stderr := s.streams(job)
 	res := &Result{Container: id, ExitCode: -1, Limits: lim, Runtime: rt, remapped: remap}
 	creator := cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(s.fifoDir))
 	logDir := ""
