@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/btcsuite/btcd/btcec/v2"
-	"github.com/btcsuite/btcd/chaincfg/chainhash"
-	"github.com/btcsuite/btcd/txscript"
 )
 
 // CheckedStore is a ChannelStore that can write a change while the change
@@ -59,29 +56,11 @@ func VerifyUpdateSig(c *Channel) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	tx, err := c.CloseTx(c.Paid)
-	if err != nil {
+	err = checkCloseSig(c, ws, pk, c.Paid, c.BuyerSig)
+	if err != nil && !errors.Is(err, ErrBadSignature) {
 		return fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	fetcher := txscript.NewCannedPrevOutputFetcher(pk, c.Capacity)
-	hashes := txscript.NewTxSigHashes(tx, fetcher)
-	digest, err := txscript.CalcWitnessSigHash(ws, hashes, txscript.SigHashAll, tx, 0, c.Capacity)
-	if err != nil {
-		return fmt.Errorf("%w: close sighash: %v", ErrBadSignature, err)
-	}
-	cache := txscript.NewSigCache(2)
-	var h chainhash.Hash
-	copy(h[:], digest)
-	cache.Add(h, checkSig, c.SellerKey)
-	tx.TxIn[0].Witness = ChannelCloseWitness(ws, c.BuyerSig, append(slices.Clip(checkSig), byte(txscript.SigHashAll)))
-	vm, err := txscript.NewEngine(pk, tx, 0, txscript.StandardVerifyFlags, cache, hashes, c.Capacity, fetcher)
-	if err == nil {
-		err = vm.Execute()
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %w: %v", ErrBadSignature, ErrScript, err)
-	}
-	return nil
+	return err
 }
 
 // persistChecked is persist for a change that check vouches for: with a
