@@ -60,15 +60,17 @@ func TestPrivateNodeIsReachedThroughItsRelay(t *testing.T) {
 	if !slices.Equal(v.Relays, []string{relayID.String()}) || len(v.RelayAddrs) == 0 || v.DHTMode != DHTClient || v.RelayService {
 		t.Fatalf("private node's reachability: %+v", v)
 	}
+	// The host lists the circuit address at its next address update, a
+	// moment after the reservation.
 	var circuit ma.Multiaddr
-	for _, a := range priv.Host().Addrs() {
-		if isCircuit(a) && strings.Contains(a.String(), relayID.String()) {
-			circuit = a
+	waitFor(t, 30*time.Second, "the circuit address among the host's", func() bool {
+		for _, a := range priv.Host().Addrs() {
+			if isCircuit(a) && strings.Contains(a.String(), relayID.String()) {
+				circuit = a
+			}
 		}
-	}
-	if circuit == nil {
-		t.Fatalf("no circuit address among the host's %v", priv.Host().Addrs())
-	}
+		return circuit != nil
+	})
 	// The offer is re-signed with it.
 	waitFor(t, 30*time.Second, "the circuit address in the offer", func() bool {
 		o, _ := priv.pub.Current()
