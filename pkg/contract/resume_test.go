@@ -149,7 +149,7 @@ func TestResumeOfEndedJobRefusedAtOnce(t *testing.T) {
 	j, _ := b.Job(id)
 	eventually(t, "the seller to end the job of the buyer gone", func() bool {
 		sr, err := s.Machine().Get(RoleSeller, j.ContractID)
-		return err == nil && sr.State.Final()
+		return err == nil && jobOver(sr.State)
 	})
 	b2, err := NewBuyer(cfg)
 	if err != nil {

@@ -124,6 +124,10 @@ func (s *Seller) touchLive() {
 	}
 }
 
+// jobOver reports whether a contract in st has no job to resume: it ran
+// and ended (completed, failed, settled…), or never will.
+func jobOver(st State) bool { return st != StateProposed && !st.Holds() }
+
 // serveResume joins a buyer's resumed stream to its running job and
 // serves it until the job ends or the stream is replaced or breaks.
 func (s *Seller) serveResume(c *conn, remote peer.ID, b []byte) (string, error) {
@@ -137,7 +141,7 @@ func (s *Seller) serveResume(c *conn, remote peer.ID, b []byte) (string, error) 
 	s.mu.Unlock()
 	switch {
 	case l == nil:
-		if rec, err := s.machine.Get(RoleSeller, id); err == nil && rec.State.Final() && rec.Proposal.Buyer == remote {
+		if rec, err := s.machine.Get(RoleSeller, id); err == nil && jobOver(rec.State) && rec.Proposal.Buyer == remote {
 			return id, refuse(RefuseEnded, fmt.Errorf("contract %s has ended here: %s (%s)", id, rec.State, rec.Why))
 		}
 		// Maybe not yet: a seller starting resumes its jobs first.

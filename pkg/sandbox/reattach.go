@@ -274,6 +274,7 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 	res, detached, err := f.follow(ctx, bg)
 	if detached {
 		keep = true
+		s.detached.Add(1)
 		return nil, ErrDetached
 	}
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +132,64 @@ func TestDetachAndReattach(t *testing.T) {
 	if err != nil || len(list) != 0 {
 		t.Fatalf("containers left: %d (%v)", len(list), err)
 	}
+}
+
+// Another node on the same containerd (another state dir) starting while
+// a node is down leaves that node's kept job alone: the node, back, adopts
+// it. Once the down node's state dir is gone, the other node's start
+// removes what it left.
+func TestOtherNodeLeavesADownNodesJob(t *testing.T) {
+	cfg, sb1, img := loggedSandbox(t, "-othernode")
+	ctx := context.Background()
+	lim := sandbox.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, WallClock: 2 * time.Minute}
+	run := func(sb *sandbox.Sandbox, id string) chan error {
+		rctx, cancel := context.WithCancelCause(ctx)
+		done := make(chan error, 1)
+		go func() {
+			_, err := sb.Run(rctx, sandbox.Job{ID: id, Image: img.Name, Args: []string{"sh", "-c", "sleep 2; echo done"}, Limits: lim})
+			done <- err
+		}()
+		time.Sleep(time.Second)
+		cancel(sandbox.ErrDetach)
+		return done
+	}
+	if err := <-run(sb1, "kept"); !errors.Is(err, sandbox.ErrDetached) {
+		t.Fatalf("detached run: %v", err)
+	}
+	sb1.Close() // the node is down, its job runs on
+	other := cfg
+	other.StateDir = t.TempDir()
+	sbOther, err := sandbox.New(ctx, other, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := sbOther.Client().Containers(namespaces.WithNamespace(ctx, cfg.Namespace))
+	if err != nil || len(list) != 1 {
+		t.Fatalf("after another node's start: %d containers (%v); want the down node's job left", len(list), err)
+	}
+	sb2, err := sandbox.New(ctx, cfg, testLogger(t), sandbox.WithKeep(func(id string) bool { return id == "kept" }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	res, err := sb2.Reattach(ctx, sandbox.Job{ID: "kept", Stdout: &stdout})
+	if err != nil || res.ExitCode != 0 || stdout.String() != "done\n" {
+		t.Fatalf("the node back re-attached: %+v %v %q", res, err, stdout.String())
+	}
+	// Down again with a job, and its state dir gone for good.
+	if err := <-run(sb2, "left"); !errors.Is(err, sandbox.ErrDetached) {
+		t.Fatalf("detached run: %v", err)
+	}
+	sb2.Close()
+	if err := os.RemoveAll(filepath.Join(cfg.StateDir, "owners")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sbOther.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	list, err = sbOther.Client().Containers(namespaces.WithNamespace(ctx, cfg.Namespace))
+	if err != nil || len(list) != 0 {
+		t.Fatalf("a node gone for good: %d containers left (%v)", len(list), err)
+	}
+	sbOther.Close()
 }

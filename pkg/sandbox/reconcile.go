@@ -35,6 +35,18 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 		}
 		return d
 	}
+	// A dead owner of another state dir is another node on this
+	// containerd, whose next start may adopt its jobs (its restart grace):
+	// they are its own to reconcile while its lock file is there, unless
+	// they are long over.
+	mine := filepath.Join(s.cfg.StateDir, "owners")
+	ours := func(lock string, over bool) bool {
+		if filepath.Dir(lock) == mine || over {
+			return true
+		}
+		_, err := os.Stat(lock)
+		return err != nil // its state dir is gone: nobody comes back for them
+	}
 
 	list, err := s.client.Containers(ctx)
 	if err != nil {
@@ -48,7 +60,16 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		if !isDead(labels[labelOwnerLock]) || s.isAdopted(c.ID()) || s.adopt(ctx, c, labels) {
+		if !isDead(labels[labelOwnerLock]) || s.isAdopted(c.ID()) {
+			continue
+		}
+		if info, err := c.Info(ctx); err == nil {
+			wall, _ := time.ParseDuration(labels[labelWallClock])
+			if !ours(labels[labelOwnerLock], time.Since(info.CreatedAt) > wall+foreignGrace) {
+				continue
+			}
+		}
+		if s.adopt(ctx, c, labels) {
 			continue
 		}
 		s.log.Info("reconcile: removing container of a crashed run", "container", c.ID())
@@ -61,7 +82,8 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 	sn := s.client.SnapshotService(s.cfg.Snapshotter)
 	var orphans []string
 	err = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindActive && isDead(info.Labels[labelOwnerLock]) && !s.isAdopted(info.Name) {
+		if info.Kind == snapshots.KindActive && isDead(info.Labels[labelOwnerLock]) && !s.isAdopted(info.Name) &&
+			ours(info.Labels[labelOwnerLock], false) {
 			orphans = append(orphans, info.Name)
 		}
 		return nil
@@ -129,6 +151,10 @@ func (s *Sandbox) Reconcile(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// foreignGrace is how long after its wall clock another node's job is
+// left for that node to come back for (the longest contract.restart_grace).
+const foreignGrace = time.Hour
 
 // isDeadOrMissing is ownerAlive's negation for state-dir entries.
 func isDeadOrMissing(lock, own string) bool { return !ownerAlive(lock, own) }

@@ -376,6 +376,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 	res, detached, err := f.follow(ctx, bg)
 	if detached {
 		cleanups = nil // the job goes on; the next process re-attaches
+		s.detached.Add(1)
 		return nil, ErrDetached
 	}
 	if err != nil {

@@ -42,6 +42,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,9 +87,13 @@ type Sandbox struct {
 	client *containerd.Client
 	userns bool // guarded by mu: ProbeRuntimes may turn it off
 
-	owner     string // random ID of this Sandbox
-	lockPath  string
-	lockFile  *os.File
+	owner    string // random ID of this Sandbox
+	lockPath string
+	lockFile *os.File
+	// detached counts the jobs left running for the next process: Close
+	// keeps the (unlocked) lock file they are labelled with, so that
+	// another node's Reconcile knows this one may come back for them.
+	detached  atomic.Int32
 	jobsDir   string
 	fifoDir   string
 	tmpDir    string
@@ -292,7 +297,9 @@ func (s *Sandbox) releaseOwnerLock() {
 	if s.lockFile == nil {
 		return
 	}
-	os.Remove(s.lockPath)
+	if s.detached.Load() == 0 {
+		os.Remove(s.lockPath)
+	}
 	s.lockFile.Close()
 	s.lockFile = nil
 }
