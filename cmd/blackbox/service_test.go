@@ -603,64 +603,48 @@ func TestServiceDaemonRestarts(t *testing.T) {
 		waitFor(t, 30*time.Second, "the buyer paying on after "+what, func() bool { return buyer.job(id).Paid > before })
 	}
 
-	// The seller: kill -9, start again.
-	load := startLoad(t, fwd)
-	time.Sleep(time.Second)
-	killAt := time.Now()
-	seller.kill()
-	if n := m.jobContainers(cid); n != 1 {
-		t.Fatalf("after the kill containerd holds %d containers of the service, want it running on", n)
+	// sellerDown stops the seller (down: kill -9 or SIGTERM, an upgrade),
+	// starts it again and checks the same contract serves on, at most
+	// the request in flight failed; resumes is how many times the buyer
+	// has resumed the contract's stream by then.
+	sellerDown := func(what string, down func(), resumes int) {
+		t.Helper()
+		load := startLoad(t, fwd)
+		time.Sleep(time.Second)
+		downAt := time.Now()
+		down()
+		if n := m.jobContainers(cid); n != 1 {
+			t.Fatalf("after the %s containerd holds %d containers of the service, want it running on", what, n)
+		}
+		seller.start()
+		away := time.Since(downAt)
+		waitFor(t, 60*time.Second, "the service healthy again after the "+what, func() bool {
+			return strings.Count(buyer.logs.String(), "job stream resumed") >= resumes && buyer.job(id).Service.Healthy() == 1
+		})
+		time.Sleep(2 * time.Second)
+		failed, total, gap := load.end()
+		same("the seller's " + what)
+		paidOn("the seller's " + what)
+		if r := seller.contractRec(cid); r == nil || r.State != contract.StateRunning {
+			t.Fatalf("the seller's contract after its %s: %+v", what, r)
+		}
+		t.Logf("NUMBERS %s of the seller: %s without its daemon (down to API up); %d of %d requests failed, the longest gap %s; %s",
+			what, away.Round(time.Millisecond), failed, total, gap.Round(time.Millisecond), resumedAfter(buyer))
+		if failed > 1 {
+			t.Fatalf("%d requests failed across the seller's %s; at most the one in flight may", failed, what)
+		}
 	}
-	seller.start()
-	down := time.Since(killAt)
-	waitFor(t, 60*time.Second, "the buyer to resume the contract's stream", func() bool {
-		return strings.Contains(buyer.logs.String(), "job stream resumed")
-	})
-	waitFor(t, 60*time.Second, "the service healthy again", func() bool { return buyer.job(id).Service.Healthy() == 1 })
-	time.Sleep(2 * time.Second)
-	failed, total, gap := load.end()
-	same("the seller's restart")
-	paidOn("the seller's restart")
-	if r := seller.contractRec(cid); r == nil || r.State != contract.StateRunning {
-		t.Fatalf("the seller's contract after its restart: %+v", r)
-	}
-	t.Logf("NUMBERS kill -9 of the seller: %s without its daemon (kill to API up); %d of %d requests failed, the longest gap %s; %s",
-		down.Round(time.Millisecond), failed, total, gap.Round(time.Millisecond), resumedAfter(buyer))
-	if failed > 1 {
-		t.Fatalf("%d requests failed across the seller's restart; at most the one in flight at the kill may", failed)
-	}
-
-	// The seller again: SIGTERM (an upgrade) leaves the service running.
-	load = startLoad(t, fwd)
-	time.Sleep(time.Second)
-	stopAt := time.Now()
-	seller.stop()
-	if n := m.jobContainers(cid); n != 1 {
-		t.Fatalf("after the stop containerd holds %d containers of the service, want it running on", n)
-	}
-	seller.start()
-	down = time.Since(stopAt)
-	waitFor(t, 60*time.Second, "the service healthy again", func() bool {
-		return strings.Count(buyer.logs.String(), "job stream resumed") >= 2 && buyer.job(id).Service.Healthy() == 1
-	})
-	time.Sleep(2 * time.Second)
-	failed, total, gap = load.end()
-	same("the seller's SIGTERM and start")
-	paidOn("the seller's SIGTERM and start")
-	t.Logf("NUMBERS SIGTERM of the seller: %s without its daemon (stop to API up); %d of %d requests failed, the longest gap %s; %s",
-		down.Round(time.Millisecond), failed, total, gap.Round(time.Millisecond), resumedAfter(buyer))
-	if failed > 1 {
-		t.Fatalf("%d requests failed across the seller's SIGTERM and start", failed)
-	}
+	sellerDown("kill -9", seller.kill, 1)
+	sellerDown("SIGTERM", seller.stop, 2) // an upgrade leaves the service running
 
 	// The buyer: kill -9, start again. Its forward is down meanwhile
 	// (the listener is the daemon's).
-	load = startLoad(t, fwd)
+	load := startLoad(t, fwd)
 	time.Sleep(time.Second)
-	killAt = time.Now()
+	killAt := time.Now()
 	buyer.kill()
 	buyer.start()
-	down = time.Since(killAt)
+	down := time.Since(killAt)
 	waitFor(t, 60*time.Second, "the restored service healthy", func() bool {
 		s := buyer.job(id).Service
 		return s != nil && s.Healthy() == 1
@@ -669,7 +653,7 @@ func TestServiceDaemonRestarts(t *testing.T) {
 		t.Fatalf("GET through the restored forward %s: %q %v\n%s", fwd, body, err, tail(buyer.logs.String(), 30))
 	}
 	time.Sleep(2 * time.Second)
-	failed, total, gap = load.end()
+	failed, total, gap := load.end()
 	j = same("the buyer's restart")
 	paidOn("the buyer's restart")
 	t.Logf("NUMBERS kill -9 of the buyer: %s without its daemon (kill to API up); %d of %d requests failed (its forward was down), the longest gap %s; %s",

@@ -150,6 +150,21 @@ func healthyService(t *testing.T, b *Buyer, req Request, n int) (id, addr, cid s
 	return id, j.Service.Forwards[0], j.Service.Running[0].ContractID
 }
 
+// forwardedService submits the service req, waits until its replica is
+// healthy and opens a forward to it on a free loopback port (Buyer.Forward).
+func forwardedService(t *testing.T, b *Buyer, req Request) (id, addr string) {
+	t.Helper()
+	id, err := b.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the service healthy", func() bool { return healthyReplicas(b, id) == 1 })
+	if addr, err = b.Forward(id, "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	return id, addr
+}
+
 func healthyReplicas(b *Buyer, id string) int {
 	j, err := b.Job(id)
 	if err != nil || j.Service == nil {
@@ -170,15 +185,7 @@ func TestServiceForward(t *testing.T) {
 	b, _ := m.buyer(pay, calmBuyer)
 	_, other := m.buyer(pay)
 	m.connect()
-	id, err := b.Submit(context.Background(), m.serviceRequest(1000, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the service healthy", func() bool { return healthyReplicas(b, id) == 1 })
-	addr, err := b.Forward(id, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, addr := forwardedService(t, b, m.serviceRequest(1000, 1))
 	for range 5 {
 		got, err := get(addr)
 		if err != nil || !bytes.Equal(got, body) {
@@ -188,7 +195,7 @@ func TestServiceForward(t *testing.T) {
 	j, _ := b.Job(id)
 	cid := j.Service.Running[0].ContractID
 	// Another peer names the contract: refused, told nothing about it.
-	_, err = OpenForward(context.Background(), other, sh.ID(), cid)
+	_, err := OpenForward(context.Background(), other, sh.ID(), cid)
 	var je *JobError
 	if !errors.As(err, &je) || je.Reason != RefuseContract {
 		t.Fatalf("a stranger's forward: %v, want refused (contract)", err)

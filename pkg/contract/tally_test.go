@@ -29,15 +29,7 @@ func TestServiceBytesBilledEachInterval(t *testing.T) {
 	m.offers[0].Prices.EgressGiB = svcEgressPrice
 	b, _ := m.buyer(pay, calmBuyer)
 	m.connect()
-	id, err := b.Submit(context.Background(), m.serviceRequest(1000, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the service healthy", func() bool { return healthyReplicas(b, id) == 1 })
-	addr, err := b.Forward(id, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, addr := forwardedService(t, b, m.serviceRequest(1000, 1))
 	const gets = 5
 	for range gets {
 		got, err := get(addr)
