@@ -185,7 +185,14 @@ func BenchmarkCachedImage(b *testing.B) {
 		om.bin = bin
 		old = om.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
 		om.fund(old.proc, 1_000_000)
-		om.waitMarket(old, 1)
+		if seen, _ := seesMarket(old, 1, 30*time.Second); seen == 0 {
+			// Its decoders refuse fields it does not know (the offer's
+			// network, since stop 18; docs/versions.md): the first job
+			// is the baseline.
+			b.Log("the 1.1.0 buyer cannot read this version's offers: the first job is the baseline")
+			old.stop()
+			old = nil
+		}
 	} else {
 		b.Log("no BLACKBOX_BENCH_BASELINE_BIN: no 1.1.0 buyer to compare with")
 	}

@@ -296,16 +296,20 @@ func (d *daemon) cli(args ...string) (string, error) {
 
 // waitMarket waits until the buyer sees n offers.
 func (m *market) waitMarket(buyer *daemon, n int) {
-	t := m.t
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	m.t.Helper()
+	if seen, err := seesMarket(buyer, n, 60*time.Second); seen < n {
+		m.t.Fatalf("the buyer sees %d offers (err %v), want %d\n%s", seen, err, n, buyer.logs.String())
+	}
+}
+
+// seesMarket asks buyer's market until it sees n offers or within has
+// passed, and returns the last count.
+func seesMarket(buyer *daemon, n int, within time.Duration) (int, error) {
+	deadline := time.Now().Add(within)
 	for {
 		offers, err := buyer.api().Market(context.Background(), api.MarketRequest{TimeoutSeconds: 5})
-		if err == nil && len(offers) >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the buyer sees %d offers (err %v), want %d\n%s", len(offers), err, n, buyer.logs.String())
+		if err == nil && len(offers) >= n || time.Now().After(deadline) {
+			return len(offers), err
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
