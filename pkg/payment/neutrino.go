@@ -98,6 +98,9 @@ type NeutrinoChain struct {
 	feeTip  chainhash.Hash
 	feeRate int64
 	feeOK   bool
+	// noPeerSince is when the client was last seen with no peer (zero
+	// while it has one).
+	noPeerSince time.Time
 }
 
 var _ ScriptChain = (*NeutrinoChain)(nil)
@@ -230,11 +233,31 @@ func (n *NeutrinoChain) Broadcast(ctx context.Context, tx *wire.MsgTx) error {
 	return nil
 }
 
+// noPeerGrace is how long the light client may be without a peer (a
+// reconnect, a peer's restart) before its chain source counts as down.
+const noPeerGrace = 15 * time.Second
+
+// peerless reports whether the light client has had no peer connected for
+// noPeerGrace.
+func (n *NeutrinoChain) peerless() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cs.ConnectedCount() > 0 {
+		n.noPeerSince = time.Time{}
+		return false
+	}
+	if n.noPeerSince.IsZero() {
+		n.noPeerSince = time.Now()
+	}
+	return time.Since(n.noPeerSince) >= noPeerGrace
+}
+
 // Tip implements Chain: the best block whose header and filter header the
-// client has. With no peer connected the client hears of no block, spend
-// or broadcast: the chain source is down, as a btcd that does not answer.
+// client has. With no peer connected for noPeerGrace the client hears of
+// no block, spend or broadcast: the chain source is down, as a btcd that
+// does not answer.
 func (n *NeutrinoChain) Tip(ctx context.Context) (int32, error) {
-	if n.cs.ConnectedCount() == 0 {
+	if n.peerless() {
 		from := "the network's DNS seeds"
 		if len(n.cfg.Peers) > 0 {
 			from = "payment.peers " + strings.Join(n.cfg.Peers, ", ")
