@@ -69,11 +69,12 @@ func (h *history) warn(err error) {
 	}
 }
 
-// paid records what the seller acknowledged for a contract (cumulative),
-// before the acknowledgement goes out.
+// paid records what the seller acknowledged for a contract (cumulative).
+// The record reaches the disk a moment later, off the acknowledgement's
+// way (store.HistoryStore.RecordPaymentLater): the channel update is
+// durable, and reconcile rebuilds the record from it after a crash.
 func (h *history) paid(contractID string, cumulative int64) {
-	_, err := h.st.RecordPayment(time.Now(), contractID, cumulative)
-	h.warn(err)
+	h.warn(h.st.RecordPaymentLater(time.Now(), contractID, cumulative))
 }
 
 // moved records a seller contract's move: a job that starts, and each
