@@ -274,21 +274,15 @@ func (h *history) catchUp(now time.Time, chans []*payment.Channel, created func(
 	if err != nil {
 		return 0, err
 	}
-	var added int64
+	// A contract in two channels: the larger amount, as the payments
+	// recorded it (each update carries its channel's total).
+	held := map[string]int64{}
 	for _, c := range split.open {
 		for id, amount := range c.Contracts {
-			rec := split.history[id]
-			if rec != nil && rec.Cumulative >= amount || rec == nil && created(id).Before(oldest) {
-				continue
-			}
-			d, err := h.st.RecordPayment(now, id, amount)
-			if err != nil {
-				return added, err
-			}
-			added += d
+			held[id] = max(held[id], amount)
 		}
 	}
-	return added, nil
+	return h.st.CatchUp(now, held, func(id string) bool { return !created(id).Before(oldest) })
 }
 
 // sample takes what is spare, sold and reserved now (written once its

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,6 +35,7 @@ type laterQueue struct {
 	fns   map[string]func(*Tx) error
 	order []string // keys in the order of their first pending change
 	timer *time.Timer
+	delay time.Duration // 0: LaterDelay
 	// flush is held by one commit at a time, so that a FlushLater
 	// returns only once every change queued before it is committed.
 	flush sync.Mutex
@@ -54,8 +56,21 @@ func (db *DB) Later(key string, fn func(tx *Tx) error) {
 	}
 	q.fns[key] = fn
 	if q.timer == nil {
-		q.timer = time.AfterFunc(LaterDelay, func() { _ = db.FlushLater() })
+		d := q.delay
+		if d <= 0 {
+			d = LaterDelay
+		}
+		q.timer = time.AfterFunc(d, func() { _ = db.FlushLater() })
 	}
+}
+
+// SetLaterDelay sets how long Later changes may wait for their commit
+// (LaterDelay by default). Crash tests set it long, so that a kill always
+// finds the changes of the last payments pending.
+func (db *DB) SetLaterDelay(d time.Duration) {
+	db.later.mu.Lock()
+	db.later.delay = d
+	db.later.mu.Unlock()
 }
 
 // FlushLater commits every pending Later change (one transaction) and
@@ -115,6 +130,37 @@ func (h *HistoryStore) RecordPaymentLater(at time.Time, id string, cumulative in
 	}
 	h.db.Later("history/payment/"+id, func(tx *Tx) error { return putPayment(tx, at, id, cumulative) })
 	return nil
+}
+
+// CatchUp records at now, for every contract of held (what the seller's
+// open channels hold for it), what it holds beyond the history's record
+// of it: what was lost when the node stopped between a payment's
+// acknowledgement and the commit of its record (RecordPaymentLater). A
+// contract the history has no record of counts only when isNew(id) (begun
+// since the history, not from before it). It returns the sats added.
+func (h *HistoryStore) CatchUp(now time.Time, held map[string]int64, isNew func(id string) bool) (int64, error) {
+	ids := make([]string, 0, len(held))
+	for id := range held {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	recs, err := h.Contracts(ids)
+	if err != nil {
+		return 0, err
+	}
+	var added int64
+	for _, id := range ids {
+		rec := recs[id]
+		if rec != nil && rec.Cumulative >= held[id] || rec == nil && !isNew(id) {
+			continue
+		}
+		d, err := h.RecordPayment(now, id, held[id])
+		if err != nil {
+			return added, err
+		}
+		added += d
+	}
+	return added, nil
 }
 
 // flushLater commits the pending Later changes before a read, so that a
