@@ -263,6 +263,7 @@ func (n *Node) buyerChannels() payment.PayerConfig { return n.cfg.Payment.Payer(
 // buyer engine (when it can pay).
 func (n *Node) startContracts(ctx context.Context) error {
 	st := store.NewContractStore(n.db)
+	n.rebuildPaid(st)
 	cc := n.cfg.Contract
 	if n.sandbox != nil && n.payments != nil {
 		sc := contract.SellerConfig{

@@ -515,7 +515,11 @@ func (b *Buyer) Jobs() ([]*JobStatus, error) {
 	return out, nil
 }
 
-func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
+func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) { b.change(j, fn, false) }
+
+// change applies fn to job j, saves it (with later, as a LaterStore's
+// later change: see updateLater) and tells the job's watchers.
+func (b *Buyer) change(j *JobStatus, fn func(*JobStatus), later bool) {
 	b.mu.Lock()
 	from := j.Phase
 	fn(j)
@@ -526,7 +530,11 @@ func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
 	cp := *j
 	cp.Attempts = append([]Attempt(nil), j.Attempts...)
 	b.mu.Unlock()
-	if err := b.save(&cp); err != nil {
+	save := b.save
+	if later {
+		save = b.saveLater
+	}
+	if err := save(&cp); err != nil {
 		b.log.Warn("save job", "job", j.ID, "err", err)
 	}
 	b.mu.Lock()
@@ -1224,8 +1232,11 @@ func (r *buyerRun) payTotal(ctx context.Context, total int64, n uint64, what str
 		return buyerFault(fmt.Errorf("pay %s: %w", what, err))
 	}
 	r.paid = total
-	r.b.update(r.j, func(j *JobStatus) { j.Paid = r.base + total })
-	if _, err := r.b.machine.Move(RoleBuyer, r.ct.ID, stateOf(r.b, r.ct.ID), "", func(rec *Record) { rec.Paid, rec.Intervals = total, n }); err != nil {
+	// The channel update is durable (Pay): the job's and the contract's
+	// record of it follow a moment later, off the way to the seller (the
+	// node's start raises them to the channel's totals after a crash).
+	r.b.updateLater(r.j, func(j *JobStatus) { j.Paid = r.base + total })
+	if err := r.b.machine.NotePaid(RoleBuyer, r.ct.ID, total, n); err != nil {
 		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
 	}
 	if err := r.c.send(jPay, u); err != nil {
@@ -1318,6 +1329,7 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 	}
 	if _, err := b.machine.Move(RoleBuyer, id, StateCompleted, rc.Reason, func(rec *Record) {
 		rec.Receipt, rec.Ended = env, b.clock.Now()
+		rec.Paid = max(rec.Paid, r.paid) // NotePaid's may not be on disk yet
 	}); err != nil {
 		return outFailed, buyerFault(err)
 	}
