@@ -98,9 +98,10 @@ type NeutrinoChain struct {
 	sentPath string
 	// saveMu orders the file's writes; quit stops keepSent, which closes
 	// keepDone.
-	saveMu   sync.Mutex
-	quit     chan struct{}
-	keepDone chan struct{}
+	saveMu    sync.Mutex
+	quit      chan struct{}
+	keepDone  chan struct{}
+	closeOnce sync.Once
 	// scans remember filter scans by script and start height.
 	scans map[string]*scan
 	// feeTip is the tip blockFeeRate last computed feeRate (feeOK) at.
@@ -188,10 +189,12 @@ func (n *NeutrinoChain) ChainService() *neutrino.ChainService { return n.cs }
 
 // Close stops the light client and closes its database.
 func (n *NeutrinoChain) Close() {
-	close(n.quit)
-	<-n.keepDone
-	_ = n.cs.Stop()
-	_ = n.db.Close()
+	n.closeOnce.Do(func() {
+		close(n.quit)
+		<-n.keepDone
+		_ = n.cs.Stop()
+		_ = n.db.Close()
+	})
 }
 
 // stableFor is how long the light client's tip must stay put, with a

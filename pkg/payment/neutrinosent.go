@@ -116,7 +116,7 @@ func decodeSent(b []byte) ([]sentTx, error) {
 	rest := body[len(sentMagic)+1:]
 	uv := func(what string, limit uint64) (uint64, error) {
 		v, n := binary.Uvarint(rest)
-		if n <= 0 {
+		if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
 			return 0, bad("%s: bad varint", what)
 		}
 		if v > limit {
