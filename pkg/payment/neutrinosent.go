@@ -367,12 +367,16 @@ func (n *NeutrinoChain) refreshSent(ctx context.Context, tip int32, resend bool)
 			continue
 		}
 		if resend && confs <= 0 {
-			err := n.cs.SendTransaction(it.tx)
-			if err != nil && !pushtx.IsBroadcastError(err, pushtx.Mempool, pushtx.Confirmed) {
-				n.log.Warn("light client: own unconfirmed transaction not broadcast again", "txid", id, "err", err)
-				continue
-			}
-			n.log.Info("light client: own unconfirmed transaction broadcast again after a restart", "txid", id)
+			// Not waited for: neutrino waits seconds for the peers'
+			// refusals, and a stop must not.
+			go func(tx *wire.MsgTx) {
+				err := n.cs.SendTransaction(tx)
+				if err != nil && !pushtx.IsBroadcastError(err, pushtx.Mempool, pushtx.Confirmed) {
+					n.log.Warn("light client: own unconfirmed transaction not broadcast again", "txid", id, "err", err)
+					return
+				}
+				n.log.Info("light client: own unconfirmed transaction broadcast again after a restart", "txid", id)
+			}(it.tx)
 		}
 	}
 	n.dropSent(drop...)
