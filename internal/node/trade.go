@@ -320,9 +320,10 @@ func (n *Node) startContracts(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		n.payer = payment.NewPayer(n.payments, n.buyerChannels())
 		bc := contract.BuyerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Payer:      escrowPayer{channelPayer: channelPayer{p: payment.NewPayer(n.payments, n.buyerChannels())}, n: n},
+			Payer:      escrowPayer{channelPayer: channelPayer{p: n.payer}, n: n},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Network:    payment.CanonicalNetwork(n.cfg.Payment.Network),
 			Blobs:      contract.DirBlobs(n.BlobDir()),
