@@ -183,8 +183,12 @@ func (r *channelReceiver) Admit(ctx context.Context, buyer peer.ID, contractID s
 	if err != nil {
 		return contract.Funding{}, err
 	}
-	if c, err := r.m.Channel(id); err != nil || c.Peer != buyer.String() {
+	c, err := r.m.Channel(id)
+	if err != nil || c.Peer != buyer.String() {
 		return contract.Funding{}, fmt.Errorf("admit contract %s: channel %s is not %s's", contractID, id, buyer)
+	}
+	if err := payment.Unusable(c); err != nil {
+		return contract.Funding{}, fmt.Errorf("admit contract %s: %w", contractID, err)
 	}
 	// The contract's worst case must fit beside what the channel paid
 	// and what its other running contracts may still pay: refused here,
@@ -267,6 +271,11 @@ var _ contract.CapacityRestorer = channelPayer{}
 // RestoreCapacity implements contract.CapacityRestorer.
 func (c channelPayer) RestoreCapacity(seller peer.ID, contractID string, amount int64) {
 	c.p.Restore(seller.String(), contractID, amount)
+}
+
+// SeenClose implements contract.CloseLearner.
+func (c channelPayer) SeenClose(ctx context.Context, seller peer.ID, tx []byte) (string, error) {
+	return c.p.SeenClose(ctx, seller.String(), tx)
 }
 
 func (c channelPayer) Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error) {

@@ -735,6 +735,12 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				continue
 			}
 			out, err := b.attempt(ctx, j, req, c)
+			if out == outFailed && b.learnedClose(ctx, c.Seller, err) {
+				// The seller had closed the channel this node took for
+				// open (its close not yet in a block): once more, on
+				// another channel.
+				out, err = b.attempt(ctx, j, req, c)
+			}
 			if errors.Is(err, errNoCarrier) {
 				// Not tried again for this job, and not counted as a
 				// contract that failed: nothing was at stake.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -237,7 +238,7 @@ func TestFaultOf(t *testing.T) {
 
 func TestJobErrorRoundTrip(t *testing.T) {
 	in := &JobError{Reason: RefuseBadImage, Message: "import image sha256:ab: bad image: not a valid tar archive"}
-	if got := UnmarshalJobError(marshalJobError(in)); *got != *in {
+	if got := UnmarshalJobError(marshalJobError(in)); !reflect.DeepEqual(got, in) {
 		t.Fatalf("round trip %+v, want %+v", got, in)
 	}
 	// An older seller's plain text, and a newer seller's unknown reason.
@@ -250,6 +251,7 @@ func TestJobErrorRoundTrip(t *testing.T) {
 }
 
 func FuzzJobError(f *testing.F) {
+	f.Add(marshalJobError(&JobError{Reason: RefuseChannel, Message: "channel closing", Closing: []byte{1, 0, 0, 0, 1, 2, 3}}))
 	f.Add(marshalJobError(&JobError{Reason: RefuseBadImage, Message: "bad image"}))
 	f.Add([]byte("plain text"))
 	f.Add([]byte{0x0a, 0xff, 0x01})
@@ -264,7 +266,7 @@ func FuzzJobError(f *testing.F) {
 				t.Fatalf("control character in %q", e.Message)
 			}
 		}
-		if again := UnmarshalJobError(marshalJobError(e)); e.Reason != RefuseUnknown && *again != *e {
+		if again := UnmarshalJobError(marshalJobError(e)); e.Reason != RefuseUnknown && !reflect.DeepEqual(again, e) {
 			t.Fatalf("re-encoded %+v as %+v", e, again)
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +89,7 @@ func TestGoldenEncodings(t *testing.T) {
 	if got := hex.EncodeToString(marshalJobError(je)); got != goldenJobError {
 		t.Errorf("job error encodes to %s, want %s", got, goldenJobError)
 	}
-	if back := UnmarshalJobError(marshalJobError(je)); *back != *je {
+	if back := UnmarshalJobError(marshalJobError(je)); !reflect.DeepEqual(back, je) {
 		t.Errorf("job error round trip: %+v", back)
 	}
 	for r, want := range map[Ready]string{{HaveImage: true}: goldenReadyHave, {}: ""} {

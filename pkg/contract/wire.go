@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -139,6 +140,11 @@ func (r JobReason) Fault() Fault {
 type JobError struct {
 	Reason  JobReason
 	Message string
+	// Closing is, on a refusal for reason channel, the transaction that
+	// spends the channel the buyer named: the seller has closed it, and a
+	// buyer whose chain source sees it only once mined learns it here
+	// (checked by its payments: it must spend the channel validly).
+	Closing []byte
 }
 
 func (e *JobError) Error() string { return fmt.Sprintf("seller refused (%s): %s", e.Reason, e.Message) }
@@ -153,15 +159,23 @@ const (
 const (
 	jeReason protowire.Number = 1 + iota
 	jeMessage
+	jeClosing
 )
 
-var jobErrorSchema = wire.Schema{Max: maxJobErrorSize, Fields: []wire.Spec{jeReason: bytesField, jeMessage: bytesField}}
+// maxJobErrorClosing bounds the closing transaction an error frame
+// carries (a channel close is about 350 bytes).
+const maxJobErrorClosing = 2048
+
+var jobErrorSchema = wire.Schema{Max: maxJobErrorSize + maxJobErrorClosing, Fields: []wire.Spec{jeReason: bytesField, jeMessage: bytesField, jeClosing: bytesField}}
 
 // marshalJobError encodes e for the error frame.
 func marshalJobError(e *JobError) []byte {
 	var w enc
 	w.String(jeReason, string(e.Reason))
 	w.String(jeMessage, truncateUTF8(e.Message, maxJobErrorText))
+	if len(e.Closing) <= maxJobErrorClosing {
+		w.Bytes(jeClosing, e.Closing)
+	}
 	return w.B
 }
 
@@ -182,6 +196,14 @@ func UnmarshalJobError(b []byte) *JobError {
 			e.Reason = JobReason(s)
 		case jeMessage:
 			e.Message, err = f.Text(maxJobErrorText)
+		case jeClosing:
+			if len(f.B) > maxJobErrorClosing {
+				err = fmt.Errorf("closing transaction of %d bytes", len(f.B))
+				break
+			}
+			if len(f.B) > 0 {
+				e.Closing = bytes.Clone(f.B)
+			}
 		}
 	}
 	if err != nil || e.Reason == "" {

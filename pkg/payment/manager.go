@@ -1020,26 +1020,31 @@ func (m *Manager) checkSpent(ctx context.Context, c *Channel, tip int32) (bool, 
 	if err != nil || spend == nil {
 		return false, err
 	}
-	txid := spend.TxHash().String()
+	return true, m.noteSpend(c, spend.TxHash().String())
+}
+
+// noteSpend records that txid spends c's funding output: the channel is
+// closing.
+func (m *Manager) noteSpend(c *Channel, txid string) error {
 	if c.State == StateClosing && c.SpendTxid == txid {
-		return true, nil
+		return nil
 	}
 	cs, cur := m.chans.lock(c.ID)
 	if cs == nil {
-		return false, fmt.Errorf("channel %s: %w", c.ID, ErrUnknownChannel)
+		return fmt.Errorf("channel %s: %w", c.ID, ErrUnknownChannel)
 	}
 	defer cs.mu.Unlock()
 	if cur.State == StateClosing && cur.SpendTxid == txid {
-		return true, nil
+		return nil
 	}
 	next := cur.clone()
 	next.State = StateClosing
 	next.SpendTxid = txid
 	if err := m.persist(cs, next); err != nil {
-		return false, err
+		return err
 	}
 	m.log.Info("channel funding spent", "channel", c.ID, "txid", txid)
-	return true, nil
+	return nil
 }
 
 func (m *Manager) setState(c *Channel, s State, why string, kv ...any) error {

@@ -265,7 +265,7 @@ func (m *Manager) Admit(ctx context.Context, id, contractID string, amount int64
 		return st, nil
 	case StatePending:
 	default:
-		return st, fmt.Errorf("admit %s: %w (state %s) %s", id, ErrNotOpen, c.State, c.FailReason)
+		return st, fmt.Errorf("admit %s: %w", id, closingError(c))
 	}
 	confs, err := m.chain.Confirmations(ctx, c.FundingTxid())
 	if err != nil {
