@@ -12,9 +12,9 @@ import (
 // funding's confirmations, the job and its release must fit before it.
 const minEscrowDelay = 6
 
-// escrowDelaySlack allows for the parties' tips differing by a block or
-// two when one checks the delay the other chose.
-const escrowDelaySlack = 3
+// escrowDelaySlack allows for the blocks found between the buyer's choice
+// of the delay and another party's check of it (and their tips differing).
+const escrowDelaySlack = 6
 
 // escrowNeeds is the shortest delay, in blocks, an escrow for a job of
 // duration d needs: the funding's confirmations, the job at one block per

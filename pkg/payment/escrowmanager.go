@@ -19,9 +19,9 @@ import (
 // (funding unconfirmed, already settled, no dispute yet).
 var ErrEscrowState = errors.New("escrow not in a state for this")
 
-// ErrEscrowDelay is an escrow whose CLTV delay is longer than this node
-// lets its money wait.
-var ErrEscrowDelay = errors.New("escrow delay too long")
+// ErrEscrowDelay is an escrow whose CLTV delay is too short for its job or
+// longer than this node lets its money wait.
+var ErrEscrowDelay = errors.New("escrow delay out of bounds")
 
 // ErrUnknownEscrow is an escrow ID this node does not hold.
 var ErrUnknownEscrow = errors.New("unknown escrow")
@@ -373,7 +373,7 @@ func (m *EscrowManager) AcceptEscrowWithin(ctx context.Context, peer string, msg
 	}
 	switch blocks := int64(o.Delay) - int64(tip); {
 	case minDelay > 0 && blocks < int64(minDelay):
-		return nil, fmt.Errorf("accept escrow: %w: the arbiter's key would count in %d blocks (at %d), before the %d the job needs to end and be released", ErrTooLate, blocks, o.Delay, minDelay)
+		return nil, fmt.Errorf("accept escrow: %w: the arbiter's key would count in %d blocks (at %d), before the %d the job needs to end and be released", ErrEscrowDelay, blocks, o.Delay, minDelay)
 	case maxDelay > 0 && blocks > int64(maxDelay):
 		return nil, fmt.Errorf("accept escrow: %w: the arbiter's key would count only in %d blocks (at %d), beyond this node's %d (arbiter.max_delay)", ErrEscrowDelay, blocks, o.Delay, maxDelay)
 	}

@@ -154,7 +154,7 @@ func TestEscrowDelayBounds(t *testing.T) {
 	if _, err := p.seller.AcceptEscrowWithin(ctx, "b", offer.Encode(), 0, 40); !errors.Is(err, ErrEscrowDelay) {
 		t.Fatalf("delay beyond the max: %v", err)
 	}
-	if _, err := p.seller.AcceptEscrowWithin(ctx, "b", offer.Encode(), 60, 0); !errors.Is(err, ErrTooLate) {
+	if _, err := p.seller.AcceptEscrowWithin(ctx, "b", offer.Encode(), 60, 0); !errors.Is(err, ErrEscrowDelay) {
 		t.Fatalf("delay before the job ends: %v", err)
 	}
 	if len(p.seller.Escrows()) != before {
