@@ -40,6 +40,9 @@ func (e *escrowNode) arbiterTerms() ([]byte, error) {
 		if o.PayoutScript, err = e.n.payCfg.PayoutScript(0); err != nil {
 			return nil, err
 		}
+		if payment.IsDust(o.PayoutScript, cfg.FeeSat) {
+			return nil, fmt.Errorf("arbiter.fee_sat %d is dust for this arbiter's payout address: no funding could pay it", cfg.FeeSat)
+		}
 	}
 	return contract.SignArbiterOffer(o, e.n.key)
 }

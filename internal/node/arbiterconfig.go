@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // minEscrowDelay is the shortest escrow delay a node takes (blocks): the
@@ -31,7 +32,8 @@ type ArbiterConfig struct {
 	Enabled bool `mapstructure:"enabled"`
 	// FeeSat is what the arbiter charges per escrow, paid by the buyer in
 	// the escrow's funding transaction to the arbiter's payout address
-	// (0: free; else at least 546, above dust).
+	// (0: free; else at least 294, and above the dust of the payout
+	// address: an arbiter with a P2WSH or legacy address needs more).
 	FeeSat int64 `mapstructure:"fee_sat"`
 	// MaxFeeSat is the most this node, as a buyer, pays an arbiter.
 	MaxFeeSat int64 `mapstructure:"max_fee_sat"`
@@ -58,8 +60,8 @@ func DefaultArbiterConfig() ArbiterConfig {
 // Validate names the bad key.
 func (c ArbiterConfig) Validate() error {
 	var errs []error
-	if c.FeeSat < 0 || c.FeeSat > 0 && c.FeeSat < 546 || c.FeeSat > 100_000_000 {
-		errs = append(errs, fmt.Errorf("arbiter.fee_sat: 0, or between 546 and 100000000, not %d", c.FeeSat))
+	if c.FeeSat < 0 || c.FeeSat > 0 && c.FeeSat < payment.DustP2WPKH || c.FeeSat > 100_000_000 {
+		errs = append(errs, fmt.Errorf("arbiter.fee_sat: 0, or between %d and 100000000, not %d", payment.DustP2WPKH, c.FeeSat))
 	}
 	if c.MaxFeeSat < 0 {
 		errs = append(errs, fmt.Errorf("arbiter.max_fee_sat: must not be negative, not %d", c.MaxFeeSat))

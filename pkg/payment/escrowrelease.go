@@ -99,12 +99,8 @@ const EscrowFeeHeadroom = 3
 // that release costs at feeRate itself.
 func EscrowFloor(feeRate int64) (floor, releaseFee int64) {
 	vs := escrowSpendVSize()
-	return vs*feeRate*EscrowFeeHeadroom + dustP2WSH + 1, vs * feeRate
+	return vs*feeRate*EscrowFeeHeadroom + DustP2WSH + 1, vs * feeRate
 }
-
-// dustP2WSH is the dust threshold of a P2WSH output at the default relay
-// fee, the largest of the usual payout scripts.
-const dustP2WSH = 330
 
 // escrowSpendVSize is the size of a one-output escrow spend to a P2WSH
 // script (the largest usual payout).
