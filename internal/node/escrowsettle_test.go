@@ -1,9 +1,11 @@
 package node
 
 import (
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
@@ -55,5 +57,35 @@ func TestEscrowNeeds(t *testing.T) {
 		if cfg.Validate() == nil {
 			t.Fatalf("arbiter.delay %d, max_delay %d accepted", bad[0], bad[1])
 		}
+	}
+}
+
+// TestEscrowDelayFor: the buyer funds with the longest of the arbiter's
+// delay, its own and the job's need, and refuses before funding a delay
+// beyond its own, the arbiter's or the seller's max.
+func TestEscrowDelayFor(t *testing.T) {
+	n := &Node{cfg: Config{Arbiter: DefaultArbiterConfig()}, payCfg: payment.Config{Confirmations: 3}}
+	e := &escrowNode{n: n}
+	p := &contract.Proposal{Request: contract.Request{Duration: time.Hour}}
+	ao := &contract.ArbiterOffer{Delay: 20, MaxDelay: 500}
+	st := &contract.SellerEscrowTerms{MaxDelay: 300}
+	if d, err := e.delayFor(p, ao, st); err != nil || d != 144 {
+		t.Fatalf("delay %d, %v; want this node's 144", d, err)
+	}
+	ao.Delay = 200
+	if d, err := e.delayFor(p, ao, st); err != nil || d != 200 {
+		t.Fatalf("delay %d, %v; want the arbiter's 200", d, err)
+	}
+	p.Request.Duration = 50 * time.Hour // 300 blocks + 3 + 6
+	if _, err := e.delayFor(p, ao, st); err == nil || !strings.Contains(err.Error(), "the seller's max delay of 300") {
+		t.Fatalf("a job longer than the seller's max delay: %v", err)
+	}
+	st.MaxDelay, p.Request.Duration = 0, 100*time.Hour // 600 blocks + 9
+	if _, err := e.delayFor(p, ao, st); err == nil || !strings.Contains(err.Error(), "the arbiter's max delay of 500") {
+		t.Fatalf("a delay beyond the arbiter's max: %v", err)
+	}
+	ao.MaxDelay, n.cfg.Arbiter.MaxDelay = 5000, 250
+	if _, err := e.delayFor(p, ao, st); err == nil || !strings.Contains(err.Error(), "arbiter.max_delay of 250") {
+		t.Fatalf("a delay beyond this node's max: %v", err)
 	}
 }
