@@ -279,6 +279,19 @@ func TestEscrowDisputeForSeller(t *testing.T) {
 		t.Fatalf("escrow delay of %d blocks, want about arbiter.delay 20", d)
 	}
 	t.Logf("escrow delay %d blocks (arbiter.delay), the payout confirmed in a block after %d", int64(e.Delay)-int64(se.OpenHeight), e.Delay)
+	// The arbitrated payout is in the seller's earnings: the whole escrow
+	// earned, the payout's fee paid.
+	waitFor(t, 60*time.Second, "the arbitrated payout in the seller's earnings", func() bool {
+		earn, err := tr.seller.api().Earnings(context.Background(), 0)
+		if err != nil || len(earn.Escrow.Payouts) != 1 {
+			return false
+		}
+		p := earn.Escrow.Payouts[0]
+		if p.Kind != "payout_seller" || p.Earned != e.Amount || p.FeesPaid != e.Amount-paysTo(spend, tr.sellerScript) {
+			t.Fatalf("seller's arbitrated payout %+v", p)
+		}
+		return true
+	})
 	tr.checkFunding(t, e)
 	tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowArbitrated)
 	t.Logf("escrow %s: decided for the seller, %d sats paid by %s after block %d", e.ID, paysTo(spend, tr.sellerScript), e.SpendTxid, e.Delay)
@@ -328,6 +341,19 @@ func TestEscrowSellerVanishes(t *testing.T) {
 	if paysTo(spend, tr.sellerScript) != 0 {
 		t.Fatal("the refund paid the seller")
 	}
+	// The refund is in the buyer's escrow spending: nothing spent, the
+	// escrow back less the fee it paid.
+	waitFor(t, 60*time.Second, "the refund in the buyer's earnings", func() bool {
+		earn, err := tr.buyer.api().Earnings(context.Background(), 0)
+		if err != nil || len(earn.Escrow.Payouts) != 1 {
+			return false
+		}
+		if p := earn.Escrow.Payouts[0]; p.Kind != "payout_buyer" || p.Spent != 0 || p.ToBuyer != paysTo(spend, e.BuyerScript) ||
+			p.FeesPaid != e.Amount-p.ToBuyer || earn.Escrow.RefundedSat != p.ToBuyer {
+			t.Fatalf("buyer's refund %+v (escrow %+v)", p, earn.Escrow)
+		}
+		return true
+	})
 	// The seller comes back: it sees the escrow paid out to the buyer, and
 	// its killed job's container goes.
 	tr.seller.start()
