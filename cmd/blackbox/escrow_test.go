@@ -14,16 +14,19 @@ import (
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // Escrowed jobs with three real processes (buyer, seller, arbiter) on a
-// btcd regtest mining a block every half second. Prices make the job worth
-// an escrow (a spend at max_fee_rate must leave more than dust): 2,000 sats
-// per 2s interval for one core, 1,000 sats of start fee, so a 1-minute job
-// is escrowed for 61,000 sats. The escrow's CLTV delay is
-// payment.channel_lifetime: 40 blocks here.
+// btcd regtest mining a block every half second. Escrows are small: 100
+// sats per 2s interval for one core, 1,000 sats of start fee, so a
+// 1-minute job is escrowed for 4,000 sats (the smallest escrow used to be
+// about 30,000 sats: a release at max_fee_rate had to leave more than
+// dust; now it follows the fee source's rate). The escrow's CLTV delay is its own,
+// arbiter.delay: 20 blocks here (payment.channel_lifetime keeps its
+// default, 2016).
 
 const escrowArbiterFee = 1000
 
@@ -35,9 +38,9 @@ type escrowTrio struct {
 
 func newEscrowTrio(t *testing.T, buyerExtra ...string) *escrowTrio {
 	m := newMarket(t)
-	m.env = append(m.env, "BLACKBOX_PAYMENT_CHANNEL_LIFETIME=40")
+	m.env = append(m.env, "BLACKBOX_ARBITER_DELAY=20")
 	sAddr, sScript := payoutAddress(t)
-	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+sAddr, "BLACKBOX_METER_PRICING_CORE_HOUR=3600000"))
+	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+sAddr, "BLACKBOX_METER_PRICING_CORE_HOUR=180000"))
 	aAddr, aScript := payoutAddress(t)
 	arbiter := m.daemon([]string{"BLACKBOX_METER_MAX_CPU=0", "BLACKBOX_ARBITER_ENABLED=true",
 		"BLACKBOX_ARBITER_FEE_SAT=1000", "BLACKBOX_PAYMENT_PAYOUT_ADDRESS=" + aAddr}, "--bootstrap", seller.bootAddr())
@@ -162,8 +165,13 @@ func TestEscrowRelease(t *testing.T) {
 	e := tr.waitState(t, tr.seller, j.ContractID, payment.EscrowReleased)
 	tr.checkFunding(t, e)
 	spend := tr.confirmedTx(t, e.SpendTxid)
-	if got := paysTo(spend, tr.sellerScript); got <= 0 || len(spend.TxOut) != 1 || got < e.Amount-100_000 {
-		t.Fatalf("release %s pays the seller %d of %d sats", e.SpendTxid, got, e.Amount)
+	// The job ended long before its minute: the release pays the seller
+	// what the receipt billed, less the fee, and the buyer the rest.
+	fee := e.Amount - paysTo(spend, tr.sellerScript) - paysTo(spend, e.BuyerScript)
+	if j.Billed <= 0 || j.Billed >= e.Amount*2/3 || e.Release != j.Billed || len(spend.TxOut) != 2 ||
+		paysTo(spend, tr.sellerScript) != j.Billed-fee || paysTo(spend, e.BuyerScript) != e.Amount-j.Billed || fee <= 0 || fee > 5000 {
+		t.Fatalf("release %s of %d sats for a bill of %d (share %d): %d to the seller, %d to the buyer, fee %d",
+			e.SpendTxid, e.Amount, j.Billed, e.Release, paysTo(spend, tr.sellerScript), paysTo(spend, e.BuyerScript), fee)
 	}
 	if paysTo(spend, tr.arbScript) != 0 {
 		t.Fatal("the release paid the arbiter")
@@ -178,7 +186,45 @@ func TestEscrowRelease(t *testing.T) {
 	}
 	fund := tr.confirmedTx(t, strings.Split(e.ID, ":")[0])
 	t.Logf("on chain: funding %d vB (escrow, arbiter fee, change), release %d vB", vsize(fund), vsize(spend))
-	t.Logf("escrow %s: %d sats released to the seller (%d after the fee), arbiter fee %d in the funding", e.ID, e.Amount, paysTo(spend, tr.sellerScript), escrowArbiterFee)
+	t.Logf("escrow %s of %d sats: the receipt billed %d; released %d to the seller (after the fee %d), %d back to the buyer; arbiter fee %d in the funding",
+		e.ID, e.Amount, j.Billed, paysTo(spend, tr.sellerScript), fee, paysTo(spend, e.BuyerScript), escrowArbiterFee)
+
+	// A small escrow, far below the old floor of about 30,000 sats.
+	if e.Amount > 10_000 {
+		t.Fatalf("escrow of %d sats: not a small one", e.Amount)
+	}
+
+	// Earnings: the seller's show the payout (earned, and the release
+	// fee it paid); the buyer's what it spent, got back and paid.
+	var earn api.Earnings
+	waitFor(t, 60*time.Second, "the seller's earnings to show the escrow payout", func() bool {
+		earn, err = tr.seller.api().Earnings(context.Background(), 0)
+		return err == nil && len(earn.Escrow.Payouts) == 1
+	})
+	p := earn.Escrow.Payouts[0]
+	if p.Escrow != e.ID || p.Role != "seller" || p.Kind != "release" || p.Earned != j.Billed || p.FeesPaid != fee || p.ToBuyer != e.Amount-j.Billed {
+		t.Fatalf("seller's escrow payout %+v", p)
+	}
+	if earn.Escrow.EarnedSat != j.Billed || earn.Escrow.FeesSat != fee || earn.Today.EarnedSat < j.Billed || earn.Today.FeesSat < fee {
+		t.Fatalf("seller's earnings: escrow %+v, today earned %d fees %d", earn.Escrow, earn.Today.EarnedSat, earn.Today.FeesSat)
+	}
+	var bearn api.Earnings
+	waitFor(t, 60*time.Second, "the buyer's earnings to show its escrow spending", func() bool {
+		bearn, err = tr.buyer.api().Earnings(context.Background(), 0)
+		return err == nil && len(bearn.Escrow.Payouts) == 1
+	})
+	if bp := bearn.Escrow.Payouts[0]; bp.Role != "buyer" || bp.Spent != j.Billed || bp.ToBuyer != e.Amount-j.Billed || bp.ArbiterFee != escrowArbiterFee || bp.FundingFee <= 0 || bp.FeesPaid != 0 {
+		t.Fatalf("buyer's escrow payout %+v", bp)
+	}
+	if bearn.Escrow.SpentSat != j.Billed || bearn.Escrow.RefundedSat != e.Amount-j.Billed || bearn.Escrow.ArbiterFeesSat != escrowArbiterFee {
+		t.Fatalf("buyer's escrow spending %+v", bearn.Escrow)
+	}
+	out, err = tr.seller.cli("earnings")
+	if err != nil || !strings.Contains(out, "Escrows (period): earned") || !strings.Contains(out, "release") {
+		t.Fatalf("earnings: %v\n%s", err, out)
+	}
+	t.Logf("seller's earnings: %+v", earn.Escrow)
+	t.Logf("buyer's escrow spending: spent %d, refunded %d, arbiter fees %d, funding fees about %d", bearn.Escrow.SpentSat, bearn.Escrow.RefundedSat, bearn.Escrow.ArbiterFeesSat, bearn.Escrow.FundingFeesSat)
 }
 
 // TestEscrowDisputeForSeller: the buyer (arbiter.release: manual) does not
@@ -228,6 +274,24 @@ func TestEscrowDisputeForSeller(t *testing.T) {
 	if spend.LockTime < e.Delay {
 		t.Fatalf("arbitrated payout locktime %d before the delay %d", spend.LockTime, e.Delay)
 	}
+	// The escrow's own delay (arbiter.delay 20), not channel_lifetime (2016).
+	if d := int64(e.Delay) - int64(se.OpenHeight); d < 14 || d > 20 {
+		t.Fatalf("escrow delay of %d blocks, want about arbiter.delay 20", d)
+	}
+	t.Logf("escrow delay %d blocks (arbiter.delay), the payout confirmed in a block after %d", int64(e.Delay)-int64(se.OpenHeight), e.Delay)
+	// The arbitrated payout is in the seller's earnings: the whole escrow
+	// earned, the payout's fee paid.
+	waitFor(t, 60*time.Second, "the arbitrated payout in the seller's earnings", func() bool {
+		earn, err := tr.seller.api().Earnings(context.Background(), 0)
+		if err != nil || len(earn.Escrow.Payouts) != 1 {
+			return false
+		}
+		p := earn.Escrow.Payouts[0]
+		if p.Kind != "payout_seller" || p.Earned != e.Amount || p.FeesPaid != e.Amount-paysTo(spend, tr.sellerScript) {
+			t.Fatalf("seller's arbitrated payout %+v", p)
+		}
+		return true
+	})
 	tr.checkFunding(t, e)
 	tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowArbitrated)
 	t.Logf("escrow %s: decided for the seller, %d sats paid by %s after block %d", e.ID, paysTo(spend, tr.sellerScript), e.SpendTxid, e.Delay)
@@ -277,6 +341,19 @@ func TestEscrowSellerVanishes(t *testing.T) {
 	if paysTo(spend, tr.sellerScript) != 0 {
 		t.Fatal("the refund paid the seller")
 	}
+	// The refund is in the buyer's escrow spending: nothing spent, the
+	// escrow back less the fee it paid.
+	waitFor(t, 60*time.Second, "the refund in the buyer's earnings", func() bool {
+		earn, err := tr.buyer.api().Earnings(context.Background(), 0)
+		if err != nil || len(earn.Escrow.Payouts) != 1 {
+			return false
+		}
+		if p := earn.Escrow.Payouts[0]; p.Kind != "payout_buyer" || p.Spent != 0 || p.ToBuyer != paysTo(spend, e.BuyerScript) ||
+			p.FeesPaid != e.Amount-p.ToBuyer || earn.Escrow.RefundedSat != p.ToBuyer {
+			t.Fatalf("buyer's refund %+v (escrow %+v)", p, earn.Escrow)
+		}
+		return true
+	})
 	// The seller comes back: it sees the escrow paid out to the buyer, and
 	// its killed job's container goes.
 	tr.seller.start()
@@ -289,15 +366,26 @@ func TestEscrowSellerVanishes(t *testing.T) {
 }
 
 // TestEscrowSplit: the buyer (arbiter.release: manual) disputes a
-// delivered job; the arbiter splits the escrow, 30,000 sats to the seller
+// delivered job; the arbiter splits the escrow, 2,000 sats to the seller
 // and the rest less the fee to the buyer, and after the delay one of them
-// completes it. A malformed decision is refused and changes nothing.
+// completes it. A malformed decision is refused and changes nothing. The
+// buyer's fee rate is 20 sat/vB: a 1-minute job (4,000 sats) is below the
+// smallest escrow worth funding at that rate, and refused before anything
+// exists, with the minimum and why; a 10-minute one (31,000) is not.
 func TestEscrowSplit(t *testing.T) {
 	t.Parallel()
-	tr := newEscrowTrio(t, "BLACKBOX_ARBITER_RELEASE=manual")
+	tr := newEscrowTrio(t, "BLACKBOX_ARBITER_RELEASE=manual", "BLACKBOX_PAYMENT_MIN_FEE_RATE=20", "BLACKBOX_PAYMENT_FALLBACK_FEE_RATE=20")
 	work := t.TempDir()
 	image := busybox(t, work)
-	j := submit(t, tr.buyer, image, filepath.Join(work, "results"), append([]string{"--escrow", tr.arbiter.peerID()}, escrowJobFlags...),
+	out, err := tr.buyer.cli("submit", "--detach", "--escrow", tr.arbiter.peerID(), "--image", image, "--cpus", "1", "--memory", "256MiB", "--time", "1m", "--max-price", "100000", "--", "true")
+	if err == nil || !strings.Contains(out, "below the smallest escrow worth funding now") || !strings.Contains(out, "sat/vB") {
+		t.Fatalf("a too small escrow: %v: %s", err, out)
+	}
+	if jobs, err := tr.buyer.api().Jobs(context.Background()); err != nil || len(jobs) != 0 {
+		t.Fatalf("a refused small escrow left jobs: %v, %v", jobs, err)
+	}
+	t.Logf("too small: %s", strings.TrimSpace(out))
+	j := submit(t, tr.buyer, image, filepath.Join(work, "results"), []string{"--escrow", tr.arbiter.peerID(), "--cpus", "1", "--memory", "256MiB", "--time", "10m", "--max-price", "100000"},
 		"sh", "-c", "echo half")
 	if j.State != contract.JobDone || j.Receipt == nil {
 		t.Fatalf("job %s: state %s error %q", j.ID, j.State, j.Error)
@@ -315,13 +403,13 @@ func TestEscrowSplit(t *testing.T) {
 	if e := escrowOf(t, tr.arbiter, j.ContractID); e.Market.Decision != "" || e.Split != 0 {
 		t.Fatalf("a refused decision left %q split %d", e.Market.Decision, e.Split)
 	}
-	if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", "split:30000"); err != nil {
+	if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", "split:2000"); err != nil {
 		t.Fatalf("decide: %v: %s", err, out)
 	}
 	e := tr.waitState(t, tr.buyer, j.ContractID, payment.EscrowArbitrated)
 	spend := tr.confirmedTx(t, e.SpendTxid)
 	fee := e.Amount - paysTo(spend, tr.sellerScript) - paysTo(spend, e.BuyerScript)
-	if paysTo(spend, tr.sellerScript) != 30000 || paysTo(spend, e.BuyerScript) <= 0 || fee <= 0 || fee > 10_000 {
+	if paysTo(spend, tr.sellerScript) != 2000 || paysTo(spend, e.BuyerScript) <= 0 || fee <= 0 || fee > 10_000 {
 		t.Fatalf("split %s pays the seller %d and the buyer %d of %d", e.SpendTxid, paysTo(spend, tr.sellerScript), paysTo(spend, e.BuyerScript), e.Amount)
 	}
 	tr.waitState(t, tr.seller, j.ContractID, payment.EscrowArbitrated)

@@ -42,6 +42,8 @@ type Earnings struct {
 	MarketMedianPerHour float64 `json:"market_median_per_hour_sat"`
 	OwnPerHour          float64 `json:"own_per_hour_sat"`
 	AtMedianSat         int64   `json:"at_median_sat"`
+	// Escrow is what escrowed jobs paid and cost over the period.
+	Escrow EscrowEarnings `json:"escrow"`
 	// NoWork says why there was no (or little) work, most important first.
 	NoWork []NoWorkReason `json:"no_work,omitempty"`
 }

@@ -133,6 +133,9 @@ func writeEarnings(out io.Writer, e api.Earnings, listBuckets bool) error {
 	if l := marketLine(e); l != "" {
 		fmt.Fprintln(out, l)
 	}
+	if err := writeEscrowEarnings(out, e.Escrow); err != nil {
+		return err
+	}
 	if len(e.NoWork) > 0 {
 		fmt.Fprintln(out)
 		fmt.Fprintln(out, "Why no work:")

@@ -173,9 +173,15 @@ func printEscrow(w io.Writer, e *payment.EscrowRecord) error {
 	t.row("role", e.Role)
 	t.row("state", e.State)
 	t.row("amount", fmt.Sprintf("%d sats", e.Amount))
-	t.row("arbiter key counts from block", e.Delay)
+	t.row("arbiter key counts from block", fmt.Sprintf("%d (%d blocks after block %d)", e.Delay, int64(e.Delay)-int64(e.OpenHeight), e.OpenHeight))
+	if e.Release > 0 {
+		t.row("release", fmt.Sprintf("%d sats to the seller (the receipt's bill, fee from it), %d back to the buyer", e.Release, e.Amount-e.Release))
+	}
 	if e.SpendTxid != "" {
 		t.row("spent by", e.SpendTxid+" ("+e.SpendKind.String()+")")
+	}
+	if p := e.Paid; p != nil {
+		t.row("paid", fmt.Sprintf("%d sats to the seller, %d to the buyer, fee %d", p.ToSeller, p.ToBuyer, p.Fee))
 	}
 	if m := e.Market; m != nil {
 		t.row("contract", m.Contract)

@@ -35,10 +35,13 @@ func (e *escrowNode) arbiterTerms() ([]byte, error) {
 		return nil, err
 	}
 	o := &contract.ArbiterOffer{Arbiter: e.n.host.ID(), FeeSat: uint64(cfg.FeeSat), Key: t.Key, KeyIndex: t.KeyIndex,
-		Issued: time.Now(), Expiry: time.Now().Add(5 * time.Minute)}
+		Issued: time.Now(), Expiry: time.Now().Add(5 * time.Minute), Delay: uint32(cfg.Delay), MaxDelay: uint32(cfg.MaxDelay)}
 	if cfg.FeeSat > 0 {
 		if o.PayoutScript, err = e.n.payCfg.PayoutScript(0); err != nil {
 			return nil, err
+		}
+		if payment.IsDust(o.PayoutScript, cfg.FeeSat) {
+			return nil, fmt.Errorf("arbiter.fee_sat %d is dust for this arbiter's payout address: no funding could pay it", cfg.FeeSat)
 		}
 	}
 	return contract.SignArbiterOffer(o, e.n.key)
@@ -81,7 +84,8 @@ func (e *escrowNode) register(ctx context.Context, from peer.ID, n *contract.Esc
 			return fmt.Errorf("the funding pays the arbiter %d sats, its fee is %d", paid, cfg.FeeSat)
 		}
 	}
-	rec, err := e.m.AcceptEscrow(ctx, from.String(), n.Payload)
+	// The delay its offer asked for, at the least; its max_delay at most.
+	rec, err := e.m.AcceptEscrowWithin(ctx, from.String(), n.Payload, max(cfg.Delay-escrowDelaySlack, 1), cfg.MaxDelay+escrowDelaySlack)
 	if err != nil {
 		return err
 	}
@@ -457,6 +461,9 @@ func (n *Node) precheckEscrow(ctx context.Context, req contract.Request, job int
 	fee := n.cfg.Arbiter.MaxFeeSat
 	if f, ok := e.fees.Load(req.Escrow); ok {
 		fee = f.(int64)
+	}
+	if err := n.checkEscrowFloor(ctx, job); err != nil {
+		return err
 	}
 	need := job + fee + n.payments.FundingFee(ctx)
 	spendable, _, err := n.wallet.Balance(1)

@@ -47,6 +47,8 @@ type escrowNode struct {
 	kick       chan struct{}
 	// fees is the fee each arbiter asked last (peer ID → sats).
 	fees sync.Map
+	// recorded: the settled escrows the history holds (escrowsettle.go).
+	recorded map[string]bool
 }
 
 // newEscrow loads the escrows; the node's payments must be on.
@@ -61,7 +63,7 @@ func (n *Node) newEscrow() error {
 	if err != nil {
 		return fmt.Errorf("escrow manager: %w", err)
 	}
-	e := &escrowNode{n: n, m: m, byContract: map[string]string{}, kick: make(chan struct{}, 1)}
+	e := &escrowNode{n: n, m: m, byContract: map[string]string{}, kick: make(chan struct{}, 1), recorded: map[string]bool{}}
 	for _, r := range m.Escrows() {
 		if r.Market != nil && r.Market.Contract != "" && r.State != payment.EscrowFailed {
 			e.byContract[r.Market.Contract] = r.ID
@@ -153,6 +155,7 @@ func (e *escrowNode) loop(ctx context.Context) {
 
 // act does each escrow's next step that is this node's to do.
 func (e *escrowNode) act(ctx context.Context, tip int32, newBlock bool) {
+	e.recordPayouts()
 	for _, r := range e.m.Escrows() {
 		if r.State.Final() || r.Market == nil {
 			continue
@@ -248,7 +251,8 @@ func (r escrowReceiver) EscrowTerms(ctx context.Context, p *contract.Proposal) (
 	if err != nil {
 		return nil, err
 	}
-	return (&contract.SellerEscrowTerms{Key: t.Key, KeyIndex: t.KeyIndex, PayoutScript: t.PayoutScript}).Marshal(), nil
+	return (&contract.SellerEscrowTerms{Key: t.Key, KeyIndex: t.KeyIndex, PayoutScript: t.PayoutScript,
+		MaxDelay: uint32(r.n.cfg.Arbiter.MaxDelay)}).Marshal(), nil
 }
 
 func (r escrowReceiver) AcceptEscrow(ctx context.Context, buyer peer.ID, ct *contract.Contract, msg []byte) error {
@@ -297,15 +301,24 @@ func (e *escrowNode) fund(ctx context.Context, ct *contract.Contract) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
+	delay, err := e.delayFor(p, ao, st)
+	if err != nil {
+		return nil, err
+	}
 	var extra []*wire.TxOut
 	if ao.FeeSat > 0 {
 		extra = append(extra, wire.NewTxOut(int64(ao.FeeSat), ao.PayoutScript))
 	}
+	rate := e.n.payCfg.FeeRate(ctx, e.n.chain, 6)
 	market := payment.EscrowMarket{Contract: ct.ID, Buyer: p.Buyer.String(), Seller: p.Seller.String(), Arbiter: arb.String(),
 		ArbiterFee: int64(ao.FeeSat), Hold: e.n.cfg.Arbiter.Release == "manual"}
 	// The arbiter holds the escrow before its funding is sent: money is
 	// never locked where no arbiter could release it.
 	register := func(rec *payment.EscrowRecord, offer *payment.EscrowOffer) error {
+		var tx wire.MsgTx
+		if tx.Deserialize(bytes.NewReader(rec.FundingTx)) == nil {
+			market.FundingFee = rate * payment.VSize(&tx)
+		}
 		if _, err := e.m.SetMarket(rec.ID, func(mk *payment.EscrowMarket) error { *mk = market; return nil }); err != nil {
 			return err
 		}
@@ -320,6 +333,8 @@ func (e *escrowNode) fund(ctx context.Context, ct *contract.Contract) ([]byte, e
 		Seller:        payment.EscrowTerms{Key: st.Key, KeyIndex: st.KeyIndex, PayoutScript: st.PayoutScript},
 		Arbiter:       payment.EscrowTerms{Key: ao.Key, KeyIndex: ao.KeyIndex},
 		Amount:        p.Total(),
+		Delay:         delay,
+		FeeRate:       rate,
 		Extra:         extra,
 		BeforePublish: register,
 	})
@@ -356,7 +371,10 @@ func (e *escrowNode) arbiterOffer(ctx context.Context, arb peer.ID) (*contract.A
 // hold at least the contract's price, be known to the arbiter the request
 // names, and be funded before the job starts.
 func (e *escrowNode) accept(ctx context.Context, buyer peer.ID, ct *contract.Contract, msg []byte) error {
-	rec, err := e.m.AcceptEscrow(ctx, buyer.String(), msg)
+	// Long enough for the job to end and be released before the
+	// arbiter's key counts; no longer than this seller lets its money wait.
+	need := escrowNeeds(ct.Proposal.Request.Duration, e.n.payCfg.Confirmations)
+	rec, err := e.m.AcceptEscrowWithin(ctx, buyer.String(), msg, need-escrowDelaySlack, e.n.cfg.Arbiter.MaxDelay+escrowDelaySlack)
 	if err != nil {
 		return err
 	}
@@ -411,60 +429,6 @@ func (e *escrowNode) accept(ctx context.Context, buyer peer.ID, ct *contract.Con
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-// release is the buyer's: its release signature to the seller, who
-// completes and broadcasts the release and answers with its own (so both
-// hold the transaction).
-func (e *escrowNode) release(ctx context.Context, r *payment.EscrowRecord) error {
-	seller, err := peer.Decode(r.Market.Seller)
-	if err != nil {
-		return err
-	}
-	sig, _, err := e.m.Release(ctx, r.ID)
-	if err != nil {
-		return err
-	}
-	note := &contract.EscrowNote{ContractID: r.Market.Contract, EscrowID: r.ID, Payload: sig.Encode()}
-	b, err := contract.CallEscrow(ctx, e.n.host, seller, contract.EscrowRelease, note.Marshal())
-	if err != nil {
-		return fmt.Errorf("release escrow %s: %w", r.ID, err)
-	}
-	if _, err := e.m.AddSignature(ctx, seller.String(), b); err != nil {
-		return fmt.Errorf("release escrow %s: seller's signature: %w", r.ID, err)
-	}
-	_, tx, err := e.m.Release(ctx, r.ID)
-	if err != nil {
-		return err
-	}
-	e.n.log.Info("escrow released to the seller", "escrow", r.ID, "contract", r.Market.Contract, "peer", seller, "txid", tx.TxHash().String())
-	return nil
-}
-
-// takeRelease is the seller's side of a release.
-func (e *escrowNode) takeRelease(ctx context.Context, from peer.ID, n *contract.EscrowNote) ([]byte, error) {
-	id := e.escrowOf(n.ContractID)
-	if id == "" || id != n.EscrowID {
-		return nil, fmt.Errorf("no escrow %s for contract %s here", n.EscrowID, n.ContractID)
-	}
-	r, err := e.m.Escrow(id)
-	if err != nil {
-		return nil, err
-	}
-	if r.Role != payment.RoleSeller || r.Market == nil || r.Market.Buyer != from.String() {
-		return nil, errors.New("only the escrow's buyer releases it to this seller")
-	}
-	if _, err := e.m.AddSignature(ctx, from.String(), n.Payload); err != nil {
-		return nil, err
-	}
-	sig, tx, err := e.m.Release(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if tx != nil {
-		e.n.log.Info("escrow released: payout broadcast", "escrow", id, "contract", n.ContractID, "peer", from, "txid", tx.TxHash().String())
-	}
-	return sig.Encode(), nil
 }
 
 // handle answers an escrow request from a peer.

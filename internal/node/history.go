@@ -511,6 +511,9 @@ func (h *history) earnings(since time.Duration, chans []*payment.Channel) (api.E
 	e.Buckets, e.BucketSeconds = coarsen(buckets, e.Since, since)
 	e.Holdings = payment.Hold(chans)
 	e.InChannelsSat, e.CloseFeeSat, e.AfterCloseSat = e.Holdings.InChannels, e.Holdings.CloseFee, e.Holdings.AfterClose
+	if e.Escrow, err = escrowEarnings(h.st, e.Since); err != nil {
+		return e, nil, err
+	}
 	return e, buckets, nil
 }
 

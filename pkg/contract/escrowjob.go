@@ -61,6 +61,10 @@ const (
 	maxScriptBytes      = 80
 )
 
+// MaxEscrowDelay bounds every escrow's CLTV delay, in blocks (about ten
+// weeks): no party locks its money longer.
+const MaxEscrowDelay = 10080
+
 // EscrowPayer is a Payer that can also fund an escrow for a contract whose
 // request names an arbiter. PrepareEscrow returns the message the seller's
 // EscrowReceiver.AcceptEscrow takes.
@@ -137,9 +141,13 @@ type SellerEscrowTerms struct {
 	Key          []byte
 	KeyIndex     uint32
 	PayoutScript []byte
+	// MaxDelay is the longest CLTV delay, in blocks, the seller lets its
+	// payment wait for an arbitrated payout (0: not said); the buyer
+	// refuses, before funding, an arbiter whose delay is longer.
+	MaxDelay uint32
 }
 
-var sellerEscrowTermsSchema = wire.Schema{Max: 256, Fields: []wire.Spec{1: bytesField, 2: varintField, 3: bytesField}}
+var sellerEscrowTermsSchema = wire.Schema{Max: 256, Fields: []wire.Spec{1: bytesField, 2: varintField, 3: bytesField, 4: varintField}}
 
 // Marshal encodes t.
 func (t *SellerEscrowTerms) Marshal() []byte {
@@ -147,6 +155,7 @@ func (t *SellerEscrowTerms) Marshal() []byte {
 	e.Bytes(1, t.Key)
 	e.Uint(2, uint64(t.KeyIndex))
 	e.Bytes(3, t.PayoutScript)
+	e.Uint(4, uint64(t.MaxDelay))
 	return e.B
 }
 
@@ -165,6 +174,8 @@ func UnmarshalSellerEscrowTerms(b []byte) (*SellerEscrowTerms, error) {
 			t.KeyIndex, err = f.Uint32()
 		case 3:
 			t.PayoutScript = append([]byte(nil), f.B...)
+		case 4:
+			t.MaxDelay, err = f.Uint32()
 		}
 		if err != nil {
 			return nil, fmt.Errorf("decode escrow terms: %w", wireErr(err))
@@ -258,6 +269,12 @@ type ArbiterOffer struct {
 	KeyIndex     uint32
 	Issued       time.Time
 	Expiry       time.Time
+	// Delay is the CLTV delay in blocks the arbiter asks for: its key
+	// counts that many blocks after the funding (the buyer may make it
+	// longer for a long job); it refuses an escrow outside
+	// [Delay, MaxDelay].
+	Delay    uint32
+	MaxDelay uint32
 }
 
 var _ record.Record = (*ArbiterOffer)(nil)
@@ -270,6 +287,7 @@ func (o *ArbiterOffer) Codec() []byte { return arbiterOfferCodec }
 
 var arbiterOfferSchema = wire.Schema{Max: 1 << 10, Fields: []wire.Spec{
 	1: bytesField, 2: varintField, 3: bytesField, 4: bytesField, 5: varintField, 6: varintField, 7: varintField,
+	8: varintField, 9: varintField,
 }}
 
 // MarshalRecord implements record.Record.
@@ -282,6 +300,8 @@ func (o *ArbiterOffer) MarshalRecord() ([]byte, error) {
 	e.Uint(5, uint64(o.KeyIndex))
 	e.t(6, o.Issued)
 	e.t(7, o.Expiry)
+	e.Uint(8, uint64(o.Delay))
+	e.Uint(9, uint64(o.MaxDelay))
 	return e.B, nil
 }
 
@@ -311,6 +331,10 @@ func (o *ArbiterOffer) UnmarshalRecord(b []byte) error {
 			o.Issued, err = msTime(f)
 		case 7:
 			o.Expiry, err = msTime(f)
+		case 8:
+			o.Delay, err = f.Uint32()
+		case 9:
+			o.MaxDelay, err = f.Uint32()
 		}
 		if err != nil {
 			return fmt.Errorf("decode arbiter offer: %w", wireErr(err))
@@ -328,6 +352,8 @@ func (o *ArbiterOffer) Validate(now time.Time) error {
 		return fmt.Errorf("%w: arbiter key must be 33 bytes", ErrInvalid)
 	case o.FeeSat > 0 && (len(o.PayoutScript) == 0 || len(o.PayoutScript) > maxScriptBytes):
 		return fmt.Errorf("%w: an arbiter fee needs a payout script", ErrInvalid)
+	case o.Delay == 0 || o.MaxDelay < o.Delay || o.MaxDelay > MaxEscrowDelay:
+		return fmt.Errorf("%w: arbiter delay %d..%d blocks (at most %d)", ErrInvalid, o.Delay, o.MaxDelay, MaxEscrowDelay)
 	}
 	if err := checkTimes(o.Issued, o.Expiry, now); err != nil {
 		return fmt.Errorf("arbiter offer: %w", err)

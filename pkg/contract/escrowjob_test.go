@@ -34,7 +34,7 @@ func newEscrowCase(t testing.TB) *escrowCase {
 	if err != nil {
 		t.Fatal(err)
 	}
-	terms := (&SellerEscrowTerms{Key: bytes.Repeat([]byte{2}, 33), KeyIndex: 4, PayoutScript: []byte{0, 20, 1, 2}}).Marshal()
+	terms := (&SellerEscrowTerms{Key: bytes.Repeat([]byte{2}, 33), KeyIndex: 4, PayoutScript: []byte{0, 20, 1, 2}, MaxDelay: 1008}).Marshal()
 	d := &Decision{Version: Version, ProposalID: p.ID(), Seller: c.seller, Buyer: c.buyer, Verdict: Accept, PaymentTerms: terms,
 		FundBy: t0.Add(time.Minute), Issued: t0, Expiry: t0.Add(time.Minute)}
 	denv, err := SignDecision(d, c.sk)
@@ -56,7 +56,7 @@ func newEscrowCase(t testing.TB) *escrowCase {
 		t.Fatal(err)
 	}
 	c.offer = &ArbiterOffer{Arbiter: c.arb, FeeSat: 1000, PayoutScript: []byte{0, 20, 3}, Key: bytes.Repeat([]byte{3}, 33), KeyIndex: 9,
-		Issued: t0, Expiry: t0.Add(time.Minute)}
+		Issued: t0, Expiry: t0.Add(time.Minute), Delay: 144, MaxDelay: 1008}
 	if c.offerEnv, err = SignArbiterOffer(c.offer, c.ak); err != nil {
 		t.Fatal(err)
 	}
@@ -119,9 +119,21 @@ func TestEscrowRecords(t *testing.T) {
 	if _, err := OpenArbiterOffer(c.offerEnv, t0.Add(time.Hour)); !errors.Is(err, ErrExpired) {
 		t.Fatalf("an expired arbiter offer: %v", err)
 	}
+	// An offer without a delay, or with one beyond MaxEscrowDelay.
+	for _, d := range [][2]uint32{{0, 100}, {200, 100}, {144, MaxEscrowDelay + 1}} {
+		bad := *c.offer
+		bad.Delay, bad.MaxDelay = d[0], d[1]
+		env, _ := SignArbiterOffer(&bad, c.ak)
+		if _, err := OpenArbiterOffer(env, t0.Add(time.Second)); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("an arbiter offer with delay %d..%d: %v", d[0], d[1], err)
+		}
+	}
+	if o, err := OpenArbiterOffer(c.offerEnv, t0.Add(time.Second)); err != nil || o.Delay != 144 || o.MaxDelay != 1008 {
+		t.Fatalf("arbiter offer delay: %+v, %v", o, err)
+	}
 	// Seller terms and notes round-trip.
 	st, err := UnmarshalSellerEscrowTerms(c.ct.Acceptance.PaymentTerms)
-	if err != nil || st.KeyIndex != 4 {
+	if err != nil || st.KeyIndex != 4 || st.MaxDelay != 1008 {
 		t.Fatalf("seller terms: %+v, %v", st, err)
 	}
 	n := &EscrowNote{ContractID: c.ct.ID, EscrowID: "ab:1", Contract: c.ct.Marshal(), Payload: []byte{1, 2}}
@@ -160,7 +172,7 @@ func FuzzSellerEscrowTerms(f *testing.F) {
 		if len(st.Key) != 33 || len(st.PayoutScript) == 0 {
 			t.Fatalf("accepted terms %+v", st)
 		}
-		if _, err := UnmarshalSellerEscrowTerms(st.Marshal()); err != nil {
+		if again, err := UnmarshalSellerEscrowTerms(st.Marshal()); err != nil || again.MaxDelay != st.MaxDelay {
 			t.Fatalf("decoded terms do not round-trip: %v", err)
 		}
 	})
@@ -172,7 +184,7 @@ func FuzzArbiterOffer(f *testing.F) {
 	b, _ := c.offer.MarshalRecord()
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if o, err := OpenArbiterOffer(b, t0.Add(time.Second)); err == nil && (o.Arbiter == "" || len(o.Key) != 33) {
+		if o, err := OpenArbiterOffer(b, t0.Add(time.Second)); err == nil && (o.Arbiter == "" || len(o.Key) != 33 || o.Delay == 0 || o.MaxDelay < o.Delay || o.MaxDelay > MaxEscrowDelay) {
 			t.Fatalf("accepted an invalid offer %+v", o)
 		}
 		var o ArbiterOffer

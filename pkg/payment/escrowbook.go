@@ -201,6 +201,13 @@ type EscrowRecord struct {
 	// Split is the seller's share, in sats, of a split payout (the
 	// arbiter's decision; SetSplit), the buyer's the rest less the fee.
 	Split int64 `json:"split,omitempty"`
+	// Release is the seller's share, in sats, of a release: what the
+	// signed receipt billed (SetRelease). The seller pays the release's
+	// fee from it and the buyer gets the rest of the escrow back in the
+	// same transaction; 0 (or the whole amount) releases everything.
+	Release int64 `json:"release,omitempty"`
+	// Paid is where the spend of the escrow (ours or one seen) paid.
+	Paid *EscrowPaid `json:"paid,omitempty"`
 
 	FailReason string `json:"fail_reason,omitempty"`
 	// Market is what the market knows of the escrow (who the parties
@@ -229,6 +236,10 @@ func (e *EscrowRecord) clone() *EscrowRecord {
 	d := *e
 	d.Sigs = slices.Clone(e.Sigs)
 	d.SpendTx = bytes.Clone(e.SpendTx)
+	if e.Paid != nil {
+		p := *e.Paid
+		d.Paid = &p
+	}
 	if e.Market != nil {
 		m := *e.Market
 		d.Market = &m
@@ -269,6 +280,9 @@ func (e *EscrowRecord) BuildSpend(kind SpendKind, fee int64) (*wire.MsgTx, error
 	}
 	if kind == SpendPayoutSplit {
 		return es.SplitTx(e.SellerScript, e.Split, e.BuyerScript, fee)
+	}
+	if kind == SpendRelease {
+		return es.ReleaseTx(e.SellerScript, e.Release, e.BuyerScript, fee)
 	}
 	to := e.BuyerScript
 	if kind.toSeller() {

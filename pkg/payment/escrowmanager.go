@@ -19,6 +19,10 @@ import (
 // (funding unconfirmed, already settled, no dispute yet).
 var ErrEscrowState = errors.New("escrow not in a state for this")
 
+// ErrEscrowDelay is an escrow whose CLTV delay is too short for its job or
+// longer than this node lets its money wait.
+var ErrEscrowDelay = errors.New("escrow delay out of bounds")
+
 // ErrUnknownEscrow is an escrow ID this node does not hold.
 var ErrUnknownEscrow = errors.New("unknown escrow")
 
@@ -239,9 +243,11 @@ func (m *EscrowManager) OpenEscrow(ctx context.Context, p EscrowParams) (*Escrow
 	if err != nil {
 		return nil, nil, fmt.Errorf("open escrow: %w", err)
 	}
-	// The spend must be able to pay its fee and leave more than dust.
-	if vs, _ := es.SpendVSize(p.Seller.PayoutScript); IsDust(p.Seller.PayoutScript, p.Amount-m.cfg.MaxFeeRate*vs) {
-		return nil, nil, fmt.Errorf("open escrow: amount %d too small for a spend at max_fee_rate", p.Amount)
+	// The release must be able to pay its fee, should the rate rise, and
+	// leave more than dust.
+	if floor, fee := EscrowFloor(rate); p.Amount < floor {
+		return nil, nil, fmt.Errorf("open escrow: %w: %d sats is below the smallest escrow worth funding at %d sat/vB, %d sats (a release costs about %d sats now, and must still leave the seller more than dust at %d times the rate)",
+			ErrNotWorth, p.Amount, rate, floor, fee, EscrowFeeHeadroom)
 	}
 	tx, err := m.fund.FundTx(ctx, append([]*wire.TxOut{wire.NewTxOut(p.Amount, pk)}, p.Extra...), rate)
 	if err != nil {
@@ -301,6 +307,14 @@ func (m *EscrowManager) OpenEscrow(ctx context.Context, p EscrowParams) (*Escrow
 // the transaction it carries. The escrow is persisted Pending. Accepting the
 // same escrow again returns it unchanged.
 func (m *EscrowManager) AcceptEscrow(ctx context.Context, peer string, msg []byte) (*EscrowRecord, error) {
+	return m.AcceptEscrowWithin(ctx, peer, msg, 0, 0)
+}
+
+// AcceptEscrowWithin is AcceptEscrow refusing, before anything is
+// persisted, an escrow whose delay is not between minDelay and maxDelay
+// blocks ahead of our tip (0: no such bound; the delay must always be
+// beyond the funding's confirmations).
+func (m *EscrowManager) AcceptEscrowWithin(ctx context.Context, peer string, msg []byte, minDelay, maxDelay int32) (*EscrowRecord, error) {
 	o, err := DecodeEscrowOffer(msg)
 	if err != nil {
 		return nil, err
@@ -356,6 +370,12 @@ func (m *EscrowManager) AcceptEscrow(ctx context.Context, peer string, msg []byt
 	}
 	if int64(o.Delay) <= int64(tip)+int64(m.cfg.Confirmations) {
 		return nil, fmt.Errorf("accept escrow: %w: delay %d, tip %d", ErrTooLate, o.Delay, tip)
+	}
+	switch blocks := int64(o.Delay) - int64(tip); {
+	case minDelay > 0 && blocks < int64(minDelay):
+		return nil, fmt.Errorf("accept escrow: %w: the arbiter's key would count in %d blocks (at %d), before the %d the job needs to end and be released", ErrEscrowDelay, blocks, o.Delay, minDelay)
+	case maxDelay > 0 && blocks > int64(maxDelay):
+		return nil, fmt.Errorf("accept escrow: %w: the arbiter's key would count only in %d blocks (at %d), beyond this node's %d (arbiter.max_delay)", ErrEscrowDelay, blocks, o.Delay, maxDelay)
 	}
 	rec := &EscrowRecord{
 		ID:   wire.NewOutPoint(ptr(tx.TxHash()), o.Vout).String(),
@@ -451,7 +471,7 @@ func (m *EscrowManager) settle(ctx context.Context, id string, kind SpendKind) (
 		if err != nil {
 			return fail(err)
 		}
-		if kind == SpendPayoutSplit {
+		if kind == SpendPayoutSplit || kind == SpendRelease && releaseSplits(rec.Amount, rec.Release, rec.BuyerScript) {
 			vs += int64(8 + 1 + len(rec.BuyerScript)) // the second output
 		}
 		fee = m.cfg.FeeRate(ctx, m.chain, 6) * vs
@@ -502,6 +522,7 @@ func (m *EscrowManager) settle(ctx context.Context, id string, kind SpendKind) (
 		return fail(err)
 	}
 	next.SpendKind, next.SpendTx, next.SpendTxid = kind, raw.Bytes(), tx.TxHash().String()
+	next.Paid = next.paidBy(tx)
 	if err := next.move(kind.state()); err != nil {
 		return fail(err)
 	}
@@ -814,6 +835,7 @@ func (m *EscrowManager) checkSpent(ctx context.Context, e *EscrowRecord, op wire
 			}
 		}
 		r.SpendKind, r.SpendTxid = kind, txid
+		r.Paid = r.paidBy(spend)
 		return r.move(kind.state())
 	})
 	return err

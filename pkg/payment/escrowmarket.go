@@ -17,6 +17,9 @@ type EscrowMarket struct {
 	Arbiter  string `json:"arbiter"`
 	// ArbiterFee is what the funding paid the arbiter, in sats.
 	ArbiterFee int64 `json:"arbiter_fee_sat,omitempty"`
+	// FundingFee is about what the buyer's funding transaction paid in
+	// fees (its rate times its size), in sats.
+	FundingFee int64 `json:"funding_fee_sat,omitempty"`
 	// Hold: the buyer releases by hand, not on a verified receipt.
 	Hold bool `json:"hold,omitempty"`
 	// DisputedBy and Reason: who raised a dispute and why; Evidence is
