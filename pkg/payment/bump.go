@@ -387,11 +387,10 @@ func (m *Manager) payForClose(ctx context.Context, cs *chanState, c *Channel, pa
 		// Through the wallet, so that it counts its coins spent and
 		// knows the change at once.
 		if err := m.fund.PublishTx(ctx, child); err != nil {
-			// Its coins may be gone: the next bump lends afresh.
+			// Refused (its coins spent meanwhile, or the close and an
+			// earlier child already mined): the earlier child stands.
 			m.release(leased)
-			again := next.clone()
-			again.Bump.Coins, again.Bump.Change = nil, nil
-			if perr := m.persist(cs, again); perr != nil {
+			if perr := m.persist(cs, c.clone()); perr != nil {
 				m.log.Warn("fee bump", "channel", c.ID, "err", perr)
 			}
 			return fmt.Errorf("bump close %s: child %s: %w", c.ID, child.TxHash(), err)

@@ -249,32 +249,29 @@ func (m *Manager) sweepTo(ctx context.Context) ([]byte, error) {
 }
 
 // holdOutput is the output of c's confirmed close the next sweep spends:
-// the close's own, or its CPFP child's when that child is in a block; ok
-// false while it cannot be told yet (the child is in the mempool).
+// the close's own while unspent, or, once a CPFP child of ours spending it
+// is in a block, that child's (whichever version was mined); ok is false
+// while a child is unconfirmed.
 func (m *Manager) holdOutput(ctx context.Context, c *Channel) (in SweepInput, ok bool, err error) {
 	var parent wire.MsgTx
 	if err := parent.Deserialize(bytes.NewReader(c.SpendTx)); err != nil || len(parent.TxOut) == 0 {
 		return in, false, nil
 	}
-	in = SweepInput{Channel: c.ID, Hold: *c.HoldIndex,
-		OutPoint: wire.OutPoint{Hash: parent.TxHash(), Index: 0}.String(), Value: parent.TxOut[0].Value}
+	op := wire.OutPoint{Hash: parent.TxHash(), Index: 0}
+	in = SweepInput{Channel: c.ID, Hold: *c.HoldIndex, OutPoint: op.String(), Value: parent.TxOut[0].Value}
 	if c.Bump == nil || len(c.Bump.ChildTx) == 0 {
-		return in, true, nil
+		return in, true, nil // no child was ever made
 	}
-	var child wire.MsgTx
-	if err := child.Deserialize(bytes.NewReader(c.Bump.ChildTx)); err != nil || len(child.TxOut) == 0 {
-		return in, true, nil
+	child, err := SpendOfScript(ctx, m.chain, op, c.SellerScript, c.OpenHeight-6)
+	if err != nil || child == nil {
+		return in, err == nil, err
 	}
-	confs, err := TxConfirmations(ctx, m.chain, child.TxHash(), c.SellerScript, c.Bump.Since-6)
-	switch {
-	case err != nil:
+	id := child.TxHash()
+	confs, err := TxConfirmations(ctx, m.chain, id, c.SellerScript, c.OpenHeight-6)
+	if err != nil || confs < 1 || len(child.TxOut) == 0 || !bytes.Equal(child.TxOut[0].PkScript, c.SellerScript) {
 		return in, false, err
-	case confs == 0:
-		return in, false, nil
-	case confs > 0:
-		in.OutPoint = wire.OutPoint{Hash: child.TxHash(), Index: 0}.String()
-		in.Value = child.TxOut[0].Value
 	}
+	in.OutPoint, in.Value = wire.OutPoint{Hash: id, Index: 0}.String(), child.TxOut[0].Value
 	return in, true, nil
 }
 
@@ -422,6 +419,9 @@ func (m *Manager) followSweep(ctx context.Context, s *SweepInfo, tip int32) erro
 			return fmt.Errorf("sweep %s: %w", s.ID, err)
 		}
 		if err := m.chain.Broadcast(ctx, &tx); err != nil {
+			if m.dropSweep(ctx, s) {
+				return nil
+			}
 			return fmt.Errorf("sweep %s: rebroadcast: %w", s.ID, err)
 		}
 		return nil
@@ -456,6 +456,48 @@ func (m *Manager) followSweep(ctx context.Context, s *SweepInfo, tip int32) erro
 	}
 	m.log.Info("sweep fee bumped by replacement", "sweep", s.ID, "replaced", s.Txid, "txid", next.Txid, "rate_sat_vb", rate, "fee", fee)
 	return nil
+}
+
+// dropSweep forgets a sweep that can never confirm: one of its inputs is
+// spent by a transaction that is none of its versions. Its channels are
+// swept again (from their outputs as they are now). Reports whether it did.
+func (m *Manager) dropSweep(ctx context.Context, s *SweepInfo) bool {
+	for _, in := range s.Inputs {
+		op, err := wire.NewOutPointFromString(in.OutPoint)
+		if err != nil {
+			continue
+		}
+		hs, err := m.holdScript(in.Hold)
+		if err != nil {
+			continue
+		}
+		spend, err := SpendOfScript(ctx, m.chain, *op, hs, s.Since-144)
+		if err != nil || spend == nil {
+			continue
+		}
+		id := spend.TxHash().String()
+		if id == s.Txid || slices.Contains(s.Replaced, id) {
+			continue
+		}
+		m.log.Warn("sweep can never confirm: an input is spent by another transaction; its outputs are swept again",
+			"sweep", s.ID, "input", in.OutPoint, "spent_by", id)
+		for _, in := range s.Inputs {
+			cs, c := m.chans.lock(in.Channel)
+			if cs == nil {
+				continue
+			}
+			if c.Sweep != nil && c.Sweep.ID == s.ID {
+				next := c.clone()
+				next.Sweep = nil
+				if err := m.persist(cs, next); err != nil {
+					m.log.Warn("drop sweep", "channel", c.ID, "err", err)
+				}
+			}
+			cs.mu.Unlock()
+		}
+		return true
+	}
+	return false
 }
 
 func (m *Manager) sweepStuck(s *SweepInfo, why string) error {
