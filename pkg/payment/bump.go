@@ -396,6 +396,13 @@ func (m *Manager) payForClose(ctx context.Context, cs *chanState, c *Channel, pa
 			return fmt.Errorf("bump close %s: child %s: %w", c.ID, child.TxHash(), err)
 		}
 	} else if err := m.chain.Broadcast(ctx, child); err != nil {
+		// Kept for a rebroadcast, unless the close was mined meanwhile
+		// (with the earlier child): this one can then never be.
+		if n, cerr := TxConfirmations(ctx, m.chain, parent.TxHash(), c.SellerScript, c.OpenHeight-6); cerr == nil && n > 0 {
+			if perr := m.persist(cs, c.clone()); perr != nil {
+				m.log.Warn("fee bump", "channel", c.ID, "err", perr)
+			}
+		}
 		return fmt.Errorf("bump close %s: child %s: %w", c.ID, child.TxHash(), err)
 	}
 	m.log.Info("close fee bumped by a child", "channel", c.ID, "close", c.SpendTxid, "child", child.TxHash(),

@@ -104,7 +104,7 @@ func TestSweepBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := int64(3 * (20_000 - 342))
-	if len(tx.TxIn) != 3 || len(tx.TxOut) != 1 || tx.TxOut[0].Value != total-s.Fee || s.Fee < 2*VSize(&tx) || s.Fee > 2*(VSize(&tx)+3) {
+	if len(tx.TxIn) != 3 || len(tx.TxOut) != 1 || tx.TxOut[0].Value != total-s.Fee || s.Fee < 2*VSize(&tx) || s.Fee > 2*(VSize(&tx)+6) {
 		t.Fatalf("sweep tx: %d in, %d out, pays %d, fee %d (%d vB)", len(tx.TxIn), len(tx.TxOut), tx.TxOut[0].Value, s.Fee, VSize(&tx))
 	}
 	var shares int64
