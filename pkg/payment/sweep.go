@@ -169,10 +169,10 @@ func (m *Manager) holdScript(i uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p2wpkh(k.PubKey().SerializeCompressed()), nil
+	return p2wpkhScript(k.PubKey().SerializeCompressed()), nil
 }
 
-func p2wpkh(pub []byte) []byte {
+func p2wpkhScript(pub []byte) []byte {
 	return append([]byte{txscript.OP_0, txscript.OP_DATA_20}, btcutil.Hash160(pub)...)
 }
 
@@ -226,7 +226,7 @@ func (m *Manager) signHold(tx *wire.MsgTx, idx int, hold uint32, amount int64, p
 	if err != nil {
 		return nil, err
 	}
-	s := p2wpkh(k.PubKey().SerializeCompressed())
+	s := p2wpkhScript(k.PubKey().SerializeCompressed())
 	return txscript.WitnessSignature(tx, txscript.NewTxSigHashes(tx, prevs), idx, amount, s, txscript.SigHashAll, k, true)
 }
 
