@@ -19,8 +19,12 @@ import (
 // by the seller alone, so a close is bumped by CPFP: a child spends the
 // seller's output of the close (the payout output) and pays for both. That
 // needs the key of the payout script: the node's wallet holds it when
-// payouts go to the wallet (the default); a close paying an external
-// payout_address or xpub cannot be bumped by the node (Bump.Stuck says so).
+// payouts go to the wallet, and the keyring's hold key when payouts to an
+// external address are swept (sweep.go, the default); a close paying an
+// external payout_address or xpub directly (payout_sweep off) cannot be
+// bumped by the node (Bump.Stuck says so). When the payout output is too
+// small to pay the child, the child also spends wallet coins (Coins), keeps
+// the payout output whole and sends the change back to the wallet.
 //
 // A refund the buyer signs alone (the CLTV branch), so it is bumped by
 // replacement (BIP 125: the refund signals it with its input's sequence):
