@@ -634,3 +634,13 @@ func (m *Manager) buildSweep(ins []SweepInput, payTo []byte, rate int64) (*wire.
 func (c *Channel) sweepCost() int64 {
 	return max(1, ceilDiv(c.CloseFee, 171)) * SweepInputVB
 }
+
+// Unswept reports whether c's close paid a hold key of ours and no
+// confirmed sweep has forwarded it yet: the seed still holds that money.
+func (c *Channel) Unswept() bool {
+	if c.Role != RoleSeller || c.HoldIndex == nil || c.State != StateClosed || c.Sweep != nil && c.Sweep.Confirmed {
+		return false
+	}
+	tx, ok := ownSpend(c)
+	return ok && tx.TxHash().String() == c.SpendTxid
+}

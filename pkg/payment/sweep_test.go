@@ -84,6 +84,9 @@ func TestSweepBatch(t *testing.T) {
 	if c, _ := seller.Channel(ids[0]); c.State != StateClosed || c.Sweep != nil {
 		t.Fatalf("one output below sweep_at: state %s, sweep %+v", c.State, c.Sweep)
 	}
+	if c, _ := seller.Channel(ids[0]); !c.Unswept() {
+		t.Fatal("a closed channel whose output waits is not reported unswept (a wallet restore would drop its key)")
+	}
 	if h := Hold(seller.Channels()); h.Sweeping != 20_000-342 {
 		t.Fatalf("holdings with one output waiting: %+v", h)
 	}
@@ -143,7 +146,7 @@ func TestSweepBatch(t *testing.T) {
 	tick(restarted)
 	for _, id := range ids {
 		c, _ := restarted.Channel(id)
-		if c.Sweep == nil || c.Sweep.ID != s.ID || c.Sweep.Txid != v2.Txid || !c.Sweep.Confirmed {
+		if c.Sweep == nil || c.Sweep.ID != s.ID || c.Sweep.Txid != v2.Txid || !c.Sweep.Confirmed || c.Unswept() {
 			t.Fatalf("channel %s after the restart: sweep %+v", id, c.Sweep)
 		}
 	}
