@@ -644,3 +644,11 @@ func (c *Channel) Unswept() bool {
 	tx, ok := ownSpend(c)
 	return ok && tx.TxHash().String() == c.SpendTxid
 }
+
+// sweepTxid is c's sweep's current txid ("" with none).
+func sweepTxid(c *Channel) string {
+	if c.Sweep == nil {
+		return ""
+	}
+	return c.Sweep.Txid
+}
