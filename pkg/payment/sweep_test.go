@@ -3,6 +3,8 @@ package payment
 import (
 	"bytes"
 	"context"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/blackbox-market/blackbox/pkg/payment/paytest"
@@ -31,7 +33,11 @@ func TestSweepBatch(t *testing.T) {
 	chain := paytest.NewChain()
 	buyer := newManager(t, cfg, chain, NewMemStore(), seed(1), paytest.NewFunder(chain))
 	sst := NewMemStore()
-	seller := newManager(t, cfg, chain, sst, seed(2), nil)
+	bk, err := NewBackupStore(sst, filepath.Join(t.TempDir(), "seller.backup"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seller := newManager(t, cfg, chain, bk, seed(2), nil)
 	var ids []string
 	for i := range 3 {
 		terms, err := seller.SellerTerms()
@@ -86,6 +92,16 @@ func TestSweepBatch(t *testing.T) {
 	}
 	if c, _ := seller.Channel(ids[0]); !c.Unswept() {
 		t.Fatal("a closed channel whose output waits is not reported unswept (a wallet restore would drop its key)")
+	}
+	if err := bk.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := ReadChannelBackup(bk.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(b.Channels, func(c *Channel) bool { return c.ID == ids[0] && c.State == StateClosed && c.HoldIndex != nil }) {
+		t.Fatal("the static backup dropped a closed channel whose output waits at the node's key")
 	}
 	if h := Hold(seller.Channels()); h.Sweeping != 20_000-342 {
 		t.Fatalf("holdings with one output waiting: %+v", h)
