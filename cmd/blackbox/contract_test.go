@@ -47,6 +47,9 @@ func sellerEnv(extra ...string) []string {
 		// These tests see what a stop does to a job without resumption
 		// (restart_test.go turns it on).
 		"BLACKBOX_CONTRACT_RESTART_GRACE=0s",
+		// Closes pay the payout address directly, as these tests check
+		// (sweep_test.go tests the swept payouts, the default).
+		"BLACKBOX_PAYMENT_PAYOUT_SWEEP=false",
 	}, extra...)
 }
 

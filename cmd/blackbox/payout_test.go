@@ -139,7 +139,10 @@ func TestClosePolicyPayout(t *testing.T) {
 	work := t.TempDir()
 	addr, script := payoutAddress(t)
 	const closeAt = 800
-	seller := m.daemon([]string{"BLACKBOX_PAYMENT_PAYOUT_ADDRESS=" + addr,
+	// Direct payouts (payout_sweep off): the address gets the close's own
+	// output, the 462 sat status predicts (too small to be swept: a sweep
+	// of it would pay less than its fee).
+	seller := m.daemon([]string{"BLACKBOX_PAYMENT_PAYOUT_ADDRESS=" + addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=false",
 		fmt.Sprintf("BLACKBOX_PAYMENT_CLOSE_AT=%d", closeAt), "BLACKBOX_PAYMENT_CLOSE_IDLE=0s"}, "--metrics-addr", "127.0.0.1:0")
 	sellerID := seller.peerID()
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())

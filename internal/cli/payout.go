@@ -21,6 +21,10 @@ func holdingsLines(h payment.Holdings, sats func(int64) string) []string {
 	first := "in channels: nothing"
 	if h.InChannels > 0 {
 		first = fmt.Sprintf("in channels: %s; closing them now costs %s in fees and leaves %s", sats(h.InChannels), sats(h.CloseFee), sats(h.AfterClose))
+		if h.SweepFee > 0 {
+			first = fmt.Sprintf("in channels: %s; closing them now costs %s in fees, sweeping them to the payout address about %s more, and leaves %s",
+				sats(h.InChannels), sats(h.CloseFee), sats(h.SweepFee), sats(h.AfterClose))
+		}
 		if h.Unclaimable > 0 {
 			first += fmt.Sprintf(" (%s of it no close can pay yet: the seller's output would be dust; back to the buyer at expiry unless more is paid)", sats(h.Unclaimable))
 		}
@@ -28,6 +32,9 @@ func holdingsLines(h payment.Holdings, sats func(int64) string) []string {
 	lines := []string{first}
 	if h.Closing > 0 {
 		lines = append(lines, fmt.Sprintf("closing: %s to the payout address, once the closes confirm", sats(h.Closing)))
+	}
+	if h.Sweeping > 0 {
+		lines = append(lines, fmt.Sprintf("sweeping: %s from the node's keys to the payout address (the sweep's fee, about %s, is taken from it)", sats(h.Sweeping), sats(h.SweepFee)))
 	}
 	if h.Settled > 0 {
 		lines = append(lines, fmt.Sprintf("settled: %s paid to the payout address (after %s in close fees)", sats(h.Settled), sats(h.SettledFees)))
@@ -82,6 +89,19 @@ func payoutLine(p payment.PayoutPolicy) string {
 	policy := "closed before expiry only (close_at and close_idle are off)"
 	if len(when) > 0 {
 		policy = "closed " + strings.Join(when, " or ") + " when the close pays at least its fee, and before expiry"
+	}
+	if p.Sweep {
+		var at []string
+		if p.SweepAtSat > 0 {
+			at = append(at, fmt.Sprintf("once %s wait", sats(p.SweepAtSat)))
+		}
+		if p.SweepAfterSeconds > 0 {
+			at = append(at, fmt.Sprintf("after %s", time.Duration(p.SweepAfterSeconds*float64(time.Second))))
+		}
+		if len(at) == 0 {
+			at = []string{"at once"}
+		}
+		to = fmt.Sprintf("%s through the node's keys (closes and sweeps can be fee-bumped; a batched sweep runs %s)", to, strings.Join(at, " or "))
 	}
 	return fmt.Sprintf("to %s; channels %s", to, policy)
 }

@@ -47,3 +47,23 @@ func TestPayoutLine(t *testing.T) {
 		t.Errorf("xpub, no policy: %q", got)
 	}
 }
+
+// TestSweepLines: with swept payouts, what closing and sweeping would cost
+// and what a sweep under way holds are said, and the payout line says when
+// a sweep runs.
+func TestSweepLines(t *testing.T) {
+	h := payment.Holdings{InChannels: 20_000, CloseFee: 342, SweepFee: 178, AfterClose: 19_480, Sweeping: 5_000}
+	got := strings.Join(holdingsLines(h, sats), "\n")
+	for _, want := range []string{
+		"closing them now costs 342 sat in fees, sweeping them to the payout address about 178 sat more, and leaves 19,480 sat",
+		"sweeping: 5,000 sat from the node's keys to the payout address",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	p := payment.PayoutPolicy{Address: "bcrt1qexample", Sweep: true, SweepAtSat: 50_000, SweepAfterSeconds: 86400}
+	if got := payoutLine(p); !strings.HasPrefix(got, "to bcrt1qexample through the node's keys (closes and sweeps can be fee-bumped; a batched sweep runs once 50,000 sat wait or after 24h0m0s);") {
+		t.Errorf("swept: %q", got)
+	}
+}

@@ -328,7 +328,8 @@ func (c *stateCollector) collectChannels(ch chan<- prometheus.Metric, live map[s
 	ch <- prometheus.MustNewConstMetric(descFees, prometheus.CounterValue, float64(fees))
 	h := payment.Hold(n.payments.Channels())
 	for s, v := range map[string]int64{"in_channels": h.InChannels, "close_fee": h.CloseFee, "after_close": h.AfterClose,
-		"unclaimable": h.Unclaimable, "closing": h.Closing, "settled": h.Settled, "lost": h.Lost} {
+		"unclaimable": h.Unclaimable, "closing": h.Closing, "settled": h.Settled, "lost": h.Lost,
+		"sweeping": h.Sweeping, "sweep_fee": h.SweepFee} {
 		gauge(ch, descPayout, float64(v), s)
 	}
 	for k, v := range count {

@@ -203,6 +203,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 			return fmt.Errorf("payout address: %w", err)
 		}
 		cfg.PayoutAddress = addr.EncodeAddress()
+		cfg.PayoutSweep = false // the wallet's own address: its closes are bumped by a child already
 		n.log.Info("no payment.payout_address: seller payouts go to the node's wallet", "address", cfg.PayoutAddress)
 	}
 	// Every channel change reaches the backup file outside the database
@@ -214,7 +215,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	m, err := payment.NewManager(payment.ManagerConfig{
 		Config: cfg, Chain: chain, Store: n.watchFees(backup),
 		Keys: keys, Funder: n.watchFunding(lw), Log: n.log,
-		Signer: lw, OnFail: n.channelFailed,
+		Signer: lw, Coins: lw, OnFail: n.channelFailed,
 	})
 	if err != nil {
 		return fmt.Errorf("payment manager: %w", err)

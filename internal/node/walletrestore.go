@@ -123,6 +123,8 @@ func (n *Node) keyedBySeed() string {
 	for _, c := range n.payments.Channels() {
 		if c.State != payment.StateClosed {
 			open = append(open, fmt.Sprintf("channel %s (%s, %s)", short(c.ID), c.Role, c.State))
+		} else if c.Unswept() {
+			open = append(open, fmt.Sprintf("channel %s (seller, closed to the node's key, not swept to the payout address yet)", short(c.ID)))
 		}
 	}
 	if n.escrow != nil {

@@ -233,12 +233,15 @@ func (s *BackupStore) Path() string { return s.path }
 // change is more than a payment: a new channel, a new state, a close.
 func (s *BackupStore) record(c *Channel) bool {
 	old := s.chans[c.ID]
-	if c.State == StateClosed || c.State == StateFailed {
+	// A closed channel whose output waits at a hold key of ours stays
+	// until a sweep confirmed (sweep.go): the backup finds that money.
+	if c.State == StateClosed && !c.Unswept() || c.State == StateFailed {
 		delete(s.chans, c.ID)
 		return old != nil
 	}
 	s.chans[c.ID] = c.clone()
-	return old == nil || old.State != c.State || !bytes.Equal(old.SpendTx, c.SpendTx) || old.SpendTxid != c.SpendTxid
+	return old == nil || old.State != c.State || !bytes.Equal(old.SpendTx, c.SpendTx) || old.SpendTxid != c.SpendTxid ||
+		sweepTxid(old) != sweepTxid(c)
 }
 
 // PutChannel implements ChannelStore.

@@ -19,8 +19,12 @@ import (
 // by the seller alone, so a close is bumped by CPFP: a child spends the
 // seller's output of the close (the payout output) and pays for both. That
 // needs the key of the payout script: the node's wallet holds it when
-// payouts go to the wallet (the default); a close paying an external
-// payout_address or xpub cannot be bumped by the node (Bump.Stuck says so).
+// payouts go to the wallet, and the keyring's hold key when payouts to an
+// external address are swept (sweep.go, the default); a close paying an
+// external payout_address or xpub directly (payout_sweep off) cannot be
+// bumped by the node (Bump.Stuck says so). When the payout output is too
+// small to pay the child, the child also spends wallet coins (Coins), keeps
+// the payout output whole and sends the change back to the wallet.
 //
 // A refund the buyer signs alone (the CLTV branch), so it is bumped by
 // replacement (BIP 125: the refund signals it with its input's sequence):
@@ -56,6 +60,12 @@ type Bump struct {
 	// Stuck says why the spend cannot be bumped (further); empty while it
 	// can.
 	Stuck string `json:"stuck,omitempty"`
+	// Coins are the wallet coins the child spends too (when the payout
+	// output alone cannot pay it), Change where their rest goes, and Fee
+	// the child's fee.
+	Coins  []Coin `json:"coins,omitempty"`
+	Change []byte `json:"change,omitempty"`
+	Fee    int64  `json:"fee,omitempty"`
 }
 
 func (b *Bump) clone() *Bump {
@@ -65,6 +75,8 @@ func (b *Bump) clone() *Bump {
 	d := *b
 	d.ChildTx = bytes.Clone(b.ChildTx)
 	d.Replaced = slices.Clone(b.Replaced)
+	d.Coins = slices.Clone(b.Coins)
+	d.Change = bytes.Clone(b.Change)
 	return &d
 }
 
@@ -228,9 +240,12 @@ func (m *Manager) replaceRefund(ctx context.Context, cs *chanState, c *Channel, 
 }
 
 // payForClose broadcasts a child of the close that spends the seller's
-// payout output and brings the pair to rate. cs.mu is held.
+// payout output and brings the pair to rate. When that output is too small
+// to pay the child's fee, the child also spends wallet coins (Coins), with
+// the change back to the wallet, and keeps the payout output whole.
+// cs.mu is held.
 func (m *Manager) payForClose(ctx context.Context, cs *chanState, c *Channel, parent *wire.MsgTx, tip int32, rate int64) error {
-	if m.signer == nil {
+	if m.signer == nil && c.HoldIndex == nil {
 		return m.stuck(cs, c, "no wallet to sign a child of the close")
 	}
 	if parent.TxHash().String() != c.SpendTxid || len(parent.TxOut) == 0 || !bytes.Equal(parent.TxOut[0].PkScript, c.SellerScript) {
@@ -238,39 +253,126 @@ func (m *Manager) payForClose(ctx context.Context, cs *chanState, c *Channel, pa
 	}
 	out := parent.TxOut[0]
 	op := wire.OutPoint{Hash: parent.TxHash(), Index: 0}
-	child := wire.NewMsgTx(2)
-	in := wire.NewTxIn(&op, nil, nil)
-	in.Sequence = bumpSequence
-	child.AddTxIn(in)
-	child.AddTxOut(wire.NewTxOut(0, c.SellerScript))
-	prevs := txscript.NewCannedPrevOutputFetcher(out.PkScript, out.Value)
-	// Size it signed (a placeholder witness of the same shape first).
-	wit, err := m.signer.SignOutput(child, 0, out.PkScript, out.Value, prevs)
+	var coins []Coin // wallet coins: a replacement keeps those of the child it replaces
+	var change []byte
+	if c.Bump != nil {
+		coins, change = slices.Clone(c.Bump.Coins), bytes.Clone(c.Bump.Change)
+	}
+	build := func() (*wire.MsgTx, *txscript.MultiPrevOutFetcher) {
+		child := wire.NewMsgTx(2)
+		prevs := txscript.NewMultiPrevOutFetcher(nil)
+		in := wire.NewTxIn(&op, nil, nil)
+		in.Sequence = bumpSequence
+		child.AddTxIn(in)
+		prevs.AddPrevOut(op, out)
+		for _, k := range coins {
+			in := wire.NewTxIn(&k.OutPoint, nil, nil)
+			in.Sequence = bumpSequence
+			child.AddTxIn(in)
+			prevs.AddPrevOut(k.OutPoint, wire.NewTxOut(k.Value, k.PkScript))
+		}
+		child.AddTxOut(wire.NewTxOut(out.Value, c.SellerScript))
+		if len(coins) > 0 {
+			child.AddTxOut(wire.NewTxOut(0, change))
+		}
+		return child, prevs
+	}
+	sign := func(child *wire.MsgTx, prevs txscript.PrevOutputFetcher) error {
+		wit, err := m.signOwn(c, child, 0, out.PkScript, out.Value, prevs)
+		if err != nil {
+			return err
+		}
+		child.TxIn[0].Witness = wit
+		for i, k := range coins {
+			if m.signer == nil {
+				return fmt.Errorf("sign: %w: no wallet", ErrNotOurs)
+			}
+			if child.TxIn[i+1].Witness, err = m.signer.SignOutput(child, i+1, k.PkScript, k.Value, prevs); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	parentFee, parentVS := c.Capacity-sumOut(parent), VSize(parent)
+	// feeFor sizes the child signed (a first signature of the same shape)
+	// and returns the fee that brings the pair to rate.
+	feeFor := func(child *wire.MsgTx, prevs txscript.PrevOutputFetcher) (int64, int64, error) {
+		if err := sign(child, prevs); err != nil {
+			return 0, 0, err
+		}
+		childVS := VSize(child) + int64(len(child.TxIn)) // a signature may be a byte longer
+		return max(rate*(parentVS+childVS)-parentFee, m.cfg.MinFeeRate*childVS), childVS, nil
+	}
+	child, prevs := build()
+	fee, childVS, err := feeFor(child, prevs)
 	if errors.Is(err, ErrNotOurs) {
 		return m.stuck(cs, c, "the payout address is not the node wallet's: the close cannot be bumped by a child")
 	}
 	if err != nil {
 		return fmt.Errorf("bump close %s: %w", c.ID, err)
 	}
-	child.TxIn[0].Witness = wit
-	parentFee, parentVS := c.Capacity-sumOut(parent), VSize(parent)
-	childVS := VSize(child) + 1 // a signature may be a byte longer
-	fee := max(rate*(parentVS+childVS)-parentFee, m.cfg.MinFeeRate*childVS)
+	var leased []Coin
+	if len(coins) == 0 && IsDust(c.SellerScript, out.Value-fee) {
+		// The payout output cannot pay the child: lend it wallet coins.
+		if m.coins == nil || m.fund == nil || m.signer == nil {
+			return m.stuck(cs, c, fmt.Sprintf("the payout output (%d sat) cannot pay a child at %d sat/vB, and no wallet lends coins", out.Value, rate))
+		}
+		if change == nil {
+			if change, err = m.fund.NewScript(ctx); err != nil {
+				return fmt.Errorf("bump close %s: change: %w", c.ID, err)
+			}
+		}
+		// Enough for the fee with one more input and the change output.
+		need := fee + rate*(SweepInputVB+31) + 2*DustP2WPKH
+		if leased, err = m.coins.LeaseCoins(ctx, need, nil); err != nil {
+			return m.stuck(cs, c, fmt.Sprintf("the payout output (%d sat) cannot pay a child at %d sat/vB, and the wallet cannot lend the rest: %v", out.Value, rate, err))
+		}
+		coins = leased
+	}
+	if len(coins) > 0 {
+		child, prevs = build()
+		if fee, childVS, err = feeFor(child, prevs); err != nil {
+			m.release(leased)
+			return fmt.Errorf("bump close %s: %w", c.ID, err)
+		}
+	}
 	if err := m.cfg.checkFee(parentFee+fee, parentVS+childVS); err != nil {
+		m.release(leased)
 		return m.stuck(cs, c, err.Error())
 	}
 	if fee > m.cfg.MaxFee {
+		m.release(leased)
 		return m.stuck(cs, c, fmt.Sprintf("a child fee of %d sat exceeds max_fee %d", fee, m.cfg.MaxFee))
 	}
-	if IsDust(c.SellerScript, out.Value-fee) {
-		return m.stuck(cs, c, fmt.Sprintf("the payout output (%d sat) cannot pay a child at %d sat/vB", out.Value, rate))
+	if len(coins) == 0 {
+		child.TxOut[0].Value = out.Value - fee
+	} else {
+		var lent int64
+		for _, k := range coins {
+			lent += k.Value
+		}
+		if IsDust(change, lent-fee) {
+			m.release(leased)
+			// Lend afresh next time (more coins).
+			next := c.clone()
+			next.Bump.Coins, next.Bump.Change = nil, nil
+			if err := m.persist(cs, next); err != nil {
+				return err
+			}
+			return m.stuck(cs, c, fmt.Sprintf("the wallet coins lent (%d sat) cannot pay a child fee of %d sat", lent, fee))
+		}
+		child.TxOut[1].Value = lent - fee
 	}
-	child.TxOut[0].Value = out.Value - fee
-	if child.TxIn[0].Witness, err = m.signer.SignOutput(child, 0, out.PkScript, out.Value, prevs); err != nil {
+	if err := sign(child, prevs); err != nil {
+		m.release(leased)
 		return fmt.Errorf("bump close %s: %w", c.ID, err)
 	}
-	if err := verifyInput(child, 0, out.PkScript, out.Value, prevs); err != nil {
-		return fmt.Errorf("bump close %s: %w", c.ID, err)
+	for i, in := range child.TxIn {
+		p := prevs.FetchPrevOutput(in.PreviousOutPoint)
+		if err := verifyInput(child, i, p.PkScript, p.Value, prevs); err != nil {
+			m.release(leased)
+			return fmt.Errorf("bump close %s: %w", c.ID, err)
+		}
 	}
 	var raw bytes.Buffer
 	if err := child.Serialize(&raw); err != nil {
@@ -278,17 +380,45 @@ func (m *Manager) payForClose(ctx context.Context, cs *chanState, c *Channel, pa
 	}
 	next := c.clone()
 	next.Bump.ChildTx = raw.Bytes()
+	next.Bump.Coins, next.Bump.Change, next.Bump.Fee = coins, change, fee
 	next.Bump.Since, next.Bump.Rate, next.Bump.Stuck = tip, rate, ""
 	next.Bump.Count++
 	if err := m.persist(cs, next); err != nil {
+		m.release(leased)
 		return fmt.Errorf("bump close %s: %w", c.ID, err)
 	}
-	if err := m.chain.Broadcast(ctx, child); err != nil {
+	if len(coins) > 0 {
+		// Through the wallet, so that it counts its coins spent and
+		// knows the change at once.
+		if err := m.fund.PublishTx(ctx, child); err != nil {
+			// Refused (its coins spent meanwhile, or the close and an
+			// earlier child already mined): the earlier child stands.
+			m.release(leased)
+			if perr := m.persist(cs, c.clone()); perr != nil {
+				m.log.Warn("fee bump", "channel", c.ID, "err", perr)
+			}
+			return fmt.Errorf("bump close %s: child %s: %w", c.ID, child.TxHash(), err)
+		}
+	} else if err := m.chain.Broadcast(ctx, child); err != nil {
+		// Kept for a rebroadcast, unless the close was mined meanwhile
+		// (with the earlier child): this one can then never be.
+		if n, cerr := TxConfirmations(ctx, m.chain, parent.TxHash(), c.SellerScript, c.OpenHeight-6); cerr == nil && n > 0 {
+			if perr := m.persist(cs, c.clone()); perr != nil {
+				m.log.Warn("fee bump", "channel", c.ID, "err", perr)
+			}
+		}
 		return fmt.Errorf("bump close %s: child %s: %w", c.ID, child.TxHash(), err)
 	}
 	m.log.Info("close fee bumped by a child", "channel", c.ID, "close", c.SpendTxid, "child", child.TxHash(),
-		"rate_sat_vb", rate, "child_fee", fee, "close_fee", parentFee)
+		"rate_sat_vb", rate, "child_fee", fee, "close_fee", parentFee, "wallet_coins", len(coins))
 	return nil
+}
+
+// release gives leased wallet coins back to the wallet's coin selection.
+func (m *Manager) release(coins []Coin) {
+	if len(coins) > 0 && m.coins != nil {
+		m.coins.ReleaseCoins(coins)
+	}
 }
 
 // BumpFee is what the latest CPFP child of c's close pays (on top of the
@@ -297,6 +427,9 @@ func (m *Manager) payForClose(ctx context.Context, cs *chanState, c *Channel, pa
 func (c *Channel) BumpFee() int64 {
 	if c.Bump == nil || len(c.Bump.ChildTx) == 0 {
 		return 0
+	}
+	if c.Bump.Fee > 0 {
+		return c.Bump.Fee
 	}
 	var child wire.MsgTx
 	if err := child.Deserialize(bytes.NewReader(c.Bump.ChildTx)); err != nil {

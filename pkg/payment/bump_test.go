@@ -32,6 +32,7 @@ func bumpSetup(t *testing.T, signer OutputSigner, tweak func(*Config)) (*paytest
 	payout, _ := txscript.PayToAddrScript(a)
 	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
+	cfg.PayoutSweep = false // direct payouts (sweep_test.go tests the swept ones)
 	cfg.Confirmations = 1
 	cfg.BumpAfter = 1
 	cfg.MaxFeeRate = 20

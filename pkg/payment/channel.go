@@ -126,6 +126,11 @@ type Channel struct {
 	// Bump is the fee bumping of our unconfirmed close or refund
 	// (bump.go); nil until it is first seen unconfirmed.
 	Bump *Bump `json:"bump,omitempty"`
+	// HoldIndex (seller, payouts swept) is the FamilyPayoutHold key the
+	// close pays (SellerScript), and Sweep the transaction forwarding
+	// that output to the payout address (sweep.go).
+	HoldIndex *uint32    `json:"hold_index,omitempty"`
+	Sweep     *SweepInfo `json:"sweep,omitempty"`
 	// PendingSince is the height from which the funding has been out of
 	// the chain (new, or reorged out); 0 once it is in a block
 	// (fundwatch.go).
@@ -163,6 +168,10 @@ func (c *Channel) clone() *Channel {
 	d.SpendTx = bytes.Clone(c.SpendTx)
 	d.Contracts = maps.Clone(c.Contracts)
 	d.Bump = c.Bump.clone()
+	d.Sweep = c.Sweep.clone()
+	if c.HoldIndex != nil {
+		d.HoldIndex = ptr(*c.HoldIndex)
+	}
 	return &d
 }
 

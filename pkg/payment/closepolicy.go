@@ -165,6 +165,15 @@ type Holdings struct {
 	// and SettledFees those fees.
 	Settled     int64 `json:"settled_sat"`
 	SettledFees int64 `json:"settled_fees_sat"`
+	// Sweeping is what confirmed closes paid to the node's own keys and a
+	// sweep has not yet forwarded to the payout address with its
+	// confirmations (payment.payout_sweep, sweep.go). SweepFee is what
+	// forwarding everything not swept yet (in channels, closing,
+	// sweeping) will cost: a sweep's fee when one is made, else 68 vB per
+	// output at its close's fee rate plus one sweep's own 42 vB; it is
+	// taken from AfterClose too.
+	Sweeping int64 `json:"sweeping_sat"`
+	SweepFee int64 `json:"sweep_fee_sat"`
 	// Lost is what the seller's channels held that went back to buyers
 	// (refunded after expiry, no close made).
 	Lost int64 `json:"lost_sat"`
@@ -177,6 +186,7 @@ type Holdings struct {
 // Hold sums where the money in chans is.
 func Hold(chans []*Channel) Holdings {
 	var h Holdings
+	var sweepBase int64 // one sweep's own bytes, at the highest rate
 	for _, c := range chans {
 		if c.Role == RoleBuyer {
 			if c.State == StatePending || c.State == StateOpen || c.State == StateClosing {
@@ -188,27 +198,56 @@ func Hold(chans []*Channel) Holdings {
 			continue
 		}
 		ours := len(c.SpendTx) > 0 && c.SpendFee() > 0 // our close is what spent it
+		swept := c.HoldIndex != nil
 		switch c.State {
 		case StatePending, StateOpen:
 			h.InChannels += c.Paid
 			h.CloseFee += c.CloseFee
 			if c.CloseWorth() {
 				h.AfterClose += c.Paid - c.CloseFee
+				if swept {
+					h.AfterClose -= c.sweepCost()
+					h.SweepFee += c.sweepCost()
+					sweepBase = max(sweepBase, c.sweepCost()/SweepInputVB*SweepBaseVB)
+				}
 			} else {
 				h.Unclaimable += c.Paid
 			}
 		case StateClosing:
 			if ours || c.SpendTxid == "" {
 				h.Closing += c.Paid - c.CloseFee
+				if swept {
+					h.SweepFee += c.sweepCost()
+					sweepBase = max(sweepBase, c.sweepCost()/SweepInputVB*SweepBaseVB)
+				}
 			}
 		case StateClosed:
-			if ours {
+			if ours && swept {
+				switch {
+				case c.Sweep != nil && c.Sweep.Confirmed:
+					// What the payout address got of it, exactly.
+					share, in := c.Sweep.FeeShare(c.ID), c.Sweep.input(c.ID)
+					h.Settled += in - share
+					h.SettledFees += c.Paid - in + share
+				case c.Sweep != nil:
+					h.Sweeping += c.Sweep.input(c.ID)
+					h.SweepFee += c.Sweep.FeeShare(c.ID)
+				default:
+					h.Sweeping += c.Paid - c.CloseFee
+					h.SweepFee += c.sweepCost()
+					sweepBase = max(sweepBase, c.sweepCost()/SweepInputVB*SweepBaseVB)
+				}
+			} else if ours {
 				h.Settled += c.Paid - c.CloseFee
 				h.SettledFees += c.CloseFee
 			} else {
 				h.Lost += c.Paid
 			}
 		}
+	}
+	h.SweepFee += sweepBase
+	if h.InChannels > 0 {
+		h.AfterClose = max(h.AfterClose-sweepBase, 0)
 	}
 	return h
 }
@@ -250,6 +289,12 @@ type PayoutPolicy struct {
 	// addresses of payment.payout_xpub instead.
 	Address string `json:"address,omitempty"`
 	Xpub    bool   `json:"xpub,omitempty"`
+	// Sweep is set when closes pay the node's keys and batched sweeps
+	// forward them (payment.payout_sweep): SweepAtSat and
+	// SweepAfterSeconds say when.
+	Sweep             bool    `json:"sweep,omitempty"`
+	SweepAtSat        int64   `json:"sweep_at_sat,omitempty"`
+	SweepAfterSeconds float64 `json:"sweep_after_seconds,omitempty"`
 	// CloseAtSat and CloseIdleSeconds are payment.close_at and
 	// payment.close_idle (0: off).
 	CloseAtSat       int64   `json:"close_at_sat"`
@@ -258,6 +303,10 @@ type PayoutPolicy struct {
 
 // Payout is this manager's payout policy.
 func (m *Manager) Payout() PayoutPolicy {
-	return PayoutPolicy{Address: m.cfg.PayoutAddress, Xpub: m.cfg.PayoutXpub != "",
+	p := PayoutPolicy{Address: m.cfg.PayoutAddress, Xpub: m.cfg.PayoutXpub != "",
 		CloseAtSat: m.cfg.CloseAt, CloseIdleSeconds: m.cfg.CloseIdle.Seconds()}
+	if m.sweeping() {
+		p.Sweep, p.SweepAtSat, p.SweepAfterSeconds = true, m.cfg.SweepAt, m.cfg.SweepAfter.Seconds()
+	}
+	return p
 }

@@ -90,6 +90,7 @@ func TestConcurrentChannels(t *testing.T) {
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
 	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
+	cfg.PayoutSweep = false // direct payouts (sweep_test.go tests the swept ones)
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()
 	bst, sst := NewMemStore(), NewMemStore()

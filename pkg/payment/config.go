@@ -45,6 +45,18 @@ type Config struct {
 	// after the last a channel pays, so a wallet holding the xpub finds them
 	// all (see payoutIndex).
 	PayoutXpub string `mapstructure:"payout_xpub"`
+	// PayoutSweep (with PayoutAddress or PayoutXpub set) has closes pay a
+	// per-channel key of the node, and batched sweeps forward the
+	// confirmed outputs to the payout address: both can then be fee-bumped
+	// by the node (sweep.go). false: closes pay the payout address
+	// directly, one transaction fewer, but a stuck close cannot be bumped.
+	PayoutSweep bool `mapstructure:"payout_sweep"`
+	// SweepAt and SweepAfter say when a sweep runs: once the confirmed
+	// close outputs waiting hold SweepAt sats, or once the oldest has
+	// waited SweepAfter (0 turns either off; both 0: at once), and only
+	// when the sweep pays at least its own fee.
+	SweepAt    int64         `mapstructure:"sweep_at"`
+	SweepAfter time.Duration `mapstructure:"sweep_after"`
 	// MinFeeRate and MaxFeeRate bound every fee rate we pay, in sat/vB; the
 	// fee estimate is clamped into this range. A transaction above
 	// MaxFeeRate, or above MaxFee in total, is refused.
@@ -127,6 +139,9 @@ func DefaultConfig() Config {
 		Required:        RequiredAuto,
 		CloseIdle:       DefaultCloseIdle,
 		CloseAt:         DefaultCloseAt,
+		PayoutSweep:     true,
+		SweepAt:         DefaultSweepAt,
+		SweepAfter:      DefaultSweepAfter,
 
 		ChannelMinCapacity: 100_000,
 		ChannelMaxCapacity: 10_000_000,
@@ -191,6 +206,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CloseAt < 0 {
 		return fmt.Errorf("close_at: %d is negative (0 turns balance closes off)", c.CloseAt)
+	}
+	if err := c.validateSweep(); err != nil {
+		return err
 	}
 	if err := c.validateChannels(); err != nil {
 		return err

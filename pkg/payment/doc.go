@@ -23,9 +23,12 @@
 // without the operator: at payment.close_at, after payment.close_idle, and
 // before expiry, to the payout address or a fresh child of the payout xpub
 // per channel, and only when the close pays the seller at least its fee
-// (before expiry: above dust, else the buyer's refund takes it back).
-// Holdings says where the money is: in channels (with what closing them
-// would cost and leave), closing, settled, lost.
+// (before expiry: above dust, else the buyer's refund takes it back). With
+// payment.payout_sweep (the default) those closes pay a per-channel key of
+// the node and batched sweeps forward them (sweep.go), so that the node can
+// fee-bump both. Holdings says where the money is: in channels (with what
+// closing and sweeping them would cost and leave), closing, sweeping,
+// settled, lost.
 //
 // Tick also keeps money from getting stuck (bump.go, fundwatch.go): a close
 // or refund of ours that stays unconfirmed is fee-bumped (a close by a

@@ -64,6 +64,9 @@ type ManagerConfig struct {
 	// Signer signs the seller's CPFP child of a close (bump.go); nil: a
 	// close is not bumped.
 	Signer OutputSigner
+	// Coins lends wallet coins to a CPFP child whose parent output is too
+	// small to pay it (bump.go); nil: such a close is not bumped.
+	Coins CoinSource
 	// OnFail, if set, is told of every channel that failed (its funding
 	// double-spent or never confirmed, fundwatch.go), after it is
 	// persisted; it must not block.
@@ -84,6 +87,7 @@ type Manager struct {
 	now   func() time.Time
 	// signer and onFail: see ManagerConfig.
 	signer OutputSigner
+	coins  CoinSource
 	onFail func(*Channel)
 
 	// chans holds the channels, one lock each (see records). mu guards
@@ -145,7 +149,7 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 	m := &Manager{
 		cfg: mc.Config, chain: mc.Chain, store: mc.Store, keys: mc.Keys, fund: mc.Funder,
 		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: newRecords[Channel, chanCache](),
-		signer: mc.Signer, onFail: mc.OnFail,
+		signer: mc.Signer, coins: mc.Coins, onFail: mc.OnFail,
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -211,6 +215,14 @@ func (m *Manager) SellerTerms() (SellerTerms, error) {
 	k, err := m.SellerKey()
 	if err != nil {
 		return SellerTerms{}, err
+	}
+	if m.sweeping() {
+		// Closes pay a key of ours; a sweep forwards them (sweep.go).
+		s, err := m.holdScript(m.nextHold())
+		if err != nil {
+			return SellerTerms{}, fmt.Errorf("seller terms: %w", err)
+		}
+		return SellerTerms{Key: k.PubKey().SerializeCompressed(), PayoutScript: s}, nil
 	}
 	idx := uint32(0)
 	if m.cfg.PayoutXpub != "" {
@@ -405,7 +417,8 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		// update would be ours to forge, and the close would not verify.
 		return nil, fmt.Errorf("accept open: %w: the buyer key is one of our own keys", ErrWrongKey)
 	}
-	if !m.ownPayoutScript(o.SellerScript) {
+	hold, isHold := m.holdIndexOf(o.SellerScript)
+	if !isHold && !m.ownPayoutScript(o.SellerScript) {
 		return nil, fmt.Errorf("accept open: %w: closes would not pay our payout address", ErrWrongScript)
 	}
 	if len(o.BuyerScript) == 0 {
@@ -455,6 +468,9 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		BuyerKey: o.BuyerKey, SellerKey: o.SellerKey, Expiry: o.Expiry, Capacity: out.Value,
 		CloseFee: o.CloseFee, SellerScript: o.SellerScript, BuyerScript: o.BuyerScript,
 		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, PendingSince: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
+	}
+	if isHold {
+		c.HoldIndex = &hold
 	}
 	if err := m.checkZeroConf(ctx, peer, &tx); err != nil {
 		c.ZeroConfWhy = err.Error()
@@ -908,6 +924,10 @@ func (m *Manager) Tick(ctx context.Context) error {
 				break
 			}
 		}
+	}
+	if err := m.Sweeps(ctx, tip); err != nil {
+		m.log.Warn("sweep", "err", err)
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

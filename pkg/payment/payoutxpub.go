@@ -87,6 +87,9 @@ func (m *Manager) payoutIndex() (uint32, error) {
 		if c.Role == RoleSeller {
 			used[string(c.SellerScript)] = true
 		}
+		if c.Sweep != nil {
+			used[string(c.Sweep.PayTo)] = true
+		}
 	})
 	next := uint32(0)
 	for i := uint32(0); i < next+payoutGap; i++ {

@@ -32,6 +32,7 @@ func testConfig(h *btcdtest.Harness, payout string) Config {
 	cfg := RegtestConfig()
 	cfg.RPCHost, cfg.RPCUser, cfg.RPCPass, cfg.RPCNoTLS = h.RPCHost, h.RPCUser, h.RPCPass, true
 	cfg.PayoutAddress = payout
+	cfg.PayoutSweep = false // direct payouts (sweep_test.go tests the swept ones)
 	cfg.Confirmations = 1
 	cfg.SafetyMargin = 6
 	cfg.ChannelLifetime = 40

@@ -30,6 +30,7 @@ func newMemPair(tb testing.TB, bst, sst ChannelStore) *memPair {
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
 	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
+	cfg.PayoutSweep = false // direct payouts (sweep_test.go tests the swept ones)
 	cfg.Confirmations = 1
 	chain := paytest.NewChain()
 	p := &memPair{chain: chain}
@@ -251,6 +252,7 @@ func TestDustFoldedAndExhaustedClose(t *testing.T) {
 
 func TestConfigValidateAndXpubPayout(t *testing.T) {
 	cfg := RegtestConfig()
+	cfg.PayoutSweep = false
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}

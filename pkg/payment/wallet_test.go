@@ -102,6 +102,7 @@ func testRegtestWallet(t *testing.T, backend string) {
 	pa, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(payKey.PubKey().SerializeCompressed()), btcdtest.Params)
 	scfg := cfg
 	scfg.PayoutAddress = pa.EncodeAddress()
+	scfg.PayoutSweep = false // direct payouts (sweep_test.go tests the swept ones)
 	buyer, err := NewManager(ManagerConfig{Config: cfg, Chain: chain, Store: NewMemStore(), Keys: w.Keyring(), Funder: w})
 	if err != nil {
 		t.Fatal(err)

@@ -73,6 +73,7 @@ func zcPair(t *testing.T, max int64) (*paytest.Chain, *Manager, *Manager, string
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
 	cfg := RegtestConfig()
 	cfg.PayoutAddress = a.EncodeAddress()
+	cfg.PayoutSweep = false // direct payouts (sweep_test.go tests the swept ones)
 	cfg.ZeroConfMax = max
 	chain := paytest.NewChain()
 	buyer := newManager(t, cfg, chain, NewMemStore(), seed(1), paytest.NewFunder(chain))
