@@ -456,7 +456,7 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 		CloseFee: o.CloseFee, SellerScript: o.SellerScript, BuyerScript: o.BuyerScript,
 		FundingTx: o.FundingTx, Vout: o.Vout, OpenHeight: tip, PendingSince: tip, Created: m.now().UTC(), Contracts: map[string]int64{},
 	}
-	if err := m.checkZeroConf(ctx, peer, &tx); err != nil {
+	if err := m.checkZeroConf(ctx, peer, &tx, o.InputHeights); err != nil {
 		c.ZeroConfWhy = err.Error()
 	} else {
 		c.ZeroConf = true

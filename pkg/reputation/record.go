@@ -127,7 +127,7 @@ func (a *Attestation) UnmarshalRecord(data []byte) error {
 				a.Subject = id
 			}
 		case 5:
-			if !Outcome(v).Valid() || Outcome(v) == OutcomeAbuse {
+			if !Outcome(v).Valid() || Outcome(v).local() {
 				return fmt.Errorf("outcome %d", v)
 			}
 			a.Outcome = Outcome(v)
@@ -265,7 +265,7 @@ var (
 	// A Store's observations and trust edges: ratios and weights are a
 	// float64's bits.
 	observationSchema = wire.Schema{Ordered: true, Fields: []wire.Spec{
-		1: bytesField, 2: bytesField, 3: varintField, 4: {Kind: wire.Fixed64}, 5: varintField,
+		1: bytesField, 2: bytesField, 3: varintField, 4: {Kind: wire.Fixed64}, 5: varintField, 6: bytesField,
 	}}
 	edgeSchema = wire.Schema{Ordered: true, Fields: []wire.Spec{
 		1: bytesField, 2: bytesField, 3: {Kind: wire.Fixed64}, 4: varintField,
