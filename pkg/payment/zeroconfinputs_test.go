@@ -233,8 +233,8 @@ func TestLightInputChecker(t *testing.T) {
 		tx    func() *wire.MsgTx
 		why   string
 	}{
-		"no hint":    {nil, fund, "height hint"},
-		"wrong hint": {[]int32{0, 0, 0, 9, 0}, fund, "does not hold its transaction"},
+		"no hint":                       {nil, fund, "height hint"},
+		"wrong hint":                    {[]int32{0, 0, 0, 9, 0}, fund, "does not hold its transaction"},
 		"every input hinted, one wrong": {[]int32{10, 10, 10, 10, 11}, fund, "input 4"},
 		"bad signature": {hints, func() *wire.MsgTx {
 			tx := fund()

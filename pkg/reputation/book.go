@@ -159,7 +159,7 @@ func NewBook(o Options) (*Book, error) {
 		cfg: o.Config, self: o.Self, st: o.Store, ev: o.Evidence, now: o.Now, log: o.Log,
 		g: newGraph(), own: map[peer.ID]*tally{}, att: map[peer.ID]map[peer.ID]*tally{},
 		seen: map[string]struct{}{}, rejected: map[Reason]uint64{}, trustSeen: map[string]time.Time{}, firstSeen: map[peer.ID]time.Time{},
-		forgot:   map[peer.ID]time.Time{}, notes: map[peer.ID][]Note{},
+		forgot: map[peer.ID]time.Time{}, notes: map[peer.ID][]Note{},
 		trustVer: math.MaxUint64,
 	}
 	if b.st == nil {
