@@ -104,11 +104,14 @@ func (w *Wallet) TxHeight(txid chainhash.Hash) int32 {
 	return res.Height
 }
 
+// WithInputHeights is the Manager's WithInputHeights.
+func (p *Payer) WithInputHeights(open []byte) []byte { return p.m.WithInputHeights(open) }
+
 // WithInputHeights returns the open request open (encoded) with the
 // heights of its funding's inputs, from the wallet that funded it; open as
 // it is when the wallet knows none of them.
-func (p *Payer) WithInputHeights(open []byte) []byte {
-	th, ok := p.m.fund.(TxHeighter)
+func (m *Manager) WithInputHeights(open []byte) []byte {
+	th, ok := m.fund.(TxHeighter)
 	if !ok {
 		return open
 	}

@@ -8,13 +8,23 @@ package payment
 // compact filters of the blocks it has the headers of against a script,
 // and fetch (and check against its header chain) the blocks that match.
 //
-// So the seller needs, for each input, the script of the output it
-// spends. The buyer sends nothing new: the input itself reveals it. A
-// P2WPKH input's witness ends with the public key whose hash the output
-// pays to, a nested P2SH-P2WPKH input's signature script is the redeem
-// script the output hashes, a P2PKH input's signature script ends with the
-// key. Any other input (taproot, multisig…) cannot be checked this way,
-// and the funding waits for its confirmations with that reason.
+// So the seller needs, for each input, the output it spends. Two ways:
+//
+//   - The buyer's hint (openhints.go): the height of the block holding the
+//     input's parent transaction, from its wallet. The seller fetches that
+//     one block (checked against its header chain), takes the output from
+//     it, and scans the filters from the next block up to the tip for a
+//     spend (OutputAt). Any coin age works, at one block fetch per input
+//     and one filter per block since; a wrong hint is a refusal of the
+//     zero-conf start, nothing more. A taproot key-path input, which
+//     reveals only a signature, is found this way only. The filters since
+//     are what an old coin costs (about 20 KB a block on mainnet: a month
+//     is some 90 MB); zeroConfLightTimeout bounds the check, and past it
+//     the funding waits for its confirmations.
+//   - Without a hint, the script the input reveals (spentScript): a P2WPKH
+//     witness's key, a nested P2SH-P2WPKH or P2SH-P2WSH redeem script, a
+//     P2WSH witness script, a taproot script path's leaf and control
+//     block, a P2PKH signature script's key, a P2SH redeem script.
 //
 // With the script, the seller scans the filters of the best chain from its
 // tip down (RecentOutput): a block whose filter matches is fetched; a
@@ -365,7 +375,7 @@ func (n *NeutrinoChain) OutputAt(ctx context.Context, op wire.OutPoint, height i
 			return nil, fmt.Errorf("block hash %d: %w", h, err)
 		}
 		f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular,
-			neutrino.MaxBatchSize(zeroConfFilterBatch))
+			neutrino.OptimisticBatch(), neutrino.MaxBatchSize(zeroConfFilterBatch))
 		if err != nil {
 			return nil, fmt.Errorf("filter of block %d: %w", h, err)
 		}
