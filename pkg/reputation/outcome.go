@@ -88,7 +88,8 @@ var outcomeWeights = [...][2]float64{
 	OutcomeVerified:          {0, 0},
 	// A proven double-spend of a funding is fraud: it blocks the buyer at
 	// once (one is 10 of evidence, mean 1/12 on the 1:1 prior). A
-	// funding that never confirmed may be a low fee: three of them block.
+	// funding that never confirmed may be a low fee: four of them within a
+	// half-life block (min_evidence 1.5).
 	OutcomeFundingDoubleSpent: {0, 10},
 	OutcomeFundingUnconfirmed: {0, 0.5},
 }
