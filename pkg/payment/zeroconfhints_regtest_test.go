@@ -47,7 +47,8 @@ func (f *keyFunder) TxHeight(txid chainhash.Hash) int32 {
 // 1,008-block filter scan, found through the buyer's height hint (the open
 // extension), and one spending a taproot key-path coin, which reveals no
 // script and is found only through its hint; without the hint the old coin
-// is not found, and the funding waits for its confirmations.
+// is not found, and the funding waits for its confirmations, as it does
+// for a hinted coin a block has spent since.
 func TestZeroConfLightHints(t *testing.T) {
 	t.Parallel()
 	p := newPair(t, BackendNeutrino)
@@ -90,6 +91,7 @@ func TestZeroConfLightHints(t *testing.T) {
 	// cached yet).
 	start := time.Now()
 	c, sc := open(oldBuyer, "b1", true)
+	first := c.FundingTxid()
 	if !sc.ZeroConf || sc.State != StatePending {
 		t.Fatalf("old coin with its hint: zero_conf %v (%s), state %s", sc.ZeroConf, sc.ZeroConfWhy, sc.State)
 	}
@@ -116,5 +118,13 @@ func TestZeroConfLightHints(t *testing.T) {
 	}
 	if st, err := p.seller.Admit(ctx, c.ID, "c2", 4_000); err != nil || !st.Ready || !st.ZeroConf || st.Exposure != 8_000 {
 		t.Fatalf("admit on the taproot funding: %+v %v", st, err)
+	}
+
+	// Once a block holds the old coin's funding, another funding of that
+	// coin, hinted right, is refused: the filters since show the spend.
+	p.gen(t, 1)
+	old.publish = false
+	if _, sc := open(oldBuyer, "b3", true); sc.ZeroConf || !strings.Contains(sc.ZeroConfWhy, "spent by "+first.String()) {
+		t.Fatalf("a spent old coin with its hint: zero_conf %v, why %q", sc.ZeroConf, sc.ZeroConfWhy)
 	}
 }

@@ -362,6 +362,11 @@ func (n *NeutrinoChain) OutputAt(ctx context.Context, op wire.OutPoint, height i
 	if p == nil {
 		return nil, fmt.Errorf("the hint names block %d, which does not hold its transaction", height)
 	}
+	for _, tx := range blk.Transactions {
+		if spends(tx, op) { // a child in the same block
+			return nil, &spentError{by: tx.TxHash(), height: height}
+		}
+	}
 	// A spend since: every block from the next one up whose filter
 	// matches the output's script (BIP 158 filters hold the scripts the
 	// block's inputs spend) is fetched and searched.
