@@ -270,6 +270,10 @@ func (b *Book) addObservation(o Observation) {
 	if f, ok := b.forgot[o.Peer]; ok && !o.At.After(f) {
 		return
 	}
+	if !o.Outcome.Valid() {
+		// A later version's outcome, stored before a downgrade.
+		return
+	}
 	t := b.own[o.Peer]
 	if t == nil {
 		t = &tally{}

@@ -42,6 +42,13 @@ func TestFundingOutcomes(t *testing.T) {
 		}
 		obs = append(obs, got)
 	}
+	// A later version's observation (an outcome and a field this one
+	// does not know) is skipped, not fatal.
+	later, err := UnmarshalObservation(append(MarshalObservation(Observation{Peer: slow, ContractID: "x", Outcome: 99, At: c.t}), 9<<3, 1))
+	if err != nil {
+		t.Fatalf("a later version's observation: %v", err)
+	}
+	obs = append(obs, later)
 	b2 := newTestBook(t, DefaultConfig(), nil, c, &MemStore{obs: obs, records: map[string][]byte{}})
 	if s := b2.Score(slow); len(s.Notes) != maxNotes || s.Notes[maxNotes-1].ContractID != "channel:y:6" || !s.Blocked {
 		t.Fatalf("after a restart: %+v", s)
