@@ -400,13 +400,21 @@ func unminedFunding(t *testing.T, buyerExtra ...string) (*market, *feeMiner, *da
 type buyerScore struct {
 	Mean     float64 `json:"mean"`
 	Evidence float64 `json:"evidence"`
+	Blocked  bool    `json:"blocked"`
 	Sources  []struct {
 		Outcomes map[string]float64 `json:"outcomes"`
+		Bad      float64            `json:"bad"`
 	} `json:"sources"`
+	Notes []struct {
+		Outcome string `json:"outcome"`
+		Reason  string `json:"reason"`
+	} `json:"notes"`
 }
 
 // abuseCounted returns the seller's view of the buyer, which must hold the
-// buyer's double-spend as its own observation of abuse.
+// buyer's double-spend as its own observation of fraud: funding_double_spent,
+// ten failed contracts' weight (the buyer is blocked at once), with the
+// reason; `reputation PEER` prints it.
 func abuseCounted(t *testing.T, seller, buyer *daemon) buyerScore {
 	t.Helper()
 	out, err := seller.cli("reputation", buyer.peerID(), "--json")
@@ -417,8 +425,12 @@ func abuseCounted(t *testing.T, seller, buyer *daemon) buyerScore {
 	if err := json.Unmarshal([]byte(out), &score); err != nil {
 		t.Fatalf("reputation --json: %v\n%s", err, out)
 	}
-	if score.Evidence <= 0 || score.Mean >= 0.5 || len(score.Sources) == 0 || score.Sources[0].Outcomes["abuse"] <= 0 {
+	if score.Evidence < 9.9 || !score.Blocked || len(score.Sources) == 0 || score.Sources[0].Outcomes["funding_double_spent"] <= 0 ||
+		score.Sources[0].Bad < 9.9 || len(score.Notes) == 0 || !strings.HasPrefix(score.Notes[len(score.Notes)-1].Reason, payment.FailDoubleSpent+": its input is spent by ") {
 		t.Fatalf("the seller's view of the buyer after its double-spend: %s", out)
+	}
+	if out, err := seller.cli("reputation", buyer.peerID()); err != nil || !strings.Contains(out, "funding_double_spent (channel:") || !strings.Contains(out, "status    blocked") {
+		t.Fatalf("reputation: %v\n%s", err, out)
 	}
 	return score
 }

@@ -36,7 +36,8 @@ import (
 //     within payment.zero_conf_max and completes with no block at all;
 //     the seller's status shows its exposure. Once with a seller on btcd,
 //     once with a buyer and a seller on the light client (no RPC
-//     settings: payment.backend's default).
+//     settings: payment.backend's default), whose coin is 1,011 blocks
+//     old: found through the buyer's input height hint.
 //  2. Miner stopped, a seller whose zero_conf_max is below the job's price
 //     and whose funding_wait is 20 s: the funding is never mined, the
 //     contract ends with funding_unconfirmed and nothing is paid.
@@ -108,9 +109,28 @@ func TestFirstJobRealBlockTimes(t *testing.T) {
 	t.Run("zero-conf with the defaults on the light client", func(t *testing.T) {
 		// Buyer and seller with no RPC settings (payment.backend's
 		// default): neutrino against btcd's P2P port.
+		// The buyer's coin is older than the light seller's filter scan
+		// (1,008 blocks): the seller finds it through the height hint the
+		// buyer's wallet adds to the open (its acceptance says it reads
+		// them), in one block.
 		lb := m.lightDaemon(append(append([]string{}, buyerEnv...), defaults...))
 		fundUTXOs(t, m, lb, 1, 2_000_000)
-		seller := m.lightDaemon(append([]string{"BLACKBOX_REGION=r4"}, defaults...), "--bootstrap", lb.bootAddr())
+		m.btcd.MustGenerate(t, 1010)
+		tip := m.btcd.Tip(t)
+		waitFor(t, 120*time.Second, "the light buyer's wallet at the tip", func() bool {
+			st, err := lb.api().Status(ctx)
+			return err == nil && st.ChainSource != nil && st.ChainSource.WalletHeight >= tip
+		})
+		// funding_wait 60 s only so that a funding not accepted
+		// unconfirmed fails the test in a minute rather than hang it (a
+		// zero-conf start never waits for it).
+		seller := m.lightDaemon(append([]string{"BLACKBOX_REGION=r4", "BLACKBOX_CONTRACT_FUNDING_WAIT=60s"}, defaults...), "--bootstrap", lb.bootAddr())
+		// The seller checks the funding on the chain it has synced: all
+		// of it, or the scan sees the chain move.
+		waitFor(t, 120*time.Second, "the light seller at the tip", func() bool {
+			st, err := seller.api().Status(ctx)
+			return err == nil && st.ChainSource != nil && st.ChainSource.Height >= tip
+		})
 		for _, d := range []*daemon{lb, seller} {
 			if out, err := d.cli("status"); err != nil || !strings.Contains(out, "regtest via the light client") {
 				t.Fatalf("status of %s: %v, want the light client\n%s", d.dir, err, out)

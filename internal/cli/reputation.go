@@ -294,6 +294,9 @@ func printScore(a *App, v scoreView) {
 	fmt.Fprintf(w, "trust     %.2f\n", v.Trust)
 	fmt.Fprintf(w, "status    %s\n", status(v.Score))
 	fmt.Fprintf(w, "why       %s\n", v.Why)
+	for _, n := range v.Notes {
+		fmt.Fprintf(w, "seen      %s %s (%s): %s\n", n.At.Local().Format("2006-01-02 15:04"), n.Outcome, n.ContractID, n.Reason)
+	}
 	if len(v.Sources) == 0 {
 		return
 	}

@@ -164,6 +164,12 @@ func (r *channelReceiver) knownOpen(buyer peer.ID, msg []byte) bool {
 
 var _ contract.FundingGate = (*channelReceiver)(nil)
 
+var _ contract.OpenHintReader = (*channelReceiver)(nil)
+
+// ReadsOpenHints implements contract.OpenHintReader: the payment manager
+// reads an open's input hints (payment/openhints.go).
+func (r *channelReceiver) ReadsOpenHints() bool { return true }
+
 // Admit implements contract.FundingGate with the payment manager's
 // zero-confirmation book (payment/zeroconf.go).
 func (r *channelReceiver) Admit(ctx context.Context, buyer peer.ID, contractID string, open []byte, amount int64) (contract.Funding, error) {
@@ -262,6 +268,12 @@ func (c channelPayer) PrepareContract(ctx context.Context, seller peer.ID, contr
 	}
 	return req.Encode(), nil
 }
+
+var _ contract.OpenHinter = channelPayer{}
+
+// WithOpenHints implements contract.OpenHinter: the funding's input
+// heights from the wallet.
+func (c channelPayer) WithOpenHints(open []byte) []byte { return c.p.WithInputHeights(open) }
 
 // Release implements contract.ContractPayer.
 func (c channelPayer) Release(_ peer.ID, contractID string) { c.p.Release(contractID) }

@@ -16,10 +16,12 @@ import (
 // side the contracts it carried fail with its reason (one still waiting for
 // the channel to open fails by itself: WaitOpen returns the reason; a
 // running job runs on until its buyer, who can pay no more, stops paying),
-// and the buyer whose funding it was gets the evidence: a double-spend is a
-// deliberate act against the seller (OutcomeAbuse), a funding that never
-// confirmed a failed contract (OutcomeFailed). Both are this node's own
-// observations, kept in its book; they are never attested to others. On
+// and the buyer whose funding it was gets the evidence, with the channel's
+// reason: a proven double-spend is deliberate fraud against the seller
+// (OutcomeFundingDoubleSpent, which blocks the buyer at once), a funding
+// that never confirmed may be a fee too low (OutcomeFundingUnconfirmed,
+// half a failed contract). Both are this node's own observations, kept in
+// its book; they are never attested to others. On
 // the buyer's side its engine fails its contracts: their next payment is
 // refused with the channel's reason.
 func (n *Node) channelFailed(c *payment.Channel) {
@@ -56,13 +58,13 @@ func (n *Node) channelFailed(c *payment.Channel) {
 	if err != nil {
 		return
 	}
-	o := reputation.OutcomeFailed
+	o := reputation.OutcomeFundingUnconfirmed
 	if strings.HasPrefix(c.FailReason, payment.FailDoubleSpent) {
-		o = reputation.OutcomeAbuse
+		o = reputation.OutcomeFundingDoubleSpent
 	}
-	if err := n.book.Observe(reputation.Observation{Peer: buyer, ContractID: "channel:" + c.ID, Outcome: o, At: time.Now()}); err != nil {
+	if err := n.book.Observe(reputation.Observation{Peer: buyer, ContractID: "channel:" + c.ID, Outcome: o, At: time.Now(), Reason: c.FailReason}); err != nil {
 		n.log.Warn("reputation: record failed funding", "peer", buyer, "channel", c.ID, "err", err)
 		return
 	}
-	n.log.Info("reputation: failed funding counted against the buyer", "peer", buyer, "channel", c.ID, "outcome", o.String())
+	n.log.Info("reputation: failed funding counted against the buyer", "peer", buyer, "channel", c.ID, "outcome", o.String(), "why", c.FailReason)
 }

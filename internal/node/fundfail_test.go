@@ -14,8 +14,9 @@ import (
 // TestChannelFailedFailsContractsAndCountsAgainstBuyer: a seller's channel
 // whose funding was double-spent fails the contracts it carried with the
 // channel's reason (a contract already final stays so) and is this node's
-// evidence against the buyer (abuse); a funding that never confirmed counts
-// as a failed contract.
+// evidence against the buyer: a double-spent funding as fraud (it blocks
+// the buyer at once), a funding that never confirmed as half a failed
+// contract, each with the channel's reason.
 // The buyer's side leaves its contracts to its engine and blames nobody.
 func TestChannelFailedFailsContractsAndCountsAgainstBuyer(t *testing.T) {
 	n := historyNode(t)
@@ -60,14 +61,18 @@ func TestChannelFailedFailsContractsAndCountsAgainstBuyer(t *testing.T) {
 	if after.Evidence <= before.Evidence || after.Mean >= before.Mean {
 		t.Fatalf("buyer's score %+v → %+v: the double-spend is not evidence against it", before, after)
 	}
-	if after.Sources[0].Outcomes[reputation.OutcomeAbuse.String()] == 0 {
-		t.Fatalf("double-spend not recorded as abuse: %+v", after.Sources)
+	if after.Sources[0].Outcomes[reputation.OutcomeFundingDoubleSpent.String()] == 0 || after.Sources[0].Bad < 9.9 || !after.Blocked {
+		t.Fatalf("double-spend not recorded as fraud: %+v", after)
 	}
-	// Never confirmed: evidence too, as a failed contract.
+	if len(after.Notes) != 1 || after.Notes[0].Reason != payment.FailDoubleSpent+": its input is spent by cd" || after.Notes[0].ContractID != "channel:ab:0" {
+		t.Fatalf("double-spend's reason: %+v", after.Notes)
+	}
+	// Never confirmed: lighter evidence (a fee too low, perhaps).
 	other2 := spotPeer(t)
 	n.channelFailed(&payment.Channel{ID: "ef:0", Role: payment.RoleSeller, Peer: other2.String(), State: payment.StateFailed,
 		FailReason: payment.FailNotConfirmed + ": out of the chain for 144 blocks"})
-	if s := book.Score(other2); s.Evidence == 0 || s.Sources[0].Outcomes[reputation.OutcomeFailed.String()] == 0 {
+	if s := book.Score(other2); s.Evidence < 0.49 || s.Evidence > 0.51 || s.Blocked || s.Sources[0].Outcomes[reputation.OutcomeFundingUnconfirmed.String()] == 0 ||
+		len(s.Notes) != 1 || s.Notes[0].Outcome != "funding_unconfirmed" {
 		t.Fatalf("never-confirmed funding: score %+v", s)
 	}
 	// The buyer's own channel: its engine fails its contract (the next

@@ -103,7 +103,7 @@ func TestFutureRecords(t *testing.T) {
 	d := &Decision{Version: Version, ProposalID: p.ID(), Seller: seller, Buyer: buyer, Verdict: Reject,
 		Reason: "some_new_reason", Message: "m", Issued: t0, Expiry: t0.Add(time.Minute)}
 	db, _ := d.MarshalRecord()
-	denv, err := record.Seal(rawRecord{d, append(db, futureFields(14)...)}, sk)
+	denv, err := record.Seal(rawRecord{d, append(db, futureFields(16)...)}, sk)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,8 @@ func (j *sellerJob) acceptOpen(ctx context.Context, open []byte) error {
 func (b *Buyer) prepare(ctx context.Context, ct *Contract) ([]byte, error) {
 	if ct.Proposal.Request.Escrow == "" {
 		if cp, ok := b.cfg.Payer.(ContractPayer); ok {
-			return cp.PrepareContract(ctx, ct.Proposal.Seller, ct.ID, ct.Acceptance.PaymentTerms, ct.Proposal.Total())
+			open, err := cp.PrepareContract(ctx, ct.Proposal.Seller, ct.ID, ct.Acceptance.PaymentTerms, ct.Proposal.Total())
+			return withOpenHints(b.cfg.Payer, ct, open), err
 		}
 		return b.cfg.Payer.Prepare(ctx, ct.Proposal.Seller, ct.Acceptance.PaymentTerms, ct.Proposal.Total())
 	}

@@ -406,7 +406,8 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 		return nil, fmt.Errorf("payment terms: %w", err)
 	}
 	id := p.ID()
-	accept := &Decision{Verdict: Accept, ProposalID: id, Buyer: from, PaymentTerms: payTerms, FundBy: now.Add(s.cfg.FundTimeout)}
+	accept := &Decision{Verdict: Accept, ProposalID: id, Buyer: from, PaymentTerms: payTerms, FundBy: now.Add(s.cfg.FundTimeout),
+		OpenHints: readsOpenHints(s.cfg.Payments, p)}
 	aenv, err := s.sign(accept)
 	if err != nil {
 		return nil, err

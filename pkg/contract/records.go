@@ -633,6 +633,11 @@ type Decision struct {
 	// RetryAfter, on a rejection for capacity, is when the seller expects
 	// room again (retryafter.go); 0: not said.
 	RetryAfter time.Duration `json:"retry_after,omitempty"`
+	// OpenHints, on an acceptance, says the seller reads an open message's
+	// extension (the funding's input hints, payment/openhints.go): the
+	// buyer adds it only then (an older seller refuses it). Field 15,
+	// ignorable: an older buyer sends no hints, which the seller takes.
+	OpenHints bool `json:"open_hints,omitempty"`
 }
 
 var _ record.Record = (*Decision)(nil)
@@ -658,6 +663,7 @@ const (
 	dcIssued
 	dcExpiry
 	dcRetryAfter
+	dcOpenHints
 )
 
 // MarshalRecord implements record.Record.
@@ -683,6 +689,9 @@ func (d *Decision) MarshalRecord() ([]byte, error) {
 	e.t(dcIssued, d.Issued)
 	e.t(dcExpiry, d.Expiry)
 	e.d(dcRetryAfter, d.RetryAfter)
+	if d.OpenHints {
+		e.Uint(dcOpenHints, 1)
+	}
 	if len(e.B) > MaxDecisionSize-512 {
 		return nil, fmt.Errorf("encode decision: %w", ErrTooLarge)
 	}
@@ -693,7 +702,7 @@ var decisionSchema = wire.Schema{Max: MaxDecisionSize, Open: true, Fields: []wir
 	dcVersion: varintField, dcProposalID: bytesField, dcSeller: bytesField, dcBuyer: bytesField,
 	dcVerdict: varintField, dcReason: bytesField, dcMessage: bytesField, dcCounterPrice: varintField,
 	dcCounterDur: varintField, dcPaymentTerms: bytesField, dcFundBy: varintField, dcIssued: varintField,
-	dcExpiry: varintField, dcRetryAfter: varintField,
+	dcExpiry: varintField, dcRetryAfter: varintField, dcOpenHints: varintField,
 }}
 
 // UnmarshalRecord implements record.Record, strictly.
@@ -753,6 +762,10 @@ func (d *Decision) UnmarshalRecord(b []byte) error {
 			d.Expiry, err = msTime(f)
 		case dcRetryAfter:
 			d.RetryAfter, err = msDuration(f)
+		case dcOpenHints:
+			var v uint64
+			v, err = f.Uint(1)
+			d.OpenHints = v == 1
 		}
 		if err != nil {
 			return fmt.Errorf("decode decision: %w", wireErr(err))

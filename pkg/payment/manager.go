@@ -472,7 +472,7 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 	if isHold {
 		c.HoldIndex = &hold
 	}
-	if err := m.checkZeroConf(ctx, peer, &tx); err != nil {
+	if err := m.checkZeroConf(ctx, peer, &tx, o.InputHeights); err != nil {
 		c.ZeroConfWhy = err.Error()
 	} else {
 		c.ZeroConf = true

@@ -93,6 +93,10 @@ type OpenRequest struct {
 	BuyerScript  []byte
 	FundingTx    []byte
 	Vout         uint32
+	// InputHeights are the buyer's hints (openhints.go): for each
+	// funding input, the height of the block holding the output it
+	// spends, 0 for none. Sent only to a seller that reads them.
+	InputHeights []int32
 }
 
 // Encode serializes o.
@@ -108,7 +112,7 @@ func (o *OpenRequest) Encode() []byte {
 	writeU32(&b, uint32(len(o.FundingTx)))
 	b.Write(o.FundingTx)
 	writeU32(&b, o.Vout)
-	return b.Bytes()
+	return o.appendOpenExt(b.Bytes())
 }
 
 // DecodeOpenRequest parses an open request; any malformation is
@@ -134,6 +138,13 @@ func DecodeOpenRequest(p []byte) (*OpenRequest, error) {
 	}
 	o.FundingTx = bytes.Clone(r.n(int(n)))
 	o.Vout = r.u32()
+	if r.err == nil && len(r.p) > 0 {
+		// The extension (openhints.go).
+		if err := o.decodeOpenExt(r.p); err != nil {
+			r.fail(fmt.Errorf("extension: %w", err))
+		}
+		r.p = nil
+	}
 	if err := r.done(); err != nil {
 		return nil, fmt.Errorf("%w: open request: %v", ErrMalformed, err)
 	}

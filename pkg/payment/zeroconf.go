@@ -87,7 +87,10 @@ func (c *Config) ZeroConfFloor(ctx context.Context, chain Chain) int64 {
 // client, which has no mempool and no UTXO set, the inputs are found in
 // recent blocks through their scripts (zeroconflight.go) and the broadcast
 // only hears peers that still send refusals.
-func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx) error {
+//
+// hints are the buyer's input height hints (OpenRequest.InputHeights), used
+// by the light client only.
+func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx, hints []int32) error {
 	if m.cfg.ZeroConfMax <= 0 {
 		return fmt.Errorf("%w: payment.zero_conf_max is 0", ErrNotZeroConf)
 	}
@@ -112,7 +115,7 @@ func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx
 	var in int64
 	if !ok {
 		// The light client (zeroconflight.go).
-		outs, err := m.lightPrevOuts(ctx, light, tx)
+		outs, err := m.lightPrevOuts(ctx, light, tx, hints)
 		if err != nil {
 			return err
 		}

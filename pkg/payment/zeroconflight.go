@@ -8,13 +8,23 @@ package payment
 // compact filters of the blocks it has the headers of against a script,
 // and fetch (and check against its header chain) the blocks that match.
 //
-// So the seller needs, for each input, the script of the output it
-// spends. The buyer sends nothing new: the input itself reveals it. A
-// P2WPKH input's witness ends with the public key whose hash the output
-// pays to, a nested P2SH-P2WPKH input's signature script is the redeem
-// script the output hashes, a P2PKH input's signature script ends with the
-// key. Any other input (taproot, multisig…) cannot be checked this way,
-// and the funding waits for its confirmations with that reason.
+// So the seller needs, for each input, the output it spends. Two ways:
+//
+//   - The buyer's hint (openhints.go): the height of the block holding the
+//     input's parent transaction, from its wallet. The seller fetches that
+//     one block (checked against its header chain), takes the output from
+//     it, and scans the filters from the next block up to the tip for a
+//     spend (OutputAt). Any coin age works, at one block fetch per input
+//     and one filter per block since; a wrong hint is a refusal of the
+//     zero-conf start, nothing more. A taproot key-path input, which
+//     reveals only a signature, is found this way only. The filters since
+//     are what an old coin costs (about 20 KB a block on mainnet: a month
+//     is some 90 MB); zeroConfLightTimeout bounds the check, and past it
+//     the funding waits for its confirmations.
+//   - Without a hint, the script the input reveals (spentScript): a P2WPKH
+//     witness's key, a nested P2SH-P2WPKH or P2SH-P2WSH redeem script, a
+//     P2WSH witness script, a taproot script path's leaf and control
+//     block, a P2PKH signature script's key, a P2SH redeem script.
 //
 // With the script, the seller scans the filters of the best chain from its
 // tip down (RecentOutput): a block whose filter matches is fetched; a
@@ -35,6 +45,7 @@ package payment
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -207,8 +218,14 @@ type spentError struct {
 func (e *spentError) Error() string { return fmt.Sprintf("spent by %s in block %d", e.by, e.height) }
 
 // spentScript is the script of the output in spends, from what the input
-// reveals: a P2WPKH witness's key, a P2SH-P2WPKH redeem script, a P2PKH
-// signature script's key.
+// reveals: a P2WPKH witness's key, a P2SH-P2WPKH or P2SH-P2WSH redeem
+// script, a P2WSH witness script, a taproot script path's leaf and control
+// block (the output key is the internal key tweaked with the root they
+// give), a P2PKH signature script's key, a P2SH signature script's redeem
+// script. A taproot key-path spend reveals only a signature: its output is
+// found through the buyer's height hint (OutputAt) or not at all. What a
+// wrong guess costs is a refusal: the output is taken from the block, and
+// the script engine checks the input against it.
 func spentScript(in *wire.TxIn, params *chaincfg.Params) ([]byte, error) {
 	w, ss := in.Witness, in.SignatureScript
 	if len(w) == 2 && len(w[1]) == 33 {
@@ -228,7 +245,31 @@ func spentScript(in *wire.TxIn, params *chaincfg.Params) ([]byte, error) {
 			return txscript.PayToAddrScript(a)
 		}
 	}
-	if len(w) == 0 && len(ss) > 0 {
+	if len(w) > 0 {
+		if len(ss) == 0 {
+			if pk, ok := taprootScriptPath(w); ok {
+				return pk, nil
+			}
+		}
+		ws := w[len(w)-1]
+		if len(w) < 2 || len(ws) == 0 || len(ws) > txscript.MaxScriptSize {
+			return nil, errors.New("a taproot key-path input (or an unknown witness) needs the buyer's height hint")
+		}
+		h := sha256.Sum256(ws)
+		redeem := append([]byte{txscript.OP_0, 32}, h[:]...)
+		switch {
+		case len(ss) == 0:
+			return redeem, nil
+		case len(ss) == 35 && ss[0] == 34 && bytes.Equal(ss[1:], redeem):
+			a, err := btcutil.NewAddressScriptHash(redeem, params)
+			if err != nil {
+				return nil, err
+			}
+			return txscript.PayToAddrScript(a)
+		}
+		return nil, errors.New("a witness input with a signature script other than a P2SH-P2WSH redeem script")
+	}
+	if len(ss) > 0 {
 		pushes, err := txscript.PushedData(ss)
 		if err == nil && len(pushes) == 2 && (len(pushes[1]) == 33 || len(pushes[1]) == 65) {
 			a, err := btcutil.NewAddressPubKeyHash(btcutil.Hash160(pushes[1]), params)
@@ -237,14 +278,143 @@ func spentScript(in *wire.TxIn, params *chaincfg.Params) ([]byte, error) {
 			}
 			return txscript.PayToAddrScript(a)
 		}
+		// P2SH: the last push is the redeem script (a multisig…).
+		if err == nil && len(pushes) >= 2 && len(pushes[len(pushes)-1]) > 0 && txscript.IsPushOnlyScript(ss) {
+			a, err := btcutil.NewAddressScriptHash(pushes[len(pushes)-1], params)
+			if err != nil {
+				return nil, err
+			}
+			return txscript.PayToAddrScript(a)
+		}
 	}
-	return nil, fmt.Errorf("a light client finds only P2WPKH, P2SH-P2WPKH and P2PKH inputs")
+	return nil, fmt.Errorf("a light client cannot tell which script this input spends")
+}
+
+// taprootScriptPath is the P2TR script of a taproot script-path witness
+// (…, leaf script, control block[, annex]).
+func taprootScriptPath(w wire.TxWitness) ([]byte, bool) {
+	if len(w) >= 2 && len(w[len(w)-1]) > 0 && w[len(w)-1][0] == txscript.TaprootAnnexTag {
+		w = w[:len(w)-1]
+	}
+	if len(w) < 2 {
+		return nil, false
+	}
+	cb, err := txscript.ParseControlBlock(w[len(w)-1])
+	if err != nil {
+		return nil, false
+	}
+	key := txscript.ComputeTaprootOutputKey(cb.InternalKey, cb.RootHash(w[len(w)-2]))
+	if odd := key.SerializeCompressed()[0] == 0x03; odd != cb.OutputKeyYIsOdd {
+		return nil, false
+	}
+	pk, err := txscript.PayToTaprootScript(key)
+	return pk, err == nil
+}
+
+// HintedOutputSource is what a light Chain may also do: find an output in
+// the block a height hint names (the buyer's, never trusted: the block is
+// fetched and checked against the header chain) and check that no block
+// since spends it, so that a coin of any age is found with one block fetch
+// and the filters since (zeroConfLookback no longer bounds it).
+type HintedOutputSource interface {
+	// OutputAt returns op when the block of the best chain at height holds
+	// its transaction and no block since spends it; else an error that
+	// says which.
+	OutputAt(ctx context.Context, op wire.OutPoint, height int32) (*PrevOut, error)
+}
+
+var _ HintedOutputSource = (*NeutrinoChain)(nil)
+
+// OutputAt implements HintedOutputSource.
+func (n *NeutrinoChain) OutputAt(ctx context.Context, op wire.OutPoint, height int32) (*PrevOut, error) {
+	start, err := n.cs.BestBlock()
+	if err != nil {
+		return nil, fmt.Errorf("light client tip: %w", err)
+	}
+	if height < 1 || height > start.Height {
+		return nil, fmt.Errorf("the hint names block %d; the tip is %d", height, start.Height)
+	}
+	hash, err := n.cs.GetBlockHash(int64(height))
+	if err != nil {
+		return nil, fmt.Errorf("block hash %d: %w", height, err)
+	}
+	blk, err := n.block(ctx, *hash)
+	if err != nil {
+		return nil, err
+	}
+	var p *PrevOut
+	for i, tx := range blk.Transactions {
+		if tx.TxHash() != op.Hash {
+			continue
+		}
+		if int(op.Index) >= len(tx.TxOut) {
+			return nil, fmt.Errorf("its transaction in block %d has no output %d", height, op.Index)
+		}
+		out := tx.TxOut[op.Index]
+		p = &PrevOut{Out: wire.NewTxOut(out.Value, bytes.Clone(out.PkScript)), Height: height, Coinbase: i == 0}
+		break
+	}
+	if p == nil {
+		return nil, fmt.Errorf("the hint names block %d, which does not hold its transaction", height)
+	}
+	for _, tx := range blk.Transactions {
+		if spends(tx, op) { // a child in the same block
+			return nil, &spentError{by: tx.TxHash(), height: height}
+		}
+	}
+	// A spend since: every block from the next one up whose filter
+	// matches the output's script (BIP 158 filters hold the scripts the
+	// block's inputs spend) is fetched and searched.
+	matched := 0
+	for h := height + 1; h <= start.Height; h++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("checking blocks %d to %d for a spend: %w", height+1, start.Height, err)
+		}
+		hash, err := n.cs.GetBlockHash(int64(h))
+		if err != nil {
+			return nil, fmt.Errorf("block hash %d: %w", h, err)
+		}
+		f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular,
+			neutrino.OptimisticBatch(), neutrino.MaxBatchSize(zeroConfFilterBatch))
+		if err != nil {
+			return nil, fmt.Errorf("filter of block %d: %w", h, err)
+		}
+		if f == nil || f.N() == 0 {
+			continue
+		}
+		if ok, err := f.Match(builder.DeriveKey(hash), p.Out.PkScript); err != nil {
+			return nil, fmt.Errorf("match filter of block %d: %w", h, err)
+		} else if !ok {
+			continue
+		}
+		if matched++; matched > zeroConfMaxMatches {
+			return nil, fmt.Errorf("more than %d blocks since height %d match its script (a reused address)", zeroConfMaxMatches, height)
+		}
+		blk, err := n.block(ctx, *hash)
+		if err != nil {
+			return nil, err
+		}
+		for _, tx := range blk.Transactions {
+			if spends(tx, op) {
+				return nil, &spentError{by: tx.TxHash(), height: h}
+			}
+		}
+	}
+	if end, err := n.cs.BestBlock(); err != nil || end.Hash != start.Hash {
+		return nil, fmt.Errorf("the chain moved during the check (tip %d)", start.Height)
+	}
+	return p, nil
 }
 
 // lightPrevOuts finds the outputs tx's inputs spend through the light
 // client (src), each a confirmed, unspent, mature output; an error says
 // why one is not.
-func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx *wire.MsgTx) ([]*wire.TxOut, error) {
+//
+// hints are the buyer's: for each input, the height of the block holding
+// its transaction (0: none). An input with a hint is found there
+// (OutputAt), any other through the script it reveals in the blocks of the
+// last zeroConfLookback; a wrong hint only refuses the zero-conf start.
+func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx *wire.MsgTx, hints []int32) ([]*wire.TxOut, error) {
 	if len(tx.TxIn) > zeroConfMaxLightInputs {
 		return nil, fmt.Errorf("%w: %d inputs; a light client checks at most %d", ErrNotZeroConf, len(tx.TxIn), zeroConfMaxLightInputs)
 	}
@@ -260,11 +430,16 @@ func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx
 	defer cancel()
 	outs := make([]*wire.TxOut, len(tx.TxIn))
 	for i, ti := range tx.TxIn {
-		pk, err := spentScript(ti, params)
-		if err != nil {
-			return nil, fmt.Errorf("%w: input %d (%s): %v", ErrNotZeroConf, i, ti.PreviousOutPoint, err)
+		var p *PrevOut
+		if hs, ok := src.(HintedOutputSource); ok && i < len(hints) && hints[i] > 0 {
+			p, err = hs.OutputAt(ctx, ti.PreviousOutPoint, hints[i])
+		} else {
+			pk, serr := spentScript(ti, params)
+			if serr != nil {
+				return nil, fmt.Errorf("%w: input %d (%s): %v", ErrNotZeroConf, i, ti.PreviousOutPoint, serr)
+			}
+			p, err = src.RecentOutput(ctx, ti.PreviousOutPoint, pk, zeroConfLookback)
 		}
-		p, err := src.RecentOutput(ctx, ti.PreviousOutPoint, pk, zeroConfLookback)
 		if se := (*spentError)(nil); errors.As(err, &se) && se.by == tx.TxHash() {
 			// Mined since the buyer sent it: it opens with its
 			// confirmations (as on btcd, whose gettxout says spent).

@@ -27,6 +27,7 @@ type keyFunder struct {
 	op      wire.OutPoint
 	value   int64
 	publish bool // PublishTx sends it to btcd (else it is only handed over)
+	taproot bool // the coin is a P2TR key-path output of key (newTaprootFunder)
 }
 
 func newKeyFunder(t *testing.T, h *btcdtest.Harness) *keyFunder {
@@ -61,6 +62,9 @@ func (f *keyFunder) PublishTx(ctx context.Context, tx *wire.MsgTx) error {
 func (f *keyFunder) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) (*wire.MsgTx, error) {
 	tx := wire.NewMsgTx(2)
 	tx.AddTxIn(wire.NewTxIn(&f.op, nil, wire.TxWitness{make([]byte, 73), make([]byte, 33)}))
+	if f.taproot {
+		tx.TxIn[0].Witness = wire.TxWitness{make([]byte, 64)}
+	}
 	var need int64
 	for _, o := range outs {
 		tx.AddTxOut(o)
@@ -68,7 +72,16 @@ func (f *keyFunder) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int6
 	}
 	tx.AddTxOut(wire.NewTxOut(0, f.script))
 	tx.TxOut[len(tx.TxOut)-1].Value = f.value - need - feeRate*VSize(tx)
-	wit, err := txscript.WitnessSignature(tx, txscript.NewTxSigHashes(tx, txscript.NewCannedPrevOutputFetcher(f.script, f.value)),
+	hashes := txscript.NewTxSigHashes(tx, txscript.NewCannedPrevOutputFetcher(f.script, f.value))
+	if f.taproot {
+		wit, err := txscript.TaprootWitnessSignature(tx, hashes, 0, f.value, f.script, txscript.SigHashDefault, f.key)
+		if err != nil {
+			return nil, err
+		}
+		tx.TxIn[0].Witness = wit
+		return tx, nil
+	}
+	wit, err := txscript.WitnessSignature(tx, hashes,
 		0, f.value, f.script, txscript.SigHashAll, f.key, true)
 	if err != nil {
 		return nil, err

@@ -59,8 +59,9 @@ func signedInput(t testing.TB, kind string) (*wire.TxIn, []byte) {
 }
 
 // TestSpentScript: the script a light seller looks for is the one the
-// input spends, for each kind of input a wallet signs; any other input is
-// refused with the reason.
+// input spends, for each kind of input a wallet signs; an input that
+// reveals none is refused with the reason (scripts and taproot:
+// TestSpentScriptScripts).
 func TestSpentScript(t *testing.T) {
 	for _, kind := range []string{"p2wpkh", "np2wpkh", "p2pkh"} {
 		in, want := signedInput(t, kind)
@@ -70,10 +71,10 @@ func TestSpentScript(t *testing.T) {
 		}
 	}
 	for name, in := range map[string]*wire.TxIn{
-		"taproot key path": {Witness: wire.TxWitness{make([]byte, 64)}},
-		"2-of-2 witness":   {Witness: wire.TxWitness{nil, make([]byte, 71), make([]byte, 71), make([]byte, 71)}},
-		"nothing":          {},
-		"bad push":         {SignatureScript: []byte{0x4c}},
+		"taproot key path":                  {Witness: wire.TxWitness{make([]byte, 64)}},
+		"P2WSH with a bad signature script": {Witness: wire.TxWitness{nil, make([]byte, 71)}, SignatureScript: []byte{1, 2}},
+		"nothing":                           {},
+		"bad push":                          {SignatureScript: []byte{0x4c}},
 	} {
 		if pk, err := spentScript(in, btcdtest.Params); err == nil {
 			t.Fatalf("%s: script %x, want a refusal", name, pk)
@@ -82,7 +83,8 @@ func TestSpentScript(t *testing.T) {
 }
 
 // FuzzSpentScript: whatever a buyer puts in a funding's input, spentScript
-// returns a standard P2WPKH, P2SH or P2PKH script or a refusal.
+// returns a standard P2WPKH, P2WSH, P2TR, P2SH or P2PKH script or a
+// refusal.
 func FuzzSpentScript(f *testing.F) {
 	for _, kind := range []string{"p2wpkh", "np2wpkh", "p2pkh"} {
 		in, _ := signedInput(f, kind)
@@ -112,7 +114,7 @@ func FuzzSpentScript(f *testing.F) {
 			return
 		}
 		switch txscript.GetScriptClass(pk) {
-		case txscript.WitnessV0PubKeyHashTy, txscript.ScriptHashTy, txscript.PubKeyHashTy:
+		case txscript.WitnessV0PubKeyHashTy, txscript.WitnessV0ScriptHashTy, txscript.WitnessV1TaprootTy, txscript.ScriptHashTy, txscript.PubKeyHashTy:
 		default:
 			t.Fatalf("script %x of class %s", pk, txscript.GetScriptClass(pk))
 		}

@@ -135,7 +135,20 @@ type Book struct {
 	trustSeen map[string]time.Time  // truster|subject → newest statement
 	firstSeen map[peer.ID]time.Time // when Rank first saw a candidate
 	forgot    map[peer.ID]time.Time // Forget: evidence up to then is dropped
+	notes     map[peer.ID][]Note    // own observations with a reason, newest last
 }
+
+// Note is one of this node's own observations that came with a reason (a
+// double-spent funding…), as Score shows it.
+type Note struct {
+	Outcome    string    `json:"outcome"`
+	ContractID string    `json:"contract_id"`
+	Reason     string    `json:"reason"`
+	At         time.Time `json:"at"`
+}
+
+// maxNotes is how many notes a Score shows per peer (the newest).
+const maxNotes = 5
 
 // NewBook validates the config, loads the store and returns the Book.
 func NewBook(o Options) (*Book, error) {
@@ -146,7 +159,7 @@ func NewBook(o Options) (*Book, error) {
 		cfg: o.Config, self: o.Self, st: o.Store, ev: o.Evidence, now: o.Now, log: o.Log,
 		g: newGraph(), own: map[peer.ID]*tally{}, att: map[peer.ID]map[peer.ID]*tally{},
 		seen: map[string]struct{}{}, rejected: map[Reason]uint64{}, trustSeen: map[string]time.Time{}, firstSeen: map[peer.ID]time.Time{},
-		forgot:   map[peer.ID]time.Time{},
+		forgot: map[peer.ID]time.Time{}, notes: map[peer.ID][]Note{},
 		trustVer: math.MaxUint64,
 	}
 	if b.st == nil {
@@ -202,6 +215,9 @@ func (b *Book) Observe(o Observation) error {
 	if o.At.IsZero() {
 		o.At = b.now()
 	}
+	if len(o.Reason) > maxReason {
+		o.Reason = o.Reason[:maxReason]
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.st.AppendObservation(o); err != nil {
@@ -245,6 +261,7 @@ func (b *Book) addObservation(o Observation) {
 	if o.Outcome == outcomeForget {
 		delete(b.own, o.Peer)
 		delete(b.att, o.Peer)
+		delete(b.notes, o.Peer)
 		if o.At.After(b.forgot[o.Peer]) {
 			b.forgot[o.Peer] = o.At
 		}
@@ -253,12 +270,20 @@ func (b *Book) addObservation(o Observation) {
 	if f, ok := b.forgot[o.Peer]; ok && !o.At.After(f) {
 		return
 	}
+	if !o.Outcome.Valid() {
+		// A later version's outcome, stored before a downgrade.
+		return
+	}
 	t := b.own[o.Peer]
 	if t == nil {
 		t = &tally{}
 		b.own[o.Peer] = t
 	}
 	t.add(o.Outcome, o.UsageRatio, 1, o.At, b.cfg.HalfLife)
+	if o.Reason != "" && o.Outcome.Valid() {
+		n := append(b.notes[o.Peer], Note{Outcome: o.Outcome.String(), ContractID: o.ContractID, Reason: o.Reason, At: o.At})
+		b.notes[o.Peer] = n[max(0, len(n)-maxNotes):]
+	}
 }
 
 // replayKey allows one attestation of how a contract ended and one of its
@@ -505,6 +530,9 @@ type Score struct {
 	Trust         float64  `json:"trust"`
 	Why           string   `json:"why"`
 	Sources       []Source `json:"sources,omitempty"`
+	// Notes are the newest of this node's own observations of the peer
+	// that came with a reason (a double-spent funding and its conflict).
+	Notes []Note `json:"notes,omitempty"`
 }
 
 // posterior sums the evidence about p. It is the hot path of selection.
@@ -581,6 +609,7 @@ func (b *Book) Score(p peer.ID) Score {
 		return s.Sources[i].Good+s.Sources[i].Bad > s.Sources[j].Good+s.Sources[j].Bad
 	})
 	s.Why = explain(s, b.cfg)
+	s.Notes = slices.Clone(b.notes[p])
 	return s
 }
 

@@ -36,11 +36,23 @@ const (
 	// adds no evidence to it, and lengthens the seller's streak of verified
 	// results, which lowers how often its jobs are checked (ShouldSpotCheck).
 	OutcomeVerified Outcome = 8
+	// OutcomeFundingDoubleSpent: a buyer's channel funding was proven
+	// double-spent: a block holds a transaction spending one of its
+	// inputs. Deliberate fraud against the seller that worked on it: it
+	// weighs as a lie about a result does (ten failed contracts). Local
+	// only; never attested.
+	OutcomeFundingDoubleSpent Outcome = 9
+	// OutcomeFundingUnconfirmed: a buyer's channel funding never
+	// confirmed within payment.funding_timeout and nothing spent its
+	// inputs: perhaps a fee too low, perhaps not. It weighs half a failed
+	// contract. Local only; never attested.
+	OutcomeFundingUnconfirmed Outcome = 10
 
-	outcomeMax = OutcomeVerified
+	outcomeMax = OutcomeFundingUnconfirmed
 )
 
-var outcomeNames = [...]string{"", "completed", "late", "failed", "abandoned", "spot_check_mismatch", "abuse", "invalid", "verified"}
+var outcomeNames = [...]string{"", "completed", "late", "failed", "abandoned", "spot_check_mismatch", "abuse", "invalid", "verified",
+	"funding_double_spent", "funding_unconfirmed"}
 
 func (o Outcome) String() string {
 	if o == 0 || o > outcomeMax {
@@ -74,6 +86,19 @@ var outcomeWeights = [...][2]float64{
 	OutcomeAbuse:             {0, 1},
 	OutcomeInvalid:           {0, 4},
 	OutcomeVerified:          {0, 0},
+	// A proven double-spend of a funding is fraud: it blocks the buyer at
+	// once (one is 10 of evidence, mean 1/12 on the 1:1 prior). A
+	// funding that never confirmed may be a low fee: four of them within a
+	// half-life block (min_evidence 1.5).
+	OutcomeFundingDoubleSpent: {0, 10},
+	OutcomeFundingUnconfirmed: {0, 0.5},
+}
+
+// local reports whether o is only ever this node's own observation: an
+// attestation carrying it is refused (nothing a third party can verify
+// backs it).
+func (o Outcome) local() bool {
+	return o == OutcomeAbuse || o == OutcomeFundingDoubleSpent || o == OutcomeFundingUnconfirmed
 }
 
 // lie reports whether o shows the seller lied about its output: a spot check
@@ -105,7 +130,14 @@ type Observation struct {
 	// measured. Values above 1 are treated as 1.
 	UsageRatio float64
 	At         time.Time
+	// Reason says what happened, in words (a double-spent funding's
+	// conflicting transaction); kept and shown with the score (Notes),
+	// at most maxReason bytes.
+	Reason string
 }
+
+// maxReason caps an observation's Reason.
+const maxReason = 300
 
 // evidence converts an outcome and usage ratio into (good, bad) counts.
 func evidence(o Outcome, usage float64) (good, bad float64) {

@@ -127,7 +127,7 @@ func (a *Attestation) UnmarshalRecord(data []byte) error {
 				a.Subject = id
 			}
 		case 5:
-			if !Outcome(v).Valid() || Outcome(v) == OutcomeAbuse {
+			if !Outcome(v).Valid() || Outcome(v).local() {
 				return fmt.Errorf("outcome %d", v)
 			}
 			a.Outcome = Outcome(v)
@@ -264,8 +264,11 @@ var (
 	}}
 	// A Store's observations and trust edges: ratios and weights are a
 	// float64's bits.
-	observationSchema = wire.Schema{Ordered: true, Fields: []wire.Spec{
-		1: bytesField, 2: bytesField, 3: varintField, 4: {Kind: wire.Fixed64}, 5: varintField,
+	// Observations are this node's own records; Open so that a later
+	// version's field (as 6, the reason, was) does not stop an earlier
+	// version from loading the book.
+	observationSchema = wire.Schema{Ordered: true, Open: true, Fields: []wire.Spec{
+		1: bytesField, 2: bytesField, 3: varintField, 4: {Kind: wire.Fixed64}, 5: varintField, 6: bytesField,
 	}}
 	edgeSchema = wire.Schema{Ordered: true, Fields: []wire.Spec{
 		1: bytesField, 2: bytesField, 3: {Kind: wire.Fixed64}, 4: varintField,

@@ -79,6 +79,8 @@ func TestUnmarshalAttestationStrict(t *testing.T) {
 	}{
 		{"version 2", func(a *Attestation) { a.Version = 2 }},
 		{"abuse outcome", func(a *Attestation) { a.Outcome = OutcomeAbuse }},
+		{"double-spent funding", func(a *Attestation) { a.Outcome = OutcomeFundingDoubleSpent }},
+		{"unconfirmed funding", func(a *Attestation) { a.Outcome = OutcomeFundingUnconfirmed }},
 		{"unknown outcome", func(a *Attestation) { a.Outcome = 99 }},
 		{"usage out of range", func(a *Attestation) { a.UsagePermille = 20000 }},
 		{"expires before issued", func(a *Attestation) { a.Expires = t0.Add(-time.Second) }},

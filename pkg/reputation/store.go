@@ -110,6 +110,9 @@ func MarshalObservation(o Observation) []byte {
 	b = protowire.AppendFixed64(b, math.Float64bits(o.UsageRatio))
 	b = protowire.AppendTag(b, 5, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(o.At.UnixNano()))
+	if o.Reason != "" {
+		b = appendBytes(b, 6, []byte(o.Reason))
+	}
 	return b
 }
 
@@ -128,6 +131,8 @@ func UnmarshalObservation(data []byte) (Observation, error) {
 			o.UsageRatio = math.Float64frombits(v)
 		case 5:
 			o.At = time.Unix(0, int64(v)).UTC()
+		case 6:
+			o.Reason = string(bs)
 		}
 		return nil
 	})
