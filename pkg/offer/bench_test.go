@@ -3,8 +3,13 @@ package offer
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/routing"
 )
 
 // BenchmarkSignOffer and BenchmarkOpenOffer measure what a seller pays to
@@ -67,7 +72,8 @@ func BenchmarkDecodeOffer(b *testing.B) {
 type lookupNet struct {
 	buyer   *netNode
 	sellers int
-	warm    *Discoverer // the buyer's, its cache kept across lookups
+	warm    *Discoverer  // the buyer's, its cache kept across lookups
+	served  atomic.Int64 // offer streams the sellers answered
 }
 
 var (
@@ -119,7 +125,8 @@ func lookupNetwork(b *testing.B, n int) *lookupNet {
 			b.Error(err)
 			return
 		}
-		nd.h.SetStreamHandler(ProtocolID, Handler(pub.Envelope, discard))
+		serve := Handler(pub.Envelope, discard)
+		nd.h.SetStreamHandler(ProtocolID, func(s network.Stream) { ln.served.Add(1); serve(s) })
 		// Only the bucket the buyer asks for: providing all of a seller's
 		// buckets would multiply the set-up, not change the lookup.
 		if err := nd.dht.Provide(ctx, bucket, true); err != nil {
@@ -155,7 +162,11 @@ func lookupNetwork(b *testing.B, n int) *lookupNet {
 // stay). The three run in each of their orders, after a pause. x-plain is warm ÷ plain, cold-x
 // cold ÷ plain (each the mean of every lookup measured); the goal is x-plain <= 1.2 at 200 and 1,000 nodes.
 // The buyer holds no provider record of the bucket itself (else both lookups
-// would be answered from its own store).
+// would be answered from its own store). Two more lines per size do not
+// depend on how loaded the machine is: the work of a plain and of a cold
+// lookup (DHT queries sent, offers served), and a cold lookup's floor (the
+// plain time and 20 fetches and signature checks, one at a time, spread
+// over the cores).
 func BenchmarkLookup(b *testing.B) {
 	for _, n := range []int{50, 200, 1000} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
@@ -163,6 +174,8 @@ func BenchmarkLookup(b *testing.B) {
 				b.Skip("in-process network of more than 50 nodes: not in -short")
 			}
 			ln := lookupNetwork(b, n)
+			// ctx is the lookups' context (the work count below sets its
+			// own for a while).
 			ctx := context.Background()
 			bucket := QueryBucket(lookupFilter).CID()
 			plain := func() { // as FindN: stop at the count-th provider
@@ -214,6 +227,63 @@ func BenchmarkLookup(b *testing.B) {
 					}
 				}
 			}
+			// The floor of a cold lookup: one seller's fetch and its
+			// signature check, one at a time, on this network (what the
+			// cold lookup adds to the plain one, lookupWant times, spread
+			// over the cores).
+			var fetchD, verifyD time.Duration
+			offers, err := ln.warm.FindN(ctx, lookupFilter, lookupWant)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, o := range offers {
+				start := time.Now()
+				env, err := Fetch(ctx, ln.buyer.h, o.Seller)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fetchD += time.Since(start)
+				start = time.Now()
+				if _, err := Open(env, time.Now()); err != nil {
+					b.Fatal(err)
+				}
+				verifyD += time.Since(start)
+			}
+			perMs := func(d time.Duration) float64 { return float64(d) / float64(len(offers)) / 1e6 }
+			// The work of a lookup, which a loaded machine does not
+			// change as it does the times: DHT queries the buyer sends
+			// and offers the sellers serve, until 100 ms after it returned
+			// (what it left running), plain and cold, 6 of each.
+			var queries [2]int64
+			var served int64
+			for range 6 {
+				for j, run := range []func(){plain, cold} {
+					qctx, cancel := context.WithCancel(ctx)
+					qctx, events := routing.RegisterForQueryEvents(qctx)
+					sent := make(chan int64)
+					go func() {
+						var k int64
+						for e := range events {
+							if e.Type == routing.SendingQuery {
+								k++
+							}
+						}
+						sent <- k
+					}()
+					s0 := ln.served.Load()
+					ctx = qctx
+					run()
+					ctx = context.Background()
+					time.Sleep(100 * time.Millisecond)
+					cancel()
+					queries[j] += <-sent
+					if j == 1 {
+						served += ln.served.Load() - s0
+					}
+				}
+			}
+			b.Logf("work of a lookup at %d nodes: plain %.1f DHT queries; cold %.1f DHT queries and %.1f offers served, for %d",
+				n, float64(queries[0])/6, float64(queries[1])/6, float64(served)/6, lookupWant)
 			ms := func(d time.Duration) float64 { return float64(d) / float64(i) / 1e6 }
 			plainMs, warmMs, coldMs := ms(took[0]), ms(took[1]), ms(took[2])
 			b.ReportMetric(plainMs, "plain-ms")
@@ -228,6 +298,9 @@ func BenchmarkLookup(b *testing.B) {
 				}
 			}
 			lookupMs[n] = warmMs
+			floor := ms(took[0]) + float64(lookupWant)*(perMs(fetchD)+perMs(verifyD))/float64(runtime.GOMAXPROCS(0))
+			b.Logf("one offer at %d nodes: fetch %.3f ms, verify %.3f ms; a cold lookup's floor, the plain one and %d of them over %d cores: %.2f ms (×%.2f)",
+				n, perMs(fetchD), perMs(verifyD), lookupWant, runtime.GOMAXPROCS(0), floor, floor/ms(took[0]))
 			b.Logf("lookup at %d nodes (%d sellers, %d lookups): plain FindProvidersAsync %.2f ms, filtered lookup %.2f ms warm (×%.2f), %.2f ms cold (×%.2f)%s",
 				n, ln.sellers, i, plainMs, warmMs, warmMs/plainMs, coldMs, coldMs/plainMs, growth)
 			if n >= 200 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -59,6 +60,15 @@ const DefaultCacheMaxAge = time.Minute
 // providers of the filter's bucket, each provider's offer fetched as soon
 // as the provider is found, Parallel at a time, while the query goes on;
 // FindN stops the query and the fetches once it holds n matching offers.
+// FindN first asks the DHT for n providers only, as a plain
+// FindProvidersAsync of n does: that query ends at the first answer naming
+// n (asked for more, the DHT walks on and queries every closest peer again,
+// which here cost as much CPU as the fetches). It fetches no more than the
+// offers it still misses and fetchSpare more at once (a fetch past the n-th
+// offer is work thrown away, and a signature checked after the lookup ended
+// is skipped). Only if those n providers cannot give n matching offers, or
+// their fetches take longer than wideAfter, does it ask the DHT for up to
+// MaxProviders.
 // Only a lookup that has not reached n once the query ends asks the
 // connected peers the DHT did not name (a small network's DHT may not name
 // every seller yet), skipping those that had nothing on offer within
@@ -94,7 +104,7 @@ func NewDiscoverer(cfg DiscovererConfig) *Discoverer {
 		cfg.MaxProviders = 500
 	}
 	if cfg.Parallel <= 0 {
-		cfg.Parallel = 16
+		cfg.Parallel = 32 // a buyer's page of 20 and the spares in one round trip
 	}
 	if cfg.PerPeerTimeout <= 0 {
 		cfg.PerPeerTimeout = 5 * time.Second
@@ -132,7 +142,6 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 		// A fetch still running when FindN returns gives up its result
 		// (ctx is cancelled then).
 		results = make(chan *Offer, d.cfg.Parallel)
-		sem     = make(chan struct{}, d.cfg.Parallel)
 		seen    = map[peer.ID]bool{self: true}
 		// The sellers: the DHT providers of the filter's bucket as they
 		// are found (read here, not through another goroutine: each hop
@@ -142,19 +151,49 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 		providers <-chan peer.AddrInfo
 		connected []peer.ID
 		fromDHT   int
+		// The first query asks the DHT for n providers only: it ends, as
+		// a plain FindProvidersAsync of n does, at the first answer that
+		// names n (the DHT's walk and its follow-up to the closest peers
+		// cost as much as the fetches otherwise). wide is the query for
+		// up to MaxProviders, run only if those n gave fewer than n
+		// matching offers.
+		count = d.cfg.MaxProviders
+		wide  = false
+		named int // providers the current query named
 	)
+	if n > 0 && n < count {
+		count, wide = n, true
+	}
 	bucket := QueryBucket(f)
+	var lcancel context.CancelFunc = func() {}
+	defer func() { lcancel() }()
+	start := func(count int) {
+		lcancel()
+		var lctx context.Context
+		lctx, lcancel = context.WithTimeout(ctx, 20*time.Second)
+		providers = d.cfg.Finder.FindProvidersAsync(lctx, bucket.CID(), count)
+		named = 0
+	}
 	if d.cfg.Finder != nil {
-		lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
-		defer lcancel()
-		providers = d.cfg.Finder.FindProvidersAsync(lctx, bucket.CID(), d.cfg.MaxProviders)
+		start(count)
 	} else {
 		connected = d.cfg.Host.Network().Peers()
+		wide = false
 	}
 	keep := func(o *Offer) {
 		if o != nil && f.Match(o) {
 			out = append(out, o)
 		}
+	}
+	// limit is how many fetches may run at once: Parallel, and, when the
+	// lookup stops at n, no more than the offers still missing and a
+	// spare or two (a fetch started past the n-th offer is work thrown
+	// away).
+	limit := func() int {
+		if n <= 0 {
+			return d.cfg.Parallel
+		}
+		return min(d.cfg.Parallel, n-len(out)+fetchSpare)
 	}
 	// ask takes a seller's offer from the cache or starts fetching it once
 	// a slot is free; false when the lookup is over.
@@ -167,19 +206,11 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 			keep(o)
 			return true
 		}
-		for {
+		for pending >= limit() {
+			if n > 0 && len(out) >= n {
+				return false
+			}
 			select {
-			case sem <- struct{}{}:
-				pending++
-				go func() {
-					defer func() { <-sem }()
-					o := d.fetchReport(ctx, peer.AddrInfo{ID: p, Addrs: addrs})
-					select {
-					case results <- o:
-					case <-ctx.Done():
-					}
-				}()
-				return true
 			case o := <-results: // a slot frees only once its result is read
 				pending--
 				keep(o)
@@ -187,11 +218,34 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 				return false
 			}
 		}
+		if n > 0 && len(out) >= n {
+			return false
+		}
+		pending++
+		go func() {
+			o := d.fetchReport(ctx, peer.AddrInfo{ID: p, Addrs: addrs})
+			select {
+			case results <- o:
+			case <-ctx.Done():
+			}
+		}()
+		return true
 	}
+	// hedge fires wideAfter after the narrow query ended short of n
+	// offers with fetches still running (a named seller may be gone, its
+	// fetch waiting for a dial to time out).
+	var hedge <-chan time.Time
 loop:
 	for n <= 0 || len(out) < n {
 		if providers == nil {
-			if len(connected) > 0 {
+			if wide && (len(out)+pending < n || pending == 0) {
+				// The n providers named cannot give n offers any more:
+				// ask the DHT for all it knows.
+				wide, hedge = false, nil
+				start(d.cfg.MaxProviders)
+				continue
+			}
+			if !wide && len(connected) > 0 {
 				p := connected[0]
 				connected = connected[1:]
 				if !ask(p, nil, false) {
@@ -207,10 +261,18 @@ loop:
 		case ai, ok := <-providers: // never ready once nil
 			if !ok {
 				providers = nil
-				d.cfg.Log.Debug("dht providers", "bucket", string(bucket), "found", fromDHT)
-				connected = d.cfg.Host.Network().Peers()
+				if wide && named < count {
+					wide = false // the DHT knows no more than it named
+				}
+				if wide {
+					hedge = time.After(wideAfter)
+				} else {
+					d.cfg.Log.Debug("dht providers", "bucket", string(bucket), "found", fromDHT)
+					connected = d.cfg.Host.Network().Peers()
+				}
 				continue
 			}
+			named++
 			if ai.ID != self {
 				fromDHT++
 			}
@@ -220,6 +282,12 @@ loop:
 		case o := <-results:
 			pending--
 			keep(o)
+		case <-hedge:
+			hedge = nil
+			if wide && providers == nil {
+				wide = false
+				start(d.cfg.MaxProviders)
+			}
 		case <-ctx.Done():
 			break loop
 		}
@@ -233,6 +301,14 @@ loop:
 	}
 	return out, nil
 }
+
+// fetchSpare is how many fetches FindN runs past the offers it still
+// misses, in case some fail or do not match.
+const fetchSpare = 2
+
+// wideAfter is how long FindN waits on the fetches of the n providers its
+// first query named before it asks the DHT for more.
+const wideAfter = time.Second
 
 // fetchReport fetches one seller's offer; a refusal is logged and reported,
 // and any failure returns nil.
@@ -260,7 +336,7 @@ func (d *Discoverer) fetch(ctx context.Context, ai peer.AddrInfo) (*Offer, error
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.PerPeerTimeout)
 	defer cancel()
 	h := d.cfg.Host
-	if len(ai.Addrs) > 0 {
+	if len(ai.Addrs) > 0 && h.Network().Connectedness(ai.ID) != network.Connected {
 		h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
 	}
 	env, err := Fetch(ctx, h, ai.ID)
@@ -275,6 +351,9 @@ func (d *Discoverer) fetch(ctx context.Context, ai peer.AddrInfo) (*Offer, error
 		}
 	} else if err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // the lookup is over: the signature check would be work thrown away
 	}
 	o, err := d.Verify(ai.ID, env)
 	if err != nil {
