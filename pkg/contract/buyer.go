@@ -515,7 +515,16 @@ func (b *Buyer) Jobs() ([]*JobStatus, error) {
 	return out, nil
 }
 
-func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
+func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) { b.change(j, fn, true) }
+
+// enter moves j to phase, for its watchers only: a phase alone is not
+// stored (a commit, two disk syncs, each), since a restart reads a job's
+// state and contract, never its phase; the job's next update stores it.
+func (b *Buyer) enter(j *JobStatus, phase string) {
+	b.change(j, func(j *JobStatus) { j.Phase = phase }, false)
+}
+
+func (b *Buyer) change(j *JobStatus, fn func(*JobStatus), store bool) {
 	b.mu.Lock()
 	from := j.Phase
 	fn(j)
@@ -526,8 +535,10 @@ func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) {
 	cp := *j
 	cp.Attempts = append([]Attempt(nil), j.Attempts...)
 	b.mu.Unlock()
-	if err := b.save(&cp); err != nil {
-		b.log.Warn("save job", "job", j.ID, "err", err)
+	if store {
+		if err := b.save(&cp); err != nil {
+			b.log.Warn("save job", "job", j.ID, "err", err)
+		}
 	}
 	b.mu.Lock()
 	if !cp.shadow {
@@ -692,7 +703,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			lastErr = fmt.Errorf("deadline %s passed: %w", req.Deadline.Format(time.RFC3339), errOrNone(lastErr))
 			break
 		}
-		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
+		b.enter(j, "discover")
 		fctx, fcancel := ctx, context.CancelFunc(func() {})
 		if j.findWithin > 0 {
 			fctx, fcancel = context.WithTimeout(ctx, j.findWithin)
@@ -831,7 +842,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	p := &Proposal{Version: Version, Buyer: b.id, Seller: c.Seller, OfferSeq: c.Offer.Seq, Request: req,
 		Interval: c.Terms.Interval, Price: c.Terms.Price, StartFee: c.Terms.StartFee,
 		PaymentKey: b.payKey.get(b.cfg.PaymentKey), Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute), Network: b.cfg.Network}
-	b.update(j, func(j *JobStatus) { j.Phase = "negotiate" })
+	b.enter(j, "negotiate")
 	d, ct, err := b.negotiate(ctx, j, p, true)
 	if err != nil || d == nil {
 		if ctx.Err() != nil {
@@ -1020,7 +1031,7 @@ func (r *buyerRun) expect(typ byte, what string) ([]byte, error) {
 
 func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	b, p, id := r.b, r.ct.Proposal, r.ct.ID
-	b.update(r.j, func(j *JobStatus) { j.Phase = "fund" })
+	b.enter(r.j, "fund")
 	sctx := ctx
 	if r.limited {
 		sctx = network.WithAllowLimitedConn(ctx, "blackbox job: the relay's limits fit the contract")
@@ -1094,7 +1105,7 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	if _, err := b.machine.Move(RoleBuyer, id, StateFunded, "channel ready", nil); err != nil {
 		return outFailed, buyerFault(err)
 	}
-	b.update(r.j, func(j *JobStatus) { j.Phase = "transfer" })
+	b.enter(r.j, "transfer")
 	if err := r.sendBlobs(ready.HaveImage); err != nil {
 		return outFailed, err
 	}

@@ -24,7 +24,7 @@ const maxQueued = 32
 // DefaultQueueWait is contract.queue_wait's default, and maxQueueWait
 // its most: well within the buyer's negotiateTimeout.
 const (
-	DefaultQueueWait = 2 * time.Second
+	DefaultQueueWait = 5 * time.Second
 	maxQueueWait     = 10 * time.Second
 )
 
@@ -56,17 +56,18 @@ func (h *holdStats) released() {
 
 // enqueue decides whether a proposal refused for capacity may wait up to
 // limit for a contract to end: only when contracts have ended before (so
-// that how long they hold is known), the first of those holding capacity
-// now is expected to end within limit (the mean hold divided among them),
-// and fewer than maxQueued wait already. It returns the channel closed at
-// the next release and the function that leaves the queue.
+// that how long they hold is known), its turn is expected within limit
+// (one release every mean hold divided among the contracts holding
+// capacity, and the proposals waiting already go first), and fewer than
+// maxQueued wait already. It returns the channel closed at the next
+// release and the function that leaves the queue.
 func (h *holdStats) enqueue(limit time.Duration) (freed <-chan struct{}, leave func(), ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if limit <= 0 || h.mean == 0 || h.queued >= maxQueued {
 		return nil, nil, false
 	}
-	if h.mean/time.Duration(max(h.holding, h.running, 1)) > limit {
+	if h.mean/time.Duration(max(h.holding, h.running, 1))*time.Duration(h.queued+1) > limit {
 		return nil, nil, false
 	}
 	h.queued++

@@ -118,3 +118,37 @@ func TestQueuedProposal(t *testing.T) {
 		t.Fatalf("no queue: %s %s", d.Verdict, d.Reason)
 	}
 }
+
+// TestQueueTurns: a proposal waits only when its turn is expected within
+// the wait: a release every mean hold divided among the contracts holding
+// capacity, after the proposals already waiting; never beyond maxQueued.
+func TestQueueTurns(t *testing.T) {
+	h := holdStats{mean: 8 * time.Second, holding: 2} // a release every 4 s
+	var leaves []func()
+	for i := range 2 { // turns at 4 s and 8 s
+		_, leave, ok := h.enqueue(10 * time.Second)
+		if !ok {
+			t.Fatalf("proposal %d not queued", i)
+		}
+		leaves = append(leaves, leave)
+	}
+	if _, _, ok := h.enqueue(10 * time.Second); ok {
+		t.Fatal("a third proposal queued: its turn is expected at 12 s, past the 10 s wait")
+	}
+	leaves[0]()
+	if _, _, ok := h.enqueue(10 * time.Second); !ok {
+		t.Fatal("one left the queue: the next has its turn at 8 s")
+	}
+	if _, _, ok := (&holdStats{holding: 2}).enqueue(time.Hour); ok {
+		t.Fatal("queued without a history of holds")
+	}
+	h = holdStats{mean: time.Millisecond, holding: 1}
+	for range maxQueued {
+		if _, _, ok := h.enqueue(time.Hour); !ok {
+			t.Fatal("refused before the queue is full")
+		}
+	}
+	if _, _, ok := h.enqueue(time.Hour); ok {
+		t.Fatalf("more than %d queued", maxQueued)
+	}
+}
