@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // TestConcurrentContractsReserveCapacity: two jobs submitted at once to one
@@ -70,4 +71,123 @@ func TestConcurrentContractsReserveCapacity(t *testing.T) {
 	if t.Failed() {
 		t.Logf("buyer:\n%s\nseller:\n%s", buyer.logs.String(), seller.logs.String())
 	}
+}
+
+// TestReservationsSurviveRestarts: a long job A runs on the buyer's first
+// channel (twice one job's worst case) when the buyer is killed (kill -9)
+// and started again, and then the seller is. Each side reserves A's worst
+// case again at its start (the reservations live in memory; they are
+// rebuilt from the contracts it resumes), so a second job B, whose worst
+// case fits the channel's room beside what A has paid but not beside
+// what A may still pay, goes to a new channel on its first attempt
+// instead of taking the room A still needs. A and B complete and settle,
+// and every reservation is freed when its contract ends (the resumed one
+// too).
+func TestReservationsSurviveRestarts(t *testing.T) {
+	t.Parallel()
+	m := newMarket(t)
+	seller := m.daemon(sellerEnv("BLACKBOX_METER_MAX_CPU=2", "BLACKBOX_METER_PRICING_START_FEE=20000", "BLACKBOX_CONTRACT_RESTART_GRACE=60s"))
+	buyer := m.daemon(append(slices.Clone(buyerEnv),
+		"BLACKBOX_CONTRACT_RESTART_GRACE=60s",
+		"BLACKBOX_PAYMENT_CHANNEL_MIN_CAPACITY=10000", // channels of twice the contract
+		"BLACKBOX_PAYMENT_CHANNEL_REFILL_AT=1",        // no background open: the count below is exact
+	), "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	image := busybox(t, t.TempDir())
+	ctx := context.Background()
+	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "100000"}
+	idA, ja := runningJob(t, buyer, image, flags, "sh", "-c", "sleep 25; echo a")
+	cidA := ja.ContractID
+	// reserved returns d's reservation of contract cid (as seller or
+	// buyer) once it has one.
+	reserved := func(d *daemon, cid string) payment.ReservationView {
+		t.Helper()
+		var got payment.ReservationView
+		waitFor(t, 10*time.Second, "the reservation of "+cid[:12], func() bool {
+			res, err := d.api().Reservations(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range append(res.Seller, res.Buyer...) {
+				if r.Contract == cid {
+					got = r
+					return true
+				}
+			}
+			return false
+		})
+		return got
+	}
+	before := reserved(buyer, cidA)
+	total := before.Amount
+	if s := reserved(seller, cidA); s.Channel != before.Channel || s.Amount != total {
+		t.Fatalf("A's reservation: buyer %+v, seller %+v", before, s)
+	}
+	ch1 := before.Channel
+
+	buyer.kill()
+	buyer.start()
+	if r := reserved(buyer, cidA); r.Channel != ch1 || r.Amount != total || r.Outstanding <= 0 {
+		t.Fatalf("the buyer's reservation of A after its kill -9: %+v, before %+v", r, before)
+	}
+	seller.kill()
+	seller.start()
+	if r := reserved(seller, cidA); r.Channel != ch1 || r.Amount != total || r.Outstanding <= 0 {
+		t.Fatalf("the seller's reservation of A after its kill -9: %+v, before %+v", r, before)
+	}
+	// B fits what ch1 has not paid, not what A may still pay.
+	var c1 *payment.Channel
+	chans, err := buyer.api().Channels(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chans {
+		if c.ID == ch1 {
+			c1 = c
+		}
+	}
+	if c1 == nil || c1.Room() < total {
+		t.Fatalf("channel %s (%+v) cannot hold B's %d sat beside what A paid: the test proves nothing", ch1, c1, total)
+	}
+	idB := submitDetached(t, buyer, image, flags, "echo", "b")
+	jb := waitJob(t, buyer, idB, 90*time.Second, "ends", ended)
+	if jb.State != contract.JobDone || len(jb.Attempts) != 1 {
+		t.Fatalf("job B: %s %q, attempts %+v; want done on its first attempt", jb.State, jb.Error, jb.Attempts)
+	}
+	ja = waitJob(t, buyer, idA, 90*time.Second, "ends", ended)
+	if ja.State != contract.JobDone || len(ja.Attempts) != 1 || ja.Attempts[0].ContractID != cidA {
+		t.Fatalf("job A across both restarts: %s %q, attempts %+v", ja.State, ja.Error, ja.Attempts)
+	}
+	cidB := jb.Attempts[0].ContractID
+	if chans, err = buyer.api().Channels(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chans {
+		if c.Contracts[cidB] > 0 && c.ID == ch1 {
+			t.Errorf("B paid on A's channel %s: it took room A still needed", ch1)
+		}
+		if c.Paid > c.Capacity-c.CloseFee {
+			t.Errorf("channel %s paid %d beyond its room %d", c.ID, c.Paid, c.Capacity-c.CloseFee)
+		}
+	}
+	if len(chans) != 2 {
+		t.Errorf("the buyer has %d channels; want 2 (B did not fit beside A)", len(chans))
+	}
+	waitFor(t, 60*time.Second, "both contracts settled at the seller and every reservation freed", func() bool {
+		cs, err := seller.api().Contracts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		settled := 0
+		for _, r := range cs.Contracts {
+			if r.State == contract.StateSettled {
+				settled++
+			}
+		}
+		rs, _ := seller.api().Reservations(ctx)
+		rb, _ := buyer.api().Reservations(ctx)
+		return settled == 2 && len(rs.Seller)+len(rs.Buyer)+len(rb.Seller)+len(rb.Buyer) == 0
+	})
+	t.Logf("A (%d sat worst case) resumed on %s across the buyer's and the seller's kill -9; B went to a new channel", total, ch1[:12])
 }

@@ -117,6 +117,24 @@ func TestFirstJobRealBlockTimes(t *testing.T) {
 			}
 		}
 		zeroConf(t, lb, "r4", seller)
+		// No block was mined: the buyer's funding is its own unconfirmed
+		// transaction, kept in its data dir. After a kill -9 its light
+		// client knows it again at start and broadcasts it again.
+		chans, err := lb.api().Channels(ctx)
+		if err != nil || len(chans) != 1 {
+			t.Fatalf("the light buyer's channels: %v %v", chans, err)
+		}
+		funding := chans[0].FundingTxid().String()
+		lb.kill()
+		lb.start()
+		waitFor(t, 60*time.Second, "the restarted light buyer to broadcast its funding again", func() bool {
+			loaded, again := false, false
+			for _, l := range strings.Split(lb.logs.String(), "\n") {
+				loaded = loaded || strings.Contains(l, "own unconfirmed transactions loaded")
+				again = again || strings.Contains(l, "own unconfirmed transaction broadcast again after a restart") && strings.Contains(l, funding)
+			}
+			return loaded && again
+		})
 		lb.stop()
 	})
 

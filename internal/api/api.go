@@ -491,6 +491,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	walletRoutes(mux, b, log)
 	configRoutes(mux, b, log)
 	escrowRoutes(mux, b, log)
+	reservationRoutes(mux, b, log)
 	return mux
 }
 

@@ -45,6 +45,11 @@ type channelView struct {
 	// (0 when that is dust: no close can be made).
 	CloseFee   int64 `json:"close_fee_sat"`
 	AfterClose int64 `json:"after_close_sat"`
+	// Reserved is what the running contracts reserved on the channel may
+	// still pay (their worst case less what they paid); Free what a new
+	// contract may still be promised. Only while the daemon runs.
+	Reserved int64 `json:"reserved_sat,omitempty"`
+	Free     int64 `json:"free_sat,omitempty"`
 }
 
 func newChannelsCmd(a *App) *cobra.Command {
@@ -62,11 +67,21 @@ func newChannelsCmd(a *App) *cobra.Command {
 				return err
 			}
 			sortChannels(list)
+			reserved := map[string]int64{}
+			if res, err := a.client().Reservations(cmd.Context()); err == nil {
+				for _, r := range append(res.Seller, res.Buyer...) {
+					reserved[r.Channel] += r.Outstanding
+				}
+			}
 			views := make([]channelView, 0, len(list))
 			for _, ch := range list {
-				views = append(views, channelView{ID: ch.ID, Peer: ch.Peer, Role: ch.Role.String(), State: ch.State.String(),
+				v := channelView{ID: ch.ID, Peer: ch.Peer, Role: ch.Role.String(), State: ch.State.String(),
 					Capacity: ch.Capacity, Paid: ch.Paid, Expiry: ch.Expiry, Updates: ch.Seq, Contracts: ch.Contracts, SpendTxid: ch.SpendTxid,
-					CloseFee: ch.CloseFee, AfterClose: ch.Payout()})
+					CloseFee: ch.CloseFee, AfterClose: ch.Payout()}
+				if ch.State == payment.StateOpen || ch.State == payment.StatePending {
+					v.Reserved, v.Free = reserved[ch.ID], max(ch.Room()-reserved[ch.ID], 0)
+				}
+				views = append(views, v)
 			}
 			if asJSON {
 				return writeJSON(a.Stdout, views)

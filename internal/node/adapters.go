@@ -167,6 +167,14 @@ var _ contract.FundingGate = (*channelReceiver)(nil)
 // Admit implements contract.FundingGate with the payment manager's
 // zero-confirmation book (payment/zeroconf.go).
 func (r *channelReceiver) Admit(ctx context.Context, buyer peer.ID, contractID string, open []byte, amount int64) (contract.Funding, error) {
+	if len(open) == 0 {
+		// An older buyer reusing an open channel it does not name
+		// (payment/reserverestore.go).
+		if _, err := r.m.ReserveUnnamed(buyer.String(), contractID, amount); err != nil {
+			return contract.Funding{}, err
+		}
+		return contract.Funding{Ready: true}, nil
+	}
 	o, err := payment.DecodeOpenRequest(open)
 	if err != nil {
 		return contract.Funding{}, err
@@ -202,7 +210,23 @@ func (r *channelReceiver) Release(contractID string) {
 	r.m.ReleaseCapacity(contractID)
 }
 
+var _ contract.CapacityRestorer = (*channelReceiver)(nil)
+
+// RestoreCapacity implements contract.CapacityRestorer.
+func (r *channelReceiver) RestoreCapacity(buyer peer.ID, contractID string, amount int64) {
+	r.m.RestoreCapacity(buyer.String(), contractID, amount)
+}
+
 func (r *channelReceiver) AcceptUpdate(ctx context.Context, buyer peer.ID, contractID string, msg []byte) (int64, error) {
+	// The channel a payment names holds the contract's reservation: an
+	// older buyer's contract was reserved on the channel it was guessed
+	// to pay on, and follows it here, or is refused if this one cannot
+	// carry it.
+	if u, err := payment.DecodeUpdate(msg); err == nil {
+		if err := r.m.FollowPayment(contractID, u.ChannelID.String()); err != nil {
+			return 0, err
+		}
+	}
 	u, err := r.m.AcceptUpdateInOrder(ctx, buyer.String(), contractID, msg)
 	if err != nil {
 		return 0, err
@@ -237,6 +261,13 @@ func (c channelPayer) PrepareContract(ctx context.Context, seller peer.ID, contr
 
 // Release implements contract.ContractPayer.
 func (c channelPayer) Release(_ peer.ID, contractID string) { c.p.Release(contractID) }
+
+var _ contract.CapacityRestorer = channelPayer{}
+
+// RestoreCapacity implements contract.CapacityRestorer.
+func (c channelPayer) RestoreCapacity(seller peer.ID, contractID string, amount int64) {
+	c.p.Restore(seller.String(), contractID, amount)
+}
 
 func (c channelPayer) Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error) {
 	u, err := c.p.Pay(ctx, seller.String(), contractID, total)

@@ -69,11 +69,12 @@ func (h *history) warn(err error) {
 	}
 }
 
-// paid records what the seller acknowledged for a contract (cumulative),
-// before the acknowledgement goes out.
+// paid records what the seller acknowledged for a contract (cumulative).
+// The record reaches the disk a moment later, off the acknowledgement's
+// way (store.HistoryStore.RecordPaymentLater): the channel update is
+// durable, and reconcile rebuilds the record from it after a crash.
 func (h *history) paid(contractID string, cumulative int64) {
-	_, err := h.st.RecordPayment(time.Now(), contractID, cumulative)
-	h.warn(err)
+	h.warn(h.st.RecordPaymentLater(time.Now(), contractID, cumulative))
 }
 
 // moved records a seller contract's move: a job that starts, and each
@@ -273,21 +274,15 @@ func (h *history) catchUp(now time.Time, chans []*payment.Channel, created func(
 	if err != nil {
 		return 0, err
 	}
-	var added int64
+	// A contract in two channels: the larger amount, as the payments
+	// recorded it (each update carries its channel's total).
+	held := map[string]int64{}
 	for _, c := range split.open {
 		for id, amount := range c.Contracts {
-			rec := split.history[id]
-			if rec != nil && rec.Cumulative >= amount || rec == nil && created(id).Before(oldest) {
-				continue
-			}
-			d, err := h.st.RecordPayment(now, id, amount)
-			if err != nil {
-				return added, err
-			}
-			added += d
+			held[id] = max(held[id], amount)
 		}
 	}
-	return added, nil
+	return h.st.CatchUp(now, held, func(id string) bool { return !created(id).Before(oldest) })
 }
 
 // sample takes what is spare, sold and reserved now (written once its

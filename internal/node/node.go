@@ -77,6 +77,7 @@ type Node struct {
 	escrow *escrowNode
 	seller *contract.Seller // nil when the node cannot sell
 	buyer  *contract.Buyer  // nil when the node cannot buy
+	payer  *payment.Payer   // the buyer's channels (nil when the node cannot buy)
 	// noSell and noBuy say why the node does not sell or buy.
 	noSell []string
 	noBuy  string

@@ -263,6 +263,7 @@ func (n *Node) buyerChannels() payment.PayerConfig { return n.cfg.Payment.Payer(
 // buyer engine (when it can pay).
 func (n *Node) startContracts(ctx context.Context) error {
 	st := store.NewContractStore(n.db)
+	n.rebuildPaid(st)
 	cc := n.cfg.Contract
 	if n.sandbox != nil && n.payments != nil {
 		sc := contract.SellerConfig{
@@ -319,9 +320,10 @@ func (n *Node) startContracts(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		n.payer = payment.NewPayer(n.payments, n.buyerChannels())
 		bc := contract.BuyerConfig{
 			Host: n.host, Key: n.key, Store: st,
-			Payer:      escrowPayer{channelPayer: channelPayer{p: payment.NewPayer(n.payments, n.buyerChannels())}, n: n},
+			Payer:      escrowPayer{channelPayer: channelPayer{p: n.payer}, n: n},
 			PaymentKey: key.PubKey().SerializeCompressed(),
 			Network:    payment.CanonicalNetwork(n.cfg.Payment.Network),
 			Blobs:      contract.DirBlobs(n.BlobDir()),

@@ -302,6 +302,8 @@ type HistoryStore struct {
 	// inflight counts RecordPayments under way: concurrent ones share a
 	// commit (DB.Batch), a lone one commits at once.
 	inflight atomic.Int32
+	// began: the history holds a record (RecordPaymentLater).
+	began atomic.Bool
 }
 
 // NewHistoryStore returns the history view of db.
@@ -345,33 +347,45 @@ func (h *HistoryStore) RecordPayment(at time.Time, id string, cumulative int64) 
 	// Idempotent, as Batch requires: the increase is computed again from
 	// what is stored on every run.
 	err := commit(func(tx *Tx) error {
-		delta = 0
-		c := getContract(tx, id)
-		if cumulative <= c.Cumulative {
-			return nil
-		}
-		delta = cumulative - c.Cumulative
-		c.Cumulative = cumulative
-		if at.After(c.Last) {
-			c.Last = at
-		}
-		start := BucketStart(at)
-		if n := len(c.Points); n > 0 && !c.Points[n-1].Start.Before(start) {
-			c.Points[n-1].Sat += delta
-		} else if n < maxContractPoints {
-			c.Points = append(c.Points, ContractPoint{Start: start, Sat: delta})
-		} else {
-			c.Points[n-1].Sat += delta
-		}
-		if err := tx.Put(historyContracts, id, EncodeContractHistory(c)); err != nil {
-			return err
-		}
-		return changeBucket(tx, at, func(b *HistoryBucket) { b.EarnedSat += delta })
+		delta = paymentIncrease(tx, id, cumulative)
+		return putPayment(tx, at, id, cumulative)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("record payment in history: %w", err)
 	}
 	return delta, nil
+}
+
+// paymentIncrease is the increase RecordPayment records: cumulative over
+// what is stored for id (0 when not more).
+func paymentIncrease(tx *Tx, id string, cumulative int64) int64 {
+	return max(cumulative-getContract(tx, id).Cumulative, 0)
+}
+
+// putPayment raises id's recorded cumulative payment to cumulative (at
+// at's bucket), in tx; nothing when it is not more than recorded.
+func putPayment(tx *Tx, at time.Time, id string, cumulative int64) error {
+	c := getContract(tx, id)
+	if cumulative <= c.Cumulative {
+		return nil
+	}
+	delta := cumulative - c.Cumulative
+	c.Cumulative = cumulative
+	if at.After(c.Last) {
+		c.Last = at
+	}
+	start := BucketStart(at)
+	if n := len(c.Points); n > 0 && !c.Points[n-1].Start.Before(start) {
+		c.Points[n-1].Sat += delta
+	} else if n < maxContractPoints {
+		c.Points = append(c.Points, ContractPoint{Start: start, Sat: delta})
+	} else {
+		c.Points[n-1].Sat += delta
+	}
+	if err := tx.Put(historyContracts, id, EncodeContractHistory(c)); err != nil {
+		return err
+	}
+	return changeBucket(tx, at, func(b *HistoryBucket) { b.EarnedSat += delta })
 }
 
 func getContract(tx *Tx, id string) *ContractHistory {
@@ -473,6 +487,7 @@ func addName(m *map[string]int64, name string, v int64) {
 // Buckets returns the buckets that start in [from, to), oldest first; a
 // bucket that does not decode is skipped.
 func (h *HistoryStore) Buckets(from, to time.Time) ([]HistoryBucket, error) {
+	h.flushLater()
 	var out []HistoryBucket
 	if n := to.Sub(from) / HistoryStep; n > 0 && n <= HistoryKeep/HistoryStep+1 {
 		out = make([]HistoryBucket, 0, n+1)
@@ -499,6 +514,7 @@ func (h *HistoryStore) Buckets(from, to time.Time) ([]HistoryBucket, error) {
 // Contracts returns the payment history of the given contracts (absent ones
 // are left out).
 func (h *HistoryStore) Contracts(ids []string) (map[string]*ContractHistory, error) {
+	h.flushLater()
 	out := map[string]*ContractHistory{}
 	err := h.db.View(func(tx *Tx) error {
 		for _, id := range ids {
@@ -577,6 +593,7 @@ func (h *HistoryStore) Import(buckets []HistoryBucket, contracts map[string]*Con
 
 // Oldest is the start of the oldest bucket kept (false: no history yet).
 func (h *HistoryStore) Oldest() (time.Time, bool, error) {
+	h.flushLater()
 	var (
 		at time.Time
 		ok bool

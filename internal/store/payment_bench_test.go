@@ -29,6 +29,11 @@ type boltPair struct {
 	buyer, seller *payment.Manager
 	ids, peers    []string
 	sellerDB      string // the seller's database path
+	// dbs are the buyer's and the seller's databases.
+	dbs [2]*store.DB
+	// node, when set, is what a node records beside each update
+	// (payment_node_bench_test.go).
+	node *nodeRecords
 }
 
 func newBoltPair(b testing.TB, n int, backup bool) *boltPair {
@@ -43,6 +48,7 @@ func newBoltPair(b testing.TB, n int, backup bool) *boltPair {
 func newBoltPairSeq(b testing.TB, n int, backup, sequential bool) *boltPair {
 	b.Helper()
 	var sellerDB string
+	var dbs [2]*store.DB
 	open := func(name string) payment.ChannelStore {
 		dir := b.TempDir()
 		if name == "seller" {
@@ -51,6 +57,11 @@ func newBoltPairSeq(b testing.TB, n int, backup, sequential bool) *boltPair {
 		db, err := store.Open(dir+"/"+name+".db", time.Second)
 		if err != nil {
 			b.Fatal(err)
+		}
+		if name == "seller" {
+			dbs[1] = db
+		} else {
+			dbs[0] = db
 		}
 		b.Cleanup(func() { db.Close() })
 		if !backup {
@@ -82,6 +93,7 @@ func newBoltPairSeq(b testing.TB, n int, backup, sequential bool) *boltPair {
 		sellerStore = struct{ payment.ChannelStore }{sellerStore}
 	}
 	p := &boltPair{buyer: mk(open("buyer"), 1, paytest.NewFunder(chain)), seller: mk(sellerStore, 2, nil), sellerDB: sellerDB}
+	p.dbs = dbs
 	ctx := context.Background()
 	terms, _ := p.seller.SellerTerms()
 	for i := 0; i < n; i++ {
@@ -109,6 +121,10 @@ func newBoltPairSeq(b testing.TB, n int, backup, sequential bool) *boltPair {
 // update is one payment on channel i: the buyer signs and persists, the
 // seller verifies with the script engine and persists.
 func (p *boltPair) update(b testing.TB, i int) {
+	if p.node != nil {
+		p.node.update(b, p, i)
+		return
+	}
 	ctx := context.Background()
 	u, err := p.buyer.Pay(ctx, p.ids[i], "c", 1)
 	if err != nil {
@@ -134,7 +150,7 @@ func BenchmarkPaymentUpdateBolt(b *testing.B) { benchmarkPaymentUpdateBolt(b, fa
 func BenchmarkPaymentUpdateBoltBackedUp(b *testing.B) { benchmarkPaymentUpdateBolt(b, true) }
 
 func benchmarkPaymentUpdateBolt(b *testing.B, backup bool) {
-	measureUpdates(b, newBoltPair(b, 1, backup), 1, backup)
+	measureUpdates(b, newBoltPair(b, 1, backup), 1, false)
 }
 
 // parallelChannels is how many buyers (one channel each) pay the seller at
@@ -155,7 +171,7 @@ func BenchmarkPaymentUpdateBoltParallelBackedUp(b *testing.B) {
 }
 
 func benchmarkPaymentUpdateBoltParallel(b *testing.B, backup bool) {
-	measureUpdates(b, newBoltPair(b, parallelChannels, backup), parallelChannels, backup)
+	measureUpdates(b, newBoltPair(b, parallelChannels, backup), parallelChannels, false)
 }
 
 // measureUpdates runs b.N updates over the pair's g channels, one goroutine
@@ -163,9 +179,10 @@ func benchmarkPaymentUpdateBoltParallel(b *testing.B, backup bool) {
 // chunks, each chunk of updates followed by as many raw rounds, so that
 // both see the same machine load (a shared machine's load changes by the
 // second). It reports updates/s, raw_signverify/s and their ratio, and
-// keeps a BENCHROW line for bench.sh's table (printed by TestMain) (goals of issue 14: >= 0.4
-// for one channel, >= 0.5 for 32 in parallel, with the node's backup).
-func measureUpdates(b *testing.B, p *boltPair, g int, backup bool) {
+// with row keeps a BENCHROW line for bench.sh's table (printed by TestMain) (goals of issue 14: >= 0.4
+// for one channel, >= 0.5 for 32 in parallel, as the node runs an update:
+// the BenchmarkPaymentUpdateNode benchmarks).
+func measureUpdates(b *testing.B, p *boltPair, g int, row bool) {
 	chunk := 16 * g
 	var upTime, rawTime time.Duration
 	var rawOps int
@@ -200,7 +217,7 @@ func measureUpdates(b *testing.B, p *boltPair, g int, backup bool) {
 	b.ReportMetric(ups, "updates/s")
 	b.ReportMetric(raw, "raw_signverify/s")
 	b.ReportMetric(ups/raw, "ratio")
-	if !backup || b.N < 100 {
+	if !row || b.N < 100 {
 		return
 	}
 	goal, what := 0.4, "1 channel"

@@ -22,6 +22,7 @@ import (
 	"github.com/btcsuite/btcd/txscript"
 
 	"github.com/blackbox-market/blackbox/internal/store"
+	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/blackbox-market/blackbox/pkg/payment/btcdtest"
 )
@@ -29,7 +30,70 @@ import (
 const (
 	helperEnv = "BLACKBOX_PAYMENT_SELLER_HELPER"
 	killAtEnv = "BLACKBOX_PAYMENT_KILL_AT"
+	// nodeEnv makes the helper record each payment as the node does
+	// beside the channel (sellerRecords), with Later commits held back
+	// for an hour, so that a kill always loses them.
+	nodeEnv = "BLACKBOX_PAYMENT_NODE_RECORDS"
 )
+
+// sellerRecords is what the node's seller records of a payment beside the
+// channel, on the same database: the earnings history (before the
+// acknowledgement) and the contract's Paid/Intervals (after it), both as
+// Later commits (history.paid, Machine.NotePaid).
+type sellerRecords struct {
+	hist *store.HistoryStore
+	m    *contract.Machine
+}
+
+func newSellerRecords(t testing.TB, db *store.DB) *sellerRecords {
+	t.Helper()
+	r := &sellerRecords{hist: store.NewHistoryStore(db), m: contract.NewMachine(store.NewContractStore(db), contract.Timeouts{}, nil, nil)}
+	if _, err := r.m.Get(contract.RoleSeller, "job"); err != nil {
+		if err := r.m.Create(&contract.Record{ID: "job", Role: contract.RoleSeller, State: contract.StateRunning}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// rebuilt checks, on the database of a seller killed after acknowledging
+// an update that paid contract "job" want sats in all, that the records of
+// it lag behind (lost with the kill), and that the node's start-up rebuild
+// (contract.RaisePaid, HistoryStore.CatchUp, as node rebuildPaid and
+// history.reconcile run them) brings both to want.
+func rebuilt(t *testing.T, db *store.DB, want int64) {
+	t.Helper()
+	r := newSellerRecords(t, db)
+	rec, err := r.m.Get(contract.RoleSeller, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := r.hist.Contracts([]string{"job"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Paid >= want || hs["job"] != nil && hs["job"].Cumulative >= want {
+		t.Fatalf("before the rebuild the contract says paid %d, the history %+v: the kill lost no record (want < %d)", rec.Paid, hs["job"], want)
+	}
+	var hadHist int64
+	if hs["job"] != nil {
+		hadHist = hs["job"].Cumulative
+	}
+	hadPaid := rec.Paid
+	held := map[string]int64{"job": want}
+	if _, err := contract.RaisePaid(store.NewContractStore(db), contract.RoleSeller, held); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.hist.CatchUp(time.Now(), held, func(string) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ = r.m.Get(contract.RoleSeller, "job")
+	hs, _ = r.hist.Contracts([]string{"job"})
+	if rec.Paid != want || hs["job"] == nil || hs["job"].Cumulative != want {
+		t.Fatalf("after the rebuild the contract says paid %d, the history %+v; want %d", rec.Paid, hs["job"], want)
+	}
+	t.Logf("the kill lost the last payments' records (the contract said paid %d, the history %d); rebuilt from the channel: %d", hadPaid, hadHist, want)
+}
 
 func payCfg(host, payout string) payment.Config {
 	cfg := payment.RegtestConfig()
@@ -83,6 +147,16 @@ func TestPaymentSellerHelper(t *testing.T) {
 	}
 	var killAt uint64
 	fmt.Sscan(os.Getenv(killAtEnv), &killAt)
+	var recs *sellerRecords
+	if os.Getenv(nodeEnv) != "" {
+		db.SetLaterDelay(time.Hour)
+		recs = newSellerRecords(t, db)
+		// The history has begun (a node's very first payment is
+		// recorded at once).
+		if _, err := recs.hist.RecordPayment(time.Now(), "before", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out := bufio.NewWriter(os.Stdout)
 	m, _ := manager(t, payCfg(f[1], f[2]), st, 2, nil, func(c *payment.Channel) {
 		if c.Seq == killAt {
@@ -95,12 +169,20 @@ func TestPaymentSellerHelper(t *testing.T) {
 	for sc.Scan() {
 		msg, _ := hex.DecodeString(sc.Text())
 		u, err := m.AcceptUpdate(context.Background(), "buyer", msg)
+		if err == nil && recs != nil {
+			err = recs.hist.RecordPaymentLater(time.Now(), u.ContractID, u.ContractAmount)
+		}
 		if err != nil {
 			fmt.Fprintf(out, "refused %v\n", err)
 		} else {
 			fmt.Fprintf(out, "ack %d\n", u.Seq)
 		}
 		out.Flush()
+		if err == nil && recs != nil {
+			if err := recs.m.NotePaid(contract.RoleSeller, u.ContractID, u.ContractAmount, u.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
 
@@ -110,10 +192,10 @@ type child struct {
 	out *bufio.Scanner
 }
 
-func startSeller(t *testing.T, args string, killAt int) *child {
+func startSeller(t *testing.T, args string, killAt int, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPaymentSellerHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+args, fmt.Sprintf("%s=%d", killAtEnv, killAt))
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+args, fmt.Sprintf("%s=%d", killAtEnv, killAt)), env...)
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -193,14 +275,17 @@ func openSellerChannel(t *testing.T) *sellerChannel {
 // an update is in flight, then right after it refused a forged update
 // (written while its signature was checked); after each restart nothing
 // is lost, nothing forged is taken, the buyer's resend is accepted, and
-// the recovered latest update closes on chain.
+// the recovered latest update closes on chain. The seller records each
+// payment as the node does (earnings history, contract Paid: Later
+// commits, held back so that every kill loses them); rebuilt from the
+// channel at the end, they match it.
 func TestPaymentKillBeforeAck(t *testing.T) {
 	o := openSellerChannel(t)
 	h, cfg, buyer, c, dbPath, addr, payScript := o.h, o.cfg, o.buyer, o.c, o.dbPath, o.addr, o.payScript
 	ctx := context.Background()
 
 	args := strings.Join([]string{dbPath, h.RPCHost, addr.EncodeAddress()}, " ")
-	p := startSeller(t, args, 5)
+	p := startSeller(t, args, 5, nodeEnv+"=1")
 	for i := 1; i <= 5; i++ {
 		u, err := buyer.Pay(ctx, c.ID, "job", 10_000)
 		if err != nil {
@@ -219,7 +304,7 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 
 	// Restart: the unacknowledged update survived; the buyer's resend of
 	// its latest update is acknowledged again, without double counting.
-	p = startSeller(t, args, 0)
+	p = startSeller(t, args, 0, nodeEnv+"=1")
 	u, _ := buyer.LatestUpdate(c.ID, "job")
 	if got := p.send(t, u); got != "ack 5" {
 		t.Fatalf("resend after restart: %q", got)
@@ -228,7 +313,7 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	u6, _ := buyer.Pay(ctx, c.ID, "job", 10_000)
 	fmt.Fprintln(p.in, hex.EncodeToString(u6.Encode()))
 	p.kill(t)
-	p = startSeller(t, args, 0)
+	p = startSeller(t, args, 0, nodeEnv+"=1")
 	if got := p.send(t, u6); got != "ack 6" {
 		t.Fatalf("resend of update 6 after kill: %q", got)
 	}
@@ -243,7 +328,7 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 		t.Fatalf("forged update 7: %q", got)
 	}
 	p.kill(t)
-	p = startSeller(t, args, 0)
+	p = startSeller(t, args, 0, nodeEnv+"=1")
 	if got := p.send(t, u6); got != "ack 6" {
 		t.Fatalf("resend of update 6 after the forged update and a kill: %q", got)
 	}
@@ -265,6 +350,7 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 	if sc.Seq != 7 || sc.Paid != 70_000 || sc.Contracts["job"] != 70_000 {
 		t.Fatalf("recovered seq %d paid %d contracts %v, want 7 70000", sc.Seq, sc.Paid, sc.Contracts)
 	}
+	rebuilt(t, db, sc.Contracts["job"])
 	tx, err := seller.Close(ctx, c.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -287,12 +373,14 @@ func TestPaymentKillBeforeAck(t *testing.T) {
 // after the last acknowledgement. Reopened, the database has the newest
 // update; and when the database is lost instead, a restore from the
 // backup followed by the open that replays the payment log has it too.
+// The history's and the contract's records of the payments, lost with the
+// kill (Later commits), are rebuilt from the channel to match it.
 func TestPaymentKillAfterManyAcks(t *testing.T) {
 	o := openSellerChannel(t)
 	ctx := context.Background()
 	backup := filepath.Join(filepath.Dir(o.dbPath), "channels.backup")
 	args := strings.Join([]string{o.dbPath, o.h.RPCHost, o.addr.EncodeAddress(), backup}, " ")
-	p := startSeller(t, args, 0)
+	p := startSeller(t, args, 0, nodeEnv+"=1")
 	const n = 1000 // ~1.5 KB a record: more than the log's 1 MiB
 	for i := 1; i <= n; i++ {
 		u, err := o.buyer.Pay(ctx, o.c.ID, "job", 1)
@@ -361,4 +449,7 @@ func TestPaymentKillAfterManyAcks(t *testing.T) {
 	}
 	defer db.Close()
 	check("reopened", store.NewPaymentStore(db))
+	// What the node records beside the channel was lost with the kill,
+	// and is rebuilt from the channel.
+	rebuilt(t, db, n)
 }

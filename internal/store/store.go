@@ -86,6 +86,8 @@ type DB struct {
 	// plHook runs before the payment log drops values it committed to
 	// bbolt (PaymentStore.OnCompact).
 	plHook atomic.Pointer[func() error]
+	// later holds the changes queued by Later (later.go).
+	later laterQueue
 }
 
 // Open opens the database at path, takes its file lock (waiting at most
@@ -311,9 +313,10 @@ func check(b *bolt.DB) (err error) {
 // Path is the database file's location.
 func (db *DB) Path() string { return db.path }
 
-// Close commits the payment log into the database, removes it, and
-// releases the file and its lock.
+// Close commits the pending Later changes and the payment log into the
+// database, removes the log, and releases the file and its lock.
 func (db *DB) Close() error {
+	lerr := db.FlushLater()
 	db.plMu.Lock()
 	l := db.pl
 	db.pl, db.shut = nil, true
@@ -322,7 +325,7 @@ func (db *DB) Close() error {
 	if l != nil {
 		err = l.close()
 	}
-	return errors.Join(err, db.bolt.Close())
+	return errors.Join(lerr, err, db.bolt.Close())
 }
 
 // paylog returns the payment log, creating it on first use.

@@ -515,16 +515,27 @@ func (b *Buyer) Jobs() ([]*JobStatus, error) {
 	return out, nil
 }
 
-func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) { b.change(j, fn, true) }
+func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) { b.change(j, fn, false) }
 
 // enter moves j to phase, for its watchers only: a phase alone is not
 // stored (a commit, two disk syncs, each), since a restart reads a job's
 // state and contract, never its phase; the job's next update stores it.
 func (b *Buyer) enter(j *JobStatus, phase string) {
-	b.change(j, func(j *JobStatus) { j.Phase = phase }, false)
+	b.changeOnly(j, func(j *JobStatus) { j.Phase = phase }, nil)
 }
 
-func (b *Buyer) change(j *JobStatus, fn func(*JobStatus), store bool) {
+// change applies fn to job j, saves it (with later, as a LaterStore's
+// later change: see updateLater) and tells the job's watchers.
+func (b *Buyer) change(j *JobStatus, fn func(*JobStatus), later bool) {
+	save := b.save
+	if later {
+		save = b.saveLater
+	}
+	b.changeOnly(j, fn, save)
+}
+
+// changeOnly is change saving with save (nil: not stored).
+func (b *Buyer) changeOnly(j *JobStatus, fn func(*JobStatus), save func(*JobStatus) error) {
 	b.mu.Lock()
 	from := j.Phase
 	fn(j)
@@ -535,8 +546,8 @@ func (b *Buyer) change(j *JobStatus, fn func(*JobStatus), store bool) {
 	cp := *j
 	cp.Attempts = append([]Attempt(nil), j.Attempts...)
 	b.mu.Unlock()
-	if store {
-		if err := b.save(&cp); err != nil {
+	if save != nil {
+		if err := save(&cp); err != nil {
 			b.log.Warn("save job", "job", j.ID, "err", err)
 		}
 	}
@@ -1012,6 +1023,70 @@ func (r *buyerRun) openStream(ctx context.Context, protos []protocol.ID) (networ
 	return st, nil
 }
 
+// renegotiate mends a job stream that was negotiated lazily on what the
+// peerstore said the seller speaks, when identify was stale (a seller
+// downgraded, or a push came late): the seller refused the protocol
+// before reading a frame. The refusal comes back as "not supported", or,
+// when the seller resets the stream as it reads the hello as a protocol
+// name, as a reset. The stream is opened again with its version settled
+// with the seller before the hello is sent again, and the versions it
+// refused are forgotten. A reset on a version the seller does speak was
+// the seller's own: the attempt fails as before. rb and err are what the
+// first stream's wait for the seller's ready returned.
+func (r *buyerRun) renegotiate(ctx context.Context, hello, open, rb []byte, err error) ([]byte, error) {
+	unsupported := msmux.ErrNotSupported[protocol.ID]{}
+	refused := errors.As(err, &unsupported)
+	if !refused && !errors.Is(err, network.ErrReset) {
+		return rb, err
+	}
+	first := r.st.Protocol()
+	r.st.Reset()
+	r.st.Scope().ReleaseMemory(jobMemory)
+	r.st = nil
+	st, serr := r.openSettled(ctx)
+	switch {
+	case serr != nil:
+		return nil, serr
+	case !refused && st.Protocol() == first:
+		return nil, err // the seller speaks it: the reset was its own
+	}
+	if err := r.c.send(jHello, hello); err != nil {
+		return nil, withFault(FaultUnreachable, fmt.Errorf("send contract: %w", err))
+	}
+	if err := r.c.send(jOpen, open); err != nil {
+		return nil, sellerGone(fmt.Errorf("send channel open: %w", err))
+	}
+	return r.awaitReady()
+}
+
+// openSettled opens the run's job stream with its version agreed with
+// the seller before anything is written, whatever the peerstore says;
+// the versions the seller refused on the way are forgotten.
+func (r *buyerRun) openSettled(ctx context.Context) (network.Stream, error) {
+	h := r.b.cfg.Host
+	deadline := time.Now().Add(r.b.cfg.Timeouts.withDefaults().Start)
+	st, err := h.Network().NewStream(ctx, r.seller)
+	if err != nil {
+		return nil, withFault(FaultUnreachable, fmt.Errorf("open job stream: %w", err))
+	}
+	_ = st.SetDeadline(deadline)
+	proto, err := msmux.SelectOneOf(buyerJobProtocols, st)
+	if err == nil {
+		err = st.SetProtocol(proto)
+	}
+	if err != nil {
+		st.Reset()
+		return nil, withFault(FaultUnreachable, fmt.Errorf("open job stream: seller %s: %w", r.seller, err))
+	}
+	_ = h.Peerstore().RemoveProtocols(r.seller, buyerJobProtocols[:slices.Index(buyerJobProtocols, proto)]...)
+	if err := setupStream(st, jobMemory, deadline); err != nil {
+		st.Reset()
+		return nil, buyerFault(err)
+	}
+	r.st, r.c = st, newConn(st)
+	return st, nil
+}
+
 // expect reads the seller's next frame, which must be typ: a refusal
 // comes back as a *JobError marked with its reason's fault, a broken
 // stream as the seller gone.
@@ -1065,27 +1140,8 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 		return outFailed, sellerGone(fmt.Errorf("send channel open: %w", err))
 	}
 	rb, err := r.awaitReady()
-	if unsupported := (msmux.ErrNotSupported[protocol.ID]{}); errors.As(err, &unsupported) {
-		// The stream was negotiated lazily on what the peerstore said the
-		// seller speaks, and identify was stale (a seller downgraded, or
-		// a late push): the seller refused the protocol before reading a
-		// frame. Forget it and ask once more with the versions left.
-		stale := st.Protocol()
-		_ = b.cfg.Host.Peerstore().RemoveProtocols(r.seller, stale)
-		st.Reset()
-		st.Scope().ReleaseMemory(jobMemory)
-		st = nil
-		if st, err = r.openStream(sctx, slices.DeleteFunc(slices.Clone(buyerJobProtocols), func(p protocol.ID) bool { return p == stale })); err != nil {
-			return outFailed, err
-		}
-		if err := r.c.send(jHello, hello); err != nil {
-			return outFailed, withFault(FaultUnreachable, fmt.Errorf("send contract: %w", err))
-		}
-		if err := r.c.send(jOpen, open); err != nil {
-			return outFailed, sellerGone(fmt.Errorf("send channel open: %w", err))
-		}
-		rb, err = r.awaitReady()
-	}
+	rb, err = r.renegotiate(sctx, hello, open, rb, err)
+	st = r.st // the stream renegotiate left, or none
 	if err != nil {
 		return outFailed, err
 	}
@@ -1190,8 +1246,11 @@ func (r *buyerRun) payTotal(ctx context.Context, total int64, n uint64, what str
 		return buyerFault(fmt.Errorf("pay %s: %w", what, err))
 	}
 	r.paid = total
-	r.b.update(r.j, func(j *JobStatus) { j.Paid = r.base + total })
-	if _, err := r.b.machine.Move(RoleBuyer, r.ct.ID, stateOf(r.b, r.ct.ID), "", func(rec *Record) { rec.Paid, rec.Intervals = total, n }); err != nil {
+	// The channel update is durable (Pay): the job's and the contract's
+	// record of it follow a moment later, off the way to the seller (the
+	// node's start raises them to the channel's totals after a crash).
+	r.b.updateLater(r.j, func(j *JobStatus) { j.Paid = r.base + total })
+	if err := r.b.machine.NotePaid(RoleBuyer, r.ct.ID, total, n); err != nil {
 		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
 	}
 	if err := r.c.send(jPay, u); err != nil {
@@ -1284,6 +1343,7 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 	}
 	if _, err := b.machine.Move(RoleBuyer, id, StateCompleted, rc.Reason, func(rec *Record) {
 		rec.Receipt, rec.Ended = env, b.clock.Now()
+		rec.Paid = max(rec.Paid, r.paid) // NotePaid's may not be on disk yet
 	}); err != nil {
 		return outFailed, buyerFault(err)
 	}

@@ -416,6 +416,11 @@ func (b *Buyer) resumeJobs(ctx context.Context, jobs []*JobStatus) {
 		go b.touchLoop(ctx)
 	}
 	for _, j := range jobs {
+		// Its worst case is reserved on its channel again before Start
+		// returns, so no new contract takes the room it still needs.
+		if rec, err := b.machine.Get(RoleBuyer, j.ContractID); err == nil {
+			restoreCapacity(b.cfg.Payer, rec)
+		}
 		j.phaseAt = b.clock.Now()
 		b.track(ctx, j, func(jctx context.Context) { b.resumeJob(jctx, j) })
 	}
@@ -508,6 +513,10 @@ func (b *Buyer) resumeAttempt(ctx context.Context, j *JobStatus) (outcome, error
 	} else {
 		run.dropResume()
 		out = outFailed
+	}
+	if cp, ok := b.cfg.Payer.(ContractPayer); ok && out != outDetached {
+		// What the contract did not spend is free for the next.
+		cp.Release(run.seller, id)
 	}
 	out, fault, state := b.endRun(ctx, run, id, out, err)
 	b.update(j, func(j *JobStatus) {

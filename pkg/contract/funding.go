@@ -233,13 +233,25 @@ func hasFunding(proto protocol.ID) bool { return proto == JobProtocol }
 func (j *sellerJob) awaitFunding(ctx context.Context, open []byte) error {
 	s := j.s
 	g, ok := s.cfg.Payments.(FundingGate)
-	if !ok || len(open) == 0 || j.ct.Proposal.Request.Escrow != "" {
-		// AcceptOpen waited for the confirmations, or the buyer holds
-		// the channel open, or the contract is paid from an escrow
-		// (AcceptEscrow waited for its confirmations).
+	if !ok || j.ct.Proposal.Request.Escrow != "" {
+		// AcceptOpen waited for the confirmations, or the contract is
+		// paid from an escrow (AcceptEscrow waited for its
+		// confirmations).
 		return nil
 	}
 	j.release = func() { g.Release(j.id) }
+	if len(open) == 0 {
+		// A buyer from before 1.4's reservations reuses a channel it
+		// holds open without naming it: the gate reserves the
+		// contract's worst case on the channel it will pay on, or
+		// refuses it now, before the image comes, when none of the
+		// buyer's open channels can carry it (its first payment names
+		// the channel for certain).
+		if _, err := g.Admit(ctx, j.buyer, j.id, nil, j.ct.Proposal.Total()); err != nil {
+			return refuse(RefuseChannel, fmt.Errorf("channel: %w", err))
+		}
+		return nil
+	}
 	tell := hasFunding(j.c.s.Protocol())
 	amount := j.ct.Proposal.Total()
 	var (

@@ -336,8 +336,9 @@ loop:
 					continue
 				}
 				catchUp()
-				k := l.k
-				_, _ = s.machine.Move(RoleSeller, l.id, StateRunning, "", func(r *Record) { r.Paid, r.Intervals = l.paid, k })
+				if err := s.machine.NotePaid(RoleSeller, l.id, l.paid, l.k); err != nil {
+					s.log.Warn("record payment", "contract", l.id, "err", err)
+				}
 			case jCancel:
 				why = "cancelled"
 				stopJob(errors.New("cancelled by the buyer"))

@@ -46,6 +46,11 @@ func (s *Seller) resumeJobs(ctx context.Context, keep map[string]bool) {
 			delete(keep, id)
 			continue
 		}
+		// Its worst case is reserved on its channel again before any new
+		// contract is taken (Start sets the stream handlers after this).
+		if rec, err := s.machine.Get(RoleSeller, id); err == nil {
+			restoreCapacity(s.cfg.Payments, rec)
+		}
 		s.mu.Lock()
 		s.live[id] = l
 		s.mu.Unlock()
@@ -56,6 +61,9 @@ func (s *Seller) resumeJobs(ctx context.Context, keep map[string]bool) {
 			err := l.run(s.ctx, l.image)
 			if errors.Is(err, errJobDetached) {
 				return
+			}
+			if g, ok := s.cfg.Payments.(FundingGate); ok {
+				g.Release(id) // what it did not spend is free again
 			}
 			if l.inputDir != "" {
 				os.RemoveAll(l.inputDir)

@@ -151,6 +151,7 @@ func (b *Buyer) restoreServices(ctx context.Context, jobs []*JobStatus) {
 		for _, r := range recs {
 			if r.State == StateRunning && strings.HasPrefix(r.Job, j.ID+"-") {
 				mine = append(mine, r)
+				restoreCapacity(b.cfg.Payer, r) // as resumeJobs
 			}
 		}
 		b.log.Info("service runs again after a restart", "service", j.ID, "contracts", len(mine))

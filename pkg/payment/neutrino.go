@@ -90,8 +90,18 @@ type NeutrinoChain struct {
 	mu sync.Mutex
 	// sent are the transactions this node broadcast: the light client's
 	// only view of unconfirmed transactions. A confirmed one stays (a
-	// reorg may return it to the mempool); the map lives with the process.
-	sent map[chainhash.Hash]*wire.MsgTx
+	// reorg may return it to the mempool) until it is buried; the map is
+	// kept in sentPath (neutrinosent.go), with the tip each was first
+	// sent at (sentAt).
+	sent     map[chainhash.Hash]*wire.MsgTx
+	sentAt   map[chainhash.Hash]int32
+	sentPath string
+	// saveMu orders the file's writes; quit stops keepSent, which closes
+	// keepDone.
+	saveMu    sync.Mutex
+	quit      chan struct{}
+	keepDone  chan struct{}
+	closeOnce sync.Once
 	// scans remember filter scans by script and start height.
 	scans map[string]*scan
 	// feeTip is the tip blockFeeRate last computed feeRate (feeOK) at.
@@ -166,8 +176,11 @@ func StartNeutrino(cfg Config, dir string, log *slog.Logger) (*NeutrinoChain, er
 		return nil, fmt.Errorf("start neutrino: %w", err)
 	}
 	n := &NeutrinoChain{cs: cs, db: db, params: params, cfg: cfg, log: log,
-		sent: map[chainhash.Hash]*wire.MsgTx{}, scans: map[string]*scan{}}
+		sent: map[chainhash.Hash]*wire.MsgTx{}, sentAt: map[chainhash.Hash]int32{}, scans: map[string]*scan{},
+		quit: make(chan struct{}), keepDone: make(chan struct{})}
 	n.fees = newFeeSource(cfg, n.blockFeeRate)
+	n.loadSent(dir)
+	go n.keepSent(len(n.sent) > 0)
 	return n, nil
 }
 
@@ -176,8 +189,12 @@ func (n *NeutrinoChain) ChainService() *neutrino.ChainService { return n.cs }
 
 // Close stops the light client and closes its database.
 func (n *NeutrinoChain) Close() {
-	_ = n.cs.Stop()
-	_ = n.db.Close()
+	n.closeOnce.Do(func() {
+		close(n.quit)
+		<-n.keepDone
+		_ = n.cs.Stop()
+		_ = n.db.Close()
+	})
 }
 
 // stableFor is how long the light client's tip must stay put, with a
@@ -227,9 +244,7 @@ func (n *NeutrinoChain) Broadcast(ctx context.Context, tx *wire.MsgTx) error {
 	if err != nil && !pushtx.IsBroadcastError(err, pushtx.Mempool, pushtx.Confirmed) {
 		return fmt.Errorf("broadcast %s: %w", txid, err)
 	}
-	n.mu.Lock()
-	n.sent[txid] = tx.Copy()
-	n.mu.Unlock()
+	n.addSent(tx)
 	return nil
 }
 
@@ -537,9 +552,7 @@ func (n *NeutrinoChain) remember(tx *wire.MsgTx) {
 	if n == nil {
 		return
 	}
-	n.mu.Lock()
-	n.sent[tx.TxHash()] = tx.Copy()
-	n.mu.Unlock()
+	n.addSent(tx)
 }
 
 // fundingScript is the script of a channel's funding output (nil when the

@@ -87,15 +87,10 @@ var _ quickBroadcaster = (*NeutrinoChain)(nil)
 // forgets it.
 func (n *NeutrinoChain) BroadcastWithin(ctx context.Context, tx *wire.MsgTx, wait time.Duration) error {
 	txid := tx.TxHash()
-	n.mu.Lock()
-	_, had := n.sent[txid]
-	n.sent[txid] = tx.Copy()
-	n.mu.Unlock()
+	had := !n.addSent(tx)
 	forget := func() {
 		if !had {
-			n.mu.Lock()
-			delete(n.sent, txid)
-			n.mu.Unlock()
+			n.dropSent(txid)
 		}
 	}
 	done := make(chan error, 1)
