@@ -26,8 +26,8 @@ import (
 func BenchmarkConcurrentJobs(b *testing.B) {
 	const jobs = 20
 	m := newMarket(b)
-	seller := m.daemon([]string{"BLACKBOX_METER_MAX_CPU=2"})
-	buyer := m.daemon([]string{"BLACKBOX_METER_MAX_CPU=0"}, "--bootstrap", seller.bootAddr())
+	seller := m.daemon([]string{"BLACKBOX_METER_MAX_CPU=2"}, "--metrics-addr", "127.0.0.1:0")
+	buyer := m.daemon([]string{"BLACKBOX_METER_MAX_CPU=0"}, "--metrics-addr", "127.0.0.1:0", "--bootstrap", seller.bootAddr())
 	m.fund(buyer.proc, 2_000_000)
 	m.waitMarket(buyer, 1)
 	work := b.TempDir()
@@ -80,12 +80,28 @@ func BenchmarkConcurrentJobs(b *testing.B) {
 	all(1, direct)
 	all(1, market)
 
+	// Where the market jobs' time went: each phase's sum over the jobs
+	// (the buyer's and the seller's blackbox_job_phase_duration_seconds),
+	// per job. Concurrent jobs overlap, so these add up to more than the
+	// wall time; a phase that grows with the load shows where jobs wait.
+	sellerMetrics, buyerMetrics := metricsAddr(b, m.bin, seller.proc), metricsAddr(b, m.bin, buyer.proc)
+	bb, sb := phaseSums(b, buyerMetrics, "buyer"), phaseSums(b, sellerMetrics, "seller")
 	var directT, marketT time.Duration
 	for b.Loop() {
 		directT += all(jobs, direct)
 		marketT += all(jobs, market)
 	}
 	n := float64(b.N * jobs)
+	ba, sa := phaseSums(b, buyerMetrics, "buyer"), phaseSums(b, sellerMetrics, "seller")
+	line := "per market job, summed over the concurrent jobs (ms): buyer"
+	for _, p := range phases {
+		line += fmt.Sprintf(" %s %.0f", p, float64(ba[p]-bb[p])/n/1e6)
+	}
+	line += "; seller"
+	for _, p := range sellerPhases {
+		line += fmt.Sprintf(" %s %.0f", p, float64(sa[p]-sb[p])/n/1e6)
+	}
+	b.Log(line)
 	directRate, marketRate := n/directT.Seconds(), n/marketT.Seconds()
 	ratio := marketRate / directRate
 	b.ReportMetric(directRate, "direct-jobs/s")

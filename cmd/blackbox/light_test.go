@@ -4,9 +4,12 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/btcsuite/btcd/chaincfg/chainhash"
 
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/contract"
@@ -187,4 +190,66 @@ func TestLightChainSourceRestart(t *testing.T) {
 		c := buyer.channelWith(sellerID)
 		return c != nil && c.State == payment.StateClosed
 	})
+}
+
+// TestLightBuyerLearnsSellersClose: a seller closes its channel with a
+// light buyer, and the close waits in the mempool (the miners take nothing
+// below 1,000 sat/vB now). The light buyer sees the close only once a
+// block holds it, so its next job names that channel; the seller refuses
+// it with the closing transaction, and the buyer checks it, counts the
+// channel closing and runs the job with the same seller on a new channel
+// (before, the job failed as the buyer's own fault).
+func TestLightBuyerLearnsSellersClose(t *testing.T) {
+	t.Parallel()
+	m := newMarketMining(t, 0)
+	miner := startFeeMiner(m)
+	work := t.TempDir()
+	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_BUMP_AFTER=1000"))
+	buyer := m.lightDaemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 2_000_000)
+	m.waitMarket(buyer, 1)
+	image := busybox(t, work)
+	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "60000"}
+	j := submit(t, buyer, image, filepath.Join(work, "res1"), flags, "sh", "-c", "echo one")
+	if j.State != contract.JobDone || j.Paid <= 0 {
+		t.Fatalf("first job: state %s paid %d error %q", j.State, j.Paid, j.Error)
+	}
+	var ch *payment.Channel
+	waitFor(t, 60*time.Second, "the channel to be open on both sides", func() bool {
+		ch = seller.channelWith(buyer.peerID())
+		b := buyer.channelWith(seller.peerID())
+		return ch != nil && ch.State == payment.StateOpen && ch.Paid == j.Paid && b != nil && b.State == payment.StateOpen
+	})
+
+	miner.floor.Store(1000)
+	out, err := seller.cli("channel", "close", ch.ID)
+	if err != nil {
+		t.Fatalf("channel close: %v: %s", err, out)
+	}
+	f := strings.Fields(out)
+	closeID := f[len(f)-1]
+
+	j = submit(t, buyer, image, filepath.Join(work, "res2"), flags, "sh", "-c", "echo two")
+	if j.State != contract.JobDone {
+		t.Fatalf("second job: state %s error %q attempts %+v\n%s", j.State, j.Error, j.Attempts, buyer.logs.String())
+	}
+	if len(j.Attempts) != 2 || j.Attempts[0].Seller != j.Attempts[1].Seller || !strings.Contains(j.Attempts[0].Why, "closing") {
+		t.Fatalf("second job's attempts: %+v, want a refusal for the closing channel, then the same seller", j.Attempts)
+	}
+	var old *payment.Channel
+	for _, c := range buyer.channelsWith(seller.peerID()) {
+		if c.ID == ch.ID {
+			old = c
+		}
+	}
+	if old == nil || old.State != payment.StateClosing || old.SpendTxid != closeID {
+		t.Fatalf("the buyer's record of the closed channel: %+v, want closing by %s", old, closeID)
+	}
+	h, _ := chainhash.NewHashFromStr(closeID)
+	if res, err := m.btcd.Client().GetRawTransactionVerbose(h); err != nil || res.Confirmations != 0 {
+		t.Fatalf("the close %s should still be unmined: %v %+v", closeID, err, res)
+	}
+	if !strings.Contains(buyer.logs.String(), "seller had closed the channel") {
+		t.Fatalf("the buyer did not log the close it learned")
+	}
 }

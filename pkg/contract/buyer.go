@@ -517,9 +517,25 @@ func (b *Buyer) Jobs() ([]*JobStatus, error) {
 
 func (b *Buyer) update(j *JobStatus, fn func(*JobStatus)) { b.change(j, fn, false) }
 
+// enter moves j to phase, for its watchers only: a phase alone is not
+// stored (a commit, two disk syncs, each), since a restart reads a job's
+// state and contract, never its phase; the job's next update stores it.
+func (b *Buyer) enter(j *JobStatus, phase string) {
+	b.changeOnly(j, func(j *JobStatus) { j.Phase = phase }, nil)
+}
+
 // change applies fn to job j, saves it (with later, as a LaterStore's
 // later change: see updateLater) and tells the job's watchers.
 func (b *Buyer) change(j *JobStatus, fn func(*JobStatus), later bool) {
+	save := b.save
+	if later {
+		save = b.saveLater
+	}
+	b.changeOnly(j, fn, save)
+}
+
+// changeOnly is change saving with save (nil: not stored).
+func (b *Buyer) changeOnly(j *JobStatus, fn func(*JobStatus), save func(*JobStatus) error) {
 	b.mu.Lock()
 	from := j.Phase
 	fn(j)
@@ -530,12 +546,10 @@ func (b *Buyer) change(j *JobStatus, fn func(*JobStatus), later bool) {
 	cp := *j
 	cp.Attempts = append([]Attempt(nil), j.Attempts...)
 	b.mu.Unlock()
-	save := b.save
-	if later {
-		save = b.saveLater
-	}
-	if err := save(&cp); err != nil {
-		b.log.Warn("save job", "job", j.ID, "err", err)
+	if save != nil {
+		if err := save(&cp); err != nil {
+			b.log.Warn("save job", "job", j.ID, "err", err)
+		}
 	}
 	b.mu.Lock()
 	if !cp.shadow {
@@ -700,7 +714,7 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 			lastErr = fmt.Errorf("deadline %s passed: %w", req.Deadline.Format(time.RFC3339), errOrNone(lastErr))
 			break
 		}
-		b.update(j, func(j *JobStatus) { j.Phase = "discover" })
+		b.enter(j, "discover")
 		fctx, fcancel := ctx, context.CancelFunc(func() {})
 		if j.findWithin > 0 {
 			fctx, fcancel = context.WithTimeout(ctx, j.findWithin)
@@ -845,7 +859,7 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	p := &Proposal{Version: Version, Buyer: b.id, Seller: c.Seller, OfferSeq: c.Offer.Seq, Request: req,
 		Interval: c.Terms.Interval, Price: c.Terms.Price, StartFee: c.Terms.StartFee,
 		PaymentKey: b.payKey.get(b.cfg.PaymentKey), Nonce: newNonce(), Issued: now, Expiry: now.Add(time.Minute), Network: b.cfg.Network}
-	b.update(j, func(j *JobStatus) { j.Phase = "negotiate" })
+	b.enter(j, "negotiate")
 	d, ct, err := b.negotiate(ctx, j, p, true)
 	if err != nil || d == nil {
 		if ctx.Err() != nil {
@@ -1098,7 +1112,7 @@ func (r *buyerRun) expect(typ byte, what string) ([]byte, error) {
 
 func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	b, p, id := r.b, r.ct.Proposal, r.ct.ID
-	b.update(r.j, func(j *JobStatus) { j.Phase = "fund" })
+	b.enter(r.j, "fund")
 	sctx := ctx
 	if r.limited {
 		sctx = network.WithAllowLimitedConn(ctx, "blackbox job: the relay's limits fit the contract")
@@ -1153,7 +1167,7 @@ func (r *buyerRun) do(ctx context.Context) (outcome, error) {
 	if _, err := b.machine.Move(RoleBuyer, id, StateFunded, "channel ready", nil); err != nil {
 		return outFailed, buyerFault(err)
 	}
-	b.update(r.j, func(j *JobStatus) { j.Phase = "transfer" })
+	b.enter(r.j, "transfer")
 	if err := r.sendBlobs(ready.HaveImage); err != nil {
 		return outFailed, err
 	}

@@ -305,7 +305,7 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 					return outFailed, err
 				}
 			case jReceipt:
-				b.update(r.j, func(j *JobStatus) { j.Phase = PhaseResults })
+				b.enter(r.j, PhaseResults)
 				return r.finish(dir, f.b, files, cancelled)
 			case frameError:
 				je := UnmarshalJobError(f.b)

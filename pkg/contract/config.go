@@ -64,6 +64,11 @@ type Config struct {
 	UnreachableFor time.Duration `mapstructure:"unreachable_for"`
 	// Service is how services run (serviceconfig.go).
 	Service ServiceConfig `mapstructure:"service"`
+	// QueueWait is how long a seller whose capacity is all held keeps a
+	// proposal waiting for a running contract to end, when one is
+	// expected to within it, before refusing it for capacity (queue.go);
+	// 0 refuses at once.
+	QueueWait time.Duration `mapstructure:"queue_wait"`
 }
 
 // DefaultConfig is what the engines run with when the file says nothing.
@@ -83,6 +88,7 @@ func DefaultConfig() Config {
 		DirectWait:     DefaultDirectWait,
 		UnreachableFor: DefaultUnreachableFor,
 		Service:        DefaultServiceConfig(),
+		QueueWait:      DefaultQueueWait,
 	}
 }
 
@@ -106,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if c.DirectWait > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("contract.direct_wait: at most 10m (the seller releases an unfunded contract after fund_timeout), got %s", c.DirectWait))
+	}
+	if c.QueueWait < 0 || c.QueueWait > maxQueueWait {
+		errs = append(errs, fmt.Errorf("contract.queue_wait: must be in 0..%s (a buyer waits %s for an answer; 0: refuse at once), got %s", maxQueueWait, negotiateTimeout, c.QueueWait))
 	}
 	if c.MaxAttempts < 0 {
 		errs = append(errs, errors.New("contract.max_attempts: must not be negative"))
@@ -136,7 +145,7 @@ func (c Config) timeouts() Timeouts {
 // ApplySeller copies the seller's settings into sc.
 func (c Config) ApplySeller(sc *SellerConfig) {
 	sc.FundTimeout, sc.PayGrace, sc.AllowPull, sc.RestartGrace = c.FundTimeout, c.PayGrace, c.AllowPull, c.RestartGrace
-	sc.FundingWait = c.FundingWait
+	sc.FundingWait, sc.QueueWait = c.FundingWait, c.QueueWait
 	sc.MaxImageBytes, sc.MaxInputBytes, sc.MaxOutputBytes = size(c.MaxImage), size(c.MaxInputs), size(c.MaxOutput)
 	sc.Timeouts = c.timeouts()
 	sc.Service = c.Service

@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -16,6 +17,19 @@ import (
 // legacy decodes the fields of b named by old's keys, where records
 // stored before held them, into old's values.
 func legacy(b []byte, old map[string]any) error {
+	// Records written since hold none of the old keys: skip parsing b
+	// once more (a record's decode ran this for each nested type, a few
+	// times the decode itself, on every state move and job status).
+	found := false
+	for k := range old {
+		if bytes.Contains(b, []byte(`"`+k+`"`)) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return nil
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return err

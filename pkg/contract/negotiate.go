@@ -406,22 +406,35 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 		return nil, fmt.Errorf("payment terms: %w", err)
 	}
 	id := p.ID()
-	accept := &Decision{Verdict: Accept, ProposalID: id, Buyer: from, PaymentTerms: payTerms, FundBy: now.Add(s.cfg.FundTimeout),
-		OpenHints: readsOpenHints(s.cfg.Payments, p)}
-	aenv, err := s.sign(accept)
-	if err != nil {
-		return nil, err
+	// A proposal refused for capacity may wait for a running contract to
+	// end (queue.go), then try again.
+	queueUntil := now.Add(s.cfg.QueueWait)
+	if p.Expiry.Before(queueUntil) {
+		queueUntil = p.Expiry
 	}
-	c := &Contract{ID: id, Proposal: p, Acceptance: accept, ProposalEnv: env, AcceptanceEnv: aenv}
-	rec := &Record{ID: id, Role: RoleSeller, Peer: from, State: StateAccepted, Contract: c.Marshal(), Proposal: p, EgressPrice: o.Prices.EgressGiB}
-	capacity := s.cfg.Capacity()
-	err = s.cfg.Store.Update(func(kv KV) error {
-		res := Reservation{ID: id, Resources: req.Resources, Until: accept.FundBy}
-		if err := admit(kv, res, capacity, p.Expiry, now); err != nil {
-			return err
+	var aenv []byte
+	for {
+		accept := &Decision{Verdict: Accept, ProposalID: id, Buyer: from, PaymentTerms: payTerms, FundBy: now.Add(s.cfg.FundTimeout),
+			OpenHints: readsOpenHints(s.cfg.Payments, p)}
+		aenv, err = s.sign(accept)
+		if err != nil {
+			return nil, err
 		}
-		return s.machine.create(kv, rec)
-	})
+		c := &Contract{ID: id, Proposal: p, Acceptance: accept, ProposalEnv: env, AcceptanceEnv: aenv}
+		rec := &Record{ID: id, Role: RoleSeller, Peer: from, State: StateAccepted, Contract: c.Marshal(), Proposal: p, EgressPrice: o.Prices.EgressGiB}
+		capacity := s.cfg.Capacity()
+		err = s.cfg.Store.Update(func(kv KV) error {
+			res := Reservation{ID: id, Resources: req.Resources, Until: accept.FundBy}
+			if err := admit(kv, res, capacity, p.Expiry, now); err != nil {
+				return err
+			}
+			return s.machine.create(kv, rec)
+		})
+		if !errors.Is(err, ErrCapacity) || !s.awaitCapacity(ctx, queueUntil) {
+			break
+		}
+		now = s.clock.Now()
+	}
 	switch {
 	case errors.Is(err, ErrReplayed):
 		return reject(ReasonReplayed, "proposal already seen")
@@ -431,6 +444,7 @@ func (s *Seller) Decide(ctx context.Context, from peer.ID, env []byte) ([]byte, 
 	case err != nil:
 		return nil, fmt.Errorf("admit contract %s: %w", id, err)
 	}
+	s.holds.admitted()
 	s.refusals.forget(from.String())
 	s.log.Info("contract accepted", "contract", id, "peer", from, "cpu_millis", req.Resources.CPUMillis,
 		"memory", req.Resources.MemoryBytes, "duration", req.Duration, "total_sats", terms.Total)

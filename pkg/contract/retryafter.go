@@ -26,6 +26,13 @@ type holdStats struct {
 	mu      sync.Mutex
 	mean    time.Duration
 	running int
+	// freed is closed when a contract gives its capacity back (queue.go);
+	// nil until someone waits on it.
+	freed chan struct{}
+	// queued is how many proposals wait for capacity now; holding how
+	// many contracts this process admitted still hold a reservation
+	// (accepted, funded or running).
+	queued, holding int
 }
 
 // begin counts a contract holding capacity from now; end(now) stops it.

@@ -104,6 +104,11 @@ type SellerConfig struct {
 	// Service is the restart policy and health check pace of the
 	// service contracts it runs (zero fields: the defaults).
 	Service ServiceConfig
+	// QueueWait is how long a proposal refused for capacity may wait for
+	// a running contract to end before it is refused (queue.go); 0 (the
+	// zero value) refuses at once. The node's default is
+	// DefaultQueueWait.
+	QueueWait time.Duration
 	// Size limits of what a buyer may ship and get back. Defaults 2 GiB,
 	// 256 MiB, 256 MiB.
 	MaxImageBytes, MaxInputBytes, MaxOutputBytes int64
@@ -359,6 +364,11 @@ func (s *Seller) metricsReject(r Reason) {
 
 // onMove stops a job whose contract left running (a timeout).
 func (s *Seller) onMove(r *Record, from State) {
+	if from.Holds() && !r.State.Holds() {
+		// Its reservation went: a proposal waiting for capacity may
+		// take it (queue.go).
+		s.holds.released()
+	}
 	if from == StateRunning && r.State != StateRunning {
 		s.mu.Lock()
 		c := s.running[r.ID]
