@@ -204,7 +204,7 @@ func TestLightBuyerLearnsSellersClose(t *testing.T) {
 	m := newMarketMining(t, 0)
 	miner := startFeeMiner(m)
 	work := t.TempDir()
-	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_BUMP_AFTER=1000"))
+	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_BUMP_AFTER=6"))
 	buyer := m.lightDaemon(buyerEnv, "--bootstrap", seller.bootAddr())
 	m.fund(buyer.proc, 2_000_000)
 	m.waitMarket(buyer, 1)
