@@ -18,10 +18,16 @@ build:
 
 # release: the binary to ship, build/release/blackbox. no_dynamic_plugins
 # leaves out the containerd client's plugin loader (package plugin's import
-# makes the linker keep and export every symbol), -trimpath the build's
-# paths, -s -w the symbol table and DWARF: about half the size of `build`'s,
-# same start-up time (`make bench` compares both).
-RELEASE_TAGS := no_dynamic_plugins
+# makes the linker keep and export every symbol); grpcnotrace leaves out
+# grpc's request tracing (off unless grpc.EnableTracing is set, which
+# nothing here does): its golang.org/x/net/trace registers /debug pages
+# rendered with html/template, whose reflect MethodByName turns off the
+# linker's removal of unused methods in the whole program (7 MB; with
+# protobuf >= 1.36.12, which dropped a MethodByName("Methods") that did the
+# same under Go 1.26; TestReleaseKeepsDeadCodeElimination guards it);
+# -trimpath the build's paths, -s -w the symbol table and DWARF: under half
+# the size of `build`'s, same start-up time (`make bench` compares both).
+RELEASE_TAGS := no_dynamic_plugins,grpcnotrace
 release:
 	@mkdir -p $(BUILD)/release
 	$(GO) build -tags $(RELEASE_TAGS) -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BUILD)/release/blackbox ./cmd/blackbox

@@ -117,6 +117,8 @@ stdout carries only the result record.
 			if err != nil {
 				return err
 			}
+			// One job: a shared shim would only outlive it.
+			cfg.SharedShim = false
 			ctx := cmd.Context()
 			sb, err := sandbox.New(ctx, cfg, a.cliLogger())
 			if err != nil {

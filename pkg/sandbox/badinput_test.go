@@ -188,7 +188,7 @@ func TestRunRefusesBadLimits(t *testing.T) {
 				t.Errorf("job dirs left: %v", jobs)
 			}
 			ctx := namespaces.WithNamespace(context.Background(), testNS)
-			if list, _ := sb.Client().Containers(ctx); len(list) != 0 {
+			if list, _ := sb.Client().Containers(ctx, notAnchor); len(list) != 0 {
 				t.Errorf("%d containers left", len(list))
 			}
 		})

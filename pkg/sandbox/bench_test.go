@@ -19,11 +19,12 @@ var trivialLimits = sandbox.Limits{CPUMillis: 1000, MemoryBytes: 64 << 20, WallC
 
 func runTrivial(b *testing.B, sb *sandbox.Sandbox, img string) { runTrivialUnder(b, sb, img, "") }
 
-func runTrivialUnder(b *testing.B, sb *sandbox.Sandbox, img, rt string) {
+func runTrivialUnder(b *testing.B, sb *sandbox.Sandbox, img, rt string) *sandbox.Result {
 	res, err := sb.Run(context.Background(), sandbox.Job{Image: img, Args: []string{"true"}, Runtime: rt, Limits: trivialLimits})
 	if err != nil || res.ExitCode != 0 {
 		b.Fatalf("job: %+v %v", res, err)
 	}
+	return res
 }
 
 func runCtr(b *testing.B, img string, i int) {
@@ -142,9 +143,11 @@ func BenchmarkTrivialJobNoUserNS(b *testing.B) {
 var runtimeRuns, runtimeOnes []runtimeRun
 
 type runtimeRun struct {
-	ctr    time.Duration            // `ctr run --rm` with runc, per job
-	per    map[string]time.Duration // pkg/sandbox per runtime, per job
-	failed map[string]error         // runtimes the probe found unusable
+	ctr    time.Duration                         // `ctr run --rm` with runc, per job
+	per    map[string]time.Duration              // pkg/sandbox per runtime, per job
+	failed map[string]error                      // runtimes the probe found unusable
+	phases map[string]map[string][]time.Duration // runtime → phase → each job's
+	order  []string                              // the phases' names in order
 }
 
 // BenchmarkRuntimes runs a trivial job (`true`) through pkg/sandbox under
@@ -169,6 +172,8 @@ func BenchmarkRuntimes(b *testing.B) {
 	}
 	runCtr(b, img, -1)
 	per := map[string]time.Duration{}
+	phases := map[string]map[string][]time.Duration{}
+	var order []string
 	var tctr time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -177,12 +182,21 @@ func BenchmarkRuntimes(b *testing.B) {
 		tctr += time.Since(t0)
 		for _, rt := range rts {
 			t0 := time.Now()
-			runTrivialUnder(b, sb, img, rt)
+			res := runTrivialUnder(b, sb, img, rt)
 			per[rt] += time.Since(t0)
+			if phases[rt] == nil {
+				phases[rt] = map[string][]time.Duration{}
+			}
+			for _, p := range res.Phases() {
+				if !slices.Contains(order, p.Name) {
+					order = append(order, p.Name)
+				}
+				phases[rt][p.Name] = append(phases[rt][p.Name], p.Took)
+			}
 		}
 	}
 	b.StopTimer()
-	run := runtimeRun{ctr: tctr / time.Duration(b.N), per: map[string]time.Duration{}, failed: failed}
+	run := runtimeRun{ctr: tctr / time.Duration(b.N), per: map[string]time.Duration{}, failed: failed, phases: phases, order: order}
 	b.ReportMetric(float64(run.ctr.Microseconds())/1e3, "ctr-runc-ms/job")
 	for _, rt := range rts {
 		run.per[rt] = per[rt] / time.Duration(b.N)
@@ -223,6 +237,25 @@ func printRuntimeRuns() {
 		}
 		fmt.Println()
 	}
+	// Where a job's time goes: each phase's median over the last run's
+	// jobs (sandbox.Result.Phases).
+	last := runtimeRuns[len(runtimeRuns)-1]
+	fmt.Printf("\nphases of the last run, median per job (ms):\n%-10s", "phase")
+	for _, rt := range sandbox.Runtimes {
+		if last.phases[rt] != nil {
+			fmt.Printf("  %8s", rt)
+		}
+	}
+	fmt.Println()
+	for _, name := range last.order {
+		fmt.Printf("%-10s", name)
+		for _, rt := range sandbox.Runtimes {
+			if last.phases[rt] != nil {
+				fmt.Printf("  %8.1f", float64(medianDuration(last.phases[rt][name]).Microseconds())/1e3)
+			}
+		}
+		fmt.Println()
+	}
 	for _, rt := range sandbox.Runtimes {
 		if err := runtimeRuns[0].failed[rt]; err != nil {
 			fmt.Printf("%s: unavailable: %s\n", rt, strings.ReplaceAll(err.Error(), "\n", " "))
@@ -253,4 +286,13 @@ func printRuntimeRuns() {
 		}
 		fmt.Printf("BENCHROW %s (median of %d) = %.1f ms|%.1f ms|%.2f|<= %g|%s\n", g.figure, len(runtimeRuns), t, ctr, ratio, g.goal, met)
 	}
+}
+
+func medianDuration(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return d[len(d)/2]
 }

@@ -54,6 +54,11 @@ type Config struct {
 	DefaultPids int64 `mapstructure:"default_pids"`
 	// DefaultDiskBytes is the scratch size of a job whose Limits.DiskBytes is zero.
 	DefaultDiskBytes int64 `mapstructure:"default_disk_bytes"`
+	// SharedShim runs the jobs through one long-lived containerd shim
+	// instead of starting a shim for every job (shimgroup.go): a job
+	// starts faster, and is contained the same. On by default; not a key
+	// of the file (tests and tools that count containers turn it off).
+	SharedShim bool `mapstructure:"-"`
 	// LogBinary, when set, is this program's absolute path: jobs' streams
 	// then go to files through a logger the containerd shim runs (this
 	// program, see IsLogger), not through the daemon's pipes, so that a job
@@ -84,6 +89,7 @@ func DefaultConfig() Config {
 		OutputCap:        16 << 20,
 		DefaultPids:      512,
 		DefaultDiskBytes: 256 << 20,
+		SharedShim:       true,
 	}
 }
 

@@ -55,7 +55,7 @@ func crashHelper() {
 	cctx := namespaces.WithNamespace(ctx, cfg.Namespace)
 	for {
 		time.Sleep(50 * time.Millisecond)
-		list, _ := sb.Client().Containers(cctx)
+		list, _ := sb.Client().Containers(cctx, notAnchor)
 		for _, c := range list {
 			if task, err := c.Task(cctx, nil); err == nil {
 				if st, err := task.Status(cctx); err == nil && st.Status == containerd.Running {
@@ -191,7 +191,7 @@ func cleanNamespace(_ *containerd.Client, ns string) {
 	}
 	defer c.Close()
 	ctx := namespaces.WithNamespace(context.Background(), ns)
-	list, _ := c.Containers(ctx)
+	list, _ := c.Containers(ctx, notAnchor)
 	for _, ctr := range list {
 		if task, err := ctr.Task(ctx, nil); err == nil {
 			task.Delete(ctx, containerd.WithProcessKill)

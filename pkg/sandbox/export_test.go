@@ -12,3 +12,11 @@ func CrashAfterTaskDeleted(crash func(jobID, jobDir string) bool) (restore func(
 
 // EndFile is the name of a job's end record in its job directory.
 const EndFile = endFile
+
+// CachedSeccompPrograms is how many compiled seccomp programs the crun
+// cache holds.
+func (s *Sandbox) CachedSeccompPrograms() int {
+	s.bpf.mu.Lock()
+	defer s.bpf.mu.Unlock()
+	return len(s.bpf.m)
+}

@@ -187,7 +187,7 @@ func TestInputRefused(t *testing.T) {
 			if jobs, _ := os.ReadDir(filepath.Join(sharedDir, "jobs")); len(jobs) != 0 {
 				t.Errorf("job dirs left: %v", jobs)
 			}
-			if list, _ := sb.Client().Containers(ctx); len(list) != 0 {
+			if list, _ := sb.Client().Containers(ctx, notAnchor); len(list) != 0 {
 				t.Errorf("%d containers left", len(list))
 			}
 			if b, _ := os.ReadFile(secret); string(b) != "host secret" {

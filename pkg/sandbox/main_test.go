@@ -151,6 +151,10 @@ func testConfig(stateDir string) sandbox.Config {
 	cfg.Address = daemonAddr
 	cfg.Namespace = testNS
 	cfg.StateDir = stateDir
+	// Tests that count what is in the namespace run without the shared
+	// shim's anchor; the package's shared Sandbox (newSandbox: the
+	// containment tests and the benchmarks) runs with it, as a node does.
+	cfg.SharedShim = false
 	return cfg
 }
 
@@ -172,7 +176,9 @@ func newSandbox(t testing.TB) (*sandbox.Sandbox, string) {
 		if sharedErr != nil {
 			return
 		}
-		shared, sharedErr = sandbox.New(context.Background(), testConfig(sharedDir), testLogger(t))
+		cfg := testConfig(sharedDir)
+		cfg.SharedShim = true
+		shared, sharedErr = sandbox.New(context.Background(), cfg, testLogger(t))
 		if sharedErr != nil {
 			return
 		}

@@ -118,7 +118,8 @@ type Result struct {
 	// Runtime is the OCI runtime the job ran under.
 	Runtime string `json:"runtime"`
 
-	remapped bool // the job ran with the user namespace remap
+	remapped bool   // the job ran with the user namespace remap
+	trace    *spans // where the job's time went (Phases)
 }
 
 type resultJSON Result
@@ -170,6 +171,7 @@ func (s *Sandbox) Run(ctx context.Context, job Job) (*Result, error) {
 }
 
 func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
+	sp := newSpans()
 	lim := job.Limits
 	if lim.Pids == 0 {
 		lim.Pids = s.cfg.DefaultPids
@@ -236,9 +238,6 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 	ctx = s.ctx(ctx)
 	// Cleanup must finish even when the caller's context is cancelled.
 	bg := context.WithoutCancel(ctx)
-	t0 := time.Now()
-	var phases []any // durations of the steps, logged at debug level
-	phase := func(name string) { phases = append(phases, name, time.Since(t0)) }
 	img, err := s.cachedImage(ctx, job.Image)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -247,6 +246,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		return nil, fmt.Errorf("run: image %s: %w", job.Image, err)
 	}
 	s.touchImage(ctx, job.Image)
+	sp.mark("setup")
 
 	id := "bb-" + s.owner + "-" + newID()
 	log := s.log.With("container", id)
@@ -280,15 +280,22 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 			}
 			return nil, fmt.Errorf("run: %w", err)
 		}
-		phase("input")
 		log.Debug("input copied", "files", st.Files, "dirs", st.Dirs, "bytes", st.Bytes)
 	}
+
+	sp.mark("scratch")
 
 	labels := map[string]string{labelOwnerLock: s.lockPath, labelJobDir: jobDir, labelWallClock: lim.WallClock.String(), labelRuntime: rt}
 	if job.ID != "" {
 		labels[labelJob] = job.ID
 	}
 	specOpts := s.specOpts(img, job, lim, jobDir, remap)
+	bpfKey := "" // set: keep the seccomp program crun compiles for this job
+	if rt == "crun" {
+		if p, err := lookPath("crun"); err == nil {
+			specOpts = append(specOpts, s.bpf.withCrunBPF(p, &bpfKey))
+		}
+	}
 	snapOpt := containerd.WithNewSnapshot(id, img, snapshots.WithLabels(map[string]string{labelOwnerLock: s.lockPath}))
 	if remap {
 		snapOpt = withRemappedSnapshotLabelled(id, img, s.cfg.UserNSBase, map[string]string{labelOwnerLock: s.lockPath})
@@ -299,16 +306,19 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("run: lease: %w", err)
 	}
+	sp.mark("lease")
 	container, err := s.client.NewContainer(lctx, id,
 		containerd.WithContainerLabels(labels),
 		containerd.WithImageName(job.Image),
 		containerd.WithSnapshotter(s.cfg.Snapshotter),
 		snapOpt,
+		sp.opt("snapshot"),
 		containerd.WithRuntime(shimRuntime, shimOpts),
 		containerd.WithNewSpec(specOpts...),
+		sp.opt("spec"),
 	)
 	doneLease(bg)
-	phase("created")
+	sp.mark("container")
 	if err != nil {
 		// NewContainer may have prepared the snapshot before failing.
 		s.removeSnapshot(bg, id)
@@ -350,18 +360,24 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		}
 	}
 	cleanups = append(cleanups, deleteTask)
+	if bpfKey != "" {
+		if err := s.bpf.keep(s.cfg.Namespace, id, bpfKey); err != nil {
+			log.Debug("keep crun's seccomp program", "err", err)
+		}
+	}
+	sp.mark("task")
 	// Wait before Start, on a context the job's timeout does not cancel.
 	statusC, err := task.Wait(bg)
 	if err != nil {
 		return nil, fmt.Errorf("run: wait task: %w", err)
 	}
-	phase("task")
 	start := time.Now()
 	if err := task.Start(ctx); err != nil {
 		res.Reason, res.Error = ReasonError, cleanTaskError(err)
 		log.Info("job failed to start", "err", err)
 		return res, fmt.Errorf("run: start task: %w", err)
 	}
+	sp.mark("start")
 	log.Debug("job started", "image", job.Image, "args", job.Args)
 	if job.OnStart != nil {
 		job.OnStart(int(task.Pid()))
@@ -372,7 +388,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		defer tl.halt()
 	}
 	f := &follower{s: s, log: log, jobID: job.ID, task: task, statusC: statusC, res: res, start: start, deadline: start.Add(lim.WallClock),
-		jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, deleteTask: deleteTask, phase: phase}
+		jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, deleteTask: deleteTask, phase: sp.mark}
 	res, detached, err := f.follow(ctx, bg)
 	if detached {
 		cleanups = nil // the job goes on; the next process re-attaches
@@ -383,8 +399,9 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		return nil, err
 	}
 	cleanup()
-	phase("cleaned")
-	log.Debug("job timings", phases...)
+	sp.mark("cleanup")
+	res.trace = sp
+	log.Debug("job timings", sp.logArgs()...)
 	log.Info("job finished", "reason", res.Reason, "exit", res.ExitCode, "cpu", res.CPUTime,
 		"peak_memory", res.PeakMemory, "oom_kills", res.OOMKills, "wall", res.Wall)
 	return res, nil
@@ -446,7 +463,7 @@ func (f *follower) follow(ctx, bg context.Context) (res *Result, detached bool, 
 	}
 	res.ExitCode = int(code)
 
-	f.phase("exited")
+	f.phase("run")
 	if err := f.s.readMetrics(bg, task, res); err != nil {
 		log.Warn("read job metrics", "err", err)
 	}
@@ -456,6 +473,7 @@ func (f *follower) follow(ctx, bg context.Context) (res *Result, detached bool, 
 			res.Reason = ReasonOOM
 		}
 	}
+	f.phase("metrics")
 	if f.logDir == "" {
 		// Let the streams drain before the task is deleted: Delete
 		// cancels the stream copies that have not opened their FIFOs
@@ -478,9 +496,11 @@ func (f *follower) follow(ctx, bg context.Context) (res *Result, detached bool, 
 			log.Warn("record the job's end", "err", err)
 		}
 	}
+	f.phase("streams")
 	// Deleting the task closes the logger's streams; it writes the
 	// totals and ends (the shim waits for it).
 	f.deleteTask()
+	f.phase("delete")
 	if h := taskDeletedHook; h != nil && f.logDir != "" && h(f.jobID, f.jobDir) {
 		f.tails.halt()
 		return nil, true, nil
@@ -505,12 +525,12 @@ func (f *follower) finish() (*Result, error) {
 		}
 	}
 
-	f.phase("task-deleted")
 	out, err := tarDir(filepath.Join(f.jobDir, "fs", "out"), f.output)
 	if err != nil {
 		return nil, fmt.Errorf("run: collect /out: %w", err)
 	}
 	res.Output = out
+	f.phase("out")
 	return res, nil
 }
 
@@ -554,6 +574,9 @@ func (s *Sandbox) specOpts(img containerd.Image, job Job, lim Limits, jobDir str
 	if remap {
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: s.cfg.UserNSBase, Size: 65536}}
 		opts = append(opts, oci.WithUserNamespace(m, m))
+	}
+	if g := s.groupOpt(); g != nil {
+		opts = append(opts, g)
 	}
 	return opts
 }

@@ -77,18 +77,35 @@ func hybridControllers() string {
 
 // crunScript is the wrapper the shim runs as crun on a hybrid host with
 // controllers on cgroup v2: crun create (the one call that enters cgroups)
-// runs in a private mount namespace without the v2 mount, where crun sees a
-// cgroup v1 (legacy) host and uses the v1 hierarchies as runc does. Jobs
-// set no limit of the v2-only controllers (hugetlb), so nothing is lost.
-// The other calls (start, state, kill, delete) read the cgroup paths crun
-// recorded and run as they are: a mount namespace costs tens of
-// milliseconds here (its teardown waits for RCU). An argument "create"
-// that is not the command only costs that time.
+// runs in a private mount namespace where an empty tmpfs covers the v2
+// mount, so that crun sees a cgroup v1 (legacy) host and uses the v1
+// hierarchies as runc does. Jobs set no limit of the v2-only controllers
+// (hugetlb), so nothing is lost. What crun writes for the "unified"
+// hierarchy lands in that tmpfs and goes with the namespace (unmounting
+// the v2 mount instead left it in /sys/fs/cgroup's own tmpfs, under the
+// mount, for good). The other calls (start, state, kill, delete) read the
+// cgroup paths crun recorded and run as they are. The containerd shim
+// deletes a container twice: its own delete, then containerd's clean-up
+// after the task's connection closes runs "delete --force" again; the
+// second finds no state and is answered here, as crun would (success),
+// without starting crun. An argument "create" or "delete" that is not the
+// command only costs that time.
 func crunScript(crunPath string) string {
+	crun := shellQuote(crunPath)
 	return "#!/bin/sh\n# written by blackbox: crun create without the cgroup v2 mount of this hybrid host\n" +
-		"for a; do\n\tif [ \"$a\" = create ]; then\n" +
-		"\t\texec unshare --mount --propagation private /bin/sh -c 'umount " + unifiedRoot + " && exec \"$0\" \"$@\"' " +
-		shellQuote(crunPath) + " \"$@\"\n\tfi\ndone\nexec " + shellQuote(crunPath) + ` "$@"` + "\n"
+		"root=/run/crun cmd= force= prev=\n" +
+		"for a; do\n" +
+		"\tcase \"$a\" in\n" +
+		"\tcreate) exec unshare --mount --propagation private /bin/sh -c 'mount -t tmpfs -o size=64k,mode=0755,nosuid,nodev,noexec blackbox-no-cgroup2 " + unifiedRoot + " && exec \"$0\" \"$@\"' " + crun + " \"$@\" ;;\n" +
+		"\t--force|-f) force=1 ;;\n" +
+		"\t--root=*) root=${a#--root=} ;;\n" +
+		"\tdelete) [ \"$prev\" = --root ] || cmd=delete ;;\n" +
+		"\tesac\n" +
+		"\t[ \"$prev\" = --root ] && root=$a\n" +
+		"\tprev=$a\n" +
+		"done\n" +
+		"if [ \"$cmd\" = delete ] && [ -n \"$force\" ] && [ -n \"$prev\" ] && [ ! -e \"$root/$prev\" ]; then exit 0; fi\n" +
+		"exec " + crun + ` "$@"` + "\n"
 }
 
 // runscScript is the wrapper the shim runs as runsc: runsc with runscFlags

@@ -111,6 +111,14 @@ type Sandbox struct {
 	// (reattach.go); adopted maps their container IDs to job dirs.
 	keep    func(jobID string) bool
 	adopted map[string]string
+
+	// The shared shim (shimgroup.go): anchorUp says jobs may join the
+	// group; closing stops keepAnchor, which closes anchorDone.
+	anchorUp   atomic.Bool
+	closing    chan struct{}
+	anchorDone chan struct{}
+
+	bpf bpfCache // crun's compiled seccomp programs (seccompbpf.go)
 }
 
 // New connects to containerd, takes an owner lock under cfg.StateDir and
@@ -140,6 +148,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Sa
 		touched:  map[string]time.Time{},
 		imgCache: map[string]containerd.Image{},
 		adopted:  map[string]string{},
+		closing:  make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(s)
@@ -213,6 +222,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Sa
 	if err := s.Reconcile(ctx); err != nil {
 		s.log.Warn("reconcile at start failed; continuing", "err", err)
 	}
+	if cfg.SharedShim {
+		s.anchorDone = make(chan struct{})
+		go s.keepAnchor()
+	}
 	s.log.Debug("sandbox ready", "address", cfg.Address, "namespace", cfg.Namespace,
 		"runtime", cfg.Runtime, "userns", s.userns, "owner", s.owner)
 	return s, nil
@@ -242,6 +255,10 @@ func (s *Sandbox) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		s.running.Wait()
+		close(s.closing)
+		if s.anchorDone != nil {
+			<-s.anchorDone
+		}
 		if s.client != nil {
 			err = s.client.Close()
 		}
