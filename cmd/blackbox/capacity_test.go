@@ -8,9 +8,48 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 )
+
+// reserveFlags submit a job whose worst case is the seller's 20,000 sat
+// start fee (reservingMarket).
+var reserveFlags = []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "100000"}
+
+// reservingMarket starts a seller of 2 CPUs and a 20,000 sat start fee and
+// a funded buyer whose channels hold twice that worst case, each with
+// extra added to its environment, once the buyer sees the seller's offer.
+// It returns them and a busybox image.
+func reservingMarket(t *testing.T, extra []string) (seller, buyer *daemon, image string) {
+	t.Helper()
+	m := newMarket(t)
+	seller = m.daemon(sellerEnv(append([]string{"BLACKBOX_METER_MAX_CPU=2", "BLACKBOX_METER_PRICING_START_FEE=20000"}, extra...)...))
+	buyer = m.daemon(append(append(slices.Clone(buyerEnv), extra...),
+		"BLACKBOX_PAYMENT_CHANNEL_MIN_CAPACITY=10000", // channels of twice the contract
+		"BLACKBOX_PAYMENT_CHANNEL_REFILL_AT=1",        // no background open: the count of channels is exact
+	), "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	m.waitMarket(buyer, 1)
+	return seller, buyer, busybox(t, t.TempDir())
+}
+
+// contractsOf returns d's contracts (GET /v1/contracts) and those of them
+// not settled.
+func contractsOf(t *testing.T, d *daemon) (api.Contracts, []*contract.Record) {
+	t.Helper()
+	cs, err := d.api().Contracts(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unsettled []*contract.Record
+	for _, r := range cs.Contracts {
+		if r.State != contract.StateSettled {
+			unsettled = append(unsettled, r)
+		}
+	}
+	return cs, unsettled
+}
 
 // TestConcurrentContractsReserveCapacity: two jobs submitted at once to one
 // seller, each of whose worst case (a 20,000 sat start fee) fits the room
@@ -22,19 +61,10 @@ import (
 // room, and the seller settled both (no payment refused).
 func TestConcurrentContractsReserveCapacity(t *testing.T) {
 	t.Parallel()
-	m := newMarket(t)
-	seller := m.daemon(sellerEnv("BLACKBOX_METER_MAX_CPU=2", "BLACKBOX_METER_PRICING_START_FEE=20000"))
-	buyer := m.daemon(append(slices.Clone(buyerEnv),
-		"BLACKBOX_PAYMENT_CHANNEL_MIN_CAPACITY=10000", // channels of twice the contract
-		"BLACKBOX_PAYMENT_CHANNEL_REFILL_AT=1",        // no background open: the count below is exact
-	), "--bootstrap", seller.bootAddr())
-	m.fund(buyer.proc, 1_000_000)
-	m.waitMarket(buyer, 1)
-	image := busybox(t, t.TempDir())
-	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "100000"}
+	seller, buyer, image := reservingMarket(t, nil)
 	ids := []string{
-		submitDetached(t, buyer, image, flags, "echo", "one"),
-		submitDetached(t, buyer, image, flags, "echo", "two"),
+		submitDetached(t, buyer, image, reserveFlags, "echo", "one"),
+		submitDetached(t, buyer, image, reserveFlags, "echo", "two"),
 	}
 	for _, id := range ids {
 		j := waitJob(t, buyer, id, 120*time.Second, "ends", ended)
@@ -56,14 +86,9 @@ func TestConcurrentContractsReserveCapacity(t *testing.T) {
 				c.ID, c.Capacity, c.CloseFee, c.Paid, len(c.Contracts))
 		}
 	}
-	cs, err := seller.api().Contracts(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range cs.Contracts {
-		if r.State != contract.StateSettled {
-			t.Errorf("seller's contract %s is %s (%s)", r.ID[:12], r.State, r.Why)
-		}
+	cs, unsettled := contractsOf(t, seller)
+	for _, r := range unsettled {
+		t.Errorf("seller's contract %s is %s (%s)", r.ID[:12], r.State, r.Why)
 	}
 	if len(cs.Contracts) != 2 {
 		t.Errorf("the seller holds %d contracts; want 2", len(cs.Contracts))
@@ -85,19 +110,9 @@ func TestConcurrentContractsReserveCapacity(t *testing.T) {
 // too).
 func TestReservationsSurviveRestarts(t *testing.T) {
 	t.Parallel()
-	m := newMarket(t)
-	seller := m.daemon(sellerEnv("BLACKBOX_METER_MAX_CPU=2", "BLACKBOX_METER_PRICING_START_FEE=20000", "BLACKBOX_CONTRACT_RESTART_GRACE=60s"))
-	buyer := m.daemon(append(slices.Clone(buyerEnv),
-		"BLACKBOX_CONTRACT_RESTART_GRACE=60s",
-		"BLACKBOX_PAYMENT_CHANNEL_MIN_CAPACITY=10000", // channels of twice the contract
-		"BLACKBOX_PAYMENT_CHANNEL_REFILL_AT=1",        // no background open: the count below is exact
-	), "--bootstrap", seller.bootAddr())
-	m.fund(buyer.proc, 1_000_000)
-	m.waitMarket(buyer, 1)
-	image := busybox(t, t.TempDir())
+	seller, buyer, image := reservingMarket(t, []string{"BLACKBOX_CONTRACT_RESTART_GRACE=60s"})
 	ctx := context.Background()
-	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "100000"}
-	idA, ja := runningJob(t, buyer, image, flags, "sh", "-c", "sleep 25; echo a")
+	idA, ja := runningJob(t, buyer, image, reserveFlags, "sh", "-c", "sleep 25; echo a")
 	cidA := ja.ContractID
 	// reserved returns d's reservation of contract cid (as seller or
 	// buyer) once it has one.
@@ -150,7 +165,7 @@ func TestReservationsSurviveRestarts(t *testing.T) {
 	if c1 == nil || c1.Room() < total {
 		t.Fatalf("channel %s (%+v) cannot hold B's %d sat beside what A paid: the test proves nothing", ch1, c1, total)
 	}
-	idB := submitDetached(t, buyer, image, flags, "echo", "b")
+	idB := submitDetached(t, buyer, image, reserveFlags, "echo", "b")
 	jb := waitJob(t, buyer, idB, 90*time.Second, "ends", ended)
 	if jb.State != contract.JobDone || len(jb.Attempts) != 1 {
 		t.Fatalf("job B: %s %q, attempts %+v; want done on its first attempt", jb.State, jb.Error, jb.Attempts)
@@ -175,16 +190,8 @@ func TestReservationsSurviveRestarts(t *testing.T) {
 		t.Errorf("the buyer has %d channels; want 2 (B did not fit beside A)", len(chans))
 	}
 	waitFor(t, 60*time.Second, "both contracts settled at the seller and every reservation freed", func() bool {
-		cs, err := seller.api().Contracts(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		settled := 0
-		for _, r := range cs.Contracts {
-			if r.State == contract.StateSettled {
-				settled++
-			}
-		}
+		cs, unsettled := contractsOf(t, seller)
+		settled := len(cs.Contracts) - len(unsettled)
 		rs, _ := seller.api().Reservations(ctx)
 		rb, _ := buyer.api().Reservations(ctx)
 		return settled == 2 && len(rs.Seller)+len(rs.Buyer)+len(rb.Seller)+len(rb.Buyer) == 0

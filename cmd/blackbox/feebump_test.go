@@ -72,36 +72,11 @@ func startFeeMiner(m *market) *feeMiner {
 func TestCloseFeeBumped(t *testing.T) {
 	t.Parallel()
 	const floor = 5
-	m := newMarketMining(t, 0)
-	miner := startFeeMiner(m)
-
-	work := t.TempDir()
 	// A start fee large enough that the payout output can pay a child.
-	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_BUMP_AFTER=1", "BLACKBOX_METER_PRICING_START_FEE=20000"))
-	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
-	m.fund(buyer.proc, 1_000_000)
-	m.waitMarket(buyer, 1)
-	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "60000"}
-	j := submit(t, buyer, busybox(t, work), filepath.Join(work, "res"), flags, "sh", "-c", "echo paid")
-	if j.State != contract.JobDone || j.Paid <= 0 {
-		t.Fatalf("job %s: state %s paid %d error %q", j.ID, j.State, j.Paid, j.Error)
-	}
-	var ch *payment.Channel
-	waitFor(t, 30*time.Second, "the seller's channel to hold the payment", func() bool {
-		ch = seller.channelWith(buyer.peerID())
-		return ch != nil && ch.State == payment.StateOpen && ch.Paid == j.Paid
-	})
+	m, miner, seller, buyer, ch := paidChannel(t, 0, "BLACKBOX_PAYMENT_BUMP_AFTER=1", "BLACKBOX_METER_PRICING_START_FEE=20000")
 
 	miner.floor.Store(floor)
-	out, err := seller.cli("channel", "close", ch.ID)
-	if err != nil {
-		t.Fatalf("channel close: %v: %s\n%s", err, out, seller.logs.String())
-	}
-	f := strings.Fields(out)
-	closeID, err := chainhash.NewHashFromStr(f[len(f)-1])
-	if err != nil {
-		t.Fatalf("channel close printed %q: %v", out, err)
-	}
+	closeID := closeChannel(t, seller, ch)
 	raw, err := m.btcd.Client().GetRawTransaction(closeID)
 	if err != nil {
 		t.Fatalf("close %s not in the mempool: %v", closeID, err)
@@ -111,11 +86,7 @@ func TestCloseFeeBumped(t *testing.T) {
 	if closeRate >= floor {
 		t.Fatalf("the close pays %.1f sat/vB: the test needs it below the miners' %d", closeRate, floor)
 	}
-	waitFor(t, 120*time.Second, "the close to be bumped and confirm", func() bool {
-		c := seller.channelWith(buyer.peerID())
-		return c != nil && c.State == payment.StateClosed
-	})
-	c := seller.channelWith(buyer.peerID())
+	c := waitClosed(t, seller, buyer)
 	if c.Bump == nil || c.Bump.Count < 1 || len(c.Bump.ChildTx) == 0 || c.Bump.Stuck != "" {
 		t.Fatalf("closed without a child: bump %+v\n%s", c.Bump, seller.logs.String())
 	}
@@ -367,6 +338,63 @@ func TestRefundFeeBumped(t *testing.T) {
 	}
 	t.Logf("refund replaced %d time(s), mined at %.1f sat/vB (fee %d sat); the buyer got back %d of %d",
 		bch.Bump.Count, rate, fee, bch.Capacity-fee, bch.Capacity)
+}
+
+// paidChannel starts a market mined by a feeMiner (every transaction until
+// a test sets its floor), a seller with sellerVars added to sellerEnv (and
+// sellerFunds sat in its wallet when > 0) and a funded buyer, runs one
+// paid job and returns the seller's open channel once it holds the
+// payment.
+func paidChannel(t *testing.T, sellerFunds int64, sellerVars ...string) (*market, *feeMiner, *daemon, *daemon, *payment.Channel) {
+	t.Helper()
+	m := newMarketMining(t, 0)
+	miner := startFeeMiner(m)
+	work := t.TempDir()
+	seller := m.daemon(sellerEnv(sellerVars...))
+	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
+	m.fund(buyer.proc, 1_000_000)
+	if sellerFunds > 0 {
+		m.fund(seller.proc, sellerFunds)
+	}
+	m.waitMarket(buyer, 1)
+	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "60000"}
+	j := submit(t, buyer, busybox(t, work), filepath.Join(work, "res"), flags, "sh", "-c", "echo paid")
+	if j.State != contract.JobDone || j.Paid <= 0 {
+		t.Fatalf("job %s: state %s paid %d error %q", j.ID, j.State, j.Paid, j.Error)
+	}
+	var ch *payment.Channel
+	waitFor(t, 30*time.Second, "the seller's channel to hold the payment", func() bool {
+		ch = seller.channelWith(buyer.peerID())
+		return ch != nil && ch.State == payment.StateOpen && ch.Paid == j.Paid
+	})
+	return m, miner, seller, buyer, ch
+}
+
+// closeChannel closes ch through the seller's CLI and returns the close's
+// txid (the last word it prints).
+func closeChannel(t *testing.T, seller *daemon, ch *payment.Channel) *chainhash.Hash {
+	t.Helper()
+	out, err := seller.cli("channel", "close", ch.ID)
+	if err != nil {
+		t.Fatalf("channel close: %v: %s\n%s", err, out, seller.logs.String())
+	}
+	f := strings.Fields(out)
+	closeID, err := chainhash.NewHashFromStr(f[len(f)-1])
+	if err != nil {
+		t.Fatalf("channel close printed %q: %v", out, err)
+	}
+	return closeID
+}
+
+// waitClosed waits for the seller's channel with buyer to be closed (its
+// close, bumped as needed, confirmed) and returns it.
+func waitClosed(t *testing.T, seller, buyer *daemon) *payment.Channel {
+	t.Helper()
+	waitFor(t, 120*time.Second, "the close to be bumped and confirm", func() bool {
+		c := seller.channelWith(buyer.peerID())
+		return c != nil && c.State == payment.StateClosed
+	})
+	return seller.channelWith(buyer.peerID())
 }
 
 // unminedFunding starts a seller and a funded buyer (buyerExtra added to

@@ -4,13 +4,11 @@ package main
 
 import (
 	"bytes"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/payment"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
@@ -28,26 +26,10 @@ import (
 func TestSweepPayoutBumped(t *testing.T) {
 	t.Parallel()
 	const floor = 5
-	m := newMarketMining(t, 0)
-	miner := startFeeMiner(m)
-	work := t.TempDir()
 	addr, script := payoutAddress(t)
-	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=true",
+	m, miner, seller, buyer, ch := paidChannel(t, 0, "BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=true",
 		"BLACKBOX_PAYMENT_SWEEP_AT=1", "BLACKBOX_PAYMENT_SWEEP_AFTER=0s",
-		"BLACKBOX_PAYMENT_BUMP_AFTER=1", "BLACKBOX_METER_PRICING_START_FEE=20000"))
-	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
-	m.fund(buyer.proc, 1_000_000)
-	m.waitMarket(buyer, 1)
-	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "60000"}
-	j := submit(t, buyer, busybox(t, work), filepath.Join(work, "res"), flags, "sh", "-c", "echo paid")
-	if j.State != contract.JobDone || j.Paid <= 0 {
-		t.Fatalf("job %s: state %s paid %d error %q", j.ID, j.State, j.Paid, j.Error)
-	}
-	var ch *payment.Channel
-	waitFor(t, 30*time.Second, "the seller's channel to hold the payment", func() bool {
-		ch = seller.channelWith(buyer.peerID())
-		return ch != nil && ch.State == payment.StateOpen && ch.Paid == j.Paid
-	})
+		"BLACKBOX_PAYMENT_BUMP_AFTER=1", "BLACKBOX_METER_PRICING_START_FEE=20000")
 	if ch.HoldIndex == nil || bytes.Equal(ch.SellerScript, script) {
 		t.Fatalf("the channel's close pays %x (hold %v): want a key of the seller, not the payout address", ch.SellerScript, ch.HoldIndex)
 	}
@@ -56,21 +38,9 @@ func TestSweepPayoutBumped(t *testing.T) {
 	}
 
 	miner.floor.Store(floor)
-	out, err := seller.cli("channel", "close", ch.ID)
-	if err != nil {
-		t.Fatalf("channel close: %v: %s\n%s", err, out, seller.logs.String())
-	}
-	f := strings.Fields(out)
-	closeID, err := chainhash.NewHashFromStr(f[len(f)-1])
-	if err != nil {
-		t.Fatalf("channel close printed %q: %v", out, err)
-	}
+	closeID := closeChannel(t, seller, ch)
 	// The close is bumped by a child the seller signs with its hold key.
-	waitFor(t, 120*time.Second, "the close to be bumped and confirm", func() bool {
-		c := seller.channelWith(buyer.peerID())
-		return c != nil && c.State == payment.StateClosed
-	})
-	c := seller.channelWith(buyer.peerID())
+	c := waitClosed(t, seller, buyer)
 	if c.Bump == nil || c.Bump.Count < 1 || len(c.Bump.ChildTx) == 0 || c.Bump.Stuck != "" || c.SpendTxid != closeID.String() {
 		t.Fatalf("closed without a child of ours: spend %s, bump %+v\n%s", c.SpendTxid, c.Bump, seller.logs.String())
 	}
@@ -163,36 +133,13 @@ func TestSweepPayoutBumped(t *testing.T) {
 func TestCloseBumpedWithWalletCoins(t *testing.T) {
 	t.Parallel()
 	const floor = 5
-	m := newMarketMining(t, 0)
-	miner := startFeeMiner(m)
-	work := t.TempDir()
 	addr, script := payoutAddress(t)
-	seller := m.daemon(sellerEnv("BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=true",
-		"BLACKBOX_PAYMENT_SWEEP_AT=1", "BLACKBOX_PAYMENT_SWEEP_AFTER=0s", "BLACKBOX_PAYMENT_BUMP_AFTER=1"))
-	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
-	m.fund(buyer.proc, 1_000_000)
-	m.fund(seller.proc, 50_000)
-	m.waitMarket(buyer, 1)
-	flags := []string{"--cpus", "1", "--memory", "128MiB", "--time", "1m", "--max-price", "60000"}
-	j := submit(t, buyer, busybox(t, work), filepath.Join(work, "res"), flags, "sh", "-c", "echo paid")
-	if j.State != contract.JobDone || j.Paid <= 0 {
-		t.Fatalf("job %s: state %s paid %d error %q", j.ID, j.State, j.Paid, j.Error)
-	}
-	var ch *payment.Channel
-	waitFor(t, 30*time.Second, "the seller's channel to hold the payment", func() bool {
-		ch = seller.channelWith(buyer.peerID())
-		return ch != nil && ch.State == payment.StateOpen && ch.Paid == j.Paid
-	})
+	m, miner, seller, buyer, ch := paidChannel(t, 50_000, "BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=true",
+		"BLACKBOX_PAYMENT_SWEEP_AT=1", "BLACKBOX_PAYMENT_SWEEP_AFTER=0s", "BLACKBOX_PAYMENT_BUMP_AFTER=1")
 	payout := ch.Paid - ch.CloseFee
 	miner.floor.Store(floor)
-	if out, err := seller.cli("channel", "close", ch.ID); err != nil {
-		t.Fatalf("channel close: %v: %s\n%s", err, out, seller.logs.String())
-	}
-	waitFor(t, 120*time.Second, "the close to be bumped and confirm", func() bool {
-		c := seller.channelWith(buyer.peerID())
-		return c != nil && c.State == payment.StateClosed
-	})
-	c := seller.channelWith(buyer.peerID())
+	closeChannel(t, seller, ch)
+	c := waitClosed(t, seller, buyer)
 	if c.Bump == nil || len(c.Bump.ChildTx) == 0 || len(c.Bump.Coins) == 0 {
 		t.Fatalf("closed without a child lent wallet coins: bump %+v\n%s", c.Bump, seller.logs.String())
 	}

@@ -51,9 +51,18 @@ func bumpSetup(t *testing.T, signer OutputSigner, tweak func(*Config)) (*paytest
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := paidClose(t, chain, buyer, seller, 1_000_000, "c1", 200_000)
+	return chain, seller, sst, id, cfg
+}
+
+// paidClose opens a channel of capacity from buyer to seller at 2 sat/vB,
+// mines its funding, pays amount for contract and has the seller close it
+// (unmined). It returns the channel's ID.
+func paidClose(t *testing.T, chain *paytest.Chain, buyer, seller *Manager, capacity int64, contract string, amount int64) string {
+	t.Helper()
 	ctx := context.Background()
 	terms, _ := seller.SellerTerms()
-	c, req, err := buyer.OpenChannel(ctx, OpenParams{Peer: "s", Seller: terms, Capacity: 1_000_000, FeeRate: 2})
+	c, req, err := buyer.OpenChannel(ctx, OpenParams{Peer: "s", Seller: terms, Capacity: capacity, FeeRate: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +72,7 @@ func bumpSetup(t *testing.T, signer OutputSigner, tweak func(*Config)) (*paytest
 	chain.Mine(1)
 	_ = buyer.Tick(ctx)
 	_ = seller.Tick(ctx)
-	u, err := buyer.Pay(ctx, c.ID, "c1", 200_000)
+	u, err := buyer.Pay(ctx, c.ID, contract, amount)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +82,7 @@ func bumpSetup(t *testing.T, signer OutputSigner, tweak func(*Config)) (*paytest
 	if _, err := seller.Close(ctx, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	return chain, seller, sst, c.ID, cfg
+	return c.ID
 }
 
 func txOf(t *testing.T, raw []byte) *wire.MsgTx {

@@ -30,19 +30,26 @@ func miner(t *testing.T, p *memPair) {
 	t.Cleanup(func() { close(stop); <-done })
 }
 
+// minedPair is newMemPair over bst and sst with a miner, and its seller's
+// encoded terms.
+func minedPair(t *testing.T, bst, sst ChannelStore) (*memPair, []byte) {
+	t.Helper()
+	p := newMemPair(t, bst, sst)
+	miner(t, p)
+	terms, err := p.seller.SellerTerms()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, terms.Encode()
+}
+
 // TestPayerEnsureChannel: concurrent contracts to one seller open one
 // channel (of MinCapacity, more than twice the contract), later contracts
 // reuse it while it has room, a contract too big for it opens another,
 // Pay is idempotent per contract total, and bad terms open nothing.
 func TestPayerEnsureChannel(t *testing.T) {
-	p := newMemPair(t, NewMemStore(), NewMemStore())
-	miner(t, p)
+	p, enc := minedPair(t, NewMemStore(), NewMemStore())
 	ctx := context.Background()
-	terms, err := p.seller.SellerTerms()
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc := terms.Encode()
 	payer := NewPayer(p.buyer, PayerConfig{MinCapacity: 100_000, OpenWait: 10 * time.Second, Poll: 5 * time.Millisecond})
 	const peer = "s2"
 	var (

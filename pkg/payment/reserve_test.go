@@ -82,14 +82,8 @@ func TestSize(t *testing.T) {
 // pay, and a channel committed past RefillAt opens the next in the
 // background.
 func TestPayerReservesContracts(t *testing.T) {
-	p := newMemPair(t, NewMemStore(), NewMemStore())
-	miner(t, p)
+	p, enc := minedPair(t, NewMemStore(), NewMemStore())
 	ctx := context.Background()
-	terms, err := p.seller.SellerTerms()
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc := terms.Encode()
 	const peer, amount = "s2", 30_000
 	payer := NewPayer(p.buyer, PayerConfig{MinCapacity: 10_000, RefillAt: 1})
 	open := func(contract string) string {

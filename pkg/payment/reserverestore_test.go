@@ -18,14 +18,8 @@ import (
 // refused there when that channel cannot carry it.
 func TestReservationsRestoredAfterRestart(t *testing.T) {
 	bst, sst := NewMemStore(), NewMemStore()
-	p := newMemPair(t, bst, sst)
-	miner(t, p)
+	p, enc := minedPair(t, bst, sst)
 	ctx := context.Background()
-	terms, err := p.seller.SellerTerms()
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc := terms.Encode()
 	const peer, amount = "s2", 30_000
 	cfg := PayerConfig{MinCapacity: 10_000, RefillAt: 1}
 	payer := NewPayer(p.buyer, cfg)

@@ -9,24 +9,33 @@ import (
 	"github.com/btcsuite/btcd/wire"
 )
 
+// paidClosedPair is a memPair whose buyer paid 50,000 sat on its channel
+// and whose seller then closed it (the close unmined).
+func paidClosedPair(tb testing.TB) *memPair {
+	tb.Helper()
+	p := newMemPair(tb, NewMemStore(), NewMemStore())
+	ctx := context.Background()
+	u, err := p.buyer.Pay(ctx, p.id, "c", 50_000)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := p.seller.Close(ctx, p.id); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
 // A seller refuses a contract on a channel it has closed with the close
 // transaction (ClosingError); the buyer, whose chain source has not shown
 // it the spend yet, checks the transaction and counts the channel closing.
 // A forged or foreign transaction changes nothing.
 func TestSeenClose(t *testing.T) {
-	p := newMemPair(t, NewMemStore(), NewMemStore())
+	p := paidClosedPair(t)
 	ctx := context.Background()
-	u, err := p.buyer.Pay(ctx, p.id, "c", 50_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.seller.Close(ctx, p.id); err != nil {
-		t.Fatal(err)
-	}
-	_, err = p.seller.Admit(ctx, p.id, "c2", 1000)
+	_, err := p.seller.Admit(ctx, p.id, "c2", 1000)
 	var ce *ClosingError
 	if !errors.As(err, &ce) || !errors.Is(err, ErrNotOpen) || len(ce.ClosingTx()) == 0 {
 		t.Fatalf("admit on a closed channel: %v, want a ClosingError with the close", err)
@@ -79,18 +88,8 @@ func TestSeenClose(t *testing.T) {
 
 // The closing transaction a peer hands over is peer data.
 func FuzzSeenClose(f *testing.F) {
-	p := newMemPair(f, NewMemStore(), NewMemStore())
+	p := paidClosedPair(f)
 	ctx := context.Background()
-	u, err := p.buyer.Pay(ctx, p.id, "c", 50_000)
-	if err != nil {
-		f.Fatal(err)
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
-		f.Fatal(err)
-	}
-	if _, err := p.seller.Close(ctx, p.id); err != nil {
-		f.Fatal(err)
-	}
 	sc, _ := p.seller.Channel(p.id)
 	f.Add(sc.SpendTx)
 	f.Add([]byte{})

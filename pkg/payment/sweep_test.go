@@ -184,29 +184,12 @@ func TestSweepNotWorthItWaits(t *testing.T) {
 	chain := paytest.NewChain()
 	buyer := newManager(t, cfg, chain, NewMemStore(), seed(1), paytest.NewFunder(chain))
 	seller := newManager(t, cfg, chain, NewMemStore(), seed(2), nil)
-	terms, _ := seller.SellerTerms()
-	c, req, err := buyer.OpenChannel(ctx, OpenParams{Peer: "s", Seller: terms, Capacity: 100_000, FeeRate: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seller.AcceptOpen(ctx, "b", req.Encode()); err != nil {
-		t.Fatal(err)
-	}
-	chain.Mine(1)
-	_ = buyer.Tick(ctx)
-	_ = seller.Tick(ctx)
-	u, _ := buyer.Pay(ctx, c.ID, "c", 342+500) // 500 sat to sweep at 2 sat/vB: 110 vB, 220 fee, 280 left (dust)
-	if _, err := seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seller.Close(ctx, c.ID); err != nil {
-		t.Fatal(err)
-	}
+	id := paidClose(t, chain, buyer, seller, 100_000, "c", 342+500) // 500 sat to sweep at 2 sat/vB: 110 vB, 220 fee, 280 left (dust)
 	chain.Mine(1)
 	if err := seller.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sc, _ := seller.Channel(c.ID)
+	sc, _ := seller.Channel(id)
 	if sc.State != StateClosed || sc.Sweep != nil {
 		t.Fatalf("state %s, sweep %+v: want the output left waiting", sc.State, sc.Sweep)
 	}

@@ -63,21 +63,7 @@ func TestZeroConfLightHints(t *testing.T) {
 	trBuyer := newManager(t, p.cfg, p.chain, NewMemStore(), seed(4), tr)
 	open := func(buyer *Manager, peer string, hints bool) (*Channel, *Channel) {
 		t.Helper()
-		c, req, err := buyer.OpenChannel(ctx, OpenParams{Peer: "seller", Seller: terms, Capacity: 300_000, FeeRate: 5})
-		if err != nil {
-			t.Fatal(err)
-		}
-		msg := req.Encode()
-		if hints {
-			if msg = buyer.WithInputHeights(msg); len(msg) == len(req.Encode()) {
-				t.Fatal("the buyer's wallet gave no input heights")
-			}
-		}
-		sc, err := p.seller.AcceptOpen(ctx, peer, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, sc
+		return p.openZeroConf(t, buyer, terms, peer, hints)
 	}
 
 	old.coin(t, 1_000_000)

@@ -159,34 +159,12 @@ func (n *NeutrinoChain) RecentOutput(ctx context.Context, op wire.OutPoint, pkSc
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		hash, err := n.cs.GetBlockHash(int64(h))
-		if err != nil {
-			return nil, fmt.Errorf("block hash %d: %w", h, err)
-		}
-		f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular,
-			neutrino.OptimisticReverseBatch(), neutrino.MaxBatchSize(zeroConfFilterBatch))
-		if err != nil {
-			return nil, fmt.Errorf("filter of block %d: %w", h, err)
-		}
-		if f == nil || f.N() == 0 {
-			continue
-		}
-		if ok, err := f.Match(builder.DeriveKey(hash), pkScript); err != nil {
-			return nil, fmt.Errorf("match filter of block %d: %w", h, err)
-		} else if !ok {
-			continue
-		}
-		if matched++; matched > zeroConfMaxMatches {
-			return nil, fmt.Errorf("more than %d blocks since height %d match its script (a reused address)", zeroConfMaxMatches, h)
-		}
-		blk, err := n.block(ctx, *hash)
+		blk, err := n.matchingBlock(ctx, h, op, pkScript, neutrino.OptimisticReverseBatch(), &matched, h)
 		if err != nil {
 			return nil, err
 		}
-		for _, tx := range blk.Transactions {
-			if spends(tx, op) {
-				return nil, &spentError{by: tx.TxHash(), height: h}
-			}
+		if blk == nil {
+			continue
 		}
 		for i, tx := range blk.Transactions {
 			if tx.TxHash() != op.Hash {
@@ -370,40 +348,52 @@ func (n *NeutrinoChain) OutputAt(ctx context.Context, op wire.OutPoint, height i
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("checking blocks %d to %d for a spend: %w", height+1, start.Height, err)
 		}
-		hash, err := n.cs.GetBlockHash(int64(h))
-		if err != nil {
-			return nil, fmt.Errorf("block hash %d: %w", h, err)
-		}
-		f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular,
-			neutrino.OptimisticBatch(), neutrino.MaxBatchSize(zeroConfFilterBatch))
-		if err != nil {
-			return nil, fmt.Errorf("filter of block %d: %w", h, err)
-		}
-		if f == nil || f.N() == 0 {
-			continue
-		}
-		if ok, err := f.Match(builder.DeriveKey(hash), p.Out.PkScript); err != nil {
-			return nil, fmt.Errorf("match filter of block %d: %w", h, err)
-		} else if !ok {
-			continue
-		}
-		if matched++; matched > zeroConfMaxMatches {
-			return nil, fmt.Errorf("more than %d blocks since height %d match its script (a reused address)", zeroConfMaxMatches, height)
-		}
-		blk, err := n.block(ctx, *hash)
-		if err != nil {
+		if _, err := n.matchingBlock(ctx, h, op, p.Out.PkScript, neutrino.OptimisticBatch(), &matched, height); err != nil {
 			return nil, err
-		}
-		for _, tx := range blk.Transactions {
-			if spends(tx, op) {
-				return nil, &spentError{by: tx.TxHash(), height: h}
-			}
 		}
 	}
 	if end, err := n.cs.BestBlock(); err != nil || end.Hash != start.Hash {
 		return nil, fmt.Errorf("the chain moved during the check (tip %d)", start.Height)
 	}
 	return p, nil
+}
+
+// matchingBlock fetches block h when its BIP 158 filter (fetched in
+// batches the way batch says) matches pkScript, and nil when it does not.
+// *matched counts the matching blocks: more than zeroConfMaxMatches is an
+// error that names since, the height the search counts from (a reused
+// address). A transaction of the block spending op is a *spentError.
+func (n *NeutrinoChain) matchingBlock(ctx context.Context, h int32, op wire.OutPoint, pkScript []byte,
+	batch neutrino.QueryOption, matched *int, since int32) (*wire.MsgBlock, error) {
+	hash, err := n.cs.GetBlockHash(int64(h))
+	if err != nil {
+		return nil, fmt.Errorf("block hash %d: %w", h, err)
+	}
+	f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular, batch, neutrino.MaxBatchSize(zeroConfFilterBatch))
+	if err != nil {
+		return nil, fmt.Errorf("filter of block %d: %w", h, err)
+	}
+	if f == nil || f.N() == 0 {
+		return nil, nil
+	}
+	if ok, err := f.Match(builder.DeriveKey(hash), pkScript); err != nil {
+		return nil, fmt.Errorf("match filter of block %d: %w", h, err)
+	} else if !ok {
+		return nil, nil
+	}
+	if *matched++; *matched > zeroConfMaxMatches {
+		return nil, fmt.Errorf("more than %d blocks since height %d match its script (a reused address)", zeroConfMaxMatches, since)
+	}
+	blk, err := n.block(ctx, *hash)
+	if err != nil {
+		return nil, err
+	}
+	for _, tx := range blk.Transactions {
+		if spends(tx, op) {
+			return nil, &spentError{by: tx.TxHash(), height: h}
+		}
+	}
+	return blk, nil
 }
 
 // lightPrevOuts finds the outputs tx's inputs spend through the light

@@ -106,6 +106,30 @@ func (f *keyFunder) spend(t *testing.T, publish bool) *wire.MsgTx {
 	return tx
 }
 
+// openZeroConf opens a 300,000 sat channel at 5 sat/vB from buyer to p's
+// seller (on terms), the open carrying the buyer's input heights when
+// hints, and has the seller accept it as peer's. It returns the buyer's
+// channel and the seller's.
+func (p *pair) openZeroConf(t *testing.T, buyer *Manager, terms SellerTerms, peer string, hints bool) (*Channel, *Channel) {
+	t.Helper()
+	ctx := context.Background()
+	c, req, err := buyer.OpenChannel(ctx, OpenParams{Peer: "seller", Seller: terms, Capacity: 300_000, FeeRate: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := req.Encode()
+	if hints {
+		if msg = buyer.WithInputHeights(msg); len(msg) == len(req.Encode()) {
+			t.Fatal("the buyer's wallet gave no input heights")
+		}
+	}
+	sc, err := p.seller.AcceptOpen(ctx, peer, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, sc
+}
+
 // TestZeroConfLight: a seller on the light client (neutrino against a
 // real btcd over P2P, no RPC) checks an unconfirmed funding's inputs
 // through the compact filters: a funding spending a confirmed, unspent
@@ -127,15 +151,7 @@ func TestZeroConfLight(t *testing.T) {
 	// peer's.
 	open := func(peer string) (*Channel, *Channel) {
 		t.Helper()
-		c, req, err := buyer.OpenChannel(ctx, OpenParams{Peer: "seller", Seller: terms, Capacity: 300_000, FeeRate: 5})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc, err := p.seller.AcceptOpen(ctx, peer, req.Encode())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, sc
+		return p.openZeroConf(t, buyer, terms, peer, false)
 	}
 
 	// A confirmed coin, paid to a fresh key.
