@@ -99,6 +99,7 @@ func payCfg(host, payout string) payment.Config {
 	cfg := payment.RegtestConfig()
 	cfg.RPCHost, cfg.RPCUser, cfg.RPCPass, cfg.RPCNoTLS = host, "u", "p", true
 	cfg.PayoutAddress = payout
+	cfg.PayoutSweep = false // the close pays the payout address itself
 	cfg.Confirmations = 1
 	cfg.SafetyMargin = 6
 	cfg.ChannelLifetime = 40

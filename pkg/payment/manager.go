@@ -509,7 +509,7 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 	// whether it works on it unconfirmed): its updates are worth nothing
 	// unless the funding confirms.
 	if c.State != StateOpen && c.State != StatePending {
-		return nil, fmt.Errorf("pay %s: %w (state %s)", id, ErrNotOpen, c.State)
+		return nil, fmt.Errorf("pay %s: %w", id, Unusable(c))
 	}
 	paid := c.Paid + amount
 	if paid > c.Capacity {

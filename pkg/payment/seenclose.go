@@ -35,7 +35,10 @@ func closingError(c *Channel) error {
 	if (c.State == StateClosing || c.State == StateClosed) && len(c.SpendTx) > 0 {
 		return &ClosingError{Channel: c.ID, State: c.State, Tx: bytes.Clone(c.SpendTx)}
 	}
-	return fmt.Errorf("%w (state %s) %s", ErrNotOpen, c.State, c.FailReason)
+	if c.FailReason != "" {
+		return fmt.Errorf("%w (state %s: %s)", ErrNotOpen, c.State, c.FailReason)
+	}
+	return fmt.Errorf("%w (state %s)", ErrNotOpen, c.State)
 }
 
 // Unusable is nil for a channel that is pending or open, and for any
