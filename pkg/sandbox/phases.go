@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -64,9 +65,10 @@ func (s *spans) opt(name string) containerd.NewContainerOpts {
 
 // logArgs are the phases as slog key-value pairs.
 func (s *spans) logArgs() []any {
-	args := make([]any, 0, 2*len(s.list))
+	args := make([]any, 0, len(s.list))
 	for _, p := range s.list {
-		args = append(args, p.Name, p.Took)
+		args = append(args, slog.Duration(p.Name, p.Took))
 	}
-	return args
+	// In a group: a phase's name (container, ...) is not the log's key.
+	return []any{slog.Group("took", args...)}
 }
