@@ -245,7 +245,7 @@ func newMockNetwork(tb testing.TB, ctx context.Context, n int, seeded bool, extr
 		boot = nil
 	}
 	for _, nd := range nodes {
-		d, err := NewDHT(nd.h, true, boot, extra...)
+		d, err := NewDHT(nd.h, true, boot, nil, extra...)
 		if err != nil {
 			tb.Fatal(err)
 		}
