@@ -180,9 +180,9 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 	bucket := QueryBucket(f)
 	if n > 0 && d.cfg.Closest != nil {
 		// One holder of the bucket's provider records names n offers (and
-		// the spares) in one round trip; only those it could not give are
-		// looked for the old way below.
-		for _, o := range d.fromHolders(ctx, bucket.CID().Hash(), f, n+fetchSpare) {
+		// spares, in case some are refused) in one round trip; only those
+		// it could not give are looked for the old way below.
+		for _, o := range d.fromHolders(ctx, bucket.CID().Hash(), f, n+fetchSpare, n) {
 			if !seen[o.Seller] && len(out) < n {
 				seen[o.Seller] = true
 				out = append(out, o)

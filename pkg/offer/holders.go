@@ -30,12 +30,12 @@ const (
 // whose DHT key is key, over BucketProtocolID: it asks the closest peer it
 // knows, which answers with the offers it holds or with the peers it knows
 // closer, and so on, one peer at a time. It returns the verified offers of
-// the first answer that has any, up to count matching f; none if the walk
+// the first answer that has any (asked for ask of them), up to want matching f; none if the walk
 // found no holder (no peer on the way has the protocol: older nodes) or the
 // holder's offers were all refused. Every envelope is opened (signature,
 // validity) and checked against the sequence seen from its seller, as a
 // fetched one is; several are opened at once.
-func (d *Discoverer) fromHolders(ctx context.Context, key []byte, f Filter, count int) []*Offer {
+func (d *Discoverer) fromHolders(ctx context.Context, key []byte, f Filter, ask, want int) []*Offer {
 	target := kb.ConvertKey(string(key))
 	h := d.cfg.Host
 	asked := map[peer.ID]bool{h.ID(): true}
@@ -57,14 +57,14 @@ func (d *Discoverer) fromHolders(ctx context.Context, key []byte, f Filter, coun
 		cands = cands[1:]
 		asked[p] = true
 		actx, cancel := context.WithTimeout(ctx, holderTimeout)
-		reply, err := AskBucket(actx, h, p, key, count)
+		reply, err := AskBucket(actx, h, p, key, ask)
 		cancel()
 		if err != nil {
 			d.cfg.Log.Debug("bucket holder walk: ask failed", "peer", p, "err", err)
 			continue
 		}
 		if len(reply.Offers) > 0 {
-			return d.openAll(ctx, p, reply.Offers, f, count)
+			return d.openAll(ctx, p, reply.Offers, f, want)
 		}
 		var closer []peer.ID
 		ps := h.Peerstore()
