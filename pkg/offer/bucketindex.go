@@ -113,7 +113,7 @@ func (r *BucketRequest) Unmarshal(b []byte) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("decode bucket request: %w", wire.Wrap(err, ErrMalformed, ErrTooLarge))
+		return decodeErr("bucket request", err)
 	}
 	if r.Key == nil {
 		return fmt.Errorf("decode bucket request: %w: no key", ErrMalformed)
@@ -176,9 +176,17 @@ func (r *BucketReply) Unmarshal(b []byte) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("decode bucket reply: %w", wire.Wrap(err, ErrMalformed, ErrTooLarge))
+		return decodeErr("bucket reply", err)
 	}
 	return nil
+}
+
+// decodeErr wraps a decoding error of what in ErrInvalid's kinds.
+func decodeErr(what string, err error) error {
+	if errors.Is(err, wire.ErrUnsupported) {
+		return fmt.Errorf("decode %s: %w: %w", what, ErrUnsupported, err)
+	}
+	return fmt.Errorf("decode %s: %w", what, wire.Wrap(err, ErrMalformed, ErrTooLarge))
 }
 
 func unmarshalPeerInfo(b []byte) (peer.AddrInfo, error) {
