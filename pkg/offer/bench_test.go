@@ -227,6 +227,7 @@ func BenchmarkLookup(b *testing.B) {
 			}
 			runs := []func(){plain, find(ln.warm), cold, oldPath}
 			var took [4]time.Duration
+			var each [4][]time.Duration // for the medians
 			i := 0
 			// The four run in their rotations, forwards and backwards: each
 			// follows its neighbours as often (what one leaves running, the
@@ -241,6 +242,7 @@ func BenchmarkLookup(b *testing.B) {
 							start := time.Now()
 							runs[j]()
 							took[j] += time.Since(start)
+							each[j] = append(each[j], time.Since(start))
 						}
 						i++
 					}
@@ -314,6 +316,15 @@ func BenchmarkLookup(b *testing.B) {
 			b.ReportMetric(coldMs/plainMs, "cold-x")
 			b.ReportMetric(oldMs, "oldpath-ms")
 			b.ReportMetric(oldMs/plainMs, "oldpath-x")
+			// Medians: on a machine others load, a few lookups preempted
+			// for tens of ms weigh on the means; the medians say what a
+			// lookup usually takes.
+			med := func(j int) float64 {
+				slices.Sort(each[j])
+				return float64(each[j][len(each[j])/2]) / 1e6
+			}
+			b.Logf("medians at %d nodes: plain %.2f ms, warm %.2f ms (×%.2f), cold %.2f ms (×%.2f), old path %.2f ms (×%.2f)",
+				n, med(0), med(1), med(1)/med(0), med(2), med(2)/med(0), med(3), med(3)/med(0))
 			growth := ""
 			for _, m := range []int{50, 200} {
 				if prev := lookupMs[m]; m < n && prev > 0 {

@@ -62,10 +62,21 @@ const DefaultCacheMaxAge = time.Minute
 // It remembers the highest sequence seen from each seller, so an older offer
 // replayed later is refused.
 //
-// A lookup costs about one DHT provider query. Sellers come from the DHT
-// providers of the filter's bucket, each provider's offer fetched as soon
-// as the provider is found, Parallel at a time, while the query goes on;
-// FindN stops the query and the fetches once it holds n matching offers.
+// FindN (a lookup that stops at n offers, the buyer's --limit) first walks
+// to a holder of the provider records of the filter's bucket and asks it
+// alone for n offers (BucketProtocolID, fromHolders): one round trip to one
+// peer, usually the closest or the second closest the routing table knows,
+// where the DHT's provider walk asks ten peers at once for every provider
+// and its addresses and the buyer then opens a stream to each seller. The
+// holder names the sellers' own signed envelopes, which the buyer opens on
+// every core. What the holders cannot give (none on the way speaks the
+// protocol: older nodes; a holder with fewer; offers refused or not
+// matching) is looked for the old way:
+//
+// Sellers come from the DHT providers of the filter's bucket, each
+// provider's offer fetched as soon as the provider is found, Parallel at a
+// time, while the query goes on; FindN stops the query and the fetches once
+// it holds n matching offers.
 // FindN first asks the DHT for n providers only, as a plain
 // FindProvidersAsync of n does: that query ends at the first answer naming
 // n (asked for more, the DHT walks on and queries every closest peer again,
@@ -79,16 +90,16 @@ const DefaultCacheMaxAge = time.Minute
 // connected peers the DHT did not name (a small network's DHT may not name
 // every seller yet), skipping those that had nothing on offer within
 // CacheMaxAge. A verified offer is kept in a cache and reused without a stream
-// until the earlier of its expiry and CacheMaxAge after it was fetched, so a
-// node that looks up repeatedly (a buyer's daemon) pays only for the DHT
-// query and for sellers it has not heard from lately. Only offers that passed
-// Verify (signature by the seller's key, valid now, sequence not older than
-// one seen) enter the cache; an entry is dropped when it expires or when its
-// seller's next fetch fails or is refused, and a newer sequence replaces it.
-// The DHT's provider records carry no offer (go-libp2p-kad-dht's provider
-// record is an AddrInfo), so carrying the offer in the query's answers would
-// mean a protocol of our own next to the DHT's; the cache gives the same
-// cost on repeated lookups without one.
+// (or, named by a holder in the same bytes, without a second signature
+// check) until the earlier of its expiry and CacheMaxAge after it was
+// fetched, so a node that looks up repeatedly (a buyer's daemon) pays only
+// for the walk and for sellers it has not heard from lately. Only offers
+// that passed Verify (signature by the seller's key, valid now, sequence not
+// older than one seen) enter the cache; an entry is dropped when it expires
+// or when its seller's next fetch fails or is refused, and a newer sequence
+// replaces it. An offer a holder names is checked the same way: a holder
+// can withhold offers or name an older one of a seller than the buyer saw
+// (refused), never forge or prolong one.
 type Discoverer struct {
 	cfg DiscovererConfig
 
