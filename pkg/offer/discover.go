@@ -98,8 +98,9 @@ const DefaultCacheMaxAge = time.Minute
 // older than one seen) enter the cache; an entry is dropped when it expires
 // or when its seller's next fetch fails or is refused, and a newer sequence
 // replaces it. An offer a holder names is checked the same way: a holder
-// can withhold offers or name an older one of a seller than the buyer saw
-// (refused), never forge or prolong one.
+// can withhold offers, or name a seller's older offer while it is still
+// valid (as a stale DHT value record can; refused once the buyer saw a
+// newer one), never forge or prolong one.
 type Discoverer struct {
 	cfg DiscovererConfig
 
