@@ -230,7 +230,9 @@ type BucketIndex struct {
 	mu      sync.Mutex
 	buckets map[string]map[peer.ID]heldOffer // by bucket key
 	total   int
-	fetches int // running
+	fetches int // goroutines fetching
+	queue   []wanted
+	waiting map[wanted]bool // in queue
 }
 
 // heldOffer is a verified envelope and its offer's expiry.
@@ -247,8 +249,8 @@ type BucketIndexConfig struct {
 	Closest func(key []byte, count int) []peer.ID
 	// MaxOffers caps the envelopes held (0: DefaultStoreLimits' MaxOffers).
 	MaxOffers int
-	// MaxFetches caps the fetches running at once; a provider record put
-	// while they all run is not followed by a fetch (0: 32).
+	// MaxFetches caps the fetches running at once; the others wait
+	// their turn (0: 8).
 	MaxFetches int
 	Now        func() time.Time
 	Log        *slog.Logger
@@ -261,7 +263,7 @@ func NewBucketIndex(cfg BucketIndexConfig) *BucketIndex {
 		cfg.MaxOffers = DefaultStoreLimits().MaxOffers
 	}
 	if cfg.MaxFetches <= 0 {
-		cfg.MaxFetches = 32
+		cfg.MaxFetches = 8
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -269,7 +271,7 @@ func NewBucketIndex(cfg BucketIndexConfig) *BucketIndex {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &BucketIndex{cfg: cfg, buckets: map[string]map[peer.ID]heldOffer{}}
+	return &BucketIndex{cfg: cfg, buckets: map[string]map[peer.ID]heldOffer{}, waiting: map[wanted]bool{}}
 }
 
 // ServeBuckets makes h answer BucketProtocolID from the offers of the
@@ -281,28 +283,52 @@ func ServeBuckets(cfg BucketIndexConfig, rs *RecordStore) *BucketIndex {
 	return x
 }
 
-// Provided is told that p provides the bucket whose DHT key is key: it
-// fetches p's offer in the background.
+// Provided is told that p provides the bucket whose DHT key is key: p's
+// offer is fetched in the background, MaxFetches at a time; past
+// MaxOffers waiting, the record is not followed.
 func (x *BucketIndex) Provided(key []byte, p peer.ID) {
 	if p == x.cfg.Host.ID() {
 		return
 	}
+	w := wanted{key: string(key), p: p}
 	x.mu.Lock()
-	if x.fetches >= x.cfg.MaxFetches {
-		x.mu.Unlock()
+	defer x.mu.Unlock()
+	if x.waiting[w] || len(x.queue) >= x.cfg.MaxOffers {
 		return
 	}
-	x.fetches++
-	x.mu.Unlock()
-	key = append([]byte(nil), key...)
-	go func() {
-		defer func() { x.mu.Lock(); x.fetches--; x.mu.Unlock() }()
-		ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
-		defer cancel()
-		if err := x.fetch(ctx, key, p); err != nil {
-			x.cfg.Log.Debug("bucket offer not held", "peer", p, "err", err)
+	x.waiting[w] = true
+	x.queue = append(x.queue, w)
+	if x.fetches < x.cfg.MaxFetches {
+		x.fetches++
+		go x.fetchQueued()
+	}
+}
+
+// wanted is a provider record whose offer is to be fetched.
+type wanted struct {
+	key string
+	p   peer.ID
+}
+
+// fetchQueued fetches the queue's offers until it is empty.
+func (x *BucketIndex) fetchQueued() {
+	for {
+		x.mu.Lock()
+		if len(x.queue) == 0 {
+			x.fetches--
+			x.mu.Unlock()
+			return
 		}
-	}()
+		w := x.queue[0]
+		x.queue = x.queue[1:]
+		delete(x.waiting, w)
+		x.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
+		if err := x.fetch(ctx, []byte(w.key), w.p); err != nil {
+			x.cfg.Log.Debug("bucket offer not held", "peer", w.p, "err", err)
+		}
+		cancel()
+	}
 }
 
 func (x *BucketIndex) fetch(ctx context.Context, key []byte, p peer.ID) error {
