@@ -413,3 +413,41 @@ func TestFindNWithHolders(t *testing.T) {
 }
 
 func bufioReader(s network.Stream) *bufio.Reader { return bufio.NewReader(s) }
+
+// TestRecordStoreTellsTheIndexOfProviderRecords: a provider record of
+// another peer put (new or refreshed) is told as provided, one deleted or
+// evicted as gone, with the bucket's key; the node's own records and offer
+// records are not told.
+func TestRecordStoreTellsTheIndexOfProviderRecords(t *testing.T) {
+	ctx := context.Background()
+	_, self := newKey(t)
+	limits := DefaultStoreLimits()
+	limits.MaxProviders = 3 // the node's own record counts, never evicted
+	rs := NewRecordStore(self, limits)
+	type event struct {
+		key  string
+		p    peer.ID
+		gone bool
+	}
+	var events []event
+	rs.setProviderHooks(func(k []byte, p peer.ID) { events = append(events, event{string(k), p, false}) },
+		func(k []byte, p peer.ID) { events = append(events, event{string(k), p, true}) })
+	key := Bucket("cpu>=4").CID().Hash()
+	_, a := newKey(t)
+	_, b := newKey(t)
+	_, c := newKey(t)
+	provide(t, rs, key, a)
+	provide(t, rs, key, a) // refreshed
+	provide(t, rs, key, self)
+	provide(t, rs, key, b)
+	time.Sleep(time.Millisecond)
+	provide(t, rs, key, c) // evicts a, the least recently put
+	if err := rs.Delete(ctx, ds.NewKey("/providers/"+b32(string(key))+"/"+b32(string(b)))); err != nil {
+		t.Fatal(err)
+	}
+	want := []event{{string(key), a, false}, {string(key), a, false}, {string(key), b, false},
+		{string(key), a, true}, {string(key), c, false}, {string(key), b, true}}
+	if !slices.Equal(events, want) {
+		t.Errorf("told %v\nwant %v", events, want)
+	}
+}
