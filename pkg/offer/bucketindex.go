@@ -465,16 +465,11 @@ func (x *BucketIndex) Handle(s network.Stream) {
 }
 
 func (x *BucketIndex) serve(s network.Stream) error {
-	if err := s.Scope().SetService(ServiceName); err != nil {
-		return fmt.Errorf("attach to service: %w", err)
-	}
-	if err := s.Scope().ReserveMemory(maxBucketReply, network.ReservationPriorityAlways); err != nil {
-		return fmt.Errorf("reserve memory: %w", err)
-	}
-	defer s.Scope().ReleaseMemory(maxBucketReply)
-	if err := s.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
+	release, err := prepare(s, maxBucketReply, time.Now().Add(streamTimeout))
+	if err != nil {
 		return err
 	}
+	defer release()
 	raw, err := ReadFrame(bufio.NewReaderSize(s, 256), maxBucketRequest)
 	if err != nil {
 		return err
@@ -507,17 +502,12 @@ func AskBucket(ctx context.Context, h host.Host, p peer.ID, key []byte, count in
 }
 
 func askBucket(ctx context.Context, s network.Stream, key []byte, count int) (*BucketReply, error) {
-	if err := s.Scope().SetService(ServiceName); err != nil {
-		return nil, err
-	}
-	if err := s.Scope().ReserveMemory(maxBucketReply, network.ReservationPriorityAlways); err != nil {
-		return nil, err
-	}
-	defer s.Scope().ReleaseMemory(maxBucketReply)
 	deadline, _ := ctx.Deadline()
-	if err := s.SetDeadline(deadline); err != nil {
+	release, err := prepare(s, maxBucketReply, deadline)
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	req := BucketRequest{Key: key, Count: count}
 	if _, err := s.Write(wire.AppendFrame(nil, req.Marshal())); err != nil {
 		return nil, err
