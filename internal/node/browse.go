@@ -41,7 +41,7 @@ func Browse(ctx context.Context, cfg Config, f offer.Filter, settle time.Duratio
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
 	defer h.Close()
-	d, err := offer.NewDHT(h, false, boot)
+	d, err := offer.NewDHT(h, false, boot, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -306,7 +306,7 @@ func (n *Node) startDHT(ctx context.Context) error {
 	limits := offer.DefaultStoreLimits()
 	limits.Keep = func(p peer.ID) bool { return n.book.Score(p).Evidence > 0 }
 	mode := dht.Mode(dhtOption(n.cfg.Network.DHTMode, n.reach.private))
-	d, err := offer.NewDHT(n.host, true, boot, dht.Datastore(offer.NewRecordStore(n.host.ID(), limits)), mode)
+	d, err := offer.NewDHT(n.host, true, boot, offer.NewRecordStore(n.host.ID(), limits), mode)
 	if err != nil {
 		return err
 	}

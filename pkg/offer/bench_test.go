@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/core/routing"
 )
 
@@ -156,17 +160,25 @@ func lookupNetwork(b *testing.B, n int) *lookupNet {
 // BenchmarkLookup measures, side by side on the same in-process network
 // (mocknet, blackbox's DHT) of 50, 200 and 1,000 nodes, a buyer's filtered
 // lookup of 20 verified offers ("≥ 4 cores", Discoverer.FindN) against a
-// plain FindProvidersAsync of 20 providers of the same bucket: warm (the
-// buyer's discoverer keeps its cache, as a daemon's does) and cold (a new
-// discoverer each lookup: every offer fetched and verified; the connections
-// stay). The three run in each of their orders, after a pause. x-plain is warm ÷ plain, cold-x
-// cold ÷ plain (each the mean of every lookup measured); the goal is x-plain <= 1.2 at 200 and 1,000 nodes.
+// plain FindProvidersAsync of 20 providers of the same bucket (stopped at
+// the 20th provider, as FindN stops at the 20th offer): warm (the buyer's
+// discoverer keeps its cache, as a daemon's does), cold (a new discoverer
+// each lookup: every offer verified; the connections stay) and old-path
+// (cold, with no walk to a bucket holder: the provider walk and a stream to
+// each seller, as against nodes older than BucketProtocolID). The four run
+// in rotating orders, after a pause. x-plain is warm ÷ plain, cold-x cold ÷
+// plain, oldpath-x old-path ÷ plain (each the mean of every lookup
+// measured); the goal is <= 1.2 at 200 and 1,000 nodes, warm and
+// cold. The comparison is fair both ways: both ask for 20 and stop at the
+// 20th; the plain lookup verifies nothing, the filtered one verifies every
+// offer it returns; all the network's work (the DHT servers' and the
+// sellers') runs in this process on the same cores for both.
 // The buyer holds no provider record of the bucket itself (else both lookups
 // would be answered from its own store). Two more lines per size do not
 // depend on how loaded the machine is: the work of a plain and of a cold
-// lookup (DHT queries sent, offers served), and a cold lookup's floor (the
-// plain time and 20 fetches and signature checks, one at a time, spread
-// over the cores).
+// lookup (DHT queries sent, bucket holders asked, offer streams opened), and
+// the old path's floor (the plain time and 20 fetches and signature checks,
+// one at a time, spread over the cores).
 func BenchmarkLookup(b *testing.B) {
 	for _, n := range []int{50, 200, 1000} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
@@ -199,8 +211,13 @@ func BenchmarkLookup(b *testing.B) {
 					}
 				}
 			}
+			buyer := &countingHost{Host: ln.buyer.h}
 			cold := func() {
-				find(NewDiscoverer(DiscovererConfig{Host: ln.buyer.h, Finder: ln.buyer.dht}))()
+				find(NewDiscoverer(DiscovererConfig{Host: buyer, Finder: ln.buyer.dht}))()
+			}
+			noHolders := func([]byte, int) []peer.ID { return nil }
+			oldPath := func() {
+				find(NewDiscoverer(DiscovererConfig{Host: ln.buyer.h, Finder: ln.buyer.dht, Closest: noHolders}))()
 			}
 			// Connections, and the warm cache, as they are after a first
 			// lookup of every seller.
@@ -208,20 +225,24 @@ func BenchmarkLookup(b *testing.B) {
 			if all, err := ln.warm.Find(ctx, lookupFilter); err != nil || len(all) != ln.sellers {
 				b.Fatalf("first lookup: %d offers of %d sellers, %v", len(all), ln.sellers, err)
 			}
-			runs := []func(){plain, find(ln.warm), cold}
-			var took [3]time.Duration
+			runs := []func(){plain, find(ln.warm), cold, oldPath}
+			var took [4]time.Duration
+			var each [4][]time.Duration // for the medians
 			i := 0
-			// The three run in each of their six orders: each follows each
-			// other as often (what one leaves running, the next pays).
-			orders := [][3]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}}
+			// The four run in their rotations, forwards and backwards: each
+			// follows its neighbours as often (what one leaves running, the
+			// next pays).
+			orders := [][4]int{{0, 1, 2, 3}, {1, 2, 3, 0}, {2, 3, 0, 1}, {3, 0, 1, 2},
+				{3, 2, 1, 0}, {2, 1, 0, 3}, {1, 0, 3, 2}, {0, 3, 2, 1}}
 			for b.Loop() { // an op: 24 lookups of each kind
-				for range 4 {
+				for range 3 {
 					for _, order := range orders {
 						for _, j := range order {
 							time.Sleep(settle)
 							start := time.Now()
 							runs[j]()
 							took[j] += time.Since(start)
+							each[j] = append(each[j], time.Since(start))
 						}
 						i++
 					}
@@ -255,7 +276,7 @@ func BenchmarkLookup(b *testing.B) {
 			// and offers the sellers serve, until 100 ms after it returned
 			// (what it left running), plain and cold, 6 of each.
 			var queries [2]int64
-			var served int64
+			var served, asks, fetches int64
 			for range 6 {
 				for j, run := range []func(){plain, cold} {
 					qctx, cancel := context.WithCancel(ctx)
@@ -270,7 +291,7 @@ func BenchmarkLookup(b *testing.B) {
 						}
 						sent <- k
 					}()
-					s0 := ln.served.Load()
+					s0, a0, f0 := ln.served.Load(), buyer.asks.Load(), buyer.fetches.Load()
 					ctx = qctx
 					run()
 					ctx = context.Background()
@@ -279,18 +300,31 @@ func BenchmarkLookup(b *testing.B) {
 					queries[j] += <-sent
 					if j == 1 {
 						served += ln.served.Load() - s0
+						asks += buyer.asks.Load() - a0
+						fetches += buyer.fetches.Load() - f0
 					}
 				}
 			}
-			b.Logf("work of a lookup at %d nodes: plain %.1f DHT queries; cold %.1f DHT queries and %.1f offers served, for %d",
-				n, float64(queries[0])/6, float64(queries[1])/6, float64(served)/6, lookupWant)
+			b.Logf("work of a lookup at %d nodes: plain %.1f DHT queries; cold %.1f DHT queries, %.1f bucket holders asked, %.1f offer streams opened and %.1f offers served, for %d",
+				n, float64(queries[0])/6, float64(queries[1])/6, float64(asks)/6, float64(fetches)/6, float64(served)/6, lookupWant)
 			ms := func(d time.Duration) float64 { return float64(d) / float64(i) / 1e6 }
-			plainMs, warmMs, coldMs := ms(took[0]), ms(took[1]), ms(took[2])
+			plainMs, warmMs, coldMs, oldMs := ms(took[0]), ms(took[1]), ms(took[2]), ms(took[3])
 			b.ReportMetric(plainMs, "plain-ms")
 			b.ReportMetric(warmMs, "lookup-ms")
 			b.ReportMetric(coldMs, "cold-ms")
 			b.ReportMetric(warmMs/plainMs, "x-plain")
 			b.ReportMetric(coldMs/plainMs, "cold-x")
+			b.ReportMetric(oldMs, "oldpath-ms")
+			b.ReportMetric(oldMs/plainMs, "oldpath-x")
+			// Medians: on a machine others load, a few lookups preempted
+			// for tens of ms weigh on the means; the medians say what a
+			// lookup usually takes.
+			med := func(j int) float64 {
+				slices.Sort(each[j])
+				return float64(each[j][len(each[j])/2]) / 1e6
+			}
+			b.Logf("medians at %d nodes: plain %.2f ms, warm %.2f ms (×%.2f), cold %.2f ms (×%.2f), old path %.2f ms (×%.2f)",
+				n, med(0), med(1), med(1)/med(0), med(2), med(2)/med(0), med(3), med(3)/med(0))
 			growth := ""
 			for _, m := range []int{50, 200} {
 				if prev := lookupMs[m]; m < n && prev > 0 {
@@ -299,10 +333,10 @@ func BenchmarkLookup(b *testing.B) {
 			}
 			lookupMs[n] = warmMs
 			floor := ms(took[0]) + float64(lookupWant)*(perMs(fetchD)+perMs(verifyD))/float64(runtime.GOMAXPROCS(0))
-			b.Logf("one offer at %d nodes: fetch %.3f ms, verify %.3f ms; a cold lookup's floor, the plain one and %d of them over %d cores: %.2f ms (×%.2f)",
+			b.Logf("one offer at %d nodes: fetch %.3f ms, verify %.3f ms; the old path's floor, the plain lookup and %d of them over %d cores: %.2f ms (×%.2f)",
 				n, perMs(fetchD), perMs(verifyD), lookupWant, runtime.GOMAXPROCS(0), floor, floor/ms(took[0]))
-			b.Logf("lookup at %d nodes (%d sellers, %d lookups): plain FindProvidersAsync %.2f ms, filtered lookup %.2f ms warm (×%.2f), %.2f ms cold (×%.2f)%s",
-				n, ln.sellers, i, plainMs, warmMs, warmMs/plainMs, coldMs, coldMs/plainMs, growth)
+			b.Logf("lookup at %d nodes (%d sellers, %d lookups): plain FindProvidersAsync %.2f ms, filtered lookup %.2f ms warm (×%.2f), %.2f ms cold (×%.2f), %.2f ms old path (×%.2f)%s",
+				n, ln.sellers, i, plainMs, warmMs, warmMs/plainMs, coldMs, coldMs/plainMs, oldMs, oldMs/plainMs, growth)
 			if n >= 200 {
 				met := func(r float64) string {
 					if r <= 1.2 {
@@ -317,4 +351,20 @@ func BenchmarkLookup(b *testing.B) {
 			}
 		})
 	}
+}
+
+// countingHost counts the bucket asks and offer streams a buyer opens.
+type countingHost struct {
+	host.Host
+	asks, fetches atomic.Int64
+}
+
+func (c *countingHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	switch {
+	case slices.Contains(pids, BucketProtocolID):
+		c.asks.Add(1)
+	case slices.Contains(pids, ProtocolID):
+		c.fetches.Add(1)
+	}
+	return c.Host.NewStream(ctx, p, pids...)
 }

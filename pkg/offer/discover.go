@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -40,6 +41,11 @@ type DiscovererConfig struct {
 	// seller again, never past the offer's own expiry: 0 means
 	// DefaultCacheMaxAge, negative turns the cache off.
 	CacheMaxAge time.Duration
+	// Closest returns up to count peers of the DHT's routing table closest
+	// to a DHT key: where FindN starts its walk to a holder of the bucket's
+	// provider records (BucketProtocolID). Nil: the Finder's routing table
+	// if it has one (a *dht.IpfsDHT), else no such walk.
+	Closest func(key []byte, count int) []peer.ID
 	// OnReject, if set, is called for every offer refused (for metrics).
 	OnReject func(p peer.ID, err error)
 	Now      func() time.Time
@@ -56,10 +62,21 @@ const DefaultCacheMaxAge = time.Minute
 // It remembers the highest sequence seen from each seller, so an older offer
 // replayed later is refused.
 //
-// A lookup costs about one DHT provider query. Sellers come from the DHT
-// providers of the filter's bucket, each provider's offer fetched as soon
-// as the provider is found, Parallel at a time, while the query goes on;
-// FindN stops the query and the fetches once it holds n matching offers.
+// FindN (a lookup that stops at n offers, the buyer's --limit) first walks
+// to a holder of the provider records of the filter's bucket and asks it
+// alone for n offers (BucketProtocolID, fromHolders): one round trip to one
+// peer, usually the closest or the second closest the routing table knows,
+// where the DHT's provider walk asks ten peers at once for every provider
+// and its addresses and the buyer then opens a stream to each seller. The
+// holder names the sellers' own signed envelopes, which the buyer opens on
+// every core. What the holders cannot give (none on the way speaks the
+// protocol: older nodes; a holder with fewer; offers refused or not
+// matching) is looked for the old way:
+//
+// Sellers come from the DHT providers of the filter's bucket, each
+// provider's offer fetched as soon as the provider is found, Parallel at a
+// time, while the query goes on; FindN stops the query and the fetches once
+// it holds n matching offers.
 // FindN first asks the DHT for n providers only, as a plain
 // FindProvidersAsync of n does: that query ends at the first answer naming
 // n (asked for more, the DHT walks on and queries every closest peer again,
@@ -73,28 +90,31 @@ const DefaultCacheMaxAge = time.Minute
 // connected peers the DHT did not name (a small network's DHT may not name
 // every seller yet), skipping those that had nothing on offer within
 // CacheMaxAge. A verified offer is kept in a cache and reused without a stream
-// until the earlier of its expiry and CacheMaxAge after it was fetched, so a
-// node that looks up repeatedly (a buyer's daemon) pays only for the DHT
-// query and for sellers it has not heard from lately. Only offers that passed
-// Verify (signature by the seller's key, valid now, sequence not older than
-// one seen) enter the cache; an entry is dropped when it expires or when its
-// seller's next fetch fails or is refused, and a newer sequence replaces it.
-// The DHT's provider records carry no offer (go-libp2p-kad-dht's provider
-// record is an AddrInfo), so carrying the offer in the query's answers would
-// mean a protocol of our own next to the DHT's; the cache gives the same
-// cost on repeated lookups without one.
+// (or, named by a holder in the same bytes, without a second signature
+// check) until the earlier of its expiry and CacheMaxAge after it was
+// fetched, so a node that looks up repeatedly (a buyer's daemon) pays only
+// for the walk and for sellers it has not heard from lately. Only offers
+// that passed Verify (signature by the seller's key, valid now, sequence not
+// older than one seen) enter the cache; an entry is dropped when it expires
+// or when its seller's next fetch fails or is refused, and a newer sequence
+// replaces it. An offer a holder names is checked the same way: a holder
+// can withhold offers, or name a seller's older offer while it is still
+// valid (as a stale DHT value record can; refused once the buyer saw a
+// newer one), never forge or prolong one.
 type Discoverer struct {
 	cfg DiscovererConfig
 
 	mu    sync.Mutex
 	seen  map[peer.ID]uint64
 	cache map[peer.ID]cachedOffer
+	byEnv map[string]peer.ID // the cache's envelopes
 }
 
 // cachedOffer is a verified offer (nil: the peer had nothing on offer) and
 // the time until which it is reused.
 type cachedOffer struct {
 	o     *Offer
+	env   []byte // the envelope o was opened from
 	until time.Time
 }
 
@@ -118,7 +138,12 @@ func NewDiscoverer(cfg DiscovererConfig) *Discoverer {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Discoverer{cfg: cfg, seen: make(map[peer.ID]uint64), cache: make(map[peer.ID]cachedOffer)}
+	if rt, ok := cfg.Finder.(interface{ RoutingTable() *kb.RoutingTable }); ok && cfg.Closest == nil {
+		cfg.Closest = func(key []byte, count int) []peer.ID {
+			return rt.RoutingTable().NearestPeers(kb.ConvertKey(string(key)), count)
+		}
+	}
+	return &Discoverer{cfg: cfg, seen: make(map[peer.ID]uint64), cache: make(map[peer.ID]cachedOffer), byEnv: make(map[string]peer.ID)}
 }
 
 // Find returns the verified offers matching f, cheapest first. Sellers come
@@ -165,6 +190,21 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 		count, wide = n, true
 	}
 	bucket := QueryBucket(f)
+	if n > 0 && d.cfg.Closest != nil {
+		// One holder of the bucket's provider records names n offers (and
+		// spares, in case some are refused) in one round trip; only those
+		// it could not give are looked for the old way below.
+		for _, o := range d.fromHolders(ctx, bucket.CID().Hash(), f, n+fetchSpare, n) {
+			if !seen[o.Seller] && len(out) < n {
+				seen[o.Seller] = true
+				out = append(out, o)
+			}
+		}
+		if len(out) >= n {
+			f.Sort(out)
+			return out, nil
+		}
+	}
 	var lcancel context.CancelFunc = func() {}
 	defer func() { lcancel() }()
 	start := func(count int) {
@@ -373,10 +413,17 @@ func (d *Discoverer) Verify(p peer.ID, env []byte) (*Offer, error) {
 	if o.Seller != p {
 		return nil, fmt.Errorf("%w: %s served an offer of %s", ErrWrongKey, p, o.Seller)
 	}
+	return o, d.accept(o, env)
+}
+
+// accept takes an opened offer as its seller's unless it is older than one
+// seen from it, and caches it.
+func (d *Discoverer) accept(o *Offer, env []byte) error {
+	p := o.Seller
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if o.Seq < d.seen[p] {
-		return nil, fmt.Errorf("%w: seq %d < %d", ErrStaleSeq, o.Seq, d.seen[p])
+		return fmt.Errorf("%w: seq %d < %d", ErrStaleSeq, o.Seq, d.seen[p])
 	}
 	d.seen[p] = o.Seq
 	if d.cfg.CacheMaxAge > 0 {
@@ -384,9 +431,31 @@ func (d *Discoverer) Verify(p peer.ID, env []byte) (*Offer, error) {
 		if o.Expiry.Before(until) {
 			until = o.Expiry
 		}
-		d.cache[p] = cachedOffer{o: o, until: until}
+		d.dropLocked(p)
+		d.cache[p] = cachedOffer{o: o, env: env, until: until}
+		d.byEnv[string(env)] = p
 	}
-	return o, nil
+	return nil
+}
+
+// dropLocked removes p's cache entry.
+func (d *Discoverer) dropLocked(p peer.ID) {
+	if c, ok := d.cache[p]; ok {
+		delete(d.byEnv, string(c.env))
+		delete(d.cache, p)
+	}
+}
+
+// cachedEnv returns the cached offer opened from exactly env, if any and
+// still to be reused: the same bytes need no second signature check.
+func (d *Discoverer) cachedEnv(env []byte) *Offer {
+	d.mu.Lock()
+	p, ok := d.byEnv[string(env)]
+	d.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return d.cached(p)
 }
 
 // cached returns p's cached verified offer if it is still to be reused.
@@ -398,7 +467,7 @@ func (d *Discoverer) cached(p peer.ID) *Offer {
 		return nil
 	}
 	if !d.cfg.Now().Before(c.until) {
-		delete(d.cache, p)
+		d.dropLocked(p)
 		return nil
 	}
 	return c.o
@@ -410,7 +479,7 @@ func (d *Discoverer) cached(p peer.ID) *Offer {
 func (d *Discoverer) forget(p peer.ID, empty bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	delete(d.cache, p)
+	d.dropLocked(p)
 	if empty && d.cfg.CacheMaxAge > 0 {
 		d.cache[p] = cachedOffer{until: d.cfg.Now().Add(d.cfg.CacheMaxAge)}
 	}

@@ -192,8 +192,16 @@ func TestNetworkOf50FindsExactlyTheMatchingOffers(t *testing.T) {
 	if some, err := d.FindN(ctx, Filter{Min: Resources{CPUMillis: 2000}}, 5); err != nil || len(some) != 5 {
 		t.Errorf("FindN 5: %d offers, %v", len(some), err)
 	}
-	if some, err := NewDiscoverer(DiscovererConfig{Host: buyer.h, Finder: buyer.dht}).FindN(ctx, Filter{}, 7); err != nil || len(some) != 7 {
+	// Without a cache, a lookup of 7 walks to a holder of the bucket's
+	// provider records (its DHT server fetched and verified their offers
+	// when they were put) and asks no seller.
+	counting := &countingHost{Host: buyer.h}
+	if some, err := NewDiscoverer(DiscovererConfig{Host: counting, Finder: buyer.dht}).FindN(ctx, Filter{}, 7); err != nil || len(some) != 7 {
 		t.Errorf("FindN 7 without cache: %d offers, %v", len(some), err)
+	}
+	if counting.asks.Load() == 0 || counting.fetches.Load() != 0 {
+		t.Errorf("FindN 7 without cache asked %d bucket holders and opened %d offer streams, want a holder only",
+			counting.asks.Load(), counting.fetches.Load())
 	}
 	// The buyer's --limit: Find stops at the filter's Limit.
 	if some, err := NewDiscoverer(DiscovererConfig{Host: buyer.h, Finder: buyer.dht}).Find(ctx, Filter{Min: Resources{CPUMillis: 2000}, Limit: 3}); err != nil || len(some) != 3 {
@@ -245,7 +253,7 @@ func newMockNetwork(tb testing.TB, ctx context.Context, n int, seeded bool, extr
 		boot = nil
 	}
 	for _, nd := range nodes {
-		d, err := NewDHT(nd.h, true, boot, extra...)
+		d, err := NewDHT(nd.h, true, boot, nil, extra...)
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -46,20 +46,31 @@ func Handler(current func() []byte, log *slog.Logger) network.StreamHandler {
 }
 
 func serve(s network.Stream, env []byte) error {
-	if err := s.Scope().SetService(ServiceName); err != nil {
-		return fmt.Errorf("attach to service: %w", err)
-	}
 	size := len(env) + binary.MaxVarintLen64
-	if err := s.Scope().ReserveMemory(size, network.ReservationPriorityAlways); err != nil {
-		return fmt.Errorf("reserve memory: %w", err)
-	}
-	defer s.Scope().ReleaseMemory(size)
-	if err := s.SetDeadline(time.Now().Add(streamTimeout)); err != nil {
+	release, err := prepare(s, size, time.Now().Add(streamTimeout))
+	if err != nil {
 		return err
 	}
+	defer release()
 	buf := wire.AppendFrame(make([]byte, 0, size), env)
-	_, err := s.Write(buf)
+	_, err = s.Write(buf)
 	return err
+}
+
+// prepare attaches s to the offer service, reserves size bytes for it from
+// its resource scope and sets its deadline; release gives the memory back.
+func prepare(s network.Stream, size int, deadline time.Time) (release func(), err error) {
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		return nil, fmt.Errorf("attach to service: %w", err)
+	}
+	if err := s.Scope().ReserveMemory(size, network.ReservationPriorityAlways); err != nil {
+		return nil, fmt.Errorf("reserve memory: %w", err)
+	}
+	if err := s.SetDeadline(deadline); err != nil {
+		s.Scope().ReleaseMemory(size)
+		return nil, err
+	}
+	return func() { s.Scope().ReleaseMemory(size) }, nil
 }
 
 // Fetch asks peer p for its current signed offer and returns the envelope
@@ -87,18 +98,12 @@ func Fetch(ctx context.Context, h host.Host, p peer.ID) ([]byte, error) {
 }
 
 func readEnvelope(ctx context.Context, s network.Stream) ([]byte, error) {
-	if err := s.Scope().SetService(ServiceName); err != nil {
-		return nil, err
-	}
-	const reserve = MaxEnvelopeSize + binary.MaxVarintLen64
-	if err := s.Scope().ReserveMemory(reserve, network.ReservationPriorityAlways); err != nil {
-		return nil, err
-	}
-	defer s.Scope().ReleaseMemory(reserve)
 	deadline, _ := ctx.Deadline()
-	if err := s.SetDeadline(deadline); err != nil {
+	release, err := prepare(s, MaxEnvelopeSize+binary.MaxVarintLen64, deadline)
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if err := s.CloseWrite(); err != nil {
 		return nil, err
 	}

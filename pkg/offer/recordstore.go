@@ -70,6 +70,30 @@ type RecordStore struct {
 	count   [2]int // per kind
 	buckets map[peer.ID]*rate.Limiter
 	puts    int // since the last sweep of buckets
+
+	// provided and unprovided, if set, are told of each provider record
+	// of another peer put (new or refreshed) and deleted, with the
+	// record's DHT key (a bucket's multihash): a BucketIndex follows them.
+	provided, unprovided func(key []byte, p peer.ID)
+}
+
+// setProviderHooks sets the functions told of provider records put and
+// deleted (see ServeBuckets).
+func (s *RecordStore) setProviderHooks(provided, unprovided func(key []byte, p peer.ID)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.provided, s.unprovided = provided, unprovided
+}
+
+// providedKey is the DHT key (a multihash) of a provider record's
+// datastore key, "/providers/<base32 key>/<base32 peer>".
+func providedKey(key ds.Key) ([]byte, bool) {
+	parts := key.List()
+	if len(parts) != 3 {
+		return nil, false
+	}
+	k, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(parts[1])
+	return k, err == nil
 }
 
 type recordKind int
@@ -175,6 +199,11 @@ func (s *RecordStore) Put(ctx context.Context, key ds.Key, value []byte) error {
 		s.count[kind]++
 	}
 	s.entries[key] = e
+	if kind == kindProvider && others && s.provided != nil {
+		if k, ok := providedKey(key); ok {
+			s.provided(k, p) // returns at once: the fetch runs on its own
+		}
+	}
 	return nil
 }
 
@@ -241,6 +270,11 @@ func (s *RecordStore) evictLocked(ctx context.Context, kind recordKind, now time
 	_ = s.Batching.Delete(ctx, victim)
 	delete(s.entries, victim)
 	s.count[kind]--
+	if kind == kindProvider && s.unprovided != nil {
+		if k, ok := providedKey(victim); ok {
+			s.unprovided(k, worst.peer)
+		}
+	}
 	return true
 }
 
@@ -262,6 +296,11 @@ func (s *RecordStore) Delete(ctx context.Context, key ds.Key) error {
 	if e, ok := s.entries[key]; ok {
 		delete(s.entries, key)
 		s.count[e.kind]--
+		if e.kind == kindProvider && s.unprovided != nil {
+			if k, ok := providedKey(key); ok {
+				s.unprovided(k, e.peer)
+			}
+		}
 	}
 	return nil
 }

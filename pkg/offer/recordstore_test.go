@@ -12,7 +12,6 @@ import (
 	"github.com/ipfs/go-cid"
 	ds "github.com/ipfs/go-datastore"
 	dsq "github.com/ipfs/go-datastore/query"
-	dht "github.com/libp2p/go-libp2p-kad-dht"
 	recpb "github.com/libp2p/go-libp2p-record/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
@@ -183,7 +182,7 @@ func TestFloodOfFakeIdentitiesIsBounded(t *testing.T) {
 	}
 	boot := []peer.AddrInfo{{ID: nodes[0].h.ID(), Addrs: nodes[0].h.Addrs()}}
 	for _, nd := range nodes {
-		d, err := NewDHT(nd.h, true, boot, dht.Datastore(nd.store))
+		d, err := NewDHT(nd.h, true, boot, nd.store)
 		if err != nil {
 			t.Fatal(err)
 		}
