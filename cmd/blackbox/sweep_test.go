@@ -4,6 +4,9 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -82,31 +85,7 @@ func TestSweepPayoutBumped(t *testing.T) {
 	// Exactly one payment to the payout address on the chain: the
 	// confirmed sweep version, paying what the channel's output held less
 	// the sweep's fee.
-	tip, err := m.btcd.Client().GetBlockCount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got, n int64
-	var payer string
-	for h := int64(ch.OpenHeight); h <= tip; h++ {
-		bh, err := m.btcd.Client().GetBlockHash(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blk, err := m.btcd.Client().GetBlock(bh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, tx := range blk.Transactions {
-			for _, o := range tx.TxOut {
-				if bytes.Equal(o.PkScript, script) {
-					got += o.Value
-					n++
-					payer = tx.TxHash().String()
-				}
-			}
-		}
-	}
+	got, n, payer := paidOnChain(t, m, script, ch.OpenHeight)
 	want := s.Inputs[0].Value - s.Fee
 	if n != 1 || got != want || payer != s.Txid || len(s.Inputs) != 1 {
 		t.Fatalf("the payout address received %d sat in %d payment(s) (last by %s); want %d once, by the sweep %s", got, n, payer, want, s.Txid)
@@ -180,4 +159,126 @@ func TestCloseBumpedWithWalletCoins(t *testing.T) {
 		t.Fatalf("sweep %+v: want the child's output of %d sat, to the payout address", s, payout)
 	}
 	t.Logf("sweep %s paid %d sat to the payout address (fee %d)", s.Txid, payout-s.Fee, s.Fee)
+}
+
+// paidOnChain is what the blocks from height from on pay to script: the
+// sum, the number of outputs and the last transaction paying it.
+func paidOnChain(t *testing.T, m *market, script []byte, from int32) (sum, n int64, last string) {
+	t.Helper()
+	tip, err := m.btcd.Client().GetBlockCount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h := int64(from); h <= tip; h++ {
+		bh, err := m.btcd.Client().GetBlockHash(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, err := m.btcd.Client().GetBlock(bh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tx := range blk.Transactions {
+			for _, o := range tx.TxOut {
+				if bytes.Equal(o.PkScript, script) {
+					sum += o.Value
+					n++
+					last = tx.TxHash().String()
+				}
+			}
+		}
+	}
+	return sum, n, last
+}
+
+// TestSweepRestoredFromSeed, on both chain backends: a seller whose
+// payouts are swept (payment.payout_sweep, to an external payout address)
+// closes a channel; the close confirms at its hold key and the seller
+// vanishes (kill -9) before it sweeps (sweep_at is out of reach). Its data
+// dir is lost: a new one gets only the seed (`wallet backup` before, the
+// offline `wallet restore FILE`), and the node started on it scans the
+// chain for its hold keys, records the output and sweeps it to the payout
+// address, exactly once.
+func TestSweepRestoredFromSeed(t *testing.T) {
+	t.Parallel()
+	for _, backend := range []string{"btcd", "neutrino"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			addr, script := payoutAddress(t)
+			m, _, seller, buyer, ch := paidChannel(t, 0, "BLACKBOX_PAYMENT_BACKEND="+backend, "BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr,
+				"BLACKBOX_PAYMENT_PAYOUT_SWEEP=true", "BLACKBOX_PAYMENT_SWEEP_AT=100000000", "BLACKBOX_PAYMENT_SWEEP_AFTER=0s")
+			if ch.HoldIndex == nil {
+				t.Fatalf("the channel's close pays %x: want a hold key of the seller", ch.SellerScript)
+			}
+			seed := filepath.Join(t.TempDir(), "seed.json")
+			if out, err := seller.cli("wallet", "backup", seed); err != nil {
+				t.Fatalf("wallet backup: %v\n%s", err, out)
+			}
+			closeChannel(t, seller, ch)
+			c := waitClosed(t, seller, buyer)
+			if !c.Unswept() || c.Sweep != nil {
+				t.Fatalf("closed channel: sweep %+v, want its output waiting at the hold key", c.Sweep)
+			}
+			var close wire.MsgTx
+			if err := close.Deserialize(bytes.NewReader(c.SpendTx)); err != nil {
+				t.Fatal(err)
+			}
+			held := close.TxOut[0].Value
+			seller.kill()
+
+			// A fresh data dir with only the seed; sweeps on now.
+			seller.dir = t.TempDir()
+			seller.env = append(seller.env, "BLACKBOX_PAYMENT_SWEEP_AT=1")
+			restore := exec.Command(m.bin, "--data-dir", seller.dir, "wallet", "restore", seed)
+			restore.Env = append(os.Environ(), seller.env...)
+			if out, err := restore.CombinedOutput(); err != nil || !strings.Contains(string(out), "wallet restored") {
+				t.Fatalf("offline wallet restore: %v\n%s", err, out)
+			}
+			began := time.Now()
+			seller.start()
+			var r *payment.Channel
+			waitFor(t, 180*time.Second, "the restored seller's sweep to confirm", func() bool {
+				for _, c := range seller.channelsWith("") {
+					if c.Recovered {
+						r = c
+					}
+				}
+				return r != nil && r.Sweep != nil && r.Sweep.Confirmed
+			})
+			took := time.Since(began)
+			s := r.Sweep
+			if r.SpendTxid != c.SpendTxid || *r.HoldIndex != *c.HoldIndex || len(s.Inputs) != 1 || s.Inputs[0].Value != held || !bytes.Equal(s.PayTo, script) {
+				t.Fatalf("recovered %+v, sweep %+v: want the close %s's %d sat at hold key %d, to the payout address", r, s, c.SpendTxid, held, *c.HoldIndex)
+			}
+			got, n, payer := paidOnChain(t, m, script, ch.OpenHeight)
+			if n != 1 || got != held-s.Fee || payer != s.Txid {
+				t.Fatalf("the payout address received %d sat in %d payment(s) (last by %s); want %d once, by the sweep %s", got, n, payer, held-s.Fee, s.Txid)
+			}
+			if h := seller.holdings(); h.Settled != held-s.Fee || h.Sweeping != 0 {
+				t.Fatalf("holdings after the sweep: %+v, want %d settled", h, held-s.Fee)
+			}
+			scanned := regexp.MustCompile(`msg="hold keys: scanned the chain[^\n]*`).FindString(seller.logs.String())
+			if scanned == "" {
+				t.Fatalf("no scan in the log:\n%s", tail(seller.logs.String(), 40))
+			}
+			t.Logf("%s: %s", backend, scanned)
+			// A restart scans no more and sweeps nothing again.
+			seller.stop()
+			seller.start()
+			time.Sleep(3 * time.Second)
+			if got2, n2, _ := paidOnChain(t, m, script, ch.OpenHeight); got2 != got || n2 != 1 {
+				t.Fatalf("after a restart the payout address holds %d sat in %d payments", got2, n2)
+			}
+			t.Logf("%s: close %s held %d sat at hold key %d; restored from the seed alone, the node found it and swept it to the payout address in %s (sweep %s, %d vB, fee %d sat at %d sat/vB), paid once",
+				backend, c.SpendTxid, held, *c.HoldIndex, took.Round(time.Millisecond), s.Txid, vsizeOf(t, s.Tx), s.Fee, s.Rate)
+		})
+	}
+}
+
+func vsizeOf(t *testing.T, raw []byte) int {
+	var tx wire.MsgTx
+	if err := tx.Deserialize(bytes.NewReader(raw)); err != nil {
+		t.Fatal(err)
+	}
+	return vsize(&tx)
 }
