@@ -25,12 +25,22 @@ import (
 // output to the payout address, itself at 2 sat/vB and so replaced with
 // higher-fee versions (RBF). The seller is killed (kill -9) right after
 // the sweep's broadcast and restarted: the sweep goes on, and the payout
-// address receives the money exactly once.
+// address receives the money exactly once. Both chain backends: the seller
+// on btcd's RPC, and on the light client.
 func TestSweepPayoutBumped(t *testing.T) {
 	t.Parallel()
+	for _, backend := range []string{"btcd", "neutrino"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			sweepPayoutBumped(t, backend)
+		})
+	}
+}
+
+func sweepPayoutBumped(t *testing.T, backend string) {
 	const floor = 5
 	addr, script := payoutAddress(t)
-	m, miner, seller, buyer, ch := paidChannel(t, 0, "BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=true",
+	m, miner, seller, buyer, ch := paidChannel(t, 0, "BLACKBOX_PAYMENT_BACKEND="+backend, "BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=true",
 		"BLACKBOX_PAYMENT_SWEEP_AT=1", "BLACKBOX_PAYMENT_SWEEP_AFTER=0s",
 		"BLACKBOX_PAYMENT_BUMP_AFTER=1", "BLACKBOX_METER_PRICING_START_FEE=20000")
 	if ch.HoldIndex == nil || bytes.Equal(ch.SellerScript, script) {
@@ -47,7 +57,7 @@ func TestSweepPayoutBumped(t *testing.T) {
 	if c.Bump == nil || c.Bump.Count < 1 || len(c.Bump.ChildTx) == 0 || c.Bump.Stuck != "" || c.SpendTxid != closeID.String() {
 		t.Fatalf("closed without a child of ours: spend %s, bump %+v\n%s", c.SpendTxid, c.Bump, seller.logs.String())
 	}
-	t.Logf("close %s confirmed after %d bump(s) by a child paying %d sat", closeID, c.Bump.Count, c.BumpFee())
+	t.Logf("%s: close %s confirmed after %d bump(s) by a child paying %d sat", backend, closeID, c.Bump.Count, c.BumpFee())
 
 	// The sweep: killed right after its first broadcast.
 	re := regexp.MustCompile(`sweep broadcast.*sweep=([0-9a-f]{64})`)
@@ -97,8 +107,8 @@ func TestSweepPayoutBumped(t *testing.T) {
 	if out, err := seller.cli("earnings"); err != nil || !strings.Contains(out, "settled") {
 		t.Fatalf("earnings: %v\n%s", err, out)
 	}
-	t.Logf("sweep %s (%d version(s), %d sat/vB, fee %d sat) paid %d sat to the payout address once, %.1fs after the kill -9; the seller kept %d of %d paid",
-		s.Txid, s.Count+1, s.Rate, s.Fee, got, time.Since(killedAt).Seconds(), got, c.Paid)
+	t.Logf("%s: sweep %s (%d version(s), %d sat/vB, fee %d sat) paid %d sat to the payout address once, %.1fs after the kill -9; the seller kept %d of %d paid",
+		backend, s.Txid, s.Count+1, s.Rate, s.Fee, got, time.Since(killedAt).Seconds(), got, c.Paid)
 }
 
 // TestCloseBumpedWithWalletCoins: the same stuck close (2 sat/vB under a 5
@@ -224,6 +234,21 @@ func TestSweepRestoredFromSeed(t *testing.T) {
 				t.Fatal(err)
 			}
 			held := close.TxOut[0].Value
+			// While the output waits, a restore of another seed is refused
+			// (it would strand it) and says what to do; the node's own seed
+			// restored over itself is not: its hold keys are the same.
+			other := t.TempDir()
+			if _, err := payment.CreateWalletFiles(other, []byte("test-passphrase"), payment.RegtestConfig()); err != nil {
+				t.Fatal(err)
+			}
+			seller.cliFails("wallet restore of another seed with an output to sweep",
+				[]string{"waits at the node's hold key", "sweeps to confirm", "own seed backup", "nothing changed"}, "wallet", "restore", filepath.Join(other, "seed.json"))
+			if out, err := seller.cli("wallet", "restore", seed); err != nil || !strings.Contains(out, "restored by the running daemon") {
+				t.Fatalf("wallet restore of the node's own seed: %v\n%s", err, out)
+			}
+			if c2 := seller.channelWith(buyer.peerID()); c2 == nil || !c2.Unswept() {
+				t.Fatalf("after restoring its own seed the channel is %+v", c2)
+			}
 			seller.kill()
 
 			// A fresh data dir with only the seed; sweeps on now.

@@ -303,3 +303,19 @@ func childTxid(c *Channel) string {
 	}
 	return tx.TxHash().String()
 }
+
+// HeldBy reports whether keys hold c's close output: c's close paid hold
+// key HoldIndex of keys' seed (a wallet restore of the same seed keeps it
+// sweepable).
+func (c *Channel) HeldBy(keys *Keyring) bool {
+	if c.HoldIndex == nil {
+		return false
+	}
+	k, err := keys.Key(FamilyPayoutHold, *c.HoldIndex)
+	return err == nil && bytes.Equal(p2wpkhScript(k.PubKey().SerializeCompressed()), c.SellerScript)
+}
+
+// RescanHolds makes the next Tick scan the chain for the hold keys of the
+// keyring's seed again (after the keys were replaced by a wallet restore):
+// a seed scanned already is not scanned twice (its counter says so).
+func (m *Manager) RescanHolds() { m.holdScan.done.Store(false) }
