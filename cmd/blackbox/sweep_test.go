@@ -118,12 +118,21 @@ func sweepPayoutBumped(t *testing.T, backend string) {
 // coins of its wallet: the child spends the payout output and a wallet
 // coin, keeps the payout output whole and sends the change back to the
 // wallet. The close and child confirm; once the miners take low fees again
-// the sweep forwards the output to the payout address.
+// the sweep forwards the output to the payout address. Both chain backends.
 func TestCloseBumpedWithWalletCoins(t *testing.T) {
 	t.Parallel()
+	for _, backend := range []string{"btcd", "neutrino"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			closeBumpedWithWalletCoins(t, backend)
+		})
+	}
+}
+
+func closeBumpedWithWalletCoins(t *testing.T, backend string) {
 	const floor = 5
 	addr, script := payoutAddress(t)
-	m, miner, seller, buyer, ch := paidChannel(t, 50_000, "BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=true",
+	m, miner, seller, buyer, ch := paidChannel(t, 50_000, "BLACKBOX_PAYMENT_BACKEND="+backend, "BLACKBOX_PAYMENT_PAYOUT_ADDRESS="+addr, "BLACKBOX_PAYMENT_PAYOUT_SWEEP=true",
 		"BLACKBOX_PAYMENT_SWEEP_AT=1", "BLACKBOX_PAYMENT_SWEEP_AFTER=0s", "BLACKBOX_PAYMENT_BUMP_AFTER=1")
 	payout := ch.Paid - ch.CloseFee
 	miner.floor.Store(floor)
@@ -147,8 +156,8 @@ func TestCloseBumpedWithWalletCoins(t *testing.T) {
 		!bytes.Equal(child.TxOut[0].PkScript, c.SellerScript) || !bytes.Equal(child.TxOut[1].PkScript, c.Bump.Change) {
 		t.Fatalf("the child does not keep the payout output whole and return the change: %+v", child)
 	}
-	t.Logf("child %s: %d input(s), fee %d sat from %d sat of wallet coins; the payout output keeps %d sat",
-		childID, len(child.TxIn), c.Bump.Fee, c.Bump.Coins[0].Value, payout)
+	t.Logf("%s: child %s: %d input(s), fee %d sat from %d sat of wallet coins; the payout output keeps %d sat",
+		backend, childID, len(child.TxIn), c.Bump.Fee, c.Bump.Coins[0].Value, payout)
 	miner.floor.Store(0)
 	waitFor(t, 120*time.Second, "the sweep to confirm", func() bool {
 		c = seller.channelWith(buyer.peerID())
@@ -168,7 +177,7 @@ func TestCloseBumpedWithWalletCoins(t *testing.T) {
 		!bytes.Equal(s.PayTo, script) {
 		t.Fatalf("sweep %+v: want the child's output of %d sat, to the payout address", s, payout)
 	}
-	t.Logf("sweep %s paid %d sat to the payout address (fee %d)", s.Txid, payout-s.Fee, s.Fee)
+	t.Logf("%s: sweep %s paid %d sat to the payout address (fee %d)", backend, s.Txid, payout-s.Fee, s.Fee)
 }
 
 // paidOnChain is what the blocks from height from on pay to script: the
