@@ -400,11 +400,13 @@ func (n *NeutrinoChain) matchingBlock(ctx context.Context, h int32, op wire.OutP
 // client (src), each a confirmed, unspent, mature output; an error says
 // why one is not.
 //
-// hints are the buyer's: for each input, the height of the block holding
-// its transaction (0: none). An input with a hint is found there
+// hints are the buyer's (peer): for each input, the height of the block
+// holding its transaction (0: none). An input with a hint is found there
 // (OutputAt), any other through the script it reveals in the blocks of the
-// last zeroConfLookback; a wrong hint only refuses the zero-conf start.
-func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx *wire.MsgTx, hints []int32) ([]*wire.TxOut, error) {
+// last zeroConfLookback; a wrong hint only refuses the zero-conf start. The
+// filters the hints ask for are charged to peer's budget first
+// (zeroconfbudget.go).
+func (m *Manager) lightPrevOuts(ctx context.Context, peer string, src ScriptPrevOutSource, tx *wire.MsgTx, hints []int32) ([]*wire.TxOut, error) {
 	if len(tx.TxIn) > zeroConfMaxLightInputs {
 		return nil, fmt.Errorf("%w: %d inputs; a light client checks at most %d", ErrNotZeroConf, len(tx.TxIn), zeroConfMaxLightInputs)
 	}
@@ -415,6 +417,13 @@ func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx
 	tip, err := m.chain.Tip(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotZeroConf, err)
+	}
+	if _, ok := src.(HintedOutputSource); ok {
+		// The filters the hints ask for come out of the buyer's budget
+		// before any is fetched (zeroconfbudget.go).
+		if err := m.zc.filters.charge(peer, hintCost(len(tx.TxIn), hints, tip), m.now()); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, zeroConfLightTimeout)
 	defer cancel()
