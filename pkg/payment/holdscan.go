@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/btcsuite/btcd/btcutil/gcs/builder"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/wire"
 )
@@ -103,25 +102,14 @@ func (n *NeutrinoChain) OutputsTo(ctx context.Context, scripts [][]byte, from in
 		if err := ctx.Err(); err != nil {
 			return 0, nil, err
 		}
-		hash, err := n.cs.GetBlockHash(int64(h))
+		hash, ok, err := n.filterMatches(h, scripts)
 		if err != nil {
-			return 0, nil, fmt.Errorf("block hash %d: %w", h, err)
-		}
-		f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular)
-		if err != nil {
-			return 0, nil, fmt.Errorf("filter of block %d: %w", h, err)
-		}
-		if f == nil || f.N() == 0 {
-			continue
-		}
-		ok, err := f.MatchAny(builder.DeriveKey(hash), scripts)
-		if err != nil {
-			return 0, nil, fmt.Errorf("match filter of block %d: %w", h, err)
+			return 0, nil, err
 		}
 		if !ok {
 			continue
 		}
-		blk, err := n.block(ctx, *hash)
+		blk, err := n.block(ctx, hash)
 		if err != nil {
 			return 0, nil, err
 		}

@@ -7,10 +7,8 @@ import (
 	"testing"
 
 	"github.com/blackbox-market/blackbox/pkg/payment/paytest"
-	"github.com/btcsuite/btcd/btcutil"
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
-	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 )
 
@@ -46,43 +44,11 @@ func (c *scanChain) OutputsTo(ctx context.Context, scripts [][]byte, from int32)
 // the seed, after the sweep, recovers nothing (spent).
 func TestRecoverHolds(t *testing.T) {
 	ctx := context.Background()
-	key := mustKey(t)
-	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
-	payout, _ := txscript.PayToAddrScript(a)
-	cfg := RegtestConfig()
-	cfg.PayoutAddress = a.EncodeAddress()
-	cfg.Confirmations, cfg.BumpAfter, cfg.FallbackFeeRate = 1, 1, 2
-	cfg.SweepAt, cfg.SweepAfter = 1_000_000_000, 0
+	cfg, payout := sweepConfig(t, 1_000_000_000)
 	chain := &scanChain{Chain: paytest.NewChain()}
 	buyer := newManager(t, cfg, chain, NewMemStore(), seed(1), paytest.NewFunder(chain.Chain))
 	seller := newManager(t, cfg, chain, NewMemStore(), seed(2), nil)
-	terms, err := seller.SellerTerms()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, req, err := buyer.OpenChannel(ctx, OpenParams{Peer: "s", Seller: terms, Capacity: 100_000, FeeRate: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seller.AcceptOpen(ctx, "b", req.Encode()); err != nil {
-		t.Fatal(err)
-	}
-	chain.Mine(1)
-	for _, m := range []*Manager{buyer, seller} {
-		if err := m.Tick(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	u, err := buyer.Pay(ctx, c.ID, "c", 20_000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seller.Close(ctx, c.ID); err != nil {
-		t.Fatal(err)
-	}
+	id := paidClose(t, chain.Chain, buyer, seller, 100_000, "c", 20_000)
 	// Outputs at hold keys 20 (a close-shaped one) and 3 (at output 1).
 	pay := func(hold uint32, vout int, value int64) *wire.MsgTx {
 		s, err := seller.holdScript(hold)
@@ -106,7 +72,7 @@ func TestRecoverHolds(t *testing.T) {
 	if err := seller.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	closed, _ := seller.Channel(c.ID)
+	closed, _ := seller.Channel(id)
 	if !closed.Unswept() {
 		t.Fatalf("the close does not wait at a hold key: %+v", closed)
 	}
@@ -133,7 +99,7 @@ func TestRecoverHolds(t *testing.T) {
 	for _, r := range restored.Channels() {
 		got[r.SpendTxid] = r
 	}
-	if r := got[closed.SpendTxid]; r == nil || !r.Recovered || *r.HoldIndex != 0 || r.ID != c.ID || !r.Unswept() {
+	if r := got[closed.SpendTxid]; r == nil || !r.Recovered || *r.HoldIndex != 0 || r.ID != id || !r.Unswept() {
 		t.Fatalf("the close's record %+v", r)
 	}
 	if r := got[far.TxHash().String()]; r == nil || *r.HoldIndex != 20 || r.Paid != 7_000 {

@@ -51,7 +51,6 @@ import (
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
-	"github.com/btcsuite/btcd/btcutil/gcs/builder"
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/txscript"
@@ -365,26 +364,14 @@ func (n *NeutrinoChain) OutputAt(ctx context.Context, op wire.OutPoint, height i
 // address). A transaction of the block spending op is a *spentError.
 func (n *NeutrinoChain) matchingBlock(ctx context.Context, h int32, op wire.OutPoint, pkScript []byte,
 	batch neutrino.QueryOption, matched *int, since int32) (*wire.MsgBlock, error) {
-	hash, err := n.cs.GetBlockHash(int64(h))
-	if err != nil {
-		return nil, fmt.Errorf("block hash %d: %w", h, err)
-	}
-	f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular, batch, neutrino.MaxBatchSize(zeroConfFilterBatch))
-	if err != nil {
-		return nil, fmt.Errorf("filter of block %d: %w", h, err)
-	}
-	if f == nil || f.N() == 0 {
-		return nil, nil
-	}
-	if ok, err := f.Match(builder.DeriveKey(hash), pkScript); err != nil {
-		return nil, fmt.Errorf("match filter of block %d: %w", h, err)
-	} else if !ok {
-		return nil, nil
+	hash, ok, err := n.filterMatches(h, [][]byte{pkScript}, batch, neutrino.MaxBatchSize(zeroConfFilterBatch))
+	if err != nil || !ok {
+		return nil, err
 	}
 	if *matched++; *matched > zeroConfMaxMatches {
 		return nil, fmt.Errorf("more than %d blocks since height %d match its script (a reused address)", zeroConfMaxMatches, since)
 	}
-	blk, err := n.block(ctx, *hash)
+	blk, err := n.block(ctx, hash)
 	if err != nil {
 		return nil, err
 	}
