@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -325,6 +326,9 @@ func TestEscrowSellerVanishes(t *testing.T) {
 	if out, err := tr.buyer.cli("dispute", id, "--reason", "the seller vanished before delivering"); err != nil {
 		t.Fatalf("dispute: %v: %s", err, out)
 	}
+	// The funding confirmed, nothing else moves the buyer's wallet: what
+	// it holds now plus the refund is what it must hold after.
+	before := tr.buyer.balance()
 	ae := tr.waitState(t, tr.arbiter, be.Market.Contract, payment.EscrowDisputed)
 	out, err := tr.arbiter.cli("arbitrate", "show", ae.ID)
 	if err != nil || !strings.Contains(out, "receipt: none") {
@@ -354,6 +358,13 @@ func TestEscrowSellerVanishes(t *testing.T) {
 		}
 		return true
 	})
+	// The refund reached the buyer's wallet.
+	refund := paysTo(spend, e.BuyerScript)
+	waitFor(t, 60*time.Second, "the refund in the buyer's wallet", func() bool {
+		return tr.buyer.balance().Total == before.Total+refund
+	})
+	t.Logf("buyer's wallet: %d sat total before the refund, %d after (refund %d sat, escrow %d, payout fee %d, %d vB)",
+		before.Total, before.Total+refund, refund, e.Amount, e.Amount-refund, vsize(spend))
 	// The seller comes back: it sees the escrow paid out to the buyer, and
 	// its killed job's container goes.
 	tr.seller.start()
@@ -362,6 +373,22 @@ func TestEscrowSellerVanishes(t *testing.T) {
 		t.Fatalf("the seller saw spend %s, the buyer made %s", se.SpendTxid, e.SpendTxid)
 	}
 	waitFor(t, 60*time.Second, "the killed job's container to be gone", func() bool { return tr.m.jobContainers(be.Market.Contract) == 0 })
+	// Recorded once: a restart of the buyer counts the refund again
+	// neither in its earnings nor in its wallet.
+	tr.buyer.stop()
+	tr.buyer.start()
+	tr.buyer.waitChain(60*time.Second, api.ChainConnected)
+	time.Sleep(3 * time.Second) // a few blocks' ticks
+	earn, err := tr.buyer.api().Earnings(context.Background(), 0)
+	if err != nil || len(earn.Escrow.Payouts) != 1 || earn.Escrow.RefundedSat != refund {
+		t.Fatalf("after a restart the buyer's escrow spending is %+v (%v), want the one refund of %d", earn.Escrow, err, refund)
+	}
+	if b := tr.buyer.balance(); b.Total != before.Total+refund {
+		t.Fatalf("after a restart the buyer's wallet holds %d, want %d", b.Total, before.Total+refund)
+	}
+	if out, err := tr.buyer.cli("earnings"); err != nil || strings.Count(out, "payout_buyer") > 1 {
+		t.Fatalf("earnings: %v\n%s", err, out)
+	}
 	t.Logf("escrow %s: refunded %d sats to the buyer by %s after block %d, without the seller", e.ID, paysTo(spend, e.BuyerScript), e.SpendTxid, e.Delay)
 }
 
@@ -399,6 +426,15 @@ func TestEscrowSplit(t *testing.T) {
 		if out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", bad); err == nil {
 			t.Fatalf("decide --pay %s: %s", bad, out)
 		}
+	}
+	// Shares that leave one side dust after the fee: refused with the
+	// range, before anything is recorded.
+	for _, share := range []int64{100, ae.Amount - 300} {
+		out, err := tr.arbiter.cli("arbitrate", "decide", ae.ID, "--pay", fmt.Sprintf("split:%d", share))
+		if err == nil || !strings.Contains(out, "is between 294 and") || !strings.Contains(out, "--pay seller or --pay buyer") {
+			t.Fatalf("decide --pay split:%d of %d: %v: %s", share, ae.Amount, err, out)
+		}
+		t.Logf("split:%d refused: %s", share, strings.TrimSpace(out))
 	}
 	if e := escrowOf(t, tr.arbiter, j.ContractID); e.Market.Decision != "" || e.Split != 0 {
 		t.Fatalf("a refused decision left %q split %d", e.Market.Decision, e.Split)

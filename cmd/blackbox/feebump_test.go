@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -342,7 +343,8 @@ func TestRefundFeeBumped(t *testing.T) {
 
 // paidChannel starts a market mined by a feeMiner (every transaction until
 // a test sets its floor), a seller with sellerVars added to sellerEnv (and
-// sellerFunds sat in its wallet when > 0) and a funded buyer, runs one
+// sellerFunds sat in its wallet when > 0; on the light client when
+// sellerVars say BLACKBOX_PAYMENT_BACKEND=neutrino) and a funded buyer, runs one
 // paid job and returns the seller's open channel once it holds the
 // payment.
 func paidChannel(t *testing.T, sellerFunds int64, sellerVars ...string) (*market, *feeMiner, *daemon, *daemon, *payment.Channel) {
@@ -350,7 +352,11 @@ func paidChannel(t *testing.T, sellerFunds int64, sellerVars ...string) (*market
 	m := newMarketMining(t, 0)
 	miner := startFeeMiner(m)
 	work := t.TempDir()
-	seller := m.daemon(sellerEnv(sellerVars...))
+	start := (*market).daemon
+	if slices.Contains(sellerVars, "BLACKBOX_PAYMENT_BACKEND=neutrino") {
+		start = (*market).lightDaemon // the seller on the light client
+	}
+	seller := start(m, sellerEnv(sellerVars...))
 	buyer := m.daemon(buyerEnv, "--bootstrap", seller.bootAddr())
 	m.fund(buyer.proc, 1_000_000)
 	if sellerFunds > 0 {

@@ -135,7 +135,10 @@ escrow's CLTV delay is reached.`,
 		Short: "Decide a disputed escrow: sign the payout to the seller, the buyer, or split",
 		Long: `Sign the arbitrated payout of a disputed escrow and send it to the party paid
 (split:N: N sats to the seller, the rest less the fee to the buyer; sent to
-both, either completes it). An escrow is decided once: a second decision is
+both, either completes it). N must leave both outputs above dust after the
+split's fee: at least the seller's dust limit, at most the escrow less the
+fee and the buyer's dust limit; outside that the refusal names the range
+and changes nothing. An escrow is decided once: a second decision is
 refused.`,
 		Example: `  blackbox arbitrate decide 4be1 --pay seller
   blackbox arbitrate decide 4be1 --pay buyer

@@ -383,16 +383,29 @@ func (n *Node) Decide(ctx context.Context, id, pay string) (*payment.EscrowRecor
 		return nil, fmt.Errorf("%w: escrow %s is decided already: pay %s", api.ErrRefused, r.ID, r.Market.Decision)
 	case r.Market.DisputedBy == "" || r.State != payment.EscrowDisputed:
 		return nil, fmt.Errorf("%w: escrow %s is %s: no dispute to decide", api.ErrRefused, r.ID, r.State)
-	case kind == payment.SpendPayoutSplit && share >= r.Amount:
-		return nil, fmt.Errorf("%w: a split gives the seller less than the escrow's %d sats, not %d", api.ErrBadRequest, r.Amount, share)
 	}
+	e := n.escrow
 	if kind == payment.SpendPayoutSplit {
-		if _, err := n.escrow.m.SetSplit(r.ID, share); err != nil {
+		// Both outputs must carry money after the fee, as in a release:
+		// checked before anything is recorded.
+		lo, hi, fee, err := e.m.SplitRange(ctx, r.ID)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v: decide --pay seller or buyer", api.ErrRefused, err)
+		}
+		if share < lo || share > hi {
+			return nil, fmt.Errorf("%w: split:%d: the seller's share of escrow %s (%d sats) is between %d and %d sats now (the split's fee is %d, and each side's output must be above dust); to pay one side everything, --pay seller or --pay buyer",
+				api.ErrBadRequest, share, r.ID, r.Amount, lo, hi, fee)
+		}
+		if _, err := e.m.SetSplit(r.ID, share); err != nil {
 			return nil, fmt.Errorf("%w: %v", api.ErrRefused, err)
 		}
 	}
-	e := n.escrow
 	if _, _, err := e.m.ArbitrateKind(ctx, r.ID, kind); err != nil {
+		if kind == payment.SpendPayoutSplit {
+			if cerr := e.m.ClearSplit(r.ID); cerr != nil {
+				n.log.Warn("arbiter: a failed split decision left its split", "escrow", r.ID, "err", cerr)
+			}
+		}
 		return nil, err
 	}
 	r, err = e.m.SetMarket(r.ID, func(mk *payment.EscrowMarket) error {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -124,6 +125,24 @@ func (n *Node) watchFees(st payment.ChannelStore) payment.ChannelStore {
 // spendCost is what c's spend costs this node: its fee and the latest
 // bump's child.
 func spendCost(c *payment.Channel) int64 { return c.SpendFee() + c.BumpFee() }
+
+// Counters implements payment.CounterStore when the wrapped store does.
+func (f *feeStore) Counters() (map[string]uint32, error) {
+	cs, ok := f.ChannelStore.(payment.CounterStore)
+	if !ok {
+		return nil, errors.New("the payment store lists no counters")
+	}
+	return cs.Counters()
+}
+
+// RaiseIndex implements payment.CounterStore when the wrapped store does.
+func (f *feeStore) RaiseIndex(name string, next uint32) error {
+	cs, ok := f.ChannelStore.(payment.CounterStore)
+	if !ok {
+		return errors.New("the payment store raises no counters")
+	}
+	return cs.RaiseIndex(name, next)
+}
 
 func (f *feeStore) LoadChannels() ([]*payment.Channel, error) {
 	cs, err := f.ChannelStore.LoadChannels()

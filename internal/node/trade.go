@@ -215,7 +215,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	m, err := payment.NewManager(payment.ManagerConfig{
 		Config: cfg, Chain: chain, Store: n.watchFees(backup),
 		Keys: keys, Funder: n.watchFunding(lw), Log: n.log,
-		Signer: lw, Coins: lw, OnFail: n.channelFailed,
+		Signer: lw, Coins: lw, OnFail: n.channelFailed, HoldScanFrom: lw.HoldScanFrom,
 	})
 	if err != nil {
 		return fmt.Errorf("payment manager: %w", err)

@@ -19,7 +19,9 @@ import (
 // its wallet with the one the seed backup restores, without a restart.
 //
 // Channels, escrows and contracts are keyed by the wallet's seed, so the
-// restore is refused, naming them, while any is under way. Otherwise the
+// restore is refused, naming them, while any is under way; so is a close
+// output waiting at a hold key to be swept, unless the backup is of the same
+// seed (its hold keys are the same: the sweep goes on). Otherwise the
 // node stops selling and buying (its offer is withdrawn, submit refused),
 // closes the wallet, moves its directory aside (kept: its seed may still
 // own coins), writes the restored wallet in its place with the same files
@@ -58,14 +60,23 @@ func (n *Node) WalletRestore(ctx context.Context, raw []byte) (api.RestoreResult
 	if pp.Err != nil {
 		return res, pp.Err
 	}
-	if _, err := b.Open(pp.Value); err != nil {
+	seed, err := b.Open(pp.Value)
+	if err != nil {
 		return res, fmt.Errorf("%w: restore wallet: %w (a backup opens only with the wallet passphrase it was written under; this node's comes from %s): nothing changed", api.ErrRefused, err, pp.Source)
+	}
+	params, err := payment.NetParams(cfg.Network)
+	if err != nil {
+		return res, err
+	}
+	restored, err := payment.NewKeyring(seed, params)
+	if err != nil {
+		return res, fmt.Errorf("%w: restore wallet: %w", api.ErrBadRequest, err)
 	}
 	if !n.restoreMu.TryLock() {
 		return res, fmt.Errorf("%w: a wallet restore is already running", api.ErrRefused)
 	}
 	defer n.restoreMu.Unlock()
-	if busy := n.keyedBySeed(); busy != "" {
+	if busy := n.keyedBySeed(restored); busy != "" {
 		return res, fmt.Errorf("%w: %s", api.ErrRefused, busy)
 	}
 	// Stop selling and buying, then look again: a contract may have been
@@ -76,7 +87,7 @@ func (n *Node) WalletRestore(ctx context.Context, raw []byte) (api.RestoreResult
 		n.restoring.Store(false)
 		n.reoffer()
 	}()
-	if busy := n.keyedBySeed(); busy != "" {
+	if busy := n.keyedBySeed(restored); busy != "" {
 		return res, fmt.Errorf("%w: %s", api.ErrRefused, busy)
 	}
 	if !n.wallet.chainUp() {
@@ -88,6 +99,9 @@ func (n *Node) WalletRestore(ctx context.Context, raw []byte) (api.RestoreResult
 	if err != nil {
 		return res, err
 	}
+	// The restored seed's hold keys are scanned for outputs waiting to be
+	// swept (none when it is the seed restored over itself: its scan ran).
+	n.payments.RescanHolds()
 	if n.buyer != nil {
 		key, err := n.wallet.Keyring().Key(payment.FamilyChannelBuyer, 0)
 		if err == nil {
@@ -115,16 +129,22 @@ func (n *Node) WalletRestore(ctx context.Context, raw []byte) (api.RestoreResult
 	return api.RestoreResult{Network: cfg.Network, Spendable: int64(spendable), Total: int64(total), Previous: prev}, nil
 }
 
-// keyedBySeed says what the wallet's seed still holds: channels not
-// closed, escrows not settled, contracts and jobs not ended; "" when
-// nothing.
-func (n *Node) keyedBySeed() string {
+// keyedBySeed says what the wallet's seed still holds that the restored
+// seed (restored's keys) would not: channels not closed, escrows not
+// settled, contracts and jobs not ended, and closes whose output waits at
+// a hold key of the current seed to be swept; "" when nothing. A close
+// output waiting at a hold key restored derives too (the node's own seed
+// restored over itself) is no obstacle: the sweep goes on with the same
+// key.
+func (n *Node) keyedBySeed(restored *payment.Keyring) string {
 	var open []string
+	unswept := false
 	for _, c := range n.payments.Channels() {
 		if c.State != payment.StateClosed {
 			open = append(open, fmt.Sprintf("channel %s (%s, %s)", short(c.ID), c.Role, c.State))
-		} else if c.Unswept() {
-			open = append(open, fmt.Sprintf("channel %s (seller, closed to the node's key, not swept to the payout address yet)", short(c.ID)))
+		} else if c.Unswept() && !c.HeldBy(restored) {
+			unswept = true
+			open = append(open, fmt.Sprintf("channel %s (seller, its close's output waits at the node's hold key %d, not swept to the payout address yet)", short(c.ID), *c.HoldIndex))
 		}
 	}
 	if n.escrow != nil {
@@ -171,8 +191,12 @@ func (n *Node) keyedBySeed() string {
 		more = fmt.Sprintf(" and %d more", len(open)-show)
 		open = open[:show]
 	}
-	return fmt.Sprintf("the wallet's seed still keys %s%s: a restore now would strand them. Let the contracts end (`blackbox jobs`), close the channels (`blackbox channel close ID`; a buyer's channel is refunded after its expiry) and wait for the closes to confirm (`blackbox channels`), then restore; nothing changed",
-		strings.Join(open, ", "), more)
+	sweep := ""
+	if unswept {
+		sweep = " and the sweeps to confirm (`blackbox earnings` shows what is sweeping; payment.sweep_at and payment.sweep_after start one), or restore this node's own seed backup, which keeps its hold keys"
+	}
+	return fmt.Sprintf("the wallet's seed still keys %s%s: a restore of another seed now would strand them. Let the contracts end (`blackbox jobs`), close the channels (`blackbox channel close ID`; a buyer's channel is refunded after its expiry) and wait for the closes to confirm (`blackbox channels`)%s, then restore; nothing changed",
+		strings.Join(open, ", "), more, sweep)
 }
 
 func sellerEngine(s *contract.Seller) interface{ Machine() *contract.Machine } {

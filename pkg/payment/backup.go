@@ -315,6 +315,22 @@ func (s *BackupStore) NextIndex(name string) (uint32, error) {
 	return v, s.flush(mine)
 }
 
+// Counters implements CounterStore.
+func (s *BackupStore) Counters() (map[string]uint32, error) { return s.inner.Counters() }
+
+// RaiseIndex implements CounterStore; the file gets the raised counter too.
+func (s *BackupStore) RaiseIndex(name string, next uint32) error {
+	if err := s.inner.RaiseIndex(name, next); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.counters[name] = max(s.counters[name], next)
+	s.gen++
+	mine := s.gen
+	s.mu.Unlock()
+	return s.flush(mine)
+}
+
 // flush makes sure the file holds at least generation mine.
 func (s *BackupStore) flush(mine uint64) error {
 	s.wmu.Lock()

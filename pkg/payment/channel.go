@@ -131,6 +131,11 @@ type Channel struct {
 	// that output to the payout address (sweep.go).
 	HoldIndex *uint32    `json:"hold_index,omitempty"`
 	Sweep     *SweepInfo `json:"sweep,omitempty"`
+	// Recovered (seller) says the record was rebuilt from the chain by a
+	// scan of the hold keys after a restore from the seed alone
+	// (holdscan.go): ID is what the close spent, Paid what its output
+	// holds, and the close's own fee is unknown.
+	Recovered bool `json:"recovered,omitempty"`
 	// PendingSince is the height from which the funding has been out of
 	// the chain (new, or reorged out); 0 once it is in a block
 	// (fundwatch.go).

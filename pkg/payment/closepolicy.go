@@ -197,7 +197,7 @@ func Hold(chans []*Channel) Holdings {
 		if c.Role != RoleSeller || c.Paid == 0 {
 			continue
 		}
-		ours := len(c.SpendTx) > 0 && c.SpendFee() > 0 // our close is what spent it
+		ours := len(c.SpendTx) > 0 && (c.SpendFee() > 0 || c.Recovered) // our close is what spent it
 		swept := c.HoldIndex != nil
 		switch c.State {
 		case StatePending, StateOpen:

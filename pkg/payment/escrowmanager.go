@@ -424,6 +424,27 @@ func (m *EscrowManager) Arbitrate(ctx context.Context, id string, toSeller bool)
 	return m.settle(ctx, id, SpendPayoutBuyer)
 }
 
+// spendFee is the fee of rec's spend of kind at the chain's rate now (the
+// fee the first signer signs).
+func (m *EscrowManager) spendFee(ctx context.Context, rec *EscrowRecord, e *Escrow, kind SpendKind) (int64, error) {
+	to := rec.BuyerScript
+	if kind.toSeller() {
+		to = rec.SellerScript
+	}
+	vs, err := e.SpendVSize(to)
+	if err != nil {
+		return 0, err
+	}
+	if kind == SpendPayoutSplit || kind == SpendRelease && releaseSplits(rec.Amount, rec.Release, rec.BuyerScript) {
+		vs += int64(8 + 1 + len(rec.BuyerScript)) // the second output
+	}
+	fee := m.cfg.FeeRate(ctx, m.chain, 6) * vs
+	if err := m.cfg.checkFee(fee, vs); err != nil {
+		return 0, err
+	}
+	return fee, nil
+}
+
 func (m *EscrowManager) settle(ctx context.Context, id string, kind SpendKind) (*EscrowSig, *wire.MsgTx, error) {
 	es, rec := m.escrows.lock(id)
 	if es == nil {
@@ -463,19 +484,7 @@ func (m *EscrowManager) settle(ctx context.Context, id string, kind SpendKind) (
 	}
 	fee := peer.Fee
 	if !havePeer {
-		to := rec.BuyerScript
-		if kind.toSeller() {
-			to = rec.SellerScript
-		}
-		vs, err := e.SpendVSize(to)
-		if err != nil {
-			return fail(err)
-		}
-		if kind == SpendPayoutSplit || kind == SpendRelease && releaseSplits(rec.Amount, rec.Release, rec.BuyerScript) {
-			vs += int64(8 + 1 + len(rec.BuyerScript)) // the second output
-		}
-		fee = m.cfg.FeeRate(ctx, m.chain, 6) * vs
-		if err := m.cfg.checkFee(fee, vs); err != nil {
+		if fee, err = m.spendFee(ctx, rec, e, kind); err != nil {
 			return fail(err)
 		}
 	}

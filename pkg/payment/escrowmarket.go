@@ -78,6 +78,50 @@ func (m *EscrowManager) SetSplit(id string, share int64) (*EscrowRecord, error) 
 	return next.clone(), nil
 }
 
+// SplitRange is the seller's shares a split of escrow id can pay now: at
+// least the seller's dust limit, and at most the escrow less the split's fee
+// at the chain's rate and the buyer's dust limit (both outputs must carry
+// money); fee is that fee.
+func (m *EscrowManager) SplitRange(ctx context.Context, id string) (lo, hi, fee int64, err error) {
+	rec := m.escrows.get(id)
+	if rec == nil {
+		return 0, 0, 0, fmt.Errorf("escrow %s: %w", id, ErrUnknownEscrow)
+	}
+	e, err := rec.Escrow()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if fee, err = m.spendFee(ctx, rec, e, SpendPayoutSplit); err != nil {
+		return 0, 0, 0, fmt.Errorf("escrow %s split: %w", id, err)
+	}
+	lo, hi = dustLimit(rec.SellerScript), rec.Amount-fee-dustLimit(rec.BuyerScript)
+	if hi < lo {
+		return lo, hi, fee, fmt.Errorf("escrow %s: %w: %d sats less the split's fee %d leave no two outputs above dust", id, ErrNotWorth, rec.Amount, fee)
+	}
+	return lo, hi, fee, nil
+}
+
+// ClearSplit undoes SetSplit when no signature of the split exists (the
+// decision that set it failed before signing).
+func (m *EscrowManager) ClearSplit(id string) error {
+	es, rec := m.escrows.lock(id)
+	if es == nil {
+		return fmt.Errorf("escrow %s: %w", id, ErrUnknownEscrow)
+	}
+	defer es.mu.Unlock()
+	if rec.Split == 0 {
+		return nil
+	}
+	for _, s := range rec.Sigs {
+		if s.Kind == SpendPayoutSplit {
+			return fmt.Errorf("escrow %s: %w: the split is signed already", id, ErrEscrowState)
+		}
+	}
+	next := rec.clone()
+	next.Split = 0
+	return m.persist(es, next)
+}
+
 // ArbitrateKind is Arbitrate for any arbitrated kind (a split included:
 // SetSplit first).
 func (m *EscrowManager) ArbitrateKind(ctx context.Context, id string, kind SpendKind) (*EscrowSig, *wire.MsgTx, error) {

@@ -71,6 +71,10 @@ type ManagerConfig struct {
 	// double-spent or never confirmed, fundwatch.go), after it is
 	// persisted; it must not block.
 	OnFail func(c *Channel)
+	// HoldScanFrom, if set, is the height from which the chain is scanned
+	// once per seed for outputs waiting at hold keys that no record holds
+	// (a restore from the seed alone, holdscan.go): the wallet's birthday.
+	HoldScanFrom func(ctx context.Context) (int32, error)
 }
 
 // Manager runs the node's payment channels, as buyer and as seller. It is
@@ -107,6 +111,9 @@ type Manager struct {
 	// capacity holds the seller's reservations of its channels' capacity
 	// by running contracts (reserve.go).
 	capacity book
+	// holdFrom and holdScan: the hold-key scan (holdscan.go).
+	holdFrom func(ctx context.Context) (int32, error)
+	holdScan holdScanState
 }
 
 // chanState is one channel as the Manager holds it.
@@ -149,7 +156,7 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 	m := &Manager{
 		cfg: mc.Config, chain: mc.Chain, store: mc.Store, keys: mc.Keys, fund: mc.Funder,
 		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: newRecords[Channel, chanCache](),
-		signer: mc.Signer, coins: mc.Coins, onFail: mc.OnFail,
+		signer: mc.Signer, coins: mc.Coins, onFail: mc.OnFail, holdFrom: mc.HoldScanFrom,
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -925,6 +932,7 @@ func (m *Manager) Tick(ctx context.Context) error {
 			}
 		}
 	}
+	m.maybeRecoverHolds(ctx)
 	if err := m.Sweeps(ctx, tip); err != nil {
 		m.log.Warn("sweep", "err", err)
 		errs = append(errs, err)

@@ -407,30 +407,40 @@ func (n *NeutrinoChain) match(ctx context.Context, pkScript []byte, heightHint i
 		if err := ctx.Err(); err != nil {
 			return 0, nil, err
 		}
-		hash, err := n.cs.GetBlockHash(int64(h))
+		hash, ok, err := n.filterMatches(h, [][]byte{pkScript})
 		if err != nil {
-			return 0, nil, fmt.Errorf("block hash %d: %w", h, err)
+			return 0, nil, err
 		}
-		f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular)
-		if err != nil {
-			return 0, nil, fmt.Errorf("filter of block %d: %w", h, err)
+		if ok {
+			s.matches = append(s.matches, blockRef{height: h, hash: hash})
 		}
-		if f != nil && f.N() > 0 {
-			k := builder.DeriveKey(hash)
-			ok, err := f.Match(k, pkScript)
-			if err != nil {
-				return 0, nil, fmt.Errorf("match filter of block %d: %w", h, err)
-			}
-			if ok {
-				s.matches = append(s.matches, blockRef{height: h, hash: *hash})
-			}
-		}
-		s.to, s.toHash = h, *hash
+		s.to, s.toHash = h, hash
 	}
 	n.mu.Lock()
 	n.scans[key] = s
 	n.mu.Unlock()
 	return tip, s.matches, nil
+}
+
+// filterMatches reports whether the BIP 158 filter of block h of the best
+// chain (fetched as opts say) matches any of scripts, with the block's hash.
+func (n *NeutrinoChain) filterMatches(h int32, scripts [][]byte, opts ...neutrino.QueryOption) (chainhash.Hash, bool, error) {
+	hash, err := n.cs.GetBlockHash(int64(h))
+	if err != nil {
+		return chainhash.Hash{}, false, fmt.Errorf("block hash %d: %w", h, err)
+	}
+	f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular, opts...)
+	if err != nil {
+		return *hash, false, fmt.Errorf("filter of block %d: %w", h, err)
+	}
+	if f == nil || f.N() == 0 {
+		return *hash, false, nil
+	}
+	ok, err := f.MatchAny(builder.DeriveKey(hash), scripts)
+	if err != nil {
+		return *hash, false, fmt.Errorf("match filter of block %d: %w", h, err)
+	}
+	return *hash, ok, nil
 }
 
 // stillBest reports whether the blocks a scan saw are still in the best

@@ -215,14 +215,15 @@ var placeholderSig = bytes.Repeat([]byte{0x30}, maxSigLen)
 
 // IsDust reports whether an output of value amount paying pkScript would be
 // refused by relay policy at the default relay fee.
-func IsDust(pkScript []byte, amount int64) bool {
-	limit := int64(DustP2WSH)
-	if len(pkScript) == 22 && pkScript[0] == txscript.OP_0 {
-		limit = DustP2WPKH
+func IsDust(pkScript []byte, amount int64) bool { return amount < dustLimit(pkScript) }
+
+// dustLimit is the smallest output paying pkScript that is not dust.
+func dustLimit(pkScript []byte) int64 {
+	switch {
+	case len(pkScript) == 22 && pkScript[0] == txscript.OP_0:
+		return DustP2WPKH
+	case len(pkScript) > 34:
+		return 546 // legacy and other scripts: be conservative
 	}
-	if len(pkScript) > 34 {
-		// Legacy and other scripts: be conservative.
-		limit = 546
-	}
-	return amount < limit
+	return DustP2WSH
 }

@@ -14,6 +14,20 @@ import (
 	"github.com/btcsuite/btcd/wire"
 )
 
+// sweepConfig is a regtest config paying a fresh external payout address
+// (its script is payout) through hold keys and sweeps at sweepAt, at 2
+// sat/vB, one confirmation, bumps after a block.
+func sweepConfig(t *testing.T, sweepAt int64) (cfg Config, payout []byte) {
+	key := mustKey(t)
+	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
+	payout, _ = txscript.PayToAddrScript(a)
+	cfg = RegtestConfig()
+	cfg.PayoutAddress = a.EncodeAddress()
+	cfg.Confirmations, cfg.BumpAfter, cfg.FallbackFeeRate = 1, 1, 2
+	cfg.SweepAt, cfg.SweepAfter = sweepAt, 0
+	return cfg, payout
+}
+
 // TestSweepBatch: three channels of a seller paying an external address
 // through its hold keys. Their closes pay keys of the seller (one per
 // channel, in order); the confirmed outputs wait until sweep_at, then one
@@ -23,13 +37,7 @@ import (
 // second sweep; once confirmed the holdings call it settled.
 func TestSweepBatch(t *testing.T) {
 	ctx := context.Background()
-	key := mustKey(t)
-	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(key.PubKey().SerializeCompressed()), &chaincfg.RegressionNetParams)
-	payout, _ := txscript.PayToAddrScript(a)
-	cfg := RegtestConfig()
-	cfg.PayoutAddress = a.EncodeAddress()
-	cfg.Confirmations, cfg.BumpAfter, cfg.FallbackFeeRate = 1, 1, 2
-	cfg.SweepAt, cfg.SweepAfter = 30_000, 0
+	cfg, payout := sweepConfig(t, 30_000)
 	chain := paytest.NewChain()
 	buyer := newManager(t, cfg, chain, NewMemStore(), seed(1), paytest.NewFunder(chain))
 	sst := NewMemStore()

@@ -522,3 +522,19 @@ func (w *Wallet) Send(ctx context.Context, chain Chain, addr string, amount int6
 	}
 	return tx, nil
 }
+
+// BirthdayHeight is the height of the wallet's birthday block, the block
+// its recovery scanned from (btcwallet sets it once synced): ok is false
+// until then.
+func (w *Wallet) BirthdayHeight() (int32, bool) {
+	var h int32
+	var ok bool
+	_ = walletdb.View(w.w.Database(), func(tx walletdb.ReadTx) error {
+		bs, _, err := w.w.Manager.BirthdayBlock(tx.ReadBucket([]byte("waddrmgr")))
+		if err == nil {
+			h, ok = bs.Height, true
+		}
+		return nil
+	})
+	return h, ok
+}

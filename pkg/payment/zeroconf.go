@@ -115,7 +115,7 @@ func (m *Manager) checkZeroConf(ctx context.Context, peer string, tx *wire.MsgTx
 	var in int64
 	if !ok {
 		// The light client (zeroconflight.go).
-		outs, err := m.lightPrevOuts(ctx, light, tx, hints)
+		outs, err := m.lightPrevOuts(ctx, peer, light, tx, hints)
 		if err != nil {
 			return err
 		}
@@ -191,6 +191,9 @@ type zeroConf struct {
 	res map[string]reservation
 	// blocks estimate the next block's time (NextBlock).
 	blocks blockClock
+	// filters is each buyer's budget of compact filters for hinted
+	// checks on the light client (zeroconfbudget.go).
+	filters filterBudget
 }
 
 type reservation struct {

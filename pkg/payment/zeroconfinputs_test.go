@@ -207,7 +207,7 @@ func TestLightInputChecker(t *testing.T) {
 	k := mustKey(t)
 	a, _ := btcutil.NewAddressWitnessPubKeyHash(btcutil.Hash160(k.PubKey().SerializeCompressed()), btcdtest.Params)
 	cfg.PayoutAddress = a.EncodeAddress()
-	chain := &fakeLight{Chain: paytest.NewChain(), coins: map[wire.OutPoint]*kindCoin{}, height: 10}
+	chain := &fakeLight{Chain: paytest.NewChain(), coins: map[wire.OutPoint]*kindCoin{}, height: 999} // the tip is 1000
 	chain.Rate = 1
 	seller := newManager(t, cfg, chain, NewMemStore(), seed(2), nil)
 	var coins []*kindCoin
@@ -234,8 +234,8 @@ func TestLightInputChecker(t *testing.T) {
 		why   string
 	}{
 		"no hint":                       {nil, fund, "height hint"},
-		"wrong hint":                    {[]int32{0, 0, 0, 9, 0}, fund, "does not hold its transaction"},
-		"every input hinted, one wrong": {[]int32{10, 10, 10, 10, 11}, fund, "input 4"},
+		"wrong hint":                    {[]int32{0, 0, 0, 998, 0}, fund, "does not hold its transaction"},
+		"every input hinted, one wrong": {[]int32{999, 999, 999, 999, 1000}, fund, "input 4"},
 		"bad signature": {hints, func() *wire.MsgTx {
 			tx := fund()
 			tx.TxIn[1].Witness[1][10] ^= 1 // np2wsh's first signature

@@ -51,7 +51,6 @@ import (
 	"time"
 
 	"github.com/btcsuite/btcd/btcutil"
-	"github.com/btcsuite/btcd/btcutil/gcs/builder"
 	"github.com/btcsuite/btcd/chaincfg"
 	"github.com/btcsuite/btcd/chaincfg/chainhash"
 	"github.com/btcsuite/btcd/txscript"
@@ -365,26 +364,14 @@ func (n *NeutrinoChain) OutputAt(ctx context.Context, op wire.OutPoint, height i
 // address). A transaction of the block spending op is a *spentError.
 func (n *NeutrinoChain) matchingBlock(ctx context.Context, h int32, op wire.OutPoint, pkScript []byte,
 	batch neutrino.QueryOption, matched *int, since int32) (*wire.MsgBlock, error) {
-	hash, err := n.cs.GetBlockHash(int64(h))
-	if err != nil {
-		return nil, fmt.Errorf("block hash %d: %w", h, err)
-	}
-	f, err := n.cs.GetCFilter(*hash, wire.GCSFilterRegular, batch, neutrino.MaxBatchSize(zeroConfFilterBatch))
-	if err != nil {
-		return nil, fmt.Errorf("filter of block %d: %w", h, err)
-	}
-	if f == nil || f.N() == 0 {
-		return nil, nil
-	}
-	if ok, err := f.Match(builder.DeriveKey(hash), pkScript); err != nil {
-		return nil, fmt.Errorf("match filter of block %d: %w", h, err)
-	} else if !ok {
-		return nil, nil
+	hash, ok, err := n.filterMatches(h, [][]byte{pkScript}, batch, neutrino.MaxBatchSize(zeroConfFilterBatch))
+	if err != nil || !ok {
+		return nil, err
 	}
 	if *matched++; *matched > zeroConfMaxMatches {
 		return nil, fmt.Errorf("more than %d blocks since height %d match its script (a reused address)", zeroConfMaxMatches, since)
 	}
-	blk, err := n.block(ctx, *hash)
+	blk, err := n.block(ctx, hash)
 	if err != nil {
 		return nil, err
 	}
@@ -400,11 +387,13 @@ func (n *NeutrinoChain) matchingBlock(ctx context.Context, h int32, op wire.OutP
 // client (src), each a confirmed, unspent, mature output; an error says
 // why one is not.
 //
-// hints are the buyer's: for each input, the height of the block holding
-// its transaction (0: none). An input with a hint is found there
+// hints are the buyer's (peer): for each input, the height of the block
+// holding its transaction (0: none). An input with a hint is found there
 // (OutputAt), any other through the script it reveals in the blocks of the
-// last zeroConfLookback; a wrong hint only refuses the zero-conf start.
-func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx *wire.MsgTx, hints []int32) ([]*wire.TxOut, error) {
+// last zeroConfLookback; a wrong hint only refuses the zero-conf start. The
+// filters the hints ask for are charged to peer's budget first
+// (zeroconfbudget.go).
+func (m *Manager) lightPrevOuts(ctx context.Context, peer string, src ScriptPrevOutSource, tx *wire.MsgTx, hints []int32) ([]*wire.TxOut, error) {
 	if len(tx.TxIn) > zeroConfMaxLightInputs {
 		return nil, fmt.Errorf("%w: %d inputs; a light client checks at most %d", ErrNotZeroConf, len(tx.TxIn), zeroConfMaxLightInputs)
 	}
@@ -415,6 +404,13 @@ func (m *Manager) lightPrevOuts(ctx context.Context, src ScriptPrevOutSource, tx
 	tip, err := m.chain.Tip(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotZeroConf, err)
+	}
+	if _, ok := src.(HintedOutputSource); ok {
+		// The filters the hints ask for come out of the buyer's budget
+		// before any is fetched (zeroconfbudget.go).
+		if err := m.zc.filters.charge(peer, hintCost(len(tx.TxIn), hints, tip), m.now()); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, zeroConfLightTimeout)
 	defer cancel()

@@ -145,3 +145,16 @@ func (c *Chain) MineEmpty(n int32) {
 	defer c.mu.Unlock()
 	c.height += n
 }
+
+// Mined is every mined transaction from height from on, with its height.
+func (c *Chain) Mined(from int32) map[*wire.MsgTx]int32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[*wire.MsgTx]int32{}
+	for id, h := range c.mined {
+		if h >= from {
+			out[c.txs[id]] = h
+		}
+	}
+	return out
+}
