@@ -257,7 +257,7 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 	res := &Result{Container: id, ExitCode: -1, Limits: Limits{WallClock: wall}, Runtime: labels[labelRuntime]}
 	deleted := false
 	f := &follower{s: s, log: log, jobID: job.ID, task: task, statusC: statusC, res: res, start: info.CreatedAt, deadline: info.CreatedAt.Add(wall),
-		jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, phase: func(string) {},
+		cgroup: s.cgroupPath(id), jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, phase: func(string) {},
 		deleteTask: func() {
 			if !deleted {
 				deleted = true
