@@ -30,3 +30,6 @@ func (s *Sandbox) SharedShimUp() bool {
 	up, _ := s.sharedShims()
 	return len(up) > 0 && up[0]
 }
+
+// SeccompFromCache is how many jobs were given a kept seccomp program.
+func (s *Sandbox) SeccompFromCache() int64 { return s.bpf.hits.Load() }

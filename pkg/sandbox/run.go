@@ -294,10 +294,10 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		specOpts = append(specOpts, g)
 		defer leave()
 	}
-	bpfKey := "" // set: keep the seccomp program crun compiles for this job
+	var bpfCapture bpfKey // set: keep the seccomp program crun compiles for this job
 	if rt == "crun" {
 		if p, err := lookPath("crun"); err == nil {
-			specOpts = append(specOpts, s.bpf.withCrunBPF(p, &bpfKey))
+			specOpts = append(specOpts, s.bpf.withCrunBPF(p, &bpfCapture))
 		}
 	}
 	snapOpt := containerd.WithNewSnapshot(id, img, snapshots.WithLabels(map[string]string{labelOwnerLock: s.lockPath}))
@@ -364,8 +364,8 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		}
 	}
 	cleanups = append(cleanups, deleteTask)
-	if bpfKey != "" {
-		if err := s.bpf.keep(s.cfg.Namespace, id, bpfKey); err != nil {
+	if bpfCapture.key != "" {
+		if err := s.bpf.keep(s.cfg.Namespace, id, bpfCapture); err != nil {
 			log.Debug("keep crun's seccomp program", "err", err)
 		}
 	}

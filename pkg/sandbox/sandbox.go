@@ -202,6 +202,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Sa
 			}
 		}
 	}
+	s.bpf.dir, s.bpf.log = filepath.Join(stateDir, "seccomp"), s.log
+	if p, err := lookPath("crun"); err == nil {
+		s.bpf.load(p)
+	}
 	if err := s.takeOwnerLock(); err != nil {
 		return nil, err
 	}
