@@ -143,16 +143,19 @@ func BenchmarkNAT(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p := w.at(w.cone2.Host(fmt.Sprintf("p%s%d", c.name[:1], i)), natBuyer, "--bootstrap", w.bootAddr)
 			began := time.Now()
+			p := w.at(w.cone2.Host(fmt.Sprintf("p%s%d", c.name[:1], i)), natBuyer, "--bootstrap", w.bootAddr)
+			up := time.Now()
 			// A hole punch needs the address peers see it at: libp2p
 			// adopts one once 4 public peers observed it.
 			for !observed(p) && time.Since(began) < time.Minute {
 				time.Sleep(200 * time.Millisecond)
 			}
+			seen := time.Now()
 			for !sees(p, c.region, id) && time.Since(began) < 2*time.Minute {
 				time.Sleep(200 * time.Millisecond)
 			}
+			saw := time.Now()
 			direct := false
 			for t0 := time.Now(); time.Since(t0) < 10*time.Second && !direct; time.Sleep(200 * time.Millisecond) {
 				n, err := c.home.Router.Traffic(w.cone2.Router.IP)
@@ -163,8 +166,8 @@ func BenchmarkNAT(b *testing.B) {
 			}
 			// The nodes' own view, for the log: DCUtR's counters.
 			hp := w.reach(p).HolePunch
-			b.Logf("%s attempt %d: direct %v (%.1f s); the buyer's DCUtR: %d attempts, %d successes, %d direct dials",
-				c.name, i+1, direct, time.Since(began).Seconds(), hp.Attempts, hp.Successes, hp.DirectDials)
+			b.Logf("%s attempt %d: direct %v (%.1f s: up %.1f s, observed %.1f s, found %.1f s); the buyer's DCUtR: %d attempts, %d successes, %d direct dials",
+				c.name, i+1, direct, time.Since(began).Seconds(), up.Sub(began).Seconds(), seen.Sub(up).Seconds(), saw.Sub(seen).Seconds(), hp.Attempts, hp.Successes, hp.DirectDials)
 			p.stop()
 		}
 		// The seller's own view beside the routers' ground truth: its
