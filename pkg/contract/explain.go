@@ -215,18 +215,21 @@ func appendNew(list []string, vs ...string) []string {
 	return list
 }
 
-// quoteFirst is how many fitting offers QuoteUntil's first look waits for.
-const quoteFirst = 3
+// quoteFirst is how many fitting offers QuoteUntil's first look waits for:
+// the first one (more would wait for the whole lookup on a market with
+// fewer).
+const quoteFirst = 1
 
 // QuoteUntil is Quote that may end early: it first asks the market for the
-// first few offers that fit req (a lookup that stops at them, as the job's
+// first offer that fits req (a lookup that stops at it, as the job's
 // own search with a limit does) and returns those candidates, with
 // accepted true, when enough accepts them. Only otherwise does it return
 // Quote's answer, which waits for every seller the lookup named: on a real
 // DHT some providers are gone, and the fetch of a gone seller's offer
 // behind NAT waits its full per-peer timeout (5 s) before Quote returns.
 // enough may only accept candidates that a full Quote would accept too
-// (the cheapest fitting offer costs no more than any of them).
+// (the cheapest fitting offer costs no more than any of them). A refusal
+// pays for both lookups.
 func (b *Buyer) QuoteUntil(ctx context.Context, req Request, enough func([]Candidate) bool) (cands []Candidate, accepted bool, err error) {
 	if err := req.Validate(); err != nil {
 		return nil, false, err
