@@ -124,6 +124,11 @@ func BenchmarkNAT(b *testing.B) {
 
 	// Hole punching, cone and symmetric.
 	punches := benchEnvCount(b, "BLACKBOX_BENCH_PUNCHES", 20, 1)
+	// The attempts' buyers only look up and connect: no wallet (payments
+	// off, no btcd at that address). A wallet made each a few seconds
+	// slower to start, and its websocket to the test's one btcd counted
+	// against btcd's limit of them.
+	punchBuyer := append(slices.Clone(natBuyer), "BLACKBOX_PAYMENT_RPC_HOST=127.0.0.1:9")
 	// Only the attempt's buyer may talk from cone2 to the sellers now:
 	// the routers count by address, and the job buyer's connection to
 	// the cone seller would count as a hole punch.
@@ -143,16 +148,19 @@ func BenchmarkNAT(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p := w.at(w.cone2.Host(fmt.Sprintf("p%s%d", c.name[:1], i)), natBuyer, "--bootstrap", w.bootAddr)
 			began := time.Now()
+			p := w.at(w.cone2.Host(fmt.Sprintf("p%s%d", c.name[:1], i)), punchBuyer, "--bootstrap", w.bootAddr)
+			up := time.Now()
 			// A hole punch needs the address peers see it at: libp2p
 			// adopts one once 4 public peers observed it.
 			for !observed(p) && time.Since(began) < time.Minute {
 				time.Sleep(200 * time.Millisecond)
 			}
+			seen := time.Now()
 			for !sees(p, c.region, id) && time.Since(began) < 2*time.Minute {
 				time.Sleep(200 * time.Millisecond)
 			}
+			saw := time.Now()
 			direct := false
 			for t0 := time.Now(); time.Since(t0) < 10*time.Second && !direct; time.Sleep(200 * time.Millisecond) {
 				n, err := c.home.Router.Traffic(w.cone2.Router.IP)
@@ -163,8 +171,8 @@ func BenchmarkNAT(b *testing.B) {
 			}
 			// The nodes' own view, for the log: DCUtR's counters.
 			hp := w.reach(p).HolePunch
-			b.Logf("%s attempt %d: direct %v (%.1f s); the buyer's DCUtR: %d attempts, %d successes, %d direct dials",
-				c.name, i+1, direct, time.Since(began).Seconds(), hp.Attempts, hp.Successes, hp.DirectDials)
+			b.Logf("%s attempt %d: direct %v (%.1f s: up %.1f s, observed %.1f s, found %.1f s); the buyer's DCUtR: %d attempts, %d successes, %d direct dials",
+				c.name, i+1, direct, time.Since(began).Seconds(), up.Sub(began).Seconds(), seen.Sub(up).Seconds(), saw.Sub(seen).Seconds(), hp.Attempts, hp.Successes, hp.DirectDials)
 			p.stop()
 		}
 		// The seller's own view beside the routers' ground truth: its

@@ -58,12 +58,28 @@ func (n *Node) precheck(ctx context.Context, req contract.Request) error {
 	}
 	qctx, cancel := context.WithTimeout(ctx, precheckWait)
 	defer cancel()
-	cands, err := n.buyer.Quote(qctx, req)
+	// The first offers that fit and that the wallet can pay end the check
+	// (the cheapest fitting offer costs no more); a refusal waits for the
+	// whole market.
+	cands, payable, err := n.buyer.QuoteUntil(qctx, req, func(cands []contract.Candidate) bool {
+		return n.payable(ctx, req, cands) == nil
+	})
 	if errors.Is(err, contract.ErrNoOffer) {
 		return fmt.Errorf("%w: %w", api.ErrRefused, err)
 	}
-	if err != nil || len(cands) == 0 || n.payments == nil || n.wallet == nil {
+	if err != nil || payable {
 		return err
+	}
+	return n.payable(ctx, req, cands)
+}
+
+// payable is precheck's look at the wallet for a job whose fitting offers
+// are cands, cheapest first: nil when it can pay the cheapest (a channel to
+// one of those sellers with room, or the coins to fund one), else why not.
+// No candidates, or no payments, is nil.
+func (n *Node) payable(ctx context.Context, req contract.Request, cands []contract.Candidate) error {
+	if len(cands) == 0 || n.payments == nil || n.wallet == nil {
+		return nil
 	}
 	if req.Escrow != "" {
 		return n.precheckEscrow(ctx, req, cands[0].Terms.Total)

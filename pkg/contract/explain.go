@@ -215,6 +215,35 @@ func appendNew(list []string, vs ...string) []string {
 	return list
 }
 
+// quoteFirst is how many fitting offers QuoteUntil's first look waits for:
+// the first one (more would wait for the whole lookup on a market with
+// fewer).
+const quoteFirst = 1
+
+// QuoteUntil is Quote that may end early: it first asks the market for the
+// first offer that fits req (a lookup that stops at it, as the job's
+// own search with a limit does) and returns those candidates, with
+// accepted true, when enough accepts them. Only otherwise does it return
+// Quote's answer, which waits for every seller the lookup named: on a real
+// DHT some providers are gone, and the fetch of a gone seller's offer
+// behind NAT waits its full per-peer timeout (5 s) before Quote returns.
+// enough may only accept candidates that a full Quote would accept too
+// (the cheapest fitting offer costs no more than any of them). A refusal
+// pays for both lookups.
+func (b *Buyer) QuoteUntil(ctx context.Context, req Request, enough func([]Candidate) bool) (cands []Candidate, accepted bool, err error) {
+	if err := req.Validate(); err != nil {
+		return nil, false, err
+	}
+	f := offer.Filter{Min: req.Resources, Region: req.Region, Runtime: req.Runtime, Network: b.cfg.Network, Limit: quoteFirst}
+	if offers, err := b.cfg.Find(ctx, f); err == nil {
+		if first := b.quoted(offers, req); len(first) > 0 && enough(first) {
+			return first, true, nil
+		}
+	}
+	cands, err = b.Quote(ctx, req)
+	return cands, false, err
+}
+
 // Quote looks at the market for req before anything is negotiated: it
 // finds the offers of every size and returns those that fit req (as Rank
 // filters them, cheapest first), or the *NoOfferError (wrapping
@@ -238,6 +267,12 @@ func (b *Buyer) Quote(ctx context.Context, req Request) ([]Candidate, error) {
 	if err := Explain(offers, &req, b.cfg.Reputation, b.id); err != nil {
 		return nil, err
 	}
+	return b.quoted(offers, req), nil
+}
+
+// quoted is the offers of other sellers that fit req, as Rank filters
+// them, cheapest first.
+func (b *Buyer) quoted(offers []*offer.Offer, req Request) []Candidate {
 	var mine []*offer.Offer
 	for _, o := range offers {
 		if o != nil && o.Seller != b.id {
@@ -246,7 +281,7 @@ func (b *Buyer) Quote(ctx context.Context, req Request) ([]Candidate, error) {
 	}
 	cands := Rank(mine, &req, b.cfg.Reputation, nil, purposeOf(&JobStatus{Request: req}), nil)
 	slices.SortStableFunc(cands, func(x, y Candidate) int { return cmp.Compare(x.Terms.Total, y.Terms.Total) })
-	return cands, nil
+	return cands
 }
 
 // explainNetwork is Explain's first stage for the buyer's Bitcoin network:

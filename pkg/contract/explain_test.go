@@ -1,6 +1,7 @@
 package contract
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -75,5 +76,66 @@ func TestExplain(t *testing.T) {
 	}
 	if err := Explain(nil, &Request{}, nil, ""); err != nil {
 		t.Errorf("no offers at all: %v, want nil (the search goes on)", err)
+	}
+}
+
+// goneSellerFind is the market's lookup as offer.Discoverer.FindN does it
+// when a seller the DHT names is gone (behind NAT, its fetch waits the
+// per-peer timeout, here gone): a lookup with a limit returns at the first
+// Limit matching offers; one without waits for every fetch.
+func goneSellerFind(m *market, gone time.Duration) func(context.Context, offer.Filter) ([]*offer.Offer, error) {
+	return func(ctx context.Context, f offer.Filter) ([]*offer.Offer, error) {
+		m.omu.Lock()
+		var out []*offer.Offer
+		for _, o := range m.offers {
+			if f.Match(o) && (f.Limit == 0 || len(out) < f.Limit) {
+				out = append(out, o)
+			}
+		}
+		m.omu.Unlock()
+		if f.Limit > 0 && len(out) >= f.Limit {
+			return out, nil
+		}
+		select {
+		case <-time.After(gone):
+		case <-ctx.Done():
+		}
+		return out, nil
+	}
+}
+
+// Submit's look at the market (QuoteUntil) ends at the first offers that
+// fit and that the caller accepts, without waiting for the fetch of a gone
+// seller's offer: each submit waited that fetch's 5 s before (a trivial
+// job home to home took 6-7 s in BenchmarkNAT, not 0.6 s). When the caller
+// does not accept them, it waits for the whole market, as Quote does.
+func TestQuoteUntilSkipsGoneSeller(t *testing.T) {
+	m := newMarket(t)
+	capacity := offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}
+	for _, price := range []uint64{1_000_000_000, 2_000_000_000, 3_000_000_000} {
+		m.seller(&fakeRunner{}, &fakePay{}, capacity, price)
+	}
+	const gone = 3 * time.Second
+	b, _ := m.buyer(&fakePay{}, func(c *BuyerConfig) { c.Find = goneSellerFind(m, gone) })
+	req := m.request(2)
+
+	began := time.Now()
+	cands, accepted, err := b.QuoteUntil(context.Background(), req, func([]Candidate) bool { return true })
+	if took := time.Since(began); err != nil || !accepted || len(cands) == 0 || took >= gone {
+		t.Fatalf("QuoteUntil accepting the first offers: %d candidates, accepted %v, err %v, took %s (the gone seller's fetch: %s)", len(cands), accepted, err, took, gone)
+	}
+	for i := 1; i < len(cands); i++ {
+		if cands[i].Terms.Total < cands[i-1].Terms.Total {
+			t.Fatalf("candidates not cheapest first: %+v", cands)
+		}
+	}
+
+	began = time.Now()
+	cands, accepted, err = b.QuoteUntil(context.Background(), req, func([]Candidate) bool { return false })
+	if took := time.Since(began); err != nil || accepted || len(cands) != 3 || took < gone {
+		t.Fatalf("QuoteUntil refusing the first offers: %d candidates (want the whole market's 3), accepted %v, err %v, took %s (want the full lookup, >= %s)", len(cands), accepted, err, took, gone)
+	}
+	if cands[0].Terms.Total >= cands[2].Terms.Total {
+		t.Fatalf("candidates not cheapest first: %+v", cands)
 	}
 }

@@ -159,8 +159,11 @@ func start(bin, dir string) (*Harness, error) {
 			"--rpcuser=u", "--rpcpass=p", "--rpclisten="+h.RPCHost, "--notls", "--listen="+h.P2PHost,
 			"--rejectnonstd", "--txindex", "--miningaddr="+addr.EncodeAddress(), "--debuglevel=info",
 			// Many nodes share one btcd in the multi-node tests; btcd
-			// answers 503 beyond 10 requests at once by default.
-			"--rpcmaxclients=200")
+			// answers 503 beyond 10 requests at once by default, and
+			// refuses a wallet's websocket beyond 25 (the wallet then
+			// retries until its open times out: a fresh node hung over
+			// a minute in "creating the node's wallet").
+			"--rpcmaxclients=200", "--rpcmaxwebsockets=200")
 		var out bytes.Buffer
 		h.cmd.Stdout, h.cmd.Stderr = &out, &out
 		if err := h.cmd.Start(); err != nil {
