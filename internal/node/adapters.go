@@ -298,6 +298,17 @@ func (c channelPayer) Pay(ctx context.Context, seller peer.ID, contractID string
 	return u.Encode(), nil
 }
 
+var _ contract.AsyncPayer = channelPayer{}
+
+// PayAsync implements contract.AsyncPayer.
+func (c channelPayer) PayAsync(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, func() error, error) {
+	u, durable, err := c.p.PayAsync(ctx, seller.String(), contractID, total)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u.Encode(), durable, nil
+}
+
 // toResources converts the meter's capacity to an offer's resources.
 func toResources(c meter.Capacity) offer.Resources {
 	nonneg := func(v int64) uint64 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // nodeRecords is what a node records beside a channel update, on its own
@@ -71,31 +72,47 @@ func (n *nodeRecords) update(b testing.TB, p *boltPair, i int) {
 	n.intervals[i]++
 	k := n.intervals[i]
 	n.mu.Unlock()
-	// The buyer: sign and persist the update, record it, send.
-	u, err := p.buyer.Pay(ctx, p.ids[i], id, 1)
+	// The buyer: sign the update and send it; with sync, once persisted
+	// and recorded, else while its write runs (Payer.PayAsync, as
+	// contract's buyer pays), recording it once durable.
+	var u *payment.Update
+	var err error
+	durable := func() error { return nil }
+	if n.sync {
+		u, err = p.buyer.Pay(ctx, p.ids[i], id, 1)
+	} else {
+		u, durable, err = p.buyer.PayAsync(ctx, p.ids[i], id, 1)
+	}
 	if err != nil {
 		b.Error(err)
 		return
 	}
 	paid := u.ContractAmount
 	job := func(kv contract.KV) error { return kv.Put("contract_jobs", id, n.job) }
-	if n.sync {
-		if err := n.stores[0].Update(job); err != nil {
+	buyerRecords := func() {
+		var err error
+		if n.sync {
+			if err := n.stores[0].Update(job); err != nil {
+				b.Error(err)
+			}
+			_, err = n.machines[0].Move(contract.RoleBuyer, id, contract.StateRunning, "", func(r *contract.Record) { r.Paid, r.Intervals = paid, k })
+		} else {
+			n.stores[0].UpdateLater("job/"+id, job)
+			err = n.machines[0].NotePaid(contract.RoleBuyer, id, paid, k)
+		}
+		if err != nil {
 			b.Error(err)
 		}
-		_, err = n.machines[0].Move(contract.RoleBuyer, id, contract.StateRunning, "", func(r *contract.Record) { r.Paid, r.Intervals = paid, k })
-	} else {
-		n.stores[0].UpdateLater("job/"+id, job)
-		err = n.machines[0].NotePaid(contract.RoleBuyer, id, paid, k)
 	}
-	if err != nil {
-		b.Error(err)
+	if n.sync {
+		buyerRecords()
 	}
 	// The seller: check and persist the update, record it, acknowledge,
 	// record the contract's payment.
 	got, err := p.seller.AcceptUpdate(ctx, p.peers[i], u.Encode())
 	if err != nil {
 		b.Error(err)
+		_ = durable()
 		return
 	}
 	if n.sync {
@@ -114,6 +131,14 @@ func (n *nodeRecords) update(b testing.TB, p *boltPair, i int) {
 	}
 	if err != nil {
 		b.Error(err)
+	}
+	// The buyer counts the update paid once its own write is done too.
+	if !n.sync {
+		if err := durable(); err != nil {
+			b.Error(err)
+			return
+		}
+		buyerRecords()
 	}
 }
 

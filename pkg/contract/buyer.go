@@ -1247,20 +1247,32 @@ func (r *buyerRun) payTotal(ctx context.Context, total int64, n uint64, what str
 	if total <= r.paid {
 		return nil
 	}
-	u, err := r.b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, total)
+	var u []byte
+	var err error
+	durable := func() error { return nil }
+	if ap, ok := r.b.cfg.Payer.(AsyncPayer); ok {
+		// Sent while our own write of it runs (AsyncPayer).
+		u, durable, err = ap.PayAsync(ctx, r.seller, r.ct.ID, total)
+	} else {
+		u, err = r.b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, total)
+	}
 	if err != nil {
 		return buyerFault(fmt.Errorf("pay %s: %w", what, err))
 	}
+	sendErr := r.c.send(jPay, u)
+	if err := durable(); err != nil {
+		return buyerFault(fmt.Errorf("pay %s: %w", what, err))
+	}
 	r.paid = total
-	// The channel update is durable (Pay): the job's and the contract's
-	// record of it follow a moment later, off the way to the seller (the
-	// node's start raises them to the channel's totals after a crash).
+	// The channel update is durable: the job's and the contract's record
+	// of it follow a moment later, off the way to the seller (the node's
+	// start raises them to the channel's totals after a crash).
 	r.b.updateLater(r.j, func(j *JobStatus) { j.Paid = r.base + total })
 	if err := r.b.machine.NotePaid(RoleBuyer, r.ct.ID, total, n); err != nil {
 		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
 	}
-	if err := r.c.send(jPay, u); err != nil {
-		return sellerGone(fmt.Errorf("send payment for %s: %w", what, err))
+	if sendErr != nil {
+		return sellerGone(fmt.Errorf("send payment for %s: %w", what, sendErr))
 	}
 	return nil
 }
