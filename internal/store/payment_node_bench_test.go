@@ -20,9 +20,11 @@ import (
 // Paid) before it sends the update; the seller its earnings history
 // (history.paid) before it acknowledges, and its contract's Paid/Intervals
 // after. With sync, each is the commit it was before these records were
-// taken off the payment's way (main before this change): the buyer's job
-// save and Machine.Move, the seller's HistoryStore.RecordPayment and
-// Machine.Move, each a bbolt commit (two fdatasyncs).
+// taken off the payment's way: the buyer's job save and Machine.Move, the
+// seller's HistoryStore.RecordPayment and Machine.Move, each a bbolt
+// commit (two fdatasyncs), and the buyer's write of the update done before
+// it sends it (Pay; without sync it sends it while the write runs:
+// PayAsync, as contract's buyer pays through a node's Payer).
 type nodeRecords struct {
 	sync     bool
 	machines [2]*contract.Machine
@@ -158,8 +160,9 @@ func BenchmarkPaymentUpdateNodeParallel(b *testing.B) {
 }
 
 // BenchmarkPaymentUpdateNodeSync is BenchmarkPaymentUpdateNode with the
-// node's records committed on the payment's way, as before they were
-// taken off it: the baseline of this change, in the same binary.
+// node's records committed on the payment's way and the buyer's write
+// before its send, as before they were taken off it: the baseline, in the
+// same binary.
 func BenchmarkPaymentUpdateNodeSync(b *testing.B) {
 	measureUpdates(b, withNode(b, newBoltPair(b, 1, true), true), 1, false)
 }
