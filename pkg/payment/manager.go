@@ -575,6 +575,7 @@ func (m *Manager) signPayment(id, contractID string, amount int64) (*chanState, 
 		next.Contracts = map[string]int64{}
 	}
 	next.Contracts[contractID] += amount
+	next.LastContract, next.LastDelta = contractID, amount
 	u, err := m.signUpdate(cs, next, contractID)
 	if err != nil {
 		return fail(err)
@@ -661,14 +662,14 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 	} else if c.State != StateOpen {
 		return nil, fmt.Errorf("update for %s: %w (state %s) %s", id, ErrNotOpen, c.State, c.FailReason)
 	}
-	if u.Seq == c.Seq && u.Amount == c.Paid && bytes.Equal(u.Sig, c.BuyerSig) {
+	if u.Seq == c.Seq && u.Amount == c.Paid && bytes.Equal(u.Sig, c.BuyerSig) && c.resendOf(u) {
 		return u, nil // a resend of what we already hold
 	}
 	if u.Seq <= c.Seq {
-		return nil, fmt.Errorf("update for %s: %w: seq %d, have %d", id, ErrStale, u.Seq, c.Seq)
+		return nil, m.refuseStale(c, fmt.Errorf("update for %s: %w: seq %d, have %d", id, ErrStale, u.Seq, c.Seq))
 	}
 	if u.Amount <= c.Paid {
-		return nil, fmt.Errorf("update for %s: %w: %d, have %d", id, ErrLowerAmount, u.Amount, c.Paid)
+		return nil, m.refuseStale(c, fmt.Errorf("update for %s: %w: %d, have %d", id, ErrLowerAmount, u.Amount, c.Paid))
 	}
 	if u.Amount > c.Capacity {
 		return nil, fmt.Errorf("update for %s: %w: %d > %d", id, ErrOverCapacity, u.Amount, c.Capacity)
@@ -679,8 +680,8 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 	contractDelta, channelDelta := u.ContractAmount-c.Contracts[u.ContractID], u.Amount-c.Paid
 	skipped := gap && u.Seq > c.Seq+1 && contractDelta >= 0 && contractDelta < channelDelta
 	if contractDelta != channelDelta && !skipped {
-		return nil, fmt.Errorf("update for %s: %w: contract %q goes %d→%d but channel %d→%d",
-			id, ErrContractAmount, u.ContractID, c.Contracts[u.ContractID], u.ContractAmount, c.Paid, u.Amount)
+		return nil, m.refuseStale(c, fmt.Errorf("update for %s: %w: contract %q goes %d→%d but channel %d→%d",
+			id, ErrContractAmount, u.ContractID, c.Contracts[u.ContractID], u.ContractAmount, c.Paid, u.Amount))
 	}
 	m.mu.Lock()
 	tip := m.tip
@@ -705,6 +706,7 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 		next.Contracts = map[string]int64{}
 	}
 	next.Contracts[u.ContractID] = u.ContractAmount
+	next.LastContract, next.LastDelta = u.ContractID, channelDelta
 	if skipped {
 		next.Unattributed += channelDelta - contractDelta
 	}
