@@ -285,6 +285,13 @@ func (c channelPayer) RestoreCapacity(seller peer.ID, contractID string, amount 
 	c.p.Restore(seller.String(), contractID, amount)
 }
 
+var _ contract.HeldLearner = channelPayer{}
+
+// Reestablish implements contract.HeldLearner.
+func (c channelPayer) Reestablish(ctx context.Context, seller peer.ID, held []byte) (string, error) {
+	return c.p.Reestablish(ctx, seller.String(), held)
+}
+
 // SeenClose implements contract.CloseLearner.
 func (c channelPayer) SeenClose(ctx context.Context, seller peer.ID, tx []byte) (string, error) {
 	return c.p.SeenClose(ctx, seller.String(), tx)

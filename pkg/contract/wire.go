@@ -145,6 +145,11 @@ type JobError struct {
 	// buyer whose chain source sees it only once mined learns it here
 	// (checked by its payments: it must spend the channel validly).
 	Closing []byte
+	// Held is, on a refusal for reason payment, the channel update the
+	// seller holds (an encoded payment update, its latest): a buyer that
+	// lost that update in a crash adopts it, once checked against its
+	// own record and key (reestablish.go). Older buyers ignore it.
+	Held []byte
 }
 
 func (e *JobError) Error() string { return fmt.Sprintf("seller refused (%s): %s", e.Reason, e.Message) }
@@ -160,13 +165,22 @@ const (
 	jeReason protowire.Number = 1 + iota
 	jeMessage
 	jeClosing
+	jeHeld
 )
 
 // maxJobErrorClosing bounds the closing transaction an error frame
 // carries (a channel close is about 350 bytes).
 const maxJobErrorClosing = 2048
 
-var jobErrorSchema = wire.Schema{Max: maxJobErrorSize + maxJobErrorClosing, Fields: []wire.Spec{jeReason: bytesField, jeMessage: bytesField, jeClosing: bytesField}}
+// maxJobErrorHeld bounds the held update an error frame carries (a
+// payment update's own cap).
+const maxJobErrorHeld = 512
+
+// jobErrorSchema is Open: a buyer ignores the fields a newer seller adds
+// (a buyer from before Open took a frame with field 4 for an unknown
+// refusal).
+var jobErrorSchema = wire.Schema{Open: true, Max: maxJobErrorSize + maxJobErrorClosing + maxJobErrorHeld,
+	Fields: []wire.Spec{jeReason: bytesField, jeMessage: bytesField, jeClosing: bytesField, jeHeld: bytesField}}
 
 // marshalJobError encodes e for the error frame.
 func marshalJobError(e *JobError) []byte {
@@ -175,6 +189,9 @@ func marshalJobError(e *JobError) []byte {
 	w.String(jeMessage, truncateUTF8(e.Message, maxJobErrorText))
 	if len(e.Closing) <= maxJobErrorClosing {
 		w.Bytes(jeClosing, e.Closing)
+	}
+	if len(e.Held) <= maxJobErrorHeld {
+		w.Bytes(jeHeld, e.Held)
 	}
 	return w.B
 }
@@ -203,6 +220,14 @@ func UnmarshalJobError(b []byte) *JobError {
 			}
 			if len(f.B) > 0 {
 				e.Closing = bytes.Clone(f.B)
+			}
+		case jeHeld:
+			if len(f.B) > maxJobErrorHeld {
+				err = fmt.Errorf("held update of %d bytes", len(f.B))
+				break
+			}
+			if len(f.B) > 0 {
+				e.Held = bytes.Clone(f.B)
 			}
 		}
 	}
