@@ -518,7 +518,8 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 // interval, as a resumed job pays it), it is the same update (the
 // signature is deterministic, RFC 6979) and the seller acknowledges it as
 // a resend; a different one (another contract on the channel paying
-// first) is refused as stale, and that contract stops on its payment.
+// first) is refused with the update the seller holds, which the buyer
+// adopts and pays on top of (reestablish.go).
 func (m *Manager) PayAsync(ctx context.Context, id, contractID string, amount int64) (u *Update, durable func() error, err error) {
 	cs, next, u, err := m.signPayment(id, contractID, amount)
 	if err != nil {
