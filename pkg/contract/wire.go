@@ -214,21 +214,9 @@ func UnmarshalJobError(b []byte) *JobError {
 		case jeMessage:
 			e.Message, err = f.Text(maxJobErrorText)
 		case jeClosing:
-			if len(f.B) > maxJobErrorClosing {
-				err = fmt.Errorf("closing transaction of %d bytes", len(f.B))
-				break
-			}
-			if len(f.B) > 0 {
-				e.Closing = bytes.Clone(f.B)
-			}
+			e.Closing, err = cappedBytes(f.B, maxJobErrorClosing, "closing transaction")
 		case jeHeld:
-			if len(f.B) > maxJobErrorHeld {
-				err = fmt.Errorf("held update of %d bytes", len(f.B))
-				break
-			}
-			if len(f.B) > 0 {
-				e.Held = bytes.Clone(f.B)
-			}
+			e.Held, err = cappedBytes(f.B, maxJobErrorHeld, "held update")
 		}
 	}
 	if err != nil || e.Reason == "" {
@@ -239,6 +227,18 @@ func UnmarshalJobError(b []byte) *JobError {
 	}
 	e.Message = printable(e.Message)
 	return e
+}
+
+// cappedBytes is a copy of b (nil when empty), or an error naming what
+// when b is longer than max.
+func cappedBytes(b []byte, max int, what string) ([]byte, error) {
+	if len(b) > max {
+		return nil, fmt.Errorf("%s of %d bytes", what, len(b))
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return bytes.Clone(b), nil
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.
