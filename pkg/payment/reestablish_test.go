@@ -215,3 +215,26 @@ func FuzzReestablish(f *testing.F) {
 		}
 	})
 }
+
+// TestResendAfterGap: after an update that skipped a lost one (its amount
+// kept unattributed), the buyer's resend of its latest update for the lost
+// update's contract is still a resend: the seller's record of that
+// contract is below the buyer's by no more than the unattributed amount.
+func TestResendAfterGap(t *testing.T) {
+	p, _, u2 := outOfOrder(t)
+	ctx := context.Background()
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := p.seller.AcceptUpdateInOrder(short, "b", "c2", u2.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	for _, contract := range []string{"c1", "c2"} {
+		u, err := p.buyer.LatestUpdate(p.id, contract)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
+			t.Fatalf("resend for %s: %v", contract, err)
+		}
+	}
+}
