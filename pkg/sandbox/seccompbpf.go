@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/blackbox-market/blackbox/pkg/atomicfile"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/oci"
 )
@@ -244,23 +245,7 @@ func writeProgram(dir string, k bpfKey, b []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, k.key+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // after the rename: nothing there
-	if _, err := f.Write(encodeProgram(k, b)); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), filepath.Join(dir, k.key+".bpf"))
+	return atomicfile.Write(filepath.Join(dir, k.key+".bpf"), encodeProgram(k, b), 0o600)
 }
 
 // load reads the programs kept in the cache dir for the crun binary at
@@ -285,8 +270,8 @@ func (c *bpfCache) load(crunPath string) {
 	loaded := 0
 	for _, e := range ents {
 		p := filepath.Join(c.dir, e.Name())
-		if strings.HasSuffix(e.Name(), ".tmp") {
-			os.Remove(p) // a write a crash cut short
+		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
+			os.Remove(p) // a write a crash cut short (atomicfile's temporary)
 			continue
 		}
 		why := ""
