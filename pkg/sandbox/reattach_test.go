@@ -66,17 +66,19 @@ func TestDetachAndReattach(t *testing.T) {
 	}
 	start := func(sb *sandbox.Sandbox, id string, out *bytes.Buffer) (context.CancelCauseFunc, chan ran) {
 		rctx, cancel := context.WithCancelCause(ctx)
-		done := make(chan ran, 1)
+		done, started := make(chan ran, 1), make(chan struct{})
 		go func() {
-			res, err := sb.Run(rctx, sandbox.Job{ID: id, Image: img.Name, Args: []string{"sh", "-c", script}, Limits: lim, Stdout: out})
+			res, err := sb.Run(rctx, sandbox.Job{ID: id, Image: img.Name, Args: []string{"sh", "-c", script}, Limits: lim, Stdout: out,
+				OnStart: func(int) { close(started) }})
 			done <- ran{res, err}
 		}()
+		waitStarted(t, started)
 		return cancel, done
 	}
 	var first, other bytes.Buffer
 	cancel, done := start(sb1, "kept", &first)
 	cancelOther, doneOther := start(sb1, "dropped", &other)
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond) // lines written while attached
 	cancel(sandbox.ErrDetach)
 	cancelOther(sandbox.ErrDetach)
 	for _, d := range []chan ran{done, doneOther} {
@@ -145,12 +147,13 @@ func TestOtherNodeLeavesADownNodesJob(t *testing.T) {
 	lim := sandbox.Limits{CPUMillis: 500, MemoryBytes: 64 << 20, WallClock: 2 * time.Minute}
 	run := func(sb *sandbox.Sandbox, id string) chan error {
 		rctx, cancel := context.WithCancelCause(ctx)
-		done := make(chan error, 1)
+		done, started := make(chan error, 1), make(chan struct{})
 		go func() {
-			_, err := sb.Run(rctx, sandbox.Job{ID: id, Image: img.Name, Args: []string{"sh", "-c", "sleep 2; echo done"}, Limits: lim})
+			_, err := sb.Run(rctx, sandbox.Job{ID: id, Image: img.Name, Args: []string{"sh", "-c", "sleep 2; echo done"}, Limits: lim,
+				OnStart: func(int) { close(started) }})
 			done <- err
 		}()
-		time.Sleep(time.Second)
+		waitStarted(t, started)
 		cancel(sandbox.ErrDetach)
 		return done
 	}
@@ -197,3 +200,16 @@ func TestOtherNodeLeavesADownNodesJob(t *testing.T) {
 
 // notAnchor filters out the live Sandboxes' shared-shim anchors.
 const notAnchor = `labels."blackbox.sandbox/role"!="shim-anchor"`
+
+// waitStarted waits for a job's OnStart: a detach before its task started
+// ends the run with the cancellation (there is nothing to detach), and a
+// busy machine (CI runs every package at once) can take seconds to get
+// there.
+func waitStarted(t *testing.T, started <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-started:
+	case <-time.After(time.Minute):
+		t.Fatal("the job did not start within a minute")
+	}
+}
