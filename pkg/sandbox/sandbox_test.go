@@ -332,9 +332,11 @@ func TestOutputTarDigest(t *testing.T) {
 func TestCancelKills(t *testing.T) {
 	sb, img := newSandbox(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(time.Second, cancel)
+	// Cancelled a second after the task started: a cancel while the task
+	// is still being created (CI's loaded machine) ends the run with it.
 	res, err := sb.Run(ctx, sandbox.Job{Image: img, Args: []string{"sleep", "100"},
-		Limits: sandbox.Limits{CPUMillis: 100, MemoryBytes: 16 << 20, WallClock: time.Minute}})
+		Limits:  sandbox.Limits{CPUMillis: 100, MemoryBytes: 16 << 20, WallClock: time.Minute},
+		OnStart: func(int) { time.AfterFunc(time.Second, cancel) }})
 	if err != nil {
 		t.Fatal(err)
 	}
