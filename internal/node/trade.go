@@ -131,9 +131,13 @@ func (n *Node) startPayments(ctx context.Context) error {
 	}
 	n.push(func() error { chain.Close(); return nil })
 	dir := filepath.Join(n.cfg.DataDir, WalletDir)
+	// madeSeed: this start made the node's seed (no seed file was there),
+	// so nothing on chain was ever paid to its keys.
+	madeSeed := false
 	open := func(ctx context.Context) (*payment.Wallet, error) {
 		w, err := payment.OpenWallet(ctx, dir, pass, cfg, n.log)
 		if errors.Is(err, payment.ErrNoWallet) {
+			madeSeed = true
 			n.log.Info("creating the node's wallet on "+cfg.Network+"; back up its seed with `blackbox wallet backup FILE` (encrypted with the wallet passphrase: keep both)", "network", cfg.Network, "dir", dir)
 			w, err = payment.CreateWallet(ctx, dir, pass, nil, cfg, n.log)
 		}
@@ -163,6 +167,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 		// The chain source does not answer: the keys come from the seed
 		// (made now on a first start), the wallet opens later.
 		if !payment.WalletExists(dir) {
+			madeSeed = true
 			n.log.Info("creating the node's wallet on "+cfg.Network+"; back up its seed with `blackbox wallet backup FILE` (encrypted with the wallet passphrase: keep both)", "network", cfg.Network, "dir", dir)
 			if _, err := payment.CreateWalletFiles(dir, pass, cfg); err != nil {
 				return off(fmt.Sprintf("wallet: %v", err))
@@ -215,7 +220,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	m, err := payment.NewManager(payment.ManagerConfig{
 		Config: cfg, Chain: chain, Store: n.watchFees(backup),
 		Keys: keys, Funder: n.watchFunding(lw), Log: n.log,
-		Signer: lw, Coins: lw, OnFail: n.channelFailed, HoldScanFrom: lw.HoldScanFrom,
+		Signer: lw, Coins: lw, OnFail: n.channelFailed, HoldScanFrom: lw.HoldScanFrom, NewSeed: madeSeed,
 	})
 	if err != nil {
 		return fmt.Errorf("payment manager: %w", err)

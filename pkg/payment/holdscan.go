@@ -132,6 +132,7 @@ func (m *Manager) holdScanCounter() (string, error) {
 type holdScanState struct {
 	running atomic.Bool
 	done    atomic.Bool
+	newSeed atomic.Bool // ManagerConfig.NewSeed, until a restore replaces the seed
 }
 
 // maybeRecoverHolds starts the seed's hold-key scan in the background
@@ -183,6 +184,17 @@ func (m *Manager) RecoverHolds(ctx context.Context) (int, int32, error) {
 	}
 	if counters[name] > 0 {
 		return 0, 0, errHoldScanDone
+	}
+	if m.holdScan.newSeed.Load() {
+		// Made at this start: nothing was ever paid to its hold keys.
+		tip, err := m.chain.Tip(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		if err := cs.RaiseIndex(name, uint32(tip)+1); err != nil {
+			return 0, tip, err
+		}
+		return 0, tip, fmt.Errorf("hold keys: %w: a seed made at this start", errHoldScanDone)
 	}
 	from, err := m.holdFrom(ctx)
 	if err != nil {
@@ -306,4 +318,7 @@ func (c *Channel) HeldBy(keys *Keyring) bool {
 // RescanHolds makes the next Tick scan the chain for the hold keys of the
 // keyring's seed again (after the keys were replaced by a wallet restore):
 // a seed scanned already is not scanned twice (its counter says so).
-func (m *Manager) RescanHolds() { m.holdScan.done.Store(false) }
+func (m *Manager) RescanHolds() {
+	m.holdScan.newSeed.Store(false) // the restored seed was not made here
+	m.holdScan.done.Store(false)
+}

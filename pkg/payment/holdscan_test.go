@@ -138,3 +138,34 @@ func TestRecoverHolds(t *testing.T) {
 		t.Fatalf("after the sweep: recovered %d, %v", n, err)
 	}
 }
+
+// TestNewSeedNotScanned: a seed made at this start (ManagerConfig.NewSeed)
+// has nothing at its hold keys: its scan is recorded done without a block
+// read, durably (the next start on the same store does not scan either),
+// and RescanHolds (a restore replaced the seed) scans again.
+func TestNewSeedNotScanned(t *testing.T) {
+	ctx := context.Background()
+	cfg, _ := sweepConfig(t, 1_000_000_000)
+	chain := &scanChain{Chain: paytest.NewChain()}
+	chain.Mine(5)
+	st := NewMemStore()
+	from := func(context.Context) (int32, error) { return 1, nil }
+	made := newManager(t, cfg, chain, st, seed(4), nil)
+	made.holdFrom = from
+	made.holdScan.newSeed.Store(true)
+	if _, _, err := made.RecoverHolds(ctx); !errors.Is(err, errHoldScanDone) || chain.scans != 0 {
+		t.Fatalf("a new seed: %v after %d scans; want done, none", err, chain.scans)
+	}
+	next := newManager(t, cfg, chain, st, seed(4), nil)
+	next.holdFrom = from
+	if _, _, err := next.RecoverHolds(ctx); !errors.Is(err, errHoldScanDone) || chain.scans != 0 {
+		t.Fatalf("the next start: %v after %d scans; want done, none", err, chain.scans)
+	}
+	other := newManager(t, cfg, chain, NewMemStore(), seed(5), nil)
+	other.holdFrom = from
+	other.holdScan.newSeed.Store(true)
+	other.RescanHolds()
+	if _, _, err := other.RecoverHolds(ctx); err != nil || chain.scans == 0 {
+		t.Fatalf("after RescanHolds: %v after %d scans; want a scan", err, chain.scans)
+	}
+}

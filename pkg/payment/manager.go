@@ -75,6 +75,11 @@ type ManagerConfig struct {
 	// once per seed for outputs waiting at hold keys that no record holds
 	// (a restore from the seed alone, holdscan.go): the wallet's birthday.
 	HoldScanFrom func(ctx context.Context) (int32, error)
+	// NewSeed: the seed was made at this start, so no output can wait at
+	// its hold keys: the scan is recorded as done without reading blocks
+	// (from a fresh wallet's birthday that was a day or more of blocks,
+	// fetched whole through btcd's RPC, at every new node's start).
+	NewSeed bool
 }
 
 // Manager runs the node's payment channels, as buyer and as seller. It is
@@ -158,6 +163,7 @@ func NewManager(mc ManagerConfig) (*Manager, error) {
 		log: mc.Log, after: mc.AfterPersist, now: mc.Now, chans: newRecords[Channel, chanCache](),
 		signer: mc.Signer, coins: mc.Coins, onFail: mc.OnFail, holdFrom: mc.HoldScanFrom,
 	}
+	m.holdScan.newSeed.Store(mc.NewSeed)
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
