@@ -1357,7 +1357,7 @@ func (r *buyerRun) finish(dir string, env []byte, files map[byte]*resultFile, ca
 	if r.bill != nil {
 		moved, _ = r.bill.Moved() // unmarshalBill refused an overflow
 	}
-	if r.bill != nil && rc.EgressBytes != moved || r.bill == nil && rc.Egress > 0 {
+	if r.bill != nil && rc.EgressBytes != moved || r.bill == nil && !r.unbilledEgressOK(rc, received(files)) {
 		bad = "egress"
 	}
 	settle, why := StateSettled, "receipt verified"

@@ -38,6 +38,9 @@ type fakeRunner struct {
 
 	// finished, if set, is told each job's contract ID as its work ends.
 	finished chan string
+	// stopDelay is how long a killed job takes to stop (a loaded
+	// machine's sandbox).
+	stopDelay time.Duration
 
 	mu           sync.Mutex
 	cpu, maxCPU  uint64
@@ -91,6 +94,7 @@ func (r *fakeRunner) Run(ctx context.Context, spec RunSpec) (*RunResult, error) 
 		r.killed++
 		r.mu.Unlock()
 		res.Reason, res.ExitCode = "killed", 137
+		time.Sleep(r.stopDelay)
 	}
 	if r.finished != nil {
 		r.finished <- spec.ContractID
@@ -494,6 +498,38 @@ func TestCancel(t *testing.T) {
 	j := waitJob(t, b, id)
 	if j.State != JobCancelled || j.Receipt == nil || j.Receipt.Reason != "cancelled" {
 		t.Fatalf("cancelled job %+v", j)
+	}
+}
+
+// TestCancelSlowStop: a job cancelled by its buyer whose sandbox takes
+// several intervals (beyond the payment grace) to stop ends "cancelled" on
+// both sides and settles: the seller asks no payment for the intervals
+// that begin while it stops, and does not call the stop unpaid.
+func TestCancelSlowStop(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: time.Hour, stopDelay: 8 * testInterval}
+	pay := &fakePay{}
+	s, _ := m.seller(run, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	b, _ := m.buyer(pay)
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "job running", func() bool { j, _ := b.Job(id); return j.State == JobRunning && j.Intervals >= 2 })
+	if err := b.Cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobCancelled || j.Receipt == nil || j.Receipt.Reason != "cancelled" {
+		t.Fatalf("cancelled job %+v", j)
+	}
+	recs, _ := s.Machine().List(RoleSeller)
+	if len(recs) != 1 || recs[0].State != StateSettled || recs[0].Why != "paid in full" {
+		t.Fatalf("seller's records: %+v", recs)
+	}
+	if r := recs[0]; r.History[len(r.History)-2].Why != "cancelled" {
+		t.Fatalf("seller's contract ended %+v", r.History)
 	}
 }
 

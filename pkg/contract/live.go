@@ -345,10 +345,16 @@ loop:
 			}
 		case <-tick:
 			// Interval delivered+1 is over. Ask for the next, due within
-			// the grace.
+			// the grace; unless the job is being stopped (a cancel, its
+			// time up): however long the sandbox takes, no interval
+			// after that is asked for, and the beats go on so the buyer
+			// waits for the receipt.
 			delivered++
-			want = min(delivered+1, total)
-			catchUp()
+			stopping := why != ""
+			if !stopping {
+				want = min(delivered+1, total)
+				catchUp()
+			}
 			// The beat asks for the interval after the last one paid
 			// (a buyer behind is asked for one more at a time; one back
 			// from away, for all at once, when it attaches).
@@ -356,7 +362,10 @@ loop:
 				_ = l.c.send(jBeat, l.beat(min(delivered, l.k)))
 			}
 			tick = s.clock.After(l.started.Add(time.Duration(delivered+1) * interval).Sub(s.clock.Now()))
-			if delivered >= total && why == "" {
+			if stopping {
+				continue
+			}
+			if delivered >= total {
 				// Every interval of the contract is over; the runner's
 				// wall clock should have ended the job already.
 				why = "timeout"
@@ -366,6 +375,12 @@ loop:
 				due = s.clock.After(grace)
 			}
 		case <-due:
+			if why != "" {
+				// The job is already being stopped (the buyer's
+				// cancel): the stop keeps its reason, and the interval
+				// stays owed (due set) as far as it was paid.
+				continue
+			}
 			due = nil
 			if l.k >= want {
 				continue

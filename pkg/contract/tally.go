@@ -168,6 +168,24 @@ func (r *buyerRun) payBeat(ctx context.Context, n uint64, tally *Bill, received 
 	return r.payTotal(ctx, total, n+1, fmt.Sprintf("interval %d and bytes moved", n+1))
 }
 
+// unbilledEgressOK checks the bytes moved of a receipt that came with no
+// bill: a seller that stopped the job itself (unpaid, after the buyer's
+// cancel) bills what it was paid, and the buyer paid a service's bytes on
+// the tallies it checked (payBeat). The receipt's bytes are within what
+// the buyer counted both ways (and the forwards' slack), at no more than
+// the contract's price; rc.Billed against what was paid is finish's check.
+func (r *buyerRun) unbilledEgressOK(rc *Receipt, received uint64) bool {
+	if rc.Egress == 0 {
+		return true
+	}
+	if !billsEgress(r.st.Protocol()) {
+		return false
+	}
+	fwIn, fwOut, slack := r.forwardCounts()
+	counted := received + fwIn + r.sentBytes + fwOut + 2*slack
+	return rc.EgressBytes <= counted && rc.Egress <= EgressSats(rc.EgressBytes, r.egressPrice)
+}
+
 // forwardCounts are the bytes the buyer's forwards read from (in) and
 // wrote to (out) the seller in this contract, and how far the seller's
 // counts may be from them: forwardSlack per stream that broke or is open,

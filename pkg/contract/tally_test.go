@@ -228,3 +228,53 @@ func TestServiceUnpaidBytesStopped(t *testing.T) {
 	b.Cancel(id)
 	waitJob(t, b, id)
 }
+
+// TestServiceUnpaidAfterTallies: a service's buyer paid its tallies (bytes
+// forwarded included), then its payments stop coming (here: they hang). The
+// seller stops the contract as unpaid, with no bill, and its receipt bills
+// the bytes the buyer already paid for: the buyer settles it (it counted
+// those bytes) and does not dispute an honest seller's egress.
+func TestServiceUnpaidAfterTallies(t *testing.T) {
+	m := newMarket(t)
+	body := bytes.Repeat([]byte("blackbox "), 10000)
+	run := newSvcRunner(body)
+	pay := &fakePay{release: make(chan struct{})}
+	s, _ := m.seller(&run.fakeRunner, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
+		func(c *SellerConfig) { c.Runner = run; c.PayGrace = time.Second })
+	m.offers[0].Prices.EgressGiB = svcEgressPrice
+	b, _ := m.buyer(pay, calmBuyer)
+	m.connect()
+	id, addr := forwardedService(t, b, m.serviceRequest(1000, 1))
+	if got, err := get(addr); err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("GET through the forward: %d bytes, %v", len(got), err)
+	}
+	j, _ := b.Job(id)
+	cid := j.Service.Running[0].ContractID
+	eventually(t, "the forwarded bytes paid with an interval", func() bool {
+		r, err := s.Machine().Get(RoleSeller, cid)
+		return err == nil && r.State == StateRunning && r.Proposal != nil && r.Paid > r.Proposal.Owed(r.Intervals)
+	})
+	pay.mu.Lock()
+	pay.blockAfter = pay.pays // every payment from now on hangs
+	pay.mu.Unlock()
+	var sr *Record
+	eventually(t, "the seller stopped the contract unpaid", func() bool {
+		sr, _ = s.Machine().Get(RoleSeller, cid)
+		return sr != nil && sr.State == StateFailed
+	})
+	if sr.Why != "unpaid" || sr.Egress == 0 {
+		t.Fatalf("seller's contract: %s (%s), egress %d sat; want failed unpaid with the bytes paid billed", sr.State, sr.Why, sr.Egress)
+	}
+	close(pay.release)
+	var br *Record
+	eventually(t, "the buyer's contract ended", func() bool {
+		br, _ = b.machine.Get(RoleBuyer, cid)
+		return br != nil && (br.State == StateSettled || br.State == StateDisputed)
+	})
+	if br.State != StateSettled {
+		t.Fatalf("buyer's contract: %s (%s); the seller billed %d sat of bytes it was paid (%d paid)", br.State, br.Why, sr.Egress, sr.Paid)
+	}
+	t.Logf("contract %s: the seller stopped it unpaid billing %d sat of bytes of %d paid; the buyer settled it", cid[:8], sr.Egress, sr.Paid)
+	b.Cancel(id)
+	waitJob(t, b, id)
+}

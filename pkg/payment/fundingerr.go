@@ -36,6 +36,11 @@ type InsufficientFundsError struct {
 
 func (e *InsufficientFundsError) Error() string {
 	msg := fmt.Sprintf("%v: need about %d sat, the wallet has %d sat spendable", ErrInsufficientFunds, e.Need, e.Spendable)
+	if e.Spendable >= e.Need {
+		// The balance, read after the coin selection came short, has
+		// enough: the wallet took in a block meanwhile.
+		return msg + ": the wallet was catching up with the chain; try again"
+	}
 	if e.Unconfirmed > 0 {
 		msg += fmt.Sprintf(" and %d sat waiting for a confirmation", e.Unconfirmed)
 		if e.Spendable+e.Unconfirmed >= e.Need {
@@ -61,11 +66,7 @@ func fundError(err error, outs []*wire.TxOut, feeRate int64, spendable, total bt
 	var short txauthor.InputSourceError
 	switch {
 	case errors.As(err, &short):
-		need := feeRate * int64(fundTxSize+31*len(outs))
-		for _, o := range outs {
-			need += o.Value
-		}
-		e := &InsufficientFundsError{Need: need, Spendable: int64(spendable), Unconfirmed: int64(total - spendable)}
+		e := &InsufficientFundsError{Need: fundNeed(outs, feeRate), Spendable: int64(spendable), Unconfirmed: int64(total - spendable)}
 		if spendable < 0 {
 			e.Spendable, e.Unconfirmed = 0, 0
 		}
@@ -74,6 +75,16 @@ func fundError(err error, outs []*wire.TxOut, feeRate int64, spendable, total bt
 		return fmt.Errorf("%w: %v", ErrChainDown, err)
 	}
 	return err
+}
+
+// fundNeed is about what a transaction paying outs takes: the outputs and
+// its fee at feeRate.
+func fundNeed(outs []*wire.TxOut, feeRate int64) int64 {
+	need := feeRate * int64(fundTxSize+31*len(outs))
+	for _, o := range outs {
+		need += o.Value
+	}
+	return need
 }
 
 // IsChainDown reports whether err says the chain source cannot be reached:

@@ -30,6 +30,13 @@ func TestFundError(t *testing.T) {
 	if !strings.Contains(err.Error(), "30000 sat spendable and 15000 sat waiting for a confirmation") {
 		t.Errorf("message: %v", err)
 	}
+	// The balance read after the selection came short has enough (the
+	// wallet took in a block meanwhile): the message says so, and never
+	// asks for a negative amount.
+	err = fundError(shortOfCoins{}, outs, 2, 40_000_000, 40_000_000)
+	if !errors.Is(err, ErrInsufficientFunds) || !strings.Contains(err.Error(), "catching up with the chain; try again") || strings.Contains(err.Error(), "send at least") {
+		t.Errorf("caught up meanwhile: %v", err)
+	}
 	for _, down := range []error{errors.New("blockchain RPC is inactive"), rpcclient.ErrClientShutdown, errors.New("disconnected")} {
 		if err := fundError(down, outs, 2, 0, 0); !errors.Is(err, ErrChainDown) {
 			t.Errorf("%v: %v, want ErrChainDown", down, err)

@@ -21,6 +21,7 @@ import (
 	"github.com/btcsuite/btcwallet/snacl"
 	"github.com/btcsuite/btcwallet/waddrmgr"
 	"github.com/btcsuite/btcwallet/wallet"
+	"github.com/btcsuite/btcwallet/wallet/txauthor"
 	"github.com/btcsuite/btcwallet/walletdb"
 	_ "github.com/btcsuite/btcwallet/walletdb/bdb" // btcwallet's bbolt driver
 	"golang.org/x/crypto/nacl/secretbox"
@@ -458,7 +459,19 @@ func (w *Wallet) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) 
 	}
 	defer w.w.Lock()
 	scope := waddrmgr.KeyScopeBIP0084
-	at, err := w.w.CreateSimpleTx(&scope, 0, outs, 1, btcutil.Amount(feeRate*1000), wallet.CoinSelectionLargest, false)
+	create := func() (*txauthor.AuthoredTx, error) {
+		return w.w.CreateSimpleTx(&scope, 0, outs, 1, btcutil.Amount(feeRate*1000), wallet.CoinSelectionLargest, false)
+	}
+	at, err := create()
+	var short txauthor.InputSourceError
+	if errors.As(err, &short) {
+		// Coin selection came short; if the balance now has enough, the
+		// wallet took in the block confirming its coins as it chose:
+		// choose again.
+		if s, _, berr := w.Balance(1); berr == nil && int64(s) >= fundNeed(outs, feeRate) {
+			at, err = create()
+		}
+	}
 	if err != nil {
 		s, t, berr := w.Balance(1)
 		if berr != nil {

@@ -96,6 +96,9 @@ func testRegtestWallet(t *testing.T, backend string) {
 	if got, _ := h.Balance(other, sent); got != 10_000_000 {
 		t.Fatalf("recipient got %d", got)
 	}
+	if err := w.WaitSynced(ctx); err != nil { // the change confirmed
+		t.Fatal(err)
+	}
 
 	// The wallet funds a channel through the Manager.
 	payKey := mustKey(t)
