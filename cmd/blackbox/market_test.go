@@ -456,6 +456,23 @@ func (m *market) jobContainers(contractID string) int {
 	return n
 }
 
+// jobTaskStatus is the status of the task of the first container
+// containerd holds for a contract ("" when it has none, or no task).
+func (m *market) jobTaskStatus(contractID string) containerd.ProcessStatus {
+	var status containerd.ProcessStatus
+	m.eachJobContainer(contractID, func(ctx context.Context, c containerd.Container) bool {
+		task, err := c.Task(ctx, nil)
+		if err != nil {
+			return true
+		}
+		if st, err := task.Status(ctx); err == nil {
+			status = st.Status
+		}
+		return false
+	})
+	return status
+}
+
 // eachJobContainer calls f with each container containerd holds for a
 // contract (by the sandbox's job label) until f returns false.
 func (m *market) eachJobContainer(contractID string, f func(context.Context, containerd.Container) bool) {

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -257,32 +256,11 @@ func TestSellerDownWhenJobEnds(t *testing.T) {
 	// on a loaded machine the container may still be on its way. Killed
 	// before its task started, the seller leaves a task that never exits.
 	waitFor(t, 60*time.Second, "the job's task to run", func() bool {
-		running := false
-		m.eachJobContainer(cid, func(ctx context.Context, c containerd.Container) bool {
-			task, err := c.Task(ctx, nil)
-			if err != nil {
-				return true
-			}
-			st, err := task.Status(ctx)
-			running = err == nil && (st.Status == containerd.Running || st.Status == containerd.Stopped)
-			return false
-		})
-		return running
+		st := m.jobTaskStatus(cid)
+		return st == containerd.Running || st == containerd.Stopped
 	})
 	seller.kill()
-	waitFor(t, 60*time.Second, "the job's task to exit with its seller down", func() bool {
-		exited := false
-		m.eachJobContainer(cid, func(ctx context.Context, c containerd.Container) bool {
-			task, err := c.Task(ctx, nil)
-			if err != nil {
-				return true
-			}
-			st, err := task.Status(ctx)
-			exited = err == nil && st.Status == containerd.Stopped
-			return false
-		})
-		return exited
-	})
+	waitFor(t, 60*time.Second, "the job's task to exit with its seller down", func() bool { return m.jobTaskStatus(cid) == containerd.Stopped })
 	seller.start()
 	extra := checkResumed(t, m, seller, buyer, id, cid)
 	t.Logf("NUMBERS the job ended with its seller down: %d extra intervals paid", extra)

@@ -169,6 +169,13 @@ func (f *fakePay) Pay(ctx context.Context, seller peer.ID, contractID string, to
 	return binary.AppendVarint([]byte(contractID+","), total), nil
 }
 
+// count is how many payments were asked of f (those hanging included).
+func (f *fakePay) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pays
+}
+
 var (
 	_ Runner          = (*fakeRunner)(nil)
 	_ Payer           = (*fakePay)(nil)
@@ -451,11 +458,7 @@ func TestBuyerCatchesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the buyer's payments stalled", func() bool {
-		bpay.mu.Lock()
-		defer bpay.mu.Unlock()
-		return bpay.pays > 2
-	})
+	eventually(t, "the buyer's payments stalled", func() bool { return bpay.count() > 2 })
 	time.Sleep(4 * testInterval) // three intervals more unpaid
 	close(bpay.release)
 	j := waitJob(t, b, id)
@@ -585,11 +588,7 @@ func TestCancelWhilePaying(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the buyer's third payment waiting", func() bool {
-		bpay.mu.Lock()
-		defer bpay.mu.Unlock()
-		return bpay.pays > 2
-	})
+	eventually(t, "the buyer's third payment waiting", func() bool { return bpay.count() > 2 })
 	if err := b.Cancel(id); err != nil {
 		t.Fatal(err)
 	}
