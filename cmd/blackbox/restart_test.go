@@ -253,6 +253,22 @@ func TestSellerDownWhenJobEnds(t *testing.T) {
 	quick := []string{"sh", "-c", "sleep 5; i=0; while [ $i -lt 20 ]; do echo line $i; i=$((i+1)); done; echo tail > /out/x; echo done"}
 	id, j := runningJob(t, buyer, image, jobFlags, quick...)
 	cid := j.ContractID
+	// Two paid intervals count from the contract's start, not the task's:
+	// on a loaded machine the container may still be on its way. Killed
+	// before its task started, the seller leaves a task that never exits.
+	waitFor(t, 60*time.Second, "the job's task to run", func() bool {
+		running := false
+		m.eachJobContainer(cid, func(ctx context.Context, c containerd.Container) bool {
+			task, err := c.Task(ctx, nil)
+			if err != nil {
+				return true
+			}
+			st, err := task.Status(ctx)
+			running = err == nil && (st.Status == containerd.Running || st.Status == containerd.Stopped)
+			return false
+		})
+		return running
+	})
 	seller.kill()
 	waitFor(t, 60*time.Second, "the job's task to exit with its seller down", func() bool {
 		exited := false
