@@ -70,7 +70,7 @@ func (n *Node) Health(ctx context.Context) (health.Report, error) {
 	var checks []health.Check
 	if n.sandbox != nil {
 		checks = append(checks, health.Check{Name: "sandbox", Status: health.OK,
-			Detail: "jobs run under " + strings.Join(n.runtimes, ", ") + " (probe job at start)"})
+			Detail: "jobs run under " + strings.Join(n.offeredRuntimes(), ", ") + " (probe job at start)"})
 	} else {
 		var why []string
 		for _, r := range n.noSell {

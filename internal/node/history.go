@@ -709,7 +709,7 @@ func (n *Node) noWork(e api.Earnings, mp marketPrice) []api.NoWorkReason {
 	if n.payments == nil {
 		f.paymentsOff = n.noBuy
 	}
-	if n.sandbox == nil || len(n.runtimes) == 0 {
+	if n.sandbox == nil || len(n.offeredRuntimes()) == 0 {
 		f.sandboxOff = "the sandbox cannot run jobs"
 		for _, s := range n.noSell {
 			if strings.Contains(s, "sandbox") || strings.Contains(s, "runtime") {

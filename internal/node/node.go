@@ -66,11 +66,14 @@ type Node struct {
 
 	sandbox *sandbox.Sandbox // nil when containerd is unavailable
 	// runtimes are the offered runtimes (offer.runtimes) that ran the
-	// sandbox's probe job at start: what the offer lists.
-	runtimes []string
-	wallet   *liveWallet // nil when payments are off
-	chain    payment.ChainSource
-	payments *payment.Manager // nil when payments are off
+	// sandbox's probe job, at start or later (offeredRuntimes): what the
+	// offer lists. reprobe are those whose probe at start ran out of time.
+	runtimesMu sync.Mutex
+	runtimes   []string
+	reprobe    []string
+	wallet     *liveWallet // nil when payments are off
+	chain      payment.ChainSource
+	payments   *payment.Manager // nil when payments are off
 	// payCfg is the payment config in force (the payout address filled
 	// in); escrow runs escrowed jobs (escrow.go), nil when payments are off.
 	payCfg payment.Config
@@ -385,6 +388,10 @@ func (n *Node) runMarket(ctx context.Context) {
 			n.log.Error("meter stopped", "err", err)
 		}
 	}()
+	if n.sandbox != nil && len(n.reprobe) > 0 {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.reprobeRuntimes(ctx, reprobeDelays) }()
+	}
 	if n.payments != nil {
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); n.tickChain(ctx) }()
@@ -421,7 +428,7 @@ func (n *Node) offerTemplate(spare meter.Capacity) offer.Offer {
 		MinDuration:     n.cfg.Offer.MinDuration,
 		MaxDuration:     n.cfg.Offer.MaxDuration,
 		BillingInterval: n.cfg.Offer.BillingInterval,
-		Runtimes:        n.runtimes,
+		Runtimes:        n.offeredRuntimes(),
 		Region:          n.cfg.Region,
 	}
 }

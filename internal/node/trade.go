@@ -65,11 +65,17 @@ func (n *Node) startSandbox(ctx context.Context) {
 		n.log.Warn("not selling: sandbox unavailable", "err", err)
 		return
 	}
-	// Offer only the runtimes that run a real job here.
-	ok, failed := sb.ProbeRuntimes(sctx, n.cfg.Offer.Runtimes...)
+	// Offer only the runtimes that run a real job here (each probe has
+	// its own time: sctx bounds connecting).
+	ok, failed := sb.ProbeRuntimes(ctx, n.cfg.Offer.Runtimes...)
 	for _, rt := range n.cfg.Offer.Runtimes {
 		if err := failed[rt]; err != nil {
 			n.log.Warn("runtime not offered: its probe job failed", "runtime", rt, "err", err)
+			if errors.Is(err, context.DeadlineExceeded) {
+				// Slow, not broken (a loaded machine): probed again
+				// once the node runs (reprobeRuntimes).
+				n.reprobe = append(n.reprobe, rt)
+			}
 		}
 	}
 	if len(ok) == 0 {
@@ -85,10 +91,57 @@ func (n *Node) startSandbox(ctx context.Context) {
 // defaultRuntime is the runtime of a contract that names none: the
 // sandbox's configured one if it is offered, else the first offered.
 func (n *Node) defaultRuntime() string {
-	if slices.Contains(n.runtimes, n.cfg.Sandbox.Runtime) {
+	rts := n.offeredRuntimes()
+	if slices.Contains(rts, n.cfg.Sandbox.Runtime) {
 		return n.cfg.Sandbox.Runtime
 	}
-	return n.runtimes[0]
+	return rts[0]
+}
+
+// offeredRuntimes are the runtimes the offer names: those whose probe job
+// ran (at start, or later: reprobeRuntimes).
+func (n *Node) offeredRuntimes() []string {
+	n.runtimesMu.Lock()
+	defer n.runtimesMu.Unlock()
+	return slices.Clone(n.runtimes)
+}
+
+// reprobeDelays are the waits before each later probe of a runtime whose
+// probe at start ran out of time.
+var reprobeDelays = []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute}
+
+// reprobeRuntimes probes again the runtimes whose probe at start ran out
+// of time (a loaded machine, not a broken runtime) and offers each as soon
+// as its probe job runs, until ctx ends or reprobeDelays are spent.
+func (n *Node) reprobeRuntimes(ctx context.Context, delays []time.Duration) {
+	left := slices.Clone(n.reprobe)
+	for _, d := range delays {
+		if len(left) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		left = slices.DeleteFunc(left, func(rt string) bool {
+			pctx, cancel := context.WithTimeout(ctx, 2*sandbox.ProbeTimeout)
+			defer cancel()
+			if err := n.sandbox.Probe(pctx, rt); err != nil {
+				n.log.Info("runtime still not offered: its probe job failed again", "runtime", rt, "err", err)
+				return false
+			}
+			n.runtimesMu.Lock()
+			n.runtimes = append(n.runtimes, rt)
+			n.runtimesMu.Unlock()
+			n.log.Info("runtime offered: its probe job ran", "runtime", rt)
+			n.reoffer()
+			return true
+		})
+	}
+	for _, rt := range left {
+		n.log.Warn("runtime not offered: its probe job keeps failing; `blackbox doctor` checks it", "runtime", rt)
+	}
 }
 
 // WalletPassphrase reads the wallet passphrase from payment.passphrase_file,

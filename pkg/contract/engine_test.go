@@ -439,6 +439,41 @@ func TestStartedIntervalCollected(t *testing.T) {
 	}
 }
 
+// TestBuyerCatchesUp: a buyer whose payments stalled for several
+// intervals (a loaded machine, a daemon back from a restart) pays them one
+// after another once it can: each payment is answered at once by a beat
+// asking for the next, so it catches up within the seller's grace instead
+// of one interval a tick (never, as its debt grows as fast) and the job
+// runs to its end.
+func TestBuyerCatchesUp(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: 20 * testInterval}
+	s, _ := m.seller(run, &fakePay{}, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
+		func(c *SellerConfig) { c.PayGrace = 10 * testInterval })
+	bpay := &fakePay{blockAfter: 2, release: make(chan struct{})}
+	b, _ := m.buyer(bpay)
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the buyer's payments stalled", func() bool {
+		bpay.mu.Lock()
+		defer bpay.mu.Unlock()
+		return bpay.pays > 2
+	})
+	time.Sleep(4 * testInterval) // three intervals more unpaid
+	close(bpay.release)
+	j := waitJob(t, b, id)
+	sr, err := s.Machine().Get(RoleSeller, j.ContractID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.State != JobDone || j.Receipt == nil || j.Receipt.Reason != "exited" {
+		t.Fatalf("job %s (%s); the seller's contract %s (%s), paid %d", j.State, j.Error, sr.State, sr.Why, sr.Paid)
+	}
+}
+
 func TestBuyerStopsPayingSellerStops(t *testing.T) {
 	m := newMarket(t)
 	run := &fakeRunner{work: time.Hour}

@@ -335,7 +335,15 @@ loop:
 					s.log.Info("payment refused", "contract", l.id, "peer", l.buyer, "err", err)
 					continue
 				}
+				before := l.k
 				catchUp()
+				if l.k > before && l.k < want && why == "" && l.cur != nil {
+					// A buyer catching up (back from away, its
+					// payments behind) is asked for the next interval
+					// as soon as it paid one, not at the next tick:
+					// the grace is shorter than an interval.
+					_ = l.c.send(jBeat, l.beat(min(delivered, l.k)))
+				}
 				if err := s.machine.NotePaid(RoleSeller, l.id, l.paid, l.k); err != nil {
 					s.log.Warn("record payment", "contract", l.id, "err", err)
 				}

@@ -172,6 +172,10 @@ func (s *Sandbox) probe(ctx context.Context, runtime string, userns bool) error 
 	return nil
 }
 
+// ProbeTimeout bounds each runtime's probe job in ProbeRuntimes: on a
+// loaded machine gVisor's first container takes seconds to create.
+const ProbeTimeout = time.Minute
+
 // ProbeRuntimes runs the probe job under each of the runtimes named
 // (Runtimes when none) and returns those that ran it, and why each other one
 // did not. In userns "auto", a runtime that fails only with the user
@@ -184,6 +188,7 @@ func (s *Sandbox) ProbeRuntimes(ctx context.Context, names ...string) (ok []stri
 	}
 	failed = map[string]error{}
 	for _, rt := range names {
+		ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
 		err := s.Probe(ctx, rt)
 		if err != nil && s.UserNS() && s.cfg.UserNS == "auto" && remapsUsers(rt) && !errors.Is(err, ErrRuntimeUnavailable) {
 			if s.probe(ctx, rt, false) == nil {
@@ -195,6 +200,7 @@ func (s *Sandbox) ProbeRuntimes(ctx context.Context, names ...string) (ok []stri
 				err = nil
 			}
 		}
+		cancel()
 		if err != nil {
 			failed[rt] = err
 			continue
