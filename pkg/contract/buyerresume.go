@@ -271,6 +271,12 @@ func (r *buyerRun) follow(ctx context.Context, dir string, files map[byte]*resul
 				b.update(r.j, func(j *JobStatus) { j.Intervals = n })
 				if !cancelled && n < total {
 					if err := r.payBeat(ctx, n, tally, received(files)); err != nil {
+						if done != nil && ctx.Err() != nil {
+							// The cancel (or the node's stop) came
+							// as it paid: the done case tells the
+							// seller, and the receipt still comes.
+							continue
+						}
 						if FaultOf(err) == FaultSellerGone && resume(err) {
 							continue
 						}

@@ -576,6 +576,39 @@ func TestCancelSlowStop(t *testing.T) {
 	}
 }
 
+// TestCancelWhilePaying: the user cancels while the buyer's payment waits
+// (on the channel's lock, its write): the payment gives up, and the seller
+// is still told of the cancel, ends the job "cancelled" and settles, rather
+// than waiting out its grace and calling the buyer's silence unpaid.
+func TestCancelWhilePaying(t *testing.T) {
+	m := newMarket(t)
+	run := &fakeRunner{work: time.Hour}
+	s, _ := m.seller(run, &fakePay{}, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	bpay := &fakePay{blockAfter: 2, release: make(chan struct{})} // never released
+	b, _ := m.buyer(bpay)
+	m.connect()
+	id, err := b.Submit(context.Background(), m.request(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the buyer's third payment waiting", func() bool {
+		bpay.mu.Lock()
+		defer bpay.mu.Unlock()
+		return bpay.pays > 2
+	})
+	if err := b.Cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, b, id)
+	if j.State != JobCancelled || j.Receipt == nil || j.Receipt.Reason != "cancelled" {
+		t.Fatalf("job %s (%s), receipt %+v", j.State, j.Error, j.Receipt)
+	}
+	recs, _ := s.Machine().List(RoleSeller)
+	if len(recs) != 1 || recs[0].State != StateSettled || recs[0].History[len(recs[0].History)-2].Why != "cancelled" {
+		t.Fatalf("seller's records: %+v", recs)
+	}
+}
+
 func TestConcurrentBuyersNoOverselling(t *testing.T) {
 	m := newMarket(t)
 	run := &fakeRunner{work: testInterval}
