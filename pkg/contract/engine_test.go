@@ -447,13 +447,15 @@ func TestStartedIntervalCollected(t *testing.T) {
 // runs to its end.
 func TestBuyerCatchesUp(t *testing.T) {
 	m := newMarket(t)
-	run := &fakeRunner{work: 20 * testInterval}
-	s, _ := m.seller(run, &fakePay{}, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000,
-		func(c *SellerConfig) { c.PayGrace = 10 * testInterval })
+	// The job outlasts the seller's grace (5 s), so a buyer that never
+	// catches up is stopped unpaid; the grace is wide enough for a loaded
+	// machine's stalls.
+	run := &fakeRunner{work: 50 * testInterval}
+	s, _ := m.seller(run, &fakePay{}, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000, calmSeller)
 	bpay := &fakePay{blockAfter: 2, release: make(chan struct{})}
-	b, _ := m.buyer(bpay)
+	b, _ := m.buyer(bpay, calmBuyer)
 	m.connect()
-	id, err := b.Submit(context.Background(), m.request(50))
+	id, err := b.Submit(context.Background(), m.request(100))
 	if err != nil {
 		t.Fatal(err)
 	}

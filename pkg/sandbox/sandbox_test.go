@@ -248,11 +248,13 @@ func TestCPUQuota(t *testing.T) {
 		share := res.CPUTime.Seconds() / res.Wall.Seconds()
 		t.Logf("cpu %s over wall %s = %.3f cores (quota 0.5)", res.CPUTime, res.Wall, share)
 		// The quota is a ceiling: on a busy machine (other tests, other jobs)
-		// the job gets less, never more. The floor only says it ran at all.
+		// the job gets less, never more. The floor only says it ran at all:
+		// on CI's 2 cores at a load of 12, a fair share is about 0.17 of a
+		// core, and one run got 0.0997.
 		if share > 0.5*1.15 {
 			t.Errorf("job got %.3f cores, over its quota of 0.5 (+15%%)", share)
 		}
-		if share < 0.1 {
+		if share < 0.02 {
 			t.Errorf("job got %.3f cores: it barely ran", share)
 		}
 	})
