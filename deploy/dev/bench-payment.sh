@@ -10,9 +10,11 @@
 #   runs on as many goroutines); then as two nodes make an update (the
 #   store and backup, plus what a node records beside the channel: the
 #   contract's Paid, the buyer's job, the seller's earnings, now committed
-#   after the update: BenchmarkPaymentUpdateNode*, the goals' figures),
-#   next to the same with those records committed on the update's way as
-#   before (…Sync); and on-chain vbytes per contract for 1, 10, 100
+#   after the update; the buyer sends the update while its own write of it
+#   runs, Payer.PayAsync: BenchmarkPaymentUpdateNode*, the goals' figures),
+#   next to the same with those records committed on the update's way and
+#   the buyer's write before the send, as before (…Sync); and on-chain
+#   vbytes per contract for 1, 10, 100
 #   contracts per channel.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -285,6 +285,13 @@ func (c channelPayer) RestoreCapacity(seller peer.ID, contractID string, amount 
 	c.p.Restore(seller.String(), contractID, amount)
 }
 
+var _ contract.HeldLearner = channelPayer{}
+
+// Reestablish implements contract.HeldLearner.
+func (c channelPayer) Reestablish(ctx context.Context, seller peer.ID, held []byte) (string, error) {
+	return c.p.Reestablish(ctx, seller.String(), held)
+}
+
 // SeenClose implements contract.CloseLearner.
 func (c channelPayer) SeenClose(ctx context.Context, seller peer.ID, tx []byte) (string, error) {
 	return c.p.SeenClose(ctx, seller.String(), tx)
@@ -296,6 +303,17 @@ func (c channelPayer) Pay(ctx context.Context, seller peer.ID, contractID string
 		return nil, err
 	}
 	return u.Encode(), nil
+}
+
+var _ contract.AsyncPayer = channelPayer{}
+
+// PayAsync implements contract.AsyncPayer.
+func (c channelPayer) PayAsync(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, func() error, error) {
+	u, durable, err := c.p.PayAsync(ctx, seller.String(), contractID, total)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u.Encode(), durable, nil
 }
 
 // toResources converts the meter's capacity to an offer's resources.

@@ -237,6 +237,15 @@ func (p escrowPayer) Pay(ctx context.Context, seller peer.ID, contractID string,
 	return p.channelPayer.Pay(ctx, seller, contractID, total)
 }
 
+// PayAsync implements contract.AsyncPayer (channelPayer's, which would
+// otherwise pay an escrowed contract on a channel).
+func (p escrowPayer) PayAsync(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, func() error, error) {
+	if e := p.n.escrow; e != nil && e.escrowOf(contractID) != "" {
+		return escrowPay(total), func() error { return nil }, nil
+	}
+	return p.channelPayer.PayAsync(ctx, seller, contractID, total)
+}
+
 // escrowReceiver is the seller's PaymentReceiver: channels, and escrows.
 type escrowReceiver struct {
 	*channelReceiver

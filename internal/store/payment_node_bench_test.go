@@ -11,6 +11,7 @@ import (
 
 	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
+	"github.com/blackbox-market/blackbox/pkg/payment"
 )
 
 // nodeRecords is what a node records beside a channel update, on its own
@@ -19,9 +20,11 @@ import (
 // Paid) before it sends the update; the seller its earnings history
 // (history.paid) before it acknowledges, and its contract's Paid/Intervals
 // after. With sync, each is the commit it was before these records were
-// taken off the payment's way (main before this change): the buyer's job
-// save and Machine.Move, the seller's HistoryStore.RecordPayment and
-// Machine.Move, each a bbolt commit (two fdatasyncs).
+// taken off the payment's way: the buyer's job save and Machine.Move, the
+// seller's HistoryStore.RecordPayment and Machine.Move, each a bbolt
+// commit (two fdatasyncs), and the buyer's write of the update done before
+// it sends it (Pay; without sync it sends it while the write runs:
+// PayAsync, as contract's buyer pays through a node's Payer).
 type nodeRecords struct {
 	sync     bool
 	machines [2]*contract.Machine
@@ -71,31 +74,47 @@ func (n *nodeRecords) update(b testing.TB, p *boltPair, i int) {
 	n.intervals[i]++
 	k := n.intervals[i]
 	n.mu.Unlock()
-	// The buyer: sign and persist the update, record it, send.
-	u, err := p.buyer.Pay(ctx, p.ids[i], id, 1)
+	// The buyer: sign the update and send it; with sync, once persisted
+	// and recorded, else while its write runs (Payer.PayAsync, as
+	// contract's buyer pays), recording it once durable.
+	var u *payment.Update
+	var err error
+	durable := func() error { return nil }
+	if n.sync {
+		u, err = p.buyer.Pay(ctx, p.ids[i], id, 1)
+	} else {
+		u, durable, err = p.buyer.PayAsync(ctx, p.ids[i], id, 1)
+	}
 	if err != nil {
 		b.Error(err)
 		return
 	}
 	paid := u.ContractAmount
 	job := func(kv contract.KV) error { return kv.Put("contract_jobs", id, n.job) }
-	if n.sync {
-		if err := n.stores[0].Update(job); err != nil {
+	buyerRecords := func() {
+		var err error
+		if n.sync {
+			if err := n.stores[0].Update(job); err != nil {
+				b.Error(err)
+			}
+			_, err = n.machines[0].Move(contract.RoleBuyer, id, contract.StateRunning, "", func(r *contract.Record) { r.Paid, r.Intervals = paid, k })
+		} else {
+			n.stores[0].UpdateLater("job/"+id, job)
+			err = n.machines[0].NotePaid(contract.RoleBuyer, id, paid, k)
+		}
+		if err != nil {
 			b.Error(err)
 		}
-		_, err = n.machines[0].Move(contract.RoleBuyer, id, contract.StateRunning, "", func(r *contract.Record) { r.Paid, r.Intervals = paid, k })
-	} else {
-		n.stores[0].UpdateLater("job/"+id, job)
-		err = n.machines[0].NotePaid(contract.RoleBuyer, id, paid, k)
 	}
-	if err != nil {
-		b.Error(err)
+	if n.sync {
+		buyerRecords()
 	}
 	// The seller: check and persist the update, record it, acknowledge,
 	// record the contract's payment.
 	got, err := p.seller.AcceptUpdate(ctx, p.peers[i], u.Encode())
 	if err != nil {
 		b.Error(err)
+		_ = durable()
 		return
 	}
 	if n.sync {
@@ -115,6 +134,14 @@ func (n *nodeRecords) update(b testing.TB, p *boltPair, i int) {
 	if err != nil {
 		b.Error(err)
 	}
+	// The buyer counts the update paid once its own write is done too.
+	if !n.sync {
+		if err := durable(); err != nil {
+			b.Error(err)
+			return
+		}
+		buyerRecords()
+	}
 }
 
 // BenchmarkPaymentUpdateNode is the channel update as two nodes make it
@@ -133,8 +160,9 @@ func BenchmarkPaymentUpdateNodeParallel(b *testing.B) {
 }
 
 // BenchmarkPaymentUpdateNodeSync is BenchmarkPaymentUpdateNode with the
-// node's records committed on the payment's way, as before they were
-// taken off it: the baseline of this change, in the same binary.
+// node's records committed on the payment's way and the buyer's write
+// before its send, as before they were taken off it: the baseline, in the
+// same binary.
 func BenchmarkPaymentUpdateNodeSync(b *testing.B) {
 	measureUpdates(b, withNode(b, newBoltPair(b, 1, true), true), 1, false)
 }

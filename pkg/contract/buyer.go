@@ -754,6 +754,11 @@ func (b *Buyer) seek(ctx context.Context, j *JobStatus, tried map[peer.ID]bool, 
 				// open (its close not yet in a block): once more, on
 				// another channel.
 				out, err = b.attempt(ctx, j, req, c)
+			} else if out == outFailed && errors.Is(err, errHeldAdopted) {
+				// This node had lost the channel's latest update (a
+				// crash as it paid) and paid on the state before it:
+				// once more, on top of the update the seller holds.
+				out, err = b.attempt(ctx, j, req, c)
 			}
 			if errors.Is(err, errNoCarrier) {
 				// Not tried again for this job, and not counted as a
@@ -908,6 +913,9 @@ func (b *Buyer) attempt(ctx context.Context, j *JobStatus, req Request, c Candid
 	if out != outDetached {
 		b.cfg.Reputation.Outcome(c.Seller, id, fault)
 	}
+	if run.adopted {
+		err = &heldAdoptedError{err}
+	}
 	return out, err
 }
 
@@ -922,6 +930,12 @@ func (b *Buyer) endRun(ctx context.Context, run *buyerRun, id string, out outcom
 	if out == outFailed {
 		if ctx.Err() != nil {
 			out, fault = outCancelled, FaultCancelled
+		}
+		if out == outFailed && b.learnedHeld(ctx, run.seller, err) {
+			// The seller refused a payment built on a channel state this
+			// node had lost the latest update of: this node's doing,
+			// never evidence against the seller.
+			run.adopted, fault = true, FaultBuyer
 		}
 		if _, merr := b.machine.Move(RoleBuyer, id, StateFailed, truncate(errString(err), 200), func(r *Record) { r.Paid = run.paid }); merr != nil {
 			b.log.Debug("fail contract", "contract", id, "err", merr)
@@ -986,14 +1000,18 @@ func (b *Buyer) negotiate(ctx context.Context, j *JobStatus, p *Proposal, mayCou
 var buyerJobProtocols = []protocol.ID{JobProtocol, JobProtocol13, JobProtocol12, JobProtocol11}
 
 type buyerRun struct {
-	b      *Buyer
-	j      *JobStatus
-	ct     *Contract
-	seller peer.ID
-	paid   int64 // this contract's cumulative payment
-	base   int64 // what earlier attempts of the job paid
-	st     network.Stream
-	c      *conn
+	b *Buyer
+	// adopted: the run failed on a payment the seller refused because
+	// this node had lost the channel's latest update, which it has now
+	// adopted from the refusal (learnedHeld): the job may be tried again.
+	adopted bool
+	j       *JobStatus
+	ct      *Contract
+	seller  peer.ID
+	paid    int64 // this contract's cumulative payment
+	base    int64 // what earlier attempts of the job paid
+	st      network.Stream
+	c       *conn
 	// fault is how a contract that ended with a receipt went (finish).
 	fault Fault
 	// limited: the job stream may use a relayed connection whose limits
@@ -1247,20 +1265,32 @@ func (r *buyerRun) payTotal(ctx context.Context, total int64, n uint64, what str
 	if total <= r.paid {
 		return nil
 	}
-	u, err := r.b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, total)
+	var u []byte
+	var err error
+	durable := func() error { return nil }
+	if ap, ok := r.b.cfg.Payer.(AsyncPayer); ok {
+		// Sent while our own write of it runs (AsyncPayer).
+		u, durable, err = ap.PayAsync(ctx, r.seller, r.ct.ID, total)
+	} else {
+		u, err = r.b.cfg.Payer.Pay(ctx, r.seller, r.ct.ID, total)
+	}
 	if err != nil {
 		return buyerFault(fmt.Errorf("pay %s: %w", what, err))
 	}
+	sendErr := r.c.send(jPay, u)
+	if err := durable(); err != nil {
+		return buyerFault(fmt.Errorf("pay %s: %w", what, err))
+	}
 	r.paid = total
-	// The channel update is durable (Pay): the job's and the contract's
-	// record of it follow a moment later, off the way to the seller (the
-	// node's start raises them to the channel's totals after a crash).
+	// The channel update is durable: the job's and the contract's record
+	// of it follow a moment later, off the way to the seller (the node's
+	// start raises them to the channel's totals after a crash).
 	r.b.updateLater(r.j, func(j *JobStatus) { j.Paid = r.base + total })
 	if err := r.b.machine.NotePaid(RoleBuyer, r.ct.ID, total, n); err != nil {
 		r.b.log.Warn("record payment", "contract", r.ct.ID, "err", err)
 	}
-	if err := r.c.send(jPay, u); err != nil {
-		return sellerGone(fmt.Errorf("send payment for %s: %w", what, err))
+	if sendErr != nil {
+		return sellerGone(fmt.Errorf("send payment for %s: %w", what, sendErr))
 	}
 	return nil
 }

@@ -312,3 +312,41 @@ func doneJob(t *testing.T, b *Buyer, req Request) *JobStatus {
 	}
 	return j
 }
+
+// slowPay is a payer whose payments above first take delay to leave.
+type slowPay struct {
+	*fakePay
+	first int64
+	delay time.Duration
+}
+
+func (p *slowPay) Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error) {
+	if total > p.first {
+		time.Sleep(p.delay)
+	}
+	return p.fakePay.Pay(ctx, seller, contractID, total)
+}
+
+// A 1.2.0 buyer asked for a second interval as its job ends pays for it
+// after the end (under -race, a job of half an interval could end so): the
+// seller takes that payment and bills the interval, so that the receipt
+// bills what the buyer paid (it billed one interval of the two paid).
+func TestOlderBuyerPaidAfterTheEnd(t *testing.T) {
+	m := newMarket(t)
+	pay := &fakePay{}
+	m.seller(&fakeRunner{work: testInterval * 5 / 4}, pay, offer.Resources{CPUMillis: 4000, MemoryBytes: 4 << 30}, 3_600_000_000)
+	req := m.request(4)
+	p := &Proposal{Request: req, Interval: testInterval, Price: TermsFor(m.offers[0], &req).Price, StartFee: 1000}
+	b, _ := m.buyer(&slowPay{fakePay: pay, first: p.Owed(1), delay: testInterval / 2})
+	m.connect()
+	old := buyerJobProtocols
+	buyerJobProtocols = []protocol.ID{JobProtocol12, JobProtocol11}
+	t.Cleanup(func() { buyerJobProtocols = old })
+	j := doneJob(t, b, req)
+	// On a slow machine the job may end before the second interval's
+	// beat; either way the receipt bills what was paid.
+	if j.Paid != p.Owed(j.Receipt.Intervals) || j.Receipt.Billed != j.Paid {
+		t.Fatalf("receipt: %d intervals, billed %d; paid %d; want the intervals paid billed", j.Receipt.Intervals, j.Receipt.Billed, j.Paid)
+	}
+	t.Logf("%d intervals billed and paid", j.Receipt.Intervals)
+}

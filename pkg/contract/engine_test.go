@@ -119,6 +119,9 @@ type fakePay struct {
 	pays  int
 	opens int
 	held  map[string]int64
+	// refuse, when set, may refuse an update (seller side) before it
+	// is taken.
+	refuse func(contractID string) error
 }
 
 func (f *fakePay) Terms() ([]byte, error) { return []byte("terms"), nil }
@@ -142,6 +145,11 @@ func (f *fakePay) AcceptUpdate(ctx context.Context, buyer peer.ID, contractID st
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.refuse != nil {
+		if err := f.refuse(contractID); err != nil {
+			return 0, err
+		}
+	}
 	if f.held == nil {
 		f.held = map[string]int64{}
 	}

@@ -250,7 +250,31 @@ func TestJobErrorRoundTrip(t *testing.T) {
 	}
 }
 
+// TestJobErrorHeld: a payment refusal carries the update the seller holds
+// (field 4); a field this buyer does not know is ignored, not taken for an
+// unknown refusal (which would blame the seller); a held update over its
+// cap makes the frame unknown.
+func TestJobErrorHeld(t *testing.T) {
+	in := &JobError{Reason: RefusePayment, Message: "stale update", Held: []byte{1, 2, 3}}
+	b := marshalJobError(in)
+	if got := UnmarshalJobError(b); !reflect.DeepEqual(got, in) {
+		t.Fatalf("round trip %+v, want %+v", got, in)
+	}
+	var w enc
+	w.Bytes(9, []byte("a newer seller's field"))
+	if got := UnmarshalJobError(append(bytes.Clone(b), w.B...)); !reflect.DeepEqual(got, in) || got.Reason.Fault() != FaultBuyer {
+		t.Fatalf("with an unknown field: %+v", got)
+	}
+	var big enc
+	big.String(jeReason, string(RefusePayment))
+	big.Bytes(jeHeld, make([]byte, maxJobErrorHeld+1))
+	if got := UnmarshalJobError(big.B); got.Reason != RefuseUnknown || got.Held != nil {
+		t.Fatalf("oversized held update: %+v", got)
+	}
+}
+
 func FuzzJobError(f *testing.F) {
+	f.Add(marshalJobError(&JobError{Reason: RefusePayment, Message: "stale update", Held: bytes.Repeat([]byte{1}, 200)}))
 	f.Add(marshalJobError(&JobError{Reason: RefuseChannel, Message: "channel closing", Closing: []byte{1, 0, 0, 0, 1, 2, 3}}))
 	f.Add(marshalJobError(&JobError{Reason: RefuseBadImage, Message: "bad image"}))
 	f.Add([]byte("plain text"))
@@ -258,7 +282,7 @@ func FuzzJobError(f *testing.F) {
 	f.Add(bytes.Repeat([]byte{0x12, 0x01, 'x'}, 400))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e := UnmarshalJobError(b)
-		if e == nil || e.Reason == "" || len(e.Message) > maxJobErrorText || !knownJobReason(e.Reason) && e.Reason != RefuseUnknown {
+		if e == nil || e.Reason == "" || len(e.Message) > maxJobErrorText || !knownJobReason(e.Reason) && e.Reason != RefuseUnknown || len(e.Held) > maxJobErrorHeld {
 			t.Fatalf("UnmarshalJobError(%q) = %+v", b, e)
 		}
 		for _, r := range e.Message {

@@ -87,6 +87,15 @@ type Payer interface {
 	Pay(ctx context.Context, seller peer.ID, contractID string, total int64) ([]byte, error)
 }
 
+// AsyncPayer is what a Payer may also do: return the update to send while
+// it is still being persisted, so that its write overlaps the trip to the
+// seller and the seller's check and write. The update only pays the seller
+// more than the last durable one; the buyer counts it paid (and pays the
+// contract again) only once durable returned nil.
+type AsyncPayer interface {
+	PayAsync(ctx context.Context, seller peer.ID, contractID string, total int64) (msg []byte, durable func() error, err error)
+}
+
 // ContractPayer is what a Payer may also do: reserve each contract's
 // worst-case total on the channel it picks, so that contracts running at
 // once on one channel never promise more than it holds (one that does not

@@ -480,6 +480,17 @@ func (l *liveJob) finish(ctx context.Context, res *RunResult, why string, owedTo
 		for k < started && l.paid >= p.Owed(k+1) {
 			k++
 		}
+	} else if owedTo > k {
+		// A buyer before egress bills (1.2.0) was asked for an interval
+		// that started as the job ended: its payment may be on its way.
+		// It is collected as a bill's would be, and the interval billed
+		// if paid, so that the receipt bills what the channel holds.
+		if l.cur != nil && why != "unpaid" {
+			l.collectPay(ctx, p.Owed(owedTo))
+		}
+		for k < owedTo && l.paid >= p.Owed(k+1) {
+			k++
+		}
 	}
 	owed := p.Owed(k)
 	billed := min(l.paid, owed+egress)
@@ -555,9 +566,15 @@ func (l *liveJob) collectBill(ctx context.Context, bl Bill) {
 	if err := l.c.send(jBill, marshalBill(bl)); err != nil {
 		return
 	}
+	l.collectPay(ctx, bl.Total)
+}
+
+// collectPay accepts the buyer's payments until they reach total, the
+// bill's wait is over or the stream fails.
+func (l *liveJob) collectPay(ctx context.Context, total int64) {
 	timeout := time.NewTimer(billWait(l.payGrace()))
 	defer timeout.Stop()
-	for l.paid < bl.Total {
+	for l.paid < total {
 		select {
 		case f := <-l.in:
 			if f.gen != l.gen {
@@ -574,7 +591,7 @@ func (l *liveJob) collectBill(ctx context.Context, bl Bill) {
 				l.s.log.Info("payment refused", "contract", l.id, "peer", l.buyer, "err", err)
 			}
 		case <-timeout.C:
-			l.s.log.Info("bill not paid in full", "contract", l.id, "peer", l.buyer, "total_sats", bl.Total, "paid_sats", l.paid)
+			l.s.log.Info("bill not paid in full", "contract", l.id, "peer", l.buyer, "total_sats", total, "paid_sats", l.paid)
 			return
 		case <-ctx.Done():
 			return

@@ -414,7 +414,7 @@ func (s *Seller) handleJob(st network.Stream) {
 	if err != nil {
 		reason := refusalOf(err)
 		s.log.Info("job stream ended with an error", "peer", remote, "contract", id, "reason", reason, "err", err)
-		_ = c.send(frameError, marshalJobError(&JobError{Reason: reason, Message: err.Error(), Closing: closingTx(err)}))
+		_ = c.send(frameError, marshalJobError(&JobError{Reason: reason, Message: err.Error(), Closing: closingTx(err), Held: heldUpdate(err)}))
 		// A reset would drop the reason on its way: close our side and
 		// read (discarding, for a bounded time) what the buyer still
 		// sends, such as the rest of an image, until it has read the

@@ -301,6 +301,9 @@ func (m *Machine) create(kv KV, r *Record) error {
 	r.Updated = now
 	r.Deadline = m.timeouts.deadline(r, r.State, now)
 	r.History = append(r.History, Step{To: r.State, At: now, Why: r.Why})
+	if err := indexLive(kv, r); err != nil {
+		return err
+	}
 	return putJSON(kv, bucketContracts, r.key(), r)
 }
 
@@ -323,6 +326,15 @@ func getRecord(kv KV, role Role, id string) (*Record, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("contract %s: decode: %w", id, err)
+	}
+	return &r, nil
+}
+
+// decodeRecord decodes the record stored under key k.
+func decodeRecord(k string, v []byte) (*Record, error) {
+	var r Record
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("contract %s: decode: %w", k, err)
 	}
 	return &r, nil
 }
@@ -406,6 +418,9 @@ func (m *Machine) move(kv KV, r *Record, to State, why string, mutate func(*Reco
 			return nil, err
 		}
 	}
+	if err := indexLive(kv, r); err != nil {
+		return nil, err
+	}
 	if err := putJSON(kv, bucketContracts, r.key(), r); err != nil {
 		return nil, err
 	}
@@ -435,14 +450,26 @@ func (m *Machine) holdFor(kv KV, r *Record) error {
 // Advance is the lnd-style loop: for every record not final, step it while
 // its current state has timed out at now, persisting after each step, until
 // no record changes. It returns the records it moved. A failure leaves the
-// steps already persisted in place; calling Advance again continues.
+// steps already persisted in place; calling Advance again continues. It
+// reads only the records the live index (live_index.go) says are due.
 func (m *Machine) Advance() ([]*Record, error) {
-	recs, err := m.List(0)
+	due, err := m.dueKeys(m.now())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("advance: %w", err)
 	}
 	var moved []*Record
-	for _, r := range recs {
+	for _, k := range due {
+		role, id, err := splitKey(k)
+		if err != nil {
+			return moved, err
+		}
+		r, err := m.Get(role, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return moved, err
+		}
 		for !r.State.Final() && !r.Deadline.IsZero() && !m.now().Before(r.Deadline) {
 			to := timeoutTarget(r)
 			nr, err := m.Move(r.Role, r.ID, to, "timeout in "+r.State.String(), nil)

@@ -145,6 +145,11 @@ type JobError struct {
 	// buyer whose chain source sees it only once mined learns it here
 	// (checked by its payments: it must spend the channel validly).
 	Closing []byte
+	// Held is, on a refusal for reason payment, the channel update the
+	// seller holds (an encoded payment update, its latest): a buyer that
+	// lost that update in a crash adopts it, once checked against its
+	// own record and key (reestablish.go). Older buyers ignore it.
+	Held []byte
 }
 
 func (e *JobError) Error() string { return fmt.Sprintf("seller refused (%s): %s", e.Reason, e.Message) }
@@ -160,13 +165,22 @@ const (
 	jeReason protowire.Number = 1 + iota
 	jeMessage
 	jeClosing
+	jeHeld
 )
 
 // maxJobErrorClosing bounds the closing transaction an error frame
 // carries (a channel close is about 350 bytes).
 const maxJobErrorClosing = 2048
 
-var jobErrorSchema = wire.Schema{Max: maxJobErrorSize + maxJobErrorClosing, Fields: []wire.Spec{jeReason: bytesField, jeMessage: bytesField, jeClosing: bytesField}}
+// maxJobErrorHeld bounds the held update an error frame carries (a
+// payment update's own cap).
+const maxJobErrorHeld = 512
+
+// jobErrorSchema is Open: a buyer ignores the fields a newer seller adds
+// (a buyer from before Open took a frame with field 4 for an unknown
+// refusal).
+var jobErrorSchema = wire.Schema{Open: true, Max: maxJobErrorSize + maxJobErrorClosing + maxJobErrorHeld,
+	Fields: []wire.Spec{jeReason: bytesField, jeMessage: bytesField, jeClosing: bytesField, jeHeld: bytesField}}
 
 // marshalJobError encodes e for the error frame.
 func marshalJobError(e *JobError) []byte {
@@ -175,6 +189,9 @@ func marshalJobError(e *JobError) []byte {
 	w.String(jeMessage, truncateUTF8(e.Message, maxJobErrorText))
 	if len(e.Closing) <= maxJobErrorClosing {
 		w.Bytes(jeClosing, e.Closing)
+	}
+	if len(e.Held) <= maxJobErrorHeld {
+		w.Bytes(jeHeld, e.Held)
 	}
 	return w.B
 }
@@ -197,13 +214,9 @@ func UnmarshalJobError(b []byte) *JobError {
 		case jeMessage:
 			e.Message, err = f.Text(maxJobErrorText)
 		case jeClosing:
-			if len(f.B) > maxJobErrorClosing {
-				err = fmt.Errorf("closing transaction of %d bytes", len(f.B))
-				break
-			}
-			if len(f.B) > 0 {
-				e.Closing = bytes.Clone(f.B)
-			}
+			e.Closing, err = cappedBytes(f.B, maxJobErrorClosing, "closing transaction")
+		case jeHeld:
+			e.Held, err = cappedBytes(f.B, maxJobErrorHeld, "held update")
 		}
 	}
 	if err != nil || e.Reason == "" {
@@ -214,6 +227,18 @@ func UnmarshalJobError(b []byte) *JobError {
 	}
 	e.Message = printable(e.Message)
 	return e
+}
+
+// cappedBytes is a copy of b (nil when empty), or an error naming what
+// when b is longer than max.
+func cappedBytes(b []byte, max int, what string) ([]byte, error) {
+	if len(b) > max {
+		return nil, fmt.Errorf("%s of %d bytes", what, len(b))
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return bytes.Clone(b), nil
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.

@@ -117,6 +117,13 @@ type Channel struct {
 	// because updates between them never arrived: ours, for no contract
 	// we know of.
 	Unattributed int64 `json:"unattributed,omitempty"`
+	// LastContract and LastDelta are the latest update's contract and
+	// what it added to the channel (reestablish.go): a seller sends them
+	// back with a refusal (its held update), a buyer undoes its own
+	// latest update with them when the seller never took it. Empty in
+	// records written before them.
+	LastContract string `json:"last_contract,omitempty"`
+	LastDelta    int64  `json:"last_delta,omitempty"`
 
 	// SpendTx is the close or refund transaction we broadcast (kept to
 	// rebroadcast after a restart or a reorg); SpendTxid is whatever spent

@@ -504,29 +504,83 @@ func (m *Manager) AcceptOpen(ctx context.Context, peer string, msg []byte) (*Cha
 // persists it, and returns the update to send. Resending the latest update
 // after a lost acknowledgement is LatestUpdate's job, not Pay's.
 func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) (*Update, error) {
+	cs, next, u, err := m.signPayment(id, contractID, amount)
+	if err != nil {
+		return nil, err
+	}
+	defer cs.mu.Unlock()
+	if err := m.persist(cs, next); err != nil {
+		return nil, fmt.Errorf("pay %s: %w", id, err)
+	}
+	return u, nil
+}
+
+// PayAsync is Pay returning the update while it is still being persisted,
+// so that the buyer sends it while its own write runs (the write and the
+// seller's check and write overlap instead of following each other). The
+// update only pays the seller more than the last durable one, so the
+// seller may hold it before we do. durable returns the write's result once
+// it is done (every call the same); until then the channel takes no other
+// change (the next Pay waits for it), and the caller counts the update as
+// paid only once durable returned nil and the seller acknowledged it.
+//
+// A crash before durable returned loses the update on our side only: the
+// seller may hold it with our signature (it pays the seller no more than
+// we signed). The next payment on the channel after the restart reuses its
+// sequence number: when it is the same payment (the contract's next
+// interval, as a resumed job pays it), it is the same update (the
+// signature is deterministic, RFC 6979) and the seller acknowledges it as
+// a resend; a different one (another contract on the channel paying
+// first) is refused with the update the seller holds, which the buyer
+// adopts and pays on top of (reestablish.go).
+func (m *Manager) PayAsync(ctx context.Context, id, contractID string, amount int64) (u *Update, durable func() error, err error) {
+	cs, next, u, err := m.signPayment(id, contractID, amount)
+	if err != nil {
+		return nil, nil, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer cs.mu.Unlock()
+		if err := m.persist(cs, next); err != nil {
+			done <- fmt.Errorf("pay %s: %w", id, err)
+			return
+		}
+		done <- nil
+	}()
+	return u, sync.OnceValue(func() error { return <-done }), nil
+}
+
+// signPayment checks and signs a payment of amount more satoshis for
+// contractID on channel id: the channel's next record and the update. It
+// returns with the channel's lock held (the caller persists next and
+// unlocks); on error the lock is released.
+func (m *Manager) signPayment(id, contractID string, amount int64) (*chanState, *Channel, *Update, error) {
 	if amount <= 0 {
-		return nil, fmt.Errorf("pay %s: %w: amount %d", id, ErrLowerAmount, amount)
+		return nil, nil, nil, fmt.Errorf("pay %s: %w: amount %d", id, ErrLowerAmount, amount)
 	}
 	if len(contractID) > maxContractID {
-		return nil, fmt.Errorf("pay %s: contract id longer than %d bytes", id, maxContractID)
+		return nil, nil, nil, fmt.Errorf("pay %s: contract id longer than %d bytes", id, maxContractID)
 	}
 	cs, c := m.chans.lock(id)
 	if cs == nil {
-		return nil, fmt.Errorf("pay %s: %w", id, ErrUnknownChannel)
+		return nil, nil, nil, fmt.Errorf("pay %s: %w", id, ErrUnknownChannel)
 	}
-	defer cs.mu.Unlock()
+	fail := func(err error) (*chanState, *Channel, *Update, error) {
+		cs.mu.Unlock()
+		return nil, nil, nil, fmt.Errorf("pay %s: %w", id, err)
+	}
 	if c.Role != RoleBuyer {
-		return nil, fmt.Errorf("pay %s: %w", id, ErrWrongRole)
+		return fail(ErrWrongRole)
 	}
 	// A buyer pays on its own unconfirmed funding too (the seller decides
 	// whether it works on it unconfirmed): its updates are worth nothing
 	// unless the funding confirms.
 	if c.State != StateOpen && c.State != StatePending {
-		return nil, fmt.Errorf("pay %s: %w", id, Unusable(c))
+		return fail(Unusable(c))
 	}
 	paid := c.Paid + amount
 	if paid > c.Capacity {
-		return nil, fmt.Errorf("pay %s: %w: %d > %d", id, ErrOverCapacity, paid, c.Capacity)
+		return fail(fmt.Errorf("%w: %d > %d", ErrOverCapacity, paid, c.Capacity))
 	}
 	next := c.clone()
 	next.Seq++
@@ -535,15 +589,13 @@ func (m *Manager) Pay(ctx context.Context, id, contractID string, amount int64) 
 		next.Contracts = map[string]int64{}
 	}
 	next.Contracts[contractID] += amount
+	next.LastContract, next.LastDelta = contractID, amount
 	u, err := m.signUpdate(cs, next, contractID)
 	if err != nil {
-		return nil, fmt.Errorf("pay %s: %w", id, err)
+		return fail(err)
 	}
 	next.BuyerSig = u.Sig
-	if err := m.persist(cs, next); err != nil {
-		return nil, fmt.Errorf("pay %s: %w", id, err)
-	}
-	return u, nil
+	return cs, next, u, nil
 }
 
 // LatestUpdate rebuilds the buyer's latest update (to resend after a lost
@@ -624,14 +676,14 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 	} else if c.State != StateOpen {
 		return nil, fmt.Errorf("update for %s: %w (state %s) %s", id, ErrNotOpen, c.State, c.FailReason)
 	}
-	if u.Seq == c.Seq && u.Amount == c.Paid && bytes.Equal(u.Sig, c.BuyerSig) {
+	if u.Seq == c.Seq && u.Amount == c.Paid && bytes.Equal(u.Sig, c.BuyerSig) && c.resendOf(u) {
 		return u, nil // a resend of what we already hold
 	}
 	if u.Seq <= c.Seq {
-		return nil, fmt.Errorf("update for %s: %w: seq %d, have %d", id, ErrStale, u.Seq, c.Seq)
+		return nil, m.refuseStale(c, fmt.Errorf("update for %s: %w: seq %d, have %d", id, ErrStale, u.Seq, c.Seq))
 	}
 	if u.Amount <= c.Paid {
-		return nil, fmt.Errorf("update for %s: %w: %d, have %d", id, ErrLowerAmount, u.Amount, c.Paid)
+		return nil, m.refuseStale(c, fmt.Errorf("update for %s: %w: %d, have %d", id, ErrLowerAmount, u.Amount, c.Paid))
 	}
 	if u.Amount > c.Capacity {
 		return nil, fmt.Errorf("update for %s: %w: %d > %d", id, ErrOverCapacity, u.Amount, c.Capacity)
@@ -642,8 +694,8 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 	contractDelta, channelDelta := u.ContractAmount-c.Contracts[u.ContractID], u.Amount-c.Paid
 	skipped := gap && u.Seq > c.Seq+1 && contractDelta >= 0 && contractDelta < channelDelta
 	if contractDelta != channelDelta && !skipped {
-		return nil, fmt.Errorf("update for %s: %w: contract %q goes %d→%d but channel %d→%d",
-			id, ErrContractAmount, u.ContractID, c.Contracts[u.ContractID], u.ContractAmount, c.Paid, u.Amount)
+		return nil, m.refuseStale(c, fmt.Errorf("update for %s: %w: contract %q goes %d→%d but channel %d→%d",
+			id, ErrContractAmount, u.ContractID, c.Contracts[u.ContractID], u.ContractAmount, c.Paid, u.Amount))
 	}
 	m.mu.Lock()
 	tip := m.tip
@@ -668,6 +720,7 @@ func (m *Manager) acceptUpdate(ctx context.Context, peer string, msg []byte, gap
 		next.Contracts = map[string]int64{}
 	}
 	next.Contracts[u.ContractID] = u.ContractAmount
+	next.LastContract, next.LastDelta = u.ContractID, channelDelta
 	if skipped {
 		next.Unattributed += channelDelta - contractDelta
 	}

@@ -219,22 +219,48 @@ func (p *Payer) openChannel(ctx context.Context, peer string, t SellerTerms, cap
 // total and returns the update to send. It is idempotent: a total already
 // paid returns the latest update again.
 func (p *Payer) Pay(ctx context.Context, peer, contractID string, total int64) (*Update, error) {
-	c := p.channelOf(peer, contractID)
-	if c == nil {
-		return nil, fmt.Errorf("pay %s for %s: %w: no open channel%s", peer, contractID, ErrUnknownChannel, p.failedWith(peer, contractID))
-	}
-	delta := total - c.Contracts[contractID]
-	if delta > 0 {
-		return p.m.Pay(ctx, c.ID, contractID, delta)
-	}
-	u, err := p.m.LatestUpdate(c.ID, contractID)
+	u, durable, err := p.pay(ctx, peer, contractID, total, false)
 	if err != nil {
 		return nil, err
 	}
-	if u == nil {
-		return nil, fmt.Errorf("pay %s for %s: %w: nothing paid yet", peer, contractID, ErrLowerAmount)
+	if err := durable(); err != nil {
+		return nil, err
 	}
 	return u, nil
+}
+
+// PayAsync is Pay returning the update while it is still being persisted
+// (Manager.PayAsync): send it at once, and count it paid only once durable
+// returned nil. The caller pays a contract one update at a time (durable
+// returned before its next PayAsync of the same contract).
+func (p *Payer) PayAsync(ctx context.Context, peer, contractID string, total int64) (u *Update, durable func() error, err error) {
+	return p.pay(ctx, peer, contractID, total, true)
+}
+
+// durableNow is the durable of an update persisted before it was returned.
+func durableNow() error { return nil }
+
+func (p *Payer) pay(ctx context.Context, peer, contractID string, total int64, async bool) (*Update, func() error, error) {
+	c := p.channelOf(peer, contractID)
+	if c == nil {
+		return nil, nil, fmt.Errorf("pay %s for %s: %w: no open channel%s", peer, contractID, ErrUnknownChannel, p.failedWith(peer, contractID))
+	}
+	delta := total - c.Contracts[contractID]
+	if delta > 0 {
+		if async {
+			return p.m.PayAsync(ctx, c.ID, contractID, delta)
+		}
+		u, err := p.m.Pay(ctx, c.ID, contractID, delta)
+		return u, durableNow, err
+	}
+	u, err := p.m.LatestUpdate(c.ID, contractID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if u == nil {
+		return nil, nil, fmt.Errorf("pay %s for %s: %w: nothing paid yet", peer, contractID, ErrLowerAmount)
+	}
+	return u, durableNow, nil
 }
 
 // FundingVSize is the virtual size of a typical channel funding

@@ -59,6 +59,10 @@ type Config struct {
 	// starts faster, and is contained the same. On by default; not a key
 	// of the file (tests and tools that count containers turn it off).
 	SharedShim bool `mapstructure:"-"`
+	// ShimGroupJobs caps the jobs one shared shim serves at once: a shim
+	// that dies ends every job it serves, so this bounds what one shim's
+	// death costs. The jobs beyond start another group (shimgroup.go).
+	ShimGroupJobs int `mapstructure:"shim_group_jobs"`
 	// LogBinary, when set, is this program's absolute path: jobs' streams
 	// then go to files through a logger the containerd shim runs (this
 	// program, see IsLogger), not through the daemon's pipes, so that a job
@@ -72,7 +76,7 @@ type Config struct {
 // (root mapped to 1,000,000), tarballs up to 2 GiB unpacking to at most
 // 8 GiB, an image cache of 20 GiB dropping images unused for 7 days, 16 MiB
 // of stdout and of stderr per job, 512 pids and 256 MiB of scratch unless the
-// job says otherwise. StateDir is left empty: the caller sets it under its
+// job says otherwise, at most 4 jobs per shared shim. StateDir is left empty: the caller sets it under its
 // data directory.
 func DefaultConfig() Config {
 	return Config{
@@ -90,6 +94,7 @@ func DefaultConfig() Config {
 		DefaultPids:      512,
 		DefaultDiskBytes: 256 << 20,
 		SharedShim:       true,
+		ShimGroupJobs:    4,
 	}
 }
 
@@ -122,6 +127,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("default_pids %d: must be positive", c.DefaultPids)
 	case c.DefaultDiskBytes <= 0:
 		return fmt.Errorf("default_disk_bytes %d: must be positive", c.DefaultDiskBytes)
+	case c.ShimGroupJobs < 1 || c.ShimGroupJobs > 1024:
+		return fmt.Errorf("shim_group_jobs %d: must be in 1..1024", c.ShimGroupJobs)
 	case c.LogBinary != "" && !filepath.IsAbs(c.LogBinary):
 		return fmt.Errorf("log binary %q: must be an absolute path", c.LogBinary)
 	}

@@ -20,3 +20,16 @@ func (s *Sandbox) CachedSeccompPrograms() int {
 	defer s.bpf.mu.Unlock()
 	return len(s.bpf.m)
 }
+
+// SharedShims reports, per shared shim group, whether its anchor is up
+// and how many jobs it serves now.
+func (s *Sandbox) SharedShims() (up []bool, jobs []int) { return s.sharedShims() }
+
+// SharedShimUp reports whether the first shared shim group is up.
+func (s *Sandbox) SharedShimUp() bool {
+	up, _ := s.sharedShims()
+	return len(up) > 0 && up[0]
+}
+
+// SeccompFromCache is how many jobs were given a kept seccomp program.
+func (s *Sandbox) SeccompFromCache() int64 { return s.bpf.hits.Load() }

@@ -250,6 +250,16 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reattach %s: wait task: %w", job.ID, err)
 	}
+	if st, err := task.Status(ctx); err == nil && st.Status == containerd.Created {
+		// The previous process died between the task's create and its
+		// start: the job never ran. It starts now, within its wall clock
+		// (counted from the container's creation), instead of waiting
+		// for an exit that never comes.
+		log.Info("re-attached job was created but never started: starting it")
+		if err := task.Start(ctx); err != nil {
+			return nil, fmt.Errorf("reattach %s: start task: %w", job.ID, err)
+		}
+	}
 	stdout, stderr := s.streams(job)
 	logDir := filepath.Join(jobDir, "log")
 	tl := startTails(logDir, stdout, stderr)
@@ -257,7 +267,7 @@ func (s *Sandbox) Reattach(ctx context.Context, job Job) (*Result, error) {
 	res := &Result{Container: id, ExitCode: -1, Limits: Limits{WallClock: wall}, Runtime: labels[labelRuntime]}
 	deleted := false
 	f := &follower{s: s, log: log, jobID: job.ID, task: task, statusC: statusC, res: res, start: info.CreatedAt, deadline: info.CreatedAt.Add(wall),
-		jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, phase: func(string) {},
+		cgroup: s.cgroupPath(id), jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, phase: func(string) {},
 		deleteTask: func() {
 			if !deleted {
 				deleted = true

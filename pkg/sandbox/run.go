@@ -290,10 +290,14 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		labels[labelJob] = job.ID
 	}
 	specOpts := s.specOpts(img, job, lim, jobDir, remap)
-	bpfKey := "" // set: keep the seccomp program crun compiles for this job
+	if g, leave := s.groupOpt(); g != nil {
+		specOpts = append(specOpts, g)
+		defer leave()
+	}
+	var bpfCapture bpfKey // set: keep the seccomp program crun compiles for this job
 	if rt == "crun" {
 		if p, err := lookPath("crun"); err == nil {
-			specOpts = append(specOpts, s.bpf.withCrunBPF(p, &bpfKey))
+			specOpts = append(specOpts, s.bpf.withCrunBPF(p, &bpfCapture))
 		}
 	}
 	snapOpt := containerd.WithNewSnapshot(id, img, snapshots.WithLabels(map[string]string{labelOwnerLock: s.lockPath}))
@@ -360,8 +364,8 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		}
 	}
 	cleanups = append(cleanups, deleteTask)
-	if bpfKey != "" {
-		if err := s.bpf.keep(s.cfg.Namespace, id, bpfKey); err != nil {
+	if bpfCapture.key != "" {
+		if err := s.bpf.keep(s.cfg.Namespace, id, bpfCapture); err != nil {
 			log.Debug("keep crun's seccomp program", "err", err)
 		}
 	}
@@ -387,7 +391,7 @@ func (s *Sandbox) run(ctx context.Context, job Job) (*Result, error) {
 		tl = startTails(logDir, stdout, stderr)
 		defer tl.halt()
 	}
-	f := &follower{s: s, log: log, jobID: job.ID, task: task, statusC: statusC, res: res, start: start, deadline: start.Add(lim.WallClock),
+	f := &follower{s: s, log: log, jobID: job.ID, task: task, statusC: statusC, res: res, start: start, deadline: start.Add(lim.WallClock), cgroup: s.cgroupPath(id),
 		jobDir: jobDir, logDir: logDir, tails: tl, stdout: stdout, stderr: stderr, output: job.Output, deleteTask: deleteTask, phase: sp.mark}
 	res, detached, err := f.follow(ctx, bg)
 	if detached {
@@ -425,6 +429,7 @@ type follower struct {
 	output     io.Writer
 	deleteTask func()
 	phase      func(string)
+	cgroup     string // the job's cgroup path (cgroupPath)
 }
 
 // follow waits for the task's exit, its wall clock or ctx, then reads its
@@ -459,7 +464,15 @@ func (f *follower) follow(ctx, bg context.Context) (res *Result, detached bool, 
 	res.Wall = time.Since(f.start)
 	code, _, err := status.Result()
 	if err != nil {
-		return nil, false, fmt.Errorf("run: exit status: %w", err)
+		// containerd lost the task's shim (killed, crashed): the exit
+		// is unknown and nothing supervises the job's processes. End
+		// them before the caller hears of it (containerd's own cleanup
+		// of a dead shim does too, a moment later).
+		log.Warn("the job's containerd shim died: ending the job", "err", err)
+		if kerr := killCgroup(f.cgroup, 10*time.Second); kerr != nil {
+			log.Warn("end the processes of a job whose shim died", "cgroup", f.cgroup, "err", kerr)
+		}
+		return nil, false, fmt.Errorf("run: %w (%v)", ErrShimDied, err)
 	}
 	res.ExitCode = int(code)
 
@@ -574,9 +587,6 @@ func (s *Sandbox) specOpts(img containerd.Image, job Job, lim Limits, jobDir str
 	if remap {
 		m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: s.cfg.UserNSBase, Size: 65536}}
 		opts = append(opts, oci.WithUserNamespace(m, m))
-	}
-	if g := s.groupOpt(); g != nil {
-		opts = append(opts, g)
 	}
 	return opts
 }

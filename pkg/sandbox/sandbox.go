@@ -69,6 +69,11 @@ var (
 	ErrUnavailable = errors.New("containerd unavailable")
 	// ErrClosed: the Sandbox was closed.
 	ErrClosed = errors.New("sandbox closed")
+	// ErrShimDied: the containerd shim supervising the job died (killed,
+	// crashed) while the job ran; the job's processes were ended and its
+	// exit and usage are unknown (shimgroup.go: a shared shim's death ends
+	// every job of its group).
+	ErrShimDied = errors.New("the job's containerd shim died; the job was ended")
 )
 
 // Labels put on what the sandbox creates in containerd.
@@ -112,11 +117,13 @@ type Sandbox struct {
 	keep    func(jobID string) bool
 	adopted map[string]string
 
-	// The shared shim (shimgroup.go): anchorUp says jobs may join the
-	// group; closing stops keepAnchor, which closes anchorDone.
-	anchorUp   atomic.Bool
-	closing    chan struct{}
-	anchorDone chan struct{}
+	// The shared shims (shimgroup.go): closing stops the keepAnchor of
+	// every group; anchors counts them.
+	shimMu      sync.Mutex
+	groups      []*shimGroup
+	shimClosing bool // guarded by shimMu: no new group
+	closing     chan struct{}
+	anchors     sync.WaitGroup
 
 	bpf bpfCache // crun's compiled seccomp programs (seccompbpf.go)
 }
@@ -195,6 +202,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Sa
 			}
 		}
 	}
+	s.bpf.dir, s.bpf.log = filepath.Join(stateDir, "seccomp"), s.log
+	if p, err := lookPath("crun"); err == nil {
+		s.bpf.load(p)
+	}
 	if err := s.takeOwnerLock(); err != nil {
 		return nil, err
 	}
@@ -223,8 +234,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Sa
 		s.log.Warn("reconcile at start failed; continuing", "err", err)
 	}
 	if cfg.SharedShim {
-		s.anchorDone = make(chan struct{})
-		go s.keepAnchor()
+		s.shimMu.Lock()
+		s.startGroup()
+		s.shimMu.Unlock()
 	}
 	s.log.Debug("sandbox ready", "address", cfg.Address, "namespace", cfg.Namespace,
 		"runtime", cfg.Runtime, "userns", s.userns, "owner", s.owner)
@@ -255,10 +267,11 @@ func (s *Sandbox) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		s.running.Wait()
+		s.shimMu.Lock()
+		s.shimClosing = true
+		s.shimMu.Unlock()
 		close(s.closing)
-		if s.anchorDone != nil {
-			<-s.anchorDone
-		}
+		s.anchors.Wait()
 		if s.client != nil {
 			err = s.client.Close()
 		}

@@ -25,6 +25,7 @@ func TestConfigValidate(t *testing.T) {
 		"output_cap":      func(c *Config) { c.OutputCap = -1 },
 		"default_pids":    func(c *Config) { c.DefaultPids = 0 },
 		"image_cache_age": func(c *Config) { c.ImageCacheAge = -time.Second },
+		"shim_group_jobs": func(c *Config) { c.ShimGroupJobs = 0 },
 	} {
 		c := DefaultConfig()
 		mod(&c)
