@@ -306,6 +306,14 @@ func (l *liveJob) run(ctx context.Context, image string) error {
 	if l.k < want {
 		due = s.clock.After(l.grace) // a restart: the buyer pays when back
 	}
+	// ask sends the beat asking for the interval after the last one paid
+	// (a buyer behind is asked for one more at a time; one back from
+	// away, for all at once, when it attaches).
+	ask := func() {
+		if l.cur != nil {
+			_ = l.c.send(jBeat, l.beat(min(delivered, l.k)))
+		}
+	}
 	var why string
 	var rd runDone
 loop:
@@ -337,12 +345,12 @@ loop:
 				}
 				before := l.k
 				catchUp()
-				if l.k > before && l.k < want && why == "" && l.cur != nil {
+				if l.k > before && l.k < want && why == "" {
 					// A buyer catching up (back from away, its
 					// payments behind) is asked for the next interval
 					// as soon as it paid one, not at the next tick:
 					// the grace is shorter than an interval.
-					_ = l.c.send(jBeat, l.beat(min(delivered, l.k)))
+					ask()
 				}
 				if err := s.machine.NotePaid(RoleSeller, l.id, l.paid, l.k); err != nil {
 					s.log.Warn("record payment", "contract", l.id, "err", err)
@@ -363,12 +371,7 @@ loop:
 				want = min(delivered+1, total)
 				catchUp()
 			}
-			// The beat asks for the interval after the last one paid
-			// (a buyer behind is asked for one more at a time; one back
-			// from away, for all at once, when it attaches).
-			if l.cur != nil {
-				_ = l.c.send(jBeat, l.beat(min(delivered, l.k)))
-			}
+			ask()
 			tick = s.clock.After(l.started.Add(time.Duration(delivered+1) * interval).Sub(s.clock.Now()))
 			if stopping {
 				continue

@@ -631,8 +631,7 @@ func (r *buyerRun) onHealth(b []byte) error {
 // in flight of the forward streams that broke or were still open when the
 // contract ended (forwardSlack each).
 func (r *buyerRun) billBytesOK(bl Bill, received uint64) error {
-	fwIn, fwOut, slack := r.forwardCounts()
-	recv, sent := received+fwIn, r.sentBytes+fwOut
+	recv, sent, slack := r.counted(received)
 	low := recv
 	if r.resumed {
 		// A seller that restarted lost count of the bytes forwarded

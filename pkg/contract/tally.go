@@ -150,8 +150,7 @@ func (r *buyerRun) payBeat(ctx context.Context, n uint64, tally *Bill, received 
 	case tally.Total != p.Owed(tally.Intervals)+tally.Egress:
 		return sellerFault(fmt.Errorf("%w: tally of %d sat for %d interval(s) and %d sat of bytes moved", ErrInvalid, tally.Total, tally.Intervals, tally.Egress))
 	}
-	fwIn, fwOut, slack := r.forwardCounts()
-	recv, sent := received+fwIn, r.sentBytes+fwOut
+	recv, sent, slack := r.counted(received)
 	switch {
 	case tally.EgressBytes > recv+slack:
 		return sellerFault(fmt.Errorf("%w: tally for %d bytes of egress, %d arrived (tolerance %d)", ErrInvalid, tally.EgressBytes, recv, slack))
@@ -181,28 +180,30 @@ func (r *buyerRun) unbilledEgressOK(rc *Receipt, received uint64) bool {
 	if !billsEgress(r.st.Protocol()) {
 		return false
 	}
-	fwIn, fwOut, slack := r.forwardCounts()
-	counted := received + fwIn + r.sentBytes + fwOut + 2*slack
-	return rc.EgressBytes <= counted && rc.Egress <= EgressSats(rc.EgressBytes, r.egressPrice)
+	recv, sent, slack := r.counted(received)
+	return rc.EgressBytes <= recv+sent+2*slack && rc.Egress <= EgressSats(rc.EgressBytes, r.egressPrice)
 }
 
-// forwardCounts are the bytes the buyer's forwards read from (in) and
-// wrote to (out) the seller in this contract, and how far the seller's
-// counts may be from them: forwardSlack per stream that broke or is open,
-// and one more (the bytes of streams that ended as the seller counted).
-// With no forward at all, the counts are exact.
-func (r *buyerRun) forwardCounts() (in, out, slack uint64) {
+// counted is what the buyer counted of the bytes a contract moved: recv
+// (of the outputs, received, and what its forwards read from the seller),
+// sent (of the image and inputs, and what its forwards wrote to the
+// seller), and how far the seller's counts may be from them: forwardSlack
+// per forward stream that broke or is open, and one more (the bytes of
+// streams that ended as the seller counted). With no forward at all, the
+// counts are exact.
+func (r *buyerRun) counted(received uint64) (recv, sent, slack uint64) {
+	recv, sent = received, r.sentBytes
 	sv := r.b.serviceOfJob(r.j.ID)
 	if sv == nil {
-		return 0, 0, 0
+		return recv, sent, 0
 	}
 	sv.mu.Lock()
 	n := sv.counts[r.ct.ID]
 	sv.mu.Unlock()
 	if n == nil {
-		return 0, 0, 0
+		return recv, sent, 0
 	}
-	return uint64(n.in.Load()), uint64(n.out.Load()), forwardSlack * uint64(n.broken.Load()+n.open()+1)
+	return recv + uint64(n.in.Load()), sent + uint64(n.out.Load()), forwardSlack * uint64(n.broken.Load()+n.open()+1)
 }
 
 // received is what came of a job's outputs.

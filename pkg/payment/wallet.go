@@ -463,21 +463,21 @@ func (w *Wallet) FundTx(ctx context.Context, outs []*wire.TxOut, feeRate int64) 
 		return w.w.CreateSimpleTx(&scope, 0, outs, 1, btcutil.Amount(feeRate*1000), wallet.CoinSelectionLargest, false)
 	}
 	at, err := create()
-	var short txauthor.InputSourceError
-	if errors.As(err, &short) {
-		// Coin selection came short; if the balance now has enough, the
-		// wallet took in the block confirming its coins as it chose:
-		// choose again.
-		if s, _, berr := w.Balance(1); berr == nil && int64(s) >= fundNeed(outs, feeRate) {
-			at, err = create()
-		}
-	}
 	if err != nil {
 		s, t, berr := w.Balance(1)
 		if berr != nil {
 			s, t = -1, -1
 		}
-		return nil, fmt.Errorf("fund: %w", fundError(err, outs, feeRate, s, t))
+		var short txauthor.InputSourceError
+		if errors.As(err, &short) && int64(s) >= fundNeed(outs, feeRate) {
+			// Coin selection came short, yet the balance has enough:
+			// the wallet took in the block confirming its coins as it
+			// chose. Choose again.
+			at, err = create()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fund: %w", fundError(err, outs, feeRate, s, t))
+		}
 	}
 	fee := int64(at.TotalInput) - sumOut(at.Tx)
 	if err := w.cfg.checkFee(fee, VSize(at.Tx)); err != nil {

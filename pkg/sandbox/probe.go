@@ -188,10 +188,10 @@ func (s *Sandbox) ProbeRuntimes(ctx context.Context, names ...string) (ok []stri
 	}
 	failed = map[string]error{}
 	for _, rt := range names {
-		ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
-		err := s.Probe(ctx, rt)
+		pctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+		err := s.Probe(pctx, rt)
 		if err != nil && s.UserNS() && s.cfg.UserNS == "auto" && remapsUsers(rt) && !errors.Is(err, ErrRuntimeUnavailable) {
-			if s.probe(ctx, rt, false) == nil {
+			if s.probe(pctx, rt, false) == nil {
 				s.log.Warn("userns auto: jobs fail with the user namespace remap; running them without it (sandbox.userns: off to silence, or fix the host: see `blackbox doctor`)",
 					"runtime", rt, "err", err)
 				s.mu.Lock()
