@@ -11,7 +11,9 @@
 #   store and backup, plus what a node records beside the channel: the
 #   contract's Paid, the buyer's job, the seller's earnings, now committed
 #   after the update; the buyer sends the update while its own write of it
-#   runs, Payer.PayAsync: BenchmarkPaymentUpdateNode*, the goals' figures),
+#   runs, Payer.PayAsync: BenchmarkPaymentUpdateNode*, the goals' figures,
+#   with the daemon's GOMAXPROCS: store.RaiseProcs, a scheduler slot per
+#   DB writer blocked in fdatasync),
 #   next to the same with those records committed on the update's way and
 #   the buyer's write before the send, as before (…Sync); and on-chain
 #   vbytes per contract for 1, 10, 100

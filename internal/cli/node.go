@@ -15,6 +15,7 @@ import (
 	"github.com/blackbox-market/blackbox/internal/api"
 	"github.com/blackbox-market/blackbox/internal/health"
 	"github.com/blackbox-market/blackbox/internal/node"
+	"github.com/blackbox-market/blackbox/internal/store"
 	"github.com/blackbox-market/blackbox/pkg/contract"
 	"github.com/blackbox-market/blackbox/pkg/meter"
 	"github.com/blackbox-market/blackbox/pkg/offer"
@@ -48,6 +49,7 @@ nodes elsewhere are joined through --bootstrap addresses.`,
 				return err
 			}
 			a.logLevel = cfg.LogLevel
+			store.RaiseProcs()
 			n, err := node.New(cfg, Version, a.Logger())
 			if err != nil {
 				return err

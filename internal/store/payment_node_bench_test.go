@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,11 @@ func benchContract(i int) string { return fmt.Sprintf("c%d", i) }
 // one running contract per channel on each side.
 func withNode(b testing.TB, p *boltPair, sync bool) *boltPair {
 	b.Helper()
+	// As the daemon runs (serve): a scheduler slot for each DB writer
+	// blocked in fdatasync. The benchmark's name keeps the -cpu value.
+	was := runtime.GOMAXPROCS(0)
+	b.Cleanup(func() { runtime.GOMAXPROCS(was) })
+	b.Logf("GOMAXPROCS %d (store.RaiseProcs, as serve)", store.RaiseProcs())
 	n := &nodeRecords{sync: sync, history: store.NewHistoryStore(p.dbs[1]), intervals: map[int]uint64{}}
 	// A signed contract is ~1 KB in a record; a job ~0.5 KB.
 	signed := []byte(strings.Repeat("c", 1024))
