@@ -59,13 +59,7 @@ func closeDigest(t testing.TB, c *Channel, paid int64) (digest, ws, pk []byte) {
 func TestBuyerSigAfterEngine(t *testing.T) {
 	p := newMemPair(t, NewMemStore(), NewMemStore())
 	ctx := context.Background()
-	first, err := p.buyer.Pay(ctx, p.id, "c", 500)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, "b", first.Encode()); err != nil {
-		t.Fatal(err)
-	}
+	first := p.pay(t, "c", 500)
 	row, _ := p.seller.chans.lock(p.id)
 	cached := row.x.buyerPub != nil
 	row.mu.Unlock()
@@ -126,14 +120,7 @@ func TestBuyerSigAfterEngine(t *testing.T) {
 // refuses.
 func FuzzBuyerSig(f *testing.F) {
 	p := newMemPair(f, NewMemStore(), NewMemStore())
-	ctx := context.Background()
-	u, err := p.buyer.Pay(ctx, p.id, "c", 500)
-	if err != nil {
-		f.Fatal(err)
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
-		f.Fatal(err)
-	}
+	p.pay(f, "c", 500)
 	c, _ := p.seller.Channel(p.id)
 	buyer, err := btcec.ParsePubKey(c.BuyerKey)
 	if err != nil {

@@ -18,13 +18,7 @@ func lostPair(t testing.TB, lost int64) (*memPair, *Update) {
 	st := &gatedStore{MemStore: NewMemStore()}
 	p := newMemPair(t, st, NewMemStore())
 	ctx := context.Background()
-	u, err := p.buyer.Pay(ctx, p.id, "a", 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
-		t.Fatal(err)
-	}
+	p.pay(t, "a", 10)
 	st.arm(errors.New("killed"))
 	u, durable, err := p.buyer.PayAsync(ctx, p.id, "a", lost)
 	if err != nil {

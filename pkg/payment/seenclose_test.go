@@ -14,15 +14,8 @@ import (
 func paidClosedPair(tb testing.TB) *memPair {
 	tb.Helper()
 	p := newMemPair(tb, NewMemStore(), NewMemStore())
-	ctx := context.Background()
-	u, err := p.buyer.Pay(ctx, p.id, "c", 50_000)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := p.seller.Close(ctx, p.id); err != nil {
+	p.pay(tb, "c", 50_000)
+	if _, err := p.seller.Close(context.Background(), p.id); err != nil {
 		tb.Fatal(err)
 	}
 	return p

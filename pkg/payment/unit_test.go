@@ -59,6 +59,21 @@ func newMemPair(tb testing.TB, bst, sst ChannelStore) *memPair {
 	return p
 }
 
+// pay is the buyer paying amount more for contract and the seller
+// accepting it; it returns the update.
+func (p *memPair) pay(tb testing.TB, contract string, amount int64) *Update {
+	tb.Helper()
+	ctx := context.Background()
+	u, err := p.buyer.Pay(ctx, p.id, contract, amount)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := p.seller.AcceptUpdate(ctx, "b", u.Encode()); err != nil {
+		tb.Fatal(err)
+	}
+	return u
+}
+
 func TestUpdateEncoding(t *testing.T) {
 	u := &Update{ChannelID: wire.OutPoint{Index: 3}, Seq: 9, Amount: 12345, ContractID: "c-1",
 		ContractAmount: 45, PayScript: []byte{0, 20, 1}, Sig: bytes.Repeat([]byte{7}, 71)}
