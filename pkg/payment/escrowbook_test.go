@@ -286,6 +286,7 @@ func TestEscrowBadSignaturesRefused(t *testing.T) {
 		"our own key":               {own.Encode(), ErrWrongKey},
 		"fee above max_fee":         {mod(func(s *EscrowSig) { s.Fee = p.cfg.MaxFee + 1 }), ErrFeeBound},
 		"sighash not ALL":           {mod(func(s *EscrowSig) { s.Sig[len(s.Sig)-1] = 3 }), ErrBadSignature},
+		"high S":                    {mod(func(s *EscrowSig) { s.Sig = withHighS(t, s.Sig) }), ErrBadSignature},
 		"payout to the other party": {mod(func(s *EscrowSig) { *s = *arb; s.Kind = SpendPayoutBuyer }), ErrBadSignature},
 	} {
 		if _, err := p.buyer.AddSignature(ctx, "s", c.msg); !errors.Is(err, c.want) {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/btcsuite/btcd/btcec/v2"
-	"github.com/btcsuite/btcd/btcec/v2/ecdsa"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
 )
@@ -637,16 +636,9 @@ const escrowWitnessVBytes = (1 + 1 + 2*(1+maxSigLen) + 2 + 1 + 150 + 3) / 4
 // verifyEscrowSig checks sig (DER plus SIGHASH_ALL) by key over input 0 of
 // tx, which spends e.
 func verifyEscrowSig(e *Escrow, tx *wire.MsgTx, key, sig []byte) error {
-	if len(sig) < 2 || sig[len(sig)-1] != byte(txscript.SigHashAll) {
-		return fmt.Errorf("%w: not a SIGHASH_ALL signature", ErrBadSignature)
-	}
 	pub, err := btcec.ParsePubKey(key)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrWrongKey, err)
-	}
-	parsed, err := ecdsa.ParseDERSignature(sig[:len(sig)-1])
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
 	ws, err := e.Script()
 	if err != nil {
@@ -658,8 +650,8 @@ func verifyEscrowSig(e *Escrow, tx *wire.MsgTx, key, sig []byte) error {
 	if err != nil {
 		return fmt.Errorf("escrow sighash: %w", err)
 	}
-	if !parsed.Verify(digest, pub) {
-		return fmt.Errorf("%w: escrow spend", ErrBadSignature)
+	if err := verifySigAll(pub, digest, sig); err != nil {
+		return fmt.Errorf("%w: escrow spend: %v", ErrBadSignature, err)
 	}
 	return nil
 }

@@ -134,7 +134,7 @@ type chanCache struct {
 	sellerPub []byte
 	// buyerPub is the buyer's key, parsed once the script engine has
 	// accepted an update of the channel (closeTx): later updates are
-	// checked by verifyBuyerSig.
+	// checked by verifySigAll.
 	buyerPub *btcec.PublicKey
 }
 
@@ -811,7 +811,7 @@ func (m *Manager) closeTx(cs *chanState, c *Channel, paid int64, buyerSig []byte
 			return nil, fmt.Errorf("%w: %w: the buyer key is our own", ErrBadSignature, ErrWrongKey)
 		}
 		if cs.x.buyerPub != nil {
-			if err := verifyBuyerSig(cs.x.buyerPub, digest, buyerSig); err != nil {
+			if err := verifySigAll(cs.x.buyerPub, digest, buyerSig); err != nil {
 				return nil, fmt.Errorf("%w: %w: %v", ErrBadSignature, ErrScript, err)
 			}
 			return nil, nil
@@ -836,7 +836,7 @@ func (m *Manager) closeTx(cs *chanState, c *Channel, paid int64, buyerSig []byte
 	if !sign {
 		// The engine accepted the channel's script, its keys and this
 		// witness: what it checks of the next updates' is their buyer
-		// signature alone (verifyBuyerSig).
+		// signature alone (verifySigAll).
 		if pub, err := btcec.ParsePubKey(c.BuyerKey); err == nil {
 			cs.x.buyerPub = pub
 		}

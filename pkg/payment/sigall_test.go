@@ -29,6 +29,20 @@ func derOf(r, s *secp256k1.ModNScalar, pad bool) []byte {
 	return append([]byte{0x30, byte(len(body))}, body...)
 }
 
+// withHighS is sigWithType (DER then the sighash type) with its S
+// negated: the same signature, valid, but not canonical (high S).
+func withHighS(t testing.TB, sigWithType []byte) []byte {
+	t.Helper()
+	sig, err := ecdsa.ParseDERSignature(sigWithType[:len(sigWithType)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, s := sig.R(), sig.S()
+	var high secp256k1.ModNScalar
+	high.NegateVal(&s)
+	return append(derOf(&r, &high, false), sigWithType[len(sigWithType)-1])
+}
+
 // closeDigest is the sighash of channel c's close paying paid, with the
 // scripts it spends.
 func closeDigest(t testing.TB, c *Channel, paid int64) (digest, ws, pk []byte) {
@@ -52,7 +66,7 @@ func closeDigest(t testing.TB, c *Channel, paid int64) (digest, ws, pk []byte) {
 }
 
 // TestBuyerSigAfterEngine: the seller checks a channel's first update with
-// the script engine and the next ones with verifyBuyerSig, which takes no
+// the script engine and the next ones with verifySigAll, which takes no
 // signature the engine refuses: a high S, a padded DER, another sighash
 // type, a signature of another amount or by another key are refused and
 // change nothing; the honest update is then accepted.
@@ -82,12 +96,10 @@ func TestBuyerSigAfterEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, s := sig.R(), sig.S()
-	var highS secp256k1.ModNScalar
-	highS.NegateVal(&s)
 	other, _ := btcec.NewPrivateKey()
 	older, _, _ := closeDigest(t, sc, u.Amount-1)
 	bad := map[string][]byte{
-		"high S":             append(derOf(&r, &highS, false), byte(txscript.SigHashAll)),
+		"high S":             withHighS(t, u.Sig),
 		"padded DER":         append(derOf(&r, &s, true), byte(txscript.SigHashAll)),
 		"SIGHASH_NONE":       append(append([]byte(nil), u.Sig[:len(u.Sig)-1]...), byte(txscript.SigHashNone)),
 		"ALL|ANYONECANPAY":   append(append([]byte(nil), u.Sig[:len(u.Sig)-1]...), byte(txscript.SigHashAll|txscript.SigHashAnyOneCanPay)),
@@ -115,7 +127,7 @@ func TestBuyerSigAfterEngine(t *testing.T) {
 	}
 }
 
-// FuzzBuyerSig: verifyBuyerSig never accepts a signature the script
+// FuzzBuyerSig: verifySigAll never accepts a signature the script
 // engine (checkCloseSig, as the channel's first update is checked)
 // refuses.
 func FuzzBuyerSig(f *testing.F) {
@@ -127,17 +139,17 @@ func FuzzBuyerSig(f *testing.F) {
 		f.Fatal(err)
 	}
 	digest, ws, pk := closeDigest(f, c, c.Paid)
-	if err := verifyBuyerSig(buyer, digest, c.BuyerSig); err != nil {
+	if err := verifySigAll(buyer, digest, c.BuyerSig); err != nil {
 		f.Fatalf("honest signature refused: %v", err)
 	}
 	f.Add(c.BuyerSig)
 	f.Add(c.BuyerSig[:len(c.BuyerSig)-1])
 	f.Fuzz(func(t *testing.T, sig []byte) {
-		if verifyBuyerSig(buyer, digest, sig) != nil {
+		if verifySigAll(buyer, digest, sig) != nil {
 			return
 		}
 		if err := checkCloseSig(c, ws, pk, c.Paid, sig); err != nil {
-			t.Fatalf("verifyBuyerSig accepted %x, the engine refuses it: %v", sig, err)
+			t.Fatalf("verifySigAll accepted %x, the engine refuses it: %v", sig, err)
 		}
 	})
 }
