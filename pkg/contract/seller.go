@@ -415,22 +415,33 @@ func (s *Seller) handleJob(st network.Stream) {
 		reason := refusalOf(err)
 		s.log.Info("job stream ended with an error", "peer", remote, "contract", id, "reason", reason, "err", err)
 		_ = c.send(frameError, marshalJobError(&JobError{Reason: reason, Message: err.Error(), Closing: closingTx(err), Held: heldUpdate(err)}))
-		// A reset would drop the reason on its way: close our side and
-		// read (discarding, for a bounded time) what the buyer still
-		// sends, such as the rest of an image, until it has read the
-		// reason and closed its own.
-		_ = st.CloseWrite()
-		_ = st.SetReadDeadline(time.Now().Add(refusalLinger))
-		_, _ = io.Copy(io.Discard, st)
+		lingerClose(st)
+		return
+	}
+	lingerClose(st)
+}
+
+// lingerClose ends a job stream whose last frame (a receipt, a refusal's
+// reason) the buyer may not have read yet. A reset, or the connection
+// closing (a seller that stops right after a killed job's receipt),
+// drops what the buyer has not read: the stream reset ends its reads
+// before its buffered bytes. So this side closes, then reads
+// (discarding, for up to jobLinger) what the buyer still sends, such as
+// the rest of an image or a payment, until the buyer has read the last
+// frame and closed its own side.
+func lingerClose(st network.Stream) {
+	_ = st.CloseWrite()
+	_ = st.SetReadDeadline(time.Now().Add(jobLinger))
+	if _, err := io.Copy(io.Discard, st); err != nil {
 		st.Reset()
 		return
 	}
 	st.Close()
 }
 
-// refusalLinger is how long a seller that refused a job stream waits for
-// the buyer to read why.
-const refusalLinger = 5 * time.Second
+// jobLinger is how long a seller that ended a job stream waits for the
+// buyer to read its last frame.
+const jobLinger = 5 * time.Second
 
 // refusal marks a seller-side error of a job stream with the reason the
 // buyer is told.
