@@ -70,3 +70,30 @@ func TestSharedTipOneQuestionPerPoll(t *testing.T) {
 		t.Fatalf("after a failure: tip %d, %v, asked %d more; want 102 asked again", tip, err, c.asked-asked)
 	}
 }
+
+// hangingChain's Tip answers only when its ctx ends.
+type hangingChain struct{ fakeChain }
+
+func (*hangingChain) Tip(ctx context.Context) (int32, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// TestSharedTipHangingChain: a question that hangs (btcd stopped, asked
+// by a loop whose ctx has no deadline) holds another poller no longer than
+// that poller's own deadline, so the chain source's loop still sees the
+// chain down.
+func TestSharedTipHangingChain(t *testing.T) {
+	s := newSharedTip(&hangingChain{}, tipAge)
+	go s.Tip(context.Background()) // the payment tick: no deadline of its own
+	time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	if _, err := s.Tip(ctx); err == nil {
+		t.Fatal("a hanging chain answered")
+	}
+	if d := time.Since(began); d > time.Second {
+		t.Fatalf("the poller with a 50 ms deadline waited %v", d)
+	}
+}
