@@ -456,7 +456,8 @@ func TestRecordStoreTellsTheIndexOfProviderRecords(t *testing.T) {
 // buckets when it publishes; the server fetches its offer for the first
 // record and holds it for the others (it fetched it once per bucket: the
 // same envelope a dozen times per publication), and fetches again for a
-// record that comes refetchAfter later (the next publication).
+// second record of a bucket (the next publication, even seconds later)
+// and for any record refetchAfter later.
 func TestBucketIndexFetchesAPublicationOnce(t *testing.T) {
 	n := &bucketNet{t: t, mn: mocknet.New()}
 	defer n.mn.Close()
@@ -499,9 +500,18 @@ func TestBucketIndexFetchesAPublicationOnce(t *testing.T) {
 	if got := count(); got != 1 {
 		t.Fatalf("%d buckets provided in a row: the offer was fetched %d times, want once", len(buckets), got)
 	}
+	// The next publication, seconds later (a relay slot's address):
+	// its first record is of a bucket already provided since the fetch.
+	provide(t, rs, buckets[0].CID().Hash(), seller.ID())
+	waitFor(t, "a publication seconds later fetched", func() bool { return count() == 2 })
+	provide(t, rs, buckets[1].CID().Hash(), seller.ID())
+	time.Sleep(50 * time.Millisecond)
+	if got := count(); got != 2 {
+		t.Fatalf("the second publication's other bucket fetched again (%d fetches)", got)
+	}
 	clock.Lock()
 	now = now.Add(refetchAfter)
 	clock.Unlock()
-	provide(t, rs, buckets[1].CID().Hash(), seller.ID())
-	waitFor(t, "the next publication's offer fetched", func() bool { return count() == 2 })
+	provide(t, rs, buckets[2].CID().Hash(), seller.ID())
+	waitFor(t, "a record refetchAfter later fetched", func() bool { return count() == 3 })
 }

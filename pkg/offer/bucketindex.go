@@ -239,11 +239,13 @@ type BucketIndex struct {
 }
 
 // fetchedOffer is a provider's verified offer as fetched at at: its
-// envelope, expiry and the DHT keys of its buckets.
+// envelope, expiry and the DHT keys of its buckets, and those of them
+// whose provider records came since (the publication's).
 type fetchedOffer struct {
-	held    heldOffer
-	buckets map[string]bool
-	at      time.Time
+	held     heldOffer
+	buckets  map[string]bool
+	provided map[string]bool
+	at       time.Time
 }
 
 // refetchAfter is how long a provider's fetched offer answers for the
@@ -252,7 +254,10 @@ type fetchedOffer struct {
 // record put here asked for its offer again: the same envelope over the
 // same stream a dozen times per publication, on each of the bucket's
 // closest servers. The first record of a publication fetches (a new
-// sequence, a new expiry); the rest within refetchAfter are held from it.
+// sequence, a new expiry, new addresses); the records of the other buckets
+// within refetchAfter are held from it. A second record of a bucket is a
+// new publication (a seller provides each bucket once per publication,
+// and may publish again seconds later with a relay's address): it fetches.
 const refetchAfter = 30 * time.Second
 
 // heldOffer is a verified envelope and its offer's expiry.
@@ -332,9 +337,10 @@ func (x *BucketIndex) Provided(key []byte, p peer.ID) {
 func (x *BucketIndex) heldFromFetchedLocked(w wanted) bool {
 	f, ok := x.fetched[w.p]
 	now := x.cfg.Now()
-	if !ok || !f.buckets[w.key] || now.Sub(f.at) >= refetchAfter || !now.Before(f.held.expiry) {
+	if !ok || !f.buckets[w.key] || f.provided[w.key] || now.Sub(f.at) >= refetchAfter || !now.Before(f.held.expiry) {
 		return false
 	}
+	f.provided[w.key] = true
 	if err := x.holdLocked([]byte(w.key), w.p, f.held); err != nil {
 		x.cfg.Log.Debug("bucket offer not held", "peer", w.p, "err", err)
 	}
@@ -392,7 +398,7 @@ func (x *BucketIndex) fetch(ctx context.Context, key []byte, p peer.ID) error {
 	if o.Seller != p {
 		return fmt.Errorf("%w: %s served an offer of %s", ErrWrongKey, p, o.Seller)
 	}
-	f := fetchedOffer{held: heldOffer{env: env, expiry: o.Expiry}, buckets: map[string]bool{}, at: x.cfg.Now()}
+	f := fetchedOffer{held: heldOffer{env: env, expiry: o.Expiry}, buckets: map[string]bool{}, provided: map[string]bool{string(key): true}, at: x.cfg.Now()}
 	for _, b := range SellerBuckets(o) {
 		f.buckets[string(b.CID().Hash())] = true
 	}
