@@ -58,7 +58,10 @@ const (
 type liveWallet struct {
 	backend string
 	chain   payment.Chain
-	keys    *payment.Keyring
+	// tipOf, if set, asks the chain's tip in chain's stead (the node's
+	// sharedTip).
+	tipOf func(ctx context.Context) (int32, error)
+	keys  *payment.Keyring
 	// open opens the wallet (payment.OpenWallet with the node's
 	// settings); it may take until ctx ends.
 	open func(ctx context.Context) (*payment.Wallet, error)
@@ -309,7 +312,11 @@ func (l *liveWallet) run(ctx context.Context) {
 // wallet that stayed behind too long. It returns when to step again.
 func (l *liveWallet) step(ctx context.Context) time.Duration {
 	pctx, cancel := context.WithTimeout(ctx, chainProbeTimeout)
-	tip, err := l.chain.Tip(pctx)
+	ask := l.chain.Tip
+	if l.tipOf != nil {
+		ask = l.tipOf
+	}
+	tip, err := ask(pctx)
 	cancel()
 	if ctx.Err() != nil {
 		return 0

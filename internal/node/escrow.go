@@ -132,7 +132,7 @@ func (e *escrowNode) loop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
-		tip, err := e.n.chain.Tip(ctx)
+		tip, err := e.n.tips.Tip(ctx)
 		if err == nil {
 			newBlock := tip != last
 			if newBlock {

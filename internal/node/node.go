@@ -73,7 +73,10 @@ type Node struct {
 	reprobe    []string
 	wallet     *liveWallet // nil when payments are off
 	chain      payment.ChainSource
-	payments   *payment.Manager // nil when payments are off
+	// tips answers the pollers of the chain's tip from one recent
+	// question (tips.go); nil when payments are off.
+	tips     *sharedTip
+	payments *payment.Manager // nil when payments are off
 	// payCfg is the payment config in force (the payout address filled
 	// in); escrow runs escrowed jobs (escrow.go), nil when payments are off.
 	payCfg payment.Config

@@ -234,7 +234,9 @@ func (n *Node) startPayments(ctx context.Context) error {
 		}
 		n.log.Warn("chain source down at start: payments start once it answers", "why", why)
 	}
+	tips := newSharedTip(chain, tipAge)
 	lw := newLiveWallet(cfg.Backend, chain, keys, n.log)
+	lw.tipOf = tips.Tip
 	lw.open, lw.onChange = open, n.reoffer
 	lw.create = func(ctx context.Context, b *payment.SeedBackup) (*payment.Wallet, error) {
 		return payment.CreateWallet(ctx, dir, pass, b, cfg, n.log)
@@ -278,7 +280,7 @@ func (n *Node) startPayments(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("payment manager: %w", err)
 	}
-	n.wallet, n.chain, n.payments, n.payCfg = lw, chain, m, cfg
+	n.wallet, n.chain, n.tips, n.payments, n.payCfg = lw, chain, tips, m, cfg
 	return nil
 }
 
@@ -292,7 +294,7 @@ func (n *Node) tickChain(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
-		tip, err := n.chain.Tip(ctx)
+		tip, err := n.tips.Tip(ctx)
 		n.metrics.chainTip(tip, err)
 		if err == nil && tip != last {
 			if err := n.payments.Tick(ctx); err != nil && ctx.Err() == nil {

@@ -480,7 +480,18 @@ func (m *Machine) Advance() ([]*Record, error) {
 			moved = append(moved, nr)
 		}
 	}
-	if err := m.store.Update(func(kv KV) error { return pruneSeen(kv, m.now()) }); err != nil {
+	// Looked at first in a read: a write transaction commits (and syncs
+	// the database file) even when it changes nothing, and Advance runs
+	// every few seconds on an idle node.
+	now := m.now()
+	var old []string
+	if err := m.store.View(func(kv KV) (err error) { old, err = expiredSeen(kv, now); return err }); err != nil {
+		return moved, fmt.Errorf("prune seen proposals: %w", err)
+	}
+	if len(old) == 0 {
+		return moved, nil
+	}
+	if err := m.store.Update(func(kv KV) error { return pruneSeen(kv, now) }); err != nil {
 		return moved, fmt.Errorf("prune seen proposals: %w", err)
 	}
 	return moved, nil

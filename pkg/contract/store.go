@@ -128,14 +128,7 @@ func Reserve(s Store, res Reservation, capacity offer.Resources, seenUntil, now 
 // pruneSeen forgets proposal IDs whose proposals have expired: they can no
 // longer be replayed, since an expired proposal is refused anyway.
 func pruneSeen(kv KV, now time.Time) error {
-	var old []string
-	err := kv.ForEach(bucketSeen, "", func(k string, v []byte) error {
-		t, err := time.Parse(time.RFC3339Nano, string(v))
-		if err != nil || !now.Before(t) {
-			old = append(old, k)
-		}
-		return nil
-	})
+	old, err := expiredSeen(kv, now)
 	if err != nil {
 		return err
 	}
@@ -145,6 +138,19 @@ func pruneSeen(kv KV, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// expiredSeen lists the seen proposals whose time is over.
+func expiredSeen(kv KV, now time.Time) ([]string, error) {
+	var old []string
+	err := kv.ForEach(bucketSeen, "", func(k string, v []byte) error {
+		t, err := time.Parse(time.RFC3339Nano, string(v))
+		if err != nil || !now.Before(t) {
+			old = append(old, k)
+		}
+		return nil
+	})
+	return old, err
 }
 
 func putJSON(kv KV, bucket, key string, v any) error {

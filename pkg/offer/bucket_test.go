@@ -451,3 +451,67 @@ func TestRecordStoreTellsTheIndexOfProviderRecords(t *testing.T) {
 		t.Errorf("told %v\nwant %v", events, want)
 	}
 }
+
+// TestBucketIndexFetchesAPublicationOnce: a seller provides each of its
+// buckets when it publishes; the server fetches its offer for the first
+// record and holds it for the others (it fetched it once per bucket: the
+// same envelope a dozen times per publication), and fetches again for a
+// second record of a bucket (the next publication, even seconds later)
+// and for any record refetchAfter later.
+func TestBucketIndexFetchesAPublicationOnce(t *testing.T) {
+	n := &bucketNet{t: t, mn: mocknet.New()}
+	defer n.mn.Close()
+	server, _ := n.add()
+	seller, env := n.seller(8000, 10*time.Minute)
+	var mu sync.Mutex
+	fetches := 0
+	seller.SetStreamHandler(ProtocolID, func(s network.Stream) {
+		mu.Lock()
+		fetches++
+		mu.Unlock()
+		Handler(func() []byte { return env }, discard)(s)
+	})
+	count := func() int { mu.Lock(); defer mu.Unlock(); return fetches }
+	if err := n.mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.mn.ConnectAllButSelf(); err != nil {
+		t.Fatal(err)
+	}
+	var clock sync.Mutex
+	now := time.Now()
+	rs := NewRecordStore(server.ID(), DefaultStoreLimits())
+	x := ServeBuckets(BucketIndexConfig{Host: server, Now: func() time.Time { clock.Lock(); defer clock.Unlock(); return now }}, rs)
+	o, err := Open(env, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buckets := SellerBuckets(o)
+	if len(buckets) < 3 {
+		t.Fatalf("the sample offer is in %d buckets", len(buckets))
+	}
+	provide(t, rs, buckets[0].CID().Hash(), seller.ID())
+	waitFor(t, "the first bucket's offer held", func() bool { return x.Held() == 1 })
+	for _, b := range buckets[1:] {
+		provide(t, rs, b.CID().Hash(), seller.ID())
+	}
+	waitFor(t, "every bucket's offer held", func() bool { return x.Held() == len(buckets) })
+	time.Sleep(50 * time.Millisecond)
+	if got := count(); got != 1 {
+		t.Fatalf("%d buckets provided in a row: the offer was fetched %d times, want once", len(buckets), got)
+	}
+	// The next publication, seconds later (a relay slot's address):
+	// its first record is of a bucket already provided since the fetch.
+	provide(t, rs, buckets[0].CID().Hash(), seller.ID())
+	waitFor(t, "a publication seconds later fetched", func() bool { return count() == 2 })
+	provide(t, rs, buckets[1].CID().Hash(), seller.ID())
+	time.Sleep(50 * time.Millisecond)
+	if got := count(); got != 2 {
+		t.Fatalf("the second publication's other bucket fetched again (%d fetches)", got)
+	}
+	clock.Lock()
+	now = now.Add(refetchAfter)
+	clock.Unlock()
+	provide(t, rs, buckets[2].CID().Hash(), seller.ID())
+	waitFor(t, "a record refetchAfter later fetched", func() bool { return count() == 3 })
+}

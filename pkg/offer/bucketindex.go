@@ -233,7 +233,32 @@ type BucketIndex struct {
 	fetches int // goroutines fetching
 	queue   []wanted
 	waiting map[wanted]bool // in queue
+	// fetched is each provider's offer as last fetched, for the
+	// records of its other buckets that follow.
+	fetched map[peer.ID]fetchedOffer
 }
+
+// fetchedOffer is a provider's verified offer as fetched at at: its
+// envelope, expiry and the DHT keys of its buckets, and those of them
+// whose provider records came since (the publication's).
+type fetchedOffer struct {
+	held     heldOffer
+	buckets  map[string]bool
+	provided map[string]bool
+	at       time.Time
+}
+
+// refetchAfter is how long a provider's fetched offer answers for the
+// provider records of its other buckets. A seller provides each of its
+// buckets (up to a dozen) one after the other when it publishes, and every
+// record put here asked for its offer again: the same envelope over the
+// same stream a dozen times per publication, on each of the bucket's
+// closest servers. The first record of a publication fetches (a new
+// sequence, a new expiry, new addresses); the records of the other buckets
+// within refetchAfter are held from it. A second record of a bucket is a
+// new publication (a seller provides each bucket once per publication,
+// and may publish again seconds later with a relay's address): it fetches.
+const refetchAfter = 30 * time.Second
 
 // heldOffer is a verified envelope and its offer's expiry.
 type heldOffer struct {
@@ -271,7 +296,7 @@ func NewBucketIndex(cfg BucketIndexConfig) *BucketIndex {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &BucketIndex{cfg: cfg, buckets: map[string]map[peer.ID]heldOffer{}, waiting: map[wanted]bool{}}
+	return &BucketIndex{cfg: cfg, buckets: map[string]map[peer.ID]heldOffer{}, waiting: map[wanted]bool{}, fetched: map[peer.ID]fetchedOffer{}}
 }
 
 // ServeBuckets makes h answer BucketProtocolID from the offers of the
@@ -293,6 +318,9 @@ func (x *BucketIndex) Provided(key []byte, p peer.ID) {
 	w := wanted{key: string(key), p: p}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if x.heldFromFetchedLocked(w) {
+		return
+	}
 	if x.waiting[w] || len(x.queue) >= x.cfg.MaxOffers {
 		return
 	}
@@ -302,6 +330,21 @@ func (x *BucketIndex) Provided(key []byte, p peer.ID) {
 		x.fetches++
 		go x.fetchQueued()
 	}
+}
+
+// heldFromFetchedLocked holds w's offer from its provider's offer fetched
+// less than refetchAfter ago, if that one is in w's bucket and unexpired.
+func (x *BucketIndex) heldFromFetchedLocked(w wanted) bool {
+	f, ok := x.fetched[w.p]
+	now := x.cfg.Now()
+	if !ok || !f.buckets[w.key] || f.provided[w.key] || now.Sub(f.at) >= refetchAfter || !now.Before(f.held.expiry) {
+		return false
+	}
+	f.provided[w.key] = true
+	if err := x.holdLocked([]byte(w.key), w.p, f.held); err != nil {
+		x.cfg.Log.Debug("bucket offer not held", "peer", w.p, "err", err)
+	}
+	return true
 }
 
 // wanted is a provider record whose offer is to be fetched.
@@ -322,6 +365,11 @@ func (x *BucketIndex) fetchQueued() {
 		w := x.queue[0]
 		x.queue = x.queue[1:]
 		delete(x.waiting, w)
+		// Fetched meanwhile for another of its buckets (queued together).
+		if x.heldFromFetchedLocked(w) {
+			x.mu.Unlock()
+			continue
+		}
 		x.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), streamTimeout)
 		if err := x.fetch(ctx, []byte(w.key), w.p); err != nil {
@@ -334,7 +382,10 @@ func (x *BucketIndex) fetchQueued() {
 func (x *BucketIndex) fetch(ctx context.Context, key []byte, p peer.ID) error {
 	env, err := Fetch(ctx, x.cfg.Host, p)
 	if errors.Is(err, ErrNoOffer) {
-		x.Removed(key, p)
+		x.mu.Lock()
+		delete(x.fetched, p)
+		x.removedLocked(key, p)
+		x.mu.Unlock()
 		return err
 	}
 	if err != nil {
@@ -347,25 +398,38 @@ func (x *BucketIndex) fetch(ctx context.Context, key []byte, p peer.ID) error {
 	if o.Seller != p {
 		return fmt.Errorf("%w: %s served an offer of %s", ErrWrongKey, p, o.Seller)
 	}
-	in := false
+	f := fetchedOffer{held: heldOffer{env: env, expiry: o.Expiry}, buckets: map[string]bool{}, provided: map[string]bool{string(key): true}, at: x.cfg.Now()}
 	for _, b := range SellerBuckets(o) {
-		if string(b.CID().Hash()) == string(key) {
-			in = true
-			break
-		}
+		f.buckets[string(b.CID().Hash())] = true
 	}
-	if !in {
-		x.Removed(key, p)
-		return fmt.Errorf("%w: offer of %s is not in the bucket it provides", ErrInvalid, p)
-	}
-	return x.hold(key, p, heldOffer{env: env, expiry: o.Expiry})
-}
-
-// hold keeps p's envelope for the bucket, replacing the one held; a new
-// one past MaxOffers first evicts an expired one, else is refused.
-func (x *BucketIndex) hold(key []byte, p peer.ID, h heldOffer) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.rememberLocked(p, f)
+	if !f.buckets[string(key)] {
+		x.removedLocked(key, p)
+		return fmt.Errorf("%w: offer of %s is not in the bucket it provides", ErrInvalid, p)
+	}
+	return x.holdLocked(key, p, f.held)
+}
+
+// rememberLocked keeps p's fetched offer for refetchAfter, forgetting
+// those older when there are more than MaxOffers.
+func (x *BucketIndex) rememberLocked(p peer.ID, f fetchedOffer) {
+	if len(x.fetched) >= x.cfg.MaxOffers {
+		for q, g := range x.fetched {
+			if f.at.Sub(g.at) >= refetchAfter {
+				delete(x.fetched, q)
+			}
+		}
+	}
+	if len(x.fetched) < x.cfg.MaxOffers {
+		x.fetched[p] = f
+	}
+}
+
+// holdLocked keeps p's envelope for the bucket, replacing the one held; a
+// new one past MaxOffers first evicts an expired one, else is refused.
+func (x *BucketIndex) holdLocked(key []byte, p peer.ID, h heldOffer) error {
 	set := x.buckets[string(key)]
 	if _, ok := set[p]; !ok {
 		if x.total >= x.cfg.MaxOffers && !x.evictLocked() {
@@ -403,6 +467,10 @@ func (x *BucketIndex) evictLocked() bool {
 func (x *BucketIndex) Removed(key []byte, p peer.ID) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.removedLocked(key, p)
+}
+
+func (x *BucketIndex) removedLocked(key []byte, p peer.ID) {
 	set := x.buckets[string(key)]
 	if _, ok := set[p]; !ok {
 		return
