@@ -19,7 +19,21 @@ import (
 // reads then drop what they had not read: with a plain Close, the buyer
 // read "stream reset" (TestSellerSIGTERMMidJob failed so in CI, under
 // load, the buyer paying the bill as the receipt came).
+// With a live job's reader still reading the stream, the handler waits
+// for it: two reads waiting at once, yamux wakes one at the buyer's close
+// and, clearing the deadline, leaves the other waiting forever (a seller
+// that never stopped).
 func TestLingerCloseLastFrameSurvivesHostClose(t *testing.T) {
+	for _, reader := range []bool{false, true} {
+		name := "handler alone"
+		if reader {
+			name = "with a live job's reader"
+		}
+		t.Run(name, func(t *testing.T) { lingerCloseOnce(t, reader) })
+	}
+}
+
+func lingerCloseOnce(t *testing.T, reader bool) {
 	seller := tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	buyer := tcpHost(t, libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 	const proto = "/blackbox/test/linger"
@@ -31,8 +45,17 @@ func TestLingerCloseLastFrameSurvivesHostClose(t *testing.T) {
 			st.Reset()
 			return
 		}
+		if reader {
+			c.reading.Go(func() {
+				for {
+					if _, _, err := c.recv(maxCtlFrame); err != nil {
+						return
+					}
+				}
+			})
+		}
 		_ = c.send(jReceipt, []byte("the receipt"))
-		lingerClose(st)
+		lingerClose(c)
 	})
 	go func() {
 		<-handled
@@ -66,7 +89,7 @@ func TestLingerCloseLastFrameSurvivesHostClose(t *testing.T) {
 	st.Close()
 	select {
 	case <-handled:
-	case <-time.After(jobLinger):
+	case <-time.After(2 * jobLinger):
 		t.Fatal("the seller's handler still lingers after the buyer closed its side")
 	}
 }

@@ -137,7 +137,7 @@ func (l *liveJob) attach(a *attachment, resumed bool) {
 	l.gen++
 	a.gen, l.cur, l.c = l.gen, a, a.c
 	l.setStream(a.c)
-	go func() {
+	a.c.reading.Go(func() {
 		for {
 			t, b, err := a.c.recv(maxCtlFrame)
 			select {
@@ -151,7 +151,7 @@ func (l *liveJob) attach(a *attachment, resumed bool) {
 				return
 			}
 		}
-	}()
+	})
 	if resumed {
 		_ = a.c.send(jResumed, binary.AppendUvarint(nil, uint64(l.paid)))
 		if sv := l.s.services.get(l.id); sv != nil {

@@ -67,6 +67,11 @@ type conn struct {
 	s   network.Stream
 	r   *bufio.Reader
 	wmu sync.Mutex
+	// reading counts the goroutines reading s besides its handler's (a
+	// live job's reader): a stream must have one reader at a time, since
+	// yamux wakes one waiting read per arrival, and its close clears the
+	// read deadline (lingerClose).
+	reading sync.WaitGroup
 }
 
 func newConn(s network.Stream) *conn { return &conn{s: s, r: bufio.NewReaderSize(s, 4096)} }

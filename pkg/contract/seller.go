@@ -415,10 +415,10 @@ func (s *Seller) handleJob(st network.Stream) {
 		reason := refusalOf(err)
 		s.log.Info("job stream ended with an error", "peer", remote, "contract", id, "reason", reason, "err", err)
 		_ = c.send(frameError, marshalJobError(&JobError{Reason: reason, Message: err.Error(), Closing: closingTx(err), Held: heldUpdate(err)}))
-		lingerClose(st)
+		lingerClose(c)
 		return
 	}
-	lingerClose(st)
+	lingerClose(c)
 }
 
 // lingerClose ends a job stream whose last frame (a receipt, a refusal's
@@ -428,11 +428,16 @@ func (s *Seller) handleJob(st network.Stream) {
 // before its buffered bytes. So this side closes, then reads
 // (discarding, for up to jobLinger) what the buyer still sends, such as
 // the rest of an image or a payment, until the buyer has read the last
-// frame and closed its own side.
-func lingerClose(st network.Stream) {
+// frame and closed its own side. A live job's reader, still reading the
+// stream, is waited for first (bounded by the same deadline): two reads
+// waiting at once, one would miss the buyer's close and, the deadline
+// cleared by the close, wait forever.
+func lingerClose(c *conn) {
+	st := c.s
 	_ = st.CloseWrite()
 	_ = st.SetReadDeadline(time.Now().Add(jobLinger))
-	if _, err := io.Copy(io.Discard, st); err != nil {
+	c.reading.Wait()
+	if _, err := io.Copy(io.Discard, c.r); err != nil {
 		st.Reset()
 		return
 	}
