@@ -93,7 +93,8 @@ const DefaultCacheMaxAge = time.Minute
 // (or, named by a holder in the same bytes, without a second signature
 // check) until the earlier of its expiry and CacheMaxAge after it was
 // fetched, so a node that looks up repeatedly (a buyer's daemon) pays only
-// for the walk and for sellers it has not heard from lately. Only offers
+// for the walk and for sellers it has not heard from lately; one that does
+// not match the lookup's filter is fetched again after MissRefetchAfter. Only offers
 // that passed Verify (signature by the seller's key, valid now, sequence not
 // older than one seen) enter the cache; an entry is dropped when it expires
 // or when its seller's next fetch fails or is refused, and a newer sequence
@@ -110,13 +111,22 @@ type Discoverer struct {
 	byEnv map[string]peer.ID // the cache's envelopes
 }
 
-// cachedOffer is a verified offer (nil: the peer had nothing on offer) and
-// the time until which it is reused.
+// cachedOffer is a verified offer (nil: the peer had nothing on offer),
+// when it was verified, and the time until which it is reused.
 type cachedOffer struct {
 	o     *Offer
 	env   []byte // the envelope o was opened from
+	at    time.Time
 	until time.Time
 }
+
+// MissRefetchAfter is how old a cached offer that does not match a
+// lookup's filter may be before the lookup asks its seller again: the
+// seller may have re-signed it since with what the buyer asks for now (a
+// runtime that joined its offer, capacity freed). A match is reused for
+// CacheMaxAge (a stale one is found out at the proposal); a miss would
+// hide the seller until then.
+const MissRefetchAfter = 5 * time.Second
 
 // NewDiscoverer returns a discoverer.
 func NewDiscoverer(cfg DiscovererConfig) *Discoverer {
@@ -242,7 +252,7 @@ func (d *Discoverer) FindN(ctx context.Context, f Filter, n int) ([]*Offer, erro
 			return true
 		}
 		seen[p] = true
-		if o := d.cached(p); o != nil {
+		if o := d.cachedFor(p, f); o != nil {
 			keep(o)
 			return true
 		}
@@ -432,7 +442,7 @@ func (d *Discoverer) accept(o *Offer, env []byte) error {
 			until = o.Expiry
 		}
 		d.dropLocked(p)
-		d.cache[p] = cachedOffer{o: o, env: env, until: until}
+		d.cache[p] = cachedOffer{o: o, env: env, at: d.cfg.Now(), until: until}
 		d.byEnv[string(env)] = p
 	}
 	return nil
@@ -460,17 +470,34 @@ func (d *Discoverer) cachedEnv(env []byte) *Offer {
 
 // cached returns p's cached verified offer if it is still to be reused.
 func (d *Discoverer) cached(p peer.ID) *Offer {
+	o, _ := d.cachedAt(p)
+	return o
+}
+
+// cachedFor is cached for a lookup with filter f: nil (fetch it again)
+// for an offer that does not match f and was verified MissRefetchAfter
+// ago or more.
+func (d *Discoverer) cachedFor(p peer.ID, f Filter) *Offer {
+	o, at := d.cachedAt(p)
+	if o != nil && !f.Match(o) && !d.cfg.Now().Before(at.Add(MissRefetchAfter)) {
+		return nil
+	}
+	return o
+}
+
+// cachedAt is cached, with when the offer was verified.
+func (d *Discoverer) cachedAt(p peer.ID) (*Offer, time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c, ok := d.cache[p]
 	if !ok || c.o == nil {
-		return nil
+		return nil, time.Time{}
 	}
 	if !d.cfg.Now().Before(c.until) {
 		d.dropLocked(p)
-		return nil
+		return nil, time.Time{}
 	}
-	return c.o
+	return c.o, c.at
 }
 
 // forget drops p's cached offer (its seller no longer serves it); empty: p

@@ -1,11 +1,17 @@
 package offer
 
 import (
+	"context"
+	cryptorand "crypto/rand"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // clock is a settable test clock.
@@ -127,5 +133,90 @@ func TestDiscovererCacheNeverTakesARefusedOffer(t *testing.T) {
 	}
 	if d.cached(id) != nil || d.cached(other) != nil {
 		t.Fatal("a refused offer entered the cache")
+	}
+}
+
+// TestFindNAsksAgainForACachedMiss: a buyer that cached a seller's offer
+// without the runtime it now asks for (crun, which joined the seller's
+// offer later) asks the seller again once the cached offer is
+// MissRefetchAfter old, and finds the newer offer; a cached offer that
+// matches is reused without a stream for CacheMaxAge, and a miss younger
+// than MissRefetchAfter too.
+func TestFindNAsksAgainForACachedMiss(t *testing.T) {
+	mn := mocknet.New()
+	defer mn.Close()
+	buyer, err := mn.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, _ := crypto.GenerateEd25519Key(cryptorand.Reader)
+	seller, err := mn.AddPeer(key, ma.StringCast("/ip4/10.0.0.9/tcp/4242"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		env     []byte
+		fetches int
+	)
+	set := func(runtimes []string, seq uint64) {
+		o := sample(seller.ID())
+		o.Runtimes, o.Seq = runtimes, seq
+		e, err := Sign(o, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		env = e
+		mu.Unlock()
+	}
+	seller.SetStreamHandler(ProtocolID, Handler(func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		fetches++
+		return env
+	}, discard))
+	fetched := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return fetches
+	}
+	if err := mn.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{now: t0}
+	d := NewDiscoverer(DiscovererConfig{Host: buyer, Now: c.Now,
+		Finder: &listFinder{provs: []peer.AddrInfo{{ID: seller.ID(), Addrs: seller.Addrs()}}}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	find := func(f Filter) []*Offer {
+		t.Helper()
+		got, err := d.FindN(ctx, f, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	crun := Filter{Runtime: "crun"}
+
+	set([]string{"runc"}, 1)
+	if got := find(crun); len(got) != 0 || fetched() != 1 {
+		t.Fatalf("crun before the seller offers it: %d offers, %d fetches", len(got), fetched())
+	}
+	set([]string{"runc", "crun"}, 2)
+	c.now = t0.Add(MissRefetchAfter - time.Millisecond)
+	if got := find(Filter{}); len(got) != 1 || got[0].Seq != 1 || fetched() != 1 {
+		t.Fatalf("a match in the cache: %d offers, %d fetches; want the cached one, no fetch", len(got), fetched())
+	}
+	if got := find(crun); len(got) != 0 || fetched() != 1 {
+		t.Fatalf("a miss younger than MissRefetchAfter: %d offers, %d fetches; want none, no fetch", len(got), fetched())
+	}
+	c.now = t0.Add(MissRefetchAfter)
+	got := find(crun)
+	if len(got) != 1 || got[0].Seq != 2 || fetched() != 2 {
+		t.Fatalf("a miss MissRefetchAfter old: %d offers, %d fetches; want the seller's newer offer, fetched once more", len(got), fetched())
+	}
+	if got := find(crun); len(got) != 1 || fetched() != 2 {
+		t.Fatalf("the newer offer, cached: %d offers, %d fetches", len(got), fetched())
 	}
 }
