@@ -7,6 +7,7 @@ import (
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -185,6 +186,19 @@ func dhtOption(setting string, private bool) dht.ModeOpt {
 		return dht.ModeAutoServer
 	}
 	return dht.ModeAuto
+}
+
+// forcedReachability is the reachability the config forces on libp2p
+// (unknown in auto): the node's state starts from it, not from libp2p's
+// event saying so, which the relay service may answer first.
+func (c NetworkConfig) forcedReachability() network.Reachability {
+	switch c.Reachability {
+	case ReachPublic:
+		return network.ReachabilityPublic
+	case ReachPrivate:
+		return network.ReachabilityPrivate
+	}
+	return network.ReachabilityUnknown
 }
 
 // keepRelays says whether the node should hold relay slots: always when

@@ -297,7 +297,8 @@ func (n *Node) startHost(reg prometheus.Registerer) error {
 	}
 	n.host = h
 	n.push(h.Close)
-	n.reach = &reachTracker{cfg: n.cfg.Network, h: h, log: n.log, punches: punches, ports: ports, since: time.Now()}
+	n.reach = &reachTracker{cfg: n.cfg.Network, h: h, log: n.log, punches: punches, ports: ports, since: time.Now(),
+		s: reachState{autonat: n.cfg.Network.forcedReachability()}}
 	n.exchange = reputation.NewExchange(h, n.book, n.log)
 	return nil
 }
@@ -393,7 +394,7 @@ func (n *Node) runMarket(ctx context.Context) {
 	}()
 	if n.sandbox != nil && len(n.reprobe) > 0 {
 		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.reprobeRuntimes(ctx, reprobeDelays) }()
+		go func() { defer n.wg.Done(); n.reprobeRuntimes(ctx, sandbox.ReprobeDelays(n.sandbox.ProbeTimeout())) }()
 	}
 	if n.payments != nil {
 		n.wg.Add(1)
