@@ -106,13 +106,10 @@ func (n *Node) offeredRuntimes() []string {
 	return slices.Clone(n.runtimes)
 }
 
-// reprobeDelays are the waits before each later probe of a runtime whose
-// probe at start ran out of time.
-var reprobeDelays = []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute}
-
 // reprobeRuntimes probes again the runtimes whose probe at start ran out
 // of time (a loaded machine, not a broken runtime) and offers each as soon
-// as its probe job runs, until ctx ends or reprobeDelays are spent.
+// as its probe job runs, until ctx ends or delays (sandbox.ReprobeDelays)
+// are spent.
 func (n *Node) reprobeRuntimes(ctx context.Context, delays []time.Duration) {
 	left := slices.Clone(n.reprobe)
 	for _, d := range delays {
@@ -125,7 +122,7 @@ func (n *Node) reprobeRuntimes(ctx context.Context, delays []time.Duration) {
 		case <-time.After(d):
 		}
 		left = slices.DeleteFunc(left, func(rt string) bool {
-			pctx, cancel := context.WithTimeout(ctx, 2*sandbox.ProbeTimeout)
+			pctx, cancel := context.WithTimeout(ctx, 2*n.sandbox.ProbeTimeout())
 			defer cancel()
 			if err := n.sandbox.Probe(pctx, rt); err != nil {
 				n.log.Info("runtime still not offered: its probe job failed again", "runtime", rt, "err", err)

@@ -63,6 +63,12 @@ type Config struct {
 	// that dies ends every job it serves, so this bounds what one shim's
 	// death costs. The jobs beyond start another group (shimgroup.go).
 	ShimGroupJobs int `mapstructure:"shim_group_jobs"`
+	// ProbeTimeout bounds the probe job each offered runtime runs at
+	// start (ProbeRuntimes): on a loaded machine gVisor's first container
+	// takes seconds to create. A runtime whose probe runs out of time is
+	// slow, not broken: the node probes it again later, after waits that
+	// scale with this (ReprobeDelays), and offers it once it runs.
+	ProbeTimeout time.Duration `mapstructure:"probe_timeout"`
 	// LogBinary, when set, is this program's absolute path: jobs' streams
 	// then go to files through a logger the containerd shim runs (this
 	// program, see IsLogger), not through the daemon's pipes, so that a job
@@ -76,8 +82,9 @@ type Config struct {
 // (root mapped to 1,000,000), tarballs up to 2 GiB unpacking to at most
 // 8 GiB, an image cache of 20 GiB dropping images unused for 7 days, 16 MiB
 // of stdout and of stderr per job, 512 pids and 256 MiB of scratch unless the
-// job says otherwise, at most 4 jobs per shared shim. StateDir is left empty: the caller sets it under its
-// data directory.
+// job says otherwise, at most 4 jobs per shared shim, a minute for each
+// runtime's probe job. StateDir is left empty: the caller sets it under
+// its data directory.
 func DefaultConfig() Config {
 	return Config{
 		Address:          "/run/containerd/containerd.sock",
@@ -95,6 +102,7 @@ func DefaultConfig() Config {
 		DefaultDiskBytes: 256 << 20,
 		SharedShim:       true,
 		ShimGroupJobs:    4,
+		ProbeTimeout:     time.Minute,
 	}
 }
 
@@ -129,6 +137,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("default_disk_bytes %d: must be positive", c.DefaultDiskBytes)
 	case c.ShimGroupJobs < 1 || c.ShimGroupJobs > 1024:
 		return fmt.Errorf("shim_group_jobs %d: must be in 1..1024", c.ShimGroupJobs)
+	case c.ProbeTimeout < time.Second || c.ProbeTimeout > time.Hour:
+		return fmt.Errorf("probe_timeout %s: must be in 1s..1h", c.ProbeTimeout)
 	case c.LogBinary != "" && !filepath.IsAbs(c.LogBinary):
 		return fmt.Errorf("log binary %q: must be an absolute path", c.LogBinary)
 	}

@@ -172,9 +172,15 @@ func (s *Sandbox) probe(ctx context.Context, runtime string, userns bool) error 
 	return nil
 }
 
-// ProbeTimeout bounds each runtime's probe job in ProbeRuntimes: on a
-// loaded machine gVisor's first container takes seconds to create.
-const ProbeTimeout = time.Minute
+// ReprobeDelays are the waits before each later probe of a runtime whose
+// probe at start ran out of its time (Config.ProbeTimeout): half of it,
+// then once, twice, five and ten times it (30 s to 10 min by default).
+func ReprobeDelays(probeTimeout time.Duration) []time.Duration {
+	return []time.Duration{probeTimeout / 2, probeTimeout, 2 * probeTimeout, 5 * probeTimeout, 10 * probeTimeout}
+}
+
+// ProbeTimeout is the time of each runtime's probe job (Config.ProbeTimeout).
+func (s *Sandbox) ProbeTimeout() time.Duration { return s.cfg.ProbeTimeout }
 
 // ProbeRuntimes runs the probe job under each of the runtimes named
 // (Runtimes when none) and returns those that ran it, and why each other one
@@ -188,7 +194,7 @@ func (s *Sandbox) ProbeRuntimes(ctx context.Context, names ...string) (ok []stri
 	}
 	failed = map[string]error{}
 	for _, rt := range names {
-		pctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.ProbeTimeout)
 		err := s.Probe(pctx, rt)
 		if err != nil && s.UserNS() && s.cfg.UserNS == "auto" && remapsUsers(rt) && !errors.Is(err, ErrRuntimeUnavailable) {
 			if s.probe(pctx, rt, false) == nil {

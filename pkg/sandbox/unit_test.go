@@ -26,6 +26,7 @@ func TestConfigValidate(t *testing.T) {
 		"default_pids":    func(c *Config) { c.DefaultPids = 0 },
 		"image_cache_age": func(c *Config) { c.ImageCacheAge = -time.Second },
 		"shim_group_jobs": func(c *Config) { c.ShimGroupJobs = 0 },
+		"probe_timeout":   func(c *Config) { c.ProbeTimeout = 0 },
 	} {
 		c := DefaultConfig()
 		mod(&c)
