@@ -59,8 +59,12 @@ func TestSandboxRefusesAnotherMountNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	// Wait for a connection, not for the file: the socket's file exists
+	// from bind(2), before listen(2), and a connect in between is refused
+	// (CI failed so once, under load).
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(end) {
