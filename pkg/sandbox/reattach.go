@@ -343,11 +343,20 @@ func (s *Sandbox) outputCap(job Job) int64 {
 type tails struct {
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// ending is closed by wait: the job has ended, the logger's done file
+	// is due any moment, and the files are looked at every tailEndPoll.
+	ending  chan struct{}
+	endOnce sync.Once
+	wg      sync.WaitGroup
+	poll    time.Duration // tailPoll (a test's own)
 }
 
 func startTails(dir string, stdout, stderr io.Writer) *tails {
-	t := &tails{stop: make(chan struct{})}
+	return startTailsEvery(dir, stdout, stderr, tailPoll)
+}
+
+func startTailsEvery(dir string, stdout, stderr io.Writer, poll time.Duration) *tails {
+	t := &tails{stop: make(chan struct{}), ending: make(chan struct{}), poll: poll}
 	for name, w := range map[string]io.Writer{logStdout: stdout, logStderr: stderr} {
 		t.wg.Add(1)
 		go func() {
@@ -358,19 +367,36 @@ func startTails(dir string, stdout, stderr io.Writer) *tails {
 	return t
 }
 
-// tailPoll is how often a log file is looked at for more.
-const tailPoll = 100 * time.Millisecond
+// tailPoll is how often a log file is looked at for more while the job
+// runs; tailEndPoll once it has ended. A job's last bytes and the done
+// file come within milliseconds of its end: at tailPoll alone, every job
+// waited 50 ms on average for its streams to be declared done.
+const (
+	tailPoll    = 100 * time.Millisecond
+	tailEndPoll = 2 * time.Millisecond
+)
 
 func (t *tails) tail(dir, path string, w io.Writer) {
+	poll, ending := t.poll, t.ending
+	timer := time.NewTimer(poll)
+	defer timer.Stop()
+	// pause waits for the next look; false: halted.
+	pause := func() bool {
+		timer.Reset(poll)
+		select {
+		case <-t.stop:
+			return false
+		case <-ending:
+			poll, ending = tailEndPoll, nil
+		case <-timer.C:
+		}
+		return true
+	}
 	var f *os.File
 	for f == nil {
 		var err error
-		if f, err = os.Open(path); err != nil {
-			select {
-			case <-t.stop:
-				return
-			case <-time.After(tailPoll):
-			}
+		if f, err = os.Open(path); err != nil && !pause() {
+			return
 		}
 	}
 	defer f.Close()
@@ -389,16 +415,16 @@ func (t *tails) tail(dir, path string, w io.Writer) {
 			io.CopyBuffer(w, f, buf)
 			return
 		}
-		select {
-		case <-t.stop:
+		if !pause() {
 			return
-		case <-time.After(tailPoll):
 		}
 	}
 }
 
-// wait waits up to d for both files to be read to their end.
+// wait waits up to d for both files to be read to their end; the job has
+// ended, so they are looked at every tailEndPoll from now.
 func (t *tails) wait(d time.Duration) bool {
+	t.endOnce.Do(func() { close(t.ending) })
 	done := make(chan struct{})
 	go func() { t.wg.Wait(); close(done) }()
 	select {

@@ -93,3 +93,34 @@ func TestCrunScriptPassesCalls(t *testing.T) {
 		t.Errorf("rewrite: %s %v", again, err)
 	}
 }
+
+// TestTailsWaitLooksAtOnce: once the job has ended (wait), the log files
+// are looked at again at once and then every tailEndPoll, not at the next
+// poll of a running job (an hour here: at 100 ms, every market job waited
+// 50 ms on average for its streams to be declared done).
+func TestTailsWaitLooksAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{logStdout, logStderr} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errs bytes.Buffer
+	tl := startTailsEvery(dir, &out, &errs, time.Hour)
+	defer tl.halt()
+	// The logger's last bytes and its done file, after the tails' first
+	// look (which found neither).
+	time.Sleep(50 * time.Millisecond)
+	if err := os.WriteFile(filepath.Join(dir, logStdout), []byte("the end\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, doneFile), []byte("8 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !tl.wait(time.Minute) {
+		t.Fatal("wait did not see the done file (it waited for the running job's poll)")
+	}
+	if out.String() != "the end\n" || errs.Len() != 0 {
+		t.Fatalf("copied stdout %q, stderr %q", out.String(), errs.String())
+	}
+}
