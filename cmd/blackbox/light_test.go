@@ -124,10 +124,7 @@ func BenchmarkLightSync(b *testing.B) {
 	row := func(figure string, v float64, unit string, below float64) {
 		goal, met := "-", "-"
 		if below > 0 {
-			goal, met = fmt.Sprintf("< %g %s", below, unit), "no"
-			if v < below {
-				met = "yes"
-			}
+			goal, met = fmt.Sprintf("< %g %s", below, unit), yesNo(v < below)
 		}
 		fmt.Printf("BENCHROW %s = %.2f %s|-|-|%s|%s\n", figure, v, unit, goal, met)
 	}
