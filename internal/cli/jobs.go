@@ -185,7 +185,7 @@ func (a *App) request(f submitFlags, args []string) (contract.Request, error) {
 	case looksLikeReference(f.image):
 		req.Image = f.image // a reference the seller pulls
 	default:
-		return req, fmt.Errorf("--image %q: no such file (and not an image reference like docker.io/library/busybox:1.36)", f.image)
+		return req, errNoImage(f.image)
 	}
 	names := map[string]string{}
 	for _, in := range f.inputs {
@@ -230,6 +230,12 @@ func checkImage(path string) error {
 // looksLikeReference says whether s can be an image reference a seller
 // pulls (registry/name[:tag][@digest]) rather than a path that does not
 // exist.
+// errNoImage is the error of an --image that names no file and is not an
+// image reference either (a typo in a path, most likely).
+func errNoImage(image string) error {
+	return fmt.Errorf("--image %q: no such file (and not an image reference like docker.io/library/busybox:1.36)", image)
+}
+
 func looksLikeReference(s string) bool {
 	if !strings.ContainsAny(s, "/:") || strings.HasPrefix(s, ".") || strings.HasPrefix(s, "/") || strings.HasPrefix(s, "~") {
 		return false

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -104,6 +105,14 @@ stdout carries only the result record.
 			}
 			if err := check.Validate(); err != nil {
 				return err
+			}
+			if _, err := os.Stat(image); errors.Is(err, fs.ErrNotExist) && !looksLikeReference(image) {
+				return errNoImage(image)
+			}
+			if runtime != "" {
+				if err := sandbox.KnownRuntime(runtime); err != nil {
+					return fmt.Errorf("--runtime: %w", err)
+				}
 			}
 			if input != "" {
 				// The sandbox checks the contents; catch a typo before connecting.

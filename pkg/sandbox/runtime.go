@@ -28,11 +28,20 @@ var runtimeInstall = map[string]string{
 	"runsc": "apt-get install runsc (gVisor; or https://gvisor.dev/docs/user_guide/install/)",
 }
 
+// KnownRuntime is nil for a name of Runtimes, else ErrRuntimeUnavailable
+// naming them: a caller can refuse a typo before it connects.
+func KnownRuntime(name string) error {
+	if !slices.Contains(Runtimes, name) {
+		return fmt.Errorf("%w: unknown runtime %q (want one of %s)", ErrRuntimeUnavailable, name, strings.Join(Runtimes, ", "))
+	}
+	return nil
+}
+
 // runtimeOptions returns the shim options that make the runc v2 shim run
 // name, or ErrRuntimeUnavailable when its binary is not installed.
 func runtimeOptions(name string) (*runcoptions.Options, error) {
-	if !slices.Contains(Runtimes, name) {
-		return nil, fmt.Errorf("%w: unknown runtime %q (want one of %s)", ErrRuntimeUnavailable, name, strings.Join(Runtimes, ", "))
+	if err := KnownRuntime(name); err != nil {
+		return nil, err
 	}
 	if _, err := lookPath("containerd-shim-runc-v2"); err != nil {
 		return nil, fmt.Errorf("%w: containerd-shim-runc-v2 not found (apt-get install containerd)", ErrRuntimeUnavailable)
