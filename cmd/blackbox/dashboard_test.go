@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"image/png"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -40,17 +39,6 @@ func chromium(t *testing.T) string {
 		t.Skipf("the dashboard test drives a real browser: %v (apt-get install chromium)", err)
 	}
 	return path
-}
-
-// freePort is a loopback TCP port nothing listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // screenshotDir is the build dir's screenshots/ (build/screenshots).

@@ -46,13 +46,7 @@ func TestListenPortInUse(t *testing.T) {
 		t.Skip("real processes: not in -short")
 	}
 	bin := binary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	ln.Close()
-	addr := "/ip4/127.0.0.1/tcp/" + port
+	addr := "/ip4/127.0.0.1/tcp/" + freePort(t)
 	first := serve(t, bin, []string{"BLACKBOX_MDNS=false"}, "--listen", addr)
 	st := waitStatus(t, bin, first)
 	if !strings.Contains(strings.Join(st.Addrs, " "), addr+"/p2p/") {

@@ -189,11 +189,10 @@ func (d *daemon) start() {
 	t.Helper()
 	// A restart listens where the daemon listened before, as a configured
 	// node would.
-	listen := "/ip4/127.0.0.1/tcp/0"
-	if d.listen != "" {
-		listen = d.listen
+	if d.listen == "" {
+		d.listen = "/ip4/127.0.0.1/tcp/" + freePort(t)
 	}
-	argv := append([]string{"serve", "--data-dir", d.dir, "--listen", listen}, d.args...)
+	argv := append([]string{"serve", "--data-dir", d.dir, "--listen", d.listen}, d.args...)
 	name := d.m.bin
 	if len(d.prefix) > 0 {
 		name, argv = d.prefix[0], slices.Concat(d.prefix[1:], []string{d.m.bin}, argv)
@@ -208,11 +207,6 @@ func (d *daemon) start() {
 	d.cmd, d.exited = cmd, make(chan struct{})
 	go func() { d.err = cmd.Wait(); close(d.exited) }()
 	d.waitAPI(began)
-	for _, a := range waitStatus(t, d.m.bin, d.proc).Addrs {
-		if strings.HasPrefix(a, "/ip4/127.0.0.1/tcp/") && d.listen == "" {
-			d.listen = strings.Split(a, "/p2p/")[0]
-		}
-	}
 }
 
 // waitAPI polls the daemon's API in this process every 10ms until it
