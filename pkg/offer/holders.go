@@ -79,50 +79,59 @@ func (d *Discoverer) fromHolders(ctx context.Context, key []byte, f Filter, ask,
 	return nil
 }
 
-// openAll opens the envelopes holder served, on every core, until count of
-// them match f; a refused one is reported as the holder's.
+// openAll opens the envelopes holder served until count of them match f,
+// in rounds of as many as are still wanted: each round's envelopes not
+// already cached are split over the cores, and each part's signatures are
+// checked in one batch (openBatch). A refused envelope is reported as the
+// holder's.
 func (d *Discoverer) openAll(ctx context.Context, holder peer.ID, envs [][]byte, f Filter, count int) []*Offer {
-	var (
-		mu   sync.Mutex
-		out  []*Offer
-		next int
-		wg   sync.WaitGroup
-	)
-	work := func() {
-		for {
-			mu.Lock()
-			if next == len(envs) || len(out) >= count || ctx.Err() != nil {
-				mu.Unlock()
-				return
+	var out []*Offer
+	for len(envs) > 0 && len(out) < count && ctx.Err() == nil {
+		round := envs[:min(len(envs), count-len(out))]
+		envs = envs[len(round):]
+		opened := make([]*Offer, len(round))
+		var fresh []int // the round's envelopes not in the cache
+		for i, env := range round {
+			if opened[i] = d.cachedEnv(env); opened[i] == nil {
+				fresh = append(fresh, i)
 			}
-			env := envs[next]
-			next++
-			mu.Unlock()
-			o := d.cachedEnv(env)
-			if o == nil {
-				var err error
-				if o, err = Open(env, d.cfg.Now()); err == nil {
-					err = d.accept(o, env)
+		}
+		parts := min(runtime.GOMAXPROCS(0), (len(fresh)+batchMin-1)/batchMin)
+		var wg sync.WaitGroup
+		for p := range parts {
+			part := fresh[p*len(fresh)/parts : (p+1)*len(fresh)/parts]
+			wg.Go(func() {
+				batch := make([][]byte, len(part))
+				for j, i := range part {
+					batch[j] = round[i]
 				}
-				if err != nil {
-					d.cfg.Log.Debug("offer from bucket holder rejected", "holder", holder, "err", err)
-					if d.cfg.OnReject != nil {
-						d.cfg.OnReject(holder, err)
+				offers, errs := openBatch(batch, d.cfg.Now())
+				for j, i := range part {
+					err := errs[j]
+					if err == nil {
+						err = d.accept(offers[j], round[i])
 					}
-					continue
+					if err != nil {
+						d.cfg.Log.Debug("offer from bucket holder rejected", "holder", holder, "err", err)
+						if d.cfg.OnReject != nil {
+							d.cfg.OnReject(holder, err)
+						}
+						continue
+					}
+					opened[i] = offers[j]
 				}
-			}
-			if f.Match(o) {
-				mu.Lock()
+			})
+		}
+		wg.Wait()
+		for _, o := range opened {
+			if o != nil && f.Match(o) && len(out) < count {
 				out = append(out, o)
-				mu.Unlock()
 			}
 		}
 	}
-	for range min(runtime.GOMAXPROCS(0), len(envs)) - 1 {
-		wg.Go(work)
-	}
-	work()
-	wg.Wait()
 	return out
 }
+
+// batchMin is the fewest envelopes worth a core of their own: a batch
+// check saves more the more signatures it holds.
+const batchMin = 4

@@ -401,28 +401,14 @@ func Sign(o *Offer, key crypto.PrivKey) ([]byte, error) {
 // signature valid for the envelope's key, that key is the seller's peer ID,
 // and the contents valid at now.
 func Open(data []byte, now time.Time) (*Offer, error) {
-	if len(data) > MaxEnvelopeSize {
-		return nil, fmt.Errorf("%w (%d bytes > %d)", ErrTooLarge, len(data), MaxEnvelopeSize)
-	}
-	var o Offer
-	env, err := record.ConsumeTypedEnvelope(data, &o)
+	s, err := unseal(data)
 	if err != nil {
-		if errors.Is(err, ErrInvalid) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
-	}
-	signer, err := peer.IDFromPublicKey(env.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("%w: signer key: %v", ErrMalformed, err)
-	}
-	if signer != o.Seller {
-		return nil, fmt.Errorf("%w: signed by %s, seller %s", ErrWrongKey, signer, o.Seller)
-	}
-	if err := o.Validate(now); err != nil {
 		return nil, err
 	}
-	return &o, nil
+	if err := s.verify(); err != nil {
+		return nil, err
+	}
+	return s.open(now)
 }
 
 // gib is one GiB in bytes.
