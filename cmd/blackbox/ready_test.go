@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,16 +24,11 @@ import (
 // /healthz and serve's payment.required all give one answer to "can this
 // node earn", from real btcd regtest nodes and real processes.
 
-// freeLoopbackAddr is a 127.0.0.1 port free a moment ago: for a server to
-// come, or as a btcd that is down.
+// freeLoopbackAddr is a 127.0.0.1 address nothing listens on (freePort):
+// for a server to come, or as a btcd that is down.
 func freeLoopbackAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return "127.0.0.1:" + freePort(t)
 }
 
 // btcdEnv is the environment of a node whose chain source is rpcHost.

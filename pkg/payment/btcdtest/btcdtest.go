@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +28,8 @@ import (
 	"github.com/btcsuite/btcd/rpcclient"
 	"github.com/btcsuite/btcd/txscript"
 	"github.com/btcsuite/btcd/wire"
+
+	"github.com/blackbox-market/blackbox/internal/netlab"
 )
 
 // Params are the chain parameters of every harness.
@@ -117,15 +118,6 @@ func Start(t testing.TB, mature int) *Harness {
 	return h
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func start(bin, dir string) (*Harness, error) {
 	key, err := btcec.NewPrivateKey()
 	if err != nil {
@@ -138,11 +130,11 @@ func start(bin, dir string) (*Harness, error) {
 	script, _ := txscript.PayToAddrScript(addr)
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
+		port, err := netlab.LoopbackPort() // Resume starts btcd on it again
 		if err != nil {
 			return nil, err
 		}
-		p2p, err := freePort()
+		p2p, err := netlab.LoopbackPort()
 		if err != nil {
 			return nil, err
 		}

@@ -72,7 +72,7 @@ func (h *Harness) Resume() error {
 		}
 		select {
 		case <-done:
-			return errors.New("restarted btcd exited")
+			return fmt.Errorf("restarted btcd exited; its log ends:\n%s", h.Logs())
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
