@@ -227,15 +227,15 @@ func checkImage(path string) error {
 	return nil
 }
 
-// looksLikeReference says whether s can be an image reference a seller
-// pulls (registry/name[:tag][@digest]) rather than a path that does not
-// exist.
 // errNoImage is the error of an --image that names no file and is not an
 // image reference either (a typo in a path, most likely).
 func errNoImage(image string) error {
 	return fmt.Errorf("--image %q: no such file (and not an image reference like docker.io/library/busybox:1.36)", image)
 }
 
+// looksLikeReference says whether s can be an image reference a seller
+// pulls (registry/name[:tag][@digest]) rather than a path that does not
+// exist.
 func looksLikeReference(s string) bool {
 	if !strings.ContainsAny(s, "/:") || strings.HasPrefix(s, ".") || strings.HasPrefix(s, "/") || strings.HasPrefix(s, "~") {
 		return false
